@@ -1,0 +1,120 @@
+# refract — build, run and test the constellation.
+#
+#   make                     build every binary into build/bin/
+#   make deps                install missing Debian packages (idempotent)
+#   make run                 build, make sample media, start the single-node stack
+#   make test                build and run every test suite, ending with a summary line
+#   make SANITIZE=address,undefined   the same build with sanitizers, into build/san/
+#   make fuzz                libFuzzer targets (clang) into build/fuzz/
+#   make format              clang-format every C file
+#
+CC       ?= gcc
+ifeq ($(CC),cc)
+CC       := gcc
+endif
+SANITIZE ?=
+OPT      ?= -O2
+O        := build$(if $(SANITIZE),/san)
+
+PKGS     := libczmq libzmq jansson yaml-0.1
+CFLAGS_BASE := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Icommon \
+               $(shell pkg-config --cflags $(PKGS))
+ifneq ($(SANITIZE),)
+CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS_SAN := -fsanitize=$(SANITIZE)
+endif
+LIBS_BASE := $(shell pkg-config --libs $(PKGS)) -lpthread
+
+H2O_CFLAGS := $(shell pkg-config --cflags libh2o-evloop)
+H2O_LIBS   := $(shell pkg-config --libs libh2o-evloop) -lssl -lcrypto -lz
+VIPS_CFLAGS := $(shell pkg-config --cflags vips)
+VIPS_LIBS   := $(shell pkg-config --libs vips)
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(O)/obj/%.o)
+COMMON_LIB := $(O)/lib/librefract-common.a
+
+GW_SRC  := $(wildcard services/gateway/*.c)
+GW_OBJ  := $(GW_SRC:%.c=$(O)/obj/%.o)
+IMG_SRC := $(wildcard services/image-worker/*.c)
+IMG_OBJ := $(IMG_SRC:%.c=$(O)/obj/%.o)
+# The image transform core (img_core.c) builds and tests without the bus.
+IMG_CORE_OBJ := $(O)/obj/services/image-worker/img_core.o
+
+BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
+
+FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
+
+.PHONY: all deps run test unit fuzz format clean bench
+all: $(BINS) $(UNIT_BINS)
+
+deps:
+	@scripts/deps.sh
+
+$(O)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS_BASE) $(H2O_CFLAGS) $(VIPS_CFLAGS) -MMD -MP -c $< -o $@
+
+$(COMMON_LIB): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  AR    $@"
+	@ar rcs $@ $^
+
+$(O)/bin/refract-gateway: $(GW_OBJ) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(H2O_LIBS) $(LIBS_BASE)
+
+$(O)/bin/refract-image-worker: $(IMG_OBJ) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(VIPS_LIBS) $(LIBS_BASE)
+
+# Unit tests link the common library, and the image core where they need it.
+$(O)/tests/%: tests/unit/%.c $(COMMON_LIB) $(IMG_CORE_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  TEST  $@"
+	@$(CC) $(CFLAGS_BASE) $(VIPS_CFLAGS) -Iservices/image-worker -o $@ $< $(IMG_CORE_OBJ) $(COMMON_LIB) \
+	    -lcmocka $(VIPS_LIBS) $(LIBS_BASE)
+
+build/bin/bench-vips-loop: bench/vips_loop.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE $(VIPS_CFLAGS) -o $@ $< $(VIPS_LIBS) -lpthread
+
+unit: $(UNIT_BINS)
+	@scripts/run-unit.sh $(UNIT_BINS)
+
+# libFuzzer targets: clang, with ASan+UBSan, built from the same sources.
+FUZZ_CFLAGS := -std=gnu11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined \
+               $(shell pkg-config --cflags $(PKGS))
+build/fuzz/%: fuzz/%.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ  $@"
+	@clang $(FUZZ_CFLAGS) -o $@ $< $(COMMON_SRC) $(LIBS_BASE)
+
+fuzz: $(FUZZ_BINS)
+
+run: 
+	@scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+test:
+	@scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
+	@scripts/test.sh
+
+bench: all
+	@bench/run.sh
+
+format:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

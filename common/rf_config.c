@@ -1,0 +1,807 @@
+#include "rf_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "rf_log.h"
+
+/* The loader walks libyaml's node graph with a table of known keys per
+ * mapping; anything not in a table is an error pointing at its mark. */
+
+typedef struct {
+    yaml_document_t doc;
+    const char *name;
+    char *err;
+    rf_config_t *cfg;
+} s_ctx_t;
+
+typedef int(s_key_fn)(s_ctx_t *c, yaml_node_t *value, void *target);
+
+typedef struct {
+    const char *key;
+    s_key_fn *fn;
+    size_t offset; /* into the target struct the handler writes */
+} s_key_t;
+
+static int s_fail(s_ctx_t *c, yaml_node_t *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Records the first error as "name:line:col: message". Always returns -1
+ * so handlers can `return s_fail(...)`. */
+static int s_fail(s_ctx_t *c, yaml_node_t *at, const char *fmt, ...)
+{
+    if (c->err != NULL)
+        return -1;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t line = at ? at->start_mark.line + 1 : 1, col = at ? at->start_mark.column + 1 : 1;
+    if (asprintf(&c->err, "%s:%zu:%zu: %s", c->name, line, col, msg) < 0)
+        c->err = NULL;
+    return -1;
+}
+
+static const char *s_scalar(yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
+
+static int s_want_scalar(s_ctx_t *c, yaml_node_t *n, const char *what)
+{
+    if (n->type != YAML_SCALAR_NODE)
+        return s_fail(c, n, "%s must be a scalar", what);
+    return 0;
+}
+
+static int s_want_map(s_ctx_t *c, yaml_node_t *n, const char *what)
+{
+    if (n->type != YAML_MAPPING_NODE)
+        return s_fail(c, n, "%s must be a mapping", what);
+    return 0;
+}
+
+/* Dispatches each pair of mapping `map` to its handler in `keys`; a key
+ * not in the table, or given twice, is an error. */
+static int s_walk(s_ctx_t *c, yaml_node_t *map, const s_key_t *keys, void *target, const char *section)
+{
+    if (s_want_map(c, map, section) < 0)
+        return -1;
+    unsigned long seen = 0;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(&c->doc, p->value);
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE)
+            return s_fail(c, k, "keys in %s must be scalars", section);
+        size_t i = 0;
+        for (; keys[i].key != NULL; i++)
+            if (strcmp(keys[i].key, s_scalar(k)) == 0)
+                break;
+        if (keys[i].key == NULL)
+            return s_fail(c, k, "unknown key '%s' in %s", s_scalar(k), section);
+        if (seen & (1UL << i))
+            return s_fail(c, k, "duplicate key '%s' in %s", s_scalar(k), section);
+        seen |= 1UL << i;
+        if (keys[i].fn(c, v, (char *)target + keys[i].offset) < 0)
+            return s_fail(c, v, "invalid value for '%s' in %s", s_scalar(k), section);
+    }
+    return 0;
+}
+
+/* ---- value parsers shared with callers ---------------------------------- */
+
+int rf_size_parse(const char *text, size_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || errno != 0 || !(v >= 0)) /* !(>=) also rejects NaN */
+        return -1;
+    while (*end == ' ')
+        end++;
+    double mul = 1;
+    if (*end != '\0') {
+        char u = (char)toupper((unsigned char)*end++);
+        switch (u) {
+        case 'B': mul = 1; end--; break;
+        case 'K': mul = 1024.0; break;
+        case 'M': mul = 1024.0 * 1024; break;
+        case 'G': mul = 1024.0 * 1024 * 1024; break;
+        case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
+        default: return -1;
+        }
+        if (*end == 'i')
+            end++;
+        if (*end == 'B' || *end == 'b')
+            end++;
+        if (*end != '\0')
+            return -1;
+    }
+    double bytes = v * mul;
+    if (bytes > (double)SIZE_MAX / 2)
+        return -1;
+    *out = (size_t)bytes;
+    return 0;
+}
+
+int rf_duration_parse(const char *text, int *out_ms)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || errno != 0 || !(v >= 0)) /* !(>=) also rejects NaN */
+        return -1;
+    double ms;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        ms = v * 1000;
+    else if (strcmp(end, "ms") == 0)
+        ms = v;
+    else if (strcmp(end, "m") == 0)
+        ms = v * 60000;
+    else if (strcmp(end, "h") == 0)
+        ms = v * 3600000;
+    else
+        return -1;
+    if (ms > INT_MAX)
+        return -1;
+    *out_ms = (int)ms;
+    return 0;
+}
+
+int rf_listen_parse(const char *text, rf_listen_t *out)
+{
+    const char *colon = strrchr(text, ':');
+    const char *port_s = colon ? colon + 1 : text;
+    char *end;
+    errno = 0;
+    long port = strtol(port_s, &end, 10);
+    if (*port_s == '\0' || *end != '\0' || errno != 0 || port < 0 || port > 65535)
+        return -1;
+    size_t hlen = colon ? (size_t)(colon - text) : 0;
+    const char *h = text;
+    /* "[::1]:8080" */
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    char *host = strndup(h, hlen);
+    if (host == NULL)
+        return -1;
+    free(out->host);
+    out->host = host;
+    out->port = (int)port;
+    return 0;
+}
+
+void rf_origin_clear(rf_origin_t *o)
+{
+    free(o->url);
+    free(o->host);
+    free(o->prefix);
+    free(o->dir);
+    memset(o, 0, sizeof(*o));
+}
+
+int rf_origin_parse(const char *url, rf_origin_t *out, const char **why)
+{
+    rf_origin_t o = {0};
+    if (strncmp(url, "file://", 7) == 0) {
+        const char *dir = url + 7;
+        if (dir[0] != '/') {
+            *why = "file origin needs an absolute path (file:///dir)";
+            return -1;
+        }
+        size_t n = strlen(dir);
+        while (n > 1 && dir[n - 1] == '/')
+            n--;
+        o.kind = RF_ORIGIN_FILE;
+        o.dir = strndup(dir, n);
+    } else if (strncmp(url, "http://", 7) == 0) {
+        const char *h = url + 7;
+        const char *slash = strchr(h, '/');
+        size_t hp_len = slash ? (size_t)(slash - h) : strlen(h);
+        char hp[300];
+        if (hp_len == 0 || hp_len >= sizeof(hp)) {
+            *why = "origin URL has no host";
+            return -1;
+        }
+        memcpy(hp, h, hp_len);
+        hp[hp_len] = '\0';
+        o.kind = RF_ORIGIN_HTTP;
+        o.port = 80;
+        char *colon = strrchr(hp, ':');
+        if (colon != NULL && strchr(hp, ']') < colon) {
+            char *end;
+            long port = strtol(colon + 1, &end, 10);
+            if (*end != '\0' || port <= 0 || port > 65535) {
+                *why = "origin URL has a bad port";
+                return -1;
+            }
+            o.port = (int)port;
+            *colon = '\0';
+        }
+        char *host = hp;
+        if (host[0] == '[') {
+            host++;
+            host[strlen(host) - 1] = '\0';
+        }
+        if (*host == '\0') {
+            *why = "origin URL has no host";
+            return -1;
+        }
+        o.host = strdup(host);
+        size_t plen = slash ? strlen(slash) : 0;
+        while (plen > 0 && slash[plen - 1] == '/')
+            plen--;
+        o.prefix = strndup(slash ? slash : "", plen);
+    } else if (strncmp(url, "https://", 8) == 0 || strncmp(url, "s3://", 5) == 0 || strncmp(url, "swift://", 8) == 0) {
+        *why = "this origin scheme is not supported yet (http:// and file:// are)";
+        return -1;
+    } else {
+        *why = "origin must be http://host[:port][/prefix] or file:///dir";
+        return -1;
+    }
+    o.url = strdup(url);
+    *out = o;
+    return 0;
+}
+
+/* ---- typed key handlers --------------------------------------------------- */
+
+static int s_str(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    char **dst = t;
+    free(*dst);
+    *dst = strdup(s_scalar(v));
+    return *dst ? 0 : -1;
+}
+
+static int s_int(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    char *end;
+    errno = 0;
+    long n = strtol(s_scalar(v), &end, 10);
+    if (*s_scalar(v) == '\0' || *end != '\0' || errno != 0 || n < 0 || n > INT_MAX)
+        return s_fail(c, v, "expected a non-negative integer, got '%s'", s_scalar(v));
+    *(int *)t = (int)n;
+    return 0;
+}
+
+static int s_int64(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(s_scalar(v), &end, 10);
+    if (*s_scalar(v) == '\0' || *end != '\0' || errno != 0 || n < 0)
+        return s_fail(c, v, "expected a non-negative integer, got '%s'", s_scalar(v));
+    *(int64_t *)t = n;
+    return 0;
+}
+
+static int s_bool(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    static const char *const yes[] = {"true", "yes", "on", "active", NULL};
+    static const char *const no[] = {"false", "no", "off", "inactive", NULL};
+    for (int i = 0; yes[i]; i++)
+        if (strcasecmp(s_scalar(v), yes[i]) == 0)
+            return *(bool *)t = true, 0;
+    for (int i = 0; no[i]; i++)
+        if (strcasecmp(s_scalar(v), no[i]) == 0)
+            return *(bool *)t = false, 0;
+    return s_fail(c, v, "expected true or false, got '%s'", s_scalar(v));
+}
+
+static int s_size(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    if (rf_size_parse(s_scalar(v), t) < 0)
+        return s_fail(c, v, "expected a size such as 10MB, got '%s'", s_scalar(v));
+    return 0;
+}
+
+static int s_duration(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    if (rf_duration_parse(s_scalar(v), t) < 0)
+        return s_fail(c, v, "expected a duration such as 10s or 500ms, got '%s'", s_scalar(v));
+    return 0;
+}
+
+static int s_listen(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    if (rf_listen_parse(s_scalar(v), t) < 0)
+        return s_fail(c, v, "expected a port or \"host:port\", got '%s'", s_scalar(v));
+    return 0;
+}
+
+/* A scalar or a sequence of scalars, into a malloc'd char* array whose
+ * count lives right after the pointer (char **list; size_t n). */
+typedef struct {
+    char **list;
+    size_t n;
+} s_strlist_t;
+
+static int s_strlist(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    s_strlist_t *sl = t;
+    if (v->type == YAML_SCALAR_NODE) {
+        sl->list = calloc(1, sizeof(char *));
+        if (sl->list == NULL || (sl->list[0] = strdup(s_scalar(v))) == NULL)
+            return -1;
+        sl->n = 1;
+        return 0;
+    }
+    if (v->type != YAML_SEQUENCE_NODE)
+        return s_fail(c, v, "expected a string or a list of strings");
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    sl->list = calloc(n ? n : 1, sizeof(char *));
+    if (sl->list == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(&c->doc, v->data.sequence.items.start[i]);
+        if (it == NULL || it->type != YAML_SCALAR_NODE)
+            return s_fail(c, it ? it : v, "list items must be strings");
+        if ((sl->list[i] = strdup(s_scalar(it))) == NULL)
+            return -1;
+        sl->n = i + 1;
+    }
+    return 0;
+}
+
+static int s_loglevel(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    int l = rf_log_level_parse(s_scalar(v));
+    if (l < 0)
+        return s_fail(c, v, "log level must be error, warn, info or debug");
+    *(int *)t = l;
+    return 0;
+}
+
+/* ---- sections -------------------------------------------------------------- */
+
+#define K(name, fn, type, field) {name, fn, offsetof(type, field)}
+
+typedef struct {
+    char *dir;
+} s_cache_t;
+
+static int s_cache(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("dir", s_str, s_cache_t, dir), {0}};
+    return s_walk(c, v, keys, t, "gateway.cache");
+}
+
+typedef struct {
+    int connect_timeout_ms, read_timeout_ms, keepalive_max, keepalive_timeout_ms;
+} s_origin_opts_t;
+
+static int s_origin_opts(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("connect_timeout", s_duration, s_origin_opts_t, connect_timeout_ms),
+                                   K("read_timeout", s_duration, s_origin_opts_t, read_timeout_ms),
+                                   K("keepalive", s_int, s_origin_opts_t, keepalive_max),
+                                   K("keepalive_timeout", s_duration, s_origin_opts_t, keepalive_timeout_ms),
+                                   {0}};
+    return s_walk(c, v, keys, t, "gateway.origin");
+}
+
+typedef __typeof__(((rf_config_t *)0)->gateway) s_gateway_t;
+
+static int s_gateway(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {
+        K("listen", s_listen, s_gateway_t, listen),
+        K("admin_listen", s_listen, s_gateway_t, admin_listen),
+        K("threads", s_int, s_gateway_t, threads),
+        K("cache", s_cache, s_gateway_t, cache_dir),
+        K("origin", s_origin_opts, s_gateway_t, connect_timeout_ms),
+        K("drain_timeout", s_duration, s_gateway_t, drain_timeout_ms),
+        K("client_timeout", s_duration, s_gateway_t, client_timeout_ms),
+        K("access_log", s_bool, s_gateway_t, access_log),
+        {0}};
+    _Static_assert(offsetof(s_gateway_t, read_timeout_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
+                       offsetof(s_origin_opts_t, read_timeout_ms),
+                   "origin options mirror the gateway struct");
+    _Static_assert(offsetof(s_gateway_t, keepalive_timeout_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
+                       offsetof(s_origin_opts_t, keepalive_timeout_ms),
+                   "origin options mirror the gateway struct");
+    return s_walk(c, v, keys, t, "gateway");
+}
+
+typedef __typeof__(((rf_config_t *)0)->bus) s_bus_t;
+
+static int s_bus(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("endpoint", s_str, s_bus_t, endpoint),
+                                   K("connect", s_strlist, s_bus_t, connect),
+                                   K("heartbeat_interval", s_duration, s_bus_t, heartbeat_ms),
+                                   K("liveness", s_int, s_bus_t, liveness),
+                                   K("queue_max", s_int, s_bus_t, queue_max),
+                                   K("job_timeout", s_duration, s_bus_t, job_timeout_ms),
+                                   K("retries", s_int, s_bus_t, retries),
+                                   {0}};
+    return s_walk(c, v, keys, t, "bus");
+}
+
+typedef __typeof__(((rf_config_t *)0)->image_worker) s_imgw_t;
+
+static int s_image_worker(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("metrics_listen", s_listen, s_imgw_t, metrics_listen),
+                                   K("jobs", s_int, s_imgw_t, jobs),
+                                   K("vips_concurrency", s_int, s_imgw_t, vips_concurrency),
+                                   K("max_pixels", s_int64, s_imgw_t, max_pixels),
+                                   {0}};
+    return s_walk(c, v, keys, t, "image_worker");
+}
+
+static int s_log(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {{"level", s_loglevel, 0}, {0}};
+    return s_walk(c, v, keys, t, "log");
+}
+
+/* A vhost as parsed, before defaults are applied: `set` flags record which
+ * dims keys were given so vhost_defaults only fill the rest. */
+typedef struct {
+    rf_vhost_conf_t v;
+    char *origin_url;
+    struct {
+        int active, keyword, max_source_size;
+    } set;
+    yaml_node_t *at;
+} s_vhost_t;
+
+typedef struct {
+    bool active;
+    char *keyword;
+    size_t max_source_size;
+} s_dims_raw_t;
+
+static int s_dims_into(s_ctx_t *c, yaml_node_t *v, rf_dims_conf_t *d, void *setflags)
+{
+    static const s_key_t keys[] = {K("status", s_bool, s_dims_raw_t, active),
+                                   K("keyword", s_str, s_dims_raw_t, keyword),
+                                   K("max_source_size", s_size, s_dims_raw_t, max_source_size),
+                                   {0}};
+    s_dims_raw_t raw = {.active = d->active, .keyword = NULL, .max_source_size = d->max_source_size};
+    if (s_walk(c, v, keys, &raw, "dims") < 0) {
+        free(raw.keyword);
+        return -1;
+    }
+    int *set = setflags;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const char *k = s_scalar(yaml_document_get_node(&c->doc, p->key));
+        if (set && strcmp(k, "status") == 0)
+            set[0] = 1;
+        if (set && strcmp(k, "keyword") == 0)
+            set[1] = 1;
+        if (set && strcmp(k, "max_source_size") == 0)
+            set[2] = 1;
+    }
+    d->active = raw.active;
+    d->max_source_size = raw.max_source_size;
+    if (raw.keyword != NULL) {
+        if (raw.keyword[0] == '\0' || strchr(raw.keyword, '/') != NULL) {
+            free(raw.keyword);
+            return s_fail(c, v, "dims keyword must be a non-empty path segment");
+        }
+        free(d->keyword);
+        d->keyword = raw.keyword;
+    }
+    return 0;
+}
+
+static int s_vhost_dims(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    s_vhost_t *vh = (s_vhost_t *)((char *)t - offsetof(s_vhost_t, v.dims));
+    return s_dims_into(c, v, &vh->v.dims, &vh->set);
+}
+
+static int s_vhost_aliases(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_strlist(c, v, t);
+}
+
+static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
+{
+    static const s_key_t keys[] = {{"name", s_str, offsetof(s_vhost_t, v.name)},
+                                   {"aliases", s_vhost_aliases, offsetof(s_vhost_t, v.aliases)},
+                                   {"default", s_bool, offsetof(s_vhost_t, v.is_default)},
+                                   {"origin", s_str, offsetof(s_vhost_t, origin_url)},
+                                   {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
+                                   {0}};
+    _Static_assert(offsetof(rf_vhost_conf_t, n_aliases) - offsetof(rf_vhost_conf_t, aliases) ==
+                       offsetof(s_strlist_t, n),
+                   "aliases mirror s_strlist_t");
+    vh->at = node;
+    if (s_walk(c, node, keys, vh, "vhost") < 0)
+        return -1;
+    if (vh->v.name == NULL || vh->v.name[0] == '\0')
+        return s_fail(c, node, "vhost needs a name");
+    if (vh->origin_url == NULL)
+        return s_fail(c, node, "vhost '%s' needs an origin", vh->v.name);
+    const char *why = NULL;
+    if (rf_origin_parse(vh->origin_url, &vh->v.origin, &why) < 0)
+        return s_fail(c, node, "vhost '%s': %s", vh->v.name, why);
+    return 0;
+}
+
+typedef struct {
+    rf_dims_conf_t dims;
+} s_vdefaults_t;
+
+static int s_vdefaults_dims(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_dims_into(c, v, t, NULL);
+}
+
+/* ---- top level ------------------------------------------------------------ */
+
+static void s_defaults(rf_config_t *cfg)
+{
+    cfg->gateway.threads = 0;
+    cfg->gateway.connect_timeout_ms = 3000;
+    cfg->gateway.read_timeout_ms = 30000;
+    cfg->gateway.keepalive_max = 32;
+    cfg->gateway.keepalive_timeout_ms = 30000;
+    cfg->gateway.drain_timeout_ms = 10000;
+    cfg->gateway.client_timeout_ms = 30000;
+    cfg->gateway.access_log = true;
+    cfg->bus.heartbeat_ms = 500;
+    cfg->bus.liveness = 3;
+    cfg->bus.queue_max = 64;
+    cfg->bus.job_timeout_ms = 30000;
+    cfg->bus.retries = 1;
+    cfg->image_worker.jobs = 2;
+    cfg->image_worker.vips_concurrency = 0;
+    cfg->image_worker.max_pixels = 100000000;
+    cfg->log.level = RF_LOG_INFO;
+}
+
+static yaml_node_t *s_find_key(s_ctx_t *c, yaml_node_t *map, const char *key)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key);
+        if (k && k->type == YAML_SCALAR_NODE && strcmp(s_scalar(k), key) == 0)
+            return yaml_document_get_node(&c->doc, p->value);
+    }
+    return NULL;
+}
+
+static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
+{
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return s_fail(c, seq, "vhosts must be a list");
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (n == 0)
+        return s_fail(c, seq, "vhosts must list at least one vhost");
+    rf_config_t *cfg = c->cfg;
+    cfg->vhosts = calloc(n, sizeof(rf_vhost_conf_t));
+    if (cfg->vhosts == NULL)
+        return s_fail(c, seq, "out of memory");
+    int n_default = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(&c->doc, seq->data.sequence.items.start[i]);
+        s_vhost_t vh = {0};
+        vh.v.dims = defs->dims;
+        vh.v.dims.keyword = NULL;
+        int rc = s_vhost(c, it, &vh);
+        free(vh.origin_url);
+        if (vh.v.dims.keyword == NULL)
+            vh.v.dims.keyword = strdup(defs->dims.keyword);
+        cfg->vhosts[i] = vh.v;
+        cfg->n_vhosts = i + 1;
+        if (rc < 0)
+            return -1;
+        /* Names must be unique, or Host routing would be ambiguous. */
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(cfg->vhosts[j].name, vh.v.name) == 0)
+                return s_fail(c, it, "duplicate vhost name '%s'", vh.v.name);
+        if (vh.v.is_default && ++n_default > 1)
+            return s_fail(c, it, "only one vhost may be the default");
+    }
+    return 0;
+}
+
+static int s_root(s_ctx_t *c, yaml_node_t *root)
+{
+    rf_config_t *cfg = c->cfg;
+    if (root == NULL)
+        return s_fail(c, NULL, "the file is empty");
+    if (s_want_map(c, root, "the top level") < 0)
+        return -1;
+    /* vhost_defaults apply to every vhost, so read them before vhosts. */
+    s_vdefaults_t defs = {.dims = {.active = true, .keyword = strdup("dims"), .max_source_size = 10u << 20}};
+    static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)}, {0}};
+    yaml_node_t *dn = s_find_key(c, root, "vhost_defaults");
+    int rc = -1;
+    if (dn != NULL && s_walk(c, dn, dkeys, &defs, "vhost_defaults") < 0)
+        goto done;
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(&c->doc, p->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            s_fail(c, k, "top-level keys must be scalars");
+            goto done;
+        }
+        const char *key = s_scalar(k);
+        int r;
+        /* A repeated section would merge into (and leak parts of) the first. */
+        for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *qk = yaml_document_get_node(&c->doc, q->key);
+            if (strcmp(s_scalar(qk), key) == 0) {
+                s_fail(c, k, "duplicate key '%s'", key);
+                goto done;
+            }
+        }
+        if (strcmp(key, "gateway") == 0)
+            r = s_gateway(c, v, &cfg->gateway);
+        else if (strcmp(key, "bus") == 0)
+            r = s_bus(c, v, &cfg->bus);
+        else if (strcmp(key, "vhosts") == 0)
+            r = cfg->vhosts ? s_fail(c, k, "duplicate key 'vhosts'") : s_vhosts(c, v, &defs);
+        else if (strcmp(key, "vhost_defaults") == 0)
+            r = 0;
+        else if (strcmp(key, "image_worker") == 0)
+            r = s_image_worker(c, v, &cfg->image_worker);
+        else if (strcmp(key, "log") == 0)
+            r = s_log(c, v, &cfg->log);
+        else
+            r = s_fail(c, k, "unknown key '%s' at the top level", key);
+        if (r < 0)
+            goto done;
+    }
+    if (cfg->bus.endpoint == NULL) {
+        s_fail(c, root, "bus.endpoint is required");
+        goto done;
+    }
+    if (cfg->bus.heartbeat_ms < 10 || cfg->bus.liveness < 1) {
+        s_fail(c, root, "bus.heartbeat_interval must be >= 10ms and bus.liveness >= 1");
+        goto done;
+    }
+    if (cfg->image_worker.jobs < 1 || cfg->image_worker.jobs > 256) {
+        s_fail(c, root, "image_worker.jobs must be between 1 and 256");
+        goto done;
+    }
+    if (cfg->bus.n_connect == 0) {
+        cfg->bus.connect = calloc(1, sizeof(char *));
+        if (cfg->bus.connect == NULL || (cfg->bus.connect[0] = strdup(cfg->bus.endpoint)) == NULL) {
+            s_fail(c, root, "out of memory");
+            goto done;
+        }
+        cfg->bus.n_connect = 1;
+    }
+    if (cfg->gateway.cache_dir == NULL)
+        cfg->gateway.cache_dir = strdup("/tmp/refract-cache");
+    rc = 0;
+done:
+    free(defs.dims.keyword);
+    return rc;
+}
+
+static void s_parser_error(s_ctx_t *c, yaml_parser_t *p)
+{
+    if (asprintf(&c->err, "%s:%zu:%zu: %s%s%s", c->name, p->problem_mark.line + 1, p->problem_mark.column + 1,
+                 p->problem ? p->problem : "YAML syntax error", p->context ? " " : "", p->context ? p->context : "") <
+        0)
+        c->err = NULL;
+}
+
+rf_config_t *rf_config_load_string(const char *text, size_t len, const char *name, char **err)
+{
+    s_ctx_t c = {.name = name};
+    yaml_parser_t parser;
+    rf_config_t *cfg = calloc(1, sizeof(*cfg));
+    int have_doc = 0;
+    if (cfg == NULL || !yaml_parser_initialize(&parser)) {
+        free(cfg);
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    c.cfg = cfg;
+    s_defaults(cfg);
+    cfg->path = strdup(name);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &c.doc)) {
+        s_parser_error(&c, &parser);
+        goto fail;
+    }
+    have_doc = 1;
+    if (s_root(&c, yaml_document_get_root_node(&c.doc)) < 0)
+        goto fail;
+    yaml_document_delete(&c.doc);
+    yaml_parser_delete(&parser);
+    return cfg;
+fail:
+    if (have_doc)
+        yaml_document_delete(&c.doc);
+    yaml_parser_delete(&parser);
+    rf_config_destroy(&cfg);
+    *err = c.err ? c.err : strdup("invalid configuration");
+    return NULL;
+}
+
+rf_config_t *rf_config_load(const char *path, char **err)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        if (asprintf(err, "%s:1:1: cannot open: %s", path, strerror(errno)) < 0)
+            *err = NULL;
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, cap);
+            if (nb == NULL) {
+                free(buf);
+                fclose(f);
+                *err = strdup("out of memory");
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        if (n == 0)
+            break;
+        len += n;
+    }
+    fclose(f);
+    rf_config_t *cfg = rf_config_load_string(buf, len, path, err);
+    free(buf);
+    return cfg;
+}
+
+static void s_free_list(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+void rf_config_destroy(rf_config_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL)
+        return;
+    rf_config_t *cfg = *self_p;
+    free(cfg->path);
+    free(cfg->gateway.listen.host);
+    free(cfg->gateway.admin_listen.host);
+    free(cfg->gateway.cache_dir);
+    free(cfg->bus.endpoint);
+    s_free_list(cfg->bus.connect, cfg->bus.n_connect);
+    for (size_t i = 0; i < cfg->n_vhosts; i++) {
+        rf_vhost_conf_t *v = &cfg->vhosts[i];
+        free(v->name);
+        s_free_list(v->aliases, v->n_aliases);
+        rf_origin_clear(&v->origin);
+        free(v->dims.keyword);
+    }
+    free(cfg->vhosts);
+    free(cfg->image_worker.metrics_listen.host);
+    free(cfg);
+    *self_p = NULL;
+}

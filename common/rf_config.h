@@ -1,0 +1,118 @@
+/*  rf_config — the one YAML file of the whole constellation (libyaml).
+ *
+ *  Every binary loads the same file and reads its own section. Unknown keys
+ *  are errors, and every error is reported as `file:line:col: message` so an
+ *  operator can jump straight to it. Values are validated here, once:
+ *  callers get typed, defaulted, range-checked fields.
+ *  See conf/refract.yaml for the commented reference of every key.
+ */
+#ifndef RF_CONFIG_H
+#define RF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char *host; /* "" means any address */
+    int port;   /* 0 = not configured */
+} rf_listen_t;
+
+typedef enum { RF_ORIGIN_HTTP, RF_ORIGIN_FILE } rf_origin_kind_t;
+
+typedef struct {
+    char *url;             /* as written */
+    rf_origin_kind_t kind;
+    char *host;            /* http: host name or address */
+    int port;              /* http: port (default 80) */
+    char *prefix;          /* http: path prefix without trailing '/', may be "" */
+    char *dir;             /* file: absolute directory without trailing '/' */
+} rf_origin_t;
+
+typedef struct {
+    bool active;            /* <Dims Status="Active"> */
+    char *keyword;          /* URL keyword, default "dims" */
+    size_t max_source_size; /* bytes; 0 = unlimited; default 10 MB */
+} rf_dims_conf_t;
+
+typedef struct {
+    char *name;       /* exact host, or "*.example.com" */
+    char **aliases;   /* same forms as name */
+    size_t n_aliases;
+    bool is_default;  /* serves requests whose Host matches nothing */
+    rf_origin_t origin;
+    rf_dims_conf_t dims;
+} rf_vhost_conf_t;
+
+typedef struct {
+    char *path; /* the file it was loaded from (or the name given) */
+
+    struct {
+        rf_listen_t listen;
+        rf_listen_t admin_listen;
+        int threads;                /* event-loop threads; 0 = one per core */
+        char *cache_dir;
+        int connect_timeout_ms;     /* origin connect */
+        int read_timeout_ms;        /* origin idle read/write */
+        int keepalive_max;          /* idle origin connections kept per origin per thread */
+        int keepalive_timeout_ms;   /* how long an idle origin connection is kept */
+        int drain_timeout_ms;       /* SIGTERM: how long in-flight requests may finish */
+        int client_timeout_ms;      /* idle client connection */
+        bool access_log;            /* one log line per request */
+    } gateway;
+
+    struct {
+        char *endpoint;       /* gateway binds it (ROUTER) */
+        char **connect;       /* workers connect to each (default: endpoint) */
+        size_t n_connect;
+        int heartbeat_ms;     /* heartbeat interval both ways */
+        int liveness;         /* missed heartbeats before a peer is dead */
+        int queue_max;        /* waiting jobs per service before 503 */
+        int job_timeout_ms;   /* job deadline from submission */
+        int retries;          /* re-dispatches after a worker died */
+    } bus;
+
+    rf_vhost_conf_t *vhosts;
+    size_t n_vhosts;
+
+    struct {
+        rf_listen_t metrics_listen;
+        int jobs;             /* jobs run at once (capacity announced) */
+        int vips_concurrency; /* libvips threads per job; 0 = libvips default */
+        int64_t max_pixels;   /* refuse to decode larger sources; 0 = no limit */
+    } image_worker;
+
+    struct {
+        int level; /* rf_log_level_t */
+    } log;
+} rf_config_t;
+
+/* Loads and validates a YAML file. Returns a new config (caller owns;
+ * rf_config_destroy) or NULL with *err set to a malloc'd
+ * "file:line:col: message" (caller frees). */
+rf_config_t *rf_config_load(const char *path, char **err);
+
+/* Same from memory; `name` is used in messages. `text` need not be
+ * NUL-terminated. */
+rf_config_t *rf_config_load_string(const char *text, size_t len, const char *name, char **err);
+
+/* Frees the config; safe on NULL and twice. */
+void rf_config_destroy(rf_config_t **self_p);
+
+/* Parses "host:port", ":port" or "port" into out (host malloc'd).
+ * Returns 0 or -1 (out untouched). */
+int rf_listen_parse(const char *text, rf_listen_t *out);
+
+/* Parses an origin URL (http://host[:port][/prefix] or file:///dir) into
+ * out (strings malloc'd; free with rf_origin_clear). Returns 0, or -1 with
+ * a static reason in *why. */
+int rf_origin_parse(const char *url, rf_origin_t *out, const char **why);
+void rf_origin_clear(rf_origin_t *o);
+
+/* Parses "10MB", "512k", "1GiB", "0", "123" (bytes) into *out. 0 or -1. */
+int rf_size_parse(const char *text, size_t *out);
+
+/* Parses "10s", "500ms", "2m", "3" (seconds) into milliseconds. 0 or -1. */
+int rf_duration_parse(const char *text, int *out_ms);
+
+#endif

@@ -1,0 +1,51 @@
+#!/bin/bash
+# test.sh — `make test`: builds, then runs every suite, each with its own
+# time limit, and ends with one summary line. Logs: build/test-logs/.
+set -u
+cd "$(dirname "$0")/.."
+LOGS=build/test-logs
+mkdir -p "$LOGS"
+T0=$(date +%s)
+declare -a NAMES RESULTS
+JOBS=${JOBS:-2}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+stage() { # stage NAME TIMEOUT_SECONDS COMMAND...
+    local name=$1 limit=$2 start rc
+    shift 2
+    start=$(date +%s)
+    printf '== %-14s ' "$name"
+    timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+    rc=$?
+    local dur=$(($(date +%s) - start))
+    if [ $rc -eq 0 ]; then
+        echo "PASS (${dur}s)"
+        RESULTS+=(PASS)
+    else
+        [ $rc -eq 124 ] && echo "TIMEOUT after ${limit}s" || echo "FAIL rc=$rc (${dur}s)"
+        echo "---- last lines of $LOGS/$name.log ----"
+        tail -n 40 "$LOGS/$name.log"
+        echo "----"
+        RESULTS+=(FAIL)
+    fi
+    NAMES+=("$name")
+}
+
+stage build 900 make -j"$JOBS" all
+stage unit 300 make --no-print-directory unit
+stage unit-asan 900 env ASAN_OPTIONS=detect_leaks=1 make --no-print-directory -j"$JOBS" SANITIZE=address,undefined OPT=-O1 unit
+stage fuzz 600 scripts/fuzz-brief.sh "$FUZZ_SECONDS"
+stage config 60 build/bin/refract-gateway -t -c conf/refract.yaml
+stage integration 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+pass=0 fail=0 failed=""
+for i in "${!NAMES[@]}"; do
+    if [ "${RESULTS[$i]}" = PASS ]; then pass=$((pass + 1)); else fail=$((fail + 1)); failed="$failed ${NAMES[$i]}"; fi
+done
+total=$(($(date +%s) - T0))
+if [ $fail -eq 0 ]; then
+    echo "SUMMARY: all ${pass} suites passed in ${total}s ($(grep -h -E '^[0-9]+ passed' $LOGS/integration.log 2>/dev/null | tail -1 || true))"
+    exit 0
+fi
+echo "SUMMARY: ${fail} of $((pass + fail)) suites FAILED:${failed} (${total}s)"
+exit 1

@@ -1,0 +1,130 @@
+/*  gw — types shared by the gateway's modules.
+ *
+ *  Threads: N event-loop threads each own an h2o context, a SO_REUSEPORT
+ *  listener, origin connection pools and a bus submitter; thread 0 also
+ *  serves the admin port. The broker runs on its own thread (gw_broker.h)
+ *  and the main thread only waits for signals (SIGTERM drains, SIGHUP
+ *  reloads vhosts).
+ *
+ *  Request path (gw_proxy.c):
+ *    route (vhost by Host) -> split function chain -> cache lookup
+ *    -> origin fetch (http: gw_origin.c, file: h2o_file_send)
+ *    -> [image chain: bus job to an image worker, gw_image.c] -> client
+ */
+#ifndef GW_H
+#define GW_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "gw_broker.h"
+#include "gw_origin.h"
+#include "rf_chain.h"
+#include "rf_config.h"
+#include "rf_metrics.h"
+
+/* A vhost table built from one configuration; shared by all threads and
+ * swapped as a whole on reload. Refcounted: each thread holds one ref for
+ * its current table, each request one for the table it started with. */
+typedef struct {
+    atomic_int refs;
+    rf_config_t *cfg; /* owned: vhosts point into it */
+    const rf_vhost_conf_t *def;
+} gw_vhosts_t;
+
+typedef struct {
+    h2o_linklist_t link;
+    char key[300]; /* host:port */
+    gw_upstream_t *up;
+} gw_upstream_entry_t;
+
+typedef struct gw_server_t gw_server_t;
+
+typedef struct {
+    int idx;
+    gw_server_t *server;
+    pthread_t tid;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    h2o_context_t admin_ctx; /* thread 0 only */
+    h2o_accept_ctx_t admin_accept_ctx;
+    h2o_socket_t *admin_listener;
+    gw_vhosts_t *vhosts;
+    h2o_multithread_receiver_t job_receiver;
+    h2o_multithread_receiver_t control_receiver;
+    gw_submitter_t *submitter;
+    h2o_linklist_t upstreams; /* gw_upstream_entry_t */
+    int inflight;
+    int draining;
+    int64_t drain_deadline_ms;
+    int stopped;
+    uint64_t rng;
+} gw_thread_t;
+
+struct gw_server_t {
+    rf_config_t *cfg; /* start-up config: listen, bus, threads */
+    int nthreads;
+    gw_thread_t *threads;
+    h2o_globalconf_t h2o_conf, admin_conf;
+    gw_broker_t *broker;
+    rf_metrics_t *metrics;
+    h2o_mimemap_t *mimemap;
+    int listen_fds_ready;
+};
+
+/* Per-request state, allocated in the request pool (freed with it). */
+typedef struct gw_req_t {
+    gw_thread_t *thread;
+    h2o_req_t *req;
+    gw_vhosts_t *vhosts;
+    const rf_vhost_conf_t *vhost;
+    char request_id[40];
+    struct timeval started;
+    const char *cache_status; /* Cache-Status value */
+    struct gw_stream_t *stream;
+    gw_job_t *job; /* out on the bus, when not NULL */
+    const char *note; /* fallback reason etc., for the access log */
+    rf_chain_t chain; /* image function chain */
+    const char *src;  /* image source path (borrowed from the request) */
+    size_t src_len;
+    const h2o_headers_t *stream_headers; /* origin response headers of the source */
+} gw_req_t;
+
+/* gw_vhost.c */
+gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p);
+void gw_vhosts_ref(gw_vhosts_t *v);
+void gw_vhosts_unref(gw_vhosts_t **v_p);
+const rf_vhost_conf_t *gw_vhosts_match(const gw_vhosts_t *v, const char *host, size_t len);
+
+/* gw_proxy.c */
+void gw_proxy_register(h2o_hostconf_t *hostconf);
+gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why);
+void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Streaming from an origin to the client, or collecting a source body.
+ * Collect mode hands the whole body to on_collected, unless it is larger
+ * than `limit`, in which case the stream falls back to pass-through and
+ * the original is served unprocessed. */
+typedef struct gw_stream_t gw_stream_t;
+typedef void(gw_collected_fn)(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers);
+void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t path_len, int forward_headers,
+                     size_t collect_limit, gw_collected_fn *on_collected);
+
+/* gw_image.c */
+int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *chain, size_t chain_len);
+void gw_image_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers,
+                            const char *reason);
+
+/* gw_admin.c */
+void gw_admin_register(h2o_hostconf_t *hostconf, gw_server_t *server);
+
+/* gw_server.c */
+gw_thread_t *gw_thread_of(h2o_context_t *ctx);
+int gw_server_run(const char *config_path, rf_config_t **cfg_p);
+
+#endif

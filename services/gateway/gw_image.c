@@ -1,0 +1,256 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "gw_metrics.h"
+#include "rf_chain.h"
+#include "rf_log.h"
+
+/* gw_proxy.c helpers for file origins */
+int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
+                        size_t *len, const char **why);
+int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len);
+
+/* Origin headers worth keeping on a transformed image: freshness, not
+ * identity (the bytes differ, so no ETag or Content-Length). */
+static const char *const s_kept[] = {"cache-control", "expires", "last-modified", NULL};
+
+static void s_keep_freshness(gw_req_t *rc, const h2o_headers_t *origin_headers)
+{
+    h2o_req_t *req = rc->req;
+    for (size_t i = 0; origin_headers && i < origin_headers->size; i++) {
+        const h2o_header_t *h = &origin_headers->entries[i];
+        for (int k = 0; s_kept[k]; k++)
+            if (h2o_lcstris(h->name->base, h->name->len, s_kept[k], strlen(s_kept[k]))) {
+                h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
+                req->res.headers.entries[req->res.headers.size++] = *h;
+            }
+    }
+}
+
+static const char *s_find(const h2o_headers_t *headers, const char *name)
+{
+    for (size_t i = 0; headers && i < headers->size; i++)
+        if (h2o_lcstris(headers->entries[i].name->base, headers->entries[i].name->len, name, strlen(name)))
+            return h2o_strdup(NULL, headers->entries[i].value.base, headers->entries[i].value.len).base;
+    return NULL;
+}
+
+static h2o_generator_t s_no_generator = {NULL, NULL};
+
+/* Sends `len` bytes that stay valid until the request pool is freed. */
+static void s_send_body(gw_req_t *rc, int status, const char *ctype, const void *body, size_t len)
+{
+    h2o_req_t *req = rc->req;
+    req->res.status = status;
+    req->res.reason = "OK";
+    req->res.content_length = len;
+    if (ctype != NULL)
+        h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, ctype, strlen(ctype), 1);
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, rc->request_id,
+                          strlen(rc->request_id), 1);
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, rc->cache_status,
+                          strlen(rc->cache_status), 1);
+    h2o_start_response(req, &s_no_generator);
+    h2o_iovec_t buf = h2o_iovec_init(body, len);
+    int head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    h2o_send(req, &buf, head || len == 0 ? 0 : 1, H2O_SEND_STATE_FINAL);
+}
+
+/* The job owns the body from here; keep it alive until the request ends. */
+static void s_job_dispose(void *p)
+{
+    gw_job_t **slot = p;
+    gw_job_destroy(slot);
+}
+
+static gw_job_t **s_hold_job(gw_req_t *rc, gw_job_t *job)
+{
+    gw_job_t **slot = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*slot), s_job_dispose);
+    *slot = job;
+    return slot;
+}
+
+void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers,
+                            const char *reason)
+{
+    h2o_req_t *req = rc->req;
+    const char *fl[] = {rc->vhost->name, reason};
+    rf_metric_add(gw_m.image_fallbacks, fl, 1);
+    char note[96];
+    snprintf(note, sizeof(note), "fallback=%s", reason);
+    rc->note = h2o_strdup(&req->pool, note, SIZE_MAX).base;
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0, reason,
+                          strlen(reason), 1);
+    s_keep_freshness(rc, origin_headers);
+    char *ctype = (char *)s_find(origin_headers, "content-type");
+    if (ctype == NULL) {
+        h2o_mimemap_type_t *mt =
+            h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(req->path.base,
+                                                                                          req->query_at != SIZE_MAX ? req->query_at : req->path.len));
+        ctype = h2o_strdup(NULL, mt->data.mimetype.base, mt->data.mimetype.len).base;
+    }
+    s_send_body(rc, 200, ctype, body, len);
+    free(ctype);
+}
+
+/* ---- job results ---------------------------------------------------------------- */
+
+static void s_on_result(gw_req_t *rc, gw_job_t *job)
+{
+    rc->job = NULL;
+    s_hold_job(rc, job);
+    switch (job->outcome) {
+    case GW_JOB_UNAVAILABLE:
+        gw_send_error(rc, 503, "Service Unavailable", "image processing unavailable: %s", job->why);
+        return;
+    case GW_JOB_TIMEOUT:
+        gw_send_error(rc, 504, "Gateway Timeout", "image processing timed out: %s", job->why);
+        return;
+    case GW_JOB_CANCELLED:
+        gw_send_error(rc, 503, "Service Unavailable", "image job cancelled");
+        return;
+    case GW_JOB_OK: break;
+    }
+    json_t *h = job->reply.header;
+    int status = (int)json_integer_value(json_object_get(h, "status"));
+    const char *err = json_string_value(json_object_get(h, "error"));
+    if (status == 200) {
+        const char *ctype = json_string_value(json_object_get(h, "content_type"));
+        s_keep_freshness(rc, rc->stream_headers);
+        /* Body frames: one in practice; join if a worker split it. */
+        const void *data = NULL;
+        size_t len = job->reply.body_len;
+        if (job->reply.n_body == 1) {
+            data = job->reply.body[0].data;
+        } else if (len > 0) {
+            char *joined = h2o_mem_alloc_pool(&rc->req->pool, len);
+            size_t off = 0;
+            for (size_t i = 0; i < job->reply.n_body; i++) {
+                memcpy(joined + off, job->reply.body[i].data, job->reply.body[i].len);
+                off += job->reply.body[i].len;
+            }
+            data = joined;
+        }
+        s_send_body(rc, 200, ctype ? ctype : "application/octet-stream", data, len);
+        return;
+    }
+    if (status == 415 || status == 413) {
+        rf_log(RF_LOG_INFO, rc->request_id, "image: %s: sending original", err ? err : "not processable");
+        gw_image_send_original(rc, job->body, job->body_len, rc->stream_headers,
+                               status == 415 ? "source_not_decodable" : "source_too_large");
+        return;
+    }
+    if (status == 400) {
+        gw_send_error(rc, 400, "Bad Request", "%s", err ? err : "the function chain cannot apply to this image");
+        return;
+    }
+    gw_send_error(rc, 502, "Bad Gateway", "image worker failed: %s", err ? err : "unknown error");
+}
+
+void gw_image_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        gw_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_job_t, super.link, messages->next);
+        h2o_linklist_unlink(&job->super.link);
+        gw_req_t *rc = job->user;
+        if (rc == NULL) {
+            gw_job_destroy(&job); /* the client left while the job was out */
+            continue;
+        }
+        s_on_result(rc, job);
+    }
+}
+
+/* ---- request entry ---------------------------------------------------------------- */
+
+static void s_submit(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers)
+{
+    gw_thread_t *t = rc->thread;
+    const rf_config_t *cfg = t->server->cfg;
+    rc->stream_headers = origin_headers;
+    gw_job_t *job = gw_job_new("image", rc->request_id, &t->job_receiver);
+    if (job == NULL) {
+        free(body);
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    job->body = body;
+    job->body_len = len;
+    job->timeout_ms = cfg->bus.job_timeout_ms;
+    job->user = rc;
+    const char *ctype = s_find(origin_headers, "content-type");
+    json_t *chain = rf_chain_to_json(&rc->chain);
+    job->header = json_pack("{s:s,s:i,s:o,s:{s:s#,s:I,s:s?}}", "request_id", rc->request_id, "deadline_ms",
+                            cfg->bus.job_timeout_ms, "chain", chain, "source", "path", rc->src, (int)rc->src_len,
+                            "size", (json_int_t)len, "content_type", ctype);
+    free((char *)ctype);
+    if (job->header == NULL) {
+        gw_job_destroy(&job);
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    rc->job = job;
+    gw_broker_submit(t->submitter, &job);
+}
+
+static void s_on_collected(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers)
+{
+    s_submit(rc, body, len, origin_headers);
+}
+
+int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *chain, size_t chain_len)
+{
+    h2o_req_t *req = rc->req;
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, H2O_STRLIT("GET, HEAD"), 1);
+        gw_send_error(rc, 405, "Method Not Allowed", "image functions answer GET and HEAD only");
+        return 0;
+    }
+    char why[200];
+    if (rf_chain_parse(chain, chain_len, &rc->chain, why, sizeof(why)) < 0) {
+        gw_send_error(rc, 400, "Bad Request", "bad %s chain: %s", rc->vhost->dims.keyword, why);
+        return 0;
+    }
+    rc->src = src;
+    rc->src_len = src_len;
+    size_t limit = rc->vhost->dims.max_source_size;
+    const rf_origin_t *o = &rc->vhost->origin;
+    if (o->kind == RF_ORIGIN_FILE) {
+        /* The source path must not escape the origin directory. */
+        h2o_iovec_t norm = h2o_url_normalize_path(&req->pool, src, src_len, &(size_t){0}, &(size_t *){NULL});
+        void *body = NULL;
+        size_t len = 0;
+        const char *rwhy = NULL;
+        const char *l[] = {rc->vhost->name, "file"};
+        rf_metric_add(gw_m.origin_requests, l, 1);
+        int r = gw_file_read_source(o, norm.base, norm.len, limit, &body, &len, &rwhy);
+        if (r < 0) {
+            gw_send_error(rc, 404, "Not Found", "source %.*s: %s", (int)(norm.len > 200 ? 200 : norm.len), norm.base,
+                          rwhy);
+            return 0;
+        }
+        if (r == 1) {
+            const char *fl[] = {rc->vhost->name, "over_max_source_size"};
+            rf_metric_add(gw_m.image_fallbacks, fl, 1);
+            rc->note = "fallback=over-max-source-size";
+            rf_log(RF_LOG_INFO, rc->request_id, "image: source over max_source_size %zu: sending original", limit);
+            h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
+                                  H2O_STRLIT("source larger than max_source_size"), 1);
+            return gw_serve_file_path(rc, norm.base, norm.len);
+        }
+        s_submit(rc, body, len, NULL);
+        return 0;
+    }
+    const char *uwhy = NULL;
+    gw_upstream_t *up = gw_thread_upstream(rc->thread, o, &uwhy);
+    if (up == NULL) {
+        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", o->url, uwhy);
+        return 0;
+    }
+    gw_stream_start(rc, up, src, src_len, 0, limit, s_on_collected);
+    return 0;
+}

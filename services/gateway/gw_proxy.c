@@ -1,0 +1,613 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "gw.h"
+#include "gw_metrics.h"
+#include "rf_chain.h"
+#include "rf_log.h"
+
+/* Bytes received from the origin but not yet accepted by the client before
+ * the origin read is paused: bounds memory per request whatever the object
+ * size, while letting reads overlap writes. */
+#define GW_STREAM_WINDOW (512 * 1024)
+
+/* ---- request context ------------------------------------------------------ */
+
+static const char *s_method_label(h2o_iovec_t m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
+    for (int i = 0; known[i]; i++)
+        if (h2o_memis(m.base, m.len, known[i], strlen(known[i])))
+            return known[i];
+    return "OTHER";
+}
+
+/* Runs when the request pool is freed: the response is complete or the
+ * client went away. Releases what the request still holds elsewhere. */
+static void s_req_dispose(void *p)
+{
+    gw_req_t *rc = p;
+    gw_thread_t *t = rc->thread;
+    h2o_req_t *req = rc->req;
+    if (rc->job != NULL) {
+        /* The broker returns the job later; without a user it is freed. */
+        rc->job->user = NULL;
+        atomic_store(&rc->job->abandoned, 1);
+        rc->job = NULL;
+    }
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    double secs = (double)(now.tv_sec - rc->started.tv_sec) + (double)(now.tv_usec - rc->started.tv_usec) / 1e6;
+    char status[8];
+    snprintf(status, sizeof(status), "%d", req->res.status ? req->res.status : 0);
+    const char *vhost = rc->vhost ? rc->vhost->name : "unknown";
+    const char *l3[] = {vhost, s_method_label(req->method), status};
+    rf_metric_add(gw_m.http_requests, l3, 1);
+    const char *l1[] = {vhost};
+    rf_metric_observe(gw_m.http_duration, l1, secs);
+    rf_metric_add(gw_m.http_response_bytes, l1, (double)req->bytes_sent);
+    rf_metric_gauge_add(gw_m.http_inflight, NULL, -1);
+    if (t->server->cfg->gateway.access_log)
+        rf_log(RF_LOG_INFO, rc->request_id, "%.*s %s %.*s %d %zuB %.1fms %s%s%s", (int)req->method.len,
+               req->method.base, vhost, (int)(req->path.len > 512 ? 512 : req->path.len), req->path.base, status[0] == '0' ? 0 : req->res.status,
+               req->bytes_sent, secs * 1000, rc->cache_status, rc->note ? " " : "", rc->note ? rc->note : "");
+    gw_vhosts_unref(&rc->vhosts);
+    t->inflight--;
+}
+
+static int s_reqid_ok(h2o_iovec_t v)
+{
+    if (v.len == 0 || v.len > 36)
+        return 0;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.base[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static uint64_t s_rand(gw_thread_t *t)
+{
+    /* xorshift64*: request ids need uniqueness, not secrecy. */
+    uint64_t x = t->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    t->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void s_set_request_id(gw_req_t *rc)
+{
+    h2o_req_t *req = rc->req;
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (i >= 0 && s_reqid_ok(req->headers.entries[i].value)) {
+        memcpy(rc->request_id, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+        rc->request_id[req->headers.entries[i].value.len] = '\0';
+    } else {
+        snprintf(rc->request_id, sizeof(rc->request_id), "%016llx%016llx", (unsigned long long)s_rand(rc->thread),
+                 (unsigned long long)s_rand(rc->thread));
+    }
+}
+
+/* Adds the headers every response carries. Called again after anything
+ * that may reset the response headers. */
+static void s_add_common_headers(gw_req_t *rc)
+{
+    h2o_req_t *req = rc->req;
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, rc->request_id,
+                          strlen(rc->request_id), 1);
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, rc->cache_status,
+                          strlen(rc->cache_status), 1);
+}
+
+void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt, ...)
+{
+    char body[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof(body) - 2)
+        n = (int)sizeof(body) - 2;
+    body[n++] = '\n';
+    body[n] = '\0';
+    rc->note = h2o_strdup(&rc->req->pool, body, (size_t)n - 1).base;
+    if (status == 503)
+        h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("retry-after"), 0, H2O_STRLIT("1"), 1);
+    s_add_common_headers(rc);
+    h2o_send_error_generic(rc->req, status, reason, h2o_strdup(&rc->req->pool, body, (size_t)n).base,
+                           H2O_SEND_ERROR_KEEP_HEADERS);
+}
+
+/* ---- upstream pools per thread -------------------------------------------- */
+
+gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why)
+{
+    char key[300];
+    snprintf(key, sizeof(key), "%s:%d", origin->host, origin->port);
+    for (h2o_linklist_t *l = t->upstreams.next; l != &t->upstreams; l = l->next) {
+        gw_upstream_entry_t *e = H2O_STRUCT_FROM_MEMBER(gw_upstream_entry_t, link, l);
+        if (strcmp(e->key, key) == 0)
+            return e->up;
+    }
+    const rf_config_t *cfg = t->server->cfg;
+    gw_upstream_opts_t opts = {.connect_timeout_ms = cfg->gateway.connect_timeout_ms,
+                               .io_timeout_ms = cfg->gateway.read_timeout_ms,
+                               .keepalive_max = cfg->gateway.keepalive_max,
+                               .keepalive_timeout_ms = cfg->gateway.keepalive_timeout_ms};
+    gw_upstream_t *up = gw_upstream_new(t->ctx.loop, origin->host, origin->port, &opts, why);
+    if (up == NULL)
+        return NULL;
+    gw_upstream_entry_t *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        *why = "out of memory";
+        return NULL; /* the upstream leaks; allocation failure is fatal soon anyway */
+    }
+    snprintf(e->key, sizeof(e->key), "%s", key);
+    e->up = up;
+    h2o_linklist_insert(&t->upstreams, &e->link);
+    return up;
+}
+
+/* ---- origin -> client streaming -------------------------------------------- */
+
+struct gw_stream_t {
+    h2o_generator_t super; /* first: h2o hands it back to proceed/stop */
+    gw_req_t *rc;
+    gw_fetch_t *fetch; /* NULL once the fetch ended */
+    h2o_buffer_t *pending, *sending;
+    size_t collect_limit;
+    gw_collected_fn *on_collected;
+    int status;
+    int64_t content_length;
+    h2o_headers_t headers; /* filtered origin response headers (req pool) */
+    unsigned collecting : 1, started : 1, inflight : 1, eos : 1, failed : 1, done : 1, paused : 1;
+    const char *upstream;
+};
+
+static const char *const s_hop_by_hop[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                           "transfer-encoding", "upgrade", "content-length", "http2-settings",
+                                           "proxy-authenticate", "proxy-authorization", NULL};
+
+/* The gateway writes its own Date and Server, as nginx does by default. */
+static const char *const s_hidden[] = {"date", "server", NULL};
+
+static int s_is_listed(const char *const *list, const char *name, size_t len)
+{
+    for (int i = 0; list[i]; i++)
+        if (h2o_lcstris(name, len, list[i], strlen(list[i])))
+            return 1;
+    return 0;
+}
+
+static int s_is_hop(const char *name, size_t len)
+{
+    return s_is_listed(s_hop_by_hop, name, len);
+}
+
+static void s_stream_dispose(void *p)
+{
+    gw_stream_t *s = p;
+    if (s->fetch != NULL) {
+        gw_fetch_cancel(s->fetch);
+        s->fetch = NULL;
+    }
+    h2o_buffer_dispose(&s->pending);
+    h2o_buffer_dispose(&s->sending);
+}
+
+static void s_append(h2o_buffer_t **buf, const char *data, size_t len)
+{
+    if (len == 0)
+        return;
+    h2o_iovec_t dst = h2o_buffer_reserve(buf, len);
+    memcpy(dst.base, data, len);
+    (*buf)->size += len;
+}
+
+/* Moves pending bytes to the client when nothing is in flight. */
+static void s_flush(gw_stream_t *s)
+{
+    h2o_req_t *req = s->rc->req;
+    if (s->inflight || s->done)
+        return;
+    if (s->failed) {
+        s->done = 1;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    if (s->pending->size == 0 && !s->eos)
+        return;
+    h2o_buffer_t *tmp = s->sending;
+    s->sending = s->pending;
+    s->pending = tmp;
+    h2o_iovec_t buf = h2o_iovec_init(s->sending->bytes, s->sending->size);
+    int final = s->eos;
+    s->inflight = 1;
+    if (final)
+        s->done = 1;
+    if (s->paused && s->fetch != NULL) {
+        s->paused = 0;
+        gw_fetch_resume(s->fetch);
+    }
+    h2o_send(req, &buf, buf.len ? 1 : 0, final ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void s_on_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    gw_stream_t *s = (gw_stream_t *)g;
+    s->inflight = 0;
+    h2o_buffer_consume(&s->sending, s->sending->size);
+    s_flush(s);
+}
+
+static void s_on_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    gw_stream_t *s = (gw_stream_t *)g;
+    s->done = 1;
+    if (s->fetch != NULL) {
+        gw_fetch_cancel(s->fetch);
+        s->fetch = NULL;
+    }
+}
+
+/* Starts the client response from the saved origin head. */
+static void s_start_response(gw_stream_t *s)
+{
+    h2o_req_t *req = s->rc->req;
+    req->res.status = s->status;
+    req->res.reason = "OK";
+    for (size_t i = 0; i < s->headers.size; i++)
+        h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1),
+            req->res.headers.entries[req->res.headers.size++] = s->headers.entries[i];
+    if (s->content_length >= 0)
+        req->res.content_length = (size_t)s->content_length;
+    s_add_common_headers(s->rc);
+    s->started = 1;
+    s->super.proceed = s_on_proceed;
+    s->super.stop = s_on_stop;
+    h2o_start_response(req, &s->super);
+}
+
+static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_header *headers, size_t n,
+                     int64_t content_length)
+{
+    gw_stream_t *s = arg;
+    gw_req_t *rc = s->rc;
+    h2o_req_t *req = rc->req;
+    const char *l[] = {rc->vhost->name};
+    rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(f) / 1e6);
+    s->status = status;
+    s->content_length = content_length;
+    for (size_t i = 0; i < n; i++) {
+        if (headers[i].name == NULL || s_is_hop(headers[i].name, headers[i].name_len) ||
+            s_is_listed(s_hidden, headers[i].name, headers[i].name_len))
+            continue;
+        h2o_iovec_t name = h2o_strdup(&req->pool, headers[i].name, headers[i].name_len);
+        h2o_strtolower(name.base, name.len);
+        h2o_iovec_t *np = h2o_mem_alloc_pool(&req->pool, sizeof(*np));
+        *np = name;
+        h2o_vector_reserve(&req->pool, &s->headers, s->headers.size + 1);
+        h2o_header_t *h = &s->headers.entries[s->headers.size++];
+        const h2o_token_t *tok = h2o_lookup_token(name.base, name.len);
+        h->name = tok ? (h2o_iovec_t *)&tok->buf : np;
+        h->orig_name = NULL;
+        h->value = h2o_strdup(&req->pool, headers[i].value, headers[i].value_len);
+    }
+    if (s->collecting) {
+        /* Only a complete 200 can be a transform source; anything else
+         * (404, redirects, …) passes through as the origin said it. */
+        if (status != 200) {
+            s->collecting = 0;
+        } else if (s->collect_limit > 0 && content_length > (int64_t)s->collect_limit) {
+            s->collecting = 0;
+            rc->note = "fallback=over-max-source-size";
+            const char *fl[] = {rc->vhost->name, "over_max_source_size"};
+            rf_metric_add(gw_m.image_fallbacks, fl, 1);
+            h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
+                                  H2O_STRLIT("source larger than max_source_size"), 1);
+            rf_log(RF_LOG_INFO, rc->request_id, "image: source is %lld bytes, over max_source_size %zu: sending original",
+                   (long long)content_length, s->collect_limit);
+        }
+    }
+    if (!s->collecting)
+        s_start_response(s);
+    return 0;
+}
+
+static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, int eos)
+{
+    gw_stream_t *s = arg;
+    gw_req_t *rc = s->rc;
+    s_append(&s->pending, data, len);
+    if (eos) {
+        s->eos = 1;
+        s->fetch = NULL;
+    }
+    if (s->collecting) {
+        if (s->collect_limit > 0 && s->pending->size > s->collect_limit) {
+            /* No Content-Length and bigger than allowed: serve the original
+             * after all, starting with what was collected. */
+            s->collecting = 0;
+            rc->note = "fallback=over-max-source-size";
+            const char *fl[] = {rc->vhost->name, "over_max_source_size"};
+            rf_metric_add(gw_m.image_fallbacks, fl, 1);
+            h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
+                                  H2O_STRLIT("source larger than max_source_size"), 1);
+            s_start_response(s);
+        } else if (s->eos) {
+            /* Hand the whole body over; it becomes the job's buffer. */
+            size_t blen = s->pending->size;
+            void *body = malloc(blen ? blen : 1);
+            if (body == NULL) {
+                gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+                return;
+            }
+            memcpy(body, s->pending->bytes, blen);
+            h2o_buffer_consume(&s->pending, blen);
+            s->on_collected(rc, body, blen, &s->headers);
+            return;
+        } else {
+            return;
+        }
+    }
+    if (!s->eos && s->pending->size >= GW_STREAM_WINDOW && !s->paused && s->fetch != NULL) {
+        s->paused = 1;
+        gw_fetch_pause(f);
+    }
+    s_flush(s);
+}
+
+static void s_on_fetch_error(gw_fetch_t *f, void *arg, int status, const char *why)
+{
+    (void)f;
+    gw_stream_t *s = arg;
+    gw_req_t *rc = s->rc;
+    s->fetch = NULL;
+    const char *l[] = {rc->vhost->name, status == 504 ? "timeout" : strstr(why, "unreachable") ? "unreachable" : "protocol"};
+    rf_metric_add(gw_m.origin_errors, l, 1);
+    rf_log(RF_LOG_WARN, rc->request_id, "origin %s: %s", s->upstream, why);
+    if (!s->started) {
+        gw_send_error(rc, status, status == 504 ? "Gateway Timeout" : "Bad Gateway", "%s", why);
+        return;
+    }
+    /* Mid-body: the client must see a broken transfer, never a short
+     * object presented as whole. */
+    s->failed = 1;
+    s_flush(s);
+}
+
+static const gw_fetch_cbs_t s_fetch_cbs = {s_on_head, s_on_body, s_on_fetch_error};
+
+/* Builds the origin request head: the client's end-to-end headers, the
+ * origin's Host, X-Forwarded-For and X-Request-Id. */
+static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers,
+                                   int *is_head)
+{
+    h2o_req_t *req = rc->req;
+    const rf_origin_t *o = &rc->vhost->origin;
+    h2o_iovec_t method = forward_headers ? req->method : h2o_iovec_init(H2O_STRLIT("GET"));
+    *is_head = h2o_memis(method.base, method.len, H2O_STRLIT("HEAD"));
+    size_t cap = 256 + method.len + strlen(o->prefix) + path_len + strlen(o->host) + req->entity.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        cap += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    char *buf = h2o_mem_alloc_pool(&req->pool, cap);
+    size_t off = 0;
+#define APPEND(p, l) (memcpy(buf + off, (p), (l)), off += (l))
+#define APPENDS(s) APPEND(s, strlen(s))
+    APPEND(method.base, method.len);
+    APPENDS(" ");
+    APPENDS(o->prefix);
+    APPEND(path, path_len);
+    APPENDS(" HTTP/1.1\r\nhost: ");
+    APPENDS(o->host);
+    if (o->port != 80) {
+        char port[16];
+        snprintf(port, sizeof(port), ":%d", o->port);
+        APPENDS(port);
+    }
+    APPENDS("\r\n");
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (s_is_hop(h->name->base, h->name->len) || h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("host")) ||
+            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")))
+            continue;
+        /* A transform needs the whole, current source: no ranges or
+         * conditionals from the client reach the origin then. */
+        if (!forward_headers && (h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("range")) ||
+                                 h2o_memis(h->name->base, h->name->len > 3 ? 3 : h->name->len, H2O_STRLIT("if-"))))
+            continue;
+        APPEND(h->name->base, h->name->len);
+        APPENDS(": ");
+        APPEND(h->value.base, h->value.len);
+        APPENDS("\r\n");
+    }
+    APPENDS("x-request-id: ");
+    APPENDS(rc->request_id);
+    APPENDS("\r\n");
+    if (forward_headers && req->entity.base != NULL) {
+        char cl[48];
+        snprintf(cl, sizeof(cl), "content-length: %zu\r\n", req->entity.len);
+        APPENDS(cl);
+    }
+    APPENDS("\r\n");
+    if (forward_headers && req->entity.base != NULL)
+        APPEND(req->entity.base, req->entity.len);
+#undef APPEND
+#undef APPENDS
+    return h2o_iovec_init(buf, off);
+}
+
+void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t path_len, int forward_headers,
+                     size_t collect_limit, gw_collected_fn *on_collected)
+{
+    h2o_req_t *req = rc->req;
+    gw_stream_t *s = h2o_mem_alloc_shared(&req->pool, sizeof(*s), s_stream_dispose);
+    memset(s, 0, sizeof(*s));
+    s->rc = rc;
+    s->upstream = gw_upstream_name(up);
+    s->collecting = on_collected != NULL;
+    s->collect_limit = collect_limit;
+    s->on_collected = on_collected;
+    h2o_buffer_init(&s->pending, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&s->sending, &h2o_socket_buffer_prototype);
+    rc->stream = s;
+    int is_head;
+    h2o_iovec_t request = s_build_request(rc, path, path_len, forward_headers, &is_head);
+    const char *l[] = {rc->vhost->name, "http"};
+    rf_metric_add(gw_m.origin_requests, l, 1);
+    s->fetch = gw_fetch_start(up, request, is_head, &s_fetch_cbs, s);
+    if (s->fetch == NULL)
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+}
+
+/* ---- file origins ------------------------------------------------------------- */
+
+/* Serves dir + normalized path with h2o's file sender, which handles HEAD,
+ * Range and conditional requests like a static web server. */
+static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
+{
+    h2o_req_t *req = rc->req;
+    const rf_origin_t *o = &rc->vhost->origin;
+    char *full = h2o_mem_alloc_pool(&req->pool, strlen(o->dir) + path_len + 1);
+    memcpy(full, o->dir, strlen(o->dir));
+    memcpy(full + strlen(o->dir), path, path_len);
+    full[strlen(o->dir) + path_len] = '\0';
+    const char *l[] = {rc->vhost->name, "file"};
+    rf_metric_add(gw_m.origin_requests, l, 1);
+    struct stat st;
+    if (stat(full, &st) != 0 || !S_ISREG(st.st_mode)) {
+        gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(path_len > 200 ? 200 : path_len), path);
+        return 0;
+    }
+    h2o_mimemap_type_t *mt = h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(full, strlen(full)));
+    s_add_common_headers(rc);
+    if (h2o_file_send(req, 200, "OK", full, mt->data.mimetype, 0) != 0)
+        gw_send_error(rc, 404, "Not Found", "cannot open: %s", strerror(errno));
+    return 0;
+}
+
+/* Reads a whole local source for a transform. Returns 0 with *body
+ * malloc'd (caller owns), 1 when it is larger than limit (nothing read),
+ * -1 when it cannot be read (*why set). */
+int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
+                        size_t *len, const char **why);
+int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
+                        size_t *len, const char **why)
+{
+    char full[4096];
+    if (strlen(o->dir) + path_len >= sizeof(full)) {
+        *why = "path too long";
+        return -1;
+    }
+    snprintf(full, sizeof(full), "%s%.*s", o->dir, (int)path_len, path);
+    int fd = open(full, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
+        *why = "not found";
+        return -1;
+    }
+    if (limit > 0 && (size_t)st.st_size > limit) {
+        close(fd);
+        return 1;
+    }
+    char *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+    size_t off = 0;
+    while (buf != NULL && off < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + off, (size_t)st.st_size - off);
+        if (r <= 0)
+            break;
+        off += (size_t)r;
+    }
+    close(fd);
+    if (buf == NULL || off != (size_t)st.st_size) {
+        free(buf);
+        *why = "read error";
+        return -1;
+    }
+    *body = buf;
+    *len = off;
+    return 0;
+}
+
+/* Serves the original file unprocessed (image fallback for file origins). */
+int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len);
+int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len)
+{
+    return s_serve_file(rc, path, path_len);
+}
+
+/* ---- the handler ----------------------------------------------------------- */
+
+static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    gw_thread_t *t = gw_thread_of(req->conn->ctx);
+    gw_req_t *rc = h2o_mem_alloc_shared(&req->pool, sizeof(*rc), s_req_dispose);
+    memset(rc, 0, sizeof(*rc));
+    rc->thread = t;
+    rc->req = req;
+    rc->cache_status = "refract; fwd=bypass";
+    gettimeofday(&rc->started, NULL);
+    t->inflight++;
+    rf_metric_gauge_add(gw_m.http_inflight, NULL, 1);
+    rc->vhosts = t->vhosts;
+    gw_vhosts_ref(rc->vhosts);
+    s_set_request_id(rc);
+
+    rc->vhost = gw_vhosts_match(rc->vhosts, req->authority.base, req->authority.len);
+    if (rc->vhost == NULL) {
+        gw_send_error(rc, 404, "Not Found", "no virtual host serves '%.*s'",
+                      (int)(req->authority.len > 100 ? 100 : req->authority.len), req->authority.base);
+        return 0;
+    }
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    const rf_dims_conf_t *dims = &rc->vhost->dims;
+    const char *src, *chain;
+    size_t src_len, chain_len;
+    if (dims->active && rf_chain_split(req->path.base, path_len, dims->keyword, &src, &src_len, &chain, &chain_len))
+        return gw_image_handle(rc, src, src_len, chain, chain_len);
+
+    /* Cache lookup belongs here, between routing and the origin: until the
+     * cache lands every response is forwarded (Cache-Status: fwd=bypass). */
+    if (rc->vhost->origin.kind == RF_ORIGIN_FILE) {
+        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+            !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+            h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, H2O_STRLIT("GET, HEAD"), 1);
+            gw_send_error(rc, 405, "Method Not Allowed", "a file origin serves GET and HEAD only");
+            return 0;
+        }
+        size_t np = req->path_normalized.len;
+        return s_serve_file(rc, req->path_normalized.base, np);
+    }
+    const char *why = NULL;
+    gw_upstream_t *up = gw_thread_upstream(t, &rc->vhost->origin, &why);
+    if (up == NULL) {
+        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
+        return 0;
+    }
+    gw_stream_start(rc, up, req->path.base, req->path.len, 1, 0, NULL);
+    return 0;
+}
+
+void gw_proxy_register(h2o_hostconf_t *hostconf)
+{
+    h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
+    handler->on_req = s_on_req;
+}

@@ -1,0 +1,299 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gw.h"
+#include "gw_metrics.h"
+#include "rf_log.h"
+
+typedef enum { S_MSG_RELOAD, S_MSG_DRAIN } s_msg_kind_t;
+
+typedef struct {
+    h2o_multithread_message_t super;
+    s_msg_kind_t kind;
+    gw_vhosts_t *vhosts; /* RELOAD: a reference for the receiving thread */
+} s_control_msg_t;
+
+gw_thread_t *gw_thread_of(h2o_context_t *ctx)
+{
+    return H2O_STRUCT_FROM_MEMBER(gw_thread_t, ctx, ctx);
+}
+
+/* Opens a listening socket. Every thread opens its own with SO_REUSEPORT
+ * so the kernel spreads connections without a shared accept lock.
+ * Returns the fd, or -1 with errno set. */
+static int s_listen(const rf_listen_t *l, int reuseport)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", l->port);
+    const char *host = l->host && l->host[0] ? l->host : NULL;
+    if (getaddrinfo(host, port, &hints, &res) != 0) {
+        errno = EADDRNOTAVAIL;
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        errno = e;
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void s_on_accept(h2o_socket_t *listener, const char *err)
+{
+    if (err != NULL)
+        return;
+    h2o_accept_ctx_t *actx = listener->data;
+    h2o_socket_t *sock;
+    /* Drain the backlog: one readiness event may stand for many clients. */
+    for (int i = 0; i < 64 && (sock = h2o_evloop_socket_accept(listener)) != NULL; i++)
+        h2o_accept(actx, sock);
+}
+
+static h2o_socket_t *s_listener_start(h2o_loop_t *loop, int fd, h2o_accept_ctx_t *actx)
+{
+    h2o_socket_t *sock = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    sock->data = actx;
+    h2o_socket_read_start(sock, s_on_accept);
+    return sock;
+}
+
+static void s_on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, control_receiver, receiver);
+    while (!h2o_linklist_is_empty(messages)) {
+        s_control_msg_t *m = H2O_STRUCT_FROM_MEMBER(s_control_msg_t, super.link, messages->next);
+        h2o_linklist_unlink(&m->super.link);
+        if (m->kind == S_MSG_RELOAD) {
+            gw_vhosts_unref(&t->vhosts);
+            t->vhosts = m->vhosts;
+        } else if (!t->draining) {
+            t->draining = 1;
+            t->drain_deadline_ms = (int64_t)h2o_now(t->ctx.loop) + t->server->cfg->gateway.drain_timeout_ms;
+            /* Stop accepting; let keep-alive and HTTP/2 clients know. */
+            if (t->listener != NULL) {
+                h2o_socket_read_stop(t->listener);
+                h2o_socket_close(t->listener);
+                t->listener = NULL;
+            }
+            h2o_context_request_shutdown(&t->ctx);
+        }
+        free(m);
+    }
+}
+
+static void *s_thread_main(void *arg)
+{
+    gw_thread_t *t = arg;
+    gw_server_t *srv = t->server;
+    h2o_loop_t *loop = t->ctx.loop;
+    while (!t->stopped) {
+        h2o_evloop_run(loop, 100);
+        if (t->draining) {
+            int64_t now = (int64_t)h2o_now(loop);
+            if (t->inflight == 0 || now >= t->drain_deadline_ms) {
+                if (t->inflight > 0)
+                    rf_warn("drain timeout: %d request(s) still in flight on thread %d", t->inflight, t->idx);
+                t->stopped = 1;
+            }
+        }
+    }
+    if (t->idx == 0 && t->admin_listener != NULL) {
+        h2o_socket_close(t->admin_listener);
+        t->admin_listener = NULL;
+    }
+    gw_submitter_destroy(&t->submitter);
+    (void)srv;
+    return NULL;
+}
+
+/* Sets up thread t's context, receivers, submitter and listeners. Runs on
+ * the main thread before the loop thread starts, so failures are reported
+ * before anything serves. Returns 0 or -1 (logged). */
+static int s_thread_init(gw_server_t *srv, gw_thread_t *t, int admin_fd)
+{
+    const rf_config_t *cfg = srv->cfg;
+    h2o_context_init(&t->ctx, h2o_evloop_create(), &srv->h2o_conf);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = srv->h2o_conf.hosts;
+    h2o_linklist_init_anchor(&t->upstreams);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_image_on_jobs);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
+    if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
+        t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
+    t->submitter = gw_submitter_new(srv->broker);
+    if (t->submitter == NULL) {
+        rf_error("cannot connect a bus submitter");
+        return -1;
+    }
+    int fd = s_listen(&cfg->gateway.listen, 1);
+    if (fd < 0) {
+        rf_error("cannot listen on %s:%d: %s", cfg->gateway.listen.host, cfg->gateway.listen.port, strerror(errno));
+        return -1;
+    }
+    t->listener = s_listener_start(t->ctx.loop, fd, &t->accept_ctx);
+    if (admin_fd >= 0) {
+        h2o_context_init(&t->admin_ctx, t->ctx.loop, &srv->admin_conf);
+        t->admin_accept_ctx.ctx = &t->admin_ctx;
+        t->admin_accept_ctx.hosts = srv->admin_conf.hosts;
+        t->admin_listener = s_listener_start(t->ctx.loop, admin_fd, &t->admin_accept_ctx);
+    }
+    return 0;
+}
+
+static void s_post(gw_thread_t *t, s_msg_kind_t kind, gw_vhosts_t *vhosts)
+{
+    s_control_msg_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return;
+    m->kind = kind;
+    m->vhosts = vhosts;
+    h2o_multithread_send_message(&t->control_receiver, &m->super);
+}
+
+static void s_reload(gw_server_t *srv, const char *path)
+{
+    char *err = NULL;
+    rf_config_t *cfg = rf_config_load(path, &err);
+    if (cfg == NULL) {
+        rf_error("reload failed, keeping the running configuration: %s", err ? err : "?");
+        free(err);
+        return;
+    }
+    size_t n = cfg->n_vhosts;
+    gw_vhosts_t *v = gw_vhosts_new(&cfg);
+    if (v == NULL)
+        return;
+    for (int i = 0; i < srv->nthreads; i++) {
+        gw_vhosts_ref(v);
+        s_post(&srv->threads[i], S_MSG_RELOAD, v);
+    }
+    gw_vhosts_unref(&v);
+    rf_info("reloaded %s: %zu vhost(s); listeners, bus and workers settings need a restart", path, n);
+}
+
+static void s_h2o_conf(h2o_globalconf_t *conf, const rf_config_t *cfg)
+{
+    h2o_config_init(conf);
+    conf->server_name = h2o_iovec_init(H2O_STRLIT("refract"));
+    conf->http1.req_timeout = (uint64_t)cfg->gateway.client_timeout_ms;
+    conf->http2.idle_timeout = (uint64_t)cfg->gateway.client_timeout_ms;
+}
+
+int gw_server_run(const char *config_path, rf_config_t **cfg_p)
+{
+    gw_server_t srv = {0};
+    int rc = 1, admin_fd = -1;
+    char *err = NULL;
+    srv.cfg = *cfg_p;
+    *cfg_p = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    /* Only the main thread takes these signals (sigwait below); block them
+     * before any thread exists so every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    zsys_handler_set(NULL);
+    zsys_init();
+
+    srv.metrics = rf_metrics_new();
+    if (srv.metrics == NULL || gw_metrics_init(srv.metrics) < 0) {
+        rf_error("cannot declare metrics");
+        goto done;
+    }
+    srv.mimemap = h2o_mimemap_create();
+    rf_config_t *table_cfg = rf_config_load(config_path, &err);
+    if (table_cfg == NULL) {
+        rf_error("%s", err ? err : "cannot reload configuration");
+        goto done;
+    }
+    gw_vhosts_t *vhosts = gw_vhosts_new(&table_cfg);
+    srv.broker = gw_broker_new(srv.cfg, &err);
+    if (srv.broker == NULL) {
+        rf_error("%s", err ? err : "cannot start the bus broker");
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
+    s_h2o_conf(&srv.h2o_conf, srv.cfg);
+    gw_proxy_register(h2o_config_register_host(&srv.h2o_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535));
+    s_h2o_conf(&srv.admin_conf, srv.cfg);
+    gw_admin_register(h2o_config_register_host(&srv.admin_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535), &srv);
+
+    if (srv.cfg->gateway.admin_listen.port > 0 && (admin_fd = s_listen(&srv.cfg->gateway.admin_listen, 0)) < 0) {
+        rf_error("cannot listen on admin %s:%d: %s", srv.cfg->gateway.admin_listen.host,
+                 srv.cfg->gateway.admin_listen.port, strerror(errno));
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
+    srv.nthreads = srv.cfg->gateway.threads > 0 ? srv.cfg->gateway.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (srv.nthreads < 1)
+        srv.nthreads = 1;
+    srv.threads = calloc((size_t)srv.nthreads, sizeof(gw_thread_t));
+    for (int i = 0; i < srv.nthreads; i++) {
+        gw_thread_t *t = &srv.threads[i];
+        t->idx = i;
+        t->server = &srv;
+        gw_vhosts_ref(vhosts);
+        t->vhosts = vhosts;
+        if (s_thread_init(&srv, t, i == 0 ? admin_fd : -1) < 0) {
+            gw_vhosts_unref(&vhosts);
+            goto done;
+        }
+    }
+    gw_vhosts_unref(&vhosts);
+    for (int i = 0; i < srv.nthreads; i++)
+        pthread_create(&srv.threads[i].tid, NULL, s_thread_main, &srv.threads[i]);
+    rf_info("refract-gateway listening on %s:%d (admin %s:%d), %d thread(s), bus %s",
+            srv.cfg->gateway.listen.host[0] ? srv.cfg->gateway.listen.host : "*", srv.cfg->gateway.listen.port,
+            srv.cfg->gateway.admin_listen.host && srv.cfg->gateway.admin_listen.host[0] ? srv.cfg->gateway.admin_listen.host : "*",
+            srv.cfg->gateway.admin_listen.port, srv.nthreads, srv.cfg->bus.endpoint);
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            s_reload(&srv, config_path);
+            continue;
+        }
+        rf_info("signal %d: draining in-flight requests (up to %d ms)", sig, srv.cfg->gateway.drain_timeout_ms);
+        break;
+    }
+    for (int i = 0; i < srv.nthreads; i++)
+        s_post(&srv.threads[i], S_MSG_DRAIN, NULL);
+    for (int i = 0; i < srv.nthreads; i++)
+        pthread_join(srv.threads[i].tid, NULL);
+    rf_info("stopped");
+    rc = 0;
+done:
+    free(err);
+    /* The broker goes after the loops: no thread submits any more. */
+    gw_broker_destroy(&srv.broker);
+    rf_metrics_destroy(&srv.metrics);
+    rf_config_destroy(&srv.cfg);
+    /* Threads' contexts and pools are left to process exit: tearing down
+     * h2o contexts with connections still open is not worth the risk. */
+    free(srv.threads);
+    return rc;
+}

@@ -1,0 +1,57 @@
+/*  refract-gateway — the HTTP edge and bus broker.
+ *
+ *    refract-gateway -c conf/refract.yaml       run
+ *    refract-gateway -t -c conf/refract.yaml    validate the config and exit
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gw.h"
+#include "rf_log.h"
+
+static void s_usage(FILE *out)
+{
+    fprintf(out, "usage: refract-gateway [-t] -c FILE\n"
+                 "  -c FILE  the refract YAML configuration (see conf/refract.yaml)\n"
+                 "  -t       validate the configuration and exit (0 = valid, 1 = invalid)\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int test_only = 0, opt;
+    while ((opt = getopt(argc, argv, "c:th")) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': test_only = 1; break;
+        case 'h': s_usage(stdout); return 0;
+        default: s_usage(stderr); return 2;
+        }
+    }
+    if (path == NULL) {
+        s_usage(stderr);
+        return 2;
+    }
+    rf_log_init("gateway");
+    char *err = NULL;
+    rf_config_t *cfg = rf_config_load(path, &err);
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err ? err : "invalid configuration");
+        free(err);
+        return 1;
+    }
+    if (cfg->gateway.listen.port == 0) {
+        fprintf(stderr, "%s:1:1: gateway.listen is required\n", path);
+        rf_config_destroy(&cfg);
+        return 1;
+    }
+    if (test_only) {
+        printf("%s: configuration OK (%zu vhost%s)\n", path, cfg->n_vhosts, cfg->n_vhosts == 1 ? "" : "s");
+        rf_config_destroy(&cfg);
+        return 0;
+    }
+    rf_log_set_level(cfg->log.level);
+    return gw_server_run(path, &cfg);
+}
