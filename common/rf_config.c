@@ -228,8 +228,13 @@ int rf_origin_parse(const char *url, rf_origin_t *out, const char **why)
         }
         char *host = hp;
         if (host[0] == '[') {
+            size_t hl = strlen(host);
+            if (hl < 2 || host[hl - 1] != ']') {
+                *why = "origin URL has an unclosed '[' in its host";
+                return -1;
+            }
             host++;
-            host[strlen(host) - 1] = '\0';
+            host[hl - 2] = '\0';
         }
         if (*host == '\0') {
             *why = "origin URL has no host";

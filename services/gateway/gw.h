@@ -32,6 +32,11 @@ typedef struct {
     atomic_int refs;
     rf_config_t *cfg; /* owned: vhosts point into it */
     const rf_vhost_conf_t *def;
+    /* For file:// vhosts, h2o's own file handler (HEAD, Range, ETag and
+     * conditional requests, index files), one per vhost, NULL otherwise. */
+    h2o_pathconf_t *file_pathconfs;
+    h2o_handler_t **file_handlers;
+    h2o_mimemap_t *mimemap;
 } gw_vhosts_t;
 
 typedef struct {
@@ -98,6 +103,8 @@ gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p);
 void gw_vhosts_ref(gw_vhosts_t *v);
 void gw_vhosts_unref(gw_vhosts_t **v_p);
 const rf_vhost_conf_t *gw_vhosts_match(const gw_vhosts_t *v, const char *host, size_t len);
+h2o_handler_t *gw_vhosts_file_handler(const gw_vhosts_t *v, const rf_vhost_conf_t *vhost);
+const char *gw_reason(int status);
 
 /* gw_proxy.c */
 void gw_proxy_register(h2o_hostconf_t *hostconf);

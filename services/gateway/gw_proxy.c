@@ -269,7 +269,7 @@ static void s_start_response(gw_stream_t *s)
 {
     h2o_req_t *req = s->rc->req;
     req->res.status = s->status;
-    req->res.reason = "OK";
+    req->res.reason = gw_reason(s->status);
     for (size_t i = 0; i < s->headers.size; i++)
         h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1),
             req->res.headers.entries[req->res.headers.size++] = s->headers.entries[i];
@@ -476,8 +476,9 @@ void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t p
 
 /* ---- file origins ------------------------------------------------------------- */
 
-/* Serves dir + normalized path with h2o's file sender, which handles HEAD,
- * Range and conditional requests like a static web server. */
+/* Serves dir + path with h2o's file sender: the image fallback for file
+ * origins (plain pass-through uses the vhost's h2o file handler instead,
+ * which adds Range and conditional requests). */
 static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
 {
     h2o_req_t *req = rc->req;
@@ -592,8 +593,14 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
             gw_send_error(rc, 405, "Method Not Allowed", "a file origin serves GET and HEAD only");
             return 0;
         }
-        size_t np = req->path_normalized.len;
-        return s_serve_file(rc, req->path_normalized.base, np);
+        const char *l[] = {rc->vhost->name, "file"};
+        rf_metric_add(gw_m.origin_requests, l, 1);
+        h2o_handler_t *fh = gw_vhosts_file_handler(rc->vhosts, rc->vhost);
+        s_add_common_headers(rc);
+        if (fh->on_req(fh, req) != 0)
+            gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(path_len > 200 ? 200 : path_len),
+                          req->path.base);
+        return 0;
     }
     const char *why = NULL;
     gw_upstream_t *up = gw_thread_upstream(t, &rc->vhost->origin, &why);

@@ -4,6 +4,11 @@
 
 #include "gw.h"
 
+/* h2o filters register config slots in a globalconf; file pathconfs get
+ * this one. Tables are only built on the main thread (start-up, SIGHUP). */
+static h2o_globalconf_t s_file_globalconf;
+static int s_file_globalconf_ready;
+
 /* Takes ownership of *cfg_p. Returns the table with one reference, or NULL
  * on allocation failure (the config is then destroyed). */
 gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p)
@@ -16,10 +21,66 @@ gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p)
     atomic_init(&v->refs, 1);
     v->cfg = *cfg_p;
     *cfg_p = NULL;
-    for (size_t i = 0; i < v->cfg->n_vhosts; i++)
-        if (v->cfg->vhosts[i].is_default)
-            v->def = &v->cfg->vhosts[i];
+    size_t n = v->cfg->n_vhosts;
+    if (!s_file_globalconf_ready) {
+        h2o_config_init(&s_file_globalconf);
+        s_file_globalconf_ready = 1;
+    }
+    v->mimemap = h2o_mimemap_create();
+    v->file_pathconfs = calloc(n, sizeof(h2o_pathconf_t));
+    v->file_handlers = calloc(n, sizeof(h2o_handler_t *));
+    if (v->file_pathconfs == NULL || v->file_handlers == NULL) {
+        gw_vhosts_unref(&v);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const rf_vhost_conf_t *vh = &v->cfg->vhosts[i];
+        if (vh->is_default)
+            v->def = vh;
+        if (vh->origin.kind != RF_ORIGIN_FILE)
+            continue;
+        /* A free-standing pathconf at "/": the handler maps the request's
+         * normalized path under the origin directory (no escaping it). */
+        h2o_config_init_pathconf(&v->file_pathconfs[i], &s_file_globalconf, "/", v->mimemap);
+        /* h2o_file_handler_t is opaque; it begins with its h2o_handler_t. */
+        v->file_handlers[i] =
+            (h2o_handler_t *)h2o_file_register(&v->file_pathconfs[i], vh->origin.dir, NULL, v->mimemap, 0);
+    }
     return v;
+}
+
+h2o_handler_t *gw_vhosts_file_handler(const gw_vhosts_t *v, const rf_vhost_conf_t *vhost)
+{
+    size_t i = (size_t)(vhost - v->cfg->vhosts);
+    return i < v->cfg->n_vhosts ? v->file_handlers[i] : NULL;
+}
+
+const char *gw_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 412: return "Precondition Failed";
+    case 416: return "Range Not Satisfiable";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    }
 }
 
 void gw_vhosts_ref(gw_vhosts_t *v)
@@ -31,9 +92,17 @@ void gw_vhosts_unref(gw_vhosts_t **v_p)
 {
     if (v_p == NULL || *v_p == NULL)
         return;
-    if (atomic_fetch_sub(&(*v_p)->refs, 1) == 1) {
-        rf_config_destroy(&(*v_p)->cfg);
-        free(*v_p);
+    gw_vhosts_t *v = *v_p;
+    if (atomic_fetch_sub(&v->refs, 1) == 1) {
+        for (size_t i = 0; v->file_handlers && i < v->cfg->n_vhosts; i++)
+            if (v->file_handlers[i] != NULL)
+                h2o_config_dispose_pathconf(&v->file_pathconfs[i]);
+        free(v->file_handlers);
+        free(v->file_pathconfs);
+        if (v->mimemap != NULL)
+            h2o_mem_release_shared(v->mimemap);
+        rf_config_destroy(&v->cfg);
+        free(v);
     }
     *v_p = NULL;
 }
