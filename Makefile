@@ -50,7 +50,7 @@ FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps run test unit fuzz format clean bench
-all: $(BINS) $(UNIT_BINS)
+all: $(BINS) $(UNIT_BINS) build/bin/bench-vips-loop
 
 deps:
 	@scripts/deps.sh
@@ -90,7 +90,7 @@ unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
 
 # libFuzzer targets: clang, with ASan+UBSan, built from the same sources.
-FUZZ_CFLAGS := -std=gnu11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined \
+FUZZ_CFLAGS := -std=gnu11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                $(shell pkg-config --cflags $(PKGS))
 build/fuzz/%: fuzz/%.c $(COMMON_SRC)
 	@mkdir -p $(dir $@)
