@@ -65,7 +65,7 @@ typedef struct {
     int inflight;
     int draining;
     int64_t drain_deadline_ms;
-    int stopped;
+    atomic_int stopped;
     uint64_t rng;
 } gw_thread_t;
 

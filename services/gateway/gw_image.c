@@ -86,9 +86,9 @@ void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_head
     s_keep_freshness(rc, origin_headers);
     char *ctype = (char *)s_find(origin_headers, "content-type");
     if (ctype == NULL) {
+        /* The source path, not the URL: the URL ends with the chain. */
         h2o_mimemap_type_t *mt =
-            h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(req->path.base,
-                                                                                          req->query_at != SIZE_MAX ? req->query_at : req->path.len));
+            h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(rc->src, rc->src_len));
         ctype = h2o_strdup(NULL, mt->data.mimetype.base, mt->data.mimetype.len).base;
     }
     s_send_body(rc, 200, ctype, body, len);
@@ -144,6 +144,14 @@ static void s_on_result(gw_req_t *rc, gw_job_t *job)
     }
     if (status == 400) {
         gw_send_error(rc, 400, "Bad Request", "%s", err ? err : "the function chain cannot apply to this image");
+        return;
+    }
+    if (status == 504) {
+        gw_send_error(rc, 504, "Gateway Timeout", "image processing timed out: %s", err ? err : "deadline passed");
+        return;
+    }
+    if (status == 503) {
+        gw_send_error(rc, 503, "Service Unavailable", "image worker busy: %s", err ? err : "over capacity");
         return;
     }
     gw_send_error(rc, 502, "Bad Gateway", "image worker failed: %s", err ? err : "unknown error");
@@ -236,10 +244,10 @@ int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *c
         if (r == 1) {
             const char *fl[] = {rc->vhost->name, "over_max_source_size"};
             rf_metric_add(gw_m.image_fallbacks, fl, 1);
-            rc->note = "fallback=over-max-source-size";
+            rc->note = "fallback=over_max_source_size";
             rf_log(RF_LOG_INFO, rc->request_id, "image: source over max_source_size %zu: sending original", limit);
             h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
-                                  H2O_STRLIT("source larger than max_source_size"), 1);
+                                  H2O_STRLIT("over_max_source_size"), 1);
             return gw_serve_file_path(rc, norm.base, norm.len);
         }
         s_submit(rc, body, len, NULL);

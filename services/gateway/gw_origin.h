@@ -51,8 +51,10 @@ typedef struct {
     void (*on_error)(gw_fetch_t *f, void *arg, int status, const char *why);
 } gw_fetch_cbs_t;
 
-/* Creates an upstream for host:port on `loop`, resolving the name now
- * (blocking; done at start-up and reload). Returns NULL with *why (static)
+/* Creates an upstream for host:port on `loop`, resolving the name now.
+ * The lookup blocks the calling loop; each thread does it once per origin,
+ * on the first request that needs it, and keeps the address until the
+ * process restarts (reloads included). Returns NULL with *why (static)
  * when the name does not resolve. Caller owns; upstreams live as long as
  * their thread. */
 gw_upstream_t *gw_upstream_new(h2o_loop_t *loop, const char *host, int port, const gw_upstream_opts_t *opts,

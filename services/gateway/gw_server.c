@@ -105,14 +105,19 @@ static void *s_thread_main(void *arg)
     gw_thread_t *t = arg;
     gw_server_t *srv = t->server;
     h2o_loop_t *loop = t->ctx.loop;
-    while (!t->stopped) {
+    while (!atomic_load(&t->stopped)) {
         h2o_evloop_run(loop, 100);
         if (t->draining) {
             int64_t now = (int64_t)h2o_now(loop);
-            if (t->inflight == 0 || now >= t->drain_deadline_ms) {
+            /* Thread 0 also serves the admin port: it stays up (answering
+             * /healthz with 503) until every other thread has drained. */
+            int others_running = 0;
+            for (int i = 1; t->idx == 0 && i < srv->nthreads; i++)
+                others_running |= !atomic_load(&srv->threads[i].stopped);
+            if ((t->inflight == 0 && !others_running) || now >= t->drain_deadline_ms) {
                 if (t->inflight > 0)
                     rf_warn("drain timeout: %d request(s) still in flight on thread %d", t->inflight, t->idx);
-                t->stopped = 1;
+                atomic_store(&t->stopped, 1);
             }
         }
     }
@@ -121,7 +126,6 @@ static void *s_thread_main(void *arg)
         t->admin_listener = NULL;
     }
     gw_submitter_destroy(&t->submitter);
-    (void)srv;
     return NULL;
 }
 

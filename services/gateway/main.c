@@ -47,6 +47,11 @@ int main(int argc, char **argv)
         rf_config_destroy(&cfg);
         return 1;
     }
+    if (cfg->n_vhosts == 0) {
+        fprintf(stderr, "%s:1:1: the gateway needs at least one entry in vhosts\n", path);
+        rf_config_destroy(&cfg);
+        return 1;
+    }
     if (test_only) {
         printf("%s: configuration OK (%zu vhost%s)\n", path, cfg->n_vhosts, cfg->n_vhosts == 1 ? "" : "s");
         rf_config_destroy(&cfg);

@@ -1,0 +1,44 @@
+# refract-gateway image (Debian 12).
+#
+# Build from the repository root (docker-compose.yml does this):
+#   docker build -f deploy/gateway.Dockerfile -t refract-gateway .
+# Run:
+#   docker run -p 8080:8080 -v $PWD/deploy/refract-compose.yaml:/etc/refract/refract.yaml:ro refract-gateway
+
+# ---- build stage: compilers and -dev packages, thrown away afterwards ------
+FROM debian:12 AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        build-essential pkg-config \
+        libh2o-evloop-dev libczmq-dev libzmq3-dev libvips-dev \
+        libjansson-dev libyaml-dev libssl-dev zlib1g-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Only the sources the binary is built from: a build/ directory from the
+# host must not reach the image, or make would take its objects as current.
+# (The Makefile reads pkg-config flags for every library, vips included, so
+# the build stage has all the -dev packages even for the gateway.)
+COPY Makefile ./
+COPY common/ common/
+COPY services/ services/
+RUN make -j"$(nproc)" build/bin/refract-gateway
+
+# ---- runtime stage: only the shared libraries the binary links ------------
+FROM debian:12
+# libh2o-evloop0.13 pulls libssl3 and zlib1g, libczmq4 pulls libzmq5.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libh2o-evloop0.13 libczmq4 libzmq5 libjansson4 libyaml-0-2 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin refract \
+ && mkdir -p /etc/refract /var/cache/refract \
+ && chown refract:refract /var/cache/refract
+COPY --from=build /src/build/bin/refract-gateway /usr/local/bin/refract-gateway
+USER refract
+# 8080 public HTTP (HTTP/1.1 and h2c), 9080 admin (/metrics, /healthz),
+# 5555 the RFB/1 bus the workers connect to (keep it private).
+EXPOSE 8080 9080 5555
+# SIGTERM drains in-flight requests for up to gateway.drain_timeout.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["refract-gateway"]
+CMD ["-c", "/etc/refract/refract.yaml"]
