@@ -444,6 +444,7 @@ static int s_bus(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("queue_max", s_int, s_bus_t, queue_max),
                                    K("job_timeout", s_duration, s_bus_t, job_timeout_ms),
                                    K("retries", s_int, s_bus_t, retries),
+                                   K("file_refs", s_bool, s_bus_t, file_refs),
                                    {0}};
     return s_walk(c, v, keys, t, "bus");
 }
@@ -578,6 +579,7 @@ static void s_defaults(rf_config_t *cfg)
     cfg->bus.queue_max = 64;
     cfg->bus.job_timeout_ms = 30000;
     cfg->bus.retries = 1;
+    cfg->bus.file_refs = true;
     cfg->image_worker.jobs = 2;
     cfg->image_worker.vips_concurrency = 0;
     cfg->image_worker.max_pixels = 100000000;

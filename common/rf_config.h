@@ -70,6 +70,7 @@ typedef struct {
         int queue_max;        /* waiting jobs per service before 503 */
         int job_timeout_ms;   /* job deadline from submission */
         int retries;          /* re-dispatches after a worker died */
+        bool file_refs;       /* file:// sources go to workers as paths, not bytes */
     } bus;
 
     rf_vhost_conf_t *vhosts;

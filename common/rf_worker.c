@@ -1,5 +1,8 @@
 #include "rf_worker.h"
 
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -161,9 +164,56 @@ static void s_job_free(s_job_t *job)
     free(job);
 }
 
+/* A JOB without body frames may name its source by reference
+ * (proto/rfb.md 2.2): "file:///abs/path" is mapped read-only, so a local
+ * source reaches the transform without a single copy. Returns 0 with
+ * the mapping in *map and *map_len (munmap it; NULL and 0 for an empty file), 1 when the
+ * job has no reference, -1 with res->status/error set when it cannot be
+ * read here. */
+static int s_map_ref(s_job_t *job, void **map, size_t *map_len, rf_worker_result_t *res)
+{
+    *map = NULL;
+    *map_len = 0;
+    const char *ref = json_string_value(json_object_get(json_object_get(job->header, "source"), "ref"));
+    if (ref == NULL || job->pub.body_len > 0)
+        return 1;
+    if (strncmp(ref, "file://", 7) != 0 || ref[7] != '/') {
+        res->status = 400;
+        snprintf(res->error, sizeof(res->error), "unsupported source ref '%.80s'", ref);
+        return -1;
+    }
+    int fd = open(ref + 7, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        res->status = 404;
+        snprintf(res->error, sizeof(res->error), "source ref %.120s not readable here: %s", ref + 7,
+                 fd < 0 ? strerror(errno) : "not a regular file");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            res->status = 500;
+            snprintf(res->error, sizeof(res->error), "cannot map source ref: %s", strerror(errno));
+            return -1;
+        }
+        *map = p;
+        *map_len = (size_t)st.st_size;
+    }
+    close(fd);
+    job->pub.body = *map;
+    job->pub.body_len = *map_len;
+    return 0;
+}
+
 /* Runs one job on the calling job thread and leaves its REPLY in job->reply. */
 static void s_run_job(rf_worker_t *self, s_job_t *job)
 {
+    void *map = NULL;
+    size_t map_len = 0;
     rf_worker_result_t res;
     memset(&res, 0, sizeof(res));
     job->t_start = s_now_us();
@@ -174,7 +224,7 @@ static void s_run_job(rf_worker_t *self, s_job_t *job)
     } else if (job->t_start / 1000 >= job->pub.deadline_ms) {
         res.status = 504;
         snprintf(res.error, sizeof(res.error), "deadline passed before start");
-    } else {
+    } else if (s_map_ref(job, &map, &map_len, &res) >= 0) {
         int rc = self->fn(self->arg, &job->pub, &res);
         job->ran = 1;
         if (rc != 0)
@@ -185,6 +235,8 @@ static void s_run_job(rf_worker_t *self, s_job_t *job)
     if (res.body != NULL && res.body_free != NULL)
         res.body_free(res.body);
     /* the source can be large; give it back before the main thread gets round to it */
+    if (map != NULL)
+        munmap(map, map_len);
     zmsg_destroy(&job->raw);
     free(job->joined);
     job->joined = NULL;

@@ -96,6 +96,7 @@ typedef struct gw_req_t {
     const char *src;  /* image source path (borrowed from the request) */
     size_t src_len;
     const h2o_headers_t *stream_headers; /* origin response headers of the source */
+    h2o_iovec_t file_src; /* file origins: the normalized source path */
 } gw_req_t;
 
 /* gw_vhost.c */

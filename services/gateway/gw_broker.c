@@ -210,7 +210,8 @@ static int s_send_job(s_broker_t *b, s_worker_t *w, gw_job_t *job)
     zmsg_t *msg = rf_bus_encode(RF_BUS_JOB, NULL, job->id, job->header);
     if (msg == NULL)
         return -1;
-    if (zmsg_addmem(msg, job->body, job->body_len) < 0) {
+    /* No body frame for jobs whose source travels by reference. */
+    if (job->body != NULL && job->body_len > 0 && zmsg_addmem(msg, job->body, job->body_len) < 0) {
         zmsg_destroy(&msg);
         return -1;
     }

@@ -137,9 +137,26 @@ static void s_on_result(gw_req_t *rc, gw_job_t *job)
         return;
     }
     if (status == 415 || status == 413) {
+        const char *reason = status == 415 ? "source_not_decodable" : "source_too_large";
         rf_log(RF_LOG_INFO, rc->request_id, "image: %s: sending original", err ? err : "not processable");
+        if (job->body == NULL && rc->file_src.base != NULL) {
+            /* The worker read the source by reference: send the file. */
+            const char *fl[] = {rc->vhost->name, reason};
+            rf_metric_add(gw_m.image_fallbacks, fl, 1);
+            char note[96];
+            snprintf(note, sizeof(note), "fallback=%s", reason);
+            rc->note = h2o_strdup(&rc->req->pool, note, SIZE_MAX).base;
+            h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-fallback"), 0, reason,
+                                  strlen(reason), 1);
+            gw_serve_file_path(rc, rc->file_src.base, rc->file_src.len);
+            return;
+        }
         gw_image_send_original(rc, job->body, job->body_len, rc->stream_headers,
                                status == 415 ? "source_not_decodable" : "source_too_large");
+        return;
+    }
+    if (status == 404) {
+        gw_send_error(rc, 404, "Not Found", "%s", err ? err : "source not found");
         return;
     }
     if (status == 400) {
@@ -174,7 +191,10 @@ void gw_image_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mess
 
 /* ---- request entry ---------------------------------------------------------------- */
 
-static void s_submit(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers)
+/* Submits the image job. The source is either `body` (owned by the job
+ * from here) or, when body is NULL, the file `ref` the worker reads itself;
+ * `len` is the source size either way. */
+static void s_submit(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers, const char *ref)
 {
     gw_thread_t *t = rc->thread;
     const rf_config_t *cfg = t->server->cfg;
@@ -186,14 +206,14 @@ static void s_submit(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *
         return;
     }
     job->body = body;
-    job->body_len = len;
+    job->body_len = body != NULL ? len : 0;
     job->timeout_ms = cfg->bus.job_timeout_ms;
     job->user = rc;
     const char *ctype = s_find(origin_headers, "content-type");
     json_t *chain = rf_chain_to_json(&rc->chain);
-    job->header = json_pack("{s:s,s:i,s:o,s:{s:s#,s:I,s:s?}}", "request_id", rc->request_id, "deadline_ms",
+    job->header = json_pack("{s:s,s:i,s:o,s:{s:s#,s:I,s:s?,s:s?}}", "request_id", rc->request_id, "deadline_ms",
                             cfg->bus.job_timeout_ms, "chain", chain, "source", "path", rc->src, (int)rc->src_len,
-                            "size", (json_int_t)len, "content_type", ctype);
+                            "size", (json_int_t)len, "content_type", ctype, "ref", ref);
     free((char *)ctype);
     if (job->header == NULL) {
         gw_job_destroy(&job);
@@ -206,7 +226,7 @@ static void s_submit(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *
 
 static void s_on_collected(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers)
 {
-    s_submit(rc, body, len, origin_headers);
+    s_submit(rc, body, len, origin_headers, NULL);
 }
 
 int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *chain, size_t chain_len)
@@ -230,12 +250,14 @@ int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *c
     if (o->kind == RF_ORIGIN_FILE) {
         /* The source path must not escape the origin directory. */
         h2o_iovec_t norm = h2o_url_normalize_path(&req->pool, src, src_len, &(size_t){0}, &(size_t *){NULL});
+        rc->file_src = norm;
         void *body = NULL;
         size_t len = 0;
         const char *rwhy = NULL;
         const char *l[] = {rc->vhost->name, "file"};
         rf_metric_add(gw_m.origin_requests, l, 1);
-        int r = gw_file_read_source(o, norm.base, norm.len, limit, &body, &len, &rwhy);
+        int by_ref = rc->thread->server->cfg->bus.file_refs;
+        int r = gw_file_read_source(o, norm.base, norm.len, limit, by_ref ? NULL : &body, &len, &rwhy);
         if (r < 0) {
             gw_send_error(rc, 404, "Not Found", "source %.*s: %s", (int)(norm.len > 200 ? 200 : norm.len), norm.base,
                           rwhy);
@@ -250,7 +272,16 @@ int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *c
                                   H2O_STRLIT("over_max_source_size"), 1);
             return gw_serve_file_path(rc, norm.base, norm.len);
         }
-        s_submit(rc, body, len, NULL);
+        char *ref = NULL;
+        if (by_ref) {
+            size_t dl = strlen(o->dir);
+            ref = h2o_mem_alloc_pool(&req->pool, 7 + dl + norm.len + 1);
+            memcpy(ref, "file://", 7);
+            memcpy(ref + 7, o->dir, dl);
+            memcpy(ref + 7 + dl, norm.base, norm.len);
+            ref[7 + dl + norm.len] = '\0';
+        }
+        s_submit(rc, body, len, NULL, ref);
         return 0;
     }
     const char *uwhy = NULL;

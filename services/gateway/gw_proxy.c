@@ -502,8 +502,10 @@ static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
 }
 
 /* Reads a whole local source for a transform. Returns 0 with *body
- * malloc'd (caller owns), 1 when it is larger than limit (nothing read),
- * -1 when it cannot be read (*why set). */
+ * malloc'd (caller owns) and *len set — or, when body is NULL, only checks
+ * the file and sets *len (the worker will read it by reference) —, 1 when
+ * it is larger than limit (nothing read), -1 when it cannot be read (*why
+ * set). */
 int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
                         size_t *len, const char **why);
 int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
@@ -526,6 +528,11 @@ int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len,
     if (limit > 0 && (size_t)st.st_size > limit) {
         close(fd);
         return 1;
+    }
+    if (body == NULL) {
+        close(fd);
+        *len = (size_t)st.st_size;
+        return 0;
     }
     char *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
     size_t off = 0;

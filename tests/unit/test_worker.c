@@ -446,6 +446,55 @@ static void test_job_reply(void **state)
     s_stop(&f);
 }
 
+/* A JOB without body frames that names its source by reference gets the
+ * file's bytes; a reference that cannot be read here answers 404, an
+ * unsupported scheme 400, and neither reaches the callback. */
+static void test_source_ref(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/refract-test-ref-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "from-a-file", 11), 11);
+    close(fd);
+    s_fixture_t f;
+    s_start(&f, 1, 2, 100, 5);
+    s_broker_t *b = f.brokers[0];
+    rf_bus_msg_t msg;
+    char body[256], ref[300];
+
+    snprintf(ref, sizeof(ref), "file://%s", path);
+    json_t *extra = json_pack("{s:{s:s}}", "source", "ref", ref);
+    s_send_job(b, 21, "req-21", 5000, extra, NULL, 0);
+    json_decref(extra);
+    zmsg_t *raw = s_wait_reply(b, 21, 3000, &msg);
+    assert_int_equal(s_reply_status(&msg), 200);
+    assert_string_equal(s_reply_body(&msg, body, sizeof(body)), "echo:from-a-file");
+    rf_bus_msg_clear(&msg);
+    zmsg_destroy(&raw);
+
+    unlink(path);
+    extra = json_pack("{s:{s:s}}", "source", "ref", ref);
+    s_send_job(b, 22, "req-22", 5000, extra, NULL, 0);
+    json_decref(extra);
+    raw = s_wait_reply(b, 22, 3000, &msg);
+    assert_int_equal(s_reply_status(&msg), 404);
+    assert_non_null(strstr(json_string_value(json_object_get(msg.header, "error")), "not readable here"));
+    rf_bus_msg_clear(&msg);
+    zmsg_destroy(&raw);
+
+    extra = json_pack("{s:{s:s}}", "source", "ref", "s3://bucket/key");
+    s_send_job(b, 23, "req-23", 5000, extra, NULL, 0);
+    json_decref(extra);
+    raw = s_wait_reply(b, 23, 3000, &msg);
+    assert_int_equal(s_reply_status(&msg), 400);
+    rf_bus_msg_clear(&msg);
+    zmsg_destroy(&raw);
+
+    assert_int_equal(atomic_load(&f.cb.calls), 1);
+    s_stop(&f);
+}
+
 /* Garbage and wrong-direction messages are dropped without harm. */
 static void test_bad_messages_ignored(void **state)
 {
@@ -774,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_new_rejects_bad_arguments),
         cmocka_unit_test(test_stop_before_run),
         cmocka_unit_test(test_job_reply),
+        cmocka_unit_test(test_source_ref),
         cmocka_unit_test(test_bad_messages_ignored),
         cmocka_unit_test(test_heartbeats),
         cmocka_unit_test(test_cancel_before_start),
