@@ -575,7 +575,7 @@ static void s_defaults(rf_config_t *cfg)
     cfg->gateway.client_timeout_ms = 30000;
     cfg->gateway.access_log = true;
     cfg->bus.heartbeat_ms = 500;
-    cfg->bus.liveness = 3;
+    cfg->bus.liveness = 5;
     cfg->bus.queue_max = 64;
     cfg->bus.job_timeout_ms = 30000;
     cfg->bus.retries = 1;

@@ -1,4 +1,6 @@
+#include <errno.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,11 +97,75 @@ void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_head
     free(ctype);
 }
 
+/* ---- client liveness while a job is out ------------------------------------------ */
+
+/* libh2o 2.2.5 does not read an HTTP/1 connection while its request is
+ * being handled, so a client that hangs up is only noticed when the
+ * response is written — after the job, which would keep a worker busy for
+ * nobody. Until then we peek at the client socket every 250 ms. This needs
+ * the fd, which 2.2.5 keeps right after the public structs (http1 conn:
+ * h2o_conn_t then the socket; evloop socket: h2o_socket_t then the fd);
+ * with any other libh2o the probe is off and the job deadline applies. */
+#if H2O_VERSION_MAJOR == 2 && H2O_VERSION_MINOR == 2 && H2O_VERSION_PATCH == 5
+#define GW_CAN_PROBE 1
+struct s_h2o225_http1_conn {
+    h2o_conn_t super;
+    h2o_socket_t *sock;
+};
+struct s_h2o225_evloop_socket {
+    h2o_socket_t super;
+    int fd;
+};
+#else
+#define GW_CAN_PROBE 0
+#endif
+
+static int s_client_fd(h2o_req_t *req)
+{
+#if GW_CAN_PROBE
+    if (req->version >= 0x200)
+        return -1; /* HTTP/2 resets streams; h2o disposes the request itself */
+    h2o_socket_t *sock = ((struct s_h2o225_http1_conn *)req->conn)->sock;
+    return sock != NULL ? ((struct s_h2o225_evloop_socket *)sock)->fd : -1;
+#else
+    (void)req;
+    return -1;
+#endif
+}
+
+static void s_on_probe(h2o_timeout_entry_t *entry)
+{
+    gw_req_t *rc = H2O_STRUCT_FROM_MEMBER(gw_req_t, probe, entry);
+    int fd = s_client_fd(rc->req);
+    char c;
+    ssize_t r = fd >= 0 ? recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) : -1;
+    int gone = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (gone && rc->job != NULL) {
+        /* The broker drops or cancels it and hands it back as cancelled. */
+        atomic_store(&rc->job->abandoned, 1);
+        rc->note = "client went away";
+        rc->client_gone = 1;
+        return;
+    }
+    if (rc->job != NULL)
+        h2o_timeout_link(rc->thread->ctx.loop, &rc->thread->probe_timeout, &rc->probe);
+}
+
+static void s_probe_start(gw_req_t *rc)
+{
+    if (s_client_fd(rc->req) < 0)
+        return;
+    rc->probe.cb = s_on_probe;
+    h2o_timeout_link(rc->thread->ctx.loop, &rc->thread->probe_timeout, &rc->probe);
+}
+
 /* ---- job results ---------------------------------------------------------------- */
 
 static void s_on_result(gw_req_t *rc, gw_job_t *job)
 {
     rc->job = NULL;
+    if (h2o_timeout_is_linked(&rc->probe))
+        h2o_timeout_unlink(&rc->probe);
     s_hold_job(rc, job);
     switch (job->outcome) {
     case GW_JOB_UNAVAILABLE:
@@ -222,6 +288,7 @@ static void s_submit(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *
     }
     rc->job = job;
     gw_broker_submit(t->submitter, &job);
+    s_probe_start(rc);
 }
 
 static void s_on_collected(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers)

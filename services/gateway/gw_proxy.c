@@ -1,9 +1,11 @@
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 
@@ -35,6 +37,8 @@ static void s_req_dispose(void *p)
     gw_req_t *rc = p;
     gw_thread_t *t = rc->thread;
     h2o_req_t *req = rc->req;
+    if (h2o_timeout_is_linked(&rc->probe))
+        h2o_timeout_unlink(&rc->probe);
     if (rc->job != NULL) {
         /* The broker returns the job later; without a user it is freed. */
         rc->job->user = NULL;
@@ -45,7 +49,8 @@ static void s_req_dispose(void *p)
     gettimeofday(&now, NULL);
     double secs = (double)(now.tv_sec - rc->started.tv_sec) + (double)(now.tv_usec - rc->started.tv_usec) / 1e6;
     char status[8];
-    snprintf(status, sizeof(status), "%d", req->res.status ? req->res.status : 0);
+    /* Status 0: no response reached the client (it went away first). */
+    snprintf(status, sizeof(status), "%d", rc->client_gone ? 0 : req->res.status);
     const char *vhost = rc->vhost ? rc->vhost->name : "unknown";
     const char *l3[] = {vhost, s_method_label(req->method), status};
     rf_metric_add(gw_m.http_requests, l3, 1);
@@ -172,7 +177,7 @@ struct gw_stream_t {
     int status;
     int64_t content_length;
     h2o_headers_t headers; /* filtered origin response headers (req pool) */
-    unsigned collecting : 1, started : 1, inflight : 1, eos : 1, failed : 1, done : 1, paused : 1;
+    unsigned collecting : 1, started : 1, inflight : 1, eos : 1, failed : 1, done : 1, paused : 1, head_only : 1;
     const char *upstream;
 };
 
@@ -194,6 +199,33 @@ static int s_is_listed(const char *const *list, const char *name, size_t len)
 static int s_is_hop(const char *name, size_t len)
 {
     return s_is_listed(s_hop_by_hop, name, len);
+}
+
+/* Whether `name` is one of the comma-separated tokens of a Connection
+ * header value: such headers are hop-by-hop too (RFC 9110 7.6.1). */
+static int s_named_in_connection(const char *conn, size_t conn_len, const char *name, size_t len)
+{
+    size_t i = 0;
+    while (i < conn_len) {
+        while (i < conn_len && (conn[i] == ' ' || conn[i] == '\t' || conn[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < conn_len && conn[i] != ',' && conn[i] != ' ' && conn[i] != '\t')
+            i++;
+        if (i - start == len && strncasecmp(conn + start, name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether any Connection header of the origin response names `name`. */
+static int s_origin_nominated(const struct phr_header *headers, size_t n, const char *name, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (headers[i].name != NULL && h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("connection")) &&
+            s_named_in_connection(headers[i].value, headers[i].value_len, name, len))
+            return 1;
+    return 0;
 }
 
 static void s_stream_dispose(void *p)
@@ -280,6 +312,17 @@ static void s_start_response(gw_stream_t *s)
     s->super.proceed = s_on_proceed;
     s->super.stop = s_on_stop;
     h2o_start_response(req, &s->super);
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        /* A transform source is fetched with GET; a HEAD client gets the
+         * head only (a body would corrupt its keep-alive connection). */
+        if (s->fetch != NULL) {
+            gw_fetch_cancel(s->fetch);
+            s->fetch = NULL;
+        }
+        h2o_buffer_consume(&s->pending, s->pending->size);
+        s->eos = 1;
+        s->head_only = 1;
+    }
 }
 
 static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_header *headers, size_t n,
@@ -294,7 +337,8 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
     s->content_length = content_length;
     for (size_t i = 0; i < n; i++) {
         if (headers[i].name == NULL || s_is_hop(headers[i].name, headers[i].name_len) ||
-            s_is_listed(s_hidden, headers[i].name, headers[i].name_len))
+            s_is_listed(s_hidden, headers[i].name, headers[i].name_len) ||
+            s_origin_nominated(headers, n, headers[i].name, headers[i].name_len))
             continue;
         h2o_iovec_t name = h2o_strdup(&req->pool, headers[i].name, headers[i].name_len);
         h2o_strtolower(name.base, name.len);
@@ -323,8 +367,13 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
                    (long long)content_length, s->collect_limit);
         }
     }
-    if (!s->collecting)
+    if (!s->collecting) {
         s_start_response(s);
+        if (s->head_only) {
+            s_flush(s);
+            return -1; /* the fetch was cancelled above: end it here */
+        }
+    }
     return 0;
 }
 
@@ -332,6 +381,8 @@ static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, in
 {
     gw_stream_t *s = arg;
     gw_req_t *rc = s->rc;
+    if (s->head_only)
+        return;
     s_append(&s->pending, data, len);
     if (eos) {
         s->eos = 1;
@@ -348,6 +399,10 @@ static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, in
             h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
                                   H2O_STRLIT("over_max_source_size"), 1);
             s_start_response(s);
+            if (s->head_only) {
+                s_flush(s);
+                return;
+            }
         } else if (s->eos) {
             /* Hand the whole body over; it becomes the job's buffer. */
             size_t blen = s->pending->size;
@@ -392,6 +447,15 @@ static void s_on_fetch_error(gw_fetch_t *f, void *arg, int status, const char *w
 
 static const gw_fetch_cbs_t s_fetch_cbs = {s_on_head, s_on_body, s_on_fetch_error};
 
+/* Whether any Connection header of the client request names `name`. */
+static int s_client_nominated(h2o_req_t *req, const char *name, size_t len)
+{
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_CONNECTION, i)) != -1;)
+        if (s_named_in_connection(req->headers.entries[i].value.base, req->headers.entries[i].value.len, name, len))
+            return 1;
+    return 0;
+}
+
 /* Builds the origin request head: the client's end-to-end headers, the
  * origin's Host, X-Forwarded-For and X-Request-Id. */
 static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers,
@@ -404,8 +468,17 @@ static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_l
     size_t cap = 256 + method.len + strlen(o->prefix) + path_len + strlen(o->host) + req->entity.len;
     for (size_t i = 0; i < req->headers.size; i++)
         cap += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    char peer[INET6_ADDRSTRLEN + 1] = "";
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername ? req->conn->callbacks->get_peername(req->conn, (void *)&ss) : 0;
+    if (sl > 0 && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, peer, sizeof(peer));
+    else if (sl > 0 && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, peer, sizeof(peer));
+    cap += sizeof(peer) + 32;
     char *buf = h2o_mem_alloc_pool(&req->pool, cap);
     size_t off = 0;
+    int xff_done = 0;
 #define APPEND(p, l) (memcpy(buf + off, (p), (l)), off += (l))
 #define APPENDS(s) APPEND(s, strlen(s))
     APPEND(method.base, method.len);
@@ -423,7 +496,8 @@ static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_l
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
         if (s_is_hop(h->name->base, h->name->len) || h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("host")) ||
-            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")))
+            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")) ||
+            s_client_nominated(req, h->name->base, h->name->len))
             continue;
         /* A transform needs the whole, current source: no ranges or
          * conditionals from the client reach the origin then. */
@@ -433,6 +507,16 @@ static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_l
         APPEND(h->name->base, h->name->len);
         APPENDS(": ");
         APPEND(h->value.base, h->value.len);
+        if (peer[0] && h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-forwarded-for"))) {
+            APPENDS(", ");
+            APPENDS(peer);
+            xff_done = 1;
+        }
+        APPENDS("\r\n");
+    }
+    if (peer[0] && !xff_done) {
+        APPENDS("x-forwarded-for: ");
+        APPENDS(peer);
         APPENDS("\r\n");
     }
     APPENDS("x-request-id: ");
@@ -496,6 +580,18 @@ static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
     }
     h2o_mimemap_type_t *mt = h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(full, strlen(full)));
     s_add_common_headers(rc);
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        /* h2o_file_send would send the body even to HEAD. */
+        static h2o_generator_t no_generator = {NULL, NULL};
+        req->res.status = 200;
+        req->res.reason = "OK";
+        req->res.content_length = (size_t)st.st_size;
+        h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, mt->data.mimetype.base,
+                       mt->data.mimetype.len, 1);
+        h2o_start_response(req, &no_generator);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return 0;
+    }
     if (h2o_file_send(req, 200, "OK", full, mt->data.mimetype, 0) != 0)
         gw_send_error(rc, 404, "Not Found", "cannot open: %s", strerror(errno));
     return 0;

@@ -139,6 +139,7 @@ static int s_thread_init(gw_server_t *srv, gw_thread_t *t, int admin_fd)
     t->accept_ctx.ctx = &t->ctx;
     t->accept_ctx.hosts = srv->h2o_conf.hosts;
     h2o_linklist_init_anchor(&t->upstreams);
+    h2o_timeout_init(t->ctx.loop, &t->probe_timeout, 250);
     h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_image_on_jobs);
     h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
     if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)

@@ -78,7 +78,7 @@ static void test_minimal_and_defaults(void **state)
     assert_string_equal(cfg->bus.connect[0], "tcp://127.0.0.1:5555");
     assert_ptr_not_equal(cfg->bus.connect[0], cfg->bus.endpoint); /* its own copy */
     assert_int_equal(cfg->bus.heartbeat_ms, 500);
-    assert_int_equal(cfg->bus.liveness, 3);
+    assert_int_equal(cfg->bus.liveness, 5);
     assert_int_equal(cfg->bus.queue_max, 64);
     assert_int_equal(cfg->bus.job_timeout_ms, 30000);
     assert_int_equal(cfg->bus.retries, 1);
