@@ -23,6 +23,12 @@ ssize_t phr_decode_chunked(struct phr_chunked_decoder *decoder, char *buf, size_
 
 #define GW_MAX_HEADERS 100
 #define GW_MAX_HEAD_BYTES 65536
+/* Origin reads start with this much room: a typical small object (head and
+ * body) arrives in one read() instead of two. */
+#define GW_READ_RESERVE (32 * 1024)
+/* Input buffers up to this size stay allocated between reads and on pooled
+ * connections; larger ones (fast origins grow them) are freed. */
+#define GW_READ_KEEP (256 * 1024)
 
 typedef struct {
     h2o_linklist_t link;
@@ -142,7 +148,7 @@ static void s_pool_return(gw_upstream_t *up, h2o_socket_t *sock)
     idle->up = up;
     idle->timer.cb = s_idle_on_timeout;
     sock->data = idle;
-    h2o_buffer_consume(&sock->input, sock->input->size);
+    gw_buffer_clear(&sock->input, GW_READ_KEEP);
     h2o_linklist_insert(&up->idle, &idle->link);
     up->n_idle++;
     h2o_timeout_link(up->loop, &up->keepalive_timeout, &idle->timer);
@@ -235,6 +241,7 @@ static void s_send_request(gw_fetch_t *f)
 {
     f->state = S_HEAD;
     f->sock->data = f;
+    h2o_buffer_reserve(&f->sock->input, GW_READ_RESERVE);
     h2o_iovec_t buf = f->request;
     h2o_socket_write(f->sock, &buf, 1, s_on_write);
     h2o_socket_read_start(f->sock, s_on_read);
@@ -443,7 +450,7 @@ static int s_deliver_body(gw_fetch_t *f, int at_eof)
         s_free(f, eos && !f->cancelled);
         return -1;
     }
-    h2o_buffer_consume(&f->sock->input, f->sock->input->size);
+    gw_buffer_clear(&f->sock->input, GW_READ_KEEP);
     return 0;
 }
 
@@ -507,6 +514,21 @@ void gw_fetch_cancel(gw_fetch_t *f)
         return;
     }
     s_free(f, 0);
+}
+
+void gw_buffer_clear(h2o_buffer_t **buf, size_t keep_max)
+{
+    h2o_buffer_t *b = *buf;
+    if (b->size == 0 && b->bytes == NULL)
+        return; /* the prototype's empty buffer: nothing allocated */
+    if (b->capacity <= keep_max && b->_fd == -1) {
+        b->size = 0;
+        b->bytes = b->_buf;
+        return;
+    }
+    /* Too big to keep: back to the prototype's empty buffer. */
+    h2o_buffer_init(buf, b->_prototype);
+    h2o_buffer_dispose(&b);
 }
 
 uint64_t gw_fetch_head_usec(gw_fetch_t *f)

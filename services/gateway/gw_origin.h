@@ -79,6 +79,11 @@ void gw_fetch_resume(gw_fetch_t *f);
  * Safe from inside a callback. */
 void gw_fetch_cancel(gw_fetch_t *f);
 
+/* Empties *buf. h2o_buffer_consume frees a buffer it empties, so a busy
+ * stream would allocate (and page-fault) a fresh one per read; this keeps
+ * allocations of up to keep_max bytes for reuse and frees larger ones. */
+void gw_buffer_clear(h2o_buffer_t **buf, size_t keep_max);
+
 /* Microseconds from start to the response head (0 before it). */
 uint64_t gw_fetch_head_usec(gw_fetch_t *f);
 

@@ -281,7 +281,8 @@ static void s_on_proceed(h2o_generator_t *g, h2o_req_t *req)
     (void)req;
     gw_stream_t *s = (gw_stream_t *)g;
     s->inflight = 0;
-    h2o_buffer_consume(&s->sending, s->sending->size);
+    /* Keep the allocation: the next swap reuses it for incoming bytes. */
+    gw_buffer_clear(&s->sending, 2 * GW_STREAM_WINDOW);
     s_flush(s);
 }
 
