@@ -6,18 +6,6 @@
 
 #include "rf_log.h"
 
-static int s_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int s_why(char *why, size_t len, const char *fmt, ...)
-{
-    if (why != NULL && len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 const char *rf_bus_cmd_name(uint8_t cmd)
 {
@@ -61,18 +49,18 @@ static void s_put_u64(uint8_t *p, uint64_t v)
 static json_t *s_parse_object(const rf_frame_t *f, char *why, size_t why_len)
 {
     if (f->len == 0 || f->len > RF_BUS_MAX_JSON) {
-        s_why(why, why_len, "JSON frame of %zu bytes (1..%d allowed)", f->len, RF_BUS_MAX_JSON);
+        rf_why(why, why_len, "JSON frame of %zu bytes (1..%d allowed)", f->len, RF_BUS_MAX_JSON);
         return NULL;
     }
     json_error_t e;
     json_t *j = json_loadb(f->data, f->len, JSON_REJECT_DUPLICATES, &e);
     if (j == NULL) {
-        s_why(why, why_len, "bad JSON: %s", e.text);
+        rf_why(why, why_len, "bad JSON: %s", e.text);
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        s_why(why, why_len, "JSON frame is not an object");
+        rf_why(why, why_len, "JSON frame is not an object");
         return NULL;
     }
     return j;
@@ -82,11 +70,11 @@ int rf_bus_decode(const rf_frame_t *frames, size_t n, rf_bus_msg_t *out, char *w
 {
     memset(out, 0, sizeof(*out));
     if (n < 2)
-        return s_why(why, why_len, "message has %zu frames, needs at least 2", n);
+        return rf_why(why, why_len, "message has %zu frames, needs at least 2", n);
     if (frames[0].len != 4 || memcmp(frames[0].data, RF_BUS_PROTOCOL, 4) != 0)
-        return s_why(why, why_len, "not an RFB1 message");
+        return rf_why(why, why_len, "not an RFB1 message");
     if (frames[1].len != 1)
-        return s_why(why, why_len, "command frame must be one octet");
+        return rf_why(why, why_len, "command frame must be one octet");
     uint8_t cmd = *(const uint8_t *)frames[1].data;
     size_t fixed; /* frames after the command that every message of this kind has */
     switch (cmd) {
@@ -96,19 +84,19 @@ int rf_bus_decode(const rf_frame_t *frames, size_t n, rf_bus_msg_t *out, char *w
     case RF_BUS_CANCEL: fixed = 1; break;
     case RF_BUS_HEARTBEAT:
     case RF_BUS_DISCONNECT: fixed = 0; break;
-    default: return s_why(why, why_len, "unknown command 0x%02x", cmd);
+    default: return rf_why(why, why_len, "unknown command 0x%02x", cmd);
     }
     int has_body = cmd == RF_BUS_JOB || cmd == RF_BUS_REPLY;
     if (n - 2 < fixed || (!has_body && n - 2 != fixed))
-        return s_why(why, why_len, "%s with %zu frames", rf_bus_cmd_name(cmd), n);
+        return rf_why(why, why_len, "%s with %zu frames", rf_bus_cmd_name(cmd), n);
     if (has_body && n - 2 - fixed > RF_BUS_MAX_BODY)
-        return s_why(why, why_len, "%s with %zu body frames (max %d)", rf_bus_cmd_name(cmd), n - 2 - fixed,
+        return rf_why(why, why_len, "%s with %zu body frames (max %d)", rf_bus_cmd_name(cmd), n - 2 - fixed,
                      RF_BUS_MAX_BODY);
     out->cmd = cmd;
     const rf_frame_t *f = frames + 2;
     if (cmd == RF_BUS_READY) {
         if (!s_service_ok(&f[0]))
-            return s_why(why, why_len, "bad service name");
+            return rf_why(why, why_len, "bad service name");
         memcpy(out->service, f[0].data, f[0].len);
         out->service[f[0].len] = '\0';
         if ((out->header = s_parse_object(&f[1], why, why_len)) == NULL)
@@ -116,13 +104,13 @@ int rf_bus_decode(const rf_frame_t *frames, size_t n, rf_bus_msg_t *out, char *w
         json_t *cap = json_object_get(out->header, "capacity");
         if (!json_is_integer(cap) || json_integer_value(cap) < 1 || json_integer_value(cap) > 256) {
             rf_bus_msg_clear(out);
-            return s_why(why, why_len, "READY needs capacity 1..256");
+            return rf_why(why, why_len, "READY needs capacity 1..256");
         }
         return 0;
     }
     if (fixed >= 1) {
         if (f[0].len != 8)
-            return s_why(why, why_len, "job id must be 8 octets, got %zu", f[0].len);
+            return rf_why(why, why_len, "job id must be 8 octets, got %zu", f[0].len);
         out->job_id = s_get_u64(f[0].data);
     }
     if (has_body) {
@@ -130,11 +118,11 @@ int rf_bus_decode(const rf_frame_t *frames, size_t n, rf_bus_msg_t *out, char *w
             return -1;
         if (cmd == RF_BUS_REPLY && !json_is_integer(json_object_get(out->header, "status"))) {
             rf_bus_msg_clear(out);
-            return s_why(why, why_len, "REPLY needs an integer status");
+            return rf_why(why, why_len, "REPLY needs an integer status");
         }
         if (cmd == RF_BUS_JOB && !json_is_string(json_object_get(out->header, "request_id"))) {
             rf_bus_msg_clear(out);
-            return s_why(why, why_len, "JOB needs a request_id string");
+            return rf_why(why, why_len, "JOB needs a request_id string");
         }
         for (size_t i = 2 + fixed; i < n; i++) {
             out->body[out->n_body++] = frames[i];

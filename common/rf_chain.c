@@ -4,18 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int s_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#include "rf_log.h"
 
-static int s_why(char *why, size_t len, const char *fmt, ...)
-{
-    if (why != NULL && len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 const char *rf_format_name(rf_format_t f)
 {
@@ -123,13 +113,13 @@ int rf_chain_parse(const char *text, size_t len, rf_chain_t *out, char *why, siz
     while (end > text && end[-1] == '/')
         end--;
     if (p >= end)
-        return s_why(why, why_len, "empty function chain");
+        return rf_why(why, why_len, "empty function chain");
     while (s_next(&p, end, &seg, &sl)) {
         if (out->n == RF_CHAIN_MAX_OPS)
-            return s_why(why, why_len, "function chain longer than %d operations", RF_CHAIN_MAX_OPS);
+            return rf_why(why, why_len, "function chain longer than %d operations", RF_CHAIN_MAX_OPS);
         rf_op_t *op = &out->ops[out->n];
         if (sl == 0)
-            return s_why(why, why_len, "empty segment in function chain");
+            return rf_why(why, why_len, "empty segment in function chain");
         if (sl == 8 && memcmp(seg, "optimize", 8) == 0) {
             op->kind = RF_OP_OPTIMIZE;
             out->n++;
@@ -138,13 +128,13 @@ int rf_chain_parse(const char *text, size_t len, rf_chain_t *out, char *why, siz
         int known = (sl == 6 && memcmp(seg, "resize", 6) == 0) || (sl == 6 && memcmp(seg, "format", 6) == 0) ||
                     (sl == 7 && memcmp(seg, "quality", 7) == 0);
         if (!known)
-            return s_why(why, why_len, "unknown operation '%.*s'", (int)(sl > 40 ? 40 : sl), seg);
+            return rf_why(why, why_len, "unknown operation '%.*s'", (int)(sl > 40 ? 40 : sl), seg);
         if (!s_next(&p, end, &arg, &al) || al == 0)
-            return s_why(why, why_len, "operation '%.*s' needs an argument", (int)sl, seg);
+            return rf_why(why, why_len, "operation '%.*s' needs an argument", (int)sl, seg);
         if (seg[0] == 'r') {
             op->kind = RF_OP_RESIZE;
             if (s_parse_size(arg, al, op) < 0)
-                return s_why(why, why_len, "resize needs WxH with sides 1..%d, got '%.*s'", RF_CHAIN_MAX_DIM,
+                return rf_why(why, why_len, "resize needs WxH with sides 1..%d, got '%.*s'", RF_CHAIN_MAX_DIM,
                              (int)(al > 40 ? 40 : al), arg);
         } else if (seg[0] == 'f') {
             char name[8] = {0};
@@ -152,12 +142,12 @@ int rf_chain_parse(const char *text, size_t len, rf_chain_t *out, char *why, siz
             if (al < sizeof(name) && memchr(arg, '\0', al) == NULL)
                 memcpy(name, arg, al);
             if ((op->format = rf_format_parse(name)) == RF_FMT_KEEP)
-                return s_why(why, why_len, "format must be jpeg, png or webp, got '%.*s'", (int)(al > 40 ? 40 : al),
+                return rf_why(why, why_len, "format must be jpeg, png or webp, got '%.*s'", (int)(al > 40 ? 40 : al),
                              arg);
         } else {
             op->kind = RF_OP_QUALITY;
             if (s_int(arg, al, 1, 100, &op->quality) < 0)
-                return s_why(why, why_len, "quality must be 1..100, got '%.*s'", (int)(al > 40 ? 40 : al), arg);
+                return rf_why(why, why_len, "quality must be 1..100, got '%.*s'", (int)(al > 40 ? 40 : al), arg);
         }
         out->n++;
     }
@@ -188,9 +178,9 @@ int rf_chain_from_json(const json_t *arr, rf_chain_t *out, char *why, size_t why
 {
     memset(out, 0, sizeof(*out));
     if (!json_is_array(arr))
-        return s_why(why, why_len, "chain must be a JSON array");
+        return rf_why(why, why_len, "chain must be a JSON array");
     if (json_array_size(arr) == 0 || json_array_size(arr) > RF_CHAIN_MAX_OPS)
-        return s_why(why, why_len, "chain must have 1..%d operations", RF_CHAIN_MAX_OPS);
+        return rf_why(why, why_len, "chain must have 1..%d operations", RF_CHAIN_MAX_OPS);
     size_t i;
     json_t *o;
     json_array_foreach(arr, i, o)
@@ -198,7 +188,7 @@ int rf_chain_from_json(const json_t *arr, rf_chain_t *out, char *why, size_t why
         rf_op_t *op = &out->ops[i];
         const char *name = json_string_value(json_object_get(o, "op"));
         if (name == NULL)
-            return s_why(why, why_len, "operation %zu has no \"op\"", i);
+            return rf_why(why, why_len, "operation %zu has no \"op\"", i);
         if (strcmp(name, "resize") == 0) {
             json_t *w = json_object_get(o, "w"), *h = json_object_get(o, "h");
             op->kind = RF_OP_RESIZE;
@@ -206,25 +196,25 @@ int rf_chain_from_json(const json_t *arr, rf_chain_t *out, char *why, size_t why
             json_int_t wv = json_is_integer(w) ? json_integer_value(w) : -1;
             json_int_t hv = json_is_integer(h) ? json_integer_value(h) : -1;
             if (wv < 0 || hv < 0 || wv > RF_CHAIN_MAX_DIM || hv > RF_CHAIN_MAX_DIM || (wv == 0 && hv == 0))
-                return s_why(why, why_len, "resize needs w/h in 0..%d, not both 0", RF_CHAIN_MAX_DIM);
+                return rf_why(why, why_len, "resize needs w/h in 0..%d, not both 0", RF_CHAIN_MAX_DIM);
             op->w = (int)wv;
             op->h = (int)hv;
         } else if (strcmp(name, "format") == 0) {
             const char *f = json_string_value(json_object_get(o, "format"));
             op->kind = RF_OP_FORMAT;
             if (f == NULL || (op->format = rf_format_parse(f)) == RF_FMT_KEEP)
-                return s_why(why, why_len, "format must be jpeg, png or webp");
+                return rf_why(why, why_len, "format must be jpeg, png or webp");
         } else if (strcmp(name, "quality") == 0) {
             json_t *q = json_object_get(o, "quality");
             op->kind = RF_OP_QUALITY;
             json_int_t qv = json_is_integer(q) ? json_integer_value(q) : -1;
             if (qv < 1 || qv > 100)
-                return s_why(why, why_len, "quality must be 1..100");
+                return rf_why(why, why_len, "quality must be 1..100");
             op->quality = (int)qv;
         } else if (strcmp(name, "optimize") == 0) {
             op->kind = RF_OP_OPTIMIZE;
         } else {
-            return s_why(why, why_len, "unknown operation '%.40s'", name);
+            return rf_why(why, why_len, "unknown operation '%.40s'", name);
         }
         out->n = i + 1;
     }

@@ -57,3 +57,14 @@ void rf_log(rf_log_level_t level, const char *reqid, const char *fmt, ...)
     ssize_t w = write(2, line, (size_t)n);
     (void)w;
 }
+
+int rf_why(char *why, size_t len, const char *fmt, ...)
+{
+    if (why != NULL && len > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, len, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}

@@ -7,6 +7,7 @@
 #define RF_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum { RF_LOG_ERROR = 0, RF_LOG_WARN, RF_LOG_INFO, RF_LOG_DEBUG } rf_log_level_t;
 
@@ -21,6 +22,10 @@ int rf_log_level_parse(const char *name);
 
 /* Writes one line if `level` passes the threshold. `reqid` may be NULL. */
 void rf_log(rf_log_level_t level, const char *reqid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Writes a one-line reason into why[len] (when why is not NULL) and
+ * returns -1, so parsers can `return rf_why(why, len, "...", ...)`. */
+int rf_why(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #define rf_error(...) rf_log(RF_LOG_ERROR, NULL, __VA_ARGS__)
 #define rf_warn(...) rf_log(RF_LOG_WARN, NULL, __VA_ARGS__)

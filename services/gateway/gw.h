@@ -130,6 +130,10 @@ int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *c
 void gw_image_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers,
                             const char *reason);
+/* Records that an image request is answered with its original: the
+ * fallbacks metric, the access-log note and the X-Refract-Fallback header
+ * (`reason` is a static token such as "over_max_source_size"). */
+void gw_image_mark_fallback(gw_req_t *rc, const char *reason);
 
 /* gw_admin.c */
 void gw_admin_register(h2o_hostconf_t *hostconf, gw_server_t *server);

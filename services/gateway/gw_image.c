@@ -74,8 +74,7 @@ static gw_job_t **s_hold_job(gw_req_t *rc, gw_job_t *job)
     return slot;
 }
 
-void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers,
-                            const char *reason)
+void gw_image_mark_fallback(gw_req_t *rc, const char *reason)
 {
     h2o_req_t *req = rc->req;
     const char *fl[] = {rc->vhost->name, reason};
@@ -85,6 +84,12 @@ void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_head
     rc->note = h2o_strdup(&req->pool, note, SIZE_MAX).base;
     h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0, reason,
                           strlen(reason), 1);
+}
+
+void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers,
+                            const char *reason)
+{
+    gw_image_mark_fallback(rc, reason);
     s_keep_freshness(rc, origin_headers);
     char *ctype = (char *)s_find(origin_headers, "content-type");
     if (ctype == NULL) {
@@ -207,13 +212,7 @@ static void s_on_result(gw_req_t *rc, gw_job_t *job)
         rf_log(RF_LOG_INFO, rc->request_id, "image: %s: sending original", err ? err : "not processable");
         if (job->body == NULL && rc->file_src.base != NULL) {
             /* The worker read the source by reference: send the file. */
-            const char *fl[] = {rc->vhost->name, reason};
-            rf_metric_add(gw_m.image_fallbacks, fl, 1);
-            char note[96];
-            snprintf(note, sizeof(note), "fallback=%s", reason);
-            rc->note = h2o_strdup(&rc->req->pool, note, SIZE_MAX).base;
-            h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-fallback"), 0, reason,
-                                  strlen(reason), 1);
+            gw_image_mark_fallback(rc, reason);
             gw_serve_file_path(rc, rc->file_src.base, rc->file_src.len);
             return;
         }
@@ -331,12 +330,8 @@ int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *c
             return 0;
         }
         if (r == 1) {
-            const char *fl[] = {rc->vhost->name, "over_max_source_size"};
-            rf_metric_add(gw_m.image_fallbacks, fl, 1);
-            rc->note = "fallback=over_max_source_size";
+            gw_image_mark_fallback(rc, "over_max_source_size");
             rf_log(RF_LOG_INFO, rc->request_id, "image: source over max_source_size %zu: sending original", limit);
-            h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
-                                  H2O_STRLIT("over_max_source_size"), 1);
             return gw_serve_file_path(rc, norm.base, norm.len);
         }
         char *ref = NULL;

@@ -359,11 +359,7 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
             s->collecting = 0;
         } else if (s->collect_limit > 0 && content_length > (int64_t)s->collect_limit) {
             s->collecting = 0;
-            rc->note = "fallback=over_max_source_size";
-            const char *fl[] = {rc->vhost->name, "over_max_source_size"};
-            rf_metric_add(gw_m.image_fallbacks, fl, 1);
-            h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
-                                  H2O_STRLIT("over_max_source_size"), 1);
+            gw_image_mark_fallback(rc, "over_max_source_size");
             rf_log(RF_LOG_INFO, rc->request_id, "image: source is %lld bytes, over max_source_size %zu: sending original",
                    (long long)content_length, s->collect_limit);
         }
@@ -394,11 +390,7 @@ static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, in
             /* No Content-Length and bigger than allowed: serve the original
              * after all, starting with what was collected. */
             s->collecting = 0;
-            rc->note = "fallback=over_max_source_size";
-            const char *fl[] = {rc->vhost->name, "over_max_source_size"};
-            rf_metric_add(gw_m.image_fallbacks, fl, 1);
-            h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-fallback"), 0,
-                                  H2O_STRLIT("over_max_source_size"), 1);
+            gw_image_mark_fallback(rc, "over_max_source_size");
             s_start_response(s);
             if (s->head_only) {
                 s_flush(s);
