@@ -39,15 +39,24 @@ trap stop INT TERM
 "$BIN/refract-gateway" -c "$CONF" &
 pids+=($!)
 # The worker is supervised: if it dies (crash, kill -9) it is started again.
+# Ctrl-C reaches the whole process group, the worker included; a worker that
+# exits cleanly, or a TERM from the trap below, ends the loop.
 (
-    trap 'kill -TERM $child 2>/dev/null; wait $child; exit 0' TERM
-    while true; do
+    stop=0
+    child=
+    trap 'stop=1; [ -n "$child" ] && kill -TERM $child 2>/dev/null' TERM INT
+    while [ $stop -eq 0 ]; do
         "$BIN/refract-image-worker" -c "$CONF" &
         child=$!
         wait $child
-        echo "run: image worker exited ($?); restarting in 1s" >&2
+        rc=$?
+        # Exit 0 is a clean stop someone asked for (Ctrl-C reaches the
+        # worker too): only crashes and kills are restarted.
+        [ $stop -eq 1 ] || [ $rc -eq 0 ] && break
+        echo "run: image worker exited ($rc); restarting in 1s" >&2
         sleep 1
     done
+    wait $child 2>/dev/null
 ) &
 pids+=($!)
 
