@@ -198,8 +198,9 @@ int main(int argc, char **argv)
     long done = atomic_load(&s_done);
     if (atomic_load(&s_failed) || done == 0)
         return 1;
-    double cpu = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
-                 (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
+    double cpu =
+        (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+        (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
     printf("VIPSLOOP images=%ld seconds=%.3f images_per_s=%.2f threads=%d concurrency=%d out_bytes_avg=%ld "
            "cpu_ms_per_image=%.1f\n",
            done, secs, (double)done / secs, threads, concurrency > 0 ? concurrency : vips_concurrency_get(),

@@ -6,7 +6,6 @@
 
 #include "rf_log.h"
 
-
 const char *rf_bus_cmd_name(uint8_t cmd)
 {
     static const char *const names[] = {"?", "READY", "JOB", "REPLY", "HEARTBEAT", "DISCONNECT", "CANCEL"};
@@ -91,7 +90,7 @@ int rf_bus_decode(const rf_frame_t *frames, size_t n, rf_bus_msg_t *out, char *w
         return rf_why(why, why_len, "%s with %zu frames", rf_bus_cmd_name(cmd), n);
     if (has_body && n - 2 - fixed > RF_BUS_MAX_BODY)
         return rf_why(why, why_len, "%s with %zu body frames (max %d)", rf_bus_cmd_name(cmd), n - 2 - fixed,
-                     RF_BUS_MAX_BODY);
+                      RF_BUS_MAX_BODY);
     out->cmd = cmd;
     const rf_frame_t *f = frames + 2;
     if (cmd == RF_BUS_READY) {
@@ -194,8 +193,7 @@ zmsg_t *rf_bus_recv(zsock_t *sock, zframe_t **identity, rf_bus_msg_t *out)
         n++;
     }
     char why[160];
-    if (n > sizeof(frames) / sizeof(frames[0]) ||
-        rf_bus_decode(frames, n, out, why, sizeof(why)) < 0) {
+    if (n > sizeof(frames) / sizeof(frames[0]) || rf_bus_decode(frames, n, out, why, sizeof(why)) < 0) {
         rf_warn("bus: dropped a message that does not decode: %s",
                 n > sizeof(frames) / sizeof(frames[0]) ? "too many frames" : why);
         zmsg_destroy(&msg);

@@ -37,8 +37,8 @@ typedef struct {
     uint64_t job_id;                      /* JOB, REPLY, CANCEL */
     json_t *header;                       /* READY, JOB, REPLY: owned reference */
     size_t n_body;
-    rf_frame_t body[RF_BUS_MAX_BODY];     /* borrowed from the decoded frames */
-    size_t body_len;                      /* sum of body frame lengths */
+    rf_frame_t body[RF_BUS_MAX_BODY]; /* borrowed from the decoded frames */
+    size_t body_len;                  /* sum of body frame lengths */
 } rf_bus_msg_t;
 
 /* Decodes n frames (without any routing identity) into *out. Body frames

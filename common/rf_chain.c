@@ -6,7 +6,6 @@
 
 #include "rf_log.h"
 
-
 const char *rf_format_name(rf_format_t f)
 {
     switch (f) {
@@ -135,7 +134,7 @@ int rf_chain_parse(const char *text, size_t len, rf_chain_t *out, char *why, siz
             op->kind = RF_OP_RESIZE;
             if (s_parse_size(arg, al, op) < 0)
                 return rf_why(why, why_len, "resize needs WxH with sides 1..%d, got '%.*s'", RF_CHAIN_MAX_DIM,
-                             (int)(al > 40 ? 40 : al), arg);
+                              (int)(al > 40 ? 40 : al), arg);
         } else if (seg[0] == 'f') {
             char name[8] = {0};
             op->kind = RF_OP_FORMAT;
@@ -143,7 +142,7 @@ int rf_chain_parse(const char *text, size_t len, rf_chain_t *out, char *why, siz
                 memcpy(name, arg, al);
             if ((op->format = rf_format_parse(name)) == RF_FMT_KEEP)
                 return rf_why(why, why_len, "format must be jpeg, png or webp, got '%.*s'", (int)(al > 40 ? 40 : al),
-                             arg);
+                              arg);
         } else {
             op->kind = RF_OP_QUALITY;
             if (s_int(arg, al, 1, 100, &op->quality) < 0)

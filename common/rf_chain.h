@@ -57,8 +57,8 @@ int rf_chain_from_json(const json_t *arr, rf_chain_t *out, char *why, size_t why
  * keys. Writes at most len bytes including NUL; returns 0 or -1 if short. */
 int rf_chain_format(const rf_chain_t *chain, char *buf, size_t len);
 
-const char *rf_format_name(rf_format_t f);      /* "jpeg", "png", "webp", "keep" */
-const char *rf_format_mime(rf_format_t f);      /* "image/jpeg", ... or NULL */
-rf_format_t rf_format_parse(const char *name);  /* RF_FMT_KEEP if unknown */
+const char *rf_format_name(rf_format_t f);     /* "jpeg", "png", "webp", "keep" */
+const char *rf_format_mime(rf_format_t f);     /* "image/jpeg", ... or NULL */
+rf_format_t rf_format_parse(const char *name); /* RF_FMT_KEEP if unknown */
 
 #endif

@@ -109,7 +109,10 @@ int rf_size_parse(const char *text, size_t *out)
     if (*end != '\0') {
         char u = (char)toupper((unsigned char)*end++);
         switch (u) {
-        case 'B': mul = 1; end--; break;
+        case 'B':
+            mul = 1;
+            end--;
+            break;
         case 'K': mul = 1024.0; break;
         case 'M': mul = 1024.0 * 1024; break;
         case 'G': mul = 1024.0 * 1024 * 1024; break;
@@ -384,7 +387,10 @@ static int s_loglevel(s_ctx_t *c, yaml_node_t *v, void *t)
 
 /* ---- sections -------------------------------------------------------------- */
 
-#define K(name, fn, type, field) {name, fn, offsetof(type, field)}
+#define K(name, fn, type, field)                                                                                       \
+    {                                                                                                                  \
+        name, fn, offsetof(type, field)                                                                                \
+    }
 
 typedef struct {
     char *dir;
@@ -414,16 +420,15 @@ typedef __typeof__(((rf_config_t *)0)->gateway) s_gateway_t;
 
 static int s_gateway(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {
-        K("listen", s_listen, s_gateway_t, listen),
-        K("admin_listen", s_listen, s_gateway_t, admin_listen),
-        K("threads", s_int, s_gateway_t, threads),
-        K("cache", s_cache, s_gateway_t, cache_dir),
-        K("origin", s_origin_opts, s_gateway_t, connect_timeout_ms),
-        K("drain_timeout", s_duration, s_gateway_t, drain_timeout_ms),
-        K("client_timeout", s_duration, s_gateway_t, client_timeout_ms),
-        K("access_log", s_bool, s_gateway_t, access_log),
-        {0}};
+    static const s_key_t keys[] = {K("listen", s_listen, s_gateway_t, listen),
+                                   K("admin_listen", s_listen, s_gateway_t, admin_listen),
+                                   K("threads", s_int, s_gateway_t, threads),
+                                   K("cache", s_cache, s_gateway_t, cache_dir),
+                                   K("origin", s_origin_opts, s_gateway_t, connect_timeout_ms),
+                                   K("drain_timeout", s_duration, s_gateway_t, drain_timeout_ms),
+                                   K("client_timeout", s_duration, s_gateway_t, client_timeout_ms),
+                                   K("access_log", s_bool, s_gateway_t, access_log),
+                                   {0}};
     _Static_assert(offsetof(s_gateway_t, read_timeout_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
                        offsetof(s_origin_opts_t, read_timeout_ms),
                    "origin options mirror the gateway struct");
@@ -710,8 +715,8 @@ done:
 static void s_parser_error(s_ctx_t *c, yaml_parser_t *p)
 {
     if (asprintf(&c->err, "%s:%zu:%zu: %s%s%s", c->name, p->problem_mark.line + 1, p->problem_mark.column + 1,
-                 p->problem ? p->problem : "YAML syntax error", p->context ? " " : "", p->context ? p->context : "") <
-        0)
+                 p->problem ? p->problem : "YAML syntax error", p->context ? " " : "",
+                 p->context ? p->context : "") < 0)
         c->err = NULL;
 }
 

@@ -21,12 +21,12 @@ typedef struct {
 typedef enum { RF_ORIGIN_HTTP, RF_ORIGIN_FILE } rf_origin_kind_t;
 
 typedef struct {
-    char *url;             /* as written */
+    char *url; /* as written */
     rf_origin_kind_t kind;
-    char *host;            /* http: host name or address */
-    int port;              /* http: port (default 80) */
-    char *prefix;          /* http: path prefix without trailing '/', may be "" */
-    char *dir;             /* file: absolute directory without trailing '/' */
+    char *host;   /* http: host name or address */
+    int port;     /* http: port (default 80) */
+    char *prefix; /* http: path prefix without trailing '/', may be "" */
+    char *dir;    /* file: absolute directory without trailing '/' */
 } rf_origin_t;
 
 typedef struct {
@@ -36,10 +36,10 @@ typedef struct {
 } rf_dims_conf_t;
 
 typedef struct {
-    char *name;       /* exact host, or "*.example.com" */
-    char **aliases;   /* same forms as name */
+    char *name;     /* exact host, or "*.example.com" */
+    char **aliases; /* same forms as name */
     size_t n_aliases;
-    bool is_default;  /* serves requests whose Host matches nothing */
+    bool is_default; /* serves requests whose Host matches nothing */
     rf_origin_t origin;
     rf_dims_conf_t dims;
 } rf_vhost_conf_t;
@@ -50,27 +50,27 @@ typedef struct {
     struct {
         rf_listen_t listen;
         rf_listen_t admin_listen;
-        int threads;                /* event-loop threads; 0 = one per core */
+        int threads; /* event-loop threads; 0 = one per core */
         char *cache_dir;
-        int connect_timeout_ms;     /* origin connect */
-        int read_timeout_ms;        /* origin idle read/write */
-        int keepalive_max;          /* idle origin connections kept per origin per thread */
-        int keepalive_timeout_ms;   /* how long an idle origin connection is kept */
-        int drain_timeout_ms;       /* SIGTERM: how long in-flight requests may finish */
-        int client_timeout_ms;      /* idle client connection */
-        bool access_log;            /* one log line per request */
+        int connect_timeout_ms;   /* origin connect */
+        int read_timeout_ms;      /* origin idle read/write */
+        int keepalive_max;        /* idle origin connections kept per origin per thread */
+        int keepalive_timeout_ms; /* how long an idle origin connection is kept */
+        int drain_timeout_ms;     /* SIGTERM: how long in-flight requests may finish */
+        int client_timeout_ms;    /* idle client connection */
+        bool access_log;          /* one log line per request */
     } gateway;
 
     struct {
-        char *endpoint;       /* gateway binds it (ROUTER) */
-        char **connect;       /* workers connect to each (default: endpoint) */
+        char *endpoint; /* gateway binds it (ROUTER) */
+        char **connect; /* workers connect to each (default: endpoint) */
         size_t n_connect;
-        int heartbeat_ms;     /* heartbeat interval both ways */
-        int liveness;         /* missed heartbeats before a peer is dead */
-        int queue_max;        /* waiting jobs per service before 503 */
-        int job_timeout_ms;   /* job deadline from submission */
-        int retries;          /* re-dispatches after a worker died */
-        bool file_refs;       /* file:// sources go to workers as paths, not bytes */
+        int heartbeat_ms;   /* heartbeat interval both ways */
+        int liveness;       /* missed heartbeats before a peer is dead */
+        int queue_max;      /* waiting jobs per service before 503 */
+        int job_timeout_ms; /* job deadline from submission */
+        int retries;        /* re-dispatches after a worker died */
+        bool file_refs;     /* file:// sources go to workers as paths, not bytes */
     } bus;
 
     rf_vhost_conf_t *vhosts;

@@ -61,7 +61,7 @@ typedef struct {
     h2o_multithread_receiver_t job_receiver;
     h2o_multithread_receiver_t control_receiver;
     gw_submitter_t *submitter;
-    h2o_linklist_t upstreams; /* gw_upstream_entry_t */
+    h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
     int inflight;
     int draining;
@@ -91,15 +91,15 @@ typedef struct gw_req_t {
     struct timeval started;
     const char *cache_status; /* Cache-Status value */
     struct gw_stream_t *stream;
-    gw_job_t *job; /* out on the bus, when not NULL */
+    gw_job_t *job;    /* out on the bus, when not NULL */
     const char *note; /* fallback reason etc., for the access log */
     rf_chain_t chain; /* image function chain */
     const char *src;  /* image source path (borrowed from the request) */
     size_t src_len;
     const h2o_headers_t *stream_headers; /* origin response headers of the source */
-    h2o_iovec_t file_src; /* file origins: the normalized source path */
-    h2o_timeout_entry_t probe; /* linked while a job is out for an HTTP/1 client */
-    int client_gone;           /* the probe saw the client hang up: status 0 in logs */
+    h2o_iovec_t file_src;                /* file origins: the normalized source path */
+    h2o_timeout_entry_t probe;           /* linked while a job is out for an HTTP/1 client */
+    int client_gone;                     /* the probe saw the client hang up: status 0 in logs */
 } gw_req_t;
 
 /* gw_vhost.c */

@@ -144,8 +144,7 @@ static void s_worker_delete(s_broker_t *b, s_worker_t *w, const char *reason)
     s_service_t *s = w->service;
     const char *dl[] = {s->name, reason};
     rf_metric_add(gw_m.bus_worker_deaths, dl, 1);
-    rf_warn("bus: %s worker %.12s gone (%s) with %zu job(s) unanswered", s->name, w->key, reason,
-            zlistx_size(w->jobs));
+    rf_warn("bus: %s worker %.12s gone (%s) with %zu job(s) unanswered", s->name, w->key, reason, zlistx_size(w->jobs));
     gw_job_t *job;
     /* Walk newest first so re-queued jobs keep their original order. */
     while ((job = zlistx_last(w->jobs)) != NULL) {

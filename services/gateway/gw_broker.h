@@ -49,8 +49,8 @@ typedef struct gw_job_t {
     /* result, valid when the job comes back */
     gw_job_outcome_t outcome;
     char why[160];
-    zmsg_t *reply_msg;   /* backs reply.body frames */
-    rf_bus_msg_t reply;  /* reply.header: status, content_type, error */
+    zmsg_t *reply_msg;  /* backs reply.body frames */
+    rf_bus_msg_t reply; /* reply.header: status, content_type, error */
 } gw_job_t;
 
 /* Binds cfg->bus.endpoint and starts the broker thread. Returns NULL with

@@ -10,8 +10,8 @@
 #include "rf_log.h"
 
 /* gw_proxy.c helpers for file origins */
-int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
-                        size_t *len, const char **why);
+int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
+                        const char **why);
 int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len);
 
 /* Origin headers worth keeping on a transformed image: freshness, not
@@ -82,8 +82,8 @@ void gw_image_mark_fallback(gw_req_t *rc, const char *reason)
     char note[96];
     snprintf(note, sizeof(note), "fallback=%s", reason);
     rc->note = h2o_strdup(&req->pool, note, SIZE_MAX).base;
-    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0, reason,
-                          strlen(reason), 1);
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0, reason, strlen(reason),
+                          1);
 }
 
 void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers,
@@ -176,12 +176,8 @@ static void s_on_result(gw_req_t *rc, gw_job_t *job)
     case GW_JOB_UNAVAILABLE:
         gw_send_error(rc, 503, "Service Unavailable", "image processing unavailable: %s", job->why);
         return;
-    case GW_JOB_TIMEOUT:
-        gw_send_error(rc, 504, "Gateway Timeout", "image processing timed out: %s", job->why);
-        return;
-    case GW_JOB_CANCELLED:
-        gw_send_error(rc, 503, "Service Unavailable", "image job cancelled");
-        return;
+    case GW_JOB_TIMEOUT: gw_send_error(rc, 504, "Gateway Timeout", "image processing timed out: %s", job->why); return;
+    case GW_JOB_CANCELLED: gw_send_error(rc, 503, "Service Unavailable", "image job cancelled"); return;
     case GW_JOB_OK: break;
     }
     json_t *h = job->reply.header;

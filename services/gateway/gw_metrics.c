@@ -4,10 +4,10 @@ gw_metrics_t gw_m;
 
 int gw_metrics_init(rf_metrics_t *reg)
 {
-#define GW_METRIC(field, type, name, help, labels, buckets)                                                        \
-    if ((gw_m.field = rf_metrics_declare(reg, RF_METRIC_##type, name, help, labels,                                \
-                                         (buckets) ? rf_metrics_latency_buckets : NULL,                            \
-                                         (buckets) ? rf_metrics_latency_nbuckets : 0)) == NULL)                    \
+#define GW_METRIC(field, type, name, help, labels, buckets)                                                            \
+    if ((gw_m.field = rf_metrics_declare(reg, RF_METRIC_##type, name, help, labels,                                    \
+                                         (buckets) ? rf_metrics_latency_buckets : NULL,                                \
+                                         (buckets) ? rf_metrics_latency_nbuckets : 0)) == NULL)                        \
         return -1;
 #include "gw_metrics.def"
 #undef GW_METRIC

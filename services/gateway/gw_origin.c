@@ -11,8 +11,8 @@
 
 /* picohttpparser ships inside libh2o (exported symbols) but Debian does not
  * install its header; these are its stable prototypes. */
-int phr_parse_response(const char *buf, size_t len, int *minor_version, int *status, const char **msg,
-                       size_t *msg_len, struct phr_header *headers, size_t *num_headers, size_t last_len);
+int phr_parse_response(const char *buf, size_t len, int *minor_version, int *status, const char **msg, size_t *msg_len,
+                       struct phr_header *headers, size_t *num_headers, size_t last_len);
 struct phr_chunked_decoder {
     size_t bytes_left_in_chunk;
     char consume_trailer;
@@ -276,8 +276,7 @@ static void s_connect(gw_fetch_t *f)
     s_timer_set(f, &f->up->connect_timeout);
 }
 
-gw_fetch_t *gw_fetch_start(gw_upstream_t *up, h2o_iovec_t request, int is_head, const gw_fetch_cbs_t *cbs,
-                           void *arg)
+gw_fetch_t *gw_fetch_start(gw_upstream_t *up, h2o_iovec_t request, int is_head, const gw_fetch_cbs_t *cbs, void *arg)
 {
     gw_fetch_t *f = calloc(1, sizeof(*f));
     if (f == NULL)
@@ -409,7 +408,10 @@ static int s_deliver_body(gw_fetch_t *f, int at_eof)
     size_t len = in->size;
     int eos = 0;
     switch (f->mode) {
-    case B_NONE: len = 0; eos = 1; break;
+    case B_NONE:
+        len = 0;
+        eos = 1;
+        break;
     case B_LENGTH:
         if ((int64_t)len >= f->remaining) {
             if ((int64_t)len > f->remaining)

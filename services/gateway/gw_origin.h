@@ -68,8 +68,7 @@ const char *gw_upstream_name(gw_upstream_t *up);
  * no body. Callbacks run on the loop, never from inside this call. Returns
  * the fetch (owned by the machinery: it frees itself after the final
  * callback) — the caller may use it only until that callback. */
-gw_fetch_t *gw_fetch_start(gw_upstream_t *up, h2o_iovec_t request, int is_head, const gw_fetch_cbs_t *cbs,
-                           void *arg);
+gw_fetch_t *gw_fetch_start(gw_upstream_t *up, h2o_iovec_t request, int is_head, const gw_fetch_cbs_t *cbs, void *arg);
 
 /* Stops reading (and the read timeout) until gw_fetch_resume. */
 void gw_fetch_pause(gw_fetch_t *f);

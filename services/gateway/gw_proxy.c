@@ -60,8 +60,9 @@ static void s_req_dispose(void *p)
     rf_metric_gauge_add(gw_m.http_inflight, NULL, -1);
     if (t->server->cfg->gateway.access_log)
         rf_log(RF_LOG_INFO, rc->request_id, "%.*s %s %.*s %d %zuB %.1fms %s%s%s", (int)req->method.len,
-               req->method.base, vhost, (int)(req->path.len > 512 ? 512 : req->path.len), req->path.base, status[0] == '0' ? 0 : req->res.status,
-               req->bytes_sent, secs * 1000, rc->cache_status, rc->note ? " " : "", rc->note ? rc->note : "");
+               req->method.base, vhost, (int)(req->path.len > 512 ? 512 : req->path.len), req->path.base,
+               status[0] == '0' ? 0 : req->res.status, req->bytes_sent, secs * 1000, rc->cache_status,
+               rc->note ? " " : "", rc->note ? rc->note : "");
     gw_vhosts_unref(&rc->vhosts);
     t->inflight--;
 }
@@ -181,9 +182,18 @@ struct gw_stream_t {
     const char *upstream;
 };
 
-static const char *const s_hop_by_hop[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                                           "transfer-encoding", "upgrade", "content-length", "http2-settings",
-                                           "proxy-authenticate", "proxy-authorization", NULL};
+static const char *const s_hop_by_hop[] = {"connection",
+                                           "keep-alive",
+                                           "proxy-connection",
+                                           "te",
+                                           "trailer",
+                                           "transfer-encoding",
+                                           "upgrade",
+                                           "content-length",
+                                           "http2-settings",
+                                           "proxy-authenticate",
+                                           "proxy-authorization",
+                                           NULL};
 
 /* The gateway writes its own Date and Server, as nginx does by default. */
 static const char *const s_hidden[] = {"date", "server", NULL};
@@ -360,8 +370,9 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
         } else if (s->collect_limit > 0 && content_length > (int64_t)s->collect_limit) {
             s->collecting = 0;
             gw_image_mark_fallback(rc, "over_max_source_size");
-            rf_log(RF_LOG_INFO, rc->request_id, "image: source is %lld bytes, over max_source_size %zu: sending original",
-                   (long long)content_length, s->collect_limit);
+            rf_log(RF_LOG_INFO, rc->request_id,
+                   "image: source is %lld bytes, over max_source_size %zu: sending original", (long long)content_length,
+                   s->collect_limit);
         }
     }
     if (!s->collecting) {
@@ -425,7 +436,9 @@ static void s_on_fetch_error(gw_fetch_t *f, void *arg, int status, const char *w
     gw_stream_t *s = arg;
     gw_req_t *rc = s->rc;
     s->fetch = NULL;
-    const char *l[] = {rc->vhost->name, status == 504 ? "timeout" : strstr(why, "unreachable") ? "unreachable" : "protocol"};
+    const char *l[] = {rc->vhost->name, status == 504                ? "timeout"
+                                        : strstr(why, "unreachable") ? "unreachable"
+                                                                     : "protocol"};
     rf_metric_add(gw_m.origin_errors, l, 1);
     rf_log(RF_LOG_WARN, rc->request_id, "origin %s: %s", s->upstream, why);
     if (!s->started) {
@@ -451,8 +464,7 @@ static int s_client_nominated(h2o_req_t *req, const char *name, size_t len)
 
 /* Builds the origin request head: the client's end-to-end headers, the
  * origin's Host, X-Forwarded-For and X-Request-Id. */
-static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers,
-                                   int *is_head)
+static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers, int *is_head)
 {
     h2o_req_t *req = rc->req;
     const rf_origin_t *o = &rc->vhost->origin;
@@ -571,7 +583,8 @@ static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
         gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(path_len > 200 ? 200 : path_len), path);
         return 0;
     }
-    h2o_mimemap_type_t *mt = h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(full, strlen(full)));
+    h2o_mimemap_type_t *mt =
+        h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(full, strlen(full)));
     s_add_common_headers(rc);
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
         /* h2o_file_send would send the body even to HEAD. */
@@ -595,10 +608,10 @@ static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
  * the file and sets *len (the worker will read it by reference) —, 1 when
  * it is larger than limit (nothing read), -1 when it cannot be read (*why
  * set). */
-int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
-                        size_t *len, const char **why);
-int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body,
-                        size_t *len, const char **why)
+int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
+                        const char **why);
+int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
+                        const char **why)
 {
     char full[4096];
     if (strlen(o->dir) + path_len >= sizeof(full)) {

@@ -271,7 +271,9 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         pthread_create(&srv.threads[i].tid, NULL, s_thread_main, &srv.threads[i]);
     rf_info("refract-gateway listening on %s:%d (admin %s:%d), %d thread(s), bus %s",
             srv.cfg->gateway.listen.host[0] ? srv.cfg->gateway.listen.host : "*", srv.cfg->gateway.listen.port,
-            srv.cfg->gateway.admin_listen.host && srv.cfg->gateway.admin_listen.host[0] ? srv.cfg->gateway.admin_listen.host : "*",
+            srv.cfg->gateway.admin_listen.host && srv.cfg->gateway.admin_listen.host[0]
+                ? srv.cfg->gateway.admin_listen.host
+                : "*",
             srv.cfg->gateway.admin_listen.port, srv.nthreads, srv.cfg->bus.endpoint);
 
     for (;;) {
