@@ -125,6 +125,15 @@ typedef void(gw_collected_fn)(gw_req_t *rc, void *body, size_t len, const h2o_he
 void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t path_len, int forward_headers,
                      size_t collect_limit, gw_collected_fn *on_collected);
 
+/* Reads a whole local source for a transform. Returns 0 with *body
+ * malloc'd (caller owns) and *len set — or, when body is NULL, only checks
+ * the file and sets *len (the worker reads it by reference) —, 1 when it
+ * is larger than limit (nothing read), -1 when it cannot be read (*why). */
+int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
+                        const char **why);
+/* Serves dir + path of a file origin unprocessed (image fallbacks). 0. */
+int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len);
+
 /* gw_image.c */
 int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *chain, size_t chain_len);
 void gw_image_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);

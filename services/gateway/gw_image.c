@@ -9,11 +9,6 @@
 #include "rf_chain.h"
 #include "rf_log.h"
 
-/* gw_proxy.c helpers for file origins */
-int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
-                        const char **why);
-int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len);
-
 /* Origin headers worth keeping on a transformed image: freshness, not
  * identity (the bytes differ, so no ETag or Content-Length). */
 static const char *const s_kept[] = {"cache-control", "expires", "last-modified", NULL};

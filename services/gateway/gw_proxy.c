@@ -603,13 +603,7 @@ static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
     return 0;
 }
 
-/* Reads a whole local source for a transform. Returns 0 with *body
- * malloc'd (caller owns) and *len set — or, when body is NULL, only checks
- * the file and sets *len (the worker will read it by reference) —, 1 when
- * it is larger than limit (nothing read), -1 when it cannot be read (*why
- * set). */
-int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
-                        const char **why);
+/* See gw.h. */
 int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
                         const char **why)
 {
@@ -656,7 +650,6 @@ int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len,
 }
 
 /* Serves the original file unprocessed (image fallback for file origins). */
-int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len);
 int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len)
 {
     return s_serve_file(rc, path, path_len);
