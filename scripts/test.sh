@@ -37,6 +37,13 @@ stage unit-asan 900 env ASAN_OPTIONS=detect_leaks=1 make --no-print-directory -j
 stage fuzz 600 scripts/fuzz-brief.sh "$FUZZ_SECONDS"
 stage config 60 build/bin/refract-gateway -t -c conf/refract.yaml
 stage integration 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+# The same suite against the ASan+UBSan gateway and worker: any report makes
+# the process exit non-zero, which the harness turns into a failure. A small
+# quarantine keeps RSS close enough to the real build for the memory bounds.
+stage san-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=address,undefined OPT=-O1 \
+    build/san/bin/refract-gateway build/san/bin/refract-image-worker
+stage integration-asan 1800 env REFRACT_BIN="$PWD/build/san/bin" ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=8 \
+    UBSAN_OPTIONS=print_stacktrace=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
 pass=0 fail=0 failed=""
 for i in "${!NAMES[@]}"; do
@@ -44,7 +51,7 @@ for i in "${!NAMES[@]}"; do
 done
 total=$(($(date +%s) - T0))
 if [ $fail -eq 0 ]; then
-    echo "SUMMARY: all ${pass} suites passed in ${total}s ($(grep -h -E '^[0-9]+ passed' $LOGS/integration.log 2>/dev/null | tail -1 || true))"
+    echo "SUMMARY: all ${pass} suites passed in ${total}s (integration: $(grep -h -E '^[0-9]+ passed' $LOGS/integration.log 2>/dev/null | tail -1 || true); under ASan+UBSan: $(grep -h -E '^[0-9]+ passed' $LOGS/integration-asan.log 2>/dev/null | tail -1 || true))"
     exit 0
 fi
 echo "SUMMARY: ${fail} of $((pass + fail)) suites FAILED:${failed} (${total}s)"

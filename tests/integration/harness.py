@@ -21,7 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(REPO, "build", "bin")
+# REFRACT_BIN runs the suite against another build, e.g. build/san/bin (ASan+UBSan).
+BIN = os.environ.get("REFRACT_BIN") or os.path.join(REPO, "build", "bin")
 GATEWAY_BIN = os.path.join(BIN, "refract-gateway")
 WORKER_BIN = os.path.join(BIN, "refract-image-worker")
 
