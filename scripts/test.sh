@@ -14,7 +14,7 @@ stage() { # stage NAME TIMEOUT_SECONDS COMMAND...
     local name=$1 limit=$2 start rc
     shift 2
     start=$(date +%s)
-    printf '== %-14s ' "$name"
+    printf '== %-17s ' "$name"
     timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
     rc=$?
     local dur=$(($(date +%s) - start))
