@@ -449,6 +449,7 @@ static int s_bus(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("queue_max", s_int, s_bus_t, queue_max),
                                    K("job_timeout", s_duration, s_bus_t, job_timeout_ms),
                                    K("retries", s_int, s_bus_t, retries),
+                                   K("no_worker_grace", s_duration, s_bus_t, no_worker_grace_ms),
                                    K("file_refs", s_bool, s_bus_t, file_refs),
                                    {0}};
     return s_walk(c, v, keys, t, "bus");
@@ -584,6 +585,7 @@ static void s_defaults(rf_config_t *cfg)
     cfg->bus.queue_max = 64;
     cfg->bus.job_timeout_ms = 30000;
     cfg->bus.retries = 1;
+    cfg->bus.no_worker_grace_ms = 2000;
     cfg->bus.file_refs = true;
     cfg->image_worker.jobs = 2;
     cfg->image_worker.vips_concurrency = 0;
@@ -690,6 +692,10 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     }
     if (cfg->bus.heartbeat_ms < 10 || cfg->bus.liveness < 1) {
         s_fail(c, root, "bus.heartbeat_interval must be >= 10ms and bus.liveness >= 1");
+        goto done;
+    }
+    if (cfg->bus.no_worker_grace_ms < 0 || cfg->bus.no_worker_grace_ms > 60000) {
+        s_fail(c, root, "bus.no_worker_grace must be between 0 and 60s");
         goto done;
     }
     if (cfg->image_worker.jobs < 1 || cfg->image_worker.jobs > 256) {

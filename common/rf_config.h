@@ -70,6 +70,7 @@ typedef struct {
         int queue_max;      /* waiting jobs per service before 503 */
         int job_timeout_ms; /* job deadline from submission */
         int retries;        /* re-dispatches after a worker died */
+        int no_worker_grace_ms; /* queued jobs of a service without workers wait this long, then 503 */
         bool file_refs;     /* file:// sources go to workers as paths, not bytes */
     } bus;
 

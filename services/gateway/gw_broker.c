@@ -26,6 +26,7 @@ struct s_service_t {
     char name[RF_BUS_MAX_SERVICE + 1];
     zlistx_t *queue;   /* gw_job_t* waiting, FIFO */
     zlistx_t *workers; /* s_worker_t* (borrowed from the workers map) */
+    int64_t orphaned_us; /* when the last worker went away; 0 = never had one */
 };
 
 typedef struct {
@@ -129,10 +130,12 @@ static int s_send(s_broker_t *b, s_worker_t *w, zmsg_t **msg)
     return rf_bus_send(b->router, w->identity, msg);
 }
 
-static void s_send_cmd(s_broker_t *b, s_worker_t *w, rf_bus_cmd_t cmd, uint64_t id)
+/* Sends a command without JSON. Returns 0, or -1 when the worker's
+ * connection is gone (ROUTER_MANDATORY) or on allocation failure. */
+static int s_send_cmd(s_broker_t *b, s_worker_t *w, rf_bus_cmd_t cmd, uint64_t id)
 {
     zmsg_t *msg = rf_bus_encode(cmd, NULL, id, NULL);
-    s_send(b, w, &msg);
+    return s_send(b, w, &msg);
 }
 
 static void s_dispatch(s_broker_t *b, s_service_t *s);
@@ -168,6 +171,8 @@ static void s_worker_delete(s_broker_t *b, s_worker_t *w, const char *reason)
     if (h != NULL)
         zlistx_delete(s->workers, h);
     zhashx_delete(b->workers, w->key); /* frees w */
+    if (zlistx_size(s->workers) == 0)
+        s->orphaned_us = s_now_us(); /* queued jobs get bus.no_worker_grace */
     s_dispatch(b, s);
     s_service_gauges(s);
 }
@@ -365,7 +370,10 @@ static void s_on_submit(s_broker_t *b, gw_job_t *job)
         s_finish(b, job, GW_JOB_UNAVAILABLE, "out of memory");
         return;
     }
-    if (zlistx_size(s->workers) == 0) {
+    /* No worker: refuse at once, unless the last one left less than
+     * bus.no_worker_grace ago (it may be restarting): then wait the rest. */
+    if (zlistx_size(s->workers) == 0 &&
+        (s->orphaned_us == 0 || job->submitted_us >= s->orphaned_us + (int64_t)b->cfg->bus.no_worker_grace_ms * 1000)) {
         char why[96];
         snprintf(why, sizeof(why), "no %s worker is connected", s->name);
         s_finish(b, job, GW_JOB_UNAVAILABLE, why);
@@ -389,18 +397,39 @@ static void s_tick(s_broker_t *b)
     /* Workers: liveness and heartbeats. Collect the dead first: deleting
      * while iterating the hash is not allowed. */
     zlistx_t *dead = zlistx_new();
+    zlistx_t *gone = zlistx_new();
     for (s_worker_t *w = zhashx_first(b->workers); w; w = zhashx_next(b->workers)) {
         if (w->expiry_us < now)
             zlistx_add_end(dead, w);
-        else if (now - w->last_sent_us >= b->hb_us)
-            s_send_cmd(b, w, RF_BUS_HEARTBEAT, 0);
+        else if (now - w->last_sent_us >= b->hb_us && s_send_cmd(b, w, RF_BUS_HEARTBEAT, 0) < 0)
+            /* Its connection closed (kill -9, crash): ZeroMQ dropped the
+             * peer, so it is gone now, not after bus.liveness. */
+            zlistx_add_end(gone, w);
     }
     for (s_worker_t *w = zlistx_first(dead); w; w = zlistx_next(dead))
         s_worker_delete(b, w, "expired");
+    for (s_worker_t *w = zlistx_first(gone); w; w = zlistx_next(gone))
+        s_worker_delete(b, w, "unreachable");
     zlistx_destroy(&dead);
+    zlistx_destroy(&gone);
 
-    /* Queued jobs past their deadline or abandoned. */
+    /* Queued jobs past their deadline or abandoned, and those of a service
+     * that has had no worker for bus.no_worker_grace. */
+    int64_t grace_us = (int64_t)b->cfg->bus.no_worker_grace_ms * 1000;
     for (s_service_t *s = zhashx_first(b->services); s; s = zhashx_next(b->services)) {
+        if (zlistx_size(s->workers) == 0 && s->orphaned_us != 0 && now >= s->orphaned_us + grace_us) {
+            char why[128];
+            snprintf(why, sizeof(why), "no %s worker is connected (none for %" PRId64 " ms)", s->name,
+                     (now - s->orphaned_us) / 1000);
+            gw_job_t *job;
+            while ((job = zlistx_first(s->queue)) != NULL) {
+                zlistx_delete(s->queue, zlistx_cursor(s->queue));
+                if (atomic_load(&job->abandoned))
+                    s_finish(b, job, GW_JOB_CANCELLED, "client went away");
+                else
+                    s_finish(b, job, GW_JOB_UNAVAILABLE, why);
+            }
+        }
         void *h = zlistx_first(s->queue);
         while (h != NULL) {
             gw_job_t *job = h;

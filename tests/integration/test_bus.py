@@ -369,3 +369,72 @@ def test_worker_shared_by_two_gateways(make_stack, media, tmp_path):
         assert a.get(FAST).status_code == 200
         time.sleep(0.3)
     assert metric_value(a.worker_metrics(w), "refract_worker_jobs_total", service="image") == 5
+
+
+# ---- a service whose only worker died ----------------------------------------------
+
+@pytest.mark.timeout_s(40)
+def test_kill9_only_worker_next_request_gets_503_quickly(make_stack, media):
+    # liveness stays long (5 s in the harness): the broker must not need it to notice
+    st = make_stack(_vhosts(media), workers=1, bus={"job_timeout": "30s", "no_worker_grace": "1s"})
+    assert st.get(FAST).status_code == 200
+    st.workers[0].kill9()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    r = st.get(FAST, timeout=40)
+    took = time.monotonic() - t0
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert r.headers.get("Retry-After", "").isdigit(), dict(r.headers)
+    assert one_line(r.text), r.text
+    assert took < 4, f"503 after {took:.2f}s (no_worker_grace 1s, job_timeout 30s)"
+    assert st.metric("refract_bus_jobs_total", service="image", outcome="timeout") is None
+
+
+@pytest.mark.timeout_s(40)
+def test_kill9_only_worker_with_job_in_flight_gets_503(make_stack, media):
+    st = make_stack(_vhosts(media), workers=1, image_worker={"jobs": 1},
+                    bus={"job_timeout": "30s", "no_worker_grace": "1s", "retries": 1})
+    w = st.workers[0]
+    assert st.get(FAST).status_code == 200
+    w.signal(signal.SIGSTOP)  # the job is dispatched and stays unanswered
+    result = {}
+
+    def one():
+        t0 = time.monotonic()
+        r = st.get(FAST, timeout=40)
+        result.update(status=r.status_code, headers=r.headers, text=r.text, secs=time.monotonic() - t0)
+
+    t = threading.Thread(target=one, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and st.metric("refract_bus_jobs_inflight", service="image") != 1:
+        time.sleep(0.05)
+    assert st.metric("refract_bus_jobs_inflight", service="image") == 1
+    t_kill = time.monotonic()
+    w.kill9()
+    t.join(35)
+    assert result, "the request never finished"
+    assert result["status"] == 503, result
+    assert result["headers"].get("Retry-After", "").isdigit(), dict(result["headers"])
+    assert time.monotonic() - t_kill < 5, f"503 {time.monotonic() - t_kill:.2f}s after the kill"
+    assert st.metric("refract_bus_job_retries_total", service="image") == 1
+    assert st.metric("refract_bus_jobs_total", service="image", outcome="timeout") is None
+
+
+@pytest.mark.timeout_s(40)
+def test_worker_back_within_grace_serves_queued_job(make_stack, media):
+    st = make_stack(_vhosts(media), workers=1, bus={"job_timeout": "30s", "no_worker_grace": "4s"})
+    assert st.get(FAST).status_code == 200
+    st.workers[0].kill9()
+    result = {}
+
+    def one():
+        r = st.get(FAST, timeout=40)
+        result.update(status=r.status_code)
+
+    t = threading.Thread(target=one, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    st.add_worker(wait=False)
+    t.join(20)
+    assert result.get("status") == 200, result

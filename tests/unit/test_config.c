@@ -82,6 +82,7 @@ static void test_minimal_and_defaults(void **state)
     assert_int_equal(cfg->bus.queue_max, 64);
     assert_int_equal(cfg->bus.job_timeout_ms, 30000);
     assert_int_equal(cfg->bus.retries, 1);
+    assert_int_equal(cfg->bus.no_worker_grace_ms, 2000);
 
     assert_int_equal(cfg->n_vhosts, 1);
     rf_vhost_conf_t *v = &cfg->vhosts[0];
@@ -133,6 +134,7 @@ static void test_full(void **state)
                        "  queue_max: 10\n"
                        "  job_timeout: 20s\n"
                        "  retries: 0\n"
+                       "  no_worker_grace: 750ms\n"
                        "vhost_defaults:\n"
                        "  dims: { status: inactive, keyword: im, max_source_size: 20MB }\n"
                        "vhosts:\n"
@@ -179,6 +181,7 @@ static void test_full(void **state)
     assert_int_equal(cfg->bus.queue_max, 10);
     assert_int_equal(cfg->bus.job_timeout_ms, 20000);
     assert_int_equal(cfg->bus.retries, 0);
+    assert_int_equal(cfg->bus.no_worker_grace_ms, 750);
 
     assert_int_equal(cfg->n_vhosts, 3);
     rf_vhost_conf_t *a = &cfg->vhosts[0], *b = &cfg->vhosts[1], *c = &cfg->vhosts[2];
@@ -441,6 +444,7 @@ static void test_err_ranges(void **state)
           "t.yaml:1:1: bus.heartbeat_interval must be >= 10ms and bus.liveness >= 1");
     s_err("bus: { endpoint: x, liveness: 0 }\n",
           "t.yaml:1:1: bus.heartbeat_interval must be >= 10ms and bus.liveness >= 1");
+    s_err("bus: { endpoint: x, no_worker_grace: 61s }\n", "t.yaml:1:1: bus.no_worker_grace must be between 0 and 60s");
     /* the bounds themselves are accepted */
     rf_config_t *cfg = s_ok(MINIMAL "image_worker: { jobs: 1 }\n");
     assert_int_equal(cfg->image_worker.jobs, 1);
