@@ -1,28 +1,15 @@
 #include "gw_origin.h"
 
+#include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include "rf_log.h"
 
-/* picohttpparser ships inside libh2o (exported symbols) but Debian does not
- * install its header; these are its stable prototypes. */
-int phr_parse_response(const char *buf, size_t len, int *minor_version, int *status, const char **msg, size_t *msg_len,
-                       struct phr_header *headers, size_t *num_headers, size_t last_len);
-struct phr_chunked_decoder {
-    size_t bytes_left_in_chunk;
-    char consume_trailer;
-    char _hex_count;
-    char _state;
-};
-ssize_t phr_decode_chunked(struct phr_chunked_decoder *decoder, char *buf, size_t *bufsz);
-
-#define GW_MAX_HEADERS 100
-#define GW_MAX_HEAD_BYTES 65536
 /* Origin reads start with this much room: a typical small object (head and
  * body) arrives in one read() instead of two. */
 #define GW_READ_RESERVE (32 * 1024)
@@ -49,7 +36,6 @@ struct gw_upstream_t {
 };
 
 typedef enum { S_CONNECTING, S_HEAD, S_BODY } s_state_t;
-typedef enum { B_NONE, B_LENGTH, B_CHUNKED, B_CLOSE } s_body_mode_t;
 
 struct gw_fetch_t {
     gw_upstream_t *up;
@@ -58,7 +44,7 @@ struct gw_fetch_t {
     void *arg;
     h2o_iovec_t request;
     s_state_t state;
-    s_body_mode_t mode;
+    gw_body_mode_t mode;
     int64_t remaining;
     struct phr_chunked_decoder chunked;
     h2o_timeout_entry_t timer;
@@ -155,19 +141,39 @@ static void s_pool_return(gw_upstream_t *up, h2o_socket_t *sock)
     h2o_socket_read_start(sock, s_idle_on_read);
 }
 
-/* Returns the most recently used idle connection (warmest), or NULL. */
+/* Whether an idle connection is still quiet: no unread bytes and no EOF
+ * waiting in the kernel (the idle read callback may not have run yet). Bytes
+ * the origin sent without being asked would otherwise be read as the head
+ * of the next response. Returns 1 when the connection can carry a request. */
+static int s_idle_is_quiet(h2o_socket_t *sock)
+{
+    char c;
+    int fd = h2o_socket_get_fd(sock);
+    if (fd < 0)
+        return 0;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Returns the most recently used idle connection (warmest) that is still
+ * quiet, closing the ones that are not, or NULL. Caller owns the socket. */
 static h2o_socket_t *s_pool_take(gw_upstream_t *up)
 {
-    if (h2o_linklist_is_empty(&up->idle))
-        return NULL;
-    s_idle_t *idle = H2O_STRUCT_FROM_MEMBER(s_idle_t, link, up->idle.prev);
-    h2o_socket_t *sock = idle->sock;
-    h2o_linklist_unlink(&idle->link);
-    h2o_timeout_unlink(&idle->timer);
-    up->n_idle--;
-    free(idle);
-    h2o_socket_read_stop(sock);
-    return sock;
+    while (!h2o_linklist_is_empty(&up->idle)) {
+        s_idle_t *idle = H2O_STRUCT_FROM_MEMBER(s_idle_t, link, up->idle.prev);
+        if (!s_idle_is_quiet(idle->sock)) {
+            s_idle_close(idle);
+            continue;
+        }
+        h2o_socket_t *sock = idle->sock;
+        h2o_linklist_unlink(&idle->link);
+        h2o_timeout_unlink(&idle->timer);
+        up->n_idle--;
+        free(idle);
+        h2o_socket_read_stop(sock);
+        return sock;
+    }
+    return NULL;
 }
 
 /* ---- fetch lifecycle --------------------------------------------------- */
@@ -305,99 +311,42 @@ gw_fetch_t *gw_fetch_start(gw_upstream_t *up, h2o_iovec_t request, int is_head, 
 
 /* ---- response parsing ------------------------------------------------ */
 
-static int s_header_is(const struct phr_header *h, const char *name)
-{
-    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
-}
-
-static int s_value_has_token(const struct phr_header *h, const char *token)
-{
-    size_t tl = strlen(token);
-    for (size_t i = 0; i + tl <= h->value_len; i++)
-        if (strncasecmp(h->value + i, token, tl) == 0)
-            return 1;
-    return 0;
-}
-
-/* Parses the head at the start of the input. Returns 1 when the body
- * phase started, 0 when more bytes are needed, -1 when the fetch ended
- * (failed or aborted; f is freed). */
+/* Parses the head at the start of the input (gw_origin_parse_head has the
+ * rules). Returns 1 when the body phase started, 0 when more bytes are
+ * needed, -1 when the fetch ended (failed or aborted; f is freed). */
 static int s_parse_head(gw_fetch_t *f)
 {
-    for (;;) {
-        struct phr_header headers[GW_MAX_HEADERS];
-        size_t n = GW_MAX_HEADERS, msg_len;
-        int minor, status;
-        const char *msg;
-        h2o_buffer_t *in = f->sock->input;
-        int r = phr_parse_response(in->bytes, in->size, &minor, &status, &msg, &msg_len, headers, &n, 0);
-        if (r == -2) {
-            if (in->size > GW_MAX_HEAD_BYTES) {
-                s_fail(f, 502, "origin response head too large");
-                return -1;
-            }
-            return 0;
-        }
-        if (r < 0) {
-            s_fail(f, 502, "origin sent a malformed response");
-            return -1;
-        }
-        if (status >= 100 && status < 200 && status != 101) {
-            h2o_buffer_consume(&f->sock->input, (size_t)r);
-            continue; /* 100 Continue and friends precede the real head */
-        }
-        int64_t clen = -1;
-        int chunked = 0, close = minor == 0;
-        for (size_t i = 0; i < n; i++) {
-            if (s_header_is(&headers[i], "content-length")) {
-                char tmp[32];
-                size_t l = headers[i].value_len < sizeof(tmp) - 1 ? headers[i].value_len : sizeof(tmp) - 1;
-                memcpy(tmp, headers[i].value, l);
-                tmp[l] = '\0';
-                char *end;
-                long long v = strtoll(tmp, &end, 10);
-                if (end == tmp || *end != '\0' || v < 0) {
-                    s_fail(f, 502, "origin sent a bad Content-Length");
-                    return -1;
-                }
-                clen = v;
-            } else if (s_header_is(&headers[i], "transfer-encoding")) {
-                chunked = s_value_has_token(&headers[i], "chunked");
-            } else if (s_header_is(&headers[i], "connection")) {
-                if (s_value_has_token(&headers[i], "close"))
-                    close = 1;
-                else if (s_value_has_token(&headers[i], "keep-alive"))
-                    close = 0;
-            }
-        }
-        if (f->is_head || status == 204 || status == 304) {
-            f->mode = B_NONE;
-        } else if (chunked) {
-            f->mode = B_CHUNKED;
-            clen = -1;
-        } else if (clen >= 0) {
-            f->mode = B_LENGTH;
-            f->remaining = clen;
-        } else {
-            f->mode = B_CLOSE;
-            close = 1;
-        }
-        f->keepalive = !close;
-        struct timeval now;
-        gettimeofday(&now, NULL);
-        f->head_usec = (uint64_t)((now.tv_sec - f->started.tv_sec) * 1000000 + (now.tv_usec - f->started.tv_usec));
-        f->state = S_BODY;
-        f->in_cb = 1;
-        int rc = f->cbs->on_head(f, f->arg, status, headers, n, f->mode == B_NONE ? (f->is_head ? clen : 0) : clen);
-        f->in_cb = 0;
-        /* The headers point into the input buffer; only now may it move. */
-        h2o_buffer_consume(&f->sock->input, (size_t)r);
-        if (rc < 0 || f->cancelled) {
-            s_free(f, 0);
-            return -1;
-        }
-        return 1;
+    gw_origin_head_t head;
+    const char *why = NULL;
+    h2o_buffer_t *in = f->sock->input;
+    int r = gw_origin_parse_head(in->bytes, in->size, f->is_head, &head, &why);
+    if (r == 0)
+        return 0;
+    if (r < 0) {
+        s_fail(f, 502, why);
+        return -1;
     }
+    f->mode = head.body;
+    f->remaining = head.body == GW_BODY_LENGTH ? head.content_length : 0;
+    f->keepalive = head.keepalive;
+    /* Trailers are read (and dropped) so that a complete chunked body
+     * leaves the connection at the next response. */
+    f->chunked.consume_trailer = 1;
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    f->head_usec = (uint64_t)((now.tv_sec - f->started.tv_sec) * 1000000 + (now.tv_usec - f->started.tv_usec));
+    f->state = S_BODY;
+    f->in_cb = 1;
+    int64_t clen = head.body == GW_BODY_NONE ? (f->is_head ? head.content_length : 0) : head.content_length;
+    int rc = f->cbs->on_head(f, f->arg, head.status, head.headers, head.n_headers, clen);
+    f->in_cb = 0;
+    /* The headers point into the input buffer; only now may it move. */
+    h2o_buffer_consume(&f->sock->input, (size_t)r);
+    if (rc < 0 || f->cancelled) {
+        s_free(f, 0);
+        return -1;
+    }
+    return 1;
 }
 
 /* Hands the buffered body bytes to the consumer. Returns -1 when the fetch
@@ -408,11 +357,16 @@ static int s_deliver_body(gw_fetch_t *f, int at_eof)
     size_t len = in->size;
     int eos = 0;
     switch (f->mode) {
-    case B_NONE:
+    case GW_BODY_NONE:
+        /* Bytes after a bodyless response are not the next response: an
+         * origin that sends them (a HEAD or 204 "with a body") is out of
+         * step with us, so the connection is not reused. */
+        if (len > 0)
+            f->keepalive = 0;
         len = 0;
         eos = 1;
         break;
-    case B_LENGTH:
+    case GW_BODY_LENGTH:
         if ((int64_t)len >= f->remaining) {
             if ((int64_t)len > f->remaining)
                 f->keepalive = 0; /* trailing garbage: do not trust the connection */
@@ -425,7 +379,7 @@ static int s_deliver_body(gw_fetch_t *f, int at_eof)
             return -1;
         }
         break;
-    case B_CHUNKED: {
+    case GW_BODY_CHUNKED: {
         ssize_t r = phr_decode_chunked(&f->chunked, in->bytes, &len);
         if (r == -1) {
             s_fail(f, 502, "origin sent malformed chunked encoding");
@@ -441,7 +395,7 @@ static int s_deliver_body(gw_fetch_t *f, int at_eof)
         }
         break;
     }
-    case B_CLOSE: eos = at_eof; break;
+    case GW_BODY_CLOSE: eos = at_eof; break;
     }
     if (len > 0 || eos) {
         f->in_cb = 1;

@@ -18,12 +18,7 @@
 #include <h2o.h>
 #include <stdint.h>
 
-struct phr_header {
-    const char *name;
-    size_t name_len;
-    const char *value;
-    size_t value_len;
-};
+#include "gw_origin_parse.h" /* struct phr_header; the head parser and its rules */
 
 typedef struct gw_upstream_t gw_upstream_t;
 typedef struct gw_fetch_t gw_fetch_t;
@@ -36,7 +31,9 @@ typedef struct {
 } gw_upstream_opts_t;
 
 typedef struct {
-    /* The response head arrived. content_length is -1 when unknown. Return
+    /* The response head arrived, already checked by gw_origin_parse_head
+     * (a head it refuses is an on_error 502 instead). Headers with a NULL
+     * name do not occur. content_length is -1 when unknown. Return
      * 0 to receive the body, -1 to abort (the fetch is freed on return and
      * no other callback follows). */
     int (*on_head)(gw_fetch_t *f, void *arg, int status, const struct phr_header *headers, size_t n,
