@@ -95,7 +95,11 @@ FUZZ_CFLAGS := -std=gnu11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,addres
 build/fuzz/%: fuzz/%.c $(COMMON_SRC)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang $(FUZZ_CFLAGS) -o $@ $< $(COMMON_SRC) $(LIBS_BASE)
+	@clang $(FUZZ_CFLAGS) -o $@ $< $(COMMON_SRC) $(FUZZ_EXTRA) $(LIBS_BASE)
+
+# The origin response parser, with picohttpparser from libh2o.
+build/fuzz/fuzz_origin: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_origin_parse.c -lh2o-evloop
+build/fuzz/fuzz_origin: services/gateway/gw_origin_parse.c services/gateway/gw_origin_parse.h
 
 fuzz: $(FUZZ_BINS)
 
