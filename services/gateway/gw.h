@@ -88,6 +88,9 @@ typedef struct gw_req_t {
     gw_vhosts_t *vhosts;
     const rf_vhost_conf_t *vhost;
     char request_id[40];
+    h2o_iovec_t path;  /* canonical path (rf_path), in the request pool; set by gw_recv */
+    h2o_iovec_t query; /* "" or "?…" exactly as the client sent it (no control bytes) */
+    unsigned close_conn : 1; /* answer and close: the connection's framing is suspect */
     struct timeval started;
     const char *cache_status; /* Cache-Status value */
     struct gw_stream_t *stream;
@@ -109,6 +112,10 @@ void gw_vhosts_unref(gw_vhosts_t **v_p);
 const rf_vhost_conf_t *gw_vhosts_match(const gw_vhosts_t *v, const char *host, size_t len);
 h2o_handler_t *gw_vhosts_file_handler(const gw_vhosts_t *v, const rf_vhost_conf_t *vhost);
 const char *gw_reason(int status);
+
+/* gw_recv.c: framing checks, canonical path, Range policy. Returns 0 to go
+ * on, or -1 after answering (400). */
+int gw_recv(gw_req_t *rc);
 
 /* gw_proxy.c */
 void gw_proxy_register(h2o_hostconf_t *hostconf);

@@ -8,6 +8,7 @@
 #include "gw_metrics.h"
 #include "rf_chain.h"
 #include "rf_log.h"
+#include "rf_path.h"
 
 /* Origin headers worth keeping on a transformed image: freshness, not
  * identity (the bytes differ, so no ETag or Content-Length). */
@@ -161,45 +162,46 @@ static void s_probe_start(gw_req_t *rc)
 
 /* ---- job results ---------------------------------------------------------------- */
 
-static void s_on_result(gw_req_t *rc, gw_job_t *job)
+/* Answers the client from a returned job (held in the request pool from
+ * here: the reply body is sent from its frames). */
+static void s_on_result(gw_req_t *rc, gw_job_t *gj)
 {
     rc->job = NULL;
     if (h2o_timeout_is_linked(&rc->probe))
         h2o_timeout_unlink(&rc->probe);
-    s_hold_job(rc, job);
+    s_hold_job(rc, gj);
+    const rf_job_t *job = gj->job;
     switch (job->outcome) {
-    case GW_JOB_UNAVAILABLE:
+    case RF_JOB_UNAVAILABLE:
         gw_send_error(rc, 503, "Service Unavailable", "image processing unavailable: %s", job->why);
         return;
-    case GW_JOB_TIMEOUT: gw_send_error(rc, 504, "Gateway Timeout", "image processing timed out: %s", job->why); return;
-    case GW_JOB_CANCELLED: gw_send_error(rc, 503, "Service Unavailable", "image job cancelled"); return;
-    case GW_JOB_OK: break;
+    case RF_JOB_TIMEOUT: gw_send_error(rc, 504, "Gateway Timeout", "image processing timed out: %s", job->why); return;
+    case RF_JOB_CANCELLED: gw_send_error(rc, 503, "Service Unavailable", "image job cancelled"); return;
+    case RF_JOB_OK: break;
     }
-    json_t *h = job->reply.header;
-    int status = (int)json_integer_value(json_object_get(h, "status"));
-    const char *err = json_string_value(json_object_get(h, "error"));
-    if (status == 200) {
-        const char *ctype = json_string_value(json_object_get(h, "content_type"));
+    const rf_reply_t *r = &job->reply;
+    const char *err = r->error[0] ? r->error : NULL;
+    if (r->status == 200) {
         s_keep_freshness(rc, rc->stream_headers);
         /* Body frames: one in practice; join if a worker split it. */
         const void *data = NULL;
-        size_t len = job->reply.body_len;
-        if (job->reply.n_body == 1) {
-            data = job->reply.body[0].data;
+        size_t len = job->reply_len;
+        if (job->n_body == 1) {
+            data = job->body_frames[0].data;
         } else if (len > 0) {
             char *joined = h2o_mem_alloc_pool(&rc->req->pool, len);
             size_t off = 0;
-            for (size_t i = 0; i < job->reply.n_body; i++) {
-                memcpy(joined + off, job->reply.body[i].data, job->reply.body[i].len);
-                off += job->reply.body[i].len;
+            for (size_t i = 0; i < job->n_body; i++) {
+                memcpy(joined + off, job->body_frames[i].data, job->body_frames[i].len);
+                off += job->body_frames[i].len;
             }
             data = joined;
         }
-        s_send_body(rc, 200, ctype ? ctype : "application/octet-stream", data, len);
+        s_send_body(rc, 200, r->content_type[0] ? r->content_type : "application/octet-stream", data, len);
         return;
     }
-    if (status == 415 || status == 413) {
-        const char *reason = status == 415 ? "source_not_decodable" : "source_too_large";
+    if (r->status == 415 || r->status == 413) {
+        const char *reason = r->status == 415 ? "source_not_decodable" : "source_too_large";
         rf_log(RF_LOG_INFO, rc->request_id, "image: %s: sending original", err ? err : "not processable");
         if (job->body == NULL && rc->file_src.base != NULL) {
             /* The worker read the source by reference: send the file. */
@@ -207,23 +209,22 @@ static void s_on_result(gw_req_t *rc, gw_job_t *job)
             gw_serve_file_path(rc, rc->file_src.base, rc->file_src.len);
             return;
         }
-        gw_image_send_original(rc, job->body, job->body_len, rc->stream_headers,
-                               status == 415 ? "source_not_decodable" : "source_too_large");
+        gw_image_send_original(rc, job->body, job->body_len, rc->stream_headers, reason);
         return;
     }
-    if (status == 404) {
+    if (r->status == 404) {
         gw_send_error(rc, 404, "Not Found", "%s", err ? err : "source not found");
         return;
     }
-    if (status == 400) {
+    if (r->status == 400) {
         gw_send_error(rc, 400, "Bad Request", "%s", err ? err : "the function chain cannot apply to this image");
         return;
     }
-    if (status == 504) {
+    if (r->status == 504) {
         gw_send_error(rc, 504, "Gateway Timeout", "image processing timed out: %s", err ? err : "deadline passed");
         return;
     }
-    if (status == 503) {
+    if (r->status == 503) {
         gw_send_error(rc, 503, "Service Unavailable", "image worker busy: %s", err ? err : "over capacity");
         return;
     }
@@ -261,17 +262,18 @@ static void s_submit(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *
         gw_send_error(rc, 503, "Service Unavailable", "out of memory");
         return;
     }
-    job->body = body;
-    job->body_len = body != NULL ? len : 0;
-    job->timeout_ms = cfg->bus.job_timeout_ms;
+    rf_job_t *bj = job->job;
+    bj->body = body;
+    bj->body_len = body != NULL ? len : 0;
+    bj->timeout_ms = cfg->bus.job_timeout_ms;
     job->user = rc;
-    const char *ctype = s_find(origin_headers, "content-type");
-    json_t *chain = rf_chain_to_json(&rc->chain);
-    job->header = json_pack("{s:s,s:i,s:o,s:{s:s#,s:I,s:s?,s:s?}}", "request_id", rc->request_id, "deadline_ms",
-                            cfg->bus.job_timeout_ms, "chain", chain, "source", "path", rc->src, (int)rc->src_len,
-                            "size", (json_int_t)len, "content_type", ctype, "ref", ref);
-    free((char *)ctype);
-    if (job->header == NULL) {
+    rf_job_spec_t *spec = &bj->spec;
+    spec->chain = rf_chain_to_json(&rc->chain);
+    spec->source.path = strndup(rc->src, rc->src_len);
+    spec->source.size = (int64_t)len;
+    spec->source.content_type = (char *)s_find(origin_headers, "content-type"); /* malloc'd or NULL */
+    spec->source.ref = ref != NULL ? strdup(ref) : NULL;
+    if (spec->chain == NULL || spec->source.path == NULL || (ref != NULL && spec->source.ref == NULL)) {
         gw_job_destroy(&job);
         gw_send_error(rc, 503, "Service Unavailable", "out of memory");
         return;
@@ -305,8 +307,10 @@ int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *c
     size_t limit = rc->vhost->dims.max_source_size;
     const rf_origin_t *o = &rc->vhost->origin;
     if (o->kind == RF_ORIGIN_FILE) {
-        /* The source path must not escape the origin directory. */
-        h2o_iovec_t norm = h2o_url_normalize_path(&req->pool, src, src_len, &(size_t){0}, &(size_t *){NULL});
+        /* src is part of the canonical path (gw_recv): it cannot climb out
+         * of the directory; the file system wants it decoded. */
+        char *dec = h2o_mem_alloc_pool(&req->pool, src_len + 1);
+        h2o_iovec_t norm = h2o_iovec_init(dec, rf_path_decode(src, src_len, dec));
         rc->file_src = norm;
         void *body = NULL;
         size_t len = 0;

@@ -13,6 +13,7 @@
 #include "gw_metrics.h"
 #include "rf_chain.h"
 #include "rf_log.h"
+#include "rf_path.h"
 
 /* Bytes received from the origin but not yet accepted by the client before
  * the origin read is paused: bounds memory per request whatever the object
@@ -133,7 +134,7 @@ void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt
         h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("retry-after"), 0, H2O_STRLIT("1"), 1);
     s_add_common_headers(rc);
     h2o_send_error_generic(rc->req, status, reason, h2o_strdup(&rc->req->pool, body, (size_t)n).base,
-                           H2O_SEND_ERROR_KEEP_HEADERS);
+                           H2O_SEND_ERROR_KEEP_HEADERS | (rc->close_conn ? H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION : 0));
 }
 
 /* ---- upstream pools per thread -------------------------------------------- */
@@ -657,6 +658,37 @@ int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len)
 
 /* ---- the handler ----------------------------------------------------------- */
 
+/* A directory named without its trailing slash gets a 301 to "path/", like
+ * a static web server — sent here rather than by h2o's file handler, whose
+ * redirect drops the headers every response carries. Returns 1 when it
+ * answered. */
+static int s_dir_redirect(gw_req_t *rc)
+{
+    h2o_req_t *req = rc->req;
+    h2o_iovec_t p = req->path_normalized;
+    if (p.len == 0 || p.base[p.len - 1] == '/')
+        return 0;
+    const char *dir = rc->vhost->origin.dir;
+    size_t dl = strlen(dir);
+    char *full = h2o_mem_alloc_pool(&req->pool, dl + p.len + 1);
+    memcpy(full, dir, dl);
+    memcpy(full + dl, p.base, p.len);
+    full[dl + p.len] = '\0';
+    struct stat st;
+    if (stat(full, &st) != 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    static h2o_generator_t no_generator = {NULL, NULL};
+    h2o_iovec_t loc = h2o_concat(&req->pool, rc->path, h2o_iovec_init(H2O_STRLIT("/")), rc->query);
+    req->res.status = 301;
+    req->res.reason = gw_reason(301);
+    req->res.content_length = 0;
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, loc.base, loc.len, 1);
+    s_add_common_headers(rc);
+    h2o_start_response(req, &no_generator);
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+    return 1;
+}
+
 static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
@@ -672,6 +704,8 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
     rc->vhosts = t->vhosts;
     gw_vhosts_ref(rc->vhosts);
     s_set_request_id(rc);
+    if (gw_recv(rc) != 0)
+        return 0;
 
     rc->vhost = gw_vhosts_match(rc->vhosts, req->authority.base, req->authority.len);
     if (rc->vhost == NULL) {
@@ -679,11 +713,10 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
                       (int)(req->authority.len > 100 ? 100 : req->authority.len), req->authority.base);
         return 0;
     }
-    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     const rf_dims_conf_t *dims = &rc->vhost->dims;
     const char *src, *chain;
     size_t src_len, chain_len;
-    if (dims->active && rf_chain_split(req->path.base, path_len, dims->keyword, &src, &src_len, &chain, &chain_len))
+    if (dims->active && rf_chain_split(rc->path.base, rc->path.len, dims->keyword, &src, &src_len, &chain, &chain_len))
         return gw_image_handle(rc, src, src_len, chain, chain_len);
 
     /* Cache lookup belongs here, between routing and the origin: until the
@@ -697,11 +730,17 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
         }
         const char *l[] = {rc->vhost->name, "file"};
         rf_metric_add(gw_m.origin_requests, l, 1);
+        /* h2o's file handler maps path_normalized under the directory: give
+         * it the decoded canonical path (no NUL, no climbing segment). */
+        char *dec = h2o_mem_alloc_pool(&req->pool, rc->path.len + 1);
+        req->path_normalized = h2o_iovec_init(dec, rf_path_decode(rc->path.base, rc->path.len, dec));
+        if (s_dir_redirect(rc))
+            return 0;
         h2o_handler_t *fh = gw_vhosts_file_handler(rc->vhosts, rc->vhost);
         s_add_common_headers(rc);
         if (fh->on_req(fh, req) != 0)
-            gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(path_len > 200 ? 200 : path_len),
-                          req->path.base);
+            gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(rc->path.len > 200 ? 200 : rc->path.len),
+                          rc->path.base);
         return 0;
     }
     const char *why = NULL;
@@ -710,7 +749,10 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
         gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
         return 0;
     }
-    gw_stream_start(rc, up, req->path.base, req->path.len, 1, 0, NULL);
+    /* The origin sees the canonical path behind its prefix, never the
+     * client's spelling: nothing climbs out of the prefix. */
+    h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
+    gw_stream_start(rc, up, target.base, target.len, 1, 0, NULL);
     return 0;
 }
 

@@ -251,10 +251,27 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         gw_vhosts_unref(&vhosts);
         goto done;
     }
+    /* The public listeners share the port with SO_REUSEPORT, which would
+     * also let them share it with another process that set the flag (a
+     * second gateway silently taking part of the traffic). A plain bind
+     * first fails when anything holds the port already. */
+    int probe = s_listen(&srv.cfg->gateway.listen, 0);
+    if (probe < 0) {
+        rf_error("cannot listen on %s:%d: %s", srv.cfg->gateway.listen.host, srv.cfg->gateway.listen.port,
+                 errno == EADDRINUSE ? "the address is in use by another process" : strerror(errno));
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
+    close(probe);
     srv.nthreads = srv.cfg->gateway.threads > 0 ? srv.cfg->gateway.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv.nthreads < 1)
         srv.nthreads = 1;
     srv.threads = calloc((size_t)srv.nthreads, sizeof(gw_thread_t));
+    if (srv.threads == NULL) {
+        rf_error("out of memory");
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
     for (int i = 0; i < srv.nthreads; i++) {
         gw_thread_t *t = &srv.threads[i];
         t->idx = i;
@@ -267,8 +284,14 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         }
     }
     gw_vhosts_unref(&vhosts);
-    for (int i = 0; i < srv.nthreads; i++)
-        pthread_create(&srv.threads[i].tid, NULL, s_thread_main, &srv.threads[i]);
+    for (int i = 0; i < srv.nthreads; i++) {
+        int e = pthread_create(&srv.threads[i].tid, NULL, s_thread_main, &srv.threads[i]);
+        if (e != 0) {
+            /* Threads already running cannot be joined cleanly here. */
+            rf_error("cannot start event-loop thread %d: %s", i, strerror(e));
+            _exit(1);
+        }
+    }
     rf_info("refract-gateway listening on %s:%d (admin %s:%d), %d thread(s), bus %s",
             srv.cfg->gateway.listen.host[0] ? srv.cfg->gateway.listen.host : "*", srv.cfg->gateway.listen.port,
             srv.cfg->gateway.admin_listen.host && srv.cfg->gateway.admin_listen.host[0]
