@@ -5,6 +5,7 @@
 #   make run                 build, make sample media, start the single-node stack
 #   make test                build and run every test suite, ending with a summary line
 #   make SANITIZE=address,undefined   the same build with sanitizers, into build/san/
+#   make SANITIZE=thread     ThreadSanitizer build, into build/tsan/
 #   make fuzz                libFuzzer targets (clang) into build/fuzz/
 #   make format              clang-format every C file
 #
@@ -14,7 +15,9 @@ CC       := gcc
 endif
 SANITIZE ?=
 OPT      ?= -O2
-O        := build$(if $(SANITIZE),/san)
+# Sanitizer builds go beside the normal one: ASan/UBSan in build/san,
+# ThreadSanitizer (which cannot be combined with ASan) in build/tsan.
+O        := build$(if $(SANITIZE),/$(if $(findstring thread,$(SANITIZE)),tsan,san))
 
 PKGS     := libczmq libzmq jansson yaml-0.1
 CFLAGS_BASE := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -Icommon \

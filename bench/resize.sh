@@ -36,6 +36,11 @@ need nginx wrk curl ss awk vipsheader getconf
 make -s --no-print-directory -C "$ROOT" build/bin/bench-vips-loop >/dev/null || die "cannot build bench-vips-loop"
 RAW=${BENCH_RAW:-$RESULTS_DIR/resize-$(date +%Y%m%d-%H%M%S).log}
 : >"$RAW"
+# Absolute: the corpus download below runs in a subshell that cd's away
+# (a relative $RAW once made its redirect fail, so apt-get never ran and the
+# generated fallback was benchmarked instead of the real photos).
+RAW=$(realpath "$RAW")
+CORPUS=$(realpath -m "$CORPUS")
 
 # ---- corpus ---------------------------------------------------------------------
 mkdir -p "$CORPUS"

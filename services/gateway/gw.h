@@ -50,6 +50,7 @@ typedef struct gw_server_t gw_server_t;
 typedef struct {
     int idx;
     gw_server_t *server;
+    int listen_fd, admin_fd; /* bound by the main thread, wrapped by the loop thread */
     pthread_t tid;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
@@ -78,7 +79,10 @@ struct gw_server_t {
     gw_broker_t *broker;
     rf_metrics_t *metrics;
     h2o_mimemap_t *mimemap;
-    int listen_fds_ready;
+    /* start-up handshake: each loop thread builds its own h2o context */
+    pthread_mutex_t start_mu;
+    pthread_cond_t start_cv;
+    int started, start_failed;
 };
 
 /* Per-request state, allocated in the request pool (freed with it). */

@@ -100,10 +100,59 @@ static void s_on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
     }
 }
 
+/* Sets up thread t's h2o context, receivers, submitter and listener
+ * sockets. Runs on t's own thread: h2o's socket buffers come from a
+ * per-thread (__thread) recycling allocator chosen when a socket is
+ * created, so a context created on the main thread would have every loop
+ * thread's notification pipe allocate from the main thread's free list,
+ * unlocked — the reload use-after-free. Returns 0 or -1 (logged). */
+static int s_thread_setup(gw_thread_t *t)
+{
+    gw_server_t *srv = t->server;
+    h2o_context_init(&t->ctx, h2o_evloop_create(), &srv->h2o_conf);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = srv->h2o_conf.hosts;
+    h2o_linklist_init_anchor(&t->upstreams);
+    h2o_timeout_init(t->ctx.loop, &t->probe_timeout, 250);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_image_on_jobs);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
+    if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
+        t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
+    t->submitter = gw_submitter_new(srv->broker);
+    if (t->submitter == NULL) {
+        rf_error("cannot connect a bus submitter");
+        return -1;
+    }
+    t->listener = s_listener_start(t->ctx.loop, t->listen_fd, &t->accept_ctx);
+    t->listen_fd = -1;
+    if (t->admin_fd >= 0) {
+        h2o_context_init(&t->admin_ctx, t->ctx.loop, &srv->admin_conf);
+        t->admin_accept_ctx.ctx = &t->admin_ctx;
+        t->admin_accept_ctx.hosts = srv->admin_conf.hosts;
+        t->admin_listener = s_listener_start(t->ctx.loop, t->admin_fd, &t->admin_accept_ctx);
+        t->admin_fd = -1;
+    }
+    return 0;
+}
+
+/* Tells the main thread that t is serving (ok = 1) or failed to start. */
+static void s_report_start(gw_server_t *srv, int ok)
+{
+    pthread_mutex_lock(&srv->start_mu);
+    srv->started++;
+    srv->start_failed |= !ok;
+    pthread_cond_signal(&srv->start_cv);
+    pthread_mutex_unlock(&srv->start_mu);
+}
+
 static void *s_thread_main(void *arg)
 {
     gw_thread_t *t = arg;
     gw_server_t *srv = t->server;
+    int ok = s_thread_setup(t) == 0;
+    s_report_start(srv, ok);
+    if (!ok)
+        return NULL;
     h2o_loop_t *loop = t->ctx.loop;
     while (!atomic_load(&t->stopped)) {
         h2o_evloop_run(loop, 100);
@@ -129,37 +178,16 @@ static void *s_thread_main(void *arg)
     return NULL;
 }
 
-/* Sets up thread t's context, receivers, submitter and listeners. Runs on
- * the main thread before the loop thread starts, so failures are reported
- * before anything serves. Returns 0 or -1 (logged). */
-static int s_thread_init(gw_server_t *srv, gw_thread_t *t, int admin_fd)
+/* Opens thread t's listening socket on the main thread, so that a port
+ * that cannot be bound is reported before anything serves; the loop thread
+ * builds everything else itself (s_thread_setup). Returns 0 or -1. */
+static int s_thread_bind(gw_server_t *srv, gw_thread_t *t)
 {
     const rf_config_t *cfg = srv->cfg;
-    h2o_context_init(&t->ctx, h2o_evloop_create(), &srv->h2o_conf);
-    t->accept_ctx.ctx = &t->ctx;
-    t->accept_ctx.hosts = srv->h2o_conf.hosts;
-    h2o_linklist_init_anchor(&t->upstreams);
-    h2o_timeout_init(t->ctx.loop, &t->probe_timeout, 250);
-    h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_image_on_jobs);
-    h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
-    if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
-        t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
-    t->submitter = gw_submitter_new(srv->broker);
-    if (t->submitter == NULL) {
-        rf_error("cannot connect a bus submitter");
-        return -1;
-    }
-    int fd = s_listen(&cfg->gateway.listen, 1);
-    if (fd < 0) {
+    t->listen_fd = s_listen(&cfg->gateway.listen, 1);
+    if (t->listen_fd < 0) {
         rf_error("cannot listen on %s:%d: %s", cfg->gateway.listen.host, cfg->gateway.listen.port, strerror(errno));
         return -1;
-    }
-    t->listener = s_listener_start(t->ctx.loop, fd, &t->accept_ctx);
-    if (admin_fd >= 0) {
-        h2o_context_init(&t->admin_ctx, t->ctx.loop, &srv->admin_conf);
-        t->admin_accept_ctx.ctx = &t->admin_ctx;
-        t->admin_accept_ctx.hosts = srv->admin_conf.hosts;
-        t->admin_listener = s_listener_start(t->ctx.loop, admin_fd, &t->admin_accept_ctx);
     }
     return 0;
 }
@@ -205,7 +233,7 @@ static void s_h2o_conf(h2o_globalconf_t *conf, const rf_config_t *cfg)
 
 int gw_server_run(const char *config_path, rf_config_t **cfg_p)
 {
-    gw_server_t srv = {0};
+    gw_server_t srv = {.start_mu = PTHREAD_MUTEX_INITIALIZER, .start_cv = PTHREAD_COND_INITIALIZER};
     int rc = 1, admin_fd = -1;
     char *err = NULL;
     srv.cfg = *cfg_p;
@@ -276,9 +304,10 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         gw_thread_t *t = &srv.threads[i];
         t->idx = i;
         t->server = &srv;
+        t->admin_fd = i == 0 ? admin_fd : -1;
         gw_vhosts_ref(vhosts);
         t->vhosts = vhosts;
-        if (s_thread_init(&srv, t, i == 0 ? admin_fd : -1) < 0) {
+        if (s_thread_bind(&srv, t) < 0) {
             gw_vhosts_unref(&vhosts);
             goto done;
         }
@@ -291,6 +320,14 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
             rf_error("cannot start event-loop thread %d: %s", i, strerror(e));
             _exit(1);
         }
+    }
+    pthread_mutex_lock(&srv.start_mu);
+    while (srv.started < srv.nthreads)
+        pthread_cond_wait(&srv.start_cv, &srv.start_mu);
+    pthread_mutex_unlock(&srv.start_mu);
+    if (srv.start_failed) {
+        rf_error("an event-loop thread failed to start");
+        _exit(1);
     }
     rf_info("refract-gateway listening on %s:%d (admin %s:%d), %d thread(s), bus %s",
             srv.cfg->gateway.listen.host[0] ? srv.cfg->gateway.listen.host : "*", srv.cfg->gateway.listen.port,

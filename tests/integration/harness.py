@@ -24,7 +24,9 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # REFRACT_BIN runs the suite against another build, e.g. build/san/bin (ASan+UBSan).
 BIN = os.environ.get("REFRACT_BIN") or os.path.join(REPO, "build", "bin")
 GATEWAY_BIN = os.path.join(BIN, "refract-gateway")
-WORKER_BIN = os.path.join(BIN, "refract-image-worker")
+# REFRACT_WORKER_BIN: the worker from yet another build (the TSan stage runs
+# a TSan gateway with the normal worker).
+WORKER_BIN = os.environ.get("REFRACT_WORKER_BIN") or os.path.join(BIN, "refract-image-worker")
 
 # Figures worth printing at the end of the run (conftest's terminal summary).
 MEASUREMENTS = []
