@@ -1,13 +1,17 @@
-#include "gw_broker.h"
+#include "rf_broker.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "gw_metrics.h"
 #include "rf_log.h"
+
+typedef struct {
+    rf_metric_t *jobs, *job_duration, *workers, *capacity, *credit, *queue_depth, *inflight, *retries, *deaths;
+} s_metrics_t;
 
 typedef struct s_service_t s_service_t;
 
@@ -17,35 +21,41 @@ typedef struct {
     s_service_t *service;
     int capacity;
     int inflight;      /* dispatched, unanswered, including zombies */
-    zlistx_t *jobs;    /* gw_job_t* dispatched and still owned by clients */
+    int credit_mode;   /* RFB/1.1: dispatch against credit, not capacity (§3.4) */
+    int credit;        /* credit-mode: jobs we may still send it */
+    int demanded;      /* queue depth last sent in a DEMAND; -1 none since its last grant */
+    int64_t demand_sent_us;
+    zlistx_t *jobs;    /* rf_job_t* dispatched and still owned by clients */
     zhashx_t *zombies; /* job ids cancelled but still running on the worker */
     int64_t expiry_us, last_sent_us, last_dispatch_us;
 } s_worker_t;
 
 struct s_service_t {
     char name[RF_BUS_MAX_SERVICE + 1];
-    zlistx_t *queue;   /* gw_job_t* waiting, FIFO */
+    zlistx_t *queue;   /* rf_job_t* waiting, FIFO */
     zlistx_t *workers; /* s_worker_t* (borrowed from the workers map) */
     int64_t orphaned_us; /* when the last worker went away; 0 = never had one */
 };
 
 typedef struct {
     const rf_config_t *cfg;
+    const s_metrics_t *m;
     zsock_t *pipe, *router, *pull;
     zhashx_t *workers;  /* key -> s_worker_t (owned) */
     zhashx_t *services; /* name -> s_service_t (owned) */
-    zhashx_t *inflight; /* job id hex -> gw_job_t (borrowed) */
+    zhashx_t *inflight; /* job id hex -> rf_job_t (borrowed) */
     uint64_t next_id;
     int64_t hb_us, expiry_us;
     int terminated;
 } s_broker_t;
 
-struct gw_broker_t {
+struct rf_broker_t {
     zactor_t *actor;
     char submit_endpoint[64];
+    s_metrics_t m;
 };
 
-struct gw_submitter_t {
+struct rf_submitter_t {
     zsock_t *push;
 };
 
@@ -59,41 +69,49 @@ static void s_id_key(uint64_t id, char key[17])
     snprintf(key, 17, "%016" PRIx64, id);
 }
 
+/* Returns 1 when the submitter abandoned the job (either flag). */
+static int s_abandoned(rf_job_t *job)
+{
+    return atomic_load(&job->abandoned) != 0 || (job->watch != NULL && atomic_load(job->watch) != 0);
+}
+
 /* ---- job return ------------------------------------------------------ */
 
 /* Returns the job to its submitter; the broker must not touch it after. */
-static void s_finish(s_broker_t *b, gw_job_t *job, gw_job_outcome_t outcome, const char *why)
+static void s_finish(s_broker_t *b, rf_job_t *job, rf_job_outcome_t outcome, const char *why)
 {
-    (void)b;
     static const char *const names[] = {"ok", "unavailable", "timeout", "cancelled"};
     job->outcome = outcome;
     snprintf(job->why, sizeof(job->why), "%s", why ? why : "");
     const char *labels[] = {job->service, names[outcome]};
-    rf_metric_add(gw_m.bus_jobs, labels, 1);
-    if (outcome == GW_JOB_OK) {
+    rf_metric_add(b->m->jobs, labels, 1);
+    if (outcome == RF_JOB_OK) {
         const char *l1[] = {job->service};
-        rf_metric_observe(gw_m.bus_job_duration, l1, (double)(s_now_us() - job->submitted_us) / 1e6);
-    } else if (outcome != GW_JOB_CANCELLED) {
-        rf_log(RF_LOG_WARN, job->request_id, "bus: %s job %s: %s", job->service, names[outcome], job->why);
+        rf_metric_observe(b->m->job_duration, l1, (double)(s_now_us() - job->submitted_us) / 1e6);
+    } else if (outcome != RF_JOB_CANCELLED) {
+        rf_log(RF_LOG_WARN, job->spec.request_id, "bus: %s job %s: %s", job->service, names[outcome], job->why);
     }
     job->worker = NULL;
-    h2o_multithread_send_message(job->reply_to, &job->super);
+    job->done(job, job->done_arg);
 }
 
 /* ---- services and workers ------------------------------------------------ */
 
-static void s_service_gauges(s_service_t *s)
+/* Updates the service's gauges (no-op without metrics). */
+static void s_service_gauges(s_broker_t *b, s_service_t *s)
 {
     const char *l[] = {s->name};
-    int cap = 0, inflight = 0;
+    int cap = 0, inflight = 0, credit = 0;
     for (s_worker_t *w = zlistx_first(s->workers); w; w = zlistx_next(s->workers)) {
         cap += w->capacity;
         inflight += w->inflight;
+        credit += w->credit_mode ? w->credit : 0;
     }
-    rf_metric_set(gw_m.bus_workers, l, (double)zlistx_size(s->workers));
-    rf_metric_set(gw_m.bus_capacity, l, cap);
-    rf_metric_set(gw_m.bus_inflight, l, inflight);
-    rf_metric_set(gw_m.bus_queue_depth, l, (double)zlistx_size(s->queue));
+    rf_metric_set(b->m->workers, l, (double)zlistx_size(s->workers));
+    rf_metric_set(b->m->capacity, l, cap);
+    rf_metric_set(b->m->credit, l, credit);
+    rf_metric_set(b->m->inflight, l, inflight);
+    rf_metric_set(b->m->queue_depth, l, (double)zlistx_size(s->queue));
 }
 
 static void s_service_free(void **item)
@@ -139,6 +157,7 @@ static int s_send_cmd(s_broker_t *b, s_worker_t *w, rf_bus_cmd_t cmd, uint64_t i
 }
 
 static void s_dispatch(s_broker_t *b, s_service_t *s);
+static void s_service_gauges(s_broker_t *b, s_service_t *s);
 
 /* Forgets a worker: its unanswered jobs go back to the head of the queue
  * while they have retries left (proto/rfb.md 3.3), else fail. */
@@ -146,9 +165,9 @@ static void s_worker_delete(s_broker_t *b, s_worker_t *w, const char *reason)
 {
     s_service_t *s = w->service;
     const char *dl[] = {s->name, reason};
-    rf_metric_add(gw_m.bus_worker_deaths, dl, 1);
+    rf_metric_add(b->m->deaths, dl, 1);
     rf_warn("bus: %s worker %.12s gone (%s) with %zu job(s) unanswered", s->name, w->key, reason, zlistx_size(w->jobs));
-    gw_job_t *job;
+    rf_job_t *job;
     /* Walk newest first so re-queued jobs keep their original order. */
     while ((job = zlistx_last(w->jobs)) != NULL) {
         zlistx_delete(w->jobs, zlistx_cursor(w->jobs));
@@ -156,15 +175,15 @@ static void s_worker_delete(s_broker_t *b, s_worker_t *w, const char *reason)
         s_id_key(job->id, key);
         zhashx_delete(b->inflight, key);
         job->worker = NULL;
-        if (atomic_load(&job->abandoned)) {
-            s_finish(b, job, GW_JOB_CANCELLED, "client went away");
+        if (s_abandoned(job)) {
+            s_finish(b, job, RF_JOB_CANCELLED, "client went away");
         } else if (job->dispatches <= b->cfg->bus.retries) {
             const char *l[] = {s->name};
-            rf_metric_add(gw_m.bus_retries, l, 1);
-            rf_log(RF_LOG_WARN, job->request_id, "bus: retrying %s job after its worker died", s->name);
+            rf_metric_add(b->m->retries, l, 1);
+            rf_log(RF_LOG_WARN, job->spec.request_id, "bus: retrying %s job after its worker died", s->name);
             zlistx_add_start(s->queue, job);
         } else {
-            s_finish(b, job, GW_JOB_UNAVAILABLE, "the worker running this job died, and so did the retry");
+            s_finish(b, job, RF_JOB_UNAVAILABLE, "the worker running this job died, and so did the retry");
         }
     }
     void *h = zlistx_find(s->workers, w);
@@ -174,7 +193,7 @@ static void s_worker_delete(s_broker_t *b, s_worker_t *w, const char *reason)
     if (zlistx_size(s->workers) == 0)
         s->orphaned_us = s_now_us(); /* queued jobs get bus.no_worker_grace */
     s_dispatch(b, s);
-    s_service_gauges(s);
+    s_service_gauges(b, s);
 }
 
 static void s_worker_free(void **item)
@@ -189,12 +208,14 @@ static void s_worker_free(void **item)
     *item = NULL;
 }
 
-/* Least busy first (unanswered/capacity), ties to the longest idle. */
+/* Least busy first (unanswered/capacity), ties to the longest idle, among
+ * workers that may take a job: below capacity (RFB/1.0) or holding credit
+ * (RFB/1.1). Returns the worker (borrowed) or NULL when none may. */
 static s_worker_t *s_pick(s_service_t *s)
 {
     s_worker_t *best = NULL;
     for (s_worker_t *w = zlistx_first(s->workers); w; w = zlistx_next(s->workers)) {
-        if (w->inflight >= w->capacity)
+        if (w->credit_mode ? w->credit <= 0 : w->inflight >= w->capacity)
             continue;
         if (best == NULL) {
             best = w;
@@ -207,11 +228,13 @@ static s_worker_t *s_pick(s_service_t *s)
     return best;
 }
 
-static int s_send_job(s_broker_t *b, s_worker_t *w, gw_job_t *job)
+/* Sends JOB with the time left. Returns 0, or -1 when the worker is
+ * unreachable or the message cannot be built. */
+static int s_send_job(s_broker_t *b, s_worker_t *w, rf_job_t *job)
 {
     int64_t left_ms = (job->deadline_us - s_now_us()) / 1000;
-    json_object_set_new(job->header, "deadline_ms", json_integer(left_ms > 0 ? left_ms : 0));
-    zmsg_t *msg = rf_bus_encode(RF_BUS_JOB, NULL, job->id, job->header);
+    job->spec.deadline_ms = left_ms > 0 ? left_ms : 0;
+    zmsg_t *msg = rf_bus_encode_job(job->id, &job->spec);
     if (msg == NULL)
         return -1;
     /* No body frame for jobs whose source travels by reference. */
@@ -222,13 +245,37 @@ static int s_send_job(s_broker_t *b, s_worker_t *w, gw_job_t *job)
     return s_send(b, w, &msg);
 }
 
+/* RFB/1.1 (§3.4): with jobs waiting, tells each credit-mode worker of `s`
+ * that has given us no credit how many (DEMAND), again when the queue grew
+ * since or after a heartbeat interval. Unused credit is given back only
+ * when the worker reclaims it (s_on_ready). */
+static void s_credit_sync(s_broker_t *b, s_service_t *s)
+{
+    int queued = (int)zlistx_size(s->queue);
+    if (queued == 0)
+        return;
+    int64_t now = s_now_us();
+    for (s_worker_t *w = zlistx_first(s->workers); w; w = zlistx_next(s->workers)) {
+        if (!w->credit_mode || w->credit > 0)
+            continue;
+        if (queued <= w->demanded && now - w->demand_sent_us < b->hb_us)
+            continue;
+        rf_demand_t d = {.queued = queued, .returned = 0};
+        zmsg_t *msg = rf_bus_encode_demand(&d);
+        s_send(b, w, &msg); /* an unreachable worker is found by the next heartbeat */
+        w->demanded = queued;
+        w->demand_sent_us = now;
+    }
+}
+
+/* Sends queued jobs of `s` to workers while any may take one. */
 static void s_dispatch(s_broker_t *b, s_service_t *s)
 {
-    gw_job_t *job;
+    rf_job_t *job;
     while ((job = zlistx_first(s->queue)) != NULL) {
-        if (atomic_load(&job->abandoned)) {
+        if (s_abandoned(job)) {
             zlistx_delete(s->queue, zlistx_cursor(s->queue));
-            s_finish(b, job, GW_JOB_CANCELLED, "client went away");
+            s_finish(b, job, RF_JOB_CANCELLED, "client went away");
             continue;
         }
         s_worker_t *w = s_pick(s);
@@ -245,25 +292,49 @@ static void s_dispatch(s_broker_t *b, s_service_t *s)
         job->dispatches++;
         job->worker = w;
         w->inflight++;
+        if (w->credit_mode)
+            w->credit--;
         w->last_dispatch_us = s_now_us();
         zlistx_add_end(w->jobs, job);
         char key[17];
         s_id_key(job->id, key);
         zhashx_insert(b->inflight, key, job);
-        rf_log(RF_LOG_DEBUG, job->request_id, "bus: %s job %" PRIu64 " -> worker %.12s (%d/%d)", s->name, job->id,
-               w->key, w->inflight, w->capacity);
+        rf_log(RF_LOG_DEBUG, job->spec.request_id, "bus: %s job %" PRIu64 " -> worker %.12s (%d/%d)", s->name,
+               job->id, w->key, w->inflight, w->capacity);
     }
-    s_service_gauges(s);
+    s_credit_sync(b, s);
+    s_service_gauges(b, s);
 }
 
 /* ---- messages from workers ---------------------------------------------------- */
 
+/* READY: a new worker joins its service; from a known worker (RFB/1.1) it
+ * grants more credit. */
 static void s_on_ready(s_broker_t *b, zframe_t **identity, const char *key, rf_bus_msg_t *m)
 {
-    int cap = (int)json_integer_value(json_object_get(m->header, "capacity"));
+    rf_ready_t r;
+    char why[160];
+    if (rf_ready_decode(m->header, &r, why, sizeof(why)) < 0) {
+        rf_warn("bus: READY from %.12s dropped: %s", key, why);
+        return;
+    }
     s_worker_t *w = zhashx_lookup(b->workers, key);
     if (w != NULL) {
-        w->capacity = cap;
+        w->capacity = r.capacity;
+        if (w->credit_mode && r.credit > 0) {
+            w->credit += r.credit;
+            w->demanded = -1; /* the next shortfall is news to it */
+        }
+        if (w->credit_mode && r.reclaim > 0) {
+            /* Give back what we have not used; the answer is due even if 0. */
+            rf_demand_t d = {.queued = (int)zlistx_size(w->service->queue)};
+            d.returned = r.reclaim < w->credit ? r.reclaim : w->credit;
+            w->credit -= d.returned;
+            zmsg_t *msg = rf_bus_encode_demand(&d);
+            s_send(b, w, &msg);
+            w->demanded = d.queued;
+            w->demand_sent_us = s_now_us();
+        }
         s_dispatch(b, w->service);
         return;
     }
@@ -277,23 +348,26 @@ static void s_on_ready(s_broker_t *b, zframe_t **identity, const char *key, rf_b
     *identity = NULL;
     snprintf(w->key, sizeof(w->key), "%s", key);
     w->service = s;
-    w->capacity = cap;
+    w->capacity = r.capacity;
+    w->credit_mode = r.credit >= 0;
+    w->credit = r.credit > 0 ? r.credit : 0;
+    w->demanded = -1;
     w->jobs = zlistx_new();
     w->zombies = zhashx_new();
     w->expiry_us = s_now_us() + b->expiry_us;
     zhashx_insert(b->workers, w->key, w);
     zlistx_add_end(s->workers, w);
-    json_t *pid = json_object_get(m->header, "pid"), *host = json_object_get(m->header, "host");
-    rf_info("bus: %s worker %.12s ready (capacity %d, pid %" JSON_INTEGER_FORMAT ", host %s)", s->name, w->key, cap,
-            json_integer_value(pid), json_string_value(host) ? json_string_value(host) : "?");
+    rf_info("bus: %s worker %.12s ready (capacity %d, pid %d, host %s, %s)", s->name, w->key, r.capacity, r.pid,
+            r.host[0] ? r.host : "?", w->credit_mode ? "credit" : "RFB/1.0");
     s_dispatch(b, s);
 }
 
+/* REPLY: hands the job back (or, for a zombie, only frees the slot). */
 static void s_on_reply(s_broker_t *b, s_worker_t *w, zmsg_t **raw, rf_bus_msg_t *m)
 {
     char key[17];
     s_id_key(m->job_id, key);
-    gw_job_t *job = zhashx_lookup(b->inflight, key);
+    rf_job_t *job = zhashx_lookup(b->inflight, key);
     if (job == NULL || job->worker != w) {
         /* A late answer to a job that timed out or was cancelled: it only
          * frees the worker's slot. */
@@ -310,11 +384,19 @@ static void s_on_reply(s_broker_t *b, s_worker_t *w, zmsg_t **raw, rf_bus_msg_t 
     if (h != NULL)
         zlistx_delete(w->jobs, h);
     w->inflight--;
-    job->reply_msg = *raw;
-    *raw = NULL;
-    job->reply = *m; /* takes the header reference */
-    memset(m, 0, sizeof(*m));
-    s_finish(b, job, GW_JOB_OK, NULL);
+    char why[160];
+    if (rf_reply_decode(m->header, &job->reply, why, sizeof(why)) < 0) {
+        job->reply.status = 502;
+        snprintf(job->reply.error, sizeof(job->reply.error), "bad REPLY: %s", why);
+    } else {
+        job->reply_msg = *raw; /* backs the body frames */
+        *raw = NULL;
+        job->n_body = m->n_body;
+        memcpy(job->body_frames, m->body, m->n_body * sizeof(m->body[0]));
+        job->reply_len = m->body_len;
+    }
+    rf_bus_msg_clear(m);
+    s_finish(b, job, RF_JOB_OK, NULL);
     s_dispatch(b, w->service);
 }
 
@@ -360,14 +442,15 @@ static void s_on_router(s_broker_t *b)
 
 /* ---- submissions ---------------------------------------------------------- */
 
-static void s_on_submit(s_broker_t *b, gw_job_t *job)
+static void s_on_submit(s_broker_t *b, rf_job_t *job)
 {
     job->id = ++b->next_id;
     job->submitted_us = s_now_us();
-    job->deadline_us = job->submitted_us + (int64_t)job->timeout_ms * 1000;
+    int timeout_ms = job->timeout_ms > 0 ? job->timeout_ms : b->cfg->bus.job_timeout_ms;
+    job->deadline_us = job->submitted_us + (int64_t)timeout_ms * 1000;
     s_service_t *s = s_service_get(b, job->service);
     if (s == NULL) {
-        s_finish(b, job, GW_JOB_UNAVAILABLE, "out of memory");
+        s_finish(b, job, RF_JOB_UNAVAILABLE, "out of memory");
         return;
     }
     /* No worker: refuse at once, unless the last one left less than
@@ -376,13 +459,13 @@ static void s_on_submit(s_broker_t *b, gw_job_t *job)
         (s->orphaned_us == 0 || job->submitted_us >= s->orphaned_us + (int64_t)b->cfg->bus.no_worker_grace_ms * 1000)) {
         char why[96];
         snprintf(why, sizeof(why), "no %s worker is connected", s->name);
-        s_finish(b, job, GW_JOB_UNAVAILABLE, why);
+        s_finish(b, job, RF_JOB_UNAVAILABLE, why);
         return;
     }
     if ((int)zlistx_size(s->queue) >= b->cfg->bus.queue_max && s_pick(s) == NULL) {
         char why[96];
         snprintf(why, sizeof(why), "%s queue is full (%d waiting)", s->name, b->cfg->bus.queue_max);
-        s_finish(b, job, GW_JOB_UNAVAILABLE, why);
+        s_finish(b, job, RF_JOB_UNAVAILABLE, why);
         return;
     }
     zlistx_add_end(s->queue, job);
@@ -413,6 +496,9 @@ static void s_tick(s_broker_t *b)
     zlistx_destroy(&dead);
     zlistx_destroy(&gone);
 
+    for (s_service_t *s = zhashx_first(b->services); s; s = zhashx_next(b->services))
+        s_credit_sync(b, s); /* DEMAND again for workers that had nothing free */
+
     /* Queued jobs past their deadline or abandoned, and those of a service
      * that has had no worker for bus.no_worker_grace. */
     int64_t grace_us = (int64_t)b->cfg->bus.no_worker_grace_ms * 1000;
@@ -421,38 +507,38 @@ static void s_tick(s_broker_t *b)
             char why[128];
             snprintf(why, sizeof(why), "no %s worker is connected (none for %" PRId64 " ms)", s->name,
                      (now - s->orphaned_us) / 1000);
-            gw_job_t *job;
+            rf_job_t *job;
             while ((job = zlistx_first(s->queue)) != NULL) {
                 zlistx_delete(s->queue, zlistx_cursor(s->queue));
-                if (atomic_load(&job->abandoned))
-                    s_finish(b, job, GW_JOB_CANCELLED, "client went away");
+                if (s_abandoned(job))
+                    s_finish(b, job, RF_JOB_CANCELLED, "client went away");
                 else
-                    s_finish(b, job, GW_JOB_UNAVAILABLE, why);
+                    s_finish(b, job, RF_JOB_UNAVAILABLE, why);
             }
         }
         void *h = zlistx_first(s->queue);
         while (h != NULL) {
-            gw_job_t *job = h;
+            rf_job_t *job = h;
             void *cur = zlistx_cursor(s->queue);
             h = zlistx_next(s->queue);
-            if (atomic_load(&job->abandoned) || job->deadline_us <= now) {
+            if (s_abandoned(job) || job->deadline_us <= now) {
                 zlistx_delete(s->queue, cur);
-                if (atomic_load(&job->abandoned))
-                    s_finish(b, job, GW_JOB_CANCELLED, "client went away");
+                if (s_abandoned(job))
+                    s_finish(b, job, RF_JOB_CANCELLED, "client went away");
                 else
-                    s_finish(b, job, GW_JOB_TIMEOUT, "no worker was free before the deadline");
+                    s_finish(b, job, RF_JOB_TIMEOUT, "no worker was free before the deadline");
             }
         }
-        s_service_gauges(s);
+        s_service_gauges(b, s);
     }
 
     /* Dispatched jobs past their deadline or abandoned: cancel them on the
      * worker, which keeps the slot (a zombie) until it answers. */
     zlistx_t *expired = zlistx_new();
-    for (gw_job_t *job = zhashx_first(b->inflight); job; job = zhashx_next(b->inflight))
-        if (atomic_load(&job->abandoned) || job->deadline_us <= now)
+    for (rf_job_t *job = zhashx_first(b->inflight); job; job = zhashx_next(b->inflight))
+        if (s_abandoned(job) || job->deadline_us <= now)
             zlistx_add_end(expired, job);
-    for (gw_job_t *job = zlistx_first(expired); job; job = zlistx_next(expired)) {
+    for (rf_job_t *job = zlistx_first(expired); job; job = zlistx_next(expired)) {
         s_worker_t *w = job->worker;
         char key[17];
         s_id_key(job->id, key);
@@ -462,10 +548,10 @@ static void s_tick(s_broker_t *b)
             zlistx_delete(w->jobs, h);
         zhashx_insert(w->zombies, key, (void *)1);
         s_send_cmd(b, w, RF_BUS_CANCEL, job->id);
-        if (atomic_load(&job->abandoned))
-            s_finish(b, job, GW_JOB_CANCELLED, "client went away");
+        if (s_abandoned(job))
+            s_finish(b, job, RF_JOB_CANCELLED, "client went away");
         else
-            s_finish(b, job, GW_JOB_TIMEOUT, "the worker did not answer before the deadline");
+            s_finish(b, job, RF_JOB_TIMEOUT, "the worker did not answer before the deadline");
     }
     zlistx_destroy(&expired);
 }
@@ -474,6 +560,7 @@ static void s_tick(s_broker_t *b)
 
 typedef struct {
     const rf_config_t *cfg;
+    const s_metrics_t *m;
     const char *submit_endpoint;
     int bind_errno; /* set by the actor before its first signal */
 } s_args_t;
@@ -481,7 +568,7 @@ typedef struct {
 static void s_broker_actor(zsock_t *pipe, void *argp)
 {
     s_args_t *args = argp;
-    s_broker_t b = {.cfg = args->cfg, .pipe = pipe};
+    s_broker_t b = {.cfg = args->cfg, .m = args->m, .pipe = pipe};
     b.hb_us = (int64_t)b.cfg->bus.heartbeat_ms * 1000;
     b.expiry_us = b.hb_us * b.cfg->bus.liveness;
     b.router = zsock_new(ZMQ_ROUTER);
@@ -519,7 +606,7 @@ static void s_broker_actor(zsock_t *pipe, void *argp)
         } else if (which == b.router) {
             s_on_router(&b);
         } else if (which == b.pull) {
-            gw_job_t *job = NULL;
+            rf_job_t *job = NULL;
             if (zsock_recv(b.pull, "p", &job) == 0 && job != NULL)
                 s_on_submit(&b, job);
         } else if (zpoller_terminated(poller)) {
@@ -533,17 +620,17 @@ static void s_broker_actor(zsock_t *pipe, void *argp)
     zpoller_destroy(&poller);
     /* Hand every job back so no request waits on a broker that is gone. */
     for (s_service_t *s = zhashx_first(b.services); s; s = zhashx_next(b.services)) {
-        gw_job_t *job;
+        rf_job_t *job;
         while ((job = zlistx_first(s->queue)) != NULL) {
             zlistx_delete(s->queue, zlistx_cursor(s->queue));
-            s_finish(&b, job, GW_JOB_UNAVAILABLE, "the gateway is shutting down");
+            s_finish(&b, job, RF_JOB_UNAVAILABLE, "the gateway is shutting down");
         }
     }
     for (s_worker_t *w = zhashx_first(b.workers); w; w = zhashx_next(b.workers)) {
-        gw_job_t *job;
+        rf_job_t *job;
         while ((job = zlistx_first(w->jobs)) != NULL) {
             zlistx_delete(w->jobs, zlistx_cursor(w->jobs));
-            s_finish(&b, job, GW_JOB_UNAVAILABLE, "the gateway is shutting down");
+            s_finish(&b, job, RF_JOB_UNAVAILABLE, "the gateway is shutting down");
         }
         s_send_cmd(&b, w, RF_BUS_DISCONNECT, 0);
     }
@@ -555,13 +642,44 @@ done:
     zsock_destroy(&b.pull);
 }
 
-gw_broker_t *gw_broker_new(const rf_config_t *cfg, char **err)
+/* Declares the broker's metric families on reg; a family already declared
+ * there stays NULL (not updated). */
+static void s_declare_metrics(s_metrics_t *m, rf_metrics_t *reg)
 {
-    gw_broker_t *self = calloc(1, sizeof(*self));
+    if (reg == NULL)
+        return;
+    m->jobs = rf_metrics_declare(reg, RF_METRIC_COUNTER, "refract_bus_jobs_total",
+                                 "Bus jobs finished, by service and outcome (ok, unavailable, timeout, cancelled)",
+                                 "service,outcome", NULL, 0);
+    m->job_duration = rf_metrics_declare(reg, RF_METRIC_HISTOGRAM, "refract_bus_job_duration_seconds",
+                                         "Time from job submission to its reply", "service",
+                                         rf_metrics_latency_buckets, rf_metrics_latency_nbuckets);
+    m->workers =
+        rf_metrics_declare(reg, RF_METRIC_GAUGE, "refract_bus_workers", "Workers connected, by service", "service", NULL, 0);
+    m->capacity = rf_metrics_declare(reg, RF_METRIC_GAUGE, "refract_bus_worker_capacity",
+                                     "Job slots announced by connected workers", "service", NULL, 0);
+    m->credit = rf_metrics_declare(reg, RF_METRIC_GAUGE, "refract_bus_worker_credit",
+                                   "Unused dispatch credit granted by RFB/1.1 workers", "service", NULL, 0);
+    m->queue_depth = rf_metrics_declare(reg, RF_METRIC_GAUGE, "refract_bus_queue_depth",
+                                        "Jobs waiting for a free worker", "service", NULL, 0);
+    m->inflight = rf_metrics_declare(reg, RF_METRIC_GAUGE, "refract_bus_jobs_inflight",
+                                     "Jobs dispatched and not yet answered", "service", NULL, 0);
+    m->retries = rf_metrics_declare(reg, RF_METRIC_COUNTER, "refract_bus_job_retries_total",
+                                    "Jobs re-dispatched after their worker died", "service", NULL, 0);
+    m->deaths = rf_metrics_declare(reg, RF_METRIC_COUNTER, "refract_bus_worker_deaths_total",
+                                   "Workers forgotten, by reason (expired, disconnect, unreachable)", "service,reason",
+                                   NULL, 0);
+}
+
+rf_broker_t *rf_broker_new(const rf_config_t *cfg, rf_metrics_t *metrics, char **err)
+{
+    *err = NULL;
+    rf_broker_t *self = calloc(1, sizeof(*self));
     if (self == NULL)
         return NULL;
+    s_declare_metrics(&self->m, metrics);
     snprintf(self->submit_endpoint, sizeof(self->submit_endpoint), "inproc://refract-submit-%p", (void *)self);
-    s_args_t args = {.cfg = cfg, .submit_endpoint = self->submit_endpoint};
+    s_args_t args = {.cfg = cfg, .m = &self->m, .submit_endpoint = self->submit_endpoint};
     /* zactor_new returns after the actor's first signal, so bind_errno is
      * settled by then. */
     self->actor = zactor_new(s_broker_actor, &args);
@@ -576,7 +694,7 @@ gw_broker_t *gw_broker_new(const rf_config_t *cfg, char **err)
     return self;
 }
 
-void gw_broker_destroy(gw_broker_t **self_p)
+void rf_broker_destroy(rf_broker_t **self_p)
 {
     if (self_p == NULL || *self_p == NULL)
         return;
@@ -585,9 +703,9 @@ void gw_broker_destroy(gw_broker_t **self_p)
     *self_p = NULL;
 }
 
-gw_submitter_t *gw_submitter_new(gw_broker_t *broker)
+rf_submitter_t *rf_submitter_new(rf_broker_t *broker)
 {
-    gw_submitter_t *sub = calloc(1, sizeof(*sub));
+    rf_submitter_t *sub = calloc(1, sizeof(*sub));
     if (sub == NULL)
         return NULL;
     sub->push = zsock_new_push(broker->submit_endpoint);
@@ -599,7 +717,7 @@ gw_submitter_t *gw_submitter_new(gw_broker_t *broker)
     return sub;
 }
 
-void gw_submitter_destroy(gw_submitter_t **self_p)
+void rf_submitter_destroy(rf_submitter_t **self_p)
 {
     if (self_p == NULL || *self_p == NULL)
         return;
@@ -608,37 +726,45 @@ void gw_submitter_destroy(gw_submitter_t **self_p)
     *self_p = NULL;
 }
 
-void gw_broker_submit(gw_submitter_t *sub, gw_job_t **job_p)
+void rf_broker_submit(rf_submitter_t *sub, rf_job_t **job_p)
 {
-    gw_job_t *job = *job_p;
+    rf_job_t *job = *job_p;
     *job_p = NULL;
-    if (zsock_send(sub->push, "p", job) != 0) {
-        job->outcome = GW_JOB_UNAVAILABLE;
+    if (sub == NULL || zsock_send(sub->push, "p", job) != 0) {
+        job->outcome = RF_JOB_UNAVAILABLE;
         snprintf(job->why, sizeof(job->why), "the bus broker is not running");
-        h2o_multithread_send_message(job->reply_to, &job->super);
+        job->done(job, job->done_arg);
     }
 }
 
-gw_job_t *gw_job_new(const char *service, const char *request_id, h2o_multithread_receiver_t *reply_to)
+rf_job_t *rf_job_new(const char *service, const char *request_id)
 {
-    gw_job_t *job = calloc(1, sizeof(*job));
+    rf_job_t *job = calloc(1, sizeof(*job));
     if (job == NULL)
         return NULL;
+    rf_job_spec_init(&job->spec);
     snprintf(job->service, sizeof(job->service), "%s", service);
-    snprintf(job->request_id, sizeof(job->request_id), "%s", request_id);
-    job->reply_to = reply_to;
+    job->spec.request_id = strdup(request_id);
+    if (job->spec.request_id == NULL) {
+        free(job);
+        return NULL;
+    }
     atomic_init(&job->abandoned, 0);
     return job;
 }
 
-void gw_job_destroy(gw_job_t **job_p)
+void rf_job_abandon(rf_job_t *job)
+{
+    atomic_store(&job->abandoned, 1);
+}
+
+void rf_job_destroy(rf_job_t **job_p)
 {
     if (job_p == NULL || *job_p == NULL)
         return;
-    gw_job_t *job = *job_p;
-    json_decref(job->header);
+    rf_job_t *job = *job_p;
+    rf_job_spec_clear(&job->spec);
     free(job->body);
-    rf_bus_msg_clear(&job->reply);
     zmsg_destroy(&job->reply_msg);
     free(job);
     *job_p = NULL;

@@ -2,13 +2,14 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rf_log.h"
 
 const char *rf_bus_cmd_name(uint8_t cmd)
 {
-    static const char *const names[] = {"?", "READY", "JOB", "REPLY", "HEARTBEAT", "DISCONNECT", "CANCEL"};
+    static const char *const names[] = {"?", "READY", "JOB", "REPLY", "HEARTBEAT", "DISCONNECT", "CANCEL", "DEMAND"};
     return cmd < sizeof(names) / sizeof(names[0]) ? names[cmd] : "?";
 }
 
@@ -81,6 +82,7 @@ int rf_bus_decode(const rf_frame_t *frames, size_t n, rf_bus_msg_t *out, char *w
     case RF_BUS_JOB:
     case RF_BUS_REPLY: fixed = 2; break;
     case RF_BUS_CANCEL: fixed = 1; break;
+    case RF_BUS_DEMAND: fixed = 1; break;
     case RF_BUS_HEARTBEAT:
     case RF_BUS_DISCONNECT: fixed = 0; break;
     default: return rf_why(why, why_len, "unknown command 0x%02x", cmd);
@@ -105,6 +107,11 @@ int rf_bus_decode(const rf_frame_t *frames, size_t n, rf_bus_msg_t *out, char *w
             rf_bus_msg_clear(out);
             return rf_why(why, why_len, "READY needs capacity 1..256");
         }
+        return 0;
+    }
+    if (cmd == RF_BUS_DEMAND) {
+        if ((out->header = s_parse_object(&f[0], why, why_len)) == NULL)
+            return -1;
         return 0;
     }
     if (fixed >= 1) {
@@ -140,7 +147,7 @@ void rf_bus_msg_clear(rf_bus_msg_t *msg)
 
 zmsg_t *rf_bus_encode(rf_bus_cmd_t cmd, const char *service, uint64_t job_id, const json_t *header)
 {
-    int needs_header = cmd == RF_BUS_READY || cmd == RF_BUS_JOB || cmd == RF_BUS_REPLY;
+    int needs_header = cmd == RF_BUS_READY || cmd == RF_BUS_JOB || cmd == RF_BUS_REPLY || cmd == RF_BUS_DEMAND;
     if (needs_header && !json_is_object(header))
         return NULL;
     if (cmd == RF_BUS_READY && (service == NULL || !s_service_name_ok(service)))
@@ -234,4 +241,284 @@ size_t rf_bus_split_test_frames(const uint8_t *data, size_t len, rf_frame_t *fra
         off += fl;
     }
     return n;
+}
+
+/* ---- typed JSON frames ----------------------------------------------------- */
+
+/* Returns a malloc'd copy of the string member `key`, NULL when absent;
+ * -1 in *bad when present but not a string or out of memory. */
+static char *s_dup_member(const json_t *obj, const char *key, int *bad)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        *bad = 1;
+        return NULL;
+    }
+    char *copy = strndup(json_string_value(v), json_string_length(v));
+    if (copy == NULL)
+        *bad = 1;
+    return copy;
+}
+
+/* Copies the string member `key` into dst (truncated); "" when absent.
+ * Returns 0, or -1 when present but not a string. */
+static int s_copy_member(const json_t *obj, const char *key, char *dst, size_t len)
+{
+    json_t *v = json_object_get(obj, key);
+    dst[0] = '\0';
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return -1;
+    snprintf(dst, len, "%s", json_string_value(v));
+    return 0;
+}
+
+/* Sets a string member when s is not NULL or empty. Returns 0 or -1. */
+static int s_set_str(json_t *obj, const char *key, const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        return 0;
+    return json_object_set_new(obj, key, json_string(s));
+}
+
+void rf_job_spec_init(rf_job_spec_t *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->deadline_ms = -1;
+    spec->source.size = -1;
+}
+
+void rf_job_spec_clear(rf_job_spec_t *spec)
+{
+    free(spec->request_id);
+    json_decref(spec->chain);
+    free(spec->source.path);
+    free(spec->source.content_type);
+    free(spec->source.ref);
+    rf_job_spec_init(spec);
+}
+
+json_t *rf_job_spec_encode(const rf_job_spec_t *spec)
+{
+    if (spec->request_id == NULL || (spec->chain != NULL && !json_is_array(spec->chain)))
+        return NULL;
+    json_t *h = json_object(), *src = json_object();
+    if (h == NULL || src == NULL)
+        goto fail;
+    int rc = json_object_set_new(h, "request_id", json_string(spec->request_id));
+    if (spec->deadline_ms >= 0)
+        rc |= json_object_set_new(h, "deadline_ms", json_integer(spec->deadline_ms));
+    if (spec->chain != NULL)
+        rc |= json_object_set(h, "chain", spec->chain);
+    rc |= s_set_str(src, "path", spec->source.path);
+    if (spec->source.size >= 0)
+        rc |= json_object_set_new(src, "size", json_integer(spec->source.size));
+    rc |= s_set_str(src, "content_type", spec->source.content_type);
+    rc |= s_set_str(src, "ref", spec->source.ref);
+    if (rc != 0)
+        goto fail;
+    if (json_object_size(src) > 0 && json_object_set(h, "source", src) != 0)
+        goto fail;
+    json_decref(src);
+    return h;
+fail:
+    json_decref(src);
+    json_decref(h);
+    return NULL;
+}
+
+int rf_job_spec_decode(const json_t *header, rf_job_spec_t *out, char *why, size_t why_len)
+{
+    rf_job_spec_init(out);
+    int bad = 0;
+    if (!json_is_object(header))
+        return rf_why(why, why_len, "JOB JSON is not an object");
+    if (!json_is_string(json_object_get(header, "request_id")))
+        return rf_why(why, why_len, "JOB needs a request_id string");
+    out->request_id = s_dup_member(header, "request_id", &bad);
+    json_t *dl = json_object_get(header, "deadline_ms");
+    if (dl != NULL) {
+        if (!json_is_number(dl)) {
+            rf_job_spec_clear(out);
+            return rf_why(why, why_len, "JOB deadline_ms must be a number");
+        }
+        double left = json_number_value(dl);
+        out->deadline_ms = left > 0 ? (left < 1e12 ? (int64_t)left : (int64_t)1e12) : 0;
+    }
+    json_t *chain = json_object_get(header, "chain");
+    if (chain != NULL && !json_is_null(chain)) {
+        if (!json_is_array(chain)) {
+            rf_job_spec_clear(out);
+            return rf_why(why, why_len, "JOB chain must be an array");
+        }
+        out->chain = json_incref(chain);
+    }
+    json_t *src = json_object_get(header, "source");
+    if (src != NULL && !json_is_null(src)) {
+        if (!json_is_object(src)) {
+            rf_job_spec_clear(out);
+            return rf_why(why, why_len, "JOB source must be an object");
+        }
+        out->source.path = s_dup_member(src, "path", &bad);
+        out->source.content_type = s_dup_member(src, "content_type", &bad);
+        out->source.ref = s_dup_member(src, "ref", &bad);
+        json_t *size = json_object_get(src, "size");
+        if (json_is_integer(size) && json_integer_value(size) >= 0)
+            out->source.size = json_integer_value(size);
+        else if (size != NULL && !json_is_null(size))
+            bad = 1;
+    }
+    if (bad || out->request_id == NULL) {
+        rf_job_spec_clear(out);
+        return rf_why(why, why_len, "JOB source members must be strings and a size >= 0");
+    }
+    return 0;
+}
+
+json_t *rf_reply_encode(const rf_reply_t *reply)
+{
+    int status = reply->status > 0 ? reply->status : 500;
+    json_t *h = json_object();
+    if (h == NULL)
+        return NULL;
+    int rc = json_object_set_new(h, "status", json_integer(status));
+    if (status == 200)
+        rc |= s_set_str(h, "content_type", reply->content_type);
+    else
+        rc |= s_set_str(h, "error", reply->error[0] ? reply->error : "failed");
+    if (reply->elapsed_ms >= 0)
+        rc |= json_object_set_new(h, "elapsed_ms", json_real(reply->elapsed_ms));
+    if (rc != 0) {
+        json_decref(h);
+        return NULL;
+    }
+    return h;
+}
+
+int rf_reply_decode(const json_t *header, rf_reply_t *out, char *why, size_t why_len)
+{
+    memset(out, 0, sizeof(*out));
+    out->elapsed_ms = -1;
+    json_t *st = json_object_get(header, "status");
+    if (!json_is_integer(st) || json_integer_value(st) < 100 || json_integer_value(st) > 599)
+        return rf_why(why, why_len, "REPLY needs an integer status 100..599");
+    out->status = (int)json_integer_value(st);
+    if (s_copy_member(header, "content_type", out->content_type, sizeof(out->content_type)) < 0 ||
+        s_copy_member(header, "error", out->error, sizeof(out->error)) < 0) {
+        memset(out, 0, sizeof(*out));
+        return rf_why(why, why_len, "REPLY content_type and error must be strings");
+    }
+    json_t *el = json_object_get(header, "elapsed_ms");
+    if (json_is_number(el))
+        out->elapsed_ms = json_number_value(el);
+    return 0;
+}
+
+json_t *rf_ready_encode(const rf_ready_t *ready)
+{
+    if (ready->capacity < 1 || ready->capacity > 256 || ready->credit > ready->capacity || ready->reclaim < 0 ||
+        ready->reclaim > ready->capacity)
+        return NULL;
+    json_t *h = json_object();
+    if (h == NULL)
+        return NULL;
+    int rc = json_object_set_new(h, "capacity", json_integer(ready->capacity));
+    if (ready->credit >= 0)
+        rc |= json_object_set_new(h, "credit", json_integer(ready->credit));
+    if (ready->reclaim > 0)
+        rc |= json_object_set_new(h, "reclaim", json_integer(ready->reclaim));
+    if (ready->pid > 0)
+        rc |= json_object_set_new(h, "pid", json_integer(ready->pid));
+    rc |= s_set_str(h, "host", ready->host);
+    rc |= s_set_str(h, "version", ready->version);
+    if (rc != 0) {
+        json_decref(h);
+        return NULL;
+    }
+    return h;
+}
+
+int rf_ready_decode(const json_t *header, rf_ready_t *out, char *why, size_t why_len)
+{
+    memset(out, 0, sizeof(*out));
+    out->credit = -1;
+    json_t *cap = json_object_get(header, "capacity");
+    if (!json_is_integer(cap) || json_integer_value(cap) < 1 || json_integer_value(cap) > 256)
+        return rf_why(why, why_len, "READY needs capacity 1..256");
+    out->capacity = (int)json_integer_value(cap);
+    json_t *credit = json_object_get(header, "credit");
+    if (credit != NULL) {
+        if (!json_is_integer(credit) || json_integer_value(credit) < 0 || json_integer_value(credit) > out->capacity) {
+            memset(out, 0, sizeof(*out));
+            return rf_why(why, why_len, "READY credit must be 0..capacity");
+        }
+        out->credit = (int)json_integer_value(credit);
+    }
+    json_t *reclaim = json_object_get(header, "reclaim");
+    if (reclaim != NULL) {
+        if (!json_is_integer(reclaim) || json_integer_value(reclaim) < 0 ||
+            json_integer_value(reclaim) > out->capacity) {
+            memset(out, 0, sizeof(*out));
+            return rf_why(why, why_len, "READY reclaim must be 0..capacity");
+        }
+        out->reclaim = (int)json_integer_value(reclaim);
+    }
+    json_t *pid = json_object_get(header, "pid");
+    if (json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) <= INT32_MAX)
+        out->pid = (int)json_integer_value(pid);
+    s_copy_member(header, "host", out->host, sizeof(out->host));
+    s_copy_member(header, "version", out->version, sizeof(out->version));
+    return 0;
+}
+
+json_t *rf_demand_encode(const rf_demand_t *demand)
+{
+    if (demand->queued < 0 || demand->returned < 0)
+        return NULL;
+    return json_pack("{s:i, s:i}", "queued", demand->queued, "returned", demand->returned);
+}
+
+int rf_demand_decode(const json_t *header, rf_demand_t *out, char *why, size_t why_len)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *q = json_object_get(header, "queued"), *r = json_object_get(header, "returned");
+    if ((q != NULL && (!json_is_integer(q) || json_integer_value(q) < 0 || json_integer_value(q) > INT32_MAX)) ||
+        (r != NULL && (!json_is_integer(r) || json_integer_value(r) < 0 || json_integer_value(r) > 256)))
+        return rf_why(why, why_len, "DEMAND queued and returned must be integers >= 0 (returned <= 256)");
+    out->queued = q != NULL ? (int)json_integer_value(q) : 0;
+    out->returned = r != NULL ? (int)json_integer_value(r) : 0;
+    return 0;
+}
+
+/* Encodes a message whose JSON frame is `h` (consumed). */
+static zmsg_t *s_encode_owned(rf_bus_cmd_t cmd, const char *service, uint64_t job_id, json_t *h)
+{
+    if (h == NULL)
+        return NULL;
+    zmsg_t *msg = rf_bus_encode(cmd, service, job_id, h);
+    json_decref(h);
+    return msg;
+}
+
+zmsg_t *rf_bus_encode_job(uint64_t job_id, const rf_job_spec_t *spec)
+{
+    return s_encode_owned(RF_BUS_JOB, NULL, job_id, rf_job_spec_encode(spec));
+}
+
+zmsg_t *rf_bus_encode_reply(uint64_t job_id, const rf_reply_t *reply)
+{
+    return s_encode_owned(RF_BUS_REPLY, NULL, job_id, rf_reply_encode(reply));
+}
+
+zmsg_t *rf_bus_encode_ready(const char *service, const rf_ready_t *ready)
+{
+    return s_encode_owned(RF_BUS_READY, service, 0, rf_ready_encode(ready));
+}
+
+zmsg_t *rf_bus_encode_demand(const rf_demand_t *demand)
+{
+    return s_encode_owned(RF_BUS_DEMAND, NULL, 0, rf_demand_encode(demand));
 }

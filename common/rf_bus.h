@@ -24,6 +24,7 @@ typedef enum {
     RF_BUS_HEARTBEAT = 0x04,
     RF_BUS_DISCONNECT = 0x05,
     RF_BUS_CANCEL = 0x06,
+    RF_BUS_DEMAND = 0x07, /* RFB/1.1: broker -> worker, credit-based dispatch */
 } rf_bus_cmd_t;
 
 typedef struct {
@@ -35,7 +36,7 @@ typedef struct {
     uint8_t cmd;
     char service[RF_BUS_MAX_SERVICE + 1]; /* READY */
     uint64_t job_id;                      /* JOB, REPLY, CANCEL */
-    json_t *header;                       /* READY, JOB, REPLY: owned reference */
+    json_t *header;                       /* READY, JOB, REPLY, DEMAND: owned reference */
     size_t n_body;
     rf_frame_t body[RF_BUS_MAX_BODY]; /* borrowed from the decoded frames */
     size_t body_len;                  /* sum of body frame lengths */
@@ -74,5 +75,76 @@ int rf_bus_send(zsock_t *sock, const zframe_t *identity, zmsg_t **msg_p);
 size_t rf_bus_split_test_frames(const uint8_t *data, size_t len, rf_frame_t *frames, size_t max);
 
 const char *rf_bus_cmd_name(uint8_t cmd);
+
+/* ---- typed JSON frames (proto/rfb.md 2.1-2.4) ------------------------------
+ *
+ * The only code that builds or reads READY, JOB, REPLY and DEMAND JSON.
+ * Encoders return a new JSON object (caller owns) or NULL on allocation
+ * failure or invalid fields; decoders fill *out from a decoded message's
+ * header (borrowed) and return 0, or -1 with a one-line reason in why
+ * (out is then cleared). Unknown members are ignored (forward
+ * compatibility); decoders copy what they keep. */
+
+/* JOB JSON. Strings are owned by the struct (malloc'd); rf_job_spec_clear
+ * frees them and zeroes the struct (safe twice). */
+typedef struct {
+    char *request_id;    /* REQUIRED */
+    int64_t deadline_ms; /* ms left when the broker sent it; -1 = absent */
+    json_t *chain;       /* owned reference to the chain array; NULL = absent */
+    struct {
+        char *path;         /* NULL = absent */
+        int64_t size;       /* -1 = absent */
+        char *content_type; /* NULL = absent */
+        char *ref;          /* e.g. file:///abs/path; NULL = absent */
+    } source;
+} rf_job_spec_t;
+
+/* REPLY JSON. */
+typedef struct {
+    int status;            /* REQUIRED, HTTP-like */
+    char content_type[128]; /* "" = absent; encoded only with status 200 */
+    char error[256];        /* "" = absent; encoded only with status != 200 ("failed" if empty) */
+    double elapsed_ms;      /* < 0 = absent */
+} rf_reply_t;
+
+/* READY JSON. credit >= 0 (RFB/1.1) opts the connection into credit-based
+ * dispatch and grants that many jobs; -1 = absent (RFB/1.0 worker). A
+ * READY repeated on a live connection grants more and may reclaim. */
+typedef struct {
+    int capacity; /* REQUIRED, 1..256: job threads */
+    int credit;   /* -1, or 0..capacity */
+    int reclaim;  /* RFB/1.1: asks the broker to give back up to this much unused credit; 0 = none */
+    int pid;      /* 0 = absent */
+    char host[128];
+    char version[32];
+} rf_ready_t;
+
+/* DEMAND JSON (RFB/1.1, broker -> worker). */
+typedef struct {
+    int queued;   /* jobs of the service waiting at the broker */
+    int returned; /* credits the broker gives back (it will not use them) */
+} rf_demand_t;
+
+/* Sets the absent markers (-1) and NULLs; call before filling a spec. */
+void rf_job_spec_init(rf_job_spec_t *spec);
+void rf_job_spec_clear(rf_job_spec_t *spec);
+json_t *rf_job_spec_encode(const rf_job_spec_t *spec);
+int rf_job_spec_decode(const json_t *header, rf_job_spec_t *out, char *why, size_t why_len);
+
+json_t *rf_reply_encode(const rf_reply_t *reply);
+int rf_reply_decode(const json_t *header, rf_reply_t *out, char *why, size_t why_len);
+
+json_t *rf_ready_encode(const rf_ready_t *ready);
+int rf_ready_decode(const json_t *header, rf_ready_t *out, char *why, size_t why_len);
+
+json_t *rf_demand_encode(const rf_demand_t *demand);
+int rf_demand_decode(const json_t *header, rf_demand_t *out, char *why, size_t why_len);
+
+/* Whole messages from typed values: like rf_bus_encode with the JSON frame
+ * encoded from the struct. Returns a new zmsg (caller owns) or NULL. */
+zmsg_t *rf_bus_encode_job(uint64_t job_id, const rf_job_spec_t *spec);
+zmsg_t *rf_bus_encode_reply(uint64_t job_id, const rf_reply_t *reply);
+zmsg_t *rf_bus_encode_ready(const char *service, const rf_ready_t *ready);
+zmsg_t *rf_bus_encode_demand(const rf_demand_t *demand);
 
 #endif

@@ -25,7 +25,8 @@ typedef struct s_job_t s_job_t;
 struct s_job_t {
     rf_worker_job_t pub; /* what the callback sees; pub.cancelled points at `cancelled` */
     atomic_int cancelled;
-    json_t *header;                 /* owned JOB JSON; pub.header and pub.request_id borrow from it */
+    json_t *header;                 /* owned JOB JSON; pub.header borrows it */
+    rf_job_spec_t spec;             /* decoded JOB JSON; pub.spec and pub.request_id borrow it */
     zmsg_t *raw;                    /* backs pub.body when the body is one frame */
     void *joined;                   /* pub.body when the body had several frames (malloc'd) */
     size_t broker;                  /* index in self->brokers */
@@ -45,6 +46,9 @@ typedef struct {
     int64_t last_send; /* ms, any message (or the last connect attempt) */
     int silent;        /* already warned that this broker went silent */
     size_t unanswered; /* jobs of this connection not yet answered */
+    int credit;        /* RFB/1.1: jobs granted to this connection and not yet received */
+    int want;          /* its last DEMAND's queue depth, less what we granted since */
+    int64_t reclaim_sent; /* ms; a reclaim is outstanding until its DEMAND answer (or a heartbeat) */
 } s_broker_t;
 
 typedef struct {
@@ -68,10 +72,12 @@ struct rf_worker_t {
     size_t n_brokers;
     s_slot_t *slots;
     s_job_t *queue_head, *queue_tail;
+    size_t queued;            /* jobs in the local FIFO */
+    atomic_size_t queued_peak; /* most jobs seen waiting for a thread (rf_worker_queued_peak) */
     int pipe[2]; /* self-pipe: rf_worker_stop -> rf_worker_run */
     atomic_int stop;
     int ran;
-    char host[256];
+    char host[128];
 };
 
 /* Monotonic microseconds, for job timings. */
@@ -117,31 +123,19 @@ static const char *s_reqid(const s_job_t *job)
  * failure job->reply stays NULL (logged): the broker will time the job out. */
 static void s_build_reply(s_job_t *job, const rf_worker_result_t *res)
 {
-    char text[256];
-    int status = res->status > 0 ? res->status : 500;
-    job->status = status;
-    json_t *h = json_object();
-    if (h == NULL)
-        goto fail;
-    json_object_set_new(h, "status", json_integer(status));
-    if (status == 200) {
-        if (res->content_type[0] != '\0') {
-            s_ascii_line(text, sizeof(text), res->content_type, sizeof(res->content_type));
-            json_object_set_new(h, "content_type", json_string(text));
-        }
-    } else {
-        if (res->error[0] != '\0')
-            s_ascii_line(text, sizeof(text), res->error, sizeof(res->error));
-        else
-            snprintf(text, sizeof(text), "failed");
-        json_object_set_new(h, "error", json_string(text));
-    }
-    json_object_set_new(h, "elapsed_ms", json_real((double)(job->t_end - job->t_recv) / 1000.0));
-    job->reply = rf_bus_encode(RF_BUS_REPLY, NULL, job->pub.job_id, h);
-    json_decref(h);
+    rf_reply_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = res->status > 0 ? res->status : 500;
+    job->status = r.status;
+    if (r.status == 200)
+        s_ascii_line(r.content_type, sizeof(r.content_type), res->content_type, sizeof(res->content_type));
+    else if (res->error[0] != '\0')
+        s_ascii_line(r.error, sizeof(r.error), res->error, sizeof(res->error));
+    r.elapsed_ms = (double)(job->t_end - job->t_recv) / 1000.0;
+    job->reply = rf_bus_encode_reply(job->pub.job_id, &r);
     if (job->reply == NULL)
         goto fail;
-    if (status == 200 && res->body != NULL && res->body_len > 0 &&
+    if (r.status == 200 && res->body != NULL && res->body_len > 0 &&
         zmsg_addmem(job->reply, res->body, res->body_len) < 0) {
         zmsg_destroy(&job->reply);
         goto fail;
@@ -161,6 +155,7 @@ static void s_job_free(s_job_t *job)
     free(job->joined);
     if (job->header != NULL)
         json_decref(job->header);
+    rf_job_spec_clear(&job->spec);
     free(job);
 }
 
@@ -174,7 +169,7 @@ static int s_map_ref(s_job_t *job, void **map, size_t *map_len, rf_worker_result
 {
     *map = NULL;
     *map_len = 0;
-    const char *ref = json_string_value(json_object_get(json_object_get(job->header, "source"), "ref"));
+    const char *ref = job->spec.source.ref;
     if (ref == NULL || job->pub.body_len > 0)
         return 1;
     if (strncmp(ref, "file://", 7) != 0 || ref[7] != '/') {
@@ -347,6 +342,7 @@ static void s_queue_unlink(rf_worker_t *self, s_job_t *prev, s_job_t *job)
     if (self->queue_tail == job)
         self->queue_tail = prev;
     job->next = NULL;
+    self->queued--;
 }
 
 /* Appends `job` to the local FIFO, which then owns it. */
@@ -358,6 +354,7 @@ static void s_queue_push(rf_worker_t *self, s_job_t *job)
     else
         self->queue_head = job;
     self->queue_tail = job;
+    self->queued++;
 }
 
 /* Answers 504 for queued jobs whose deadline passed: the broker has given
@@ -400,6 +397,104 @@ static void s_pump(rf_worker_t *self)
         }
         slot->job = job;
     }
+    /* What is left waits for a thread: with RFB/1.1 brokers, never. */
+    if (self->queued > atomic_load(&self->queued_peak))
+        atomic_store(&self->queued_peak, self->queued);
+}
+
+/* Number of job threads busy, plus jobs waiting in the local FIFO. */
+static int s_busy(rf_worker_t *self)
+{
+    int busy = (int)self->queued;
+    for (int i = 0; i < self->capacity; i++)
+        busy += self->slots[i].job != NULL;
+    return busy;
+}
+
+static int s_send(s_broker_t *b, zmsg_t **msg);
+static zmsg_t *s_ready_msg(rf_worker_t *self, int credit);
+
+/* RFB/1.1 (proto/rfb.md 3.4): promises free job threads to brokers and
+ * sends each its grant in a READY. A thread is free when it is neither
+ * busy nor promised, so busy + the credit of every connection never
+ * exceeds capacity and no job waits here for a thread. Free threads go
+ * first to brokers that asked (DEMAND), one at a time to the one holding
+ * the fewest; the rest are spread as standing credit up to a fair share
+ * (capacity / connected brokers, rounded up) so that an idle broker's next
+ * job needs no round trip. When brokers still ask and nothing is free,
+ * standing credit of brokers that do not ask is reclaimed (READY with
+ * "reclaim"; they give back what they have not used in a DEMAND). */
+static void s_grant(rf_worker_t *self)
+{
+    int pool = self->capacity - s_busy(self), connected = 0, wanting = 0;
+    for (size_t i = 0; i < self->n_brokers; i++) {
+        s_broker_t *b = &self->brokers[i];
+        if (b->sock == NULL)
+            continue;
+        pool -= b->credit;
+        connected++;
+        wanting += b->want > 0 ? b->want : 0;
+    }
+    if (connected == 0)
+        return;
+    int share = (self->capacity + connected - 1) / connected;
+    int grants[self->n_brokers];
+    memset(grants, 0, sizeof(grants));
+    for (int pass = 0; pass < 2 && pool > 0; pass++) {
+        while (pool > 0) {
+            s_broker_t *best = NULL;
+            for (size_t i = 0; i < self->n_brokers; i++) {
+                s_broker_t *b = &self->brokers[i];
+                int held = (int)b->unanswered + b->credit;
+                if (b->sock == NULL || (pass == 0 ? b->want <= 0 : held >= share))
+                    continue;
+                if (best == NULL || held < (int)best->unanswered + best->credit)
+                    best = b;
+            }
+            if (best == NULL)
+                break;
+            best->credit++;
+            if (pass == 0) {
+                best->want--;
+                wanting--;
+            }
+            grants[best - self->brokers]++;
+            pool--;
+        }
+    }
+    int64_t now = rf_worker_now_ms();
+    for (size_t i = 0; i < self->n_brokers; i++) {
+        s_broker_t *b = &self->brokers[i];
+        rf_ready_t r = {.capacity = self->capacity, .credit = grants[i]};
+        /* Reclaim standing credit from brokers that do not ask for work,
+         * while others ask and nothing is free. */
+        if (wanting > 0 && b->sock != NULL && b->want <= 0 && b->credit > 0 && grants[i] == 0 &&
+            now - b->reclaim_sent >= self->cfg->bus.heartbeat_ms) {
+            r.reclaim = b->credit < wanting ? b->credit : wanting;
+            wanting -= r.reclaim;
+            b->reclaim_sent = now;
+        }
+        if (r.credit == 0 && r.reclaim == 0)
+            continue;
+        r.pid = (int)getpid();
+        snprintf(r.host, sizeof(r.host), "%s", self->host);
+        snprintf(r.version, sizeof(r.version), "%s", RF_WORKER_VERSION);
+        zmsg_t *msg = rf_bus_encode_ready(self->service, &r);
+        if (msg == NULL || s_send(b, &msg) < 0)
+            rf_warn("worker: cannot send a credit update to %s", b->endpoint);
+        else
+            rf_debug("worker: %s: granted %d, reclaiming %d", b->endpoint, r.credit, r.reclaim);
+    }
+}
+
+/* Builds READY granting `credit` jobs (RFB/1.1; 0 on connect). Returns a
+ * new message (caller owns) or NULL on allocation failure. */
+static zmsg_t *s_ready_msg(rf_worker_t *self, int credit)
+{
+    rf_ready_t r = {.capacity = self->capacity, .credit = credit, .pid = (int)getpid()};
+    snprintf(r.host, sizeof(r.host), "%s", self->host);
+    snprintf(r.version, sizeof(r.version), "%s", RF_WORKER_VERSION);
+    return rf_bus_encode_ready(self->service, &r);
 }
 
 /* Opens a new DEALER socket to the broker and sends READY. Returns 0, or
@@ -411,6 +506,9 @@ static int s_connect(rf_worker_t *self, s_broker_t *b)
     b->last_send = b->last_recv = now;
     b->gen++;
     b->unanswered = 0;
+    b->credit = 0; /* RFB/1.1: s_grant gives the new connection its share */
+    b->want = 0;
+    b->reclaim_sent = 0;
     b->sock = zsock_new(ZMQ_DEALER);
     if (b->sock == NULL) {
         rf_error("worker: cannot create a socket for %s", b->endpoint);
@@ -423,10 +521,7 @@ static int s_connect(rf_worker_t *self, s_broker_t *b)
         zsock_destroy(&b->sock);
         return -1;
     }
-    json_t *ready = json_pack("{s:i, s:i, s:s, s:s}", "capacity", self->capacity, "pid", (int)getpid(), "host",
-                              self->host, "version", RF_WORKER_VERSION);
-    zmsg_t *msg = ready != NULL ? rf_bus_encode(RF_BUS_READY, self->service, 0, ready) : NULL;
-    json_decref(ready);
+    zmsg_t *msg = s_ready_msg(self, 0);
     if (msg == NULL || s_send(b, &msg) < 0) {
         rf_error("worker: cannot send READY to %s", b->endpoint);
         zsock_destroy(&b->sock);
@@ -494,6 +589,14 @@ static void s_on_job(rf_worker_t *self, s_broker_t *b, rf_bus_msg_t *msg, zmsg_t
         rf_error("worker: out of memory for a job");
         return; /* the broker times it out */
     }
+    char why[160];
+    if (rf_job_spec_decode(msg->header, &job->spec, why, sizeof(why)) < 0) {
+        rf_warn("worker: JOB from %s dropped: %s", b->endpoint, why);
+        free(job);
+        return; /* the broker times it out */
+    }
+    if (b->credit > 0)
+        b->credit--; /* else an RFB/1.0 broker: it sends up to our capacity */
     job->header = msg->header;
     msg->header = NULL;
     job->raw = *raw_p;
@@ -505,12 +608,11 @@ static void s_on_job(rf_worker_t *self, s_broker_t *b, rf_bus_msg_t *msg, zmsg_t
     job->pub.job_id = msg->job_id;
     job->pub.service = self->service;
     job->pub.header = job->header;
-    job->pub.request_id = json_string_value(json_object_get(job->header, "request_id"));
+    job->pub.spec = &job->spec;
+    job->pub.request_id = job->spec.request_id;
     job->pub.cancelled = &job->cancelled;
-    json_t *dl = json_object_get(job->header, "deadline_ms");
-    if (json_is_number(dl)) {
-        double left = json_number_value(dl);
-        job->pub.deadline_ms = job->t_recv / 1000 + (left > 0 ? (left < 1e12 ? (int64_t)left : (int64_t)1e12) : 0);
+    if (job->spec.deadline_ms >= 0) {
+        job->pub.deadline_ms = job->t_recv / 1000 + job->spec.deadline_ms;
     } else {
         rf_log(RF_LOG_DEBUG, s_reqid(job), "worker: JOB without deadline_ms");
         job->pub.deadline_ms = INT64_MAX;
@@ -586,6 +688,18 @@ static void s_on_broker(rf_worker_t *self, s_broker_t *b)
         switch (msg.cmd) {
         case RF_BUS_JOB: s_on_job(self, b, &msg, &raw); break;
         case RF_BUS_CANCEL: s_on_cancel(self, b, msg.job_id); break;
+        case RF_BUS_DEMAND: {
+            rf_demand_t d;
+            char why[160];
+            if (rf_demand_decode(msg.header, &d, why, sizeof(why)) < 0) {
+                rf_warn("worker: DEMAND from %s dropped: %s", b->endpoint, why);
+                break;
+            }
+            b->credit -= d.returned < b->credit ? d.returned : b->credit;
+            b->want = d.queued;
+            b->reclaim_sent = 0; /* answered */
+            break;
+        }
         case RF_BUS_HEARTBEAT: break;
         case RF_BUS_DISCONNECT:
             rf_info("worker: broker %s sent DISCONNECT; reconnecting", b->endpoint);
@@ -693,6 +807,7 @@ int rf_worker_run(rf_worker_t *self)
     while (!atomic_load(&self->stop)) {
         s_expire_queued(self);
         s_pump(self);
+        s_grant(self);
         long timeout = s_tick(self);
         size_t n = 0;
         items[n++] = (zmq_pollitem_t){.socket = NULL, .fd = self->pipe[0], .events = ZMQ_POLLIN};
@@ -729,6 +844,11 @@ int rf_worker_run(rf_worker_t *self)
     rf_info("worker: stopping; DISCONNECT sent to %zu broker(s)", self->n_brokers);
     s_shutdown(self);
     return 0;
+}
+
+size_t rf_worker_queued_peak(rf_worker_t *self)
+{
+    return atomic_load(&self->queued_peak);
 }
 
 void rf_worker_stop(rf_worker_t *self)

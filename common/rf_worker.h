@@ -8,8 +8,12 @@
  *      flowing however long jobs take (§3.2).
  *    - `capacity` job threads, each fed over an inproc PAIR socket, run the
  *      job callback one job at a time, build the REPLY and hand it back.
- *  Jobs beyond the free job threads (several brokers share one worker, each
- *  may send up to `capacity`) wait in a local FIFO.
+ *  Credit (RFB/1.1, proto/rfb.md 3.4): a broker may only send the jobs this
+ *  worker granted it, and the worker grants a thread only when it is
+ *  neither busy nor promised to another broker, so brokers that share it
+ *  are never promised more than `capacity` in total. Jobs beyond the free
+ *  threads (only from RFB/1.0 brokers, which send up to `capacity` each)
+ *  wait in a local FIFO.
  *
  *  Replies: every JOB gets exactly one REPLY on the socket it came from,
  *  including jobs cancelled or expired before they started (status 504):
@@ -33,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rf_bus.h"
 #include "rf_config.h"
 #include "rf_metrics.h"
 
@@ -46,7 +51,8 @@ typedef struct {
     uint64_t job_id;        /* the broker's opaque job id */
     const char *service;    /* the service this worker announced */
     const char *request_id; /* JOB JSON "request_id", for logs */
-    const json_t *header;   /* the whole JOB JSON object */
+    const json_t *header;   /* the whole JOB JSON object (for members beyond the spec) */
+    const rf_job_spec_t *spec; /* the decoded JOB JSON: chain, source, deadline */
     const void *body;       /* the body frames, contiguous; NULL when empty */
     size_t body_len;
     int64_t deadline_ms;         /* rf_worker_now_ms() time at which the broker gives up; INT64_MAX if none */
@@ -95,6 +101,10 @@ void rf_worker_stop(rf_worker_t *self);
  * be called while rf_worker_run is still running. Safe on NULL and twice;
  * sets *self_p to NULL. */
 void rf_worker_destroy(rf_worker_t **self_p);
+
+/* The most jobs that ever waited in the local FIFO for a thread (0 when
+ * every broker follows the credit it was granted). Any thread. */
+size_t rf_worker_queued_peak(rf_worker_t *self);
 
 /* The clock deadline_ms is expressed in: CLOCK_MONOTONIC milliseconds
  * (the same clock as zclock_mono). */

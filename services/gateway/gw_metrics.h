@@ -14,7 +14,12 @@ typedef struct {
  * pointers; updates are thread-safe). */
 extern gw_metrics_t gw_m;
 
-/* Declares every family on `reg` plus the process collector. 0 or -1. */
+/* Declares every family on `reg` plus the process collector, and keeps
+ * reg for gw_metrics_registry. 0 or -1. The bus families are the
+ * broker's own (rf_broker.h), declared by gw_broker_new. */
 int gw_metrics_init(rf_metrics_t *reg);
+
+/* The registry given to gw_metrics_init (borrowed), or NULL before. */
+rf_metrics_t *gw_metrics_registry(void);
 
 #endif

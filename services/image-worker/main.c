@@ -88,7 +88,7 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
     memset(&out, 0, sizeof(out));
     int status;
 
-    if (rf_chain_from_json(json_object_get(job->header, "chain"), &chain, why, sizeof(why)) < 0) {
+    if (rf_chain_from_json(job->spec->chain, &chain, why, sizeof(why)) < 0) {
         status = 400;
     } else {
         if (rf_chain_format(&chain, text, sizeof(text)) < 0)

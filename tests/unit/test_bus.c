@@ -283,8 +283,8 @@ static void test_decode_envelope(void **state)
     s_bad(c0, 2, "command frame must be one octet");
     rf_frame_t c2[] = {F("RFB1"), F("\x04\x04")};
     s_bad(c2, 2, "command frame must be one octet");
-    rf_frame_t u7[] = {F("RFB1"), F("\x07")};
-    s_bad(u7, 2, "unknown command 0x07");
+    rf_frame_t u8[] = {F("RFB1"), F("\x08")};
+    s_bad(u8, 2, "unknown command 0x08");
     rf_frame_t u0[] = {F("RFB1"), F("\x00")};
     s_bad(u0, 2, "unknown command 0x00");
     rf_frame_t uf[] = {F("RFB1"), F("\xff")};
@@ -452,7 +452,7 @@ static void test_decode_body_limit(void **state)
 static void test_decode_why_optional(void **state)
 {
     (void)state;
-    rf_frame_t f[] = {F("RFB1"), F("\x07")};
+    rf_frame_t f[] = {F("RFB1"), F("\x08")};
     rf_bus_msg_t m;
     assert_int_equal(rf_bus_decode(f, 2, &m, NULL, 0), -1);
     char why[8];
@@ -470,7 +470,8 @@ static void test_cmd_name(void **state)
     assert_string_equal(rf_bus_cmd_name(RF_BUS_DISCONNECT), "DISCONNECT");
     assert_string_equal(rf_bus_cmd_name(RF_BUS_CANCEL), "CANCEL");
     assert_string_equal(rf_bus_cmd_name(0), "?");
-    assert_string_equal(rf_bus_cmd_name(7), "?");
+    assert_string_equal(rf_bus_cmd_name(RF_BUS_DEMAND), "DEMAND");
+    assert_string_equal(rf_bus_cmd_name(8), "?");
     assert_string_equal(rf_bus_cmd_name(255), "?");
 }
 
@@ -684,7 +685,7 @@ static void test_socket_bad_messages(void **state)
     /* a broker message that does not decode on the worker side */
     bad = zmsg_new();
     zmsg_addstr(bad, "RFB1");
-    zmsg_addmem(bad, "\x07", 1);
+    zmsg_addmem(bad, "\x08", 1);
     assert_int_equal(rf_bus_send(p->router, identity, &bad), 0);
     assert_null(rf_bus_recv(p->dealer, NULL, &m));
     assert_null(m.header);
@@ -703,6 +704,198 @@ static void test_socket_bad_messages(void **state)
     assert_null(msg);
     zframe_destroy(&ghost);
     zframe_destroy(&identity);
+}
+
+/* ---- typed JSON frames -------------------------------------------------------- */
+
+/* Encodes msg, decodes it back through rf_bus_decode. Returns the raw
+ * message (caller destroys) with *m decoded. */
+static zmsg_t *s_roundtrip(zmsg_t *msg, rf_bus_msg_t *m)
+{
+    assert_non_null(msg);
+    rf_frame_t fr[8];
+    size_t n = s_frames(msg, fr, 8);
+    char why[160];
+    if (rf_bus_decode(fr, n, m, why, sizeof(why)) < 0)
+        fail_msg("does not decode: %s", why);
+    return msg;
+}
+
+static void test_job_spec_roundtrip(void **state)
+{
+    (void)state;
+    rf_job_spec_t in, out;
+    rf_job_spec_init(&in);
+    in.request_id = strdup("req-1");
+    in.deadline_ms = 2950;
+    in.chain = s_json("[{\"op\":\"resize\",\"w\":500,\"h\":400}]");
+    in.source.path = strdup("/photo.jpg");
+    in.source.size = 912345;
+    in.source.content_type = strdup("image/jpeg");
+    in.source.ref = strdup("file:///srv/media/photo.jpg");
+    rf_bus_msg_t m;
+    zmsg_t *raw = s_roundtrip(rf_bus_encode_job(42, &in), &m);
+    assert_int_equal(m.cmd, RF_BUS_JOB);
+    assert_int_equal(m.job_id, 42);
+    char why[160];
+    assert_int_equal(rf_job_spec_decode(m.header, &out, why, sizeof(why)), 0);
+    assert_string_equal(out.request_id, "req-1");
+    assert_int_equal(out.deadline_ms, 2950);
+    assert_true(json_equal(out.chain, in.chain));
+    assert_string_equal(out.source.path, "/photo.jpg");
+    assert_int_equal(out.source.size, 912345);
+    assert_string_equal(out.source.content_type, "image/jpeg");
+    assert_string_equal(out.source.ref, "file:///srv/media/photo.jpg");
+    /* the wire names are those of proto/rfb.md 2.2 */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(m.header, "source"), "size")), 912345);
+    rf_bus_msg_clear(&m);
+    zmsg_destroy(&raw);
+    rf_job_spec_clear(&out);
+    rf_job_spec_clear(&out); /* safe twice */
+
+    /* absent members stay absent both ways */
+    rf_job_spec_clear(&in);
+    in.request_id = strdup("r");
+    json_t *h = rf_job_spec_encode(&in);
+    assert_non_null(h);
+    assert_null(json_object_get(h, "deadline_ms"));
+    assert_null(json_object_get(h, "source"));
+    assert_null(json_object_get(h, "chain"));
+    assert_int_equal(rf_job_spec_decode(h, &out, why, sizeof(why)), 0);
+    assert_int_equal(out.deadline_ms, -1);
+    assert_int_equal(out.source.size, -1);
+    assert_null(out.source.ref);
+    assert_null(out.chain);
+    json_decref(h);
+    rf_job_spec_clear(&out);
+    rf_job_spec_clear(&in);
+    /* no request id: nothing to encode */
+    assert_null(rf_job_spec_encode(&in));
+}
+
+static void test_job_spec_decode_errors(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "{}",
+        "{\"request_id\":7}",
+        "{\"request_id\":\"r\",\"deadline_ms\":\"soon\"}",
+        "{\"request_id\":\"r\",\"chain\":{}}",
+        "{\"request_id\":\"r\",\"source\":[]}",
+        "{\"request_id\":\"r\",\"source\":{\"path\":1}}",
+        "{\"request_id\":\"r\",\"source\":{\"size\":-1}}",
+        "{\"request_id\":\"r\",\"source\":{\"ref\":true}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *h = s_json(bad[i]);
+        rf_job_spec_t out;
+        char why[160] = "";
+        if (rf_job_spec_decode(h, &out, why, sizeof(why)) != -1)
+            fail_msg("decoded %s", bad[i]);
+        assert_true(why[0] != '\0');
+        assert_null(out.request_id);
+        json_decref(h);
+    }
+    /* negative and huge deadlines are clamped; unknown members ignored */
+    json_t *h = s_json("{\"request_id\":\"r\",\"deadline_ms\":-5,\"future\":1}");
+    rf_job_spec_t out;
+    assert_int_equal(rf_job_spec_decode(h, &out, NULL, 0), 0);
+    assert_int_equal(out.deadline_ms, 0);
+    rf_job_spec_clear(&out);
+    json_decref(h);
+}
+
+static void test_reply_roundtrip(void **state)
+{
+    (void)state;
+    rf_reply_t in = {.status = 200, .elapsed_ms = 41.5}, out;
+    snprintf(in.content_type, sizeof(in.content_type), "image/webp");
+    snprintf(in.error, sizeof(in.error), "not sent with 200");
+    rf_bus_msg_t m;
+    zmsg_t *raw = s_roundtrip(rf_bus_encode_reply(7, &in), &m);
+    assert_int_equal(m.cmd, RF_BUS_REPLY);
+    assert_null(json_object_get(m.header, "error"));
+    assert_int_equal(rf_reply_decode(m.header, &out, NULL, 0), 0);
+    assert_int_equal(out.status, 200);
+    assert_string_equal(out.content_type, "image/webp");
+    assert_string_equal(out.error, "");
+    assert_true(out.elapsed_ms > 41.4 && out.elapsed_ms < 41.6);
+    rf_bus_msg_clear(&m);
+    zmsg_destroy(&raw);
+
+    /* errors carry a reason (a default one when empty); status 0 is 500 */
+    rf_reply_t e = {.status = 0, .elapsed_ms = -1};
+    json_t *h = rf_reply_encode(&e);
+    assert_int_equal(json_integer_value(json_object_get(h, "status")), 500);
+    assert_string_equal(json_string_value(json_object_get(h, "error")), "failed");
+    assert_null(json_object_get(h, "elapsed_ms"));
+    assert_null(json_object_get(h, "content_type"));
+    json_decref(h);
+
+    const char *bad[] = {"{}", "{\"status\":\"200\"}", "{\"status\":42}", "{\"status\":200,\"content_type\":1}",
+                         "{\"status\":500,\"error\":[]}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        h = s_json(bad[i]);
+        char why[160] = "";
+        if (rf_reply_decode(h, &out, why, sizeof(why)) != -1)
+            fail_msg("decoded %s", bad[i]);
+        assert_true(why[0] != '\0');
+        json_decref(h);
+    }
+}
+
+static void test_ready_and_demand(void **state)
+{
+    (void)state;
+    rf_ready_t in = {.capacity = 4, .credit = 2, .pid = 4242}, out;
+    snprintf(in.host, sizeof(in.host), "img-1");
+    snprintf(in.version, sizeof(in.version), "0.2.0");
+    rf_bus_msg_t m;
+    zmsg_t *raw = s_roundtrip(rf_bus_encode_ready("image", &in), &m);
+    assert_int_equal(m.cmd, RF_BUS_READY);
+    assert_string_equal(m.service, "image");
+    assert_int_equal(rf_ready_decode(m.header, &out, NULL, 0), 0);
+    assert_int_equal(out.capacity, 4);
+    assert_int_equal(out.credit, 2);
+    assert_int_equal(out.pid, 4242);
+    assert_string_equal(out.host, "img-1");
+    assert_string_equal(out.version, "0.2.0");
+    rf_bus_msg_clear(&m);
+    zmsg_destroy(&raw);
+
+    /* an RFB/1.0 READY has no credit */
+    json_t *h = s_json("{\"capacity\":2}");
+    assert_int_equal(rf_ready_decode(h, &out, NULL, 0), 0);
+    assert_int_equal(out.credit, -1);
+    json_decref(h);
+    const char *bad[] = {"{\"capacity\":0}", "{\"capacity\":2,\"credit\":3}", "{\"capacity\":2,\"credit\":-1}",
+                         "{\"capacity\":2,\"credit\":\"1\"}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        h = s_json(bad[i]);
+        if (rf_ready_decode(h, &out, NULL, 0) != -1)
+            fail_msg("decoded %s", bad[i]);
+        json_decref(h);
+    }
+    in.credit = 5; /* more than capacity */
+    assert_null(rf_ready_encode(&in));
+
+    rf_demand_t d = {.queued = 9, .returned = 1}, dout;
+    raw = s_roundtrip(rf_bus_encode_demand(&d), &m);
+    assert_int_equal(m.cmd, RF_BUS_DEMAND);
+    assert_int_equal(rf_demand_decode(m.header, &dout, NULL, 0), 0);
+    assert_int_equal(dout.queued, 9);
+    assert_int_equal(dout.returned, 1);
+    rf_bus_msg_clear(&m);
+    zmsg_destroy(&raw);
+    h = s_json("{\"queued\":-1}");
+    assert_int_equal(rf_demand_decode(h, &dout, NULL, 0), -1);
+    json_decref(h);
+    /* DEMAND has exactly one JSON frame */
+    rf_frame_t two[] = {F("RFB1"), F("\x07"), F("{}"), F("{}")};
+    char why[160];
+    assert_int_equal(rf_bus_decode(two, 4, &m, why, sizeof(why)), -1);
+    rf_frame_t notobj[] = {F("RFB1"), F("\x07"), F("[]")};
+    assert_int_equal(rf_bus_decode(notobj, 3, &m, why, sizeof(why)), -1);
 }
 
 int main(void)
@@ -724,6 +917,10 @@ int main(void)
         cmocka_unit_test(test_decode_why_optional),
         cmocka_unit_test(test_cmd_name),
         cmocka_unit_test(test_split_test_frames),
+        cmocka_unit_test(test_job_spec_roundtrip),
+        cmocka_unit_test(test_job_spec_decode_errors),
+        cmocka_unit_test(test_reply_roundtrip),
+        cmocka_unit_test(test_ready_and_demand),
         cmocka_unit_test_setup_teardown(test_socket_roundtrip, s_pair_setup, s_pair_teardown),
         cmocka_unit_test_setup_teardown(test_socket_bad_messages, s_pair_setup, s_pair_teardown),
     };
