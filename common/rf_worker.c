@@ -67,7 +67,7 @@ struct rf_worker_t {
     int capacity;
     rf_worker_job_fn *fn;
     void *arg;
-    rf_metric_t *m_jobs, *m_duration, *m_inflight, *m_reconnects;
+    rf_metric_t *m_jobs, *m_duration, *m_inflight, *m_reconnects, *m_queue_peak;
     s_broker_t *brokers;
     size_t n_brokers;
     s_slot_t *slots;
@@ -398,8 +398,10 @@ static void s_pump(rf_worker_t *self)
         slot->job = job;
     }
     /* What is left waits for a thread: with RFB/1.1 brokers, never. */
-    if (self->queued > atomic_load(&self->queued_peak))
+    if (self->queued > atomic_load(&self->queued_peak)) {
         atomic_store(&self->queued_peak, self->queued);
+        rf_metric_set(self->m_queue_peak, (const char *const[]){self->service}, (double)self->queued);
+    }
 }
 
 /* Number of job threads busy, plus jobs waiting in the local FIFO. */
@@ -906,11 +908,16 @@ rf_worker_t *rf_worker_new(const rf_config_t *cfg, const char *service, int capa
         self->m_reconnects =
             rf_metrics_declare(metrics, RF_METRIC_COUNTER, "refract_worker_bus_reconnects_total",
                                "Times a broker connection was replaced (DISCONNECT or silence).", "service", NULL, 0);
-        if (!self->m_jobs || !self->m_duration || !self->m_inflight || !self->m_reconnects)
+        self->m_queue_peak = rf_metrics_declare(
+            metrics, RF_METRIC_GAUGE, "refract_worker_queue_peak",
+            "Most jobs that waited here for a job thread (0 while every broker keeps to its RFB/1.1 credit).",
+            "service", NULL, 0);
+        if (!self->m_jobs || !self->m_duration || !self->m_inflight || !self->m_reconnects || !self->m_queue_peak)
             rf_warn("worker: some worker metrics were already declared in this registry; they are not updated");
         /* export the series at 0 from the start, so rates work from the first scrape */
         const char *sv[] = {self->service};
         rf_metric_set(self->m_inflight, sv, 0);
+        rf_metric_set(self->m_queue_peak, sv, 0);
         rf_metric_add(self->m_reconnects, sv, 0);
     }
 

@@ -28,6 +28,7 @@
  *    refract_worker_job_duration_seconds{service}       histogram (callback run time)
  *    refract_worker_jobs_inflight{service}              gauge (queued + running)
  *    refract_worker_bus_reconnects_total{service}       counter
+ *    refract_worker_queue_peak{service}                 gauge (rf_worker_queued_peak)
  */
 #ifndef RF_WORKER_H
 #define RF_WORKER_H

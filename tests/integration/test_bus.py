@@ -438,3 +438,45 @@ def test_worker_back_within_grace_serves_queued_job(make_stack, media):
     st.add_worker(wait=False)
     t.join(20)
     assert result.get("status") == 200, result
+
+
+@pytest.mark.timeout_s(90)
+def test_two_gateways_never_overfill_a_shared_worker(make_stack, media, tmp_path):
+    """RFB/1.1 credit: two gateways keep one 2-thread worker busy at once;
+    it never holds a job it has no thread for, and both are served."""
+    a = make_stack(_vhosts(media), workers=0)
+    b = make_stack(_vhosts(media), workers=0)
+    cfg = json.loads(json.dumps(a.config))
+    cfg["bus"]["connect"] = [a.config["bus"]["endpoint"], b.config["bus"]["endpoint"]]
+    cfg["image_worker"]["jobs"] = 2
+    mport = harness.free_port()
+    cfg["image_worker"]["metrics_listen"] = f"127.0.0.1:{mport}"
+    path = a.write_config(cfg, str(tmp_path / "shared-worker.yaml"))
+    w = harness.Proc("shared-worker", [harness.WORKER_BIN, "-c", path], str(tmp_path / "shared-worker.log"),
+                     harness.REPO)
+    w.metrics_port = mport
+    a.workers.append(w)
+    a.wait_workers(1)
+    b.wait_workers(1)
+    # idle, the two threads are split between the gateways
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (
+            a.metric("refract_bus_worker_credit", service="image") == 1
+            and b.metric("refract_bus_worker_credit", service="image") == 1):
+        time.sleep(0.05)
+    assert a.metric("refract_bus_worker_credit", service="image") == 1
+    assert b.metric("refract_bus_worker_credit", service="image") == 1
+    with cf.ThreadPoolExecutor(max_workers=2) as ex:
+        fa = ex.submit(_fire, a, MEDIUM, 8, 40)
+        fb = ex.submit(_fire, b, MEDIUM, 8, 40)
+        ra, rb = fa.result(60), fb.result(60)
+    assert [r[0] for r in ra] == [200] * 8, [(r[0], r[2][:100]) for r in ra if r[0] != 200]
+    assert [r[0] for r in rb] == [200] * 8, [(r[0], r[2][:100]) for r in rb if r[0] != 200]
+    assert metric_value(a.worker_metrics(w), "refract_worker_jobs_total", service="image") == 16
+    assert metric_value(a.worker_metrics(w), "refract_worker_queue_peak", service="image") == 0
+    # one gateway alone gets both threads (the other's idle credit is reclaimed)
+    ra = _fire(a, MEDIUM, 6, 40)
+    assert [r[0] for r in ra] == [200] * 6
+    assert metric_value(a.worker_metrics(w), "refract_worker_queue_peak", service="image") == 0
+    harness.MEASUREMENTS.append("two gateways x 8 concurrent resizes on one shared 2-thread worker: "
+                                "16 x 200, no job ever waited inside the worker")
