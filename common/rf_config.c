@@ -188,6 +188,10 @@ void rf_origin_clear(rf_origin_t *o)
     free(o->host);
     free(o->prefix);
     free(o->dir);
+    free(o->tls.ca_file);
+    free(o->tls.sni);
+    free(o->tls.client_cert);
+    free(o->tls.client_key);
     memset(o, 0, sizeof(*o));
 }
 
@@ -205,8 +209,9 @@ int rf_origin_parse(const char *url, rf_origin_t *out, const char **why)
             n--;
         o.kind = RF_ORIGIN_FILE;
         o.dir = strndup(dir, n);
-    } else if (strncmp(url, "http://", 7) == 0) {
-        const char *h = url + 7;
+    } else if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
+        bool https = url[4] == 's';
+        const char *h = url + (https ? 8 : 7);
         const char *slash = strchr(h, '/');
         size_t hp_len = slash ? (size_t)(slash - h) : strlen(h);
         char hp[300];
@@ -217,7 +222,9 @@ int rf_origin_parse(const char *url, rf_origin_t *out, const char **why)
         memcpy(hp, h, hp_len);
         hp[hp_len] = '\0';
         o.kind = RF_ORIGIN_HTTP;
-        o.port = 80;
+        o.https = https;
+        o.port = https ? 443 : 80;
+        o.tls.verify = true;
         char *colon = strrchr(hp, ':');
         if (colon != NULL && strchr(hp, ']') < colon) {
             char *end;
@@ -248,11 +255,11 @@ int rf_origin_parse(const char *url, rf_origin_t *out, const char **why)
         while (plen > 0 && slash[plen - 1] == '/')
             plen--;
         o.prefix = strndup(slash ? slash : "", plen);
-    } else if (strncmp(url, "https://", 8) == 0 || strncmp(url, "s3://", 5) == 0 || strncmp(url, "swift://", 8) == 0) {
-        *why = "this origin scheme is not supported yet (http:// and file:// are)";
+    } else if (strncmp(url, "s3://", 5) == 0 || strncmp(url, "swift://", 8) == 0) {
+        *why = "this origin scheme is not supported yet (http://, https:// and file:// are)";
         return -1;
     } else {
-        *why = "origin must be http://host[:port][/prefix] or file:///dir";
+        *why = "origin must be http[s]://host[:port][/prefix] or file:///dir";
         return -1;
     }
     o.url = strdup(url);
@@ -403,7 +410,7 @@ static int s_cache(s_ctx_t *c, yaml_node_t *v, void *t)
 }
 
 typedef struct {
-    int connect_timeout_ms, read_timeout_ms, keepalive_max, keepalive_timeout_ms;
+    int connect_timeout_ms, read_timeout_ms, keepalive_max, keepalive_timeout_ms, resolve_ttl_ms;
 } s_origin_opts_t;
 
 static int s_origin_opts(s_ctx_t *c, yaml_node_t *v, void *t)
@@ -412,8 +419,39 @@ static int s_origin_opts(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("read_timeout", s_duration, s_origin_opts_t, read_timeout_ms),
                                    K("keepalive", s_int, s_origin_opts_t, keepalive_max),
                                    K("keepalive_timeout", s_duration, s_origin_opts_t, keepalive_timeout_ms),
+                                   K("resolve_ttl", s_duration, s_origin_opts_t, resolve_ttl_ms),
                                    {0}};
     return s_walk(c, v, keys, t, "gateway.origin");
+}
+
+typedef __typeof__(((rf_config_t *)0)->gateway.tls) s_tls_t;
+
+static int s_tls_version(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    if (strcmp(s_scalar(v), "1.2") == 0)
+        return *(int *)t = 0x0303, 0;
+    if (strcmp(s_scalar(v), "1.3") == 0)
+        return *(int *)t = 0x0304, 0;
+    return s_fail(c, v, "min_version must be \"1.2\" or \"1.3\", got '%s'", s_scalar(v));
+}
+
+static int s_gateway_tls(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("listen", s_listen, s_tls_t, listen),
+                                   K("cert", s_str, s_tls_t, def.cert),
+                                   K("key", s_str, s_tls_t, def.key),
+                                   K("ciphers", s_str, s_tls_t, ciphers),
+                                   K("min_version", s_tls_version, s_tls_t, min_version),
+                                   {0}};
+    return s_walk(c, v, keys, t, "gateway.tls");
+}
+
+static int s_vhost_tls(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("cert", s_str, rf_tls_cert_t, cert), K("key", s_str, rf_tls_cert_t, key), {0}};
+    return s_walk(c, v, keys, t, "vhost tls");
 }
 
 typedef __typeof__(((rf_config_t *)0)->gateway) s_gateway_t;
@@ -428,12 +466,16 @@ static int s_gateway(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("drain_timeout", s_duration, s_gateway_t, drain_timeout_ms),
                                    K("client_timeout", s_duration, s_gateway_t, client_timeout_ms),
                                    K("access_log", s_bool, s_gateway_t, access_log),
+                                   K("tls", s_gateway_tls, s_gateway_t, tls),
                                    {0}};
     _Static_assert(offsetof(s_gateway_t, read_timeout_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
                        offsetof(s_origin_opts_t, read_timeout_ms),
                    "origin options mirror the gateway struct");
     _Static_assert(offsetof(s_gateway_t, keepalive_timeout_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
                        offsetof(s_origin_opts_t, keepalive_timeout_ms),
+                   "origin options mirror the gateway struct");
+    _Static_assert(offsetof(s_gateway_t, resolve_ttl_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
+                       offsetof(s_origin_opts_t, resolve_ttl_ms),
                    "origin options mirror the gateway struct");
     return s_walk(c, v, keys, t, "gateway");
 }
@@ -478,6 +520,8 @@ static int s_log(s_ctx_t *c, yaml_node_t *v, void *t)
 typedef struct {
     rf_vhost_conf_t v;
     char *origin_url;
+    rf_origin_tls_t origin_tls; /* moved into v.origin.tls once the origin is parsed */
+    bool has_origin_tls;
     struct {
         int active, keyword, max_source_size;
     } set;
@@ -535,13 +579,63 @@ static int s_vhost_aliases(s_ctx_t *c, yaml_node_t *v, void *t)
     return s_strlist(c, v, t);
 }
 
+/* A vhost's origin_tls mapping, into the s_vhost_t's origin_tls (verify
+ * defaults to true). Returns 0 or -1 (error recorded). */
+static int s_vhost_origin_tls(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("ca_file", s_str, rf_origin_tls_t, ca_file),
+                                   K("verify", s_bool, rf_origin_tls_t, verify),
+                                   K("sni", s_str, rf_origin_tls_t, sni),
+                                   K("client_cert", s_str, rf_origin_tls_t, client_cert),
+                                   K("client_key", s_str, rf_origin_tls_t, client_key),
+                                   {0}};
+    s_vhost_t *vh = (s_vhost_t *)((char *)t - offsetof(s_vhost_t, origin_tls));
+    vh->has_origin_tls = true;
+    vh->origin_tls.verify = true;
+    return s_walk(c, v, keys, t, "origin_tls");
+}
+
+/* Checks a vhost's origin_tls against its parsed origin and moves it into
+ * v.origin.tls. Returns 0, or -1 with the error recorded at `node`. */
+static int s_vhost_origin_tls_apply(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
+{
+    rf_origin_tls_t *t = &vh->origin_tls;
+    if (!vh->has_origin_tls)
+        return 0;
+    if (!vh->v.origin.https)
+        return s_fail(c, node, "vhost '%s': origin_tls needs an https:// origin", vh->v.name);
+    if ((t->client_cert == NULL) != (t->client_key == NULL))
+        return s_fail(c, node, "vhost '%s': origin_tls needs both client_cert and client_key", vh->v.name);
+    const char *const files[] = {t->ca_file, t->client_cert, t->client_key};
+    for (size_t i = 0; i < 3; i++)
+        if (files[i] != NULL && files[i][0] == '\0')
+            return s_fail(c, node, "vhost '%s': origin_tls file names must not be empty", vh->v.name);
+    if (t->sni != NULL && (t->sni[0] == '\0' || strpbrk(t->sni, " \t/:[]") != NULL))
+        return s_fail(c, node, "vhost '%s': origin_tls sni must be a host name, got '%s'", vh->v.name, t->sni);
+    vh->v.origin.tls = *t; /* the parsed origin holds no TLS strings yet */
+    memset(t, 0, sizeof(*t));
+    return 0;
+}
+
+/* Frees what s_vhost_origin_tls parsed and nothing took over. */
+static void s_vhost_origin_tls_clear(s_vhost_t *vh)
+{
+    free(vh->origin_tls.ca_file);
+    free(vh->origin_tls.sni);
+    free(vh->origin_tls.client_cert);
+    free(vh->origin_tls.client_key);
+    memset(&vh->origin_tls, 0, sizeof(vh->origin_tls));
+}
+
 static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
 {
     static const s_key_t keys[] = {{"name", s_str, offsetof(s_vhost_t, v.name)},
                                    {"aliases", s_vhost_aliases, offsetof(s_vhost_t, v.aliases)},
                                    {"default", s_bool, offsetof(s_vhost_t, v.is_default)},
                                    {"origin", s_str, offsetof(s_vhost_t, origin_url)},
+                                   {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
+                                   {"tls", s_vhost_tls, offsetof(s_vhost_t, v.tls)},
                                    {0}};
     _Static_assert(offsetof(rf_vhost_conf_t, n_aliases) - offsetof(rf_vhost_conf_t, aliases) ==
                        offsetof(s_strlist_t, n),
@@ -556,6 +650,10 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
     const char *why = NULL;
     if (rf_origin_parse(vh->origin_url, &vh->v.origin, &why) < 0)
         return s_fail(c, node, "vhost '%s': %s", vh->v.name, why);
+    if (s_vhost_origin_tls_apply(c, node, vh) < 0)
+        return -1;
+    if ((vh->v.tls.cert == NULL) != (vh->v.tls.key == NULL))
+        return s_fail(c, node, "vhost '%s': tls needs both cert and key", vh->v.name);
     return 0;
 }
 
@@ -577,9 +675,11 @@ static void s_defaults(rf_config_t *cfg)
     cfg->gateway.read_timeout_ms = 30000;
     cfg->gateway.keepalive_max = 32;
     cfg->gateway.keepalive_timeout_ms = 30000;
+    cfg->gateway.resolve_ttl_ms = 60000;
     cfg->gateway.drain_timeout_ms = 10000;
     cfg->gateway.client_timeout_ms = 30000;
     cfg->gateway.access_log = true;
+    cfg->gateway.tls.min_version = 0x0303;
     cfg->bus.heartbeat_ms = 500;
     cfg->bus.liveness = 5;
     cfg->bus.queue_max = 64;
@@ -622,6 +722,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         vh.v.dims.keyword = NULL;
         int rc = s_vhost(c, it, &vh);
         free(vh.origin_url);
+        s_vhost_origin_tls_clear(&vh);
         if (vh.v.dims.keyword == NULL)
             vh.v.dims.keyword = strdup(defs->dims.keyword);
         cfg->vhosts[i] = vh.v;
@@ -710,6 +811,12 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
         }
         cfg->bus.n_connect = 1;
     }
+    if (cfg->gateway.tls.listen.port > 0 && (cfg->gateway.tls.def.cert == NULL || cfg->gateway.tls.def.key == NULL)) {
+        s_fail(c, root, "gateway.tls.listen needs gateway.tls.cert and gateway.tls.key (the default certificate)");
+        goto done;
+    }
+    if (cfg->gateway.tls.ciphers == NULL)
+        cfg->gateway.tls.ciphers = strdup(RF_TLS_DEFAULT_CIPHERS);
     if (cfg->gateway.cache_dir == NULL)
         cfg->gateway.cache_dir = strdup("/tmp/refract-cache");
     rc = 0;
@@ -809,6 +916,10 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->gateway.listen.host);
     free(cfg->gateway.admin_listen.host);
     free(cfg->gateway.cache_dir);
+    free(cfg->gateway.tls.listen.host);
+    free(cfg->gateway.tls.def.cert);
+    free(cfg->gateway.tls.def.key);
+    free(cfg->gateway.tls.ciphers);
     free(cfg->bus.endpoint);
     s_free_list(cfg->bus.connect, cfg->bus.n_connect);
     for (size_t i = 0; i < cfg->n_vhosts; i++) {
@@ -817,6 +928,8 @@ void rf_config_destroy(rf_config_t **self_p)
         s_free_list(v->aliases, v->n_aliases);
         rf_origin_clear(&v->origin);
         free(v->dims.keyword);
+        free(v->tls.cert);
+        free(v->tls.key);
     }
     free(cfg->vhosts);
     free(cfg->image_worker.metrics_listen.host);

@@ -13,6 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* TLS 1.2 ciphers when gateway.tls.ciphers is not set: forward secrecy and
+ * AEAD only (Mozilla's "intermediate" list). */
+#define RF_TLS_DEFAULT_CIPHERS                                                                                         \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"                         \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 typedef struct {
     char *host; /* "" means any address */
     int port;   /* 0 = not configured */
@@ -20,13 +26,24 @@ typedef struct {
 
 typedef enum { RF_ORIGIN_HTTP, RF_ORIGIN_FILE } rf_origin_kind_t;
 
+/* TLS to an https:// origin: the vhost's `origin_tls` mapping. */
+typedef struct {
+    char *ca_file;     /* PEM certificates to trust; NULL = the system CA bundle */
+    bool verify;       /* check the chain and the name (default true) */
+    char *sni;         /* name sent (SNI) and checked; NULL = the origin host */
+    char *client_cert; /* PEM chain for mutual TLS; NULL = none */
+    char *client_key;  /* its private key (set with client_cert) */
+} rf_origin_tls_t;
+
 typedef struct {
     char *url; /* as written */
     rf_origin_kind_t kind;
-    char *host;   /* http: host name or address */
-    int port;     /* http: port (default 80) */
-    char *prefix; /* http: path prefix without trailing '/', may be "" */
-    char *dir;    /* file: absolute directory without trailing '/' */
+    bool https;          /* http: over TLS (https://) */
+    char *host;          /* http: host name or address */
+    int port;            /* http: port (default 80, https 443) */
+    char *prefix;        /* http: path prefix without trailing '/', may be "" */
+    char *dir;           /* file: absolute directory without trailing '/' */
+    rf_origin_tls_t tls; /* https only */
 } rf_origin_t;
 
 typedef struct {
@@ -35,6 +52,12 @@ typedef struct {
     size_t max_source_size; /* bytes; 0 = unlimited; default 10 MB */
 } rf_dims_conf_t;
 
+/* A certificate chain and its private key (PEM files). */
+typedef struct {
+    char *cert;
+    char *key;
+} rf_tls_cert_t;
+
 typedef struct {
     char *name;     /* exact host, or "*.example.com" */
     char **aliases; /* same forms as name */
@@ -42,6 +65,7 @@ typedef struct {
     bool is_default; /* serves requests whose Host matches nothing */
     rf_origin_t origin;
     rf_dims_conf_t dims;
+    rf_tls_cert_t tls; /* served to clients whose SNI names this vhost; NULLs = the default */
 } rf_vhost_conf_t;
 
 typedef struct {
@@ -56,9 +80,16 @@ typedef struct {
         int read_timeout_ms;      /* origin idle read/write */
         int keepalive_max;        /* idle origin connections kept per origin per thread */
         int keepalive_timeout_ms; /* how long an idle origin connection is kept */
+        int resolve_ttl_ms;       /* how long a resolved origin address is used before a new lookup */
         int drain_timeout_ms;     /* SIGTERM: how long in-flight requests may finish */
         int client_timeout_ms;    /* idle client connection */
         bool access_log;          /* one log line per request */
+        struct {
+            rf_listen_t listen;   /* port 0 = no TLS listener */
+            rf_tls_cert_t def;    /* certificate for clients without (or with unknown) SNI */
+            char *ciphers;        /* TLS 1.2 cipher list (OpenSSL syntax); TLS 1.3 suites are OpenSSL's */
+            int min_version;      /* 0x0303 = TLS 1.2, 0x0304 = TLS 1.3 */
+        } tls;
     } gateway;
 
     struct {
@@ -105,9 +136,10 @@ void rf_config_destroy(rf_config_t **self_p);
  * Returns 0 or -1 (out untouched). */
 int rf_listen_parse(const char *text, rf_listen_t *out);
 
-/* Parses an origin URL (http://host[:port][/prefix] or file:///dir) into
- * out (strings malloc'd; free with rf_origin_clear). Returns 0, or -1 with
- * a static reason in *why. */
+/* Parses an origin URL (http://host[:port][/prefix],
+ * https://host[:port][/prefix] or file:///dir) into out (strings malloc'd;
+ * free with rf_origin_clear). An https origin gets tls.verify = true and
+ * no other TLS setting. Returns 0, or -1 with a static reason in *why. */
 int rf_origin_parse(const char *url, rf_origin_t *out, const char **why);
 void rf_origin_clear(rf_origin_t *o);
 

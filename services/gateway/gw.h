@@ -37,6 +37,10 @@ typedef struct {
     h2o_pathconf_t *file_pathconfs;
     h2o_handler_t **file_handlers;
     h2o_mimemap_t *mimemap;
+    /* TLS (gateway.tls): the default certificate's context and one per vhost
+     * with its own certificate (NULL otherwise); NULL without a TLS listener. */
+    struct ssl_ctx_st *tls_def;
+    struct ssl_ctx_st **tls_vhost;
 } gw_vhosts_t;
 
 typedef struct {
@@ -50,11 +54,13 @@ typedef struct gw_server_t gw_server_t;
 typedef struct {
     int idx;
     gw_server_t *server;
-    int listen_fd, admin_fd; /* bound by the main thread, wrapped by the loop thread */
+    int listen_fd, admin_fd, tls_fd; /* bound by the main thread, wrapped by the loop thread */
     pthread_t tid;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
+    h2o_accept_ctx_t tls_accept_ctx;
+    h2o_socket_t *tls_listener;
     h2o_context_t admin_ctx; /* thread 0 only */
     h2o_accept_ctx_t admin_accept_ctx;
     h2o_socket_t *admin_listener;
@@ -79,6 +85,7 @@ struct gw_server_t {
     gw_broker_t *broker;
     rf_metrics_t *metrics;
     h2o_mimemap_t *mimemap;
+    struct ssl_ctx_st *tls_bootstrap; /* what TLS listeners accept with (gw_tls.h); NULL without */
     /* start-up handshake: each loop thread builds its own h2o context */
     pthread_mutex_t start_mu;
     pthread_cond_t start_cv;
@@ -110,7 +117,10 @@ typedef struct gw_req_t {
 } gw_req_t;
 
 /* gw_vhost.c */
-gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p);
+/* Takes ownership of *cfg_p (NULLed). Returns the table with one
+ * reference, or NULL with *err malloc'd (a certificate that does not load,
+ * out of memory); the config is destroyed then. */
+gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p, char **err);
 void gw_vhosts_ref(gw_vhosts_t *v);
 void gw_vhosts_unref(gw_vhosts_t **v_p);
 const rf_vhost_conf_t *gw_vhosts_match(const gw_vhosts_t *v, const char *host, size_t len);

@@ -13,6 +13,7 @@
 
 #include "gw.h"
 #include "gw_metrics.h"
+#include "gw_tls.h"
 #include "rf_log.h"
 
 typedef enum { S_MSG_RELOAD, S_MSG_DRAIN } s_msg_kind_t;
@@ -57,6 +58,20 @@ static int s_listen(const rf_listen_t *l, int reuseport)
     return fd;
 }
 
+/* Checks that nothing holds the address yet with a plain bind (see the
+ * caller). Returns 0, or -1 (logged). */
+static int s_port_free(const rf_listen_t *l)
+{
+    int probe = s_listen(l, 0);
+    if (probe < 0) {
+        rf_error("cannot listen on %s:%d: %s", l->host, l->port,
+                 errno == EADDRINUSE ? "the address is in use by another process" : strerror(errno));
+        return -1;
+    }
+    close(probe);
+    return 0;
+}
+
 static void s_on_accept(h2o_socket_t *listener, const char *err)
 {
     if (err != NULL)
@@ -89,11 +104,13 @@ static void s_on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
             t->draining = 1;
             t->drain_deadline_ms = (int64_t)h2o_now(t->ctx.loop) + t->server->cfg->gateway.drain_timeout_ms;
             /* Stop accepting; let keep-alive and HTTP/2 clients know. */
-            if (t->listener != NULL) {
-                h2o_socket_read_stop(t->listener);
-                h2o_socket_close(t->listener);
-                t->listener = NULL;
-            }
+            h2o_socket_t **ls[] = {&t->listener, &t->tls_listener};
+            for (size_t i = 0; i < sizeof(ls) / sizeof(ls[0]); i++)
+                if (*ls[i] != NULL) {
+                    h2o_socket_read_stop(*ls[i]);
+                    h2o_socket_close(*ls[i]);
+                    *ls[i] = NULL;
+                }
             h2o_context_request_shutdown(&t->ctx);
         }
         free(m);
@@ -125,6 +142,13 @@ static int s_thread_setup(gw_thread_t *t)
     }
     t->listener = s_listener_start(t->ctx.loop, t->listen_fd, &t->accept_ctx);
     t->listen_fd = -1;
+    gw_tls_bind_thread(t);
+    if (t->tls_fd >= 0) {
+        t->tls_accept_ctx = t->accept_ctx;
+        t->tls_accept_ctx.ssl_ctx = srv->tls_bootstrap;
+        t->tls_listener = s_listener_start(t->ctx.loop, t->tls_fd, &t->tls_accept_ctx);
+        t->tls_fd = -1;
+    }
     if (t->admin_fd >= 0) {
         h2o_context_init(&t->admin_ctx, t->ctx.loop, &srv->admin_conf);
         t->admin_accept_ctx.ctx = &t->admin_ctx;
@@ -189,6 +213,12 @@ static int s_thread_bind(gw_server_t *srv, gw_thread_t *t)
         rf_error("cannot listen on %s:%d: %s", cfg->gateway.listen.host, cfg->gateway.listen.port, strerror(errno));
         return -1;
     }
+    t->tls_fd = -1;
+    if (cfg->gateway.tls.listen.port > 0 && (t->tls_fd = s_listen(&cfg->gateway.tls.listen, 1)) < 0) {
+        rf_error("cannot listen on TLS %s:%d: %s", cfg->gateway.tls.listen.host, cfg->gateway.tls.listen.port,
+                 strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
@@ -212,15 +242,19 @@ static void s_reload(gw_server_t *srv, const char *path)
         return;
     }
     size_t n = cfg->n_vhosts;
-    gw_vhosts_t *v = gw_vhosts_new(&cfg);
-    if (v == NULL)
+    gw_vhosts_t *v = gw_vhosts_new(&cfg, &err);
+    if (v == NULL) {
+        rf_error("reload failed, keeping the running configuration: %s", err ? err : "?");
+        free(err);
         return;
+    }
     for (int i = 0; i < srv->nthreads; i++) {
         gw_vhosts_ref(v);
         s_post(&srv->threads[i], S_MSG_RELOAD, v);
     }
     gw_vhosts_unref(&v);
-    rf_info("reloaded %s: %zu vhost(s); listeners, bus and workers settings need a restart", path, n);
+    rf_info("reloaded %s: %zu vhost(s) and their certificates; listeners, bus and workers settings need a restart",
+            path, n);
 }
 
 static void s_h2o_conf(h2o_globalconf_t *conf, const rf_config_t *cfg)
@@ -261,7 +295,16 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         rf_error("%s", err ? err : "cannot reload configuration");
         goto done;
     }
-    gw_vhosts_t *vhosts = gw_vhosts_new(&table_cfg);
+    gw_vhosts_t *vhosts = gw_vhosts_new(&table_cfg, &err);
+    if (vhosts == NULL) {
+        rf_error("%s", err ? err : "cannot build the vhost table");
+        goto done;
+    }
+    if (srv.cfg->gateway.tls.listen.port > 0 && (srv.tls_bootstrap = gw_tls_bootstrap_new(srv.cfg, &err)) == NULL) {
+        rf_error("%s", err ? err : "cannot set up TLS");
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
     srv.broker = gw_broker_new(srv.cfg, &err);
     if (srv.broker == NULL) {
         rf_error("%s", err ? err : "cannot start the bus broker");
@@ -283,14 +326,11 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
      * also let them share it with another process that set the flag (a
      * second gateway silently taking part of the traffic). A plain bind
      * first fails when anything holds the port already. */
-    int probe = s_listen(&srv.cfg->gateway.listen, 0);
-    if (probe < 0) {
-        rf_error("cannot listen on %s:%d: %s", srv.cfg->gateway.listen.host, srv.cfg->gateway.listen.port,
-                 errno == EADDRINUSE ? "the address is in use by another process" : strerror(errno));
+    if (s_port_free(&srv.cfg->gateway.listen) < 0 ||
+        (srv.cfg->gateway.tls.listen.port > 0 && s_port_free(&srv.cfg->gateway.tls.listen) < 0)) {
         gw_vhosts_unref(&vhosts);
         goto done;
     }
-    close(probe);
     srv.nthreads = srv.cfg->gateway.threads > 0 ? srv.cfg->gateway.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv.nthreads < 1)
         srv.nthreads = 1;
@@ -335,6 +375,10 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
                 ? srv.cfg->gateway.admin_listen.host
                 : "*",
             srv.cfg->gateway.admin_listen.port, srv.nthreads, srv.cfg->bus.endpoint);
+    if (srv.tls_bootstrap != NULL)
+        rf_info("TLS (HTTP/1.1 and h2) on %s:%d",
+                srv.cfg->gateway.tls.listen.host[0] ? srv.cfg->gateway.tls.listen.host : "*",
+                srv.cfg->gateway.tls.listen.port);
 
     for (;;) {
         int sig = 0;
@@ -358,6 +402,7 @@ done:
     /* The broker goes after the loops: no thread submits any more. */
     gw_broker_destroy(&srv.broker);
     rf_metrics_destroy(&srv.metrics);
+    SSL_CTX_free(srv.tls_bootstrap);
     rf_config_destroy(&srv.cfg);
     /* Threads' contexts and pools are left to process exit: tearing down
      * h2o contexts with connections still open is not worth the risk. */

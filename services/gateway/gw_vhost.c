@@ -3,19 +3,38 @@
 #include <strings.h>
 
 #include "gw.h"
+#include "gw_tls.h"
 
 /* h2o filters register config slots in a globalconf; file pathconfs get
  * this one. Tables are only built on the main thread (start-up, SIGHUP). */
 static h2o_globalconf_t s_file_globalconf;
 static int s_file_globalconf_ready;
 
-/* Takes ownership of *cfg_p. Returns the table with one reference, or NULL
- * on allocation failure (the config is then destroyed). */
-gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p)
+/* Loads the table's certificates: the default and each vhost's own.
+ * Returns 0, or -1 with *err. */
+static int s_tls_load(gw_vhosts_t *v, char **err)
 {
+    const rf_config_t *cfg = v->cfg;
+    if (cfg->gateway.tls.listen.port == 0)
+        return 0;
+    v->tls_vhost = calloc(cfg->n_vhosts ? cfg->n_vhosts : 1, sizeof(SSL_CTX *));
+    if (v->tls_vhost == NULL || (v->tls_def = gw_tls_ctx_new(cfg, &cfg->gateway.tls.def, err)) == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->n_vhosts; i++) {
+        const rf_vhost_conf_t *vh = &cfg->vhosts[i];
+        if (vh->tls.cert != NULL && (v->tls_vhost[i] = gw_tls_ctx_new(cfg, &vh->tls, err)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p, char **err)
+{
+    *err = NULL;
     gw_vhosts_t *v = calloc(1, sizeof(*v));
     if (v == NULL) {
         rf_config_destroy(cfg_p);
+        *err = strdup("out of memory");
         return NULL;
     }
     atomic_init(&v->refs, 1);
@@ -29,7 +48,9 @@ gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p)
     v->mimemap = h2o_mimemap_create();
     v->file_pathconfs = calloc(n, sizeof(h2o_pathconf_t));
     v->file_handlers = calloc(n, sizeof(h2o_handler_t *));
-    if (v->file_pathconfs == NULL || v->file_handlers == NULL) {
+    if (v->file_pathconfs == NULL || v->file_handlers == NULL || s_tls_load(v, err) < 0) {
+        if (*err == NULL)
+            *err = strdup("out of memory");
         gw_vhosts_unref(&v);
         return NULL;
     }
@@ -98,6 +119,10 @@ void gw_vhosts_unref(gw_vhosts_t **v_p)
             if (v->file_handlers[i] != NULL)
                 h2o_config_dispose_pathconf(&v->file_pathconfs[i]);
         free(v->file_handlers);
+        for (size_t i = 0; v->tls_vhost && i < v->cfg->n_vhosts; i++)
+            SSL_CTX_free(v->tls_vhost[i]);
+        free(v->tls_vhost);
+        SSL_CTX_free(v->tls_def);
         free(v->file_pathconfs);
         if (v->mimemap != NULL)
             h2o_mem_release_shared(v->mimemap);

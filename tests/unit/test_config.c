@@ -463,6 +463,42 @@ static void test_err_name_in_message(void **state)
 
 /* ---- value parsers ----------------------------------------------------------- */
 
+static void test_tls(void **state)
+{
+    (void)state;
+    rf_config_t *cfg = s_ok(MINIMAL);
+    assert_int_equal(cfg->gateway.tls.listen.port, 0); /* no TLS unless asked */
+    assert_int_equal(cfg->gateway.tls.min_version, 0x0303);
+    assert_string_equal(cfg->gateway.tls.ciphers, RF_TLS_DEFAULT_CIPHERS);
+    assert_null(cfg->vhosts[0].tls.cert);
+    rf_config_destroy(&cfg);
+    cfg = s_ok("gateway:\n  listen: 8080\n  tls:\n    listen: \"127.0.0.1:8443\"\n    cert: /d.crt\n    key: /d.key\n"
+               "    min_version: \"1.3\"\n    ciphers: ECDHE-RSA-AES128-GCM-SHA256\n"
+               "bus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
+               "vhosts:\n  - name: a.test\n    origin: \"http://127.0.0.1:9000\"\n    tls: { cert: /a.crt, key: /a.key }\n");
+    assert_int_equal(cfg->gateway.tls.listen.port, 8443);
+    assert_string_equal(cfg->gateway.tls.listen.host, "127.0.0.1");
+    assert_string_equal(cfg->gateway.tls.def.cert, "/d.crt");
+    assert_string_equal(cfg->gateway.tls.def.key, "/d.key");
+    assert_int_equal(cfg->gateway.tls.min_version, 0x0304);
+    assert_string_equal(cfg->gateway.tls.ciphers, "ECDHE-RSA-AES128-GCM-SHA256");
+    assert_string_equal(cfg->vhosts[0].tls.cert, "/a.crt");
+    assert_string_equal(cfg->vhosts[0].tls.key, "/a.key");
+    rf_config_destroy(&cfg);
+    s_err("gateway:\n  listen: 8080\n  tls: { listen: 8443 }\nbus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
+          "vhosts:\n  - name: a\n    origin: \"http://h\"\n",
+          "t.yaml:1:1: gateway.tls.listen needs gateway.tls.cert and gateway.tls.key");
+    s_err("gateway:\n  listen: 8080\n  tls: { min_version: \"1.1\" }\nbus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
+          "vhosts:\n  - name: a\n    origin: \"http://h\"\n",
+          "t.yaml:3:23: min_version must be \"1.2\" or \"1.3\"");
+    s_err("gateway:\n  listen: 8080\nbus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
+          "vhosts:\n  - name: a\n    origin: \"http://h\"\n    tls: { cert: /a.crt }\n",
+          "t.yaml:5:5: vhost 'a': tls needs both cert and key");
+    s_err("gateway:\n  listen: 8080\nbus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
+          "vhosts:\n  - name: a\n    origin: \"http://h\"\n    tls: { cert: /a.crt, key: /k, pass: x }\n",
+          "t.yaml:7:35: unknown key 'pass' in vhost tls");
+}
+
 static void test_size_parse(void **state)
 {
     (void)state;
@@ -682,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_err_values),
         cmocka_unit_test(test_err_ranges),
         cmocka_unit_test(test_err_name_in_message),
+        cmocka_unit_test(test_tls),
         cmocka_unit_test(test_size_parse),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_listen_parse),
