@@ -224,7 +224,7 @@ int rf_origin_parse(const char *url, rf_origin_t *out, const char **why)
         o.kind = RF_ORIGIN_HTTP;
         o.https = https;
         o.port = https ? 443 : 80;
-        o.tls.verify = true;
+        o.tls.verify = https;
         char *colon = strrchr(hp, ':');
         if (colon != NULL && strchr(hp, ']') < colon) {
             char *end;

@@ -70,6 +70,7 @@ static void test_minimal_and_defaults(void **state)
     assert_int_equal(cfg->gateway.read_timeout_ms, 30000);
     assert_int_equal(cfg->gateway.keepalive_max, 32);
     assert_int_equal(cfg->gateway.keepalive_timeout_ms, 30000);
+    assert_int_equal(cfg->gateway.resolve_ttl_ms, 60000);
     assert_int_equal(cfg->gateway.drain_timeout_ms, 10000);
     assert_int_equal(cfg->gateway.client_timeout_ms, 30000);
 
@@ -90,6 +91,8 @@ static void test_minimal_and_defaults(void **state)
     assert_int_equal(v->n_aliases, 0);
     assert_false(v->is_default);
     assert_int_equal(v->origin.kind, RF_ORIGIN_HTTP);
+    assert_false(v->origin.https);
+    assert_null(v->origin.tls.ca_file);
     assert_string_equal(v->origin.url, "http://127.0.0.1:9000");
     assert_string_equal(v->origin.host, "127.0.0.1");
     assert_int_equal(v->origin.port, 9000);
@@ -382,10 +385,10 @@ static void test_err_origin(void **state)
     (void)state;
     s_err("bus: { endpoint: x }\nvhosts:\n  - name: a\n    origin: s3://bucket/x\n",
           "t.yaml:3:5: vhost 'a': this origin scheme is not supported yet");
-    s_err("bus: { endpoint: x }\nvhosts:\n  - name: a\n    origin: https://a\n",
-          "t.yaml:3:5: vhost 'a': this origin scheme is not supported yet");
     s_err("bus: { endpoint: x }\nvhosts:\n  - name: a\n    origin: ftp://a\n",
-          "t.yaml:3:5: vhost 'a': origin must be http://host[:port][/prefix] or file:///dir");
+          "t.yaml:3:5: vhost 'a': origin must be http[s]://host[:port][/prefix] or file:///dir");
+    s_err("bus: { endpoint: x }\nvhosts:\n  - name: a\n    origin: https://a:0\n",
+          "t.yaml:3:5: vhost 'a': origin URL has a bad port");
     s_err("bus: { endpoint: x }\nvhosts:\n  - name: a\n    origin: file://relative\n",
           "t.yaml:3:5: vhost 'a': file origin needs an absolute path");
     s_err("bus: { endpoint: x }\nvhosts:\n  - name: a\n    origin: http://a:99999\n",
@@ -497,6 +500,67 @@ static void test_tls(void **state)
     s_err("gateway:\n  listen: 8080\nbus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
           "vhosts:\n  - name: a\n    origin: \"http://h\"\n    tls: { cert: /a.crt, key: /k, pass: x }\n",
           "t.yaml:7:35: unknown key 'pass' in vhost tls");
+}
+
+static void test_origin_tls(void **state)
+{
+    (void)state;
+#define HEAD_ "gateway:\n  listen: 8080\n  origin: { resolve_ttl: 1s }\nbus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
+    rf_config_t *cfg = s_ok(HEAD_ "vhosts:\n"
+                                  "  - name: a.test\n"
+                                  "    origin: \"https://origin.test:8443/p\"\n"
+                                  "  - name: b.test\n"
+                                  "    origin: \"https://10.0.0.9\"\n"
+                                  "    origin_tls:\n"
+                                  "      ca_file: /etc/refract/origin-ca.pem\n"
+                                  "      sni: origin.internal\n"
+                                  "      client_cert: /etc/refract/gw.crt\n"
+                                  "      client_key: /etc/refract/gw.key\n"
+                                  "  - name: c.test\n"
+                                  "    origin_tls: { verify: false }\n"
+                                  "    origin: \"https://self-signed.test\"\n");
+    assert_int_equal(cfg->gateway.resolve_ttl_ms, 1000);
+    const rf_origin_t *a = &cfg->vhosts[0].origin, *b = &cfg->vhosts[1].origin, *c = &cfg->vhosts[2].origin;
+    assert_true(a->https);
+    assert_int_equal(a->port, 8443);
+    assert_string_equal(a->prefix, "/p");
+    assert_true(a->tls.verify);
+    assert_null(a->tls.ca_file);
+    assert_null(a->tls.sni);
+    assert_true(b->https);
+    assert_int_equal(b->port, 443);
+    assert_true(b->tls.verify);
+    assert_string_equal(b->tls.ca_file, "/etc/refract/origin-ca.pem");
+    assert_string_equal(b->tls.sni, "origin.internal");
+    assert_string_equal(b->tls.client_cert, "/etc/refract/gw.crt");
+    assert_string_equal(b->tls.client_key, "/etc/refract/gw.key");
+    assert_false(c->tls.verify); /* origin_tls before origin works too */
+    assert_null(c->tls.ca_file);
+    rf_config_destroy(&cfg);
+
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"http://h\"\n    origin_tls: { verify: false }\n",
+          "t.yaml:6:5: vhost 'a': origin_tls needs an https:// origin");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { client_cert: /c.pem }\n",
+          "t.yaml:6:5: vhost 'a': origin_tls needs both client_cert and client_key");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { client_key: /k.pem }\n",
+          "t.yaml:6:5: vhost 'a': origin_tls needs both client_cert and client_key");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { sni: \"a b\" }\n",
+          "t.yaml:6:5: vhost 'a': origin_tls sni must be a host name, got 'a b'");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { sni: \"\" }\n",
+          "t.yaml:6:5: vhost 'a': origin_tls sni must be a host name");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { ca_file: \"\" }\n",
+          "t.yaml:6:5: vhost 'a': origin_tls file names must not be empty");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { verify: maybe }\n",
+          "t.yaml:8:27: expected true or false, got 'maybe'");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { cafile: /x }\n",
+          "t.yaml:8:19: unknown key 'cafile' in origin_tls");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: { sni: a, sni: b }\n",
+          "t.yaml:8:27: duplicate key 'sni' in origin_tls");
+    s_err(HEAD_ "vhosts:\n  - name: a\n    origin: \"https://h\"\n    origin_tls: /x\n",
+          "t.yaml:8:17: origin_tls must be a mapping");
+    s_err("gateway:\n  listen: 8080\n  origin: { resolve_ttl: soon }\n",
+          "t.yaml:3:26: expected a duration such as 10s or 500ms, got 'soon'");
+#undef HEAD_
 }
 
 static void test_size_parse(void **state)
@@ -643,6 +707,32 @@ static void test_origin_parse(void **state)
     assert_int_equal(o.port, 80);
     rf_origin_clear(&o);
 
+    assert_int_equal(rf_origin_parse("https://origin.example.com", &o, &why), 0);
+    assert_int_equal(o.kind, RF_ORIGIN_HTTP);
+    assert_true(o.https);
+    assert_string_equal(o.host, "origin.example.com");
+    assert_int_equal(o.port, 443);
+    assert_string_equal(o.prefix, "");
+    assert_true(o.tls.verify); /* verified unless origin_tls says otherwise */
+    assert_null(o.tls.ca_file);
+    assert_null(o.tls.sni);
+    assert_null(o.tls.client_cert);
+    assert_null(o.tls.client_key);
+    rf_origin_clear(&o);
+    assert_false(o.https);
+
+    assert_int_equal(rf_origin_parse("https://[::1]:8443/a/", &o, &why), 0);
+    assert_true(o.https);
+    assert_string_equal(o.host, "::1");
+    assert_int_equal(o.port, 8443);
+    assert_string_equal(o.prefix, "/a");
+    rf_origin_clear(&o);
+
+    assert_int_equal(rf_origin_parse("http://h", &o, &why), 0);
+    assert_false(o.https);
+    assert_false(o.tls.verify); /* no TLS, nothing to verify */
+    rf_origin_clear(&o);
+
     assert_int_equal(rf_origin_parse("file:///srv/media", &o, &why), 0);
     assert_int_equal(o.kind, RF_ORIGIN_FILE);
     assert_string_equal(o.dir, "/srv/media");
@@ -661,12 +751,16 @@ static void test_origin_parse(void **state)
     static const struct {
         const char *url, *why;
     } bad[] = {
-        {"s3://bucket", "this origin scheme is not supported yet (http:// and file:// are)"},
-        {"https://a", "this origin scheme is not supported yet (http:// and file:// are)"},
-        {"swift://c", "this origin scheme is not supported yet (http:// and file:// are)"},
-        {"ftp://a", "origin must be http://host[:port][/prefix] or file:///dir"},
-        {"example.com", "origin must be http://host[:port][/prefix] or file:///dir"},
-        {"", "origin must be http://host[:port][/prefix] or file:///dir"},
+        {"s3://bucket", "this origin scheme is not supported yet (http://, https:// and file:// are)"},
+        {"swift://c", "this origin scheme is not supported yet (http://, https:// and file:// are)"},
+        {"ftp://a", "origin must be http[s]://host[:port][/prefix] or file:///dir"},
+        {"example.com", "origin must be http[s]://host[:port][/prefix] or file:///dir"},
+        {"", "origin must be http[s]://host[:port][/prefix] or file:///dir"},
+        {"HTTPS://a", "origin must be http[s]://host[:port][/prefix] or file:///dir"},
+        {"https://", "origin URL has no host"},
+        {"https:///p", "origin URL has no host"},
+        {"https://[::1", "origin URL has an unclosed '[' in its host"},
+        {"https://h:65536", "origin URL has a bad port"},
         {"file://srv", "file origin needs an absolute path (file:///dir)"},
         {"file://", "file origin needs an absolute path (file:///dir)"},
         {"http://", "origin URL has no host"},
@@ -719,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_err_ranges),
         cmocka_unit_test(test_err_name_in_message),
         cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_origin_tls),
         cmocka_unit_test(test_size_parse),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_listen_parse),
