@@ -1,11 +1,11 @@
 #!/bin/bash
 # bench/run.sh — `make bench`: runs every refract benchmark (each against its
 # peer, side by side) and ends with one table of ratios, their targets and
-# PASS / BELOW marks. About 6-7 minutes on 2 cores (up to 2 more waiting
+# PASS / BELOW marks. About 8-9 minutes on 2 cores (up to 3 more waiting
 # for other processes to leave the CPUs alone).
 #
-#   bench/run.sh                 both benches
-#   bench/run.sh proxy           only bench/proxy.sh (or: resize)
+#   bench/run.sh                 every bench: proxy, tls, resize
+#   bench/run.sh proxy           only bench/proxy.sh (or: tls, resize)
 #
 # A ratio below its target is reported, not fatal: the exit status is 0
 # whenever every contender ran, and 1 when a bench could not run one (a
@@ -21,7 +21,7 @@ LOG=$RESULTS/$STAMP-run.txt
 : >"$SUMMARY"
 
 BENCHES=("$@")
-[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy resize)
+[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy tls resize)
 
 if [ ! -x build/bin/refract-gateway ] || [ ! -x build/bin/refract-image-worker ] || [ ! -x build/bin/bench-vips-loop ]; then
     make --no-print-directory all >/dev/null || { echo "bench: the build failed (run make)" >&2; exit 1; }

@@ -9,7 +9,7 @@ libh2o-evloop-dev libzmq3-dev libczmq-dev libvips-dev libvips-tools
 libjansson-dev libyaml-dev libssl-dev zlib1g-dev libcmocka-dev
 redis-server ffmpeg prometheus wrk nginx libnginx-mod-http-image-filter
 python3-pytest python3-requests docker-compose curl procps iproute2 psmisc
-clang-format testssl.sh openssl"
+clang-format testssl.sh openssl nghttp2-client"
 
 missing=""
 for p in $PKGS; do
