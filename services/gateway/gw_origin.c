@@ -1,7 +1,10 @@
 #include "gw_origin.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,10 @@
  * connections; larger ones (fast origins grow them) are freed. */
 #define GW_READ_KEEP (256 * 1024)
 
+/* Resolver threads h2o runs getaddrinfo on (h2o's default is 1: one slow
+ * name would hold up every other origin's lookups). */
+#define GW_RESOLVER_THREADS 4
+
 typedef struct {
     h2o_linklist_t link;
     h2o_socket_t *sock;
@@ -26,20 +33,36 @@ typedef struct {
 
 struct gw_upstream_t {
     h2o_loop_t *loop;
-    char name[300];
+    h2o_multithread_receiver_t *resolver; /* the loop's hostinfo receiver */
+    char name[300];                       /* "host:port" */
+    char *host;
+    char port_s[8];
+    /* The address connections go to. A name's address is kept until
+     * addr_expires (loop ms), then looked up again on the next use while
+     * connections keep going to the old one; an address literal never
+     * expires. addr_gen counts changes: connections to an older address
+     * are not pooled. */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    int has_addr, literal;
+    uint64_t addr_expires;
+    unsigned addr_gen;
+    h2o_hostinfo_getaddr_req_t *lookup; /* in flight, or NULL */
+    h2o_linklist_t resolving;           /* gw_fetch_t waiting for a first address */
+    const gw_origin_tls_t *tls;         /* NULL = plain HTTP */
     gw_upstream_opts_t opts;
     h2o_timeout_t connect_timeout, io_timeout, keepalive_timeout, zero_timeout;
     h2o_linklist_t idle; /* s_idle_t, most recently returned last */
     int n_idle;
 };
 
-typedef enum { S_CONNECTING, S_HEAD, S_BODY } s_state_t;
+typedef enum { S_RESOLVING, S_CONNECTING, S_HEAD, S_BODY } s_state_t;
 
 struct gw_fetch_t {
     gw_upstream_t *up;
     h2o_socket_t *sock;
+    h2o_linklist_t resolving; /* in up->resolving while S_RESOLVING */
+    unsigned conn_gen;        /* up->addr_gen of the connection's address */
     const gw_fetch_cbs_t *cbs;
     void *arg;
     h2o_iovec_t request;
@@ -57,42 +80,152 @@ struct gw_fetch_t {
 
 static void s_connect(gw_fetch_t *f);
 static void s_on_read(h2o_socket_t *sock, const char *err);
+static void s_idle_close(s_idle_t *idle);
+static void s_fail(gw_fetch_t *f, int status, const char *why);
 
 /* ---- upstream and its idle pool ----------------------------------------- */
 
-gw_upstream_t *gw_upstream_new(h2o_loop_t *loop, const char *host, int port, const gw_upstream_opts_t *opts,
-                               const char **why)
+static pthread_once_t s_resolver_once = PTHREAD_ONCE_INIT;
+
+static void s_resolver_init(void)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    char port_s[16];
-    snprintf(port_s, sizeof(port_s), "%d", port);
-    if (getaddrinfo(host, port_s, &hints, &res) != 0 || res == NULL) {
-        *why = "origin host name does not resolve";
-        return NULL;
+    if (h2o_hostinfo_max_threads < GW_RESOLVER_THREADS)
+        h2o_hostinfo_max_threads = GW_RESOLVER_THREADS;
+}
+
+/* Fills up->addr from an address literal (IPv4 or IPv6) host. Returns 1
+ * when host is one, 0 when it is a name to look up. */
+static int s_addr_literal(gw_upstream_t *up, const char *host, int port)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)&up->addr;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&up->addr;
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        up->addrlen = sizeof(*sin);
+        return 1;
     }
+    memset(&up->addr, 0, sizeof(up->addr));
+    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        up->addrlen = sizeof(*sin6);
+        return 1;
+    }
+    memset(&up->addr, 0, sizeof(up->addr));
+    return 0;
+}
+
+gw_upstream_t *gw_upstream_new(h2o_loop_t *loop, h2o_multithread_receiver_t *resolver, const char *host, int port,
+                               const gw_upstream_opts_t *opts)
+{
+    pthread_once(&s_resolver_once, s_resolver_init);
     gw_upstream_t *up = calloc(1, sizeof(*up));
-    if (up == NULL) {
-        freeaddrinfo(res);
-        *why = "out of memory";
+    if (up == NULL || (up->host = strdup(host)) == NULL) {
+        free(up);
         return NULL;
     }
     up->loop = loop;
+    up->resolver = resolver;
     snprintf(up->name, sizeof(up->name), "%s:%d", host, port);
-    memcpy(&up->addr, res->ai_addr, res->ai_addrlen);
-    up->addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
+    snprintf(up->port_s, sizeof(up->port_s), "%d", port);
+    up->literal = up->has_addr = s_addr_literal(up, host, port);
+    up->tls = opts->tls;
     up->opts = *opts;
     h2o_timeout_init(loop, &up->connect_timeout, (uint64_t)opts->connect_timeout_ms);
     h2o_timeout_init(loop, &up->io_timeout, (uint64_t)opts->io_timeout_ms);
     h2o_timeout_init(loop, &up->keepalive_timeout, (uint64_t)opts->keepalive_timeout_ms);
     h2o_timeout_init(loop, &up->zero_timeout, 0);
     h2o_linklist_init_anchor(&up->idle);
+    h2o_linklist_init_anchor(&up->resolving);
     return up;
 }
 
 const char *gw_upstream_name(gw_upstream_t *up)
 {
     return up->name;
+}
+
+const gw_origin_tls_t *gw_upstream_tls(gw_upstream_t *up)
+{
+    return up->tls;
+}
+
+/* ---- name resolution ------------------------------------------------------ */
+
+/* Closes every idle connection: they go to an address the name no longer
+ * has. */
+static void s_pool_flush(gw_upstream_t *up)
+{
+    while (!h2o_linklist_is_empty(&up->idle))
+        s_idle_close(H2O_STRUCT_FROM_MEMBER(s_idle_t, link, up->idle.next));
+}
+
+/* A lookup answered, on the loop (h2o's hostinfo receiver). Takes the first
+ * address (getaddrinfo's preference order), then connects or fails the
+ * fetches that were waiting for one. */
+static void s_on_resolved(h2o_hostinfo_getaddr_req_t *req, const char *errstr, struct addrinfo *res, void *cbdata)
+{
+    (void)req;
+    gw_upstream_t *up = cbdata;
+    up->lookup = NULL;
+    struct addrinfo *ai = res;
+    while (ai != NULL && ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+        ai = ai->ai_next;
+    char why[400] = "";
+    if (errstr != NULL || ai == NULL || ai->ai_addrlen > sizeof(up->addr)) {
+        snprintf(why, sizeof(why), "origin host name does not resolve: %s (%s)", up->name,
+                 errstr ? errstr : "no address");
+        /* Not remembered: the next connection looks the name up again. A
+         * name that resolved before keeps its last address meanwhile. */
+        up->addr_expires = 0;
+        if (up->has_addr)
+            rf_log(RF_LOG_WARN, NULL, "%s; still using its previous address", why);
+    } else {
+        if (!up->has_addr || up->addrlen != ai->ai_addrlen || memcmp(&up->addr, ai->ai_addr, ai->ai_addrlen) != 0) {
+            char host[INET6_ADDRSTRLEN] = "?";
+            const void *a = ai->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                                                     : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            inet_ntop(ai->ai_family, a, host, sizeof(host));
+            if (up->has_addr) {
+                rf_log(RF_LOG_INFO, NULL, "origin %s now resolves to %s", up->name, host);
+                s_pool_flush(up);
+            }
+            memset(&up->addr, 0, sizeof(up->addr));
+            memcpy(&up->addr, ai->ai_addr, ai->ai_addrlen);
+            up->addrlen = ai->ai_addrlen;
+            up->addr_gen++;
+            up->has_addr = 1;
+        }
+        up->addr_expires = h2o_now(up->loop) + (uint64_t)up->opts.resolve_ttl_ms;
+    }
+    /* Only the fetches waiting now: one started from a callback below
+     * waits for a lookup of its own. */
+    h2o_linklist_t waiting;
+    h2o_linklist_init_anchor(&waiting);
+    h2o_linklist_insert_list(&waiting, &up->resolving);
+    while (!h2o_linklist_is_empty(&waiting)) {
+        gw_fetch_t *f = H2O_STRUCT_FROM_MEMBER(gw_fetch_t, resolving, waiting.next);
+        h2o_linklist_unlink(&f->resolving);
+        if (up->has_addr)
+            s_connect(f);
+        else
+            s_fail(f, 502, why);
+    }
+}
+
+/* Starts a lookup when the upstream has no address yet or its address is
+ * past its TTL, unless one is already in flight. Never blocks: h2o runs
+ * getaddrinfo on its resolver threads and answers through the loop. */
+static void s_resolve_if_stale(gw_upstream_t *up)
+{
+    if (up->literal || up->lookup != NULL)
+        return;
+    if (up->has_addr && h2o_now(up->loop) < up->addr_expires)
+        return;
+    up->lookup = h2o_hostinfo_getaddr(up->resolver, h2o_iovec_init(up->host, strlen(up->host)),
+                                      h2o_iovec_init(up->port_s, strlen(up->port_s)), AF_UNSPEC, SOCK_STREAM,
+                                      IPPROTO_TCP, AI_NUMERICSERV, s_on_resolved, up);
 }
 
 static void s_idle_close(s_idle_t *idle)
@@ -109,7 +242,10 @@ static void s_idle_close(s_idle_t *idle)
  * either way it can no longer carry a request. */
 static void s_idle_on_read(h2o_socket_t *sock, const char *err)
 {
-    (void)err;
+    /* A TLS record that carries no data (a session ticket) is no reason
+     * to give the connection up. */
+    if (err == NULL && sock->ssl != NULL && sock->input->size == 0)
+        return;
     s_idle_close(sock->data);
 }
 
@@ -118,10 +254,11 @@ static void s_idle_on_timeout(h2o_timeout_entry_t *entry)
     s_idle_close(H2O_STRUCT_FROM_MEMBER(s_idle_t, timer, entry));
 }
 
-/* Takes ownership of sock: keeps it for reuse or closes it. */
-static void s_pool_return(gw_upstream_t *up, h2o_socket_t *sock)
+/* Takes ownership of sock: keeps it for reuse or closes it (also when it
+ * goes to an address the name no longer has: gen is not up->addr_gen). */
+static void s_pool_return(gw_upstream_t *up, h2o_socket_t *sock, unsigned gen)
 {
-    if (up->n_idle >= up->opts.keepalive_max) {
+    if (up->n_idle >= up->opts.keepalive_max || gen != up->addr_gen) {
         h2o_socket_close(sock);
         return;
     }
@@ -191,12 +328,19 @@ static void s_timer_set(gw_fetch_t *f, h2o_timeout_t *t)
 static void s_free(gw_fetch_t *f, int reuse_socket)
 {
     s_timer_set(f, NULL);
+    if (h2o_linklist_is_linked(&f->resolving))
+        h2o_linklist_unlink(&f->resolving);
     if (f->sock != NULL) {
         if (reuse_socket && f->keepalive) {
             h2o_socket_read_stop(f->sock);
-            s_pool_return(f->up, f->sock);
+            s_pool_return(f->up, f->sock, f->conn_gen);
         } else {
             h2o_socket_close(f->sock);
+            /* h2o's TLS shutdown may leave an entry in this thread's
+             * OpenSSL error queue, which would make a later SSL_read on
+             * another connection look failed. */
+            if (f->up->tls != NULL)
+                ERR_clear_error();
         }
         f->sock = NULL;
     }
@@ -219,6 +363,7 @@ static void s_on_timeout(h2o_timeout_entry_t *entry)
         return;
     }
     switch (f->state) {
+    case S_RESOLVING: s_fail(f, 504, "origin connect timed out: host name lookup pending"); break;
     case S_CONNECTING: s_fail(f, 504, "origin connect timed out"); break;
     case S_HEAD: s_fail(f, 504, "origin response timed out"); break;
     default: s_fail(f, 504, "origin stalled mid-body"); break;
@@ -254,6 +399,52 @@ static void s_send_request(gw_fetch_t *f)
     s_timer_set(f, &f->up->io_timeout);
 }
 
+/* Whether a handshake error from h2o is only its own post-handshake name
+ * check (run for TLS 1.2 only). It duplicates, less exactly (no IP address
+ * names), the check OpenSSL already made inside the handshake when verify
+ * is on, and is unwanted when verify is off. Returns 1 or 0. */
+static int s_tls_err_is_h2o_name_check(const char *err)
+{
+    return err == h2o_socket_error_ssl_cert_name_mismatch || err == h2o_socket_error_ssl_cert_invalid ||
+           err == h2o_socket_error_ssl_no_cert;
+}
+
+/* Whether a failed handshake's error is OpenSSL's verdict on the
+ * certificate (h2o passes X509_verify_cert_error_string of the verify
+ * result) rather than a failure of the connection or the protocol. */
+static int s_tls_err_is_verify(const gw_upstream_t *up, const char *err)
+{
+    return gw_origin_tls_verifies(up->tls) && err != h2o_socket_error_out_of_memory && err != h2o_socket_error_io &&
+           err != h2o_socket_error_closed && err != h2o_socket_error_conn_fail && err != h2o_socket_error_ssl_decode &&
+           strcmp(err, "ssl handshake failure") != 0 && strcmp(err, "picotls handshake error") != 0;
+}
+
+static void s_on_handshake(h2o_socket_t *sock, const char *err)
+{
+    gw_fetch_t *f = sock->data;
+    if (err != NULL && !s_tls_err_is_h2o_name_check(err)) {
+        char why[600];
+        if (s_tls_err_is_verify(f->up, err)) {
+            snprintf(why, sizeof(why), "origin %s TLS: certificate verify failed: %s (name '%s')", f->up->name, err,
+                     gw_origin_tls_name(f->up->tls));
+        } else {
+            /* OpenSSL's queue says more than h2o's summary, e.g. the
+             * origin's alert ("tlsv13 alert certificate required"). */
+            unsigned long e = ERR_peek_last_error();
+            const char *detail = e ? ERR_reason_error_string(e) : NULL;
+            snprintf(why, sizeof(why), "origin %s TLS: handshake failed: %s%s%s", f->up->name, err, detail ? ": " : "",
+                     detail ? detail : "");
+        }
+        ERR_clear_error();
+        f->in_cb = 1;
+        f->cbs->on_error(f, f->arg, 502, why);
+        s_free(f, 0);
+        return;
+    }
+    ERR_clear_error();
+    s_send_request(f);
+}
+
 static void s_on_connect(h2o_socket_t *sock, const char *err)
 {
     gw_fetch_t *f = sock->data;
@@ -266,13 +457,29 @@ static void s_on_connect(h2o_socket_t *sock, const char *err)
         s_free(f, 0);
         return;
     }
+    if (f->up->tls != NULL) {
+        /* Still S_CONNECTING: connect_timeout bounds the handshake too. */
+        h2o_socket_ssl_handshake(sock, gw_origin_tls_ctx(f->up->tls), gw_origin_tls_name(f->up->tls), s_on_handshake);
+        return;
+    }
     s_send_request(f);
 }
 
+/* Connects to the upstream's address, or, when it has none yet, waits for
+ * the lookup (S_RESOLVING, bounded by connect_timeout). */
 static void s_connect(gw_fetch_t *f)
 {
-    f->state = S_CONNECTING;
+    gw_upstream_t *up = f->up;
     f->reused = 0;
+    s_resolve_if_stale(up);
+    if (!up->has_addr) {
+        f->state = S_RESOLVING;
+        h2o_linklist_insert(&up->resolving, &f->resolving);
+        s_timer_set(f, &up->connect_timeout);
+        return;
+    }
+    f->state = S_CONNECTING;
+    f->conn_gen = up->addr_gen;
     f->sock = h2o_socket_connect(f->up->loop, (struct sockaddr *)&f->up->addr, f->up->addrlen, s_on_connect);
     if (f->sock == NULL) {
         s_fail_later(f, 502, "origin unreachable: cannot create a socket");
@@ -300,8 +507,12 @@ gw_fetch_t *gw_fetch_start(gw_upstream_t *up, h2o_iovec_t request, int is_head, 
     }
     memcpy(f->request.base, request.base, request.len);
     f->request.len = request.len;
+    /* A warm connection needs no address, but a stale address is looked up
+     * again now so that a changed one is followed. */
+    s_resolve_if_stale(up);
     if ((f->sock = s_pool_take(up)) != NULL) {
         f->reused = 1;
+        f->conn_gen = up->addr_gen;
         s_send_request(f);
     } else {
         s_connect(f);

@@ -8,8 +8,29 @@
  *  client side catches up, so memory per request stays bounded whatever the
  *  object size.
  *
- *  One gw_upstream_t per origin (host:port) per event-loop thread holds the
- *  resolved address, the timeouts and a pool of idle keep-alive connections.
+ *  One gw_upstream_t per origin (scheme, host:port and TLS setting) per
+ *  event-loop thread holds the address, the timeouts and a pool of idle
+ *  keep-alive connections.
+ *
+ *  Names. A host name is looked up with h2o_hostinfo_getaddr: getaddrinfo
+ *  runs on h2o's resolver threads and the answer comes back on the loop
+ *  through the context's hostinfo receiver, so a slow resolver never
+ *  blocks an event loop. Fetches that need a connection before the first
+ *  answer wait for it (bounded by connect_timeout). The address is kept for
+ *  resolve_ttl; the first use after that starts a new lookup while
+ *  connections keep going to the old address. When the answer differs,
+ *  idle connections to the old address are closed and busy ones are not
+ *  pooled. A failed lookup is not remembered: with no address yet the
+ *  waiting fetches get 502 "origin host name does not resolve", and the
+ *  next request looks again; a name that resolved before keeps its last
+ *  address meanwhile. Address literals are never looked up.
+ *
+ *  TLS (https:// origins). After connect, h2o_socket_ssl_handshake runs
+ *  with the shared SSL_CTX of the origin's TLS setting (gw_origin_tls.h:
+ *  CA, verify, SNI name, client certificate) inside connect_timeout.
+ *  OpenSSL verifies chain and name during the handshake; a failure is a
+ *  502 "origin host:port TLS: certificate verify failed: <reason>".
+ *  TLS connections are pooled and reused like plain ones.
  */
 #ifndef GW_ORIGIN_H
 #define GW_ORIGIN_H
@@ -19,6 +40,7 @@
 #include <stdint.h>
 
 #include "gw_origin_parse.h" /* struct phr_header; the head parser and its rules */
+#include "gw_origin_tls.h"
 
 typedef struct gw_upstream_t gw_upstream_t;
 typedef struct gw_fetch_t gw_fetch_t;
@@ -28,6 +50,8 @@ typedef struct {
     int io_timeout_ms;
     int keepalive_max;
     int keepalive_timeout_ms;
+    int resolve_ttl_ms;         /* how long a looked-up address is used */
+    const gw_origin_tls_t *tls; /* https: the TLS setting (borrowed, process lifetime); NULL = http */
 } gw_upstream_opts_t;
 
 typedef struct {
@@ -42,23 +66,26 @@ typedef struct {
      * last call and the fetch is freed after it returns. The consumer may
      * call gw_fetch_pause from here. */
     void (*on_body)(gw_fetch_t *f, void *arg, const char *data, size_t len, int eos);
-    /* The fetch failed: status 502 (unreachable, bad response, connection
-     * lost) or 504 (timed out), with a one-line reason. May come before or
+    /* The fetch failed: status 502 (unreachable, name does not resolve,
+     * TLS handshake or certificate, bad response, connection lost) or 504
+     * (timed out), with a one-line reason. May come before or
      * after on_head. The fetch is freed after it returns. */
     void (*on_error)(gw_fetch_t *f, void *arg, int status, const char *why);
 } gw_fetch_cbs_t;
 
-/* Creates an upstream for host:port on `loop`, resolving the name now.
- * The lookup blocks the calling loop; each thread does it once per origin,
- * on the first request that needs it, and keeps the address until the
- * process restarts (reloads included). Returns NULL with *why (static)
- * when the name does not resolve. Caller owns; upstreams live as long as
- * their thread. */
-gw_upstream_t *gw_upstream_new(h2o_loop_t *loop, const char *host, int port, const gw_upstream_opts_t *opts,
-                               const char **why);
+/* Creates an upstream for host:port on `loop`. Nothing is looked up yet:
+ * the first fetch that needs a connection starts the lookup, answered
+ * through `resolver` (the loop's h2o context's receivers.hostinfo_getaddr).
+ * Returns NULL only when out of memory. Caller owns; upstreams live as long
+ * as their thread (a lookup in flight holds a pointer to it). */
+gw_upstream_t *gw_upstream_new(h2o_loop_t *loop, h2o_multithread_receiver_t *resolver, const char *host, int port,
+                               const gw_upstream_opts_t *opts);
 
 /* The "host:port" this upstream talks to (borrowed). */
 const char *gw_upstream_name(gw_upstream_t *up);
+
+/* The TLS setting it was created with (borrowed), NULL for http. */
+const gw_origin_tls_t *gw_upstream_tls(gw_upstream_t *up);
 
 /* Starts a request. `request` is the complete request head (and body, if
  * any) to write; it is copied. `is_head` tells the parser the response has

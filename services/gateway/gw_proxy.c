@@ -139,23 +139,33 @@ void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt
 
 /* ---- upstream pools per thread -------------------------------------------- */
 
+/* One upstream per origin host:port and TLS setting (none for http://)
+ * per thread, made on first use. Returns it (the thread owns it), or NULL
+ * with *why when out of memory or when the TLS setting's files cannot be
+ * loaded. Names are looked up later, without blocking (gw_origin.h). */
 gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why)
 {
     char key[300];
     snprintf(key, sizeof(key), "%s:%d", origin->host, origin->port);
     for (h2o_linklist_t *l = t->upstreams.next; l != &t->upstreams; l = l->next) {
         gw_upstream_entry_t *e = H2O_STRUCT_FROM_MEMBER(gw_upstream_entry_t, link, l);
-        if (strcmp(e->key, key) == 0)
+        if (strcmp(e->key, key) == 0 && gw_origin_tls_matches(gw_upstream_tls(e->up), origin))
             return e->up;
     }
     const rf_config_t *cfg = t->server->cfg;
     gw_upstream_opts_t opts = {.connect_timeout_ms = cfg->gateway.connect_timeout_ms,
                                .io_timeout_ms = cfg->gateway.read_timeout_ms,
                                .keepalive_max = cfg->gateway.keepalive_max,
-                               .keepalive_timeout_ms = cfg->gateway.keepalive_timeout_ms};
-    gw_upstream_t *up = gw_upstream_new(t->ctx.loop, origin->host, origin->port, &opts, why);
-    if (up == NULL)
+                               .keepalive_timeout_ms = cfg->gateway.keepalive_timeout_ms,
+                               .resolve_ttl_ms = cfg->gateway.resolve_ttl_ms};
+    if (origin->https && (opts.tls = gw_origin_tls_get(origin, why)) == NULL)
         return NULL;
+    gw_upstream_t *up =
+        gw_upstream_new(t->ctx.loop, &t->ctx.receivers.hostinfo_getaddr, origin->host, origin->port, &opts);
+    if (up == NULL) {
+        *why = "out of memory";
+        return NULL;
+    }
     gw_upstream_entry_t *e = calloc(1, sizeof(*e));
     if (e == NULL) {
         *why = "out of memory";
@@ -493,7 +503,7 @@ static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_l
     APPEND(path, path_len);
     APPENDS(" HTTP/1.1\r\nhost: ");
     APPENDS(o->host);
-    if (o->port != 80) {
+    if (o->port != (o->https ? 443 : 80)) {
         char port[16];
         snprintf(port, sizeof(port), ":%d", o->port);
         APPENDS(port);
