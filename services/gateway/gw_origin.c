@@ -83,6 +83,17 @@ static void s_on_read(h2o_socket_t *sock, const char *err);
 static void s_idle_close(s_idle_t *idle);
 static void s_fail(gw_fetch_t *f, int status, const char *why);
 
+/* Closes a connection. h2o's TLS shutdown may leave an entry in this
+ * thread's OpenSSL error queue, which would make a later SSL_read on
+ * another connection of the thread look failed: it is emptied. */
+static void s_sock_close(h2o_socket_t *sock)
+{
+    int tls = sock->ssl != NULL;
+    h2o_socket_close(sock);
+    if (tls)
+        ERR_clear_error();
+}
+
 /* ---- upstream and its idle pool ----------------------------------------- */
 
 static pthread_once_t s_resolver_once = PTHREAD_ONCE_INIT;
@@ -234,7 +245,7 @@ static void s_idle_close(s_idle_t *idle)
     if (h2o_timeout_is_linked(&idle->timer))
         h2o_timeout_unlink(&idle->timer);
     idle->up->n_idle--;
-    h2o_socket_close(idle->sock);
+    s_sock_close(idle->sock);
     free(idle);
 }
 
@@ -259,12 +270,12 @@ static void s_idle_on_timeout(h2o_timeout_entry_t *entry)
 static void s_pool_return(gw_upstream_t *up, h2o_socket_t *sock, unsigned gen)
 {
     if (up->n_idle >= up->opts.keepalive_max || gen != up->addr_gen) {
-        h2o_socket_close(sock);
+        s_sock_close(sock);
         return;
     }
     s_idle_t *idle = calloc(1, sizeof(*idle));
     if (idle == NULL) {
-        h2o_socket_close(sock);
+        s_sock_close(sock);
         return;
     }
     idle->sock = sock;
@@ -335,12 +346,7 @@ static void s_free(gw_fetch_t *f, int reuse_socket)
             h2o_socket_read_stop(f->sock);
             s_pool_return(f->up, f->sock, f->conn_gen);
         } else {
-            h2o_socket_close(f->sock);
-            /* h2o's TLS shutdown may leave an entry in this thread's
-             * OpenSSL error queue, which would make a later SSL_read on
-             * another connection look failed. */
-            if (f->up->tls != NULL)
-                ERR_clear_error();
+            s_sock_close(f->sock);
         }
         f->sock = NULL;
     }
@@ -631,7 +637,7 @@ static void s_on_read(h2o_socket_t *sock, const char *err)
              * on a fresh one before anything of the response arrived. */
             if (f->reused && !f->retried && sock->input->size == 0) {
                 f->retried = 1;
-                h2o_socket_close(f->sock);
+                s_sock_close(f->sock);
                 f->sock = NULL;
                 s_connect(f);
                 return;
