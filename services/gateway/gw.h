@@ -6,10 +6,8 @@
  *  and the main thread only waits for signals (SIGTERM drains, SIGHUP
  *  reloads vhosts).
  *
- *  Request path (gw_proxy.c):
- *    route (vhost by Host) -> split function chain -> cache lookup
- *    -> origin fetch (http: gw_origin.c, file: h2o_file_send)
- *    -> [image chain: bus job to an image worker, gw_image.c] -> client
+ *  Request path: one way, stage by stage (see "the stages" below):
+ *    recv -> route -> lookup -> fetch | transform -> deliver
  */
 #ifndef GW_H
 #define GW_H
@@ -92,29 +90,142 @@ struct gw_server_t {
     int started, start_failed;
 };
 
-/* Per-request state, allocated in the request pool (freed with it). */
-typedef struct gw_req_t {
+/* ---- the function table (gw_func.c) ------------------------------------------
+ *
+ * Each URL function (dims today; mp4hls, trimming, thumbnails, drm and the
+ * document endpoints next) is one row: how it is recognised in a canonical
+ * path, how its chain is parsed and named canonically, which bus service
+ * runs it, how its source travels, its limits, and how a worker's reply
+ * becomes an HTTP answer. A new worker kind adds a row, not a request path. */
+
+typedef struct gw_req_t gw_req_t;
+
+typedef enum {
+    GW_SOURCE_WHOLE, /* the whole source: body frames, or a file reference for file origins */
+} gw_source_mode_t;
+
+typedef enum {
+    GW_REPLY_BODY,     /* send the worker's body with its content type */
+    GW_REPLY_ORIGINAL, /* send the unprocessed source, marked as a fallback */
+    GW_REPLY_ERROR,    /* send `http_status` with the worker's error as the reason */
+} gw_reply_action_t;
+
+/* How one worker reply status is answered. Error lines read
+ * "prefix: <worker's error, or text>" — or, without a prefix, the worker's
+ * error, else text. For GW_REPLY_ORIGINAL, text is the fallback token. */
+typedef struct {
+    int worker_status; /* 0 ends the list */
+    gw_reply_action_t action;
+    int http_status;
+    const char *prefix;
+    const char *text;
+} gw_reply_rule_t;
+
+typedef struct gw_func_t {
+    const char *name;    /* "dims": logs, errors and the cache key */
+    const char *service; /* bus service that runs it: "image" */
+    const char *label;   /* "image processing …" in error lines */
+    /* The URL keyword as this vhost spells it ("dims", or dims.keyword). */
+    const char *(*keyword)(const rf_vhost_conf_t *vh);
+    /* Whether the function applies to this canonical path (and query) on
+     * vhost vh. On 1, src is the source path and chain the function text
+     * (both borrowed from path/query). */
+    int (*match)(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src, h2o_iovec_t *chain);
+    /* Parses the chain into *state (allocated in the request pool). 0, or
+     * -1 with a one-line reason in why (the client gets 400, no origin
+     * request is made). */
+    int (*parse)(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len);
+    /* Canonical text of a parsed chain, for the cache key. 0 or -1 (short). */
+    int (*canon)(const void *state, char *buf, size_t len);
+    /* The chain as the worker reads it (JSON, caller owns the reference). */
+    json_t *(*to_json)(const void *state);
+    gw_source_mode_t source;
+    /* Largest source the function takes from vh (0 = no limit); larger ones
+     * are answered with the original (fallback "over_max_source_size"). */
+    size_t (*source_limit)(const rf_vhost_conf_t *vh);
+    const gw_reply_rule_t *replies; /* worker status -> answer; others: 502 */
+    /* fallbacks counter: labels vhost, reason */
+    rf_metric_t **fallbacks;
+} gw_func_t;
+
+/* The functions in match order, NULL-terminated. */
+extern const gw_func_t *const gw_funcs[];
+
+/* ---- per-request state ------------------------------------------------------- */
+
+/* Allocated in the request pool (freed with it). Generic state only: each
+ * stage and each function keeps its own beside it. */
+struct gw_req_t {
     gw_thread_t *thread;
     h2o_req_t *req;
-    gw_vhosts_t *vhosts;
-    const rf_vhost_conf_t *vhost;
+    gw_vhosts_t *vhosts; /* the table the request started with (one reference) */
     char request_id[40];
-    h2o_iovec_t path;  /* canonical path (rf_path), in the request pool; set by gw_recv */
-    h2o_iovec_t query; /* "" or "?…" exactly as the client sent it (no control bytes) */
-    unsigned close_conn : 1; /* answer and close: the connection's framing is suspect */
     struct timeval started;
+    /* recv */
+    h2o_iovec_t path;        /* canonical path (rf_path), in the request pool */
+    h2o_iovec_t query;       /* "" or "?…" exactly as the client sent it (no control bytes) */
+    unsigned close_conn : 1; /* answer and close: the connection's framing is suspect */
+    /* route */
+    const rf_vhost_conf_t *vhost;
+    const gw_func_t *func; /* NULL: a plain request */
+    void *func_state;      /* the parsed chain (func->parse) */
+    h2o_iovec_t src;       /* the function's source path (canonical) */
+    /* lookup */
+    h2o_iovec_t key;          /* cache key: vhost, path, query, canonical chain */
     const char *cache_status; /* Cache-Status value */
+    /* fetch / transform */
     struct gw_stream_t *stream;
-    gw_job_t *job;    /* out on the bus, when not NULL */
+    struct gw_transform_t *transform;
+    /* deliver */
     const char *note; /* fallback reason etc., for the access log */
-    rf_chain_t chain; /* image function chain */
-    const char *src;  /* image source path (borrowed from the request) */
-    size_t src_len;
-    const h2o_headers_t *stream_headers; /* origin response headers of the source */
-    h2o_iovec_t file_src;                /* file origins: the normalized source path */
-    h2o_timeout_entry_t probe;           /* linked while a job is out for an HTTP/1 client */
-    int client_gone;                     /* the probe saw the client hang up: status 0 in logs */
-} gw_req_t;
+    int client_gone;  /* the client hung up before the answer: status 0 in logs */
+};
+
+/* ---- the stages, in request order -------------------------------------------
+ *
+ *   gw_req.c        the h2o handler: request id, then the stages below
+ *   gw_recv.c       framing checks, canonical path, Range policy
+ *   gw_route.c      vhost by Host, function by path (gw_func.c)
+ *   gw_lookup.c     the cache key and Cache-Status (the edge cache plugs in here)
+ *   gw_fetch.c      plain requests: file origin (gw_file.c) or http origin (gw_proxy.c)
+ *   gw_transform.c  function requests: source, bus job, reply mapping
+ *   gw_deliver.c    what every response carries, error answers, log and metrics
+ *
+ * Each stage returns 0 to go on, or -1 when it has answered the request. */
+
+/* gw_recv.c */
+int gw_recv(gw_req_t *rc);
+
+/* gw_route.c */
+int gw_route(gw_req_t *rc);
+
+/* gw_lookup.c */
+int gw_lookup(gw_req_t *rc);
+
+/* gw_fetch.c: answers a plain request from its origin. */
+void gw_fetch(gw_req_t *rc);
+
+/* gw_transform.c: answers a function request; results arrive through the
+ * thread's job receiver (registered with gw_transform_on_jobs). */
+void gw_transform(gw_req_t *rc);
+void gw_transform_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+/* gw_deliver.c */
+void gw_deliver_headers(gw_req_t *rc);
+void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Sends status + `len` bytes that stay valid until the request pool is
+ * freed (HEAD gets the head only). */
+void gw_deliver_body(gw_req_t *rc, int status, const char *ctype, const void *body, size_t len);
+/* Marks the answer as the unprocessed original: the function's fallbacks
+ * metric, the access-log note and X-Refract-Fallback (`reason` is a
+ * static token such as "over_max_source_size"). */
+void gw_deliver_mark_fallback(gw_req_t *rc, const char *reason);
+/* The access log line and request metrics, when the request is freed. */
+void gw_deliver_log(gw_req_t *rc);
+
+/* gw_req.c */
+void gw_req_register(h2o_hostconf_t *hostconf);
 
 /* gw_vhost.c */
 /* Takes ownership of *cfg_p (NULLed). Returns the table with one
@@ -123,47 +234,46 @@ typedef struct gw_req_t {
 gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p, char **err);
 void gw_vhosts_ref(gw_vhosts_t *v);
 void gw_vhosts_unref(gw_vhosts_t **v_p);
+/* The vhost serving `host` (a Host header, port ignored), the default vhost
+ * when none matches, or NULL. Borrowed from the table. */
 const rf_vhost_conf_t *gw_vhosts_match(const gw_vhosts_t *v, const char *host, size_t len);
 h2o_handler_t *gw_vhosts_file_handler(const gw_vhosts_t *v, const rf_vhost_conf_t *vhost);
+/* The standard reason phrase of an HTTP status (static). */
 const char *gw_reason(int status);
 
-/* gw_recv.c: framing checks, canonical path, Range policy. Returns 0 to go
- * on, or -1 after answering (400). */
-int gw_recv(gw_req_t *rc);
-
-/* gw_proxy.c */
-void gw_proxy_register(h2o_hostconf_t *hostconf);
+/* gw_proxy.c: http origins — per-thread upstream pools and streaming. */
 gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why);
-void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* Streaming from an origin to the client, or collecting a source body.
- * Collect mode hands the whole body to on_collected, unless it is larger
- * than `limit`, in which case the stream falls back to pass-through and
- * the original is served unprocessed. */
+ * With a collector, a complete 200 is handed whole to on_collected; a body
+ * larger than `limit` (or any other status) is passed through to the
+ * client instead, after on_passthrough(rc, reason) for the over-limit case. */
 typedef struct gw_stream_t gw_stream_t;
-typedef void(gw_collected_fn)(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers);
+typedef struct {
+    size_t limit; /* 0 = no limit */
+    void (*on_collected)(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers);
+    void (*on_over_limit)(gw_req_t *rc, int64_t size);
+} gw_collector_t;
+/* Starts a fetch of path (origin-relative, canonical, with any query) from
+ * up. forward_headers: the client's method, headers and body go along (a
+ * plain request); otherwise a bare GET (a transform source). `collect`
+ * may be NULL (stream to the client). */
 void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t path_len, int forward_headers,
-                     size_t collect_limit, gw_collected_fn *on_collected);
+                     const gw_collector_t *collect);
 
+/* gw_file.c: file origins. */
+/* Serves the request's canonical path from the vhost's directory with
+ * h2o's file handler (Range, conditionals, HEAD). */
+void gw_file_serve(gw_req_t *rc);
+/* Serves the decoded path `path` of the vhost's directory unprocessed
+ * (transform fallbacks), with its content type from the extension. */
+void gw_file_serve_path(gw_req_t *rc, const char *path, size_t path_len);
 /* Reads a whole local source for a transform. Returns 0 with *body
  * malloc'd (caller owns) and *len set — or, when body is NULL, only checks
  * the file and sets *len (the worker reads it by reference) —, 1 when it
  * is larger than limit (nothing read), -1 when it cannot be read (*why). */
 int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
                         const char **why);
-/* Serves dir + path of a file origin unprocessed (image fallbacks). 0. */
-int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len);
-
-/* gw_image.c */
-int gw_image_handle(gw_req_t *rc, const char *src, size_t src_len, const char *chain, size_t chain_len);
-void gw_image_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
-void gw_image_send_original(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers,
-                            const char *reason);
-/* Records that an image request is answered with its original: the
- * fallbacks metric, the access-log note and the X-Refract-Fallback header
- * (`reason` is a static token such as "over_max_source_size"). */
-void gw_image_mark_fallback(gw_req_t *rc, const char *reason);
 
 /* gw_admin.c */
 void gw_admin_register(h2o_hostconf_t *hostconf, gw_server_t *server);

@@ -4,7 +4,7 @@
  *
  *  A gw_job_t wraps an rf_job_t with an h2o multithread message: the job's
  *  rf_broker `done` callback (on the broker thread) posts that message to
- *  the submitting thread's receiver, where gw_image_on_jobs picks it up.
+ *  the submitting thread's receiver, where gw_transform_on_jobs picks it up.
  *  While the job is out the event-loop thread only touches `user` and
  *  `abandoned` (which the broker watches).
  */

@@ -1,141 +1,23 @@
+/*  gw_proxy — http:// origins: one upstream (address, keep-alive pool, TLS
+ *  setting) per origin per event-loop thread, and the stream that carries
+ *  an origin response to the client with bounded memory — or collects a
+ *  whole source body for a transform (gw_collector_t).
+ */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <sys/time.h>
 
 #include "gw.h"
 #include "gw_metrics.h"
-#include "rf_chain.h"
 #include "rf_log.h"
-#include "rf_path.h"
 
 /* Bytes received from the origin but not yet accepted by the client before
  * the origin read is paused: bounds memory per request whatever the object
  * size, while letting reads overlap writes. */
 #define GW_STREAM_WINDOW (512 * 1024)
-
-/* ---- request context ------------------------------------------------------ */
-
-static const char *s_method_label(h2o_iovec_t m)
-{
-    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
-    for (int i = 0; known[i]; i++)
-        if (h2o_memis(m.base, m.len, known[i], strlen(known[i])))
-            return known[i];
-    return "OTHER";
-}
-
-/* Runs when the request pool is freed: the response is complete or the
- * client went away. Releases what the request still holds elsewhere. */
-static void s_req_dispose(void *p)
-{
-    gw_req_t *rc = p;
-    gw_thread_t *t = rc->thread;
-    h2o_req_t *req = rc->req;
-    if (h2o_timeout_is_linked(&rc->probe))
-        h2o_timeout_unlink(&rc->probe);
-    if (rc->job != NULL) {
-        /* The broker returns the job later; without a user it is freed. */
-        rc->job->user = NULL;
-        atomic_store(&rc->job->abandoned, 1);
-        rc->job = NULL;
-    }
-    struct timeval now;
-    gettimeofday(&now, NULL);
-    double secs = (double)(now.tv_sec - rc->started.tv_sec) + (double)(now.tv_usec - rc->started.tv_usec) / 1e6;
-    char status[8];
-    /* Status 0: no response reached the client (it went away first). */
-    snprintf(status, sizeof(status), "%d", rc->client_gone ? 0 : req->res.status);
-    const char *vhost = rc->vhost ? rc->vhost->name : "unknown";
-    const char *l3[] = {vhost, s_method_label(req->method), status};
-    rf_metric_add(gw_m.http_requests, l3, 1);
-    const char *l1[] = {vhost};
-    rf_metric_observe(gw_m.http_duration, l1, secs);
-    rf_metric_add(gw_m.http_response_bytes, l1, (double)req->bytes_sent);
-    rf_metric_gauge_add(gw_m.http_inflight, NULL, -1);
-    if (t->server->cfg->gateway.access_log)
-        rf_log(RF_LOG_INFO, rc->request_id, "%.*s %s %.*s %d %zuB %.1fms %s%s%s", (int)req->method.len,
-               req->method.base, vhost, (int)(req->path.len > 512 ? 512 : req->path.len), req->path.base,
-               status[0] == '0' ? 0 : req->res.status, req->bytes_sent, secs * 1000, rc->cache_status,
-               rc->note ? " " : "", rc->note ? rc->note : "");
-    gw_vhosts_unref(&rc->vhosts);
-    t->inflight--;
-}
-
-static int s_reqid_ok(h2o_iovec_t v)
-{
-    if (v.len == 0 || v.len > 36)
-        return 0;
-    for (size_t i = 0; i < v.len; i++) {
-        char c = v.base[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
-static uint64_t s_rand(gw_thread_t *t)
-{
-    /* xorshift64*: request ids need uniqueness, not secrecy. */
-    uint64_t x = t->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    t->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-static void s_set_request_id(gw_req_t *rc)
-{
-    h2o_req_t *req = rc->req;
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    if (i >= 0 && s_reqid_ok(req->headers.entries[i].value)) {
-        memcpy(rc->request_id, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
-        rc->request_id[req->headers.entries[i].value.len] = '\0';
-    } else {
-        snprintf(rc->request_id, sizeof(rc->request_id), "%016llx%016llx", (unsigned long long)s_rand(rc->thread),
-                 (unsigned long long)s_rand(rc->thread));
-    }
-}
-
-/* Adds the headers every response carries. Called again after anything
- * that may reset the response headers. */
-static void s_add_common_headers(gw_req_t *rc)
-{
-    h2o_req_t *req = rc->req;
-    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, rc->request_id,
-                          strlen(rc->request_id), 1);
-    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, rc->cache_status,
-                          strlen(rc->cache_status), 1);
-}
-
-void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt, ...)
-{
-    char body[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n > sizeof(body) - 2)
-        n = (int)sizeof(body) - 2;
-    body[n++] = '\n';
-    body[n] = '\0';
-    rc->note = h2o_strdup(&rc->req->pool, body, (size_t)n - 1).base;
-    if (status == 503)
-        h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("retry-after"), 0, H2O_STRLIT("1"), 1);
-    s_add_common_headers(rc);
-    h2o_send_error_generic(rc->req, status, reason, h2o_strdup(&rc->req->pool, body, (size_t)n).base,
-                           H2O_SEND_ERROR_KEEP_HEADERS | (rc->close_conn ? H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION : 0));
-}
 
 /* ---- upstream pools per thread -------------------------------------------- */
 
@@ -184,8 +66,7 @@ struct gw_stream_t {
     gw_req_t *rc;
     gw_fetch_t *fetch; /* NULL once the fetch ended */
     h2o_buffer_t *pending, *sending;
-    size_t collect_limit;
-    gw_collected_fn *on_collected;
+    gw_collector_t collect; /* valid while `collecting` */
     int status;
     int64_t content_length;
     h2o_headers_t headers; /* filtered origin response headers (req pool) */
@@ -329,7 +210,7 @@ static void s_start_response(gw_stream_t *s)
             req->res.headers.entries[req->res.headers.size++] = s->headers.entries[i];
     if (s->content_length >= 0)
         req->res.content_length = (size_t)s->content_length;
-    s_add_common_headers(s->rc);
+    gw_deliver_headers(s->rc);
     s->started = 1;
     s->super.proceed = s_on_proceed;
     s->super.stop = s_on_stop;
@@ -378,12 +259,9 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
          * (404, redirects, …) passes through as the origin said it. */
         if (status != 200) {
             s->collecting = 0;
-        } else if (s->collect_limit > 0 && content_length > (int64_t)s->collect_limit) {
+        } else if (s->collect.limit > 0 && content_length > (int64_t)s->collect.limit) {
             s->collecting = 0;
-            gw_image_mark_fallback(rc, "over_max_source_size");
-            rf_log(RF_LOG_INFO, rc->request_id,
-                   "image: source is %lld bytes, over max_source_size %zu: sending original", (long long)content_length,
-                   s->collect_limit);
+            s->collect.on_over_limit(rc, content_length);
         }
     }
     if (!s->collecting) {
@@ -408,11 +286,11 @@ static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, in
         s->fetch = NULL;
     }
     if (s->collecting) {
-        if (s->collect_limit > 0 && s->pending->size > s->collect_limit) {
+        if (s->collect.limit > 0 && s->pending->size > s->collect.limit) {
             /* No Content-Length and bigger than allowed: serve the original
              * after all, starting with what was collected. */
             s->collecting = 0;
-            gw_image_mark_fallback(rc, "over_max_source_size");
+            s->collect.on_over_limit(rc, -1);
             s_start_response(s);
             if (s->head_only) {
                 s_flush(s);
@@ -428,7 +306,7 @@ static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, in
             }
             memcpy(body, s->pending->bytes, blen);
             h2o_buffer_consume(&s->pending, blen);
-            s->on_collected(rc, body, blen, &s->headers);
+            s->collect.on_collected(rc, body, blen, &s->headers);
             return;
         } else {
             return;
@@ -552,16 +430,16 @@ static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_l
 }
 
 void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t path_len, int forward_headers,
-                     size_t collect_limit, gw_collected_fn *on_collected)
+                     const gw_collector_t *collect)
 {
     h2o_req_t *req = rc->req;
     gw_stream_t *s = h2o_mem_alloc_shared(&req->pool, sizeof(*s), s_stream_dispose);
     memset(s, 0, sizeof(*s));
     s->rc = rc;
     s->upstream = gw_upstream_name(up);
-    s->collecting = on_collected != NULL;
-    s->collect_limit = collect_limit;
-    s->on_collected = on_collected;
+    s->collecting = collect != NULL;
+    if (collect != NULL)
+        s->collect = *collect;
     h2o_buffer_init(&s->pending, &h2o_socket_buffer_prototype);
     h2o_buffer_init(&s->sending, &h2o_socket_buffer_prototype);
     rc->stream = s;
@@ -574,201 +452,3 @@ void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t p
         gw_send_error(rc, 503, "Service Unavailable", "out of memory");
 }
 
-/* ---- file origins ------------------------------------------------------------- */
-
-/* Serves dir + path with h2o's file sender: the image fallback for file
- * origins (plain pass-through uses the vhost's h2o file handler instead,
- * which adds Range and conditional requests). */
-static int s_serve_file(gw_req_t *rc, const char *path, size_t path_len)
-{
-    h2o_req_t *req = rc->req;
-    const rf_origin_t *o = &rc->vhost->origin;
-    char *full = h2o_mem_alloc_pool(&req->pool, strlen(o->dir) + path_len + 1);
-    memcpy(full, o->dir, strlen(o->dir));
-    memcpy(full + strlen(o->dir), path, path_len);
-    full[strlen(o->dir) + path_len] = '\0';
-    const char *l[] = {rc->vhost->name, "file"};
-    rf_metric_add(gw_m.origin_requests, l, 1);
-    struct stat st;
-    if (stat(full, &st) != 0 || !S_ISREG(st.st_mode)) {
-        gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(path_len > 200 ? 200 : path_len), path);
-        return 0;
-    }
-    h2o_mimemap_type_t *mt =
-        h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(full, strlen(full)));
-    s_add_common_headers(rc);
-    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
-        /* h2o_file_send would send the body even to HEAD. */
-        static h2o_generator_t no_generator = {NULL, NULL};
-        req->res.status = 200;
-        req->res.reason = "OK";
-        req->res.content_length = (size_t)st.st_size;
-        h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, mt->data.mimetype.base,
-                       mt->data.mimetype.len, 1);
-        h2o_start_response(req, &no_generator);
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-        return 0;
-    }
-    if (h2o_file_send(req, 200, "OK", full, mt->data.mimetype, 0) != 0)
-        gw_send_error(rc, 404, "Not Found", "cannot open: %s", strerror(errno));
-    return 0;
-}
-
-/* See gw.h. */
-int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len, size_t limit, void **body, size_t *len,
-                        const char **why)
-{
-    char full[4096];
-    if (strlen(o->dir) + path_len >= sizeof(full)) {
-        *why = "path too long";
-        return -1;
-    }
-    snprintf(full, sizeof(full), "%s%.*s", o->dir, (int)path_len, path);
-    int fd = open(full, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0)
-            close(fd);
-        *why = "not found";
-        return -1;
-    }
-    if (limit > 0 && (size_t)st.st_size > limit) {
-        close(fd);
-        return 1;
-    }
-    if (body == NULL) {
-        close(fd);
-        *len = (size_t)st.st_size;
-        return 0;
-    }
-    char *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-    size_t off = 0;
-    while (buf != NULL && off < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + off, (size_t)st.st_size - off);
-        if (r <= 0)
-            break;
-        off += (size_t)r;
-    }
-    close(fd);
-    if (buf == NULL || off != (size_t)st.st_size) {
-        free(buf);
-        *why = "read error";
-        return -1;
-    }
-    *body = buf;
-    *len = off;
-    return 0;
-}
-
-/* Serves the original file unprocessed (image fallback for file origins). */
-int gw_serve_file_path(gw_req_t *rc, const char *path, size_t path_len)
-{
-    return s_serve_file(rc, path, path_len);
-}
-
-/* ---- the handler ----------------------------------------------------------- */
-
-/* A directory named without its trailing slash gets a 301 to "path/", like
- * a static web server — sent here rather than by h2o's file handler, whose
- * redirect drops the headers every response carries. Returns 1 when it
- * answered. */
-static int s_dir_redirect(gw_req_t *rc)
-{
-    h2o_req_t *req = rc->req;
-    h2o_iovec_t p = req->path_normalized;
-    if (p.len == 0 || p.base[p.len - 1] == '/')
-        return 0;
-    const char *dir = rc->vhost->origin.dir;
-    size_t dl = strlen(dir);
-    char *full = h2o_mem_alloc_pool(&req->pool, dl + p.len + 1);
-    memcpy(full, dir, dl);
-    memcpy(full + dl, p.base, p.len);
-    full[dl + p.len] = '\0';
-    struct stat st;
-    if (stat(full, &st) != 0 || !S_ISDIR(st.st_mode))
-        return 0;
-    static h2o_generator_t no_generator = {NULL, NULL};
-    h2o_iovec_t loc = h2o_concat(&req->pool, rc->path, h2o_iovec_init(H2O_STRLIT("/")), rc->query);
-    req->res.status = 301;
-    req->res.reason = gw_reason(301);
-    req->res.content_length = 0;
-    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, loc.base, loc.len, 1);
-    s_add_common_headers(rc);
-    h2o_start_response(req, &no_generator);
-    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-    return 1;
-}
-
-static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
-{
-    (void)self;
-    gw_thread_t *t = gw_thread_of(req->conn->ctx);
-    gw_req_t *rc = h2o_mem_alloc_shared(&req->pool, sizeof(*rc), s_req_dispose);
-    memset(rc, 0, sizeof(*rc));
-    rc->thread = t;
-    rc->req = req;
-    rc->cache_status = "refract; fwd=bypass";
-    gettimeofday(&rc->started, NULL);
-    t->inflight++;
-    rf_metric_gauge_add(gw_m.http_inflight, NULL, 1);
-    rc->vhosts = t->vhosts;
-    gw_vhosts_ref(rc->vhosts);
-    s_set_request_id(rc);
-    if (gw_recv(rc) != 0)
-        return 0;
-
-    rc->vhost = gw_vhosts_match(rc->vhosts, req->authority.base, req->authority.len);
-    if (rc->vhost == NULL) {
-        gw_send_error(rc, 404, "Not Found", "no virtual host serves '%.*s'",
-                      (int)(req->authority.len > 100 ? 100 : req->authority.len), req->authority.base);
-        return 0;
-    }
-    const rf_dims_conf_t *dims = &rc->vhost->dims;
-    const char *src, *chain;
-    size_t src_len, chain_len;
-    if (dims->active && rf_chain_split(rc->path.base, rc->path.len, dims->keyword, &src, &src_len, &chain, &chain_len))
-        return gw_image_handle(rc, src, src_len, chain, chain_len);
-
-    /* Cache lookup belongs here, between routing and the origin: until the
-     * cache lands every response is forwarded (Cache-Status: fwd=bypass). */
-    if (rc->vhost->origin.kind == RF_ORIGIN_FILE) {
-        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
-            !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
-            h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("allow"), 0, H2O_STRLIT("GET, HEAD"), 1);
-            gw_send_error(rc, 405, "Method Not Allowed", "a file origin serves GET and HEAD only");
-            return 0;
-        }
-        const char *l[] = {rc->vhost->name, "file"};
-        rf_metric_add(gw_m.origin_requests, l, 1);
-        /* h2o's file handler maps path_normalized under the directory: give
-         * it the decoded canonical path (no NUL, no climbing segment). */
-        char *dec = h2o_mem_alloc_pool(&req->pool, rc->path.len + 1);
-        req->path_normalized = h2o_iovec_init(dec, rf_path_decode(rc->path.base, rc->path.len, dec));
-        if (s_dir_redirect(rc))
-            return 0;
-        h2o_handler_t *fh = gw_vhosts_file_handler(rc->vhosts, rc->vhost);
-        s_add_common_headers(rc);
-        if (fh->on_req(fh, req) != 0)
-            gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(rc->path.len > 200 ? 200 : rc->path.len),
-                          rc->path.base);
-        return 0;
-    }
-    const char *why = NULL;
-    gw_upstream_t *up = gw_thread_upstream(t, &rc->vhost->origin, &why);
-    if (up == NULL) {
-        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
-        return 0;
-    }
-    /* The origin sees the canonical path behind its prefix, never the
-     * client's spelling: nothing climbs out of the prefix. */
-    h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
-    gw_stream_start(rc, up, target.base, target.len, 1, 0, NULL);
-    return 0;
-}
-
-void gw_proxy_register(h2o_hostconf_t *hostconf)
-{
-    h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, "/", 0);
-    h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
-    handler->on_req = s_on_req;
-}

@@ -131,7 +131,7 @@ static int s_thread_setup(gw_thread_t *t)
     t->accept_ctx.hosts = srv->h2o_conf.hosts;
     h2o_linklist_init_anchor(&t->upstreams);
     h2o_timeout_init(t->ctx.loop, &t->probe_timeout, 250);
-    h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_image_on_jobs);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_transform_on_jobs);
     h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
     if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
         t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
@@ -312,7 +312,7 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         goto done;
     }
     s_h2o_conf(&srv.h2o_conf, srv.cfg);
-    gw_proxy_register(h2o_config_register_host(&srv.h2o_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535));
+    gw_req_register(h2o_config_register_host(&srv.h2o_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535));
     s_h2o_conf(&srv.admin_conf, srv.cfg);
     gw_admin_register(h2o_config_register_host(&srv.admin_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535), &srv);
 

@@ -1,0 +1,105 @@
+/*  gw_deliver — the last stage: what every response carries, whoever
+ *  produced it (the stages, h2o's file handler, a worker's reply), error
+ *  answers with a one-line reason, and the access log and metrics when the
+ *  request is freed.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "gw.h"
+#include "gw_metrics.h"
+#include "rf_log.h"
+
+void gw_deliver_headers(gw_req_t *rc)
+{
+    h2o_req_t *req = rc->req;
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, rc->request_id,
+                          strlen(rc->request_id), 1);
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, rc->cache_status,
+                          strlen(rc->cache_status), 1);
+}
+
+void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt, ...)
+{
+    char body[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof(body) - 2)
+        n = (int)sizeof(body) - 2;
+    body[n++] = '\n';
+    body[n] = '\0';
+    rc->note = h2o_strdup(&rc->req->pool, body, (size_t)n - 1).base;
+    if (status == 503)
+        h2o_set_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("retry-after"), 0, H2O_STRLIT("1"), 1);
+    gw_deliver_headers(rc);
+    h2o_send_error_generic(rc->req, status, reason, h2o_strdup(&rc->req->pool, body, (size_t)n).base,
+                           H2O_SEND_ERROR_KEEP_HEADERS | (rc->close_conn ? H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION : 0));
+}
+
+void gw_deliver_body(gw_req_t *rc, int status, const char *ctype, const void *body, size_t len)
+{
+    static h2o_generator_t no_generator = {NULL, NULL};
+    h2o_req_t *req = rc->req;
+    req->res.status = status;
+    req->res.reason = gw_reason(status);
+    req->res.content_length = len;
+    if (ctype != NULL)
+        h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, ctype, strlen(ctype), 1);
+    gw_deliver_headers(rc);
+    h2o_start_response(req, &no_generator);
+    h2o_iovec_t buf = h2o_iovec_init(body, len);
+    int head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    h2o_send(req, &buf, head || len == 0 ? 0 : 1, H2O_SEND_STATE_FINAL);
+}
+
+void gw_deliver_mark_fallback(gw_req_t *rc, const char *reason)
+{
+    h2o_req_t *req = rc->req;
+    if (rc->func != NULL && rc->func->fallbacks != NULL) {
+        const char *fl[] = {rc->vhost->name, reason};
+        rf_metric_add(*rc->func->fallbacks, fl, 1);
+    }
+    char note[96];
+    snprintf(note, sizeof(note), "fallback=%s", reason);
+    rc->note = h2o_strdup(&req->pool, note, SIZE_MAX).base;
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-refract-fallback"), 0, reason, strlen(reason),
+                          1);
+}
+
+static const char *s_method_label(h2o_iovec_t m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
+    for (int i = 0; known[i]; i++)
+        if (h2o_memis(m.base, m.len, known[i], strlen(known[i])))
+            return known[i];
+    return "OTHER";
+}
+
+void gw_deliver_log(gw_req_t *rc)
+{
+    h2o_req_t *req = rc->req;
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    double secs = (double)(now.tv_sec - rc->started.tv_sec) + (double)(now.tv_usec - rc->started.tv_usec) / 1e6;
+    char status[8];
+    /* Status 0: no response reached the client (it went away first). */
+    snprintf(status, sizeof(status), "%d", rc->client_gone ? 0 : req->res.status);
+    const char *vhost = rc->vhost ? rc->vhost->name : "unknown";
+    const char *l3[] = {vhost, s_method_label(req->method), status};
+    rf_metric_add(gw_m.http_requests, l3, 1);
+    const char *l1[] = {vhost};
+    rf_metric_observe(gw_m.http_duration, l1, secs);
+    rf_metric_add(gw_m.http_response_bytes, l1, (double)req->bytes_sent);
+    rf_metric_gauge_add(gw_m.http_inflight, NULL, -1);
+    if (rc->thread->server->cfg->gateway.access_log)
+        rf_log(RF_LOG_INFO, rc->request_id, "%.*s %s %.*s %d %zuB %.1fms %s%s%s", (int)req->method.len,
+               req->method.base, vhost, (int)(req->path.len > 512 ? 512 : req->path.len), req->path.base,
+               status[0] == '0' ? 0 : req->res.status, req->bytes_sent, secs * 1000, rc->cache_status,
+               rc->note ? " " : "", rc->note ? rc->note : "");
+}

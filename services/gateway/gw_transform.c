@@ -1,0 +1,336 @@
+/*  gw_transform — requests that carry a URL function (gw_func.c): get the
+ *  source, send it with the parsed chain as a bus job to the function's
+ *  service, and answer from the reply as the function's rules say.
+ *
+ *  The source travels whole: from a file origin as a reference the worker
+ *  maps itself (bus.file_refs) or as bytes; from an http origin collected
+ *  by a bare GET (no client Range or conditionals). A source over the
+ *  function's limit, or one the worker cannot decode, is answered with the
+ *  original, marked as a fallback. Results come back on the submitting
+ *  thread (gw_transform_on_jobs).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "gw.h"
+#include "gw_conn.h"
+#include "gw_metrics.h"
+#include "rf_log.h"
+#include "rf_path.h"
+
+/* The transform's own state beside gw_req_t, in the request pool. */
+typedef struct gw_transform_t {
+    gw_req_t *rc;
+    gw_job_t *job;             /* out on the bus, when not NULL */
+    h2o_timeout_entry_t probe; /* linked while a job is out for an HTTP/1 client */
+    const h2o_headers_t *origin_headers; /* of an http source */
+    h2o_iovec_t file_src;                /* file origins: the decoded source path */
+} gw_transform_t;
+
+/* Runs when the request pool is freed: a job still out is abandoned (the
+ * broker drops it from its queue or cancels it on the worker). */
+static void s_dispose(void *p)
+{
+    gw_transform_t *t = p;
+    if (h2o_timeout_is_linked(&t->probe))
+        h2o_timeout_unlink(&t->probe);
+    if (t->job != NULL) {
+        t->job->user = NULL;
+        atomic_store(&t->job->abandoned, 1);
+        t->job = NULL;
+    }
+}
+
+/* ---- answers --------------------------------------------------------------- */
+
+/* Origin headers worth keeping on a transformed result: freshness, not
+ * identity (the bytes differ, so no ETag or Content-Length). */
+static void s_keep_freshness(gw_req_t *rc, const h2o_headers_t *origin_headers)
+{
+    static const char *const kept[] = {"cache-control", "expires", "last-modified", NULL};
+    h2o_req_t *req = rc->req;
+    for (size_t i = 0; origin_headers && i < origin_headers->size; i++) {
+        const h2o_header_t *h = &origin_headers->entries[i];
+        for (int k = 0; kept[k]; k++)
+            if (h2o_lcstris(h->name->base, h->name->len, kept[k], strlen(kept[k]))) {
+                h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
+                req->res.headers.entries[req->res.headers.size++] = *h;
+            }
+    }
+}
+
+/* The value of header `name` (malloc'd, caller frees), or NULL. */
+static char *s_find(const h2o_headers_t *headers, const char *name)
+{
+    for (size_t i = 0; headers && i < headers->size; i++)
+        if (h2o_lcstris(headers->entries[i].name->base, headers->entries[i].name->len, name, strlen(name)))
+            return h2o_strdup(NULL, headers->entries[i].value.base, headers->entries[i].value.len).base;
+    return NULL;
+}
+
+/* Answers with the unprocessed source `body` (borrowed until the request
+ * ends) — or, for a source the worker read by reference, the file. */
+static void s_send_original(gw_transform_t *t, const void *body, size_t len, const char *reason)
+{
+    gw_req_t *rc = t->rc;
+    gw_deliver_mark_fallback(rc, reason);
+    if (body == NULL && t->file_src.base != NULL) {
+        gw_file_serve_path(rc, t->file_src.base, t->file_src.len);
+        return;
+    }
+    s_keep_freshness(rc, t->origin_headers);
+    char *ctype = s_find(t->origin_headers, "content-type");
+    if (ctype == NULL) {
+        /* The source path, not the URL: the URL ends with the chain. */
+        h2o_mimemap_type_t *mt = h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap,
+                                                                    h2o_get_filext(rc->src.base, rc->src.len));
+        ctype = h2o_strdup(NULL, mt->data.mimetype.base, mt->data.mimetype.len).base;
+    }
+    gw_deliver_body(rc, 200, ctype, body, len);
+    free(ctype);
+}
+
+/* The job owns the source and the reply frames; they are sent from there,
+ * so it lives until the request ends. */
+static void s_job_dispose(void *p)
+{
+    gw_job_destroy((gw_job_t **)p);
+}
+
+static void s_hold_job(gw_req_t *rc, gw_job_t *job)
+{
+    gw_job_t **slot = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*slot), s_job_dispose);
+    *slot = job;
+}
+
+/* The reply body as one buffer (frames joined in the pool when split). */
+static const void *s_reply_body(gw_req_t *rc, const rf_job_t *job)
+{
+    if (job->n_body == 1)
+        return job->body_frames[0].data;
+    if (job->reply_len == 0)
+        return NULL;
+    char *joined = h2o_mem_alloc_pool(&rc->req->pool, job->reply_len);
+    size_t off = 0;
+    for (size_t i = 0; i < job->n_body; i++) {
+        memcpy(joined + off, job->body_frames[i].data, job->body_frames[i].len);
+        off += job->body_frames[i].len;
+    }
+    return joined;
+}
+
+static const gw_reply_rule_t *s_rule(const gw_func_t *f, int status)
+{
+    const gw_reply_rule_t *r = f->replies;
+    while (r->worker_status != 0 && r->worker_status != status)
+        r++;
+    return r; /* the terminating rule is the default */
+}
+
+static void s_on_result(gw_transform_t *t, gw_job_t *gj)
+{
+    gw_req_t *rc = t->rc;
+    const gw_func_t *f = rc->func;
+    t->job = NULL;
+    if (h2o_timeout_is_linked(&t->probe))
+        h2o_timeout_unlink(&t->probe);
+    s_hold_job(rc, gj);
+    const rf_job_t *job = gj->job;
+    switch (job->outcome) {
+    case RF_JOB_UNAVAILABLE:
+        gw_send_error(rc, 503, "Service Unavailable", "%s processing unavailable: %s", f->label, job->why);
+        return;
+    case RF_JOB_TIMEOUT:
+        gw_send_error(rc, 504, "Gateway Timeout", "%s processing timed out: %s", f->label, job->why);
+        return;
+    case RF_JOB_CANCELLED: gw_send_error(rc, 503, "Service Unavailable", "%s job cancelled", f->label); return;
+    case RF_JOB_OK: break;
+    }
+    const rf_reply_t *r = &job->reply;
+    const char *err = r->error[0] ? r->error : NULL;
+    const gw_reply_rule_t *rule = s_rule(f, r->status);
+    switch (rule->action) {
+    case GW_REPLY_BODY:
+        s_keep_freshness(rc, t->origin_headers);
+        gw_deliver_body(rc, rule->http_status, r->content_type[0] ? r->content_type : "application/octet-stream",
+                        s_reply_body(rc, job), job->reply_len);
+        return;
+    case GW_REPLY_ORIGINAL:
+        rf_log(RF_LOG_INFO, rc->request_id, "%s: %s: sending original", f->label, err ? err : rule->text);
+        s_send_original(t, job->body, job->body_len, rule->text);
+        return;
+    case GW_REPLY_ERROR:
+        if (rule->prefix != NULL)
+            gw_send_error(rc, rule->http_status, gw_reason(rule->http_status), "%s: %s", rule->prefix,
+                          err ? err : rule->text);
+        else
+            gw_send_error(rc, rule->http_status, gw_reason(rule->http_status), "%s", err ? err : rule->text);
+        return;
+    }
+}
+
+void gw_transform_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        gw_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_job_t, super.link, messages->next);
+        h2o_linklist_unlink(&job->super.link);
+        gw_transform_t *t = job->user;
+        if (t == NULL) {
+            gw_job_destroy(&job); /* the client left while the job was out */
+            continue;
+        }
+        s_on_result(t, job);
+    }
+}
+
+/* ---- client liveness while a job is out -------------------------------------- */
+
+/* libh2o 2.2.5 does not read an HTTP/1 connection while its request is
+ * being handled, so a client that hangs up is only noticed when the
+ * response is written — after the job, which would keep a worker busy for
+ * nobody. Until then the client socket is peeked every 250 ms (gw_conn.h;
+ * HTTP/2 clients reset streams, which h2o notices itself). */
+static void s_on_probe(h2o_timeout_entry_t *entry)
+{
+    gw_transform_t *t = H2O_STRUCT_FROM_MEMBER(gw_transform_t, probe, entry);
+    gw_req_t *rc = t->rc;
+    int fd = gw_conn_http1_fd(rc->req);
+    char c;
+    ssize_t r = fd >= 0 ? recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) : -1;
+    int gone = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (gone && t->job != NULL) {
+        /* The broker drops or cancels it and hands it back as cancelled. */
+        atomic_store(&t->job->abandoned, 1);
+        rc->note = "client went away";
+        rc->client_gone = 1;
+        return;
+    }
+    if (t->job != NULL)
+        h2o_timeout_link(rc->thread->ctx.loop, &rc->thread->probe_timeout, &t->probe);
+}
+
+static void s_probe_start(gw_transform_t *t)
+{
+    if (gw_conn_http1_fd(t->rc->req) < 0)
+        return;
+    t->probe.cb = s_on_probe;
+    h2o_timeout_link(t->rc->thread->ctx.loop, &t->rc->thread->probe_timeout, &t->probe);
+}
+
+/* ---- the job ----------------------------------------------------------------- */
+
+/* Submits the job. The source is either `body` (owned by the job from
+ * here) or, when body is NULL, the file `ref` the worker reads itself;
+ * `len` is the source size either way. */
+static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
+{
+    gw_req_t *rc = t->rc;
+    gw_thread_t *th = rc->thread;
+    gw_job_t *job = gw_job_new(rc->func->service, rc->request_id, &th->job_receiver);
+    if (job == NULL) {
+        free(body);
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    rf_job_t *bj = job->job;
+    bj->body = body;
+    bj->body_len = body != NULL ? len : 0;
+    bj->timeout_ms = th->server->cfg->bus.job_timeout_ms;
+    job->user = t;
+    rf_job_spec_t *spec = &bj->spec;
+    spec->chain = rc->func->to_json(rc->func_state);
+    spec->source.path = strndup(rc->src.base, rc->src.len);
+    spec->source.size = (int64_t)len;
+    spec->source.content_type = s_find(t->origin_headers, "content-type"); /* malloc'd or NULL */
+    spec->source.ref = ref != NULL ? strdup(ref) : NULL;
+    if (spec->chain == NULL || spec->source.path == NULL || (ref != NULL && spec->source.ref == NULL)) {
+        gw_job_destroy(&job);
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    t->job = job;
+    gw_broker_submit(th->submitter, &job);
+    s_probe_start(t);
+}
+
+/* ---- the source ---------------------------------------------------------------- */
+
+static void s_on_collected(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers)
+{
+    rc->transform->origin_headers = origin_headers;
+    s_submit(rc->transform, body, len, NULL);
+}
+
+static void s_on_over_limit(gw_req_t *rc, int64_t size)
+{
+    gw_deliver_mark_fallback(rc, "over_max_source_size");
+    rf_log(RF_LOG_INFO, rc->request_id, "%s: source%s%lld bytes over the limit of %zu: sending original",
+           rc->func->label, size >= 0 ? " is " : " has more than ", (long long)(size >= 0 ? size : 0),
+           rc->func->source_limit(rc->vhost));
+}
+
+/* A source in a file origin: checked (by reference) or read, then sent. */
+static void s_from_file(gw_transform_t *t, size_t limit)
+{
+    gw_req_t *rc = t->rc;
+    h2o_req_t *req = rc->req;
+    const rf_origin_t *o = &rc->vhost->origin;
+    /* src is part of the canonical path (gw_recv): it cannot climb out of
+     * the directory; the file system wants it decoded. */
+    char *dec = h2o_mem_alloc_pool(&req->pool, rc->src.len + 1);
+    t->file_src = h2o_iovec_init(dec, rf_path_decode(rc->src.base, rc->src.len, dec));
+    const char *l[] = {rc->vhost->name, "file"};
+    rf_metric_add(gw_m.origin_requests, l, 1);
+    void *body = NULL;
+    size_t len = 0;
+    const char *why = NULL;
+    int by_ref = rc->thread->server->cfg->bus.file_refs;
+    int r = gw_file_read_source(o, t->file_src.base, t->file_src.len, limit, by_ref ? NULL : &body, &len, &why);
+    if (r < 0) {
+        gw_send_error(rc, 404, "Not Found", "source %.*s: %s", (int)(t->file_src.len > 200 ? 200 : t->file_src.len),
+                      t->file_src.base, why);
+        return;
+    }
+    if (r == 1) {
+        s_on_over_limit(rc, -1);
+        gw_file_serve_path(rc, t->file_src.base, t->file_src.len);
+        return;
+    }
+    char *ref = NULL;
+    if (by_ref) {
+        size_t dl = strlen(o->dir);
+        ref = h2o_mem_alloc_pool(&req->pool, 7 + dl + t->file_src.len + 1);
+        memcpy(ref, "file://", 7);
+        memcpy(ref + 7, o->dir, dl);
+        memcpy(ref + 7 + dl, t->file_src.base, t->file_src.len);
+        ref[7 + dl + t->file_src.len] = '\0';
+    }
+    s_submit(t, body, len, ref);
+}
+
+void gw_transform(gw_req_t *rc)
+{
+    gw_transform_t *t = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*t), s_dispose);
+    memset(t, 0, sizeof(*t));
+    t->rc = rc;
+    rc->transform = t;
+    size_t limit = rc->func->source_limit(rc->vhost);
+    if (rc->vhost->origin.kind == RF_ORIGIN_FILE) {
+        s_from_file(t, limit);
+        return;
+    }
+    const char *why = NULL;
+    gw_upstream_t *up = gw_thread_upstream(rc->thread, &rc->vhost->origin, &why);
+    if (up == NULL) {
+        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
+        return;
+    }
+    static const gw_collector_t collect_template = {0, s_on_collected, s_on_over_limit};
+    gw_collector_t c = collect_template;
+    c.limit = limit;
+    gw_stream_start(rc, up, rc->src.base, rc->src.len, 0, &c);
+}
