@@ -48,12 +48,17 @@ BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
+# Gateway unit tests (tests/unit/gateway/) link the gateway's objects
+# without its main(), so stages and tables are tested in-process.
+GW_UNIT_SRC  := $(wildcard tests/unit/gateway/test_*.c)
+GW_UNIT_BINS := $(GW_UNIT_SRC:tests/unit/gateway/%.c=$(O)/tests/gateway/%)
+GW_LIB_OBJ   := $(filter-out $(O)/obj/services/gateway/main.o,$(GW_OBJ))
 
 FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps run test unit fuzz format clean bench
-all: $(BINS) $(UNIT_BINS) build/bin/bench-vips-loop
+all: $(BINS) $(UNIT_BINS) $(GW_UNIT_BINS) build/bin/bench-vips-loop
 
 deps:
 	@scripts/deps.sh
@@ -85,12 +90,18 @@ $(O)/tests/%: tests/unit/%.c $(COMMON_LIB) $(IMG_CORE_OBJ)
 	@$(CC) $(CFLAGS_BASE) $(VIPS_CFLAGS) -Iservices/image-worker -o $@ $< $(IMG_CORE_OBJ) $(COMMON_LIB) \
 	    -lcmocka $(VIPS_LIBS) $(LIBS_BASE)
 
+$(O)/tests/gateway/%: tests/unit/gateway/%.c $(GW_LIB_OBJ) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  TEST  $@"
+	@$(CC) $(CFLAGS_BASE) $(H2O_CFLAGS) -Iservices/gateway -o $@ $< $(GW_LIB_OBJ) $(COMMON_LIB) \
+	    -lcmocka $(H2O_LIBS) $(LIBS_BASE)
+
 build/bin/bench-vips-loop: bench/vips_loop.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE $(VIPS_CFLAGS) -o $@ $< $(VIPS_LIBS) -lpthread
 
-unit: $(UNIT_BINS)
-	@scripts/run-unit.sh $(UNIT_BINS)
+unit: $(UNIT_BINS) $(GW_UNIT_BINS)
+	@scripts/run-unit.sh $(UNIT_BINS) $(GW_UNIT_BINS)
 
 # libFuzzer targets: clang, with ASan+UBSan, built from the same sources.
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \

@@ -279,7 +279,12 @@ int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len,
 void gw_admin_register(h2o_hostconf_t *hostconf, gw_server_t *server);
 
 /* gw_server.c */
-gw_thread_t *gw_thread_of(h2o_context_t *ctx);
+/* The event-loop thread owning an h2o context (each thread's ctx is the
+ * one embedded in its gw_thread_t). */
+static inline gw_thread_t *gw_thread_of(h2o_context_t *ctx)
+{
+    return H2O_STRUCT_FROM_MEMBER(gw_thread_t, ctx, ctx);
+}
 int gw_server_run(const char *config_path, rf_config_t **cfg_p);
 
 #endif

@@ -24,10 +24,6 @@ typedef struct {
     gw_vhosts_t *vhosts; /* RELOAD: a reference for the receiving thread */
 } s_control_msg_t;
 
-gw_thread_t *gw_thread_of(h2o_context_t *ctx)
-{
-    return H2O_STRUCT_FROM_MEMBER(gw_thread_t, ctx, ctx);
-}
 
 /* Opens a listening socket. Every thread opens its own with SO_REUSEPORT
  * so the kernel spreads connections without a shared accept lock.

@@ -18,7 +18,7 @@ void gw_tls_bind_thread(void *thread)
 static void s_err(char **err, const char *what, const char *file)
 {
     char reason[256] = "unknown error";
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e = ERR_peek_error(); /* the first: the cause, e.g. the file not found */
     if (e != 0)
         ERR_error_string_n(e, reason, sizeof(reason));
     ERR_clear_error();

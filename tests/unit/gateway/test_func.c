@@ -1,0 +1,148 @@
+/*  Unit tests for services/gateway/gw_func.c, the function table: how the
+ *  dims row recognises a canonical path, parses and names its chain (the
+ *  cache key's part), what the worker receives, and how replies map. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "gw.h"
+
+static const gw_func_t *s_dims(void)
+{
+    for (size_t i = 0; gw_funcs[i]; i++)
+        if (strcmp(gw_funcs[i]->name, "dims") == 0)
+            return gw_funcs[i];
+    fail_msg("no dims row");
+    return NULL;
+}
+
+static rf_vhost_conf_t s_vhost(int active, const char *kw)
+{
+    rf_vhost_conf_t vh;
+    memset(&vh, 0, sizeof(vh));
+    vh.name = "v.test";
+    vh.dims.active = active;
+    vh.dims.keyword = (char *)kw;
+    vh.dims.max_source_size = 1234;
+    return vh;
+}
+
+static int s_match(const rf_vhost_conf_t *vh, const char *path, h2o_iovec_t *src, h2o_iovec_t *chain)
+{
+    return s_dims()->match(vh, h2o_iovec_init(path, strlen(path)), h2o_iovec_init("", 0), src, chain);
+}
+
+static void test_table(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    for (; gw_funcs[n]; n++) {
+        const gw_func_t *f = gw_funcs[n];
+        assert_non_null(f->name);
+        assert_non_null(f->service);
+        assert_non_null(f->match);
+        assert_non_null(f->parse);
+        assert_non_null(f->canon);
+        assert_non_null(f->to_json);
+        assert_non_null(f->replies);
+    }
+    assert_true(n >= 1);
+    assert_string_equal(s_dims()->service, "image");
+}
+
+static void test_dims_match(void **state)
+{
+    (void)state;
+    rf_vhost_conf_t vh = s_vhost(1, "dims");
+    h2o_iovec_t src, chain;
+    assert_true(s_match(&vh, "/a/b.jpg/dims/resize/10x", &src, &chain));
+    assert_memory_equal(src.base, "/a/b.jpg", src.len);
+    assert_int_equal(src.len, 8);
+    assert_int_equal(chain.len, 10);
+    assert_memory_equal(chain.base, "resize/10x", 10);
+    assert_false(s_match(&vh, "/a/b.jpg", &src, &chain));
+    assert_false(s_match(&vh, "/dims/resize/10x", &src, &chain)); /* no source before the keyword */
+    rf_vhost_conf_t off = s_vhost(0, "dims");
+    assert_false(s_match(&off, "/a/b.jpg/dims/resize/10x", &src, &chain));
+    rf_vhost_conf_t img = s_vhost(1, "img");
+    assert_false(s_match(&img, "/a/b.jpg/dims/resize/10x", &src, &chain));
+    assert_true(s_match(&img, "/a/b.jpg/img/resize/10x", &src, &chain));
+    assert_string_equal(s_dims()->keyword(&img), "img");
+    assert_int_equal(s_dims()->source_limit(&img), 1234);
+}
+
+/* Parses `chain` with a request pool; returns 0/-1 and the state. */
+static int s_parse(h2o_req_t *req, const char *chain, void **st, char *why, size_t wl)
+{
+    gw_req_t rc;
+    memset(&rc, 0, sizeof(rc));
+    rc.req = req;
+    return s_dims()->parse(&rc, h2o_iovec_init(chain, strlen(chain)), st, why, wl);
+}
+
+static void test_dims_parse_and_canon(void **state)
+{
+    (void)state;
+    h2o_req_t req;
+    memset(&req, 0, sizeof(req));
+    h2o_mem_init_pool(&req.pool);
+    void *a = NULL, *b = NULL;
+    char why[128] = "";
+    assert_int_equal(s_parse(&req, "resize/500x500/format/webp", &a, why, sizeof(why)), 0);
+    assert_int_equal(s_parse(&req, "resize/500x500/format/webp/", &b, why, sizeof(why)), 0);
+    char ca[256], cb[256];
+    assert_int_equal(s_dims()->canon(a, ca, sizeof(ca)), 0);
+    assert_int_equal(s_dims()->canon(b, cb, sizeof(cb)), 0);
+    assert_string_equal(ca, cb); /* one cache key for both spellings */
+    json_t *j = s_dims()->to_json(a);
+    assert_true(json_is_array(j));
+    assert_int_equal(json_array_size(j), 2);
+    json_decref(j);
+    void *bad = NULL;
+    assert_int_equal(s_parse(&req, "resize/abc", &bad, why, sizeof(why)), -1);
+    assert_true(strlen(why) > 0);
+    assert_null(bad);
+    h2o_mem_clear_pool(&req.pool);
+}
+
+static const gw_reply_rule_t *s_rule(int status)
+{
+    const gw_reply_rule_t *r = s_dims()->replies;
+    while (r->worker_status != 0 && r->worker_status != status)
+        r++;
+    return r;
+}
+
+static void test_dims_replies(void **state)
+{
+    (void)state;
+    assert_int_equal(s_rule(200)->action, GW_REPLY_BODY);
+    assert_int_equal(s_rule(415)->action, GW_REPLY_ORIGINAL);
+    assert_string_equal(s_rule(415)->text, "source_not_decodable");
+    assert_int_equal(s_rule(413)->action, GW_REPLY_ORIGINAL);
+    assert_string_equal(s_rule(413)->text, "source_too_large");
+    assert_int_equal(s_rule(404)->http_status, 404);
+    assert_int_equal(s_rule(400)->http_status, 400);
+    assert_int_equal(s_rule(503)->http_status, 503);
+    assert_int_equal(s_rule(504)->http_status, 504);
+    /* anything the table does not name is a 502 */
+    assert_int_equal(s_rule(500)->action, GW_REPLY_ERROR);
+    assert_int_equal(s_rule(500)->http_status, 502);
+    assert_int_equal(s_rule(299)->http_status, 502);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_dims_match),
+        cmocka_unit_test(test_dims_parse_and_canon),
+        cmocka_unit_test(test_dims_replies),
+    };
+    return cmocka_run_group_tests_name("gw_func", tests, NULL, NULL);
+}
