@@ -1,6 +1,7 @@
 #include "rf_broker.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,10 +50,21 @@ typedef struct {
     int terminated;
 } s_broker_t;
 
+/* What the actor starts from. It lives in the broker, not on the caller's
+ * stack: the actor reads it on its own thread, and the hand-over goes
+ * through libzmq, which ThreadSanitizer cannot see into. */
+typedef struct {
+    const rf_config_t *cfg;
+    const s_metrics_t *m;
+    const char *submit_endpoint;
+    atomic_int bind_errno; /* set by the actor before its first signal */
+} s_args_t;
+
 struct rf_broker_t {
     zactor_t *actor;
     char submit_endpoint[64];
     s_metrics_t m;
+    s_args_t args;
 };
 
 struct rf_submitter_t {
@@ -558,13 +570,6 @@ static void s_tick(s_broker_t *b)
 
 /* ---- the actor ------------------------------------------------------------- */
 
-typedef struct {
-    const rf_config_t *cfg;
-    const s_metrics_t *m;
-    const char *submit_endpoint;
-    int bind_errno; /* set by the actor before its first signal */
-} s_args_t;
-
 static void s_broker_actor(zsock_t *pipe, void *argp)
 {
     s_args_t *args = argp;
@@ -585,7 +590,7 @@ static void s_broker_actor(zsock_t *pipe, void *argp)
     int ok = b.router && b.pull && zsock_bind(b.router, "%s", b.cfg->bus.endpoint) >= 0 &&
              zsock_bind(b.pull, "%s", args->submit_endpoint) >= 0;
     if (!ok) {
-        args->bind_errno = zmq_errno() ? zmq_errno() : EINVAL;
+        atomic_store(&args->bind_errno, zmq_errno() ? zmq_errno() : EINVAL);
         zsock_signal(pipe, 1);
         goto done;
     }
@@ -607,8 +612,10 @@ static void s_broker_actor(zsock_t *pipe, void *argp)
             s_on_router(&b);
         } else if (which == b.pull) {
             rf_job_t *job = NULL;
-            if (zsock_recv(b.pull, "p", &job) == 0 && job != NULL)
+            if (zsock_recv(b.pull, "p", &job) == 0 && job != NULL) {
+                (void)atomic_load_explicit(&job->handed, memory_order_acquire);
                 s_on_submit(&b, job);
+            }
         } else if (zpoller_terminated(poller)) {
             break;
         }
@@ -679,13 +686,17 @@ rf_broker_t *rf_broker_new(const rf_config_t *cfg, rf_metrics_t *metrics, char *
         return NULL;
     s_declare_metrics(&self->m, metrics);
     snprintf(self->submit_endpoint, sizeof(self->submit_endpoint), "inproc://refract-submit-%p", (void *)self);
-    s_args_t args = {.cfg = cfg, .m = &self->m, .submit_endpoint = self->submit_endpoint};
+    self->args.cfg = cfg;
+    self->args.m = &self->m;
+    self->args.submit_endpoint = self->submit_endpoint;
+    atomic_init(&self->args.bind_errno, 0);
     /* zactor_new returns after the actor's first signal, so bind_errno is
      * settled by then. */
-    self->actor = zactor_new(s_broker_actor, &args);
-    if (self->actor == NULL || args.bind_errno != 0) {
+    self->actor = zactor_new(s_broker_actor, &self->args);
+    int bind_errno = atomic_load(&self->args.bind_errno);
+    if (self->actor == NULL || bind_errno != 0) {
         if (asprintf(err, "cannot bind bus endpoint %s: %s", cfg->bus.endpoint,
-                     zmq_strerror(args.bind_errno ? args.bind_errno : ENOMEM)) < 0)
+                     zmq_strerror(bind_errno ? bind_errno : ENOMEM)) < 0)
             *err = NULL;
         zactor_destroy(&self->actor);
         free(self);
@@ -730,6 +741,7 @@ void rf_broker_submit(rf_submitter_t *sub, rf_job_t **job_p)
 {
     rf_job_t *job = *job_p;
     *job_p = NULL;
+    atomic_store_explicit(&job->handed, 1, memory_order_release);
     if (sub == NULL || zsock_send(sub->push, "p", job) != 0) {
         job->outcome = RF_JOB_UNAVAILABLE;
         snprintf(job->why, sizeof(job->why), "the bus broker is not running");

@@ -64,6 +64,9 @@ struct rf_job_t {
     void *done_arg;
     const atomic_int *watch; /* a submitter's own flag that also abandons the job; may be NULL */
     atomic_int abandoned;    /* rf_job_abandon */
+    /* Release/acquire pair around the hand-over through the inproc socket:
+     * libzmq orders it, but with atomics ThreadSanitizer cannot see. */
+    atomic_int handed;
     /* broker side: private */
     uint64_t id;
     int64_t submitted_us, deadline_us;

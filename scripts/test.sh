@@ -48,13 +48,16 @@ stage san-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=address,unde
 stage integration-asan 1800 env REFRACT_BIN="$PWD/build/san/bin" ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=8 VIPS_NOVECTOR=1 \
     UBSAN_OPTIONS=print_stacktrace=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 # The threaded gateway under ThreadSanitizer, on the suites that stress its
-# threads: reload storms, bus hand-offs, worker deaths, parallel clients.
+# threads: reload storms, bus hand-offs, worker deaths, parallel clients,
+# TLS handshakes on every thread, resolver threads. (The streaming suite's
+# memory bounds do not hold under TSan's shadow memory, so it is not here.)
 # Any report aborts the gateway (halt_on_error), which fails the test.
 stage tsan-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=thread OPT=-O1 build/tsan/bin/refract-gateway
 stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER_BIN="$PWD/build/bin/refract-image-worker" \
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_vhosts.py tests/integration/test_bus.py \
-    tests/integration/test_hygiene.py tests/integration/test_image.py
+    tests/integration/test_hygiene.py tests/integration/test_image.py tests/integration/test_tls.py \
+    tests/integration/test_origin_tls.py
 
 pass=0 fail=0 failed=""
 for i in "${!NAMES[@]}"; do
