@@ -8,6 +8,7 @@
 #   make SANITIZE=thread     ThreadSanitizer build, into build/tsan/
 #   make fuzz                libFuzzer targets (clang) into build/fuzz/
 #   make format              clang-format every C file
+#   make docs                regenerate docs/configuration.md's tables from common/rf_config.def
 #
 CC       ?= gcc
 ifeq ($(CC),cc)
@@ -57,7 +58,7 @@ GW_LIB_OBJ   := $(filter-out $(O)/obj/services/gateway/main.o,$(GW_OBJ))
 FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 
-.PHONY: all deps run test unit fuzz format clean bench
+.PHONY: all deps run test unit fuzz format clean bench docs
 all: $(BINS) $(UNIT_BINS) $(GW_UNIT_BINS) build/bin/bench-vips-loop
 
 deps:
@@ -128,6 +129,14 @@ test:
 
 bench: all
 	@bench/run.sh
+
+# The schema tables of docs/configuration.md come from common/rf_config.def.
+docs: $(O)/bin/config-doc
+	@$(O)/bin/config-doc docs/configuration.md && echo "docs/configuration.md: schema tables regenerated"
+
+$(O)/bin/config-doc: scripts/config_doc.c $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS_BASE) -o $@ $< $(COMMON_LIB) $(LIBS_BASE)
 
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')

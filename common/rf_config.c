@@ -399,33 +399,6 @@ static int s_loglevel(s_ctx_t *c, yaml_node_t *v, void *t)
         name, fn, offsetof(type, field)                                                                                \
     }
 
-typedef struct {
-    char *dir;
-} s_cache_t;
-
-static int s_cache(s_ctx_t *c, yaml_node_t *v, void *t)
-{
-    static const s_key_t keys[] = {K("dir", s_str, s_cache_t, dir), {0}};
-    return s_walk(c, v, keys, t, "gateway.cache");
-}
-
-typedef struct {
-    int connect_timeout_ms, read_timeout_ms, keepalive_max, keepalive_timeout_ms, resolve_ttl_ms;
-} s_origin_opts_t;
-
-static int s_origin_opts(s_ctx_t *c, yaml_node_t *v, void *t)
-{
-    static const s_key_t keys[] = {K("connect_timeout", s_duration, s_origin_opts_t, connect_timeout_ms),
-                                   K("read_timeout", s_duration, s_origin_opts_t, read_timeout_ms),
-                                   K("keepalive", s_int, s_origin_opts_t, keepalive_max),
-                                   K("keepalive_timeout", s_duration, s_origin_opts_t, keepalive_timeout_ms),
-                                   K("resolve_ttl", s_duration, s_origin_opts_t, resolve_ttl_ms),
-                                   {0}};
-    return s_walk(c, v, keys, t, "gateway.origin");
-}
-
-typedef __typeof__(((rf_config_t *)0)->gateway.tls) s_tls_t;
-
 static int s_tls_version(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     if (s_want_scalar(c, v, "value") < 0)
@@ -437,82 +410,158 @@ static int s_tls_version(s_ctx_t *c, yaml_node_t *v, void *t)
     return s_fail(c, v, "min_version must be \"1.2\" or \"1.3\", got '%s'", s_scalar(v));
 }
 
-static int s_gateway_tls(s_ctx_t *c, yaml_node_t *v, void *t)
-{
-    static const s_key_t keys[] = {K("listen", s_listen, s_tls_t, listen),
-                                   K("cert", s_str, s_tls_t, def.cert),
-                                   K("key", s_str, s_tls_t, def.key),
-                                   K("ciphers", s_str, s_tls_t, ciphers),
-                                   K("min_version", s_tls_version, s_tls_t, min_version),
-                                   {0}};
-    return s_walk(c, v, keys, t, "gateway.tls");
-}
-
 static int s_vhost_tls(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     static const s_key_t keys[] = {K("cert", s_str, rf_tls_cert_t, cert), K("key", s_str, rf_tls_cert_t, key), {0}};
     return s_walk(c, v, keys, t, "vhost tls");
 }
 
-typedef __typeof__(((rf_config_t *)0)->gateway) s_gateway_t;
+/* ---- the schema of the singleton sections (rf_config.def) ------------------- */
 
-static int s_gateway(s_ctx_t *c, yaml_node_t *v, void *t)
+typedef enum { K_LISTEN, K_STR, K_STRLIST, K_INT, K_INT64, K_BOOL, K_SIZE, K_DURATION, K_LOGLEVEL, K_TLSVERSION } s_kind_t;
+
+typedef struct {
+    const char *path;
+    s_kind_t kind;
+    size_t offset; /* into rf_config_t */
+    const char *def;
+    long long min, max; /* min > max: no range */
+    const char *type_doc, *def_doc, *doc;
+} s_schema_t;
+
+static const s_schema_t s_schema[] = {
+#define RF_KEY(path, kind, field, def, min, max, type_doc, def_doc, doc)                                                \
+    {path, K_##kind, offsetof(rf_config_t, field), def, min, max, type_doc, def_doc, doc},
+#include "rf_config.def"
+#undef RF_KEY
+};
+#define S_SCHEMA_N (sizeof(s_schema) / sizeof(s_schema[0]))
+
+static s_key_fn *const s_kind_fn[] = {
+    [K_LISTEN] = s_listen, [K_STR] = s_str,           [K_STRLIST] = s_strlist, [K_INT] = s_int,
+    [K_INT64] = s_int64,   [K_BOOL] = s_bool,         [K_SIZE] = s_size,       [K_DURATION] = s_duration,
+    [K_LOGLEVEL] = s_loglevel, [K_TLSVERSION] = s_tls_version,
+};
+
+/* The declared key at `path`, or NULL. */
+static const s_schema_t *s_schema_find(const char *path)
 {
-    static const s_key_t keys[] = {K("listen", s_listen, s_gateway_t, listen),
-                                   K("admin_listen", s_listen, s_gateway_t, admin_listen),
-                                   K("threads", s_int, s_gateway_t, threads),
-                                   K("cache", s_cache, s_gateway_t, cache_dir),
-                                   K("origin", s_origin_opts, s_gateway_t, connect_timeout_ms),
-                                   K("drain_timeout", s_duration, s_gateway_t, drain_timeout_ms),
-                                   K("client_timeout", s_duration, s_gateway_t, client_timeout_ms),
-                                   K("access_log", s_bool, s_gateway_t, access_log),
-                                   K("tls", s_gateway_tls, s_gateway_t, tls),
-                                   {0}};
-    _Static_assert(offsetof(s_gateway_t, read_timeout_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
-                       offsetof(s_origin_opts_t, read_timeout_ms),
-                   "origin options mirror the gateway struct");
-    _Static_assert(offsetof(s_gateway_t, keepalive_timeout_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
-                       offsetof(s_origin_opts_t, keepalive_timeout_ms),
-                   "origin options mirror the gateway struct");
-    _Static_assert(offsetof(s_gateway_t, resolve_ttl_ms) - offsetof(s_gateway_t, connect_timeout_ms) ==
-                       offsetof(s_origin_opts_t, resolve_ttl_ms),
-                   "origin options mirror the gateway struct");
-    return s_walk(c, v, keys, t, "gateway");
+    for (size_t i = 0; i < S_SCHEMA_N; i++)
+        if (strcmp(s_schema[i].path, path) == 0)
+            return &s_schema[i];
+    return NULL;
 }
 
-typedef __typeof__(((rf_config_t *)0)->bus) s_bus_t;
-
-static int s_bus(s_ctx_t *c, yaml_node_t *v, void *t)
+/* Whether `path` names a mapping of the schema (a prefix of a key). */
+static int s_schema_section(const char *path)
 {
-    static const s_key_t keys[] = {K("endpoint", s_str, s_bus_t, endpoint),
-                                   K("connect", s_strlist, s_bus_t, connect),
-                                   K("heartbeat_interval", s_duration, s_bus_t, heartbeat_ms),
-                                   K("liveness", s_int, s_bus_t, liveness),
-                                   K("queue_max", s_int, s_bus_t, queue_max),
-                                   K("job_timeout", s_duration, s_bus_t, job_timeout_ms),
-                                   K("retries", s_int, s_bus_t, retries),
-                                   K("no_worker_grace", s_duration, s_bus_t, no_worker_grace_ms),
-                                   K("file_refs", s_bool, s_bus_t, file_refs),
-                                   {0}};
-    return s_walk(c, v, keys, t, "bus");
+    size_t n = strlen(path);
+    for (size_t i = 0; i < S_SCHEMA_N; i++)
+        if (strncmp(s_schema[i].path, path, n) == 0 && s_schema[i].path[n] == '.')
+            return 1;
+    return 0;
 }
 
-typedef __typeof__(((rf_config_t *)0)->image_worker) s_imgw_t;
-
-static int s_image_worker(s_ctx_t *c, yaml_node_t *v, void *t)
+/* A range bound as written in the file ("60s", "500ms", "10MB", "3"). */
+static void s_bound(s_kind_t kind, long long v, char *buf, size_t len)
 {
-    static const s_key_t keys[] = {K("metrics_listen", s_listen, s_imgw_t, metrics_listen),
-                                   K("jobs", s_int, s_imgw_t, jobs),
-                                   K("vips_concurrency", s_int, s_imgw_t, vips_concurrency),
-                                   K("max_pixels", s_int64, s_imgw_t, max_pixels),
-                                   {0}};
-    return s_walk(c, v, keys, t, "image_worker");
+    if (kind == K_DURATION)
+        snprintf(buf, len, v % 1000 == 0 ? "%llds" : "%lldms", v % 1000 == 0 ? v / 1000 : v);
+    else
+        snprintf(buf, len, "%lld", v);
 }
 
-static int s_log(s_ctx_t *c, yaml_node_t *v, void *t)
+/* The value of a numeric key in its unit, for the range check. */
+static long long s_numeric(const s_schema_t *e, const void *t)
 {
-    static const s_key_t keys[] = {{"level", s_loglevel, 0}, {0}};
-    return s_walk(c, v, keys, t, "log");
+    switch (e->kind) {
+    case K_INT:
+    case K_DURATION: return *(const int *)t;
+    case K_INT64: return (long long)*(const int64_t *)t;
+    case K_SIZE: return (long long)*(const size_t *)t;
+    default: return 0;
+    }
+}
+
+/* Parses node v into the key's field and checks its range. 0 or -1. */
+static int s_schema_set(s_ctx_t *c, yaml_node_t *v, const s_schema_t *e)
+{
+    void *t = (char *)c->cfg + e->offset;
+    if (s_kind_fn[e->kind](c, v, t) < 0)
+        return s_fail(c, v, "invalid value for %s", e->path);
+    if (e->min <= e->max && (e->kind == K_INT || e->kind == K_INT64 || e->kind == K_SIZE || e->kind == K_DURATION)) {
+        long long n = s_numeric(e, t);
+        if (n < e->min || n > e->max) {
+            char lo[32], hi[32];
+            s_bound(e->kind, e->min, lo, sizeof(lo));
+            s_bound(e->kind, e->max, hi, sizeof(hi));
+            return s_fail(c, v, "%s must be between %s and %s", e->path, lo, hi);
+        }
+    }
+    return 0;
+}
+
+/* Sets every declared default, through the same parsers as the file. */
+static int s_schema_defaults(s_ctx_t *c)
+{
+    for (size_t i = 0; i < S_SCHEMA_N; i++) {
+        if (s_schema[i].def == NULL)
+            continue;
+        yaml_node_t n;
+        memset(&n, 0, sizeof(n));
+        n.type = YAML_SCALAR_NODE;
+        n.data.scalar.value = (yaml_char_t *)s_schema[i].def;
+        n.data.scalar.length = strlen(s_schema[i].def);
+        if (s_schema_set(c, &n, &s_schema[i]) < 0)
+            return -1; /* a bad default in rf_config.def: caught by the unit tests */
+    }
+    return 0;
+}
+
+/* Walks mapping `map` at dotted `prefix` ("gateway", "gateway.origin"):
+ * declared keys are parsed, declared sections recursed into, anything else
+ * is an error, and so is a key given twice. */
+static int s_schema_walk(s_ctx_t *c, yaml_node_t *map, const char *prefix)
+{
+    if (s_want_map(c, map, prefix) < 0)
+        return -1;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(&c->doc, p->value);
+        if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE)
+            return s_fail(c, k, "keys in %s must be scalars", prefix);
+        for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++)
+            if (strcmp(s_scalar(yaml_document_get_node(&c->doc, q->key)), s_scalar(k)) == 0)
+                return s_fail(c, k, "duplicate key '%s' in %s", s_scalar(k), prefix);
+        char path[160];
+        if ((size_t)snprintf(path, sizeof(path), "%s.%s", prefix, s_scalar(k)) >= sizeof(path))
+            return s_fail(c, k, "unknown key '%s' in %s", s_scalar(k), prefix);
+        const s_schema_t *e = s_schema_find(path);
+        int r = e != NULL ? s_schema_set(c, v, e)
+                : s_schema_section(path) ? s_schema_walk(c, v, path)
+                                         : s_fail(c, k, "unknown key '%s' in %s", s_scalar(k), prefix);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The markdown table rows of one section, for docs/configuration.md. */
+static void s_doc_rows(FILE *out, const char *section)
+{
+    size_t n = strlen(section);
+    fprintf(out, "| key | type | default | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < S_SCHEMA_N; i++) {
+        const s_schema_t *e = &s_schema[i];
+        if (strncmp(e->path, section, n) != 0 || e->path[n] != '.')
+            continue;
+        fprintf(out, "| `%s` | %s | %s | %s |\n", e->path + n + 1, e->type_doc, e->def_doc, e->doc);
+    }
+}
+
+void rf_config_write_reference(FILE *out, const char *section)
+{
+    s_doc_rows(out, section);
 }
 
 /* A vhost as parsed, before defaults are applied: `set` flags record which
@@ -668,31 +717,6 @@ static int s_vdefaults_dims(s_ctx_t *c, yaml_node_t *v, void *t)
 
 /* ---- top level ------------------------------------------------------------ */
 
-static void s_defaults(rf_config_t *cfg)
-{
-    cfg->gateway.threads = 0;
-    cfg->gateway.connect_timeout_ms = 3000;
-    cfg->gateway.read_timeout_ms = 30000;
-    cfg->gateway.keepalive_max = 32;
-    cfg->gateway.keepalive_timeout_ms = 30000;
-    cfg->gateway.resolve_ttl_ms = 60000;
-    cfg->gateway.drain_timeout_ms = 10000;
-    cfg->gateway.client_timeout_ms = 30000;
-    cfg->gateway.access_log = true;
-    cfg->gateway.tls.min_version = 0x0303;
-    cfg->bus.heartbeat_ms = 500;
-    cfg->bus.liveness = 5;
-    cfg->bus.queue_max = 64;
-    cfg->bus.job_timeout_ms = 30000;
-    cfg->bus.retries = 1;
-    cfg->bus.no_worker_grace_ms = 2000;
-    cfg->bus.file_refs = true;
-    cfg->image_worker.jobs = 2;
-    cfg->image_worker.vips_concurrency = 0;
-    cfg->image_worker.max_pixels = 100000000;
-    cfg->log.level = RF_LOG_INFO;
-}
-
 static yaml_node_t *s_find_key(s_ctx_t *c, yaml_node_t *map, const char *key)
 {
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
@@ -770,18 +794,12 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
                 goto done;
             }
         }
-        if (strcmp(key, "gateway") == 0)
-            r = s_gateway(c, v, &cfg->gateway);
-        else if (strcmp(key, "bus") == 0)
-            r = s_bus(c, v, &cfg->bus);
-        else if (strcmp(key, "vhosts") == 0)
+        if (strcmp(key, "vhosts") == 0)
             r = cfg->vhosts ? s_fail(c, k, "duplicate key 'vhosts'") : s_vhosts(c, v, &defs);
         else if (strcmp(key, "vhost_defaults") == 0)
             r = 0;
-        else if (strcmp(key, "image_worker") == 0)
-            r = s_image_worker(c, v, &cfg->image_worker);
-        else if (strcmp(key, "log") == 0)
-            r = s_log(c, v, &cfg->log);
+        else if (s_schema_section(key))
+            r = s_schema_walk(c, v, key);
         else
             r = s_fail(c, k, "unknown key '%s' at the top level", key);
         if (r < 0)
@@ -789,18 +807,6 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     }
     if (cfg->bus.endpoint == NULL) {
         s_fail(c, root, "bus.endpoint is required");
-        goto done;
-    }
-    if (cfg->bus.heartbeat_ms < 10 || cfg->bus.liveness < 1) {
-        s_fail(c, root, "bus.heartbeat_interval must be >= 10ms and bus.liveness >= 1");
-        goto done;
-    }
-    if (cfg->bus.no_worker_grace_ms < 0 || cfg->bus.no_worker_grace_ms > 60000) {
-        s_fail(c, root, "bus.no_worker_grace must be between 0 and 60s");
-        goto done;
-    }
-    if (cfg->image_worker.jobs < 1 || cfg->image_worker.jobs > 256) {
-        s_fail(c, root, "image_worker.jobs must be between 1 and 256");
         goto done;
     }
     if (cfg->bus.n_connect == 0) {
@@ -815,10 +821,6 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
         s_fail(c, root, "gateway.tls.listen needs gateway.tls.cert and gateway.tls.key (the default certificate)");
         goto done;
     }
-    if (cfg->gateway.tls.ciphers == NULL)
-        cfg->gateway.tls.ciphers = strdup(RF_TLS_DEFAULT_CIPHERS);
-    if (cfg->gateway.cache_dir == NULL)
-        cfg->gateway.cache_dir = strdup("/tmp/refract-cache");
     rc = 0;
 done:
     free(defs.dims.keyword);
@@ -845,8 +847,9 @@ rf_config_t *rf_config_load_string(const char *text, size_t len, const char *nam
         return NULL;
     }
     c.cfg = cfg;
-    s_defaults(cfg);
     cfg->path = strdup(name);
+    if (s_schema_defaults(&c) < 0)
+        goto fail;
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &c.doc)) {
         s_parser_error(&c, &parser);

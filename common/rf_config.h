@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* TLS 1.2 ciphers when gateway.tls.ciphers is not set: forward secrecy and
  * AEAD only (Mozilla's "intermediate" list). */
@@ -128,6 +129,12 @@ rf_config_t *rf_config_load(const char *path, char **err);
 /* Same from memory; `name` is used in messages. `text` need not be
  * NUL-terminated. */
 rf_config_t *rf_config_load_string(const char *text, size_t len, const char *name, char **err);
+
+/* Writes the markdown table of one schema section ("gateway", "bus",
+ * "image_worker", "log"; nested keys appear as "origin.read_timeout") from
+ * common/rf_config.def: docs/configuration.md embeds these tables, and a
+ * unit test keeps them equal. */
+void rf_config_write_reference(FILE *out, const char *section);
 
 /* Frees the config; safe on NULL and twice. */
 void rf_config_destroy(rf_config_t **self_p);

@@ -441,17 +441,50 @@ static void test_err_values(void **state)
 static void test_err_ranges(void **state)
 {
     (void)state;
-    s_err(MINIMAL "image_worker: { jobs: 0 }\n", "t.yaml:1:1: image_worker.jobs must be between 1 and 256");
-    s_err(MINIMAL "image_worker: { jobs: 257 }\n", "t.yaml:1:1: image_worker.jobs must be between 1 and 256");
+    /* Ranges come from common/rf_config.def; errors point at the value. */
+    s_err(MINIMAL "image_worker: { jobs: 0 }\n", "t.yaml:9:23: image_worker.jobs must be between 1 and 256");
+    s_err(MINIMAL "image_worker: { jobs: 257 }\n", "t.yaml:9:23: image_worker.jobs must be between 1 and 256");
     s_err("bus: { endpoint: x, heartbeat_interval: 5ms }\n",
-          "t.yaml:1:1: bus.heartbeat_interval must be >= 10ms and bus.liveness >= 1");
-    s_err("bus: { endpoint: x, liveness: 0 }\n",
-          "t.yaml:1:1: bus.heartbeat_interval must be >= 10ms and bus.liveness >= 1");
-    s_err("bus: { endpoint: x, no_worker_grace: 61s }\n", "t.yaml:1:1: bus.no_worker_grace must be between 0 and 60s");
+          "t.yaml:1:41: bus.heartbeat_interval must be between 10ms and 60s");
+    s_err("bus: { endpoint: x, liveness: 0 }\n", "t.yaml:1:31: bus.liveness must be between 1 and 1000");
+    s_err("bus: { endpoint: x, no_worker_grace: 61s }\n", "t.yaml:1:38: bus.no_worker_grace must be between 0s and 60s");
+    s_err("gateway: { listen: 1, threads: 300 }\nbus: { endpoint: x }\n",
+          "t.yaml:1:32: gateway.threads must be between 0 and 256");
+    s_err("gateway: { listen: 1, origin: { connect_timeout: 0 } }\nbus: { endpoint: x }\n",
+          "t.yaml:1:50: gateway.origin.connect_timeout must be between 1ms and 600s");
     /* the bounds themselves are accepted */
     rf_config_t *cfg = s_ok(MINIMAL "image_worker: { jobs: 1 }\n");
     assert_int_equal(cfg->image_worker.jobs, 1);
     rf_config_destroy(&cfg);
+    cfg = s_ok(MINIMAL "image_worker: { jobs: 256 }\n");
+    assert_int_equal(cfg->image_worker.jobs, 256);
+    rf_config_destroy(&cfg);
+}
+
+/* docs/configuration.md embeds the schema's tables verbatim: a key added
+ * to rf_config.def without `make docs` fails here. */
+static void test_docs_match_schema(void **state)
+{
+    (void)state;
+    FILE *f = fopen("docs/configuration.md", "r");
+    if (f == NULL)
+        fail_msg("run from the repository root: docs/configuration.md not found");
+    char *doc = calloc(1, 1 << 20);
+    size_t n = fread(doc, 1, (1 << 20) - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    static const char *const sections[] = {"gateway", "bus", "image_worker", "log", NULL};
+    for (int i = 0; sections[i]; i++) {
+        char *table = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&table, &len);
+        rf_config_write_reference(m, sections[i]);
+        fclose(m);
+        if (strstr(doc, table) == NULL)
+            fail_msg("docs/configuration.md lacks the current '%s' table; run `make docs`:\n%s", sections[i], table);
+        free(table);
+    }
+    free(doc);
 }
 
 static void test_err_name_in_message(void **state)
@@ -811,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_err_vhosts),
         cmocka_unit_test(test_err_values),
         cmocka_unit_test(test_err_ranges),
+        cmocka_unit_test(test_docs_match_schema),
         cmocka_unit_test(test_err_name_in_message),
         cmocka_unit_test(test_tls),
         cmocka_unit_test(test_origin_tls),
