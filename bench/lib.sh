@@ -94,6 +94,29 @@ nginx_start() {
 }
 
 # nginx_conf_head WORKERS: the top of every nginx.conf the benches write.
+origin_nginx_start() { # DIR PORT WWW: the shared origin, nginx serving WWW statically; sets ORIGIN_PID
+    mkdir -p "$1"
+    {
+        nginx_conf_head 2
+        cat <<EOF
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$2${RP:-};
+        root $3;
+    }
+}
+EOF
+    } >"$1/nginx.conf"
+    nginx_start "$1"
+    ORIGIN_PID=$NGINX_PID
+}
+
 nginx_conf_head() {
     cat <<EOF
 daemon off;

@@ -53,26 +53,7 @@ P_ADMIN=$(free_port)
 P_BUS=$(free_port)
 
 # ---- origin: nginx serving static files ------------------------------------------
-mkdir -p "$TMP/origin"
-{
-    nginx_conf_head 2
-    cat <<EOF
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$P_ORIGIN$RP;
-        root $WWW;
-    }
-}
-EOF
-} >"$TMP/origin/nginx.conf"
-nginx_start "$TMP/origin"
-ORIGIN_PID=$NGINX_PID
+origin_nginx_start "$TMP/origin" "$P_ORIGIN" "$WWW"
 
 # ---- peer: nginx proxy_pass, no cache ---------------------------------------------
 mkdir -p "$TMP/peer"

@@ -243,6 +243,9 @@ const char *gw_reason(int status);
 
 /* gw_proxy.c: http origins — per-thread upstream pools and streaming. */
 gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why);
+/* The upstream of the request's vhost origin on its thread, or NULL after
+ * answering 502 with the reason. */
+gw_upstream_t *gw_proxy_upstream(gw_req_t *rc);
 
 /* Streaming from an origin to the client, or collecting a source body.
  * With a collector, a complete 200 is handed whole to on_collected; a body

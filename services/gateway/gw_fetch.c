@@ -11,12 +11,9 @@ void gw_fetch(gw_req_t *rc)
         gw_file_serve(rc);
         return;
     }
-    const char *why = NULL;
-    gw_upstream_t *up = gw_thread_upstream(rc->thread, &rc->vhost->origin, &why);
-    if (up == NULL) {
-        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
+    gw_upstream_t *up = gw_proxy_upstream(rc);
+    if (up == NULL)
         return;
-    }
     /* The origin sees the canonical path behind its prefix, never the
      * client's spelling: nothing climbs out of the prefix. */
     h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);

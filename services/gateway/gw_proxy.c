@@ -59,6 +59,15 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
     return up;
 }
 
+gw_upstream_t *gw_proxy_upstream(gw_req_t *rc)
+{
+    const char *why = NULL;
+    gw_upstream_t *up = gw_thread_upstream(rc->thread, &rc->vhost->origin, &why);
+    if (up == NULL)
+        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
+    return up;
+}
+
 /* ---- origin -> client streaming -------------------------------------------- */
 
 struct gw_stream_t {

@@ -323,12 +323,9 @@ void gw_transform(gw_req_t *rc)
         s_from_file(t, limit);
         return;
     }
-    const char *why = NULL;
-    gw_upstream_t *up = gw_thread_upstream(rc->thread, &rc->vhost->origin, &why);
-    if (up == NULL) {
-        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
+    gw_upstream_t *up = gw_proxy_upstream(rc);
+    if (up == NULL)
         return;
-    }
     static const gw_collector_t collect_template = {0, s_on_collected, s_on_over_limit};
     gw_collector_t c = collect_template;
     c.limit = limit;
