@@ -43,7 +43,8 @@ typedef struct {
 
 typedef struct {
     h2o_linklist_t link;
-    char key[300]; /* host:port */
+    char host[256]; /* the origin host, as configured */
+    int port;
     gw_upstream_t *up;
 } gw_upstream_entry_t;
 

@@ -27,12 +27,16 @@
  * loaded. Names are looked up later, without blocking (gw_origin.h). */
 gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why)
 {
-    char key[300];
-    snprintf(key, sizeof(key), "%s:%d", origin->host, origin->port);
+    /* Every request looks its upstream up: compare fields, format nothing. */
     for (h2o_linklist_t *l = t->upstreams.next; l != &t->upstreams; l = l->next) {
         gw_upstream_entry_t *e = H2O_STRUCT_FROM_MEMBER(gw_upstream_entry_t, link, l);
-        if (strcmp(e->key, key) == 0 && gw_origin_tls_matches(gw_upstream_tls(e->up), origin))
+        if (e->port == origin->port && strcmp(e->host, origin->host) == 0 &&
+            gw_origin_tls_matches(gw_upstream_tls(e->up), origin))
             return e->up;
+    }
+    if (strlen(origin->host) >= sizeof(((gw_upstream_entry_t *)0)->host)) {
+        *why = "origin host name too long";
+        return NULL;
     }
     const rf_config_t *cfg = t->server->cfg;
     gw_upstream_opts_t opts = {.connect_timeout_ms = cfg->gateway.connect_timeout_ms,
@@ -53,7 +57,8 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
         *why = "out of memory";
         return NULL; /* the upstream leaks; allocation failure is fatal soon anyway */
     }
-    snprintf(e->key, sizeof(e->key), "%s", key);
+    snprintf(e->host, sizeof(e->host), "%s", origin->host);
+    e->port = origin->port;
     e->up = up;
     h2o_linklist_insert(&t->upstreams, &e->link);
     return up;
@@ -334,9 +339,11 @@ static void s_on_fetch_error(gw_fetch_t *f, void *arg, int status, const char *w
     gw_stream_t *s = arg;
     gw_req_t *rc = s->rc;
     s->fetch = NULL;
-    const char *l[] = {rc->vhost->name, status == 504                ? "timeout"
-                                        : strstr(why, "unreachable") ? "unreachable"
-                                                                     : "protocol"};
+    const char *l[] = {rc->vhost->name, status == 504                      ? "timeout"
+                                        : strstr(why, "does not resolve") ? "resolve"
+                                        : strstr(why, " TLS: ")           ? "tls"
+                                        : strstr(why, "unreachable")      ? "unreachable"
+                                                                          : "protocol"};
     rf_metric_add(gw_m.origin_errors, l, 1);
     rf_log(RF_LOG_WARN, rc->request_id, "origin %s: %s", s->upstream, why);
     if (!s->started) {
@@ -391,9 +398,12 @@ static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_l
     APPENDS(" HTTP/1.1\r\nhost: ");
     APPENDS(o->host);
     if (o->port != (o->https ? 443 : 80)) {
-        char port[16];
-        snprintf(port, sizeof(port), ":%d", o->port);
-        APPENDS(port);
+        char port[16], *p = port + sizeof(port);
+        *--p = '\0';
+        for (int v = o->port; v > 0; v /= 10)
+            *--p = (char)('0' + v % 10);
+        *--p = ':';
+        APPENDS(p);
     }
     APPENDS("\r\n");
     for (size_t i = 0; i < req->headers.size; i++) {

@@ -265,6 +265,7 @@ def test_https_untrusted_ca_is_502_with_reason(make_stack, tls_origin, pki):
     assert r.text.startswith(f"origin localhost:{o.port} TLS: certificate verify failed: "), r.text
     assert "unable to get local issuer certificate" in r.text
     assert o.requests == []
+    assert st.metric("refract_origin_errors_total", vhost="localhost", reason="tls") == 1
 
 
 def test_https_default_trust_is_the_system_bundle(make_stack, tls_origin):
@@ -446,6 +447,7 @@ def test_unresolvable_name_is_502_and_not_remembered(make_stack, media, hosts):
         assert r.status_code == 502
         assert harness.one_line(r.text)
         assert r.text.startswith(f"origin host name does not resolve: {name}:{port}"), r.text
+        assert st.metric("refract_origin_errors_total", vhost="localhost", reason="resolve") == 1
         # The failure is not cached: once the name exists, it is used.
         hosts.set(name, "127.0.0.1")
         r = st.get("/_status/200")
