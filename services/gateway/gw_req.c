@@ -58,8 +58,14 @@ static void s_set_request_id(gw_req_t *rc)
         memcpy(rc->request_id, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
         rc->request_id[req->headers.entries[i].value.len] = '\0';
     } else {
-        snprintf(rc->request_id, sizeof(rc->request_id), "%016llx%016llx", (unsigned long long)s_rand(rc->thread),
-                 (unsigned long long)s_rand(rc->thread));
+        /* 32 hex digits, without printf: this runs for every request. */
+        static const char hex[] = "0123456789abcdef";
+        for (int half = 0; half < 2; half++) {
+            uint64_t r = s_rand(rc->thread);
+            for (int i = 15; i >= 0; i--, r >>= 4)
+                rc->request_id[half * 16 + i] = hex[r & 15];
+        }
+        rc->request_id[32] = '\0';
     }
 }
 
