@@ -63,9 +63,11 @@ bool gw_origin_tls_verifies(const gw_origin_tls_t *t)
  * misread a later SSL_read on the same thread). Returns -1. */
 static int s_load_fail(const char *what, const char *file)
 {
-    unsigned long e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
-    snprintf(s_why, sizeof(s_why), "TLS: cannot load %s '%s': %s", what, file, r ? r : "unknown error");
+    unsigned long e = ERR_peek_error(); /* the first entry: the cause, e.g. the file not found */
+    char r[200] = "unknown error";
+    if (e != 0)
+        ERR_error_string_n(e, r, sizeof(r));
+    snprintf(s_why, sizeof(s_why), "TLS: cannot load %s '%s': %s", what, file, r);
     ERR_clear_error();
     return -1;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gw.h"
+#include "gw_origin_tls.h"
 #include "rf_log.h"
 
 static void s_usage(FILE *out)
@@ -53,7 +54,18 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
-        /* Build the vhost table as a start would: certificates load here. */
+        /* Load what a start would: https origins' TLS files (CA, client
+         * certificate and key), then the vhost table with the gateway's
+         * own certificates. */
+        for (size_t i = 0; i < cfg->n_vhosts; i++) {
+            const rf_vhost_conf_t *vh = &cfg->vhosts[i];
+            const char *why = NULL;
+            if (vh->origin.https && gw_origin_tls_get(&vh->origin, &why) == NULL) {
+                fprintf(stderr, "%s: vhost '%s': origin %s\n", path, vh->name, why ? why : "cannot be set up");
+                rf_config_destroy(&cfg);
+                return 1;
+            }
+        }
         size_t n = cfg->n_vhosts;
         gw_vhosts_t *v = gw_vhosts_new(&cfg, &err);
         if (v == NULL) {

@@ -455,3 +455,16 @@ def test_unresolvable_name_is_502_and_not_remembered(make_stack, media, hosts):
         assert len(a.requests) == 1
     finally:
         a.close()
+
+
+def test_validate_loads_origin_tls_files(tmp_path):
+    """refract-gateway -t loads what a start would: an origin_tls file that
+    cannot be read fails validation, naming the vhost and the file."""
+    path = str(tmp_path / "t.yaml")
+    with open(path, "w") as f:
+        f.write('gateway: { listen: 8080 }\nbus: { endpoint: "tcp://127.0.0.1:5555" }\nvhosts:\n'
+                '  - name: a.test\n    origin: "https://a.test"\n'
+                f'    origin_tls: {{ ca_file: {tmp_path}/missing-ca.pem }}\n')
+    r = subprocess.run([harness.GATEWAY_BIN, "-t", "-c", path], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{path}: vhost 'a.test': origin TLS: cannot load ca_file '{tmp_path}/missing-ca.pem'"), r.stderr
