@@ -59,7 +59,7 @@ FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps run test unit fuzz format clean bench docs
-all: $(BINS) $(UNIT_BINS) $(GW_UNIT_BINS) build/bin/bench-vips-loop
+all: $(BINS) $(UNIT_BINS) $(GW_UNIT_BINS) build/bin/bench-vips-loop build/bin/bench-evict
 
 deps:
 	@scripts/deps.sh
@@ -96,6 +96,10 @@ $(O)/tests/gateway/%: tests/unit/gateway/%.c $(GW_LIB_OBJ) $(COMMON_LIB)
 	@echo "  TEST  $@"
 	@$(CC) $(CFLAGS_BASE) $(H2O_CFLAGS) -Iservices/gateway -o $@ $< $(GW_LIB_OBJ) $(COMMON_LIB) \
 	    -lcmocka $(H2O_LIBS) $(LIBS_BASE)
+
+build/bin/bench-evict: bench/evict.c $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -o $@ $< $(COMMON_LIB) $(LIBS_BASE) -lm
 
 build/bin/bench-vips-loop: bench/vips_loop.c
 	@mkdir -p $(dir $@)
