@@ -401,15 +401,20 @@ class Origin:
     """A threaded test web server on a free loopback port."""
 
     def __init__(self, root):
-        self.root = root
         self.port = free_port()
-        self.httpd = _OriginServer(("127.0.0.1", self.port), OriginHandler)
-        self.httpd.daemon_threads = True
-        self.httpd.root = root
-        self.httpd.requests = []
-        self.httpd.lock = threading.Lock()
-        self.httpd.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._serve(_OriginServer(("127.0.0.1", self.port), OriginHandler), root)
+
+    def _serve(self, httpd, root):
+        """Starts `httpd` (an OriginHandler server) serving `root` on its
+        own thread; subclasses make the server (address, TLS) and call it."""
+        self.root = root
+        self.httpd = httpd
+        httpd.daemon_threads = True
+        httpd.root = root
+        httpd.requests = []
+        httpd.lock = threading.Lock()
+        httpd.stopping = threading.Event()
+        self.thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 
     @property

@@ -103,7 +103,7 @@ class _TlsServer(harness.ThreadingHTTPServer):
         pass  # failed handshakes are the point of some tests
 
 
-class TlsOrigin:
+class TlsOrigin(harness.Origin):
     """harness.OriginHandler over TLS on host:port (a free port by default)."""
 
     def __init__(self, root, cert, key, host="127.0.0.1", port=None, client_ca=None, max_version=None):
@@ -117,46 +117,33 @@ class TlsOrigin:
         self.snis = []
         ctx.sni_callback = lambda sslobj, name, c: self.snis.append(name) and None
         self.port = port or harness.free_port()
-        self.httpd = _TlsServer((host, self.port), _TlsHandler)
-        self.httpd.ctx = ctx
-        self.httpd.root = root
-        self.httpd.requests = []
-        self.httpd.handshake_errors = []
-        self.httpd.connections = 0
-        self.httpd.lock = threading.Lock()
-        self.httpd.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self.thread.start()
+        httpd = _TlsServer((host, self.port), _TlsHandler)
+        httpd.ctx = ctx
+        httpd.handshake_errors = []
+        httpd.connections = 0
+        self.host = host
+        self._serve(httpd, root)
 
     @property
-    def requests(self):
-        with self.httpd.lock:
-            return list(self.httpd.requests)
+    def url(self):
+        return f"https://{self.host}:{self.port}"
 
     @property
     def connections(self):
         with self.httpd.lock:
             return self.httpd.connections
 
-    def close(self):
-        self.httpd.stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 class PlainOrigin(harness.Origin):
     """harness.Origin on a chosen address and port."""
 
     def __init__(self, root, host, port):
-        self.root = root
-        self.port = port
-        self.httpd = harness._OriginServer((host, port), harness.OriginHandler)
-        self.httpd.root = root
-        self.httpd.requests = []
-        self.httpd.lock = threading.Lock()
-        self.httpd.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self.thread.start()
+        self.host, self.port = host, port
+        self._serve(harness._OriginServer((host, port), harness.OriginHandler), root)
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
 
 
 @pytest.fixture
