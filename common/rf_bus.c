@@ -167,7 +167,8 @@ zmsg_t *rf_bus_encode(rf_bus_cmd_t cmd, const char *service, uint64_t job_id, co
             goto fail;
     }
     if (needs_header) {
-        text = json_dumps(header, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        /* Default precision: a real must come back as the same double. */
+        text = json_dumps(header, JSON_COMPACT);
         if (text == NULL || strlen(text) > RF_BUS_MAX_JSON || zmsg_addstr(msg, text) < 0)
             goto fail;
         free(text);
