@@ -21,7 +21,7 @@ LOG=$RESULTS/$STAMP-run.txt
 : >"$SUMMARY"
 
 BENCHES=("$@")
-[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy tls resize evict)
+[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy tls resize evict cache)
 
 if [ ! -x build/bin/refract-gateway ] || [ ! -x build/bin/refract-image-worker ] || [ ! -x build/bin/bench-vips-loop ]; then
     make --no-print-directory all >/dev/null || { echo "bench: the build failed (run make)" >&2; exit 1; }
