@@ -564,6 +564,107 @@ void rf_config_write_reference(FILE *out, const char *section)
     s_doc_rows(out, section);
 }
 
+/* ---- the vhost cache mapping ---------------------------------------------- */
+
+/* Seconds: "1800", "30s", "5m", "2h", "1d" into int64 seconds (up to ~68
+ * years; TTLs longer than a duration's int milliseconds are common). */
+static int s_secs(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    const char *p = s_scalar(v);
+    char *end;
+    errno = 0;
+    long long n = strtoll(p, &end, 10);
+    long long mul = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        mul = 60, end++;
+    else if (*end == 'h')
+        mul = 3600, end++;
+    else if (*end == 'd')
+        mul = 86400, end++;
+    if (*p == '\0' || *p == '-' || *end != '\0' || errno != 0 || n < 0 || n > (1LL << 31) / mul)
+        return s_fail(c, v, "expected seconds such as 1800, 30s, 5m, 2h or 1d, got '%s'", p);
+    *(int64_t *)t = n * mul;
+    return 0;
+}
+
+static int s_percent(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_int(c, v, t) < 0)
+        return -1;
+    if (*(int *)t > 100)
+        return s_fail(c, v, "a ratio is a percentage from 0 to 100, got '%s'", s_scalar(v));
+    return 0;
+}
+
+static int s_ttl_rule(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("value", s_secs, rf_ttl_rule_t, value), K("ratio", s_percent, rf_ttl_rule_t, ratio),
+                                   K("max", s_secs, rf_ttl_rule_t, max), {0}};
+    if (v->type == YAML_SCALAR_NODE) /* res2xx: 1800 */
+        return s_secs(c, v, (char *)t + offsetof(rf_ttl_rule_t, value));
+    return s_walk(c, v, keys, t, "ttl rule");
+}
+
+/* nocache carries max_age beside the rule (rf_ttl_conf_t.nocache_max_age). */
+static int s_ttl_nocache(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_ttl_conf_t *conf = (rf_ttl_conf_t *)((char *)t - offsetof(rf_ttl_conf_t, nocache));
+    typedef struct {
+        rf_ttl_rule_t r;
+        int64_t max_age;
+    } s_nc_t;
+    static const s_key_t keys[] = {K("value", s_secs, s_nc_t, r.value), K("ratio", s_percent, s_nc_t, r.ratio),
+                                   K("max", s_secs, s_nc_t, r.max), K("max_age", s_secs, s_nc_t, max_age), {0}};
+    s_nc_t nc = {conf->nocache, conf->nocache_max_age};
+    if (v->type == YAML_SCALAR_NODE) {
+        if (s_secs(c, v, &nc.r.value) < 0)
+            return -1;
+    } else if (s_walk(c, v, keys, &nc, "ttl.nocache") < 0) {
+        return -1;
+    }
+    conf->nocache = nc.r;
+    conf->nocache_max_age = nc.max_age;
+    return 0;
+}
+
+static int s_ttl(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("res2xx", s_ttl_rule, rf_ttl_conf_t, res2xx),
+                                   K("nocache", s_ttl_nocache, rf_ttl_conf_t, nocache),
+                                   K("res3xx", s_secs, rf_ttl_conf_t, res3xx),
+                                   K("res4xx", s_secs, rf_ttl_conf_t, res4xx),
+                                   K("res5xx", s_secs, rf_ttl_conf_t, res5xx),
+                                   {0}};
+    return s_walk(c, v, keys, t, "cache.ttl");
+}
+
+/* A `cache` mapping onto *t, which holds the defaults (vhost_defaults'
+ * section, or the built-in ones): keys given replace, others stay. */
+static int s_cache(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("enable", s_bool, rf_cache_conf_t, enable),
+                                   K("memory_only", s_bool, rf_cache_conf_t, memory_only),
+                                   K("override_origin", s_bool, rf_cache_conf_t, ttl.override_origin),
+                                   K("heuristic", s_percent, rf_cache_conf_t, ttl.heuristic_percent),
+                                   K("ttl_extension_4xx", s_bool, rf_cache_conf_t, ttl.extend_by_4xx),
+                                   K("ttl_extension_5xx", s_bool, rf_cache_conf_t, ttl.extend_by_5xx),
+                                   K("ttl_extension", s_secs, rf_cache_conf_t, ttl.origin_error_ttl),
+                                   K("ttl", s_ttl, rf_cache_conf_t, ttl),
+                                   {0}};
+    return s_walk(c, v, keys, t, "cache");
+}
+
+static void s_cache_default(rf_cache_conf_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->enable = true;
+    rf_ttl_conf_default(&c->ttl);
+}
+
 /* A vhost as parsed, before defaults are applied: `set` flags record which
  * dims keys were given so vhost_defaults only fill the rest. */
 typedef struct {
@@ -684,6 +785,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"origin", s_str, offsetof(s_vhost_t, origin_url)},
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
+                                   {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"tls", s_vhost_tls, offsetof(s_vhost_t, v.tls)},
                                    {0}};
     _Static_assert(offsetof(rf_vhost_conf_t, n_aliases) - offsetof(rf_vhost_conf_t, aliases) ==
@@ -708,6 +810,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
 
 typedef struct {
     rf_dims_conf_t dims;
+    rf_cache_conf_t cache;
 } s_vdefaults_t;
 
 static int s_vdefaults_dims(s_ctx_t *c, yaml_node_t *v, void *t)
@@ -744,6 +847,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         s_vhost_t vh = {0};
         vh.v.dims = defs->dims;
         vh.v.dims.keyword = NULL;
+        vh.v.cache = defs->cache;
         int rc = s_vhost(c, it, &vh);
         free(vh.origin_url);
         s_vhost_origin_tls_clear(&vh);
@@ -772,7 +876,10 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
         return -1;
     /* vhost_defaults apply to every vhost, so read them before vhosts. */
     s_vdefaults_t defs = {.dims = {.active = true, .keyword = strdup("dims"), .max_source_size = 10u << 20}};
-    static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)}, {0}};
+    s_cache_default(&defs.cache);
+    static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)},
+                                    {"cache", s_cache, offsetof(s_vdefaults_t, cache)},
+                                    {0}};
     yaml_node_t *dn = s_find_key(c, root, "vhost_defaults");
     int rc = -1;
     if (dn != NULL && s_walk(c, dn, dkeys, &defs, "vhost_defaults") < 0)

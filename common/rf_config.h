@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "rf_ttl.h"
+
 /* TLS 1.2 ciphers when gateway.tls.ciphers is not set: forward secrecy and
  * AEAD only (Mozilla's "intermediate" list). */
 #define RF_TLS_DEFAULT_CIPHERS                                                                                         \
@@ -59,6 +61,13 @@ typedef struct {
     char *key;
 } rf_tls_cert_t;
 
+/* A vhost's edge cache: the `cache` mapping. */
+typedef struct {
+    bool enable;      /* default true: http(s) origins and function results are cached */
+    bool memory_only; /* volatile content: kept in memory, never written to disk */
+    rf_ttl_conf_t ttl; /* ttl.* and override_origin */
+} rf_cache_conf_t;
+
 typedef struct {
     char *name;     /* exact host, or "*.example.com" */
     char **aliases; /* same forms as name */
@@ -66,6 +75,7 @@ typedef struct {
     bool is_default; /* serves requests whose Host matches nothing */
     rf_origin_t origin;
     rf_dims_conf_t dims;
+    rf_cache_conf_t cache;
     rf_tls_cert_t tls; /* served to clients whose SNI names this vhost; NULLs = the default */
 } rf_vhost_conf_t;
 
@@ -77,6 +87,7 @@ typedef struct {
         rf_listen_t admin_listen;
         int threads; /* event-loop threads; 0 = one per core */
         char *cache_dir;
+        size_t cache_memory, cache_disk, cache_memory_object_max; /* bytes */
         int connect_timeout_ms;   /* origin connect */
         int read_timeout_ms;      /* origin idle read/write */
         int keepalive_max;        /* idle origin connections kept per origin per thread */

@@ -22,6 +22,7 @@
 #include "rf_chain.h"
 #include "rf_config.h"
 #include "rf_metrics.h"
+#include "rf_store.h"
 
 /* A vhost table built from one configuration; shared by all threads and
  * swapped as a whole on reload. Refcounted: each thread holds one ref for
@@ -66,6 +67,7 @@ typedef struct {
     gw_vhosts_t *vhosts;
     h2o_multithread_receiver_t job_receiver;
     h2o_multithread_receiver_t control_receiver;
+    h2o_multithread_receiver_t cache_receiver; /* wake-ups of readers following a fill (gw_serve.c) */
     gw_submitter_t *submitter;
     h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
@@ -83,6 +85,7 @@ struct gw_server_t {
     h2o_globalconf_t h2o_conf, admin_conf;
     gw_broker_t *broker;
     rf_metrics_t *metrics;
+    rf_store_t *store; /* the edge cache (shared by all threads) */
     h2o_mimemap_t *mimemap;
     struct ssl_ctx_st *tls_bootstrap; /* what TLS listeners accept with (gw_tls.h); NULL without */
     /* start-up handshake: each loop thread builds its own h2o context */
@@ -154,6 +157,14 @@ extern const gw_func_t *const gw_funcs[];
 
 /* ---- per-request state ------------------------------------------------------- */
 
+typedef enum {
+    GW_CACHE_NONE,    /* not answered from the cache */
+    GW_CACHE_HIT,     /* a fresh complete object */
+    GW_CACHE_JOIN,    /* someone else's fill: follow it (collapsed) */
+    GW_CACHE_CLAIM,   /* a new fill this request starts */
+    GW_CACHE_REFRESH, /* a new fill replacing an expired object */
+} gw_cache_role_t;
+
 /* Allocated in the request pool (freed with it). Generic state only: each
  * stage and each function keeps its own beside it. */
 struct gw_req_t {
@@ -174,6 +185,9 @@ struct gw_req_t {
     /* lookup */
     h2o_iovec_t key;          /* cache key: vhost, path, query, canonical chain */
     const char *cache_status; /* Cache-Status value */
+    rf_obj_t *obj;            /* the cache object to answer from (one reference), or NULL */
+    gw_cache_role_t role;     /* how the request relates to obj */
+    const char *cache_result; /* refract_cache_requests_total's result label */
     /* fetch / transform */
     struct gw_stream_t *stream;
     struct gw_transform_t *transform;
@@ -187,8 +201,11 @@ struct gw_req_t {
  *   gw_req.c        the h2o handler: request id, then the stages below
  *   gw_recv.c       framing checks, canonical path, Range policy
  *   gw_route.c      vhost by Host, function by path (gw_func.c)
- *   gw_lookup.c     the cache key and Cache-Status (the edge cache plugs in here)
- *   gw_fetch.c      plain requests: file origin (gw_file.c) or http origin (gw_proxy.c)
+ *   gw_lookup.c     the cache key; hit, join a fill, claim a fill, or bypass
+ *   gw_serve.c      answers from a cache object (a hit, or following a fill
+ *                   gw_fill.c writes from the origin)
+ *   gw_fetch.c      plain requests the cache does not take: file origin
+ *                   (gw_file.c) or http origin (gw_proxy.c)
  *   gw_transform.c  function requests: source, bus job, reply mapping
  *   gw_deliver.c    what every response carries, error answers, log and metrics
  *
@@ -202,6 +219,18 @@ int gw_route(gw_req_t *rc);
 
 /* gw_lookup.c */
 int gw_lookup(gw_req_t *rc);
+
+/* gw_serve.c: answers from rc->obj (takes over its reference); starts
+ * the fill first for GW_CACHE_CLAIM / REFRESH. */
+void gw_serve(gw_req_t *rc);
+void gw_serve_on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+/* gw_fill.c: fills `obj` (a claimed object) from the request's http
+ * origin, independently of the request (it goes on when the client
+ * leaves, while the object is kept). Takes its own reference. 0, or -1
+ * when nothing could start: the request has been answered (502/503) and
+ * the object failed (other readers see that). */
+int gw_fill_start(gw_req_t *rc, rf_obj_t *obj);
 
 /* gw_fetch.c: answers a plain request from its origin. */
 void gw_fetch(gw_req_t *rc);
@@ -264,6 +293,15 @@ typedef struct {
  * may be NULL (stream to the client). */
 void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t path_len, int forward_headers,
                      const gw_collector_t *collect);
+
+/* Whether origin response header i goes to clients (and into the cache):
+ * not hop-by-hop, not named by Connection, not Date or Server. */
+int gw_proxy_passes_header(const struct phr_header *headers, size_t n, size_t i);
+/* The origin request head for the request's path (in its pool). With
+ * forward_headers the client's method, headers and body go along (a plain
+ * request); without, a GET with the client's end-to-end headers minus
+ * Range and conditionals (a transform source, a cache fill). */
+h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers, int *is_head);
 
 /* gw_file.c: file origins. */
 /* Serves the request's canonical path from the vhost's directory with

@@ -99,6 +99,10 @@ void gw_deliver_log(gw_req_t *rc)
     const char *l1[] = {vhost};
     rf_metric_observe(gw_m.http_duration, l1, secs);
     rf_metric_add(gw_m.http_response_bytes, l1, (double)req->bytes_sent);
+    const char *lr[] = {vhost, rc->cache_result ? rc->cache_result : "bypass"};
+    rf_metric_add(gw_m.cache_requests, lr, 1);
+    const char *ls[] = {vhost, rc->role == GW_CACHE_HIT ? "cache" : "origin"};
+    rf_metric_add(gw_m.cache_client_bytes, ls, (double)req->bytes_sent);
     rf_metric_gauge_add(gw_m.http_inflight, NULL, -1);
     if (rc->thread->server->cfg->gateway.access_log)
         rf_log(RF_LOG_INFO, rc->request_id, "%.*s %s %.*s %d %zuB %.1fms %s%s%s", (int)req->method.len,

@@ -1,15 +1,26 @@
-/*  gw_lookup — where the edge cache plugs in. Every request reaches it with
- *  its key: the vhost, the canonical path, the query (every parameter kept
- *  until per-vhost query policies exist) and, for a function, the name and
- *  canonical text of its chain, so "/a.jpg/dims/resize/10x" and
- *  "/a.jpg/dims/resize/10x0" are one object. Until the cache exists the
- *  stage only computes the key and every request is forwarded:
- *  Cache-Status: refract; fwd=bypass (RFC 9211).
+/*  gw_lookup — the edge cache's decision for each request. Every request
+ *  reaches it with its key: the vhost, the canonical path, the query (every
+ *  parameter kept until per-vhost query policies exist) and, for a
+ *  function, the name and canonical text of its chain, so
+ *  "/a.jpg/dims/resize/10x" and "/a.jpg/dims/resize/10x0" are one object.
+ *
+ *  Then, for a GET or HEAD to an http(s) origin on a vhost with the cache
+ *  on: a fresh object is a hit; an object being filled is joined (any
+ *  number of concurrent misses make one origin request); otherwise this
+ *  request claims a new fill — replacing an expired object. Everything
+ *  else is forwarded (Cache-Status: refract; fwd=bypass or fwd=method,
+ *  RFC 9211); an unsafe method that reaches the origin invalidates the
+ *  key (RFC 9111 4.4).
+ *
+ *  Not cached yet: function results (transforms) and file:// origins
+ *  (already local).
  */
 #include <string.h>
+#include <time.h>
 
 #include "gw.h"
 #include "rf_log.h"
+#include "rf_ttl.h"
 
 /* The key as one string: "vhost\npath?query\nfunc:canonical chain". */
 static int s_key(gw_req_t *rc)
@@ -38,6 +49,30 @@ static int s_key(gw_req_t *rc)
     return 0;
 }
 
+/* The client's request headers, as rf_ttl reads them (in the pool). */
+static rf_hdr_t *s_req_hdrs(h2o_req_t *req, size_t *n)
+{
+    rf_hdr_t *h = h2o_mem_alloc_pool(&req->pool, sizeof(*h) * (req->headers.size + 1));
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *e = &req->headers.entries[i];
+        h[i] = (rf_hdr_t){e->name->base, e->name->len, e->value.base, e->value.len};
+    }
+    *n = req->headers.size;
+    return h;
+}
+
+/* Whether an object may answer now without asking the origin. The
+ * client's no-cache, max-age and min-fresh are not obeyed (as Varnish,
+ * nginx and STON do by default): any client could otherwise send every
+ * request of a popular object to the origin. */
+static bool s_fresh(rf_obj_t *o)
+{
+    const rf_meta_t *m = rf_obj_meta(o);
+    if (m->flags & RF_META_NO_CACHE)
+        return false;
+    return m->expires_at > (int64_t)time(NULL);
+}
+
 int gw_lookup(gw_req_t *rc)
 {
     if (s_key(rc) < 0) {
@@ -45,5 +80,91 @@ int gw_lookup(gw_req_t *rc)
         return -1;
     }
     rc->cache_status = "refract; fwd=bypass";
+    h2o_req_t *req = rc->req;
+    rf_store_t *store = rc->thread->server->store;
+    if (store == NULL || !rc->vhost->cache.enable || rc->func != NULL || rc->vhost->origin.kind != RF_ORIGIN_HTTP)
+        return 0;
+    bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    if (!get && !head) {
+        rc->cache_status = "refract; fwd=method";
+        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")))
+            rf_store_remove(store, rc->key.base, rc->key.len); /* RFC 9111 4.4 */
+        return 0;
+    }
+    size_t n;
+    rf_hdr_t *h = s_req_hdrs(req, &n);
+    rf_ttl_req_t creq;
+    rf_ttl_request(h, n, &creq);
+    rf_obj_t *o = NULL;
+    /* no-store (RFC 9111 5.2.1.5): nothing of this exchange is stored —
+     * a stored object may still answer it. */
+    if (creq.no_store) {
+        if (rf_store_lookup(store, rc->key.base, rc->key.len, false, false, &o) == RF_LOOKUP_HIT && s_fresh(o)) {
+            rc->role = GW_CACHE_HIT;
+            rc->cache_status = "refract; hit";
+            rc->cache_result = "hit";
+            rc->obj = o;
+            return 0;
+        }
+        rf_obj_unref(&o);
+        rc->cache_status = "refract; fwd=request";
+        return 0;
+    }
+    switch (rf_store_lookup(store, rc->key.base, rc->key.len, true, false, &o)) {
+    case RF_LOOKUP_HIT:
+        if (s_fresh(o)) {
+            rc->role = GW_CACHE_HIT;
+            break;
+        }
+        rf_obj_unref(&o);
+        /* Expired (or the client asks for a fresh one): a new fill takes
+         * its place; concurrent requests join it. */
+        switch (rf_store_lookup(store, rc->key.base, rc->key.len, true, true, &o)) {
+        case RF_LOOKUP_CLAIM:
+            rc->role = GW_CACHE_REFRESH;
+            break;
+        case RF_LOOKUP_BUSY:
+            rc->role = GW_CACHE_JOIN;
+            break;
+        case RF_LOOKUP_HIT: /* another request refreshed it meanwhile */
+            rc->role = GW_CACHE_HIT;
+            break;
+        case RF_LOOKUP_MISS:
+            return 0;
+        }
+        break;
+    case RF_LOOKUP_BUSY:
+        rc->role = GW_CACHE_JOIN;
+        break;
+    case RF_LOOKUP_CLAIM:
+        rc->role = GW_CACHE_CLAIM;
+        break;
+    case RF_LOOKUP_MISS: /* out of memory, or a key too long to keep */
+        return 0;
+    }
+    if (creq.only_if_cached && rc->role != GW_CACHE_HIT) {
+        if (rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH)
+            rf_obj_finish(o, false);
+        rf_obj_unref(&o);
+        rc->cache_status = "refract; fwd=miss";
+        gw_send_error(rc, 504, "Gateway Timeout", "only-if-cached: not in the cache");
+        return -1;
+    }
+    static const char *const status[] = {
+        [GW_CACHE_HIT] = "refract; hit",
+        [GW_CACHE_JOIN] = "refract; fwd=miss; collapsed",
+        [GW_CACHE_CLAIM] = "refract; fwd=miss",
+        [GW_CACHE_REFRESH] = "refract; fwd=stale",
+    };
+    static const char *const result[] = {
+        [GW_CACHE_HIT] = "hit",
+        [GW_CACHE_JOIN] = "collapsed",
+        [GW_CACHE_CLAIM] = "miss",
+        [GW_CACHE_REFRESH] = "stale",
+    };
+    rc->cache_status = status[rc->role]; /* refined once the head is known (gw_serve.c) */
+    rc->cache_result = result[rc->role];
+    rc->obj = o;
     return 0;
 }

@@ -242,6 +242,13 @@ static void s_start_response(gw_stream_t *s)
     }
 }
 
+int gw_proxy_passes_header(const struct phr_header *headers, size_t n, size_t i)
+{
+    return headers[i].name != NULL && !s_is_hop(headers[i].name, headers[i].name_len) &&
+           !s_is_listed(s_hidden, headers[i].name, headers[i].name_len) &&
+           !s_origin_nominated(headers, n, headers[i].name, headers[i].name_len);
+}
+
 static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_header *headers, size_t n,
                      int64_t content_length)
 {
@@ -253,9 +260,7 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
     s->status = status;
     s->content_length = content_length;
     for (size_t i = 0; i < n; i++) {
-        if (headers[i].name == NULL || s_is_hop(headers[i].name, headers[i].name_len) ||
-            s_is_listed(s_hidden, headers[i].name, headers[i].name_len) ||
-            s_origin_nominated(headers, n, headers[i].name, headers[i].name_len))
+        if (!gw_proxy_passes_header(headers, n, i))
             continue;
         h2o_iovec_t name = h2o_strdup(&req->pool, headers[i].name, headers[i].name_len);
         h2o_strtolower(name.base, name.len);
@@ -369,7 +374,7 @@ static int s_client_nominated(h2o_req_t *req, const char *name, size_t len)
 
 /* Builds the origin request head: the client's end-to-end headers, the
  * origin's Host, X-Forwarded-For and X-Request-Id. */
-static h2o_iovec_t s_build_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers, int *is_head)
+h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers, int *is_head)
 {
     h2o_req_t *req = rc->req;
     const rf_origin_t *o = &rc->vhost->origin;
@@ -463,7 +468,7 @@ void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t p
     h2o_buffer_init(&s->sending, &h2o_socket_buffer_prototype);
     rc->stream = s;
     int is_head;
-    h2o_iovec_t request = s_build_request(rc, path, path_len, forward_headers, &is_head);
+    h2o_iovec_t request = gw_proxy_request(rc, path, path_len, forward_headers, &is_head);
     const char *l[] = {rc->vhost->name, "http"};
     rf_metric_add(gw_m.origin_requests, l, 1);
     s->fetch = gw_fetch_start(up, request, is_head, &s_fetch_cbs, s);

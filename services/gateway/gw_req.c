@@ -87,7 +87,9 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
 
     if (gw_recv(rc) < 0 || gw_route(rc) < 0 || gw_lookup(rc) < 0)
         return 0;
-    if (rc->func != NULL)
+    if (rc->obj != NULL)
+        gw_serve(rc);
+    else if (rc->func != NULL)
         gw_transform(rc);
     else
         gw_fetch(rc);

@@ -113,6 +113,27 @@ static void s_on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
     }
 }
 
+/* Metrics collector: the cache's gauges and eviction counters, read from
+ * the store at scrape time (under the registry's render lock). */
+static void s_cache_collect(rf_metrics_t *reg, void *arg)
+{
+    (void)reg;
+    static uint64_t last_disk, last_memory;
+    gw_server_t *srv = arg;
+    if (srv->store == NULL)
+        return;
+    rf_store_stats_t st;
+    rf_store_stats(srv->store, &st);
+    rf_metric_set(gw_m.cache_objects, NULL, (double)st.objects);
+    const char *lm[] = {"memory"}, *ld[] = {"disk"};
+    rf_metric_set(gw_m.cache_bytes, lm, (double)st.memory_bytes);
+    rf_metric_set(gw_m.cache_bytes, ld, (double)st.disk_bytes);
+    rf_metric_add(gw_m.cache_evictions, lm, (double)(st.evicted_memory - last_memory));
+    rf_metric_add(gw_m.cache_evictions, ld, (double)(st.evicted_disk - last_disk));
+    last_memory = st.evicted_memory;
+    last_disk = st.evicted_disk;
+}
+
 /* Sets up thread t's h2o context, receivers, submitter and listener
  * sockets. Runs on t's own thread: h2o's socket buffers come from a
  * per-thread (__thread) recycling allocator chosen when a socket is
@@ -129,6 +150,7 @@ static int s_thread_setup(gw_thread_t *t)
     h2o_timeout_init(t->ctx.loop, &t->probe_timeout, 250);
     h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_transform_on_jobs);
     h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->cache_receiver, gw_serve_on_wake);
     if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
         t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
     t->submitter = gw_submitter_new(srv->broker);
@@ -327,6 +349,25 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         gw_vhosts_unref(&vhosts);
         goto done;
     }
+    /* After the port check: a second gateway must not touch the cache of
+     * the one already serving. */
+    rf_store_opts_t so = {.dir = srv.cfg->gateway.cache_dir,
+                          .memory = srv.cfg->gateway.cache_memory,
+                          .disk = srv.cfg->gateway.cache_disk,
+                          .memory_object_max = srv.cfg->gateway.cache_memory_object_max};
+    if ((srv.store = rf_store_new(&so, &err)) == NULL) {
+        rf_error("%s", err ? err : "cannot open the cache");
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
+    rf_metrics_on_collect(srv.metrics, s_cache_collect, &srv);
+    {
+        rf_store_stats_t st;
+        rf_store_stats(srv.store, &st);
+        rf_info("cache %s: %llu objects (%llu bytes) loaded, %llu damaged files dropped", so.dir,
+                (unsigned long long)st.objects, (unsigned long long)st.disk_bytes,
+                (unsigned long long)st.dropped_at_load);
+    }
     srv.nthreads = srv.cfg->gateway.threads > 0 ? srv.cfg->gateway.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv.nthreads < 1)
         srv.nthreads = 1;
@@ -397,6 +438,8 @@ done:
     free(err);
     /* The broker goes after the loops: no thread submits any more. */
     gw_broker_destroy(&srv.broker);
+    /* Objects still referenced by unfinished fills keep the store alive. */
+    rf_store_destroy(&srv.store);
     rf_metrics_destroy(&srv.metrics);
     SSL_CTX_free(srv.tls_bootstrap);
     rf_config_destroy(&srv.cfg);

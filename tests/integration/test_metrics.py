@@ -8,7 +8,7 @@ import pytest
 import harness
 from harness import http, metric_value, parse_metrics, rss_kb
 
-N_FILE, N_WEB, N_IMG, N_404, N_400 = 5, 4, 3, 2, 1
+N_FILE, N_WEB, N_IMG, N_404, N_400, N_CACHED = 5, 4, 3, 2, 1, 5
 
 
 BODY_BYTES = {}
@@ -20,7 +20,12 @@ def stack(tmp_path_factory, origin, media):
         str(tmp_path_factory.mktemp("metrics")),
         vhosts=[
             {"name": "files.test", "default": True, "origin": "file://" + media["dir"]},
-            {"name": "web.test", "origin": origin.url},
+            # Uncached: every request is one origin request (the origin metrics).
+            {"name": "web.test", "origin": origin.url, "cache": {"enable": False}},
+            # Cached for 60 s whatever the file's age (override_origin also
+            # skips the Last-Modified heuristic): 1 miss, then hits.
+            {"name": "cached.test", "origin": origin.url,
+             "cache": {"override_origin": True, "ttl": {"res2xx": 60}}},
             {"name": "down.test", "origin": f"http://127.0.0.1:{harness.free_port()}"},
         ],
         workers=1,
@@ -42,6 +47,8 @@ def stack(tmp_path_factory, origin, media):
     for _ in range(N_400):
         get("/photo.jpg/dims/resize/0x0", "files.test", 400)
     get("/hello.txt", "down.test", 502)
+    for _ in range(N_CACHED):
+        get("/hello.txt", "cached.test", 200)
     yield st
     st.close()
 
@@ -135,6 +142,25 @@ def test_origin_requests_total(stack):
     # file origin: plain files and image sources (the 400 never reaches the origin)
     assert metric_value(stack.metrics(), "refract_origin_requests_total", vhost="files.test", kind="file") == \
         N_FILE + N_IMG
+
+
+def test_cache_metrics(stack):
+    assert _settled(stack, "refract_cache_requests_total", N_CACHED - 1, vhost="cached.test", result="hit") == \
+        N_CACHED - 1
+    text = stack.metrics()
+    assert metric_value(text, "refract_cache_requests_total", vhost="cached.test", result="miss") == 1
+    assert metric_value(text, "refract_origin_requests_total", vhost="cached.test", kind="http") == 1
+    assert metric_value(text, "refract_cache_fills_total", vhost="cached.test", result="stored") == 1
+    hello = BODY_BYTES["cached.test"] // N_CACHED
+    assert metric_value(text, "refract_cache_fill_bytes_total", vhost="cached.test") == hello
+    assert metric_value(text, "refract_cache_client_body_bytes_total", vhost="cached.test", source="cache") == \
+        hello * (N_CACHED - 1)
+    assert metric_value(text, "refract_cache_client_body_bytes_total", vhost="cached.test", source="origin") == hello
+    assert metric_value(text, "refract_cache_objects") >= 1
+    assert metric_value(text, "refract_cache_bytes", tier="disk") >= hello
+    assert metric_value(text, "refract_cache_bytes", tier="memory") >= hello
+    # the uncached vhost and the file origin say so
+    assert metric_value(text, "refract_cache_requests_total", vhost="web.test", result="bypass") == N_WEB + N_404
 
 
 def test_bus_metrics(stack):

@@ -163,7 +163,8 @@ def tls_origin(media, pki):
 
 
 def _vhost(url, **origin_tls):
-    v = {"name": "localhost", "default": True, "origin": url, "dims": {"status": "off"}}
+    # The origin client is under test: every request must reach the origin.
+    v = {"name": "localhost", "default": True, "origin": url, "dims": {"status": "off"}, "cache": {"enable": False}}
     if origin_tls:
         v["origin_tls"] = origin_tls
     return v

@@ -1,0 +1,244 @@
+/*  gw_fill — writes one origin response into a cache object (rf_store.h).
+ *
+ *  A fill is started by the request that claimed the object, on its
+ *  thread, but belongs to nobody: the readers (gw_serve.c) follow the
+ *  object, not the fill. So a client that leaves does not stop an object
+ *  that will be kept; one that will not be kept (SHARE, SOLO) stops when
+ *  its last reader leaves.
+ *
+ *  The response head decides how the object is kept (rf_ttl.h): stored
+ *  (disk, or memory for memory_only vhosts) with its TTL; shared by the
+ *  readers already waiting and then dropped (TTL 0: the "fixed load"
+ *  pattern — one origin transaction for any number of waiters); or, when
+ *  it may not be shared at all (private, Authorization, no-store), kept
+ *  for its first reader only, with the pass-through stream's back-pressure,
+ *  while the other waiters fetch on their own (RF_READ_PASS).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gw.h"
+#include "gw_metrics.h"
+#include "rf_log.h"
+#include "rf_ttl.h"
+
+typedef struct {
+    rf_obj_t *obj; /* one reference */
+    gw_thread_t *thread;
+    gw_fetch_t *fetch; /* NULL once it ended */
+    gw_vhosts_t *vhosts; /* one reference: keeps vhost valid */
+    const rf_vhost_conf_t *vhost;
+    char request_id[40];
+    char upstream[300];
+    int64_t request_time;
+    bool req_authorization;
+    h2o_timeout_entry_t resume; /* RF_KEEP_SOLO: the reader drained the window */
+} gw_fill_t;
+
+static void s_fill_free(gw_fill_t *f)
+{
+    if (h2o_timeout_is_linked(&f->resume))
+        h2o_timeout_unlink(&f->resume);
+    if (f->fetch != NULL)
+        gw_fetch_cancel(f->fetch);
+    rf_obj_on_drain(f->obj, NULL, NULL); /* a SOLO reader may drain after this */
+    rf_obj_unref(&f->obj);
+    gw_vhosts_unref(&f->vhosts);
+    free(f);
+}
+
+static void s_fill_end(gw_fill_t *f, bool ok)
+{
+    rf_obj_finish(f->obj, ok);
+    rf_keep_t keep = rf_obj_keep(f->obj); /* after finish: a fill that could not be kept says SHARE */
+    ok = ok && rf_obj_state(f->obj) == RF_OBJ_COMPLETE;
+    const char *l[] = {f->vhost->name, !ok                    ? "failed"
+                                       : keep == RF_KEEP_SOLO  ? "uncacheable"
+                                       : keep == RF_KEEP_SHARE ? "shared"
+                                                               : "stored"};
+    rf_metric_add(gw_m.cache_fills, l, 1);
+    s_fill_free(f);
+}
+
+/* Runs on the loop (zero timeout): resuming from inside the reader's
+ * rf_cursor_read would re-enter the object's lock. */
+static void s_on_resume(h2o_timeout_entry_t *e)
+{
+    gw_fill_t *f = H2O_STRUCT_FROM_MEMBER(gw_fill_t, resume, e);
+    if (f->fetch != NULL)
+        gw_fetch_resume(f->fetch);
+}
+
+/* rf_obj_on_drain callback: under the object's lock, on the reader's
+ * thread — which for SOLO is this fill's thread (the claimer reads). */
+static void s_drained(void *arg)
+{
+    gw_fill_t *f = arg;
+    if (!h2o_timeout_is_linked(&f->resume))
+        h2o_timeout_link(f->thread->ctx.loop, &f->thread->ctx.zero_timeout, &f->resume);
+}
+
+static int64_t s_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* How the verdict keeps the object. */
+static rf_keep_t s_keep(const gw_fill_t *f, const rf_ttl_verdict_t *v)
+{
+    /* Set-Cookie: not shared at all (as nginx and Varnish do by default):
+     * the one client gets its cookies, nobody else sees them. */
+    if (!v->storable || v->strip_set_cookie)
+        return RF_KEEP_SOLO;
+    if (v->ttl <= 0 || v->no_cache)
+        return RF_KEEP_SHARE;
+    return f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
+}
+
+static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_header *headers, size_t n,
+                     int64_t content_length)
+{
+    gw_fill_t *f = arg;
+    const char *l[] = {f->vhost->name};
+    rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(fetch) / 1e6);
+    rf_hdr_t *hs = malloc((n ? n : 1) * sizeof(*hs));
+    char *blob = NULL;
+    size_t blen = 0, cap = 0;
+    int rc = -1;
+    if (hs == NULL)
+        goto out;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (headers[i].name != NULL)
+            hs[m++] = (rf_hdr_t){headers[i].name, headers[i].name_len, headers[i].value, headers[i].value_len};
+    rf_ttl_verdict_t v;
+    if (rf_ttl_decide(&f->vhost->cache.ttl, status, hs, m, f->request_time, s_now(), f->req_authorization, &v) < 0)
+        goto out;
+    rf_keep_t keep = s_keep(f, &v);
+    for (size_t i = 0; i < n; i++) {
+        if (!gw_proxy_passes_header(headers, n, i))
+            continue;
+        /* Lines the verdict withholds (Set-Cookie, private="…") never
+         * reach a shared copy; a SOLO object goes to its one client whole. */
+        if (keep != RF_KEEP_SOLO && v.strip_fields &&
+            rf_ttl_strip_field(hs, m, headers[i].name, headers[i].name_len))
+            continue;
+        size_t need = headers[i].name_len + headers[i].value_len + 2;
+        if (blen + need > cap) {
+            cap = (blen + need) * 2 + 256;
+            char *nb = realloc(blob, cap);
+            if (nb == NULL)
+                goto out;
+            blob = nb;
+        }
+        for (size_t k = 0; k < headers[i].name_len; k++)
+            blob[blen + k] = (char)h2o_tolower(headers[i].name[k]);
+        blen += headers[i].name_len;
+        blob[blen++] = '\0';
+        memcpy(blob + blen, headers[i].value, headers[i].value_len);
+        blen += headers[i].value_len;
+        blob[blen++] = '\0';
+    }
+    int64_t now = s_now();
+    rf_meta_t meta = {.status = status,
+                      .stored_at = now,
+                      .expires_at = now + (v.ttl > 0 ? v.ttl : 0),
+                      .age = v.age,
+                      .flags = (v.must_revalidate ? RF_META_MUST_REVALIDATE : 0) | (v.no_cache ? RF_META_NO_CACHE : 0),
+                      .length = content_length};
+    if (rf_obj_set_head(f->obj, &meta, blob ? blob : "", blen, keep) < 0)
+        goto out;
+    rc = 0;
+out:
+    free(hs);
+    free(blob);
+    if (rc < 0) {
+        rf_log(RF_LOG_WARN, f->request_id, "cache fill %s: cannot keep the response (out of memory or disk)",
+               f->upstream);
+        rf_obj_set_error(f->obj, 503, "out of memory or cache disk");
+        f->fetch = NULL; /* -1 ends the fetch */
+        s_fill_end(f, false);
+    }
+    return rc;
+}
+
+static void s_on_body(gw_fetch_t *fetch, void *arg, const char *data, size_t len, int eos)
+{
+    gw_fill_t *f = arg;
+    int r = rf_obj_append(f->obj, data, len);
+    if (len > 0) {
+        const char *l[] = {f->vhost->name};
+        rf_metric_add(gw_m.cache_fill_bytes, l, (double)len);
+    }
+    if (eos) {
+        f->fetch = NULL;
+        s_fill_end(f, r >= 0);
+        return;
+    }
+    rf_keep_t keep = rf_obj_keep(f->obj);
+    if (r < 0 || ((keep == RF_KEEP_SHARE || keep == RF_KEEP_SOLO) && rf_obj_readers(f->obj) == 0)) {
+        /* A write error, or nobody left to read what will not be kept. */
+        s_fill_end(f, false);
+        return;
+    }
+    if (r == 1)
+        gw_fetch_pause(fetch);
+}
+
+static void s_on_error(gw_fetch_t *fetch, void *arg, int status, const char *why)
+{
+    (void)fetch;
+    gw_fill_t *f = arg;
+    f->fetch = NULL;
+    const char *l[] = {f->vhost->name, status == 504                      ? "timeout"
+                                       : strstr(why, "does not resolve") ? "resolve"
+                                       : strstr(why, " TLS: ")           ? "tls"
+                                       : strstr(why, "unreachable")      ? "unreachable"
+                                                                         : "protocol"};
+    rf_metric_add(gw_m.origin_errors, l, 1);
+    rf_log(RF_LOG_WARN, f->request_id, "origin %s: %s", f->upstream, why);
+    rf_obj_set_error(f->obj, status, why);
+    s_fill_end(f, false);
+}
+
+static const gw_fetch_cbs_t s_cbs = {s_on_head, s_on_body, s_on_error};
+
+int gw_fill_start(gw_req_t *rc, rf_obj_t *obj)
+{
+    h2o_req_t *req = rc->req;
+    gw_upstream_t *up = gw_proxy_upstream(rc);
+    gw_fill_t *f = NULL;
+    if (up == NULL) /* answered 502 already */
+        goto fail;
+    if ((f = calloc(1, sizeof(*f))) == NULL)
+        goto oom;
+    f->obj = obj;
+    rf_obj_ref(obj);
+    f->thread = rc->thread;
+    f->vhosts = rc->vhosts;
+    gw_vhosts_ref(f->vhosts);
+    f->vhost = rc->vhost;
+    f->resume.cb = s_on_resume;
+    memcpy(f->request_id, rc->request_id, sizeof(f->request_id));
+    snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
+    f->request_time = s_now();
+    f->req_authorization = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1) != -1;
+    rf_obj_on_drain(obj, s_drained, f);
+    /* The whole object, whatever this client's Range or validators. */
+    h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
+    int is_head;
+    h2o_iovec_t request = gw_proxy_request(rc, target.base, target.len, 0, &is_head);
+    const char *l[] = {rc->vhost->name, "http"};
+    rf_metric_add(gw_m.origin_requests, l, 1);
+    if ((f->fetch = gw_fetch_start(up, request, is_head, &s_cbs, f)) == NULL)
+        goto oom;
+    return 0;
+oom:
+    gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+fail:
+    if (f != NULL)
+        s_fill_free(f);
+    rf_obj_finish(obj, false);
+    return -1;
+}

@@ -1,0 +1,455 @@
+/*  gw_serve — answers a request from a cache object: a hit, or a fill in
+ *  progress that any number of requests follow at their own pace.
+ *
+ *  A reader is a cursor on the object plus an h2o generator. It reads what
+ *  the object holds, sends it, and on proceed reads on; when it has caught
+ *  up with the fill it arms the cursor's waiter, and the fill's next append
+ *  (on whichever thread runs it) posts a message to this thread's
+ *  cache_receiver, which pulls again. A complete object held in memory is
+ *  sent in one piece straight from the shared buffer.
+ *
+ *  Hits answer conditional requests (304) and single byte ranges (206,
+ *  If-Range) themselves; the origin is not asked.
+ *
+ *  Lifetime: readers are malloc'd, not pool-allocated, because a wake-up
+ *  message may still sit in this thread's queue when the request is freed;
+ *  the reader is then marked dead and freed when the message is drained.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gw.h"
+#include "rf_log.h"
+#include "rf_ttl.h"
+
+/* Bytes copied per send while following a fill or reading from disk. */
+#define GW_SERVE_CHUNK (256 * 1024)
+
+typedef struct {
+    h2o_generator_t super; /* first: h2o hands it back */
+    h2o_multithread_message_t msg;
+    atomic_bool queued;
+    bool dead, started, done, sending, pass;
+    gw_thread_t *thread;
+    gw_req_t *rc;
+    rf_cursor_t cur;
+    uint64_t total;  /* body length when known at start, else UINT64_MAX */
+    rf_buf_t *body;  /* zero-copy send of a complete in-memory object */
+    char *buf;
+} gw_reader_t;
+
+static void s_reader_free(gw_reader_t *r)
+{
+    rf_buf_unref(&r->body);
+    free(r->buf);
+    free(r);
+}
+
+/* Pool dispose hook: the request is gone. */
+static void s_reader_dispose(void *p)
+{
+    gw_reader_t *r = *(gw_reader_t **)p;
+    if (r == NULL)
+        return;
+    /* After close no wake-up can start (they run under the object's lock,
+     * which close takes); one already posted is still queued. */
+    rf_cursor_close(&r->cur);
+    r->rc = NULL;
+    if (atomic_load(&r->queued))
+        r->dead = true;
+    else
+        s_reader_free(r);
+}
+
+/* rf_waiter_t callback: on the filler's thread, under the object's lock. */
+static void s_wake(rf_waiter_t *w)
+{
+    gw_reader_t *r = H2O_STRUCT_FROM_MEMBER(gw_reader_t, cur.waiter, w);
+    if (!atomic_exchange(&r->queued, true))
+        h2o_multithread_send_message(&r->thread->cache_receiver, &r->msg);
+}
+
+/* ---- the response head ---------------------------------------------------------- */
+
+static int64_t s_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* The stored value of header `name` (lower case), or NULL. */
+static const char *s_stored(const char *hdrs, size_t len, const char *name, size_t *vlen)
+{
+    for (size_t i = 0; i < len;) {
+        const char *n = hdrs + i;
+        size_t nl = strlen(n);
+        const char *v = n + nl + 1;
+        size_t vl = strlen(v);
+        if (nl == strlen(name) && memcmp(n, name, nl) == 0) {
+            *vlen = vl;
+            return v;
+        }
+        i += nl + 1 + vl + 1;
+    }
+    return NULL;
+}
+
+/* RFC 9110 13.1.2: weak comparison of an If-None-Match list with an ETag. */
+static bool s_etag_in(const char *list, size_t len, const char *etag, size_t elen)
+{
+    if (elen > 2 && etag[0] == 'W' && etag[1] == '/')
+        etag += 2, elen -= 2;
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (list[i] == ' ' || list[i] == '\t' || list[i] == ','))
+            i++;
+        size_t s = i;
+        if (i < len && list[i] == '*')
+            return true;
+        if (i + 1 < len && list[i] == 'W' && list[i + 1] == '/')
+            s = i += 2;
+        if (i < len && list[i] == '"') {
+            i++;
+            while (i < len && list[i] != '"')
+                i++;
+            if (i < len)
+                i++;
+        } else {
+            while (i < len && list[i] != ',')
+                i++;
+        }
+        if (i - s == elen && memcmp(list + s, etag, elen) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Whether the client's validators match the stored response (RFC 9110
+ * 13.2.2: If-None-Match wins over If-Modified-Since). */
+static bool s_not_modified(h2o_req_t *req, const char *hdrs, size_t hlen)
+{
+    size_t el = 0, ll = 0;
+    const char *etag = s_stored(hdrs, hlen, "etag", &el);
+    const char *lm = s_stored(hdrs, hlen, "last-modified", &ll);
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
+    if (i >= 0)
+        return etag != NULL && s_etag_in(req->headers.entries[i].value.base, req->headers.entries[i].value.len, etag, el);
+    i = h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1);
+    if (i >= 0 && lm != NULL) {
+        int64_t since = rf_http_date_parse(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+        int64_t mod = rf_http_date_parse(lm, ll);
+        return since >= 0 && mod >= 0 && mod <= since;
+    }
+    return false;
+}
+
+/* One byte range of a body of `total` bytes: 1 (a range in *from, *to
+ * inclusive), 0 (no usable Range: the whole body), -1 (unsatisfiable). */
+static int s_range(h2o_req_t *req, const char *hdrs, size_t hlen, uint64_t total, uint64_t *from, uint64_t *to)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_RANGE, -1);
+    if (i < 0)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    ssize_t ir = h2o_find_header(&req->headers, H2O_TOKEN_IF_RANGE, -1);
+    if (ir >= 0) {
+        /* If-Range: the range only while the validator still matches
+         * (strong ETag comparison, or the exact Last-Modified date). */
+        h2o_iovec_t c = req->headers.entries[ir].value;
+        size_t el = 0, ll = 0;
+        const char *etag = s_stored(hdrs, hlen, "etag", &el);
+        const char *lm = s_stored(hdrs, hlen, "last-modified", &ll);
+        bool ok = c.len > 0 && c.base[0] == '"' ? etag != NULL && etag[0] == '"' && el == c.len &&
+                                                      memcmp(etag, c.base, el) == 0
+                                                : lm != NULL && ll == c.len && memcmp(lm, c.base, ll) == 0;
+        if (!ok)
+            return 0;
+    }
+    if (v.len < 6 || memcmp(v.base, "bytes=", 6) != 0 || memchr(v.base, ',', v.len) != NULL)
+        return 0; /* another unit, or several ranges: the whole body (allowed) */
+    const char *p = v.base + 6, *end = v.base + v.len;
+    uint64_t a = 0, b = 0;
+    bool has_a = false, has_b = false;
+    for (; p < end && *p >= '0' && *p <= '9'; p++, has_a = true)
+        if ((a = a * 10 + (uint64_t)(*p - '0')) > (1ULL << 62))
+            return 0;
+    if (p >= end || *p++ != '-')
+        return 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++, has_b = true)
+        if ((b = b * 10 + (uint64_t)(*p - '0')) > (1ULL << 62))
+            return 0;
+    if (p != end || (!has_a && !has_b))
+        return 0;
+    if (!has_a) { /* suffix: the last b bytes */
+        if (b == 0)
+            return -1;
+        *from = b >= total ? 0 : total - b;
+        *to = total - 1;
+        return total > 0 ? 1 : -1;
+    }
+    if (has_b && b < a)
+        return 0;
+    if (a >= total)
+        return -1;
+    *from = a;
+    *to = has_b && b < total ? b : total - 1;
+    return 1;
+}
+
+/* The Cache-Status value for this answer (RFC 9211). */
+static const char *s_cache_status(gw_req_t *rc, const rf_meta_t *m, rf_keep_t keep, int64_t now)
+{
+    char buf[128];
+    int64_t ttl = m->expires_at - now;
+    bool stored = keep == RF_KEEP_DISK || keep == RF_KEEP_MEMORY;
+    switch (rc->role) {
+    case GW_CACHE_HIT:
+        snprintf(buf, sizeof(buf), "refract; hit; ttl=%lld", (long long)ttl);
+        break;
+    case GW_CACHE_JOIN:
+        snprintf(buf, sizeof(buf), "refract; fwd=miss; collapsed%s; ttl=%lld", stored ? "; stored" : "",
+                 (long long)(ttl > 0 ? ttl : 0));
+        break;
+    default:
+        snprintf(buf, sizeof(buf), "refract; fwd=%s; fwd-status=%d%s; ttl=%lld",
+                 rc->role == GW_CACHE_REFRESH ? "stale" : "miss", m->status,
+                 stored                    ? "; stored"
+                 : keep == RF_KEEP_SOLO    ? "; detail=uncacheable"
+                                           : "",
+                 (long long)(ttl > 0 ? ttl : 0));
+    }
+    return h2o_strdup(&rc->req->pool, buf, SIZE_MAX).base;
+}
+
+/* ---- sending ---------------------------------------------------------------------- */
+
+static void s_pull(gw_reader_t *r);
+
+static void s_on_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    gw_reader_t *r = (gw_reader_t *)g;
+    r->sending = false;
+    s_pull(r);
+}
+
+static void s_on_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    (void)req;
+    gw_reader_t *r = (gw_reader_t *)g;
+    r->done = true;
+}
+
+/* The object is not shareable: this request fetches on its own. */
+static void s_pass(gw_reader_t *r)
+{
+    gw_req_t *rc = r->rc;
+    r->done = true;
+    rf_cursor_close(&r->cur);
+    rc->cache_status = "refract; fwd=miss; detail=uncacheable";
+    rc->cache_result = "uncacheable";
+    gw_fetch(rc);
+}
+
+/* Starts the response once the head is known: status, stored headers,
+ * Age, and the client's conditional or Range. Returns 0 to send the body,
+ * 1 when the answer is complete (HEAD, 304, 416). */
+static int s_start(gw_reader_t *r)
+{
+    gw_req_t *rc = r->rc;
+    h2o_req_t *req = rc->req;
+    rf_obj_t *o = r->cur.obj;
+    const rf_meta_t *m = rf_obj_meta(o);
+    size_t hlen;
+    const char *hdrs = rf_obj_headers(o, &hlen);
+    int64_t now = s_now();
+    bool complete = rf_obj_state(o) == RF_OBJ_COMPLETE;
+    uint64_t total = complete ? rf_obj_length(o) : m->length >= 0 ? (uint64_t)m->length : UINT64_MAX;
+    rc->cache_status = s_cache_status(rc, m, rf_obj_keep(o), now);
+    req->res.status = m->status;
+    req->res.reason = gw_reason(m->status);
+    for (size_t i = 0; i < hlen;) {
+        const char *n = hdrs + i;
+        size_t nl = strlen(n);
+        const char *v = n + nl + 1;
+        size_t vl = strlen(v);
+        i += nl + 1 + vl + 1;
+        if (nl == 3 && memcmp(n, "age", 3) == 0)
+            continue; /* recomputed below */
+        h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
+    }
+    int64_t age = m->age + (now - m->stored_at);
+    if (rc->role == GW_CACHE_HIT || age > 0) {
+        char a[24];
+        int al = snprintf(a, sizeof(a), "%lld", (long long)(age > 0 ? age : 0));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_AGE, NULL, h2o_strdup(&req->pool, a, (size_t)al).base,
+                       (size_t)al);
+    }
+    h2o_iovec_t method = req->method;
+    bool head = h2o_memis(method.base, method.len, H2O_STRLIT("HEAD"));
+    r->total = total;
+    if (m->status == 200 && s_not_modified(req, hdrs, hlen)) {
+        req->res.status = 304;
+        req->res.reason = "Not Modified";
+        gw_deliver_headers(rc);
+        h2o_start_response(req, &r->super);
+        return 1;
+    }
+    if (m->status == 200 && total != UINT64_MAX) {
+        uint64_t from = 0, to = 0;
+        int rr = s_range(req, hdrs, hlen, total, &from, &to);
+        char cr[80];
+        if (rr < 0) {
+            req->res.status = 416;
+            req->res.reason = "Range Not Satisfiable";
+            int n = snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)total);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                           h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+            req->res.content_length = 0;
+            gw_deliver_headers(rc);
+            h2o_start_response(req, &r->super);
+            return 1;
+        }
+        if (rr > 0) {
+            req->res.status = 206;
+            req->res.reason = "Partial Content";
+            int n = snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from,
+                             (unsigned long long)to, (unsigned long long)total);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL,
+                           h2o_strdup(&req->pool, cr, (size_t)n).base, (size_t)n);
+            r->cur.off = from;
+            r->cur.end = to + 1;
+            r->total = to + 1 - from;
+        }
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL, H2O_STRLIT("bytes"));
+    }
+    if (r->total != UINT64_MAX)
+        req->res.content_length = (size_t)r->total;
+    gw_deliver_headers(rc);
+    h2o_start_response(req, &r->super);
+    return head || m->status == 204 || m->status == 304 ? 1 : 0;
+}
+
+static void s_send(gw_reader_t *r, const void *data, size_t len, h2o_send_state_t state)
+{
+    h2o_iovec_t v = h2o_iovec_init(data, len);
+    if (state != H2O_SEND_STATE_IN_PROGRESS)
+        r->done = true;
+    else
+        r->sending = true;
+    h2o_send(r->rc->req, &v, len ? 1 : 0, state);
+}
+
+static void s_pull(gw_reader_t *r)
+{
+    if (r->done || r->sending || r->rc == NULL)
+        return;
+    if (!r->started) {
+        switch (rf_cursor_head(&r->cur)) {
+        case RF_READ_WAIT:
+            return;
+        case RF_READ_PASS:
+            s_pass(r);
+            return;
+        case RF_READ_FAILED:
+        case RF_READ_EOF: {
+            /* The fill failed before a head: the same answer the
+             * pass-through would have given (502/504 with the reason). */
+            const char *why = "";
+            int st = rf_obj_error(r->cur.obj, &why);
+            r->done = true;
+            if (st == 0)
+                st = 502, why = "origin response failed";
+            gw_send_error(r->rc, st, gw_reason(st), "%s", why);
+            return;
+        }
+        case RF_READ_DATA:
+            break;
+        }
+        r->started = true;
+        if (s_start(r) == 1) {
+            s_send(r, NULL, 0, H2O_SEND_STATE_FINAL);
+            return;
+        }
+        /* A complete object in memory goes out in one piece, no copy. */
+        if ((r->body = rf_obj_body(r->cur.obj)) != NULL) {
+            uint64_t end = r->cur.end < r->body->len ? r->cur.end : r->body->len;
+            s_send(r, r->body->data + r->cur.off, (size_t)(end - r->cur.off), H2O_SEND_STATE_FINAL);
+            return;
+        }
+    }
+    if (r->buf == NULL && (r->buf = malloc(GW_SERVE_CHUNK)) == NULL) {
+        s_send(r, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    size_t n = 0;
+    switch (rf_cursor_read(&r->cur, r->buf, GW_SERVE_CHUNK, &n)) {
+    case RF_READ_DATA: {
+        bool last = r->total != UINT64_MAX && r->cur.off >= (r->cur.end != UINT64_MAX ? r->cur.end : r->total);
+        s_send(r, r->buf, n, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+        return;
+    }
+    case RF_READ_EOF:
+        s_send(r, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    case RF_READ_WAIT:
+        return;
+    case RF_READ_FAILED:
+    case RF_READ_PASS:
+        /* Mid-body: a broken transfer, never a short object presented
+         * as whole. */
+        s_send(r, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+}
+
+void gw_serve_on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        gw_reader_t *r = H2O_STRUCT_FROM_MEMBER(gw_reader_t, msg.link, messages->next);
+        h2o_linklist_unlink(&r->msg.link);
+        atomic_store(&r->queued, false);
+        if (r->dead)
+            s_reader_free(r);
+        else
+            s_pull(r);
+    }
+}
+
+void gw_serve(gw_req_t *rc)
+{
+    rf_obj_t *obj = rc->obj;
+    rc->obj = NULL;
+    if ((rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH) && gw_fill_start(rc, obj) < 0) {
+        rf_obj_unref(&obj);
+        return; /* answered */
+    }
+    gw_reader_t *r = calloc(1, sizeof(*r));
+    gw_reader_t **hook = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*hook), s_reader_dispose);
+    if (r == NULL) {
+        *hook = NULL;
+        rf_obj_unref(&obj);
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    *hook = r;
+    r->super.proceed = s_on_proceed;
+    r->super.stop = s_on_stop;
+    r->thread = rc->thread;
+    r->rc = rc;
+    atomic_init(&r->queued, false);
+    bool first = rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH;
+    int ok = rf_cursor_init(&r->cur, obj, first, s_wake);
+    rf_obj_unref(&obj);
+    if (ok < 0) {
+        /* Evicted between lookup and open: serve it as a plain miss. */
+        rf_cursor_close(&r->cur);
+        r->done = true;
+        rc->cache_status = "refract; fwd=miss";
+        gw_fetch(rc);
+        return;
+    }
+    s_pull(r);
+}
