@@ -19,7 +19,7 @@
 #include "rf_evict.h"
 
 #define RF_OBJ_MAGIC "RFOBJ\r\n\x1a"
-#define RF_OBJ_VERSION 1u
+#define RF_OBJ_VERSION 2u
 /* A SOLO fill pauses its source once this many bytes wait for the reader:
  * what the pass-through stream bounded memory to before the cache. */
 #define RF_SOLO_WINDOW (512 * 1024)
@@ -36,6 +36,8 @@ typedef struct {
     uint32_t body_crc;
     int32_t status;
     int64_t stored_at, expires_at, age;
+    int64_t lifetime; /* rf_meta_t.lifetime */
+    int32_t ttl_source;
     uint32_t flags;
     uint32_t head_crc; /* of this header (with head_crc 0), key and meta */
 } rf_obj_disk_t;
@@ -73,6 +75,11 @@ struct rf_obj_t {
     void *resume_arg;
     rf_waiter_t *waiters;
     int readers;
+    /* The file of the same key's previous object, left in place when this
+     * one replaced it (s_index): removed at finish unless this object is
+     * renamed over it. ino 0: none. */
+    dev_t old_dev;
+    ino_t old_ino;
     int err_status;
     char err_why[256];
 };
@@ -203,6 +210,7 @@ static void s_grow(rf_store_t *s)
 }
 
 static void s_unindex(rf_store_t *s, rf_obj_t *o);
+static void s_unindex_keep_file(rf_store_t *s, rf_obj_t *o);
 
 /* Inserts o (the index takes one reference). Another object with the same
  * seeded hash (same key, or a collision) leaves first. */
@@ -210,7 +218,18 @@ static void s_index(rf_store_t *s, rf_obj_t *o)
 {
     for (rf_obj_t *x = *s_slot(s, o->h); x != NULL; x = x->hnext)
         if (x->h == o->h) {
-            s_unindex(s, x);
+            /* The same key: its file stays until the new object is renamed
+             * over it, so a refresh can still read (or fall back to) the
+             * old body. Another key (a hash collision) goes for good. */
+            if (x->key_len == o->key_len && memcmp(x->key, o->key, o->key_len) == 0) {
+                char path[4096];
+                struct stat st;
+                s_obj_path(s, x->name, path, sizeof(path));
+                if (x->on_disk && stat(path, &st) == 0)
+                    o->old_dev = st.st_dev, o->old_ino = st.st_ino;
+                s_unindex_keep_file(s, x);
+            } else
+                s_unindex(s, x);
             break;
         }
     if (s->count + 1 > s->nbuckets)
@@ -223,9 +242,21 @@ static void s_index(rf_store_t *s, rf_obj_t *o)
     rf_obj_ref(o);
 }
 
+static void s_unindex_file(rf_store_t *s, rf_obj_t *o, bool keep_file);
+
 /* Removes o from the index and the policies and deletes its file; drops
  * the index's reference (o stays valid for other holders). */
 static void s_unindex(rf_store_t *s, rf_obj_t *o)
+{
+    s_unindex_file(s, o, false);
+}
+
+static void s_unindex_keep_file(rf_store_t *s, rf_obj_t *o)
+{
+    s_unindex_file(s, o, true);
+}
+
+static void s_unindex_file(rf_store_t *s, rf_obj_t *o, bool keep_file)
 {
     if (!o->indexed)
         return;
@@ -242,7 +273,7 @@ static void s_unindex(rf_store_t *s, rf_obj_t *o)
     if (o->in_mem_policy)
         rf_evict_remove(s->memory, o->h), o->in_mem_policy = false;
     pthread_mutex_lock(&o->mu);
-    if (o->on_disk) {
+    if (o->on_disk && !keep_file) {
         char path[4096];
         s_obj_path(s, o->name, path, sizeof(path));
         unlink(path);
@@ -658,6 +689,8 @@ static int s_publish_file(rf_obj_t *o)
     d.expires_at = o->meta.expires_at;
     d.age = o->meta.age;
     d.flags = o->meta.flags;
+    d.lifetime = o->meta.lifetime;
+    d.ttl_source = o->meta.ttl_source;
     d.head_crc = s_head_crc(d, o->key, o->hdrs);
     if (s_write_all(o->fd, &d, sizeof(d), 0) < 0 || s_write_all(o->fd, o->key, o->key_len, sizeof(d)) < 0 ||
         s_write_all(o->fd, o->hdrs, o->hdrs_len, (off_t)(sizeof(d) + o->key_len)) < 0)
@@ -712,6 +745,16 @@ void rf_obj_finish(rf_obj_t *o, bool ok)
     s_wake_all(o);
     bool has_mem = o->mem != NULL;
     pthread_mutex_unlock(&o->mu);
+    if (!keep && o->old_ino != 0) {
+        /* Not kept: the previous object's file must not outlive it (a
+         * purge or a restart would bring it back). Only that file: a newer
+         * object may own the name by now. */
+        char path[4096];
+        struct stat st;
+        s_obj_path(s, o->name, path, sizeof(path));
+        if (stat(path, &st) == 0 && st.st_dev == o->old_dev && st.st_ino == o->old_ino)
+            unlink(path);
+    }
     if (!keep) {
         s_unindex(s, o);
     } else if (o->indexed) {
@@ -1117,6 +1160,8 @@ static void s_load_file(rf_store_t *s, const char *path)
                           .expires_at = d.expires_at,
                           .age = d.age,
                           .flags = d.flags,
+                          .lifetime = d.lifetime,
+                          .ttl_source = d.ttl_source,
                           .length = (int64_t)d.body_len};
     o->unverified = true;
     s_index(s, o);

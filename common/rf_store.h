@@ -82,6 +82,9 @@ typedef struct {
     int64_t age;        /* its age when it arrived (seconds) */
     uint32_t flags;     /* RF_META_* */
     int64_t length;     /* body length from the head, -1 unknown */
+    int64_t lifetime;   /* freshness lifetime the TTL policy gave (grows on 304s: rf_ttl.h) */
+    int ttl_source;     /* rf_ttl_source_t of that lifetime */
+    int fwd_status;     /* not stored: the origin status this fill answered from a stale copy (304, 5xx, 502/504 for no answer), 0 otherwise */
 } rf_meta_t;
 
 #define RF_META_MUST_REVALIDATE 1u /* never served stale */
