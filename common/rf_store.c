@@ -40,6 +40,7 @@ typedef struct {
     int32_t ttl_source;
     uint32_t flags;
     uint32_t head_crc; /* of this header (with head_crc 0), key and meta */
+    uint32_t pad;      /* 0: no implicit padding, whose bytes a copy need not keep (the CRC covers them) */
 } rf_obj_disk_t;
 
 struct rf_obj_t {
@@ -988,8 +989,14 @@ static int s_cursor_fd(rf_cursor_t *c)
         c->fd_gen = o->fd_gen;
     } else if (o->on_disk) {
         char path[4096];
+        rf_obj_disk_t d;
         s_obj_path(o->store, o->name, path, sizeof(path));
         c->fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* The name may belong to a newer object of the key by now (a
+         * refresh renamed over it, s_index): only this object's file. */
+        if (c->fd >= 0 && (s_read_all(c->fd, &d, sizeof(d), 0) < 0 || d.head_len != o->body_off ||
+                           d.body_len != o->filled || d.body_crc != o->crc))
+            close(c->fd), c->fd = -1;
     }
     c->fd_off = o->body_off;
     return c->fd >= 0 ? 0 : -1;

@@ -186,6 +186,7 @@ struct gw_req_t {
     h2o_iovec_t key;          /* cache key: vhost, path, query, canonical chain */
     const char *cache_status; /* Cache-Status value */
     rf_obj_t *obj;            /* the cache object to answer from (one reference), or NULL */
+    rf_obj_t *stale;          /* GW_CACHE_REFRESH: the expired object being replaced (one reference) */
     gw_cache_role_t role;     /* how the request relates to obj */
     const char *cache_result; /* refract_cache_requests_total's result label */
     /* fetch / transform */
@@ -226,11 +227,16 @@ void gw_serve(gw_req_t *rc);
 void gw_serve_on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
 /* gw_fill.c: fills `obj` (a claimed object) from the request's http
+ * origin. With `stale` (the expired object it replaces; borrowed) the
+ * origin is asked conditionally: a 304 remakes the object from the stale
+ * copy with a new TTL, and a failure (no answer, 5xx, 4xx if enabled) is
+ * answered from it with its TTL extended (the circuit breaker), unless it
+ * must not be served stale. The fill
  * origin, independently of the request (it goes on when the client
  * leaves, while the object is kept). Takes its own reference. 0, or -1
  * when nothing could start: the request has been answered (502/503) and
  * the object failed (other readers see that). */
-int gw_fill_start(gw_req_t *rc, rf_obj_t *obj);
+int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale);
 
 /* gw_fetch.c: answers a plain request from its origin. */
 void gw_fetch(gw_req_t *rc);

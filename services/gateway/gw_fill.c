@@ -34,6 +34,11 @@ typedef struct {
     int64_t request_time;
     bool req_authorization;
     h2o_timeout_entry_t resume; /* RF_KEEP_SOLO: the reader drained the window */
+    /* A refresh: the expired object this fill replaces, read through its
+     * own cursor (the object may leave the index meanwhile). */
+    rf_cursor_t stale;
+    bool has_stale;
+    bool answered; /* the object was made from the stale copy: ignore the origin's body */
 } gw_fill_t;
 
 static void s_fill_free(gw_fill_t *f)
@@ -43,6 +48,8 @@ static void s_fill_free(gw_fill_t *f)
     if (f->fetch != NULL)
         gw_fetch_cancel(f->fetch);
     rf_obj_on_drain(f->obj, NULL, NULL); /* a SOLO reader may drain after this */
+    if (f->has_stale)
+        rf_cursor_close(&f->stale);
     rf_obj_unref(&f->obj);
     gw_vhosts_unref(&f->vhosts);
     free(f);
@@ -96,12 +103,218 @@ static rf_keep_t s_keep(const gw_fill_t *f, const rf_ttl_verdict_t *v)
     return f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
 }
 
+/* ---- refreshes: revalidation and the circuit breaker ------------------------ */
+
+/* The stale object's stored headers as rf_hdr_t (malloc'd, caller frees). */
+static rf_hdr_t *s_stored_hdrs(rf_obj_t *o, size_t *n)
+{
+    size_t len, cap = 16;
+    const char *b = rf_obj_headers(o, &len);
+    rf_hdr_t *h = malloc(cap * sizeof(*h));
+    *n = 0;
+    for (size_t i = 0; h != NULL && i < len;) {
+        const char *name = b + i;
+        size_t nl = strlen(name);
+        const char *v = name + nl + 1;
+        size_t vl = strlen(v);
+        i += nl + vl + 2;
+        if (*n == cap) {
+            rf_hdr_t *g = realloc(h, (cap *= 2) * sizeof(*h));
+            if (g == NULL) {
+                free(h);
+                return NULL;
+            }
+            h = g;
+        }
+        h[(*n)++] = (rf_hdr_t){name, nl, v, vl};
+    }
+    return h;
+}
+
+/* What the policy said when the stale object was stored: decided again
+ * from its headers, with the lifetime it had grown to since. */
+static void s_stale_verdict(gw_fill_t *f, const rf_hdr_t *h, size_t n, rf_ttl_verdict_t *v)
+{
+    const rf_meta_t *m = rf_obj_meta(f->stale.obj);
+    rf_ttl_decide(&f->vhost->cache.ttl, m->status, h, n, m->stored_at, m->stored_at, f->req_authorization, v);
+    v->lifetime = m->lifetime;
+    v->source = (rf_ttl_source_t)m->ttl_source;
+    if (m->flags & RF_META_MUST_REVALIDATE)
+        v->must_revalidate = true;
+}
+
+static int s_blob_add(char **blob, size_t *len, size_t *cap, const char *n, size_t nl, const char *v, size_t vl)
+{
+    if (*len + nl + vl + 2 > *cap) {
+        size_t c = (*len + nl + vl + 2) * 2 + 256;
+        char *b = realloc(*blob, c);
+        if (b == NULL)
+            return -1;
+        *blob = b, *cap = c;
+    }
+    for (size_t k = 0; k < nl; k++)
+        (*blob)[*len + k] = (char)h2o_tolower(n[k]);
+    *len += nl;
+    (*blob)[(*len)++] = '\0';
+    memcpy(*blob + *len, v, vl);
+    *len += vl;
+    (*blob)[(*len)++] = '\0';
+    return 0;
+}
+
+/* Makes the object from the stale copy: its headers (updated by a 304's:
+ * RFC 9111 4.3.4, a field in the 304 replaces every stored line of that
+ * name), a new TTL, and its body copied from the stale file or memory.
+ * fwd_status says why (304, or the origin's failure). 0 or -1. */
+static int s_from_stale(gw_fill_t *f, int fwd_status, int64_t ttl, const rf_ttl_verdict_t *v,
+                        const struct phr_header *h304, size_t n304)
+{
+    size_t n;
+    const rf_meta_t *sm = rf_obj_meta(f->stale.obj);
+    rf_hdr_t *old = s_stored_hdrs(f->stale.obj, &n);
+    char *blob = NULL, *buf = NULL;
+    size_t blen = 0, cap = 0;
+    int rc = -1;
+    if (old == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < n304 && !replaced; j++)
+            replaced = gw_proxy_passes_header(h304, n304, j) &&
+                       h2o_lcstris(h304[j].name, h304[j].name_len, old[i].name, old[i].name_len);
+        if (!replaced && s_blob_add(&blob, &blen, &cap, old[i].name, old[i].name_len, old[i].value, old[i].value_len) < 0)
+            goto out;
+    }
+    for (size_t j = 0; j < n304; j++)
+        if (gw_proxy_passes_header(h304, n304, j) &&
+            s_blob_add(&blob, &blen, &cap, h304[j].name, h304[j].name_len, h304[j].value, h304[j].value_len) < 0)
+            goto out;
+    int64_t now = s_now();
+    rf_meta_t meta = {.status = sm->status,
+                      .stored_at = now,
+                      .expires_at = now + ttl,
+                      .age = 0,
+                      .flags = (v->must_revalidate ? RF_META_MUST_REVALIDATE : 0) | (v->no_cache ? RF_META_NO_CACHE : 0),
+                      .length = (int64_t)rf_obj_length(f->stale.obj),
+                      .lifetime = v->lifetime > 0 ? v->lifetime : ttl,
+                      .ttl_source = (int)v->source,
+                      .fwd_status = fwd_status};
+    rf_keep_t keep = !v->storable ? RF_KEEP_SHARE : ttl <= 0 ? RF_KEEP_SHARE : f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
+    if (rf_obj_set_head(f->obj, &meta, blob ? blob : "", blen, keep) < 0 || (buf = malloc(256 * 1024)) == NULL)
+        goto out;
+    for (;;) {
+        size_t got = 0;
+        rf_read_t r = rf_cursor_read(&f->stale, buf, 256 * 1024, &got);
+        if (r == RF_READ_EOF)
+            break;
+        if (r != RF_READ_DATA || rf_obj_append(f->obj, buf, got) < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    free(old);
+    free(blob);
+    free(buf);
+    f->answered = true;
+    rf_obj_finish(f->obj, rc == 0);
+    return rc;
+}
+
+/* The origin failed to revalidate (status: its answer, 0 for none). With a
+ * stale copy that may be served, the circuit breaker extends it: 1 when
+ * it did (the object is complete), 0 when the failure goes through. */
+static int s_breaker(gw_fill_t *f, int status, int fwd_status)
+{
+    if (!f->has_stale)
+        return 0;
+    size_t n;
+    rf_hdr_t *h = s_stored_hdrs(f->stale.obj, &n);
+    if (h == NULL)
+        return 0;
+    rf_ttl_verdict_t v;
+    s_stale_verdict(f, h, n, &v);
+    free(h);
+    int64_t ttl = rf_ttl_on_origin_error(&f->vhost->cache.ttl, &v, status);
+    if (ttl < 0)
+        return 0;
+    rf_log(RF_LOG_WARN, f->request_id, "origin %s failed (%d): serving the stale copy for %llds more", f->upstream,
+           fwd_status, (long long)ttl);
+    const char *l[] = {f->vhost->name};
+    rf_metric_add(gw_m.cache_stale_served, l, 1);
+    s_from_stale(f, fwd_status, ttl, &v, NULL, 0);
+    return 1;
+}
+
+/* A 304 to our conditional request: the stale copy is current again. */
+static void s_revalidated(gw_fill_t *f, const struct phr_header *headers, size_t n)
+{
+    size_t ns, m = 0;
+    rf_hdr_t *stored = s_stored_hdrs(f->stale.obj, &ns);
+    rf_hdr_t *h = malloc((n ? n : 1) * sizeof(*h));
+    rf_ttl_verdict_t prev, v;
+    const char *l[] = {f->vhost->name, "not_modified"};
+    rf_metric_add(gw_m.cache_revalidations, l, 1);
+    if (stored == NULL || h == NULL) {
+        free(stored), free(h);
+        f->answered = true;
+        rf_obj_finish(f->obj, false);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (headers[i].name != NULL)
+            h[m++] = (rf_hdr_t){headers[i].name, headers[i].name_len, headers[i].value, headers[i].value_len};
+    s_stale_verdict(f, stored, ns, &prev);
+    rf_ttl_after_304(&f->vhost->cache.ttl, rf_obj_meta(f->stale.obj)->status, &prev, stored, ns, h, m, f->request_time,
+                     s_now(), f->req_authorization, &v);
+    s_from_stale(f, 304, v.ttl > 0 ? v.ttl : 0, &v, headers, n);
+    free(stored);
+    free(h);
+}
+
+/* Adds the stale copy's validators to the origin request head. */
+static h2o_iovec_t s_conditional(gw_fill_t *f, h2o_mem_pool_t *pool, h2o_iovec_t request)
+{
+    size_t len;
+    const char *b = rf_obj_headers(f->stale.obj, &len);
+    const char *etag = NULL, *lm = NULL;
+    for (size_t i = 0; i < len;) {
+        const char *name = b + i, *v = name + strlen(name) + 1;
+        if (strcmp(name, "etag") == 0)
+            etag = v;
+        else if (strcmp(name, "last-modified") == 0)
+            lm = v;
+        i += strlen(name) + strlen(v) + 2;
+    }
+    if (etag == NULL && lm == NULL)
+        return request;
+    /* request ends with the empty line: insert before it. */
+    size_t cap = request.len + 64 + (etag ? strlen(etag) : 0) + (lm ? strlen(lm) : 0);
+    char *out = h2o_mem_alloc_pool(pool, cap);
+    int k = snprintf(out, cap, "%.*s%s%s%s%s%s%s\r\n", (int)(request.len - 2), request.base,
+                     etag ? "if-none-match: " : "", etag ? etag : "", etag ? "\r\n" : "",
+                     lm ? "if-modified-since: " : "", lm ? lm : "", lm ? "\r\n" : "");
+    return h2o_iovec_init(out, (size_t)k);
+}
+
 static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_header *headers, size_t n,
                      int64_t content_length)
 {
     gw_fill_t *f = arg;
     const char *l[] = {f->vhost->name};
     rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(fetch) / 1e6);
+    if (f->has_stale && status == 304) {
+        s_revalidated(f, headers, n);
+        return 0; /* the (empty) body ends the fetch */
+    }
+    if (f->has_stale && status >= 400 && s_breaker(f, status, status)) {
+        f->fetch = NULL; /* -1 ends the fetch */
+        s_fill_free(f);
+        return -1;
+    }
+    if (f->has_stale) {
+        const char *lr[] = {f->vhost->name, "modified"};
+        rf_metric_add(gw_m.cache_revalidations, lr, 1);
+    }
     rf_hdr_t *hs = malloc((n ? n : 1) * sizeof(*hs));
     char *blob = NULL;
     size_t blen = 0, cap = 0;
@@ -146,7 +359,9 @@ static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_
                       .expires_at = now + (v.ttl > 0 ? v.ttl : 0),
                       .age = v.age,
                       .flags = (v.must_revalidate ? RF_META_MUST_REVALIDATE : 0) | (v.no_cache ? RF_META_NO_CACHE : 0),
-                      .length = content_length};
+                      .length = content_length,
+                      .lifetime = v.lifetime,
+                      .ttl_source = (int)v.source};
     if (rf_obj_set_head(f->obj, &meta, blob ? blob : "", blen, keep) < 0)
         goto out;
     rc = 0;
@@ -166,6 +381,13 @@ out:
 static void s_on_body(gw_fetch_t *fetch, void *arg, const char *data, size_t len, int eos)
 {
     gw_fill_t *f = arg;
+    if (f->answered) { /* a 304: the object was made from the stale copy */
+        if (eos) {
+            f->fetch = NULL;
+            s_fill_free(f);
+        }
+        return;
+    }
     int r = rf_obj_append(f->obj, data, len);
     if (len > 0) {
         const char *l[] = {f->vhost->name};
@@ -198,13 +420,26 @@ static void s_on_error(gw_fetch_t *fetch, void *arg, int status, const char *why
                                                                          : "protocol"};
     rf_metric_add(gw_m.origin_errors, l, 1);
     rf_log(RF_LOG_WARN, f->request_id, "origin %s: %s", f->upstream, why);
+    if (!f->answered && s_breaker(f, 0, status)) {
+        s_fill_free(f);
+        return;
+    }
     rf_obj_set_error(f->obj, status, why);
+    if (f->answered) {
+        s_fill_free(f);
+        return;
+    }
     s_fill_end(f, false);
 }
 
 static const gw_fetch_cbs_t s_cbs = {s_on_head, s_on_body, s_on_error};
 
-int gw_fill_start(gw_req_t *rc, rf_obj_t *obj)
+static void s_no_wake(rf_waiter_t *w)
+{
+    (void)w; /* the stale copy is complete: its cursor never waits */
+}
+
+int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
 {
     h2o_req_t *req = rc->req;
     gw_upstream_t *up = gw_proxy_upstream(rc);
@@ -225,10 +460,18 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj)
     f->request_time = s_now();
     f->req_authorization = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1) != -1;
     rf_obj_on_drain(obj, s_drained, f);
+    if (stale != NULL) {
+        if (rf_cursor_init(&f->stale, stale, false, s_no_wake) == 0)
+            f->has_stale = true;
+        else
+            rf_cursor_close(&f->stale); /* its body is gone: a plain fill */
+    }
     /* The whole object, whatever this client's Range or validators. */
     h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
     int is_head;
     h2o_iovec_t request = gw_proxy_request(rc, target.base, target.len, 0, &is_head);
+    if (f->has_stale)
+        request = s_conditional(f, &req->pool, request);
     const char *l[] = {rc->vhost->name, "http"};
     rf_metric_add(gw_m.origin_requests, l, 1);
     if ((f->fetch = gw_fetch_start(up, request, is_head, &s_cbs, f)) == NULL)

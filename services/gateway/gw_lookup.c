@@ -117,9 +117,11 @@ int gw_lookup(gw_req_t *rc)
             rc->role = GW_CACHE_HIT;
             break;
         }
-        rf_obj_unref(&o);
-        /* Expired (or the client asks for a fresh one): a new fill takes
-         * its place; concurrent requests join it. */
+        /* Expired: a new fill takes its place (concurrent requests join
+         * it), asking the origin conditionally, with this one to fall
+         * back on. */
+        rc->stale = o;
+        o = NULL;
         switch (rf_store_lookup(store, rc->key.base, rc->key.len, true, true, &o)) {
         case RF_LOOKUP_CLAIM:
             rc->role = GW_CACHE_REFRESH;

@@ -20,6 +20,8 @@ static void s_req_dispose(void *p)
 {
     gw_req_t *rc = p;
     gw_deliver_log(rc);
+    rf_obj_unref(&rc->obj);
+    rf_obj_unref(&rc->stale);
     gw_vhosts_unref(&rc->vhosts);
     rc->thread->inflight--;
 }

@@ -212,8 +212,13 @@ static const char *s_cache_status(gw_req_t *rc, const rf_meta_t *m, rf_keep_t ke
                  (long long)(ttl > 0 ? ttl : 0));
         break;
     default:
+        if (m->fwd_status != 0 && m->fwd_status != 304) { /* the circuit breaker */
+            snprintf(buf, sizeof(buf), "refract; fwd=stale; fwd-status=%d; detail=origin-error; ttl=%lld",
+                     m->fwd_status, (long long)(ttl > 0 ? ttl : 0));
+            break;
+        }
         snprintf(buf, sizeof(buf), "refract; fwd=%s; fwd-status=%d%s; ttl=%lld",
-                 rc->role == GW_CACHE_REFRESH ? "stale" : "miss", m->status,
+                 rc->role == GW_CACHE_REFRESH ? "stale" : "miss", m->fwd_status ? m->fwd_status : m->status,
                  stored                    ? "; stored"
                  : keep == RF_KEEP_SOLO    ? "; detail=uncacheable"
                                            : "",
@@ -422,7 +427,7 @@ void gw_serve(gw_req_t *rc)
 {
     rf_obj_t *obj = rc->obj;
     rc->obj = NULL;
-    if ((rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH) && gw_fill_start(rc, obj) < 0) {
+    if ((rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH) && gw_fill_start(rc, obj, rc->stale) < 0) {
         rf_obj_unref(&obj);
         return; /* answered */
     }
