@@ -394,6 +394,16 @@ const rf_meta_t *rf_obj_meta(rf_obj_t *o)
     return &o->meta;
 }
 
+int64_t rf_obj_expires(rf_obj_t *o, uint32_t *flags)
+{
+    pthread_mutex_lock(&o->mu);
+    int64_t e = o->meta.expires_at;
+    if (flags != NULL)
+        *flags = o->meta.flags;
+    pthread_mutex_unlock(&o->mu);
+    return e;
+}
+
 const char *rf_obj_headers(rf_obj_t *o, size_t *len)
 {
     *len = o->hdrs_len;
@@ -673,9 +683,9 @@ void rf_obj_on_drain(rf_obj_t *o, void (*resume)(void *arg), void *arg)
 
 /* Writes the final header and renames the file into place (object lock
  * held). 0 or -1. */
-static int s_publish_file(rf_obj_t *o)
+/* The object's file header as it stands (object lock held). */
+static void s_disk_header(const rf_obj_t *o, rf_obj_disk_t *out)
 {
-    rf_store_t *s = o->store;
     rf_obj_disk_t d;
     memset(&d, 0, sizeof(d));
     memcpy(d.magic, RF_OBJ_MAGIC, 8);
@@ -693,6 +703,14 @@ static int s_publish_file(rf_obj_t *o)
     d.lifetime = o->meta.lifetime;
     d.ttl_source = o->meta.ttl_source;
     d.head_crc = s_head_crc(d, o->key, o->hdrs);
+    *out = d;
+}
+
+static int s_publish_file(rf_obj_t *o)
+{
+    rf_store_t *s = o->store;
+    rf_obj_disk_t d;
+    s_disk_header(o, &d);
     if (s_write_all(o->fd, &d, sizeof(d), 0) < 0 || s_write_all(o->fd, o->key, o->key_len, sizeof(d)) < 0 ||
         s_write_all(o->fd, o->hdrs, o->hdrs_len, (off_t)(sizeof(d) + o->key_len)) < 0)
         return -1;
@@ -893,6 +911,38 @@ size_t rf_store_remove_if(rf_store_t *s, int (*fn)(const char *key, size_t len, 
                 s_unindex(s, o);
                 n++;
             }
+        }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+size_t rf_store_expire_if(rf_store_t *s, int (*fn)(const char *key, size_t len, void *arg), void *arg, uint32_t flags)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->nbuckets; i++)
+        for (rf_obj_t *o = s->buckets[i]; o != NULL; o = o->hnext) {
+            if (fn(o->key, o->key_len, arg) != 1)
+                continue;
+            pthread_mutex_lock(&o->mu);
+            if (o->state == RF_OBJ_COMPLETE) {
+                o->meta.expires_at = 0;
+                o->meta.flags |= flags;
+                if (o->on_disk) {
+                    /* Persist it: a restart must not make it fresh again. */
+                    char path[4096];
+                    rf_obj_disk_t d;
+                    s_obj_path(s, o->name, path, sizeof(path));
+                    s_disk_header(o, &d);
+                    int fd = open(path, O_WRONLY | O_CLOEXEC);
+                    if (fd < 0 || s_write_all(fd, &d, sizeof(d), 0) < 0)
+                        unlink(path); /* cannot persist: drop the file instead */
+                    if (fd >= 0)
+                        close(fd);
+                }
+                n++;
+            }
+            pthread_mutex_unlock(&o->mu);
         }
     pthread_mutex_unlock(&s->mu);
     return n;

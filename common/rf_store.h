@@ -89,6 +89,7 @@ typedef struct {
 
 #define RF_META_MUST_REVALIDATE 1u /* never served stale */
 #define RF_META_NO_CACHE 2u        /* revalidate before every use */
+#define RF_META_PURGED 4u          /* purged: refetched whole, kept only as a fallback if the origin fails */
 
 /* Body bytes in memory, shared by reference (senders keep one while h2o
  * sends from it). */
@@ -126,6 +127,13 @@ int rf_store_remove(rf_store_t *self, const char *key, size_t key_len);
  * are removed. Returns how many were removed. */
 size_t rf_store_remove_if(rf_store_t *self, int (*fn)(const char *key, size_t len, void *arg), void *arg);
 
+/* Expires every indexed complete object for which fn returns 1 (the next
+ * request refreshes it) and ORs `flags` into its meta; persisted in the
+ * object's file. Same locking rule as rf_store_remove_if. Returns how many
+ * were expired. */
+size_t rf_store_expire_if(rf_store_t *self, int (*fn)(const char *key, size_t len, void *arg), void *arg,
+                          uint32_t flags);
+
 typedef struct {
     uint64_t objects, disk_bytes, memory_bytes;
     uint64_t evicted_disk, evicted_memory; /* counts since start */
@@ -141,6 +149,9 @@ rf_obj_state_t rf_obj_state(rf_obj_t *o);
 /* The meta and serialized headers (set by the filler; stable once the
  * head is set, which is before any reader sees data). */
 const rf_meta_t *rf_obj_meta(rf_obj_t *o);
+/* expires_at and flags, which a purge may change after the head: read
+ * them through this (locked), not through rf_obj_meta. */
+int64_t rf_obj_expires(rf_obj_t *o, uint32_t *flags);
 /* Headers as "name\0value\0" pairs (borrowed from the object). */
 const char *rf_obj_headers(rf_obj_t *o, size_t *len);
 /* Whether the head is known yet (readers wait for it). */

@@ -1,11 +1,29 @@
+#include <fnmatch.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gw.h"
 #include "rf_log.h"
+#include "rf_path.h"
 
-/* The admin port: Prometheus text at /metrics, liveness at /healthz.
- * (Purge and the rest of the admin API arrive with the cache.) */
+/* The admin port: Prometheus text at /metrics, liveness at /healthz, and
+ * the cache's purge API (POST, with the admin token):
+ *
+ *   /purge      the object is refetched whole by the next request; the old
+ *               copy stays only as a fallback should the origin fail
+ *   /expire     the next request revalidates it (If-None-Match /
+ *               If-Modified-Since; a 304 keeps it)
+ *   /hardpurge  gone: index entry and file
+ *
+ * Each takes URLs — `?url=` (percent-encoded) and/or one per line in the
+ * body — "http://host/path?query" or "//host/path" forms, where host picks
+ * the vhost as a request's Host would. A `*` in the path makes it a
+ * pattern (fnmatch over path and query: `/img/` then `*` — which also crosses '/').
+ * An exact URL also removes its variants: every function result made from
+ * it (/a.jpg/dims/…). Seed 004's Unlink modes map to the same three. */
 
 typedef struct {
     h2o_handler_t super;
@@ -17,10 +35,200 @@ static void s_free_dispose(void *p)
     free(*(char **)p);
 }
 
+/* ---- purge ------------------------------------------------------------------ */
+
+typedef enum { S_PURGE, S_EXPIRE, S_HARDPURGE } s_purge_kind_t;
+
+typedef struct {
+    const char *vhost;
+    const char *pattern; /* canonical path (+ "?query") or fnmatch pattern */
+    int glob;
+} s_match_t;
+
+/* Matches a cache key "vhost\npath?query\nfunc:chain" (see gw_lookup.c). */
+static int s_key_matches(const char *key, size_t len, void *arg)
+{
+    const s_match_t *m = arg;
+    const char *nl1 = memchr(key, '\n', len);
+    if (nl1 == NULL || (size_t)(nl1 - key) != strlen(m->vhost) || memcmp(key, m->vhost, (size_t)(nl1 - key)) != 0)
+        return 0;
+    const char *url = nl1 + 1, *nl2 = memchr(url, '\n', len - (size_t)(url - key));
+    if (nl2 == NULL)
+        return 0;
+    char buf[RF_PATH_MAX + 2048];
+    size_t ul = (size_t)(nl2 - url);
+    if (ul >= sizeof(buf))
+        return 0;
+    memcpy(buf, url, ul);
+    buf[ul] = '\0';
+    return m->glob ? fnmatch(m->pattern, buf, 0) == 0 : strcmp(m->pattern, buf) == 0;
+}
+
+static int s_hex(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Percent-decodes a query parameter value ('+' is a space) in place. */
+static size_t s_qdecode(char *s, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 2 < len + 0 && s_hex(s[i + 1]) >= 0 && s_hex(s[i + 2]) >= 0) {
+            s[o++] = (char)(s_hex(s[i + 1]) * 16 + s_hex(s[i + 2]));
+            i += 2;
+        } else {
+            s[o++] = s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    return o;
+}
+
+/* One URL: resolves its vhost, canonicalises its path and applies `kind`.
+ * Appends a result object to `out`. */
+static void s_purge_one(gw_server_t *srv, s_purge_kind_t kind, const char *url, size_t len, json_t *out)
+{
+    json_t *r = json_object();
+    json_object_set_new(r, "url", json_stringn(url, len));
+    const char *p = url, *end = url + len;
+    if (len > 7 && strncasecmp(p, "http://", 7) == 0)
+        p += 7;
+    else if (len > 8 && strncasecmp(p, "https://", 8) == 0)
+        p += 8;
+    else if (len > 2 && p[0] == '/' && p[1] == '/')
+        p += 2;
+    else {
+        json_object_set_new(r, "error", json_string("want http://host/path or //host/path"));
+        goto done;
+    }
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    if (slash == NULL || slash == p) {
+        json_object_set_new(r, "error", json_string("no host or no path"));
+        goto done;
+    }
+    const char *q = memchr(slash, '?', (size_t)(end - slash));
+    size_t plen = (size_t)((q ? q : end) - slash);
+    gw_vhosts_t *vt = srv->threads[0].vhosts; /* this runs on thread 0: its table */
+    const rf_vhost_conf_t *vh = gw_vhosts_match(vt, p, (size_t)(slash - p));
+    if (vh == NULL) {
+        json_object_set_new(r, "error", json_string("no vhost serves this host"));
+        goto done;
+    }
+    json_object_set_new(r, "vhost", json_string(vh->name));
+    int glob = memchr(slash, '*', (size_t)(end - slash)) != NULL;
+    char canon[RF_PATH_MAX + 2048];
+    const char *why = NULL;
+    ssize_t cl = plen <= RF_PATH_MAX ? rf_path_canon(slash, plen, canon, &why) : -1;
+    if (cl < 0 || (size_t)cl + (size_t)(end - (q ? q : end)) + 1 > sizeof(canon)) {
+        json_object_set_new(r, "error", json_string(why ? why : "path too long"));
+        goto done;
+    }
+    if (q != NULL) {
+        memcpy(canon + cl, q, (size_t)(end - q));
+        cl += end - q;
+    }
+    canon[cl] = '\0';
+    s_match_t m = {vh->name, canon, glob};
+    size_t n = kind == S_HARDPURGE ? rf_store_remove_if(srv->store, s_key_matches, &m)
+                                   : rf_store_expire_if(srv->store, s_key_matches, &m,
+                                                        kind == S_PURGE ? RF_META_PURGED : 0);
+    json_object_set_new(r, "objects", json_integer((json_int_t)n));
+done:
+    json_array_append_new(out, r);
+}
+
+static void s_json_answer(h2o_req_t *req, int status, json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    size_t len = text ? strlen(text) : 0;
+    char *body = h2o_mem_alloc_pool(&req->pool, len + 2);
+    memcpy(body, text ? text : "", len);
+    body[len++] = '\n';
+    free(text);
+    req->res.status = status;
+    req->res.reason = gw_reason(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_send_inline(req, body, len);
+}
+
+static int s_purge(gw_server_t *srv, h2o_req_t *req, s_purge_kind_t kind)
+{
+    const char *token = srv->cfg->gateway.admin_token;
+    if (token == NULL || token[0] == '\0') {
+        h2o_send_error_generic(req, 403, "Forbidden", "cache purge is off: set gateway.admin_token\n", 0);
+        return 0;
+    }
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    size_t tl = strlen(token);
+    h2o_iovec_t v = i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+    if (i < 0 || v.len != 7 + tl || strncasecmp(v.base, "Bearer ", 7) != 0 || CRYPTO_memcmp(v.base + 7, token, tl) != 0) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+        h2o_send_error_generic(req, 401, "Unauthorized", "the admin token is missing or wrong\n",
+                               H2O_SEND_ERROR_KEEP_HEADERS);
+        return 0;
+    }
+    json_t *results = json_array();
+    size_t n = 0;
+    /* ?url=… (repeatable) */
+    if (req->query_at != SIZE_MAX) {
+        const char *qs = req->path.base + req->query_at + 1, *qe = req->path.base + req->path.len;
+        while (qs < qe) {
+            const char *amp = memchr(qs, '&', (size_t)(qe - qs));
+            const char *pe = amp ? amp : qe;
+            if (pe - qs > 4 && memcmp(qs, "url=", 4) == 0) {
+                h2o_iovec_t val = h2o_strdup(&req->pool, qs + 4, (size_t)(pe - qs - 4));
+                val.len = s_qdecode(val.base, val.len);
+                if (n++ < 1000)
+                    s_purge_one(srv, kind, val.base, val.len, results);
+            }
+            qs = amp ? amp + 1 : qe;
+        }
+    }
+    /* one URL per body line */
+    for (const char *b = req->entity.base, *be = b + req->entity.len; b != NULL && b < be;) {
+        const char *nl = memchr(b, '\n', (size_t)(be - b));
+        const char *le = nl ? nl : be;
+        size_t ll = (size_t)(le - b);
+        while (ll > 0 && (b[ll - 1] == '\r' || b[ll - 1] == ' '))
+            ll--;
+        if (ll > 0 && n++ < 1000)
+            s_purge_one(srv, kind, b, ll, results);
+        b = nl ? nl + 1 : be;
+    }
+    if (n == 0) {
+        json_decref(results);
+        h2o_send_error_generic(req, 400, "Bad Request", "give URLs: ?url=… or one per line in the body\n", 0);
+        return 0;
+    }
+    if (n > 1000) {
+        json_decref(results);
+        h2o_send_error_generic(req, 400, "Bad Request", "at most 1000 URLs per request\n", 0);
+        return 0;
+    }
+    static const char *const names[] = {"purge", "expire", "hardpurge"};
+    rf_info("cache %s: %zu URL(s)", names[kind], n);
+    json_t *doc = json_pack("{s:s, s:o}", "action", names[kind], "results", results);
+    s_json_answer(req, 200, doc);
+    json_decref(doc);
+    return 0;
+}
+
 static int s_on_req(h2o_handler_t *h, h2o_req_t *req)
 {
     s_admin_handler_t *self = (s_admin_handler_t *)h;
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    static const struct {
+        const char *path;
+        s_purge_kind_t kind;
+    } purges[] = {{"/purge", S_PURGE}, {"/expire", S_EXPIRE}, {"/hardpurge", S_HARDPURGE}};
+    for (size_t i = 0; i < sizeof(purges) / sizeof(purges[0]); i++)
+        if (h2o_memis(req->path.base, plen, purges[i].path, strlen(purges[i].path))) {
+            if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
+                h2o_send_error_generic(req, 405, "Method Not Allowed", "cache purges are POST\n", 0);
+                return 0;
+            }
+            return s_purge(self->server, req, purges[i].kind);
+        }
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
         !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
         h2o_send_error_generic(req, 405, "Method Not Allowed", "the admin endpoints answer GET and HEAD\n", 0);
@@ -59,7 +267,7 @@ static int s_on_req(h2o_handler_t *h, h2o_req_t *req)
         h2o_send_inline(req, H2O_STRLIT("ok\n"));
         return 0;
     }
-    h2o_send_error_generic(req, 404, "Not Found", "admin paths: /metrics /healthz\n", 0);
+    h2o_send_error_generic(req, 404, "Not Found", "admin paths: /metrics /healthz /purge /expire /hardpurge\n", 0);
     return 0;
 }
 

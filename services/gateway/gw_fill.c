@@ -136,10 +136,12 @@ static rf_hdr_t *s_stored_hdrs(rf_obj_t *o, size_t *n)
 static void s_stale_verdict(gw_fill_t *f, const rf_hdr_t *h, size_t n, rf_ttl_verdict_t *v)
 {
     const rf_meta_t *m = rf_obj_meta(f->stale.obj);
+    uint32_t flags;
+    rf_obj_expires(f->stale.obj, &flags);
     rf_ttl_decide(&f->vhost->cache.ttl, m->status, h, n, m->stored_at, m->stored_at, f->req_authorization, v);
     v->lifetime = m->lifetime;
     v->source = (rf_ttl_source_t)m->ttl_source;
-    if (m->flags & RF_META_MUST_REVALIDATE)
+    if (flags & RF_META_MUST_REVALIDATE)
         v->must_revalidate = true;
 }
 
@@ -274,6 +276,10 @@ static void s_revalidated(gw_fill_t *f, const struct phr_header *headers, size_t
 /* Adds the stale copy's validators to the origin request head. */
 static h2o_iovec_t s_conditional(gw_fill_t *f, h2o_mem_pool_t *pool, h2o_iovec_t request)
 {
+    uint32_t flags;
+    rf_obj_expires(f->stale.obj, &flags);
+    if (flags & RF_META_PURGED)
+        return request; /* purged: fetched whole, the copy is only a fallback */
     size_t len;
     const char *b = rf_obj_headers(f->stale.obj, &len);
     const char *etag = NULL, *lm = NULL;

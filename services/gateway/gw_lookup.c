@@ -67,10 +67,9 @@ static rf_hdr_t *s_req_hdrs(h2o_req_t *req, size_t *n)
  * request of a popular object to the origin. */
 static bool s_fresh(rf_obj_t *o)
 {
-    const rf_meta_t *m = rf_obj_meta(o);
-    if (m->flags & RF_META_NO_CACHE)
-        return false;
-    return m->expires_at > (int64_t)time(NULL);
+    uint32_t flags;
+    int64_t expires = rf_obj_expires(o, &flags);
+    return !(flags & RF_META_NO_CACHE) && expires > (int64_t)time(NULL);
 }
 
 int gw_lookup(gw_req_t *rc)

@@ -198,10 +198,11 @@ static int s_range(h2o_req_t *req, const char *hdrs, size_t hlen, uint64_t total
 }
 
 /* The Cache-Status value for this answer (RFC 9211). */
-static const char *s_cache_status(gw_req_t *rc, const rf_meta_t *m, rf_keep_t keep, int64_t now)
+static const char *s_cache_status(gw_req_t *rc, rf_obj_t *o, rf_keep_t keep, int64_t now)
 {
     char buf[128];
-    int64_t ttl = m->expires_at - now;
+    const rf_meta_t *m = rf_obj_meta(o);
+    int64_t ttl = rf_obj_expires(o, NULL) - now;
     bool stored = keep == RF_KEEP_DISK || keep == RF_KEEP_MEMORY;
     switch (rc->role) {
     case GW_CACHE_HIT:
@@ -271,7 +272,7 @@ static int s_start(gw_reader_t *r)
     int64_t now = s_now();
     bool complete = rf_obj_state(o) == RF_OBJ_COMPLETE;
     uint64_t total = complete ? rf_obj_length(o) : m->length >= 0 ? (uint64_t)m->length : UINT64_MAX;
-    rc->cache_status = s_cache_status(rc, m, rf_obj_keep(o), now);
+    rc->cache_status = s_cache_status(rc, o, rf_obj_keep(o), now);
     req->res.status = m->status;
     req->res.reason = gw_reason(m->status);
     for (size_t i = 0; i < hlen;) {
