@@ -41,9 +41,14 @@ typedef struct {
     uint32_t body_crc;
     int32_t status;
     int64_t stored_at, expires_at, age;
+    int64_t lifetime;
+    int32_t ttl_source;
     uint32_t flags;
     uint32_t head_crc;
+    uint32_t pad; /* rf_obj_disk_t's trailing padding, zero in files */
 } s_disk_t;
+
+#define S_VERSION 2u
 
 #define S_MAGIC "RFOBJ\r\n\x1a"
 #define S_RAW_KEY "fuzz/raw"
@@ -193,7 +198,8 @@ static bool s_check(rf_store_t *s, const s_obj_t *x)
     CHECK(hl == x->meta_len && memcmp(h, x->meta, hl) == 0);
     const rf_meta_t *m = rf_obj_meta(o);
     CHECK(m->status == x->m.status && m->stored_at == x->m.stored_at && m->expires_at == x->m.expires_at &&
-          m->age == x->m.age && m->flags == x->m.flags);
+          m->age == x->m.age && m->lifetime == x->m.lifetime && m->ttl_source == x->m.ttl_source &&
+          m->flags == x->m.flags);
     CHECK(rf_obj_length(o) == x->body_len);
     rf_read_t r;
     char *got = s_read(o, &n, &r);
@@ -233,7 +239,7 @@ static void s_fill(const s_obj_t *x, uint64_t p, char *path)
     s_disk_t d;
     CHECK(len >= sizeof(d));
     memcpy(&d, f, sizeof(d));
-    CHECK(memcmp(d.magic, S_MAGIC, 8) == 0 && d.version == 1);
+    CHECK(memcmp(d.magic, S_MAGIC, 8) == 0 && d.version == S_VERSION && d.pad == 0);
     CHECK(d.key_len == x->key_len && d.meta_len == x->meta_len && d.body_len == x->body_len);
     CHECK(d.head_len == sizeof(d) + x->key_len + x->meta_len && len == d.head_len + x->body_len);
     CHECK(memcmp(f + sizeof(d), x->key, x->key_len) == 0);
@@ -241,7 +247,8 @@ static void s_fill(const s_obj_t *x, uint64_t p, char *path)
     CHECK(memcmp(f + d.head_len, x->body, x->body_len) == 0);
     CHECK(d.body_crc == (uint32_t)crc32(0L, (const Bytef *)x->body, (uInt)x->body_len));
     CHECK(d.head_crc == s_head_crc(d, f + sizeof(d), f + sizeof(d) + x->key_len));
-    CHECK(d.status == x->m.status && d.stored_at == x->m.stored_at && d.flags == x->m.flags);
+    CHECK(d.status == x->m.status && d.stored_at == x->m.stored_at && d.expires_at == x->m.expires_at &&
+          d.age == x->m.age && d.lifetime == x->m.lifetime && d.ttl_source == x->m.ttl_source && d.flags == x->m.flags);
     free(f);
 }
 
@@ -304,6 +311,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       .stored_at = (int64_t)(p >> 16),
                       .expires_at = (int64_t)(p >> 8),
                       .age = (int64_t)(p % 1000),
+                      .lifetime = (int64_t)(p >> 24),
+                      .ttl_source = (int)(p >> 56) % 8,
                       .flags = (uint32_t)(p >> 60),
                       .length = -1};
     char path[4096], other[4200], junk[512] = "";
@@ -323,7 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         s_disk_t d;
         memset(&d, 0, sizeof(d));
         memcpy(d.magic, S_MAGIC, 8);
-        d.version = p & 1 ? 1 : (uint32_t)(p >> 1);
+        d.version = p & 1 ? S_VERSION : (uint32_t)(p >> 1);
         d.key_len = (uint32_t)x.key_len;
         d.meta_len = (uint32_t)x.meta_len;
         d.head_len = (uint32_t)(sizeof(d) + x.key_len + x.meta_len);

@@ -57,6 +57,8 @@ static rf_meta_t s_meta(int64_t length)
                        .stored_at = 1700000000,
                        .expires_at = 1700003600,
                        .age = 7,
+                       .lifetime = 3600,
+                       .ttl_source = 2,
                        .flags = RF_META_MUST_REVALIDATE,
                        .length = length};
 }
@@ -527,6 +529,8 @@ static void test_restart(void **state)
     assert_int_equal(m->expires_at, 1700003600);
     assert_int_equal(m->age, 7);
     assert_int_equal(m->flags, RF_META_MUST_REVALIDATE);
+    assert_int_equal(m->lifetime, 3600);
+    assert_int_equal(m->ttl_source, 2);
     assert_int_equal(m->length, (int64_t)len);
     size_t hl;
     const char *h = rf_obj_headers(o, &hl);
@@ -1171,9 +1175,10 @@ static void test_replace(void **state)
     s_put(s, "r", old, len, RF_KEEP_DISK, true);
     s_put(s, "rs", old, small, RF_KEEP_DISK, true);
 
-    rf_obj_t *held = NULL, *held_small = NULL, *o = NULL;
+    rf_obj_t *held = NULL, *held_small = NULL, *held_late = NULL, *o = NULL;
     assert_int_equal(s_lookup(s, "r", true, false, &held), RF_LOOKUP_HIT);        /* claim alone does not replace */
     assert_int_equal(s_lookup(s, "rs", false, true, &held_small), RF_LOOKUP_HIT); /* nor replace alone */
+    assert_int_equal(s_lookup(s, "r", false, false, &held_late), RF_LOOKUP_HIT);  /* no cursor yet */
     rf_cursor_t c;
     assert_int_equal(rf_cursor_init(&c, held, false, NULL), 0);
     size_t n, got = 0;
@@ -1207,6 +1212,17 @@ static void test_replace(void **state)
     assert_memory_equal(out, old, len);
     rf_cursor_close(&c);
     rf_obj_unref(&held);
+    /* a holder attaching only now: the old bytes, or -1 (gone: a miss),
+     * never the new file read as the old object */
+    if (rf_cursor_init(&c, held_late, false, NULL) == 0) {
+        got = 0;
+        rf_read_t r = s_drain(&c, out, len, &got);
+        assert_memory_equal(out, old, got); /* no byte of another object */
+        assert_int_equal(r, RF_READ_EOF);
+        assert_int_equal(got, len);
+    }
+    rf_cursor_close(&c);
+    rf_obj_unref(&held_late);
 
     /* small: held by reference only, in memory */
     assert_int_equal(s_lookup(s, "rs", true, true, &o), RF_LOOKUP_CLAIM);
