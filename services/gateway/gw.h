@@ -187,6 +187,7 @@ struct gw_req_t {
     const char *cache_status; /* Cache-Status value */
     rf_obj_t *obj;            /* the cache object to answer from (one reference), or NULL */
     rf_obj_t *stale;          /* GW_CACHE_REFRESH: the expired object being replaced (one reference) */
+    rf_obj_t *fill;           /* a function result this request computes for the cache (one reference) */
     gw_cache_role_t role;     /* how the request relates to obj */
     const char *cache_result; /* refract_cache_requests_total's result label */
     /* fetch / transform */
@@ -242,7 +243,9 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale);
 void gw_fetch(gw_req_t *rc);
 
 /* gw_transform.c: answers a function request; results arrive through the
- * thread's job receiver (registered with gw_transform_on_jobs). */
+ * thread's job receiver (registered with gw_transform_on_jobs). With
+ * rc->fill, a result is also kept in the cache (any other answer fails
+ * that object, and requests that joined it compute their own). */
 void gw_transform(gw_req_t *rc);
 void gw_transform_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 

@@ -12,8 +12,9 @@
  *  RFC 9211); an unsafe method that reaches the origin invalidates the
  *  key (RFC 9111 4.4).
  *
- *  Not cached yet: function results (transforms) and file:// origins
- *  (already local).
+ *  Function results are cached by their canonical chain, from any origin;
+ *  the request that claims one computes it (gw_transform.c). Plain
+ *  requests to file:// origins are not cached (already local).
  */
 #include <string.h>
 #include <time.h>
@@ -81,7 +82,9 @@ int gw_lookup(gw_req_t *rc)
     rc->cache_status = "refract; fwd=bypass";
     h2o_req_t *req = rc->req;
     rf_store_t *store = rc->thread->server->store;
-    if (store == NULL || !rc->vhost->cache.enable || rc->func != NULL || rc->vhost->origin.kind != RF_ORIGIN_HTTP)
+    /* Plain requests to local files gain nothing; function results (from
+     * any origin) are what costs most to make. */
+    if (store == NULL || !rc->vhost->cache.enable || (rc->func == NULL && rc->vhost->origin.kind != RF_ORIGIN_HTTP))
         return 0;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
@@ -166,6 +169,12 @@ int gw_lookup(gw_req_t *rc)
     };
     rc->cache_status = status[rc->role]; /* refined once the head is known (gw_serve.c) */
     rc->cache_result = result[rc->role];
+    if (rc->func != NULL && (rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH)) {
+        /* The transform computes it; the object takes the result. */
+        rc->fill = o;
+        rf_obj_unref(&rc->stale); /* a result is recomputed, not revalidated */
+        return 0;
+    }
     rc->obj = o;
     return 0;
 }

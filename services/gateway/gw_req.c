@@ -22,6 +22,10 @@ static void s_req_dispose(void *p)
     gw_deliver_log(rc);
     rf_obj_unref(&rc->obj);
     rf_obj_unref(&rc->stale);
+    if (rc->fill != NULL) {
+        rf_obj_finish(rc->fill, false); /* no-op when the result was kept */
+        rf_obj_unref(&rc->fill);
+    }
     gw_vhosts_unref(&rc->vhosts);
     rc->thread->inflight--;
 }

@@ -365,6 +365,15 @@ static void s_pull(gw_reader_t *r)
             const char *why = "";
             int st = rf_obj_error(r->cur.obj, &why);
             r->done = true;
+            if (r->rc->func != NULL) {
+                /* The result was not kept (a fallback, an error): make
+                 * this one's answer as if nothing had been cached. */
+                rf_cursor_close(&r->cur);
+                r->rc->cache_status = "refract; fwd=miss";
+                r->rc->cache_result = "miss";
+                gw_transform(r->rc);
+                return;
+            }
             if (st == 0)
                 st = 502, why = "origin response failed";
             gw_send_error(r->rc, st, gw_reason(st), "%s", why);

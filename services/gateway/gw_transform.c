@@ -15,11 +15,14 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <time.h>
+
 #include "gw.h"
 #include "gw_conn.h"
 #include "gw_metrics.h"
 #include "rf_log.h"
 #include "rf_path.h"
+#include "rf_ttl.h"
 
 /* The transform's own state beside gw_req_t, in the request pool. */
 typedef struct gw_transform_t {
@@ -130,6 +133,64 @@ static const gw_reply_rule_t *s_rule(const gw_func_t *f, int status)
     return r; /* the terminating rule is the default */
 }
 
+/* Keeps a function result in the cache object this request claimed
+ * (rc->fill): the content type and the source's freshness headers, with
+ * a TTL the vhost's policy gives them (a file source has none: res2xx). */
+static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const void *body, size_t len,
+                          const h2o_headers_t *origin_headers)
+{
+    static const char *const kept[] = {"cache-control", "expires", "last-modified", NULL};
+    char blob[4096];
+    size_t bl = 0;
+    rf_hdr_t hs[8];
+    size_t n = 0;
+    int64_t now = (int64_t)time(NULL);
+    if (rc->fill == NULL)
+        return;
+    for (size_t i = 0; origin_headers && i < origin_headers->size && n < 8; i++) {
+        const h2o_header_t *h = &origin_headers->entries[i];
+        for (int k = 0; kept[k]; k++)
+            if (h2o_lcstris(h->name->base, h->name->len, kept[k], strlen(kept[k])) &&
+                bl + strlen(kept[k]) + h->value.len + 2 <= sizeof(blob) - 512) {
+                memcpy(blob + bl, kept[k], strlen(kept[k]) + 1);
+                hs[n].name = blob + bl, hs[n].name_len = strlen(kept[k]);
+                bl += strlen(kept[k]) + 1;
+                memcpy(blob + bl, h->value.base, h->value.len);
+                hs[n].value = blob + bl, hs[n].value_len = h->value.len;
+                bl += h->value.len;
+                blob[bl++] = '\0';
+                n++;
+            }
+    }
+    size_t cl = strlen(ctype);
+    if (bl + cl + 16 > sizeof(blob))
+        goto fail;
+    memcpy(blob + bl, "content-type", 13), bl += 13;
+    memcpy(blob + bl, ctype, cl + 1), bl += cl + 1;
+    rf_ttl_verdict_t v;
+    if (rf_ttl_decide(&rc->vhost->cache.ttl, status, hs, n, now, now, false, &v) < 0 || !v.storable || v.ttl <= 0)
+        goto fail;
+    rf_meta_t meta = {.status = status,
+                      .stored_at = now,
+                      .expires_at = now + v.ttl,
+                      .flags = v.must_revalidate ? RF_META_MUST_REVALIDATE : 0,
+                      .length = (int64_t)len,
+                      .lifetime = v.lifetime,
+                      .ttl_source = (int)v.source};
+    if (rf_obj_set_head(rc->fill, &meta, blob, bl, rc->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK) < 0 ||
+        rf_obj_append(rc->fill, body, len) < 0)
+        goto fail;
+    rf_obj_finish(rc->fill, true);
+    char cs[96];
+    snprintf(cs, sizeof(cs), "refract; fwd=miss; stored; ttl=%lld", (long long)v.ttl);
+    rc->cache_status = h2o_strdup(&rc->req->pool, cs, SIZE_MAX).base;
+    rf_obj_unref(&rc->fill);
+    return;
+fail:
+    rf_obj_finish(rc->fill, false);
+    rf_obj_unref(&rc->fill);
+}
+
 static void s_on_result(gw_transform_t *t, gw_job_t *gj)
 {
     gw_req_t *rc = t->rc;
@@ -153,11 +214,14 @@ static void s_on_result(gw_transform_t *t, gw_job_t *gj)
     const char *err = r->error[0] ? r->error : NULL;
     const gw_reply_rule_t *rule = s_rule(f, r->status);
     switch (rule->action) {
-    case GW_REPLY_BODY:
+    case GW_REPLY_BODY: {
+        const char *ctype = r->content_type[0] ? r->content_type : "application/octet-stream";
+        const void *body = s_reply_body(rc, job);
+        s_keep_result(rc, rule->http_status, ctype, body, job->reply_len, t->origin_headers);
         s_keep_freshness(rc, t->origin_headers);
-        gw_deliver_body(rc, rule->http_status, r->content_type[0] ? r->content_type : "application/octet-stream",
-                        s_reply_body(rc, job), job->reply_len);
+        gw_deliver_body(rc, rule->http_status, ctype, body, job->reply_len);
         return;
+    }
     case GW_REPLY_ORIGINAL:
         rf_log(RF_LOG_INFO, rc->request_id, "%s: %s: sending original", f->label, err ? err : rule->text);
         s_send_original(t, job->body, job->body_len, rule->text);

@@ -19,7 +19,8 @@ def stack(tmp_path_factory, origin, media):
     st = harness.Stack(
         str(tmp_path_factory.mktemp("metrics")),
         vhosts=[
-            {"name": "files.test", "default": True, "origin": "file://" + media["dir"]},
+            # Uncached: every image request is one job (the bus metrics).
+            {"name": "files.test", "default": True, "origin": "file://" + media["dir"], "cache": {"enable": False}},
             # Uncached: every request is one origin request (the origin metrics).
             {"name": "web.test", "origin": origin.url, "cache": {"enable": False}},
             # Cached for 60 s whatever the file's age (override_origin also
