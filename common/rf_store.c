@@ -846,16 +846,24 @@ rf_lookup_t rf_store_lookup(rf_store_t *s, const char *key, size_t key_len, bool
     pthread_mutex_lock(&s->mu);
     rf_obj_t *o = s_find(s, h, key, key_len);
     if (o != NULL && o->unverified) {
+        /* Once per object found at start: a torn or flipped body is a
+         * miss. Read outside the index lock (a large body takes a while);
+         * two requests may both verify, which is harmless. */
         char path[4096];
         s_obj_path(s, o->name, path, sizeof(path));
-        /* Once per object found at start: a torn or flipped body is a miss. */
-        if (rf_store_verify_file(path) == 0) {
+        rf_obj_ref(o);
+        pthread_mutex_unlock(&s->mu);
+        int good = rf_store_verify_file(path) == 0;
+        pthread_mutex_lock(&s->mu);
+        if (good) {
             o->unverified = false;
-        } else {
+        } else if (o->indexed && o->unverified) {
             s->stats.dropped_at_load++;
             s_unindex(s, o);
-            o = NULL;
         }
+        bool still = o->indexed && !o->unverified;
+        rf_obj_unref(&o);
+        o = still ? s_find(s, h, key, key_len) : NULL;
     }
     if (o != NULL) {
         pthread_mutex_lock(&o->mu);
@@ -983,9 +991,13 @@ int rf_cursor_init(rf_cursor_t *c, rf_obj_t *o, bool first, void (*wake)(rf_wait
     o->readers++;
     c->attached = true;
     /* A complete object only on disk: open it now, so an eviction racing
-     * with this hit makes a miss rather than a broken transfer. */
+     * with this hit makes a miss rather than a broken transfer. A fill's
+     * file too: finish closes the fill's descriptor, and an eviction right
+     * after would leave a reader that has not read yet with nothing. */
     if (o->state == RF_OBJ_COMPLETE && o->mem == NULL && o->keep != RF_KEEP_SOLO)
         rc = s_cursor_fd(c);
+    else if (o->state == RF_OBJ_FILLING && o->fd >= 0)
+        s_cursor_fd(c); /* best effort: without it, reads fall back to the path */
     pthread_mutex_unlock(&o->mu);
     return rc;
 }

@@ -122,9 +122,10 @@ rf_lookup_t rf_store_lookup(rf_store_t *self, const char *key, size_t key_len, b
  * there was one. */
 int rf_store_remove(rf_store_t *self, const char *key, size_t key_len);
 
-/* Calls fn for each indexed complete object's key (under the index lock:
- * fn must not call back into the store); objects for which fn returns 1
- * are removed. Returns how many were removed. */
+/* Calls fn for each indexed object's key — complete ones and fills in
+ * progress (a purge takes those too: they finish for their readers but
+ * are not kept) — under the index lock (fn must not call back into the
+ * store); objects for which fn returns 1 are removed. Returns how many. */
 size_t rf_store_remove_if(rf_store_t *self, int (*fn)(const char *key, size_t len, void *arg), void *arg);
 
 /* Expires every indexed complete object for which fn returns 1 (the next
