@@ -564,6 +564,8 @@ void rf_config_write_reference(FILE *out, const char *section)
     s_doc_rows(out, section);
 }
 
+static void s_free_list(char **list, size_t n);
+
 /* ---- the vhost cache mapping ---------------------------------------------- */
 
 /* Seconds: "1800", "30s", "5m", "2h", "1d" into int64 seconds (up to ~68
@@ -642,6 +644,52 @@ static int s_ttl(s_ctx_t *c, yaml_node_t *v, void *t)
     return s_walk(c, v, keys, t, "cache.ttl");
 }
 
+/* cache.query: "all", "none", or a list of parameter names to keep. */
+static int s_cache_query(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_cache_conf_t *cc = (rf_cache_conf_t *)((char *)t - offsetof(rf_cache_conf_t, query));
+    s_strlist_t sl = {NULL, 0};
+    if (v->type == YAML_SCALAR_NODE) {
+        if (strcmp(s_scalar(v), "all") == 0)
+            cc->query = RF_QUERY_ALL;
+        else if (strcmp(s_scalar(v), "none") == 0)
+            cc->query = RF_QUERY_NONE;
+        else
+            return s_fail(c, v, "cache.query is all, none or a list of parameter names, got '%s'", s_scalar(v));
+        s_free_list(cc->query_keep, cc->n_query_keep);
+        cc->query_keep = NULL, cc->n_query_keep = 0;
+        return 0;
+    }
+    if (s_strlist(c, v, &sl) < 0) {
+        s_free_list(sl.list, sl.n);
+        return -1;
+    }
+    s_free_list(cc->query_keep, cc->n_query_keep);
+    cc->query = RF_QUERY_KEEP;
+    cc->query_keep = sl.list;
+    cc->n_query_keep = sl.n;
+    return 0;
+}
+
+/* A deep copy of a cache mapping's owned parts (a vhost starts from the
+ * defaults' section). 0 or -1. */
+static int s_cache_copy(rf_cache_conf_t *dst, const rf_cache_conf_t *src)
+{
+    *dst = *src;
+    dst->query_keep = NULL;
+    dst->n_query_keep = 0;
+    if (src->n_query_keep == 0)
+        return 0;
+    if ((dst->query_keep = calloc(src->n_query_keep, sizeof(char *))) == NULL)
+        return -1;
+    for (size_t i = 0; i < src->n_query_keep; i++) {
+        if ((dst->query_keep[i] = strdup(src->query_keep[i])) == NULL)
+            return -1;
+        dst->n_query_keep = i + 1;
+    }
+    return 0;
+}
+
 /* A `cache` mapping onto *t, which holds the defaults (vhost_defaults'
  * section, or the built-in ones): keys given replace, others stay. */
 static int s_cache(s_ctx_t *c, yaml_node_t *v, void *t)
@@ -654,6 +702,7 @@ static int s_cache(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("ttl_extension_5xx", s_bool, rf_cache_conf_t, ttl.extend_by_5xx),
                                    K("ttl_extension", s_secs, rf_cache_conf_t, ttl.origin_error_ttl),
                                    K("ttl", s_ttl, rf_cache_conf_t, ttl),
+                                   K("query", s_cache_query, rf_cache_conf_t, query),
                                    {0}};
     return s_walk(c, v, keys, t, "cache");
 }
@@ -847,7 +896,8 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         s_vhost_t vh = {0};
         vh.v.dims = defs->dims;
         vh.v.dims.keyword = NULL;
-        vh.v.cache = defs->cache;
+        if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
+            return s_fail(c, it, "out of memory");
         int rc = s_vhost(c, it, &vh);
         free(vh.origin_url);
         s_vhost_origin_tls_clear(&vh);
@@ -931,6 +981,7 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     rc = 0;
 done:
     free(defs.dims.keyword);
+    s_free_list(defs.cache.query_keep, defs.cache.n_query_keep);
     return rc;
 }
 
@@ -1039,6 +1090,7 @@ void rf_config_destroy(rf_config_t **self_p)
         s_free_list(v->aliases, v->n_aliases);
         rf_origin_clear(&v->origin);
         free(v->dims.keyword);
+        s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         free(v->tls.cert);
         free(v->tls.key);
     }

@@ -61,11 +61,20 @@ typedef struct {
     char *key;
 } rf_tls_cert_t;
 
+typedef enum {
+    RF_QUERY_ALL,  /* the whole query is part of the key (default) */
+    RF_QUERY_NONE, /* the query is ignored: one object per path */
+    RF_QUERY_KEEP, /* only the listed parameters, in request order */
+} rf_query_mode_t;
+
 /* A vhost's edge cache: the `cache` mapping. */
 typedef struct {
     bool enable;      /* default true: http(s) origins and function results are cached */
     bool memory_only; /* volatile content: kept in memory, never written to disk */
     rf_ttl_conf_t ttl; /* ttl.* and override_origin */
+    rf_query_mode_t query;
+    char **query_keep; /* RF_QUERY_KEEP: parameter names (owned) */
+    size_t n_query_keep;
 } rf_cache_conf_t;
 
 typedef struct {

@@ -86,7 +86,8 @@ static size_t s_qdecode(char *s, size_t len)
 
 /* One URL: resolves its vhost, canonicalises its path and applies `kind`.
  * Appends a result object to `out`. */
-static void s_purge_one(gw_server_t *srv, s_purge_kind_t kind, const char *url, size_t len, json_t *out)
+static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, s_purge_kind_t kind, const char *url, size_t len,
+                        json_t *out)
 {
     json_t *r = json_object();
     json_object_set_new(r, "url", json_stringn(url, len));
@@ -124,8 +125,11 @@ static void s_purge_one(gw_server_t *srv, s_purge_kind_t kind, const char *url, 
         goto done;
     }
     if (q != NULL) {
-        memcpy(canon + cl, q, (size_t)(end - q));
-        cl += end - q;
+        /* The key holds the query as the vhost's cache.query says. */
+        h2o_iovec_t kq = glob ? h2o_iovec_init(q, (size_t)(end - q))
+                              : gw_key_query(&vh->cache, h2o_iovec_init(q, (size_t)(end - q)), pool);
+        memcpy(canon + cl, kq.base, kq.len);
+        cl += (ssize_t)kq.len;
     }
     canon[cl] = '\0';
     s_match_t m = {vh->name, canon, glob};
@@ -179,7 +183,7 @@ static int s_purge(gw_server_t *srv, h2o_req_t *req, s_purge_kind_t kind)
                 h2o_iovec_t val = h2o_strdup(&req->pool, qs + 4, (size_t)(pe - qs - 4));
                 val.len = s_qdecode(val.base, val.len);
                 if (n++ < 1000)
-                    s_purge_one(srv, kind, val.base, val.len, results);
+                    s_purge_one(srv, &req->pool, kind, val.base, val.len, results);
             }
             qs = amp ? amp + 1 : qe;
         }
@@ -192,7 +196,7 @@ static int s_purge(gw_server_t *srv, h2o_req_t *req, s_purge_kind_t kind)
         while (ll > 0 && (b[ll - 1] == '\r' || b[ll - 1] == ' '))
             ll--;
         if (ll > 0 && n++ < 1000)
-            s_purge_one(srv, kind, b, ll, results);
+            s_purge_one(srv, &req->pool, kind, b, ll, results);
         b = nl ? nl + 1 : be;
     }
     if (n == 0) {

@@ -1,6 +1,6 @@
 /*  gw_lookup — the edge cache's decision for each request. Every request
- *  reaches it with its key: the vhost, the canonical path, the query (every
- *  parameter kept until per-vhost query policies exist) and, for a
+ *  reaches it with its key: the vhost, the canonical path, the query (as
+ *  the vhost's cache.query says: all, none, or listed parameters) and, for a
  *  function, the name and canonical text of its chain, so
  *  "/a.jpg/dims/resize/10x" and "/a.jpg/dims/resize/10x0" are one object.
  *
@@ -23,6 +23,39 @@
 #include "rf_log.h"
 #include "rf_ttl.h"
 
+/* Whether parameter name[0..len) is in the vhost's keep list. */
+static bool s_kept(const rf_cache_conf_t *c, const char *name, size_t len)
+{
+    for (size_t i = 0; i < c->n_query_keep; i++)
+        if (strlen(c->query_keep[i]) == len && memcmp(c->query_keep[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+/* The query as the key sees it (cache.query): all of it, none, or only
+ * the listed parameters in request order ("?a=1&b=2" keeping b: "?b=2"). */
+h2o_iovec_t gw_key_query(const rf_cache_conf_t *c, h2o_iovec_t q, h2o_mem_pool_t *pool)
+{
+    if (c->query == RF_QUERY_ALL || q.len == 0)
+        return q;
+    if (c->query == RF_QUERY_NONE)
+        return h2o_iovec_init("", 0);
+    char *out = h2o_mem_alloc_pool(pool, q.len + 1);
+    size_t o = 0;
+    for (const char *p = q.base + 1, *end = q.base + q.len; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p)), *pe = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pe - p));
+        if (s_kept(c, p, (size_t)((eq ? eq : pe) - p))) {
+            char sep = o == 0 ? '?' : '&';
+            out[o++] = sep;
+            memcpy(out + o, p, (size_t)(pe - p));
+            o += (size_t)(pe - p);
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return h2o_iovec_init(out, o);
+}
+
 /* The key as one string: "vhost\npath?query\nfunc:canonical chain". */
 static int s_key(gw_req_t *rc)
 {
@@ -35,13 +68,13 @@ static int s_key(gw_req_t *rc)
         fname = rc->func->name;
     }
     h2o_iovec_t path = rc->func != NULL ? rc->src : rc->path;
+    h2o_iovec_t query = rc->func != NULL ? h2o_iovec_init("", 0) : gw_key_query(&rc->vhost->cache, rc->query, &req->pool);
     size_t vl = strlen(rc->vhost->name), fl = strlen(fname), cl = strlen(canon);
-    size_t len = vl + 1 + path.len + rc->query.len + 1 + fl + 1 + cl;
+    size_t len = vl + 1 + path.len + query.len + 1 + fl + 1 + cl;
     char *k = h2o_mem_alloc_pool(&req->pool, len + 1), *p = k;
     memcpy(p, rc->vhost->name, vl), p += vl, *p++ = '\n';
     memcpy(p, path.base, path.len), p += path.len;
-    if (rc->func == NULL)
-        memcpy(p, rc->query.base, rc->query.len), p += rc->query.len;
+    memcpy(p, query.base, query.len), p += query.len;
     *p++ = '\n';
     memcpy(p, fname, fl), p += fl, *p++ = ':';
     memcpy(p, canon, cl), p += cl;

@@ -259,6 +259,63 @@ static void test_defaults_when_sections_absent(void **state)
     rf_config_destroy(&cfg);
 }
 
+/* The vhost cache mapping: defaults, vhost_defaults inherited and
+ * overridden key by key, query policies, TTL rules (mapping or bare). */
+static void test_vhost_cache(void **state)
+{
+    (void)state;
+    rf_config_t *cfg = s_ok("gateway: {listen: \"127.0.0.1:8080\"}\nbus: {endpoint: \"tcp://127.0.0.1:5555\"}\n"
+                            "vhost_defaults:\n"
+                            "  cache: {query: [v, w], ttl: {res4xx: 7}}\n"
+                            "vhosts:\n"
+                            "  - {name: a, origin: \"http://o\"}\n"
+                            "  - name: b\n"
+                            "    origin: \"http://o\"\n"
+                            "    cache:\n"
+                            "      enable: false\n"
+                            "      memory_only: true\n"
+                            "      override_origin: true\n"
+                            "      heuristic: 0\n"
+                            "      query: none\n"
+                            "      ttl_extension_4xx: on\n"
+                            "      ttl_extension: 1m\n"
+                            "      ttl: {res2xx: {value: 2h, ratio: 50, max: 1d}, nocache: 9, res3xx: 0, res5xx: 30s}\n");
+    const rf_cache_conf_t *a = &cfg->vhosts[0].cache, *b = &cfg->vhosts[1].cache;
+    assert_true(a->enable);
+    assert_false(a->memory_only);
+    assert_int_equal(a->query, RF_QUERY_KEEP);
+    assert_int_equal(a->n_query_keep, 2);
+    assert_string_equal(a->query_keep[1], "w");
+    assert_int_equal(a->ttl.res4xx, 7);
+    assert_int_equal(a->ttl.res2xx.value, 1800);
+    assert_int_equal(a->ttl.res2xx.ratio, 20);
+    assert_false(b->enable);
+    assert_true(b->memory_only);
+    assert_true(b->ttl.override_origin);
+    assert_int_equal(b->ttl.heuristic_percent, 0);
+    assert_int_equal(b->query, RF_QUERY_NONE);
+    assert_int_equal(b->n_query_keep, 0);
+    assert_true(b->ttl.extend_by_4xx);
+    assert_int_equal(b->ttl.origin_error_ttl, 60);
+    assert_int_equal(b->ttl.res2xx.value, 7200);
+    assert_int_equal(b->ttl.res2xx.ratio, 50);
+    assert_int_equal(b->ttl.res2xx.max, 86400);
+    assert_int_equal(b->ttl.nocache.value, 9);
+    assert_int_equal(b->ttl.res3xx, 0);
+    assert_int_equal(b->ttl.res5xx, 30);
+    assert_int_equal(b->ttl.res4xx, 7); /* from vhost_defaults */
+    rf_config_destroy(&cfg);
+    s_err("gateway: {listen: \"127.0.0.1:8080\"}\nbus: {endpoint: \"tcp://127.0.0.1:5555\"}\nvhosts:\n  - {name: a, origin: \"http://o\", cache: {query: some}}\n",
+          "t.yaml:4:");
+    s_err("gateway: {listen: \"127.0.0.1:8080\"}\nbus: {endpoint: \"tcp://127.0.0.1:5555\"}\nvhosts:\n  - {name: a, origin: \"http://o\", cache: {ttl: {res2xx: "
+          "{ratio: 101}}}}\n",
+          "t.yaml:4:");
+    s_err("gateway: {listen: \"127.0.0.1:8080\"}\nbus: {endpoint: \"tcp://127.0.0.1:5555\"}\nvhosts:\n  - {name: a, origin: \"http://o\", cache: {ttl: {res3xx: -1}}}\n",
+          "t.yaml:4:");
+    s_err("gateway: {listen: \"127.0.0.1:8080\"}\nbus: {endpoint: \"tcp://127.0.0.1:5555\"}\nvhosts:\n  - {name: a, origin: \"http://o\", cache: {nope: 1}}\n",
+          "t.yaml:4:");
+}
+
 static void test_text_not_nul_terminated(void **state)
 {
     (void)state;
@@ -831,6 +888,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_minimal_and_defaults),
         cmocka_unit_test(test_full),
+        cmocka_unit_test(test_vhost_cache),
         cmocka_unit_test(test_defaults_when_sections_absent),
         cmocka_unit_test(test_text_not_nul_terminated),
         cmocka_unit_test(test_load_file),
