@@ -224,6 +224,13 @@ int gw_lookup(gw_req_t *rc);
 /* The query ("" or "?…") as the cache key holds it under the vhost's
  * cache.query policy (in pool, or q itself). */
 h2o_iovec_t gw_key_query(const rf_cache_conf_t *c, h2o_iovec_t q, h2o_mem_pool_t *pool);
+/* The values `headers` has for the names listed in a Vary value, as
+ * "name:value\n" lines (names lower case, repeated headers joined with
+ * ",", spaces trimmed; in pool): which variant of a response a request
+ * wants. Stored with each response that has Vary as the ":vary" line. */
+h2o_iovec_t gw_vary_values(h2o_iovec_t vary, const h2o_headers_t *headers, h2o_mem_pool_t *pool);
+/* A stored header's value in a "name\0value\0" blob, or NULL. */
+const char *gw_stored_header(const char *blob, size_t len, const char *name, size_t *vlen);
 
 /* gw_serve.c: answers from rc->obj (takes over its reference); starts
  * the fill first for GW_CACHE_CLAIM / REFRESH. */

@@ -39,6 +39,10 @@ typedef struct {
     rf_cursor_t stale;
     bool has_stale;
     bool answered; /* the object was made from the stale copy: ignore the origin's body */
+    /* The claimer's request headers (copied: the fill outlives it), for
+     * the variant a Vary response is stored as. */
+    h2o_mem_pool_t pool;
+    h2o_headers_t req_headers;
 } gw_fill_t;
 
 static void s_fill_free(gw_fill_t *f)
@@ -52,6 +56,7 @@ static void s_fill_free(gw_fill_t *f)
         rf_cursor_close(&f->stale);
     rf_obj_unref(&f->obj);
     gw_vhosts_unref(&f->vhosts);
+    h2o_mem_clear_pool(&f->pool);
     free(f);
 }
 
@@ -359,6 +364,14 @@ static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_
         blen += headers[i].value_len;
         blob[blen++] = '\0';
     }
+    /* Vary: which variant this is — the claimer's values for those headers. */
+    size_t vl;
+    const char *vary = blob != NULL ? gw_stored_header(blob, blen, "vary", &vl) : NULL;
+    if (vary != NULL) {
+        h2o_iovec_t vals = gw_vary_values(h2o_iovec_init(vary, vl), &f->req_headers, &f->pool);
+        if (s_blob_add(&blob, &blen, &cap, ":vary", 5, vals.base, vals.len) < 0)
+            goto out;
+    }
     int64_t now = s_now();
     rf_meta_t meta = {.status = status,
                       .stored_at = now,
@@ -454,6 +467,7 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
         goto fail;
     if ((f = calloc(1, sizeof(*f))) == NULL)
         goto oom;
+    h2o_mem_init_pool(&f->pool);
     f->obj = obj;
     rf_obj_ref(obj);
     f->thread = rc->thread;
@@ -464,6 +478,12 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
     memcpy(f->request_id, rc->request_id, sizeof(f->request_id));
     snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
     f->request_time = s_now();
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *e = &req->headers.entries[i];
+        h2o_add_header_by_str(&f->pool, &f->req_headers, h2o_strdup(&f->pool, e->name->base, e->name->len).base,
+                              e->name->len, 0, NULL, h2o_strdup(&f->pool, e->value.base, e->value.len).base,
+                              e->value.len);
+    }
     f->req_authorization = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1) != -1;
     rf_obj_on_drain(obj, s_drained, f);
     if (stale != NULL) {

@@ -56,6 +56,87 @@ h2o_iovec_t gw_key_query(const rf_cache_conf_t *c, h2o_iovec_t q, h2o_mem_pool_t
     return h2o_iovec_init(out, o);
 }
 
+static void s_append(char **buf, size_t *len, size_t *cap, h2o_mem_pool_t *pool, const char *p, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t c = (*len + n) * 2 + 64;
+        char *b = h2o_mem_alloc_pool(pool, c);
+        memcpy(b, *buf, *len);
+        *buf = b, *cap = c;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+}
+
+h2o_iovec_t gw_vary_values(h2o_iovec_t vary, const h2o_headers_t *headers, h2o_mem_pool_t *pool)
+{
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    for (size_t i = 0; i < vary.len;) {
+        while (i < vary.len && (vary.base[i] == ' ' || vary.base[i] == '\t' || vary.base[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < vary.len && vary.base[i] != ',' && vary.base[i] != ' ' && vary.base[i] != '\t')
+            i++;
+        if (i == s)
+            continue;
+        char name[128];
+        size_t nl = i - s < sizeof(name) ? i - s : sizeof(name) - 1;
+        for (size_t k = 0; k < nl; k++)
+            name[k] = (char)h2o_tolower(vary.base[s + k]);
+        s_append(&out, &len, &cap, pool, name, nl);
+        s_append(&out, &len, &cap, pool, ":", 1);
+        bool first = true;
+        for (ssize_t j = -1; (j = h2o_find_header_by_str(headers, name, nl, j)) != -1;) {
+            h2o_iovec_t v = headers->entries[j].value;
+            while (v.len > 0 && (v.base[0] == ' ' || v.base[0] == '\t'))
+                v.base++, v.len--;
+            while (v.len > 0 && (v.base[v.len - 1] == ' ' || v.base[v.len - 1] == '\t'))
+                v.len--;
+            if (!first)
+                s_append(&out, &len, &cap, pool, ",", 1);
+            s_append(&out, &len, &cap, pool, v.base, v.len);
+            first = false;
+        }
+        s_append(&out, &len, &cap, pool, "\n", 1);
+    }
+    return h2o_iovec_init(out ? out : "", len);
+}
+
+const char *gw_stored_header(const char *blob, size_t len, const char *name, size_t *vlen)
+{
+    size_t want = strlen(name);
+    for (size_t i = 0; i < len;) {
+        const char *n = blob + i;
+        size_t nl = strlen(n);
+        const char *v = n + nl + 1;
+        size_t vl = strlen(v);
+        if (nl == want && memcmp(n, name, nl) == 0) {
+            *vlen = vl;
+            return v;
+        }
+        i += nl + 1 + vl + 1;
+    }
+    return NULL;
+}
+
+/* For a stored response with Vary: NULL when `o` is the variant this
+ * request wants (or has no Vary), else the key of the variant it wants
+ * (the key plus "\n" and the request's values, in the pool). */
+static h2o_iovec_t s_variant_key(gw_req_t *rc, rf_obj_t *o)
+{
+    size_t hl, vl, sl;
+    const char *blob = rf_obj_headers(o, &hl);
+    const char *vary = gw_stored_header(blob, hl, "vary", &vl);
+    if (vary == NULL)
+        return h2o_iovec_init(NULL, 0);
+    h2o_iovec_t mine = gw_vary_values(h2o_iovec_init(vary, vl), &rc->req->headers, &rc->req->pool);
+    const char *stored = gw_stored_header(blob, hl, ":vary", &sl);
+    if (stored != NULL && sl == mine.len && memcmp(stored, mine.base, sl) == 0)
+        return h2o_iovec_init(NULL, 0);
+    return h2o_concat(&rc->req->pool, rc->key, h2o_iovec_init(H2O_STRLIT("\n")), mine);
+}
+
 /* The key as one string: "vhost\npath?query\nfunc:canonical chain". */
 static int s_key(gw_req_t *rc)
 {
@@ -146,7 +227,18 @@ int gw_lookup(gw_req_t *rc)
         rc->cache_status = "refract; fwd=request";
         return 0;
     }
-    switch (rf_store_lookup(store, rc->key.base, rc->key.len, true, false, &o)) {
+    rf_lookup_t found = rf_store_lookup(store, rc->key.base, rc->key.len, true, false, &o);
+    if (found == RF_LOOKUP_HIT) {
+        /* Vary: another variant than this one is wanted — it lives under
+         * its own key (the key plus the request's values). */
+        h2o_iovec_t vk = s_variant_key(rc, o);
+        if (vk.base != NULL) {
+            rf_obj_unref(&o);
+            rc->key = vk;
+            found = rf_store_lookup(store, rc->key.base, rc->key.len, true, false, &o);
+        }
+    }
+    switch (found) {
     case RF_LOOKUP_HIT:
         if (s_fresh(o)) {
             rc->role = GW_CACHE_HIT;

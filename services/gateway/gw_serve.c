@@ -78,23 +78,6 @@ static int64_t s_now(void)
     return (int64_t)time(NULL);
 }
 
-/* The stored value of header `name` (lower case), or NULL. */
-static const char *s_stored(const char *hdrs, size_t len, const char *name, size_t *vlen)
-{
-    for (size_t i = 0; i < len;) {
-        const char *n = hdrs + i;
-        size_t nl = strlen(n);
-        const char *v = n + nl + 1;
-        size_t vl = strlen(v);
-        if (nl == strlen(name) && memcmp(n, name, nl) == 0) {
-            *vlen = vl;
-            return v;
-        }
-        i += nl + 1 + vl + 1;
-    }
-    return NULL;
-}
-
 /* RFC 9110 13.1.2: weak comparison of an If-None-Match list with an ETag. */
 static bool s_etag_in(const char *list, size_t len, const char *etag, size_t elen)
 {
@@ -130,8 +113,8 @@ static bool s_etag_in(const char *list, size_t len, const char *etag, size_t ele
 static bool s_not_modified(h2o_req_t *req, const char *hdrs, size_t hlen)
 {
     size_t el = 0, ll = 0;
-    const char *etag = s_stored(hdrs, hlen, "etag", &el);
-    const char *lm = s_stored(hdrs, hlen, "last-modified", &ll);
+    const char *etag = gw_stored_header(hdrs, hlen, "etag", &el);
+    const char *lm = gw_stored_header(hdrs, hlen, "last-modified", &ll);
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
     if (i >= 0)
         return etag != NULL && s_etag_in(req->headers.entries[i].value.base, req->headers.entries[i].value.len, etag, el);
@@ -158,8 +141,8 @@ static int s_range(h2o_req_t *req, const char *hdrs, size_t hlen, uint64_t total
          * (strong ETag comparison, or the exact Last-Modified date). */
         h2o_iovec_t c = req->headers.entries[ir].value;
         size_t el = 0, ll = 0;
-        const char *etag = s_stored(hdrs, hlen, "etag", &el);
-        const char *lm = s_stored(hdrs, hlen, "last-modified", &ll);
+        const char *etag = gw_stored_header(hdrs, hlen, "etag", &el);
+        const char *lm = gw_stored_header(hdrs, hlen, "last-modified", &ll);
         bool ok = c.len > 0 && c.base[0] == '"' ? etag != NULL && etag[0] == '"' && el == c.len &&
                                                       memcmp(etag, c.base, el) == 0
                                                 : lm != NULL && ll == c.len && memcmp(lm, c.base, ll) == 0;
@@ -258,6 +241,20 @@ static void s_pass(gw_reader_t *r)
     gw_fetch(rc);
 }
 
+/* Whether the response being filled (its head known) varies on request
+ * headers whose values differ from this request's. */
+static bool s_other_variant(gw_reader_t *r)
+{
+    size_t hl, vl, sl;
+    const char *blob = rf_obj_headers(r->cur.obj, &hl);
+    const char *vary = gw_stored_header(blob, hl, "vary", &vl);
+    if (vary == NULL)
+        return false;
+    h2o_iovec_t mine = gw_vary_values(h2o_iovec_init(vary, vl), &r->rc->req->headers, &r->rc->req->pool);
+    const char *stored = gw_stored_header(blob, hl, ":vary", &sl);
+    return stored == NULL || sl != mine.len || memcmp(stored, mine.base, sl) != 0;
+}
+
 /* Starts the response once the head is known: status, stored headers,
  * Age, and the client's conditional or Range. Returns 0 to send the body,
  * 1 when the answer is complete (HEAD, 304, 416). */
@@ -281,8 +278,8 @@ static int s_start(gw_reader_t *r)
         const char *v = n + nl + 1;
         size_t vl = strlen(v);
         i += nl + 1 + vl + 1;
-        if (nl == 3 && memcmp(n, "age", 3) == 0)
-            continue; /* recomputed below */
+        if ((nl == 3 && memcmp(n, "age", 3) == 0) || n[0] == ':')
+            continue; /* Age is recomputed below; ":" lines are the cache's own */
         h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
     }
     int64_t age = m->age + (now - m->stored_at);
@@ -381,6 +378,10 @@ static void s_pull(gw_reader_t *r)
         }
         case RF_READ_DATA:
             break;
+        }
+        if (r->rc->role == GW_CACHE_JOIN && s_other_variant(r)) {
+            s_pass(r); /* the fill is another variant of this URL */
+            return;
         }
         r->started = true;
         if (s_start(r) == 1) {
