@@ -432,6 +432,163 @@ class Origin:
         self.httpd.server_close()
 
 
+class ControlledOriginHandler(OriginHandler):
+    """OriginHandler plus /_ctl/<anything>?<query>: a response whose
+    headers, timing and failures the test chooses (for the edge cache
+    tests). Every other path behaves exactly as in OriginHandler.
+
+      size=N      body of N pattern bytes (seed=K), default 1000
+      serial=1    body is "serial=<n>\\n", n counting this origin's /_ctl
+                  requests from 1 (tells apart responses that must differ)
+      status=C    status code (default 200)
+      cc=V        Cache-Control: V
+      age=N       Age: N
+      lm=S        Last-Modified S seconds ago;  etag=V  ETag: V (quote it)
+      cookie=V    Set-Cookie: V, with {serial} replaced by this request's serial
+      hdr=Name:V  an extra header (repeatable)
+      chunked=1   no Content-Length, chunked transfer coding
+      hold=NAME   the head only once release(NAME) was called (20 s at most)
+      delay=S     the head only after S seconds (after hold)
+      split=M     send the first M body bytes, then pause=S seconds, or wait
+                  for release(NAME) when gate=NAME (20 s at most), then the
+                  rest
+      cut=1       after the split (or at once without one), close the
+                  connection instead of sending the rest of the body
+      cond=1      answer 304 when If-None-Match names the etag
+      close=1     close the connection without answering
+    ControlledOrigin.override(name, **params) sets parameters for
+    /_ctl/<name> over those of the query, until changed again.
+    """
+
+    def _dispatch(self, body):
+        u = urllib.parse.urlsplit(self.path)
+        if not u.path.startswith("/_ctl/"):
+            return super()._dispatch(body)
+        self._record(body)
+        qs = urllib.parse.parse_qs(u.query, keep_blank_values=True)
+        with self.server.lock:
+            self.server.serial += 1
+            serial = self.server.serial
+            for k, v in self.server.overrides.get(u.path[len("/_ctl/"):], {}).items():
+                qs[k] = list(v) if isinstance(v, (list, tuple)) else [str(v)]
+        q = {k: v[0] for k, v in qs.items()}
+        if q.get("close"):
+            self.close_connection = True
+            return
+        if q.get("serial"):
+            data = b"serial=%d\n" % serial
+        else:
+            data = pattern_bytes(int(q.get("size", 1000)), int(q.get("seed", 1)))
+        if q.get("hold"):
+            self.server.gate(q["hold"]).wait(20)
+        if q.get("delay") and self._wait(float(q["delay"])):
+            return
+        inm = self.headers.get("If-None-Match")
+        if q.get("cond") and "etag" in q and inm is not None and q["etag"] in [t.strip() for t in inm.split(",")]:
+            self.send_response(304)
+            self.send_header("ETag", q["etag"])
+            if "cc" in q:
+                self.send_header("Cache-Control", q["cc"])
+            self.end_headers()
+            return
+        self.send_response(int(q.get("status", 200)))
+        self.send_header("Content-Type", "application/octet-stream")
+        chunked = bool(q.get("chunked"))
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        if "cc" in q:
+            self.send_header("Cache-Control", q["cc"])
+        if "age" in q:
+            self.send_header("Age", q["age"])
+        if "lm" in q:
+            self.send_header("Last-Modified", email.utils.formatdate(time.time() - float(q["lm"]), usegmt=True))
+        if "etag" in q:
+            self.send_header("ETag", q["etag"])
+        if "cookie" in q:
+            self.send_header("Set-Cookie", q["cookie"].replace("{serial}", str(serial)))
+        for h in qs.get("hdr", []):
+            k, _, v = h.partition(":")
+            self.send_header(k.strip(), v.strip())
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+
+        def out(b):
+            if not b:
+                return
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b) if chunked else b)
+            self.wfile.flush()
+
+        split = int(q.get("split", 0))
+        if split:
+            out(data[:split])
+            if "gate" in q:
+                self.server.gate(q["gate"]).wait(20)
+            elif self._wait(float(q.get("pause", 1))):
+                return
+        if q.get("cut"):
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        out(data[split:])
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+
+class ControlledOrigin(Origin):
+    """An Origin whose handler is ControlledOriginHandler: /_ctl/ paths with
+    chosen headers, delays, gates and cuts; count() of the requests seen."""
+
+    def __init__(self, root):
+        self.port = free_port()
+        httpd = _OriginServer(("127.0.0.1", self.port), ControlledOriginHandler)
+        httpd.serial = 0
+        httpd.gates = {}
+        httpd.overrides = {}
+
+        def gate(name):
+            with httpd.lock:
+                return httpd.gates.setdefault(name, threading.Event())
+
+        httpd.gate = gate
+        self._serve(httpd, root)
+
+    def release(self, name):
+        """Lets the responses waiting at gate `name` send the rest."""
+        self.httpd.gate(name).set()
+
+    def rearm(self, name):
+        """Makes later responses wait at gate `name` again."""
+        self.httpd.gate(name).clear()
+
+    def override(self, name, **params):
+        """Parameters for /_ctl/<name> that win over its query (none: clear)."""
+        with self.httpd.lock:
+            self.httpd.overrides[name] = dict(params)
+
+    def close(self):
+        with self.httpd.lock:
+            gates = list(self.httpd.gates.values())
+        for g in gates:  # nothing stays parked at a gate
+            g.set()
+        super().close()
+
+    def count(self, path, method=None):
+        """How many requests this origin received for `path` (exact, query
+        included; or every query of it when path has no '?')."""
+        n = 0
+        for r in self.requests:
+            p = r["path"] if "?" in path else r["path"].split("?", 1)[0]
+            if p == path and (method is None or r["method"] == method):
+                n += 1
+        return n
+
+
 # ---------------------------------------------------------------- media ---
 
 def make_media(d):
