@@ -31,7 +31,7 @@ typedef struct {
     h2o_generator_t super; /* first: h2o hands it back */
     h2o_multithread_message_t msg;
     atomic_bool queued;
-    bool dead, started, done, sending, pass;
+    bool dead, started, done, sending, pass, head_sent;
     gw_thread_t *thread;
     gw_req_t *rc;
     rf_cursor_t cur;
@@ -278,8 +278,8 @@ static int s_start(gw_reader_t *r)
         const char *v = n + nl + 1;
         size_t vl = strlen(v);
         i += nl + 1 + vl + 1;
-        if ((nl == 3 && memcmp(n, "age", 3) == 0) || n[0] == ':')
-            continue; /* Age is recomputed below; ":" lines are the cache's own */
+        if ((nl == 3 && memcmp(n, "age", 3) == 0) || (nl == 13 && memcmp(n, "accept-ranges", 13) == 0) || n[0] == ':')
+            continue; /* Age and Accept-Ranges are the cache's to say; ":" lines are its own */
         h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
     }
     int64_t age = m->age + (now - m->stored_at);
@@ -403,6 +403,7 @@ static void s_pull(gw_reader_t *r)
     switch (rf_cursor_read(&r->cur, r->buf, GW_SERVE_CHUNK, &n)) {
     case RF_READ_DATA: {
         bool last = r->total != UINT64_MAX && r->cur.off >= (r->cur.end != UINT64_MAX ? r->cur.end : r->total);
+        r->head_sent = true;
         s_send(r, r->buf, n, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
         return;
     }
@@ -410,6 +411,13 @@ static void s_pull(gw_reader_t *r)
         s_send(r, NULL, 0, H2O_SEND_STATE_FINAL);
         return;
     case RF_READ_WAIT:
+        /* Nothing to send yet (the fill is behind this reader's range, or
+         * the origin paused): the head goes out now, not with the first
+         * body bytes, so the client knows at once what is coming. */
+        if (!r->head_sent) {
+            r->head_sent = true;
+            s_send(r, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
+        }
         return;
     case RF_READ_FAILED:
     case RF_READ_PASS:

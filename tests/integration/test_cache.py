@@ -386,8 +386,6 @@ def test_hit_age_includes_the_origins_age(stack, origin):
     assert len(re.findall(rb"(?im)^age:", r3.raw_head)) == 1, r3.raw_head  # the origin's Age is replaced
 
 
-@pytest.mark.xfail(strict=True, reason="gw_serve adds its own Accept-Ranges beside the stored one: "
-                                       "'accept-ranges: bytes' twice, on the miss and on hits")
 def test_hit_accept_ranges_single_line(stack, origin):
     """The origin's own Accept-Ranges: bytes is stored; a hit must not send
     a second one beside it."""
@@ -777,11 +775,6 @@ def test_client_leaving_does_not_stop_a_stored_fill(stack, origin):
     assert origin.count(path) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="a request that joins a fill with a Range starting at or past the bytes "
-                                       "filled so far breaks the fill: at once the claimer's connection closes and "
-                                       "the gateway shuts its origin connection (FIN-WAIT-2 on its side), the joiner "
-                                       "gets a 206 head and no body, nothing is stored, and the fill only logs "
-                                       "'origin stalled mid-body' at read_timeout")
 def test_range_while_filling(stack, origin):
     """A waiter asking for a range that has already arrived gets its 206 at
     once; one asking for bytes not yet there gets them when they come."""
