@@ -190,6 +190,7 @@ struct gw_req_t {
     rf_obj_t *fill;           /* a function result this request computes for the cache (one reference) */
     gw_cache_role_t role;     /* how the request relates to obj */
     const char *cache_result; /* refract_cache_requests_total's result label */
+    unsigned invalidate : 1;  /* an unsafe method: a non-error answer removes the key (RFC 9111 4.4) */
     /* fetch / transform */
     struct gw_stream_t *stream;
     struct gw_transform_t *transform;

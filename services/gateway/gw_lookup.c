@@ -61,7 +61,8 @@ static void s_append(char **buf, size_t *len, size_t *cap, h2o_mem_pool_t *pool,
     if (*len + n > *cap) {
         size_t c = (*len + n) * 2 + 64;
         char *b = h2o_mem_alloc_pool(pool, c);
-        memcpy(b, *buf, *len);
+        if (*len > 0)
+            memcpy(b, *buf, *len);
         *buf = b, *cap = c;
     }
     memcpy(*buf + *len, p, n);
@@ -204,8 +205,10 @@ int gw_lookup(gw_req_t *rc)
     bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     if (!get && !head) {
         rc->cache_status = "refract; fwd=method";
-        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")))
-            rf_store_remove(store, rc->key.base, rc->key.len); /* RFC 9111 4.4 */
+        /* RFC 9111 4.4: a non-error answer to it invalidates the key
+         * (gw_proxy.c, when the head arrives) — not a refused one, or any
+         * client could evict anything with a POST. */
+        rc->invalidate = !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS"));
         return 0;
     }
     size_t n;

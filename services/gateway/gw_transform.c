@@ -168,7 +168,10 @@ static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const voi
     memcpy(blob + bl, "content-type", 13), bl += 13;
     memcpy(blob + bl, ctype, cl + 1), bl += cl + 1;
     rf_ttl_verdict_t v;
-    if (rf_ttl_decide(&rc->vhost->cache.ttl, status, hs, n, now, now, false, &v) < 0 || !v.storable || v.ttl <= 0)
+    /* A result made from a source fetched with the client's Authorization
+     * is that client's (RFC 9111 3.5), unless the source says otherwise. */
+    bool auth = h2o_find_header(&rc->req->headers, H2O_TOKEN_AUTHORIZATION, -1) != -1;
+    if (rf_ttl_decide(&rc->vhost->cache.ttl, status, hs, n, now, now, auth, &v) < 0 || !v.storable || v.ttl <= 0)
         goto fail;
     rf_meta_t meta = {.status = status,
                       .stored_at = now,

@@ -123,6 +123,19 @@ def wait_for(pred, timeout=10, what="condition", interval=0.02):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def settled_inflight(st, timeout=10):
+    """The in-flight gauge once requests of earlier tests have finished
+    (their clients may close a moment after the test moved on): counting
+    from a stale base would let a burst be released before all of it
+    arrived."""
+    deadline = time.monotonic() + timeout
+    v = st.metric("refract_http_requests_inflight") or 0
+    while v > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        v = st.metric("refract_http_requests_inflight") or 0
+    return v
+
+
 def wait_inflight(st, n, timeout=20):
     last = [None]
 
@@ -410,7 +423,7 @@ def test_set_cookie_never_replayed(stack, origin):
         got.append(stack.get(path).headers.get("Set-Cookie"))
     # and four at once, joining one fill (held at the origin)
     held = ctl("cookie-held", cc="max-age=300", cookie="session=held-{serial}; Path=/", serial=1, hold="cookie")
-    base = stack.metric("refract_http_requests_inflight") or 0
+    base = settled_inflight(stack)
     out = [None] * 4
     ts = [threading.Thread(target=lambda i=i: out.__setitem__(i, stack.get(held, timeout=20))) for i in range(4)]
     for t in ts:
@@ -494,7 +507,7 @@ def test_1000_concurrent_misses_make_one_origin_request(stack, origin):
     n = 1000
     path = ctl("thousand", cc="max-age=300", size=3000, seed=5, hold="thousand")
     data = pattern_bytes(3000, seed=5)
-    base = stack.metric("refract_http_requests_inflight") or 0
+    base = settled_inflight(stack)
 
     def all_waiting():
         # The origin holds its answer until all 1,000 requests are inside
@@ -612,7 +625,7 @@ def test_ttl0_burst_shares_origin_answers(stack, origin):
 def test_private_response_each_waiter_fetches_its_own(stack, origin):
     n, delay = 5, 0.6
     path = ctl("private", cc="private", serial=1, hold="private", delay=delay)
-    base = stack.metric("refract_http_requests_inflight") or 0
+    base = settled_inflight(stack)
     out = [None] * n
 
     def one(i):
@@ -674,7 +687,7 @@ def test_expired_object_refresh_collapses(stack, origin):
     assert_miss_stored(r1, ttl=1)
     origin.rearm("refresh")  # the refetch is held
     time.sleep(2.1)
-    base = stack.metric("refract_http_requests_inflight") or 0
+    base = settled_inflight(stack)
     out = [None] * n
     ts = [threading.Thread(target=lambda i=i: out.__setitem__(i, stack.get(path, timeout=20))) for i in range(n)]
     for t in ts:
