@@ -1269,13 +1269,13 @@ static void s_scan(rf_store_t *s)
     for (struct dirent *e; top != NULL && (e = readdir(top)) != NULL;) {
         if (e->d_name[0] == '.' || strlen(e->d_name) != 2)
             continue;
-        char sub[4096 + 8];
-        snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+        char sub[4096 + 300];
+        snprintf(sub, sizeof(sub), "%s/%.2s", path, e->d_name);
         DIR *sd = opendir(sub);
         for (struct dirent *f; sd != NULL && (f = readdir(sd)) != NULL;) {
             if (f->d_name[0] == '.')
                 continue;
-            char p[4096 + 300];
+            char p[4096 + 600];
             snprintf(p, sizeof(p), "%s/%s", sub, f->d_name);
             s_load_file(s, p);
         }
