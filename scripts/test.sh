@@ -49,7 +49,8 @@ stage integration-asan 1800 env REFRACT_BIN="$PWD/build/san/bin" ASAN_OPTIONS=de
     UBSAN_OPTIONS=print_stacktrace=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 # The threaded gateway under ThreadSanitizer, on the suites that stress its
 # threads: reload storms, bus hand-offs, worker deaths, parallel clients,
-# TLS handshakes on every thread, resolver threads. (The streaming suite's
+# TLS handshakes on every thread, resolver threads, cache fills followed
+# from every thread and purges. (The streaming suite's
 # memory bounds do not hold under TSan's shadow memory, so it is not here.)
 # Any report aborts the gateway (halt_on_error), which fails the test.
 stage tsan-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=thread OPT=-O1 build/tsan/bin/refract-gateway
@@ -57,7 +58,7 @@ stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_vhosts.py tests/integration/test_bus.py \
     tests/integration/test_hygiene.py tests/integration/test_image.py tests/integration/test_tls.py \
-    tests/integration/test_origin_tls.py
+    tests/integration/test_origin_tls.py tests/integration/test_proxy.py tests/integration/test_cache.py
 
 pass=0 fail=0 failed=""
 for i in "${!NAMES[@]}"; do
