@@ -714,6 +714,132 @@ static void s_cache_default(rf_cache_conf_t *c)
     rf_ttl_conf_default(&c->ttl);
 }
 
+/* ---- the vhost compression mapping ---------------------------------------- */
+
+static int s_ce_name(const char *t, size_t n)
+{
+    if (n == 4 && strncmp(t, "gzip", 4) == 0)
+        return RF_CE_GZIP;
+    if (n == 2 && strncmp(t, "br", 2) == 0)
+        return RF_CE_BR;
+    if (n == 2 && strncmp(t, "no", 2) == 0)
+        return RF_CE_NONE;
+    return -2;
+}
+
+static int s_compress_method(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    int m = s_ce_name(s_scalar(v), strlen(s_scalar(v)));
+    if (m != RF_CE_GZIP && m != RF_CE_BR)
+        return s_fail(c, v, "compression method is gzip or br, got '%s'", s_scalar(v));
+    *(rf_ce_t *)t = (rf_ce_t)m;
+    return 0;
+}
+
+/* "2-2048" (KB) into min_size/max_size (bytes). */
+static int s_compress_size(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_compress_conf_t *cc = (rf_compress_conf_t *)((char *)t - offsetof(rf_compress_conf_t, min_size));
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    unsigned long lo, hi;
+    char tail;
+    if (sscanf(s_scalar(v), "%lu-%lu%c", &lo, &hi, &tail) != 2 || lo > hi || hi > 1024 * 1024)
+        return s_fail(c, v, "source_size is \"MIN-MAX\" in KB such as 2-2048, got '%s'", s_scalar(v));
+    cc->min_size = lo * 1024;
+    cc->max_size = hi * 1024;
+    return 0;
+}
+
+/* One compression.txt line: "pattern[, method|no[, level]]". */
+static int s_compress_rule(s_ctx_t *c, yaml_node_t *it, rf_compress_rule_t *r)
+{
+    const char *line = s_scalar(it);
+    char *parts[3] = {NULL, NULL, NULL};
+    int n = 0, rc = -1;
+    for (const char *p = line; n < 3;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len > 0 && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        parts[n++] = strndup(p, len);
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+        if (n == 3)
+            goto bad;
+    }
+    if (parts[0] == NULL || parts[0][0] == '\0')
+        goto bad;
+    r->method = -1;
+    r->level = -1;
+    if (parts[1] != NULL && parts[1][0] != '\0' && (r->method = s_ce_name(parts[1], strlen(parts[1]))) == -2)
+        goto bad;
+    if (parts[2] != NULL && parts[2][0] != '\0') {
+        char *end;
+        long l = strtol(parts[2], &end, 10);
+        if (*end != '\0' || l < 0 || l > 11)
+            goto bad;
+        r->level = (int)l;
+    }
+    r->pattern = parts[0];
+    parts[0] = NULL;
+    rc = 0;
+bad:
+    if (rc < 0)
+        s_fail(c, it, "a compression rule is \"pattern[, gzip|br|no[, level]]\", got '%s'", line);
+    free(parts[0]), free(parts[1]), free(parts[2]);
+    return rc;
+}
+
+static int s_compress_rules(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_compress_conf_t *cc = (rf_compress_conf_t *)((char *)t - offsetof(rf_compress_conf_t, rules));
+    if (v->type != YAML_SEQUENCE_NODE)
+        return s_fail(c, v, "compression.rules is a list of \"pattern, method, level\" lines");
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if ((cc->rules = calloc(n ? n : 1, sizeof(*cc->rules))) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(&c->doc, v->data.sequence.items.start[i]);
+        if (it == NULL || it->type != YAML_SCALAR_NODE)
+            return s_fail(c, it ? it : v, "compression rules are strings");
+        if (s_compress_rule(c, it, &cc->rules[i]) < 0)
+            return -1;
+        cc->n_rules = i + 1;
+    }
+    return 0;
+}
+
+static int s_compression(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("status", s_bool, rf_compress_conf_t, enable),
+                                   K("method", s_compress_method, rf_compress_conf_t, method),
+                                   K("level", s_int, rf_compress_conf_t, level),
+                                   K("source_size", s_compress_size, rf_compress_conf_t, min_size),
+                                   K("rules", s_compress_rules, rf_compress_conf_t, rules),
+                                   {0}};
+    rf_compress_conf_t *cc = t;
+    if (s_walk(c, v, keys, t, "compression") < 0)
+        return -1;
+    if (cc->level > (cc->method == RF_CE_BR ? 11 : 9) || (cc->method == RF_CE_GZIP && cc->level < 1))
+        return s_fail(c, v, "compression level: gzip 1-9, br 0-11");
+    return 0;
+}
+
+static void s_compression_clear(rf_compress_conf_t *cc)
+{
+    for (size_t i = 0; i < cc->n_rules; i++)
+        free(cc->rules[i].pattern);
+    free(cc->rules);
+    cc->rules = NULL;
+    cc->n_rules = 0;
+}
+
 /* A vhost as parsed, before defaults are applied: `set` flags record which
  * dims keys were given so vhost_defaults only fill the rest. */
 typedef struct {
@@ -835,6 +961,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
+                                   {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
                                    {"tls", s_vhost_tls, offsetof(s_vhost_t, v.tls)},
                                    {0}};
     _Static_assert(offsetof(rf_vhost_conf_t, n_aliases) - offsetof(rf_vhost_conf_t, aliases) ==
@@ -898,6 +1025,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         vh.v.dims.keyword = NULL;
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
             return s_fail(c, it, "out of memory");
+        vh.v.compression = (rf_compress_conf_t){.method = RF_CE_GZIP, .level = 6, .min_size = 2048, .max_size = 2048 * 1024};
         int rc = s_vhost(c, it, &vh);
         free(vh.origin_url);
         s_vhost_origin_tls_clear(&vh);
@@ -1091,6 +1219,7 @@ void rf_config_destroy(rf_config_t **self_p)
         rf_origin_clear(&v->origin);
         free(v->dims.keyword);
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
+        s_compression_clear(&v->compression);
         free(v->tls.cert);
         free(v->tls.key);
     }

@@ -67,6 +67,28 @@ typedef enum {
     RF_QUERY_KEEP, /* only the listed parameters, in request order */
 } rf_query_mode_t;
 
+typedef enum { RF_CE_NONE = 0, RF_CE_GZIP = 1, RF_CE_BR = 2 } rf_ce_t;
+
+/* One line of the seed's compression.txt: "{pattern}, {method|no}, {level}"
+ * (method and level may be empty: the vhost's defaults). */
+typedef struct {
+    char *pattern; /* fnmatch over the canonical path ('*' crosses '/') */
+    int method;    /* rf_ce_t, or -1 for the default; RF_CE_NONE = "no" */
+    int level;     /* -1: the default */
+} rf_compress_rule_t;
+
+/* A vhost's `compression` mapping (seed <Compression Method Level
+ * SourceSize> + compression.txt). */
+typedef struct {
+    bool enable;
+    rf_ce_t method;   /* default gzip */
+    int level;        /* default 6 (gzip 1-9, br 0-11) */
+    size_t min_size;  /* source_size "2-2048" (KB): bodies outside are sent as they are */
+    size_t max_size;
+    rf_compress_rule_t *rules; /* in order, first match wins; none: by content type */
+    size_t n_rules;
+} rf_compress_conf_t;
+
 /* A vhost's edge cache: the `cache` mapping. */
 typedef struct {
     bool enable;      /* default true: http(s) origins and function results are cached */
@@ -85,6 +107,7 @@ typedef struct {
     rf_origin_t origin;
     rf_dims_conf_t dims;
     rf_cache_conf_t cache;
+    rf_compress_conf_t compression;
     rf_tls_cert_t tls; /* served to clients whose SNI names this vhost; NULLs = the default */
 } rf_vhost_conf_t;
 

@@ -238,6 +238,14 @@ const char *gw_stored_header(const char *blob, size_t len, const char *name, siz
 void gw_serve(gw_req_t *rc);
 void gw_serve_on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
+/* gw_compress.c: for a hit, the object's compressed variant this client
+ * accepts (made now, once, when missing; a new reference), or NULL to send
+ * the object as it is. */
+rf_obj_t *gw_compress_variant(gw_req_t *rc, rf_obj_t *o);
+/* Whether the vhost would compress this object for some client (its
+ * identity answer then says Vary: Accept-Encoding). */
+bool gw_compress_applies(gw_req_t *rc, rf_obj_t *o);
+
 /* gw_fill.c: fills `obj` (a claimed object) from the request's http
  * origin. With `stale` (the expired object it replaces; borrowed) the
  * origin is asked conditionally: a 304 remakes the object from the stale

@@ -282,6 +282,9 @@ static int s_start(gw_reader_t *r)
             continue; /* Age and Accept-Ranges are the cache's to say; ":" lines are its own */
         h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
     }
+    size_t vl;
+    if (gw_stored_header(hdrs, hlen, "vary", &vl) == NULL && gw_compress_applies(rc, o))
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("accept-encoding"));
     int64_t age = m->age + (now - m->stored_at);
     if (rc->role == GW_CACHE_HIT || age > 0) {
         char a[24];
@@ -465,6 +468,11 @@ void gw_serve(gw_req_t *rc)
     r->rc = rc;
     atomic_init(&r->queued, false);
     bool first = rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH;
+    if (rc->role == GW_CACHE_HIT) {
+        rf_obj_t *v = gw_compress_variant(rc, obj);
+        if (v != NULL)
+            rf_obj_unref(&obj), obj = v;
+    }
     int ok = rf_cursor_init(&r->cur, obj, first, s_wake);
     rf_obj_unref(&obj);
     if (ok < 0) {

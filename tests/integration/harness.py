@@ -334,6 +334,10 @@ class OriginHandler(BaseHTTPRequestHandler):
             ".webp": "image/webp",
             ".txt": "text/plain",
             ".html": "text/html",
+            ".css": "text/css",
+            ".json": "application/json",
+            ".js": "application/javascript",
+            ".svg": "image/svg+xml",
         }.get(ext, "application/octet-stream")
 
     def _serve_file(self, urlpath):
