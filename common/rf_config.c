@@ -840,6 +840,94 @@ static void s_compression_clear(rf_compress_conf_t *cc)
     cc->n_rules = 0;
 }
 
+/* ---- the content chain ------------------------------------------------------ */
+
+bool rf_link_matches(const rf_link_conf_t *l, int status)
+{
+    for (size_t i = 0; l->vhost != NULL && i < l->n_when; i++)
+        if (status >= l->when[i].lo && status <= l->when[i].hi)
+            return true;
+    return false;
+}
+
+/* "404, 5xx" into the link's status ranges. */
+static int s_link_condition(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_link_conf_t *l = (rf_link_conf_t *)((char *)t - offsetof(rf_link_conf_t, when));
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    const char *p = s_scalar(v);
+    l->n_when = 0;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        if (l->n_when == 16)
+            return s_fail(c, v, "at most 16 link conditions");
+        int d = p[0] - '0';
+        if (d >= 1 && d <= 5 && (p[1] == 'x' || p[1] == 'X') && (p[2] == 'x' || p[2] == 'X')) {
+            l->when[l->n_when].lo = d * 100, l->when[l->n_when++].hi = d * 100 + 99;
+            p += 3;
+        } else if (p[0] >= '1' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9') {
+            int code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+            l->when[l->n_when].lo = l->when[l->n_when].hi = code;
+            l->n_when++;
+            p += 3;
+        } else {
+            return s_fail(c, v, "a link condition is a status (404) or a class (5xx), got '%s'", s_scalar(v));
+        }
+        if (*p && *p != ',' && *p != ' ')
+            return s_fail(c, v, "a link condition is a status (404) or a class (5xx), got '%s'", s_scalar(v));
+    }
+    if (l->n_when == 0)
+        return s_fail(c, v, "link.condition names no status");
+    return 0;
+}
+
+static int s_link(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("vhost", s_str, rf_link_conf_t, vhost),
+                                   K("condition", s_link_condition, rf_link_conf_t, when), {0}};
+    rf_link_conf_t *l = t;
+    if (s_walk(c, v, keys, t, "link") < 0)
+        return -1;
+    if (l->vhost == NULL || l->n_when == 0)
+        return s_fail(c, v, "link needs vhost and condition");
+    return 0;
+}
+
+/* Every link names another http(s) vhost and no chain comes back to where
+ * it started (checked once all vhosts are known). */
+static int s_links_check(s_ctx_t *c, yaml_node_t *seq)
+{
+    rf_config_t *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->n_vhosts; i++) {
+        const rf_vhost_conf_t *v = &cfg->vhosts[i];
+        if (v->link.vhost == NULL)
+            continue;
+        yaml_node_t *at = yaml_document_get_node(&c->doc, seq->data.sequence.items.start[i]);
+        size_t cur = i;
+        for (size_t hops = 0;; hops++) {
+            const char *to = cfg->vhosts[cur].link.vhost;
+            if (to == NULL)
+                break;
+            size_t j = 0;
+            while (j < cfg->n_vhosts && strcmp(cfg->vhosts[j].name, to) != 0)
+                j++;
+            if (j == cfg->n_vhosts)
+                return s_fail(c, at, "vhost '%s': link to '%s', which is not a vhost", cfg->vhosts[cur].name, to);
+            if (cfg->vhosts[j].origin.kind != RF_ORIGIN_HTTP)
+                return s_fail(c, at, "vhost '%s': link target '%s' must have an http(s) origin",
+                              cfg->vhosts[cur].name, to);
+            if (j == i || hops > cfg->n_vhosts)
+                return s_fail(c, at, "vhost '%s': content chain loop (it leads back to itself)", v->name);
+            cur = j;
+        }
+    }
+    return 0;
+}
+
 /* A vhost as parsed, before defaults are applied: `set` flags record which
  * dims keys were given so vhost_defaults only fill the rest. */
 typedef struct {
@@ -962,6 +1050,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
+                                   {"link", s_link, offsetof(s_vhost_t, v.link)},
                                    {"tls", s_vhost_tls, offsetof(s_vhost_t, v.tls)},
                                    {0}};
     _Static_assert(offsetof(rf_vhost_conf_t, n_aliases) - offsetof(rf_vhost_conf_t, aliases) ==
@@ -1042,7 +1131,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         if (vh.v.is_default && ++n_default > 1)
             return s_fail(c, it, "only one vhost may be the default");
     }
-    return 0;
+    return s_links_check(c, seq);
 }
 
 static int s_root(s_ctx_t *c, yaml_node_t *root)
@@ -1220,6 +1309,7 @@ void rf_config_destroy(rf_config_t **self_p)
         free(v->dims.keyword);
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         s_compression_clear(&v->compression);
+        free(v->link.vhost);
         free(v->tls.cert);
         free(v->tls.key);
     }

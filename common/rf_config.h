@@ -99,6 +99,16 @@ typedef struct {
     size_t n_query_keep;
 } rf_cache_conf_t;
 
+/* Content chain (seed <VhostLink Condition="404">): on these origin
+ * statuses, the same path is asked of another vhost's origin. */
+typedef struct {
+    char *vhost; /* the target vhost's name; NULL: no link */
+    struct {
+        int lo, hi;
+    } when[16];   /* statuses, as inclusive ranges ("404" or "5xx") */
+    size_t n_when;
+} rf_link_conf_t;
+
 typedef struct {
     char *name;     /* exact host, or "*.example.com" */
     char **aliases; /* same forms as name */
@@ -108,6 +118,7 @@ typedef struct {
     rf_dims_conf_t dims;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
+    rf_link_conf_t link;
     rf_tls_cert_t tls; /* served to clients whose SNI names this vhost; NULLs = the default */
 } rf_vhost_conf_t;
 
@@ -179,6 +190,9 @@ rf_config_t *rf_config_load_string(const char *text, size_t len, const char *nam
  * common/rf_config.def: docs/configuration.md embeds these tables, and a
  * unit test keeps them equal. */
 void rf_config_write_reference(FILE *out, const char *section);
+
+/* Whether `status` is one of the link's conditions. */
+bool rf_link_matches(const rf_link_conf_t *l, int status);
 
 /* Frees the config; safe on NULL and twice. */
 void rf_config_destroy(rf_config_t **self_p);

@@ -330,6 +330,20 @@ int gw_proxy_passes_header(const struct phr_header *headers, size_t n, size_t i)
  * request); without, a GET with the client's end-to-end headers minus
  * Range and conditionals (a transform source, a cache fill). */
 h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers, int *is_head);
+/* What an origin request head is made of, for code that holds no request
+ * (a cache fill following a content chain). All borrowed. */
+typedef struct {
+    const rf_origin_t *origin;
+    h2o_iovec_t path; /* canonical, with any query */
+    h2o_iovec_t method, entity; /* used with forward only */
+    const h2o_headers_t *headers;
+    const char *peer; /* client address for X-Forwarded-For, or NULL */
+    const char *request_id;
+    int forward; /* as gw_proxy_request's forward_headers */
+} gw_origin_request_t;
+h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_t *q, int *is_head);
+/* The client's address as text ("" when unknown) into peer[len]. */
+void gw_proxy_peer(h2o_req_t *req, char *peer, size_t len);
 
 /* gw_file.c: file origins. */
 /* Serves the request's canonical path from the vhost's directory with

@@ -43,6 +43,12 @@ typedef struct {
      * the variant a Vary response is stored as. */
     h2o_mem_pool_t pool;
     h2o_headers_t req_headers;
+    /* Content chain: the path asked (in pool), the client's address, and
+     * how many links were followed. */
+    h2o_iovec_t target;
+    char peer[64];
+    int hops;
+    const rf_vhost_conf_t *link_vhost; /* the vhost last linked to */
 } gw_fill_t;
 
 static void s_fill_free(gw_fill_t *f)
@@ -307,12 +313,54 @@ static h2o_iovec_t s_conditional(gw_fill_t *f, h2o_mem_pool_t *pool, h2o_iovec_t
     return h2o_iovec_init(out, (size_t)k);
 }
 
+static const gw_fetch_cbs_t s_cbs;
+
+/* Content chain (seed <VhostLink Condition="404">): the answer's status
+ * sends the same path to the linked vhost's origin. Returns 1 when a new
+ * fetch replaced the current one (the caller ends the current one). The
+ * object keeps the first vhost's key and cache policy. Config load refuses
+ * loops and missing targets; the hop limit guards a reload race. */
+static int s_follow_link(gw_fill_t *f, int status)
+{
+    const rf_vhost_conf_t *from = f->hops == 0 ? f->vhost : f->link_vhost;
+    if (f->hops >= 8 || !rf_link_matches(&from->link, status))
+        return 0;
+    const rf_vhost_conf_t *to = gw_vhosts_match(f->vhosts, from->link.vhost, strlen(from->link.vhost));
+    if (to == NULL || strcmp(to->name, from->link.vhost) != 0 || to->origin.kind != RF_ORIGIN_HTTP)
+        return 0;
+    const char *why = NULL;
+    gw_upstream_t *up = gw_thread_upstream(f->thread, &to->origin, &why);
+    if (up == NULL)
+        return 0;
+    gw_origin_request_t q = {.origin = &to->origin,
+                             .path = f->target,
+                             .headers = &f->req_headers,
+                             .peer = f->peer,
+                             .request_id = f->request_id,
+                             .forward = 0};
+    int is_head;
+    h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);
+    gw_fetch_t *next = gw_fetch_start(up, request, is_head, &s_cbs, f);
+    if (next == NULL)
+        return 0;
+    rf_log(RF_LOG_INFO, f->request_id, "content chain: %s answered %d, asking %s", from->name, status, to->name);
+    const char *l[] = {to->name, "http"};
+    rf_metric_add(gw_m.origin_requests, l, 1);
+    snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
+    f->link_vhost = to;
+    f->hops++;
+    f->fetch = next;
+    return 1;
+}
+
 static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_header *headers, size_t n,
                      int64_t content_length)
 {
     gw_fill_t *f = arg;
     const char *l[] = {f->vhost->name};
     rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(fetch) / 1e6);
+    if (!f->has_stale && s_follow_link(f, status))
+        return -1; /* this answer is dropped; the linked origin's follows */
     if (f->has_stale && status == 304) {
         s_revalidated(f, headers, n);
         return 0; /* the (empty) body ends the fetch */
@@ -494,6 +542,8 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
     }
     /* The whole object, whatever this client's Range or validators. */
     h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
+    f->target = h2o_strdup(&f->pool, target.base, target.len);
+    gw_proxy_peer(req, f->peer, sizeof(f->peer));
     int is_head;
     h2o_iovec_t request = gw_proxy_request(rc, target.base, target.len, 0, &is_head);
     if (f->has_stale)

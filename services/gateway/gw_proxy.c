@@ -366,34 +366,38 @@ static void s_on_fetch_error(gw_fetch_t *f, void *arg, int status, const char *w
 static const gw_fetch_cbs_t s_fetch_cbs = {s_on_head, s_on_body, s_on_fetch_error};
 
 /* Whether any Connection header of the client request names `name`. */
-static int s_client_nominated(h2o_req_t *req, const char *name, size_t len)
+static int s_client_nominated(const h2o_headers_t *headers, const char *name, size_t len)
 {
-    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_CONNECTION, i)) != -1;)
-        if (s_named_in_connection(req->headers.entries[i].value.base, req->headers.entries[i].value.len, name, len))
+    for (ssize_t i = -1; (i = h2o_find_header(headers, H2O_TOKEN_CONNECTION, i)) != -1;)
+        if (s_named_in_connection(headers->entries[i].value.base, headers->entries[i].value.len, name, len))
             return 1;
     return 0;
 }
 
-/* Builds the origin request head: the client's end-to-end headers, the
- * origin's Host, X-Forwarded-For and X-Request-Id. */
-h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers, int *is_head)
+void gw_proxy_peer(h2o_req_t *req, char *peer, size_t len)
 {
-    h2o_req_t *req = rc->req;
-    const rf_origin_t *o = &rc->vhost->origin;
-    h2o_iovec_t method = forward_headers ? req->method : h2o_iovec_init(H2O_STRLIT("GET"));
-    *is_head = h2o_memis(method.base, method.len, H2O_STRLIT("HEAD"));
-    size_t cap = 256 + method.len + strlen(o->prefix) + path_len + strlen(o->host) + req->entity.len;
-    for (size_t i = 0; i < req->headers.size; i++)
-        cap += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
-    char peer[INET6_ADDRSTRLEN + 1] = "";
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername ? req->conn->callbacks->get_peername(req->conn, (void *)&ss) : 0;
+    peer[0] = '\0';
     if (sl > 0 && ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, peer, sizeof(peer));
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, peer, (socklen_t)len);
     else if (sl > 0 && ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, peer, sizeof(peer));
-    cap += sizeof(peer) + 32;
-    char *buf = h2o_mem_alloc_pool(&req->pool, cap);
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, peer, (socklen_t)len);
+}
+
+h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_t *q, int *is_head)
+{
+    const rf_origin_t *o = q->origin;
+    const h2o_headers_t *headers = q->headers;
+    h2o_iovec_t method = q->forward ? q->method : h2o_iovec_init(H2O_STRLIT("GET"));
+    h2o_iovec_t entity = q->forward ? q->entity : h2o_iovec_init(NULL, 0);
+    *is_head = h2o_memis(method.base, method.len, H2O_STRLIT("HEAD"));
+    size_t cap = 256 + method.len + strlen(o->prefix) + q->path.len + strlen(o->host) + entity.len;
+    for (size_t i = 0; i < headers->size; i++)
+        cap += headers->entries[i].name->len + headers->entries[i].value.len + 4;
+    const char *peer = q->peer ? q->peer : "";
+    cap += strlen(peer) + strlen(q->request_id) + 64;
+    char *buf = h2o_mem_alloc_pool(pool, cap);
     size_t off = 0;
     int xff_done = 0;
 #define APPEND(p, l) (memcpy(buf + off, (p), (l)), off += (l))
@@ -401,7 +405,7 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
     APPEND(method.base, method.len);
     APPENDS(" ");
     APPENDS(o->prefix);
-    APPEND(path, path_len);
+    APPEND(q->path.base, q->path.len);
     APPENDS(" HTTP/1.1\r\nhost: ");
     APPENDS(o->host);
     if (o->port != (o->https ? 443 : 80)) {
@@ -413,16 +417,16 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
         APPENDS(p);
     }
     APPENDS("\r\n");
-    for (size_t i = 0; i < req->headers.size; i++) {
-        const h2o_header_t *h = &req->headers.entries[i];
+    for (size_t i = 0; i < headers->size; i++) {
+        const h2o_header_t *h = &headers->entries[i];
         if (s_is_hop(h->name->base, h->name->len) || h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("host")) ||
             h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")) ||
-            s_client_nominated(req, h->name->base, h->name->len))
+            s_client_nominated(headers, h->name->base, h->name->len))
             continue;
-        /* A transform needs the whole, current source: no ranges or
-         * conditionals from the client reach the origin then. */
-        if (!forward_headers && (h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("range")) ||
-                                 h2o_memis(h->name->base, h->name->len > 3 ? 3 : h->name->len, H2O_STRLIT("if-"))))
+        /* A transform or a cache fill needs the whole, current object: no
+         * ranges or conditionals from the client reach the origin then. */
+        if (!q->forward && (h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("range")) ||
+                            h2o_memis(h->name->base, h->name->len > 3 ? 3 : h->name->len, H2O_STRLIT("if-"))))
             continue;
         APPEND(h->name->base, h->name->len);
         APPENDS(": ");
@@ -440,19 +444,35 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
         APPENDS("\r\n");
     }
     APPENDS("x-request-id: ");
-    APPENDS(rc->request_id);
+    APPENDS(q->request_id);
     APPENDS("\r\n");
-    if (forward_headers && req->entity.base != NULL) {
+    if (entity.base != NULL) {
         char cl[48];
-        snprintf(cl, sizeof(cl), "content-length: %zu\r\n", req->entity.len);
+        snprintf(cl, sizeof(cl), "content-length: %zu\r\n", entity.len);
         APPENDS(cl);
     }
     APPENDS("\r\n");
-    if (forward_headers && req->entity.base != NULL)
-        APPEND(req->entity.base, req->entity.len);
+    if (entity.base != NULL)
+        APPEND(entity.base, entity.len);
 #undef APPEND
 #undef APPENDS
     return h2o_iovec_init(buf, off);
+}
+
+h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, int forward_headers, int *is_head)
+{
+    h2o_req_t *req = rc->req;
+    char peer[INET6_ADDRSTRLEN + 1];
+    gw_proxy_peer(req, peer, sizeof(peer));
+    gw_origin_request_t q = {.origin = &rc->vhost->origin,
+                             .path = h2o_iovec_init(path, path_len),
+                             .method = req->method,
+                             .headers = &req->headers,
+                             .entity = req->entity,
+                             .peer = peer,
+                             .request_id = rc->request_id,
+                             .forward = forward_headers};
+    return gw_proxy_request_head(&req->pool, &q, is_head);
 }
 
 void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t path_len, int forward_headers,
