@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -928,6 +929,105 @@ static int s_links_check(s_ctx_t *c, yaml_node_t *seq)
     return 0;
 }
 
+/* ---- bypass ------------------------------------------------------------------- */
+
+bool rf_bypass_matches(const rf_bypass_conf_t *b, const char *path)
+{
+    for (size_t i = 0; i < b->n_rules; i++)
+        if (fnmatch(b->rules[i].pattern, path, 0) == 0)
+            return !b->rules[i].cache;
+    return b->get;
+}
+
+static int s_bypass_rules(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_bypass_conf_t *b = (rf_bypass_conf_t *)((char *)t - offsetof(rf_bypass_conf_t, rules));
+    if (v->type != YAML_SEQUENCE_NODE)
+        return s_fail(c, v, "bypass.rules is a list of \"pattern[, cache]\" lines");
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if ((b->rules = calloc(n ? n : 1, sizeof(*b->rules))) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(&c->doc, v->data.sequence.items.start[i]);
+        if (it == NULL || it->type != YAML_SCALAR_NODE)
+            return s_fail(c, it ? it : v, "bypass rules are strings");
+        const char *line = s_scalar(it), *comma = strchr(line, ',');
+        size_t pl = comma ? (size_t)(comma - line) : strlen(line);
+        while (pl > 0 && line[pl - 1] == ' ')
+            pl--;
+        const char *word = comma ? comma + 1 : "";
+        while (*word == ' ')
+            word++;
+        if (pl == 0 || (*word && strcmp(word, "cache") != 0 && strcmp(word, "bypass") != 0))
+            return s_fail(c, it, "a bypass rule is \"pattern[, cache|bypass]\", got '%s'", line);
+        if ((b->rules[i].pattern = strndup(line, pl)) == NULL)
+            return -1;
+        b->rules[i].cache = strcmp(word, "cache") == 0;
+        b->n_rules = i + 1;
+    }
+    return 0;
+}
+
+/* post: POST is never cached, so only `on` (the seed's setting) is valid. */
+static int s_bypass_post(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    bool on = true;
+    (void)t;
+    if (s_bool(c, v, &on) < 0)
+        return -1;
+    if (!on)
+        return s_fail(c, v, "bypass.post: POST requests always go to the origin; only `on` is valid");
+    return 0;
+}
+
+static int s_bypass(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("get", s_bool, rf_bypass_conf_t, get),
+                                   K("post", s_bypass_post, rf_bypass_conf_t, get),
+                                   K("rules", s_bypass_rules, rf_bypass_conf_t, rules), {0}};
+    return s_walk(c, v, keys, t, "bypass");
+}
+
+/* ---- url_rewrite ------------------------------------------------------------ */
+
+static int s_rewrite_log(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    if (strcmp(s_scalar(v), "replace") == 0)
+        *(bool *)t = true;
+    else if (strcmp(s_scalar(v), "original") == 0)
+        *(bool *)t = false;
+    else
+        return s_fail(c, v, "access_log is replace or original, got '%s'", s_scalar(v));
+    return 0;
+}
+
+static int s_rewrites(s_ctx_t *c, yaml_node_t *seq)
+{
+    static const s_key_t keys[] = {K("pattern", s_str, rf_rewrite_t, pattern),
+                                   K("replace", s_str, rf_rewrite_t, replace),
+                                   K("access_log", s_rewrite_log, rf_rewrite_t, log_replaced), {0}};
+    rf_config_t *cfg = c->cfg;
+    if (seq->type != YAML_SEQUENCE_NODE)
+        return s_fail(c, seq, "url_rewrite is a list of {pattern, replace, access_log}");
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if ((cfg->rewrites = calloc(n ? n : 1, sizeof(*cfg->rewrites))) == NULL)
+        return s_fail(c, seq, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(&c->doc, seq->data.sequence.items.start[i]);
+        cfg->n_rewrites = i + 1;
+        if (s_walk(c, it, keys, &cfg->rewrites[i], "url_rewrite") < 0)
+            return -1;
+        const rf_rewrite_t *r = &cfg->rewrites[i];
+        if (r->pattern == NULL || r->replace == NULL || r->pattern[0] == '\0')
+            return s_fail(c, it, "a url_rewrite rule needs pattern and replace");
+        if (strchr(r->replace, '/') == NULL || r->replace[0] == '/')
+            return s_fail(c, it, "url_rewrite replace is \"host/path\", got '%s'", r->replace);
+    }
+    return 0;
+}
+
 /* A vhost as parsed, before defaults are applied: `set` flags record which
  * dims keys were given so vhost_defaults only fill the rest. */
 typedef struct {
@@ -1051,6 +1151,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
                                    {"link", s_link, offsetof(s_vhost_t, v.link)},
+                                   {"bypass", s_bypass, offsetof(s_vhost_t, v.bypass)},
                                    {"tls", s_vhost_tls, offsetof(s_vhost_t, v.tls)},
                                    {0}};
     _Static_assert(offsetof(rf_vhost_conf_t, n_aliases) - offsetof(rf_vhost_conf_t, aliases) ==
@@ -1172,6 +1273,8 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
             r = cfg->vhosts ? s_fail(c, k, "duplicate key 'vhosts'") : s_vhosts(c, v, &defs);
         else if (strcmp(key, "vhost_defaults") == 0)
             r = 0;
+        else if (strcmp(key, "url_rewrite") == 0)
+            r = s_rewrites(c, v);
         else if (s_schema_section(key))
             r = s_schema_walk(c, v, key);
         else
@@ -1310,10 +1413,16 @@ void rf_config_destroy(rf_config_t **self_p)
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         s_compression_clear(&v->compression);
         free(v->link.vhost);
+        for (size_t k = 0; k < v->bypass.n_rules; k++)
+            free(v->bypass.rules[k].pattern);
+        free(v->bypass.rules);
         free(v->tls.cert);
         free(v->tls.key);
     }
     free(cfg->vhosts);
+    for (size_t i = 0; i < cfg->n_rewrites; i++)
+        free(cfg->rewrites[i].pattern), free(cfg->rewrites[i].replace);
+    free(cfg->rewrites);
     free(cfg->image_worker.metrics_listen.host);
     free(cfg);
     *self_p = NULL;

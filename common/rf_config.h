@@ -89,6 +89,19 @@ typedef struct {
     size_t n_rules;
 } rf_compress_conf_t;
 
+/* One line of the seed's bypass.txt: "pattern[, cache|bypass]". */
+typedef struct {
+    char *pattern; /* fnmatch over the canonical path */
+    bool cache;    /* ", cache": an exception to bypassing */
+} rf_bypass_rule_t;
+
+/* A vhost's `bypass` mapping (seed BypassGetRequest + bypass.txt). */
+typedef struct {
+    bool get; /* every GET/HEAD goes to the origin uncached, except "cache" rules */
+    rf_bypass_rule_t *rules;
+    size_t n_rules;
+} rf_bypass_conf_t;
+
 /* A vhost's edge cache: the `cache` mapping. */
 typedef struct {
     bool enable;      /* default true: http(s) origins and function results are cached */
@@ -119,8 +132,19 @@ typedef struct {
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
     rf_link_conf_t link;
+    rf_bypass_conf_t bypass;
     rf_tls_cert_t tls; /* served to clients whose SNI names this vhost; NULLs = the default */
 } rf_vhost_conf_t;
+
+/* One URL rewrite rule (seed <URLRewrite AccessLog="Replace"><Pattern>
+ * <Replace>): PCRE2 `pattern` over "host/path?query"; the subject is
+ * replaced by `replace` with #1..#9 for its groups, and the result routes
+ * as "newhost/newpath?query". */
+typedef struct {
+    char *pattern;
+    char *replace;
+    bool log_replaced; /* access_log: replace (log the new URL) or original */
+} rf_rewrite_t;
 
 typedef struct {
     char *path; /* the file it was loaded from (or the name given) */
@@ -164,6 +188,9 @@ typedef struct {
     rf_vhost_conf_t *vhosts;
     size_t n_vhosts;
 
+    rf_rewrite_t *rewrites; /* url_rewrite, in order: the first match applies */
+    size_t n_rewrites;
+
     struct {
         rf_listen_t metrics_listen;
         int jobs;             /* jobs run at once (capacity announced) */
@@ -190,6 +217,10 @@ rf_config_t *rf_config_load_string(const char *text, size_t len, const char *nam
  * common/rf_config.def: docs/configuration.md embeds these tables, and a
  * unit test keeps them equal. */
 void rf_config_write_reference(FILE *out, const char *section);
+
+/* Whether a GET to canonical path `path` (NUL-terminated) bypasses the
+ * cache on this vhost: the first matching rule decides, else `get`. */
+bool rf_bypass_matches(const rf_bypass_conf_t *b, const char *path);
 
 /* Whether `status` is one of the link's conditions. */
 bool rf_link_matches(const rf_link_conf_t *l, int status);

@@ -40,6 +40,8 @@ typedef struct {
      * with its own certificate (NULL otherwise); NULL without a TLS listener. */
     struct ssl_ctx_st *tls_def;
     struct ssl_ctx_st **tls_vhost;
+    /* url_rewrite patterns, compiled (pcre2_code *), one per rule. */
+    void **rewrite_re;
 } gw_vhosts_t;
 
 typedef struct {
@@ -176,6 +178,8 @@ struct gw_req_t {
     /* recv */
     h2o_iovec_t path;        /* canonical path (rf_path), in the request pool */
     h2o_iovec_t query;       /* "" or "?…" exactly as the client sent it (no control bytes) */
+    h2o_iovec_t host;        /* the Host routing uses (a url_rewrite may change it) */
+    h2o_iovec_t log_url;     /* logged instead of the request's path (url_rewrite access_log: replace) */
     unsigned close_conn : 1; /* answer and close: the connection's framing is suspect */
     /* route */
     const rf_vhost_conf_t *vhost;
@@ -203,6 +207,7 @@ struct gw_req_t {
  *
  *   gw_req.c        the h2o handler: request id, then the stages below
  *   gw_recv.c       framing checks, canonical path, Range policy
+ *   gw_rewrite.c    url_rewrite: may change host, path and query
  *   gw_route.c      vhost by Host, function by path (gw_func.c)
  *   gw_lookup.c     the cache key; hit, join a fill, claim a fill, or bypass
  *   gw_serve.c      answers from a cache object (a hit, or following a fill
@@ -216,6 +221,12 @@ struct gw_req_t {
 
 /* gw_recv.c */
 int gw_recv(gw_req_t *rc);
+
+/* gw_rewrite.c: url_rewrite, before the vhost is chosen. */
+int gw_rewrite(gw_req_t *rc);
+/* Compiles the table's url_rewrite patterns. 0, or -1 with *err malloc'd. */
+int gw_rewrite_compile(gw_vhosts_t *v, char **err);
+void gw_rewrite_free(gw_vhosts_t *v);
 
 /* gw_route.c */
 int gw_route(gw_req_t *rc);

@@ -106,7 +106,9 @@ void gw_deliver_log(gw_req_t *rc)
     rf_metric_gauge_add(gw_m.http_inflight, NULL, -1);
     if (rc->thread->server->cfg->gateway.access_log)
         rf_log(RF_LOG_INFO, rc->request_id, "%.*s %s %.*s %d %zuB %.1fms %s%s%s", (int)req->method.len,
-               req->method.base, vhost, (int)(req->path.len > 512 ? 512 : req->path.len), req->path.base,
+               req->method.base, vhost, (int)(rc->log_url.base ? (rc->log_url.len > 512 ? 512 : rc->log_url.len)
+                                                              : (req->path.len > 512 ? 512 : req->path.len)),
+               rc->log_url.base ? rc->log_url.base : req->path.base,
                status[0] == '0' ? 0 : req->res.status, req->bytes_sent, secs * 1000, rc->cache_status,
                rc->note ? " " : "", rc->note ? rc->note : "");
 }

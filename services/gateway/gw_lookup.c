@@ -21,6 +21,7 @@
 
 #include "gw.h"
 #include "rf_log.h"
+#include "rf_path.h"
 #include "rf_ttl.h"
 
 /* Whether parameter name[0..len) is in the vhost's keep list. */
@@ -210,6 +211,16 @@ int gw_lookup(gw_req_t *rc)
          * client could evict anything with a POST. */
         rc->invalidate = !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS"));
         return 0;
+    }
+    if (rc->vhost->bypass.get || rc->vhost->bypass.n_rules > 0) {
+        /* Bypass (seed BypassGetRequest + bypass.txt): straight to the
+         * origin, uncached, unless a ", cache" rule names the path. */
+        char path[RF_PATH_MAX + 1];
+        size_t pl = rc->path.len < RF_PATH_MAX ? rc->path.len : RF_PATH_MAX;
+        memcpy(path, rc->path.base, pl);
+        path[pl] = '\0';
+        if (rf_bypass_matches(&rc->vhost->bypass, path))
+            return 0;
     }
     size_t n;
     rf_hdr_t *h = s_req_hdrs(req, &n);

@@ -16,10 +16,11 @@ static int s_method_ok(h2o_req_t *req)
 int gw_route(gw_req_t *rc)
 {
     h2o_req_t *req = rc->req;
-    rc->vhost = gw_vhosts_match(rc->vhosts, req->authority.base, req->authority.len);
+    h2o_iovec_t host = rc->host.base != NULL ? rc->host : req->authority;
+    rc->vhost = gw_vhosts_match(rc->vhosts, host.base, host.len);
     if (rc->vhost == NULL) {
-        gw_send_error(rc, 404, "Not Found", "no virtual host serves '%.*s'",
-                      (int)(req->authority.len > 100 ? 100 : req->authority.len), req->authority.base);
+        gw_send_error(rc, 404, "Not Found", "no virtual host serves '%.*s'", (int)(host.len > 100 ? 100 : host.len),
+                      host.base);
         return -1;
     }
     for (size_t i = 0; gw_funcs[i] != NULL; i++) {
