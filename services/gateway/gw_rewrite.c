@@ -12,6 +12,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,26 @@ int gw_rewrite_compile(gw_vhosts_t *v, char **err)
         v->rewrite_re[i] = re;
     }
     return 0;
+}
+
+/* Bounds the work one match may do: the subject comes from the client, the
+ * pattern from the operator, and a pattern that backtracks badly must cost
+ * a 400, not a stuck event loop. Shared read-only by every thread. */
+static pcre2_match_context *s_mc;
+static pthread_once_t s_mc_once = PTHREAD_ONCE_INIT;
+
+static void s_mc_init(void)
+{
+    if ((s_mc = pcre2_match_context_create(NULL)) != NULL) {
+        pcre2_set_match_limit(s_mc, 100000);
+        pcre2_set_depth_limit(s_mc, 10000);
+    }
+}
+
+static pcre2_match_context *s_match_limits(void)
+{
+    pthread_once(&s_mc_once, s_mc_init);
+    return s_mc;
 }
 
 void gw_rewrite_free(gw_vhosts_t *v)
@@ -102,7 +123,12 @@ int gw_rewrite(gw_req_t *rc)
         pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
         if (md == NULL)
             break;
-        int m = pcre2_match(re, (PCRE2_SPTR)subject, len, 0, 0, md, NULL);
+        int m = pcre2_match(re, (PCRE2_SPTR)subject, len, 0, 0, md, s_match_limits());
+        if (m == PCRE2_ERROR_MATCHLIMIT || m == PCRE2_ERROR_DEPTHLIMIT) {
+            pcre2_match_data_free(md);
+            gw_send_error(rc, 400, "Bad Request", "url_rewrite[%zu]: the URL takes too long to match", i);
+            return -1;
+        }
         if (m <= 0) {
             pcre2_match_data_free(md);
             continue;
