@@ -1,11 +1,15 @@
 #!/bin/bash
 # bench/run.sh — `make bench`: runs every refract benchmark (each against its
 # peer, side by side) and ends with one table of ratios, their targets and
-# PASS / BELOW marks. About 8-9 minutes on 2 cores (up to 3 more waiting
+# PASS / BELOW marks. About 13-15 minutes on 2 cores (a few more waiting
 # for other processes to leave the CPUs alone).
 #
-#   bench/run.sh                 every bench: proxy, tls, resize
-#   bench/run.sh proxy           only bench/proxy.sh (or: tls, resize)
+#   bench/run.sh                 every bench: proxy, tls, resize, evict, cache, collapse, cache_rss
+#   bench/run.sh proxy           only bench/proxy.sh (or: tls, resize, evict, cache, collapse, cache_rss)
+#
+# A target is ">= N" (a ratio, higher is better) unless the bench writes it
+# as "<=N" (lower is better: PASS at or below N, else ABOVE); a unit after
+# the number ("<=256MB", "<=1/burst") is printed instead of the "x".
 #
 # A ratio below its target is reported, not fatal: the exit status is 0
 # whenever every contender ran, and 1 when a bench could not run one (a
@@ -21,7 +25,7 @@ LOG=$RESULTS/$STAMP-run.txt
 : >"$SUMMARY"
 
 BENCHES=("$@")
-[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy tls resize evict cache)
+[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy tls resize evict cache collapse cache_rss)
 
 if [ ! -x build/bin/refract-gateway ] || [ ! -x build/bin/refract-image-worker ] || [ ! -x build/bin/bench-vips-loop ]; then
     make --no-print-directory all >/dev/null || { echo "bench: the build failed (run make)" >&2; exit 1; }
@@ -47,17 +51,21 @@ done
 
 {
     echo "================================ refract benchmark ratios ================================"
-    printf '%-52s %10s %10s  %s\n' "ratio (higher is better for refract)" value target mark
+    printf '%-52s %10s %12s  %s\n' "ratio or figure (target: >= higher, <= lower is better)" value target mark
     awk -F'\t' '$3 != "-" {
-        mark = ($2 + 0 >= $3 + 0 && $2 != "nan") ? "PASS" : "BELOW"
-        printf "%-52s %9sx %9s  %s\n", $1, $2, ">= " $3, mark }' "$SUMMARY"
+        t = $3; op = ">="; unit = "x"
+        if (substr(t, 1, 2) == "<=" || substr(t, 1, 2) == ">=") { op = substr(t, 1, 2); t = substr(t, 3) }
+        n = t + 0; match(t, /^[0-9.]+/); if (RLENGTH < length(t)) unit = substr(t, RLENGTH + 1)
+        if (op == "<=") mark = ($2 + 0 <= n && $2 != "nan") ? "PASS" : "ABOVE"
+        else mark = ($2 + 0 >= n && $2 != "nan") ? "PASS" : "BELOW"
+        printf "%-52s %10s %12s  %s\n", $1, $2 unit, op " " t, mark }' "$SUMMARY"
     echo
     echo "absolute figures (this machine, this run; for context only)"
-    awk -F'\t' '$3 == "-" && $1 !~ /NOISE|CORPUS/ { printf "  %-58s %s\n", $1, $2 }' "$SUMMARY"
-    if grep -qE 'NOISE|CORPUS' "$SUMMARY"; then
+    awk -F'\t' '$3 == "-" && $1 !~ /NOISE|CORPUS|ALERT/ { printf "  %-58s %s\n", $1, $2 }' "$SUMMARY"
+    if grep -qE 'NOISE|CORPUS|ALERT' "$SUMMARY"; then
         echo
-        echo "WARNINGS (the ratios above are less trustworthy):"
-        awk -F'\t' '$1 ~ /NOISE|CORPUS/ { printf "  %s: %s\n", $1, $2 }' "$SUMMARY"
+        echo "WARNINGS (ALERT: a property the bench checks failed; NOISE/CORPUS: the ratios above are less trustworthy):"
+        awk -F'\t' '$1 ~ /NOISE|CORPUS|ALERT/ { printf "  %s: %s\n", $1, $2 }' "$SUMMARY"
     fi
     if [ ${#failed[@]} -gt 0 ]; then
         echo
