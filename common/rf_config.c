@@ -1398,6 +1398,7 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->gateway.admin_listen.host);
     free(cfg->gateway.cache_dir);
     free(cfg->gateway.admin_token);
+    free(cfg->gateway.name);
     free(cfg->gateway.tls.listen.host);
     free(cfg->gateway.tls.def.cert);
     free(cfg->gateway.tls.def.key);

@@ -155,6 +155,7 @@ typedef struct {
         int threads; /* event-loop threads; 0 = one per core */
         char *cache_dir;
         char *admin_token; /* NULL: the purge endpoints are off */
+        char *name;        /* Via pseudonym; NULL: hostname:port */
         size_t cache_memory, cache_disk, cache_memory_object_max; /* bytes */
         int connect_timeout_ms;   /* origin connect */
         int read_timeout_ms;      /* origin idle read/write */

@@ -88,6 +88,7 @@ struct gw_server_t {
     gw_broker_t *broker;
     rf_metrics_t *metrics;
     rf_store_t *store; /* the edge cache (shared by all threads) */
+    char via[160];     /* "1.1 NAME": this gateway's Via entry */
     h2o_mimemap_t *mimemap;
     struct ssl_ctx_st *tls_bootstrap; /* what TLS listeners accept with (gw_tls.h); NULL without */
     /* start-up handshake: each loop thread builds its own h2o context */
@@ -350,6 +351,7 @@ typedef struct {
     const h2o_headers_t *headers;
     const char *peer; /* client address for X-Forwarded-For, or NULL */
     const char *request_id;
+    const char *via; /* this gateway's Via entry, appended to the client's */
     int forward; /* as gw_proxy_request's forward_headers */
 } gw_origin_request_t;
 h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_t *q, int *is_head);

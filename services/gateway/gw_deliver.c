@@ -19,6 +19,16 @@ void gw_deliver_headers(gw_req_t *rc)
                           strlen(rc->request_id), 1);
     h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, rc->cache_status,
                           strlen(rc->cache_status), 1);
+    /* RFC 9110 7.6.3: the origin's (or a parent gateway's) Via, then ours. */
+    const char *via = rc->thread->server->via;
+    ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_VIA, -1);
+    if (i >= 0) {
+        h2o_iovec_t v = h2o_concat(&req->pool, req->res.headers.entries[i].value, h2o_iovec_init(H2O_STRLIT(", ")),
+                                   h2o_iovec_init(via, strlen(via)));
+        req->res.headers.entries[i].value = v;
+    } else {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VIA, NULL, via, strlen(via));
+    }
 }
 
 void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt, ...)

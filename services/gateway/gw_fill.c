@@ -337,6 +337,7 @@ static int s_follow_link(gw_fill_t *f, int status)
                              .headers = &f->req_headers,
                              .peer = f->peer,
                              .request_id = f->request_id,
+                             .via = f->thread->server->via,
                              .forward = 0};
     int is_head;
     h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);

@@ -396,7 +396,8 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
     for (size_t i = 0; i < headers->size; i++)
         cap += headers->entries[i].name->len + headers->entries[i].value.len + 4;
     const char *peer = q->peer ? q->peer : "";
-    cap += strlen(peer) + strlen(q->request_id) + 64;
+    const char *via = q->via ? q->via : "";
+    cap += strlen(peer) + strlen(q->request_id) + strlen(via) + 80;
     char *buf = h2o_mem_alloc_pool(pool, cap);
     size_t off = 0;
     int xff_done = 0;
@@ -421,6 +422,7 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
         const h2o_header_t *h = &headers->entries[i];
         if (s_is_hop(h->name->base, h->name->len) || h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("host")) ||
             h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")) ||
+            (via[0] && h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("via"))) ||
             s_client_nominated(headers, h->name->base, h->name->len))
             continue;
         /* A transform or a cache fill needs the whole, current object: no
@@ -446,6 +448,16 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
     APPENDS("x-request-id: ");
     APPENDS(q->request_id);
     APPENDS("\r\n");
+    if (via[0]) {
+        /* RFC 9110 7.6.3: the client's Via entries, then ours. */
+        APPENDS("via: ");
+        for (ssize_t i = -1; (i = h2o_find_header(headers, H2O_TOKEN_VIA, i)) != -1;) {
+            APPEND(headers->entries[i].value.base, headers->entries[i].value.len);
+            APPENDS(", ");
+        }
+        APPENDS(via);
+        APPENDS("\r\n");
+    }
     if (entity.base != NULL) {
         char cl[48];
         snprintf(cl, sizeof(cl), "content-length: %zu\r\n", entity.len);
@@ -471,6 +483,7 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
                              .entity = req->entity,
                              .peer = peer,
                              .request_id = rc->request_id,
+                             .via = rc->thread->server->via,
                              .forward = forward_headers};
     return gw_proxy_request_head(&req->pool, &q, is_head);
 }

@@ -139,9 +139,29 @@ static void s_range_policy(gw_req_t *rc)
     rc->note = "range_ignored";
 }
 
+/* A request whose Via names this gateway went round a loop (a 2-tier or
+ * sibling set-up pointing back at itself): answered 508, never forwarded
+ * again. The name must appear as a whole Via entry's received-by. */
+static int s_loop_check(gw_req_t *rc)
+{
+    h2o_req_t *req = rc->req;
+    const char *me = rc->thread->server->via + 4; /* past "1.1 " */
+    size_t ml = strlen(me);
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_VIA, i)) != -1;) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        for (size_t k = 0; k + ml <= v.len; k++)
+            if (memcmp(v.base + k, me, ml) == 0 && (k == 0 || v.base[k - 1] == ' ') &&
+                (k + ml == v.len || v.base[k + ml] == ',' || v.base[k + ml] == ' ')) {
+                gw_send_error(rc, 508, "Loop Detected", "request loop: Via already names %s", me);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 int gw_recv(gw_req_t *rc)
 {
-    if (s_check_framing(rc) < 0 || s_canonical_path(rc) < 0)
+    if (s_check_framing(rc) < 0 || s_canonical_path(rc) < 0 || s_loop_check(rc) < 0)
         return -1;
     s_range_policy(rc);
     return 0;

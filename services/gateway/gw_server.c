@@ -361,6 +361,14 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         goto done;
     }
     rf_metrics_on_collect(srv.metrics, s_cache_collect, &srv);
+    if (srv.cfg->gateway.name != NULL) {
+        snprintf(srv.via, sizeof(srv.via), "1.1 %s", srv.cfg->gateway.name);
+    } else {
+        char host[64] = "refract";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        snprintf(srv.via, sizeof(srv.via), "1.1 %s:%d", host, srv.cfg->gateway.listen.port);
+    }
     {
         rf_store_stats_t st;
         rf_store_stats(srv.store, &st);
