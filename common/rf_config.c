@@ -747,8 +747,10 @@ static int s_compress_size(s_ctx_t *c, yaml_node_t *v, void *t)
         return -1;
     unsigned long lo, hi;
     char tail;
-    if (sscanf(s_scalar(v), "%lu-%lu%c", &lo, &hi, &tail) != 2 || lo > hi || hi > 1024 * 1024)
-        return s_fail(c, v, "source_size is \"MIN-MAX\" in KB such as 2-2048, got '%s'", s_scalar(v));
+    /* At most 16 MB: a body is compressed whole, on an event-loop thread. */
+    if (sscanf(s_scalar(v), "%lu-%lu%c", &lo, &hi, &tail) != 2 || lo > hi || hi > 16 * 1024)
+        return s_fail(c, v, "source_size is \"MIN-MAX\" in KB such as 2-2048 (MAX at most 16384), got '%s'",
+                      s_scalar(v));
     cc->min_size = lo * 1024;
     cc->max_size = hi * 1024;
     return 0;

@@ -90,6 +90,7 @@ typedef struct {
 #define RF_META_MUST_REVALIDATE 1u /* never served stale */
 #define RF_META_NO_CACHE 2u        /* revalidate before every use */
 #define RF_META_PURGED 4u          /* purged: refetched whole, kept only as a fallback if the origin fails */
+#define RF_META_NO_GAIN 8u         /* a compressed variant that was not smaller: an empty marker, serve identity */
 
 /* Body bytes in memory, shared by reference (senders keep one while h2o
  * sends from it). */

@@ -234,6 +234,9 @@ int gw_route(gw_req_t *rc);
 
 /* gw_lookup.c */
 int gw_lookup(gw_req_t *rc);
+/* Removes every cached object of the request's URL (RFC 9111 4.4, after a
+ * non-error answer to an unsafe method): the object and its variants. */
+void gw_cache_invalidate(gw_req_t *rc);
 /* The query ("" or "?…") as the cache key holds it under the vhost's
  * cache.query policy (in pool, or q itself). */
 h2o_iovec_t gw_key_query(const rf_cache_conf_t *c, h2o_iovec_t q, h2o_mem_pool_t *pool);

@@ -181,8 +181,19 @@ static int s_make(rf_obj_t *o, rf_obj_t *v, rf_ce_t method, int level)
     if (body == NULL)
         goto out;
     z = method == RF_CE_GZIP ? s_gzip(body, len, level, &zlen) : s_brotli(body, len, level, &zlen);
-    if (z == NULL || zlen >= len)
-        goto out; /* incompressible: not worth a variant */
+    if (z == NULL)
+        goto out;
+    if (zlen >= len) {
+        /* Incompressible: keep an empty marker so that later hits do not
+         * try again (until the source changes). */
+        rf_meta_t meta = *rf_obj_meta(o);
+        meta.expires_at = rf_obj_expires(o, &meta.flags);
+        meta.flags |= RF_META_NO_GAIN;
+        meta.length = 0;
+        meta.fwd_status = 0;
+        rc = rf_obj_set_head(v, &meta, "", 0, rf_obj_keep(o) == RF_KEEP_MEMORY ? RF_KEEP_MEMORY : RF_KEEP_DISK);
+        goto out;
+    }
     /* The stored headers without ETag (other bytes) or Vary, plus ours. */
     const char *src = rf_obj_headers(o, &hl);
     if ((blob = malloc(hl + 128)) == NULL)
@@ -233,9 +244,13 @@ rf_obj_t *gw_compress_variant(gw_req_t *rc, rf_obj_t *o)
     rf_obj_t *v = NULL;
     int64_t src_expires = rf_obj_expires(o, NULL);
     switch (rf_store_lookup(store, key.base, key.len, true, false, &v)) {
-    case RF_LOOKUP_HIT:
-        if (rf_obj_expires(v, NULL) >= src_expires)
+    case RF_LOOKUP_HIT: {
+        uint32_t flags;
+        if (rf_obj_expires(v, &flags) >= src_expires) {
+            if (flags & RF_META_NO_GAIN)
+                rf_obj_unref(&v); /* known not to shrink: identity */
             return v;
+        }
         /* made from an older copy of the source: make it again */
         rf_obj_unref(&v);
         if (rf_store_lookup(store, key.base, key.len, true, true, &v) != RF_LOOKUP_CLAIM) {
@@ -243,6 +258,7 @@ rf_obj_t *gw_compress_variant(gw_req_t *rc, rf_obj_t *o)
             return NULL;
         }
         break;
+    }
     case RF_LOOKUP_CLAIM:
         break;
     case RF_LOOKUP_BUSY: /* another request is compressing it: this one goes as it is */
@@ -250,7 +266,7 @@ rf_obj_t *gw_compress_variant(gw_req_t *rc, rf_obj_t *o)
         rf_obj_unref(&v);
         return NULL;
     }
-    if (s_make(o, v, method, level) < 0) {
+    if (s_make(o, v, method, level) < 0 || (rf_obj_meta(v)->flags & RF_META_NO_GAIN)) {
         rf_obj_unref(&v);
         return NULL;
     }

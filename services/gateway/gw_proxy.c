@@ -259,8 +259,8 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
     rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(f) / 1e6);
     s->status = status;
     s->content_length = content_length;
-    if (rc->invalidate && status < 400 && rc->thread->server->store != NULL)
-        rf_store_remove(rc->thread->server->store, rc->key.base, rc->key.len);
+    if (rc->invalidate && status < 400)
+        gw_cache_invalidate(rc);
     for (size_t i = 0; i < n; i++) {
         if (!gw_proxy_passes_header(headers, n, i))
             continue;

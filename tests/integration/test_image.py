@@ -30,6 +30,9 @@ def stack(tmp_path_factory, origin, media, photo):
             {"name": "exactfile.test", "origin": files, "dims": {"max_source_size": n}},
             {"name": "underfile.test", "origin": files, "dims": {"max_source_size": n - 1}},
         ],
+        # The transform path is under test here: every request runs it.
+        # (Cached results: test_cache.py, test_purge.py.)
+        vhost_defaults={"cache": {"enable": False}},
         workers=1,
         image_worker={"jobs": 2},
     )
