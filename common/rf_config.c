@@ -869,10 +869,12 @@ static int s_link_condition(s_ctx_t *c, yaml_node_t *v, void *t)
         if (l->n_when == 16)
             return s_fail(c, v, "at most 16 link conditions");
         int d = p[0] - '0';
-        if (d >= 1 && d <= 5 && (p[1] == 'x' || p[1] == 'X') && (p[2] == 'x' || p[2] == 'X')) {
+        if (d < 3 || d > 5)
+            return s_fail(c, v, "link conditions are 3xx, 4xx or 5xx statuses, got '%s'", s_scalar(v));
+        if ((p[1] == 'x' || p[1] == 'X') && (p[2] == 'x' || p[2] == 'X')) {
             l->when[l->n_when].lo = d * 100, l->when[l->n_when++].hi = d * 100 + 99;
             p += 3;
-        } else if (p[0] >= '1' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9') {
+        } else if (p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9') {
             int code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
             l->when[l->n_when].lo = l->when[l->n_when].hi = code;
             l->n_when++;
@@ -910,13 +912,15 @@ static int s_links_check(s_ctx_t *c, yaml_node_t *seq)
         if (v->link.vhost == NULL)
             continue;
         yaml_node_t *at = yaml_document_get_node(&c->doc, seq->data.sequence.items.start[i]);
+        if (v->origin.kind != RF_ORIGIN_HTTP)
+            return s_fail(c, at, "vhost '%s': link needs an http(s) origin (a file origin is never cached)", v->name);
         size_t cur = i;
         for (size_t hops = 0;; hops++) {
             const char *to = cfg->vhosts[cur].link.vhost;
             if (to == NULL)
                 break;
             size_t j = 0;
-            while (j < cfg->n_vhosts && strcmp(cfg->vhosts[j].name, to) != 0)
+            while (j < cfg->n_vhosts && strcasecmp(cfg->vhosts[j].name, to) != 0)
                 j++;
             if (j == cfg->n_vhosts)
                 return s_fail(c, at, "vhost '%s': link to '%s', which is not a vhost", cfg->vhosts[cur].name, to);
@@ -960,11 +964,15 @@ static int s_bypass_rules(s_ctx_t *c, yaml_node_t *v, void *t)
         const char *word = comma ? comma + 1 : "";
         while (*word == ' ')
             word++;
-        if (pl == 0 || (*word && strcmp(word, "cache") != 0 && strcmp(word, "bypass") != 0))
+        size_t wl = strlen(word);
+        while (wl > 0 && (word[wl - 1] == ' ' || word[wl - 1] == '\t'))
+            wl--;
+        bool is_cache = wl == 5 && strncmp(word, "cache", 5) == 0, is_bypass = wl == 6 && strncmp(word, "bypass", 6) == 0;
+        if (pl == 0 || (wl > 0 && !is_cache && !is_bypass))
             return s_fail(c, it, "a bypass rule is \"pattern[, cache|bypass]\", got '%s'", line);
         if ((b->rules[i].pattern = strndup(line, pl)) == NULL)
             return -1;
-        b->rules[i].cache = strcmp(word, "cache") == 0;
+        b->rules[i].cache = is_cache;
         b->n_rules = i + 1;
     }
     return 0;

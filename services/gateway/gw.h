@@ -234,8 +234,8 @@ int gw_route(gw_req_t *rc);
 
 /* gw_lookup.c */
 int gw_lookup(gw_req_t *rc);
-/* Removes every cached object of the request's URL (RFC 9111 4.4, after a
- * non-error answer to an unsafe method): the object and its variants. */
+/* Removes the request's cached object and its compressed variants (RFC
+ * 9111 4.4, after a non-error answer to an unsafe method). */
 void gw_cache_invalidate(gw_req_t *rc);
 /* The query ("" or "?…") as the cache key holds it under the vhost's
  * cache.query policy (in pool, or q itself). */
@@ -358,6 +358,9 @@ typedef struct {
     int forward; /* as gw_proxy_request's forward_headers */
 } gw_origin_request_t;
 h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_t *q, int *is_head);
+/* Counts (refract_origin_errors_total, by reason) and logs an origin
+ * failure: the one place that names the reasons. */
+void gw_origin_failed(const char *vhost, const char *request_id, const char *upstream, int status, const char *why);
 /* The client's address as text ("" when unknown) into peer[len]. */
 void gw_proxy_peer(h2o_req_t *req, char *peer, size_t len);
 

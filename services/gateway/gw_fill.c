@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "gw.h"
@@ -326,7 +327,7 @@ static int s_follow_link(gw_fill_t *f, int status)
     if (f->hops >= 8 || !rf_link_matches(&from->link, status))
         return 0;
     const rf_vhost_conf_t *to = gw_vhosts_match(f->vhosts, from->link.vhost, strlen(from->link.vhost));
-    if (to == NULL || strcmp(to->name, from->link.vhost) != 0 || to->origin.kind != RF_ORIGIN_HTTP)
+    if (to == NULL || strcasecmp(to->name, from->link.vhost) != 0 || to->origin.kind != RF_ORIGIN_HTTP)
         return 0;
     const char *why = NULL;
     gw_upstream_t *up = gw_thread_upstream(f->thread, &to->origin, &why);
@@ -360,7 +361,7 @@ static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_
     gw_fill_t *f = arg;
     const char *l[] = {f->vhost->name};
     rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(fetch) / 1e6);
-    if (!f->has_stale && s_follow_link(f, status))
+    if (status != 304 && s_follow_link(f, status))
         return -1; /* this answer is dropped; the linked origin's follows */
     if (f->has_stale && status == 304) {
         s_revalidated(f, headers, n);
@@ -481,13 +482,7 @@ static void s_on_error(gw_fetch_t *fetch, void *arg, int status, const char *why
     (void)fetch;
     gw_fill_t *f = arg;
     f->fetch = NULL;
-    const char *l[] = {f->vhost->name, status == 504                      ? "timeout"
-                                       : strstr(why, "does not resolve") ? "resolve"
-                                       : strstr(why, " TLS: ")           ? "tls"
-                                       : strstr(why, "unreachable")      ? "unreachable"
-                                                                         : "protocol"};
-    rf_metric_add(gw_m.origin_errors, l, 1);
-    rf_log(RF_LOG_WARN, f->request_id, "origin %s: %s", f->upstream, why);
+    gw_origin_failed(f->vhost->name, f->request_id, f->upstream, status, why);
     if (!f->answered && s_breaker(f, 0, status)) {
         s_fill_free(f);
         return;

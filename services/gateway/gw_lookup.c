@@ -139,23 +139,20 @@ static h2o_iovec_t s_variant_key(gw_req_t *rc, rf_obj_t *o)
     return h2o_concat(&rc->req->pool, rc->key, h2o_iovec_init(H2O_STRLIT("\n")), mine);
 }
 
-/* Whether a key belongs to the same URL (its first two lines): the
- * object, its function results, Vary and compressed variants. */
-static int s_same_url(const char *key, size_t len, void *arg)
-{
-    const h2o_iovec_t *prefix = arg;
-    return len >= prefix->len && memcmp(key, prefix->base, prefix->len) == 0;
-}
-
 void gw_cache_invalidate(gw_req_t *rc)
 {
+    /* The object and its compressed variants, each by its key: O(1), not a
+     * scan of the index under its lock on every write. Vary variants and
+     * function results of the URL age out (or go with a purge). */
     rf_store_t *store = rc->thread->server->store;
-    const char *nl1 = memchr(rc->key.base, '\n', rc->key.len);
-    const char *nl2 = nl1 ? memchr(nl1 + 1, '\n', rc->key.len - (size_t)(nl1 + 1 - rc->key.base)) : NULL;
-    if (store == NULL || nl2 == NULL)
+    if (store == NULL)
         return;
-    h2o_iovec_t prefix = h2o_iovec_init(rc->key.base, (size_t)(nl2 + 1 - rc->key.base));
-    rf_store_remove_if(store, s_same_url, &prefix);
+    rf_store_remove(store, rc->key.base, rc->key.len);
+    static const char *const ce[] = {"\nce:gzip", "\nce:br"};
+    for (size_t i = 0; i < 2; i++) {
+        h2o_iovec_t k = h2o_concat(&rc->req->pool, rc->key, h2o_iovec_init(ce[i], strlen(ce[i])));
+        rf_store_remove(store, k.base, k.len);
+    }
 }
 
 /* The key as one string: "vhost\npath?query\nfunc:canonical chain". */

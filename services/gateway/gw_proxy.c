@@ -340,19 +340,24 @@ static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, in
     s_flush(s);
 }
 
+void gw_origin_failed(const char *vhost, const char *request_id, const char *upstream, int status, const char *why)
+{
+    const char *l[] = {vhost, status == 504                      ? "timeout"
+                              : strstr(why, "does not resolve") ? "resolve"
+                              : strstr(why, " TLS: ")           ? "tls"
+                              : strstr(why, "unreachable")      ? "unreachable"
+                                                                : "protocol"};
+    rf_metric_add(gw_m.origin_errors, l, 1);
+    rf_log(RF_LOG_WARN, request_id, "origin %s: %s", upstream, why);
+}
+
 static void s_on_fetch_error(gw_fetch_t *f, void *arg, int status, const char *why)
 {
     (void)f;
     gw_stream_t *s = arg;
     gw_req_t *rc = s->rc;
     s->fetch = NULL;
-    const char *l[] = {rc->vhost->name, status == 504                      ? "timeout"
-                                        : strstr(why, "does not resolve") ? "resolve"
-                                        : strstr(why, " TLS: ")           ? "tls"
-                                        : strstr(why, "unreachable")      ? "unreachable"
-                                                                          : "protocol"};
-    rf_metric_add(gw_m.origin_errors, l, 1);
-    rf_log(RF_LOG_WARN, rc->request_id, "origin %s: %s", s->upstream, why);
+    gw_origin_failed(rc->vhost->name, rc->request_id, s->upstream, status, why);
     if (!s->started) {
         gw_send_error(rc, status, status == 504 ? "Gateway Timeout" : "Bad Gateway", "%s", why);
         return;

@@ -124,7 +124,7 @@ int gw_rewrite(gw_req_t *rc)
         if (md == NULL)
             break;
         int m = pcre2_match(re, (PCRE2_SPTR)subject, len, 0, 0, md, s_match_limits());
-        if (m == PCRE2_ERROR_MATCHLIMIT || m == PCRE2_ERROR_DEPTHLIMIT) {
+        if (m < 0 && m != PCRE2_ERROR_NOMATCH) { /* match, depth or JIT stack limit */
             pcre2_match_data_free(md);
             gw_send_error(rc, 400, "Bad Request", "url_rewrite[%zu]: the URL takes too long to match", i);
             return -1;

@@ -362,7 +362,16 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
     }
     rf_metrics_on_collect(srv.metrics, s_cache_collect, &srv);
     if (srv.cfg->gateway.name != NULL) {
-        snprintf(srv.via, sizeof(srv.via), "1.1 %s", srv.cfg->gateway.name);
+        /* A Via received-by is a token or host[:port]: anything else would
+         * make an unparsable header and blind the loop check. */
+        const char *n = srv.cfg->gateway.name;
+        if (strlen(n) > 100 || strspn(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:~!") !=
+                                   strlen(n)) {
+            rf_error("gateway.name '%s': letters, digits and . - _ : ~ ! only (at most 100)", n);
+            gw_vhosts_unref(&vhosts);
+            goto done;
+        }
+        snprintf(srv.via, sizeof(srv.via), "1.1 %s", n);
     } else {
         char host[64] = "refract";
         gethostname(host, sizeof(host) - 1);

@@ -42,6 +42,7 @@ def stack(tmp_path_factory, origins):
             {"name": "b.test", "origin": b.url, "link": {"vhost": "c.test", "condition": "404"}},
             {"name": "c.test", "origin": c.url},
         ],
+        gateway={"admin_token": "tok"},
         workers=0,
     )
     yield st
@@ -58,6 +59,17 @@ def test_404_follows_the_link(stack, origins):
     r2 = stack.get("/only-b.txt", host="a.test")
     assert r2.text == "from b\n" and "hit" in r2.headers["Cache-Status"]
     assert len(a.requests) + len(b.requests) == n
+
+
+def test_link_followed_again_on_refresh(stack, origins):
+    # an expired linked object is refreshed through the chain, not replaced
+    # by the first origin's 404
+    stack.get("/only-b.txt", host="a.test")
+    r = harness.http("POST", stack.admin("/expire?url=http://a.test/only-b.txt"),
+                     headers={"Authorization": "Bearer tok"})
+    assert r.status_code == 200 and r.json()["results"][0]["objects"] == 1, r.text
+    r2 = stack.get("/only-b.txt", host="a.test")
+    assert r2.status_code == 200 and r2.text == "from b\n", (r2.status_code, r2.text)
 
 
 def test_a_found_object_does_not_follow(stack):
@@ -85,17 +97,19 @@ def test_5xx_condition(stack, origins):
     assert not any(q["path"] == "/_status/503" for q in c.requests)
 
 
-@pytest.mark.parametrize("links,message", [
-    ({"a": "b", "b": "a"}, "content chain loop"),
-    ({"a": "a"}, "content chain loop"),
-    ({"a": "nope"}, "which is not a vhost"),
+@pytest.mark.parametrize("links,message,condition", [
+    ({"a": "b", "b": "a"}, "content chain loop", "404"),
+    ({"a": "a"}, "content chain loop", "404"),
+    ({"a": "nope"}, "which is not a vhost", "404"),
+    ({"a": "b"}, "3xx, 4xx or 5xx", "200"),
+    ({"a": "b"}, "3xx, 4xx or 5xx", "1xx"),
 ])
-def test_bad_links_refused_at_load(tmp_path, links, message):
+def test_bad_links_refused_at_load(tmp_path, links, message, condition):
     vhosts = []
     for name in ("a", "b"):
         v = {"name": name, "origin": "http://127.0.0.1:9"}
         if name in links:
-            v["link"] = {"vhost": links[name], "condition": "404"}
+            v["link"] = {"vhost": links[name], "condition": condition}
         vhosts.append(v)
     cfg = {"gateway": {"listen": "127.0.0.1:1"}, "bus": {"endpoint": "tcp://127.0.0.1:9"}, "vhosts": vhosts}
     path = tmp_path / "bad.yaml"

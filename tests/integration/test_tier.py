@@ -62,3 +62,10 @@ def test_client_via_naming_us_is_508(make_stack, tmp_path):
     # a name that only contains ours is someone else
     r = st.get("/x", host="v.test", headers={"Via": "1.1 edge-10, 1.1 my-edge-1"})
     assert r.status_code == 404
+
+
+def test_bad_gateway_name_refused(make_stack, tmp_path):
+    st = make_stack([{"name": "n.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    start=False, gateway={"name": "bad name, with comma"})
+    p = harness.subprocess.run([harness.GATEWAY_BIN, "-c", st.cfg_path], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1 and "gateway.name" in p.stderr, p.stderr
