@@ -30,7 +30,7 @@ endif
 LIBS_BASE := $(shell pkg-config --libs $(PKGS)) -lxxhash -lz -lpthread
 
 H2O_CFLAGS := $(shell pkg-config --cflags libh2o-evloop)
-H2O_LIBS   := $(shell pkg-config --libs libh2o-evloop) -lssl -lcrypto -lz -lbrotlienc -lpcre2-8
+H2O_LIBS   := $(shell pkg-config --libs libh2o-evloop) -lssl -lcrypto -lz -lbrotlienc -lpcre2-8 -lhiredis
 VIPS_CFLAGS := $(shell pkg-config --cflags vips)
 VIPS_LIBS   := $(shell pkg-config --libs vips)
 

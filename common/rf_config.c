@@ -1409,6 +1409,9 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->gateway.cache_dir);
     free(cfg->gateway.admin_token);
     free(cfg->gateway.name);
+    free(cfg->gateway.meta_backend);
+    free(cfg->gateway.meta_redis);
+    free(cfg->gateway.meta_prefix);
     free(cfg->gateway.tls.listen.host);
     free(cfg->gateway.tls.def.cert);
     free(cfg->gateway.tls.def.key);

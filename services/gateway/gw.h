@@ -88,6 +88,7 @@ struct gw_server_t {
     gw_broker_t *broker;
     rf_metrics_t *metrics;
     rf_store_t *store; /* the edge cache (shared by all threads) */
+    struct gw_meta_t *meta; /* shared metadata (gw_meta.c) */
     char via[160];     /* "1.1 NAME": this gateway's Via entry */
     h2o_mimemap_t *mimemap;
     struct ssl_ctx_st *tls_bootstrap; /* what TLS listeners accept with (gw_tls.h); NULL without */
@@ -379,6 +380,23 @@ int gw_file_read_source(const rf_origin_t *o, const char *path, size_t path_len,
                         const char **why);
 
 /* gw_admin.c */
+typedef enum { GW_PURGE, GW_EXPIRE, GW_HARDPURGE } gw_purge_kind_t;
+/* Applies a purge to this gateway's store: every object of `vhost` whose
+ * URL (canonical path and key query) equals `pattern`, or matches it as an
+ * fnmatch pattern with `glob`. Returns how many objects it touched. */
+size_t gw_purge_apply(gw_server_t *srv, gw_purge_kind_t kind, const char *vhost, const char *pattern, bool glob);
+
+/* gw_meta.c: shared metadata — "embedded" (this process only) or "redis":
+ * purges published on <prefix>:purge and applied by every gateway on the
+ * same Redis; Redis going away never stops serving (purges queue and go
+ * out on reconnect; a gateway that was cut off revalidates everything
+ * once, since it may have missed purges). */
+typedef struct gw_meta_t gw_meta_t;
+/* NULL with *err malloc'd on a bad setting; embedded needs no thread. */
+gw_meta_t *gw_meta_new(gw_server_t *srv, char **err);
+void gw_meta_destroy(gw_meta_t **m_p);
+/* Tells the other gateways (no-op when embedded). Thread-safe. */
+void gw_meta_publish_purge(gw_meta_t *m, gw_purge_kind_t kind, const char *vhost, const char *pattern, bool glob);
 void gw_admin_register(h2o_hostconf_t *hostconf, gw_server_t *server);
 
 /* gw_server.c */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "gw_metrics.h"
 #include "rf_log.h"
 #include "rf_path.h"
 
@@ -37,7 +38,6 @@ static void s_free_dispose(void *p)
 
 /* ---- purge ------------------------------------------------------------------ */
 
-typedef enum { S_PURGE, S_EXPIRE, S_HARDPURGE } s_purge_kind_t;
 
 typedef struct {
     const char *vhost;
@@ -64,6 +64,13 @@ static int s_key_matches(const char *key, size_t len, void *arg)
     return m->glob ? fnmatch(m->pattern, buf, 0) == 0 : strcmp(m->pattern, buf) == 0;
 }
 
+size_t gw_purge_apply(gw_server_t *srv, gw_purge_kind_t kind, const char *vhost, const char *pattern, bool glob)
+{
+    s_match_t m = {vhost, pattern, glob};
+    return kind == GW_HARDPURGE ? rf_store_remove_if(srv->store, s_key_matches, &m)
+                                : rf_store_expire_if(srv->store, s_key_matches, &m, kind == GW_PURGE ? RF_META_PURGED : 0);
+}
+
 static int s_hex(int c)
 {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
@@ -86,7 +93,7 @@ static size_t s_qdecode(char *s, size_t len)
 
 /* One URL: resolves its vhost, canonicalises its path and applies `kind`.
  * Appends a result object to `out`. */
-static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, s_purge_kind_t kind, const char *url, size_t len,
+static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, gw_purge_kind_t kind, const char *url, size_t len,
                         json_t *out)
 {
     json_t *r = json_object();
@@ -132,10 +139,8 @@ static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, s_purge_kind_t k
         cl += (ssize_t)kq.len;
     }
     canon[cl] = '\0';
-    s_match_t m = {vh->name, canon, glob};
-    size_t n = kind == S_HARDPURGE ? rf_store_remove_if(srv->store, s_key_matches, &m)
-                                   : rf_store_expire_if(srv->store, s_key_matches, &m,
-                                                        kind == S_PURGE ? RF_META_PURGED : 0);
+    size_t n = gw_purge_apply(srv, kind, vh->name, canon, glob);
+    gw_meta_publish_purge(srv->meta, kind, vh->name, canon, glob);
     json_object_set_new(r, "objects", json_integer((json_int_t)n));
 done:
     json_array_append_new(out, r);
@@ -155,7 +160,7 @@ static void s_json_answer(h2o_req_t *req, int status, json_t *doc)
     h2o_send_inline(req, body, len);
 }
 
-static int s_purge(gw_server_t *srv, h2o_req_t *req, s_purge_kind_t kind)
+static int s_purge(gw_server_t *srv, h2o_req_t *req, gw_purge_kind_t kind)
 {
     const char *token = srv->cfg->gateway.admin_token;
     if (token == NULL || token[0] == '\0') {
@@ -211,6 +216,8 @@ static int s_purge(gw_server_t *srv, h2o_req_t *req, s_purge_kind_t kind)
     }
     static const char *const names[] = {"purge", "expire", "hardpurge"};
     rf_info("cache %s: %zu URL(s)", names[kind], n);
+    const char *l[] = {names[kind]};
+    rf_metric_add(gw_m.purges, l, (double)n);
     json_t *doc = json_pack("{s:s, s:o}", "action", names[kind], "results", results);
     s_json_answer(req, 200, doc);
     json_decref(doc);
@@ -223,8 +230,8 @@ static int s_on_req(h2o_handler_t *h, h2o_req_t *req)
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     static const struct {
         const char *path;
-        s_purge_kind_t kind;
-    } purges[] = {{"/purge", S_PURGE}, {"/expire", S_EXPIRE}, {"/hardpurge", S_HARDPURGE}};
+        gw_purge_kind_t kind;
+    } purges[] = {{"/purge", GW_PURGE}, {"/expire", GW_EXPIRE}, {"/hardpurge", GW_HARDPURGE}};
     for (size_t i = 0; i < sizeof(purges) / sizeof(purges[0]); i++)
         if (h2o_memis(req->path.base, plen, purges[i].path, strlen(purges[i].path))) {
             if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {

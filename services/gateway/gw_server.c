@@ -361,6 +361,11 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         goto done;
     }
     rf_metrics_on_collect(srv.metrics, s_cache_collect, &srv);
+    if ((srv.meta = gw_meta_new(&srv, &err)) == NULL) {
+        rf_error("%s", err ? err : "cannot set up gateway.metadata");
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
     if (srv.cfg->gateway.name != NULL) {
         /* A Via received-by is a token or host[:port]: anything else would
          * make an unparsable header and blind the loop check. */
@@ -455,6 +460,7 @@ done:
     free(err);
     /* The broker goes after the loops: no thread submits any more. */
     gw_broker_destroy(&srv.broker);
+    gw_meta_destroy(&srv.meta); /* its thread applies purges to the store */
     /* Objects still referenced by unfinished fills keep the store alive. */
     rf_store_destroy(&srv.store);
     rf_metrics_destroy(&srv.metrics);

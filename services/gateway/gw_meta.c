@@ -1,0 +1,310 @@
+/*  gw_meta — the cache metadata gateways share (gw.h).
+ *
+ *  `embedded`: nothing leaves the process. `redis`: one thread per gateway
+ *  holds two hiredis connections to the configured redis-server: one
+ *  SUBSCRIBEd to "<prefix>:purge", one that PUBLISHes this gateway's purges
+ *  (a subscribed connection cannot publish). A purge made through any
+ *  gateway's admin port is applied there at once and, within a second, by
+ *  every other gateway on the same Redis.
+ *
+ *  Redis going away never stops serving: lookups never touch Redis, purges
+ *  made meanwhile wait in a bounded outbox and are published on reconnect,
+ *  and — because pub/sub keeps no history — a gateway that lost its
+ *  subscription expires every object once it is back (the next request of
+ *  each revalidates, a 304 being cheap), so no purge it missed survives.
+ *  The connection state, errors and received purges are metrics.
+ *
+ *  A message is JSON: {"from": via name, "action": "purge|expire|hardpurge",
+ *  "vhost": name, "pattern": url, "glob": bool}. Messages are input from
+ *  the network like any other: parsed with jansson, bounded, and a bad one
+ *  is logged and dropped.
+ */
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gw.h"
+#include "gw_metrics.h"
+#include "rf_log.h"
+
+#define GW_META_OUTBOX_MAX 10000
+#define GW_META_MSG_MAX 16384
+
+typedef struct s_msg {
+    struct s_msg *next;
+    char *text;
+} s_msg_t;
+
+struct gw_meta_t {
+    gw_server_t *srv;
+    bool redis;
+    char host[256];
+    int port;
+    char channel[300];
+    pthread_t tid;
+    atomic_bool stop;
+    pthread_mutex_t mu;
+    s_msg_t *head, *tail; /* outbox */
+    size_t queued;
+};
+
+static const char *const s_actions[] = {[GW_PURGE] = "purge", [GW_EXPIRE] = "expire", [GW_HARDPURGE] = "hardpurge"};
+
+void gw_meta_publish_purge(gw_meta_t *m, gw_purge_kind_t kind, const char *vhost, const char *pattern, bool glob)
+{
+    if (m == NULL || !m->redis)
+        return;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:b}", "from", m->srv->via + 4, "action", s_actions[kind], "vhost",
+                          vhost, "pattern", pattern, "glob", glob);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    s_msg_t *msg = text ? malloc(sizeof(*msg)) : NULL;
+    if (msg == NULL) {
+        free(text);
+        return;
+    }
+    msg->next = NULL;
+    msg->text = text;
+    pthread_mutex_lock(&m->mu);
+    if (m->queued >= GW_META_OUTBOX_MAX) {
+        /* Redis has been away long: the oldest purge goes (the others'
+         * catch-up on reconnect revalidates everything anyway). */
+        s_msg_t *old = m->head;
+        m->head = old->next;
+        if (m->head == NULL)
+            m->tail = NULL;
+        m->queued--;
+        free(old->text);
+        free(old);
+    }
+    if (m->tail)
+        m->tail->next = msg;
+    else
+        m->head = msg;
+    m->tail = msg;
+    m->queued++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Applies one message from another gateway. */
+static void s_apply(gw_meta_t *m, const char *text, size_t len)
+{
+    if (len > GW_META_MSG_MAX) {
+        rf_log(RF_LOG_WARN, NULL, "metadata: a purge message of %zu bytes dropped (at most %d)", len, GW_META_MSG_MAX);
+        return;
+    }
+    json_error_t e;
+    json_t *j = json_loadb(text, len, 0, &e);
+    const char *from = NULL, *action = NULL, *vhost = NULL, *pattern = NULL;
+    int glob = 0;
+    if (j == NULL ||
+        json_unpack(j, "{s:s, s:s, s:s, s:s, s:b}", "from", &from, "action", &action, "vhost", &vhost, "pattern",
+                    &pattern, "glob", &glob) < 0) {
+        rf_log(RF_LOG_WARN, NULL, "metadata: a malformed purge message dropped");
+        json_decref(j);
+        return;
+    }
+    if (strcmp(from, m->srv->via + 4) != 0) { /* our own were applied when made */
+        for (int k = GW_PURGE; k <= GW_HARDPURGE; k++)
+            if (strcmp(action, s_actions[k]) == 0) {
+                size_t n = gw_purge_apply(m->srv, (gw_purge_kind_t)k, vhost, pattern, glob != 0);
+                const char *l[] = {s_actions[k]};
+                rf_metric_add(gw_m.purges_received, l, 1);
+                rf_log(RF_LOG_INFO, NULL, "metadata: %s %s %s from %s: %zu object(s)", action, vhost, pattern, from, n);
+            }
+    }
+    json_decref(j);
+}
+
+static redisContext *s_connect(gw_meta_t *m)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout(m->host, m->port, tv);
+    if (c == NULL || c->err) {
+        if (c != NULL)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv); /* a command's answer; the subscription is polled */
+    return c;
+}
+
+static int s_match_all(const char *key, size_t len, void *arg)
+{
+    (void)key, (void)len, (void)arg;
+    return 1;
+}
+
+/* Publishes the outbox; on failure the message stays first. 0 or -1. */
+static int s_flush(gw_meta_t *m, redisContext *pub)
+{
+    for (;;) {
+        pthread_mutex_lock(&m->mu);
+        s_msg_t *msg = m->head;
+        pthread_mutex_unlock(&m->mu);
+        if (msg == NULL)
+            return 0;
+        redisReply *r = redisCommand(pub, "PUBLISH %s %s", m->channel, msg->text);
+        if (r == NULL)
+            return -1;
+        freeReplyObject(r);
+        pthread_mutex_lock(&m->mu);
+        if (m->head == msg) { /* not dropped by an overflowing outbox meanwhile */
+            m->head = msg->next;
+            if (m->head == NULL)
+                m->tail = NULL;
+            m->queued--;
+            free(msg->text);
+            free(msg);
+        }
+        pthread_mutex_unlock(&m->mu);
+    }
+}
+
+static void s_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void *s_thread(void *arg)
+{
+    gw_meta_t *m = arg;
+    redisContext *sub = NULL, *pub = NULL;
+    bool ever = false;
+    int backoff = 100;
+    while (!atomic_load(&m->stop)) {
+        if (sub == NULL) {
+            redisReply *r = NULL;
+            if ((sub = s_connect(m)) == NULL || (pub = s_connect(m)) == NULL ||
+                (r = redisCommand(sub, "SUBSCRIBE %s", m->channel)) == NULL) {
+                if (r != NULL)
+                    freeReplyObject(r);
+                if (sub != NULL)
+                    redisFree(sub), sub = NULL;
+                if (pub != NULL)
+                    redisFree(pub), pub = NULL;
+                rf_metric_add(gw_m.redis_errors, NULL, 1);
+                s_sleep_ms(backoff);
+                backoff = backoff < 2000 ? backoff * 2 : 2000;
+                continue;
+            }
+            freeReplyObject(r);
+            backoff = 100;
+            rf_metric_set(gw_m.redis_up, NULL, 1);
+            if (ever) {
+                /* Purges published while we were cut off are gone: make
+                 * every object revalidate once instead. */
+                size_t n = rf_store_expire_if(m->srv->store, s_match_all, NULL, 0);
+                rf_log(RF_LOG_WARN, NULL, "metadata: Redis %s:%d back; %zu object(s) will revalidate (purges may have "
+                                          "been missed)", m->host, m->port, n);
+            } else {
+                rf_log(RF_LOG_INFO, NULL, "metadata: Redis %s:%d, channel %s", m->host, m->port, m->channel);
+            }
+            ever = true;
+        }
+        if (s_flush(m, pub) < 0)
+            goto lost;
+        struct pollfd p = {.fd = sub->fd, .events = POLLIN};
+        int pr = poll(&p, 1, 100);
+        if (pr < 0 && errno != EINTR)
+            goto lost;
+        if (pr > 0) {
+            if (redisBufferRead(sub) != REDIS_OK)
+                goto lost;
+            for (;;) {
+                redisReply *r = NULL;
+                if (redisGetReplyFromReader(sub, (void **)&r) != REDIS_OK)
+                    goto lost;
+                if (r == NULL)
+                    break;
+                if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
+                    strcmp(r->element[0]->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
+                    s_apply(m, r->element[2]->str, r->element[2]->len);
+                freeReplyObject(r);
+            }
+        }
+        continue;
+    lost:
+        rf_log(RF_LOG_WARN, NULL, "metadata: lost Redis %s:%d (%s); serving on, reconnecting", m->host, m->port,
+               sub && sub->err ? sub->errstr : pub && pub->err ? pub->errstr : "connection closed");
+        rf_metric_add(gw_m.redis_errors, NULL, 1);
+        rf_metric_set(gw_m.redis_up, NULL, 0);
+        redisFree(sub), sub = NULL;
+        if (pub != NULL)
+            redisFree(pub), pub = NULL;
+    }
+    if (sub != NULL)
+        redisFree(sub);
+    if (pub != NULL)
+        redisFree(pub);
+    return NULL;
+}
+
+gw_meta_t *gw_meta_new(gw_server_t *srv, char **err)
+{
+    const rf_config_t *cfg = srv->cfg;
+    gw_meta_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        goto oom;
+    m->srv = srv;
+    pthread_mutex_init(&m->mu, NULL);
+    if (strcmp(cfg->gateway.meta_backend, "embedded") == 0)
+        return m;
+    if (strcmp(cfg->gateway.meta_backend, "redis") != 0) {
+        if (asprintf(err, "gateway.metadata.backend is embedded or redis, got '%s'", cfg->gateway.meta_backend) < 0)
+            *err = NULL;
+        goto fail;
+    }
+    rf_listen_t l = {0};
+    if (rf_listen_parse(cfg->gateway.meta_redis, &l) < 0 || l.port <= 0 || l.host == NULL || strlen(l.host) >= 256) {
+        free(l.host);
+        if (asprintf(err, "gateway.metadata.redis is host:port, got '%s'", cfg->gateway.meta_redis) < 0)
+            *err = NULL;
+        goto fail;
+    }
+    snprintf(m->host, sizeof(m->host), "%s", l.host[0] ? l.host : "127.0.0.1");
+    free(l.host);
+    m->port = l.port;
+    snprintf(m->channel, sizeof(m->channel), "%s:purge", cfg->gateway.meta_prefix);
+    m->redis = true;
+    rf_metric_set(gw_m.redis_up, NULL, 0);
+    if (pthread_create(&m->tid, NULL, s_thread, m) != 0)
+        goto oom;
+    return m;
+oom:
+    if (asprintf(err, "metadata: out of memory") < 0)
+        *err = NULL;
+fail:
+    if (m != NULL) {
+        pthread_mutex_destroy(&m->mu);
+        free(m);
+    }
+    return NULL;
+}
+
+void gw_meta_destroy(gw_meta_t **m_p)
+{
+    gw_meta_t *m = *m_p;
+    if (m == NULL)
+        return;
+    *m_p = NULL;
+    if (m->redis) {
+        atomic_store(&m->stop, true);
+        pthread_join(m->tid, NULL);
+    }
+    for (s_msg_t *x = m->head, *next; x != NULL; x = next) {
+        next = x->next;
+        free(x->text);
+        free(x);
+    }
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}

@@ -1,0 +1,128 @@
+"""Shared metadata over a real redis-server (gateway.metadata.backend:
+redis): a purge made on one gateway is applied by another within a second;
+Redis killed mid-test never stops serving, purges made meanwhile go out
+when it is back, and a gateway that was cut off revalidates everything."""
+import os
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+import harness
+
+TOKEN = "redis-test-token"
+
+
+class Redis:
+    def __init__(self, d):
+        self.dir = d
+        self.port = harness.free_port()
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+            if r.stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill()
+
+
+def _site(d):
+    os.makedirs(d, exist_ok=True)
+    day = time.time() - 86400
+    for i in range(4):
+        p = os.path.join(d, f"o{i}.txt")
+        with open(p, "w") as f:
+            f.write(f"object {i}\n")
+        os.utime(p, (day, day))
+    return d
+
+
+def _purge(st, action, url):
+    return harness.http("POST", st.admin(f"/{action}?url=" + urllib.parse.quote(url, safe="")),
+                        headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def _status(st, path):
+    return st.get(path, host="r.test").headers.get("Cache-Status", "")
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+@pytest.fixture
+def pair(make_stack, tmp_path):
+    rd = Redis(str(tmp_path))
+    o = harness.Origin(_site(str(tmp_path / "site")))
+    gw = {"admin_token": TOKEN, "metadata": {"backend": "redis", "redis": f"127.0.0.1:{rd.port}", "prefix": "t"}}
+    a = make_stack([{"name": "r.test", "default": True, "origin": o.url}], workers=0, gateway=dict(gw, name="gw-a"))
+    b = make_stack([{"name": "r.test", "default": True, "origin": o.url}], workers=0, gateway=dict(gw, name="gw-b"))
+    for st in (a, b):
+        _wait(lambda st=st: harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 1, 10, "redis up")
+    yield a, b, rd, o
+    rd.close()
+    o.close()
+
+
+def test_purge_on_one_gateway_reaches_the_other(pair):
+    a, b, rd, o = pair
+    for st in (a, b):
+        st.get("/o0.txt", host="r.test")
+        assert "hit" in _status(st, "/o0.txt")
+    t0 = time.monotonic()
+    r = _purge(a, "hardpurge", "http://r.test/o0.txt")
+    assert r.status_code == 200 and r.json()["results"][0]["objects"] == 1
+    _wait(lambda: harness.metric_value(b.metrics(), "refract_cache_purges_received_total", action="hardpurge") == 1,
+          1.0, "gateway b applied the purge")
+    assert time.monotonic() - t0 < 1.0
+    assert "fwd=miss" in _status(b, "/o0.txt")
+    assert "fwd=miss" in _status(a, "/o0.txt")
+
+
+def test_redis_down_keeps_serving_and_catches_up(pair):
+    a, b, rd, o = pair
+    for st in (a, b):
+        for p in ("/o1.txt", "/o2.txt"):
+            st.get(p, host="r.test")
+    rd.kill()
+    _wait(lambda: harness.metric_value(a.metrics(), "refract_metadata_redis_up") == 0, 5, "a sees redis down")
+    # serving goes on, hits included
+    assert "hit" in _status(a, "/o1.txt") and "hit" in _status(b, "/o1.txt")
+    # a purge made meanwhile applies locally at once, and waits for Redis
+    r = _purge(a, "hardpurge", "http://r.test/o1.txt")
+    assert r.status_code == 200 and r.json()["results"][0]["objects"] == 1
+    assert "fwd=miss" in _status(a, "/o1.txt")
+    assert "hit" in _status(b, "/o1.txt")  # b cannot know yet
+    rd.start()  # same port
+    _wait(lambda: all(harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 1 for st in (a, b)), 10,
+          "both reconnected")
+    # b was cut off: everything revalidates once; o1 is gone from b too
+    _wait(lambda: "hit" not in _status(b, "/o1.txt"), 5, "b dropped o1")
+    assert "fwd=stale" in _status(b, "/o2.txt")  # revalidated, not served blindly
+    assert harness.metric_value(b.metrics(), "refract_metadata_redis_errors_total") >= 1
+
+
+def test_embedded_is_the_default(make_stack, tmp_path):
+    st = make_stack([{"name": "r.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0)
+    assert harness.metric_value(st.metrics(), "refract_metadata_redis_up") in (None, 0)
