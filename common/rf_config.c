@@ -1043,6 +1043,7 @@ static int s_rewrites(s_ctx_t *c, yaml_node_t *seq)
 typedef struct {
     rf_vhost_conf_t v;
     char *origin_url;
+    s_strlist_t more_urls; /* origin as a list: the rest */
     rf_origin_tls_t origin_tls; /* moved into v.origin.tls once the origin is parsed */
     bool has_origin_tls;
     struct {
@@ -1150,12 +1151,89 @@ static void s_vhost_origin_tls_clear(s_vhost_t *vh)
     memset(&vh->origin_tls, 0, sizeof(vh->origin_tls));
 }
 
+static char *s_dup(const char *p)
+{
+    return p ? strdup(p) : NULL;
+}
+
+/* A copy of an origin_tls setting (strings duplicated). 0 or -1. */
+static int s_origin_tls_copy(rf_origin_tls_t *dst, const rf_origin_tls_t *src)
+{
+    dst->verify = src->verify;
+    dst->ca_file = s_dup(src->ca_file);
+    dst->sni = s_dup(src->sni);
+    dst->client_cert = s_dup(src->client_cert);
+    dst->client_key = s_dup(src->client_key);
+    return (src->ca_file && !dst->ca_file) || (src->sni && !dst->sni) || (src->client_cert && !dst->client_cert) ||
+                   (src->client_key && !dst->client_key)
+               ? -1
+               : 0;
+}
+
+/* origin: one URL, or a list of http(s) URLs (the first is `origin`). */
+static int s_vhost_origin(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    s_vhost_t *vh = (s_vhost_t *)((char *)t - offsetof(s_vhost_t, origin_url));
+    if (v->type == YAML_SCALAR_NODE)
+        return s_str(c, v, t);
+    s_strlist_t all = {NULL, 0};
+    if (s_strlist(c, v, &all) < 0 || all.n == 0) {
+        s_free_list(all.list, all.n);
+        return s_fail(c, v, "origin is a URL or a list of URLs");
+    }
+    vh->origin_url = all.list[0];
+    vh->more_urls.n = all.n - 1;
+    vh->more_urls.list = calloc(all.n, sizeof(char *));
+    if (vh->more_urls.list == NULL) {
+        for (size_t i = 1; i < all.n; i++)
+            free(all.list[i]);
+        free(all.list);
+        return -1;
+    }
+    memcpy(vh->more_urls.list, all.list + 1, (all.n - 1) * sizeof(char *));
+    free(all.list);
+    return 0;
+}
+
+static int s_vhost_balance(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    if (strcmp(s_scalar(v), "hash") == 0)
+        *(bool *)t = true;
+    else if (strcmp(s_scalar(v), "round_robin") == 0)
+        *(bool *)t = false;
+    else
+        return s_fail(c, v, "balance is round_robin or hash, got '%s'", s_scalar(v));
+    return 0;
+}
+
+static int s_vhost_health(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    typedef struct {
+        int fails, down_ms;
+    } s_health_t;
+    static const s_key_t keys[] = {K("fails", s_int, s_health_t, fails), K("down", s_duration, s_health_t, down_ms),
+                                   {0}};
+    rf_vhost_conf_t *vc = (rf_vhost_conf_t *)((char *)t - offsetof(rf_vhost_conf_t, health_fails));
+    s_health_t h = {vc->health_fails, vc->health_down_ms};
+    if (s_walk(c, v, keys, &h, "health") < 0)
+        return -1;
+    if (h.fails < 1)
+        return s_fail(c, v, "health.fails is at least 1");
+    vc->health_fails = h.fails;
+    vc->health_down_ms = h.down_ms;
+    return 0;
+}
+
 static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
 {
     static const s_key_t keys[] = {{"name", s_str, offsetof(s_vhost_t, v.name)},
                                    {"aliases", s_vhost_aliases, offsetof(s_vhost_t, v.aliases)},
                                    {"default", s_bool, offsetof(s_vhost_t, v.is_default)},
-                                   {"origin", s_str, offsetof(s_vhost_t, origin_url)},
+                                   {"origin", s_vhost_origin, offsetof(s_vhost_t, origin_url)},
+                                   {"balance", s_vhost_balance, offsetof(s_vhost_t, v.balance_hash)},
+                                   {"health", s_vhost_health, offsetof(s_vhost_t, v.health_fails)},
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
@@ -1177,8 +1255,26 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
     const char *why = NULL;
     if (rf_origin_parse(vh->origin_url, &vh->v.origin, &why) < 0)
         return s_fail(c, node, "vhost '%s': %s", vh->v.name, why);
+    if (vh->more_urls.n > 0) {
+        if (vh->v.origin.kind != RF_ORIGIN_HTTP)
+            return s_fail(c, node, "vhost '%s': several origins must all be http(s)", vh->v.name);
+        if ((vh->v.more_origins = calloc(vh->more_urls.n, sizeof(rf_origin_t))) == NULL)
+            return s_fail(c, node, "out of memory");
+        for (size_t i = 0; i < vh->more_urls.n; i++) {
+            vh->v.n_more_origins = i + 1;
+            if (rf_origin_parse(vh->more_urls.list[i], &vh->v.more_origins[i], &why) < 0)
+                return s_fail(c, node, "vhost '%s': origin %zu: %s", vh->v.name, i + 2, why);
+            if (vh->v.more_origins[i].kind != RF_ORIGIN_HTTP)
+                return s_fail(c, node, "vhost '%s': several origins must all be http(s)", vh->v.name);
+        }
+    }
     if (s_vhost_origin_tls_apply(c, node, vh) < 0)
         return -1;
+    /* origin_tls applies to every https origin of the vhost. */
+    for (size_t i = 0; i < vh->v.n_more_origins; i++)
+        if (vh->v.more_origins[i].https && vh->v.origin.https)
+            if (s_origin_tls_copy(&vh->v.more_origins[i].tls, &vh->v.origin.tls) < 0)
+                return s_fail(c, node, "out of memory");
     if ((vh->v.tls.cert == NULL) != (vh->v.tls.key == NULL))
         return s_fail(c, node, "vhost '%s': tls needs both cert and key", vh->v.name);
     return 0;
@@ -1226,8 +1322,11 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
             return s_fail(c, it, "out of memory");
         vh.v.compression = (rf_compress_conf_t){.method = RF_CE_GZIP, .level = 6, .min_size = 2048, .max_size = 2048 * 1024};
+        vh.v.health_fails = 3;
+        vh.v.health_down_ms = 10000;
         int rc = s_vhost(c, it, &vh);
         free(vh.origin_url);
+        s_free_list(vh.more_urls.list, vh.more_urls.n);
         s_vhost_origin_tls_clear(&vh);
         if (vh.v.dims.keyword == NULL)
             vh.v.dims.keyword = strdup(defs->dims.keyword);
@@ -1423,6 +1522,9 @@ void rf_config_destroy(rf_config_t **self_p)
         free(v->name);
         s_free_list(v->aliases, v->n_aliases);
         rf_origin_clear(&v->origin);
+        for (size_t k = 0; k < v->n_more_origins; k++)
+            rf_origin_clear(&v->more_origins[k]);
+        free(v->more_origins);
         free(v->dims.keyword);
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         s_compression_clear(&v->compression);

@@ -127,7 +127,14 @@ typedef struct {
     char **aliases; /* same forms as name */
     size_t n_aliases;
     bool is_default; /* serves requests whose Host matches nothing */
-    rf_origin_t origin;
+    rf_origin_t origin; /* the first (or only) origin */
+    /* More http(s) origins (`origin` as a list), chosen per request by
+     * `balance`, skipping those passive health marks down. */
+    rf_origin_t *more_origins;
+    size_t n_more_origins;
+    bool balance_hash;    /* balance: hash (by cache key, rendezvous) or round_robin */
+    int health_fails;     /* health.fails: failures in a row that mark an origin down (default 3) */
+    int health_down_ms;   /* health.down: how long it stays down before a request tries it (default 10s) */
     rf_dims_conf_t dims;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;

@@ -61,7 +61,7 @@ stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER
     tests/integration/test_origin_tls.py tests/integration/test_proxy.py tests/integration/test_cache.py \
     tests/integration/test_purge.py tests/integration/test_compress.py \
     tests/integration/test_link.py tests/integration/test_rewrite.py tests/integration/test_tier.py \
-    tests/integration/test_redis.py
+    tests/integration/test_redis.py tests/integration/test_origins.py
 
 pass=0 fail=0 failed=""
 for i in "${!NAMES[@]}"; do

@@ -74,6 +74,7 @@ typedef struct {
     h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
     int inflight;
+    uint64_t rr; /* round_robin turn for vhosts with several origins */
     int draining;
     int64_t drain_deadline_ms;
     atomic_int stopped;
@@ -185,6 +186,7 @@ struct gw_req_t {
     unsigned close_conn : 1; /* answer and close: the connection's framing is suspect */
     /* route */
     const rf_vhost_conf_t *vhost;
+    const rf_origin_t *origin; /* the http origin chosen for it (gw_proxy_upstream), or NULL */
     const gw_func_t *func; /* NULL: a plain request */
     void *func_state;      /* the parsed chain (func->parse) */
     h2o_iovec_t src;       /* the function's source path (canonical) */
@@ -316,7 +318,8 @@ h2o_handler_t *gw_vhosts_file_handler(const gw_vhosts_t *v, const rf_vhost_conf_
 const char *gw_reason(int status);
 
 /* gw_proxy.c: http origins — per-thread upstream pools and streaming. */
-gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why);
+gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const rf_vhost_conf_t *vh,
+                                  const char **why);
 /* The upstream of the request's vhost origin on its thread, or NULL after
  * answering 502 with the reason. */
 gw_upstream_t *gw_proxy_upstream(gw_req_t *rc);

@@ -330,7 +330,7 @@ static int s_follow_link(gw_fill_t *f, int status)
     if (to == NULL || strcasecmp(to->name, from->link.vhost) != 0 || to->origin.kind != RF_ORIGIN_HTTP)
         return 0;
     const char *why = NULL;
-    gw_upstream_t *up = gw_thread_upstream(f->thread, &to->origin, &why);
+    gw_upstream_t *up = gw_thread_upstream(f->thread, &to->origin, to, &why);
     if (up == NULL)
         return 0;
     gw_origin_request_t q = {.origin = &to->origin,

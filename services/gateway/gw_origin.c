@@ -58,6 +58,10 @@ struct gw_upstream_t {
     h2o_timeout_t connect_timeout, io_timeout, keepalive_timeout, zero_timeout;
     h2o_linklist_t idle; /* s_idle_t, most recently returned last */
     int n_idle;
+    /* passive health */
+    int fails;
+    uint64_t down_until; /* loop ms */
+    bool probing;        /* the down period ended: the next failure marks it down at once */
 };
 
 typedef enum { S_RESOLVING, S_CONNECTING, S_HEAD, S_BODY } s_state_t;
@@ -86,6 +90,7 @@ static void s_connect(gw_fetch_t *f);
 static void s_on_read(h2o_socket_t *sock, const char *err);
 static void s_idle_close(s_idle_t *idle);
 static void s_fail(gw_fetch_t *f, int status, const char *why);
+static void s_health(gw_upstream_t *up, bool ok);
 
 /* Closes a connection. h2o's TLS shutdown may leave an entry in this
  * thread's OpenSSL error queue, which would make a later SSL_read on
@@ -358,8 +363,37 @@ static void s_free(gw_fetch_t *f, int reuse_socket)
     free(f);
 }
 
+bool gw_upstream_up(gw_upstream_t *up)
+{
+    uint64_t now = h2o_now(up->loop);
+    if (up->down_until == 0 || now >= up->down_until) {
+        if (up->down_until != 0)
+            up->probing = true, up->down_until = 0;
+        return true;
+    }
+    return false;
+}
+
+static void s_health(gw_upstream_t *up, bool ok)
+{
+    if (ok) {
+        up->fails = 0;
+        up->probing = false;
+        return;
+    }
+    if (up->opts.fails_max <= 0)
+        return;
+    if (up->probing || ++up->fails >= up->opts.fails_max) {
+        up->down_until = h2o_now(up->loop) + (uint64_t)up->opts.down_ms;
+        up->fails = 0;
+        up->probing = false;
+        rf_warn("origin %s marked down for %d ms (passive health)", up->name, up->opts.down_ms);
+    }
+}
+
 static void s_fail(gw_fetch_t *f, int status, const char *why)
 {
+    s_health(f->up, false);
     f->in_cb = 1;
     f->cbs->on_error(f, f->arg, status, why);
     s_free(f, 0);
@@ -446,6 +480,7 @@ static void s_on_handshake(h2o_socket_t *sock, const char *err)
                      detail ? detail : "");
         }
         ERR_clear_error();
+        s_health(f->up, false);
         f->in_cb = 1;
         f->cbs->on_error(f, f->arg, 502, why);
         s_free(f, 0);
@@ -462,6 +497,7 @@ static void s_on_connect(h2o_socket_t *sock, const char *err)
         char why[400];
         snprintf(why, sizeof(why), "origin %s unreachable: %s", f->up->name, err);
         /* The socket is closed by s_free. */
+        s_health(f->up, false);
         f->in_cb = 1;
         f->cbs->on_error(f, f->arg, 502, why);
         s_free(f, 0);
@@ -584,6 +620,7 @@ static int s_parse_head(gw_fetch_t *f)
     gettimeofday(&now, NULL);
     f->head_usec = (uint64_t)((now.tv_sec - f->started.tv_sec) * 1000000 + (now.tv_usec - f->started.tv_usec));
     f->state = S_BODY;
+    s_health(f->up, true);
     f->in_cb = 1;
     int64_t clen = head.body == GW_BODY_NONE ? (f->is_head ? head.content_length : 0) : head.content_length;
     int rc = f->cbs->on_head(f, f->arg, head.status, head.headers, head.n_headers, clen);

@@ -52,6 +52,8 @@ typedef struct {
     int keepalive_timeout_ms;
     int resolve_ttl_ms;         /* how long a looked-up address is used */
     const gw_origin_tls_t *tls; /* https: the TLS setting (borrowed, process lifetime); NULL = http */
+    int fails_max;              /* passive health: failures in a row that mark it down (0 = never) */
+    int down_ms;                /* how long it stays down before a request tries it again */
 } gw_upstream_opts_t;
 
 typedef struct {
@@ -83,6 +85,12 @@ gw_upstream_t *gw_upstream_new(h2o_loop_t *loop, h2o_multithread_receiver_t *res
 
 /* The "host:port" this upstream talks to (borrowed). */
 const char *gw_upstream_name(gw_upstream_t *up);
+
+/* Passive health: whether requests should go here now. An upstream is
+ * marked down after fails_max failed fetches in a row (no answer,
+ * timeouts, broken responses) for down_ms; then one request tries it — a
+ * response head brings it back, a failure marks it down again. */
+bool gw_upstream_up(gw_upstream_t *up);
 
 /* The TLS setting it was created with (borrowed), NULL for http. */
 const gw_origin_tls_t *gw_upstream_tls(gw_upstream_t *up);

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <xxhash.h>
+
 #include "gw.h"
 #include "gw_metrics.h"
 #include "rf_log.h"
@@ -25,7 +27,8 @@
  * per thread, made on first use. Returns it (the thread owns it), or NULL
  * with *why when out of memory or when the TLS setting's files cannot be
  * loaded. Names are looked up later, without blocking (gw_origin.h). */
-gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const char **why)
+gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const rf_vhost_conf_t *vh,
+                                  const char **why)
 {
     /* Every request looks its upstream up: compare fields, format nothing. */
     for (h2o_linklist_t *l = t->upstreams.next; l != &t->upstreams; l = l->next) {
@@ -43,7 +46,9 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
                                .io_timeout_ms = cfg->gateway.read_timeout_ms,
                                .keepalive_max = cfg->gateway.keepalive_max,
                                .keepalive_timeout_ms = cfg->gateway.keepalive_timeout_ms,
-                               .resolve_ttl_ms = cfg->gateway.resolve_ttl_ms};
+                               .resolve_ttl_ms = cfg->gateway.resolve_ttl_ms,
+                               .fails_max = vh->health_fails,
+                               .down_ms = vh->health_down_ms};
     if (origin->https && (opts.tls = gw_origin_tls_get(origin, why)) == NULL)
         return NULL;
     gw_upstream_t *up =
@@ -64,12 +69,58 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
     return up;
 }
 
+/* The i-th origin of a vhost (0: `origin`). */
+static const rf_origin_t *s_origin_at(const rf_vhost_conf_t *vh, size_t i)
+{
+    return i == 0 ? &vh->origin : &vh->more_origins[i - 1];
+}
+
+/* Which origin this request goes to: the only one; or, by `balance`, the
+ * next in turn (round_robin) or the one whose rendezvous hash with the
+ * cache key is highest (hash: adding an origin moves about 1/N of the keys
+ * to it, and a down origin's keys spread over the others) — skipping those
+ * passive health marks down, unless all are. */
+static const rf_origin_t *s_pick(gw_req_t *rc, const char **why, gw_upstream_t **up_out)
+{
+    const rf_vhost_conf_t *vh = rc->vhost;
+    size_t n = 1 + vh->n_more_origins;
+    gw_thread_t *t = rc->thread;
+    if (n == 1) {
+        *up_out = gw_thread_upstream(t, &vh->origin, vh, why);
+        return &vh->origin;
+    }
+    uint64_t score[64], start = vh->balance_hash ? 0 : t->rr++;
+    if (n > 64)
+        n = 64;
+    for (size_t i = 0; i < n; i++)
+        score[i] = vh->balance_hash ? XXH3_64bits_withSeed(rc->key.base, rc->key.len,
+                                                           XXH3_64bits(s_origin_at(vh, i)->url,
+                                                                       strlen(s_origin_at(vh, i)->url)))
+                                    : (uint64_t)(n - ((i + n - start % n) % n)); /* turn order */
+    size_t best = SIZE_MAX, any = 0;
+    gw_upstream_t *best_up = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (score[i] > score[any])
+            any = i;
+        gw_upstream_t *up = gw_thread_upstream(t, s_origin_at(vh, i), vh, why);
+        if (up != NULL && gw_upstream_up(up) && (best == SIZE_MAX || score[i] > score[best]))
+            best = i, best_up = up;
+    }
+    if (best == SIZE_MAX) { /* all down: the preferred one is tried */
+        *up_out = gw_thread_upstream(t, s_origin_at(vh, any), vh, why);
+        return s_origin_at(vh, any);
+    }
+    *up_out = best_up;
+    return s_origin_at(vh, best);
+}
+
 gw_upstream_t *gw_proxy_upstream(gw_req_t *rc)
 {
     const char *why = NULL;
-    gw_upstream_t *up = gw_thread_upstream(rc->thread, &rc->vhost->origin, &why);
+    gw_upstream_t *up = NULL;
+    rc->origin = s_pick(rc, &why, &up);
     if (up == NULL)
-        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->vhost->origin.url, why);
+        gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->origin->url, why ? why : "unavailable");
     return up;
 }
 
@@ -481,7 +532,7 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
     h2o_req_t *req = rc->req;
     char peer[INET6_ADDRSTRLEN + 1];
     gw_proxy_peer(req, peer, sizeof(peer));
-    gw_origin_request_t q = {.origin = &rc->vhost->origin,
+    gw_origin_request_t q = {.origin = rc->origin != NULL ? rc->origin : &rc->vhost->origin,
                              .path = h2o_iovec_init(path, path_len),
                              .method = req->method,
                              .headers = &req->headers,

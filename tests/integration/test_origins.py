@@ -1,0 +1,88 @@
+"""Several origins per vhost: round_robin and consistent (rendezvous) hash
+balancing, and passive health (an origin that keeps failing is skipped for
+a while, then tried again)."""
+import os
+import time
+
+import harness
+
+
+def _site(d, n=1):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f.txt"), "w") as f:
+        f.write("f\n")
+    return d
+
+
+def _who(origins, path):
+    """Which origin (index) received requests for path, by count."""
+    return [sum(1 for q in o.requests if q["path"] == path) for o in origins]
+
+
+def test_round_robin_spreads(make_stack, tmp_path):
+    os_ = [harness.Origin(_site(str(tmp_path / f"o{i}"))) for i in range(2)]
+    try:
+        st = make_stack([{"name": "b.test", "default": True, "origin": [o.url for o in os_], "balance": "round_robin",
+                          "cache": {"enable": False}}], workers=0, gateway={"threads": 1})
+        for _ in range(20):
+            assert st.get("/f.txt", host="b.test").status_code == 200
+        c = _who(os_, "/f.txt")
+        assert c == [10, 10], c
+    finally:
+        for o in os_:
+            o.close()
+
+
+def test_hash_is_sticky_and_moves_about_1_in_n(make_stack, tmp_path):
+    os_ = [harness.Origin(_site(str(tmp_path / f"o{i}"))) for i in range(3)]
+    paths = [f"/_echo?k={i}" for i in range(300)]
+    try:
+        def owners(n):
+            st = make_stack([{"name": "h.test", "default": True, "origin": [o.url for o in os_[:n]],
+                              "balance": "hash", "cache": {"enable": False}}], workers=0)
+            before = [len(o.requests) for o in os_]
+            for p in paths:
+                st.get(p, host="h.test")
+                st.get(p, host="h.test")  # the same key goes to the same origin
+            own = {}
+            for i, o in enumerate(os_):
+                for q in o.requests[before[i]:]:
+                    own.setdefault(q["path"], set()).add(i)
+            assert all(len(v) == 1 for v in own.values()), "a key went to two origins"
+            st.close()
+            return {p: next(iter(v)) for p, v in own.items()}
+
+        two, three = owners(2), owners(3)
+        assert len(two) == len(three) == 300
+        spread = [sum(1 for v in two.values() if v == i) for i in range(2)]
+        assert min(spread) > 100, spread
+        moved = [p for p in paths if two[p] != three[p]]
+        assert all(three[p] == 2 for p in moved), "keys moved between the old origins"
+        assert 0.2 < len(moved) / 300 < 0.47, len(moved)
+    finally:
+        for o in os_:
+            o.close()
+
+
+def test_passive_health_skips_a_dead_origin(make_stack, tmp_path):
+    good = harness.Origin(_site(str(tmp_path / "good")))
+    dead = f"http://127.0.0.1:{harness.free_port()}"
+    try:
+        st = make_stack([{"name": "p.test", "default": True, "origin": [dead, good.url], "balance": "round_robin",
+                          "health": {"fails": 2, "down": "30s"}, "cache": {"enable": False}}],
+                        workers=0, gateway={"threads": 1})
+        codes = [st.get("/f.txt", host="p.test").status_code for _ in range(12)]
+        assert codes.count(502) <= 2, codes  # at most fails=2 before it is skipped
+        assert codes[-6:] == [200] * 6, codes
+        assert "marked down" in st.gw.log()
+    finally:
+        good.close()
+
+
+def test_several_origins_must_be_http(tmp_path):
+    cfg = {"gateway": {"listen": "127.0.0.1:1"}, "bus": {"endpoint": "tcp://127.0.0.1:9"},
+           "vhosts": [{"name": "a", "origin": ["http://127.0.0.1:9", "file:///tmp"]}]}
+    p = tmp_path / "bad.yaml"
+    p.write_text(harness.to_yaml(cfg) + "\n")
+    out = harness.subprocess.run([harness.GATEWAY_BIN, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1 and "several origins must all be http(s)" in out.stderr, out.stderr
