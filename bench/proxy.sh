@@ -99,6 +99,7 @@ vhosts:
   - name: proxy.bench
     default: true
     origin: "http://127.0.0.1:$P_ORIGIN"
+    cache: { enable: false }   # pass-through is measured here; cache hits in bench/cache.sh
   - name: files.bench
     origin: "file://$WWW"
 log:

@@ -140,6 +140,7 @@ vhosts:
   - name: localhost
     default: true
     origin: "file://$IMG"
+    cache: { enable: false }   # every resize is made, not served from the cache
     dims:
       max_source_size: 20MB
 image_worker:

@@ -137,6 +137,7 @@ vhosts:
   - name: tls.bench
     default: true
     origin: "http://127.0.0.1:$P_ORIGIN"
+    cache: { enable: false }   # pass-through is measured here; cache hits in bench/cache.sh
 log:
   level: warn
 EOF
