@@ -1170,6 +1170,49 @@ static int s_origin_tls_copy(rf_origin_tls_t *dst, const rf_origin_tls_t *src)
                : 0;
 }
 
+/* siblings: {self: URL, peers: [URL, …]} — self must be one of peers. */
+typedef struct {
+    char *self;
+    s_strlist_t peers;
+} s_siblings_raw_t;
+
+static int s_vhost_siblings(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("self", s_str, s_siblings_raw_t, self),
+                                   K("peers", s_strlist, s_siblings_raw_t, peers), {0}};
+    rf_vhost_conf_t *vc = (rf_vhost_conf_t *)((char *)t - offsetof(rf_vhost_conf_t, siblings));
+    s_siblings_raw_t raw = {NULL, {NULL, 0}};
+    int rc = -1;
+    if (s_walk(c, v, keys, &raw, "siblings") < 0)
+        goto out;
+    if (raw.self == NULL || raw.peers.n < 2) {
+        s_fail(c, v, "siblings needs self and at least two peers");
+        goto out;
+    }
+    if ((vc->siblings = calloc(raw.peers.n, sizeof(rf_origin_t))) == NULL)
+        goto out;
+    bool found = false;
+    for (size_t i = 0; i < raw.peers.n; i++) {
+        const char *why = NULL;
+        vc->n_siblings = i + 1;
+        if (rf_origin_parse(raw.peers.list[i], &vc->siblings[i], &why) < 0 || vc->siblings[i].kind != RF_ORIGIN_HTTP) {
+            s_fail(c, v, "siblings.peers[%zu]: %s", i, why ? why : "must be http(s)");
+            goto out;
+        }
+        if (strcmp(raw.peers.list[i], raw.self) == 0)
+            vc->sibling_self = i, found = true;
+    }
+    if (!found) {
+        s_fail(c, v, "siblings.self '%s' is not one of siblings.peers", raw.self);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(raw.self);
+    s_free_list(raw.peers.list, raw.peers.n);
+    return rc;
+}
+
 /* origin: one URL, or a list of http(s) URLs (the first is `origin`). */
 static int s_vhost_origin(s_ctx_t *c, yaml_node_t *v, void *t)
 {
@@ -1234,6 +1277,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"origin", s_vhost_origin, offsetof(s_vhost_t, origin_url)},
                                    {"balance", s_vhost_balance, offsetof(s_vhost_t, v.balance_hash)},
                                    {"health", s_vhost_health, offsetof(s_vhost_t, v.health_fails)},
+                                   {"siblings", s_vhost_siblings, offsetof(s_vhost_t, v.siblings)},
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
@@ -1525,6 +1569,9 @@ void rf_config_destroy(rf_config_t **self_p)
         for (size_t k = 0; k < v->n_more_origins; k++)
             rf_origin_clear(&v->more_origins[k]);
         free(v->more_origins);
+        for (size_t k = 0; k < v->n_siblings; k++)
+            rf_origin_clear(&v->siblings[k]);
+        free(v->siblings);
         free(v->dims.keyword);
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         s_compression_clear(&v->compression);

@@ -133,6 +133,14 @@ typedef struct {
     rf_origin_t *more_origins;
     size_t n_more_origins;
     bool balance_hash;    /* balance: hash (by cache key, rendezvous) or round_robin */
+    /* Sibling distribution (seed: n:n peers): every key has one owner among
+     * `siblings` (rendezvous hash); a request for a key another sibling owns
+     * is fetched from that sibling (which serves it from its cache or its
+     * origin), unless the owner is down. `sibling_self` names this gateway
+     * in the list. */
+    rf_origin_t *siblings;
+    size_t n_siblings;
+    size_t sibling_self;
     int health_fails;     /* health.fails: failures in a row that mark an origin down (default 3) */
     int health_down_ms;   /* health.down: how long it stays down before a request tries it (default 10s) */
     rf_dims_conf_t dims;

@@ -187,6 +187,7 @@ struct gw_req_t {
     /* route */
     const rf_vhost_conf_t *vhost;
     const rf_origin_t *origin; /* the http origin chosen for it (gw_proxy_upstream), or NULL */
+    unsigned to_sibling : 1;   /* origin is the sibling that owns the key */
     const gw_func_t *func; /* NULL: a plain request */
     void *func_state;      /* the parsed chain (func->parse) */
     h2o_iovec_t src;       /* the function's source path (canonical) */
@@ -359,6 +360,8 @@ typedef struct {
     const char *peer; /* client address for X-Forwarded-For, or NULL */
     const char *request_id;
     const char *via; /* this gateway's Via entry, appended to the client's */
+    const char *host; /* Host to send instead of the origin's (to a sibling: the client's), or NULL */
+    int sibling; /* the request goes to a sibling: marked so that it is not passed on again */
     int forward; /* as gw_proxy_request's forward_headers */
 } gw_origin_request_t;
 h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_t *q, int *is_head);

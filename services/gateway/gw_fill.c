@@ -50,6 +50,8 @@ typedef struct {
     char peer[64];
     int hops;
     const rf_vhost_conf_t *link_vhost; /* the vhost last linked to */
+    bool to_sibling; /* asking the sibling that owns the key: its failure falls back to our origin */
+    bool headed;     /* a response head arrived */
 } gw_fill_t;
 
 static void s_fill_free(gw_fill_t *f)
@@ -355,10 +357,41 @@ static int s_follow_link(gw_fill_t *f, int status)
     return 1;
 }
 
+/* The sibling that owns the key did not answer: this gateway fetches from
+ * its own origin instead (seed: "served locally when the owner is down").
+ * Returns 1 when a new fetch started. */
+static int s_sibling_fallback(gw_fill_t *f)
+{
+    const char *why = NULL;
+    gw_upstream_t *up = gw_thread_upstream(f->thread, &f->vhost->origin, f->vhost, &why);
+    if (up == NULL)
+        return 0;
+    gw_origin_request_t q = {.origin = &f->vhost->origin,
+                             .path = f->target,
+                             .headers = &f->req_headers,
+                             .peer = f->peer,
+                             .request_id = f->request_id,
+                             .via = f->thread->server->via,
+                             .forward = 0};
+    int is_head;
+    h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);
+    if (f->has_stale)
+        request = s_conditional(f, &f->pool, request);
+    gw_fetch_t *next = gw_fetch_start(up, request, is_head, &s_cbs, f);
+    if (next == NULL)
+        return 0;
+    rf_log(RF_LOG_INFO, f->request_id, "sibling %s failed: fetching from %s", f->upstream, gw_upstream_name(up));
+    snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
+    f->to_sibling = false;
+    f->fetch = next;
+    return 1;
+}
+
 static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_header *headers, size_t n,
                      int64_t content_length)
 {
     gw_fill_t *f = arg;
+    f->headed = true;
     const char *l[] = {f->vhost->name};
     rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(fetch) / 1e6);
     if (status != 304 && s_follow_link(f, status))
@@ -483,6 +516,8 @@ static void s_on_error(gw_fetch_t *fetch, void *arg, int status, const char *why
     gw_fill_t *f = arg;
     f->fetch = NULL;
     gw_origin_failed(f->vhost->name, f->request_id, f->upstream, status, why);
+    if (f->to_sibling && !f->headed && !f->answered && s_sibling_fallback(f))
+        return;
     if (!f->answered && s_breaker(f, 0, status)) {
         s_fill_free(f);
         return;
@@ -539,6 +574,7 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
     /* The whole object, whatever this client's Range or validators. */
     h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
     f->target = h2o_strdup(&f->pool, target.base, target.len);
+    f->to_sibling = rc->to_sibling;
     gw_proxy_peer(req, f->peer, sizeof(f->peer));
     int is_head;
     h2o_iovec_t request = gw_proxy_request(rc, target.base, target.len, 0, &is_head);

@@ -114,10 +114,43 @@ static const rf_origin_t *s_pick(gw_req_t *rc, const char **why, gw_upstream_t *
     return s_origin_at(vh, best);
 }
 
+/* Sibling distribution: the sibling that owns the request's key (highest
+ * rendezvous hash), when it is another gateway and up — or NULL: this one
+ * serves it from its own origin. A request a sibling passed here is never
+ * passed on (x-refract-sibling), and Via catches any other loop. */
+static const rf_origin_t *s_sibling(gw_req_t *rc, gw_upstream_t **up_out)
+{
+    const rf_vhost_conf_t *vh = rc->vhost;
+    if (vh->n_siblings == 0 || h2o_find_header_by_str(&rc->req->headers, H2O_STRLIT("x-refract-sibling"), -1) != -1)
+        return NULL;
+    size_t best = 0;
+    uint64_t best_score = 0;
+    for (size_t i = 0; i < vh->n_siblings; i++) {
+        const char *u = vh->siblings[i].url;
+        uint64_t sc = XXH3_64bits_withSeed(rc->key.base, rc->key.len, XXH3_64bits(u, strlen(u)));
+        if (i == 0 || sc > best_score)
+            best = i, best_score = sc;
+    }
+    if (best == vh->sibling_self)
+        return NULL;
+    const char *why = NULL;
+    gw_upstream_t *up = gw_thread_upstream(rc->thread, &vh->siblings[best], vh, &why);
+    if (up == NULL || !gw_upstream_up(up))
+        return NULL; /* the owner is down: served here */
+    *up_out = up;
+    return &vh->siblings[best];
+}
+
 gw_upstream_t *gw_proxy_upstream(gw_req_t *rc)
 {
     const char *why = NULL;
     gw_upstream_t *up = NULL;
+    const rf_origin_t *sib = s_sibling(rc, &up);
+    if (sib != NULL) {
+        rc->origin = sib;
+        rc->to_sibling = 1;
+        return up;
+    }
     rc->origin = s_pick(rc, &why, &up);
     if (up == NULL)
         gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->origin->url, why ? why : "unavailable");
@@ -453,7 +486,7 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
         cap += headers->entries[i].name->len + headers->entries[i].value.len + 4;
     const char *peer = q->peer ? q->peer : "";
     const char *via = q->via ? q->via : "";
-    cap += strlen(peer) + strlen(q->request_id) + strlen(via) + 80;
+    cap += strlen(peer) + strlen(q->request_id) + strlen(via) + (q->host ? strlen(q->host) : 0) + 120;
     char *buf = h2o_mem_alloc_pool(pool, cap);
     size_t off = 0;
     int xff_done = 0;
@@ -464,8 +497,11 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
     APPENDS(o->prefix);
     APPEND(q->path.base, q->path.len);
     APPENDS(" HTTP/1.1\r\nhost: ");
-    APPENDS(o->host);
-    if (o->port != (o->https ? 443 : 80)) {
+    if (q->host != NULL)
+        APPENDS(q->host);
+    else
+        APPENDS(o->host);
+    if (q->host == NULL && o->port != (o->https ? 443 : 80)) {
         char port[16], *p = port + sizeof(port);
         *--p = '\0';
         for (int v = o->port; v > 0; v /= 10)
@@ -478,6 +514,7 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
         const h2o_header_t *h = &headers->entries[i];
         if (s_is_hop(h->name->base, h->name->len) || h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("host")) ||
             h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-request-id")) ||
+            h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("x-refract-sibling")) ||
             (via[0] && h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("via"))) ||
             s_client_nominated(headers, h->name->base, h->name->len))
             continue;
@@ -504,6 +541,8 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
     APPENDS("x-request-id: ");
     APPENDS(q->request_id);
     APPENDS("\r\n");
+    if (q->sibling)
+        APPENDS("x-refract-sibling: 1\r\n");
     if (via[0]) {
         /* RFC 9110 7.6.3: the client's Via entries, then ours. */
         APPENDS("via: ");
@@ -540,6 +579,9 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
                              .peer = peer,
                              .request_id = rc->request_id,
                              .via = rc->thread->server->via,
+                             .host = rc->to_sibling ? h2o_strdup(&req->pool, req->authority.base, req->authority.len).base
+                                                    : NULL,
+                             .sibling = rc->to_sibling,
                              .forward = forward_headers};
     return gw_proxy_request_head(&req->pool, &q, is_head);
 }

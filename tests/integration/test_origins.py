@@ -86,3 +86,41 @@ def test_several_origins_must_be_http(tmp_path):
     p.write_text(harness.to_yaml(cfg) + "\n")
     out = harness.subprocess.run([harness.GATEWAY_BIN, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "several origins must all be http(s)" in out.stderr, out.stderr
+
+
+def test_siblings_share_keys_by_owner(make_stack, tmp_path):
+    o = harness.Origin(_site(str(tmp_path / "origin")))
+    try:
+        sts = [make_stack([{"name": "s.test", "default": True, "origin": o.url}], workers=0, start=False,
+                          gateway={"name": f"sib{i}"}) for i in range(3)]
+        peers = [f"http://127.0.0.1:{st.port}" for st in sts]
+        for i, st in enumerate(sts):
+            st.config["vhosts"][0]["siblings"] = {"self": peers[i], "peers": peers}
+            st.write_config()
+            st.start_gateway()
+        paths = [f"/_echo?s={i}" for i in range(30)]
+        for p in paths:
+            for st in sts:  # every gateway asked for every key
+                r = st.get(p, host="s.test")
+                assert r.status_code == 200, (p, r.status_code, r.text)
+        # each key reached the origin once: only its owner fetched it
+        for p in paths:
+            n = sum(1 for q in o.requests if q["path"] == p)
+            assert n == 1, (p, n)
+        # and the owners are spread over the three
+        owners = {}
+        for p in paths:
+            q = next(q for q in o.requests if q["path"] == p)
+            via = q["headers"].get("via") or q["headers"].get("Via")
+            owners[p] = via.split()[-1]
+        assert len(set(owners.values())) == 3, owners
+        # a request a sibling passed on is not passed on again (no loop)
+        r = sts[0].get("/_echo?s=999", host="s.test", headers={"X-Refract-Sibling": "1"})
+        assert r.status_code == 200
+        assert (next(q for q in o.requests if q["path"] == "/_echo?s=999")["headers"].get("via")).endswith("sib0")
+        # owner down: served locally
+        sts[1].gw.stop()
+        for p in paths:
+            assert sts[0].get(p + "&after=1", host="s.test").status_code == 200
+    finally:
+        o.close()
