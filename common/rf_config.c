@@ -1170,6 +1170,46 @@ static int s_origin_tls_copy(rf_origin_tls_t *dst, const rf_origin_tls_t *src)
                : 0;
 }
 
+/* byclient: {keyword, protocol: http|https, allow: [host patterns]}. */
+static int s_byclient_protocol(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    if (strcmp(s_scalar(v), "https") == 0)
+        *(bool *)t = true;
+    else if (strcmp(s_scalar(v), "http") == 0)
+        *(bool *)t = false;
+    else
+        return s_fail(c, v, "byclient.protocol is http or https, got '%s'", s_scalar(v));
+    return 0;
+}
+
+static int s_vhost_byclient(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    typedef struct {
+        char *keyword;
+        bool https;
+        char **allow;
+        size_t n_allow;
+    } s_bc_t;
+    static const s_key_t keys[] = {K("keyword", s_str, s_bc_t, keyword), K("protocol", s_byclient_protocol, s_bc_t, https),
+                                   K("allow", s_strlist, s_bc_t, allow), {0}};
+    _Static_assert(offsetof(s_bc_t, n_allow) - offsetof(s_bc_t, allow) == offsetof(s_strlist_t, n), "strlist shape");
+    s_bc_t *bc = t;
+    if (s_walk(c, v, keys, t, "byclient") < 0)
+        return -1;
+    if (bc->keyword == NULL)
+        bc->keyword = strdup("byclient");
+    if (bc->keyword == NULL || bc->keyword[0] == '\0' || strchr(bc->keyword, '/') != NULL)
+        return s_fail(c, v, "byclient.keyword must be a non-empty path segment");
+    if (bc->n_allow == 0)
+        return s_fail(c, v, "byclient needs an allow list of host patterns (an open relay is refused)");
+    for (size_t i = 0; i < bc->n_allow; i++)
+        for (char *p = bc->allow[i]; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    return 0;
+}
+
 /* siblings: {self: URL, peers: [URL, …]} — self must be one of peers. */
 typedef struct {
     char *self;
@@ -1278,6 +1318,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"balance", s_vhost_balance, offsetof(s_vhost_t, v.balance_hash)},
                                    {"health", s_vhost_health, offsetof(s_vhost_t, v.health_fails)},
                                    {"siblings", s_vhost_siblings, offsetof(s_vhost_t, v.siblings)},
+                                   {"byclient", s_vhost_byclient, offsetof(s_vhost_t, v.byclient)},
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
@@ -1572,6 +1613,8 @@ void rf_config_destroy(rf_config_t **self_p)
         for (size_t k = 0; k < v->n_siblings; k++)
             rf_origin_clear(&v->siblings[k]);
         free(v->siblings);
+        free(v->byclient.keyword);
+        s_free_list(v->byclient.allow, v->byclient.n_allow);
         free(v->dims.keyword);
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         s_compression_clear(&v->compression);

@@ -141,6 +141,15 @@ typedef struct {
     rf_origin_t *siblings;
     size_t n_siblings;
     size_t sibling_self;
+    /* byclient (seed <Origin ByClient="ON" ByClientKeyword Protocol>): a
+     * path "/KEYWORD/host[:port]/path" is fetched from that host — only
+     * hosts the allow list names (fnmatch, lower case). */
+    struct {
+        char *keyword; /* NULL: off */
+        bool https;
+        char **allow;
+        size_t n_allow;
+    } byclient;
     int health_fails;     /* health.fails: failures in a row that mark an origin down (default 3) */
     int health_down_ms;   /* health.down: how long it stays down before a request tries it (default 10s) */
     rf_dims_conf_t dims;

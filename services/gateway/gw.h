@@ -188,6 +188,8 @@ struct gw_req_t {
     const rf_vhost_conf_t *vhost;
     const rf_origin_t *origin; /* the http origin chosen for it (gw_proxy_upstream), or NULL */
     unsigned to_sibling : 1;   /* origin is the sibling that owns the key */
+    const rf_origin_t *byclient; /* the origin a byclient path names (in the pool), or NULL */
+    h2o_iovec_t origin_path;     /* the path the origin is asked for, when not rc->path (byclient) */
     const gw_func_t *func; /* NULL: a plain request */
     void *func_state;      /* the parsed chain (func->parse) */
     h2o_iovec_t src;       /* the function's source path (canonical) */

@@ -7,7 +7,7 @@
 void gw_fetch(gw_req_t *rc)
 {
     h2o_req_t *req = rc->req;
-    if (rc->vhost->origin.kind == RF_ORIGIN_FILE) {
+    if (rc->byclient == NULL && rc->vhost->origin.kind == RF_ORIGIN_FILE) {
         gw_file_serve(rc);
         return;
     }
@@ -16,6 +16,6 @@ void gw_fetch(gw_req_t *rc)
         return;
     /* The origin sees the canonical path behind its prefix, never the
      * client's spelling: nothing climbs out of the prefix. */
-    h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
+    h2o_iovec_t target = h2o_concat(&req->pool, rc->origin_path.base ? rc->origin_path : rc->path, rc->query);
     gw_stream_start(rc, up, target.base, target.len, 1, NULL);
 }

@@ -572,7 +572,7 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
             rf_cursor_close(&f->stale); /* its body is gone: a plain fill */
     }
     /* The whole object, whatever this client's Range or validators. */
-    h2o_iovec_t target = h2o_concat(&req->pool, rc->path, rc->query);
+    h2o_iovec_t target = h2o_concat(&req->pool, rc->origin_path.base ? rc->origin_path : rc->path, rc->query);
     f->target = h2o_strdup(&f->pool, target.base, target.len);
     f->to_sibling = rc->to_sibling;
     gw_proxy_peer(req, f->peer, sizeof(f->peer));

@@ -216,7 +216,8 @@ int gw_lookup(gw_req_t *rc)
     rf_store_t *store = rc->thread->server->store;
     /* Plain requests to local files gain nothing; function results (from
      * any origin) are what costs most to make. */
-    if (store == NULL || !rc->vhost->cache.enable || (rc->func == NULL && rc->vhost->origin.kind != RF_ORIGIN_HTTP))
+    if (store == NULL || !rc->vhost->cache.enable ||
+        (rc->func == NULL && rc->byclient == NULL && rc->vhost->origin.kind != RF_ORIGIN_HTTP))
         return 0;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));

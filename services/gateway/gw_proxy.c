@@ -41,6 +41,14 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
         *why = "origin host name too long";
         return NULL;
     }
+    /* byclient hosts come from URLs: bound the pools a thread keeps. */
+    size_t n_entries = 0;
+    for (h2o_linklist_t *l = t->upstreams.next; l != &t->upstreams; l = l->next)
+        n_entries++;
+    if (n_entries >= 1024) {
+        *why = "too many distinct origins on this thread (1024)";
+        return NULL;
+    }
     const rf_config_t *cfg = t->server->cfg;
     gw_upstream_opts_t opts = {.connect_timeout_ms = cfg->gateway.connect_timeout_ms,
                                .io_timeout_ms = cfg->gateway.read_timeout_ms,
@@ -145,6 +153,13 @@ gw_upstream_t *gw_proxy_upstream(gw_req_t *rc)
 {
     const char *why = NULL;
     gw_upstream_t *up = NULL;
+    if (rc->byclient != NULL) {
+        rc->origin = rc->byclient;
+        up = gw_thread_upstream(rc->thread, rc->byclient, rc->vhost, &why);
+        if (up == NULL)
+            gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->byclient->url, why ? why : "unavailable");
+        return up;
+    }
     const rf_origin_t *sib = s_sibling(rc, &up);
     if (sib != NULL) {
         rc->origin = sib;

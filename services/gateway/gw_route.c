@@ -2,6 +2,8 @@
  *  function applies to its canonical path (by the function table). A bad
  *  function chain is answered here, 400, before any origin contact.
  */
+#include <fnmatch.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "gw.h"
@@ -11,6 +13,65 @@ static int s_method_ok(h2o_req_t *req)
 {
     return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
            h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+}
+
+static void s_origin_dispose(void *p)
+{
+    rf_origin_clear(p);
+}
+
+/* byclient (seed <Origin ByClient="ON" ByClientKeyword="byclient">):
+ * "/byclient/host[:port]/path" is fetched from host — only a host the
+ * vhost's allow list names. 0 to go on (rc->byclient set when it
+ * applies), -1 when answered (403/400). */
+static int s_byclient(gw_req_t *rc)
+{
+    const rf_vhost_conf_t *vh = rc->vhost;
+    const char *kw = vh->byclient.keyword;
+    if (kw == NULL)
+        return 0;
+    size_t kl = strlen(kw);
+    h2o_iovec_t p = rc->path;
+    if (p.len < kl + 2 || p.base[0] != '/' || memcmp(p.base + 1, kw, kl) != 0 || p.base[1 + kl] != '/')
+        return 0;
+    const char *host = p.base + kl + 2, *end = p.base + p.len;
+    const char *slash = memchr(host, '/', (size_t)(end - host));
+    size_t hl = (size_t)((slash ? slash : end) - host);
+    char name[256];
+    if (hl == 0 || hl >= sizeof(name) || memchr(host, '@', hl) != NULL) {
+        gw_send_error(rc, 400, "Bad Request", "byclient: want /%s/host[:port]/path", kw);
+        return -1;
+    }
+    for (size_t i = 0; i < hl; i++)
+        name[i] = (char)h2o_tolower(host[i]);
+    name[hl] = '\0';
+    /* The host without a port is matched; host:port too, so that a
+     * pattern can allow one port. */
+    char bare[256];
+    snprintf(bare, sizeof(bare), "%s", name);
+    char *colon = strrchr(bare, ':');
+    if (colon != NULL && bare[0] != '[')
+        *colon = '\0';
+    bool ok = false;
+    for (size_t i = 0; i < vh->byclient.n_allow && !ok; i++)
+        ok = fnmatch(vh->byclient.allow[i], name, 0) == 0 ||
+             (colon == NULL && fnmatch(vh->byclient.allow[i], bare, 0) == 0);
+    if (!ok) {
+        gw_send_error(rc, 403, "Forbidden", "byclient: %s is not in the vhost's allow list", name);
+        return -1;
+    }
+    char url[300];
+    snprintf(url, sizeof(url), "%s://%s", vh->byclient.https ? "https" : "http", name);
+    rf_origin_t *o = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*o), s_origin_dispose);
+    memset(o, 0, sizeof(*o));
+    const char *why = NULL;
+    if (rf_origin_parse(url, o, &why) < 0 || o->kind != RF_ORIGIN_HTTP) {
+        gw_send_error(rc, 400, "Bad Request", "byclient: %s: %s", name, why ? why : "not a host");
+        return -1;
+    }
+    rc->byclient = o;
+    rc->origin_path = slash ? h2o_iovec_init(slash, (size_t)(end - slash)) : h2o_iovec_init("/", 1);
+    return 0;
 }
 
 int gw_route(gw_req_t *rc)
@@ -23,6 +84,10 @@ int gw_route(gw_req_t *rc)
                       host.base);
         return -1;
     }
+    if (s_byclient(rc) < 0)
+        return -1;
+    if (rc->byclient != NULL)
+        return 0; /* a plain fetch from the named host (functions do not apply) */
     for (size_t i = 0; gw_funcs[i] != NULL; i++) {
         const gw_func_t *f = gw_funcs[i];
         h2o_iovec_t src, chain;

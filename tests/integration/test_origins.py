@@ -7,10 +7,13 @@ import time
 import harness
 
 
-def _site(d, n=1):
+def _site(d):
     os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "f.txt"), "w") as f:
+    p = os.path.join(d, "f.txt")
+    with open(p, "w") as f:
         f.write("f\n")
+    day = time.time() - 86400  # old: the Last-Modified heuristic allows a TTL
+    os.utime(p, (day, day))
     return d
 
 
@@ -124,3 +127,41 @@ def test_siblings_share_keys_by_owner(make_stack, tmp_path):
             assert sts[0].get(p + "&after=1", host="s.test").status_code == 200
     finally:
         o.close()
+
+
+def test_byclient_origin_from_the_url(make_stack, tmp_path):
+    o = harness.Origin(_site(str(tmp_path / "ext")))
+    hostport = o.url.split("//", 1)[1]
+    try:
+        st = make_stack([
+            {"name": "mixed.example", "origin": "http://127.0.0.1:9",
+             "byclient": {"keyword": "byclient", "protocol": "http", "allow": ["127.0.0.1:*"]}},
+            {"name": "www.example.com", "default": True, "origin": "http://127.0.0.1:9"},
+        ], workers=0)
+        st.config["url_rewrite"] = [{"pattern": r"^www\.example\.com/item-detail/mixed/(.*)",
+                                     "replace": "mixed.example/byclient/#1"}]
+        st.write_config()
+        st.gw.stop()
+        st.start_gateway()
+        r = st.get(f"/byclient/{hostport}/f.txt", host="mixed.example")
+        assert r.status_code == 200 and r.text == "f\n", (r.status_code, r.text)
+        assert any(q["path"] == "/f.txt" for q in o.requests)
+        assert "hit" in st.get(f"/byclient/{hostport}/f.txt", host="mixed.example").headers["Cache-Status"]
+        # the seed's mixed-content set-up: a rewrite into the byclient vhost
+        r = st.get(f"/item-detail/mixed/{hostport}/f.txt", host="www.example.com")
+        assert r.status_code == 200 and r.text == "f\n"
+        # only allowed hosts; a bad form is a 400
+        r = st.get("/byclient/evil.example.net/x", host="mixed.example")
+        assert r.status_code == 403 and "allow list" in r.text
+        assert st.get("/byclient/user@127.0.0.1:1/x", host="mixed.example").status_code == 400
+    finally:
+        o.close()
+
+
+def test_byclient_needs_an_allow_list(tmp_path):
+    cfg = {"gateway": {"listen": "127.0.0.1:1"}, "bus": {"endpoint": "tcp://127.0.0.1:9"},
+           "vhosts": [{"name": "a", "origin": "http://127.0.0.1:9", "byclient": {"keyword": "bc"}}]}
+    p = tmp_path / "bad.yaml"
+    p.write_text(harness.to_yaml(cfg) + "\n")
+    out = harness.subprocess.run([harness.GATEWAY_BIN, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1 and "allow list" in out.stderr, out.stderr
