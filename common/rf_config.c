@@ -1291,6 +1291,25 @@ static int s_vhost_balance(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
+/* timeouts: {connect, read} for this vhost's origins. */
+static int s_vhost_timeouts(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    typedef struct {
+        int connect, read;
+    } s_to_t;
+    static const s_key_t keys[] = {K("connect", s_duration, s_to_t, connect), K("read", s_duration, s_to_t, read),
+                                   {0}};
+    rf_vhost_conf_t *vc = (rf_vhost_conf_t *)((char *)t - offsetof(rf_vhost_conf_t, connect_timeout_ms));
+    s_to_t to = {vc->connect_timeout_ms, vc->read_timeout_ms};
+    if (s_walk(c, v, keys, &to, "timeouts") < 0)
+        return -1;
+    if (to.connect < 0 || to.read < 0 || to.connect > 600000 || to.read > 3600000)
+        return s_fail(c, v, "timeouts: connect at most 10m, read at most 1h");
+    vc->connect_timeout_ms = to.connect;
+    vc->read_timeout_ms = to.read;
+    return 0;
+}
+
 static int s_vhost_health(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     typedef struct {
@@ -1317,6 +1336,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"origin", s_vhost_origin, offsetof(s_vhost_t, origin_url)},
                                    {"balance", s_vhost_balance, offsetof(s_vhost_t, v.balance_hash)},
                                    {"health", s_vhost_health, offsetof(s_vhost_t, v.health_fails)},
+                                   {"timeouts", s_vhost_timeouts, offsetof(s_vhost_t, v.connect_timeout_ms)},
                                    {"siblings", s_vhost_siblings, offsetof(s_vhost_t, v.siblings)},
                                    {"byclient", s_vhost_byclient, offsetof(s_vhost_t, v.byclient)},
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},

@@ -150,6 +150,8 @@ typedef struct {
         char **allow;
         size_t n_allow;
     } byclient;
+    int connect_timeout_ms; /* timeouts.connect: 0 = gateway.origin.connect_timeout */
+    int read_timeout_ms;    /* timeouts.read: 0 = gateway.origin.read_timeout */
     int health_fails;     /* health.fails: failures in a row that mark an origin down (default 3) */
     int health_down_ms;   /* health.down: how long it stays down before a request tries it (default 10s) */
     rf_dims_conf_t dims;

@@ -48,6 +48,7 @@ typedef struct {
     h2o_linklist_t link;
     char host[256]; /* the origin host, as configured */
     int port;
+    int connect_ms, read_ms; /* vhosts with other timeouts get their own pool */
     gw_upstream_t *up;
 } gw_upstream_entry_t;
 

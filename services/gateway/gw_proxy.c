@@ -30,11 +30,14 @@
 gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const rf_vhost_conf_t *vh,
                                   const char **why)
 {
+    const rf_config_t *cfg = t->server->cfg;
+    int connect_ms = vh->connect_timeout_ms > 0 ? vh->connect_timeout_ms : cfg->gateway.connect_timeout_ms;
+    int read_ms = vh->read_timeout_ms > 0 ? vh->read_timeout_ms : cfg->gateway.read_timeout_ms;
     /* Every request looks its upstream up: compare fields, format nothing. */
     for (h2o_linklist_t *l = t->upstreams.next; l != &t->upstreams; l = l->next) {
         gw_upstream_entry_t *e = H2O_STRUCT_FROM_MEMBER(gw_upstream_entry_t, link, l);
-        if (e->port == origin->port && strcmp(e->host, origin->host) == 0 &&
-            gw_origin_tls_matches(gw_upstream_tls(e->up), origin))
+        if (e->port == origin->port && e->connect_ms == connect_ms && e->read_ms == read_ms &&
+            strcmp(e->host, origin->host) == 0 && gw_origin_tls_matches(gw_upstream_tls(e->up), origin))
             return e->up;
     }
     if (strlen(origin->host) >= sizeof(((gw_upstream_entry_t *)0)->host)) {
@@ -49,9 +52,8 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
         *why = "too many distinct origins on this thread (1024)";
         return NULL;
     }
-    const rf_config_t *cfg = t->server->cfg;
-    gw_upstream_opts_t opts = {.connect_timeout_ms = cfg->gateway.connect_timeout_ms,
-                               .io_timeout_ms = cfg->gateway.read_timeout_ms,
+    gw_upstream_opts_t opts = {.connect_timeout_ms = connect_ms,
+                               .io_timeout_ms = read_ms,
                                .keepalive_max = cfg->gateway.keepalive_max,
                                .keepalive_timeout_ms = cfg->gateway.keepalive_timeout_ms,
                                .resolve_ttl_ms = cfg->gateway.resolve_ttl_ms,
@@ -72,6 +74,8 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
     }
     snprintf(e->host, sizeof(e->host), "%s", origin->host);
     e->port = origin->port;
+    e->connect_ms = connect_ms;
+    e->read_ms = read_ms;
     e->up = up;
     h2o_linklist_insert(&t->upstreams, &e->link);
     return up;

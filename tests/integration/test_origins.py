@@ -165,3 +165,20 @@ def test_byclient_needs_an_allow_list(tmp_path):
     p.write_text(harness.to_yaml(cfg) + "\n")
     out = harness.subprocess.run([harness.GATEWAY_BIN, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "allow list" in out.stderr, out.stderr
+
+
+def test_per_vhost_origin_timeouts(make_stack, tmp_path):
+    o = harness.Origin(_site(str(tmp_path / "slow")))
+    try:
+        st = make_stack([
+            {"name": "quick.test", "default": True, "origin": o.url, "timeouts": {"read": "500ms"},
+             "cache": {"enable": False}},
+            {"name": "patient.test", "origin": o.url, "cache": {"enable": False}},  # gateway default (5s in tests)
+        ], workers=0)
+        t0 = time.monotonic()
+        r = st.get("/_delay?secs=2", host="quick.test")
+        assert r.status_code == 504 and time.monotonic() - t0 < 1.8, (r.status_code, time.monotonic() - t0)
+        r = st.get("/_delay?secs=2", host="patient.test")
+        assert r.status_code == 200
+    finally:
+        o.close()
