@@ -1616,6 +1616,7 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->gateway.meta_backend);
     free(cfg->gateway.meta_redis);
     free(cfg->gateway.meta_prefix);
+    free(cfg->gateway.meta_advertise);
     free(cfg->gateway.tls.listen.host);
     free(cfg->gateway.tls.def.cert);
     free(cfg->gateway.tls.def.key);

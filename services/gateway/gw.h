@@ -71,6 +71,7 @@ typedef struct {
     h2o_multithread_receiver_t job_receiver;
     h2o_multithread_receiver_t control_receiver;
     h2o_multithread_receiver_t cache_receiver; /* wake-ups of readers following a fill (gw_serve.c) */
+    h2o_multithread_receiver_t meta_receiver;  /* answers of gw_meta_ask (gw_fill.c) */
     gw_submitter_t *submitter;
     h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
@@ -279,6 +280,7 @@ bool gw_compress_applies(gw_req_t *rc, rf_obj_t *o);
  * when nothing could start: the request has been answered (502/503) and
  * the object failed (other readers see that). */
 int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale);
+void gw_fill_on_meta(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
 /* gw_fetch.c: answers a plain request from its origin. */
 void gw_fetch(gw_req_t *rc);
@@ -406,6 +408,25 @@ gw_meta_t *gw_meta_new(gw_server_t *srv, char **err);
 void gw_meta_destroy(gw_meta_t **m_p);
 /* Tells the other gateways (no-op when embedded). Thread-safe. */
 void gw_meta_publish_purge(gw_meta_t *m, gw_purge_kind_t kind, const char *vhost, const char *pattern, bool glob);
+
+/* Collapsing across gateways (redis with gateway.metadata.advertise): a
+ * fill first asks which gateway fills the key — an in-flight marker SET NX
+ * in Redis. The answer arrives on the asking thread's meta_receiver. */
+typedef struct {
+    h2o_multithread_message_t msg; /* first */
+    h2o_multithread_receiver_t *reply_to;
+    char key[40];      /* hex hash of the cache key */
+    bool release;      /* drop our marker (no reply) */
+    /* answer */
+    bool won;          /* this gateway fills it (or Redis had no answer) */
+    char owner[256];   /* else: the advertised URL of the gateway filling it */
+} gw_meta_query_t;
+/* Whether fills should ask (redis backend with an advertise URL). */
+bool gw_meta_collapses(gw_meta_t *m);
+/* Queues a query (the caller owns q until its reply arrives; release
+ * queries are copied and need no reply). Without Redis the reply is "won"
+ * at once. */
+void gw_meta_ask(gw_meta_t *m, gw_meta_query_t *q);
 void gw_admin_register(h2o_hostconf_t *hostconf, gw_server_t *server);
 
 /* gw_server.c */

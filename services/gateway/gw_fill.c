@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "gw.h"
 #include "gw_metrics.h"
@@ -52,6 +53,15 @@ typedef struct {
     const rf_vhost_conf_t *link_vhost; /* the vhost last linked to */
     bool to_sibling; /* asking the sibling that owns the key: its failure falls back to our origin */
     bool headed;     /* a response head arrived */
+    /* Collapsing across gateways: the query in flight, the origin request
+     * waiting for its answer, and whether we hold the key's marker. */
+    gw_meta_query_t mq;
+    h2o_iovec_t pending_request;
+    int pending_is_head;
+    gw_upstream_t *pending_up;
+    bool marker_held;
+    rf_origin_t owner; /* the gateway that fills the key (parsed), when not us */
+    char client_host[256];
 } gw_fill_t;
 
 static void s_fill_free(gw_fill_t *f)
@@ -61,6 +71,12 @@ static void s_fill_free(gw_fill_t *f)
     if (f->fetch != NULL)
         gw_fetch_cancel(f->fetch);
     rf_obj_on_drain(f->obj, NULL, NULL); /* a SOLO reader may drain after this */
+    if (f->marker_held) {
+        gw_meta_query_t rel = f->mq;
+        rel.release = true;
+        gw_meta_ask(f->thread->server->meta, &rel);
+    }
+    rf_origin_clear(&f->owner);
     if (f->has_stale)
         rf_cursor_close(&f->stale);
     rf_obj_unref(&f->obj);
@@ -532,6 +548,62 @@ static void s_on_error(gw_fetch_t *fetch, void *arg, int status, const char *why
 
 static const gw_fetch_cbs_t s_cbs = {s_on_head, s_on_body, s_on_error};
 
+/* Starts the origin fetch prepared for this fill. 0 or -1. */
+static int s_go(gw_fill_t *f, gw_upstream_t *up, h2o_iovec_t request, int is_head)
+{
+    const char *l[] = {f->vhost->name, "http"};
+    rf_metric_add(gw_m.origin_requests, l, 1);
+    return (f->fetch = gw_fetch_start(up, request, is_head, &s_cbs, f)) != NULL ? 0 : -1;
+}
+
+/* Fetches the key from the gateway that fills it (a sibling request: it
+ * joins its own fill); its failure falls back to our origin. 0 or -1. */
+static int s_go_owner(gw_fill_t *f, const char *owner_url)
+{
+    const char *why = NULL;
+    if (rf_origin_parse(owner_url, &f->owner, &why) < 0 || f->owner.kind != RF_ORIGIN_HTTP)
+        return -1;
+    gw_upstream_t *up = gw_thread_upstream(f->thread, &f->owner, f->vhost, &why);
+    if (up == NULL || !gw_upstream_up(up))
+        return -1;
+    gw_origin_request_t q = {.origin = &f->owner,
+                             .path = f->target,
+                             .headers = &f->req_headers,
+                             .peer = f->peer,
+                             .request_id = f->request_id,
+                             .via = f->thread->server->via,
+                             .host = f->client_host,
+                             .sibling = 1,
+                             .forward = 0};
+    int is_head;
+    h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);
+    gw_fetch_t *next = gw_fetch_start(up, request, is_head, &s_cbs, f);
+    if (next == NULL)
+        return -1;
+    rf_log(RF_LOG_INFO, f->request_id, "collapsed across gateways: %s fills it", owner_url);
+    snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
+    f->to_sibling = true;
+    f->fetch = next;
+    return 0;
+}
+
+void gw_fill_on_meta(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        gw_meta_query_t *q = H2O_STRUCT_FROM_MEMBER(gw_meta_query_t, msg.link, messages->next);
+        h2o_linklist_unlink(&q->msg.link);
+        gw_fill_t *f = H2O_STRUCT_FROM_MEMBER(gw_fill_t, mq, q);
+        if (!q->won && s_go_owner(f, q->owner) == 0)
+            continue;
+        f->marker_held = q->won;
+        if (s_go(f, f->pending_up, f->pending_request, f->pending_is_head) < 0) {
+            rf_obj_set_error(f->obj, 503, "out of memory");
+            s_fill_end(f, false);
+        }
+    }
+}
+
 static void s_no_wake(rf_waiter_t *w)
 {
     (void)w; /* the stale copy is complete: its cursor never waits */
@@ -580,9 +652,24 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
     h2o_iovec_t request = gw_proxy_request(rc, target.base, target.len, 0, &is_head);
     if (f->has_stale)
         request = s_conditional(f, &req->pool, request);
-    const char *l[] = {rc->vhost->name, "http"};
-    rf_metric_add(gw_m.origin_requests, l, 1);
-    if ((f->fetch = gw_fetch_start(up, request, is_head, &s_cbs, f)) == NULL)
+    snprintf(f->client_host, sizeof(f->client_host), "%.*s", (int)(req->authority.len < 255 ? req->authority.len : 255),
+             req->authority.base);
+    gw_meta_t *meta = rc->thread->server->meta;
+    if (gw_meta_collapses(meta) && !rc->to_sibling && !f->has_stale && rc->byclient == NULL &&
+        h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-refract-sibling"), -1) == -1) {
+        /* Another gateway may be filling this key: ask first (the answer
+         * comes back through the thread's meta_receiver). */
+        f->pending_request = h2o_strdup(&f->pool, request.base, request.len);
+        f->pending_is_head = is_head;
+        f->pending_up = up;
+        f->mq.reply_to = &rc->thread->meta_receiver;
+        XXH128_hash_t h = XXH3_128bits(rc->key.base, rc->key.len);
+        snprintf(f->mq.key, sizeof(f->mq.key), "%016llx%016llx", (unsigned long long)h.high64,
+                 (unsigned long long)h.low64);
+        gw_meta_ask(meta, &f->mq);
+        return 0;
+    }
+    if (s_go(f, up, request, is_head) < 0)
         goto oom;
     return 0;
 oom:

@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,113 @@ struct gw_meta_t {
     pthread_mutex_t mu;
     s_msg_t *head, *tail; /* outbox */
     size_t queued;
+    /* in-flight markers (collapsing across gateways) */
+    char advertise[256]; /* "" : off */
+    gw_meta_query_t **queries;
+    size_t n_queries, cap_queries;
+    int wake_fd; /* eventfd: a query is waiting */
+    atomic_bool connected;
 };
+
+bool gw_meta_collapses(gw_meta_t *m)
+{
+    return m != NULL && m->redis && m->advertise[0] != '\0';
+}
+
+/* Answers a query on its thread (not for releases). */
+static void s_reply(gw_meta_query_t *q)
+{
+    h2o_multithread_send_message(q->reply_to, &q->msg);
+}
+
+void gw_meta_ask(gw_meta_t *m, gw_meta_query_t *q)
+{
+    if (!gw_meta_collapses(m) || !atomic_load(&m->connected)) {
+        /* No Redis to ask: fill here, now. */
+        if (!q->release) {
+            q->won = true;
+            s_reply(q);
+        }
+        return;
+    }
+    gw_meta_query_t *item = q;
+    if (q->release) { /* the caller does not wait: a copy */
+        if ((item = malloc(sizeof(*item))) == NULL)
+            return;
+        *item = *q;
+    }
+    pthread_mutex_lock(&m->mu);
+    if (m->n_queries == m->cap_queries) {
+        size_t cap = m->cap_queries ? m->cap_queries * 2 : 64;
+        gw_meta_query_t **n = realloc(m->queries, cap * sizeof(*n));
+        if (n == NULL || cap > 100000) {
+            pthread_mutex_unlock(&m->mu);
+            if (q->release)
+                free(item);
+            else
+                q->won = true, s_reply(q);
+            return;
+        }
+        m->queries = n;
+        m->cap_queries = cap;
+    }
+    m->queries[m->n_queries++] = item;
+    pthread_mutex_unlock(&m->mu);
+    uint64_t one = 1;
+    if (write(m->wake_fd, &one, sizeof(one)) < 0) {
+        /* the poll timeout picks it up */
+    }
+}
+
+/* Marker lifetime: a fill that dies without releasing it (a crash) frees
+ * the key after this long. */
+#define GW_META_MARKER_MS 30000
+
+/* Runs the waiting queries on `cmd` (the meta thread). Without a usable
+ * connection every claim is won: the gateway fills it itself. */
+static void s_run_queries(gw_meta_t *m, redisContext *cmd)
+{
+    pthread_mutex_lock(&m->mu);
+    gw_meta_query_t **qs = m->queries;
+    size_t n = m->n_queries;
+    m->queries = NULL;
+    m->n_queries = m->cap_queries = 0;
+    pthread_mutex_unlock(&m->mu);
+    for (size_t i = 0; i < n; i++) {
+        gw_meta_query_t *q = qs[i];
+        char k[400];
+        snprintf(k, sizeof(k), "%s:fill:%s", m->channel, q->key);
+        if (q->release) {
+            if (cmd != NULL) {
+                redisReply *r = redisCommand(cmd,
+                                             "EVAL %s 1 %s %s",
+                                             "if redis.call('get',KEYS[1])==ARGV[1] then return "
+                                             "redis.call('del',KEYS[1]) else return 0 end",
+                                             k, m->advertise);
+                if (r != NULL)
+                    freeReplyObject(r);
+            }
+            free(q);
+            continue;
+        }
+        q->won = true;
+        redisReply *r = cmd ? redisCommand(cmd, "SET %s %s NX PX %d", k, m->advertise, GW_META_MARKER_MS) : NULL;
+        if (r != NULL && r->type == REDIS_REPLY_NIL) {
+            freeReplyObject(r);
+            r = redisCommand(cmd, "GET %s", k);
+            if (r != NULL && r->type == REDIS_REPLY_STRING && r->len < sizeof(q->owner) &&
+                strcmp(r->str, m->advertise) != 0) {
+                memcpy(q->owner, r->str, r->len);
+                q->owner[r->len] = '\0';
+                q->won = false;
+            }
+        }
+        if (r != NULL)
+            freeReplyObject(r);
+        s_reply(q);
+    }
+    free(qs);
+}
 
 static const char *const s_actions[] = {[GW_PURGE] = "purge", [GW_EXPIRE] = "expire", [GW_HARDPURGE] = "hardpurge"};
 
@@ -177,13 +284,13 @@ static void s_sleep_ms(int ms)
 static void *s_thread(void *arg)
 {
     gw_meta_t *m = arg;
-    redisContext *sub = NULL, *pub = NULL;
+    redisContext *sub = NULL, *pub = NULL, *cmd = NULL;
     bool ever = false;
     int backoff = 100;
     while (!atomic_load(&m->stop)) {
         if (sub == NULL) {
             redisReply *r = NULL;
-            if ((sub = s_connect(m)) == NULL || (pub = s_connect(m)) == NULL ||
+            if ((sub = s_connect(m)) == NULL || (pub = s_connect(m)) == NULL || (cmd = s_connect(m)) == NULL ||
                 (r = redisCommand(sub, "SUBSCRIBE %s", m->channel)) == NULL) {
                 if (r != NULL)
                     freeReplyObject(r);
@@ -191,7 +298,10 @@ static void *s_thread(void *arg)
                     redisFree(sub), sub = NULL;
                 if (pub != NULL)
                     redisFree(pub), pub = NULL;
+                if (cmd != NULL)
+                    redisFree(cmd), cmd = NULL;
                 rf_metric_add(gw_m.redis_errors, NULL, 1);
+                s_run_queries(m, NULL); /* nobody to ask: every claim is won */
                 s_sleep_ms(backoff);
                 backoff = backoff < 2000 ? backoff * 2 : 2000;
                 continue;
@@ -199,6 +309,7 @@ static void *s_thread(void *arg)
             freeReplyObject(r);
             backoff = 100;
             rf_metric_set(gw_m.redis_up, NULL, 1);
+            atomic_store(&m->connected, true);
             if (ever) {
                 /* Purges published while we were cut off are gone: make
                  * every object revalidate once instead. */
@@ -212,11 +323,20 @@ static void *s_thread(void *arg)
         }
         if (s_flush(m, pub) < 0)
             goto lost;
-        struct pollfd p = {.fd = sub->fd, .events = POLLIN};
-        int pr = poll(&p, 1, 100);
+        s_run_queries(m, cmd);
+        if (cmd->err)
+            goto lost;
+        struct pollfd p[2] = {{.fd = sub->fd, .events = POLLIN}, {.fd = m->wake_fd, .events = POLLIN}};
+        int pr = poll(p, 2, 100);
         if (pr < 0 && errno != EINTR)
             goto lost;
-        if (pr > 0) {
+        if (pr > 0 && (p[1].revents & POLLIN)) {
+            uint64_t v;
+            if (read(m->wake_fd, &v, sizeof(v)) < 0) {
+                /* drained already */
+            }
+        }
+        if (pr > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             if (redisBufferRead(sub) != REDIS_OK)
                 goto lost;
             for (;;) {
@@ -237,14 +357,22 @@ static void *s_thread(void *arg)
                sub && sub->err ? sub->errstr : pub && pub->err ? pub->errstr : "connection closed");
         rf_metric_add(gw_m.redis_errors, NULL, 1);
         rf_metric_set(gw_m.redis_up, NULL, 0);
+        atomic_store(&m->connected, false);
         redisFree(sub), sub = NULL;
         if (pub != NULL)
             redisFree(pub), pub = NULL;
+        if (cmd != NULL)
+            redisFree(cmd), cmd = NULL;
+        s_run_queries(m, NULL);
     }
+    atomic_store(&m->connected, false);
+    s_run_queries(m, NULL); /* nobody waits forever */
     if (sub != NULL)
         redisFree(sub);
     if (pub != NULL)
         redisFree(pub);
+    if (cmd != NULL)
+        redisFree(cmd);
     return NULL;
 }
 
@@ -255,6 +383,7 @@ gw_meta_t *gw_meta_new(gw_server_t *srv, char **err)
     if (m == NULL)
         goto oom;
     m->srv = srv;
+    m->wake_fd = -1;
     pthread_mutex_init(&m->mu, NULL);
     if (strcmp(cfg->gateway.meta_backend, "embedded") == 0)
         return m;
@@ -274,6 +403,17 @@ gw_meta_t *gw_meta_new(gw_server_t *srv, char **err)
     free(l.host);
     m->port = l.port;
     snprintf(m->channel, sizeof(m->channel), "%s:purge", cfg->gateway.meta_prefix);
+    if (cfg->gateway.meta_advertise != NULL) {
+        if (strncmp(cfg->gateway.meta_advertise, "http://", 7) != 0 || strlen(cfg->gateway.meta_advertise) >= 256) {
+            if (asprintf(err, "gateway.metadata.advertise is this gateway's http:// URL, got '%s'",
+                         cfg->gateway.meta_advertise) < 0)
+                *err = NULL;
+            goto fail;
+        }
+        snprintf(m->advertise, sizeof(m->advertise), "%s", cfg->gateway.meta_advertise);
+    }
+    if ((m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+        goto oom;
     m->redis = true;
     rf_metric_set(gw_m.redis_up, NULL, 0);
     if (pthread_create(&m->tid, NULL, s_thread, m) != 0)
@@ -284,6 +424,8 @@ oom:
         *err = NULL;
 fail:
     if (m != NULL) {
+        if (m->wake_fd >= 0)
+            close(m->wake_fd);
         pthread_mutex_destroy(&m->mu);
         free(m);
     }
@@ -305,6 +447,9 @@ void gw_meta_destroy(gw_meta_t **m_p)
         free(x->text);
         free(x);
     }
+    free(m->queries);
+    if (m->wake_fd >= 0)
+        close(m->wake_fd);
     pthread_mutex_destroy(&m->mu);
     free(m);
 }

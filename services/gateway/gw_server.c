@@ -151,6 +151,7 @@ static int s_thread_setup(gw_thread_t *t)
     h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_transform_on_jobs);
     h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
     h2o_multithread_register_receiver(t->ctx.queue, &t->cache_receiver, gw_serve_on_wake);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->meta_receiver, gw_fill_on_meta);
     if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
         t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
     t->submitter = gw_submitter_new(srv->broker);

@@ -126,3 +126,49 @@ def test_redis_down_keeps_serving_and_catches_up(pair):
 def test_embedded_is_the_default(make_stack, tmp_path):
     st = make_stack([{"name": "r.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0)
     assert harness.metric_value(st.metrics(), "refract_metadata_redis_up") in (None, 0)
+
+
+def test_collapsing_across_gateways(make_stack, tmp_path):
+    """With gateway.metadata.advertise, concurrent misses on two gateways
+    make one origin request: the second gateway finds the key claimed in
+    Redis and fetches it from the first, which is filling it."""
+    import threading
+    rd = Redis(str(tmp_path))
+    o = harness.Origin(_site(str(tmp_path / "site")))
+    try:
+        sts = []
+        for name in ("ca", "cb"):
+            st = make_stack([{"name": "r.test", "default": True, "origin": o.url}], workers=0, start=False,
+                            gateway={"name": name, "metadata": {"backend": "redis", "redis": f"127.0.0.1:{rd.port}",
+                                                                "prefix": "c"}})
+            st.config["gateway"]["metadata"]["advertise"] = f"http://127.0.0.1:{st.port}"
+            st.write_config()
+            st.start_gateway()
+            sts.append(st)
+        for st in sts:
+            _wait(lambda st=st: harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 1, 10, "redis up")
+        path = "/_slow?size=200000&secs=1"
+        out = []
+        lock = threading.Lock()
+
+        def get(st):
+            r = st.get(path, host="r.test", timeout=20)
+            with lock:
+                out.append((r.status_code, r.content))
+
+        ts = [threading.Thread(target=get, args=(sts[i % 2],)) for i in range(8)]
+        for t in ts:
+            t.start()
+            time.sleep(0.02)
+        for t in ts:
+            t.join(30)
+        assert len(out) == 8 and all(s == 200 for s, _ in out), [s for s, _ in out]
+        assert len({c for _, c in out}) == 1 and len(out[0][1]) == 200000
+        n = sum(1 for q in o.requests if q["path"] == path)
+        assert n == 1, f"{n} origin requests for one key on two gateways"
+        # the second gateway's copy came from the first (a sibling request)
+        logs = sts[0].gw.log() + sts[1].gw.log()
+        assert "collapsed across gateways" in logs
+    finally:
+        rd.close()
+        o.close()
