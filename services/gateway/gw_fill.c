@@ -334,6 +334,36 @@ static h2o_iovec_t s_conditional(gw_fill_t *f, h2o_mem_pool_t *pool, h2o_iovec_t
 
 static const gw_fetch_cbs_t s_cbs;
 
+/* A new fetch of the fill's path from origin `o` (pools of vhost `vh`),
+ * with the client's Host instead of the origin's when `host` is set, marked
+ * as a sibling request when `sibling`, with the stale copy's validators when
+ * `conditional`. Sets f->upstream. Returns the fetch, or NULL. */
+static gw_fetch_t *s_fetch_from(gw_fill_t *f, const rf_origin_t *o, const rf_vhost_conf_t *vh, const char *host,
+                                int sibling, bool conditional)
+{
+    const char *why = NULL;
+    gw_upstream_t *up = gw_thread_upstream(f->thread, o, vh, &why);
+    if (up == NULL || (sibling && !gw_upstream_up(up)))
+        return NULL;
+    gw_origin_request_t q = {.origin = o,
+                             .path = f->target,
+                             .headers = &f->req_headers,
+                             .peer = f->peer,
+                             .request_id = f->request_id,
+                             .via = f->thread->server->via,
+                             .host = host,
+                             .sibling = sibling,
+                             .forward = 0};
+    int is_head;
+    h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);
+    if (conditional)
+        request = s_conditional(f, &f->pool, request);
+    gw_fetch_t *next = gw_fetch_start(up, request, is_head, &s_cbs, f);
+    if (next != NULL)
+        snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
+    return next;
+}
+
 /* Content chain (seed <VhostLink Condition="404">): the answer's status
  * sends the same path to the linked vhost's origin. Returns 1 when a new
  * fetch replaced the current one (the caller ends the current one). The
@@ -347,26 +377,12 @@ static int s_follow_link(gw_fill_t *f, int status)
     const rf_vhost_conf_t *to = gw_vhosts_match(f->vhosts, from->link.vhost, strlen(from->link.vhost));
     if (to == NULL || strcasecmp(to->name, from->link.vhost) != 0 || to->origin.kind != RF_ORIGIN_HTTP)
         return 0;
-    const char *why = NULL;
-    gw_upstream_t *up = gw_thread_upstream(f->thread, &to->origin, to, &why);
-    if (up == NULL)
-        return 0;
-    gw_origin_request_t q = {.origin = &to->origin,
-                             .path = f->target,
-                             .headers = &f->req_headers,
-                             .peer = f->peer,
-                             .request_id = f->request_id,
-                             .via = f->thread->server->via,
-                             .forward = 0};
-    int is_head;
-    h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);
-    gw_fetch_t *next = gw_fetch_start(up, request, is_head, &s_cbs, f);
+    gw_fetch_t *next = s_fetch_from(f, &to->origin, to, NULL, 0, false);
     if (next == NULL)
         return 0;
     rf_log(RF_LOG_INFO, f->request_id, "content chain: %s answered %d, asking %s", from->name, status, to->name);
     const char *l[] = {to->name, "http"};
     rf_metric_add(gw_m.origin_requests, l, 1);
-    snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
     f->link_vhost = to;
     f->hops++;
     f->fetch = next;
@@ -378,26 +394,12 @@ static int s_follow_link(gw_fill_t *f, int status)
  * Returns 1 when a new fetch started. */
 static int s_sibling_fallback(gw_fill_t *f)
 {
-    const char *why = NULL;
-    gw_upstream_t *up = gw_thread_upstream(f->thread, &f->vhost->origin, f->vhost, &why);
-    if (up == NULL)
-        return 0;
-    gw_origin_request_t q = {.origin = &f->vhost->origin,
-                             .path = f->target,
-                             .headers = &f->req_headers,
-                             .peer = f->peer,
-                             .request_id = f->request_id,
-                             .via = f->thread->server->via,
-                             .forward = 0};
-    int is_head;
-    h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);
-    if (f->has_stale)
-        request = s_conditional(f, &f->pool, request);
-    gw_fetch_t *next = gw_fetch_start(up, request, is_head, &s_cbs, f);
+    char failed[300];
+    snprintf(failed, sizeof(failed), "%s", f->upstream);
+    gw_fetch_t *next = s_fetch_from(f, &f->vhost->origin, f->vhost, NULL, 0, f->has_stale);
     if (next == NULL)
         return 0;
-    rf_log(RF_LOG_INFO, f->request_id, "sibling %s failed: fetching from %s", f->upstream, gw_upstream_name(up));
-    snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
+    rf_log(RF_LOG_INFO, f->request_id, "sibling %s failed: fetching from %s", failed, f->upstream);
     f->to_sibling = false;
     f->fetch = next;
     return 1;
@@ -563,25 +565,10 @@ static int s_go_owner(gw_fill_t *f, const char *owner_url)
     const char *why = NULL;
     if (rf_origin_parse(owner_url, &f->owner, &why) < 0 || f->owner.kind != RF_ORIGIN_HTTP)
         return -1;
-    gw_upstream_t *up = gw_thread_upstream(f->thread, &f->owner, f->vhost, &why);
-    if (up == NULL || !gw_upstream_up(up))
-        return -1;
-    gw_origin_request_t q = {.origin = &f->owner,
-                             .path = f->target,
-                             .headers = &f->req_headers,
-                             .peer = f->peer,
-                             .request_id = f->request_id,
-                             .via = f->thread->server->via,
-                             .host = f->client_host,
-                             .sibling = 1,
-                             .forward = 0};
-    int is_head;
-    h2o_iovec_t request = gw_proxy_request_head(&f->pool, &q, &is_head);
-    gw_fetch_t *next = gw_fetch_start(up, request, is_head, &s_cbs, f);
+    gw_fetch_t *next = s_fetch_from(f, &f->owner, f->vhost, f->client_host, 1, false);
     if (next == NULL)
         return -1;
     rf_log(RF_LOG_INFO, f->request_id, "collapsed across gateways: %s fills it", owner_url);
-    snprintf(f->upstream, sizeof(f->upstream), "%s", gw_upstream_name(up));
     f->to_sibling = true;
     f->fetch = next;
     return 0;
