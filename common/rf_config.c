@@ -1360,6 +1360,8 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
     const char *why = NULL;
     if (rf_origin_parse(vh->origin_url, &vh->v.origin, &why) < 0)
         return s_fail(c, node, "vhost '%s': %s", vh->v.name, why);
+    if (vh->more_urls.n > 63)
+        return s_fail(c, node, "vhost '%s': at most 64 origins", vh->v.name);
     if (vh->more_urls.n > 0) {
         if (vh->v.origin.kind != RF_ORIGIN_HTTP)
             return s_fail(c, node, "vhost '%s': several origins must all be http(s)", vh->v.name);
@@ -1498,6 +1500,23 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     }
     if (cfg->bus.endpoint == NULL) {
         s_fail(c, root, "bus.endpoint is required");
+        goto done;
+    }
+    if (cfg->gateway.meta_backend != NULL && strcmp(cfg->gateway.meta_backend, "embedded") != 0 &&
+        strcmp(cfg->gateway.meta_backend, "redis") != 0) {
+        s_fail(c, root, "gateway.metadata.backend is embedded or redis, got '%s'", cfg->gateway.meta_backend);
+        goto done;
+    }
+    if (cfg->gateway.meta_advertise != NULL && strncmp(cfg->gateway.meta_advertise, "http://", 7) != 0) {
+        s_fail(c, root, "gateway.metadata.advertise is this gateway's http:// URL, got '%s'",
+               cfg->gateway.meta_advertise);
+        goto done;
+    }
+    if (cfg->gateway.name != NULL &&
+        (strlen(cfg->gateway.name) > 100 ||
+         strspn(cfg->gateway.name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:~!") !=
+             strlen(cfg->gateway.name))) {
+        s_fail(c, root, "gateway.name '%s': letters, digits and . - _ : ~ ! only (at most 100)", cfg->gateway.name);
         goto done;
     }
     if (cfg->bus.n_connect == 0) {

@@ -42,6 +42,8 @@ typedef struct {
     struct ssl_ctx_st **tls_vhost;
     /* url_rewrite patterns, compiled (pcre2_code *), one per rule. */
     void **rewrite_re;
+    /* round_robin turns, one per vhost (shared by the threads). */
+    atomic_uint *rr;
 } gw_vhosts_t;
 
 typedef struct {
@@ -76,7 +78,6 @@ typedef struct {
     h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
     int inflight;
-    uint64_t rr; /* round_robin turn for vhosts with several origins */
     int draining;
     int64_t drain_deadline_ms;
     atomic_int stopped;

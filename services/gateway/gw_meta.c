@@ -49,6 +49,7 @@ struct gw_meta_t {
     char host[256];
     int port;
     char channel[300];
+    char prefix[256];
     pthread_t tid;
     atomic_bool stop;
     pthread_mutex_t mu;
@@ -129,7 +130,7 @@ static void s_run_queries(gw_meta_t *m, redisContext *cmd)
     for (size_t i = 0; i < n; i++) {
         gw_meta_query_t *q = qs[i];
         char k[400];
-        snprintf(k, sizeof(k), "%s:fill:%s", m->channel, q->key);
+        snprintf(k, sizeof(k), "%s:fill:%s", m->prefix, q->key);
         if (q->release) {
             if (cmd != NULL) {
                 redisReply *r = redisCommand(cmd,
@@ -301,7 +302,22 @@ static void *s_thread(void *arg)
                 if (cmd != NULL)
                     redisFree(cmd), cmd = NULL;
                 rf_metric_add(gw_m.redis_errors, NULL, 1);
+                if (!ever && backoff == 100)
+                    rf_log(RF_LOG_WARN, NULL, "metadata: cannot reach Redis %s:%d; serving on, retrying", m->host,
+                           m->port);
                 s_run_queries(m, NULL); /* nobody to ask: every claim is won */
+                s_sleep_ms(backoff);
+                backoff = backoff < 2000 ? backoff * 2 : 2000;
+                continue;
+            }
+            if (r->type == REDIS_REPLY_ERROR) { /* e.g. NOAUTH: a password this gateway does not know */
+                rf_log(RF_LOG_WARN, NULL, "metadata: Redis %s:%d refused: %s", m->host, m->port, r->str);
+                freeReplyObject(r);
+                redisFree(sub), sub = NULL;
+                redisFree(pub), pub = NULL;
+                redisFree(cmd), cmd = NULL;
+                rf_metric_add(gw_m.redis_errors, NULL, 1);
+                s_run_queries(m, NULL);
                 s_sleep_ms(backoff);
                 backoff = backoff < 2000 ? backoff * 2 : 2000;
                 continue;
@@ -310,15 +326,15 @@ static void *s_thread(void *arg)
             backoff = 100;
             rf_metric_set(gw_m.redis_up, NULL, 1);
             atomic_store(&m->connected, true);
-            if (ever) {
-                /* Purges published while we were cut off are gone: make
-                 * every object revalidate once instead. */
-                size_t n = rf_store_expire_if(m->srv->store, s_match_all, NULL, 0);
-                rf_log(RF_LOG_WARN, NULL, "metadata: Redis %s:%d back; %zu object(s) will revalidate (purges may have "
-                                          "been missed)", m->host, m->port, n);
-            } else {
-                rf_log(RF_LOG_INFO, NULL, "metadata: Redis %s:%d, channel %s", m->host, m->port, m->channel);
-            }
+            /* Purges published while this gateway was cut off (or stopped:
+             * its objects were loaded from disk) are gone: every object it
+             * holds revalidates once instead. */
+            rf_store_stats_t st;
+            rf_store_stats(m->srv->store, &st);
+            size_t n = st.objects > 0 ? rf_store_expire_if(m->srv->store, s_match_all, NULL, 0) : 0;
+            rf_log(ever ? RF_LOG_WARN : RF_LOG_INFO, NULL,
+                   "metadata: Redis %s:%d %s, channel %s; %zu object(s) will revalidate (purges may have been missed)",
+                   m->host, m->port, ever ? "back" : "connected", m->channel, n);
             ever = true;
         }
         if (s_flush(m, pub) < 0)
@@ -403,6 +419,7 @@ gw_meta_t *gw_meta_new(gw_server_t *srv, char **err)
     free(l.host);
     m->port = l.port;
     snprintf(m->channel, sizeof(m->channel), "%s:purge", cfg->gateway.meta_prefix);
+    snprintf(m->prefix, sizeof(m->prefix), "%s", cfg->gateway.meta_prefix);
     if (cfg->gateway.meta_advertise != NULL) {
         if (strncmp(cfg->gateway.meta_advertise, "http://", 7) != 0 || strlen(cfg->gateway.meta_advertise) >= 256) {
             if (asprintf(err, "gateway.metadata.advertise is this gateway's http:// URL, got '%s'",

@@ -101,9 +101,8 @@ static const rf_origin_t *s_pick(gw_req_t *rc, const char **why, gw_upstream_t *
         *up_out = gw_thread_upstream(t, &vh->origin, vh, why);
         return &vh->origin;
     }
-    uint64_t score[64], start = vh->balance_hash ? 0 : t->rr++;
-    if (n > 64)
-        n = 64;
+    size_t vi = (size_t)(vh - rc->vhosts->cfg->vhosts);
+    uint64_t score[64], start = vh->balance_hash ? 0 : atomic_fetch_add(&rc->vhosts->rr[vi], 1);
     for (size_t i = 0; i < n; i++)
         score[i] = vh->balance_hash ? XXH3_64bits_withSeed(rc->key.base, rc->key.len,
                                                            XXH3_64bits(s_origin_at(vh, i)->url,

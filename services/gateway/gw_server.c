@@ -362,11 +362,6 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         goto done;
     }
     rf_metrics_on_collect(srv.metrics, s_cache_collect, &srv);
-    if ((srv.meta = gw_meta_new(&srv, &err)) == NULL) {
-        rf_error("%s", err ? err : "cannot set up gateway.metadata");
-        gw_vhosts_unref(&vhosts);
-        goto done;
-    }
     if (srv.cfg->gateway.name != NULL) {
         /* A Via received-by is a token or host[:port]: anything else would
          * make an unparsable header and blind the loop check. */
@@ -383,6 +378,12 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         gethostname(host, sizeof(host) - 1);
         host[sizeof(host) - 1] = '\0';
         snprintf(srv.via, sizeof(srv.via), "1.1 %s:%d", host, srv.cfg->gateway.listen.port);
+    }
+    /* After srv.via: the metadata thread names this gateway with it. */
+    if ((srv.meta = gw_meta_new(&srv, &err)) == NULL) {
+        rf_error("%s", err ? err : "cannot set up gateway.metadata");
+        gw_vhosts_unref(&vhosts);
+        goto done;
     }
     {
         rf_store_stats_t st;

@@ -48,7 +48,8 @@ gw_vhosts_t *gw_vhosts_new(rf_config_t **cfg_p, char **err)
     v->mimemap = h2o_mimemap_create();
     v->file_pathconfs = calloc(n, sizeof(h2o_pathconf_t));
     v->file_handlers = calloc(n, sizeof(h2o_handler_t *));
-    if (v->file_pathconfs == NULL || v->file_handlers == NULL || s_tls_load(v, err) < 0 ||
+    v->rr = calloc(n ? n : 1, sizeof(atomic_uint));
+    if (v->file_pathconfs == NULL || v->file_handlers == NULL || v->rr == NULL || s_tls_load(v, err) < 0 ||
         gw_rewrite_compile(v, err) < 0) {
         if (*err == NULL)
             *err = strdup("out of memory");
@@ -120,6 +121,7 @@ void gw_vhosts_unref(gw_vhosts_t **v_p)
             if (v->file_handlers[i] != NULL)
                 h2o_config_dispose_pathconf(&v->file_pathconfs[i]);
         free(v->file_handlers);
+        free(v->rr);
         gw_rewrite_free(v);
         for (size_t i = 0; v->tls_vhost && i < v->cfg->n_vhosts; i++)
             SSL_CTX_free(v->tls_vhost[i]);

@@ -172,3 +172,32 @@ def test_collapsing_across_gateways(make_stack, tmp_path):
     finally:
         rd.close()
         o.close()
+
+
+def test_restarted_gateway_revalidates_what_it_may_have_missed(pair):
+    a, b, rd, o = pair
+    b.get("/o3.txt", host="r.test")
+    assert "hit" in _status(b, "/o3.txt")
+    b.gw.stop()
+    _purge(a, "hardpurge", "http://r.test/o3.txt")  # b is not there to hear it
+    b.start_gateway()
+    _wait(lambda: harness.metric_value(b.metrics(), "refract_metadata_redis_up") == 1, 10, "b reconnected")
+    assert "hit" not in _status(b, "/o3.txt")
+
+
+def test_redis_that_wants_a_password_is_not_up(make_stack, tmp_path):
+    port = harness.free_port()
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                          "no", "--requirepass", "secret", "--dir", str(tmp_path)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        st = make_stack([{"name": "r.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                        gateway={"metadata": {"backend": "redis", "redis": f"127.0.0.1:{port}"}})
+        _wait(lambda: (harness.metric_value(st.metrics(), "refract_metadata_redis_errors_total") or 0) >= 1, 5,
+              "the refusal counted")
+        assert harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 0
+        assert "refused" in st.gw.log()
+    finally:
+        p.kill()
+        p.wait(10)
