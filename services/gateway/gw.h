@@ -368,6 +368,7 @@ typedef struct {
     const char *via; /* this gateway's Via entry, appended to the client's */
     const char *host; /* Host to send instead of the origin's (to a sibling: the client's), or NULL */
     int sibling; /* the request goes to a sibling: marked so that it is not passed on again */
+    int no_credentials; /* drop the client's Cookie and Authorization (a byclient host) */
     int forward; /* as gw_proxy_request's forward_headers */
 } gw_origin_request_t;
 h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_t *q, int *is_head);

@@ -22,9 +22,12 @@ void gw_deliver_headers(gw_req_t *rc)
     /* RFC 9110 7.6.3: the origin's (or a parent gateway's) Via, then ours. */
     const char *via = rc->thread->server->via;
     ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_VIA, -1);
+    size_t vl = strlen(via);
     if (i >= 0) {
-        h2o_iovec_t v = h2o_concat(&req->pool, req->res.headers.entries[i].value, h2o_iovec_init(H2O_STRLIT(", ")),
-                                   h2o_iovec_init(via, strlen(via)));
+        h2o_iovec_t cur = req->res.headers.entries[i].value;
+        if (cur.len >= vl && memcmp(cur.base + cur.len - vl, via, vl) == 0)
+            return; /* ours is there already (headers set twice on one answer) */
+        h2o_iovec_t v = h2o_concat(&req->pool, cur, h2o_iovec_init(H2O_STRLIT(", ")), h2o_iovec_init(via, vl));
         req->res.headers.entries[i].value = v;
     } else {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VIA, NULL, via, strlen(via));

@@ -400,6 +400,8 @@ static int s_sibling_fallback(gw_fill_t *f)
     if (next == NULL)
         return 0;
     rf_log(RF_LOG_INFO, f->request_id, "sibling %s failed: fetching from %s", failed, f->upstream);
+    const char *l[] = {f->vhost->name, "http"};
+    rf_metric_add(gw_m.origin_requests, l, 1);
     f->to_sibling = false;
     f->fetch = next;
     return 1;
@@ -412,6 +414,11 @@ static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_
     f->headed = true;
     const char *l[] = {f->vhost->name};
     rf_metric_observe(gw_m.origin_duration, l, (double)gw_fetch_head_usec(fetch) / 1e6);
+    /* A sibling (or the gateway filling this key) that could not reach
+     * the origin answers 502-504 itself: ask our own origin rather than
+     * keep its error. */
+    if (f->to_sibling && status >= 502 && status <= 504 && s_sibling_fallback(f))
+        return -1;
     if (status != 304 && s_follow_link(f, status))
         return -1; /* this answer is dropped; the linked origin's follows */
     if (f->has_stale && status == 304) {
@@ -639,8 +646,10 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
     h2o_iovec_t request = gw_proxy_request(rc, target.base, target.len, 0, &is_head);
     if (f->has_stale)
         request = s_conditional(f, &req->pool, request);
-    snprintf(f->client_host, sizeof(f->client_host), "%.*s", (int)(req->authority.len < 255 ? req->authority.len : 255),
-             req->authority.base);
+    /* The Host another gateway is asked with: the (rewritten) one that
+     * chose this vhost, so that it makes the same choice. */
+    h2o_iovec_t chost = rc->host.base != NULL ? rc->host : req->authority;
+    snprintf(f->client_host, sizeof(f->client_host), "%.*s", (int)(chost.len < 255 ? chost.len : 255), chost.base);
     gw_meta_t *meta = rc->thread->server->meta;
     if (gw_meta_collapses(meta) && !rc->to_sibling && !f->has_stale && rc->byclient == NULL &&
         h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-refract-sibling"), -1) == -1) {

@@ -93,8 +93,8 @@ void gw_meta_ask(gw_meta_t *m, gw_meta_query_t *q)
     pthread_mutex_lock(&m->mu);
     if (m->n_queries == m->cap_queries) {
         size_t cap = m->cap_queries ? m->cap_queries * 2 : 64;
-        gw_meta_query_t **n = realloc(m->queries, cap * sizeof(*n));
-        if (n == NULL || cap > 100000) {
+        gw_meta_query_t **n = cap <= 100000 ? realloc(m->queries, cap * sizeof(*n)) : NULL;
+        if (n == NULL) { /* Redis is far behind: this fill goes on alone */
             pthread_mutex_unlock(&m->mu);
             if (q->release)
                 free(item);
@@ -311,7 +311,8 @@ static void *s_thread(void *arg)
                 continue;
             }
             if (r->type == REDIS_REPLY_ERROR) { /* e.g. NOAUTH: a password this gateway does not know */
-                rf_log(RF_LOG_WARN, NULL, "metadata: Redis %s:%d refused: %s", m->host, m->port, r->str);
+                if (backoff == 100) /* once per outage, not every retry */
+                    rf_log(RF_LOG_WARN, NULL, "metadata: Redis %s:%d refused: %s", m->host, m->port, r->str);
                 freeReplyObject(r);
                 redisFree(sub), sub = NULL;
                 redisFree(pub), pub = NULL;

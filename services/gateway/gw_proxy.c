@@ -536,6 +536,11 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
             (via[0] && h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("via"))) ||
             s_client_nominated(headers, h->name->base, h->name->len))
             continue;
+        /* A host named by the URL (byclient) is a third party: the
+         * client's credentials for this site are not its business. */
+        if (q->no_credentials && (h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("cookie")) ||
+                                  h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("authorization"))))
+            continue;
         /* A transform or a cache fill needs the whole, current object: no
          * ranges or conditionals from the client reach the origin then. */
         if (!q->forward && (h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("range")) ||
@@ -597,8 +602,11 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
                              .peer = peer,
                              .request_id = rc->request_id,
                              .via = rc->thread->server->via,
-                             .host = rc->to_sibling ? h2o_strdup(&req->pool, req->authority.base, req->authority.len).base
+                             .host = rc->to_sibling ? h2o_strdup(&req->pool, rc->host.base ? rc->host.base : req->authority.base,
+                                                                 rc->host.base ? rc->host.len : req->authority.len)
+                                                          .base
                                                     : NULL,
+                             .no_credentials = rc->byclient != NULL,
                              .sibling = rc->to_sibling,
                              .forward = forward_headers};
     return gw_proxy_request_head(&req->pool, &q, is_head);

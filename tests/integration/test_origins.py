@@ -150,6 +150,11 @@ def test_byclient_origin_from_the_url(make_stack, tmp_path):
         # the seed's mixed-content set-up: a rewrite into the byclient vhost
         r = st.get(f"/item-detail/mixed/{hostport}/f.txt", host="www.example.com")
         assert r.status_code == 200 and r.text == "f\n"
+        # the client's credentials for this site do not go to a third-party host
+        r = st.get(f"/byclient/{hostport}/_echo", host="mixed.example",
+                   headers={"Cookie": "session=s3cret", "Authorization": "Bearer t0k", "X-Other": "kept"})
+        seen = {k.lower() for k in r.json()["headers"]}
+        assert "cookie" not in seen and "authorization" not in seen and "x-other" in seen, seen
         # only allowed hosts; a bad form is a 400
         r = st.get("/byclient/evil.example.net/x", host="mixed.example")
         assert r.status_code == 403 and "allow list" in r.text
