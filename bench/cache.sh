@@ -171,31 +171,8 @@ bench_track "$H2O_PID"
 
 # ---- refract: the gateway with its edge cache, in front of the same origin ----------
 if [ "$SKIP_REFRACT" != 1 ]; then
-    cat >"$TMP/refract.yaml" <<EOF
-gateway:
-  listen: "127.0.0.1:$P_GW"
-  admin_listen: "127.0.0.1:$P_ADMIN"
-  threads: $SERVER_THREADS
-  access_log: false
-  cache:
-    dir: "$TMP/refract-cache"
-    memory: 512MB
-    disk: 4GB
-bus:
-  endpoint: "tcp://127.0.0.1:$P_BUS"
-vhosts:
-  - name: bench
-    default: true
-    origin: "http://127.0.0.1:$P_ORIGIN"
-    cache:
-      enable: true
-log:
-  level: warn
-EOF
-    "$BIN/refract-gateway" -t -c "$TMP/refract.yaml" >"$TMP/gateway-t.log" 2>&1 || {
-        cat "$TMP/gateway-t.log" >&2
+    bench_refract_cache_conf "$TMP/refract.yaml" ||
         die "refract-gateway rejects the bench's cache configuration (a build without the edge cache?); CACHE_BENCH_SKIP_REFRACT=1 measures the peers alone"
-    }
     gateway_start "$TMP/refract.yaml" "$TMP/gateway.log"
 fi
 

@@ -71,31 +71,8 @@ origin_stat() {
     curl -s --max-time 5 "http://127.0.0.1:$P_ORIGIN/__stats" | awk -v p="$1" -v f="$2" '$4 == p {n = $f} END {print n + 0}'
 }
 
-cat >"$TMP/refract.yaml" <<EOF
-gateway:
-  listen: "127.0.0.1:$P_GW"
-  admin_listen: "127.0.0.1:$P_ADMIN"
-  threads: $SERVER_THREADS
-  access_log: false
-  cache:
-    dir: "$TMP/refract-cache"
-    memory: 512MB
-    disk: 4GB
-bus:
-  endpoint: "tcp://127.0.0.1:$P_BUS"
-vhosts:
-  - name: bench
-    default: true
-    origin: "http://127.0.0.1:$P_ORIGIN"
-    cache:
-      enable: true
-log:
-  level: warn
-EOF
-"$BIN/refract-gateway" -t -c "$TMP/refract.yaml" >"$TMP/gateway-t.log" 2>&1 || {
-    cat "$TMP/gateway-t.log" >&2
+bench_refract_cache_conf "$TMP/refract.yaml" ||
     die "refract-gateway rejects the bench's cache configuration (a build without the edge cache?)"
-}
 start_gateway() {
     gateway_start "$TMP/refract.yaml" "$TMP/gateway.log"
     wait_http "http://127.0.0.1:$P_GW/" "$GW_PID" || die "refract-gateway did not start ($(cat "$TMP/gateway.log"))"

@@ -324,3 +324,36 @@ cpu_split() {
             print s
         }'
 }
+
+# bench_refract_cache_conf FILE: writes refract's cache-bench configuration
+# (one vhost "bench", default, in front of http://127.0.0.1:$P_ORIGIN, the
+# edge cache on under $TMP/refract-cache) to FILE from the caller's P_GW,
+# P_ADMIN, P_BUS, P_ORIGIN and SERVER_THREADS, and checks it with -t.
+# Returns 1 (the gateway's complaint printed) when the build rejects it.
+bench_refract_cache_conf() {
+    cat >"$1" <<EOF
+gateway:
+  listen: "127.0.0.1:$P_GW"
+  admin_listen: "127.0.0.1:$P_ADMIN"
+  threads: $SERVER_THREADS
+  access_log: false
+  cache:
+    dir: "$TMP/refract-cache"
+    memory: 512MB
+    disk: 4GB
+bus:
+  endpoint: "tcp://127.0.0.1:$P_BUS"
+vhosts:
+  - name: bench
+    default: true
+    origin: "http://127.0.0.1:$P_ORIGIN"
+    cache:
+      enable: true
+log:
+  level: warn
+EOF
+    "$BIN/refract-gateway" -t -c "$1" >"$TMP/gateway-t.log" 2>&1 || {
+        cat "$TMP/gateway-t.log" >&2
+        return 1
+    }
+}
