@@ -128,6 +128,10 @@ static rf_keep_t s_keep(const gw_fill_t *f, const rf_ttl_verdict_t *v)
      * the one client gets its cookies, nobody else sees them. */
     if (!v->storable || v->strip_set_cookie)
         return RF_KEEP_SOLO;
+    /* Cache-Control: no-cache with a validator is kept and revalidated
+     * before every use (RFC 9111 5.2.2.4): a 304 costs no body. */
+    if (v->no_cache && v->has_validator)
+        return f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
     if (v->ttl <= 0 || v->no_cache)
         return RF_KEEP_SHARE;
     return f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
@@ -231,7 +235,8 @@ static int s_from_stale(gw_fill_t *f, int fwd_status, int64_t ttl, const rf_ttl_
                       .lifetime = v->lifetime > 0 ? v->lifetime : ttl,
                       .ttl_source = (int)v->source,
                       .fwd_status = fwd_status};
-    rf_keep_t keep = !v->storable ? RF_KEEP_SHARE : ttl <= 0 ? RF_KEEP_SHARE : f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
+    bool keepable = v->storable && (ttl > 0 || (v->no_cache && v->has_validator));
+    rf_keep_t keep = !keepable ? RF_KEEP_SHARE : f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
     if (rf_obj_set_head(f->obj, &meta, blob ? blob : "", blen, keep) < 0 || (buf = malloc(256 * 1024)) == NULL)
         goto out;
     for (;;) {

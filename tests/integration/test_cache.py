@@ -1530,3 +1530,27 @@ def test_20mb_slow_readers_do_not_hold_back_a_fast_one(stack, origin):
     assert origin.count(path) == 1
     kinds = sorted(re.sub(r"; ttl=\d+", "", v["cs"]) for v in res.values())
     assert kinds.count("refract; fwd=miss; fwd-status=200; stored") == 1, kinds
+
+
+def test_no_cache_with_validator_is_kept_and_revalidated_each_use(stack, origin):
+    """RFC 9111 5.2.2.4: no-cache is stored, but every use asks the origin
+    first; a 304 answers from the stored body."""
+    path = ctl("nocache-etag", cc="no-cache", etag='"n1"', cond=1, size=3000, seed=21)
+    r1 = stack.get(path)
+    assert r1.status_code == 200 and "stored" in cstatus(r1), cstatus(r1)
+    for _ in range(2):
+        n = origin.count(path)
+        r = stack.get(path)
+        assert r.status_code == 200 and r.content == pattern_bytes(3000, seed=21)
+        assert "fwd=stale; fwd-status=304" in cstatus(r), cstatus(r)
+        assert origin.count(path) == n + 1  # asked every time
+        last = [q for q in origin.requests if q["path"] == path][-1]
+        assert {k.lower(): v for k, v in last["headers"].items()}.get("if-none-match") == '"n1"'
+
+
+def test_no_cache_without_validator_is_not_kept(stack, origin):
+    path = ctl("nocache-plain", cc="no-cache", size=100)
+    stack.get(path)
+    r = stack.get(path)
+    assert "fwd=miss" in cstatus(r) and "stored" not in cstatus(r), cstatus(r)
+    assert origin.count(path) == 2
