@@ -461,6 +461,10 @@ static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_
         if (keep != RF_KEEP_SOLO && v.strip_fields &&
             rf_ttl_strip_field(hs, m, headers[i].name, headers[i].name_len))
             continue;
+        /* STON NoCache MaxAge: clients are told max-age=N instead. */
+        if (keep != RF_KEEP_SOLO && v.client_max_age >= 0 &&
+            h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("cache-control")))
+            continue;
         size_t need = headers[i].name_len + headers[i].value_len + 2;
         if (blen + need > cap) {
             cap = (blen + need) * 2 + 256;
@@ -476,6 +480,12 @@ static int s_on_head(gw_fetch_t *fetch, void *arg, int status, const struct phr_
         memcpy(blob + blen, headers[i].value, headers[i].value_len);
         blen += headers[i].value_len;
         blob[blen++] = '\0';
+    }
+    if (keep != RF_KEEP_SOLO && v.client_max_age >= 0) {
+        char cc[40];
+        int ccl = snprintf(cc, sizeof(cc), "max-age=%lld", (long long)v.client_max_age);
+        if (s_blob_add(&blob, &blen, &cap, "cache-control", 13, cc, (size_t)ccl) < 0)
+            goto out;
     }
     /* Vary: which variant this is — the claimer's values for those headers. */
     size_t vl;

@@ -1554,3 +1554,22 @@ def test_no_cache_without_validator_is_not_kept(stack, origin):
     r = stack.get(path)
     assert "fwd=miss" in cstatus(r) and "stored" not in cstatus(r), cstatus(r)
     assert origin.count(path) == 2
+
+
+def test_nocache_max_age_tells_clients(make_stack, origin):
+    """STON <NoCache MaxAge>: objects the NoCache rule times (here a
+    must-revalidate answer without freshness) go to clients with
+    Cache-Control: max-age=N instead of the origin's."""
+    st = make_stack([{"name": WEB, "default": True, "origin": origin.url,
+                      "cache": {"ttl": {"nocache": {"value": 5, "max_age": 60}}}}], workers=0)
+    path = ctl("nocache-maxage", cc="must-revalidate", size=200)
+    for _ in range(2):
+        r = st.get(path)
+        assert r.status_code == 200 and r.headers.get("Cache-Control") == "max-age=60", dict(r.headers)
+
+
+
+def test_nocache_without_max_age_keeps_the_origin_cache_control(stack):
+    path = ctl("nocache-maxage-off", cc="must-revalidate", size=200)
+    r = stack.get(path)
+    assert r.headers.get("Cache-Control") == "must-revalidate", dict(r.headers)
