@@ -108,33 +108,7 @@ for c in $CONTENDERS; do
         {
             nginx_conf_head "$SERVER_THREADS" | sed "s/worker_connections [0-9]*;/worker_connections $((CLIENTS + 1024));/"
             echo "worker_rlimit_nofile $((2 * CLIENTS + 2048));"
-            cat <<EOF
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    proxy_cache_path $TMP/nginx-cache levels=1:2 keys_zone=bench:10m max_size=4g inactive=1h use_temp_path=off;
-    upstream origin {
-        server 127.0.0.1:$P_ORIGIN;
-        keepalive 32;
-    }
-    server {
-        listen 127.0.0.1:$P_NGINX reuseport backlog=4096;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache bench;
-            proxy_cache_valid 200 1h;
-            proxy_cache_lock on;
-            add_header X-Cache-Status \$upstream_cache_status;
-            $NGINX_EXTRA
-        }
-    }
-}
-EOF
+            bench_nginx_proxy_cache_http "$P_NGINX reuseport backlog=4096" "$NGINX_EXTRA"
         } >"$TMP/peer/nginx.conf"
         nginx_start "$TMP/peer"
         SPID[nginx]=$NGINX_PID

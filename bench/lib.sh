@@ -357,3 +357,38 @@ EOF
         return 1
     }
 }
+
+# bench_nginx_proxy_cache_http LISTEN [EXTRA]: the http {} block of the nginx
+# proxy_cache peer the cache benches share (cache kept under
+# $TMP/nginx-cache, origin http://127.0.0.1:$P_ORIGIN, X-Cache-Status header),
+# listening on 127.0.0.1:LISTEN (a port, with any listen flags); EXTRA goes
+# into its location.
+bench_nginx_proxy_cache_http() {
+    cat <<EOF
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    proxy_cache_path $TMP/nginx-cache levels=1:2 keys_zone=bench:10m max_size=4g inactive=1h use_temp_path=off;
+    upstream origin {
+        server 127.0.0.1:$P_ORIGIN;
+        keepalive 32;
+    }
+    server {
+        listen 127.0.0.1:$1;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            add_header X-Cache-Status \$upstream_cache_status;
+            ${2:-}
+        }
+    }
+}
+EOF
+}
