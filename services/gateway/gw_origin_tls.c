@@ -72,6 +72,21 @@ static int s_load_fail(const char *what, const char *file)
     return -1;
 }
 
+/* OpenSSL fills a certificate's extension cache the first time a chain
+ * uses it, and tests that cache without a lock (a race by design: a
+ * thread can read fields another is still writing). The trust anchors are
+ * shared by every thread's handshakes, so fill their caches here, once,
+ * before the context is published. */
+static void s_cache_anchor_extensions(SSL_CTX *ctx)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        if (x != NULL)
+            X509_check_purpose(x, -1, 0);
+    }
+}
+
 /* Builds the client context of `t`. Returns 0, or -1 with s_why set
  * (t->ctx is then NULL). */
 static int s_build(gw_origin_tls_t *t)
@@ -93,6 +108,7 @@ static int s_build(gw_origin_tls_t *t)
             s_load_fail("ca_file", t->ca_file ? t->ca_file : "(system CA bundle)");
             goto cleanup;
         }
+        s_cache_anchor_extensions(ctx);
         X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
         unsigned char ip[16];
         int is_ip = inet_pton(AF_INET, t->name, ip) == 1 || inet_pton(AF_INET6, t->name, ip) == 1;
