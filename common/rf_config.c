@@ -1636,6 +1636,7 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->gateway.meta_redis);
     free(cfg->gateway.meta_prefix);
     free(cfg->gateway.meta_advertise);
+    free(cfg->gateway.meta_password);
     free(cfg->gateway.tls.listen.host);
     free(cfg->gateway.tls.def.cert);
     free(cfg->gateway.tls.def.key);

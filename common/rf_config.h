@@ -182,7 +182,7 @@ typedef struct {
         char *cache_dir;
         char *admin_token; /* NULL: the purge endpoints are off */
         char *name;        /* Via pseudonym; NULL: hostname:port */
-        char *meta_backend, *meta_redis, *meta_prefix, *meta_advertise; /* gateway.metadata */
+        char *meta_backend, *meta_redis, *meta_prefix, *meta_advertise, *meta_password; /* gateway.metadata */
         size_t cache_memory, cache_disk, cache_memory_object_max; /* bytes */
         int connect_timeout_ms;   /* origin connect */
         int read_timeout_ms;      /* origin idle read/write */

@@ -411,17 +411,25 @@ void gw_meta_destroy(gw_meta_t **m_p);
 /* Tells the other gateways (no-op when embedded). Thread-safe. */
 void gw_meta_publish_purge(gw_meta_t *m, gw_purge_kind_t kind, const char *vhost, const char *pattern, bool glob);
 
-/* Collapsing across gateways (redis with gateway.metadata.advertise): a
- * fill first asks which gateway fills the key — an in-flight marker SET NX
- * in Redis. The answer arrives on the asking thread's meta_receiver. */
+/* Sharing across gateways (redis with gateway.metadata.advertise): a fill
+ * first asks Redis, in one script, whether another gateway holds the key
+ * (an object entry PREFIX:obj:HASH = "EPOCH URL", set when that gateway
+ * stored it, living as long as the object is fresh) or is filling it (an
+ * in-flight marker PREFIX:fill:HASH, SET NX). Every purge increments
+ * PREFIX:epoch, so entries made before it are ignored: a gateway never
+ * fetches a copy another gateway has not purged yet. The answer arrives on
+ * the asking thread's meta_receiver. */
 typedef struct {
     h2o_multithread_message_t msg; /* first */
     h2o_multithread_receiver_t *reply_to;
     char key[40];      /* hex hash of the cache key */
     bool release;      /* drop our marker (no reply) */
+    int64_t keep_ms;   /* release: > 0, the object was stored fresh for this long: enter it */
     /* answer */
     bool won;          /* this gateway fills it (or Redis had no answer) */
-    char owner[256];   /* else: the advertised URL of the gateway filling it */
+    bool holds;        /* not won: the owner holds the object (else it is filling it) */
+    char epoch[24];    /* the purge epoch seen by the claim (a release enters the object under it) */
+    char owner[256];   /* not won: the advertised URL of that gateway */
 } gw_meta_query_t;
 /* Whether fills should ask (redis backend with an advertise URL). */
 bool gw_meta_collapses(gw_meta_t *m);

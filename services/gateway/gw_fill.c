@@ -85,11 +85,24 @@ static void s_fill_free(gw_fill_t *f)
     free(f);
 }
 
+static int64_t s_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
 static void s_fill_end(gw_fill_t *f, bool ok)
 {
     rf_obj_finish(f->obj, ok);
     rf_keep_t keep = rf_obj_keep(f->obj); /* after finish: a fill that could not be kept says SHARE */
     ok = ok && rf_obj_state(f->obj) == RF_OBJ_COMPLETE;
+    if (ok && f->marker_held && (keep == RF_KEEP_DISK || keep == RF_KEEP_MEMORY)) {
+        /* Stored: the other gateways may fetch it from us while it is
+         * fresh (the release enters it in Redis). */
+        uint32_t flags = 0;
+        int64_t left = rf_obj_expires(f->obj, &flags) - s_now();
+        if (!(flags & (RF_META_MUST_REVALIDATE | RF_META_NO_CACHE)) && left > 0)
+            f->mq.keep_ms = left * 1000;
+    }
     const char *l[] = {f->vhost->name, !ok                    ? "failed"
                                        : keep == RF_KEEP_SOLO  ? "uncacheable"
                                        : keep == RF_KEEP_SHARE ? "shared"
@@ -114,11 +127,6 @@ static void s_drained(void *arg)
     gw_fill_t *f = arg;
     if (!h2o_timeout_is_linked(&f->resume))
         h2o_timeout_link(f->thread->ctx.loop, &f->thread->ctx.zero_timeout, &f->resume);
-}
-
-static int64_t s_now(void)
-{
-    return (int64_t)time(NULL);
 }
 
 /* How the verdict keeps the object. */
@@ -580,9 +588,10 @@ static int s_go(gw_fill_t *f, gw_upstream_t *up, h2o_iovec_t request, int is_hea
     return (f->fetch = gw_fetch_start(up, request, is_head, &s_cbs, f)) != NULL ? 0 : -1;
 }
 
-/* Fetches the key from the gateway that fills it (a sibling request: it
- * joins its own fill); its failure falls back to our origin. 0 or -1. */
-static int s_go_owner(gw_fill_t *f, const char *owner_url)
+/* Fetches the key from the gateway that holds or fills it (a sibling
+ * request: it serves its copy or joins its own fill); its failure falls
+ * back to our origin. 0 or -1. */
+static int s_go_owner(gw_fill_t *f, const char *owner_url, bool holds)
 {
     const char *why = NULL;
     if (rf_origin_parse(owner_url, &f->owner, &why) < 0 || f->owner.kind != RF_ORIGIN_HTTP)
@@ -590,7 +599,8 @@ static int s_go_owner(gw_fill_t *f, const char *owner_url)
     gw_fetch_t *next = s_fetch_from(f, &f->owner, f->vhost, f->client_host, 1, false);
     if (next == NULL)
         return -1;
-    rf_log(RF_LOG_INFO, f->request_id, "collapsed across gateways: %s fills it", owner_url);
+    rf_log(RF_LOG_INFO, f->request_id, "%s: %s %s it", holds ? "shared across gateways" : "collapsed across gateways",
+           owner_url, holds ? "holds" : "fills");
     f->to_sibling = true;
     f->fetch = next;
     return 0;
@@ -603,7 +613,7 @@ void gw_fill_on_meta(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messa
         gw_meta_query_t *q = H2O_STRUCT_FROM_MEMBER(gw_meta_query_t, msg.link, messages->next);
         h2o_linklist_unlink(&q->msg.link);
         gw_fill_t *f = H2O_STRUCT_FROM_MEMBER(gw_fill_t, mq, q);
-        if (!q->won && s_go_owner(f, q->owner) == 0)
+        if (!q->won && s_go_owner(f, q->owner, q->holds) == 0)
             continue;
         f->marker_held = q->won;
         if (s_go(f, f->pending_up, f->pending_request, f->pending_is_head) < 0) {

@@ -14,6 +14,19 @@
  *  each revalidates, a 304 being cheap), so no purge it missed survives.
  *  The connection state, errors and received purges are metrics.
  *
+ *  With `advertise`, gateways also share objects: a miss asks Redis (one
+ *  Lua script) whether another gateway holds the key fresh — an entry
+ *  PREFIX:obj:HASH = "EPOCH URL", made when that gateway stored it and
+ *  living while the object is fresh — or is filling it (a marker
+ *  PREFIX:fill:HASH, SET NX, 30 s), and fetches it from that gateway.
+ *  Every purge increments PREFIX:epoch before it is published, and entries
+ *  of an older epoch are ignored: after a purge no gateway fetches a copy
+ *  from one that may not have applied it yet (entries come back as objects
+ *  are stored again). An entry naming a gateway that lost the object
+ *  (evicted) costs that gateway one fill; one naming a gateway that is down
+ *  costs a failed connect, then the asker fills from the origin and enters
+ *  itself.
+ *
  *  A message is JSON: {"from": via name, "action": "purge|expire|hardpurge",
  *  "vhost": name, "pattern": url, "glob": bool}. Messages are input from
  *  the network like any other: parsed with jansson, bounded, and a bad one
@@ -50,6 +63,8 @@ struct gw_meta_t {
     int port;
     char channel[300];
     char prefix[256];
+    char password[256]; /* "" : no AUTH; "user:password" for an ACL user */
+    char auth_error[200]; /* the last AUTH refusal (the meta thread's) */
     pthread_t tid;
     atomic_bool stop;
     pthread_mutex_t mu;
@@ -117,6 +132,78 @@ void gw_meta_ask(gw_meta_t *m, gw_meta_query_t *q)
  * the key after this long. */
 #define GW_META_MARKER_MS 30000
 
+/* The claim, atomic in Redis. KEYS: marker, entry, epoch; ARGV: this
+ * gateway's URL, marker lifetime. Returns {verdict, owner, epoch}: "holds"
+ * (an entry of the current epoch names another gateway), "won" (the marker
+ * is ours now) or "fills" (another gateway's marker). An entry naming us is
+ * stale (we no longer have the object: evicted or purged) and ignored. */
+static const char s_claim_lua[] =
+    "local e = redis.call('get', KEYS[3]) or '0' "
+    "local o = redis.call('get', KEYS[2]) "
+    "if o then local sp = string.find(o, ' ', 1, true) "
+    "  if sp and string.sub(o, 1, sp - 1) == e and string.sub(o, sp + 1) ~= ARGV[1] then "
+    "    return {'holds', string.sub(o, sp + 1), e} end end "
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'won', '', e} end "
+    "return {'fills', redis.call('get', KEYS[1]) or '', e}";
+
+/* The release. KEYS: marker, entry; ARGV: our URL, entry lifetime (ms, 0:
+ * none), the epoch the claim saw. Our marker goes (only ours: it may have
+ * expired and been taken); a stored object is entered under that epoch, so
+ * a purge made while it filled leaves the entry ignored. */
+static const char s_release_lua[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end "
+    "if tonumber(ARGV[2]) > 0 then redis.call('set', KEYS[2], ARGV[3] .. ' ' .. ARGV[1], 'PX', ARGV[2]) end "
+    "return 0";
+
+/* Entries live at most this long (an object fresh for a year is asked
+ * about again after a week). */
+#define GW_META_ENTRY_MAX_MS (7LL * 86400 * 1000)
+
+static bool s_str(const redisReply *r, size_t cap)
+{
+    return r != NULL && r->type == REDIS_REPLY_STRING && r->len < cap;
+}
+
+/* Runs one claim on `cmd` and fills q's answer; q->won stays true when
+ * Redis gives no usable answer (the gateway fills it itself). */
+static void s_claim(gw_meta_t *m, redisContext *cmd, gw_meta_query_t *q)
+{
+    char km[400], ke[400], kp[300];
+    snprintf(km, sizeof(km), "%s:fill:%s", m->prefix, q->key);
+    snprintf(ke, sizeof(ke), "%s:obj:%s", m->prefix, q->key);
+    snprintf(kp, sizeof(kp), "%s:epoch", m->prefix);
+    redisReply *r = redisCommand(cmd, "EVAL %s 3 %s %s %s %s %d", s_claim_lua, km, ke, kp, m->advertise,
+                                 GW_META_MARKER_MS);
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3 && s_str(r->element[0], 8) &&
+        s_str(r->element[1], sizeof(q->owner)) && s_str(r->element[2], sizeof(q->epoch))) {
+        memcpy(q->epoch, r->element[2]->str, r->element[2]->len + 1);
+        const char *verdict = r->element[0]->str;
+        if (strcmp(verdict, "won") != 0 && r->element[1]->len > 0 && strcmp(r->element[1]->str, m->advertise) != 0) {
+            memcpy(q->owner, r->element[1]->str, r->element[1]->len + 1);
+            q->won = false;
+            q->holds = strcmp(verdict, "holds") == 0;
+        }
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+}
+
+/* Runs one release on `cmd` (nothing without a connection: the marker
+ * expires by itself). */
+static void s_release(gw_meta_t *m, redisContext *cmd, const gw_meta_query_t *q)
+{
+    char km[400], ke[400];
+    snprintf(km, sizeof(km), "%s:fill:%s", m->prefix, q->key);
+    snprintf(ke, sizeof(ke), "%s:obj:%s", m->prefix, q->key);
+    long long keep = q->keep_ms > GW_META_ENTRY_MAX_MS ? GW_META_ENTRY_MAX_MS : q->keep_ms;
+    if (q->epoch[0] == '\0')
+        keep = 0; /* the claim had no answer: no epoch to enter it under */
+    redisReply *r = redisCommand(cmd, "EVAL %s 2 %s %s %s %lld %s", s_release_lua, km, ke, m->advertise,
+                                 keep > 0 ? keep : 0LL, q->epoch[0] ? q->epoch : "0");
+    if (r != NULL)
+        freeReplyObject(r);
+}
+
 /* Runs the waiting queries on `cmd` (the meta thread). Without a usable
  * connection every claim is won: the gateway fills it itself. */
 static void s_run_queries(gw_meta_t *m, redisContext *cmd)
@@ -129,35 +216,17 @@ static void s_run_queries(gw_meta_t *m, redisContext *cmd)
     pthread_mutex_unlock(&m->mu);
     for (size_t i = 0; i < n; i++) {
         gw_meta_query_t *q = qs[i];
-        char k[400];
-        snprintf(k, sizeof(k), "%s:fill:%s", m->prefix, q->key);
         if (q->release) {
-            if (cmd != NULL) {
-                redisReply *r = redisCommand(cmd,
-                                             "EVAL %s 1 %s %s",
-                                             "if redis.call('get',KEYS[1])==ARGV[1] then return "
-                                             "redis.call('del',KEYS[1]) else return 0 end",
-                                             k, m->advertise);
-                if (r != NULL)
-                    freeReplyObject(r);
-            }
+            if (cmd != NULL)
+                s_release(m, cmd, q);
             free(q);
             continue;
         }
         q->won = true;
-        redisReply *r = cmd ? redisCommand(cmd, "SET %s %s NX PX %d", k, m->advertise, GW_META_MARKER_MS) : NULL;
-        if (r != NULL && r->type == REDIS_REPLY_NIL) {
-            freeReplyObject(r);
-            r = redisCommand(cmd, "GET %s", k);
-            if (r != NULL && r->type == REDIS_REPLY_STRING && r->len < sizeof(q->owner) &&
-                strcmp(r->str, m->advertise) != 0) {
-                memcpy(q->owner, r->str, r->len);
-                q->owner[r->len] = '\0';
-                q->won = false;
-            }
-        }
-        if (r != NULL)
-            freeReplyObject(r);
+        q->holds = false;
+        q->epoch[0] = '\0';
+        if (cmd != NULL)
+            s_claim(m, cmd, q);
         s_reply(q);
     }
     free(qs);
@@ -241,6 +310,21 @@ static redisContext *s_connect(gw_meta_t *m)
         return NULL;
     }
     redisSetTimeout(c, tv); /* a command's answer; the subscription is polled */
+    if (m->password[0] != '\0') {
+        /* A refusal is not fatal here: the SUBSCRIBE that follows gets
+         * NOAUTH, which the caller logs and retries. */
+        const char *colon = strchr(m->password, ':');
+        redisReply *r = colon != NULL ? redisCommand(c, "AUTH %b %s", m->password, (size_t)(colon - m->password),
+                                                     colon + 1)
+                                      : redisCommand(c, "AUTH %s", m->password);
+        if (r == NULL) {
+            redisFree(c);
+            return NULL;
+        }
+        if (r->type == REDIS_REPLY_ERROR)
+            snprintf(m->auth_error, sizeof(m->auth_error), "%s", r->str);
+        freeReplyObject(r);
+    }
     return c;
 }
 
@@ -259,8 +343,13 @@ static int s_flush(gw_meta_t *m, redisContext *pub)
         pthread_mutex_unlock(&m->mu);
         if (msg == NULL)
             return 0;
-        redisReply *r = redisCommand(pub, "PUBLISH %s %s", m->channel, msg->text);
+        /* The epoch first: from now on no gateway fetches an entry made
+         * before this purge from another (which may not have applied it). */
+        redisReply *r = redisCommand(pub, "INCR %s:epoch", m->prefix);
         if (r == NULL)
+            return -1;
+        freeReplyObject(r);
+        if ((r = redisCommand(pub, "PUBLISH %s %s", m->channel, msg->text)) == NULL)
             return -1;
         freeReplyObject(r);
         pthread_mutex_lock(&m->mu);
@@ -312,7 +401,9 @@ static void *s_thread(void *arg)
             }
             if (r->type == REDIS_REPLY_ERROR) { /* e.g. NOAUTH: a password this gateway does not know */
                 if (backoff == 100) /* once per outage, not every retry */
-                    rf_log(RF_LOG_WARN, NULL, "metadata: Redis %s:%d refused: %s", m->host, m->port, r->str);
+                    rf_log(RF_LOG_WARN, NULL, "metadata: Redis %s:%d refused: %s", m->host, m->port,
+                           m->auth_error[0] ? m->auth_error : r->str);
+                m->auth_error[0] = '\0';
                 freeReplyObject(r);
                 redisFree(sub), sub = NULL;
                 redisFree(pub), pub = NULL;
@@ -325,6 +416,7 @@ static void *s_thread(void *arg)
             }
             freeReplyObject(r);
             backoff = 100;
+            m->auth_error[0] = '\0'; /* e.g. AUTH sent to a Redis without a password: harmless */
             rf_metric_set(gw_m.redis_up, NULL, 1);
             atomic_store(&m->connected, true);
             /* Purges published while this gateway was cut off (or stopped:
@@ -421,6 +513,14 @@ gw_meta_t *gw_meta_new(gw_server_t *srv, char **err)
     m->port = l.port;
     snprintf(m->channel, sizeof(m->channel), "%s:purge", cfg->gateway.meta_prefix);
     snprintf(m->prefix, sizeof(m->prefix), "%s", cfg->gateway.meta_prefix);
+    if (cfg->gateway.meta_password != NULL) {
+        if (strlen(cfg->gateway.meta_password) >= sizeof(m->password)) {
+            if (asprintf(err, "gateway.metadata.password is longer than %zu bytes", sizeof(m->password) - 1) < 0)
+                *err = NULL;
+            goto fail;
+        }
+        snprintf(m->password, sizeof(m->password), "%s", cfg->gateway.meta_password);
+    }
     if (cfg->gateway.meta_advertise != NULL) {
         if (strncmp(cfg->gateway.meta_advertise, "http://", 7) != 0 || strlen(cfg->gateway.meta_advertise) >= 256) {
             if (asprintf(err, "gateway.metadata.advertise is this gateway's http:// URL, got '%s'",

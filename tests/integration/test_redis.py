@@ -3,6 +3,7 @@ redis): a purge made on one gateway is applied by another within a second;
 Redis killed mid-test never stops serving, purges made meanwhile go out
 when it is back, and a gateway that was cut off revalidates everything."""
 import os
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -128,6 +129,27 @@ def test_embedded_is_the_default(make_stack, tmp_path):
     assert harness.metric_value(st.metrics(), "refract_metadata_redis_up") in (None, 0)
 
 
+def _advertised(make_stack, rd, origin, names, **metadata):
+    """Gateways on `rd` that advertise themselves (they share objects)."""
+    sts = []
+    for name in names:
+        st = make_stack([{"name": "r.test", "default": True, "origin": origin.url}], workers=0, start=False,
+                        gateway={"name": name, "admin_token": TOKEN,
+                                 "metadata": dict({"backend": "redis", "redis": f"127.0.0.1:{rd.port}",
+                                                   "prefix": "c"}, **metadata)})
+        st.config["gateway"]["metadata"]["advertise"] = f"http://127.0.0.1:{st.port}"
+        st.write_config()
+        st.start_gateway()
+        sts.append(st)
+    for st in sts:
+        _wait(lambda st=st: harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 1, 10, "redis up")
+    return sts
+
+
+def _origin_count(o, path):
+    return sum(1 for q in o.requests if q["path"] == path)
+
+
 def test_collapsing_across_gateways(make_stack, tmp_path):
     """With gateway.metadata.advertise, concurrent misses on two gateways
     make one origin request: the second gateway finds the key claimed in
@@ -136,17 +158,7 @@ def test_collapsing_across_gateways(make_stack, tmp_path):
     rd = Redis(str(tmp_path))
     o = harness.Origin(_site(str(tmp_path / "site")))
     try:
-        sts = []
-        for name in ("ca", "cb"):
-            st = make_stack([{"name": "r.test", "default": True, "origin": o.url}], workers=0, start=False,
-                            gateway={"name": name, "metadata": {"backend": "redis", "redis": f"127.0.0.1:{rd.port}",
-                                                                "prefix": "c"}})
-            st.config["gateway"]["metadata"]["advertise"] = f"http://127.0.0.1:{st.port}"
-            st.write_config()
-            st.start_gateway()
-            sts.append(st)
-        for st in sts:
-            _wait(lambda st=st: harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 1, 10, "redis up")
+        sts = _advertised(make_stack, rd, o, ("ca", "cb"))
         path = "/_slow?size=200000&secs=1"
         out = []
         lock = threading.Lock()
@@ -164,7 +176,7 @@ def test_collapsing_across_gateways(make_stack, tmp_path):
             t.join(30)
         assert len(out) == 8 and all(s == 200 for s, _ in out), [s for s, _ in out]
         assert len({c for _, c in out}) == 1 and len(out[0][1]) == 200000
-        n = sum(1 for q in o.requests if q["path"] == path)
+        n = _origin_count(o, path)
         assert n == 1, f"{n} origin requests for one key on two gateways"
         # the second gateway's copy came from the first (a sibling request)
         logs = sts[0].gw.log() + sts[1].gw.log()
@@ -172,6 +184,87 @@ def test_collapsing_across_gateways(make_stack, tmp_path):
     finally:
         rd.close()
         o.close()
+
+
+def test_objects_are_shared_across_gateways(make_stack, tmp_path):
+    """A key one gateway stored is fetched from it by the others, not from
+    the origin; after a purge on any gateway, no gateway fetches a copy
+    from one that may not have applied the purge yet (here: one that is
+    stopped), and a gateway that holds a key but is down costs the asker a
+    failed connect, not an error."""
+    rd = Redis(str(tmp_path))
+    site = _site(str(tmp_path / "site"))
+    o = harness.Origin(site)
+    a, b = _advertised(make_stack, rd, o, ("sa", "sb"))
+    try:
+        r = a.get("/o0.txt", host="r.test")
+        assert r.status_code == 200 and "stored" in r.headers["Cache-Status"]
+        key_entries = lambda: subprocess.run(["redis-cli", "-p", str(rd.port), "--scan", "--pattern", "c:obj:*"],
+                                             capture_output=True, text=True).stdout.split()
+        _wait(lambda: len(key_entries()) == 1, 5, "a entered the object in Redis")
+        r = b.get("/o0.txt", host="r.test")
+        assert r.status_code == 200 and r.text == "object 0\n"
+        assert _origin_count(o, "/o0.txt") == 1, "b went to the origin for an object a holds"
+        assert "shared across gateways" in b.gw.log() and "holds it" in b.gw.log()
+        assert "hit" in _status(b, "/o0.txt")  # and b keeps its copy
+
+        # A purge through b while a cannot hear it (stopped): b must not
+        # fetch a's old copy (the purge moved the epoch past a's entry).
+        with open(os.path.join(site, "o0.txt"), "w") as f:
+            f.write("object 0 v2\n")
+        day = time.time() - 86400  # a day old: fresh for a while (heuristic)
+        os.utime(os.path.join(site, "o0.txt"), (day, day))
+        a.gw.signal(signal.SIGSTOP)
+        try:
+            assert _purge(b, "hardpurge", "http://r.test/o0.txt").status_code == 200
+            t0 = time.monotonic()
+            r = b.get("/o0.txt", host="r.test", timeout=10)
+            assert r.status_code == 200 and r.text == "object 0 v2\n"
+            assert time.monotonic() - t0 < 2, "b waited for the stopped gateway"
+            assert _origin_count(o, "/o0.txt") == 2
+        finally:
+            a.gw.signal(signal.SIGCONT)
+        # b stored the new copy and entered itself: a, purged by now, takes it from b
+        _wait(lambda: harness.metric_value(a.metrics(), "refract_cache_purges_received_total",
+                                           action="hardpurge") == 1, 5, "a applied the purge")
+        _wait(lambda: any(
+            subprocess.run(["redis-cli", "-p", str(rd.port), "get", k], capture_output=True, text=True)
+            .stdout.strip().endswith(f":{b.port}") for k in key_entries()), 5, "b entered o0")
+        assert a.get("/o0.txt", host="r.test").text == "object 0 v2\n"
+        assert _origin_count(o, "/o0.txt") == 2
+
+        # A gateway that holds a key but is gone: the asker fills it itself.
+        a.get("/o1.txt", host="r.test")
+        _wait(lambda: len(key_entries()) == 2, 5, "a entered o1")
+        a.gw.kill9()
+        r = b.get("/o1.txt", host="r.test", timeout=10)
+        assert r.status_code == 200 and r.text == "object 1\n"
+        assert _origin_count(o, "/o1.txt") == 2
+    finally:
+        rd.close()
+        o.close()
+
+
+def test_redis_with_a_password(make_stack, tmp_path):
+    port = harness.free_port()
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                          "no", "--requirepass", "secret", "--dir", str(tmp_path)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        meta = {"backend": "redis", "redis": f"127.0.0.1:{port}", "password": "secret"}
+        st = make_stack([{"name": "r.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                        gateway={"metadata": meta})
+        _wait(lambda: harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 1, 5, "redis up with AUTH")
+        bad = make_stack([{"name": "r.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                         gateway={"metadata": dict(meta, password="wrong")})
+        _wait(lambda: (harness.metric_value(bad.metrics(), "refract_metadata_redis_errors_total") or 0) >= 1, 5,
+              "the refusal counted")
+        assert harness.metric_value(bad.metrics(), "refract_metadata_redis_up") == 0
+        assert "WRONGPASS" in bad.gw.log() or "invalid password" in bad.gw.log(), bad.gw.log()
+    finally:
+        p.kill()
+        p.wait(10)
 
 
 def test_restarted_gateway_revalidates_what_it_may_have_missed(pair):
