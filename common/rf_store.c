@@ -74,6 +74,8 @@ struct rf_obj_t {
     uint64_t win_off;
     void (*resume)(void *arg);
     void *resume_arg;
+    rf_obj_t *prev; /* FILLING in place of an expired complete object: that one (one reference), for
+                       stale-while-revalidate readers; dropped at finish */
     rf_waiter_t *waiters;
     int readers;
     /* The file of the same key's previous object, left in place when this
@@ -372,6 +374,7 @@ void rf_obj_unref(rf_obj_t **o_p)
         unlink(o->tmp_path); /* a fill that never finished */
         free(o->tmp_path);
     }
+    rf_obj_unref(&o->prev); /* a fill that never finished */
     rf_buf_unref(&o->mem);
     free(o->win);
     free(o->hdrs);
@@ -379,6 +382,16 @@ void rf_obj_unref(rf_obj_t **o_p)
     pthread_mutex_destroy(&o->mu);
     s_store_unref(o->store);
     free(o);
+}
+
+rf_obj_t *rf_obj_replaced(rf_obj_t *o)
+{
+    pthread_mutex_lock(&o->mu);
+    rf_obj_t *p = o->state == RF_OBJ_FILLING ? o->prev : NULL;
+    if (p != NULL)
+        rf_obj_ref(p);
+    pthread_mutex_unlock(&o->mu);
+    return p;
 }
 
 rf_obj_state_t rf_obj_state(rf_obj_t *o)
@@ -763,6 +776,8 @@ void rf_obj_finish(rf_obj_t *o, bool ok)
         rf_buf_unref(&o->mem);
     s_wake_all(o);
     bool has_mem = o->mem != NULL;
+    rf_obj_t *prev = o->prev;
+    o->prev = NULL;
     pthread_mutex_unlock(&o->mu);
     if (!keep && o->old_ino != 0) {
         /* Not kept: the previous object's file must not outlive it (a
@@ -800,6 +815,7 @@ void rf_obj_finish(rf_obj_t *o, bool ok)
     if (o->fd >= 0 && o->keep != RF_KEEP_SHARE && o->keep != RF_KEEP_SOLO)
         close(o->fd), o->fd = -1;
     pthread_mutex_unlock(&o->mu);
+    rf_obj_unref(&prev); /* after the locks: dropping the last reference closes files */
 }
 
 /* ---- lookup ---------------------------------------------------------------------------- */
@@ -890,6 +906,10 @@ rf_lookup_t rf_store_lookup(rf_store_t *s, const char *key, size_t key_len, bool
     if (n == NULL) {
         pthread_mutex_unlock(&s->mu);
         return RF_LOOKUP_MISS;
+    }
+    if (o != NULL) { /* an expired complete one: readers may still want it meanwhile */
+        rf_obj_ref(o);
+        n->prev = o;
     }
     s_index(s, n); /* replaces o, if any */
     pthread_mutex_unlock(&s->mu);

@@ -148,6 +148,10 @@ void rf_obj_ref(rf_obj_t *o);
 void rf_obj_unref(rf_obj_t **o_p);
 
 rf_obj_state_t rf_obj_state(rf_obj_t *o);
+/* While `o` fills in place of an expired complete object (a refresh), that
+ * object — a new reference, the caller owns it — else NULL. What a cache
+ * serves meanwhile under stale-while-revalidate (RFC 5861). */
+rf_obj_t *rf_obj_replaced(rf_obj_t *o);
 /* The meta and serialized headers (set by the filler; stable once the
  * head is set, which is before any reader sees data). */
 const rf_meta_t *rf_obj_meta(rf_obj_t *o);

@@ -23,6 +23,7 @@
 #include "rf_config.h"
 #include "rf_metrics.h"
 #include "rf_store.h"
+#include "rf_ttl.h"
 
 /* A vhost table built from one configuration; shared by all threads and
  * swapped as a whole on reload. Refcounted: each thread holds one ref for
@@ -171,6 +172,7 @@ typedef enum {
     GW_CACHE_JOIN,    /* someone else's fill: follow it (collapsed) */
     GW_CACHE_CLAIM,   /* a new fill this request starts */
     GW_CACHE_REFRESH, /* a new fill replacing an expired object */
+    GW_CACHE_STALE,   /* an expired object served while it is refreshed (stale-while-revalidate) */
 } gw_cache_role_t;
 
 /* Allocated in the request pool (freed with it). Generic state only: each
@@ -202,6 +204,8 @@ struct gw_req_t {
     rf_obj_t *obj;            /* the cache object to answer from (one reference), or NULL */
     rf_obj_t *stale;          /* GW_CACHE_REFRESH: the expired object being replaced (one reference) */
     rf_obj_t *fill;           /* a function result this request computes for the cache (one reference) */
+    rf_obj_t *refill;         /* GW_CACHE_STALE: the refresh this request starts in the background (one
+                                 reference; its base is `stale`), or NULL when another request's runs */
     gw_cache_role_t role;     /* how the request relates to obj */
     const char *cache_result; /* refract_cache_requests_total's result label */
     unsigned invalidate : 1;  /* an unsafe method: a non-error answer removes the key (RFC 9111 4.4) */
@@ -256,6 +260,9 @@ h2o_iovec_t gw_key_query(const rf_cache_conf_t *c, h2o_iovec_t q, h2o_mem_pool_t
 h2o_iovec_t gw_vary_values(h2o_iovec_t vary, const h2o_headers_t *headers, h2o_mem_pool_t *pool);
 /* A stored header's value in a "name\0value\0" blob, or NULL. */
 const char *gw_stored_header(const char *blob, size_t len, const char *name, size_t *vlen);
+/* The stored headers of `o` as an array for rf_ttl (malloc'd, the caller
+ * frees it; the strings are borrowed from the object), or NULL. */
+rf_hdr_t *gw_stored_hdrs(rf_obj_t *o, size_t *n);
 
 /* gw_serve.c: answers from rc->obj (takes over its reference); starts
  * the fill first for GW_CACHE_CLAIM / REFRESH. */
@@ -275,12 +282,13 @@ bool gw_compress_applies(gw_req_t *rc, rf_obj_t *o);
  * origin is asked conditionally: a 304 remakes the object from the stale
  * copy with a new TTL, and a failure (no answer, 5xx, 4xx if enabled) is
  * answered from it with its TTL extended (the circuit breaker), unless it
- * must not be served stale. The fill
- * origin, independently of the request (it goes on when the client
- * leaves, while the object is kept). Takes its own reference. 0, or -1
- * when nothing could start: the request has been answered (502/503) and
- * the object failed (other readers see that). */
-int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale);
+ * must not be served stale. The fill runs independently of the request
+ * (it goes on when the client leaves, while the object is kept). Takes its
+ * own reference. 0, or -1 when nothing could start: the object failed
+ * (other readers see that) and, unless `background` (a refresh made for
+ * stale-while-revalidate while the request is answered from the stale
+ * copy), the request has been answered (502/503). */
+int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale, bool background);
 void gw_fill_on_meta(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
 /* gw_fetch.c: answers a plain request from its origin. */
@@ -327,8 +335,11 @@ const char *gw_reason(int status);
 /* gw_proxy.c: http origins — per-thread upstream pools and streaming. */
 gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, const rf_vhost_conf_t *vh,
                                   const char **why);
-/* The upstream of the request's vhost origin on its thread, or NULL after
- * answering 502 with the reason. */
+/* The upstream of the request's vhost origin on its thread (its sibling,
+ * byclient origin, or the one `balance` picks; rc->origin says which), or
+ * NULL with *why set (static) and nothing answered. */
+gw_upstream_t *gw_proxy_pick(gw_req_t *rc, const char **why);
+/* gw_proxy_pick, answering 502 with the reason when it fails. */
 gw_upstream_t *gw_proxy_upstream(gw_req_t *rc);
 
 /* Streaming from an origin to the client, or collecting a source body.

@@ -114,7 +114,7 @@ void gw_deliver_log(gw_req_t *rc)
     rf_metric_add(gw_m.http_response_bytes, l1, (double)req->bytes_sent);
     const char *lr[] = {vhost, rc->cache_result ? rc->cache_result : "bypass"};
     rf_metric_add(gw_m.cache_requests, lr, 1);
-    const char *ls[] = {vhost, rc->role == GW_CACHE_HIT ? "cache" : "origin"};
+    const char *ls[] = {vhost, rc->role == GW_CACHE_HIT || rc->role == GW_CACHE_STALE ? "cache" : "origin"};
     rf_metric_add(gw_m.cache_client_bytes, ls, (double)req->bytes_sent);
     rf_metric_gauge_add(gw_m.http_inflight, NULL, -1);
     if (rc->thread->server->cfg->gateway.access_log)

@@ -148,30 +148,6 @@ static rf_keep_t s_keep(const gw_fill_t *f, const rf_ttl_verdict_t *v)
 /* ---- refreshes: revalidation and the circuit breaker ------------------------ */
 
 /* The stale object's stored headers as rf_hdr_t (malloc'd, caller frees). */
-static rf_hdr_t *s_stored_hdrs(rf_obj_t *o, size_t *n)
-{
-    size_t len, cap = 16;
-    const char *b = rf_obj_headers(o, &len);
-    rf_hdr_t *h = malloc(cap * sizeof(*h));
-    *n = 0;
-    for (size_t i = 0; h != NULL && i < len;) {
-        const char *name = b + i;
-        size_t nl = strlen(name);
-        const char *v = name + nl + 1;
-        size_t vl = strlen(v);
-        i += nl + vl + 2;
-        if (*n == cap) {
-            rf_hdr_t *g = realloc(h, (cap *= 2) * sizeof(*h));
-            if (g == NULL) {
-                free(h);
-                return NULL;
-            }
-            h = g;
-        }
-        h[(*n)++] = (rf_hdr_t){name, nl, v, vl};
-    }
-    return h;
-}
 
 /* What the policy said when the stale object was stored: decided again
  * from its headers, with the lifetime it had grown to since. */
@@ -211,17 +187,19 @@ static int s_blob_add(char **blob, size_t *len, size_t *cap, const char *n, size
  * name), a new TTL, and its body copied from the stale file or memory.
  * fwd_status says why (304, or the origin's failure). 0 or -1. */
 static int s_from_stale(gw_fill_t *f, int fwd_status, int64_t ttl, const rf_ttl_verdict_t *v,
-                        const struct phr_header *h304, size_t n304)
+                        const struct phr_header *h304, size_t n304, int64_t stale_since)
 {
     size_t n;
     const rf_meta_t *sm = rf_obj_meta(f->stale.obj);
-    rf_hdr_t *old = s_stored_hdrs(f->stale.obj, &n);
+    rf_hdr_t *old = gw_stored_hdrs(f->stale.obj, &n);
     char *blob = NULL, *buf = NULL;
     size_t blen = 0, cap = 0;
     int rc = -1;
     if (old == NULL)
         goto out;
     for (size_t i = 0; i < n; i++) {
+        if (h2o_memis(old[i].name, old[i].name_len, H2O_STRLIT(":stale-since")))
+            continue; /* a 304 ends the staleness; stale-if-error sets it below */
         bool replaced = false;
         for (size_t j = 0; j < n304 && !replaced; j++)
             replaced = gw_proxy_passes_header(h304, n304, j) &&
@@ -233,6 +211,10 @@ static int s_from_stale(gw_fill_t *f, int fwd_status, int64_t ttl, const rf_ttl_
         if (gw_proxy_passes_header(h304, n304, j) &&
             s_blob_add(&blob, &blen, &cap, h304[j].name, h304[j].name_len, h304[j].value, h304[j].value_len) < 0)
             goto out;
+    char since[24];
+    int sl = snprintf(since, sizeof(since), "%lld", (long long)stale_since);
+    if (stale_since > 0 && s_blob_add(&blob, &blen, &cap, ":stale-since", 12, since, (size_t)sl) < 0)
+        goto out;
     int64_t now = s_now();
     rf_meta_t meta = {.status = sm->status,
                       .stored_at = now,
@@ -265,6 +247,36 @@ out:
     return rc;
 }
 
+/* How often a copy served under stale-if-error asks the origin again. */
+#define GW_FILL_SIE_RETRY 10
+
+/* RFC 5861 stale-if-error, when the vhost's circuit breaker does not
+ * apply: the origin said stale-if-error=N and the copy went stale less
+ * than N seconds ago (counted from its first expiry, which the remade
+ * copy carries as ":stale-since"). Only for no answer or 500/502/503/504.
+ * Returns how long to serve it before asking again (*since: when it went
+ * stale), or -1. */
+static int64_t s_stale_if_error(gw_fill_t *f, const rf_ttl_verdict_t *v, int status, int64_t *since)
+{
+    if (!(status == 0 || status == 500 || status == 502 || status == 503 || status == 504) || !v->storable ||
+        v->must_revalidate || v->no_cache || v->stale_if_error <= 0)
+        return -1;
+    uint32_t flags;
+    int64_t expires = rf_obj_expires(f->stale.obj, &flags), now = s_now();
+    if (expires <= 0 || (flags & RF_META_PURGED)) /* made stale by a purge or an expire */
+        return -1;
+    size_t len, vl;
+    const char *blob = rf_obj_headers(f->stale.obj, &len);
+    const char *ss = gw_stored_header(blob, len, ":stale-since", &vl);
+    *since = ss != NULL ? strtoll(ss, NULL, 10) : expires;
+    int64_t left = *since + v->stale_if_error - now;
+    if (*since <= 0 || left <= 0) {
+        *since = 0;
+        return -1;
+    }
+    return left < GW_FILL_SIE_RETRY ? left : GW_FILL_SIE_RETRY;
+}
+
 /* The origin failed to revalidate (status: its answer, 0 for none). With a
  * stale copy that may be served, the circuit breaker extends it: 1 when
  * it did (the object is complete), 0 when the failure goes through. */
@@ -273,20 +285,20 @@ static int s_breaker(gw_fill_t *f, int status, int fwd_status)
     if (!f->has_stale)
         return 0;
     size_t n;
-    rf_hdr_t *h = s_stored_hdrs(f->stale.obj, &n);
+    rf_hdr_t *h = gw_stored_hdrs(f->stale.obj, &n);
     if (h == NULL)
         return 0;
     rf_ttl_verdict_t v;
     s_stale_verdict(f, h, n, &v);
     free(h);
-    int64_t ttl = rf_ttl_on_origin_error(&f->vhost->cache.ttl, &v, status);
-    if (ttl < 0)
+    int64_t ttl = rf_ttl_on_origin_error(&f->vhost->cache.ttl, &v, status), since = 0;
+    if (ttl < 0 && (ttl = s_stale_if_error(f, &v, status, &since)) < 0)
         return 0;
-    rf_log(RF_LOG_WARN, f->request_id, "origin %s failed (%d): serving the stale copy for %llds more", f->upstream,
-           fwd_status, (long long)ttl);
+    rf_log(RF_LOG_WARN, f->request_id, "origin %s failed (%d): serving the stale copy for %llds more%s", f->upstream,
+           fwd_status, (long long)ttl, since > 0 ? " (stale-if-error)" : "");
     const char *l[] = {f->vhost->name};
     rf_metric_add(gw_m.cache_stale_served, l, 1);
-    s_from_stale(f, fwd_status, ttl, &v, NULL, 0);
+    s_from_stale(f, fwd_status, ttl, &v, NULL, 0, since);
     return 1;
 }
 
@@ -294,7 +306,7 @@ static int s_breaker(gw_fill_t *f, int status, int fwd_status)
 static void s_revalidated(gw_fill_t *f, const struct phr_header *headers, size_t n)
 {
     size_t ns, m = 0;
-    rf_hdr_t *stored = s_stored_hdrs(f->stale.obj, &ns);
+    rf_hdr_t *stored = gw_stored_hdrs(f->stale.obj, &ns);
     rf_hdr_t *h = malloc((n ? n : 1) * sizeof(*h));
     rf_ttl_verdict_t prev, v;
     const char *l[] = {f->vhost->name, "not_modified"};
@@ -311,7 +323,7 @@ static void s_revalidated(gw_fill_t *f, const struct phr_header *headers, size_t
     s_stale_verdict(f, stored, ns, &prev);
     rf_ttl_after_304(&f->vhost->cache.ttl, rf_obj_meta(f->stale.obj)->status, &prev, stored, ns, h, m, f->request_time,
                      s_now(), f->req_authorization, &v);
-    s_from_stale(f, 304, v.ttl > 0 ? v.ttl : 0, &v, headers, n);
+    s_from_stale(f, 304, v.ttl > 0 ? v.ttl : 0, &v, headers, n, 0);
     free(stored);
     free(h);
 }
@@ -628,13 +640,20 @@ static void s_no_wake(rf_waiter_t *w)
     (void)w; /* the stale copy is complete: its cursor never waits */
 }
 
-int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
+int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale, bool background)
 {
     h2o_req_t *req = rc->req;
-    gw_upstream_t *up = gw_proxy_upstream(rc);
+    const char *why = NULL;
+    gw_upstream_t *up = gw_proxy_pick(rc, &why);
     gw_fill_t *f = NULL;
-    if (up == NULL) /* answered 502 already */
+    if (up == NULL) {
+        if (background)
+            rf_log(RF_LOG_WARN, rc->request_id, "refresh of a stale object not started: origin %s: %s",
+                   rc->origin->url, why ? why : "unavailable");
+        else
+            gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->origin->url, why ? why : "unavailable");
         goto fail;
+    }
     if ((f = calloc(1, sizeof(*f))) == NULL)
         goto oom;
     h2o_mem_init_pool(&f->pool);
@@ -694,7 +713,8 @@ int gw_fill_start(gw_req_t *rc, rf_obj_t *obj, rf_obj_t *stale)
         goto oom;
     return 0;
 oom:
-    gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+    if (!background)
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
 fail:
     if (f != NULL)
         s_fill_free(f);

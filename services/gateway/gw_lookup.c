@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "gw.h"
+#include "gw_metrics.h"
 #include "rf_log.h"
 #include "rf_path.h"
 #include "rf_ttl.h"
@@ -120,6 +121,68 @@ const char *gw_stored_header(const char *blob, size_t len, const char *name, siz
         i += nl + 1 + vl + 1;
     }
     return NULL;
+}
+
+rf_hdr_t *gw_stored_hdrs(rf_obj_t *o, size_t *n)
+{
+    size_t len, cap = 16;
+    const char *b = rf_obj_headers(o, &len);
+    rf_hdr_t *h = malloc(cap * sizeof(*h));
+    *n = 0;
+    for (size_t i = 0; h != NULL && i < len;) {
+        const char *name = b + i;
+        size_t nl = strlen(name);
+        const char *v = name + nl + 1;
+        size_t vl = strlen(v);
+        i += nl + vl + 2;
+        if (*n == cap) {
+            rf_hdr_t *g = realloc(h, (cap *= 2) * sizeof(*h));
+            if (g == NULL) {
+                free(h);
+                return NULL;
+            }
+            h = g;
+        }
+        h[(*n)++] = (rf_hdr_t){name, nl, v, vl};
+    }
+    return h;
+}
+
+/* Whether the expired `o` may answer now while a refresh runs: the origin
+ * said stale-while-revalidate=N (RFC 5861) and it expired less than N
+ * seconds ago. Never for must-revalidate or no-cache answers, nor for
+ * objects a purge or an expire made stale (their expiry is 0). */
+static bool s_may_serve_stale(const rf_vhost_conf_t *vh, rf_obj_t *o, int64_t now)
+{
+    uint32_t flags;
+    int64_t expires = rf_obj_expires(o, &flags);
+    if (expires <= 0 || (flags & (RF_META_MUST_REVALIDATE | RF_META_NO_CACHE | RF_META_PURGED)))
+        return false;
+    size_t n;
+    rf_hdr_t *h = gw_stored_hdrs(o, &n);
+    if (h == NULL)
+        return false;
+    const rf_meta_t *m = rf_obj_meta(o);
+    rf_ttl_verdict_t v;
+    rf_ttl_decide(&vh->cache.ttl, m->status, h, n, m->stored_at, m->stored_at, false, &v);
+    free(h);
+    return v.storable && !v.must_revalidate && !v.no_cache && now - expires <= v.stale_while_revalidate;
+}
+
+/* Serves the expired `o` (the caller's reference, taken) while it is
+ * refreshed — by this request in the background when `refill` is the
+ * claimed refresh (taken), else by the request already running it. */
+static void s_serve_stale(gw_req_t *rc, rf_obj_t *o, rf_obj_t *refill)
+{
+    rc->role = GW_CACHE_STALE;
+    rc->obj = o;
+    if (refill != NULL) {
+        rf_obj_ref(o);
+        rc->stale = o; /* the refresh's base */
+        rc->refill = refill;
+    }
+    const char *l[] = {rc->vhost->name};
+    rf_metric_add(gw_m.cache_stale_served, l, 1);
 }
 
 /* For a stored response with Vary: NULL when `o` is the variant this
@@ -277,15 +340,29 @@ int gw_lookup(gw_req_t *rc)
         }
         /* Expired: a new fill takes its place (concurrent requests join
          * it), asking the origin conditionally, with this one to fall
-         * back on. */
+         * back on — or, within its stale-while-revalidate time, answering
+         * meanwhile. */
+        bool swr = rc->func == NULL && !creq.only_if_cached && s_may_serve_stale(rc->vhost, o, (int64_t)time(NULL));
         rc->stale = o;
         o = NULL;
         switch (rf_store_lookup(store, rc->key.base, rc->key.len, true, true, &o)) {
         case RF_LOOKUP_CLAIM:
             rc->role = GW_CACHE_REFRESH;
+            if (swr) {
+                rf_obj_t *stale = rc->stale;
+                rc->stale = NULL;
+                s_serve_stale(rc, stale, o);
+                o = NULL;
+            }
             break;
         case RF_LOOKUP_BUSY:
             rc->role = GW_CACHE_JOIN;
+            if (swr) {
+                rf_obj_unref(&o);
+                rf_obj_t *stale = rc->stale;
+                rc->stale = NULL;
+                s_serve_stale(rc, stale, NULL);
+            }
             break;
         case RF_LOOKUP_HIT: /* another request refreshed it meanwhile */
             rc->role = GW_CACHE_HIT;
@@ -294,9 +371,18 @@ int gw_lookup(gw_req_t *rc)
             return 0;
         }
         break;
-    case RF_LOOKUP_BUSY:
+    case RF_LOOKUP_BUSY: {
         rc->role = GW_CACHE_JOIN;
+        /* A refresh under way: its stale copy answers while it may. */
+        rf_obj_t *prev = rc->func == NULL ? rf_obj_replaced(o) : NULL;
+        if (prev != NULL && s_may_serve_stale(rc->vhost, prev, (int64_t)time(NULL))) {
+            rf_obj_unref(&o);
+            s_serve_stale(rc, prev, NULL);
+        } else {
+            rf_obj_unref(&prev);
+        }
         break;
+    }
     case RF_LOOKUP_CLAIM:
         rc->role = GW_CACHE_CLAIM;
         break;
@@ -323,6 +409,11 @@ int gw_lookup(gw_req_t *rc)
         [GW_CACHE_CLAIM] = "miss",
         [GW_CACHE_REFRESH] = "stale",
     };
+    if (rc->role == GW_CACHE_STALE) {
+        rc->cache_status = "refract; hit; detail=stale-while-revalidate"; /* refined in gw_serve.c */
+        rc->cache_result = "hit";
+        return 0;
+    }
     rc->cache_status = status[rc->role]; /* refined once the head is known (gw_serve.c) */
     rc->cache_result = result[rc->role];
     if (rc->func != NULL && (rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH)) {

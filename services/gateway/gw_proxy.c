@@ -152,16 +152,13 @@ static const rf_origin_t *s_sibling(gw_req_t *rc, gw_upstream_t **up_out)
     return &vh->siblings[best];
 }
 
-gw_upstream_t *gw_proxy_upstream(gw_req_t *rc)
+gw_upstream_t *gw_proxy_pick(gw_req_t *rc, const char **why)
 {
-    const char *why = NULL;
     gw_upstream_t *up = NULL;
+    *why = NULL;
     if (rc->byclient != NULL) {
         rc->origin = rc->byclient;
-        up = gw_thread_upstream(rc->thread, rc->byclient, rc->vhost, &why);
-        if (up == NULL)
-            gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->byclient->url, why ? why : "unavailable");
-        return up;
+        return gw_thread_upstream(rc->thread, rc->byclient, rc->vhost, why);
     }
     const rf_origin_t *sib = s_sibling(rc, &up);
     if (sib != NULL) {
@@ -169,7 +166,14 @@ gw_upstream_t *gw_proxy_upstream(gw_req_t *rc)
         rc->to_sibling = 1;
         return up;
     }
-    rc->origin = s_pick(rc, &why, &up);
+    rc->origin = s_pick(rc, why, &up);
+    return up;
+}
+
+gw_upstream_t *gw_proxy_upstream(gw_req_t *rc)
+{
+    const char *why = NULL;
+    gw_upstream_t *up = gw_proxy_pick(rc, &why);
     if (up == NULL)
         gw_send_error(rc, 502, "Bad Gateway", "origin %s: %s", rc->origin->url, why ? why : "unavailable");
     return up;

@@ -22,6 +22,10 @@ static void s_req_dispose(void *p)
     gw_deliver_log(rc);
     rf_obj_unref(&rc->obj);
     rf_obj_unref(&rc->stale);
+    if (rc->refill != NULL) { /* answered before the refresh could start */
+        rf_obj_finish(rc->refill, false);
+        rf_obj_unref(&rc->refill);
+    }
     if (rc->fill != NULL) {
         rf_obj_finish(rc->fill, false); /* no-op when the result was kept */
         rf_obj_unref(&rc->fill);

@@ -191,6 +191,9 @@ static const char *s_cache_status(gw_req_t *rc, rf_obj_t *o, rf_keep_t keep, int
     case GW_CACHE_HIT:
         snprintf(buf, sizeof(buf), "refract; hit; ttl=%lld", (long long)ttl);
         break;
+    case GW_CACHE_STALE: /* RFC 9211: a negative ttl is a stale hit */
+        snprintf(buf, sizeof(buf), "refract; hit; ttl=%lld; detail=stale-while-revalidate", (long long)ttl);
+        break;
     case GW_CACHE_JOIN:
         snprintf(buf, sizeof(buf), "refract; fwd=miss; collapsed%s; ttl=%lld", stored ? "; stored" : "",
                  (long long)(ttl > 0 ? ttl : 0));
@@ -286,7 +289,7 @@ static int s_start(gw_reader_t *r)
     if (gw_stored_header(hdrs, hlen, "vary", &vl) == NULL && gw_compress_applies(rc, o))
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("accept-encoding"));
     int64_t age = m->age + (now - m->stored_at);
-    if (rc->role == GW_CACHE_HIT || age > 0) {
+    if (rc->role == GW_CACHE_HIT || rc->role == GW_CACHE_STALE || age > 0) {
         char a[24];
         int al = snprintf(a, sizeof(a), "%lld", (long long)(age > 0 ? age : 0));
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_AGE, NULL, h2o_strdup(&req->pool, a, (size_t)al).base,
@@ -449,9 +452,15 @@ void gw_serve(gw_req_t *rc)
 {
     rf_obj_t *obj = rc->obj;
     rc->obj = NULL;
-    if ((rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH) && gw_fill_start(rc, obj, rc->stale) < 0) {
+    if ((rc->role == GW_CACHE_CLAIM || rc->role == GW_CACHE_REFRESH) && gw_fill_start(rc, obj, rc->stale, false) < 0) {
         rf_obj_unref(&obj);
         return; /* answered */
+    }
+    if (rc->refill != NULL) { /* stale-while-revalidate: the refresh runs on while the stale copy answers */
+        rf_obj_t *n = rc->refill;
+        rc->refill = NULL;
+        gw_fill_start(rc, n, rc->stale, true);
+        rf_obj_unref(&n);
     }
     gw_reader_t *r = calloc(1, sizeof(*r));
     gw_reader_t **hook = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*hook), s_reader_dispose);

@@ -771,6 +771,82 @@ def test_must_revalidate_object_not_served_stale_on_failure(stack, origin):
         origin.override(name)
 
 
+def test_stale_while_revalidate_answers_at_once_and_refreshes_behind(stack, origin):
+    """RFC 5861: within stale-while-revalidate, an expired object answers
+    at once (a stale hit: negative ttl) while one refresh runs in the
+    background; requests during the refresh get the stale copy too, and
+    the refreshed object is served once it is in."""
+    name = "swr"
+    path = ctl(name, cc="max-age=1, stale-while-revalidate=30", serial=1)
+    r1 = stack.get(path)
+    assert_miss_stored(r1, ttl=1)
+    time.sleep(2.1)
+    origin.override(name, hold=name)  # the refresh waits at the origin
+    try:
+        t0 = time.monotonic()
+        r2 = stack.get(path, timeout=5)
+        assert time.monotonic() - t0 < 1.5, "the stale answer waited for the refresh"
+        assert r2.status_code == 200 and r2.content == r1.content
+        cs = cs_parse(cstatus(r2))
+        assert cs.get("hit") is True and cs.get("detail") == "stale-while-revalidate", cstatus(r2)
+        assert cs.get("ttl") < 0, cstatus(r2)
+        assert int(r2.headers["Age"]) >= 2
+        wait_for(lambda: origin.count(path) == 2, 5, "the background refresh reached the origin")
+        r3 = stack.get(path, timeout=5)  # the refresh is still held: the stale copy again
+        assert r3.content == r1.content and "stale-while-revalidate" in cstatus(r3), cstatus(r3)
+        assert origin.count(path) == 2
+    finally:
+        origin.release(name)
+        origin.override(name)
+    wait_for(lambda: stack.get(path).content != r1.content, 5, "the refreshed object served")
+    r4 = stack.get(path)
+    assert_hit(r4)
+    assert origin.count(path) == 2
+
+
+def test_stale_while_revalidate_window_and_must_revalidate(stack, origin):
+    """Past the stale-while-revalidate window, or with must-revalidate, an
+    expired object is refreshed before it answers, as without it."""
+    for name, cc, wait in (("swr-past", "max-age=1, stale-while-revalidate=1", 3.1),
+                           ("swr-mustreval", "max-age=1, stale-while-revalidate=30, must-revalidate", 2.1)):
+        path = ctl(name, cc=cc, serial=1)
+        r1 = stack.get(path)
+        assert_miss_stored(r1, ttl=1)
+        time.sleep(wait)
+        r2 = stack.get(path)
+        assert r2.content != r1.content, name
+        assert cs_parse(cstatus(r2)).get("fwd") == "stale", (name, cstatus(r2))
+        assert origin.count(path) == 2
+
+
+def test_stale_if_error_without_the_circuit_breaker(make_stack, origin):
+    """RFC 5861 stale-if-error serves the stale copy on a 5xx or no answer
+    within its window even where the vhost's circuit breaker is off; an
+    answer without it passes the error through."""
+    st = _single_stack(make_stack, origin, ttl_extension_4xx=False, ttl_extension_5xx=False, ttl_extension=0)
+    sie, plain = ctl("sie", cc="max-age=1, stale-if-error=60", serial=1), ctl("sie-no", cc="max-age=1", serial=1)
+    r1, p1 = st.get(sie), st.get(plain)
+    assert_miss_stored(r1, ttl=1)
+    assert_miss_stored(p1, ttl=1)
+    time.sleep(2.1)
+    origin.override("sie", status=503)
+    origin.override("sie-no", status=503)
+    try:
+        r2 = st.get(sie)
+        assert r2.status_code == 200 and r2.content == r1.content, (r2.status_code, cstatus(r2))
+        cs = cs_parse(cstatus(r2))
+        assert cs.get("fwd") == "stale" and cs.get("fwd-status") == 503 and cs.get("detail") == "origin-error"
+        assert "(stale-if-error)" in st.gw.log()
+        p2 = st.get(plain)
+        assert p2.status_code == 503, (p2.status_code, cstatus(p2))
+        r3 = st.get(sie)  # kept for a while (at most 10 s) before the origin is asked again
+        assert_hit(r3)
+        assert r3.content == r1.content
+    finally:
+        origin.override("sie")
+        origin.override("sie-no")
+
+
 def test_client_leaving_does_not_stop_a_stored_fill(stack, origin):
     size = 400000
     path = ctl("leaver", cc="max-age=600", size=size, seed=9, split=100000, gate="leaver")

@@ -1190,6 +1190,9 @@ static void test_replace(void **state)
     rf_obj_t *b = NULL;
     assert_int_equal(s_lookup(s, "r", true, true, &b), RF_LOOKUP_BUSY); /* a fill is never replaced */
     assert_ptr_equal(b, o);
+    rf_obj_t *prev = rf_obj_replaced(b); /* what stale-while-revalidate serves meanwhile */
+    assert_ptr_equal(prev, held);
+    rf_obj_unref(&prev);
     rf_obj_unref(&b);
     assert_int_equal(rf_obj_state(held), RF_OBJ_COMPLETE);
     rf_meta_t m = s_meta((int64_t)len + 7);
@@ -1197,6 +1200,7 @@ static void test_replace(void **state)
     assert_int_equal(rf_obj_set_head(o, &m, "x\0y\0", 4, RF_KEEP_DISK), 0);
     s_append(o, neu, len + 7);
     rf_obj_finish(o, true);
+    assert_null(rf_obj_replaced(o)); /* finished: the old one is let go */
     rf_obj_unref(&o);
 
     assert_int_equal(s_lookup(s, "r", false, false, &o), RF_LOOKUP_HIT);
