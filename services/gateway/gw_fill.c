@@ -425,6 +425,8 @@ static int s_sibling_fallback(gw_fill_t *f)
     if (next == NULL)
         return 0;
     rf_log(RF_LOG_INFO, f->request_id, "sibling %s failed: fetching from %s", failed, f->upstream);
+    if (f->mq.epoch[0] != '\0')
+        f->marker_held = true; /* Redis named the unreachable one: our copy, once stored, takes its entry */
     const char *l[] = {f->vhost->name, "http"};
     rf_metric_add(gw_m.origin_requests, l, 1);
     f->to_sibling = false;

@@ -240,6 +240,10 @@ def test_objects_are_shared_across_gateways(make_stack, tmp_path):
         r = b.get("/o1.txt", host="r.test", timeout=10)
         assert r.status_code == 200 and r.text == "object 1\n"
         assert _origin_count(o, "/o1.txt") == 2
+        # and b's copy takes the dead gateway's entry
+        _wait(lambda: sum(
+            subprocess.run(["redis-cli", "-p", str(rd.port), "get", k], capture_output=True, text=True)
+            .stdout.strip().endswith(f":{b.port}") for k in key_entries()) == 2, 5, "b entered o1")
     finally:
         rd.close()
         o.close()
