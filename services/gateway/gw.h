@@ -274,7 +274,8 @@ void gw_serve_on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mess
  * the object as it is. */
 rf_obj_t *gw_compress_variant(gw_req_t *rc, rf_obj_t *o);
 /* Whether the vhost would compress this object for some client (its
- * identity answer then says Vary: Accept-Encoding). */
+ * identity answer then says Vary: Accept-Encoding) — for one still
+ * filling, going by its head, so that the first answer says it too. */
 bool gw_compress_applies(gw_req_t *rc, rf_obj_t *o);
 
 /* gw_fill.c: fills `obj` (a claimed object) from the request's http

@@ -51,19 +51,23 @@ static bool s_compressible(const char *ct, size_t len)
     return false;
 }
 
-/* The method and level for this request and object, or RF_CE_NONE. */
-static rf_ce_t s_choose(gw_req_t *rc, rf_obj_t *o, int *level)
+/* The method and level for this request and object, or RF_CE_NONE. With
+ * `from_head`, for an object still filling, on what its head says (a
+ * length not known yet does not rule compression out). */
+static rf_ce_t s_choose(gw_req_t *rc, rf_obj_t *o, bool from_head, int *level)
 {
     const rf_compress_conf_t *c = &rc->vhost->compression;
     const rf_meta_t *m = rf_obj_meta(o);
     size_t hl, vl;
     const char *blob = rf_obj_headers(o, &hl);
-    if (!c->enable || m->status != 200 || rf_obj_state(o) != RF_OBJ_COMPLETE)
+    bool complete = rf_obj_state(o) == RF_OBJ_COMPLETE;
+    if (!c->enable || m->status != 200 || !(complete || from_head))
         return RF_CE_NONE;
     if (gw_stored_header(blob, hl, "content-encoding", &vl) != NULL)
         return RF_CE_NONE; /* never twice */
-    uint64_t len = rf_obj_length(o);
-    if (len < c->min_size || len > c->max_size)
+    bool known = complete || m->length >= 0;
+    uint64_t len = complete ? rf_obj_length(o) : (uint64_t)m->length;
+    if (known && (len < c->min_size || len > c->max_size))
         return RF_CE_NONE;
     rf_ce_t method = c->method;
     *level = c->level;
@@ -97,7 +101,7 @@ static rf_ce_t s_choose(gw_req_t *rc, rf_obj_t *o, int *level)
 bool gw_compress_applies(gw_req_t *rc, rf_obj_t *o)
 {
     int level;
-    return s_choose(rc, o, &level) != RF_CE_NONE;
+    return s_choose(rc, o, true, &level) != RF_CE_NONE;
 }
 
 /* The whole body of a complete object (malloc'd, caller frees), or NULL. */
@@ -231,7 +235,7 @@ out:
 rf_obj_t *gw_compress_variant(gw_req_t *rc, rf_obj_t *o)
 {
     int level;
-    rf_ce_t method = s_choose(rc, o, &level);
+    rf_ce_t method = s_choose(rc, o, false, &level);
     if (method == RF_CE_NONE)
         return NULL;
     ssize_t i = h2o_find_header(&rc->req->headers, H2O_TOKEN_ACCEPT_ENCODING, -1);

@@ -71,6 +71,11 @@ def test_gzip_variant_made_once_and_kept(stack):
     st, root = stack
     first = _get(st, "/data.json", ae="gzip, br")
     assert first.headers.get("Content-Encoding") is None  # the miss goes as it came
+    assert "fwd=miss" in first.headers["Cache-Status"]
+    # ... saying already that the answer varies (a shared cache downstream
+    # must not give this identity copy to the next gzip client, nor keep it
+    # as the only one)
+    assert first.headers["Vary"].lower() == "accept-encoding"
     for _ in range(3):
         r = _get(st, "/data.json", ae="gzip, br")
         assert r.headers["Content-Encoding"] == "gzip", dict(r.headers)
@@ -119,6 +124,7 @@ def test_not_compressed(stack, path):
     r = _get(st, path, ae="gzip, br")
     assert r.headers.get("Content-Encoding") is None, (path, dict(r.headers))
     assert r.raw_bytes == _orig(root, path.lstrip("/"))
+    assert "Vary" not in r.headers, (path, dict(r.headers))
 
 
 def test_off_by_default(stack):
