@@ -48,6 +48,7 @@ struct rf_obj_t {
     pthread_mutex_t mu;
     rf_store_t *store; /* one reference */
     uint64_t h;        /* seeded hash: index and eviction key */
+    uint64_t seq;      /* creation number in this store (rf_obj_seq) */
     char *key;
     size_t key_len;
     char name[33]; /* file name: 128-bit unseeded hash, hex */
@@ -89,6 +90,7 @@ struct rf_obj_t {
 
 struct rf_store_t {
     atomic_int refs;
+    atomic_uint_fast64_t seq; /* the last object's creation number */
     pthread_mutex_t mu;
     char *dir;
     rf_store_opts_t opts;
@@ -349,6 +351,7 @@ static rf_obj_t *s_obj_new(rf_store_t *s, const char *key, size_t len, uint64_t 
     o->key[len] = '\0';
     o->key_len = len;
     o->h = h;
+    o->seq = atomic_fetch_add(&s->seq, 1) + 1;
     s_hex128(key, len, o->name);
     o->fd = -1;
     o->meta.length = -1;
@@ -382,6 +385,16 @@ void rf_obj_unref(rf_obj_t **o_p)
     pthread_mutex_destroy(&o->mu);
     s_store_unref(o->store);
     free(o);
+}
+
+uint64_t rf_obj_seq(rf_obj_t *o)
+{
+    return o->seq;
+}
+
+uint64_t rf_store_seq(rf_store_t *s)
+{
+    return atomic_load(&s->seq);
 }
 
 rf_obj_t *rf_obj_replaced(rf_obj_t *o)

@@ -152,6 +152,12 @@ rf_obj_state_t rf_obj_state(rf_obj_t *o);
  * object — a new reference, the caller owns it — else NULL. What a cache
  * serves meanwhile under stale-while-revalidate (RFC 5861). */
 rf_obj_t *rf_obj_replaced(rf_obj_t *o);
+/* Objects are numbered as they are created (claimed or loaded at start):
+ * an object numbered no more than rf_store_seq() read at some moment was
+ * claimed before that moment — what "stored before this write" means for
+ * a cache, without clocks. */
+uint64_t rf_obj_seq(rf_obj_t *o);
+uint64_t rf_store_seq(rf_store_t *self);
 /* The meta and serialized headers (set by the filler; stable once the
  * head is set, which is before any reader sees data). */
 const rf_meta_t *rf_obj_meta(rf_obj_t *o);

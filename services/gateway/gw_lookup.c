@@ -16,7 +16,9 @@
  *  the request that claims one computes it (gw_transform.c). Plain
  *  requests to file:// origins are not cached (already local).
  */
+#include <stdatomic.h>
 #include <string.h>
+#include <xxhash.h>
 #include <time.h>
 
 #include "gw.h"
@@ -202,14 +204,39 @@ static h2o_iovec_t s_variant_key(gw_req_t *rc, rf_obj_t *o)
     return h2o_concat(&rc->req->pool, rc->key, h2o_iovec_init(H2O_STRLIT("\n")), mine);
 }
 
+/* When each URL key was last invalidated by a write (the store's object
+ * number then, rf_store_seq), by hash slot. Vary variants (keys
+ * "KEY\nVALUES") are reached only through the object at KEY, and a variant
+ * claimed before its URL's last write is dropped when found — no scan of
+ * the index on every write. Two keys sharing a slot only cost extra misses
+ * (a slot keeps the latest). */
+#define GW_INVALIDATED_SLOTS 4096
+static _Atomic uint64_t s_invalidated[GW_INVALIDATED_SLOTS];
+
+static _Atomic uint64_t *s_invalidated_slot(h2o_iovec_t key)
+{
+    return &s_invalidated[XXH3_64bits(key.base, key.len) % GW_INVALIDATED_SLOTS];
+}
+
+/* Whether the Vary variant `v` of the URL key `key` predates a write. */
+static bool s_variant_invalidated(h2o_iovec_t key, rf_obj_t *v)
+{
+    return rf_obj_seq(v) <= atomic_load(s_invalidated_slot(key));
+}
+
 void gw_cache_invalidate(gw_req_t *rc)
 {
     /* The object and its compressed variants, each by its key: O(1), not a
-     * scan of the index under its lock on every write. Vary variants and
-     * function results of the URL age out (or go with a purge). */
+     * scan of the index under its lock on every write. Its Vary variants
+     * go when next found (s_variant_invalidated); function results of the
+     * URL age out (or go with a purge). */
     rf_store_t *store = rc->thread->server->store;
     if (store == NULL)
         return;
+    _Atomic uint64_t *slot = s_invalidated_slot(rc->key);
+    uint64_t now = rf_store_seq(store), was = atomic_load(slot);
+    while (was < now && !atomic_compare_exchange_weak(slot, &was, now))
+        ;
     rf_store_remove(store, rc->key.base, rc->key.len);
     static const char *const ce[] = {"\nce:gzip", "\nce:br"};
     for (size_t i = 0; i < 2; i++) {
@@ -328,8 +355,14 @@ int gw_lookup(gw_req_t *rc)
         h2o_iovec_t vk = s_variant_key(rc, o);
         if (vk.base != NULL) {
             rf_obj_unref(&o);
+            h2o_iovec_t url_key = rc->key;
             rc->key = vk;
             found = rf_store_lookup(store, rc->key.base, rc->key.len, true, false, &o);
+            if (found == RF_LOOKUP_HIT && s_variant_invalidated(url_key, o)) {
+                rf_obj_unref(&o);
+                rf_store_remove(store, rc->key.base, rc->key.len);
+                found = rf_store_lookup(store, rc->key.base, rc->key.len, true, false, &o);
+            }
         }
     }
     switch (found) {

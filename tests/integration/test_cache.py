@@ -1197,6 +1197,23 @@ def test_vary_keeps_one_variant_per_request_value(stack, origin):
     assert origin.count(star) == 2
 
 
+def test_write_invalidates_every_vary_variant(stack, origin):
+    """RFC 9111 4.4: a write to a URL invalidates all its stored answers,
+    the Vary variants too — not only the one under the URL's own key."""
+    path = ctl("vary-write", cc="max-age=600", serial=1, hdr=["Vary: X-Variant"])
+    a1 = stack.get(path, headers={"X-Variant": "a"})
+    b1 = stack.get(path, headers={"X-Variant": "b"})
+    assert_hit(stack.get(path, headers={"X-Variant": "b"}))
+    p = stack.request("PUT", path, data=b"new")
+    assert p.status_code == 200
+    a2 = stack.get(path, headers={"X-Variant": "a"})
+    b2 = stack.get(path, headers={"X-Variant": "b"})
+    assert "hit" not in cs_parse(cstatus(b2)), cstatus(b2)
+    assert a2.content not in (a1.content, b1.content) and b2.content not in (a1.content, b1.content, a2.content)
+    assert_hit(stack.get(path, headers={"X-Variant": "b"}))  # stored again
+    assert origin.count(path, "GET") == 4
+
+
 def test_authorization_request_not_stored(stack, origin):
     path = ctl("auth", cc="max-age=600", serial=1)
     r1 = stack.get(path, headers={"Authorization": "Bearer abc"})
