@@ -84,12 +84,17 @@ $(O)/bin/refract-image-worker: $(IMG_OBJ) $(COMMON_LIB)
 	@echo "  LD    $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(VIPS_LIBS) $(LIBS_BASE)
 
-# Unit tests link the common library, and the image core where they need it.
+# Unit tests link the common library, and the image core where they need it;
+# UNIT_EXTRA names a gateway file one of them tests without the gateway.
 $(O)/tests/%: tests/unit/%.c $(COMMON_LIB) $(IMG_CORE_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  TEST  $@"
-	@$(CC) $(CFLAGS_BASE) $(VIPS_CFLAGS) -Iservices/image-worker -o $@ $< $(IMG_CORE_OBJ) $(COMMON_LIB) \
+	@$(CC) $(CFLAGS_BASE) $(VIPS_CFLAGS) -Iservices/image-worker -o $@ $< $(UNIT_EXTRA) $(IMG_CORE_OBJ) $(COMMON_LIB) \
 	    -lcmocka $(VIPS_LIBS) $(LIBS_BASE)
+
+# The gateway's pure header parsers (no h2o).
+$(O)/tests/test_http_parse: UNIT_EXTRA = -Iservices/gateway $(O)/obj/services/gateway/gw_http_parse.o
+$(O)/tests/test_http_parse: $(O)/obj/services/gateway/gw_http_parse.o
 
 $(O)/tests/gateway/%: tests/unit/gateway/%.c $(GW_LIB_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
@@ -119,6 +124,10 @@ build/fuzz/%: fuzz/%.c $(COMMON_SRC)
 # The origin response parser, with picohttpparser from libh2o.
 build/fuzz/fuzz_origin: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_origin_parse.c -lh2o-evloop
 build/fuzz/fuzz_origin: services/gateway/gw_origin_parse.c services/gateway/gw_origin_parse.h
+
+# The cache's Range / conditional parsers and the purge API's URL parsers.
+build/fuzz/fuzz_range: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_http_parse.c
+build/fuzz/fuzz_range: services/gateway/gw_http_parse.c services/gateway/gw_http_parse.h
 
 fuzz: $(FUZZ_BINS)
 

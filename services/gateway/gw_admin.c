@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "gw_http_parse.h"
 #include "gw_metrics.h"
 #include "rf_log.h"
 #include "rf_path.h"
@@ -71,26 +72,6 @@ size_t gw_purge_apply(gw_server_t *srv, gw_purge_kind_t kind, const char *vhost,
                                 : rf_store_expire_if(srv->store, s_key_matches, &m, kind == GW_PURGE ? RF_META_PURGED : 0);
 }
 
-static int s_hex(int c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* Percent-decodes a query parameter value ('+' is a space) in place. */
-static size_t s_qdecode(char *s, size_t len)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len + 0 && s_hex(s[i + 1]) >= 0 && s_hex(s[i + 2]) >= 0) {
-            s[o++] = (char)(s_hex(s[i + 1]) * 16 + s_hex(s[i + 2]));
-            i += 2;
-        } else {
-            s[o++] = s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    return o;
-}
-
 /* One URL: resolves its vhost, canonicalises its path and applies `kind`.
  * Appends a result object to `out`. */
 static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, gw_purge_kind_t kind, const char *url, size_t len,
@@ -98,49 +79,36 @@ static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, gw_purge_kind_t 
 {
     json_t *r = json_object();
     json_object_set_new(r, "url", json_stringn(url, len));
-    const char *p = url, *end = url + len;
-    if (len > 7 && strncasecmp(p, "http://", 7) == 0)
-        p += 7;
-    else if (len > 8 && strncasecmp(p, "https://", 8) == 0)
-        p += 8;
-    else if (len > 2 && p[0] == '/' && p[1] == '/')
-        p += 2;
-    else {
-        json_object_set_new(r, "error", json_string("want http://host/path or //host/path"));
+    gw_purge_target_t t;
+    const char *bad = gw_purge_target_split(url, len, &t);
+    if (bad != NULL) {
+        json_object_set_new(r, "error", json_string(bad));
         goto done;
     }
-    const char *slash = memchr(p, '/', (size_t)(end - p));
-    if (slash == NULL || slash == p) {
-        json_object_set_new(r, "error", json_string("no host or no path"));
-        goto done;
-    }
-    const char *q = memchr(slash, '?', (size_t)(end - slash));
-    size_t plen = (size_t)((q ? q : end) - slash);
     gw_vhosts_t *vt = srv->threads[0].vhosts; /* this runs on thread 0: its table */
-    const rf_vhost_conf_t *vh = gw_vhosts_match(vt, p, (size_t)(slash - p));
+    const rf_vhost_conf_t *vh = gw_vhosts_match(vt, t.host, t.host_len);
     if (vh == NULL) {
         json_object_set_new(r, "error", json_string("no vhost serves this host"));
         goto done;
     }
     json_object_set_new(r, "vhost", json_string(vh->name));
-    int glob = memchr(slash, '*', (size_t)(end - slash)) != NULL;
     char canon[RF_PATH_MAX + 2048];
     const char *why = NULL;
-    ssize_t cl = plen <= RF_PATH_MAX ? rf_path_canon(slash, plen, canon, &why) : -1;
-    if (cl < 0 || (size_t)cl + (size_t)(end - (q ? q : end)) + 1 > sizeof(canon)) {
+    ssize_t cl = t.path_len <= RF_PATH_MAX ? rf_path_canon(t.path, t.path_len, canon, &why) : -1;
+    if (cl < 0 || (size_t)cl + t.query_len + 1 > sizeof(canon)) {
         json_object_set_new(r, "error", json_string(why ? why : "path too long"));
         goto done;
     }
-    if (q != NULL) {
+    if (t.query != NULL) {
         /* The key holds the query as the vhost's cache.query says. */
-        h2o_iovec_t kq = glob ? h2o_iovec_init(q, (size_t)(end - q))
-                              : gw_key_query(&vh->cache, h2o_iovec_init(q, (size_t)(end - q)), pool);
+        h2o_iovec_t q = h2o_iovec_init(t.query, t.query_len);
+        h2o_iovec_t kq = t.glob ? q : gw_key_query(&vh->cache, q, pool);
         memcpy(canon + cl, kq.base, kq.len);
         cl += (ssize_t)kq.len;
     }
     canon[cl] = '\0';
-    size_t n = gw_purge_apply(srv, kind, vh->name, canon, glob);
-    gw_meta_publish_purge(srv->meta, kind, vh->name, canon, glob);
+    size_t n = gw_purge_apply(srv, kind, vh->name, canon, t.glob);
+    gw_meta_publish_purge(srv->meta, kind, vh->name, canon, t.glob);
     json_object_set_new(r, "objects", json_integer((json_int_t)n));
 done:
     json_array_append_new(out, r);
@@ -180,17 +148,13 @@ static int s_purge(gw_server_t *srv, h2o_req_t *req, gw_purge_kind_t kind)
     size_t n = 0;
     /* ?url=… (repeatable) */
     if (req->query_at != SIZE_MAX) {
-        const char *qs = req->path.base + req->query_at + 1, *qe = req->path.base + req->path.len;
-        while (qs < qe) {
-            const char *amp = memchr(qs, '&', (size_t)(qe - qs));
-            const char *pe = amp ? amp : qe;
-            if (pe - qs > 4 && memcmp(qs, "url=", 4) == 0) {
-                h2o_iovec_t val = h2o_strdup(&req->pool, qs + 4, (size_t)(pe - qs - 4));
-                val.len = s_qdecode(val.base, val.len);
-                if (n++ < 1000)
-                    s_purge_one(srv, &req->pool, kind, val.base, val.len, results);
-            }
-            qs = amp ? amp + 1 : qe;
+        const char *qs = req->path.base + req->query_at + 1, *qe = req->path.base + req->path.len, *enc;
+        size_t enc_len;
+        while (gw_query_next(&qs, qe, "url", &enc, &enc_len)) {
+            h2o_iovec_t val = h2o_strdup(&req->pool, enc, enc_len);
+            val.len = gw_query_decode(val.base, val.len);
+            if (n++ < 1000)
+                s_purge_one(srv, &req->pool, kind, val.base, val.len, results);
         }
     }
     /* one URL per body line */

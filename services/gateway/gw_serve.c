@@ -21,8 +21,8 @@
 #include <time.h>
 
 #include "gw.h"
+#include "gw_http_parse.h"
 #include "rf_log.h"
-#include "rf_ttl.h"
 
 /* Bytes copied per send while following a fill or reading from disk. */
 #define GW_SERVE_CHUNK (256 * 1024)
@@ -78,106 +78,46 @@ static int64_t s_now(void)
     return (int64_t)time(NULL);
 }
 
-/* RFC 9110 13.1.2: weak comparison of an If-None-Match list with an ETag. */
-static bool s_etag_in(const char *list, size_t len, const char *etag, size_t elen)
+/* The stored response's validators; they borrow from the header blob. */
+static gw_validators_t s_validators(const char *hdrs, size_t hlen)
 {
-    if (elen > 2 && etag[0] == 'W' && etag[1] == '/')
-        etag += 2, elen -= 2;
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (list[i] == ' ' || list[i] == '\t' || list[i] == ','))
-            i++;
-        size_t s = i;
-        if (i < len && list[i] == '*')
-            return true;
-        if (i + 1 < len && list[i] == 'W' && list[i + 1] == '/')
-            s = i += 2;
-        if (i < len && list[i] == '"') {
-            i++;
-            while (i < len && list[i] != '"')
-                i++;
-            if (i < len)
-                i++;
-        } else {
-            while (i < len && list[i] != ',')
-                i++;
-        }
-        if (i - s == elen && memcmp(list + s, etag, elen) == 0)
-            return true;
-    }
-    return false;
+    gw_validators_t v = {0};
+    v.etag = gw_stored_header(hdrs, hlen, "etag", &v.etag_len);
+    v.last_modified = gw_stored_header(hdrs, hlen, "last-modified", &v.last_modified_len);
+    return v;
 }
 
-/* Whether the client's validators match the stored response (RFC 9110
- * 13.2.2: If-None-Match wins over If-Modified-Since). */
-static bool s_not_modified(h2o_req_t *req, const char *hdrs, size_t hlen)
+/* A request header's value, or NULL (borrowed from the request). */
+static const char *s_req_header(h2o_req_t *req, const h2o_token_t *token, size_t *len)
 {
-    size_t el = 0, ll = 0;
-    const char *etag = gw_stored_header(hdrs, hlen, "etag", &el);
-    const char *lm = gw_stored_header(hdrs, hlen, "last-modified", &ll);
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
-    if (i >= 0)
-        return etag != NULL && s_etag_in(req->headers.entries[i].value.base, req->headers.entries[i].value.len, etag, el);
-    i = h2o_find_header(&req->headers, H2O_TOKEN_IF_MODIFIED_SINCE, -1);
-    if (i >= 0 && lm != NULL) {
-        int64_t since = rf_http_date_parse(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
-        int64_t mod = rf_http_date_parse(lm, ll);
-        return since >= 0 && mod >= 0 && mod <= since;
-    }
-    return false;
-}
-
-/* One byte range of a body of `total` bytes: 1 (a range in *from, *to
- * inclusive), 0 (no usable Range: the whole body), -1 (unsatisfiable). */
-static int s_range(h2o_req_t *req, const char *hdrs, size_t hlen, uint64_t total, uint64_t *from, uint64_t *to)
-{
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_RANGE, -1);
+    ssize_t i = h2o_find_header(&req->headers, token, -1);
     if (i < 0)
+        return NULL;
+    *len = req->headers.entries[i].value.len;
+    return req->headers.entries[i].value.base;
+}
+
+/* Whether the client's validators match the stored response. */
+static bool s_not_modified(h2o_req_t *req, const gw_validators_t *stored)
+{
+    size_t inm_len = 0, ims_len = 0;
+    const char *inm = s_req_header(req, H2O_TOKEN_IF_NONE_MATCH, &inm_len);
+    const char *ims = s_req_header(req, H2O_TOKEN_IF_MODIFIED_SINCE, &ims_len);
+    return gw_not_modified(inm, inm_len, ims, ims_len, stored);
+}
+
+/* One byte range of a body of `total` bytes, as gw_parse_range answers;
+ * a Range whose If-Range no longer matches is no Range (the whole body). */
+static int s_range(h2o_req_t *req, const gw_validators_t *stored, uint64_t total, uint64_t *from, uint64_t *to)
+{
+    size_t len = 0, clen = 0;
+    const char *v = s_req_header(req, H2O_TOKEN_RANGE, &len);
+    if (v == NULL)
         return 0;
-    h2o_iovec_t v = req->headers.entries[i].value;
-    ssize_t ir = h2o_find_header(&req->headers, H2O_TOKEN_IF_RANGE, -1);
-    if (ir >= 0) {
-        /* If-Range: the range only while the validator still matches
-         * (strong ETag comparison, or the exact Last-Modified date). */
-        h2o_iovec_t c = req->headers.entries[ir].value;
-        size_t el = 0, ll = 0;
-        const char *etag = gw_stored_header(hdrs, hlen, "etag", &el);
-        const char *lm = gw_stored_header(hdrs, hlen, "last-modified", &ll);
-        bool ok = c.len > 0 && c.base[0] == '"' ? etag != NULL && etag[0] == '"' && el == c.len &&
-                                                      memcmp(etag, c.base, el) == 0
-                                                : lm != NULL && ll == c.len && memcmp(lm, c.base, ll) == 0;
-        if (!ok)
-            return 0;
-    }
-    if (v.len < 6 || memcmp(v.base, "bytes=", 6) != 0 || memchr(v.base, ',', v.len) != NULL)
-        return 0; /* another unit, or several ranges: the whole body (allowed) */
-    const char *p = v.base + 6, *end = v.base + v.len;
-    uint64_t a = 0, b = 0;
-    bool has_a = false, has_b = false;
-    for (; p < end && *p >= '0' && *p <= '9'; p++, has_a = true)
-        if ((a = a * 10 + (uint64_t)(*p - '0')) > (1ULL << 62))
-            return 0;
-    if (p >= end || *p++ != '-')
+    const char *cond = s_req_header(req, H2O_TOKEN_IF_RANGE, &clen);
+    if (cond != NULL && !gw_if_range_ok(cond, clen, stored))
         return 0;
-    for (; p < end && *p >= '0' && *p <= '9'; p++, has_b = true)
-        if ((b = b * 10 + (uint64_t)(*p - '0')) > (1ULL << 62))
-            return 0;
-    if (p != end || (!has_a && !has_b))
-        return 0;
-    if (!has_a) { /* suffix: the last b bytes */
-        if (b == 0)
-            return -1;
-        *from = b >= total ? 0 : total - b;
-        *to = total - 1;
-        return total > 0 ? 1 : -1;
-    }
-    if (has_b && b < a)
-        return 0;
-    if (a >= total)
-        return -1;
-    *from = a;
-    *to = has_b && b < total ? b : total - 1;
-    return 1;
+    return gw_parse_range(v, len, total, from, to);
 }
 
 /* The Cache-Status value for this answer (RFC 9211). */
@@ -298,7 +238,9 @@ static int s_start(gw_reader_t *r)
     h2o_iovec_t method = req->method;
     bool head = h2o_memis(method.base, method.len, H2O_STRLIT("HEAD"));
     r->total = total;
-    if (m->status == 200 && s_not_modified(req, hdrs, hlen)) {
+    /* only a 200 answers conditionals and ranges */
+    gw_validators_t stored = m->status == 200 ? s_validators(hdrs, hlen) : (gw_validators_t){0};
+    if (m->status == 200 && s_not_modified(req, &stored)) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
         gw_deliver_headers(rc);
@@ -307,7 +249,7 @@ static int s_start(gw_reader_t *r)
     }
     if (m->status == 200 && total != UINT64_MAX) {
         uint64_t from = 0, to = 0;
-        int rr = s_range(req, hdrs, hlen, total, &from, &to);
+        int rr = s_range(req, &stored, total, &from, &to);
         char cr[80];
         if (rr < 0) {
             req->res.status = 416;
