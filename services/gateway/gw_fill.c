@@ -129,6 +129,16 @@ static void s_drained(void *arg)
         h2o_timeout_link(f->thread->ctx.loop, &f->thread->ctx.zero_timeout, &f->resume);
 }
 
+/* Whether an answer without freshness is still worth keeping, as a base
+ * to revalidate before every use (a 304 costs no body): Cache-Control:
+ * no-cache (RFC 9111 5.2.2.4) or an origin lifetime of 0 (max-age=0, an
+ * Expires already past), with a validator. Not a TTL of 0 from the
+ * vhost's rules: there it means "do not keep" (STON). */
+static bool s_keep_to_revalidate(const rf_ttl_verdict_t *v)
+{
+    return v->storable && v->has_validator && (v->no_cache || (v->ttl <= 0 && v->source == RF_TTL_SRC_ORIGIN));
+}
+
 /* How the verdict keeps the object. */
 static rf_keep_t s_keep(const gw_fill_t *f, const rf_ttl_verdict_t *v)
 {
@@ -136,9 +146,7 @@ static rf_keep_t s_keep(const gw_fill_t *f, const rf_ttl_verdict_t *v)
      * the one client gets its cookies, nobody else sees them. */
     if (!v->storable || v->strip_set_cookie)
         return RF_KEEP_SOLO;
-    /* Cache-Control: no-cache with a validator is kept and revalidated
-     * before every use (RFC 9111 5.2.2.4): a 304 costs no body. */
-    if (v->no_cache && v->has_validator)
+    if (s_keep_to_revalidate(v))
         return f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
     if (v->ttl <= 0 || v->no_cache)
         return RF_KEEP_SHARE;
@@ -225,7 +233,7 @@ static int s_from_stale(gw_fill_t *f, int fwd_status, int64_t ttl, const rf_ttl_
                       .lifetime = v->lifetime > 0 ? v->lifetime : ttl,
                       .ttl_source = (int)v->source,
                       .fwd_status = fwd_status};
-    bool keepable = v->storable && (ttl > 0 || (v->no_cache && v->has_validator));
+    bool keepable = v->storable && (ttl > 0 || s_keep_to_revalidate(v));
     rf_keep_t keep = !keepable ? RF_KEEP_SHARE : f->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
     if (rf_obj_set_head(f->obj, &meta, blob ? blob : "", blen, keep) < 0 || (buf = malloc(256 * 1024)) == NULL)
         goto out;

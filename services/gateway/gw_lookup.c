@@ -168,7 +168,8 @@ static bool s_may_serve_stale(const rf_vhost_conf_t *vh, rf_obj_t *o, int64_t no
     rf_ttl_verdict_t v;
     rf_ttl_decide(&vh->cache.ttl, m->status, h, n, m->stored_at, m->stored_at, false, &v);
     free(h);
-    return v.storable && !v.must_revalidate && !v.no_cache && now - expires <= v.stale_while_revalidate;
+    return v.storable && !v.must_revalidate && !v.no_cache && v.stale_while_revalidate > 0 &&
+           now - expires <= v.stale_while_revalidate;
 }
 
 /* Serves the expired `o` (the caller's reference, taken) while it is

@@ -1625,10 +1625,12 @@ def test_20mb_slow_readers_do_not_hold_back_a_fast_one(stack, origin):
     assert kinds.count("refract; fwd=miss; fwd-status=200; stored") == 1, kinds
 
 
-def test_no_cache_with_validator_is_kept_and_revalidated_each_use(stack, origin):
+@pytest.mark.parametrize("name,cc", [("nocache-etag", "no-cache"), ("maxage0-etag", "max-age=0")])
+def test_no_cache_with_validator_is_kept_and_revalidated_each_use(stack, origin, name, cc):
     """RFC 9111 5.2.2.4: no-cache is stored, but every use asks the origin
-    first; a 304 answers from the stored body."""
-    path = ctl("nocache-etag", cc="no-cache", etag='"n1"', cond=1, size=3000, seed=21)
+    first; a 304 answers from the stored body. So is an answer the origin
+    gives no freshness (max-age=0) when it has a validator."""
+    path = ctl(name, cc=cc, etag='"n1"', cond=1, size=3000, seed=21)
     r1 = stack.get(path)
     assert r1.status_code == 200 and "stored" in cstatus(r1), cstatus(r1)
     for _ in range(2):
