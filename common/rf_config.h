@@ -224,6 +224,8 @@ typedef struct {
         int jobs;             /* jobs run at once (capacity announced) */
         int vips_concurrency; /* libvips threads per job; 0 = libvips default */
         int64_t max_pixels;   /* refuse to decode larger sources; 0 = no limit */
+        int64_t max_output_pixels; /* refuse larger results (enlargement budget); 0 = no limit */
+        int max_frames;            /* animated sources keep at most this many frames */
     } image_worker;
 
     struct {

@@ -35,7 +35,7 @@ static int s_dims_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t
 static int s_dims_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
 {
     rf_chain_t *c = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*c));
-    if (rf_chain_parse(chain.base, chain.len, c, why, why_len) < 0)
+    if (rf_chain_parse(chain.base, chain.len, NULL, c, why, why_len) < 0)
         return -1;
     *state = c;
     return 0;
