@@ -349,6 +349,9 @@ static int s_add_byorig(const s_parse_t *ps, const char *name, size_t nl, rf_cha
     for (size_t i = 0; i < out->n; i++)
         if (out->ops[i].kind == RF_OP_BYORIGINAL)
             return rf_why(why, why_len, "at most one byoriginal per chain");
+    const char *colon = memchr(name, ':', nl);
+    if (colon != NULL) /* the canonical "NAME:HASH": the hash is recomputed from the rules */
+        nl = (size_t)(colon - name);
     for (size_t i = 0; ps->ctx != NULL && i < ps->ctx->n_byorig; i++) {
         const rf_byorig_t *b = &ps->ctx->byorig[i];
         if (strlen(b->name) != nl || memcmp(b->name, name, nl) != 0)
@@ -539,6 +542,40 @@ int rf_chain_format(const rf_chain_t *chain, char *buf, size_t len)
         off += (size_t)n;
     }
     return 0;
+}
+
+static bool s_op_equal(const rf_op_t *x, const rf_op_t *y)
+{
+    return x->kind == y->kind && x->w == y->w && x->h == y->h && x->x == y->x && x->y == y->y && x->fit == y->fit &&
+           x->format == y->format && x->auto_format == y->auto_format && x->negotiated == y->negotiated &&
+           x->quality == y->quality && x->gravity == y->gravity && x->angle == y->angle && x->sigma == y->sigma &&
+           x->rgb == y->rgb;
+}
+
+static bool s_byorig_equal(const rf_byorig_t *a, const rf_byorig_t *b)
+{
+    if (strcmp(a->name, b->name) != 0 || a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++) {
+        const rf_byorig_rule_t *x = &a->rules[i], *y = &b->rules[i];
+        if (x->max_width != y->max_width || x->max_height != y->max_height || x->max_bytes != y->max_bytes ||
+            x->format != y->format || strcmp(x->chain, y->chain) != 0)
+            return false;
+    }
+    return true;
+}
+
+bool rf_chain_equal(const rf_chain_t *a, const rf_chain_t *b)
+{
+    if (a->n != b->n)
+        return false;
+    bool byorig = false;
+    for (size_t i = 0; i < a->n; i++) {
+        if (!s_op_equal(&a->ops[i], &b->ops[i]))
+            return false;
+        byorig = byorig || a->ops[i].kind == RF_OP_BYORIGINAL;
+    }
+    return !byorig || s_byorig_equal(&a->byorig, &b->byorig);
 }
 
 /* ---- JSON (gateway -> worker) ---------------------------------------------------------- */

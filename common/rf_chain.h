@@ -185,6 +185,10 @@ int rf_byorig_pick(const rf_byorig_t *set, int w, int h, int64_t bytes, rf_forma
  * NUL; returns 0 or -1 if short. */
 int rf_chain_format(const rf_chain_t *chain, char *buf, size_t len);
 
+/* Whether two chains are the same operations (field by field) with the
+ * same byoriginal rules. */
+bool rf_chain_equal(const rf_chain_t *a, const rf_chain_t *b);
+
 const char *rf_format_name(rf_format_t f);     /* "jpeg", "png", "webp", "avif", "gif", "auto", "keep" */
 const char *rf_format_mime(rf_format_t f);     /* "image/jpeg", ... or NULL */
 rf_format_t rf_format_parse(const char *name); /* RF_FMT_KEEP if unknown; "jpg" is jpeg */

@@ -100,7 +100,7 @@ int gw_route(gw_req_t *rc)
             gw_send_error(rc, 405, "Method Not Allowed", "%s functions answer GET and HEAD only", f->label);
             return -1;
         }
-        char why[200];
+        char why[512];
         if (f->parse(rc, chain, &rc->func_state, why, sizeof(why)) < 0) {
             gw_send_error(rc, 400, "Bad Request", "bad %s chain: %s", f->keyword(rc->vhost), why);
             return -1;

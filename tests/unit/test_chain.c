@@ -41,25 +41,30 @@ static void s_split(const char *path, const char *kw, const char *want_src, cons
     assert_true(chain + cl == path + strlen(path));
 }
 
-static rf_chain_t s_parse_ok(const char *text)
+static rf_chain_t s_parse_ctx(const char *text, const rf_chain_ctx_t *ctx)
 {
     rf_chain_t c;
-    char why[128] = "";
-    if (rf_chain_parse(text, strlen(text), &c, why, sizeof(why)) != 0)
+    char why[512] = "";
+    if (rf_chain_parse(text, strlen(text), ctx, &c, why, sizeof(why)) != 0)
         fail_msg("'%s' should parse: %s", text, why);
     return c;
 }
 
+static rf_chain_t s_parse_ok(const char *text)
+{
+    return s_parse_ctx(text, NULL);
+}
+
 /* Parses `text` (from a heap copy of exactly its length, so ASan catches
  * any read outside it) and asserts it fails with exactly `want`. */
-static void s_parse_bad_n(const char *text, size_t len, const char *want)
+static void s_parse_bad_ctx(const char *text, size_t len, const rf_chain_ctx_t *ctx, const char *want)
 {
     char *copy = malloc(len ? len : 1);
     assert_non_null(copy);
     memcpy(copy, text, len);
     rf_chain_t c;
-    char why[128] = "";
-    int rc = rf_chain_parse(copy, len, &c, why, sizeof(why));
+    char why[512] = "";
+    int rc = rf_chain_parse(copy, len, ctx, &c, why, sizeof(why));
     free(copy);
     if (rc != -1)
         fail_msg("'%.*s' should not parse", (int)len, text);
@@ -69,36 +74,28 @@ static void s_parse_bad_n(const char *text, size_t len, const char *want)
 
 static void s_parse_bad(const char *text, const char *want)
 {
-    s_parse_bad_n(text, strlen(text), want);
+    s_parse_bad_ctx(text, strlen(text), NULL, want);
 }
 
-static void s_assert_op(const rf_op_t *op, rf_op_kind_t kind, int w, int h, rf_format_t f, int q)
-{
-    assert_int_equal(op->kind, kind);
-    assert_int_equal(op->w, w);
-    assert_int_equal(op->h, h);
-    assert_int_equal(op->format, f);
-    assert_int_equal(op->quality, q);
-}
 
-static int s_chain_equal(const rf_chain_t *a, const rf_chain_t *b)
+/* `text` formats canonically as `want`, and `want` parses back to the same chain. */
+static void s_format_is_ctx(const char *text, const rf_chain_ctx_t *ctx, const char *want)
 {
-    if (a->n != b->n)
-        return 0;
-    for (size_t i = 0; i < a->n; i++) {
-        const rf_op_t *x = &a->ops[i], *y = &b->ops[i];
-        if (x->kind != y->kind || x->w != y->w || x->h != y->h || x->format != y->format || x->quality != y->quality)
-            return 0;
+    rf_chain_t c = s_parse_ctx(text, ctx);
+    char buf[1024];
+    assert_int_equal(rf_chain_format(&c, buf, sizeof(buf)), 0);
+    if (strcmp(buf, want) != 0)
+        fail_msg("'%s' formats as '%s', expected '%s'", text, buf, want);
+    if (c.n > 0) {
+        rf_chain_t b = s_parse_ctx(buf, ctx);
+        if (!rf_chain_equal(&c, &b))
+            fail_msg("'%s': its canonical text '%s' parses to another chain", text, buf);
     }
-    return 1;
 }
 
 static void s_format_is(const char *text, const char *want)
 {
-    rf_chain_t c = s_parse_ok(text);
-    char buf[512];
-    assert_int_equal(rf_chain_format(&c, buf, sizeof(buf)), 0);
-    assert_string_equal(buf, want);
+    s_format_is_ctx(text, NULL, want);
 }
 
 /* ---- split ------------------------------------------------------------------ */
@@ -158,97 +155,102 @@ static void test_split_respects_len(void **state)
 
 /* ---- parse: valid ----------------------------------------------------------- */
 
+/* ---- parse ------------------------------------------------------------------- */
+
 static void test_parse_resize(void **state)
 {
     (void)state;
     rf_chain_t c = s_parse_ok("resize/500x500");
     assert_int_equal(c.n, 1);
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 500, 500, RF_FMT_KEEP, 0);
-
-    c = s_parse_ok("resize/500");
-    assert_int_equal(c.n, 1);
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 500, 0, RF_FMT_KEEP, 0);
-
-    c = s_parse_ok("resize/500x");
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 500, 0, RF_FMT_KEEP, 0);
-
-    c = s_parse_ok("resize/x300");
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 0, 300, RF_FMT_KEEP, 0);
-
-    c = s_parse_ok("resize/1x1");
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 1, 1, RF_FMT_KEEP, 0);
-
-    c = s_parse_ok("resize/16384x16384");
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, RF_CHAIN_MAX_DIM, RF_CHAIN_MAX_DIM, RF_FMT_KEEP, 0);
-
-    c = s_parse_ok("resize/640x480/");
-    assert_int_equal(c.n, 1);
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 640, 480, RF_FMT_KEEP, 0);
+    assert_int_equal(c.ops[0].kind, RF_OP_RESIZE);
+    assert_int_equal(c.ops[0].w, 500);
+    assert_int_equal(c.ops[0].h, 500);
+    assert_int_equal(c.ops[0].fit, RF_FIT_INSIDE);
+    static const struct {
+        const char *text;
+        int w, h;
+        rf_fit_t fit;
+    } cases[] = {
+        {"resize/500", 500, 0, RF_FIT_INSIDE},      {"resize/500x", 500, 0, RF_FIT_INSIDE},
+        {"resize/x300", 0, 300, RF_FIT_INSIDE},     {"resize/1x1", 1, 1, RF_FIT_INSIDE},
+        {"resize/16384x16384", 16384, 16384, RF_FIT_INSIDE},
+        {"resize/500x400^", 500, 400, RF_FIT_FILL}, {"resize/500x400!", 500, 400, RF_FIT_EXACT},
+        {"resize/500x400>", 500, 400, RF_FIT_SHRINK}, {"resize/500x400<", 500, 400, RF_FIT_ENLARGE},
+        {"resize/500<", 500, 0, RF_FIT_ENLARGE},    {"resize/x20>", 0, 20, RF_FIT_SHRINK},
+        {"resize/640x480/", 640, 480, RF_FIT_INSIDE},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        c = s_parse_ok(cases[i].text);
+        assert_int_equal(c.n, 1);
+        if (c.ops[0].w != cases[i].w || c.ops[0].h != cases[i].h || c.ops[0].fit != cases[i].fit)
+            fail_msg("'%s': %dx%d fit %d", cases[i].text, c.ops[0].w, c.ops[0].h, (int)c.ops[0].fit);
+    }
 }
 
-static void test_parse_format_quality_optimize(void **state)
+static void test_parse_operations(void **state)
 {
     (void)state;
-    rf_chain_t c = s_parse_ok("format/jpg");
-    assert_int_equal(c.n, 1);
-    s_assert_op(&c.ops[0], RF_OP_FORMAT, 0, 0, RF_FMT_JPEG, 0);
-    c = s_parse_ok("format/jpeg");
-    s_assert_op(&c.ops[0], RF_OP_FORMAT, 0, 0, RF_FMT_JPEG, 0);
-    c = s_parse_ok("format/png");
-    s_assert_op(&c.ops[0], RF_OP_FORMAT, 0, 0, RF_FMT_PNG, 0);
-    c = s_parse_ok("format/webp");
-    s_assert_op(&c.ops[0], RF_OP_FORMAT, 0, 0, RF_FMT_WEBP, 0);
-
-    c = s_parse_ok("quality/1");
-    s_assert_op(&c.ops[0], RF_OP_QUALITY, 0, 0, RF_FMT_KEEP, 1);
-    c = s_parse_ok("quality/100");
-    s_assert_op(&c.ops[0], RF_OP_QUALITY, 0, 0, RF_FMT_KEEP, 100);
-    c = s_parse_ok("quality/60");
-    s_assert_op(&c.ops[0], RF_OP_QUALITY, 0, 0, RF_FMT_KEEP, 60);
-
-    c = s_parse_ok("optimize");
-    assert_int_equal(c.n, 1);
-    s_assert_op(&c.ops[0], RF_OP_OPTIMIZE, 0, 0, RF_FMT_KEEP, 0);
-    c = s_parse_ok("optimize/");
-    assert_int_equal(c.n, 1);
-}
-
-static void test_parse_chains(void **state)
-{
-    (void)state;
-    rf_chain_t c = s_parse_ok("resize/500x500/format/webp/quality/60/optimize/");
-    assert_int_equal(c.n, 4);
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 500, 500, RF_FMT_KEEP, 0);
-    s_assert_op(&c.ops[1], RF_OP_FORMAT, 0, 0, RF_FMT_WEBP, 0);
-    s_assert_op(&c.ops[2], RF_OP_QUALITY, 0, 0, RF_FMT_KEEP, 60);
-    s_assert_op(&c.ops[3], RF_OP_OPTIMIZE, 0, 0, RF_FMT_KEEP, 0);
-
-    /* order is kept, repeats allowed */
-    c = s_parse_ok("optimize/resize/x10/resize/20/format/png/format/jpg");
-    assert_int_equal(c.n, 5);
-    s_assert_op(&c.ops[0], RF_OP_OPTIMIZE, 0, 0, RF_FMT_KEEP, 0);
-    s_assert_op(&c.ops[1], RF_OP_RESIZE, 0, 10, RF_FMT_KEEP, 0);
-    s_assert_op(&c.ops[2], RF_OP_RESIZE, 20, 0, RF_FMT_KEEP, 0);
-    s_assert_op(&c.ops[3], RF_OP_FORMAT, 0, 0, RF_FMT_PNG, 0);
-    s_assert_op(&c.ops[4], RF_OP_FORMAT, 0, 0, RF_FMT_JPEG, 0);
+    rf_chain_t c = s_parse_ok("crop/100x50+10+20/crop/30x40/thumbnail/200x100/gravity/smart/rotate/270/flip/flop/"
+                              "blur/1.5/background/FF8000/extend/800x600/sharpen/grayscale/strip/format/avif");
+    assert_int_equal(c.n, 14);
+    assert_int_equal(c.ops[0].kind, RF_OP_CROP);
+    assert_int_equal(c.ops[0].w, 100);
+    assert_int_equal(c.ops[0].h, 50);
+    assert_int_equal(c.ops[0].x, 10);
+    assert_int_equal(c.ops[0].y, 20);
+    assert_int_equal(c.ops[1].x, -1); /* at gravity */
+    assert_int_equal(c.ops[1].y, -1);
+    assert_int_equal(c.ops[2].kind, RF_OP_THUMBNAIL);
+    assert_int_equal(c.ops[3].gravity, RF_GRAV_SMART);
+    assert_int_equal(c.ops[4].angle, 270);
+    assert_int_equal(c.ops[5].kind, RF_OP_FLIP);
+    assert_int_equal(c.ops[6].kind, RF_OP_FLOP);
+    assert_true(c.ops[7].sigma > 1.49 && c.ops[7].sigma < 1.51);
+    assert_int_equal(c.ops[8].rgb, 0xff8000);
+    assert_int_equal(c.ops[9].kind, RF_OP_EXTEND);
+    assert_int_equal(c.ops[9].w, 800);
+    assert_int_equal(c.ops[10].kind, RF_OP_SHARPEN);
+    assert_int_equal(c.ops[11].kind, RF_OP_GRAYSCALE);
+    assert_int_equal(c.ops[12].kind, RF_OP_STRIP);
+    assert_int_equal(c.ops[13].format, RF_FMT_AVIF);
+    for (int g = RF_GRAV_CENTER; g <= RF_GRAV_SMART; g++) {
+        char t[64];
+        snprintf(t, sizeof(t), "gravity/%s", rf_gravity_name((rf_gravity_t)g));
+        assert_int_equal(s_parse_ok(t).ops[0].gravity, g);
+    }
+    static const char *const fmts[] = {"jpeg", "jpg", "png", "webp", "avif", "gif"};
+    static const rf_format_t want[] = {RF_FMT_JPEG, RF_FMT_JPEG, RF_FMT_PNG, RF_FMT_WEBP, RF_FMT_AVIF, RF_FMT_GIF};
+    for (size_t i = 0; i < 6; i++) {
+        char t[32];
+        snprintf(t, sizeof(t), "format/%s", fmts[i]);
+        c = s_parse_ok(t);
+        assert_int_equal(c.ops[0].format, want[i]);
+        assert_false(c.ops[0].auto_format);
+    }
+    c = s_parse_ok("format/auto");
+    assert_int_equal(c.ops[0].format, RF_FMT_AUTO);
+    assert_true(c.ops[0].auto_format);
+    assert_false(c.ops[0].negotiated);
+    c = s_parse_ok("quality/1/quality/100/optimize/");
+    assert_int_equal(c.n, 3);
+    assert_int_equal(c.ops[0].quality, 1);
+    assert_int_equal(c.ops[1].quality, 100);
+    assert_int_equal(c.ops[2].kind, RF_OP_OPTIMIZE);
+    /* a leading slash is allowed (presets and rules are written "/optimize", as the seed does) */
+    assert_int_equal(s_parse_ok("/optimize").n, 1);
 
     /* exactly the maximum */
     char text[512] = "";
     for (int i = 0; i < RF_CHAIN_MAX_OPS; i++)
         strcat(text, i ? "/quality/50" : "quality/50");
-    c = s_parse_ok(text);
-    assert_int_equal(c.n, RF_CHAIN_MAX_OPS);
-    s_assert_op(&c.ops[RF_CHAIN_MAX_OPS - 1], RF_OP_QUALITY, 0, 0, RF_FMT_KEEP, 50);
+    assert_int_equal(s_parse_ok(text).n, RF_CHAIN_MAX_OPS);
 
     /* only len bytes are read */
-    const char *s = "resize/10/format/gif";
     char why[64];
-    assert_int_equal(rf_chain_parse(s, 9, &c, why, sizeof(why)), 0);
+    assert_int_equal(rf_chain_parse("resize/10/format/gif", 9, NULL, &c, why, sizeof(why)), 0);
     assert_int_equal(c.n, 1);
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 10, 0, RF_FMT_KEEP, 0);
+    assert_int_equal(c.ops[0].w, 10);
 }
-
-/* ---- parse: invalid --------------------------------------------------------- */
 
 static void test_parse_bad(void **state)
 {
@@ -256,50 +258,67 @@ static void test_parse_bad(void **state)
     s_parse_bad("", "empty function chain");
     s_parse_bad("/", "empty function chain");
     s_parse_bad("///", "empty function chain");
-    s_parse_bad("blur/5", "unknown operation 'blur'");
-    s_parse_bad("Resize/5", "unknown operation 'Resize'");
-    s_parse_bad("resizex/5", "unknown operation 'resizex'");
-    s_parse_bad("resize/10/crop/1x1", "unknown operation 'crop'");
-    s_parse_bad("resize/10x10/optimized", "unknown operation 'optimized'");
-    s_parse_bad("/resize/10", "empty segment in function chain");
+#define VALID_OPS                                                                                                      \
+    "(valid: resize, crop, thumbnail, gravity, rotate, flip, flop, format, quality, optimize, strip, sharpen, blur, " \
+    "grayscale, background, extend, preset, byoriginal)"
+    s_parse_bad("Resize/5", "unknown operation 'Resize' " VALID_OPS);
+    s_parse_bad("resizex/5", "unknown operation 'resizex' " VALID_OPS);
+    s_parse_bad("resize/10x10/optimized", "unknown operation 'optimized' " VALID_OPS);
     s_parse_bad("resize/10//format/png", "empty segment in function chain");
-    s_parse_bad("resize", "operation 'resize' needs an argument");
-    s_parse_bad("resize/", "operation 'resize' needs an argument");
-    s_parse_bad("resize//", "operation 'resize' needs an argument");
-    s_parse_bad("resize//500", "operation 'resize' needs an argument");
-    s_parse_bad("format", "operation 'format' needs an argument");
-    s_parse_bad("resize/10/quality", "operation 'quality' needs an argument");
+    s_parse_bad("resize", "resize needs an argument: WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <");
+    s_parse_bad("resize//500", "resize needs an argument: WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <");
+    s_parse_bad("format", "format needs an argument: jpeg, jpg, png, webp, avif, gif or auto");
+    s_parse_bad("resize/10/quality", "quality needs an argument: 1..100");
 
-    s_parse_bad("quality/0", "quality must be 1..100, got '0'");
-    s_parse_bad("quality/101", "quality must be 1..100, got '101'");
-    s_parse_bad("quality/abc", "quality must be 1..100, got 'abc'");
-    s_parse_bad("quality/-5", "quality must be 1..100, got '-5'");
-    s_parse_bad("quality/5.5", "quality must be 1..100, got '5.5'");
-    s_parse_bad("quality/9999999999", "quality must be 1..100, got '9999999999'");
-
-    s_parse_bad("resize/0x0", "resize needs WxH with sides 1..16384, got '0x0'");
-    s_parse_bad("resize/0", "resize needs WxH with sides 1..16384, got '0'");
-    s_parse_bad("resize/0x10", "resize needs WxH with sides 1..16384, got '0x10'");
-    s_parse_bad("resize/99999", "resize needs WxH with sides 1..16384, got '99999'");
-    s_parse_bad("resize/16385x1", "resize needs WxH with sides 1..16384, got '16385x1'");
-    s_parse_bad("resize/x", "resize needs WxH with sides 1..16384, got 'x'");
-    s_parse_bad("resize/10x10x10", "resize needs WxH with sides 1..16384, got '10x10x10'");
-    s_parse_bad("resize/10X10", "resize needs WxH with sides 1..16384, got '10X10'");
-    s_parse_bad("resize/-1x5", "resize needs WxH with sides 1..16384, got '-1x5'");
-    s_parse_bad("resize/ 10", "resize needs WxH with sides 1..16384, got ' 10'");
-
-    s_parse_bad("format/gif", "format must be jpeg, png or webp, got 'gif'");
-    s_parse_bad("format/JPEG", "format must be jpeg, png or webp, got 'JPEG'");
-    s_parse_bad("format/keep", "format must be jpeg, png or webp, got 'keep'");
-    s_parse_bad("format/jpegxl", "format must be jpeg, png or webp, got 'jpegxl'");
-    s_parse_bad("format/webpwebp", "format must be jpeg, png or webp, got 'webpwebp'");
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"quality/0", "quality: '0' is not 1..100"},
+        {"quality/101", "quality: '101' is not 1..100"},
+        {"quality/5.5", "quality: '5.5' is not 1..100"},
+        {"quality/9999999999", "quality: '9999999999' is not 1..100"},
+        {"resize/0x0", "resize: '0x0' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <"},
+        {"resize/16385x1", "resize: '16385x1' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <"},
+        {"resize/x", "resize: 'x' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <"},
+        {"resize/10X10", "resize: '10X10' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <"},
+        {"resize/500^", "resize: '500^' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <"},
+        {"resize/x5!", "resize: 'x5!' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <"},
+        {"resize/5x5^^", "resize: '5x5^^' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <"},
+        {"crop/10", "crop: '10' is not WxH or WxH+X+Y (sides 1..16384, offsets 0..65535)"},
+        {"crop/10x10+5", "crop: '10x10+5' is not WxH or WxH+X+Y (sides 1..16384, offsets 0..65535)"},
+        {"crop/10x10+5+-1", "crop: '10x10+5+-1' is not WxH or WxH+X+Y (sides 1..16384, offsets 0..65535)"},
+        {"crop/10x10+65536+0", "crop: '10x10+65536+0' is not WxH or WxH+X+Y (sides 1..16384, offsets 0..65535)"},
+        {"thumbnail/100", "thumbnail: '100' is not WxH (sides 1..16384)"},
+        {"thumbnail/x100", "thumbnail: 'x100' is not WxH (sides 1..16384)"},
+        {"gravity/up", "gravity: 'up' is not center, north, northeast, east, southeast, south, southwest, west, "
+                       "northwest or smart"},
+        {"rotate/45", "rotate: '45' is not 90, 180 or 270"},
+        {"rotate/360", "rotate: '360' is not 90, 180 or 270"},
+        {"rotate/0", "rotate: '0' is not 90, 180 or 270"},
+        {"format/JPEG", "format: 'JPEG' is not jpeg, jpg, png, webp, avif, gif or auto"},
+        {"format/keep", "format: 'keep' is not jpeg, jpg, png, webp, avif, gif or auto"},
+        {"format/auto:auto", "format: 'auto:auto' is not jpeg, jpg, png, webp, avif, gif or auto"},
+        {"format/auto:bmp", "format: 'auto:bmp' is not jpeg, jpg, png, webp, avif, gif or auto"},
+        {"blur/0", "blur: '0' is not a sigma 0.1..100 with at most two decimals"},
+        {"blur/100.5", "blur: '100.5' is not a sigma 0.1..100 with at most two decimals"},
+        {"blur/1.234", "blur: '1.234' is not a sigma 0.1..100 with at most two decimals"},
+        {"blur/1e3", "blur: '1e3' is not a sigma 0.1..100 with at most two decimals"},
+        {"blur/nan", "blur: 'nan' is not a sigma 0.1..100 with at most two decimals"},
+        {"blur/.5", "blur: '.5' is not a sigma 0.1..100 with at most two decimals"},
+        {"background/fff", "background: 'fff' is not RRGGBB (six hex digits)"},
+        {"background/gg0000", "background: 'gg0000' is not RRGGBB (six hex digits)"},
+        {"extend/100", "extend: '100' is not WxH (sides 1..16384)"},
+        {"preset/x", "unknown preset 'x'"},
+        {"byoriginal/limit-1200", "unknown byoriginal rule set 'limit-1200'"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        s_parse_bad(bad[i].text, bad[i].why);
     /* an embedded NUL must not cut the name short */
-    s_parse_bad_n("format/png\0x", 12, "format must be jpeg, png or webp, got 'png'");
-    s_parse_bad_n("format/jpg\0", 11, "format must be jpeg, png or webp, got 'jpg'");
+    s_parse_bad_ctx("format/png\0x", 12, NULL, "format: 'png' is not jpeg, jpg, png, webp, avif, gif or auto");
 
     /* reasons quote at most 40 bytes of the offending text */
     s_parse_bad("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-                "unknown operation 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'");
+                "unknown operation 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' " VALID_OPS);
 
     /* one operation too many */
     char text[512] = "";
@@ -312,10 +331,136 @@ static void test_parse_why_optional(void **state)
 {
     (void)state;
     rf_chain_t c;
-    assert_int_equal(rf_chain_parse("blur", 4, &c, NULL, 0), -1);
+    assert_int_equal(rf_chain_parse("blurry", 6, NULL, &c, NULL, 0), -1);
     char why[8];
-    assert_int_equal(rf_chain_parse("format/gif", 10, &c, why, sizeof(why)), -1);
-    assert_string_equal(why, "format "); /* truncated, NUL-terminated */
+    assert_int_equal(rf_chain_parse("format/bmp", 10, NULL, &c, why, sizeof(why)), -1);
+    assert_string_equal(why, "format:"); /* truncated, NUL-terminated */
+}
+
+/* ---- presets and byoriginal ----------------------------------------------------- */
+
+static const rf_preset_t s_presets[] = {
+    {"card", "thumbnail/300x200/gravity/smart/format/webp"},
+    {"slashed", "/optimize/"},
+    {"nested", "preset/card"},
+    {"broken", "resize/0"},
+};
+
+static rf_byorig_t s_limit1200(void)
+{
+    rf_byorig_t b = {.name = "limit-1200", .n = 2};
+    b.rules[0].max_width = 1200;
+    snprintf(b.rules[0].chain, sizeof(b.rules[0].chain), "/optimize");
+    snprintf(b.rules[1].chain, sizeof(b.rules[1].chain), "/resize/1024x768/optimize");
+    return b;
+}
+
+static void test_presets(void **state)
+{
+    (void)state;
+    rf_chain_ctx_t ctx = {.presets = s_presets, .n_presets = 4};
+    rf_chain_t c = s_parse_ctx("resize/1000/preset/card/quality/70", &ctx);
+    assert_int_equal(c.n, 5); /* inlined */
+    assert_int_equal(c.ops[1].kind, RF_OP_THUMBNAIL);
+    assert_int_equal(c.ops[3].format, RF_FMT_WEBP);
+    s_format_is_ctx("preset/card", &ctx, "thumbnail/300x200/gravity/smart/format/webp");
+    s_format_is_ctx("preset/slashed", &ctx, "optimize");
+    s_parse_bad_ctx("preset/nested", 13, &ctx, "preset 'nested': preset 'card' inside a preset or byoriginal rule: not allowed");
+    s_parse_bad_ctx("preset/broken", 13, &ctx,
+                    "preset 'broken': resize: '0' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <");
+    s_parse_bad_ctx("preset/none", 11, &ctx, "unknown preset 'none'");
+    /* a preset counts against the operation limit */
+    char text[512] = "";
+    for (int i = 0; i < RF_CHAIN_MAX_OPS - 2; i++)
+        strcat(text, "optimize/");
+    strcat(text, "preset/card");
+    s_parse_bad_ctx(text, strlen(text), &ctx, "function chain longer than 16 operations (with preset 'card')");
+}
+
+static void test_byoriginal(void **state)
+{
+    (void)state;
+    rf_byorig_t sets[] = {s_limit1200()};
+    rf_chain_ctx_t ctx = {.byorig = sets, .n_byorig = 1};
+    rf_chain_t c = s_parse_ctx("byoriginal/limit-1200/format/webp", &ctx);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.ops[0].kind, RF_OP_BYORIGINAL);
+    assert_string_equal(c.byorig.name, "limit-1200");
+    assert_int_equal(c.byorig.n, 2);
+    char buf[256], buf2[256];
+    assert_int_equal(rf_chain_format(&c, buf, sizeof(buf)), 0);
+    assert_true(strncmp(buf, "byoriginal/limit-1200:", 22) == 0 && strlen(buf) == 30 + 12);
+    assert_string_equal(buf + 30, "/format/webp");
+    s_format_is_ctx(buf, &ctx, buf); /* the canonical form parses back (the hash is recomputed) */
+    /* another rule set under the same name: another key */
+    sets[0].rules[0].max_width = 1000;
+    rf_chain_t d = s_parse_ctx("byoriginal/limit-1200/format/webp", &ctx);
+    assert_int_equal(rf_chain_format(&d, buf2, sizeof(buf2)), 0);
+    assert_string_not_equal(buf, buf2);
+    sets[0] = s_limit1200();
+    s_parse_bad_ctx("byoriginal/limit-1200/byoriginal/limit-1200", 43, &ctx, "at most one byoriginal per chain");
+
+    /* the seed's example: at most 1200 wide -> optimize only; else resize */
+    rf_chain_t pick;
+    char why[256];
+    assert_int_equal(rf_byorig_pick(&c.byorig, 1200, 5000, 1 << 20, RF_FMT_JPEG, &pick, why, sizeof(why)), 0);
+    assert_int_equal(pick.n, 1);
+    assert_int_equal(pick.ops[0].kind, RF_OP_OPTIMIZE);
+    assert_int_equal(rf_byorig_pick(&c.byorig, 1201, 10, 100, RF_FMT_PNG, &pick, why, sizeof(why)), 0);
+    assert_int_equal(pick.n, 2);
+    assert_int_equal(pick.ops[0].w, 1024);
+    assert_int_equal(pick.ops[0].h, 768);
+    /* height, bytes and format conditions; no default */
+    rf_byorig_t b = {.name = "strict", .n = 2};
+    b.rules[0].max_height = 100;
+    b.rules[0].max_bytes = 5000;
+    snprintf(b.rules[0].chain, sizeof(b.rules[0].chain), "quality/10");
+    b.rules[1].format = RF_FMT_PNG;
+    snprintf(b.rules[1].chain, sizeof(b.rules[1].chain), "format/webp");
+    assert_int_equal(rf_byorig_pick(&b, 9999, 100, 5000, RF_FMT_JPEG, &pick, why, sizeof(why)), 0);
+    assert_int_equal(pick.ops[0].quality, 10);
+    assert_int_equal(rf_byorig_pick(&b, 9999, 100, 5001, RF_FMT_PNG, &pick, why, sizeof(why)), 0);
+    assert_int_equal(pick.ops[0].format, RF_FMT_WEBP);
+    assert_int_equal(rf_byorig_pick(&b, 10, 101, 1, RF_FMT_JPEG, &pick, why, sizeof(why)), -1);
+    assert_string_equal(why, "byoriginal 'strict': no rule holds for a 10x101 original (and no default rule)");
+}
+
+/* ---- format/auto ----------------------------------------------------------------- */
+
+static void test_negotiate(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *accept;
+        const char *want;
+    } cases[] = {
+        {NULL, "format/auto:keep"},
+        {"", "format/auto:keep"},
+        {"image/avif,image/webp,image/apng,image/*,*/*;q=0.8", "format/auto:avif"},
+        {"image/webp,*/*", "format/auto:webp"},
+        {"IMAGE/WEBP", "format/auto:webp"},
+        {"image/avif;q=0, image/webp;q=0.5", "format/auto:webp"},
+        {"image/avif; q=0.000 ,image/webp;q=0.0", "format/auto:keep"},
+        {"image/avif;q=0.1", "format/auto:avif"},
+        {"image/*,*/*", "format/auto:keep"}, /* wildcards do not count */
+        {"image/avifx, image/webpx", "format/auto:keep"},
+        {"text/html, image/avif", "format/auto:avif"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rf_chain_t c = s_parse_ok("format/auto");
+        assert_true(rf_chain_has_auto(&c));
+        rf_chain_negotiate(&c, cases[i].accept, cases[i].accept ? strlen(cases[i].accept) : 0);
+        char buf[64];
+        assert_int_equal(rf_chain_format(&c, buf, sizeof(buf)), 0);
+        if (strcmp(buf, cases[i].want) != 0)
+            fail_msg("Accept '%s': '%s', expected '%s'", cases[i].accept ? cases[i].accept : "(none)", buf,
+                     cases[i].want);
+        rf_chain_t back = s_parse_ok(buf); /* the negotiated form parses back as itself */
+        assert_true(rf_chain_equal(&c, &back));
+    }
+    assert_false(rf_chain_has_auto(&(rf_chain_t){.n = 0}));
+    rf_chain_t c = s_parse_ok("format/webp");
+    assert_false(rf_chain_has_auto(&c));
 }
 
 /* ---- JSON ------------------------------------------------------------------- */
@@ -324,45 +469,39 @@ static void test_json_roundtrip(void **state)
 {
     (void)state;
     static const char *const chains[] = {
-        "resize/500x500",       "resize/500", "resize/x300",
-        "format/jpg/quality/1", "optimize",   "resize/16384x1/format/webp/quality/100/optimize/resize/7/format/png",
+        "resize/500x500^",
+        "resize/x300</crop/10x10+1+2/crop/5x5/thumbnail/9x9/gravity/northwest/rotate/90",
+        "format/jpg/quality/1/flip/flop/blur/0.25/background/00ff00/extend/20x20/sharpen/grayscale/strip/optimize",
+        "format/auto",
+        "format/auto:avif",
     };
     for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
         rf_chain_t a = s_parse_ok(chains[i]), b;
         json_t *j = rf_chain_to_json(&a);
         assert_non_null(j);
-        assert_true(json_is_array(j));
         assert_int_equal(json_array_size(j), a.n);
-        char why[128] = "";
+        char why[256] = "";
         if (rf_chain_from_json(j, &b, why, sizeof(why)) != 0)
             fail_msg("'%s': from_json failed: %s", chains[i], why);
-        if (!s_chain_equal(&a, &b))
+        if (!rf_chain_equal(&a, &b))
             fail_msg("'%s': JSON round trip changed the chain", chains[i]);
         json_decref(j);
     }
-}
-
-static void test_json_shape(void **state)
-{
-    (void)state;
-    rf_chain_t c = s_parse_ok("resize/500/format/jpg/quality/60/optimize");
-    json_t *j = rf_chain_to_json(&c);
+    /* byoriginal travels with its rules */
+    rf_byorig_t sets[] = {s_limit1200()};
+    rf_chain_ctx_t ctx = {.byorig = sets, .n_byorig = 1};
+    rf_chain_t a = s_parse_ctx("quality/50/byoriginal/limit-1200", &ctx), b;
+    json_t *j = rf_chain_to_json(&a);
     char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    assert_string_equal(text, "[{\"h\":0,\"op\":\"resize\",\"w\":500},{\"format\":\"jpeg\",\"op\":\"format\"},"
-                              "{\"op\":\"quality\",\"quality\":60},{\"op\":\"optimize\"}]");
+    assert_string_equal(text, "[\"quality/50\",{\"name\":\"limit-1200\",\"op\":\"byoriginal\",\"rules\":["
+                              "{\"bytes\":0,\"chain\":\"/optimize\",\"format\":\"keep\",\"height\":0,\"width\":1200},"
+                              "{\"bytes\":0,\"chain\":\"/resize/1024x768/optimize\",\"format\":\"keep\",\"height\":0,"
+                              "\"width\":0}]}]");
     free(text);
-    json_decref(j);
+    char why[256];
+    assert_int_equal(rf_chain_from_json(j, &b, why, sizeof(why)), 0);
+    assert_true(rf_chain_equal(&a, &b));
 
-    /* the worker accepts what a foreign encoder may add (unknown members) */
-    json_error_t e;
-    j = json_loads("[{\"op\":\"resize\",\"w\":0,\"h\":20,\"extra\":true},{\"op\":\"format\",\"format\":\"jpg\"}]", 0,
-                   &e);
-    assert_non_null(j);
-    char why[128];
-    assert_int_equal(rf_chain_from_json(j, &c, why, sizeof(why)), 0);
-    assert_int_equal(c.n, 2);
-    s_assert_op(&c.ops[0], RF_OP_RESIZE, 0, 20, RF_FMT_KEEP, 0);
-    s_assert_op(&c.ops[1], RF_OP_FORMAT, 0, 0, RF_FMT_JPEG, 0);
     json_decref(j);
 }
 
@@ -373,7 +512,7 @@ static void s_json_bad(const char *json, const char *want)
     if (j == NULL)
         fail_msg("test JSON does not parse: %s: %s", json, e.text);
     rf_chain_t c;
-    char why[128] = "";
+    char why[512] = "";
     int rc = rf_chain_from_json(j, &c, why, sizeof(why));
     json_decref(j);
     if (rc != -1)
@@ -388,32 +527,23 @@ static void test_json_bad(void **state)
     s_json_bad("{\"op\":\"optimize\"}", "chain must be a JSON array");
     s_json_bad("\"resize/10\"", "chain must be a JSON array");
     s_json_bad("[]", "chain must have 1..16 operations");
-    s_json_bad("[1]", "operation 0 has no \"op\"");
-    s_json_bad("[{\"op\":\"optimize\"},{\"w\":1}]", "operation 1 has no \"op\"");
-    s_json_bad("[{\"op\":7}]", "operation 0 has no \"op\"");
-    s_json_bad("[{\"op\":\"blur\"}]", "unknown operation 'blur'");
-    s_json_bad("[{\"op\":\"resize\",\"w\":0,\"h\":0}]", "resize needs w/h in 0..16384, not both 0");
-    s_json_bad("[{\"op\":\"resize\",\"w\":-1,\"h\":10}]", "resize needs w/h in 0..16384, not both 0");
-    s_json_bad("[{\"op\":\"resize\",\"w\":16385,\"h\":10}]", "resize needs w/h in 0..16384, not both 0");
-    s_json_bad("[{\"op\":\"resize\",\"w\":10}]", "resize needs w/h in 0..16384, not both 0");
-    s_json_bad("[{\"op\":\"resize\",\"w\":\"10\",\"h\":10}]", "resize needs w/h in 0..16384, not both 0");
-    s_json_bad("[{\"op\":\"resize\",\"w\":10.0,\"h\":10}]", "resize needs w/h in 0..16384, not both 0");
-    /* 2^32 + 500 must not wrap to 500 */
-    s_json_bad("[{\"op\":\"resize\",\"w\":4294967796,\"h\":0}]", "resize needs w/h in 0..16384, not both 0");
-    s_json_bad("[{\"op\":\"format\",\"format\":\"gif\"}]", "format must be jpeg, png or webp");
-    s_json_bad("[{\"op\":\"format\"}]", "format must be jpeg, png or webp");
-    s_json_bad("[{\"op\":\"format\",\"format\":\"keep\"}]", "format must be jpeg, png or webp");
-    s_json_bad("[{\"op\":\"quality\",\"quality\":0}]", "quality must be 1..100");
-    s_json_bad("[{\"op\":\"quality\",\"quality\":101}]", "quality must be 1..100");
-    s_json_bad("[{\"op\":\"quality\",\"quality\":\"50\"}]", "quality must be 1..100");
-    s_json_bad("[{\"op\":\"quality\",\"quality\":4294967346}]", "quality must be 1..100");
-    s_json_bad("[{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},"
-               "{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},"
-               "{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},"
-               "{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},{\"op\":\"optimize\"},"
-               "{\"op\":\"optimize\"}]",
-               "chain must have 1..16 operations");
-
+    s_json_bad("[1]", "operation 0 is not a string");
+    s_json_bad("[\"optimize/optimize\"]", "operation 0 is not one operation");
+    s_json_bad("[\"resize/0\"]",
+               "resize: '0' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in ^ ! > or <");
+    s_json_bad("[\"preset/card\"]", "preset 'card' inside a preset or byoriginal rule: not allowed");
+    s_json_bad("[\"byoriginal/x\"]", "byoriginal inside a preset or byoriginal rule: not allowed");
+    s_json_bad("[{\"op\":\"resize\"}]", "operation 0: an object must be the one byoriginal");
+    s_json_bad("[{\"op\":\"byoriginal\",\"name\":\"a\",\"rules\":[]}]", "byoriginal needs a name and 1..16 rules");
+    s_json_bad("[{\"op\":\"byoriginal\",\"name\":\"a\",\"rules\":[{\"width\":-1,\"height\":0,\"bytes\":0,"
+               "\"format\":\"keep\",\"chain\":\"optimize\"}]}]",
+               "byoriginal rule 0 is malformed");
+    s_json_bad("[{\"op\":\"byoriginal\",\"name\":\"a\",\"rules\":[{\"width\":1,\"height\":0,\"bytes\":0,"
+               "\"format\":\"bmp\",\"chain\":\"optimize\"}]}]",
+               "byoriginal rule 0: bad format 'bmp'");
+    s_json_bad("[{\"op\":\"byoriginal\",\"name\":\"a\",\"rules\":[{\"width\":1,\"height\":0,\"bytes\":0,"
+               "\"format\":\"keep\",\"chain\":\"byoriginal/a\"}]}]",
+               "byoriginal rule 0: byoriginal inside a preset or byoriginal rule: not allowed");
     rf_chain_t c;
     assert_int_equal(rf_chain_from_json(NULL, &c, NULL, 0), -1);
 }
@@ -425,23 +555,19 @@ static void test_format(void **state)
     (void)state;
     s_format_is("resize/500x500/format/webp/quality/60", "resize/500x500/format/webp/quality/60");
     s_format_is("resize/500", "resize/500x");
-    s_format_is("resize/500x", "resize/500x");
-    s_format_is("resize/x300/", "resize/x300");
+    s_format_is("resize/500<", "resize/500x<");
+    s_format_is("resize/x300>/", "resize/x300>");
     s_format_is("format/jpg", "format/jpeg");
-    s_format_is("resize/0050x007", "resize/50x7");
+    s_format_is("resize/0050x007!", "resize/50x7!");
     s_format_is("quality/007/optimize", "quality/7/optimize");
-
-    /* canonical text parses back to the same chain */
-    rf_chain_t a = s_parse_ok("optimize/resize/x9/format/png/quality/100"), b;
-    char buf[128];
-    assert_int_equal(rf_chain_format(&a, buf, sizeof(buf)), 0);
-    assert_string_equal(buf, "optimize/resize/x9/format/png/quality/100");
-    b = s_parse_ok(buf);
-    assert_true(s_chain_equal(&a, &b));
+    s_format_is("crop/010x10+0+007/crop/3x4", "crop/10x10+0+7/crop/3x4");
+    s_format_is("blur/1.50/blur/2/blur/0.25", "blur/1.5/blur/2/blur/0.25");
+    s_format_is("background/ABCdef", "background/abcdef");
+    s_format_is("gravity/smart/thumbnail/10x20/extend/30x40/rotate/180", "gravity/smart/thumbnail/10x20/extend/30x40/rotate/180");
 
     /* empty chain */
     rf_chain_t empty = {.n = 0};
-    buf[0] = 'x';
+    char buf[16] = "x";
     assert_int_equal(rf_chain_format(&empty, buf, sizeof(buf)), 0);
     assert_string_equal(buf, "");
 }
@@ -455,31 +581,32 @@ static void test_format_short_buffer(void **state)
     assert_string_equal(buf, "optimize");
     assert_int_equal(rf_chain_format(&c, buf, 8), -1);
     assert_int_equal(rf_chain_format(&c, buf, 0), -1);
-
     c = s_parse_ok("resize/1x1/optimize"); /* 19 bytes */
     char big[32];
     assert_int_equal(rf_chain_format(&c, big, 20), 0);
     assert_string_equal(big, "resize/1x1/optimize");
     assert_int_equal(rf_chain_format(&c, big, 19), -1);
-    assert_int_equal(rf_chain_format(&c, big, 11), -1); /* first op fits, the second does not */
+    assert_int_equal(rf_chain_format(&c, big, 11), -1); /* the separator does not fit */
+    assert_int_equal(rf_chain_format(&c, big, 12), -1); /* the second op does not */
 }
 
 static void test_format_helpers(void **state)
 {
     (void)state;
-    assert_string_equal(rf_format_name(RF_FMT_JPEG), "jpeg");
-    assert_string_equal(rf_format_name(RF_FMT_PNG), "png");
-    assert_string_equal(rf_format_name(RF_FMT_WEBP), "webp");
+    static const rf_format_t all[] = {RF_FMT_JPEG, RF_FMT_PNG, RF_FMT_WEBP, RF_FMT_AVIF, RF_FMT_GIF};
+    static const char *const names[] = {"jpeg", "png", "webp", "avif", "gif"};
+    static const char *const mimes[] = {"image/jpeg", "image/png", "image/webp", "image/avif", "image/gif"};
+    for (size_t i = 0; i < 5; i++) {
+        assert_string_equal(rf_format_name(all[i]), names[i]);
+        assert_string_equal(rf_format_mime(all[i]), mimes[i]);
+        assert_int_equal(rf_format_parse(names[i]), all[i]);
+    }
     assert_string_equal(rf_format_name(RF_FMT_KEEP), "keep");
-    assert_string_equal(rf_format_mime(RF_FMT_JPEG), "image/jpeg");
-    assert_string_equal(rf_format_mime(RF_FMT_PNG), "image/png");
-    assert_string_equal(rf_format_mime(RF_FMT_WEBP), "image/webp");
+    assert_string_equal(rf_format_name(RF_FMT_AUTO), "auto");
     assert_null(rf_format_mime(RF_FMT_KEEP));
+    assert_null(rf_format_mime(RF_FMT_AUTO));
     assert_int_equal(rf_format_parse("jpg"), RF_FMT_JPEG);
-    assert_int_equal(rf_format_parse("jpeg"), RF_FMT_JPEG);
-    assert_int_equal(rf_format_parse("png"), RF_FMT_PNG);
-    assert_int_equal(rf_format_parse("webp"), RF_FMT_WEBP);
-    assert_int_equal(rf_format_parse("gif"), RF_FMT_KEEP);
+    assert_int_equal(rf_format_parse("bmp"), RF_FMT_KEEP);
     assert_int_equal(rf_format_parse(""), RF_FMT_KEEP);
 }
 
@@ -489,12 +616,13 @@ int main(void)
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_split_respects_len),
         cmocka_unit_test(test_parse_resize),
-        cmocka_unit_test(test_parse_format_quality_optimize),
-        cmocka_unit_test(test_parse_chains),
+        cmocka_unit_test(test_parse_operations),
         cmocka_unit_test(test_parse_bad),
         cmocka_unit_test(test_parse_why_optional),
+        cmocka_unit_test(test_presets),
+        cmocka_unit_test(test_byoriginal),
+        cmocka_unit_test(test_negotiate),
         cmocka_unit_test(test_json_roundtrip),
-        cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_bad),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_format_short_buffer),
