@@ -1056,18 +1056,219 @@ typedef struct {
     bool active;
     char *keyword;
     size_t max_source_size;
+    struct {
+        rf_preset_t *list;
+        size_t n;
+        bool given;
+    } presets;
+    struct {
+        rf_byorig_t *list;
+        size_t n;
+        bool given;
+    } byorig;
 } s_dims_raw_t;
+
+rf_chain_ctx_t rf_dims_ctx(const rf_dims_conf_t *d)
+{
+    return (rf_chain_ctx_t){.presets = d->presets, .n_presets = d->n_presets, .byorig = d->byorig,
+                            .n_byorig = d->n_byorig};
+}
+
+static void s_presets_free(rf_preset_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)p[i].name);
+        free((char *)p[i].chain);
+    }
+    free(p);
+}
+
+/* A preset or rule-set name: it stands in a URL segment. */
+static int s_dims_name(s_ctx_t *c, yaml_node_t *k, const char *what)
+{
+    const char *n = k->type == YAML_SCALAR_NODE ? s_scalar(k) : "";
+    size_t len = strlen(n);
+    if (len == 0 || len >= RF_CHAIN_NAME_MAX || strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
+        return s_fail(c, k, "%s name must be 1..%d of A-Z a-z 0-9 . _ -, got '%s'", what, RF_CHAIN_NAME_MAX - 1, n);
+    return 0;
+}
+
+/* Checks a chain written in the config (no presets or rule sets inside). */
+static int s_dims_chain_ok(s_ctx_t *c, yaml_node_t *v, const char *text, const char *what, const char *name)
+{
+    rf_chain_t chain;
+    char why[512];
+    if (rf_chain_parse(text, strlen(text), NULL, &chain, why, sizeof(why)) < 0)
+        return s_fail(c, v, "dims %s '%s': %s", what, name, why);
+    return 0;
+}
+
+/* dims.presets: {NAME: "chain", ...} */
+static int s_dims_presets(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    __typeof__(((s_dims_raw_t *)0)->presets) *out = t;
+    if (s_want_map(c, v, "dims.presets") < 0)
+        return -1;
+    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    s_presets_free(out->list, out->n);
+    out->list = calloc(n ? n : 1, sizeof(*out->list));
+    out->n = 0;
+    out->given = true;
+    if (out->list == NULL)
+        return s_fail(c, v, "out of memory");
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key), *val = yaml_document_get_node(&c->doc, p->value);
+        if (s_dims_name(c, k, "preset") < 0 || s_want_scalar(c, val, "a preset's chain") < 0)
+            return -1;
+        for (size_t i = 0; i < out->n; i++)
+            if (strcmp(out->list[i].name, s_scalar(k)) == 0)
+                return s_fail(c, k, "duplicate preset '%s'", s_scalar(k));
+        if (s_dims_chain_ok(c, val, s_scalar(val), "preset", s_scalar(k)) < 0)
+            return -1;
+        rf_preset_t *pr = &out->list[out->n];
+        pr->name = strdup(s_scalar(k));
+        pr->chain = strdup(s_scalar(val));
+        out->n++;
+        if (pr->name == NULL || pr->chain == NULL)
+            return s_fail(c, v, "out of memory");
+    }
+    return 0;
+}
+
+typedef struct {
+    int width, height;
+    size_t bytes;
+    char *format, *chain;
+} s_rule_raw_t;
+
+/* One rule of a byoriginal set into *r. 0 or -1. */
+static int s_byorig_rule(s_ctx_t *c, yaml_node_t *v, const char *set, rf_byorig_rule_t *r)
+{
+    static const s_key_t keys[] = {K("width", s_int, s_rule_raw_t, width), K("height", s_int, s_rule_raw_t, height),
+                                   K("bytes", s_size, s_rule_raw_t, bytes), K("format", s_str, s_rule_raw_t, format),
+                                   K("chain", s_str, s_rule_raw_t, chain), {0}};
+    s_rule_raw_t raw = {0};
+    int rc = -1;
+    if (s_walk(c, v, keys, &raw, "a byoriginal rule") < 0)
+        goto done;
+    if (raw.chain == NULL) {
+        s_fail(c, v, "dims byoriginal '%s': every rule needs a chain", set);
+        goto done;
+    }
+    if (strlen(raw.chain) >= sizeof(r->chain)) {
+        s_fail(c, v, "dims byoriginal '%s': a chain longer than %zu bytes", set, sizeof(r->chain) - 1);
+        goto done;
+    }
+    if (s_dims_chain_ok(c, v, raw.chain, "byoriginal", set) < 0)
+        goto done;
+    r->format = RF_FMT_KEEP;
+    if (raw.format != NULL) {
+        r->format = rf_format_parse(raw.format);
+        if (r->format == RF_FMT_KEEP || r->format == RF_FMT_AUTO) {
+            s_fail(c, v, "dims byoriginal '%s': format is jpeg, png, webp, avif or gif, got '%s'", set, raw.format);
+            goto done;
+        }
+    }
+    r->max_width = raw.width;
+    r->max_height = raw.height;
+    r->max_bytes = (int64_t)raw.bytes;
+    snprintf(r->chain, sizeof(r->chain), "%s", raw.chain);
+    rc = 0;
+done:
+    free(raw.format);
+    free(raw.chain);
+    return rc;
+}
+
+/* dims.byoriginal: {NAME: [{width, height, bytes, format, chain}, ...], ...} */
+static int s_dims_byorig(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    __typeof__(((s_dims_raw_t *)0)->byorig) *out = t;
+    if (s_want_map(c, v, "dims.byoriginal") < 0)
+        return -1;
+    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    free(out->list);
+    out->list = calloc(n ? n : 1, sizeof(*out->list));
+    out->n = 0;
+    out->given = true;
+    if (out->list == NULL)
+        return s_fail(c, v, "out of memory");
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key), *seq = yaml_document_get_node(&c->doc, p->value);
+        if (s_dims_name(c, k, "byoriginal") < 0)
+            return -1;
+        for (size_t i = 0; i < out->n; i++)
+            if (strcmp(out->list[i].name, s_scalar(k)) == 0)
+                return s_fail(c, k, "duplicate byoriginal '%s'", s_scalar(k));
+        size_t nr = seq->type == YAML_SEQUENCE_NODE
+                        ? (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start)
+                        : 0;
+        if (nr == 0 || nr > RF_BYORIG_MAX_RULES)
+            return s_fail(c, seq, "dims byoriginal '%s' is a list of 1..%d rules", s_scalar(k), RF_BYORIG_MAX_RULES);
+        rf_byorig_t *b = &out->list[out->n++];
+        snprintf(b->name, sizeof(b->name), "%s", s_scalar(k));
+        for (size_t i = 0; i < nr; i++) {
+            yaml_node_t *it = yaml_document_get_node(&c->doc, seq->data.sequence.items.start[i]);
+            if (s_byorig_rule(c, it, b->name, &b->rules[i]) < 0)
+                return -1;
+            b->n = i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Deep copies of the lists (vhost_defaults' go into every vhost). 0 or -1. */
+static int s_dims_lists_copy(rf_dims_conf_t *d)
+{
+    rf_preset_t *p = d->n_presets ? calloc(d->n_presets, sizeof(*p)) : NULL;
+    rf_byorig_t *b = d->n_byorig ? malloc(d->n_byorig * sizeof(*b)) : NULL;
+    if ((d->n_presets && p == NULL) || (d->n_byorig && b == NULL)) {
+        free(p), free(b);
+        d->presets = NULL, d->byorig = NULL, d->n_presets = d->n_byorig = 0;
+        return -1;
+    }
+    for (size_t i = 0; i < d->n_presets; i++) {
+        p[i].name = strdup(d->presets[i].name);
+        p[i].chain = strdup(d->presets[i].chain);
+    }
+    if (b != NULL)
+        memcpy(b, d->byorig, d->n_byorig * sizeof(*b));
+    d->presets = p;
+    d->byorig = b;
+    return 0;
+}
+
+static void s_dims_lists_free(rf_dims_conf_t *d)
+{
+    s_presets_free(d->presets, d->n_presets);
+    free(d->byorig);
+    d->presets = NULL, d->byorig = NULL, d->n_presets = d->n_byorig = 0;
+}
 
 static int s_dims_into(s_ctx_t *c, yaml_node_t *v, rf_dims_conf_t *d, void *setflags)
 {
     static const s_key_t keys[] = {K("status", s_bool, s_dims_raw_t, active),
                                    K("keyword", s_str, s_dims_raw_t, keyword),
                                    K("max_source_size", s_size, s_dims_raw_t, max_source_size),
+                                   K("presets", s_dims_presets, s_dims_raw_t, presets),
+                                   K("byoriginal", s_dims_byorig, s_dims_raw_t, byorig),
                                    {0}};
     s_dims_raw_t raw = {.active = d->active, .keyword = NULL, .max_source_size = d->max_source_size};
     if (s_walk(c, v, keys, &raw, "dims") < 0) {
         free(raw.keyword);
+        s_presets_free(raw.presets.list, raw.presets.n);
+        free(raw.byorig.list);
         return -1;
+    }
+    if (raw.presets.given) { /* replaces what vhost_defaults gave */
+        s_presets_free(d->presets, d->n_presets);
+        d->presets = raw.presets.list;
+        d->n_presets = raw.presets.n;
+    }
+    if (raw.byorig.given) {
+        free(d->byorig);
+        d->byorig = raw.byorig.list;
+        d->n_byorig = raw.byorig.n;
     }
     int *set = setflags;
     for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
@@ -1426,6 +1627,8 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         s_vhost_t vh = {0};
         vh.v.dims = defs->dims;
         vh.v.dims.keyword = NULL;
+        if (s_dims_lists_copy(&vh.v.dims) < 0)
+            return s_fail(c, it, "out of memory");
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
             return s_fail(c, it, "out of memory");
         vh.v.compression = (rf_compress_conf_t){.method = RF_CE_GZIP, .level = 6, .min_size = 2048, .max_size = 2048 * 1024};
@@ -1534,6 +1737,7 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     rc = 0;
 done:
     free(defs.dims.keyword);
+    s_dims_lists_free(&defs.dims);
     s_free_list(defs.cache.query_keep, defs.cache.n_query_keep);
     return rc;
 }
@@ -1657,6 +1861,7 @@ void rf_config_destroy(rf_config_t **self_p)
         free(v->byclient.keyword);
         s_free_list(v->byclient.allow, v->byclient.n_allow);
         free(v->dims.keyword);
+        s_dims_lists_free(&v->dims);
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         s_compression_clear(&v->compression);
         free(v->link.vhost);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "rf_chain.h"
 #include "rf_ttl.h"
 
 /* TLS 1.2 ciphers when gateway.tls.ciphers is not set: forward secrecy and
@@ -53,7 +54,14 @@ typedef struct {
     bool active;            /* <Dims Status="Active"> */
     char *keyword;          /* URL keyword, default "dims" */
     size_t max_source_size; /* bytes; 0 = unlimited; default 10 MB */
+    rf_preset_t *presets;   /* dims.presets: names and chains malloc'd, checked at load */
+    size_t n_presets;
+    rf_byorig_t *byorig; /* dims.byoriginal (seed <ByOriginal>), checked at load */
+    size_t n_byorig;
 } rf_dims_conf_t;
+
+/* What a dims chain of this vhost may name (presets, byoriginal rule sets). */
+rf_chain_ctx_t rf_dims_ctx(const rf_dims_conf_t *d);
 
 /* A certificate chain and its private key (PEM files). */
 typedef struct {

@@ -197,6 +197,7 @@ struct gw_req_t {
     h2o_iovec_t origin_path;     /* the path the origin is asked for, when not rc->path (byclient) */
     const gw_func_t *func; /* NULL: a plain request */
     void *func_state;      /* the parsed chain (func->parse) */
+    const char *vary;      /* request headers the answer depends on (Vary), e.g. "accept" for format/auto */
     h2o_iovec_t src;       /* the function's source path (canonical) */
     /* lookup */
     h2o_iovec_t key;          /* cache key: vhost, path, query, canonical chain */

@@ -19,6 +19,8 @@ void gw_deliver_headers(gw_req_t *rc)
                           strlen(rc->request_id), 1);
     h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("cache-status"), 0, rc->cache_status,
                           strlen(rc->cache_status), 1);
+    if (rc->vary != NULL && h2o_find_header(&req->res.headers, H2O_TOKEN_VARY, -1) < 0) /* e.g. format/auto */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, rc->vary, strlen(rc->vary));
     /* RFC 9110 7.6.3: the origin's (or a parent gateway's) Via, then ours. */
     const char *via = rc->thread->server->via;
     ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_VIA, -1);

@@ -35,8 +35,17 @@ static int s_dims_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t
 static int s_dims_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
 {
     rf_chain_t *c = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*c));
-    if (rf_chain_parse(chain.base, chain.len, NULL, c, why, why_len) < 0)
+    rf_chain_ctx_t ctx = rf_dims_ctx(&rc->vhost->dims);
+    if (rf_chain_parse(chain.base, chain.len, &ctx, c, why, why_len) < 0)
         return -1;
+    if (rf_chain_has_auto(c)) {
+        /* format/auto: the client's Accept picks the format, which the
+         * canonical chain (the cache key) then names. */
+        ssize_t i = h2o_find_header(&rc->req->headers, H2O_TOKEN_ACCEPT, -1);
+        h2o_iovec_t accept = i >= 0 ? rc->req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+        rf_chain_negotiate(c, accept.base, accept.len);
+        rc->vary = "accept";
+    }
     *state = c;
     return 0;
 }

@@ -233,6 +233,69 @@ static void test_full(void **state)
     rf_config_destroy(&cfg);
 }
 
+/* dims.presets and dims.byoriginal (the seed's <ByOriginal> as YAML):
+ * checked at load, inherited from vhost_defaults as copies, replaced by a
+ * vhost's own. */
+static void test_dims_presets_and_byoriginal(void **state)
+{
+    (void)state;
+    const char *text = "bus: { endpoint: \"tcp://127.0.0.1:5555\" }\n"
+                       "vhost_defaults:\n"
+                       "  dims:\n"
+                       "    presets: { card: \"thumbnail/300x200/gravity/smart/format/webp\" }\n"
+                       "    byoriginal:\n"
+                       "      limit-1200:\n"
+                       "        - { width: 1200, chain: \"/optimize\" }\n"
+                       "        - chain: \"/resize/1024x768/optimize\"\n"
+                       "vhosts:\n"
+                       "  - { name: a.org, origin: \"file:///\" }\n"
+                       "  - name: b.org\n"
+                       "    origin: \"file:///\"\n"
+                       "    dims:\n"
+                       "      presets: { small: resize/100x100, big: \"resize/2000x2000<\" }\n"
+                       "      byoriginal:\n"
+                       "        pngs: [ { format: png, height: 500, bytes: 1MB, chain: format/webp } ]\n";
+    rf_config_t *cfg = s_ok(text);
+    const rf_dims_conf_t *a = &cfg->vhosts[0].dims, *b = &cfg->vhosts[1].dims;
+    assert_int_equal(a->n_presets, 1);
+    assert_string_equal(a->presets[0].name, "card");
+    assert_string_equal(a->presets[0].chain, "thumbnail/300x200/gravity/smart/format/webp");
+    assert_int_equal(a->n_byorig, 1);
+    assert_string_equal(a->byorig[0].name, "limit-1200");
+    assert_int_equal(a->byorig[0].n, 2);
+    assert_int_equal(a->byorig[0].rules[0].max_width, 1200);
+    assert_string_equal(a->byorig[0].rules[0].chain, "/optimize");
+    assert_int_equal(a->byorig[0].rules[1].max_width, 0);
+    assert_int_equal(b->n_presets, 2);
+    assert_string_equal(b->presets[1].name, "big");
+    assert_int_equal(b->n_byorig, 1);
+    assert_int_equal(b->byorig[0].rules[0].format, RF_FMT_PNG);
+    assert_int_equal(b->byorig[0].rules[0].max_height, 500);
+    assert_int_equal(b->byorig[0].rules[0].max_bytes, 1024 * 1024);
+    /* the context a chain is parsed with */
+    rf_chain_ctx_t ctx = rf_dims_ctx(a);
+    rf_chain_t c;
+    char why[512];
+    assert_int_equal(rf_chain_parse("preset/card/byoriginal/limit-1200", 33, &ctx, &c, why, sizeof(why)), 0);
+    assert_int_equal(c.n, 4);
+    rf_config_destroy(&cfg);
+
+#define DIMS_VHOST(dims) "bus: { endpoint: \"tcp://127.0.0.1:5555\" }\nvhosts:\n  - name: a.org\n    origin: \"file:///\"\n    dims: " dims "\n"
+    s_err(DIMS_VHOST("{ presets: { card: \"resize/0\" } }"),
+          "t.yaml:5:30: dims preset 'card': resize: '0' is not WxH");
+    s_err(DIMS_VHOST("{ presets: { \"a/b\": optimize } }"), "t.yaml:5:24: preset name must be 1..63 of");
+    s_err(DIMS_VHOST("{ presets: { x: preset/y } }"), "t.yaml:5:27: dims preset 'x': unknown preset 'y'");
+    s_err(DIMS_VHOST("{ presets: [ optimize ] }"), "t.yaml:5:22: dims.presets must be a mapping");
+    s_err(DIMS_VHOST("{ byoriginal: { r: [] } }"), "t.yaml:5:30: dims byoriginal 'r' is a list of 1..16 rules");
+    s_err(DIMS_VHOST("{ byoriginal: { r: [ { width: 10 } ] } }"),
+          "t.yaml:5:32: dims byoriginal 'r': every rule needs a chain");
+    s_err(DIMS_VHOST("{ byoriginal: { r: [ { chain: blur/0 } ] } }"),
+          "t.yaml:5:32: dims byoriginal 'r': blur: '0' is not");
+    s_err(DIMS_VHOST("{ byoriginal: { r: [ { chain: optimize, format: bmp } ] } }"),
+          "t.yaml:5:32: dims byoriginal 'r': format is jpeg, png, webp, avif or gif, got 'bmp'");
+    s_err(DIMS_VHOST("{ byoriginal: { r: [ { chain: optimize, widht: 3 } ] } }"), "t.yaml:5:51: unknown key 'widht' in a byoriginal rule");
+}
+
 static void test_defaults_when_sections_absent(void **state)
 {
     (void)state;
@@ -890,6 +953,7 @@ int main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_vhost_cache),
         cmocka_unit_test(test_defaults_when_sections_absent),
+        cmocka_unit_test(test_dims_presets_and_byoriginal),
         cmocka_unit_test(test_text_not_nul_terminated),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_reference_conf),
