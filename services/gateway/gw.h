@@ -310,6 +310,12 @@ void gw_send_error(gw_req_t *rc, int status, const char *reason, const char *fmt
 /* Sends status + `len` bytes that stay valid until the request pool is
  * freed (HEAD gets the head only). */
 void gw_deliver_body(gw_req_t *rc, int status, const char *ctype, const void *body, size_t len);
+/* Answers with an unprocessed original body (a fallback; borrowed until
+ * the request ends) as a static server would: 304 for a matching
+ * If-None-Match / If-Modified-Since against the ETag / Last-Modified
+ * already set on the answer, 206 or 416 for a single Range (If-Range
+ * honoured), else 200. */
+void gw_deliver_original(gw_req_t *rc, const char *ctype, const void *body, size_t len);
 /* Marks the answer as the unprocessed original: the function's fallbacks
  * metric, the access-log note and X-Refract-Fallback (`reason` is a
  * static token such as "over_max_source_size"). */

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 
 #include "gw.h"
+#include "gw_http_parse.h"
 #include "gw_metrics.h"
 #include "rf_log.h"
 
@@ -71,6 +72,60 @@ void gw_deliver_body(gw_req_t *rc, int status, const char *ctype, const void *bo
     h2o_iovec_t buf = h2o_iovec_init(body, len);
     int head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     h2o_send(req, &buf, head || len == 0 ? 0 : 1, H2O_SEND_STATE_FINAL);
+}
+
+/* The value of request header `name`, or NULL (and *len 0). */
+static const char *s_req_header(h2o_req_t *req, const h2o_token_t *name, size_t *len)
+{
+    ssize_t i = h2o_find_header(&req->headers, name, -1);
+    *len = i >= 0 ? req->headers.entries[i].value.len : 0;
+    return i >= 0 ? req->headers.entries[i].value.base : NULL;
+}
+
+void gw_deliver_original(gw_req_t *rc, const char *ctype, const void *body, size_t len)
+{
+    static h2o_generator_t no_generator = {NULL, NULL};
+    h2o_req_t *req = rc->req;
+    /* The validators the original answer carries (kept from the origin). */
+    gw_validators_t v = {0};
+    ssize_t e = h2o_find_header(&req->res.headers, H2O_TOKEN_ETAG, -1);
+    ssize_t m = h2o_find_header(&req->res.headers, H2O_TOKEN_LAST_MODIFIED, -1);
+    if (e >= 0)
+        v.etag = req->res.headers.entries[e].value.base, v.etag_len = req->res.headers.entries[e].value.len;
+    if (m >= 0)
+        v.last_modified = req->res.headers.entries[m].value.base,
+        v.last_modified_len = req->res.headers.entries[m].value.len;
+    size_t inml, imsl, rl, irl;
+    const char *inm = s_req_header(req, H2O_TOKEN_IF_NONE_MATCH, &inml);
+    const char *ims = s_req_header(req, H2O_TOKEN_IF_MODIFIED_SINCE, &imsl);
+    if ((inm || ims) && gw_not_modified(inm, inml, ims, imsl, &v)) {
+        req->res.status = 304;
+        req->res.reason = gw_reason(304);
+        gw_deliver_headers(rc);
+        h2o_start_response(req, &no_generator);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    const char *range = s_req_header(req, H2O_TOKEN_RANGE, &rl);
+    const char *ifr = s_req_header(req, H2O_TOKEN_IF_RANGE, &irl);
+    uint64_t from = 0, to = 0;
+    int r = range != NULL && (ifr == NULL || gw_if_range_ok(ifr, irl, &v)) ? gw_parse_range(range, rl, len, &from, &to)
+                                                                             : 0;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCEPT_RANGES, NULL, H2O_STRLIT("bytes"));
+    if (r == 0) {
+        gw_deliver_body(rc, 200, ctype, body, len);
+        return;
+    }
+    char cr[80];
+    int cl = r > 0 ? snprintf(cr, sizeof(cr), "bytes %llu-%llu/%zu", (unsigned long long)from, (unsigned long long)to, len)
+                   : snprintf(cr, sizeof(cr), "bytes */%zu", len);
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, h2o_strdup(&req->pool, cr, (size_t)cl).base,
+                   (size_t)cl, 1);
+    if (r < 0) {
+        gw_deliver_body(rc, 416, ctype, NULL, 0);
+        return;
+    }
+    gw_deliver_body(rc, 206, ctype, (const char *)body + from, (size_t)(to - from + 1));
 }
 
 void gw_deliver_mark_fallback(gw_req_t *rc, const char *reason)

@@ -17,41 +17,19 @@
 #include "gw_metrics.h"
 #include "rf_path.h"
 
-/* Serves dir + path with h2o's file sender: the image fallback for file
- * origins (plain pass-through uses the vhost's h2o file handler instead,
- * which adds Range and conditional requests). */
+/* Serves dir + path (decoded, under the directory) as the vhost's h2o file
+ * handler serves a plain request — with Range, ETag and the conditionals,
+ * and HEAD: the image fallback for file origins. */
 void gw_file_serve_path(gw_req_t *rc, const char *path, size_t path_len)
 {
     h2o_req_t *req = rc->req;
-    const rf_origin_t *o = &rc->vhost->origin;
-    char *full = h2o_mem_alloc_pool(&req->pool, strlen(o->dir) + path_len + 1);
-    memcpy(full, o->dir, strlen(o->dir));
-    memcpy(full + strlen(o->dir), path, path_len);
-    full[strlen(o->dir) + path_len] = '\0';
     const char *l[] = {rc->vhost->name, "file"};
     rf_metric_add(gw_m.origin_requests, l, 1);
-    struct stat st;
-    if (stat(full, &st) != 0 || !S_ISREG(st.st_mode)) {
-        gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(path_len > 200 ? 200 : path_len), path);
-        return;
-    }
-    h2o_mimemap_type_t *mt =
-        h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(full, strlen(full)));
+    req->path_normalized = h2o_iovec_init(path, path_len);
+    h2o_handler_t *fh = gw_vhosts_file_handler(rc->vhosts, rc->vhost);
     gw_deliver_headers(rc);
-    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
-        /* h2o_file_send would send the body even to HEAD. */
-        static h2o_generator_t no_generator = {NULL, NULL};
-        req->res.status = 200;
-        req->res.reason = "OK";
-        req->res.content_length = (size_t)st.st_size;
-        h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, mt->data.mimetype.base,
-                       mt->data.mimetype.len, 1);
-        h2o_start_response(req, &no_generator);
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-        return;
-    }
-    if (h2o_file_send(req, 200, "OK", full, mt->data.mimetype, 0) != 0)
-        gw_send_error(rc, 404, "Not Found", "cannot open: %s", strerror(errno));
+    if (fh->on_req(fh, req) != 0)
+        gw_send_error(rc, 404, "Not Found", "not found: %.*s", (int)(path_len > 200 ? 200 : path_len), path);
 }
 
 /* See gw.h. */

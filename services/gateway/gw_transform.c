@@ -85,6 +85,12 @@ static void s_send_original(gw_transform_t *t, const void *body, size_t len, con
         return;
     }
     s_keep_freshness(rc, t->origin_headers);
+    char *etag = s_find(t->origin_headers, "etag"); /* the original's bytes: its identity holds */
+    if (etag != NULL) {
+        h2o_iovec_t e = h2o_strdup(&rc->req->pool, etag, SIZE_MAX);
+        h2o_add_header(&rc->req->pool, &rc->req->res.headers, H2O_TOKEN_ETAG, NULL, e.base, e.len);
+        free(etag);
+    }
     char *ctype = s_find(t->origin_headers, "content-type");
     if (ctype == NULL) {
         /* The source path, not the URL: the URL ends with the chain. */
@@ -92,7 +98,7 @@ static void s_send_original(gw_transform_t *t, const void *body, size_t len, con
                                                                     h2o_get_filext(rc->src.base, rc->src.len));
         ctype = h2o_strdup(NULL, mt->data.mimetype.base, mt->data.mimetype.len).base;
     }
-    gw_deliver_body(rc, 200, ctype, body, len);
+    gw_deliver_original(rc, ctype, body, len);
     free(ctype);
 }
 

@@ -1,0 +1,138 @@
+"""The gateway's side of image chains: 400s that name the bad token,
+format/auto negotiated from Accept (Vary: Accept, one cache entry per
+choice), presets and byoriginal rule sets from the vhost's config (the
+seed's limit-1200 example as written), and fallbacks to the original that
+answer Range and conditional requests like a static server."""
+import pytest
+
+import harness
+from harness import image_info, sha256
+
+FALLBACK = "X-Refract-Fallback"
+
+DIMS = {
+    "presets": {"card": "thumbnail/300x200/format/webp", "slashed": "/resize/120x/"},
+    "byoriginal": {"limit-1200": [{"width": 1200, "chain": "/optimize"}, {"chain": "/resize/1024x768/optimize"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, origin, media):
+    files = "file://" + media["dir"]
+    st = harness.Stack(
+        str(tmp_path_factory.mktemp("dims-gw")),
+        vhosts=[
+            {"name": "img.test", "default": True, "origin": files, "dims": DIMS},
+            {"name": "web.test", "origin": origin.url, "dims": DIMS},
+            {"name": "cached.test", "origin": origin.url, "cache": {"enable": True}},
+            {"name": "smallfile.test", "origin": files, "dims": {"max_source_size": "200KB"}},
+        ],
+        vhost_defaults={"cache": {"enable": False}},
+        workers=1,
+        image_worker={"jobs": 2},
+    )
+    yield st
+    st.close()
+
+
+def _get(st, path, host="img.test", **kw):
+    return st.get(path, host=host, timeout=60, **kw)
+
+
+@pytest.mark.parametrize("chain,why", [
+    ("rotate/45", "bad dims chain: rotate: '45' is not 90, 180 or 270"),
+    ("resize/500^", "bad dims chain: resize: '500^' is not WxH, W, Wx or xH (sides 1..16384), optionally ending in "
+                    "^ ! > or <"),
+    ("format/bmp", "bad dims chain: format: 'bmp' is not jpeg, jpg, png, webp, avif, gif or auto"),
+    ("sepia", "bad dims chain: unknown operation 'sepia' (valid: resize, crop, thumbnail, gravity, rotate, flip, flop, "
+              "format, quality, optimize, strip, sharpen, blur, grayscale, background, extend, preset, byoriginal)"),
+    ("preset/nope", "bad dims chain: unknown preset 'nope'"),
+    ("byoriginal/nope", "bad dims chain: unknown byoriginal rule set 'nope'"),
+])
+def test_bad_chain_is_400_naming_the_token(stack, origin, chain, why):
+    before = origin.count("/photo.jpg") if hasattr(origin, "count") else len(origin.requests)
+    r = _get(stack, f"/photo.jpg/dims/{chain}", host="web.test")
+    assert r.status_code == 400
+    assert r.text == why + "\n"
+    after = origin.count("/photo.jpg") if hasattr(origin, "count") else len(origin.requests)
+    assert after == before, "a bad chain reached the origin"
+
+
+@pytest.mark.parametrize("accept,ctype,loader", [
+    ("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", "image/avif", "heifload"),
+    ("image/webp,*/*", "image/webp", "webpload"),
+    ("image/*,*/*;q=0.8", "image/jpeg", "jpegload"),
+    (None, "image/jpeg", "jpegload"),
+])
+def test_format_auto_follows_accept(stack, tmp_path, accept, ctype, loader):
+    headers = {"Accept": accept} if accept else {}
+    r = _get(stack, "/photo.jpg/dims/resize/300x300/format/auto", headers=headers)
+    assert r.status_code == 200, r.text[:200]
+    assert r.headers["Content-Type"] == ctype
+    assert r.headers["Vary"].lower() == "accept"
+    info = image_info(r.content, str(tmp_path))
+    assert info["loader"] == loader and (info["width"], info["height"]) == (300, 200)
+
+
+def test_format_auto_is_one_cache_entry_per_choice(stack):
+    path = "/photo.jpg/dims/resize/200x200/format/auto"
+    webp = {"Accept": "image/webp"}
+    r1 = _get(stack, path, host="cached.test", headers=webp)
+    assert "fwd=miss" in r1.headers["Cache-Status"] and r1.headers["Content-Type"] == "image/webp"
+    r2 = _get(stack, path, host="cached.test", headers=webp)
+    assert "hit" in r2.headers["Cache-Status"] and r2.content == r1.content
+    assert r2.headers["Vary"].lower() == "accept"
+    r3 = _get(stack, path, host="cached.test")  # no Accept: the source's format, its own entry
+    assert "fwd=miss" in r3.headers["Cache-Status"] and r3.headers["Content-Type"] == "image/jpeg"
+    r4 = _get(stack, path, host="cached.test", headers={"Accept": "image/avif,image/webp"})
+    assert "fwd=miss" in r4.headers["Cache-Status"] and r4.headers["Content-Type"] == "image/avif"
+    assert "hit" in _get(stack, path, host="cached.test").headers["Cache-Status"]
+
+
+def test_preset_is_inlined(stack, tmp_path):
+    r = _get(stack, "/photo.jpg/dims/preset/card")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/webp"
+    info = image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"]) == (300, 200)
+    r = _get(stack, "/photo.jpg/dims/preset/slashed/format/png")  # "/resize/120x/" as the seed writes chains
+    info = image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"], info["loader"]) == (120, 80, "pngload")
+
+
+@pytest.mark.parametrize("host", ["img.test", "web.test"])
+def test_byoriginal_seed_example(stack, tmp_path, media, host):
+    """seed 002: <ByOriginal Name="limit-1200"><Condition Width="1200">/optimize
+    </Condition><Condition>/resize/1024x768/optimize</Condition>: a 2400 px
+    photo is resized into 1024x768; a 600 px image is only optimised."""
+    r = _get(stack, "/photo.jpg/dims/byoriginal/limit-1200", host=host)
+    assert r.status_code == 200, r.text[:200]
+    info = image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"], info["loader"]) == (1024, 683, "jpegload")
+    r = _get(stack, "/alpha.png/dims/byoriginal/limit-1200", host=host)
+    assert r.status_code == 200, r.text[:200]
+    info = image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"], info["loader"]) == (600, 400, "pngload")
+
+
+@pytest.mark.parametrize("host,path", [
+    ("img.test", "/bad.jpg/dims/resize/100x100"),          # undecodable, file origin
+    ("web.test", "/bad.jpg/dims/resize/100x100"),          # undecodable, http origin
+    ("smallfile.test", "/photo.jpg/dims/resize/100x100"),  # over max_source_size, file origin
+])
+def test_fallback_answers_range_and_conditionals(stack, media, host, path):
+    src = media[path.split("/")[1]]
+    with open(src, "rb") as f:
+        whole = f.read()
+    r = _get(stack, path, host=host)
+    assert r.status_code == 200 and r.headers.get(FALLBACK), dict(r.headers)
+    assert sha256(r.content) == sha256(whole)
+    part = _get(stack, path, host=host, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206, dict(part.headers)
+    assert part.content == whole[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+    tail = _get(stack, path, host=host, headers={"Range": f"bytes={len(whole) + 5}-"})
+    assert tail.status_code == 416
+    validator = r.headers.get("ETag")
+    cond = {"If-None-Match": validator} if validator else {"If-Modified-Since": r.headers["Last-Modified"]}
+    nm = _get(stack, path, host=host, headers=cond)
+    assert nm.status_code == 304 and nm.content == b"", (cond, dict(r.headers))
