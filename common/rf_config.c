@@ -1066,7 +1066,73 @@ typedef struct {
         size_t n;
         bool given;
     } byorig;
+    struct {
+        rf_sign_conf_t conf;
+        bool given;
+    } signing;
 } s_dims_raw_t;
+
+static void s_signing_free(rf_sign_conf_t *sc)
+{
+    for (size_t i = 0; i < sc->n_keys; i++)
+        free(sc->keys[i].secret);
+    memset(sc, 0, sizeof(*sc));
+}
+
+typedef struct {
+    bool required;
+    bool required_given;
+} s_signing_raw_t;
+
+/* dims.signing: {keys: {ID: SECRET, ...}, required: bool}. */
+static int s_dims_signing(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    __typeof__(((s_dims_raw_t *)0)->signing) *out = t;
+    rf_sign_conf_t *sc = &out->conf;
+    s_signing_free(sc);
+    out->given = true;
+    sc->required = true;
+    if (s_want_map(c, v, "dims.signing") < 0)
+        return -1;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key), *val = yaml_document_get_node(&c->doc, p->value);
+        const char *key = k->type == YAML_SCALAR_NODE ? s_scalar(k) : "";
+        if (strcmp(key, "required") == 0) {
+            if (s_bool(c, val, &sc->required) < 0)
+                return -1;
+            continue;
+        }
+        if (strcmp(key, "keys") != 0)
+            return s_fail(c, k, "unknown key '%s' in dims.signing (keys, required)", key);
+        if (s_want_map(c, val, "dims.signing.keys") < 0)
+            return -1;
+        for (yaml_node_pair_t *q = val->data.mapping.pairs.start; q < val->data.mapping.pairs.top; q++) {
+            yaml_node_t *ik = yaml_document_get_node(&c->doc, q->key), *iv = yaml_document_get_node(&c->doc, q->value);
+            const char *id = ik->type == YAML_SCALAR_NODE ? s_scalar(ik) : "";
+            size_t il = strlen(id);
+            if (il == 0 || il >= RF_SIGN_ID_MAX ||
+                strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != il)
+                return s_fail(c, ik, "a signing key id is 1..%d of A-Z a-z 0-9 . _ -, got '%s'", RF_SIGN_ID_MAX - 1, id);
+            if (s_want_scalar(c, iv, "a signing secret") < 0)
+                return -1;
+            if (strlen(s_scalar(iv)) < 16)
+                return s_fail(c, iv, "signing key '%s': the secret must have at least 16 characters", id);
+            if (sc->n_keys == RF_SIGN_MAX_KEYS)
+                return s_fail(c, ik, "at most %d signing keys", RF_SIGN_MAX_KEYS);
+            for (size_t i = 0; i < sc->n_keys; i++)
+                if (strcmp(sc->keys[i].id, id) == 0)
+                    return s_fail(c, ik, "duplicate signing key id '%s'", id);
+            rf_sign_key_t *key_out = &sc->keys[sc->n_keys];
+            snprintf(key_out->id, sizeof(key_out->id), "%s", id);
+            if ((key_out->secret = strdup(s_scalar(iv))) == NULL)
+                return s_fail(c, iv, "out of memory");
+            sc->n_keys++;
+        }
+    }
+    if (sc->n_keys == 0)
+        return s_fail(c, v, "dims.signing needs keys: {ID: SECRET}");
+    return 0;
+}
 
 rf_chain_ctx_t rf_dims_ctx(const rf_dims_conf_t *d)
 {
@@ -1235,6 +1301,8 @@ static int s_dims_lists_copy(rf_dims_conf_t *d)
         memcpy(b, d->byorig, d->n_byorig * sizeof(*b));
     d->presets = p;
     d->byorig = b;
+    for (size_t i = 0; i < d->signing.n_keys; i++)
+        d->signing.keys[i].secret = strdup(d->signing.keys[i].secret);
     return 0;
 }
 
@@ -1243,6 +1311,7 @@ static void s_dims_lists_free(rf_dims_conf_t *d)
     s_presets_free(d->presets, d->n_presets);
     free(d->byorig);
     d->presets = NULL, d->byorig = NULL, d->n_presets = d->n_byorig = 0;
+    s_signing_free(&d->signing);
 }
 
 static int s_dims_into(s_ctx_t *c, yaml_node_t *v, rf_dims_conf_t *d, void *setflags)
@@ -1252,13 +1321,19 @@ static int s_dims_into(s_ctx_t *c, yaml_node_t *v, rf_dims_conf_t *d, void *setf
                                    K("max_source_size", s_size, s_dims_raw_t, max_source_size),
                                    K("presets", s_dims_presets, s_dims_raw_t, presets),
                                    K("byoriginal", s_dims_byorig, s_dims_raw_t, byorig),
+                                   K("signing", s_dims_signing, s_dims_raw_t, signing),
                                    {0}};
     s_dims_raw_t raw = {.active = d->active, .keyword = NULL, .max_source_size = d->max_source_size};
     if (s_walk(c, v, keys, &raw, "dims") < 0) {
         free(raw.keyword);
         s_presets_free(raw.presets.list, raw.presets.n);
         free(raw.byorig.list);
+        s_signing_free(&raw.signing.conf);
         return -1;
+    }
+    if (raw.signing.given) {
+        s_signing_free(&d->signing);
+        d->signing = raw.signing.conf;
     }
     if (raw.presets.given) { /* replaces what vhost_defaults gave */
         s_presets_free(d->presets, d->n_presets);

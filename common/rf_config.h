@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "rf_chain.h"
+#include "rf_sign.h"
 #include "rf_ttl.h"
 
 /* TLS 1.2 ciphers when gateway.tls.ciphers is not set: forward secrecy and
@@ -58,6 +59,7 @@ typedef struct {
     size_t n_presets;
     rf_byorig_t *byorig; /* dims.byoriginal (seed <ByOriginal>), checked at load */
     size_t n_byorig;
+    rf_sign_conf_t signing; /* dims.signing: keys (secrets malloc'd); none = URLs need no signature */
 } rf_dims_conf_t;
 
 /* What a dims chain of this vhost may name (presets, byoriginal rule sets). */

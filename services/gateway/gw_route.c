@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "gw.h"
 
 /* Methods a function answers: a transform reads its source, never writes. */
@@ -74,6 +76,26 @@ static int s_byclient(gw_req_t *rc)
     return 0;
 }
 
+/* Signed function URLs (dims.signing, rf_sign.h): the signature is checked
+ * on the canonical path and taken out of the query, so that every signed
+ * copy of a URL is one cache entry and the origin never sees it. 0 or -1
+ * with the reason. */
+static int s_signed(gw_req_t *rc, char *why, size_t why_len)
+{
+    const rf_sign_conf_t *sc = &rc->vhost->dims.signing;
+    if (sc->n_keys == 0)
+        return 0;
+    h2o_iovec_t q = rc->query.len > 0 ? h2o_iovec_init(rc->query.base + 1, rc->query.len - 1) : rc->query;
+    char *rest = h2o_mem_alloc_pool(&rc->req->pool, q.len + 2);
+    size_t rl = 0;
+    if (rf_sign_verify(sc, rc->path.base, rc->path.len, q.base, q.len, (int64_t)time(NULL), rest + 1, &rl, why,
+                       why_len) < 0)
+        return -1;
+    rest[0] = '?';
+    rc->query = rl > 0 ? h2o_iovec_init(rest, rl + 1) : h2o_iovec_init("", 0);
+    return 0;
+}
+
 int gw_route(gw_req_t *rc)
 {
     h2o_req_t *req = rc->req;
@@ -101,6 +123,10 @@ int gw_route(gw_req_t *rc)
             return -1;
         }
         char why[512];
+        if (s_signed(rc, why, sizeof(why)) < 0) {
+            gw_send_error(rc, 403, "Forbidden", "%s", why);
+            return -1;
+        }
         if (f->parse(rc, chain, &rc->func_state, why, sizeof(why)) < 0) {
             gw_send_error(rc, 400, "Bad Request", "bad %s chain: %s", f->keyword(rc->vhost), why);
             return -1;
