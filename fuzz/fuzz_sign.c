@@ -1,5 +1,5 @@
 /*  libFuzzer target for common/rf_sign: the query of a signed URL comes
- *  straight from clients. The input is "path\\nquery"; besides memory
+ *  straight from clients. The input is "path\nquery"; besides memory
  *  safety it checks that every refusal has a reason, that the rest of the
  *  query never grows, and that the path signed with rf_sign_make over that
  *  rest verifies (when the rest is a clean parameter list). */
