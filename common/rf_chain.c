@@ -74,6 +74,26 @@ int rf_chain_split(const char *path, size_t len, const char *keyword, const char
     return 0;
 }
 
+int rf_chain_split_src(const char *path, size_t len, const char *keyword, const char **chain, size_t *chain_len,
+                       const char **src, size_t *src_len)
+{
+    size_t kl = strlen(keyword);
+    if (len < kl + 2 || path[0] != '/' || memcmp(path + 1, keyword, kl) != 0 || path[kl + 1] != '/')
+        return 0;
+    const char *c = path + kl + 2, *end = path + len;
+    /* the first "/src/" segment after the chain */
+    for (const char *p = c; p + 5 <= end; p++) {
+        if (memcmp(p, "/src/", 5) != 0)
+            continue;
+        *chain = c;
+        *chain_len = (size_t)(p - c);
+        *src = p + 5;
+        *src_len = (size_t)(end - p - 5);
+        return *src_len > 0 ? 1 : 0;
+    }
+    return 0;
+}
+
 /* ---- arguments ---------------------------------------------------------------------- */
 
 /* A decimal int in [lo,hi] from exactly [s, s+n). 0 or -1. */

@@ -149,6 +149,14 @@ typedef struct {
 int rf_chain_split(const char *path, size_t len, const char *keyword, const char **src, size_t *src_len,
                    const char **chain, size_t *chain_len);
 
+/* Splits the source-last form (seed Appendix C) "/KEYWORD/CHAIN/src/SOURCE":
+ * "/dims/quality/50/src/http://foo.com/2.jpg" -> chain "quality/50",
+ * source "http://foo.com/2.jpg"; "/dims/resize/100/src/nas01/a/1.jpg" ->
+ * source "nas01/a/1.jpg". Returns 1 when the path has that form (pointers
+ * borrow from path), else 0. */
+int rf_chain_split_src(const char *path, size_t len, const char *keyword, const char **chain, size_t *chain_len,
+                       const char **src, size_t *src_len);
+
 /* Parses "resize/500x500/format/webp" (no leading keyword) into *out,
  * expanding preset/NAME and resolving byoriginal/NAME through ctx (may be
  * NULL). Returns 0, or -1 with a one-line reason naming the bad token and

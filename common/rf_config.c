@@ -1070,7 +1070,74 @@ typedef struct {
         rf_sign_conf_t conf;
         bool given;
     } signing;
+    struct {
+        s_strlist_t hosts;
+        bool private_ok;
+        rf_named_source_t *named;
+        size_t n_named;
+        bool given;
+    } sources;
 } s_dims_raw_t;
+
+static int s_dims_name(s_ctx_t *c, yaml_node_t *k, const char *what);
+
+static void s_named_free(rf_named_source_t *n, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        rf_origin_clear(&n[i].origin);
+    free(n);
+}
+
+/* dims.sources: {hosts: [PATTERN, ...], private: bool, named: {NAME: URL}}. */
+static int s_dims_sources(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    __typeof__(((s_dims_raw_t *)0)->sources) *out = t;
+    out->given = true;
+    if (s_want_map(c, v, "dims.sources") < 0)
+        return -1;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key), *val = yaml_document_get_node(&c->doc, p->value);
+        const char *key = k->type == YAML_SCALAR_NODE ? s_scalar(k) : "";
+        if (strcmp(key, "hosts") == 0) {
+            s_free_list(out->hosts.list, out->hosts.n);
+            out->hosts = (s_strlist_t){0};
+            if (s_strlist(c, val, &out->hosts) < 0)
+                return -1;
+            for (size_t i = 0; i < out->hosts.n; i++)
+                if (out->hosts.list[i][0] == '\0' || strpbrk(out->hosts.list[i], "/@ ") != NULL)
+                    return s_fail(c, val, "dims.sources.hosts: '%s' is not a host name pattern", out->hosts.list[i]);
+        } else if (strcmp(key, "private") == 0) {
+            if (s_bool(c, val, &out->private_ok) < 0)
+                return -1;
+        } else if (strcmp(key, "named") == 0) {
+            if (s_want_map(c, val, "dims.sources.named") < 0)
+                return -1;
+            size_t n = (size_t)(val->data.mapping.pairs.top - val->data.mapping.pairs.start);
+            s_named_free(out->named, out->n_named);
+            out->n_named = 0;
+            if ((out->named = calloc(n ? n : 1, sizeof(*out->named))) == NULL)
+                return s_fail(c, val, "out of memory");
+            for (yaml_node_pair_t *q = val->data.mapping.pairs.start; q < val->data.mapping.pairs.top; q++) {
+                yaml_node_t *nk = yaml_document_get_node(&c->doc, q->key), *nv = yaml_document_get_node(&c->doc, q->value);
+                if (s_dims_name(c, nk, "named source") < 0 || s_want_scalar(c, nv, "a named source's URL") < 0)
+                    return -1;
+                if (strcmp(s_scalar(nk), "http:") == 0 || strcmp(s_scalar(nk), "https:") == 0)
+                    return s_fail(c, nk, "a named source cannot be called '%s'", s_scalar(nk));
+                rf_named_source_t *ns = &out->named[out->n_named];
+                const char *why = NULL;
+                if (rf_origin_parse(s_scalar(nv), &ns->origin, &why) < 0 || ns->origin.kind != RF_ORIGIN_HTTP) {
+                    rf_origin_clear(&ns->origin);
+                    return s_fail(c, nv, "named source '%s': %s", s_scalar(nk), why ? why : "must be http:// or https://");
+                }
+                snprintf(ns->name, sizeof(ns->name), "%s", s_scalar(nk));
+                out->n_named++;
+            }
+        } else {
+            return s_fail(c, k, "unknown key '%s' in dims.sources (hosts, private, named)", key);
+        }
+    }
+    return 0;
+}
 
 static void s_signing_free(rf_sign_conf_t *sc)
 {
@@ -1156,6 +1223,8 @@ static int s_dims_name(s_ctx_t *c, yaml_node_t *k, const char *what)
     size_t len = strlen(n);
     if (len == 0 || len >= RF_CHAIN_NAME_MAX || strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
         return s_fail(c, k, "%s name must be 1..%d of A-Z a-z 0-9 . _ -, got '%s'", what, RF_CHAIN_NAME_MAX - 1, n);
+    if (strcmp(n, "src") == 0) /* it separates a chain from its source in /KEYWORD/CHAIN/src/SOURCE */
+        return s_fail(c, k, "%s name cannot be 'src'", what);
     return 0;
 }
 
@@ -1303,6 +1372,17 @@ static int s_dims_lists_copy(rf_dims_conf_t *d)
     d->byorig = b;
     for (size_t i = 0; i < d->signing.n_keys; i++)
         d->signing.keys[i].secret = strdup(d->signing.keys[i].secret);
+    char **hosts = d->n_source_hosts ? calloc(d->n_source_hosts, sizeof(*hosts)) : NULL;
+    for (size_t i = 0; hosts != NULL && i < d->n_source_hosts; i++)
+        hosts[i] = strdup(d->source_hosts[i]);
+    d->source_hosts = hosts;
+    rf_named_source_t *named = d->n_named ? calloc(d->n_named, sizeof(*named)) : NULL;
+    for (size_t i = 0; named != NULL && i < d->n_named; i++) {
+        const char *why = NULL;
+        memcpy(named[i].name, d->named[i].name, sizeof(named[i].name));
+        rf_origin_parse(d->named[i].origin.url, &named[i].origin, &why); /* parsed once already */
+    }
+    d->named = named;
     return 0;
 }
 
@@ -1312,6 +1392,9 @@ static void s_dims_lists_free(rf_dims_conf_t *d)
     free(d->byorig);
     d->presets = NULL, d->byorig = NULL, d->n_presets = d->n_byorig = 0;
     s_signing_free(&d->signing);
+    s_free_list(d->source_hosts, d->n_source_hosts);
+    s_named_free(d->named, d->n_named);
+    d->source_hosts = NULL, d->named = NULL, d->n_source_hosts = d->n_named = 0;
 }
 
 static int s_dims_into(s_ctx_t *c, yaml_node_t *v, rf_dims_conf_t *d, void *setflags)
@@ -1322,6 +1405,7 @@ static int s_dims_into(s_ctx_t *c, yaml_node_t *v, rf_dims_conf_t *d, void *setf
                                    K("presets", s_dims_presets, s_dims_raw_t, presets),
                                    K("byoriginal", s_dims_byorig, s_dims_raw_t, byorig),
                                    K("signing", s_dims_signing, s_dims_raw_t, signing),
+                                   K("sources", s_dims_sources, s_dims_raw_t, sources),
                                    {0}};
     s_dims_raw_t raw = {.active = d->active, .keyword = NULL, .max_source_size = d->max_source_size};
     if (s_walk(c, v, keys, &raw, "dims") < 0) {
@@ -1329,7 +1413,18 @@ static int s_dims_into(s_ctx_t *c, yaml_node_t *v, rf_dims_conf_t *d, void *setf
         s_presets_free(raw.presets.list, raw.presets.n);
         free(raw.byorig.list);
         s_signing_free(&raw.signing.conf);
+        s_free_list(raw.sources.hosts.list, raw.sources.hosts.n);
+        s_named_free(raw.sources.named, raw.sources.n_named);
         return -1;
+    }
+    if (raw.sources.given) {
+        s_free_list(d->source_hosts, d->n_source_hosts);
+        s_named_free(d->named, d->n_named);
+        d->source_hosts = raw.sources.hosts.list;
+        d->n_source_hosts = raw.sources.hosts.n;
+        d->source_private = raw.sources.private_ok;
+        d->named = raw.sources.named;
+        d->n_named = raw.sources.n_named;
     }
     if (raw.signing.given) {
         s_signing_free(&d->signing);

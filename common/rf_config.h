@@ -49,7 +49,13 @@ typedef struct {
     char *prefix;        /* http: path prefix without trailing '/', may be "" */
     char *dir;           /* file: absolute directory without trailing '/' */
     rf_origin_tls_t tls; /* https only */
+    bool public_only;    /* named by a client (a /src/ URL): connect to public addresses only (SSRF guard) */
 } rf_origin_t;
+
+typedef struct {
+    char name[64];
+    rf_origin_t origin;
+} rf_named_source_t;
 
 typedef struct {
     bool active;            /* <Dims Status="Active"> */
@@ -60,6 +66,12 @@ typedef struct {
     rf_byorig_t *byorig; /* dims.byoriginal (seed <ByOriginal>), checked at load */
     size_t n_byorig;
     rf_sign_conf_t signing; /* dims.signing: keys (secrets malloc'd); none = URLs need no signature */
+    /* dims.sources: /KEYWORD/CHAIN/src/SOURCE URLs (seed Appendix C) */
+    char **source_hosts; /* fnmatch patterns of the hosts an http(s) SOURCE may name; none = URL sources off */
+    size_t n_source_hosts;
+    bool source_private; /* URL sources may reach loopback, private and link-local addresses */
+    rf_named_source_t *named; /* NAME/PATH sources: NAME -> origin (http(s)); operator-chosen, not guarded */
+    size_t n_named;
 } rf_dims_conf_t;
 
 /* What a dims chain of this vhost may name (presets, byoriginal rule sets). */

@@ -52,6 +52,7 @@ typedef struct {
     char host[256]; /* the origin host, as configured */
     int port;
     int connect_ms, read_ms; /* vhosts with other timeouts get their own pool */
+    bool public_only;        /* a client-named host: guarded connections, their own pool */
     gw_upstream_t *up;
 } gw_upstream_entry_t;
 
@@ -156,6 +157,12 @@ typedef struct gw_func_t {
     /* Largest source the function takes from vh (0 = no limit); larger ones
      * are answered with the original (fallback "over_max_source_size"). */
     size_t (*source_limit)(const rf_vhost_conf_t *vh);
+    /* Where the source comes from when it is not a path of the vhost's
+     * origin (dims: "/dims/CHAIN/src/http://host/p" or "…/src/NAME/p"):
+     * sets rc->byclient and rc->src from rc->src. Also called for each
+     * redirect of such a source (rc->src then the Location, absolute).
+     * 0, or -1 when answered. NULL: sources are always local. */
+    int (*resolve_source)(gw_req_t *rc);
     const gw_reply_rule_t *replies; /* worker status -> answer; others: 502 */
     /* fallbacks counter: labels vhost, reason */
     rf_metric_t **fallbacks;
@@ -347,6 +354,10 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
  * byclient origin, or the one `balance` picks; rc->origin says which), or
  * NULL with *why set (static) and nothing answered. */
 gw_upstream_t *gw_proxy_pick(gw_req_t *rc, const char **why);
+/* Whether `name` (lower case, "host" or "host:port" as a URL wrote it)
+ * matches one of the fnmatch patterns (case-insensitive): a pattern
+ * without a port allows the host on its default port only. */
+bool gw_host_allowed(const char *name, char *const *patterns, size_t n);
 /* gw_proxy_pick, answering 502 with the reason when it fails. */
 gw_upstream_t *gw_proxy_upstream(gw_req_t *rc);
 
@@ -359,6 +370,10 @@ typedef struct {
     size_t limit; /* 0 = no limit */
     void (*on_collected)(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers);
     void (*on_over_limit)(gw_req_t *rc, int64_t size);
+    /* A redirect (301/302/303/307/308 with a Location): 1 when the
+     * collector took it (followed it with a new stream, or answered), 0 to
+     * pass it through to the client. NULL: passed through. */
+    int (*on_redirect)(gw_req_t *rc, const char *location, size_t len);
 } gw_collector_t;
 /* Starts a fetch of path (origin-relative, canonical, with any query) from
  * up. forward_headers: the client's method, headers and body go along (a

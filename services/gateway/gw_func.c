@@ -6,11 +6,13 @@
  *    └ source ┘└kw ┘└──────── chain ──────────┘
  *  The keyword is per vhost (dims.keyword), and only active vhosts match.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "gw.h"
 #include "gw_metrics.h"
 #include "rf_chain.h"
+#include "rf_path.h"
 
 /* ---- dims (image-worker) ------------------------------------------------- */
 
@@ -25,7 +27,12 @@ static int s_dims_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t
     (void)query;
     const char *s, *c;
     size_t sl, cl;
-    if (!vh->dims.active || !rf_chain_split(path.base, path.len, vh->dims.keyword, &s, &sl, &c, &cl))
+    if (!vh->dims.active)
+        return 0;
+    /* "/dims/CHAIN/src/SOURCE" (an external or named source: SOURCE does
+     * not start with '/'), else "/SOURCE/dims/CHAIN" */
+    if (!rf_chain_split_src(path.base, path.len, vh->dims.keyword, &c, &cl, &s, &sl) &&
+        !rf_chain_split(path.base, path.len, vh->dims.keyword, &s, &sl, &c, &cl))
         return 0;
     *src = h2o_iovec_init(s, sl);
     *chain = h2o_iovec_init(c, cl);
@@ -36,7 +43,12 @@ static int s_dims_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why
 {
     rf_chain_t *c = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*c));
     rf_chain_ctx_t ctx = rf_dims_ctx(&rc->vhost->dims);
-    if (rf_chain_parse(chain.base, chain.len, &ctx, c, why, why_len) < 0)
+    /* The canonical path keeps %XX of reserved characters, and clients
+     * send the geometry modifiers encoded ("500x500%5E"): the chain is
+     * read decoded (the canonical chain in the cache key is one spelling). */
+    char *text = h2o_mem_alloc_pool(&rc->req->pool, chain.len + 1);
+    size_t tl = rf_path_decode(chain.base, chain.len, text);
+    if (rf_chain_parse(text, tl, &ctx, c, why, why_len) < 0)
         return -1;
     if (rf_chain_has_auto(c)) {
         /* format/auto: the client's Accept picks the format, which the
@@ -58,6 +70,81 @@ static int s_dims_canon(const void *state, char *buf, size_t len)
 static json_t *s_dims_json(const void *state)
 {
     return rf_chain_to_json(state);
+}
+
+/* A /src/ source's path with the request's query: the query belongs to
+ * the source URL ("…/src/http://h/a.jpg?v=2"). */
+static h2o_iovec_t s_with_query(gw_req_t *rc, h2o_iovec_t path)
+{
+    return rc->query.len > 0 ? h2o_concat(&rc->req->pool, path, rc->query) : path;
+}
+
+static void s_origin_dispose(void *p)
+{
+    rf_origin_clear(p);
+}
+
+/* The source of a "/KEYWORD/CHAIN/src/SOURCE" URL (seed Appendix C), when
+ * it does not start with '/': "http(s)://host/path" — a host the vhost's
+ * dims.sources.hosts allows, reached only at public addresses unless
+ * dims.sources.private — or "NAME/path" under a named source. Sets
+ * rc->byclient (the origin the source is fetched from) and rc->src (its
+ * path there). The same for each redirect of such a source (gw_transform).
+ * 0, or -1 when answered (403/400/404). */
+static int s_dims_resolve_source(gw_req_t *rc)
+{
+    const rf_dims_conf_t *d = &rc->vhost->dims;
+    h2o_iovec_t s = rc->src;
+    if (s.len > 0 && s.base[0] == '/')
+        return 0;
+    bool https = s.len > 8 && memcmp(s.base, "https://", 8) == 0;
+    if (https || (s.len > 7 && memcmp(s.base, "http://", 7) == 0)) {
+        const char *host = s.base + (https ? 8 : 7), *end = s.base + s.len;
+        const char *slash = memchr(host, '/', (size_t)(end - host));
+        size_t hl = (size_t)((slash ? slash : end) - host);
+        char name[256];
+        /* clients encode an IPv6 literal's brackets and colons */
+        size_t nl = hl < sizeof(name) ? rf_path_decode(host, hl, name) : 0;
+        if (nl == 0 || strlen(name) != nl || strpbrk(name, "@%/\\ ") != NULL) {
+            gw_send_error(rc, 400, "Bad Request", "dims source: want http(s)://host[:port]/path");
+            return -1;
+        }
+        for (size_t i = 0; i < nl; i++)
+            name[i] = (char)h2o_tolower(name[i]);
+        if (d->n_source_hosts == 0) {
+            gw_send_error(rc, 403, "Forbidden", "dims source: URL sources are off for this vhost (dims.sources.hosts)");
+            return -1;
+        }
+        if (!gw_host_allowed(name, d->source_hosts, d->n_source_hosts)) {
+            gw_send_error(rc, 403, "Forbidden", "dims source: host %s is not in dims.sources.hosts", name);
+            return -1;
+        }
+        char url[300];
+        snprintf(url, sizeof(url), "%s://%s", https ? "https" : "http", name);
+        rf_origin_t *o = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*o), s_origin_dispose);
+        memset(o, 0, sizeof(*o));
+        const char *why = NULL;
+        if (rf_origin_parse(url, o, &why) < 0 || o->kind != RF_ORIGIN_HTTP) {
+            gw_send_error(rc, 400, "Bad Request", "dims source: %s: %s", name, why ? why : "not a host");
+            return -1;
+        }
+        o->public_only = !d->source_private;
+        rc->byclient = o;
+        rc->src = s_with_query(rc, slash ? h2o_iovec_init(slash, (size_t)(end - slash)) : h2o_iovec_init("/", 1));
+        return 0;
+    }
+    const char *slash = memchr(s.base, '/', s.len);
+    size_t nl = slash ? (size_t)(slash - s.base) : s.len;
+    for (size_t i = 0; i < d->n_named; i++)
+        if (strlen(d->named[i].name) == nl && memcmp(d->named[i].name, s.base, nl) == 0) {
+            rc->byclient = &d->named[i].origin;
+            rc->src = s_with_query(rc, slash ? h2o_iovec_init(slash, (size_t)(s.base + s.len - slash))
+                                             : h2o_iovec_init("/", 1));
+            return 0;
+        }
+    gw_send_error(rc, 404, "Not Found", "dims source: no named source '%.*s' (dims.sources.named)",
+                  (int)(nl > 64 ? 64 : nl), s.base);
+    return -1;
 }
 
 static size_t s_dims_limit(const rf_vhost_conf_t *vh)
@@ -88,6 +175,7 @@ static const gw_func_t s_dims = {
     .to_json = s_dims_json,
     .source = GW_SOURCE_WHOLE,
     .source_limit = s_dims_limit,
+    .resolve_source = s_dims_resolve_source,
     .replies = s_dims_replies,
     .fallbacks = &gw_m.image_fallbacks,
 };

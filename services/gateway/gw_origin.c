@@ -79,8 +79,9 @@ struct gw_fetch_t {
     int64_t remaining;
     struct phr_chunked_decoder chunked;
     h2o_timeout_entry_t timer;
-    const char *deferred_error; /* reported from the zero timeout */
+    const char *deferred_error; /* reported from the zero timeout (static, or deferred_text) */
     int deferred_status;
+    char deferred_text[400];
     struct timeval started;
     uint64_t head_usec;
     unsigned is_head : 1, reused : 1, retried : 1, paused : 1, cancelled : 1, in_cb : 1, keepalive : 1;
@@ -540,6 +541,58 @@ static h2o_socket_t *s_socket_connect(h2o_loop_t *loop, struct sockaddr *addr, s
 
 /* Connects to the upstream's address, or, when it has none yet, waits for
  * the lookup (S_RESOLVING, bounded by connect_timeout). */
+/* What kind of non-public address `sa` is (loopback, private, …), or NULL
+ * for a public one. IPv4-mapped IPv6 addresses are judged as IPv4. */
+static const char *s_nonpublic(const struct sockaddr *sa)
+{
+    uint32_t v4;
+    if (sa->sa_family == AF_INET6) {
+        const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        static const uint8_t zero[16] = {0};
+        if (memcmp(b, mapped, 12) != 0) {
+            if (memcmp(b, zero, 16) == 0)
+                return "unspecified";
+            if (memcmp(b, zero, 15) == 0 && b[15] == 1)
+                return "loopback";
+            if ((b[0] & 0xfe) == 0xfc)
+                return "private (unique local)";
+            if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+                return "link-local";
+            if (b[0] == 0xff)
+                return "multicast";
+            if (memcmp(b, zero, 10) == 0) /* ::/80 other than the above: IPv4-compatible, reserved */
+                return "reserved";
+            return NULL;
+        }
+        v4 = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
+    } else if (sa->sa_family == AF_INET) {
+        v4 = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+    } else {
+        return "not IP";
+    }
+    static const struct {
+        uint32_t net, mask;
+        const char *kind;
+    } ranges[] = {
+        {0x00000000, 0xff000000, "unspecified"},          /* 0.0.0.0/8 */
+        {0x7f000000, 0xff000000, "loopback"},             /* 127/8 */
+        {0x0a000000, 0xff000000, "private"},              /* 10/8 */
+        {0xac100000, 0xfff00000, "private"},              /* 172.16/12 */
+        {0xc0a80000, 0xffff0000, "private"},              /* 192.168/16 */
+        {0xa9fe0000, 0xffff0000, "link-local"},           /* 169.254/16 (cloud metadata) */
+        {0x64400000, 0xffc00000, "shared (carrier NAT)"}, /* 100.64/10 */
+        {0xc0000000, 0xffffff00, "reserved"},             /* 192.0.0/24 */
+        {0xc6120000, 0xfffe0000, "reserved (benchmarking)"}, /* 198.18/15 */
+        {0xe0000000, 0xf0000000, "multicast"},            /* 224/4 */
+        {0xf0000000, 0xf0000000, "reserved"},             /* 240/4 and broadcast */
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+        if ((v4 & ranges[i].mask) == ranges[i].net)
+            return ranges[i].kind;
+    return NULL;
+}
+
 static void s_connect(gw_fetch_t *f)
 {
     gw_upstream_t *up = f->up;
@@ -549,6 +602,21 @@ static void s_connect(gw_fetch_t *f)
         f->state = S_RESOLVING;
         h2o_linklist_insert(&up->resolving, &f->resolving);
         s_timer_set(f, &up->connect_timeout);
+        return;
+    }
+    /* A host a client named: checked on the address about to be used,
+     * after resolution, so that a name resolving to 127.0.0.1 is caught. */
+    const char *kind = up->opts.public_only ? s_nonpublic((const struct sockaddr *)&up->addr) : NULL;
+    if (kind != NULL) {
+        char addr[INET6_ADDRSTRLEN] = "?";
+        const struct sockaddr *sa = (const struct sockaddr *)&up->addr;
+        inet_ntop(sa->sa_family,
+                  sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                                           : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr,
+                  addr, sizeof(addr));
+        snprintf(f->deferred_text, sizeof(f->deferred_text), "source %.200s refused: it resolves to %s, a %s address",
+                 up->name, addr, kind);
+        s_fail_later(f, 403, f->deferred_text);
         return;
     }
     f->state = S_CONNECTING;

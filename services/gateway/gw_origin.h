@@ -54,6 +54,7 @@ typedef struct {
     const gw_origin_tls_t *tls; /* https: the TLS setting (borrowed, process lifetime); NULL = http */
     int fails_max;              /* passive health: failures in a row that mark it down (0 = never) */
     int down_ms;                /* how long it stays down before a request tries it again */
+    bool public_only;           /* refuse to connect to loopback, private, link-local, … addresses (403) */
 } gw_upstream_opts_t;
 
 typedef struct {

@@ -3,6 +3,7 @@
  *  an origin response to the client with bounded memory — or collects a
  *  whole source body for a transform (gw_collector_t).
  */
+#include <fnmatch.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -37,7 +38,8 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
     for (h2o_linklist_t *l = t->upstreams.next; l != &t->upstreams; l = l->next) {
         gw_upstream_entry_t *e = H2O_STRUCT_FROM_MEMBER(gw_upstream_entry_t, link, l);
         if (e->port == origin->port && e->connect_ms == connect_ms && e->read_ms == read_ms &&
-            strcmp(e->host, origin->host) == 0 && gw_origin_tls_matches(gw_upstream_tls(e->up), origin))
+            e->public_only == origin->public_only && strcmp(e->host, origin->host) == 0 &&
+            gw_origin_tls_matches(gw_upstream_tls(e->up), origin))
             return e->up;
     }
     if (strlen(origin->host) >= sizeof(((gw_upstream_entry_t *)0)->host)) {
@@ -58,7 +60,8 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
                                .keepalive_timeout_ms = cfg->gateway.keepalive_timeout_ms,
                                .resolve_ttl_ms = cfg->gateway.resolve_ttl_ms,
                                .fails_max = vh->health_fails,
-                               .down_ms = vh->health_down_ms};
+                               .down_ms = vh->health_down_ms,
+                               .public_only = origin->public_only};
     if (origin->https && (opts.tls = gw_origin_tls_get(origin, why)) == NULL)
         return NULL;
     gw_upstream_t *up =
@@ -76,9 +79,18 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
     e->port = origin->port;
     e->connect_ms = connect_ms;
     e->read_ms = read_ms;
+    e->public_only = origin->public_only;
     e->up = up;
     h2o_linklist_insert(&t->upstreams, &e->link);
     return up;
+}
+
+bool gw_host_allowed(const char *name, char *const *patterns, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fnmatch(patterns[i], name, FNM_CASEFOLD) == 0)
+            return true;
+    return false;
 }
 
 /* The i-th origin of a vhost (0: `origin`). */
@@ -380,6 +392,21 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
         h->name = tok ? (h2o_iovec_t *)&tok->buf : np;
         h->orig_name = NULL;
         h->value = h2o_strdup(&req->pool, headers[i].value, headers[i].value_len);
+    }
+    if (s->collecting && s->collect.on_redirect != NULL &&
+        (status == 301 || status == 302 || status == 303 || status == 307 || status == 308)) {
+        for (size_t i = 0; i < n; i++)
+            if (headers[i].name != NULL && h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("location"))) {
+                /* The collector may follow it with a new stream: this one
+                 * ends here, quietly (the fetch is freed when we return). */
+                h2o_iovec_t loc = h2o_strdup(&req->pool, headers[i].value, headers[i].value_len);
+                if (s->collect.on_redirect(rc, loc.base, loc.len)) {
+                    s->fetch = NULL;
+                    s->done = 1;
+                    return -1;
+                }
+                break;
+            }
     }
     if (s->collecting) {
         /* Only a complete 200 can be a transform source; anything else

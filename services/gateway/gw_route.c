@@ -47,17 +47,7 @@ static int s_byclient(gw_req_t *rc)
     for (size_t i = 0; i < hl; i++)
         name[i] = (char)h2o_tolower(host[i]);
     name[hl] = '\0';
-    /* The host without a port is matched; host:port too, so that a
-     * pattern can allow one port. */
-    char bare[256];
-    snprintf(bare, sizeof(bare), "%s", name);
-    char *colon = strrchr(bare, ':');
-    if (colon != NULL && bare[0] != '[')
-        *colon = '\0';
-    bool ok = false;
-    for (size_t i = 0; i < vh->byclient.n_allow && !ok; i++)
-        ok = fnmatch(vh->byclient.allow[i], name, 0) == 0 ||
-             (colon == NULL && fnmatch(vh->byclient.allow[i], bare, 0) == 0);
+    bool ok = gw_host_allowed(name, vh->byclient.allow, vh->byclient.n_allow);
     if (!ok) {
         gw_send_error(rc, 403, "Forbidden", "byclient: %s is not in the vhost's allow list", name);
         return -1;
@@ -131,7 +121,7 @@ int gw_route(gw_req_t *rc)
             gw_send_error(rc, 400, "Bad Request", "bad %s chain: %s", f->keyword(rc->vhost), why);
             return -1;
         }
-        return 0;
+        return f->resolve_source != NULL ? f->resolve_source(rc) : 0;
     }
     return 0;
 }

@@ -31,6 +31,7 @@ typedef struct gw_transform_t {
     h2o_timeout_entry_t probe; /* linked while a job is out for an HTTP/1 client */
     const h2o_headers_t *origin_headers; /* of an http source */
     h2o_iovec_t file_src;                /* file origins: the decoded source path */
+    int redirects;                       /* followed for a /src/ source */
 } gw_transform_t;
 
 /* Runs when the request pool is freed: a job still out is abandoned (the
@@ -385,6 +386,62 @@ static void s_from_file(gw_transform_t *t, size_t limit)
     s_submit(t, body, len, ref);
 }
 
+/* Redirects a /src/ source may take, each checked like the first URL. */
+#define GW_SOURCE_REDIRECTS_MAX 3
+
+static int s_on_redirect(gw_req_t *rc, const char *location, size_t len);
+
+/* Fetches the source from rc->byclient or the vhost's origin, collecting it. */
+static void s_fetch_source(gw_req_t *rc)
+{
+    gw_upstream_t *up = gw_proxy_upstream(rc);
+    if (up == NULL)
+        return;
+    static const gw_collector_t collect_template = {0, s_on_collected, s_on_over_limit, s_on_redirect};
+    gw_collector_t c = collect_template;
+    c.limit = rc->func->source_limit(rc->vhost);
+    gw_stream_start(rc, up, rc->src.base, rc->src.len, 0, &c);
+}
+
+/* A redirect of the source. The vhost's own origin's goes to the client as
+ * before; a /src/ source's is followed (at most GW_SOURCE_REDIRECTS_MAX),
+ * each hop checked by the function's resolve_source as the first URL was:
+ * allowed host, public address. */
+static int s_on_redirect(gw_req_t *rc, const char *location, size_t len)
+{
+    gw_transform_t *t = rc->transform;
+    const rf_origin_t *from = rc->byclient;
+    if (from == NULL || rc->func->resolve_source == NULL)
+        return 0;
+    if (++t->redirects > GW_SOURCE_REDIRECTS_MAX) {
+        gw_send_error(rc, 502, "Bad Gateway", "%s source: more than %d redirects", rc->func->name,
+                      GW_SOURCE_REDIRECTS_MAX);
+        return 1;
+    }
+    h2o_mem_pool_t *pool = &rc->req->pool;
+    h2o_iovec_t next;
+    if (len > 0 && location[0] == '/' && (len < 2 || location[1] != '/')) { /* a path on the same host */
+        char base[300];
+        int bl = snprintf(base, sizeof(base), "%s://%s:%d", from->https ? "https" : "http", from->host, from->port);
+        next = h2o_concat(pool, h2o_iovec_init(base, (size_t)bl), h2o_iovec_init(location, len));
+    } else if ((len > 7 && memcmp(location, "http://", 7) == 0) || (len > 8 && memcmp(location, "https://", 8) == 0)) {
+        next = h2o_strdup(pool, location, len);
+    } else {
+        gw_send_error(rc, 502, "Bad Gateway", "%s source: a redirect to '%.*s' is not followed", rc->func->name,
+                      (int)(len > 100 ? 100 : len), location);
+        return 1;
+    }
+    rf_log(RF_LOG_INFO, rc->request_id, "%s source redirected (%d of at most %d) to %.*s", rc->func->name,
+           t->redirects, GW_SOURCE_REDIRECTS_MAX, (int)(next.len > 200 ? 200 : next.len), next.base);
+    const char *q = memchr(next.base, '?', next.len); /* resolve_source puts the query back */
+    rc->query = q ? h2o_iovec_init(q, (size_t)(next.base + next.len - q)) : h2o_iovec_init("", 0);
+    rc->src = h2o_iovec_init(next.base, q ? (size_t)(q - next.base) : next.len);
+    rc->byclient = NULL;
+    if (rc->func->resolve_source(rc) == 0)
+        s_fetch_source(rc);
+    return 1;
+}
+
 void gw_transform(gw_req_t *rc)
 {
     gw_transform_t *t = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*t), s_dispose);
@@ -392,15 +449,9 @@ void gw_transform(gw_req_t *rc)
     t->rc = rc;
     rc->transform = t;
     size_t limit = rc->func->source_limit(rc->vhost);
-    if (rc->vhost->origin.kind == RF_ORIGIN_FILE) {
+    if (rc->byclient == NULL && rc->vhost->origin.kind == RF_ORIGIN_FILE) { /* (a /src/ source is http) */
         s_from_file(t, limit);
         return;
     }
-    gw_upstream_t *up = gw_proxy_upstream(rc);
-    if (up == NULL)
-        return;
-    static const gw_collector_t collect_template = {0, s_on_collected, s_on_over_limit};
-    gw_collector_t c = collect_template;
-    c.limit = limit;
-    gw_stream_start(rc, up, rc->src.base, rc->src.len, 0, &c);
+    s_fetch_source(rc);
 }

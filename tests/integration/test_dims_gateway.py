@@ -6,7 +6,10 @@ answer Range and conditional requests like a static server."""
 import base64
 import hashlib
 import hmac
+import os
+import shutil
 import time
+import urllib.parse
 
 import pytest
 
@@ -22,16 +25,30 @@ DIMS = {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, origin, media):
+def aged_origin(tmp_path_factory, media):
+    """The media, a day old: the Last-Modified heuristic then lets results
+    be cached (files written just now get TTL 0)."""
+    d = str(tmp_path_factory.mktemp("aged"))
+    day = time.time() - 86400
+    for name in ("photo.jpg", "alpha.png"):
+        shutil.copy(media[name], os.path.join(d, name))
+        os.utime(os.path.join(d, name), (day, day))
+    o = harness.Origin(d)
+    yield o
+    o.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, origin, media, aged_origin):
     files = "file://" + media["dir"]
     st = harness.Stack(
         str(tmp_path_factory.mktemp("dims-gw")),
         vhosts=[
             {"name": "img.test", "default": True, "origin": files, "dims": DIMS},
             {"name": "web.test", "origin": origin.url, "dims": DIMS},
-            {"name": "cached.test", "origin": origin.url, "cache": {"enable": True}},
+            {"name": "cached.test", "origin": aged_origin.url, "cache": {"enable": True}},
             {"name": "smallfile.test", "origin": files, "dims": {"max_source_size": "200KB"}},
-            {"name": "signed.test", "origin": origin.url, "cache": {"enable": True},
+            {"name": "signed.test", "origin": aged_origin.url, "cache": {"enable": True},
              "dims": {"signing": {"keys": {"old": SECRET_OLD, "new": SECRET_NEW}}}},
         ],
         vhost_defaults={"cache": {"enable": False}},
@@ -156,7 +173,8 @@ def test_fallback_answers_range_and_conditionals(stack, media, host, path):
     assert nm.status_code == 304 and nm.content == b"", (cond, dict(r.headers))
 
 
-def test_signed_urls(stack, origin, tmp_path):
+def test_signed_urls(stack, aged_origin, tmp_path):
+    origin = aged_origin
     path = "/photo.jpg/dims/resize/100x100"
     r = _get(stack, path, host="signed.test")
     assert r.status_code == 403 and r.text == "unsigned URL: expires, keyid and sig are required\n"
@@ -183,3 +201,105 @@ def test_signed_urls(stack, origin, tmp_path):
     assert r.status_code == 200
     r = _get(stack, _sign(path, SECRET_NEW, "new", later, rest="v=2").replace("v=2", "v=3"), host="signed.test")
     assert r.status_code == 403
+
+
+# ---- external and named sources (seed Appendix C) ----------------------------------
+
+@pytest.fixture(scope="module")
+def ext(tmp_path_factory, media, origin):
+    """A redirecting origin (ControlledOrigin /_ctl/ paths) and a stack
+    whose vhosts take /dims/CHAIN/src/SOURCE URLs."""
+    ctl = harness.ControlledOrigin(media["dir"])
+    files = "file://" + media["dir"]
+    st = harness.Stack(
+        str(tmp_path_factory.mktemp("dims-src")),
+        vhosts=[
+            # every host allowed, but only at public addresses: loopback and the rest are refused
+            {"name": "guarded.test", "default": True, "origin": files, "dims": {"sources": {"hosts": ["*"]}}},
+            # the test origins (loopback) allowed on purpose
+            {"name": "lab.test", "origin": files,
+             "dims": {"sources": {"hosts": ["127.0.0.1:*"], "private": True,
+                                  "named": {"nas01": origin.url, "ctl": ctl.url}}}},
+            {"name": "nourl.test", "origin": files, "dims": {"sources": {"named": {"nas01": origin.url}}}},
+        ],
+        vhost_defaults={"cache": {"enable": False}},
+        workers=1,
+    )
+    yield st, ctl
+    st.close()
+    ctl.close()
+
+
+@pytest.mark.parametrize("source,kind", [
+    ("http://127.0.0.1:{port}/photo.jpg", "127.0.0.1, a loopback"),
+    ("http://[::1]:{port}/photo.jpg", "::1, a loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254, a link-local"),
+    ("http://10.0.0.1/x.jpg", "10.0.0.1, a private"),
+    ("http://192.168.1.1/x.jpg", "192.168.1.1, a private"),
+    ("http://0.0.0.0:{port}/photo.jpg", "0.0.0.0, a unspecified"),
+    ("http://localhost:{port}/photo.jpg", "a loopback"),  # a name that resolves to loopback
+])
+def test_source_ssrf_refused(ext, origin, source, kind):
+    st, _ = ext
+    n0 = len(origin.requests)
+    url = "/dims/resize/100/src/" + source.format(port=origin.port)
+    r = st.get(url, host="guarded.test", timeout=30)
+    assert r.status_code == 403, (r.status_code, r.text)
+    assert r.text.startswith("source ") and "refused: it resolves to " in r.text and kind in r.text, r.text
+    assert harness.one_line(r.text)
+    assert len(origin.requests) == n0  # nothing reached it
+
+
+def test_source_url_and_named(ext, origin, tmp_path):
+    st, _ = ext
+    r = st.get(f"/dims/resize/100/src/http://127.0.0.1:{origin.port}/photo.jpg", host="lab.test", timeout=30)
+    assert r.status_code == 200, r.text[:200]
+    info = image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"]) == (100, 67)
+    r = st.get("/dims/format/png/resize/60/src/nas01/alpha.png", host="lab.test", timeout=30)
+    assert r.status_code == 200, r.text[:200]
+    info = image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"], info["loader"]) == (60, 40, "pngload")
+    # the other form still works on the same vhost
+    assert st.get("/photo.jpg/dims/resize/50", host="lab.test").status_code == 200
+
+
+@pytest.mark.parametrize("host,url,status,text", [
+    ("lab.test", "/dims/resize/100/src/http://example.com/a.jpg", 403,
+     "dims source: host example.com is not in dims.sources.hosts"),
+    ("lab.test", "/dims/resize/100/src/http://127.0.0.1/a.jpg", 403,
+     "dims source: host 127.0.0.1 is not in dims.sources.hosts"),  # no port: the pattern wants one
+    ("nourl.test", "/dims/resize/100/src/http://127.0.0.1:1/a.jpg", 403,
+     "dims source: URL sources are off for this vhost (dims.sources.hosts)"),
+    ("lab.test", "/dims/resize/100/src/nas02/a.jpg", 404, "dims source: no named source 'nas02' (dims.sources.named)"),
+    ("lab.test", "/dims/resize/100/src/http://user@127.0.0.1:1/a.jpg", 400,
+     "dims source: want http(s)://host[:port]/path"),
+])
+def test_source_refusals(ext, host, url, status, text):
+    st, _ = ext
+    r = st.get(url, host=host, timeout=30)
+    assert (r.status_code, r.text) == (status, text + "\n")
+
+
+def _redirect(ctl, name, to):
+    return f"/_ctl/{name}?" + urllib.parse.urlencode({"status": 302, "hdr": f"Location: {to}"})
+
+
+def test_source_redirects_followed_and_checked(ext, origin, tmp_path):
+    st, ctl = ext
+    final = f"http://127.0.0.1:{origin.port}/photo.jpg"
+    # three hops are followed: ctl r1 -> r2 -> r3 -> the photo
+    r3 = f"http://127.0.0.1:{ctl.port}" + _redirect(ctl, "r3", final)
+    r2 = f"http://127.0.0.1:{ctl.port}" + _redirect(ctl, "r2", r3)
+    r1 = _redirect(ctl, "r1", r2)
+    r = st.get("/dims/resize/100/src/ctl" + r1, host="lab.test", timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    assert image_info(r.content, str(tmp_path))["width"] == 100
+    # a fourth is not
+    r0 = _redirect(ctl, "r0", f"http://127.0.0.1:{ctl.port}" + r1)
+    r = st.get("/dims/resize/100/src/ctl" + r0, host="lab.test", timeout=30)
+    assert (r.status_code, r.text) == (502, "dims source: more than 3 redirects\n")
+    # each hop is checked like the first URL: a host not allowed is refused
+    away = _redirect(ctl, "away", "http://example.com/x.jpg")
+    r = st.get("/dims/resize/100/src/ctl" + away, host="lab.test", timeout=30)
+    assert (r.status_code, r.text) == (403, "dims source: host example.com is not in dims.sources.hosts\n")
