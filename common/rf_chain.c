@@ -246,7 +246,20 @@ static int s_gravity_arg(const char *s, size_t n, rf_gravity_t *g)
 
 /* ---- operations ------------------------------------------------------------------------ */
 
-typedef enum { A_NONE, A_RESIZE, A_CROP, A_BOX, A_GRAVITY, A_ANGLE, A_FORMAT, A_QUALITY, A_SIGMA, A_COLOR, A_NAME } s_arg_t;
+typedef enum {
+    A_NONE,
+    A_RESIZE,
+    A_CROP,
+    A_BOX,
+    A_GRAVITY,
+    A_ANGLE,
+    A_FORMAT,
+    A_QUALITY,
+    A_SIGMA,
+    A_COLOR,
+    A_NAME,
+    A_SPLIT
+} s_arg_t;
 
 typedef struct {
     const char *name;
@@ -276,11 +289,12 @@ static const s_opdef_t s_ops[] = {
     {"extend", RF_OP_EXTEND, A_BOX, "WxH (sides " S_SIZE_TEXT ")"},
     {"preset", -1, A_NAME, "the name of a preset of this vhost (dims.presets)"},
     {"byoriginal", RF_OP_BYORIGINAL, A_NAME, "the name of a rule set of this vhost (dims.byoriginal)"},
+    {"split", RF_OP_SPLIT, A_SPLIT, "H/N or H/manifest.json (tile height 1..16384, tile index 0..65535)"},
     {NULL, 0, A_NONE, NULL},
 };
 #define S_OP_LIST                                                                                                      \
     "resize, crop, thumbnail, gravity, rotate, flip, flop, format, quality, optimize, strip, sharpen, blur, "         \
-    "grayscale, background, extend, preset, byoriginal"
+    "grayscale, background, extend, preset, byoriginal, split"
 
 static const s_opdef_t *s_opdef(const char *s, size_t n)
 {
@@ -418,6 +432,20 @@ static int s_parse(const s_parse_t *ps, const char *text, size_t len, rf_chain_t
         }
         rf_op_t *op = &out->ops[out->n];
         *op = (rf_op_t){.kind = (rf_op_kind_t)d->kind};
+        if (d->arg == A_SPLIT) { /* two segments: the tile height, then the index or manifest.json */
+            const char *a2 = NULL;
+            size_t a2l = 0;
+            bool two = s_next(&p, end, &a2, &a2l);
+            size_t shown = two ? (size_t)(a2 + a2l - arg) : al;
+            bool manifest = two && a2l == 13 && memcmp(a2, "manifest.json", 13) == 0;
+            if (!two || s_int(arg, al, 1, RF_CHAIN_MAX_DIM, &op->h) < 0 ||
+                (!manifest && s_int(a2, a2l, 0, 65535, &op->x) < 0))
+                return rf_why(why, why_len, "split: '%.*s' is not %s", S_SHOW(shown), arg, d->valid);
+            if (manifest)
+                op->x = -1;
+            out->n++;
+            continue;
+        }
         if (s_parse_arg(d, arg, al, op) < 0)
             return rf_why(why, why_len, "%s: '%.*s' is not %s", d->name, S_SHOW(al), arg, d->valid);
         out->n++;
@@ -425,11 +453,22 @@ static int s_parse(const s_parse_t *ps, const char *text, size_t len, rf_chain_t
     return 0;
 }
 
+/* A split cuts the final image: nothing may follow it. 0 or -1. */
+static int s_split_last(const rf_chain_t *c, char *why, size_t why_len)
+{
+    for (size_t i = 0; i + 1 < c->n; i++)
+        if (c->ops[i].kind == RF_OP_SPLIT)
+            return rf_why(why, why_len, "split must be the last operation");
+    return 0;
+}
+
 int rf_chain_parse(const char *text, size_t len, const rf_chain_ctx_t *ctx, rf_chain_t *out, char *why,
                    size_t why_len)
 {
     s_parse_t ps = {ctx, false};
-    return s_parse(&ps, text, len, out, why, why_len);
+    if (s_parse(&ps, text, len, out, why, why_len) < 0)
+        return -1;
+    return s_split_last(out, why, why_len);
 }
 
 /* ---- format/auto ----------------------------------------------------------------------- */
@@ -539,6 +578,10 @@ static int s_op_text(const rf_chain_t *chain, const rf_op_t *op, char *buf, size
     case RF_OP_BACKGROUND: return snprintf(buf, len, "background/%06x", (unsigned)op->rgb);
     case RF_OP_BYORIGINAL:
         return snprintf(buf, len, "byoriginal/%s:%08x", chain->byorig.name, (unsigned)s_byorig_hash(&chain->byorig));
+    case RF_OP_SPLIT:
+        if (op->x < 0)
+            return snprintf(buf, len, "split/%d/manifest.json", op->h);
+        return snprintf(buf, len, "split/%d/%d", op->h, op->x);
     default: return snprintf(buf, len, "%s", name);
     }
 }
@@ -707,7 +750,7 @@ int rf_chain_from_json(const json_t *arr, rf_chain_t *out, char *why, size_t why
             return rf_why(why, why_len, "operation %zu is not one operation", i);
         out->ops[out->n++] = one.ops[0];
     }
-    return 0;
+    return s_split_last(out, why, why_len);
 }
 
 /* ---- byoriginal ------------------------------------------------------------------------ */
@@ -721,7 +764,8 @@ int rf_byorig_pick(const rf_byorig_t *set, int w, int h, int64_t bytes, rf_forma
             (r->max_bytes > 0 && bytes > r->max_bytes) || (r->format != RF_FMT_KEEP && fmt != r->format))
             continue;
         s_parse_t ps = {NULL, true};
-        return s_parse(&ps, r->chain, strlen(r->chain), out, why, why_len);
+        return s_parse(&ps, r->chain, strlen(r->chain), out, why, why_len) < 0 ? -1
+                                                                               : s_split_last(out, why, why_len);
     }
     return rf_why(why, why_len, "byoriginal '%s': no rule holds for a %dx%d original (and no default rule)",
                   set->name, w, h);

@@ -31,6 +31,10 @@
  *    preset/NAME     a named chain from the vhost's dims.presets, inlined
  *    byoriginal/NAME a named rule set (dims.byoriginal): its first rule whose
  *                    condition holds for the original picks the chain
+ *    split/H/N       tile N (from 0) of the image cut in horizontal bands H
+ *                    pixels high (the last may be lower); split/H/manifest.json
+ *                    the tile count and sizes as JSON (seed split loading).
+ *                    Last in the chain.
  */
 #ifndef RF_CHAIN_H
 #define RF_CHAIN_H
@@ -64,6 +68,7 @@ typedef enum {
     RF_OP_BACKGROUND,
     RF_OP_EXTEND,
     RF_OP_BYORIGINAL,
+    RF_OP_SPLIT,
 } rf_op_kind_t;
 
 typedef enum { RF_FMT_KEEP = 0, RF_FMT_JPEG, RF_FMT_PNG, RF_FMT_WEBP, RF_FMT_AVIF, RF_FMT_GIF, RF_FMT_AUTO } rf_format_t;
@@ -110,7 +115,7 @@ typedef struct {
 typedef struct {
     rf_op_kind_t kind;
     int w, h;             /* resize, crop, thumbnail, extend; 0 = unconstrained side (resize) */
-    int x, y;             /* crop: offsets, or -1 (both) = at gravity */
+    int x, y;             /* crop: offsets, or -1 (both) = at gravity; split: x = tile index, -1 = manifest */
     rf_fit_t fit;         /* resize */
     rf_format_t format;   /* format: after negotiation never RF_FMT_AUTO (see auto_format) */
     bool auto_format;     /* format came from format/auto (negotiated: Vary: Accept) */

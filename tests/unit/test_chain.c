@@ -260,7 +260,7 @@ static void test_parse_bad(void **state)
     s_parse_bad("///", "empty function chain");
 #define VALID_OPS                                                                                                      \
     "(valid: resize, crop, thumbnail, gravity, rotate, flip, flop, format, quality, optimize, strip, sharpen, blur, " \
-    "grayscale, background, extend, preset, byoriginal)"
+    "grayscale, background, extend, preset, byoriginal, split)"
     s_parse_bad("Resize/5", "unknown operation 'Resize' " VALID_OPS);
     s_parse_bad("resizex/5", "unknown operation 'resizex' " VALID_OPS);
     s_parse_bad("resize/10x10/optimized", "unknown operation 'optimized' " VALID_OPS);
@@ -310,6 +310,12 @@ static void test_parse_bad(void **state)
         {"extend/100", "extend: '100' is not WxH (sides 1..16384)"},
         {"preset/x", "unknown preset 'x'"},
         {"byoriginal/limit-1200", "unknown byoriginal rule set 'limit-1200'"},
+        {"split/500", "split: '500' is not H/N or H/manifest.json (tile height 1..16384, tile index 0..65535)"},
+        {"split/0/1", "split: '0/1' is not H/N or H/manifest.json (tile height 1..16384, tile index 0..65535)"},
+        {"split/500/x", "split: '500/x' is not H/N or H/manifest.json (tile height 1..16384, tile index 0..65535)"},
+        {"split/500/manifest.xml",
+         "split: '500/manifest.xml' is not H/N or H/manifest.json (tile height 1..16384, tile index 0..65535)"},
+        {"split/500/1/format/png", "split must be the last operation"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         s_parse_bad(bad[i].text, bad[i].why);
@@ -474,6 +480,8 @@ static void test_json_roundtrip(void **state)
         "format/jpg/quality/1/flip/flop/blur/0.25/background/00ff00/extend/20x20/sharpen/grayscale/strip/optimize",
         "format/auto",
         "format/auto:avif",
+        "resize/100/split/10/3",
+        "split/10/manifest.json",
     };
     for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
         rf_chain_t a = s_parse_ok(chains[i]), b;
@@ -563,6 +571,8 @@ static void test_format(void **state)
     s_format_is("crop/010x10+0+007/crop/3x4", "crop/10x10+0+7/crop/3x4");
     s_format_is("blur/1.50/blur/2/blur/0.25", "blur/1.5/blur/2/blur/0.25");
     s_format_is("background/ABCdef", "background/abcdef");
+    s_format_is("resize/1000/split/0500/02", "resize/1000x/split/500/2");
+    s_format_is("format/webp/split/500/manifest.json", "format/webp/split/500/manifest.json");
     s_format_is("gravity/smart/thumbnail/10x20/extend/30x40/rotate/180", "gravity/smart/thumbnail/10x20/extend/30x40/rotate/180");
 
     /* empty chain */
