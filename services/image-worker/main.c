@@ -113,8 +113,9 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     if (status == 200)
-        rf_log(RF_LOG_INFO, job->request_id, "image %s 200 %s %dx%d in=%zu out=%zu %.1fms", text, out.mime, out.width,
-               out.height, job->body_len, out.len, ms);
+        rf_log(RF_LOG_INFO, job->request_id, "image %s 200 %s %dx%d frames=%d%s%s%s in=%zu out=%zu %.1fms", text,
+               out.mime, out.width, out.height, out.frames, out.frames_note[0] ? " (" : "", out.frames_note,
+               out.frames_note[0] ? ")" : "", job->body_len, out.len, ms);
     else
         rf_log(status >= 500 ? RF_LOG_WARN : RF_LOG_INFO, job->request_id, "image %s %d in=%zu out=0 %.1fms: %s", text,
                status, job->body_len, ms, why);
@@ -161,6 +162,8 @@ int main(int argc, char **argv)
         return 2;
     }
     opts.max_pixels = cfg->image_worker.max_pixels;
+    opts.max_output_pixels = cfg->image_worker.max_output_pixels;
+    opts.max_frames = cfg->image_worker.max_frames;
 
     g_log_set_handler("VIPS", G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE, s_on_glib_log, NULL);
     if (img_init(cfg->image_worker.vips_concurrency) < 0)

@@ -116,14 +116,14 @@ def test_query_string_is_not_part_of_the_chain(stack, tmp_path):
 
 
 @pytest.mark.parametrize("path", [
-    "/photo.jpg/dims/blur/3",
+    "/photo.jpg/dims/blur/0",
     "/photo.jpg/dims/resize/0x0",
     "/photo.jpg/dims/resize/abc",
     "/photo.jpg/dims/resize/x",
     "/photo.jpg/dims/resize",
     "/photo.jpg/dims/quality/101",
     "/photo.jpg/dims/quality/0",
-    "/photo.jpg/dims/format/gif",
+    "/photo.jpg/dims/format/bmp",
     "/photo.jpg/dims/",
     "/photo.jpg/dims",
     "/photo.jpg/dims/resize//500x500",
@@ -391,7 +391,10 @@ def test_request_id_reaches_the_worker_log(stack):
 
 
 @pytest.mark.parametrize("chain,expect", [
-    ("resize/1200x1200", (1200, 800, "pngload")),      # enlarged: libvips's default size mode
+    ("resize/1200x1200", (600, 400, "pngload")),       # never enlarged without < or !
+    ("resize/1200x1200<", (1200, 800, "pngload")),     # enlarged to fit inside
+    ("resize/1200x1200!", (1200, 1200, "pngload")),    # exactly, aspect ignored
+    ("resize/300x300^", (450, 300, "pngload")),        # covers the box
     ("resize/0300x", (300, 200, "pngload")),           # leading zeros
     ("format/png/format/webp", (600, 400, "webpload")),  # the last format wins
     ("format/webp/resize/150", (150, 100, "webpload")),
@@ -425,18 +428,22 @@ def test_http2_image_request(stack, tmp_path):
 
 def test_max_pixels(make_stack, media, photo, tmp_path):
     st = make_stack([{"name": "img.test", "default": True, "origin": "file://" + media["dir"]}],
-                    image_worker={"max_pixels": 1000000})
+                    image_worker={"max_pixels": 1000000, "max_output_pixels": 1000000})
     # 2400x1600 = 3.84 MP source: not decoded, the original is sent
     r = st.get("/photo.jpg/dims/resize/100x100")
     assert r.status_code == 200
     assert r.headers[FALLBACK] == "source_too_large"
     assert r.content == photo
-    # 600x400 source, 2000x1333 result: refused
-    r = st.get("/alpha.png/dims/resize/2000x2000")
+    # 600x400 source, 2000x1333 result: refused by max_output_pixels
+    r = st.get("/alpha.png/dims/resize/2000x2000<")
     assert r.status_code == 400
-    assert one_line(r.text) and "pixels" in r.text, r.text
-    # within the limit: fine
-    r = st.get("/alpha.png/dims/resize/1000x1000")
+    assert one_line(r.text) and "over the budget 1000000" in r.text, r.text
+    # the same box without < does not enlarge: nothing to refuse
+    r = st.get("/alpha.png/dims/resize/2000x2000")
+    assert r.status_code == 200
+    assert image_info(r.content, str(tmp_path))["width"] == 600
+    # within the budget: fine
+    r = st.get("/alpha.png/dims/resize/1000x1000<")
     assert r.status_code == 200
     assert image_info(r.content, str(tmp_path))["width"] == 1000
 
