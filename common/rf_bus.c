@@ -386,9 +386,11 @@ json_t *rf_reply_encode(const rf_reply_t *reply)
     if (h == NULL)
         return NULL;
     int rc = json_object_set_new(h, "status", json_integer(status));
-    if (status == 200)
+    if (status == 200) {
         rc |= s_set_str(h, "content_type", reply->content_type);
-    else
+        if (reply->note[0] != '\0')
+            rc |= s_set_str(h, "note", reply->note);
+    } else
         rc |= s_set_str(h, "error", reply->error[0] ? reply->error : "failed");
     if (reply->elapsed_ms >= 0)
         rc |= json_object_set_new(h, "elapsed_ms", json_real(reply->elapsed_ms));
@@ -408,10 +410,14 @@ int rf_reply_decode(const json_t *header, rf_reply_t *out, char *why, size_t why
         return rf_why(why, why_len, "REPLY needs an integer status 100..599");
     out->status = (int)json_integer_value(st);
     if (s_copy_member(header, "content_type", out->content_type, sizeof(out->content_type)) < 0 ||
-        s_copy_member(header, "error", out->error, sizeof(out->error)) < 0) {
+        s_copy_member(header, "error", out->error, sizeof(out->error)) < 0 ||
+        s_copy_member(header, "note", out->note, sizeof(out->note)) < 0) {
         memset(out, 0, sizeof(*out));
-        return rf_why(why, why_len, "REPLY content_type and error must be strings");
+        return rf_why(why, why_len, "REPLY content_type, error and note must be strings");
     }
+    for (char *c = out->note; *c; c++) /* it becomes a header value: one printable line */
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = ' ';
     json_t *el = json_object_get(header, "elapsed_ms");
     if (json_is_number(el))
         out->elapsed_ms = json_number_value(el);

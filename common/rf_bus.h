@@ -104,6 +104,8 @@ typedef struct {
     int status;            /* REQUIRED, HTTP-like */
     char content_type[128]; /* "" = absent; encoded only with status 200 */
     char error[256];        /* "" = absent; encoded only with status != 200 ("failed" if empty) */
+    char note[128];         /* "" = absent; with status 200: what the client should know about the result
+                               (the gateway sends it as X-Refract-Note), e.g. frames dropped */
     double elapsed_ms;      /* < 0 = absent */
 } rf_reply_t;
 

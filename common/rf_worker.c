@@ -127,9 +127,10 @@ static void s_build_reply(s_job_t *job, const rf_worker_result_t *res)
     memset(&r, 0, sizeof(r));
     r.status = res->status > 0 ? res->status : 500;
     job->status = r.status;
-    if (r.status == 200)
+    if (r.status == 200) {
         s_ascii_line(r.content_type, sizeof(r.content_type), res->content_type, sizeof(res->content_type));
-    else if (res->error[0] != '\0')
+        s_ascii_line(r.note, sizeof(r.note), res->note, sizeof(res->note));
+    } else if (res->error[0] != '\0')
         s_ascii_line(r.error, sizeof(r.error), res->error, sizeof(res->error));
     r.elapsed_ms = (double)(job->t_end - job->t_recv) / 1000.0;
     job->reply = rf_bus_encode_reply(job->pub.job_id, &r);

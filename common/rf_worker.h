@@ -65,6 +65,7 @@ typedef struct {
     int status;            /* HTTP-like, proto/rfb.md §2.3 */
     char content_type[64]; /* sent when status is 200 */
     char error[256];       /* one-line reason, sent when status is not 200 */
+    char note[128];        /* one line about a 200 result for the client (X-Refract-Note), or "" */
     void *body;            /* the result, sent only when status is 200 */
     size_t body_len;
     void (*body_free)(void *); /* called on body after the REPLY is built (even if

@@ -143,8 +143,8 @@ static const gw_reply_rule_t *s_rule(const gw_func_t *f, int status)
 /* Keeps a function result in the cache object this request claimed
  * (rc->fill): the content type and the source's freshness headers, with
  * a TTL the vhost's policy gives them (a file source has none: res2xx). */
-static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const void *body, size_t len,
-                          const h2o_headers_t *origin_headers)
+static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const char *note, const void *body,
+                          size_t len, const h2o_headers_t *origin_headers)
 {
     static const char *const kept[] = {"cache-control", "expires", "last-modified", NULL};
     char blob[4096];
@@ -174,6 +174,11 @@ static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const voi
         goto fail;
     memcpy(blob + bl, "content-type", 13), bl += 13;
     memcpy(blob + bl, ctype, cl + 1), bl += cl + 1;
+    size_t nl = strlen(note);
+    if (nl > 0 && bl + nl + 20 <= sizeof(blob)) { /* hits say it too */
+        memcpy(blob + bl, "x-refract-note", 15), bl += 15;
+        memcpy(blob + bl, note, nl + 1), bl += nl + 1;
+    }
     rf_ttl_verdict_t v;
     /* A result made from a source fetched with the client's Authorization
      * is that client's (RFC 9111 3.5), unless the source says otherwise. */
@@ -227,8 +232,11 @@ static void s_on_result(gw_transform_t *t, gw_job_t *gj)
     case GW_REPLY_BODY: {
         const char *ctype = r->content_type[0] ? r->content_type : "application/octet-stream";
         const void *body = s_reply_body(rc, job);
-        s_keep_result(rc, rule->http_status, ctype, body, job->reply_len, t->origin_headers);
+        s_keep_result(rc, rule->http_status, ctype, r->note, body, job->reply_len, t->origin_headers);
         s_keep_freshness(rc, t->origin_headers);
+        if (r->note[0] != '\0')
+            h2o_add_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-note"), 0, NULL,
+                                  h2o_strdup(&rc->req->pool, r->note, SIZE_MAX).base, strlen(r->note));
         gw_deliver_body(rc, rule->http_status, ctype, body, job->reply_len);
         return;
     }

@@ -104,6 +104,8 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
     res->status = status;
     if (status == 200) {
         snprintf(res->content_type, sizeof(res->content_type), "%s", out.mime);
+        if (out.frames_note[0] != '\0') /* e.g. an animation flattened for jpeg: say so */
+            snprintf(res->note, sizeof(res->note), "frames=%d (%s)", out.frames, out.frames_note);
         res->body = out.data;
         res->body_len = out.len;
         res->body_free = g_free;

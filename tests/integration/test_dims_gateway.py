@@ -80,7 +80,8 @@ def _get(st, path, host="img.test", **kw):
                     "^ ! > or <"),
     ("format/bmp", "bad dims chain: format: 'bmp' is not jpeg, jpg, png, webp, avif, gif or auto"),
     ("sepia", "bad dims chain: unknown operation 'sepia' (valid: resize, crop, thumbnail, gravity, rotate, flip, flop, "
-              "format, quality, optimize, strip, sharpen, blur, grayscale, background, extend, preset, byoriginal)"),
+              "format, quality, optimize, strip, sharpen, blur, grayscale, background, extend, preset, byoriginal, "
+              "split)"),
     ("preset/nope", "bad dims chain: unknown preset 'nope'"),
     ("byoriginal/nope", "bad dims chain: unknown byoriginal rule set 'nope'"),
 ])

@@ -133,7 +133,10 @@ def test_animated_gif_to_jpeg_takes_the_first_frame(stack, tmp_path):
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
     info = image_info(r.content, str(tmp_path))
     assert (info["width"], info["height"], info["loader"]) == (100, 50, "jpegload")
-    # REPLY has no header for it (yet): the worker's log line says it
+    # the answer says so (REPLY note -> X-Refract-Note), and so does the worker's log
+    assert r.headers["X-Refract-Note"] == "frames=1 (first of 6: jpeg cannot animate)"
+    r2 = stack.get("/anim.gif/dims/resize/100", timeout=30)
+    assert "X-Refract-Note" not in r2.headers  # kept whole: nothing to say
     deadline = time.monotonic() + 3
     lines = []
     while time.monotonic() < deadline and not lines:

@@ -67,6 +67,15 @@ static void test_dims_match(void **state)
     assert_memory_equal(chain.base, "resize/10x", 10);
     assert_false(s_match(&vh, "/a/b.jpg", &src, &chain));
     assert_false(s_match(&vh, "/dims/resize/10x", &src, &chain)); /* no source before the keyword */
+    /* the source-last form (seed Appendix C) */
+    assert_true(s_match(&vh, "/dims/quality/50/src/http://foo.com/2.jpg", &src, &chain));
+    assert_int_equal(chain.len, 10);
+    assert_memory_equal(chain.base, "quality/50", 10);
+    assert_int_equal(src.len, 20);
+    assert_memory_equal(src.base, "http://foo.com/2.jpg", 20);
+    assert_true(s_match(&vh, "/dims/resize/100/src/nas01/ab/1.jpg", &src, &chain));
+    assert_memory_equal(src.base, "nas01/ab/1.jpg", 14);
+    assert_false(s_match(&vh, "/dims/resize/100/src/", &src, &chain)); /* no source */
     rf_vhost_conf_t off = s_vhost(0, "dims");
     assert_false(s_match(&off, "/a/b.jpg/dims/resize/10x", &src, &chain));
     rf_vhost_conf_t img = s_vhost(1, "img");
@@ -79,9 +88,12 @@ static void test_dims_match(void **state)
 /* Parses `chain` with a request pool; returns 0/-1 and the state. */
 static int s_parse(h2o_req_t *req, const char *chain, void **st, char *why, size_t wl)
 {
+    static rf_vhost_conf_t vh;
+    vh = s_vhost(1, "dims");
     gw_req_t rc;
     memset(&rc, 0, sizeof(rc));
     rc.req = req;
+    rc.vhost = &vh;
     return s_dims()->parse(&rc, h2o_iovec_init(chain, strlen(chain)), st, why, wl);
 }
 
@@ -103,6 +115,11 @@ static void test_dims_parse_and_canon(void **state)
     assert_true(json_is_array(j));
     assert_int_equal(json_array_size(j), 2);
     json_decref(j);
+    /* percent-encoded modifiers read as themselves */
+    void *enc = NULL;
+    assert_int_equal(s_parse(&req, "resize/500x500%5E", &enc, why, sizeof(why)), 0);
+    assert_int_equal(s_dims()->canon(enc, ca, sizeof(ca)), 0);
+    assert_string_equal(ca, "resize/500x500^");
     void *bad = NULL;
     assert_int_equal(s_parse(&req, "resize/abc", &bad, why, sizeof(why)), -1);
     assert_true(strlen(why) > 0);
