@@ -907,8 +907,18 @@ static int s_save(const s_job_t *job, void **buf, size_t *len)
     }
 }
 
+/* libvips "eval" handler on the image being encoded: sets the kill flag
+ * (libvips stops between tiles) once the job must stop. */
+static void s_on_eval(VipsImage *image, VipsProgress *progress, void *arg)
+{
+    (void)progress;
+    const img_opts_t *o = arg;
+    if (o->should_stop(o->stop_arg))
+        vips_image_set_kill(image, TRUE);
+}
+
 /* Prepares the final image for job->fmt and encodes it into *out. 0, or
- * 415/500. */
+ * 415/500, or 504 when the job was stopped meanwhile. */
 static int s_encode(s_job_t *job, img_result_t *out)
 {
     void *buf = NULL;
@@ -920,8 +930,16 @@ static int s_encode(s_job_t *job, img_result_t *out)
         return rc;
     if ((job->optimize || job->strip) && s_strip(&job->img) != 0)
         return s_fail(500, job->why, job->why_len, "cannot strip metadata");
-    if (s_save(job, &buf, &len) != 0)
+    bool watched = job->opts != NULL && job->opts->should_stop != NULL;
+    if (watched) { /* the pixels are computed during the save: watch it */
+        vips_image_set_progress(job->img, TRUE);
+        g_signal_connect(job->img, "eval", G_CALLBACK(s_on_eval), (void *)job->opts);
+    }
+    if (s_save(job, &buf, &len) != 0) {
+        if (watched && job->opts->should_stop(job->opts->stop_arg))
+            return s_fail(504, job->why, job->why_len, "stopped during the transform: cancelled or past its deadline");
         return s_broken(job, "cannot encode %s", rf_format_name(job->fmt));
+    }
     if ((job->optimize || job->strip) && job->fmt == RF_FMT_WEBP)
         s_webp_drop_metadata(buf, &len);
     out->data = buf;

@@ -104,6 +104,11 @@ typedef struct {
     int64_t max_pixels;        /* refuse larger sources (413); 0 = no limit */
     int64_t max_output_pixels; /* refuse enlarging operations past this (400); 0 = no limit */
     int max_frames;            /* frames kept of an animation; 0 = all */
+    /* Polled while pixels are computed (libvips "eval", between tiles):
+     * non-zero stops the transform with 504 (the job's deadline passed or
+     * the broker cancelled it). NULL: never stopped. */
+    int (*should_stop)(void *arg);
+    void *stop_arg;
 } img_opts_t;
 
 typedef struct {

@@ -77,9 +77,18 @@ static void s_usage(FILE *f)
 
 /* Job callback, on a job thread: chain from the JOB JSON, transform, result.
  * Returns 0 on a 200, -1 otherwise (only logged by rf_worker). */
+static int s_should_stop(void *job)
+{
+    return rf_worker_job_should_stop(job);
+}
+
 static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
 {
-    const img_opts_t *opts = arg;
+    /* this job's own copy: the transform polls whether it must stop */
+    img_opts_t job_opts = *(const img_opts_t *)arg;
+    job_opts.should_stop = s_should_stop;
+    job_opts.stop_arg = (void *)job;
+    const img_opts_t *opts = &job_opts;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     rf_chain_t chain;
@@ -167,6 +176,15 @@ int main(int argc, char **argv)
     opts.max_output_pixels = cfg->image_worker.max_output_pixels;
     opts.max_frames = cfg->image_worker.max_frames;
 
+    /* Defaults that fill the machine without oversubscribing it: one job
+     * per CPU, and the CPUs shared among the jobs' libvips threads. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+        cpus = 1;
+    if (cfg->image_worker.jobs == 0)
+        cfg->image_worker.jobs = cpus > 256 ? 256 : (int)cpus;
+    if (cfg->image_worker.vips_concurrency == 0)
+        cfg->image_worker.vips_concurrency = cpus / cfg->image_worker.jobs > 0 ? (int)(cpus / cfg->image_worker.jobs) : 1;
     g_log_set_handler("VIPS", G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE, s_on_glib_log, NULL);
     if (img_init(cfg->image_worker.vips_concurrency) < 0)
         goto done;

@@ -173,3 +173,25 @@ def test_split_manifest(stack):
     doc = json.loads(r.content)
     assert (doc["width"], doc["height"], doc["tile_height"], doc["count"]) == (600, 400, 150, 3)
     assert [(t["y"], t["height"]) for t in doc["tiles"]] == [(0, 150), (150, 150), (300, 100)]
+
+
+def test_job_past_its_deadline_stops_inside_the_transform(make_stack, media):
+    """A transform whose job times out is stopped between tiles (libvips
+    kill flag), not computed to the end: the one job slot is free again
+    at once, and the worker lives on."""
+    st = make_stack([{"name": "img.test", "default": True, "origin": "file://" + media["dir"]}],
+                    bus={"job_timeout": "400ms", "retries": 0}, image_worker={"jobs": 1},
+                    vhost_defaults={"cache": {"enable": False}})
+    t0 = time.monotonic()
+    r = st.get("/photo.jpg/dims/blur/100/format/png", timeout=30)  # seconds of work on 2400x1600
+    assert r.status_code == 504, (r.status_code, r.text)
+    assert time.monotonic() - t0 < 3
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "stopped during the transform" not in st.workers[0].log():
+        time.sleep(0.05)
+    assert "stopped during the transform" in st.workers[0].log(), st.workers[0].log()[-2000:]
+    t1 = time.monotonic()
+    r = st.get("/photo.jpg/dims/resize/100", timeout=30)
+    assert r.status_code == 200
+    assert time.monotonic() - t1 < 2, "the worker was still busy with the timed-out job"
+    assert st.workers[0].alive()

@@ -103,7 +103,7 @@ static void test_minimal_and_defaults(void **state)
     assert_int_equal(v->dims.max_source_size, 10 * 1024 * 1024);
 
     assert_int_equal(cfg->image_worker.metrics_listen.port, 0);
-    assert_int_equal(cfg->image_worker.jobs, 2);
+    assert_int_equal(cfg->image_worker.jobs, 0); /* one per CPU, resolved by the worker */
     assert_int_equal(cfg->image_worker.vips_concurrency, 0);
     assert_int_equal(cfg->image_worker.max_pixels, 100000000);
     assert_int_equal(cfg->log.level, RF_LOG_INFO);
@@ -562,8 +562,8 @@ static void test_err_ranges(void **state)
 {
     (void)state;
     /* Ranges come from common/rf_config.def; errors point at the value. */
-    s_err(MINIMAL "image_worker: { jobs: 0 }\n", "t.yaml:9:23: image_worker.jobs must be between 1 and 256");
-    s_err(MINIMAL "image_worker: { jobs: 257 }\n", "t.yaml:9:23: image_worker.jobs must be between 1 and 256");
+    s_err(MINIMAL "image_worker: { jobs: -1 }\n", "t.yaml:9:23: expected a non-negative integer, got '-1'");
+    s_err(MINIMAL "image_worker: { jobs: 257 }\n", "t.yaml:9:23: image_worker.jobs must be between 0 and 256");
     s_err("bus: { endpoint: x, heartbeat_interval: 5ms }\n",
           "t.yaml:1:41: bus.heartbeat_interval must be between 10ms and 60s");
     s_err("bus: { endpoint: x, liveness: 0 }\n", "t.yaml:1:31: bus.liveness must be between 1 and 1000");
