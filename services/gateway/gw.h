@@ -358,6 +358,10 @@ gw_upstream_t *gw_proxy_pick(gw_req_t *rc, const char **why);
  * matches one of the fnmatch patterns (case-insensitive): a pattern
  * without a port allows the host on its default port only. */
 bool gw_host_allowed(const char *name, char *const *patterns, size_t n);
+/* An http(s) origin for a host a client named in its URL ("host[:port]",
+ * lower case, already allowed), in the request pool; NULL after answering
+ * 400 "WHAT: NAME: reason". */
+rf_origin_t *gw_client_origin(gw_req_t *rc, bool https, const char *name, const char *what);
 /* gw_proxy_pick, answering 502 with the reason when it fails. */
 gw_upstream_t *gw_proxy_upstream(gw_req_t *rc);
 

@@ -79,11 +79,6 @@ static h2o_iovec_t s_with_query(gw_req_t *rc, h2o_iovec_t path)
     return rc->query.len > 0 ? h2o_concat(&rc->req->pool, path, rc->query) : path;
 }
 
-static void s_origin_dispose(void *p)
-{
-    rf_origin_clear(p);
-}
-
 /* The source of a "/KEYWORD/CHAIN/src/SOURCE" URL (seed Appendix C), when
  * it does not start with '/': "http(s)://host/path" — a host the vhost's
  * dims.sources.hosts allows, reached only at public addresses unless
@@ -119,15 +114,9 @@ static int s_dims_resolve_source(gw_req_t *rc)
             gw_send_error(rc, 403, "Forbidden", "dims source: host %s is not in dims.sources.hosts", name);
             return -1;
         }
-        char url[300];
-        snprintf(url, sizeof(url), "%s://%s", https ? "https" : "http", name);
-        rf_origin_t *o = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*o), s_origin_dispose);
-        memset(o, 0, sizeof(*o));
-        const char *why = NULL;
-        if (rf_origin_parse(url, o, &why) < 0 || o->kind != RF_ORIGIN_HTTP) {
-            gw_send_error(rc, 400, "Bad Request", "dims source: %s: %s", name, why ? why : "not a host");
+        rf_origin_t *o = gw_client_origin(rc, https, name, "dims source");
+        if (o == NULL)
             return -1;
-        }
         o->public_only = !d->source_private;
         rc->byclient = o;
         rc->src = s_with_query(rc, slash ? h2o_iovec_init(slash, (size_t)(end - slash)) : h2o_iovec_init("/", 1));

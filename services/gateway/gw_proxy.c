@@ -85,6 +85,25 @@ gw_upstream_t *gw_thread_upstream(gw_thread_t *t, const rf_origin_t *origin, con
     return up;
 }
 
+static void s_origin_dispose(void *p)
+{
+    rf_origin_clear(p);
+}
+
+rf_origin_t *gw_client_origin(gw_req_t *rc, bool https, const char *name, const char *what)
+{
+    char url[300];
+    snprintf(url, sizeof(url), "%s://%s", https ? "https" : "http", name);
+    rf_origin_t *o = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*o), s_origin_dispose);
+    memset(o, 0, sizeof(*o));
+    const char *why = NULL;
+    if (rf_origin_parse(url, o, &why) < 0 || o->kind != RF_ORIGIN_HTTP) {
+        gw_send_error(rc, 400, "Bad Request", "%s: %s: %s", what, name, why ? why : "not a host");
+        return NULL;
+    }
+    return o;
+}
+
 bool gw_host_allowed(const char *name, char *const *patterns, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -17,11 +17,6 @@ static int s_method_ok(h2o_req_t *req)
            h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
 }
 
-static void s_origin_dispose(void *p)
-{
-    rf_origin_clear(p);
-}
-
 /* byclient (seed <Origin ByClient="ON" ByClientKeyword="byclient">):
  * "/byclient/host[:port]/path" is fetched from host — only a host the
  * vhost's allow list names. 0 to go on (rc->byclient set when it
@@ -52,15 +47,9 @@ static int s_byclient(gw_req_t *rc)
         gw_send_error(rc, 403, "Forbidden", "byclient: %s is not in the vhost's allow list", name);
         return -1;
     }
-    char url[300];
-    snprintf(url, sizeof(url), "%s://%s", vh->byclient.https ? "https" : "http", name);
-    rf_origin_t *o = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*o), s_origin_dispose);
-    memset(o, 0, sizeof(*o));
-    const char *why = NULL;
-    if (rf_origin_parse(url, o, &why) < 0 || o->kind != RF_ORIGIN_HTTP) {
-        gw_send_error(rc, 400, "Bad Request", "byclient: %s: %s", name, why ? why : "not a host");
+    const rf_origin_t *o = gw_client_origin(rc, vh->byclient.https, name, "byclient");
+    if (o == NULL)
         return -1;
-    }
     rc->byclient = o;
     rc->origin_path = slash ? h2o_iovec_init(slash, (size_t)(end - slash)) : h2o_iovec_init("/", 1);
     return 0;
