@@ -258,6 +258,8 @@ static int s_key(gw_req_t *rc)
         fname = rc->func->name;
     }
     h2o_iovec_t path = rc->func != NULL ? rc->src : rc->path;
+    if (rc->func != NULL && rc->byclient != NULL) /* a /src/ source: its origin is part of what it is */
+        path = h2o_concat(&req->pool, h2o_iovec_init(rc->byclient->url, strlen(rc->byclient->url)), rc->src);
     h2o_iovec_t query = rc->func != NULL ? h2o_iovec_init("", 0) : gw_key_query(&rc->vhost->cache, rc->query, &req->pool);
     size_t vl = strlen(rc->vhost->name), fl = strlen(fname), cl = strlen(canon);
     size_t len = vl + 1 + path.len + query.len + 1 + fl + 1 + cl;

@@ -541,55 +541,73 @@ static h2o_socket_t *s_socket_connect(h2o_loop_t *loop, struct sockaddr *addr, s
 
 /* Connects to the upstream's address, or, when it has none yet, waits for
  * the lookup (S_RESOLVING, bounded by connect_timeout). */
-/* What kind of non-public address `sa` is (loopback, private, …), or NULL
- * for a public one. IPv4-mapped IPv6 addresses are judged as IPv4. */
-static const char *s_nonpublic(const struct sockaddr *sa)
+/* What kind of non-public IPv4 address v4 is, with its article ("a
+ * loopback"), or NULL for a public one. */
+static const char *s_nonpublic_v4(uint32_t v4)
 {
-    uint32_t v4;
-    if (sa->sa_family == AF_INET6) {
-        const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        static const uint8_t zero[16] = {0};
-        if (memcmp(b, mapped, 12) != 0) {
-            if (memcmp(b, zero, 16) == 0)
-                return "unspecified";
-            if (memcmp(b, zero, 15) == 0 && b[15] == 1)
-                return "loopback";
-            if ((b[0] & 0xfe) == 0xfc)
-                return "private (unique local)";
-            if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
-                return "link-local";
-            if (b[0] == 0xff)
-                return "multicast";
-            if (memcmp(b, zero, 10) == 0) /* ::/80 other than the above: IPv4-compatible, reserved */
-                return "reserved";
-            return NULL;
-        }
-        v4 = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
-    } else if (sa->sa_family == AF_INET) {
-        v4 = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
-    } else {
-        return "not IP";
-    }
     static const struct {
         uint32_t net, mask;
         const char *kind;
     } ranges[] = {
-        {0x00000000, 0xff000000, "unspecified"},          /* 0.0.0.0/8 */
-        {0x7f000000, 0xff000000, "loopback"},             /* 127/8 */
-        {0x0a000000, 0xff000000, "private"},              /* 10/8 */
-        {0xac100000, 0xfff00000, "private"},              /* 172.16/12 */
-        {0xc0a80000, 0xffff0000, "private"},              /* 192.168/16 */
-        {0xa9fe0000, 0xffff0000, "link-local"},           /* 169.254/16 (cloud metadata) */
-        {0x64400000, 0xffc00000, "shared (carrier NAT)"}, /* 100.64/10 */
-        {0xc0000000, 0xffffff00, "reserved"},             /* 192.0.0/24 */
-        {0xc6120000, 0xfffe0000, "reserved (benchmarking)"}, /* 198.18/15 */
-        {0xe0000000, 0xf0000000, "multicast"},            /* 224/4 */
-        {0xf0000000, 0xf0000000, "reserved"},             /* 240/4 and broadcast */
+        {0x00000000, 0xff000000, "an unspecified"},            /* 0.0.0.0/8 */
+        {0x7f000000, 0xff000000, "a loopback"},                /* 127/8 */
+        {0x0a000000, 0xff000000, "a private"},                 /* 10/8 */
+        {0xac100000, 0xfff00000, "a private"},                 /* 172.16/12 */
+        {0xc0a80000, 0xffff0000, "a private"},                 /* 192.168/16 */
+        {0xa9fe0000, 0xffff0000, "a link-local"},              /* 169.254/16 (cloud metadata) */
+        {0x64400000, 0xffc00000, "a shared (carrier NAT)"},    /* 100.64/10 */
+        {0xc0000000, 0xffffff00, "a reserved"},                /* 192.0.0/24 */
+        {0xc0000200, 0xffffff00, "a documentation"},           /* 192.0.2/24 TEST-NET-1 */
+        {0xc6336400, 0xffffff00, "a documentation"},           /* 198.51.100/24 TEST-NET-2 */
+        {0xcb007100, 0xffffff00, "a documentation"},           /* 203.0.113/24 TEST-NET-3 */
+        {0xc6120000, 0xfffe0000, "a reserved (benchmarking)"}, /* 198.18/15 */
+        {0xe0000000, 0xf0000000, "a multicast"},               /* 224/4 */
+        {0xf0000000, 0xf0000000, "a reserved"},                /* 240/4 and broadcast */
     };
     for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
         if ((v4 & ranges[i].mask) == ranges[i].net)
             return ranges[i].kind;
+    return NULL;
+}
+
+static uint32_t s_v4_at(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* What kind of non-public address `sa` is, with its article, or NULL for
+ * a public one. IPv6 forms that carry an IPv4 address (mapped, NAT64,
+ * 6to4) are judged by that address; Teredo is refused outright. */
+static const char *s_nonpublic(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return s_nonpublic_v4(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
+    if (sa->sa_family != AF_INET6)
+        return "a non-IP";
+    const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    static const uint8_t zero[16] = {0};
+    if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0)
+        return s_nonpublic_v4(s_v4_at(b + 12));
+    if (b[0] == 0x20 && b[1] == 0x02) /* 6to4: the IPv4 address in bits 16-47 */
+        return s_nonpublic_v4(s_v4_at(b + 2));
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0)
+        return "a Teredo";
+    if (memcmp(b, zero, 16) == 0)
+        return "an unspecified";
+    if (memcmp(b, zero, 15) == 0 && b[15] == 1)
+        return "a loopback";
+    if ((b[0] & 0xfe) == 0xfc)
+        return "a private (unique local)";
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+        return "a link-local";
+    if (b[0] == 0xff)
+        return "a multicast";
+    if (memcmp(b, zero, 10) == 0) /* the rest of ::/80: IPv4-compatible, reserved */
+        return "a reserved";
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
+        return "a documentation";
     return NULL;
 }
 
@@ -614,7 +632,7 @@ static void s_connect(gw_fetch_t *f)
                   sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
                                            : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr,
                   addr, sizeof(addr));
-        snprintf(f->deferred_text, sizeof(f->deferred_text), "source %.200s refused: it resolves to %s, a %s address",
+        snprintf(f->deferred_text, sizeof(f->deferred_text), "source %.200s refused: it resolves to %s, %s address",
                  up->name, addr, kind);
         s_fail_later(f, 403, f->deferred_text);
         return;

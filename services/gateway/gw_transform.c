@@ -430,7 +430,10 @@ static int s_on_redirect(gw_req_t *rc, const char *location, size_t len)
     h2o_iovec_t next;
     if (len > 0 && location[0] == '/' && (len < 2 || location[1] != '/')) { /* a path on the same host */
         char base[300];
-        int bl = snprintf(base, sizeof(base), "%s://%s:%d", from->https ? "https" : "http", from->host, from->port);
+        bool default_port = from->port == (from->https ? 443 : 80); /* as a URL would write it */
+        int bl = default_port ? snprintf(base, sizeof(base), "%s://%s", from->https ? "https" : "http", from->host)
+                              : snprintf(base, sizeof(base), "%s://%s:%d", from->https ? "https" : "http", from->host,
+                                         from->port);
         next = h2o_concat(pool, h2o_iovec_init(base, (size_t)bl), h2o_iovec_init(location, len));
     } else if ((len > 7 && memcmp(location, "http://", 7) == 0) || (len > 8 && memcmp(location, "https://", 8) == 0)) {
         next = h2o_strdup(pool, location, len);

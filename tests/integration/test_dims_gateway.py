@@ -237,7 +237,11 @@ def ext(tmp_path_factory, media, origin):
     ("http://169.254.169.254/latest/meta-data/", "169.254.169.254, a link-local"),
     ("http://10.0.0.1/x.jpg", "10.0.0.1, a private"),
     ("http://192.168.1.1/x.jpg", "192.168.1.1, a private"),
-    ("http://0.0.0.0:{port}/photo.jpg", "0.0.0.0, a unspecified"),
+    ("http://0.0.0.0:{port}/photo.jpg", "0.0.0.0, an unspecified"),
+    ("http://[::ffff:127.0.0.1]:{port}/photo.jpg", "::ffff:127.0.0.1, a loopback"),  # IPv4-mapped
+    ("http://[64:ff9b::a9fe:a9fe]/x", "64:ff9b::a9fe:a9fe, a link-local"),  # NAT64 of 169.254.169.254
+    ("http://[2002:7f00:1::]/x", "2002:7f00:1::, a loopback"),  # 6to4 of 127.0.0.1
+    ("http://203.0.113.7/x.jpg", "203.0.113.7, a documentation"),
     ("http://localhost:{port}/photo.jpg", "a loopback"),  # a name that resolves to loopback
 ])
 def test_source_ssrf_refused(ext, origin, source, kind):
@@ -304,3 +308,28 @@ def test_source_redirects_followed_and_checked(ext, origin, tmp_path):
     away = _redirect(ctl, "away", "http://example.com/x.jpg")
     r = st.get("/dims/resize/100/src/ctl" + away, host="lab.test", timeout=30)
     assert (r.status_code, r.text) == (403, "dims source: host example.com is not in dims.sources.hosts\n")
+
+
+def test_source_results_never_answer_for_local_ones(make_stack, aged_origin, tmp_path):
+    """A /src/ source's results are keyed by where the source comes from:
+    an external /photo.jpg must not answer for the vhost's own /photo.jpg
+    (nor the other way round)."""
+    d = tmp_path / "other"
+    d.mkdir()
+    harness.subprocess.run(["vips", "black", str(d / "photo.jpg"), "300", "300"], check=True, timeout=30)
+    day = time.time() - 86400
+    os.utime(d / "photo.jpg", (day, day))
+    other = harness.Origin(str(d))
+    try:
+        st = make_stack([{"name": "c.test", "default": True, "origin": aged_origin.url, "cache": {"enable": True},
+                          "dims": {"sources": {"named": {"ext": other.url}}}}], workers=1)
+        r = st.get("/dims/resize/100/src/ext/photo.jpg", timeout=30)
+        assert r.status_code == 200 and "stored" in r.headers["Cache-Status"], r.headers.get("Cache-Status")
+        assert image_info(r.content, str(tmp_path))["height"] == 100  # the square one
+        r = st.get("/photo.jpg/dims/resize/100", timeout=30)
+        assert "hit" not in r.headers["Cache-Status"], r.headers["Cache-Status"]
+        assert image_info(r.content, str(tmp_path))["height"] == 67  # the vhost's own photo
+        r = st.get("/dims/resize/100/src/ext/photo.jpg", timeout=30)
+        assert "hit" in r.headers["Cache-Status"] and image_info(r.content, str(tmp_path))["height"] == 100
+    finally:
+        other.close()
