@@ -373,7 +373,11 @@ typedef struct gw_stream_t gw_stream_t;
 typedef struct {
     size_t limit; /* 0 = no limit */
     void (*on_collected)(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers);
-    void (*on_over_limit)(gw_req_t *rc, int64_t size);
+    /* The source is over `limit`: size is its Content-Length, or -1 when
+     * that was found while reading (what was read then goes out first).
+     * Returns 1 when the collector took over (a new stream, or answered),
+     * 0 to pass this answer through whole. */
+    int (*on_over_limit)(gw_req_t *rc, int64_t size);
     /* A redirect (301/302/303/307/308 with a Location): 1 when the
      * collector took it (followed it with a new stream, or answered), 0 to
      * pass it through to the client. NULL: passed through. */

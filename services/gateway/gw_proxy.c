@@ -434,7 +434,11 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
             s->collecting = 0;
         } else if (s->collect.limit > 0 && content_length > (int64_t)s->collect.limit) {
             s->collecting = 0;
-            s->collect.on_over_limit(rc, content_length);
+            if (s->collect.on_over_limit(rc, content_length)) {
+                s->fetch = NULL; /* freed when we return */
+                s->done = 1;
+                return -1;
+            }
         }
     }
     if (!s->collecting) {

@@ -347,12 +347,26 @@ static void s_on_collected(gw_req_t *rc, void *body, size_t len, const h2o_heade
     s_submit(rc->transform, body, len, NULL);
 }
 
-static void s_on_over_limit(gw_req_t *rc, int64_t size)
+/* The original goes out. When the origin said its size up front and the
+ * client asked for a Range or conditionally, the origin is asked again
+ * with the client's headers, so that it answers them (206, 304) as it does
+ * for a plain request; otherwise this answer goes out whole. */
+static int s_on_over_limit(gw_req_t *rc, int64_t size)
 {
     gw_deliver_mark_fallback(rc, "over_max_source_size");
     rf_log(RF_LOG_INFO, rc->request_id, "%s: source%s%lld bytes over the limit of %zu: sending original",
            rc->func->label, size >= 0 ? " is " : " has more than ", (long long)(size >= 0 ? size : 0),
            rc->func->source_limit(rc->vhost));
+    if (size < 0)
+        return 0;
+    const h2o_headers_t *h = &rc->req->headers;
+    if (h2o_find_header(h, H2O_TOKEN_RANGE, -1) < 0 && h2o_find_header(h, H2O_TOKEN_IF_NONE_MATCH, -1) < 0 &&
+        h2o_find_header(h, H2O_TOKEN_IF_MODIFIED_SINCE, -1) < 0)
+        return 0;
+    gw_upstream_t *up = gw_proxy_upstream(rc);
+    if (up != NULL)
+        gw_stream_start(rc, up, rc->src.base, rc->src.len, 1, NULL);
+    return 1;
 }
 
 /* A source in a file origin: checked (by reference) or read, then sent. */

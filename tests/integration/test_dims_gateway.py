@@ -48,6 +48,7 @@ def stack(tmp_path_factory, origin, media, aged_origin):
             {"name": "web.test", "origin": origin.url, "dims": DIMS},
             {"name": "cached.test", "origin": aged_origin.url, "cache": {"enable": True}},
             {"name": "smallfile.test", "origin": files, "dims": {"max_source_size": "200KB"}},
+            {"name": "smallweb.test", "origin": origin.url, "dims": {"max_source_size": "200KB"}},
             {"name": "signed.test", "origin": aged_origin.url, "cache": {"enable": True},
              "dims": {"signing": {"keys": {"old": SECRET_OLD, "new": SECRET_NEW}}}},
         ],
@@ -154,6 +155,7 @@ def test_byoriginal_seed_example(stack, tmp_path, media, host):
     ("img.test", "/bad.jpg/dims/resize/100x100"),          # undecodable, file origin
     ("web.test", "/bad.jpg/dims/resize/100x100"),          # undecodable, http origin
     ("smallfile.test", "/photo.jpg/dims/resize/100x100"),  # over max_source_size, file origin
+    ("smallweb.test", "/photo.jpg/dims/resize/100x100"),   # over max_source_size, http origin (asked again)
 ])
 def test_fallback_answers_range_and_conditionals(stack, media, host, path):
     src = media[path.split("/")[1]]
