@@ -289,17 +289,38 @@ static rf_format_t s_keep_format(const s_job_t *job)
     return vips_image_hasalpha(job->head) ? RF_FMT_PNG : RF_FMT_JPEG;
 }
 
+/* format/auto answers with what the client takes: the gateway chose AVIF,
+ * WebP, or (keep) neither. An animation keeps its own format when the
+ * choice cannot animate (AVIF here); a source in a format the client did
+ * not say it takes (WebP or AVIF, with keep) becomes what every client
+ * takes: gif for an animation, png with alpha, else jpeg. */
+static rf_format_t s_auto_format(const s_job_t *job, rf_format_t chosen)
+{
+    bool animated = job->src_frames > 1;
+    if (chosen == RF_FMT_AVIF && animated)
+        return job->src_fmt;
+    if (chosen != RF_FMT_KEEP && chosen != RF_FMT_AUTO)
+        return chosen;
+    if (job->src_fmt != RF_FMT_WEBP && job->src_fmt != RF_FMT_AVIF)
+        return s_keep_format(job);
+    return animated ? RF_FMT_GIF : vips_image_hasalpha(job->head) ? RF_FMT_PNG : RF_FMT_JPEG;
+}
+
 /* Collects the chain-wide settings (the last of each wins). */
 static void s_settings(s_job_t *job)
 {
     rf_format_t fmt = RF_FMT_KEEP;
+    bool is_auto = false;
     int q = 0;
     job->gravity = RF_GRAV_CENTER;
     job->bg = 0xffffff;
     for (size_t i = 0; i < job->n_ops; i++) {
         const rf_op_t *op = &job->ops[i];
         switch (op->kind) {
-        case RF_OP_FORMAT: fmt = op->format; break;
+        case RF_OP_FORMAT:
+            fmt = op->format;
+            is_auto = op->auto_format;
+            break;
         case RF_OP_QUALITY: q = op->quality; break;
         case RF_OP_OPTIMIZE: job->optimize = true; break;
         case RF_OP_STRIP: job->strip = true; break;
@@ -309,8 +330,10 @@ static void s_settings(s_job_t *job)
         default: break;
         }
     }
-    /* an auto the gateway did not negotiate, or negotiated to keep */
-    job->fmt = fmt == RF_FMT_KEEP || fmt == RF_FMT_AUTO ? s_keep_format(job) : fmt;
+    if (is_auto)
+        job->fmt = s_auto_format(job, fmt);
+    else
+        job->fmt = fmt == RF_FMT_KEEP ? s_keep_format(job) : fmt;
     job->q = q > 0 ? q : job->fmt == RF_FMT_AVIF ? S_DEFAULT_AVIF_Q : S_DEFAULT_Q;
 }
 

@@ -31,6 +31,7 @@ def ops_media(tmp_path_factory, media):
     _ffmpeg("-f", "lavfi", "-i", "color=c=red:s=200x100", "-vf", QUADRANTS, "-frames:v", "1",
             os.path.join(d, "quad.png"))
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=200x100:rate=10", "-frames:v", "6", os.path.join(d, "anim.gif"))
+    subprocess.run(["vips", "copy", media["photo.jpg"], os.path.join(d, "photo.webp")], check=True, timeout=60)
     with open(media["photo.jpg"], "rb") as f:
         head = f.read(20 * 1024)
     with open(os.path.join(d, "trunc.jpg"), "wb") as f:  # a photo cut short: the header parses
@@ -195,3 +196,18 @@ def test_job_past_its_deadline_stops_inside_the_transform(make_stack, media):
     assert r.status_code == 200
     assert time.monotonic() - t1 < 2, "the worker was still busy with the timed-out job"
     assert st.workers[0].alive()
+
+
+@pytest.mark.parametrize("path,accept,ctype,frames", [
+    # the client takes AVIF, but an animation keeps a format that animates
+    ("/anim.gif/dims/resize/100/format/auto", "image/avif,image/webp", "image/gif", 6),
+    # a WebP source for a client that did not say it takes WebP: jpeg
+    ("/photo.webp/dims/resize/100/format/auto", "image/*", "image/jpeg", 1),
+    ("/photo.webp/dims/resize/100/format/auto", "image/webp", "image/webp", 1),
+])
+def test_format_auto_answers_what_the_client_takes(stack, tmp_path, path, accept, ctype, frames):
+    r = stack.get(path, headers={"Accept": accept}, timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"] == ctype, (r.status_code, r.headers)
+    p = _save(r.content, tmp_path, "auto")
+    n = int(vips_field(p, "n-pages")) if frames > 1 else 1
+    assert n == frames
