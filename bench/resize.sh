@@ -1,16 +1,30 @@
 #!/bin/bash
 # bench/resize.sh — uncached resize of real ~3840x2400 JPEGs to fit 500x500,
-# at 2-way concurrency, three contenders over the same images:
+# at 2-way concurrency, for each output format (jpeg, webp, avif) and each
+# origin kind of refract (file://, http://). Contenders, over the same images:
 #   a. floor:   bench-vips-loop (bench/vips_loop.c), libvips in-process, 2 threads,
-#               once with vips_concurrency 1 (as the worker) and once with the
-#               libvips default; the better one is the floor
-#   b. refract: gateway (file:// origin) + one image worker (jobs 2,
-#               vips_concurrency 1), GET /<file>/dims/resize/500x500
-#   c. nginx:   image_filter resize 500 500 (libgd), GET /<file>
-# Prints images/s of each and the ratios refract/floor and refract/nginx.
+#               the worker's exact save options per format; once with
+#               vips_concurrency 1 (as the worker) and once with the libvips
+#               default; the better one is the floor of that format
+#   b. refract: gateway + one image worker (jobs 2, vips_concurrency 1),
+#               GET /<file>/dims/resize/500x500[/format/F], the source from
+#               a file:// origin (the corpus directory; the worker maps the
+#               file) or an http:// origin (nginx serving the corpus statically;
+#               the gateway fetches it and sends the bytes over the bus)
+#   c. nginx:   image_filter resize 500 500 (libgd, JPEG only), GET /<file>
+# Prints a table: format x origin -> images/s of refract and of the floor,
+# the ratio refract/floor; refract/nginx for JPEG; then the peak RSS of one
+# resize job in the worker against vipsthumbnail's.
 #
-#   bench/resize.sh                          (defaults below; ~2.5-3 minutes)
-#   RESIZE_DURATION=5 RESIZE_ROUNDS=1 bench/resize.sh
+#   bench/resize.sh                          (defaults below; ~5 minutes)
+#   RESIZE_FORMATS=jpeg RESIZE_ORIGINS=file RESIZE_DURATION=10 RESIZE_ROUNDS=3 bench/resize.sh
+#
+# Knobs: RESIZE_FORMATS ("jpeg webp avif"), RESIZE_ORIGINS ("file http"),
+# RESIZE_DURATION (s per measured run), RESIZE_WARMUP (s per refract
+# format/origin and nginx), RESIZE_ROUNDS, RESIZE_NGINX_TRIES,
+# RESIZE_FLOOR_CONCS ("1 0": the vips_concurrency values the floor tries),
+# RESIZE_RSS=0 (skip the RSS part), RESIZE_RSS_VIPS_CONCURRENCY (the RSS
+# worker's vips_concurrency, default 0 = libvips default, as vipsthumbnail).
 #
 # Corpus: Debian's ukui-wallpapers package (apt-get download), cached in
 # build/bench-corpus/; its JPEGs at least 3000 px wide. When it cannot be
@@ -18,19 +32,34 @@
 # output says so.
 #
 # Exit status: 0 when every contender ran (whatever the ratios), 2 when one
-# could not run or did not produce 500-wide JPEGs.
+# could not run or did not produce 500-wide images of the format asked.
 set -u
 . "$(dirname "$0")/lib.sh"
 
-DURATION=${RESIZE_DURATION:-10} # seconds per measured run
-WARMUP=${RESIZE_WARMUP:-3}      # seconds of warm-up per HTTP contender
-ROUNDS=${RESIZE_ROUNDS:-3}      # measured runs per contender (order alternating); the median counts
-CONC=2                          # the 2-way concurrency of every contender
+DURATION=${RESIZE_DURATION:-5} # seconds per measured run
+WARMUP=${RESIZE_WARMUP:-2}     # seconds of warm-up per refract format/origin and for nginx
+ROUNDS=${RESIZE_ROUNDS:-3}     # measured runs per contender (order alternating); the median counts
+CONC=2                         # the 2-way concurrency of every contender
 NGINX_TRIES=${RESIZE_NGINX_TRIES:-3} # attempts per round to get both nginx workers busy
+FORMATS=${RESIZE_FORMATS:-jpeg webp avif}
+ORIGINS=${RESIZE_ORIGINS:-file http}
+FLOOR_CONCS=${RESIZE_FLOOR_CONCS:-1 0}
+RSS_PART=${RESIZE_RSS:-1}
+RSS_VCONC=${RESIZE_RSS_VIPS_CONCURRENCY:-0}
 CORPUS=${BENCH_CORPUS_DIR:-$ROOT/build/bench-corpus} # BENCH_NO_DOWNLOAD=1: generated corpus
+HTTP_HOST=http-origin.bench # the vhost whose origin is http://
 
 bench_init resize
+for f in $FORMATS; do [[ " jpeg webp avif " == *" $f "* ]] || die "RESIZE_FORMATS: '$f' is not jpeg, webp or avif"; done
+for o in $ORIGINS; do [[ " file http " == *" $o "* ]] || die "RESIZE_ORIGINS: '$o' is not file or http"; done
+for c in $FLOOR_CONCS; do [[ $c =~ ^[0-9]+$ ]] || die "RESIZE_FLOOR_CONCS: '$c' is not a number"; done
+if [ -z "$FORMATS" ] || [ -z "$ORIGINS" ] || [ -z "$FLOOR_CONCS" ]; then
+    die "RESIZE_FORMATS, RESIZE_ORIGINS and RESIZE_FLOOR_CONCS must not be empty"
+fi
+HAS_JPEG=""
+[[ " $FORMATS " == *" jpeg "* ]] && HAS_JPEG=1
 need nginx wrk curl ss awk vipsheader getconf
+[ "$RSS_PART" = 0 ] || need vipsthumbnail /usr/bin/time
 [ -x "$BIN/refract-gateway" ] || die "$BIN/refract-gateway is missing: run make"
 [ -x "$BIN/refract-image-worker" ] || die "$BIN/refract-image-worker is missing: run make"
 make -s --no-print-directory -C "$ROOT" build/bin/bench-vips-loop >/dev/null || die "cannot build bench-vips-loop"
@@ -41,6 +70,7 @@ RAW=${BENCH_RAW:-$RESULTS_DIR/resize-$(date +%Y%m%d-%H%M%S).log}
 # generated fallback was benchmarked instead of the real photos).
 RAW=$(realpath "$RAW")
 CORPUS=$(realpath -m "$CORPUS")
+T_START=$(date +%s)
 
 # ---- corpus ---------------------------------------------------------------------
 mkdir -p "$CORPUS"
@@ -84,26 +114,39 @@ for f in "${FILES[@]}"; do
         "$(($(stat -c %s "$IMG/$f") / 1024))"
 done
 
-# check_jpeg500 FILE WHAT: the output must be a JPEG exactly 500 px wide
-check_jpeg500() {
-    local hdr w
-    hdr=$(vipsheader "$1" 2>&1) || die "$2: output is not an image ($(head -c 200 "$1" | tr -cd '[:print:]'))"
-    w=$(vipsheader -f width "$1")
-    [[ $hdr == *jpegload* ]] || die "$2: output is not a JPEG: $hdr"
-    [ "$w" = 500 ] || die "$2: output is $w px wide, not 500: $hdr"
+# check_out500 FILE FORMAT WHAT: the output must be an image of FORMAT
+# (jpeg, webp, avif) exactly 500 px wide
+check_out500() {
+    local hdr w loader comp
+    hdr=$(vipsheader "$1" 2>/dev/null) || die "$3: output is not an image ($(head -c 200 "$1" | tr -cd '[:print:]'))"
+    w=$(vipsheader -f width "$1" 2>/dev/null)
+    case $2 in jpeg) loader=jpegload ;; webp) loader=webpload ;; avif) loader=heifload ;; esac
+    [[ $hdr == *"$loader"* ]] || die "$3: output is not $2: $hdr"
+    if [ "$2" = avif ]; then
+        comp=$(vipsheader -f heif-compression "$1" 2>/dev/null)
+        [ "$comp" = av1 ] || die "$3: output is HEIF but not AV1 (heif-compression '$comp')"
+    fi
+    [ "$w" = 500 ] || die "$3: output is $w px wide, not 500: $hdr"
+}
+
+rf_path() { # FILE FORMAT: refract's URL path for a resize of FILE into FORMAT
+    if [ "$2" = jpeg ]; then echo "/$1/dims/resize/500x500"; else echo "/$1/dims/resize/500x500/format/$2"; fi
 }
 
 P_NGINX=$(free_port)
+P_ORIGIN=$(free_port)
 P_GW=$(free_port)
 P_ADMIN=$(free_port)
 P_BUS=$(free_port)
 P_WMET=$(free_port)
+P_WMET2=$(free_port)
 
 # ---- c. nginx image_filter ---------------------------------------------------------
-mkdir -p "$TMP/nginx"
-{
-    nginx_conf_head 2
-    cat <<EOF
+if [ -n "$HAS_JPEG" ]; then
+    mkdir -p "$TMP/nginx"
+    {
+        nginx_conf_head 2
+        cat <<EOF
 http {
     access_log off;
     sendfile on;
@@ -122,12 +165,22 @@ http {
     }
 }
 EOF
-} >"$TMP/nginx/nginx.conf"
-nginx_start "$TMP/nginx"
-NG_PID=$NGINX_PID
+    } >"$TMP/nginx/nginx.conf"
+    nginx_start "$TMP/nginx"
+    NG_PID=$NGINX_PID
+fi
+
+# ---- the http:// origin: nginx serving the corpus statically ------------------------------
+OR_PID=""
+if [[ " $ORIGINS " == *" http "* ]]; then
+    origin_nginx_start "$TMP/origin" "$P_ORIGIN" "$IMG"
+    OR_PID=$ORIGIN_PID
+fi
 
 # ---- b. refract: gateway + one image worker -----------------------------------------
-cat >"$TMP/refract.yaml" <<EOF
+# refract_conf FILE JOBS VIPS_CONCURRENCY METRICS_PORT
+refract_conf() {
+    cat >"$1" <<EOF
 gateway:
   listen: "127.0.0.1:$P_GW"
   admin_listen: "127.0.0.1:$P_ADMIN"
@@ -143,65 +196,107 @@ vhosts:
     cache: { enable: false }   # every resize is made, not served from the cache
     dims:
       max_source_size: 20MB
+  - name: $HTTP_HOST
+    origin: "http://127.0.0.1:$P_ORIGIN"
+    cache: { enable: false }
+    dims:
+      max_source_size: 20MB
 image_worker:
-  metrics_listen: "127.0.0.1:$P_WMET"
-  jobs: 2
-  vips_concurrency: 1
+  metrics_listen: "127.0.0.1:$4"
+  jobs: $2
+  vips_concurrency: $3
 log:
   level: warn
 EOF
+}
+refract_conf "$TMP/refract.yaml" 2 1 "$P_WMET"
 gateway_start "$TMP/refract.yaml" "$TMP/gateway.log"
 "$BIN/refract-image-worker" -c "$TMP/refract.yaml" >>"$TMP/worker.log" 2>&1 &
 WK_PID=$!
 bench_track "$WK_PID"
 
-wait_http "http://127.0.0.1:$P_NGINX/${FILES[0]}" "$NG_PID" 15 || die "nginx did not start ($(cat "$TMP/nginx/logs/"*.log))"
+declare -A HOSTH=([file]="Host: localhost" [http]="Host: $HTTP_HOST")
+[ -n "$HAS_JPEG" ] && { wait_http "http://127.0.0.1:$P_NGINX/${FILES[0]}" "$NG_PID" 15 || die "nginx image_filter did not start ($(cat "$TMP/nginx/logs/"*.log))"; }
+[ -n "$OR_PID" ] && { wait_http "http://127.0.0.1:$P_ORIGIN/${FILES[0]}" "$OR_PID" 15 || die "the nginx origin did not start ($(cat "$TMP/origin/logs/"*.log))"; }
 wait_http "http://127.0.0.1:$P_GW/${FILES[0]}" "$GW_PID" 10 || die "refract-gateway did not start ($(cat "$TMP/gateway.log"))"
-# the worker is ready once a resize answers 200 (it connects to the broker)
-ok=""
-for _ in $(seq 100); do
-    kill -0 "$WK_PID" 2>/dev/null || die "refract-image-worker exited ($(cat "$TMP/worker.log"))"
-    code=$(curl -s -o "$TMP/out.jpg" -w '%{http_code}' "http://127.0.0.1:$P_GW/${FILES[0]}/dims/resize/500x500")
-    [ "$code" = 200 ] && { ok=1; break; }
-    sleep 0.2
-done
-[ -n "$ok" ] || die "refract did not answer a resize with 200 (last: $code; $(tail -3 "$TMP/gateway.log" "$TMP/worker.log"))"
+# wait_resize PID LOG: until refract answers a resize with 200 (the worker
+# with pid PID, log LOG, has connected to the broker)
+wait_resize() {
+    local ok="" code=""
+    for _ in $(seq 100); do
+        kill -0 "$1" 2>/dev/null || die "refract-image-worker exited ($(cat "$2"))"
+        code=$(curl -s -o "$TMP/out.img" -w '%{http_code}' "http://127.0.0.1:$P_GW/${FILES[0]}/dims/resize/500x500")
+        [ "$code" = 200 ] && { ok=1; break; }
+        sleep 0.2
+    done
+    [ -n "$ok" ] || die "refract did not answer a resize with 200 (last: $code; $(tail -3 "$TMP/gateway.log" "$2"))"
+}
+wait_resize "$WK_PID" "$TMP/worker.log"
 
-# ---- every contender must produce a 500-wide JPEG of every file ---------------------------
-for f in "${FILES[@]}"; do
-    code=$(curl -s -D "$TMP/h" -o "$TMP/out.jpg" -w '%{http_code}' "http://127.0.0.1:$P_GW/$f/dims/resize/500x500")
-    [ "$code" = 200 ] || die "refract: /$f/dims/resize/500x500 answered $code"
-    grep -qi '^x-refract-fallback' "$TMP/h" && die "refract: /$f was sent unprocessed ($(grep -i '^x-refract-fallback' "$TMP/h"))"
-    check_jpeg500 "$TMP/out.jpg" "refract /$f"
-    code=$(curl -s -o "$TMP/out.jpg" -w '%{http_code}' "http://127.0.0.1:$P_NGINX/$f")
-    [ "$code" = 200 ] || die "nginx image_filter: /$f answered $code"
-    check_jpeg500 "$TMP/out.jpg" "nginx image_filter /$f"
-done
+# ---- every contender must produce a 500-wide image of the format of every file --------------
 IMGS=()
 for f in "${FILES[@]}"; do IMGS+=("$IMG/$f"); done
-"$BIN/bench-vips-loop" -t 1 -d 0.01 -c 1 -o "$TMP/out.jpg" "${IMGS[@]}" >/dev/null || die "bench-vips-loop failed"
-check_jpeg500 "$TMP/out.jpg" "bench-vips-loop"
-echo "resize: checked: every contender returns 500-wide JPEGs for every file"
+for fmt in $FORMATS; do
+    for o in $ORIGINS; do
+        for f in "${FILES[@]}"; do
+            path=$(rf_path "$f" "$fmt")
+            code=$(curl -s -H "${HOSTH[$o]}" -D "$TMP/h" -o "$TMP/out.img" -w '%{http_code}' "http://127.0.0.1:$P_GW$path")
+            [ "$code" = 200 ] || die "refract ($o://): $path answered $code ($(tr -d '\r' <"$TMP/h" | grep -i '^x-refract' | tr '\n' ' '))"
+            grep -qi '^x-refract-fallback' "$TMP/h" && die "refract ($o://): $path was sent unprocessed ($(grep -i '^x-refract-fallback' "$TMP/h"))"
+            check_out500 "$TMP/out.img" "$fmt" "refract ($o://) $path"
+        done
+    done
+    "$BIN/bench-vips-loop" -t 1 -d 0.01 -c 1 -f "$fmt" -o "$TMP/out.img" "${IMGS[@]}" >/dev/null || die "bench-vips-loop -f $fmt failed"
+    check_out500 "$TMP/out.img" "$fmt" "bench-vips-loop -f $fmt"
+done
+if [ -n "$HAS_JPEG" ]; then
+    for f in "${FILES[@]}"; do
+        code=$(curl -s -o "$TMP/out.img" -w '%{http_code}' "http://127.0.0.1:$P_NGINX/$f")
+        [ "$code" = 200 ] || die "nginx image_filter: /$f answered $code"
+        check_out500 "$TMP/out.img" jpeg "nginx image_filter /$f"
+    done
+fi
+echo "resize: checked: every contender returns 500-wide images of the format asked for every file ($FORMATS; origins $ORIGINS)"
 
-printf '/%s/dims/resize/500x500\n' "${FILES[@]}" >"$TMP/paths.refract"
-printf '/%s\n' "${FILES[@]}" >"$TMP/paths.nginx"
-write_wrk_lua "$TMP/refract.lua" "$TMP/paths.refract"
-write_wrk_lua "$TMP/nginx.lua" "$TMP/paths.nginx"
-declare -A URL=([refract]="http://127.0.0.1:$P_GW" [nginx]="http://127.0.0.1:$P_NGINX")
+declare -A URL=([nginx]="http://127.0.0.1:$P_NGINX")
+for fmt in $FORMATS; do
+    for o in $ORIGINS; do
+        : >"$TMP/paths.$fmt"
+        for f in "${FILES[@]}"; do rf_path "$f" "$fmt" >>"$TMP/paths.$fmt"; done
+        write_wrk_lua "$TMP/rf:$fmt:$o.lua" "$TMP/paths.$fmt"
+        URL[rf:$fmt:$o]="http://127.0.0.1:$P_GW"
+    done
+done
+if [ -n "$HAS_JPEG" ]; then
+    printf '/%s\n' "${FILES[@]}" >"$TMP/paths.nginx"
+    write_wrk_lua "$TMP/nginx.lua" "$TMP/paths.nginx"
+fi
+
+# dead_note: why refract failed, when one of its processes died (their logs
+# go with the temp dir)
+dead_note() {
+    local p n
+    for p in GW_PID:gateway WK_PID:worker; do
+        n=${p%%:*}
+        kill -0 "${!n}" 2>/dev/null && continue
+        echo "; the refract ${p#*:} (pid ${!n}) has died; its log ends: $(tail -5 "$TMP/${p#*:}.log" | tr '\n' '|')"
+    done
+}
 
 http_run() { # CONTENDER SECONDS LABEL: sets W_* (images/s = W_RPS)
-    local c=$1
-    run_wrk "$3" "$TMP/$c.lua" "${URL[$c]}" -t$CONC -c$CONC -d"$2s" --timeout 30s || die "$c: wrk failed"
-    [ "$W_REQS" -gt 0 ] || [[ $3 == warmup* ]] || die "$c: no request completed in '$3'"
-    [ "$W_ERRS" -eq 0 ] || die "$c: $W_ERRS errors or non-2xx answers in '$3' (see $RAW)"
+    local c=$1 host=()
+    [[ $c == rf:* ]] && host=(-H "${HOSTH[${c##*:}]}")
+    run_wrk "$3" "$TMP/$c.lua" "${URL[$c]}" -t$CONC -c$CONC -d"$2s" --timeout 30s "${host[@]}" || die "$c: wrk failed$(dead_note)"
+    [ "$W_REQS" -gt 0 ] || [[ $3 == warmup* ]] || die "$c: no request completed in '$3'$(dead_note)"
+    [ "$W_ERRS" -eq 0 ] || die "$c: $W_ERRS errors or non-2xx answers in '$3' (see $RAW)$(dead_note)"
     # a transform answers tens of KB; MBs would mean originals are being sent
     [ $((W_BYTES / (W_REQS + 1))) -lt 1048576 ] || die "$c: answers average $((W_BYTES / W_REQS)) bytes: not resized?"
 }
 
-vips_run() { # CONCURRENCY(0 = libvips default) LABEL: sets V_IPS V_CONC
+vips_run() { # CONCURRENCY(0 = libvips default) FORMAT LABEL: sets V_IPS V_CONC V_CPU
     local out
-    out=$("$BIN/bench-vips-loop" -t $CONC -d "$DURATION" -c "$1" "${IMGS[@]}" 2>&1) || die "bench-vips-loop: $out"
-    { echo "---- $2"; echo "$out"; } >>"$RAW"
+    out=$("$BIN/bench-vips-loop" -t $CONC -d "$DURATION" -c "$1" -f "$2" "${IMGS[@]}" 2>&1) || die "bench-vips-loop: $out"
+    { echo "---- $3"; echo "$out"; } >>"$RAW"
     V_IPS=$(sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p' <<<"$out")
     V_CONC=$(sed -n 's/.* concurrency=\([0-9]*\).*/\1/p' <<<"$out")
     V_CPU=$(sed -n 's/.*cpu_ms_per_image=\([0-9.]*\).*/\1/p' <<<"$out")
@@ -219,40 +314,79 @@ ng_split() { # BEFORE AFTER (worker_cpu outputs)
         s = ""; for (i = 1; i <= n; i++) s = s sprintf("%s%d%%", i > 1 ? "/" : "", t ? 100 * d[i] / t : 0)
         print s}'
 }
+ticks_ms() { # BEFORE AFTER N (worker_cpu outputs): CPU ms per item of the sum of all
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN{k = split(a, x, " "); split(b, y, " "); t = 0
+        for (i = 1; i <= k; i++) t += y[i] - x[i]; printf "%.1f", (n > 0 ? t * 1000 / hz / n : 0)}'
+}
 
 metric_sum() { # URL NAME: sum of a metric over its label sets
     curl -s --max-time 2 "$1" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $NF} END{printf "%.6f", s}'
 }
 GW_MET="http://127.0.0.1:$P_ADMIN/metrics"
 WK_MET="http://127.0.0.1:$P_WMET/metrics"
+metrics_now() { # worker job s, jobs, bus job s, HTTP request s, requests
+    echo "$(metric_sum "$WK_MET" refract_worker_job_duration_seconds_sum) $(metric_sum "$WK_MET" refract_worker_job_duration_seconds_count)" \
+        "$(metric_sum "$GW_MET" refract_bus_job_duration_seconds_sum) $(metric_sum "$GW_MET" refract_http_request_duration_seconds_sum)" \
+        "$(metric_sum "$GW_MET" refract_http_request_duration_seconds_count)"
+}
+declare -A BRK # rf:F:O -> summed metric deltas "wk_s jobs bus_s http_s reqs"
+brk_add() { # KEY BEFORE AFTER
+    BRK[$1]=$(awk -v a="$2" -v b="$3" -v c="${BRK[$1]:-0 0 0 0 0}" 'BEGIN{split(a, x, " "); split(b, y, " "); split(c, z, " ")
+        printf "%.6f %d %.6f %.6f %d", z[1] + y[1] - x[1], z[2] + y[2] - x[2], z[3] + y[3] - x[3], z[4] + y[4] - x[4], z[5] + y[5] - x[5]}')
+}
 
 NOISY=""
 machine_check
 echo
-echo "== resize: JPEG ~3840x2400 -> fit 500x500, uncached, concurrency $CONC; ${DURATION}s x $ROUNDS rounds; $(nproc) CPUs shared with wrk =="
-http_run refract "$WARMUP" "warmup refract"
-http_run nginx "$WARMUP" "warmup nginx"
-m0=("$(metric_sum "$WK_MET" refract_worker_job_duration_seconds_sum)" "$(metric_sum "$WK_MET" refract_worker_job_duration_seconds_count)"
-    "$(metric_sum "$GW_MET" refract_bus_job_duration_seconds_sum)" "$(metric_sum "$GW_MET" refract_http_request_duration_seconds_sum)"
-    "$(metric_sum "$GW_MET" refract_http_request_duration_seconds_count)")
-declare -A IPS
-mapfile -t NG_WORKERS < <(pgrep -P "$NG_PID")
+echo "== resize: JPEG ~3840x2400 -> fit 500x500 as $FORMATS; refract origins $ORIGINS; uncached, concurrency $CONC; ${DURATION}s x $ROUNDS rounds; $(nproc) CPUs shared with wrk =="
+
+# the contenders, grouped by format (a format's floor and refract runs are
+# neighbours in time); the order reverses every other round
+ORDER=()
+for fmt in $FORMATS; do
+    for c in $FLOOR_CONCS; do ORDER+=("vips$c:$fmt"); done
+    for o in $ORIGINS; do ORDER+=("rf:$fmt:$o"); done
+    [ "$fmt" = jpeg ] && ORDER+=(nginx)
+done
+for c in "${ORDER[@]}"; do
+    case $c in rf:* | nginx) http_run "$c" "$WARMUP" "warmup $c" ;; esac
+done
+declare -A IPS VCONC
+NG_WORKERS=()
+[ -n "$HAS_JPEG" ] && mapfile -t NG_WORKERS < <(pgrep -P "$NG_PID")
+OR_WORKERS=()
+[ -n "$OR_PID" ] && mapfile -t OR_WORKERS < <(pgrep -P "$OR_PID")
 for r in $(seq "$ROUNDS"); do
-    order="vips1 vips0 refract nginx"
-    [ $((r % 2)) -eq 0 ] && order="nginx refract vips0 vips1"
-    for c in $order; do
+    order=("${ORDER[@]}")
+    if [ $((r % 2)) -eq 0 ]; then
+        order=()
+        for ((i = ${#ORDER[@]} - 1; i >= 0; i--)); do order+=("${ORDER[i]}"); done
+    fi
+    for c in "${order[@]}"; do
         snap=$(proc_snapshot)
         case $c in
-        vips1) vips_run 1 "round $r vips-loop concurrency 1"; v=$V_IPS; extra="(vips_concurrency $V_CONC; CPU $V_CPU ms/image)" ;;
-        vips0) vips_run 0 "round $r vips-loop default concurrency"; v=$V_IPS; extra="(libvips default concurrency = $V_CONC; CPU $V_CPU ms/image)" ;;
-        refract)
+        vips*)
+            vc=${c%%:*}
+            vc=${vc#vips}
+            vips_run "$vc" "${c#*:}" "round $r $c"
+            v=$V_IPS
+            VCONC[$c]=$V_CONC
+            extra="(vips_concurrency $V_CONC; CPU $V_CPU ms/image)"
+            ;;
+        rf:*)
+            o=${c##*:}
             cpu0=$(worker_cpu "$GW_PID" "$WK_PID")
-            http_run refract "$DURATION" "round $r refract"
+            ocpu0=$([ "$o" = http ] && worker_cpu "${OR_WORKERS[@]}")
+            m0=$(metrics_now)
+            http_run "$c" "$DURATION" "round $r $c"
+            m1=$(metrics_now)
             cpu1=$(worker_cpu "$GW_PID" "$WK_PID")
+            brk_add "$c" "$m0" "$m1"
             v=$W_RPS
             # CPU per image of the gateway and of the worker (all their threads)
             cpu_img=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$W_REQS" -v hz="$(getconf CLK_TCK)" 'BEGIN{split(a, x, " ");
                 split(b, y, " "); printf "gateway %.1f + worker %.1f", (y[1] - x[1]) * 1000 / hz / n, (y[2] - x[2]) * 1000 / hz / n}')
+            [ "$o" = http ] && cpu_img="$cpu_img + origin nginx $(ticks_ms "$ocpu0" "$(worker_cpu "${OR_WORKERS[@]}")" "$W_REQS")"
             extra="p50 $W_P50 ms, p99 $W_P99 ms, $((W_BYTES / W_REQS / 1024)) KB/answer; CPU $cpu_img ms/image"
             ;;
         nginx)
@@ -270,7 +404,7 @@ for r in $(seq "$ROUNDS"); do
                 [ "$top" -le 75 ] && break
                 NG_ONE_WORKER="${NG_ONE_WORKER:-} $v"
                 if [ "$try" -lt "$NGINX_TRIES" ]; then
-                    printf '   round %d  %-8s %8s images/s  %s -> one worker did all the work: discarded, retrying\n' "$r" nginx "$v" "$extra"
+                    printf '   round %d  %-14s %7s images/s  %s -> one worker did all the work: discarded, retrying\n' "$r" nginx "$v" "$extra"
                     snap=$(proc_snapshot)
                 else
                     extra="$extra (UNBALANCED: kept, no balanced run in $NGINX_TRIES attempts)"
@@ -281,58 +415,147 @@ for r in $(seq "$ROUNDS"); do
         IPS[$c]="${IPS[$c]:-} $v"
         noise=$(foreign_cpu "$snap" "$DURATION")
         [ -n "$noise" ] && NOISY="$NOISY $c:[$noise]"
-        printf '   round %d  %-8s %8s images/s  %s%s\n' "$r" "$c" "$v" "$extra" "${noise:+  [other processes busy: $noise]}"
+        printf '   round %d  %-14s %7s images/s  %s%s\n' "$r" "$c" "$v" "$extra" "${noise:+  [other processes busy: $noise]}"
     done
 done
-m1=("$(metric_sum "$WK_MET" refract_worker_job_duration_seconds_sum)" "$(metric_sum "$WK_MET" refract_worker_job_duration_seconds_count)"
-    "$(metric_sum "$GW_MET" refract_bus_job_duration_seconds_sum)" "$(metric_sum "$GW_MET" refract_http_request_duration_seconds_sum)"
-    "$(metric_sum "$GW_MET" refract_http_request_duration_seconds_count)")
 
-# shellcheck disable=SC2086
-{
-    v1=$(fmedian ${IPS[vips1]})
-    v0=$(fmedian ${IPS[vips0]})
-    rf=$(fmedian ${IPS[refract]})
-    ng=$(fmedian ${IPS[nginx]})
+# ---- peak RSS of one job: the worker vs vipsthumbnail ------------------------------------------
+# The largest corpus JPEG, made into a 500x500 JPEG, one job at a time.
+#  - vipsthumbnail: /usr/bin/time -v vipsthumbnail BIG -s 500x500 -o out.jpg[Q=75]
+#    (libvips default concurrency): "Maximum resident set size", the whole
+#    process; and the same on a 64 px JPEG, to tell its fixed cost.
+#  - the worker: the throughput worker is stopped; a fresh one with jobs 1
+#    (vips_concurrency RESIZE_RSS_VIPS_CONCURRENCY, default 0 = libvips's
+#    default, as vipsthumbnail) makes one resize of the 64 px JPEG (libraries
+#    loaded, threads started); its VmRSS then is its idle RSS. Then one
+#    request for BIG; VmHWM afterwards is the peak (the 64 px job's was
+#    lower). Per job = VmHWM - idle VmRSS. One fresh worker per origin.
+# Ratio (target <= 2): worker per job / vipsthumbnail's whole-process peak;
+# also printed: worker per job / vipsthumbnail's peak above its 64 px run.
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
+maxrss_kb() { # FILE OUT [ENV...]: vipsthumbnail's maximum RSS in KB
+    local f=$1 out=$2
+    shift 2
+    env "$@" /usr/bin/time -v vipsthumbnail "$f" -s 500x500 -o "${out}[Q=75]" 2>"$TMP/time.log" >/dev/null ||
+        die "vipsthumbnail $f failed: $(tail -3 "$TMP/time.log")"
+    awk -F': ' '/Maximum resident set size/ {print $2}' "$TMP/time.log"
 }
-if awk -v a="$v1" -v b="$v0" 'BEGIN{exit !(a >= b)}'; then
-    floor=$v1 floor_what="vips_concurrency 1"
-else
-    floor=$v0 floor_what="libvips default concurrency"
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k / 1024}'; }
+kill -0 "$WK_PID" 2>/dev/null || WK_DIED=1 # before the RSS part stops it
+if [ "$RSS_PART" != 0 ]; then
+    big=""
+    bigsz=0
+    for f in "${FILES[@]}"; do
+        sz=$(stat -c %s "$IMG/$f")
+        [ "$sz" -gt "$bigsz" ] && { big=$f; bigsz=$sz; }
+    done
+    vipsthumbnail "$IMG/$big" -s 64x64 -o "$IMG/tiny-64.jpg[Q=75]" || die "vipsthumbnail cannot make a 64 px JPEG"
+    chmod 644 "$IMG/tiny-64.jpg"
+    vt_tiny=$(maxrss_kb "$IMG/tiny-64.jpg" "$TMP/vt-tiny.jpg")
+    vt_big=$(maxrss_kb "$IMG/$big" "$TMP/vt-big.jpg")
+    check_out500 "$TMP/vt-big.jpg" jpeg "vipsthumbnail"
+    vt_big1=$(maxrss_kb "$IMG/$big" "$TMP/vt-big.jpg" VIPS_CONCURRENCY=1)
+    bench_stop "$WK_PID"
+    declare -A RSS_JOB RSS_IDLE RSS_HWM RSS_START
+    refract_conf "$TMP/refract-rss.yaml" 1 "$RSS_VCONC" "$P_WMET2"
+    for o in $ORIGINS; do
+        "$BIN/refract-image-worker" -c "$TMP/refract-rss.yaml" >>"$TMP/worker-rss-$o.log" 2>&1 &
+        RW_PID=$!
+        bench_track "$RW_PID"
+        sleep 0.5
+        RSS_START[$o]=$(status_kb "$RW_PID" VmRSS)
+        # its first 200 (any vhost: the broker only has this worker)
+        for _ in $(seq 100); do
+            kill -0 "$RW_PID" 2>/dev/null || die "refract-image-worker (RSS) exited ($(cat "$TMP/worker-rss-$o.log"))"
+            code=$(curl -s -H "${HOSTH[$o]}" -o "$TMP/out.img" -w '%{http_code}' "http://127.0.0.1:$P_GW/tiny-64.jpg/dims/resize/500x500")
+            [ "$code" = 200 ] && break
+            sleep 0.2
+        done
+        [ "$code" = 200 ] || die "refract ($o://) did not resize tiny-64.jpg with the RSS worker (last: $code)"
+        sleep 0.3
+        RSS_IDLE[$o]=$(status_kb "$RW_PID" VmRSS)
+        code=$(curl -s -H "${HOSTH[$o]}" -o "$TMP/out.img" -w '%{http_code}' "http://127.0.0.1:$P_GW$(rf_path "$big" jpeg)")
+        [ "$code" = 200 ] || die "refract ($o://) with the RSS worker: /$big answered $code"
+        check_out500 "$TMP/out.img" jpeg "refract ($o://) RSS worker /$big"
+        RSS_HWM[$o]=$(status_kb "$RW_PID" VmHWM)
+        RSS_JOB[$o]=$((RSS_HWM[$o] - RSS_IDLE[$o]))
+        grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem|Threads)' "/proc/$RW_PID/status" | tr -s ' \t' ' ' |
+            { echo "---- RSS worker $o:// after /$big (start ${RSS_START[$o]} kB, idle ${RSS_IDLE[$o]} kB)"; cat; } >>"$RAW"
+        bench_stop "$RW_PID"
+    done
+    worst=""
+    for o in $ORIGINS; do
+        if [ -z "$worst" ] || [ "${RSS_JOB[$o]}" -gt "${RSS_JOB[$worst]}" ]; then worst=$o; fi
+    done
+    RSS_RATIO=$(fdiv "${RSS_JOB[$worst]}" "$vt_big")
+    RSS_RATIO_INC=$(fdiv "${RSS_JOB[$worst]}" "$((vt_big - vt_tiny))")
+    RSS_BIG="$big ($(vipsheader -f width "$IMG/$big")x$(vipsheader -f height "$IMG/$big"), $(mb $((bigsz / 1024))) MB)"
 fi
-r_floor=$(fdiv "$rf" "$floor")
-r_nginx=$(fdiv "$rf" "$ng")
-echo
-echo "median of the rounds:"
-printf '%-58s %10s\n' contender "images/s"
-printf '%-58s %10s\n' "a. floor: bench-vips-loop, 2 threads, vips_concurrency 1" "$v1"
-printf '%-58s %10s\n' "a. floor: bench-vips-loop, 2 threads, libvips default" "$v0"
-printf '%-58s %10s\n' "b. refract: gateway + image worker (jobs 2)" "$rf"
-printf '%-58s %10s\n' "c. nginx image_filter (libgd), 2 workers" "$ng"
-echo "   floor used: $floor images/s ($floor_what, the better of the two)"
+
+# ---- the table ----------------------------------------------------------------------------------
 # shellcheck disable=SC2086
-[ -n "${NG_ONE_WORKER:-}" ] && echo "   nginx runs discarded because one worker served both connections: $(echo $NG_ONE_WORKER | tr ' ' /) images/s" \
-    "(refract/nginx would be $(fdiv "$rf" "$(fmean $NG_ONE_WORKER)")x against those)"
-echo "   ratio refract/vips-loop = ${r_floor}x (target >= 0.85)   refract/nginx = ${r_nginx}x (target >= 2.5)"
-jobs_n=$(awk -v a="${m0[1]}" -v b="${m1[1]}" 'BEGIN{print b - a}')
-if [ "${jobs_n%.*}" -gt 0 ] 2>/dev/null; then
-    awk -v ws="$(awk -v a="${m0[0]}" -v b="${m1[0]}" 'BEGIN{print b - a}')" -v n="$jobs_n" \
-        -v bs="$(awk -v a="${m0[2]}" -v b="${m1[2]}" 'BEGIN{print b - a}')" \
-        -v hs="$(awk -v a="${m0[3]}" -v b="${m1[3]}" 'BEGIN{print b - a}')" \
-        -v hn="$(awk -v a="${m0[4]}" -v b="${m1[4]}" 'BEGIN{print b - a}')" \
-        'BEGIN{printf "   refract breakdown (measured rounds, mean per image): worker transform %.1f ms, bus job (submit->reply) %.1f ms, HTTP request %.1f ms (%d jobs)\n", ws/n*1000, bs/n*1000, (hn > 0 ? hs/hn*1000 : 0), n}'
-fi
-{
-    summary "resize: refract/vips-loop (images/s)" "$r_floor" 0.85
-    summary "resize: refract/nginx (images/s)" "$r_nginx" 2.5
-    summary "resize: vips-loop floor images/s ($floor_what)" "$floor" -
-    summary "resize: vips-loop other concurrency images/s" "$([ "$floor" = "$v1" ] && echo "$v0" || echo "$v1")" -
-    summary "resize: refract images/s" "$rf" -
+fmed() { fmedian ${IPS[$1]:-}; }
+target_of() { [ "$1" = jpeg ] && echo 0.9 || echo 0.85; }
+mark() { awk -v v="$1" -v t="$2" 'BEGIN{print (v != "nan" && v + 0 >= t) ? "PASS" : "BELOW"}'; }
+ng=""
+[ -n "$HAS_JPEG" ] && ng=$(fmed nginx)
+echo
+echo "median of $ROUNDS rounds of ${DURATION}s, images/s (refract: gateway + worker jobs 2, vips_concurrency 1; floor: bench-vips-loop, 2 threads, the better vips_concurrency):"
+printf '%-6s %-7s %9s %9s %-9s %8s %8s %-6s | %s\n' format origin refract floor "(floor c)" ratio target mark \
+    "refract per image: worker transform / bus job / HTTP request (ms)"
+for fmt in $FORMATS; do
+    best="" bestc=""
+    for c in $FLOOR_CONCS; do
+        v=$(fmed "vips$c:$fmt")
+        if [ -z "$best" ] || awk -v a="$v" -v b="$best" 'BEGIN{exit !(a > b)}'; then best=$v bestc=${VCONC[vips$c:$fmt]}; fi
+    done
+    for o in $ORIGINS; do
+        rf=$(fmed "rf:$fmt:$o")
+        ratio=$(fdiv "$rf" "$best")
+        t=$(target_of "$fmt")
+        brk=$(awk -v c="${BRK[rf:$fmt:$o]:-0 0 0 0 0}" 'BEGIN{split(c, z, " ");
+            if (z[2] > 0) printf "%.1f / %.1f / %.1f", z[1] / z[2] * 1000, z[3] / z[2] * 1000, (z[5] > 0 ? z[4] / z[5] * 1000 : 0); else print "-"}')
+        printf '%-6s %-7s %9s %9s %-9s %7sx %8s %-6s | %s\n' "$fmt" "$o://" "$rf" "$best" "(c $bestc)" "$ratio" ">= $t" "$(mark "$ratio" "$t")" "$brk"
+        summary "resize $fmt $o://: refract/vips-loop (images/s)" "$ratio" "$t"
+        summary "resize $fmt $o://: refract images/s" "$rf" -
+    done
+    summary "resize $fmt: vips-loop floor images/s (c $bestc)" "$best" -
+done
+if [ -n "$HAS_JPEG" ]; then
+    line="nginx image_filter (libgd, jpeg, 2 workers): $ng images/s;"
+    for o in $ORIGINS; do
+        r=$(fdiv "$(fmed "rf:jpeg:$o")" "$ng")
+        line="$line refract/nginx $o:// ${r}x $(mark "$r" 2.5);"
+        summary "resize jpeg $o://: refract/nginx (images/s)" "$r" 2.5
+    done
+    echo "$line (target >= 2.5)"
     summary "resize: nginx image_filter images/s (both workers busy)" "$ng" -
     # shellcheck disable=SC2086
-    [ -n "${NG_ONE_WORKER:-}" ] && summary "resize: nginx runs discarded, one worker busy (images/s)" "$(echo $NG_ONE_WORKER | tr ' ' /)" -
-    [ -n "${CORPUS_NOTE##*.deb}" ] && summary "resize: CORPUS" "$CORPUS_NOTE" -
-}
+    if [ -n "${NG_ONE_WORKER:-}" ]; then
+        echo "   nginx runs discarded because one worker served both connections: $(echo $NG_ONE_WORKER | tr ' ' /) images/s"
+        summary "resize: nginx runs discarded, one worker busy (images/s)" "$(echo $NG_ONE_WORKER | tr ' ' /)" -
+    fi
+fi
+for fmt in $FORMATS; do
+    l="   floor $fmt:"
+    for c in $FLOOR_CONCS; do l="$l vips_concurrency ${VCONC[vips$c:$fmt]} $(fmed "vips$c:$fmt");"; done
+    echo "$l"
+done
+if [ "$RSS_PART" != 0 ]; then
+    l="RSS per job, 500x500 JPEG of $RSS_BIG, one job at a time: worker (jobs 1, vips_concurrency $RSS_VCONC):"
+    for o in $ORIGINS; do
+        l="$l $o:// +$(mb "${RSS_JOB[$o]}") MB (idle $(mb "${RSS_IDLE[$o]}") -> peak $(mb "${RSS_HWM[$o]}"));"
+    done
+    echo "$l"
+    echo "   vipsthumbnail (whole process, /usr/bin/time -v): $(mb "$vt_big") MB (on a 64 px JPEG $(mb "$vt_tiny") MB, so +$(mb $((vt_big - vt_tiny))) MB for the photo; VIPS_CONCURRENCY=1: $(mb "$vt_big1") MB)"
+    echo "   ratio worker per job ($worst://, the larger) / vipsthumbnail peak = ${RSS_RATIO}x (target <= 2) $(awk -v v="$RSS_RATIO" 'BEGIN{print (v != "nan" && v + 0 <= 2) ? "PASS" : "ABOVE"}');" \
+        "/ vipsthumbnail's +$(mb $((vt_big - vt_tiny))) MB above its 64 px run = ${RSS_RATIO_INC}x"
+    summary "resize rss: worker per job / vipsthumbnail peak" "$RSS_RATIO" "<=2"
+    summary "resize rss: worker per job / vipsthumbnail increment" "$RSS_RATIO_INC" -
+    for o in $ORIGINS; do summary "resize rss: worker per job $o:// MB" "$(mb "${RSS_JOB[$o]}")" -; done
+    summary "resize rss: vipsthumbnail peak MB" "$(mb "$vt_big")" -
+fi
+[ -n "${CORPUS_NOTE##*.deb}" ] && summary "resize: CORPUS" "$CORPUS_NOTE" -
 
 status=0
 if [ -n "$NOISY$BENCH_NOISE" ]; then
@@ -340,12 +563,18 @@ if [ -n "$NOISY$BENCH_NOISE" ]; then
     summary "resize: NOISE (other processes busy)" "${NOISY:-$BENCH_NOISE}" -
 fi
 kill -0 "$GW_PID" 2>/dev/null || { status=2; echo "resize: refract-gateway died during the run" >&2; }
-kill -0 "$WK_PID" 2>/dev/null || { status=2; echo "resize: refract-image-worker died during the run" >&2; }
-kill -0 "$NG_PID" 2>/dev/null || { status=2; echo "resize: nginx died during the run" >&2; }
-for l in "$TMP/gateway.log" "$TMP/worker.log"; do
-    if grep -qiE 'error|crit|warn' "$l" 2>/dev/null; then
-        echo "resize: $(basename "$l") warnings/errors:"; grep -iE 'error|crit|warn' "$l" | sort | uniq -c | sort -rn | head -5
+[ -n "${WK_DIED:-}" ] && { status=2; echo "resize: refract-image-worker died during the run" >&2; }
+[ -n "$HAS_JPEG" ] && { kill -0 "$NG_PID" 2>/dev/null || { status=2; echo "resize: nginx died during the run" >&2; }; }
+[ -n "$OR_PID" ] && { kill -0 "$OR_PID" 2>/dev/null || { status=2; echo "resize: the nginx origin died during the run" >&2; }; }
+# Expected, not reported: the jobs abandoned when a wrk run ends (wrk closes
+# its connections, the gateway cancels their jobs) and the workers the RSS
+# part stops.
+EXPECTED='cancelled or past its deadline|worker [0-9A-F]+ gone \(disconnect\) with 0 job'
+for l in "$TMP"/gateway.log "$TMP"/worker*.log; do
+    if grep -iE 'error|crit|warn' "$l" 2>/dev/null | grep -qvE "$EXPECTED"; then
+        echo "resize: $(basename "$l") warnings/errors:"
+        grep -iE 'error|crit|warn' "$l" | grep -vE "$EXPECTED" | sed 's/^[^ ]* //' | sort | uniq -c | sort -rn | head -5
     fi
 done
-echo "resize: raw output in $RAW"
+echo "resize: took $(($(date +%s) - T_START)) s; raw output in $RAW"
 exit $status
