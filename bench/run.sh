@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench/run.sh — `make bench`: runs every refract benchmark (each against its
 # peer, side by side) and ends with one table of ratios, their targets and
-# PASS / BELOW marks. About 13-15 minutes on 2 cores (a few more waiting
+# PASS / BELOW marks. About 16-17 minutes on 2 cores (a few more waiting
 # for other processes to leave the CPUs alone).
 #
 #   bench/run.sh                 every bench: proxy, tls, resize, evict, cache, collapse, cache_rss
