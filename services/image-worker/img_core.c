@@ -14,10 +14,11 @@
 #define S_DEFAULT_AVIF_Q 50
 
 /* AV1 encoding is the slow part of an AVIF answer. libvips's effort 0..9
- * maps to aom's cpu-used 9..0. Encoding a 500×330 photo-like image on the
- * development machine took 160-220 ms at libvips's default (4) and 40-45
- * ms at 3, for 4% more bytes (2 saved another 10 ms for 8% more): 3 is
- * the knee, fast enough for an answer made while the client waits. */
+ * maps to aom's cpu-used 9..0. `vips heifsave` of a 500×313 photo on the
+ * 2-core development VM cost about 0.66 s of CPU at libvips's default (4),
+ * 0.45 s at 3 and 0.28 s at 2; 3 costs about 4% more bytes than 4 and 2
+ * another 4% (bench/resize.sh measures AVIF answers end to end): 3 is the
+ * compromise for an answer made while the client waits. */
 #define S_AVIF_EFFORT 3
 
 /* Whatever the chain says, a multi-frame source keeps at most this many
