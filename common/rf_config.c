@@ -1088,55 +1088,60 @@ static void s_named_free(rf_named_source_t *n, size_t count)
     free(n);
 }
 
+/* dims.sources.hosts: fnmatch patterns of host[:port]. */
+static int s_source_hosts(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    s_strlist_t *hosts = t;
+    s_free_list(hosts->list, hosts->n);
+    *hosts = (s_strlist_t){0};
+    if (s_strlist(c, v, hosts) < 0)
+        return -1;
+    for (size_t i = 0; i < hosts->n; i++)
+        if (hosts->list[i][0] == '\0' || strpbrk(hosts->list[i], "/@ ") != NULL)
+            return s_fail(c, v, "dims.sources.hosts: '%s' is not a host name pattern", hosts->list[i]);
+    return 0;
+}
+
+/* dims.sources.named: {NAME: URL, ...} (http or https). */
+static int s_source_named(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    __typeof__(((s_dims_raw_t *)0)->sources) *out =
+        (void *)((char *)t - offsetof(__typeof__(((s_dims_raw_t *)0)->sources), named));
+    if (s_want_map(c, v, "dims.sources.named") < 0)
+        return -1;
+    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    s_named_free(out->named, out->n_named);
+    out->n_named = 0;
+    if ((out->named = calloc(n ? n : 1, sizeof(*out->named))) == NULL)
+        return s_fail(c, v, "out of memory");
+    for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
+        yaml_node_t *nk = yaml_document_get_node(&c->doc, q->key), *nv = yaml_document_get_node(&c->doc, q->value);
+        if (s_dims_name(c, nk, "named source") < 0 || s_want_scalar(c, nv, "a named source's URL") < 0)
+            return -1;
+        if (strcmp(s_scalar(nk), "http:") == 0 || strcmp(s_scalar(nk), "https:") == 0)
+            return s_fail(c, nk, "a named source cannot be called '%s'", s_scalar(nk));
+        rf_named_source_t *ns = &out->named[out->n_named];
+        const char *why = NULL;
+        if (rf_origin_parse(s_scalar(nv), &ns->origin, &why) < 0 || ns->origin.kind != RF_ORIGIN_HTTP) {
+            rf_origin_clear(&ns->origin);
+            return s_fail(c, nv, "named source '%s': %s", s_scalar(nk), why ? why : "must be http:// or https://");
+        }
+        snprintf(ns->name, sizeof(ns->name), "%s", s_scalar(nk));
+        out->n_named++;
+    }
+    return 0;
+}
+
 /* dims.sources: {hosts: [PATTERN, ...], private: bool, named: {NAME: URL}}. */
 static int s_dims_sources(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    __typeof__(((s_dims_raw_t *)0)->sources) *out = t;
+    typedef __typeof__(((s_dims_raw_t *)0)->sources) s_sources_t;
+    static const s_key_t keys[] = {K("hosts", s_source_hosts, s_sources_t, hosts),
+                                   K("private", s_bool, s_sources_t, private_ok),
+                                   K("named", s_source_named, s_sources_t, named), {0}};
+    s_sources_t *out = t;
     out->given = true;
-    if (s_want_map(c, v, "dims.sources") < 0)
-        return -1;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key), *val = yaml_document_get_node(&c->doc, p->value);
-        const char *key = k->type == YAML_SCALAR_NODE ? s_scalar(k) : "";
-        if (strcmp(key, "hosts") == 0) {
-            s_free_list(out->hosts.list, out->hosts.n);
-            out->hosts = (s_strlist_t){0};
-            if (s_strlist(c, val, &out->hosts) < 0)
-                return -1;
-            for (size_t i = 0; i < out->hosts.n; i++)
-                if (out->hosts.list[i][0] == '\0' || strpbrk(out->hosts.list[i], "/@ ") != NULL)
-                    return s_fail(c, val, "dims.sources.hosts: '%s' is not a host name pattern", out->hosts.list[i]);
-        } else if (strcmp(key, "private") == 0) {
-            if (s_bool(c, val, &out->private_ok) < 0)
-                return -1;
-        } else if (strcmp(key, "named") == 0) {
-            if (s_want_map(c, val, "dims.sources.named") < 0)
-                return -1;
-            size_t n = (size_t)(val->data.mapping.pairs.top - val->data.mapping.pairs.start);
-            s_named_free(out->named, out->n_named);
-            out->n_named = 0;
-            if ((out->named = calloc(n ? n : 1, sizeof(*out->named))) == NULL)
-                return s_fail(c, val, "out of memory");
-            for (yaml_node_pair_t *q = val->data.mapping.pairs.start; q < val->data.mapping.pairs.top; q++) {
-                yaml_node_t *nk = yaml_document_get_node(&c->doc, q->key), *nv = yaml_document_get_node(&c->doc, q->value);
-                if (s_dims_name(c, nk, "named source") < 0 || s_want_scalar(c, nv, "a named source's URL") < 0)
-                    return -1;
-                if (strcmp(s_scalar(nk), "http:") == 0 || strcmp(s_scalar(nk), "https:") == 0)
-                    return s_fail(c, nk, "a named source cannot be called '%s'", s_scalar(nk));
-                rf_named_source_t *ns = &out->named[out->n_named];
-                const char *why = NULL;
-                if (rf_origin_parse(s_scalar(nv), &ns->origin, &why) < 0 || ns->origin.kind != RF_ORIGIN_HTTP) {
-                    rf_origin_clear(&ns->origin);
-                    return s_fail(c, nv, "named source '%s': %s", s_scalar(nk), why ? why : "must be http:// or https://");
-                }
-                snprintf(ns->name, sizeof(ns->name), "%s", s_scalar(nk));
-                out->n_named++;
-            }
-        } else {
-            return s_fail(c, k, "unknown key '%s' in dims.sources (hosts, private, named)", key);
-        }
-    }
-    return 0;
+    return s_walk(c, v, keys, out, "dims.sources");
 }
 
 static void s_signing_free(rf_sign_conf_t *sc)
@@ -1151,52 +1156,49 @@ typedef struct {
     bool required_given;
 } s_signing_raw_t;
 
+/* dims.signing.keys: {ID: SECRET, ...} into the rf_sign_conf_t. */
+static int s_signing_keys(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_sign_conf_t *sc = t;
+    if (s_want_map(c, v, "dims.signing.keys") < 0)
+        return -1;
+    for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top; q++) {
+        yaml_node_t *ik = yaml_document_get_node(&c->doc, q->key), *iv = yaml_document_get_node(&c->doc, q->value);
+        const char *id = ik->type == YAML_SCALAR_NODE ? s_scalar(ik) : "";
+        size_t il = strlen(id);
+        if (il == 0 || il >= RF_SIGN_ID_MAX ||
+            strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != il)
+            return s_fail(c, ik, "a signing key id is 1..%d of A-Z a-z 0-9 . _ -, got '%s'", RF_SIGN_ID_MAX - 1, id);
+        if (s_want_scalar(c, iv, "a signing secret") < 0)
+            return -1;
+        if (strlen(s_scalar(iv)) < 16)
+            return s_fail(c, iv, "signing key '%s': the secret must have at least 16 characters", id);
+        if (sc->n_keys == RF_SIGN_MAX_KEYS)
+            return s_fail(c, ik, "at most %d signing keys", RF_SIGN_MAX_KEYS);
+        for (size_t i = 0; i < sc->n_keys; i++)
+            if (strcmp(sc->keys[i].id, id) == 0)
+                return s_fail(c, ik, "duplicate signing key id '%s'", id);
+        rf_sign_key_t *key_out = &sc->keys[sc->n_keys];
+        snprintf(key_out->id, sizeof(key_out->id), "%s", id);
+        if ((key_out->secret = strdup(s_scalar(iv))) == NULL)
+            return s_fail(c, iv, "out of memory");
+        sc->n_keys++;
+    }
+    return 0;
+}
+
 /* dims.signing: {keys: {ID: SECRET, ...}, required: bool}. */
 static int s_dims_signing(s_ctx_t *c, yaml_node_t *v, void *t)
 {
+    static const s_key_t keys[] = {K("keys", s_signing_keys, rf_sign_conf_t, keys),
+                                   K("required", s_bool, rf_sign_conf_t, required), {0}};
     __typeof__(((s_dims_raw_t *)0)->signing) *out = t;
-    rf_sign_conf_t *sc = &out->conf;
-    s_signing_free(sc);
+    s_signing_free(&out->conf);
     out->given = true;
-    sc->required = true;
-    if (s_want_map(c, v, "dims.signing") < 0)
+    out->conf.required = true;
+    if (s_walk(c, v, keys, &out->conf, "dims.signing") < 0)
         return -1;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = yaml_document_get_node(&c->doc, p->key), *val = yaml_document_get_node(&c->doc, p->value);
-        const char *key = k->type == YAML_SCALAR_NODE ? s_scalar(k) : "";
-        if (strcmp(key, "required") == 0) {
-            if (s_bool(c, val, &sc->required) < 0)
-                return -1;
-            continue;
-        }
-        if (strcmp(key, "keys") != 0)
-            return s_fail(c, k, "unknown key '%s' in dims.signing (keys, required)", key);
-        if (s_want_map(c, val, "dims.signing.keys") < 0)
-            return -1;
-        for (yaml_node_pair_t *q = val->data.mapping.pairs.start; q < val->data.mapping.pairs.top; q++) {
-            yaml_node_t *ik = yaml_document_get_node(&c->doc, q->key), *iv = yaml_document_get_node(&c->doc, q->value);
-            const char *id = ik->type == YAML_SCALAR_NODE ? s_scalar(ik) : "";
-            size_t il = strlen(id);
-            if (il == 0 || il >= RF_SIGN_ID_MAX ||
-                strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != il)
-                return s_fail(c, ik, "a signing key id is 1..%d of A-Z a-z 0-9 . _ -, got '%s'", RF_SIGN_ID_MAX - 1, id);
-            if (s_want_scalar(c, iv, "a signing secret") < 0)
-                return -1;
-            if (strlen(s_scalar(iv)) < 16)
-                return s_fail(c, iv, "signing key '%s': the secret must have at least 16 characters", id);
-            if (sc->n_keys == RF_SIGN_MAX_KEYS)
-                return s_fail(c, ik, "at most %d signing keys", RF_SIGN_MAX_KEYS);
-            for (size_t i = 0; i < sc->n_keys; i++)
-                if (strcmp(sc->keys[i].id, id) == 0)
-                    return s_fail(c, ik, "duplicate signing key id '%s'", id);
-            rf_sign_key_t *key_out = &sc->keys[sc->n_keys];
-            snprintf(key_out->id, sizeof(key_out->id), "%s", id);
-            if ((key_out->secret = strdup(s_scalar(iv))) == NULL)
-                return s_fail(c, iv, "out of memory");
-            sc->n_keys++;
-        }
-    }
-    if (sc->n_keys == 0)
+    if (out->conf.n_keys == 0)
         return s_fail(c, v, "dims.signing needs keys: {ID: SECRET}");
     return 0;
 }

@@ -16,19 +16,22 @@ TOKEN = "redis-test-token"
 
 
 class Redis:
-    def __init__(self, d):
+    def __init__(self, d, password=None):
         self.dir = d
         self.port = harness.free_port()
+        self.password = password
         self.proc = None
         self.start()
 
     def start(self):
+        auth = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", self.dir] + auth, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cli = ["redis-cli", "-p", str(self.port)] + (["--no-auth-warning", "-a", self.password] if self.password else [])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            r = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True)
+            r = subprocess.run(cli + ["ping"], capture_output=True, text=True)
             if r.stdout.strip() == "PONG":
                 return
             time.sleep(0.05)
@@ -250,13 +253,9 @@ def test_objects_are_shared_across_gateways(make_stack, tmp_path):
 
 
 def test_redis_with_a_password(make_stack, tmp_path):
-    port = harness.free_port()
-    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                          "no", "--requirepass", "secret", "--dir", str(tmp_path)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rd = Redis(str(tmp_path), password="secret")
     try:
-        time.sleep(0.3)
-        meta = {"backend": "redis", "redis": f"127.0.0.1:{port}", "password": "secret"}
+        meta = {"backend": "redis", "redis": f"127.0.0.1:{rd.port}", "password": "secret"}
         st = make_stack([{"name": "r.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
                         gateway={"metadata": meta})
         _wait(lambda: harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 1, 5, "redis up with AUTH")
@@ -267,8 +266,7 @@ def test_redis_with_a_password(make_stack, tmp_path):
         assert harness.metric_value(bad.metrics(), "refract_metadata_redis_up") == 0
         assert "WRONGPASS" in bad.gw.log() or "invalid password" in bad.gw.log(), bad.gw.log()
     finally:
-        p.kill()
-        p.wait(10)
+        rd.close()
 
 
 def test_restarted_gateway_revalidates_what_it_may_have_missed(pair):
@@ -283,18 +281,13 @@ def test_restarted_gateway_revalidates_what_it_may_have_missed(pair):
 
 
 def test_redis_that_wants_a_password_is_not_up(make_stack, tmp_path):
-    port = harness.free_port()
-    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                          "no", "--requirepass", "secret", "--dir", str(tmp_path)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rd = Redis(str(tmp_path), password="secret")
     try:
-        time.sleep(0.3)
         st = make_stack([{"name": "r.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
-                        gateway={"metadata": {"backend": "redis", "redis": f"127.0.0.1:{port}"}})
+                        gateway={"metadata": {"backend": "redis", "redis": f"127.0.0.1:{rd.port}"}})
         _wait(lambda: (harness.metric_value(st.metrics(), "refract_metadata_redis_errors_total") or 0) >= 1, 5,
               "the refusal counted")
         assert harness.metric_value(st.metrics(), "refract_metadata_redis_up") == 0
         assert "refused" in st.gw.log()
     finally:
-        p.kill()
-        p.wait(10)
+        rd.close()
