@@ -266,7 +266,7 @@ static void s_start(s_fixture_t *f, size_t n, int capacity, int hb_ms, int liven
     assert_int_equal(pthread_create(&f->tid, NULL, s_run_thread, f), 0);
     f->started = 1;
     for (size_t i = 0; i < n; i++) {
-        rf_bus_msg_t msg;
+        rf_bus_msg_t msg = {0};
         zmsg_t *raw = s_wait_for(f->brokers[i], RF_BUS_READY, 3000, &msg);
         assert_non_null(raw);
         rf_bus_msg_clear(&msg);
@@ -283,7 +283,7 @@ static void s_stop(s_fixture_t *f)
     pthread_join(f->tid, NULL);
     assert_int_equal(f->rc, 0);
     for (size_t i = 0; i < f->n_brokers; i++) {
-        rf_bus_msg_t msg;
+        rf_bus_msg_t msg = {0};
         zmsg_t *raw = s_wait_for(f->brokers[i], RF_BUS_DISCONNECT, 2000, &msg);
         if (raw == NULL)
             fail_msg("broker %zu got no DISCONNECT", i);
@@ -327,7 +327,7 @@ static void test_ready(void **state)
     assert_non_null(f.worker);
     assert_int_equal(pthread_create(&f.tid, NULL, s_run_thread, &f), 0);
 
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     zmsg_t *raw = s_wait_for(b, RF_BUS_READY, 3000, &msg);
     assert_non_null(raw);
     assert_string_equal(msg.service, "image");
@@ -401,7 +401,7 @@ static void test_job_reply(void **state)
     s_fixture_t f;
     s_start(&f, 1, 2, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     char body[256];
 
     /* a body split in several frames reaches the callback contiguous */
@@ -467,7 +467,7 @@ static void test_source_ref(void **state)
     s_fixture_t f;
     s_start(&f, 1, 2, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     char body[256], ref[300];
 
     snprintf(ref, sizeof(ref), "file://%s", path);
@@ -519,7 +519,7 @@ static void test_bad_messages_ignored(void **state)
     s_send_cmd(b, RF_BUS_CANCEL, 12345); /* unknown job */
     const char *one[] = {"ok"};
     s_send_job(b, 1, "req-1", 5000, NULL, one, 1);
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     zmsg_t *raw = s_wait_reply(b, 1, 3000, &msg);
     assert_int_equal(s_reply_status(&msg), 200);
     rf_bus_msg_clear(&msg);
@@ -534,7 +534,7 @@ static void test_heartbeats(void **state)
     s_fixture_t f;
     s_start(&f, 1, 1, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     int before = b->heartbeats;
     /* nothing to wait for: just watch the traffic for 15 intervals */
     assert_null(s_wait_for(b, RF_BUS_REPLY, 1500, &msg));
@@ -551,7 +551,7 @@ static void test_cancel_before_start(void **state)
     s_fixture_t f;
     s_start(&f, 1, 1, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     json_t *slow = json_pack("{s:i}", "sleep_ms", 1500);
     const char *one[] = {"a"};
     s_send_job(b, 1, "req-slow", 5000, slow, one, 1);
@@ -581,7 +581,7 @@ static void test_cancel_running(void **state)
     s_fixture_t f;
     s_start(&f, 1, 1, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     json_t *extra = json_pack("{s:b}", "wait_cancel", 1);
     s_send_job(b, 5, "req-5", 5000, extra, NULL, 0);
     json_decref(extra);
@@ -603,7 +603,7 @@ static void test_expired_deadline(void **state)
     s_fixture_t f;
     s_start(&f, 1, 1, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     const char *one[] = {"a"};
     /* already expired on arrival */
     s_send_job(b, 1, "req-1", 0, NULL, one, 1);
@@ -642,7 +642,7 @@ static void test_disconnect_reconnects(void **state)
     s_fixture_t f;
     s_start(&f, 1, 2, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     zframe_t *old = zframe_dup(b->peer);
     s_send_cmd(b, RF_BUS_DISCONNECT, 0);
     zmsg_t *raw = NULL;
@@ -677,7 +677,7 @@ static void test_no_reply_across_reconnect(void **state)
     s_fixture_t f;
     s_start(&f, 1, 1, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     json_t *slow = json_pack("{s:i}", "sleep_ms", 300);
     const char *one[] = {"a"};
     s_send_job(b, 1, "req-1", 5000, slow, one, 1);
@@ -703,7 +703,7 @@ static void test_silent_broker_reconnect(void **state)
     int64_t end = zclock_mono() + 1000;
     zsock_set_rcvtimeo(b->router, 20);
     while (zclock_mono() < end) {
-        rf_bus_msg_t msg;
+        rf_bus_msg_t msg = {0};
         zframe_t *id = NULL;
         zmsg_t *raw = rf_bus_recv(b->router, &id, &msg);
         if (raw == NULL)
@@ -732,7 +732,7 @@ static void test_heartbeats_while_busy(void **state)
     s_fixture_t f;
     s_start(&f, 1, 1, 100, 4);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     json_t *slow = json_pack("{s:i}", "sleep_ms", 1500); /* > 3 × liveness × interval */
     const char *one[] = {"a"};
     b->max_gap = 0;
@@ -757,7 +757,7 @@ static void test_two_brokers_local_queue(void **state)
     (void)state;
     s_fixture_t f;
     s_start(&f, 2, 1, 100, 5);
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     json_t *slow = json_pack("{s:i}", "sleep_ms", 200);
     const char *one[] = {"one"}, *two[] = {"two"};
     s_send_job(f.brokers[0], 1, "req-a", 5000, slow, one, 1);
@@ -787,7 +787,7 @@ static void test_parallel_jobs(void **state)
     s_fixture_t f;
     s_start(&f, 1, 3, 100, 5);
     s_broker_t *b = f.brokers[0];
-    rf_bus_msg_t msg;
+    rf_bus_msg_t msg = {0};
     json_t *slow = json_pack("{s:i}", "sleep_ms", 600);
     const char *one[] = {"p"};
     for (uint64_t id = 1; id <= 3; id++)
