@@ -72,8 +72,8 @@ def test_invalid_value_is_reported_with_position(tmp_path, text, line, col):
 
 
 @pytest.mark.parametrize("text,line,col,message", [
-    (BASE + VHOST + "image_worker:\n  jobs: 0\n", 9, 9, "image_worker.jobs must be between 1 and 256"),
-    (BASE + VHOST + "image_worker:\n  jobs: 257\n", 9, 9, "image_worker.jobs must be between 1 and 256"),
+    (BASE + VHOST + "image_worker:\n  jobs: -1\n", 9, 9, "expected a non-negative integer, got '-1'"),
+    (BASE + VHOST + "image_worker:\n  jobs: 257\n", 9, 9, "image_worker.jobs must be between 0 and 256"),
     (BASE + "  heartbeat_interval: 5ms\n" + VHOST, 5, 23, "bus.heartbeat_interval must be between 10ms and 60s"),
     (BASE + "  liveness: 0\n" + VHOST, 5, 13, "bus.liveness must be between 1 and 1000"),
 ])
