@@ -414,6 +414,35 @@ static int s_drop_page_height(VipsImage **img)
     return 0;
 }
 
+/* libvips "eval" handler on an image being computed: sets the kill flag
+ * (libvips stops between tiles) once the job must stop. */
+static void s_on_eval(VipsImage *image, VipsProgress *progress, void *arg)
+{
+    (void)progress;
+    const img_opts_t *o = arg;
+    if (o->should_stop(o->stop_arg))
+        vips_image_set_kill(image, TRUE);
+}
+
+/* Watches `img` while its pixels are computed (a save, a decode into
+ * memory), when the job can be stopped. */
+static void s_watch(s_job_t *job, VipsImage *img)
+{
+    if (job->opts == NULL || job->opts->should_stop == NULL)
+        return;
+    vips_image_set_progress(img, TRUE);
+    g_signal_connect(img, "eval", G_CALLBACK(s_on_eval), (void *)job->opts);
+}
+
+/* Whether the job must stop (its deadline passed, or it was cancelled):
+ * a computation that failed then failed for that reason. */
+static bool s_stopped(const s_job_t *job)
+{
+    return job->opts != NULL && job->opts->should_stop != NULL && job->opts->should_stop(job->opts->stop_arg);
+}
+
+#define S_STOPPED_WHY "stopped during the transform: cancelled or past its deadline"
+
 /* Decodes job->img into memory: the operations that read pixels out of
  * order (rotate, flip, smart crop, per-frame work) cannot run on a
  * sequential load. 0, or 415/500. */
@@ -421,9 +450,11 @@ static int s_materialize(s_job_t *job)
 {
     if (!job->seq)
         return 0;
+    s_watch(job, job->img);
     VipsImage *mem = vips_image_copy_memory(job->img);
     if (mem == NULL)
-        return s_broken(job, "cannot decode the source");
+        return s_stopped(job) ? s_fail(504, job->why, job->why_len, S_STOPPED_WHY)
+                              : s_broken(job, "cannot decode the source");
     s_swap(&job->img, mem);
     job->seq = false;
     return 0;
@@ -931,16 +962,6 @@ static int s_save(const s_job_t *job, void **buf, size_t *len)
     }
 }
 
-/* libvips "eval" handler on the image being encoded: sets the kill flag
- * (libvips stops between tiles) once the job must stop. */
-static void s_on_eval(VipsImage *image, VipsProgress *progress, void *arg)
-{
-    (void)progress;
-    const img_opts_t *o = arg;
-    if (o->should_stop(o->stop_arg))
-        vips_image_set_kill(image, TRUE);
-}
-
 /* Prepares the final image for job->fmt and encodes it into *out. 0, or
  * 415/500, or 504 when the job was stopped meanwhile. */
 static int s_encode(s_job_t *job, img_result_t *out)
@@ -954,16 +975,10 @@ static int s_encode(s_job_t *job, img_result_t *out)
         return rc;
     if ((job->optimize || job->strip) && s_strip(&job->img) != 0)
         return s_fail(500, job->why, job->why_len, "cannot strip metadata");
-    bool watched = job->opts != NULL && job->opts->should_stop != NULL;
-    if (watched) { /* the pixels are computed during the save: watch it */
-        vips_image_set_progress(job->img, TRUE);
-        g_signal_connect(job->img, "eval", G_CALLBACK(s_on_eval), (void *)job->opts);
-    }
-    if (s_save(job, &buf, &len) != 0) {
-        if (watched && job->opts->should_stop(job->opts->stop_arg))
-            return s_fail(504, job->why, job->why_len, "stopped during the transform: cancelled or past its deadline");
-        return s_broken(job, "cannot encode %s", rf_format_name(job->fmt));
-    }
+    s_watch(job, job->img); /* the pixels are computed during the save */
+    if (s_save(job, &buf, &len) != 0)
+        return s_stopped(job) ? s_fail(504, job->why, job->why_len, S_STOPPED_WHY)
+                              : s_broken(job, "cannot encode %s", rf_format_name(job->fmt));
     if ((job->optimize || job->strip) && job->fmt == RF_FMT_WEBP)
         s_webp_drop_metadata(buf, &len);
     out->data = buf;

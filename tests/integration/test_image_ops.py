@@ -176,7 +176,9 @@ def test_split_manifest(stack):
     assert [(t["y"], t["height"]) for t in doc["tiles"]] == [(0, 150), (150, 150), (300, 100)]
 
 
-def test_job_past_its_deadline_stops_inside_the_transform(make_stack, media):
+@pytest.mark.parametrize("chain", ["blur/100/format/png",             # stopped while it is encoded
+                                   "blur/100/rotate/90/format/png"])  # ... while it is decoded into memory
+def test_job_past_its_deadline_stops_inside_the_transform(make_stack, media, chain):
     """A transform whose job times out is stopped between tiles (libvips
     kill flag), not computed to the end: the one job slot is free again
     at once, and the worker lives on."""
@@ -184,7 +186,7 @@ def test_job_past_its_deadline_stops_inside_the_transform(make_stack, media):
                     bus={"job_timeout": "400ms", "retries": 0}, image_worker={"jobs": 1},
                     vhost_defaults={"cache": {"enable": False}})
     t0 = time.monotonic()
-    r = st.get("/photo.jpg/dims/blur/100/format/png", timeout=30)  # seconds of work on 2400x1600
+    r = st.get(f"/photo.jpg/dims/{chain}", timeout=30)  # seconds of work on 2400x1600
     assert r.status_code == 504, (r.status_code, r.text)
     assert time.monotonic() - t0 < 3
     deadline = time.monotonic() + 5
