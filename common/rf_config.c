@@ -1543,18 +1543,25 @@ static int s_origin_tls_copy(rf_origin_tls_t *dst, const rf_origin_tls_t *src)
                : 0;
 }
 
-/* byclient: {keyword, protocol: http|https, allow: [host patterns]}. */
-static int s_byclient_protocol(s_ctx_t *c, yaml_node_t *v, void *t)
+/* A setting that is one of two words: *t becomes false for `no`, true for
+ * `yes`; anything else is "WHAT is NO or YES, got '…'". 0 or -1. */
+static int s_two_words(s_ctx_t *c, yaml_node_t *v, bool *t, const char *what, const char *no, const char *yes)
 {
     if (s_want_scalar(c, v, "value") < 0)
         return -1;
-    if (strcmp(s_scalar(v), "https") == 0)
-        *(bool *)t = true;
-    else if (strcmp(s_scalar(v), "http") == 0)
-        *(bool *)t = false;
+    if (strcmp(s_scalar(v), yes) == 0)
+        *t = true;
+    else if (strcmp(s_scalar(v), no) == 0)
+        *t = false;
     else
-        return s_fail(c, v, "byclient.protocol is http or https, got '%s'", s_scalar(v));
+        return s_fail(c, v, "%s is %s or %s, got '%s'", what, no, yes, s_scalar(v));
     return 0;
+}
+
+/* byclient: {keyword, protocol: http|https, allow: [host patterns]}. */
+static int s_byclient_protocol(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_two_words(c, v, t, "byclient.protocol", "http", "https");
 }
 
 static int s_vhost_byclient(s_ctx_t *c, yaml_node_t *v, void *t)
@@ -1653,15 +1660,7 @@ static int s_vhost_origin(s_ctx_t *c, yaml_node_t *v, void *t)
 
 static int s_vhost_balance(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    if (s_want_scalar(c, v, "value") < 0)
-        return -1;
-    if (strcmp(s_scalar(v), "hash") == 0)
-        *(bool *)t = true;
-    else if (strcmp(s_scalar(v), "round_robin") == 0)
-        *(bool *)t = false;
-    else
-        return s_fail(c, v, "balance is round_robin or hash, got '%s'", s_scalar(v));
-    return 0;
+    return s_two_words(c, v, t, "balance", "round_robin", "hash");
 }
 
 /* timeouts: {connect, read} for this vhost's origins. */

@@ -293,6 +293,11 @@ static void test_dims_presets_and_byoriginal(void **state)
           "t.yaml:5:32: dims byoriginal 'r': blur: '0' is not");
     s_err(DIMS_VHOST("{ byoriginal: { r: [ { chain: optimize, format: bmp } ] } }"),
           "t.yaml:5:32: dims byoriginal 'r': format is jpeg, png, webp, avif or gif, got 'bmp'");
+    s_err("bus: { endpoint: x }\nvhosts:\n  - { name: a.org, origin: \"http://h:1\", balance: hashy }\n",
+          "t.yaml:3:51: balance is round_robin or hash, got 'hashy'");
+    s_err("bus: { endpoint: x }\nvhosts:\n  - { name: a.org, origin: \"http://h:1\", byclient: { keyword: b, protocol: ftp, "
+          "allow: [x] } }\n",
+          "t.yaml:3:76: byclient.protocol is http or https, got 'ftp'");
     s_err(DIMS_VHOST("{ byoriginal: { r: [ { chain: optimize, widht: 3 } ] } }"), "t.yaml:5:51: unknown key 'widht' in a byoriginal rule");
 }
 
