@@ -12,6 +12,7 @@ NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
 
 _bench_pids=()
 _bench_ports=()
+_bench_dirs=() # removed by the EXIT trap too (outside $TMP, e.g. in /dev/shm)
 
 bench_init() { # NAME: temp dir, results dir, cleanup trap
     BENCH_NAME=$1
@@ -31,12 +32,14 @@ bench_cleanup() {
         wait "$p" 2>/dev/null
     done
     _bench_pids=()
+    for p in "${_bench_dirs[@]}"; do rm -rf "$p"; done
     if [ -n "${TMP:-}" ] && [ -d "$TMP" ]; then
         if [ -n "${BENCH_KEEP_TMP:-}" ]; then echo "bench: kept $TMP"; else rm -rf "$TMP"; fi
     fi
 }
 
 bench_track() { _bench_pids+=("$1"); }
+bench_track_dir() { _bench_dirs+=("$1"); }
 
 bench_stop() { # PID: stop one tracked process now
     local p=$1 keep=() q

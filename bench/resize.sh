@@ -46,10 +46,16 @@ ORIGINS=${RESIZE_ORIGINS:-file http}
 FLOOR_CONCS=${RESIZE_FLOOR_CONCS:-1 0}
 RSS_PART=${RESIZE_RSS:-1}
 RSS_VCONC=${RESIZE_RSS_VIPS_CONCURRENCY:-0}
+# http:// sources are written to bus.spool_dir (memory-backed) and mapped by
+# the worker, as conf/refract.yaml sets it; RESIZE_SPOOL=0 sends them as
+# bytes over the bus instead.
+SPOOL=""
+[ "${RESIZE_SPOOL:-1}" = 0 ] || SPOOL=/dev/shm/refract-bench-resize-$$
 CORPUS=${BENCH_CORPUS_DIR:-$ROOT/build/bench-corpus} # BENCH_NO_DOWNLOAD=1: generated corpus
 HTTP_HOST=http-origin.bench # the vhost whose origin is http://
 
 bench_init resize
+[ -z "$SPOOL" ] || bench_track_dir "$SPOOL"
 for f in $FORMATS; do [[ " jpeg webp avif " == *" $f "* ]] || die "RESIZE_FORMATS: '$f' is not jpeg, webp or avif"; done
 for o in $ORIGINS; do [[ " file http " == *" $o "* ]] || die "RESIZE_ORIGINS: '$o' is not file or http"; done
 for c in $FLOOR_CONCS; do [[ $c =~ ^[0-9]+$ ]] || die "RESIZE_FLOOR_CONCS: '$c' is not a number"; done
@@ -189,6 +195,7 @@ gateway:
 bus:
   endpoint: "tcp://127.0.0.1:$P_BUS"
   queue_max: 64
+$( [ -n "$SPOOL" ] && echo "  spool_dir: \"$SPOOL\"" )
 vhosts:
   - name: localhost
     default: true
@@ -339,6 +346,7 @@ NOISY=""
 machine_check
 echo
 echo "== resize: JPEG ~3840x2400 -> fit 500x500 as $FORMATS; refract origins $ORIGINS; uncached, concurrency $CONC; ${DURATION}s x $ROUNDS rounds; $(nproc) CPUs shared with wrk =="
+echo "   http:// sources: $( [ -n "$SPOOL" ] && echo "written to bus.spool_dir $SPOOL (memory) and mapped by the worker" || echo "sent as bytes over the bus (RESIZE_SPOOL=0)")"
 
 # the contenders, grouped by format (a format's floor and refract runs are
 # neighbours in time); the order reverses every other round

@@ -69,7 +69,7 @@ typedef struct {
     /* dims.sources: /KEYWORD/CHAIN/src/SOURCE URLs (seed Appendix C) */
     char **source_hosts; /* fnmatch patterns of the hosts an http(s) SOURCE may name; none = URL sources off */
     size_t n_source_hosts;
-    bool source_private; /* URL sources may reach loopback, private and link-local addresses */
+    bool source_private;      /* URL sources may reach loopback, private and link-local addresses */
     rf_named_source_t *named; /* NAME/PATH sources: NAME -> origin (http(s)); operator-chosen, not guarded */
     size_t n_named;
 } rf_dims_conf_t;
@@ -103,9 +103,9 @@ typedef struct {
  * SourceSize> + compression.txt). */
 typedef struct {
     bool enable;
-    rf_ce_t method;   /* default gzip */
-    int level;        /* default 6 (gzip 1-9, br 0-11) */
-    size_t min_size;  /* source_size "2-2048" (KB): bodies outside are sent as they are */
+    rf_ce_t method;  /* default gzip */
+    int level;       /* default 6 (gzip 1-9, br 0-11) */
+    size_t min_size; /* source_size "2-2048" (KB): bodies outside are sent as they are */
     size_t max_size;
     rf_compress_rule_t *rules; /* in order, first match wins; none: by content type */
     size_t n_rules;
@@ -126,8 +126,8 @@ typedef struct {
 
 /* A vhost's edge cache: the `cache` mapping. */
 typedef struct {
-    bool enable;      /* default true: http(s) origins and function results are cached */
-    bool memory_only; /* volatile content: kept in memory, never written to disk */
+    bool enable;       /* default true: http(s) origins and function results are cached */
+    bool memory_only;  /* volatile content: kept in memory, never written to disk */
     rf_ttl_conf_t ttl; /* ttl.* and override_origin */
     rf_query_mode_t query;
     char **query_keep; /* RF_QUERY_KEEP: parameter names (owned) */
@@ -140,7 +140,7 @@ typedef struct {
     char *vhost; /* the target vhost's name; NULL: no link */
     struct {
         int lo, hi;
-    } when[16];   /* statuses, as inclusive ranges ("404" or "5xx") */
+    } when[16]; /* statuses, as inclusive ranges ("404" or "5xx") */
     size_t n_when;
 } rf_link_conf_t;
 
@@ -148,13 +148,13 @@ typedef struct {
     char *name;     /* exact host, or "*.example.com" */
     char **aliases; /* same forms as name */
     size_t n_aliases;
-    bool is_default; /* serves requests whose Host matches nothing */
+    bool is_default;    /* serves requests whose Host matches nothing */
     rf_origin_t origin; /* the first (or only) origin */
     /* More http(s) origins (`origin` as a list), chosen per request by
      * `balance`, skipping those passive health marks down. */
     rf_origin_t *more_origins;
     size_t n_more_origins;
-    bool balance_hash;    /* balance: hash (by cache key, rendezvous) or round_robin */
+    bool balance_hash; /* balance: hash (by cache key, rendezvous) or round_robin */
     /* Sibling distribution (seed: n:n peers): every key has one owner among
      * `siblings` (rendezvous hash); a request for a key another sibling owns
      * is fetched from that sibling (which serves it from its cache or its
@@ -174,8 +174,8 @@ typedef struct {
     } byclient;
     int connect_timeout_ms; /* timeouts.connect: 0 = gateway.origin.connect_timeout */
     int read_timeout_ms;    /* timeouts.read: 0 = gateway.origin.read_timeout */
-    int health_fails;     /* health.fails: failures in a row that mark an origin down (default 3) */
-    int health_down_ms;   /* health.down: how long it stays down before a request tries it (default 10s) */
+    int health_fails;       /* health.fails: failures in a row that mark an origin down (default 3) */
+    int health_down_ms;     /* health.down: how long it stays down before a request tries it (default 10s) */
     rf_dims_conf_t dims;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
@@ -205,9 +205,9 @@ typedef struct {
         char *admin_token; /* NULL: the purge endpoints are off */
         char *name;        /* Via pseudonym; NULL: hostname:port */
         char *meta_backend, *meta_redis, *meta_prefix, *meta_advertise, *meta_password; /* gateway.metadata */
-        size_t cache_memory, cache_disk, cache_memory_object_max; /* bytes */
-        int connect_timeout_ms;   /* origin connect */
-        int read_timeout_ms;      /* origin idle read/write */
+        size_t cache_memory, cache_disk, cache_memory_object_max;                       /* bytes */
+        int connect_timeout_ms;                                                         /* origin connect */
+        int read_timeout_ms;                                                            /* origin idle read/write */
         int keepalive_max;        /* idle origin connections kept per origin per thread */
         int keepalive_timeout_ms; /* how long an idle origin connection is kept */
         int resolve_ttl_ms;       /* how long a resolved origin address is used before a new lookup */
@@ -215,10 +215,10 @@ typedef struct {
         int client_timeout_ms;    /* idle client connection */
         bool access_log;          /* one log line per request */
         struct {
-            rf_listen_t listen;   /* port 0 = no TLS listener */
-            rf_tls_cert_t def;    /* certificate for clients without (or with unknown) SNI */
-            char *ciphers;        /* TLS 1.2 cipher list (OpenSSL syntax); TLS 1.3 suites are OpenSSL's */
-            int min_version;      /* 0x0303 = TLS 1.2, 0x0304 = TLS 1.3 */
+            rf_listen_t listen; /* port 0 = no TLS listener */
+            rf_tls_cert_t def;  /* certificate for clients without (or with unknown) SNI */
+            char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); TLS 1.3 suites are OpenSSL's */
+            int min_version;    /* 0x0303 = TLS 1.2, 0x0304 = TLS 1.3 */
         } tls;
     } gateway;
 
@@ -226,13 +226,14 @@ typedef struct {
         char *endpoint; /* gateway binds it (ROUTER) */
         char **connect; /* workers connect to each (default: endpoint) */
         size_t n_connect;
-        int heartbeat_ms;   /* heartbeat interval both ways */
-        int liveness;       /* missed heartbeats before a peer is dead */
-        int queue_max;      /* waiting jobs per service before 503 */
-        int job_timeout_ms; /* job deadline from submission */
-        int retries;        /* re-dispatches after a worker died */
+        int heartbeat_ms;       /* heartbeat interval both ways */
+        int liveness;           /* missed heartbeats before a peer is dead */
+        int queue_max;          /* waiting jobs per service before 503 */
+        int job_timeout_ms;     /* job deadline from submission */
+        int retries;            /* re-dispatches after a worker died */
         int no_worker_grace_ms; /* queued jobs of a service without workers wait this long, then 503 */
-        bool file_refs;     /* file:// sources go to workers as paths, not bytes */
+        bool file_refs;         /* file:// sources go to workers as paths, not bytes */
+        char *spool_dir;        /* http sources are written here and sent as paths; NULL: as bytes */
     } bus;
 
     rf_vhost_conf_t *vhosts;
@@ -243,9 +244,9 @@ typedef struct {
 
     struct {
         rf_listen_t metrics_listen;
-        int jobs;             /* jobs run at once (capacity announced) */
-        int vips_concurrency; /* libvips threads per job; 0 = libvips default */
-        int64_t max_pixels;   /* refuse to decode larger sources; 0 = no limit */
+        int jobs;                  /* jobs run at once (capacity announced) */
+        int vips_concurrency;      /* libvips threads per job; 0 = libvips default */
+        int64_t max_pixels;        /* refuse to decode larger sources; 0 = no limit */
         int64_t max_output_pixels; /* refuse larger results (enlargement budget); 0 = no limit */
         int max_frames;            /* animated sources keep at most this many frames */
     } image_worker;

@@ -93,9 +93,9 @@ struct gw_server_t {
     h2o_globalconf_t h2o_conf, admin_conf;
     gw_broker_t *broker;
     rf_metrics_t *metrics;
-    rf_store_t *store; /* the edge cache (shared by all threads) */
+    rf_store_t *store;      /* the edge cache (shared by all threads) */
     struct gw_meta_t *meta; /* shared metadata (gw_meta.c) */
-    char via[160];     /* "1.1 NAME": this gateway's Via entry */
+    char via[160];          /* "1.1 NAME": this gateway's Via entry */
     h2o_mimemap_t *mimemap;
     struct ssl_ctx_st *tls_bootstrap; /* what TLS listeners accept with (gw_tls.h); NULL without */
     /* start-up handshake: each loop thread builds its own h2o context */
@@ -198,14 +198,14 @@ struct gw_req_t {
     unsigned close_conn : 1; /* answer and close: the connection's framing is suspect */
     /* route */
     const rf_vhost_conf_t *vhost;
-    const rf_origin_t *origin; /* the http origin chosen for it (gw_proxy_upstream), or NULL */
-    unsigned to_sibling : 1;   /* origin is the sibling that owns the key */
+    const rf_origin_t *origin;   /* the http origin chosen for it (gw_proxy_upstream), or NULL */
+    unsigned to_sibling : 1;     /* origin is the sibling that owns the key */
     const rf_origin_t *byclient; /* the origin a byclient path names (in the pool), or NULL */
     h2o_iovec_t origin_path;     /* the path the origin is asked for, when not rc->path (byclient) */
-    const gw_func_t *func; /* NULL: a plain request */
-    void *func_state;      /* the parsed chain (func->parse) */
-    const char *vary;      /* request headers the answer depends on (Vary), e.g. "accept" for format/auto */
-    h2o_iovec_t src;       /* the function's source path (canonical) */
+    const gw_func_t *func;       /* NULL: a plain request */
+    void *func_state;            /* the parsed chain (func->parse) */
+    const char *vary;            /* request headers the answer depends on (Vary), e.g. "accept" for format/auto */
+    h2o_iovec_t src;             /* the function's source path (canonical) */
     /* lookup */
     h2o_iovec_t key;          /* cache key: vhost, path, query, canonical chain */
     const char *cache_status; /* Cache-Status value */
@@ -382,6 +382,12 @@ typedef struct {
      * collector took it (followed it with a new stream, or answered), 0 to
      * pass it through to the client. NULL: passed through. */
     int (*on_redirect)(gw_req_t *rc, const char *location, size_t len);
+    /* A 200 whose Content-Length is within `limit` is about to be
+     * collected: returns a descriptor (borrowed: the collector's owner
+     * closes it) that the body is written to as it arrives — on_collected
+     * then gets body NULL and the length —, or -1 to collect it in memory.
+     * NULL: always in memory. */
+    int (*spool)(gw_req_t *rc, int64_t size);
 } gw_collector_t;
 /* Starts a fetch of path (origin-relative, canonical, with any query) from
  * up. forward_headers: the client's method, headers and body go along (a
@@ -402,16 +408,16 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
  * (a cache fill following a content chain). All borrowed. */
 typedef struct {
     const rf_origin_t *origin;
-    h2o_iovec_t path; /* canonical, with any query */
+    h2o_iovec_t path;           /* canonical, with any query */
     h2o_iovec_t method, entity; /* used with forward only */
     const h2o_headers_t *headers;
     const char *peer; /* client address for X-Forwarded-For, or NULL */
     const char *request_id;
-    const char *via; /* this gateway's Via entry, appended to the client's */
-    const char *host; /* Host to send instead of the origin's (to a sibling: the client's), or NULL */
-    int sibling; /* the request goes to a sibling: marked so that it is not passed on again */
+    const char *via;    /* this gateway's Via entry, appended to the client's */
+    const char *host;   /* Host to send instead of the origin's (to a sibling: the client's), or NULL */
+    int sibling;        /* the request goes to a sibling: marked so that it is not passed on again */
     int no_credentials; /* drop the client's Cookie and Authorization (a byclient host) */
-    int forward; /* as gw_proxy_request's forward_headers */
+    int forward;        /* as gw_proxy_request's forward_headers */
 } gw_origin_request_t;
 h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_t *q, int *is_head);
 /* Counts (refract_origin_errors_total, by reason) and logs an origin
@@ -419,6 +425,15 @@ h2o_iovec_t gw_proxy_request_head(h2o_mem_pool_t *pool, const gw_origin_request_
 void gw_origin_failed(const char *vhost, const char *request_id, const char *upstream, int status, const char *why);
 /* The client's address as text ("" when unknown) into peer[len]. */
 void gw_proxy_peer(h2o_req_t *req, char *peer, size_t len);
+
+/* gw_spool.c: bus.spool_dir, where http sources are written for workers. */
+/* Creates `dir` when missing and removes the files gateways of this host
+ * that no longer run left there. Returns 0, or -1 after logging why. */
+int gw_spool_init(const char *dir);
+/* Creates a new empty file in `dir`: returns its descriptor (O_CLOEXEC)
+ * with its path in *path (malloc'd; the caller unlinks and frees it), or
+ * -1 with errno. */
+int gw_spool_open(const char *dir, char **path);
 
 /* gw_file.c: file origins. */
 /* Serves the request's canonical path from the vhost's directory with
@@ -464,14 +479,14 @@ void gw_meta_publish_purge(gw_meta_t *m, gw_purge_kind_t kind, const char *vhost
 typedef struct {
     h2o_multithread_message_t msg; /* first */
     h2o_multithread_receiver_t *reply_to;
-    char key[40];      /* hex hash of the cache key */
-    bool release;      /* drop our marker (no reply) */
-    int64_t keep_ms;   /* release: > 0, the object was stored fresh for this long: enter it */
+    char key[40];    /* hex hash of the cache key */
+    bool release;    /* drop our marker (no reply) */
+    int64_t keep_ms; /* release: > 0, the object was stored fresh for this long: enter it */
     /* answer */
-    bool won;          /* this gateway fills it (or Redis had no answer) */
-    bool holds;        /* not won: the owner holds the object (else it is filling it) */
-    char epoch[24];    /* the purge epoch seen by the claim (a release enters the object under it) */
-    char owner[256];   /* not won: the advertised URL of that gateway */
+    bool won;        /* this gateway fills it (or Redis had no answer) */
+    bool holds;      /* not won: the owner holds the object (else it is filling it) */
+    char epoch[24];  /* the purge epoch seen by the claim (a release enters the object under it) */
+    char owner[256]; /* not won: the advertised URL of that gateway */
 } gw_meta_query_t;
 /* Whether fills should ask (redis backend with an advertise URL). */
 bool gw_meta_collapses(gw_meta_t *m);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <xxhash.h>
 
@@ -135,10 +136,10 @@ static const rf_origin_t *s_pick(gw_req_t *rc, const char **why, gw_upstream_t *
     size_t vi = (size_t)(vh - rc->vhosts->cfg->vhosts);
     uint64_t score[64], start = vh->balance_hash ? 0 : atomic_fetch_add(&rc->vhosts->rr[vi], 1);
     for (size_t i = 0; i < n; i++)
-        score[i] = vh->balance_hash ? XXH3_64bits_withSeed(rc->key.base, rc->key.len,
-                                                           XXH3_64bits(s_origin_at(vh, i)->url,
-                                                                       strlen(s_origin_at(vh, i)->url)))
-                                    : (uint64_t)(n - ((i + n - start % n) % n)); /* turn order */
+        score[i] = vh->balance_hash
+                       ? XXH3_64bits_withSeed(rc->key.base, rc->key.len,
+                                              XXH3_64bits(s_origin_at(vh, i)->url, strlen(s_origin_at(vh, i)->url)))
+                       : (uint64_t)(n - ((i + n - start % n) % n)); /* turn order */
     size_t best = SIZE_MAX, any = 0;
     gw_upstream_t *best_up = NULL;
     for (size_t i = 0; i < n; i++) {
@@ -220,6 +221,8 @@ struct gw_stream_t {
     gw_collector_t collect; /* valid while `collecting` */
     int status;
     int64_t content_length;
+    int spool_fd;          /* collecting into this file (collect.spool), or -1 */
+    size_t spooled;        /* bytes written to it */
     h2o_headers_t headers; /* filtered origin response headers (req pool) */
     unsigned collecting : 1, started : 1, inflight : 1, eos : 1, failed : 1, done : 1, paused : 1, head_only : 1;
     const char *upstream;
@@ -439,6 +442,8 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
                 s->done = 1;
                 return -1;
             }
+        } else if (content_length >= 0 && s->collect.spool != NULL) {
+            s->spool_fd = s->collect.spool(rc, content_length);
         }
     }
     if (!s->collecting) {
@@ -451,12 +456,49 @@ static int s_on_head(gw_fetch_t *f, void *arg, int status, const struct phr_head
     return 0;
 }
 
+/* Collecting into the spool file: each piece is written as it comes, so
+ * the gateway never holds the whole source. A failed write ends the
+ * fetch with 503 (the transform's owner removes the file). */
+static void s_spool_body(gw_stream_t *s, const char *data, size_t len, int eos)
+{
+    gw_req_t *rc = s->rc;
+    while (len > 0) {
+        ssize_t n = write(s->spool_fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            const char *why = n < 0 ? strerror(errno) : "short write";
+            if (s->fetch != NULL) {
+                gw_fetch_cancel(s->fetch);
+                s->fetch = NULL;
+            }
+            s->collecting = 0;
+            s->done = 1;
+            rf_log(RF_LOG_ERROR, rc->request_id, "bus.spool_dir: cannot write a source: %s", why);
+            gw_send_error(rc, 503, "Service Unavailable", "source spool: %s", why);
+            return;
+        }
+        data += n;
+        len -= (size_t)n;
+        s->spooled += (size_t)n;
+    }
+    if (eos) {
+        s->eos = 1;
+        s->fetch = NULL;
+        s->collect.on_collected(rc, NULL, s->spooled, &s->headers);
+    }
+}
+
 static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, int eos)
 {
     gw_stream_t *s = arg;
     gw_req_t *rc = s->rc;
     if (s->head_only)
         return;
+    if (s->collecting && s->spool_fd >= 0) {
+        s_spool_body(s, data, len, eos);
+        return;
+    }
     s_append(&s->pending, data, len);
     if (eos) {
         s->eos = 1;
@@ -498,7 +540,7 @@ static void s_on_body(gw_fetch_t *f, void *arg, const char *data, size_t len, in
 
 void gw_origin_failed(const char *vhost, const char *request_id, const char *upstream, int status, const char *why)
 {
-    const char *l[] = {vhost, status == 504                      ? "timeout"
+    const char *l[] = {vhost, status == 504                     ? "timeout"
                               : strstr(why, "does not resolve") ? "resolve"
                               : strstr(why, " TLS: ")           ? "tls"
                               : strstr(why, "unreachable")      ? "unreachable"
@@ -656,10 +698,11 @@ h2o_iovec_t gw_proxy_request(gw_req_t *rc, const char *path, size_t path_len, in
                              .peer = peer,
                              .request_id = rc->request_id,
                              .via = rc->thread->server->via,
-                             .host = rc->to_sibling ? h2o_strdup(&req->pool, rc->host.base ? rc->host.base : req->authority.base,
-                                                                 rc->host.base ? rc->host.len : req->authority.len)
-                                                          .base
-                                                    : NULL,
+                             .host = rc->to_sibling
+                                         ? h2o_strdup(&req->pool, rc->host.base ? rc->host.base : req->authority.base,
+                                                      rc->host.base ? rc->host.len : req->authority.len)
+                                               .base
+                                         : NULL,
                              .no_credentials = rc->byclient != NULL,
                              .sibling = rc->to_sibling,
                              .forward = forward_headers};
@@ -675,6 +718,7 @@ void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t p
     s->rc = rc;
     s->upstream = gw_upstream_name(up);
     s->collecting = collect != NULL;
+    s->spool_fd = -1;
     if (collect != NULL)
         s->collect = *collect;
     h2o_buffer_init(&s->pending, &h2o_socket_buffer_prototype);
@@ -688,4 +732,3 @@ void gw_stream_start(gw_req_t *rc, gw_upstream_t *up, const char *path, size_t p
     if (s->fetch == NULL)
         gw_send_error(rc, 503, "Service Unavailable", "out of memory");
 }
-

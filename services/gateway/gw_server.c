@@ -361,6 +361,10 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         gw_vhosts_unref(&vhosts);
         goto done;
     }
+    if (srv.cfg->bus.spool_dir != NULL && gw_spool_init(srv.cfg->bus.spool_dir) < 0) {
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
     rf_metrics_on_collect(srv.metrics, s_cache_collect, &srv);
     if (srv.cfg->gateway.name != NULL) {
         /* A Via received-by is a token or host[:port]: anything else would

@@ -3,8 +3,10 @@
  *  service, and answer from the reply as the function's rules say.
  *
  *  The source travels whole: from a file origin as a reference the worker
- *  maps itself (bus.file_refs) or as bytes; from an http origin collected
- *  by a bare GET (no client Range or conditionals). A source over the
+ *  maps itself (bus.file_refs) or as bytes; from an http origin fetched by
+ *  a bare GET (no client Range or conditionals) and written to a file in
+ *  bus.spool_dir as it arrives (sent as a reference too), or collected in
+ *  memory and sent as bytes. A source over the
  *  function's limit, or one the worker cannot decode, is answered with the
  *  original, marked as a fallback. Results come back on the submitting
  *  thread (gw_transform_on_jobs).
@@ -13,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <time.h>
 
@@ -27,12 +32,36 @@
 /* The transform's own state beside gw_req_t, in the request pool. */
 typedef struct gw_transform_t {
     gw_req_t *rc;
-    gw_job_t *job;             /* out on the bus, when not NULL */
-    h2o_timeout_entry_t probe; /* linked while a job is out for an HTTP/1 client */
+    gw_job_t *job;                       /* out on the bus, when not NULL */
+    h2o_timeout_entry_t probe;           /* linked while a job is out for an HTTP/1 client */
     const h2o_headers_t *origin_headers; /* of an http source */
     h2o_iovec_t file_src;                /* file origins: the decoded source path */
     int redirects;                       /* followed for a /src/ source */
+    int spool_fd;                        /* the source's file in bus.spool_dir, or -1 */
+    char *spool_path;                    /* its path (malloc'd), unlinked with the request */
+    void *spool_map;                     /* mapped for a fallback original, or NULL */
+    size_t spool_len;
 } gw_transform_t;
+
+static void s_spool_close(gw_transform_t *t)
+{
+    if (t->spool_fd >= 0)
+        close(t->spool_fd);
+    t->spool_fd = -1;
+}
+
+/* Removes the spool file, once the worker is done with it or the request
+ * ends. A worker still reading it (an abandoned job) holds its mapping:
+ * the bytes stay until it lets go. */
+static void s_spool_remove(gw_transform_t *t)
+{
+    s_spool_close(t);
+    if (t->spool_path != NULL) {
+        unlink(t->spool_path);
+        free(t->spool_path);
+        t->spool_path = NULL;
+    }
+}
 
 /* Runs when the request pool is freed: a job still out is abandoned (the
  * broker drops it from its queue or cancels it on the worker). */
@@ -46,6 +75,9 @@ static void s_dispose(void *p)
         atomic_store(&t->job->abandoned, 1);
         t->job = NULL;
     }
+    s_spool_remove(t);
+    if (t->spool_map != NULL)
+        munmap(t->spool_map, t->spool_len);
 }
 
 /* ---- answers --------------------------------------------------------------- */
@@ -85,6 +117,14 @@ static void s_send_original(gw_transform_t *t, const void *body, size_t len, con
         gw_file_serve_path(rc, t->file_src.base, t->file_src.len);
         return;
     }
+    if (body == NULL && len > 0) {
+        /* A spooled source: mapped when its job came back (s_on_result). */
+        if (t->spool_map == NULL || t->spool_len != len) {
+            gw_send_error(rc, 503, "Service Unavailable", "source spool: the source is gone");
+            return;
+        }
+        body = t->spool_map;
+    }
     s_keep_freshness(rc, t->origin_headers);
     char *etag = s_find(t->origin_headers, "etag"); /* the original's bytes: its identity holds */
     if (etag != NULL) {
@@ -95,8 +135,8 @@ static void s_send_original(gw_transform_t *t, const void *body, size_t len, con
     char *ctype = s_find(t->origin_headers, "content-type");
     if (ctype == NULL) {
         /* The source path, not the URL: the URL ends with the chain. */
-        h2o_mimemap_type_t *mt = h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap,
-                                                                    h2o_get_filext(rc->src.base, rc->src.len));
+        h2o_mimemap_type_t *mt =
+            h2o_mimemap_get_type_by_extension(rc->thread->server->mimemap, h2o_get_filext(rc->src.base, rc->src.len));
         ctype = h2o_strdup(NULL, mt->data.mimetype.base, mt->data.mimetype.len).base;
     }
     gw_deliver_original(rc, ctype, body, len);
@@ -143,8 +183,8 @@ static const gw_reply_rule_t *s_rule(const gw_func_t *f, int status)
 /* Keeps a function result in the cache object this request claimed
  * (rc->fill): the content type and the source's freshness headers, with
  * a TTL the vhost's policy gives them (a file source has none: res2xx). */
-static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const char *note, const void *body,
-                          size_t len, const h2o_headers_t *origin_headers)
+static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const char *note, const void *body, size_t len,
+                          const h2o_headers_t *origin_headers)
 {
     static const char *const kept[] = {"cache-control", "expires", "last-modified", NULL};
     char blob[4096];
@@ -206,7 +246,30 @@ fail:
     rf_obj_unref(&rc->fill);
 }
 
+static void s_answer_result(gw_transform_t *t, gw_job_t *gj);
+
+/* The worker is done with the source: a spooled one goes at once (an
+ * original sent back from it is mapped first). */
 static void s_on_result(gw_transform_t *t, gw_job_t *gj)
+{
+    if (t->spool_path != NULL && gj->job->spec.source.size > 0) {
+        /* Mapped for an original the rules may send back (a failed map is
+         * answered there); the name goes before any answer does. */
+        int fd = open(t->spool_path, O_RDONLY | O_CLOEXEC);
+        size_t len = (size_t)gj->job->spec.source.size;
+        void *map = fd >= 0 ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+        if (fd >= 0)
+            close(fd);
+        if (map != MAP_FAILED) {
+            t->spool_map = map;
+            t->spool_len = len;
+        }
+    }
+    s_spool_remove(t);
+    s_answer_result(t, gj);
+}
+
+static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
 {
     gw_req_t *rc = t->rc;
     const gw_func_t *f = rc->func;
@@ -242,7 +305,7 @@ static void s_on_result(gw_transform_t *t, gw_job_t *gj)
     }
     case GW_REPLY_ORIGINAL:
         rf_log(RF_LOG_INFO, rc->request_id, "%s: %s: sending original", f->label, err ? err : rule->text);
-        s_send_original(t, job->body, job->body_len, rule->text);
+        s_send_original(t, job->body, job->body != NULL ? job->body_len : (size_t)job->spec.source.size, rule->text);
         return;
     case GW_REPLY_ERROR:
         if (rule->prefix != NULL)
@@ -341,10 +404,38 @@ static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
 
 /* ---- the source ---------------------------------------------------------------- */
 
+/* body NULL: the source is in the spool file (s_spool). */
 static void s_on_collected(gw_req_t *rc, void *body, size_t len, const h2o_headers_t *origin_headers)
 {
-    rc->transform->origin_headers = origin_headers;
-    s_submit(rc->transform, body, len, NULL);
+    gw_transform_t *t = rc->transform;
+    t->origin_headers = origin_headers;
+    if (body != NULL) {
+        s_submit(t, body, len, NULL);
+        return;
+    }
+    s_spool_close(t);
+    char *ref = h2o_mem_alloc_pool(&rc->req->pool, 7 + strlen(t->spool_path) + 1);
+    sprintf(ref, "file://%s", t->spool_path);
+    s_submit(t, NULL, len, ref);
+}
+
+/* With bus.spool_dir, the source is written to a file there as it
+ * arrives and the worker maps it (proto/rfb.md 2.2): no whole copy in the
+ * gateway, no bytes over the bus. Returns the file's descriptor (owned by
+ * the transform), or -1 to collect in memory. */
+static int s_spool(gw_req_t *rc, int64_t size)
+{
+    gw_transform_t *t = rc->transform;
+    const char *dir = rc->thread->server->cfg->bus.spool_dir;
+    if (dir == NULL || size <= 0)
+        return -1;
+    s_spool_remove(t); /* none yet: one 200 per source */
+    t->spool_fd = gw_spool_open(dir, &t->spool_path);
+    if (t->spool_fd < 0) {
+        rf_log(RF_LOG_WARN, rc->request_id, "bus.spool_dir %s: %s: the source goes over the bus", dir, strerror(errno));
+        return -1;
+    }
+    return t->spool_fd;
 }
 
 /* The original goes out. When the origin said its size up front and the
@@ -419,7 +510,7 @@ static void s_fetch_source(gw_req_t *rc)
     gw_upstream_t *up = gw_proxy_upstream(rc);
     if (up == NULL)
         return;
-    static const gw_collector_t collect_template = {0, s_on_collected, s_on_over_limit, s_on_redirect};
+    static const gw_collector_t collect_template = {0, s_on_collected, s_on_over_limit, s_on_redirect, s_spool};
     gw_collector_t c = collect_template;
     c.limit = rc->func->source_limit(rc->vhost);
     gw_stream_start(rc, up, rc->src.base, rc->src.len, 0, &c);
@@ -456,8 +547,8 @@ static int s_on_redirect(gw_req_t *rc, const char *location, size_t len)
                       (int)(len > 100 ? 100 : len), location);
         return 1;
     }
-    rf_log(RF_LOG_INFO, rc->request_id, "%s source redirected (%d of at most %d) to %.*s", rc->func->name,
-           t->redirects, GW_SOURCE_REDIRECTS_MAX, (int)(next.len > 200 ? 200 : next.len), next.base);
+    rf_log(RF_LOG_INFO, rc->request_id, "%s source redirected (%d of at most %d) to %.*s", rc->func->name, t->redirects,
+           GW_SOURCE_REDIRECTS_MAX, (int)(next.len > 200 ? 200 : next.len), next.base);
     const char *q = memchr(next.base, '?', next.len); /* resolve_source puts the query back */
     rc->query = q ? h2o_iovec_init(q, (size_t)(next.base + next.len - q)) : h2o_iovec_init("", 0);
     rc->src = h2o_iovec_init(next.base, q ? (size_t)(q - next.base) : next.len);
@@ -471,6 +562,7 @@ void gw_transform(gw_req_t *rc)
 {
     gw_transform_t *t = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*t), s_dispose);
     memset(t, 0, sizeof(*t));
+    t->spool_fd = -1;
     t->rc = rc;
     rc->transform = t;
     size_t limit = rc->func->source_limit(rc->vhost);

@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import os
 import shutil
+import subprocess
+import threading
 import time
 import urllib.parse
 
@@ -41,8 +43,12 @@ def aged_origin(tmp_path_factory, media):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, origin, media, aged_origin):
     files = "file://" + media["dir"]
+    work = str(tmp_path_factory.mktemp("dims-gw"))
     st = harness.Stack(
-        str(tmp_path_factory.mktemp("dims-gw")),
+        work,
+        # http sources go to the worker through the spool (the other suites
+        # send them over the bus): every web.test case below takes that path
+        bus={"spool_dir": os.path.join(work, "spool")},
         vhosts=[
             {"name": "img.test", "default": True, "origin": files, "dims": DIMS},
             {"name": "web.test", "origin": origin.url, "dims": DIMS},
@@ -335,3 +341,106 @@ def test_source_results_never_answer_for_local_ones(make_stack, aged_origin, tmp
         assert "hit" in r.headers["Cache-Status"] and image_info(r.content, str(tmp_path))["height"] == 100
     finally:
         other.close()
+
+
+def _spooled(st):
+    d = st.config["bus"]["spool_dir"]
+    return sorted(os.listdir(d)) if os.path.isdir(d) else None
+
+
+def _settled(listing, want, timeout=5):
+    """listing() once it equals want: a source whose job came back is gone
+    before its answer, one whose fetch failed when its request is freed,
+    a moment after the client has its answer."""
+    deadline = time.monotonic() + timeout
+    got = listing()
+    while got != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+        got = listing()
+    return got
+
+
+def test_spool_files_last_as_long_as_their_request(stack, media, tmp_path):
+    """A spooled source is mapped by the worker and removed with its
+    request, whether it was transformed or sent back as the original."""
+    assert _spooled(stack) == []
+    r = _get(stack, "/photo.jpg/dims/resize/200x200", host="web.test")
+    assert r.status_code == 200 and not r.headers.get(FALLBACK), dict(r.headers)
+    info = image_info(r.content, str(tmp_path))
+    assert max(info["width"], info["height"]) == 200
+    bad = _get(stack, "/bad.jpg/dims/resize/100x100", host="web.test")
+    assert bad.status_code == 200 and bad.headers.get(FALLBACK)
+    with open(media["bad.jpg"], "rb") as f:
+        assert bad.content == f.read()
+    assert _spooled(stack) == []
+
+
+def test_spool_dir_swept_at_start_and_checked(make_stack, origin, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    host = os.uname().nodename.replace("-", "_").replace("/", "_")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    stale = spool / f"src-{host}-{dead.pid}-abcdef"
+    live = spool / f"src-{host}-1-abcdef"          # pid 1 runs: another gateway's
+    other = spool / f"src-otherhost-{dead.pid}-abcdef"  # another host's: not ours to judge
+    for p in (stale, live, other):
+        p.write_bytes(b"x")
+    st = make_stack([{"name": "web.test", "default": True, "origin": origin.url}],
+                    bus={"spool_dir": str(spool)}, vhost_defaults={"cache": {"enable": False}})
+    assert not stale.exists()
+    assert live.exists() and other.exists()
+    r = st.get("/photo.jpg/dims/resize/64x64", host="web.test", timeout=60)
+    assert r.status_code == 200 and not r.headers.get(FALLBACK)
+    assert sorted(os.listdir(spool)) == sorted([live.name, other.name])
+    st.close()
+
+
+def test_spool_is_written_as_the_source_arrives(make_stack, media, tmp_path):
+    """The source goes to the spool file piece by piece (the gateway holds
+    no whole copy); a source cut mid-way leaves nothing behind."""
+    spool = tmp_path / "spool"
+    ctl = harness.ControlledOrigin(media["dir"])
+    try:
+        st = make_stack([{"name": "web.test", "default": True, "origin": ctl.url}],
+                        bus={"spool_dir": str(spool)}, vhost_defaults={"cache": {"enable": False}})
+        size, first = 300000, 100000
+        out = {}
+        # (a source's query is not sent to the origin: the parameters go by override)
+        ctl.override("a", size=size, split=first, gate="g")
+        ctl.override("b", size=size, split=first, pause=0.2, cut=1)
+        t = threading.Thread(target=lambda: out.update(
+            r=st.get("/_ctl/a/dims/resize/50x50", host="web.test", timeout=60)))
+        t.start()
+        deadline = time.monotonic() + 10
+        sizes = []
+        while time.monotonic() < deadline:
+            sizes = [os.path.getsize(spool / n) for n in os.listdir(spool)]
+            if sizes == [first]:
+                break
+            time.sleep(0.05)
+        assert sizes == [first], "the first piece is not in one spool file"
+        ctl.release("g")
+        t.join(30)
+        r = out["r"]
+        # pattern bytes are no image: the original comes back, whole
+        assert r.status_code == 200 and r.headers.get(FALLBACK), dict(r.headers)
+        assert r.content == harness.pattern_bytes(size)
+        assert os.listdir(spool) == []
+        cut = st.get("/_ctl/b/dims/resize/50x50", host="web.test", timeout=60)
+        assert cut.status_code == 502, (cut.status_code, cut.text)
+        assert _settled(lambda: os.listdir(spool), []) == []
+    finally:
+        ctl.close()
+
+
+def test_spool_dir_must_be_a_directory(make_stack, origin, tmp_path):
+    """A spool path that is not a directory stops the gateway at start."""
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    bad = make_stack([{"name": "web.test", "default": True, "origin": origin.url}],
+                     bus={"spool_dir": str(blocker)}, workers=0, start=False)
+    gw = bad.start_gateway(wait=False)
+    gw.expected_exit = True
+    assert gw.popen.wait(10) != 0
+    assert f"bus.spool_dir {blocker}: not a writable directory" in gw.log()
