@@ -299,6 +299,7 @@ void rf_job_spec_clear(rf_job_spec_t *spec)
     free(spec->source.path);
     free(spec->source.content_type);
     free(spec->source.ref);
+    free(spec->source.host);
     rf_job_spec_init(spec);
 }
 
@@ -319,6 +320,7 @@ json_t *rf_job_spec_encode(const rf_job_spec_t *spec)
         rc |= json_object_set_new(src, "size", json_integer(spec->source.size));
     rc |= s_set_str(src, "content_type", spec->source.content_type);
     rc |= s_set_str(src, "ref", spec->source.ref);
+    rc |= s_set_str(src, "host", spec->source.host);
     if (rc != 0)
         goto fail;
     if (json_object_size(src) > 0 && json_object_set(h, "source", src) != 0)
@@ -366,6 +368,7 @@ int rf_job_spec_decode(const json_t *header, rf_job_spec_t *out, char *why, size
         out->source.path = s_dup_member(src, "path", &bad);
         out->source.content_type = s_dup_member(src, "content_type", &bad);
         out->source.ref = s_dup_member(src, "ref", &bad);
+        out->source.host = s_dup_member(src, "host", &bad);
         json_t *size = json_object_get(src, "size");
         if (json_is_integer(size) && json_integer_value(size) >= 0)
             out->source.size = json_integer_value(size);

@@ -95,7 +95,8 @@ typedef struct {
         char *path;         /* NULL = absent */
         int64_t size;       /* -1 = absent */
         char *content_type; /* NULL = absent */
-        char *ref;          /* e.g. file:///abs/path; NULL = absent */
+        char *ref;          /* e.g. file:///abs/path or edge:/path; NULL = absent */
+        char *host;         /* the vhost an edge: ref is read from (its Host); NULL = absent */
     } source;
 } rf_job_spec_t;
 

@@ -419,7 +419,18 @@ static int s_vhost_tls(s_ctx_t *c, yaml_node_t *v, void *t)
 
 /* ---- the schema of the singleton sections (rf_config.def) ------------------- */
 
-typedef enum { K_LISTEN, K_STR, K_STRLIST, K_INT, K_INT64, K_BOOL, K_SIZE, K_DURATION, K_LOGLEVEL, K_TLSVERSION } s_kind_t;
+typedef enum {
+    K_LISTEN,
+    K_STR,
+    K_STRLIST,
+    K_INT,
+    K_INT64,
+    K_BOOL,
+    K_SIZE,
+    K_DURATION,
+    K_LOGLEVEL,
+    K_TLSVERSION
+} s_kind_t;
 
 typedef struct {
     const char *path;
@@ -431,7 +442,7 @@ typedef struct {
 } s_schema_t;
 
 static const s_schema_t s_schema[] = {
-#define RF_KEY(path, kind, field, def, min, max, type_doc, def_doc, doc)                                                \
+#define RF_KEY(path, kind, field, def, min, max, type_doc, def_doc, doc)                                               \
     {path, K_##kind, offsetof(rf_config_t, field), def, min, max, type_doc, def_doc, doc},
 #include "rf_config.def"
 #undef RF_KEY
@@ -439,8 +450,10 @@ static const s_schema_t s_schema[] = {
 #define S_SCHEMA_N (sizeof(s_schema) / sizeof(s_schema[0]))
 
 static s_key_fn *const s_kind_fn[] = {
-    [K_LISTEN] = s_listen, [K_STR] = s_str,           [K_STRLIST] = s_strlist, [K_INT] = s_int,
-    [K_INT64] = s_int64,   [K_BOOL] = s_bool,         [K_SIZE] = s_size,       [K_DURATION] = s_duration,
+    [K_LISTEN] = s_listen,     [K_STR] = s_str,
+    [K_STRLIST] = s_strlist,   [K_INT] = s_int,
+    [K_INT64] = s_int64,       [K_BOOL] = s_bool,
+    [K_SIZE] = s_size,         [K_DURATION] = s_duration,
     [K_LOGLEVEL] = s_loglevel, [K_TLSVERSION] = s_tls_version,
 };
 
@@ -538,7 +551,7 @@ static int s_schema_walk(s_ctx_t *c, yaml_node_t *map, const char *prefix)
         if ((size_t)snprintf(path, sizeof(path), "%s.%s", prefix, s_scalar(k)) >= sizeof(path))
             return s_fail(c, k, "unknown key '%s' in %s", s_scalar(k), prefix);
         const s_schema_t *e = s_schema_find(path);
-        int r = e != NULL ? s_schema_set(c, v, e)
+        int r = e != NULL                ? s_schema_set(c, v, e)
                 : s_schema_section(path) ? s_schema_walk(c, v, path)
                                          : s_fail(c, k, "unknown key '%s' in %s", s_scalar(k), prefix);
         if (r < 0)
@@ -605,8 +618,10 @@ static int s_percent(s_ctx_t *c, yaml_node_t *v, void *t)
 
 static int s_ttl_rule(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {K("value", s_secs, rf_ttl_rule_t, value), K("ratio", s_percent, rf_ttl_rule_t, ratio),
-                                   K("max", s_secs, rf_ttl_rule_t, max), {0}};
+    static const s_key_t keys[] = {K("value", s_secs, rf_ttl_rule_t, value),
+                                   K("ratio", s_percent, rf_ttl_rule_t, ratio),
+                                   K("max", s_secs, rf_ttl_rule_t, max),
+                                   {0}};
     if (v->type == YAML_SCALAR_NODE) /* res2xx: 1800 */
         return s_secs(c, v, (char *)t + offsetof(rf_ttl_rule_t, value));
     return s_walk(c, v, keys, t, "ttl rule");
@@ -620,8 +635,11 @@ static int s_ttl_nocache(s_ctx_t *c, yaml_node_t *v, void *t)
         rf_ttl_rule_t r;
         int64_t max_age;
     } s_nc_t;
-    static const s_key_t keys[] = {K("value", s_secs, s_nc_t, r.value), K("ratio", s_percent, s_nc_t, r.ratio),
-                                   K("max", s_secs, s_nc_t, r.max), K("max_age", s_secs, s_nc_t, max_age), {0}};
+    static const s_key_t keys[] = {K("value", s_secs, s_nc_t, r.value),
+                                   K("ratio", s_percent, s_nc_t, r.ratio),
+                                   K("max", s_secs, s_nc_t, r.max),
+                                   K("max_age", s_secs, s_nc_t, max_age),
+                                   {0}};
     s_nc_t nc = {conf->nocache, conf->nocache_max_age};
     if (v->type == YAML_SCALAR_NODE) {
         if (s_secs(c, v, &nc.r.value) < 0)
@@ -636,12 +654,10 @@ static int s_ttl_nocache(s_ctx_t *c, yaml_node_t *v, void *t)
 
 static int s_ttl(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {K("res2xx", s_ttl_rule, rf_ttl_conf_t, res2xx),
-                                   K("nocache", s_ttl_nocache, rf_ttl_conf_t, nocache),
-                                   K("res3xx", s_secs, rf_ttl_conf_t, res3xx),
-                                   K("res4xx", s_secs, rf_ttl_conf_t, res4xx),
-                                   K("res5xx", s_secs, rf_ttl_conf_t, res5xx),
-                                   {0}};
+    static const s_key_t keys[] = {
+        K("res2xx", s_ttl_rule, rf_ttl_conf_t, res2xx), K("nocache", s_ttl_nocache, rf_ttl_conf_t, nocache),
+        K("res3xx", s_secs, rf_ttl_conf_t, res3xx),     K("res4xx", s_secs, rf_ttl_conf_t, res4xx),
+        K("res5xx", s_secs, rf_ttl_conf_t, res5xx),     {0}};
     return s_walk(c, v, keys, t, "cache.ttl");
 }
 
@@ -892,8 +908,8 @@ static int s_link_condition(s_ctx_t *c, yaml_node_t *v, void *t)
 
 static int s_link(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {K("vhost", s_str, rf_link_conf_t, vhost),
-                                   K("condition", s_link_condition, rf_link_conf_t, when), {0}};
+    static const s_key_t keys[] = {
+        K("vhost", s_str, rf_link_conf_t, vhost), K("condition", s_link_condition, rf_link_conf_t, when), {0}};
     rf_link_conf_t *l = t;
     if (s_walk(c, v, keys, t, "link") < 0)
         return -1;
@@ -925,8 +941,8 @@ static int s_links_check(s_ctx_t *c, yaml_node_t *seq)
             if (j == cfg->n_vhosts)
                 return s_fail(c, at, "vhost '%s': link to '%s', which is not a vhost", cfg->vhosts[cur].name, to);
             if (cfg->vhosts[j].origin.kind != RF_ORIGIN_HTTP)
-                return s_fail(c, at, "vhost '%s': link target '%s' must have an http(s) origin",
-                              cfg->vhosts[cur].name, to);
+                return s_fail(c, at, "vhost '%s': link target '%s' must have an http(s) origin", cfg->vhosts[cur].name,
+                              to);
             if (j == i || hops > cfg->n_vhosts)
                 return s_fail(c, at, "vhost '%s': content chain loop (it leads back to itself)", v->name);
             cur = j;
@@ -967,7 +983,8 @@ static int s_bypass_rules(s_ctx_t *c, yaml_node_t *v, void *t)
         size_t wl = strlen(word);
         while (wl > 0 && (word[wl - 1] == ' ' || word[wl - 1] == '\t'))
             wl--;
-        bool is_cache = wl == 5 && strncmp(word, "cache", 5) == 0, is_bypass = wl == 6 && strncmp(word, "bypass", 6) == 0;
+        bool is_cache = wl == 5 && strncmp(word, "cache", 5) == 0,
+             is_bypass = wl == 6 && strncmp(word, "bypass", 6) == 0;
         if (pl == 0 || (wl > 0 && !is_cache && !is_bypass))
             return s_fail(c, it, "a bypass rule is \"pattern[, cache|bypass]\", got '%s'", line);
         if ((b->rules[i].pattern = strndup(line, pl)) == NULL)
@@ -994,7 +1011,8 @@ static int s_bypass(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     static const s_key_t keys[] = {K("get", s_bool, rf_bypass_conf_t, get),
                                    K("post", s_bypass_post, rf_bypass_conf_t, get),
-                                   K("rules", s_bypass_rules, rf_bypass_conf_t, rules), {0}};
+                                   K("rules", s_bypass_rules, rf_bypass_conf_t, rules),
+                                   {0}};
     return s_walk(c, v, keys, t, "bypass");
 }
 
@@ -1017,7 +1035,8 @@ static int s_rewrites(s_ctx_t *c, yaml_node_t *seq)
 {
     static const s_key_t keys[] = {K("pattern", s_str, rf_rewrite_t, pattern),
                                    K("replace", s_str, rf_rewrite_t, replace),
-                                   K("access_log", s_rewrite_log, rf_rewrite_t, log_replaced), {0}};
+                                   K("access_log", s_rewrite_log, rf_rewrite_t, log_replaced),
+                                   {0}};
     rf_config_t *cfg = c->cfg;
     if (seq->type != YAML_SEQUENCE_NODE)
         return s_fail(c, seq, "url_rewrite is a list of {pattern, replace, access_log}");
@@ -1043,7 +1062,7 @@ static int s_rewrites(s_ctx_t *c, yaml_node_t *seq)
 typedef struct {
     rf_vhost_conf_t v;
     char *origin_url;
-    s_strlist_t more_urls; /* origin as a list: the rest */
+    s_strlist_t more_urls;      /* origin as a list: the rest */
     rf_origin_tls_t origin_tls; /* moved into v.origin.tls once the origin is parsed */
     bool has_origin_tls;
     struct {
@@ -1138,7 +1157,8 @@ static int s_dims_sources(s_ctx_t *c, yaml_node_t *v, void *t)
     typedef __typeof__(((s_dims_raw_t *)0)->sources) s_sources_t;
     static const s_key_t keys[] = {K("hosts", s_source_hosts, s_sources_t, hosts),
                                    K("private", s_bool, s_sources_t, private_ok),
-                                   K("named", s_source_named, s_sources_t, named), {0}};
+                                   K("named", s_source_named, s_sources_t, named),
+                                   {0}};
     s_sources_t *out = t;
     out->given = true;
     return s_walk(c, v, keys, out, "dims.sources");
@@ -1190,8 +1210,8 @@ static int s_signing_keys(s_ctx_t *c, yaml_node_t *v, void *t)
 /* dims.signing: {keys: {ID: SECRET, ...}, required: bool}. */
 static int s_dims_signing(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {K("keys", s_signing_keys, rf_sign_conf_t, keys),
-                                   K("required", s_bool, rf_sign_conf_t, required), {0}};
+    static const s_key_t keys[] = {
+        K("keys", s_signing_keys, rf_sign_conf_t, keys), K("required", s_bool, rf_sign_conf_t, required), {0}};
     __typeof__(((s_dims_raw_t *)0)->signing) *out = t;
     s_signing_free(&out->conf);
     out->given = true;
@@ -1205,8 +1225,8 @@ static int s_dims_signing(s_ctx_t *c, yaml_node_t *v, void *t)
 
 rf_chain_ctx_t rf_dims_ctx(const rf_dims_conf_t *d)
 {
-    return (rf_chain_ctx_t){.presets = d->presets, .n_presets = d->n_presets, .byorig = d->byorig,
-                            .n_byorig = d->n_byorig};
+    return (rf_chain_ctx_t){
+        .presets = d->presets, .n_presets = d->n_presets, .byorig = d->byorig, .n_byorig = d->n_byorig};
 }
 
 static void s_presets_free(rf_preset_t *p, size_t n)
@@ -1223,7 +1243,8 @@ static int s_dims_name(s_ctx_t *c, yaml_node_t *k, const char *what)
 {
     const char *n = k->type == YAML_SCALAR_NODE ? s_scalar(k) : "";
     size_t len = strlen(n);
-    if (len == 0 || len >= RF_CHAIN_NAME_MAX || strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
+    if (len == 0 || len >= RF_CHAIN_NAME_MAX ||
+        strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
         return s_fail(c, k, "%s name must be 1..%d of A-Z a-z 0-9 . _ -, got '%s'", what, RF_CHAIN_NAME_MAX - 1, n);
     if (strcmp(n, "src") == 0) /* it separates a chain from its source in /KEYWORD/CHAIN/src/SOURCE */
         return s_fail(c, k, "%s name cannot be 'src'", what);
@@ -1281,9 +1302,9 @@ typedef struct {
 /* One rule of a byoriginal set into *r. 0 or -1. */
 static int s_byorig_rule(s_ctx_t *c, yaml_node_t *v, const char *set, rf_byorig_rule_t *r)
 {
-    static const s_key_t keys[] = {K("width", s_int, s_rule_raw_t, width), K("height", s_int, s_rule_raw_t, height),
+    static const s_key_t keys[] = {K("width", s_int, s_rule_raw_t, width),  K("height", s_int, s_rule_raw_t, height),
                                    K("bytes", s_size, s_rule_raw_t, bytes), K("format", s_str, s_rule_raw_t, format),
-                                   K("chain", s_str, s_rule_raw_t, chain), {0}};
+                                   K("chain", s_str, s_rule_raw_t, chain),  {0}};
     s_rule_raw_t raw = {0};
     int rc = -1;
     if (s_walk(c, v, keys, &raw, "a byoriginal rule") < 0)
@@ -1471,6 +1492,70 @@ static int s_vhost_dims(s_ctx_t *c, yaml_node_t *v, void *t)
     return s_dims_into(c, v, &vh->v.dims, &vh->set);
 }
 
+/* ---- the vhost mp4hls mapping ------------------------------------------------ */
+
+/* A URL path segment of a fixed-size field (keyword, playlist names):
+ * letters, digits, '.', '_' and '-' only, so it never needs escaping. */
+static int s_segment(s_ctx_t *c, yaml_node_t *v, void *t, size_t size)
+{
+    if (s_want_scalar(c, v, "value") < 0)
+        return -1;
+    const char *s = s_scalar(v);
+    size_t n = strlen(s);
+    if (n == 0 || n >= size || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n ||
+        strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return s_fail(c, v, "'%s' is not a name of 1..%zu letters, digits, '.', '_' or '-'", s, size - 1);
+    memcpy(t, s, n + 1);
+    return 0;
+}
+
+static int s_hls_keyword(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_segment(c, v, t, sizeof(((rf_mp4hls_conf_t *)0)->keyword));
+}
+
+static int s_hls_name(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_segment(c, v, t, sizeof(((rf_mp4hls_conf_t *)0)->index));
+}
+
+void rf_mp4hls_default(rf_mp4hls_conf_t *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->active = true;
+    snprintf(h->keyword, sizeof(h->keyword), "mp4hls");
+    snprintf(h->index, sizeof(h->index), "index.m3u8");
+    h->version = 3;
+    snprintf(h->alternates_name, sizeof(h->alternates_name), "playlist.m3u8");
+    h->sequence = 0;
+    h->duration = 10;
+}
+
+/* An `mp4hls` mapping onto *t, which holds the defaults: keys given
+ * replace, others stay. */
+static int s_mp4hls(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("status", s_bool, rf_mp4hls_conf_t, active),
+                                   K("keyword", s_hls_keyword, rf_mp4hls_conf_t, keyword),
+                                   K("index", s_hls_name, rf_mp4hls_conf_t, index),
+                                   K("version", s_int, rf_mp4hls_conf_t, version),
+                                   K("alternates", s_bool, rf_mp4hls_conf_t, alternates),
+                                   K("alternates_name", s_hls_name, rf_mp4hls_conf_t, alternates_name),
+                                   K("sequence", s_int, rf_mp4hls_conf_t, sequence),
+                                   K("duration", s_int, rf_mp4hls_conf_t, duration),
+                                   {0}};
+    rf_mp4hls_conf_t *h = t;
+    if (s_walk(c, v, keys, h, "mp4hls") < 0)
+        return -1;
+    if (h->version < 3 || h->version > 7)
+        return s_fail(c, v, "mp4hls.version must be 3..7, got %d", h->version);
+    if (h->duration < 1 || h->duration > 60)
+        return s_fail(c, v, "mp4hls.duration must be 1..60 seconds, got %d", h->duration);
+    if (strcmp(h->index, h->alternates_name) == 0)
+        return s_fail(c, v, "mp4hls.index and mp4hls.alternates_name must differ");
+    return 0;
+}
+
 static int s_vhost_aliases(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     return s_strlist(c, v, t);
@@ -1572,8 +1657,10 @@ static int s_vhost_byclient(s_ctx_t *c, yaml_node_t *v, void *t)
         char **allow;
         size_t n_allow;
     } s_bc_t;
-    static const s_key_t keys[] = {K("keyword", s_str, s_bc_t, keyword), K("protocol", s_byclient_protocol, s_bc_t, https),
-                                   K("allow", s_strlist, s_bc_t, allow), {0}};
+    static const s_key_t keys[] = {K("keyword", s_str, s_bc_t, keyword),
+                                   K("protocol", s_byclient_protocol, s_bc_t, https),
+                                   K("allow", s_strlist, s_bc_t, allow),
+                                   {0}};
     _Static_assert(offsetof(s_bc_t, n_allow) - offsetof(s_bc_t, allow) == offsetof(s_strlist_t, n), "strlist shape");
     s_bc_t *bc = t;
     if (s_walk(c, v, keys, t, "byclient") < 0)
@@ -1598,8 +1685,8 @@ typedef struct {
 
 static int s_vhost_siblings(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {K("self", s_str, s_siblings_raw_t, self),
-                                   K("peers", s_strlist, s_siblings_raw_t, peers), {0}};
+    static const s_key_t keys[] = {
+        K("self", s_str, s_siblings_raw_t, self), K("peers", s_strlist, s_siblings_raw_t, peers), {0}};
     rf_vhost_conf_t *vc = (rf_vhost_conf_t *)((char *)t - offsetof(rf_vhost_conf_t, siblings));
     s_siblings_raw_t raw = {NULL, {NULL, 0}};
     int rc = -1;
@@ -1669,8 +1756,7 @@ static int s_vhost_timeouts(s_ctx_t *c, yaml_node_t *v, void *t)
     typedef struct {
         int connect, read;
     } s_to_t;
-    static const s_key_t keys[] = {K("connect", s_duration, s_to_t, connect), K("read", s_duration, s_to_t, read),
-                                   {0}};
+    static const s_key_t keys[] = {K("connect", s_duration, s_to_t, connect), K("read", s_duration, s_to_t, read), {0}};
     rf_vhost_conf_t *vc = (rf_vhost_conf_t *)((char *)t - offsetof(rf_vhost_conf_t, connect_timeout_ms));
     s_to_t to = {vc->connect_timeout_ms, vc->read_timeout_ms};
     if (s_walk(c, v, keys, &to, "timeouts") < 0)
@@ -1687,8 +1773,8 @@ static int s_vhost_health(s_ctx_t *c, yaml_node_t *v, void *t)
     typedef struct {
         int fails, down_ms;
     } s_health_t;
-    static const s_key_t keys[] = {K("fails", s_int, s_health_t, fails), K("down", s_duration, s_health_t, down_ms),
-                                   {0}};
+    static const s_key_t keys[] = {
+        K("fails", s_int, s_health_t, fails), K("down", s_duration, s_health_t, down_ms), {0}};
     rf_vhost_conf_t *vc = (rf_vhost_conf_t *)((char *)t - offsetof(rf_vhost_conf_t, health_fails));
     s_health_t h = {vc->health_fails, vc->health_down_ms};
     if (s_walk(c, v, keys, &h, "health") < 0)
@@ -1713,6 +1799,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"byclient", s_vhost_byclient, offsetof(s_vhost_t, v.byclient)},
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
+                                   {"mp4hls", s_mp4hls, offsetof(s_vhost_t, v.mp4hls)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
                                    {"link", s_link, offsetof(s_vhost_t, v.link)},
@@ -1761,6 +1848,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
 
 typedef struct {
     rf_dims_conf_t dims;
+    rf_mp4hls_conf_t mp4hls;
     rf_cache_conf_t cache;
 } s_vdefaults_t;
 
@@ -1798,11 +1886,13 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         s_vhost_t vh = {0};
         vh.v.dims = defs->dims;
         vh.v.dims.keyword = NULL;
+        vh.v.mp4hls = defs->mp4hls;
         if (s_dims_lists_copy(&vh.v.dims) < 0)
             return s_fail(c, it, "out of memory");
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
             return s_fail(c, it, "out of memory");
-        vh.v.compression = (rf_compress_conf_t){.method = RF_CE_GZIP, .level = 6, .min_size = 2048, .max_size = 2048 * 1024};
+        vh.v.compression =
+            (rf_compress_conf_t){.method = RF_CE_GZIP, .level = 6, .min_size = 2048, .max_size = 2048 * 1024};
         vh.v.health_fails = 3;
         vh.v.health_down_ms = 10000;
         int rc = s_vhost(c, it, &vh);
@@ -1835,7 +1925,9 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     /* vhost_defaults apply to every vhost, so read them before vhosts. */
     s_vdefaults_t defs = {.dims = {.active = true, .keyword = strdup("dims"), .max_source_size = 10u << 20}};
     s_cache_default(&defs.cache);
+    rf_mp4hls_default(&defs.mp4hls);
     static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)},
+                                    {"mp4hls", s_mp4hls, offsetof(s_vdefaults_t, mp4hls)},
                                     {"cache", s_cache, offsetof(s_vdefaults_t, cache)},
                                     {0}};
     yaml_node_t *dn = s_find_key(c, root, "vhost_defaults");
@@ -2017,6 +2109,7 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->gateway.tls.def.key);
     free(cfg->gateway.tls.ciphers);
     free(cfg->bus.endpoint);
+    free(cfg->bus.spool_dir);
     s_free_list(cfg->bus.connect, cfg->bus.n_connect);
     for (size_t i = 0; i < cfg->n_vhosts; i++) {
         rf_vhost_conf_t *v = &cfg->vhosts[i];
@@ -2047,6 +2140,8 @@ void rf_config_destroy(rf_config_t **self_p)
         free(cfg->rewrites[i].pattern), free(cfg->rewrites[i].replace);
     free(cfg->rewrites);
     free(cfg->image_worker.metrics_listen.host);
+    free(cfg->video_worker.metrics_listen.host);
+    free(cfg->video_worker.gateway_url);
     free(cfg);
     *self_p = NULL;
 }

@@ -74,6 +74,25 @@ typedef struct {
     size_t n_named;
 } rf_dims_conf_t;
 
+/* A vhost's `mp4hls` mapping (seed <MP4HLS Status Keyword><Index Ver
+ * Alternates>index.m3u8</Index><Sequence>0</Sequence><Duration>10
+ * </Duration><AlternatesName>playlist.m3u8</AlternatesName></MP4HLS>):
+ * /VIDEO.mp4/KEYWORD/INDEX and its segments. Fixed-size names, so the
+ * struct copies from vhost_defaults by assignment. */
+typedef struct {
+    bool active;              /* status, default true */
+    char keyword[32];         /* URL keyword, default "mp4hls" */
+    char index[64];           /* the media playlist's name, default "index.m3u8" */
+    int version;              /* #EXT-X-VERSION, 3..7, default 3 */
+    bool alternates;          /* a master playlist too, default false */
+    char alternates_name[64]; /* its name, default "playlist.m3u8" */
+    int sequence;             /* #EXT-X-MEDIA-SEQUENCE of the first segment, default 0 */
+    int duration;             /* target segment duration in seconds, 1..60, default 10 */
+} rf_mp4hls_conf_t;
+
+/* The built-in mp4hls settings (the seed's). */
+void rf_mp4hls_default(rf_mp4hls_conf_t *h);
+
 /* What a dims chain of this vhost may name (presets, byoriginal rule sets). */
 rf_chain_ctx_t rf_dims_ctx(const rf_dims_conf_t *d);
 
@@ -177,6 +196,7 @@ typedef struct {
     int health_fails;       /* health.fails: failures in a row that mark an origin down (default 3) */
     int health_down_ms;     /* health.down: how long it stays down before a request tries it (default 10s) */
     rf_dims_conf_t dims;
+    rf_mp4hls_conf_t mp4hls;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
     rf_link_conf_t link;
@@ -250,6 +270,14 @@ typedef struct {
         int64_t max_output_pixels; /* refuse larger results (enlargement budget); 0 = no limit */
         int max_frames;            /* animated sources keep at most this many frames */
     } image_worker;
+
+    struct {
+        rf_listen_t metrics_listen;
+        int jobs;            /* jobs run at once (capacity announced) */
+        char *gateway_url;   /* where edge: sources are read by range; NULL = http://127.0.0.1:<gateway.listen port> */
+        int index_cache;     /* parsed MP4 indexes kept per worker */
+        size_t read_ahead;   /* bytes asked at least per range read of an edge: source */
+    } video_worker;
 
     struct {
         int level; /* rf_log_level_t */

@@ -40,14 +40,14 @@ struct s_job_t {
 
 typedef struct {
     char *endpoint;
-    zsock_t *sock;     /* NULL while (re)connecting failed */
-    uint64_t gen;      /* bumped at each new socket */
-    int64_t last_recv; /* ms, any decoded message */
-    int64_t last_send; /* ms, any message (or the last connect attempt) */
-    int silent;        /* already warned that this broker went silent */
-    size_t unanswered; /* jobs of this connection not yet answered */
-    int credit;        /* RFB/1.1: jobs granted to this connection and not yet received */
-    int want;          /* its last DEMAND's queue depth, less what we granted since */
+    zsock_t *sock;        /* NULL while (re)connecting failed */
+    uint64_t gen;         /* bumped at each new socket */
+    int64_t last_recv;    /* ms, any decoded message */
+    int64_t last_send;    /* ms, any message (or the last connect attempt) */
+    int silent;           /* already warned that this broker went silent */
+    size_t unanswered;    /* jobs of this connection not yet answered */
+    int credit;           /* RFB/1.1: jobs granted to this connection and not yet received */
+    int want;             /* its last DEMAND's queue depth, less what we granted since */
     int64_t reclaim_sent; /* ms; a reclaim is outstanding until its DEMAND answer (or a heartbeat) */
 } s_broker_t;
 
@@ -72,12 +72,13 @@ struct rf_worker_t {
     size_t n_brokers;
     s_slot_t *slots;
     s_job_t *queue_head, *queue_tail;
-    size_t queued;            /* jobs in the local FIFO */
+    size_t queued;             /* jobs in the local FIFO */
     atomic_size_t queued_peak; /* most jobs seen waiting for a thread (rf_worker_queued_peak) */
-    int pipe[2]; /* self-pipe: rf_worker_stop -> rf_worker_run */
+    int pipe[2];               /* self-pipe: rf_worker_stop -> rf_worker_run */
     atomic_int stop;
     int ran;
     char host[128];
+    bool own_refs; /* source refs go to the callback as they are (rf_worker_own_refs) */
 };
 
 /* Monotonic microseconds, for job timings. */
@@ -220,7 +221,7 @@ static void s_run_job(rf_worker_t *self, s_job_t *job)
     } else if (job->t_start / 1000 >= job->pub.deadline_ms) {
         res.status = 504;
         snprintf(res.error, sizeof(res.error), "deadline passed before start");
-    } else if (s_map_ref(job, &map, &map_len, &res) >= 0) {
+    } else if (self->own_refs || s_map_ref(job, &map, &map_len, &res) >= 0) {
         int rc = self->fn(self->arg, &job->pub, &res);
         job->ran = 1;
         if (rc != 0)
@@ -784,6 +785,11 @@ static void s_shutdown(rf_worker_t *self)
     for (int i = 0; i < self->capacity; i++)
         if (self->slots[i].job != NULL)
             atomic_store(&self->slots[i].job->cancelled, 1);
+}
+
+void rf_worker_own_refs(rf_worker_t *self)
+{
+    self->own_refs = true;
 }
 
 int rf_worker_run(rf_worker_t *self)

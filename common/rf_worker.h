@@ -86,6 +86,12 @@ typedef int(rf_worker_job_fn)(void *arg, const rf_worker_job_t *job, rf_worker_r
 rf_worker_t *rf_worker_new(const rf_config_t *cfg, const char *service, int capacity, rf_worker_job_fn *fn, void *arg,
                            rf_metrics_t *metrics);
 
+/* Source refs (proto/rfb.md 2.2) reach the callback as they are, in
+ * job->spec->source, instead of being mapped (file://) or refused (other
+ * schemes) before it runs: for workers that read sources by range. Call
+ * before rf_worker_run. */
+void rf_worker_own_refs(rf_worker_t *self);
+
 /* Connects to every broker and serves jobs until rf_worker_stop is called,
  * then sends DISCONNECT to every broker, cancels running jobs (their
  * threads finish in rf_worker_destroy), drops queued ones and returns 0.

@@ -116,6 +116,12 @@ typedef struct gw_req_t gw_req_t;
 
 typedef enum {
     GW_SOURCE_WHOLE, /* the whole source: body frames, or a file reference for file origins */
+    /* The worker reads what it needs by byte range, nothing is fetched
+     * first: a file origin's path (bus.file_refs), else "edge:PATH", which
+     * the worker reads back through this gateway with Range requests
+     * (Host: source.host) — so the origin's bytes are cached and counted
+     * here and workers hold no origin credentials (proto/rfb.md 2.2). */
+    GW_SOURCE_RANGE,
 } gw_source_mode_t;
 
 typedef enum {

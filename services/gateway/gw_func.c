@@ -169,6 +169,137 @@ static const gw_func_t s_dims = {
     .fallbacks = &gw_m.image_fallbacks,
 };
 
+/* ---- mp4hls (video-worker) --------------------------------------------------- */
+
+/* What an mp4hls URL names, after the keyword. */
+typedef struct {
+    enum { S_HLS_MEDIA, S_HLS_MASTER, S_HLS_SEGMENT } what;
+    int n;                 /* segment number (from 0, before mp4hls.sequence) */
+    rf_mp4hls_conf_t conf; /* the vhost's settings when it was parsed */
+} s_hls_t;
+
+/* Segment names: "seg-N.ts", N from 0 (the playlist names them). */
+#define S_HLS_SEG_PREFIX "seg-"
+#define S_HLS_SEG_SUFFIX ".ts"
+#define S_HLS_SEG_MAX 1000000 /* a 10 s segment each: 115 days */
+
+static const char *s_hls_keyword(const rf_vhost_conf_t *vh)
+{
+    return vh->mp4hls.keyword;
+}
+
+static int s_hls_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
+                       h2o_iovec_t *chain)
+{
+    (void)query;
+    const char *s, *c;
+    size_t sl, cl;
+    if (!vh->mp4hls.active || !rf_chain_split(path.base, path.len, vh->mp4hls.keyword, &s, &sl, &c, &cl))
+        return 0;
+    *src = h2o_iovec_init(s, sl);
+    *chain = h2o_iovec_init(c, cl);
+    return 1;
+}
+
+/* "seg-N.ts" -> N, or -1. */
+static int s_hls_segment_number(const char *t, size_t n)
+{
+    size_t pl = strlen(S_HLS_SEG_PREFIX), xl = strlen(S_HLS_SEG_SUFFIX);
+    if (n <= pl + xl || memcmp(t, S_HLS_SEG_PREFIX, pl) != 0 || memcmp(t + n - xl, S_HLS_SEG_SUFFIX, xl) != 0)
+        return -1;
+    long v = 0;
+    for (size_t i = pl; i < n - xl; i++) {
+        if (t[i] < '0' || t[i] > '9' || (i == pl && t[i] == '0' && n - xl - pl > 1))
+            return -1; /* digits only, no leading zero: one spelling per segment */
+        v = v * 10 + (t[i] - '0');
+        if (v >= S_HLS_SEG_MAX)
+            return -1;
+    }
+    return (int)v;
+}
+
+static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
+{
+    const rf_mp4hls_conf_t *h = &rc->vhost->mp4hls;
+    s_hls_t *st = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*st));
+    memset(st, 0, sizeof(*st));
+    st->conf = *h;
+    if (h2o_memis(chain.base, chain.len, h->index, strlen(h->index))) {
+        st->what = S_HLS_MEDIA;
+    } else if (h->alternates && h2o_memis(chain.base, chain.len, h->alternates_name, strlen(h->alternates_name))) {
+        st->what = S_HLS_MASTER;
+    } else if ((st->n = s_hls_segment_number(chain.base, chain.len)) >= 0) {
+        st->what = S_HLS_SEGMENT;
+    } else {
+        snprintf(why, why_len, "'%.*s' is not %s%s%s or " S_HLS_SEG_PREFIX "N" S_HLS_SEG_SUFFIX " (N from 0)",
+                 (int)(chain.len > 64 ? 64 : chain.len), chain.base, h->index, h->alternates ? ", " : "",
+                 h->alternates ? h->alternates_name : "");
+        return -1;
+    }
+    *state = st;
+    return 0;
+}
+
+/* The cache key names what the output depends on: the playlist its
+ * version, first sequence number and segment duration; a segment its
+ * number and the duration that placed its cuts. */
+static int s_hls_canon(const void *state, char *buf, size_t len)
+{
+    const s_hls_t *st = state;
+    int n;
+    switch (st->what) {
+    case S_HLS_MEDIA:
+        n = snprintf(buf, len, "media;v=%d;seq=%d;d=%d", st->conf.version, st->conf.sequence, st->conf.duration);
+        break;
+    case S_HLS_MASTER: n = snprintf(buf, len, "master;v=%d;media=%s", st->conf.version, st->conf.index); break;
+    default: n = snprintf(buf, len, "segment=%d;d=%d", st->n, st->conf.duration); break;
+    }
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static json_t *s_hls_json(const void *state)
+{
+    const s_hls_t *st = state;
+    static const char *const what[] = {"media", "master", "segment"};
+    return json_pack("[{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s}]", "op", "hls", "what", what[st->what], "segment",
+                     st->n, "version", st->conf.version, "sequence", st->conf.sequence, "duration", st->conf.duration,
+                     "media", st->conf.index, "segment_prefix", S_HLS_SEG_PREFIX, "segment_suffix", S_HLS_SEG_SUFFIX);
+}
+
+static size_t s_no_limit(const rf_vhost_conf_t *vh)
+{
+    (void)vh;
+    return 0; /* read by range: a source's size costs nothing up front */
+}
+
+/* What the video worker's statuses mean (docs/video.md, "Errors"). */
+static const gw_reply_rule_t s_hls_replies[] = {
+    {200, GW_REPLY_BODY, 200, NULL, NULL},
+    {415, GW_REPLY_ERROR, 415, "not a video mp4hls can segment", "unsupported"},
+    {404, GW_REPLY_ERROR, 404, NULL, "not found"},
+    {400, GW_REPLY_ERROR, 400, NULL, "bad request"},
+    {502, GW_REPLY_ERROR, 502, "video source unreadable", "source read failed"},
+    {504, GW_REPLY_ERROR, 504, "video processing timed out", "deadline passed"},
+    {503, GW_REPLY_ERROR, 503, "video worker busy", "over capacity"},
+    {0, GW_REPLY_ERROR, 502, "video worker failed", "unknown error"},
+};
+
+static const gw_func_t s_mp4hls = {
+    .name = "mp4hls",
+    .service = "video",
+    .label = "video",
+    .keyword = s_hls_keyword,
+    .match = s_hls_match,
+    .parse = s_hls_parse,
+    .canon = s_hls_canon,
+    .to_json = s_hls_json,
+    .source = GW_SOURCE_RANGE,
+    .source_limit = s_no_limit,
+    .resolve_source = NULL,
+    .replies = s_hls_replies,
+    .fallbacks = NULL,
+};
+
 /* ---- the table ------------------------------------------------------------ */
 
-const gw_func_t *const gw_funcs[] = {&s_dims, NULL};
+const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, NULL};

@@ -389,9 +389,11 @@ static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
     rf_job_spec_t *spec = &bj->spec;
     spec->chain = rc->func->to_json(rc->func_state);
     spec->source.path = strndup(rc->src.base, rc->src.len);
-    spec->source.size = (int64_t)len;
+    spec->source.size = len != (size_t)-1 ? (int64_t)len : -1;
     spec->source.content_type = s_find(t->origin_headers, "content-type"); /* malloc'd or NULL */
     spec->source.ref = ref != NULL ? strdup(ref) : NULL;
+    if (ref != NULL && strncmp(ref, "edge:", 5) == 0) /* read back through this gateway, as this vhost */
+        spec->source.host = strdup(rc->vhost->name);
     if (spec->chain == NULL || spec->source.path == NULL || (ref != NULL && spec->source.ref == NULL)) {
         gw_job_destroy(&job);
         gw_send_error(rc, 503, "Service Unavailable", "out of memory");
@@ -558,6 +560,27 @@ static int s_on_redirect(gw_req_t *rc, const char *location, size_t len)
     return 1;
 }
 
+/* A source the worker reads by range (GW_SOURCE_RANGE): nothing is
+ * fetched here. A file origin's file goes by path (bus.file_refs), after
+ * a check that it is there; anything else as "edge:PATH", which the
+ * worker reads back through this gateway's own listener (cached, counted,
+ * with this vhost's origin settings). */
+static void s_by_range(gw_transform_t *t)
+{
+    gw_req_t *rc = t->rc;
+    h2o_req_t *req = rc->req;
+    const rf_origin_t *o = &rc->vhost->origin;
+    if (o->kind == RF_ORIGIN_FILE && rc->thread->server->cfg->bus.file_refs) {
+        s_from_file(t, 0);
+        return;
+    }
+    char *ref = h2o_mem_alloc_pool(&req->pool, 5 + rc->src.len + 1);
+    memcpy(ref, "edge:", 5);
+    memcpy(ref + 5, rc->src.base, rc->src.len);
+    ref[5 + rc->src.len] = '\0';
+    s_submit(t, NULL, (size_t)-1, ref);
+}
+
 void gw_transform(gw_req_t *rc)
 {
     gw_transform_t *t = h2o_mem_alloc_shared(&rc->req->pool, sizeof(*t), s_dispose);
@@ -565,6 +588,10 @@ void gw_transform(gw_req_t *rc)
     t->spool_fd = -1;
     t->rc = rc;
     rc->transform = t;
+    if (rc->func->source == GW_SOURCE_RANGE) {
+        s_by_range(t);
+        return;
+    }
     size_t limit = rc->func->source_limit(rc->vhost);
     if (rc->byclient == NULL && rc->vhost->origin.kind == RF_ORIGIN_FILE) { /* (a /src/ source is http) */
         s_from_file(t, limit);
