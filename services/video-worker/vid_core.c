@@ -89,19 +89,11 @@ static int64_t s_io_seek(void *opaque, int64_t off, int whence)
     s_io_t *io = opaque;
     int64_t base;
     switch (whence & ~AVSEEK_FORCE) {
-    case AVSEEK_SIZE:
-        return io->src->size;
-    case SEEK_SET:
-        base = 0;
-        break;
-    case SEEK_CUR:
-        base = io->pos;
-        break;
-    case SEEK_END:
-        base = io->src->size;
-        break;
-    default:
-        return AVERROR(EINVAL);
+    case AVSEEK_SIZE: return io->src->size;
+    case SEEK_SET: base = 0; break;
+    case SEEK_CUR: base = io->pos; break;
+    case SEEK_END: base = io->src->size; break;
+    default: return AVERROR(EINVAL);
     }
     int64_t pos;
     if (__builtin_add_overflow(base, off, &pos) || pos < 0 || pos > io->src->size)
@@ -218,6 +210,13 @@ static void s_demux_close(s_demux_t *d)
     }
 }
 
+/* A time base we can compute with: positive, and coarse enough that one
+ * tick is at most a second (the time bounds are then tick bounds too). */
+static bool s_tb_ok(AVRational tb)
+{
+    return tb.num > 0 && tb.den > 0 && tb.num <= tb.den;
+}
+
 /* Picks the first H.264 video track and the first AAC audio track (cover
  * pictures are not video). Any other codec in the first track of its kind
  * is refused: silently dropping a track would be worse than saying so. */
@@ -256,7 +255,7 @@ static int s_pick_tracks(s_demux_t *d, char *err, size_t errlen)
             continue;
         AVStream *st = f->streams[tracks[k]];
         int n = avformat_index_get_entries_count(st);
-        if (st->codecpar->extradata_size <= 0 || st->time_base.num <= 0 || st->time_base.den <= 0 || n <= 0) {
+        if (st->codecpar->extradata_size <= 0 || !s_tb_ok(st->time_base) || n <= 0) {
             s_err(err, errlen, "track %d has no samples, codec configuration or time base", tracks[k]);
             return -1;
         }
@@ -284,11 +283,11 @@ typedef struct {
 
 struct vid_index {
     int64_t src_size;
-    int32_t v, a;                /* track numbers in the source; -1 none */
+    int32_t v, a;                 /* track numbers in the source; -1 none */
     int32_t v_entries, a_entries; /* sample counts: a cheap check that a source is the indexed one */
-    AVRational tb;               /* primary track's */
-    AVRational atb;              /* audio track's (tb when audio is primary) */
-    int64_t pend;                /* presentation end */
+    AVRational tb;                /* primary track's */
+    AVRational atb;               /* audio track's (tb when audio is primary) */
+    int64_t pend;                 /* presentation end */
     int64_t target_ms;
     uint32_t nseg;
     s_seg_t *seg; /* owned */
@@ -442,10 +441,42 @@ static uint32_t s_seg_of(const vid_index_t *ix, uint32_t seg, int64_t t, AVRatio
     return seg;
 }
 
-/* Fills each segment's byte range and sample bytes, and checks that every
- * sample lies inside the source (a truncated file fails here, without
- * reading the mdat). */
-static int s_account(vid_index_t *ix, AVFormatContext *f, char *err, size_t errlen)
+/* Checks every sample of the tracks used: inside the source (a truncated
+ * file fails here, without reading the mdat), in time order, and at times
+ * within VID_MAX_DURATION_S (so later arithmetic cannot overflow). */
+static int s_check_samples(const vid_index_t *ix, AVFormatContext *f, char *err, size_t errlen)
+{
+    int tracks[2] = {ix->v, ix->a};
+    for (int k = 0; k < 2; k++) {
+        if (tracks[k] < 0)
+            continue;
+        AVStream *st = f->streams[tracks[k]];
+        double unit = av_q2d(st->time_base);
+        int n = avformat_index_get_entries_count(st);
+        int64_t prev = INT64_MIN;
+        for (int i = 0; i < n; i++) {
+            const AVIndexEntry *e = avformat_index_get_entry(st, i);
+            if (e->pos < 0 || e->size < 0 || e->pos > ix->src_size - e->size) {
+                s_err(err, errlen,
+                      "truncated: a sample of track %d ends at %" PRId64 ", past the end of the file (%" PRId64
+                      " bytes)",
+                      tracks[k], e->pos + e->size, ix->src_size);
+                return -1;
+            }
+            if (e->timestamp < prev || fabs((double)e->timestamp * unit) > VID_MAX_DURATION_S) {
+                s_err(err, errlen, "track %d's sample times are out of order or beyond %d s", tracks[k],
+                      VID_MAX_DURATION_S);
+                return -1;
+            }
+            prev = e->timestamp;
+        }
+    }
+    return 0;
+}
+
+/* Fills each segment's byte range and sample bytes (samples checked by
+ * s_check_samples). */
+static void s_account(vid_index_t *ix, AVFormatContext *f)
 {
     int tracks[2] = {ix->v, ix->a};
     for (int k = 0; k < 2; k++) {
@@ -455,19 +486,8 @@ static int s_account(vid_index_t *ix, AVFormatContext *f, char *err, size_t errl
         bool primary = k == 0 || ix->v < 0;
         int n = avformat_index_get_entries_count(st);
         uint32_t seg = 0;
-        int64_t prev = INT64_MIN;
         for (int i = 0; i < n; i++) {
             const AVIndexEntry *e = avformat_index_get_entry(st, i);
-            if (e->pos < 0 || e->size < 0 || e->pos > ix->src_size - e->size) {
-                s_err(err, errlen, "truncated: a sample of track %d ends at %" PRId64 ", past the end of the file (%" PRId64 " bytes)",
-                      tracks[k], e->pos + e->size, ix->src_size);
-                return -1;
-            }
-            if (e->timestamp < prev) {
-                s_err(err, errlen, "track %d's samples are not in time order", tracks[k]);
-                return -1;
-            }
-            prev = e->timestamp;
             seg = s_seg_of(ix, seg, e->timestamp, st->time_base, primary);
             s_seg_t *s = &ix->seg[seg];
             s->pos_lo = e->pos < s->pos_lo ? e->pos : s->pos_lo;
@@ -478,7 +498,6 @@ static int s_account(vid_index_t *ix, AVFormatContext *f, char *err, size_t errl
     for (uint32_t i = 0; i < ix->nseg; i++)
         if (ix->seg[i].pos_lo == INT64_MAX)
             ix->seg[i].pos_lo = ix->seg[i].pos_hi = 0;
-    return 0;
 }
 
 /* Checks what both vid_index_new and vid_index_load rely on: times within
@@ -495,7 +514,8 @@ static int s_validate(const vid_index_t *ix, char *err, size_t errlen)
     int64_t prev_ms = 0;
     for (uint32_t i = 0; i <= ix->nseg; i++) {
         int64_t p = s_pstart(ix, i);
-        if (fabs((double)p * unit) > VID_MAX_DURATION_S || (i < ix->nseg && fabs((double)ix->seg[i].start * unit) > VID_MAX_DURATION_S)) {
+        if (fabs((double)p * unit) > VID_MAX_DURATION_S ||
+            (i < ix->nseg && fabs((double)ix->seg[i].start * unit) > VID_MAX_DURATION_S)) {
             s_err(err, errlen, "a time is beyond %d s", VID_MAX_DURATION_S);
             return -1;
         }
@@ -563,9 +583,14 @@ vid_index_t *vid_index_new(const vid_source_t *src, double target_duration, char
     int64_t target = av_rescale_q(ix->target_ms, (AVRational){1, 1000}, st->time_base);
     if (target <= 0)
         target = 1;
+    if (s_check_samples(ix, d.fmt, err, errlen) != 0)
+        goto cleanup;
     int rc = d.v >= 0 ? s_plan_video(ix, st, pstart, pstart - first_dts, target, err, errlen)
                       : s_plan_audio(ix, st, pstart, target, err, errlen);
-    if (rc != 0 || s_account(ix, d.fmt, err, errlen) != 0 || s_validate(ix, err, errlen) != 0)
+    if (rc != 0)
+        goto cleanup;
+    s_account(ix, d.fmt);
+    if (s_validate(ix, err, errlen) != 0)
         goto cleanup;
     ok = true;
 cleanup:
@@ -644,13 +669,6 @@ int vid_index_save(const vid_index_t *ix, uint8_t **out, size_t *len)
     *out = buf;
     *len = n;
     return 0;
-}
-
-/* A time base we can compute with: positive, and coarse enough that one
- * tick is at most a second (the time bounds are then tick bounds too). */
-static bool s_tb_ok(AVRational tb)
-{
-    return tb.num > 0 && tb.den > 0 && tb.num <= tb.den;
 }
 
 vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t errlen)
@@ -783,8 +801,9 @@ int vid_hls_playlist(const vid_index_t *ix, const vid_hls_opts_t *o, char **out,
         int64_t ms = s_ms(ix, s_pstart(ix, i + 1)) - s_ms(ix, s_pstart(ix, i));
         max_ms = ms > max_ms ? ms : max_ms;
     }
-    fprintf(f, "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-TARGETDURATION:%" PRId64 "\n#EXT-X-MEDIA-SEQUENCE:%" PRId64
-               "\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+    fprintf(f,
+            "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-TARGETDURATION:%" PRId64 "\n#EXT-X-MEDIA-SEQUENCE:%" PRId64
+            "\n#EXT-X-PLAYLIST-TYPE:VOD\n",
             o->version, (max_ms + 999) / 1000, o->media_sequence);
     for (uint32_t i = 0; i < ix->nseg; i++) {
         int64_t ms = s_ms(ix, s_pstart(ix, i + 1)) - s_ms(ix, s_pstart(ix, i));
@@ -824,9 +843,9 @@ static int s_sink_write(void *opaque, uint8_t *buf, int size)
  * order video, audio, and the sink behind it. */
 typedef struct {
     s_sink_t sink;
-    AVIOContext *pb;      /* owned */
-    AVFormatContext *fmt; /* owned */
-    int out_of[VID_MAX_STREAMS]; /* source track -> output track, -1 none */
+    AVIOContext *pb;                 /* owned */
+    AVFormatContext *fmt;            /* owned */
+    int out_of[VID_MAX_STREAMS];     /* source track -> output track, -1 none */
     int64_t offset[VID_MAX_STREAMS]; /* VID_TS_OFFSET_S in each output track's time base */
 } s_mux_t;
 
@@ -949,8 +968,10 @@ static int s_copy_packets(const vid_index_t *ix, s_demux_t *d, s_mux_t *m, uint3
         if (e == AVERROR_EOF)
             break;
         if (e < 0) {
-            s_err(err, errlen, "%s", d->io.over ? "segment read past its byte budget"
-                                     : d->io.failed ? "source read failed" : "corrupt sample data");
+            s_err(err, errlen, "%s",
+                  d->io.over     ? "segment read past its byte budget"
+                  : d->io.failed ? "source read failed"
+                                 : "corrupt sample data");
             goto cleanup;
         }
         int k = pkt->stream_index == d->v ? 0 : pkt->stream_index == d->a ? 1 : -1;

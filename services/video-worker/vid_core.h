@@ -63,9 +63,9 @@ typedef struct {
 
 /* What one segment covers; times are seconds of the source's timeline. */
 typedef struct {
-    double start;         /* presentation start */
-    double duration;      /* the playlist's EXTINF (3 decimals) */
-    int64_t pos_lo;       /* its samples lie in [pos_lo, pos_hi) of the source */
+    double start;    /* presentation start */
+    double duration; /* the playlist's EXTINF (3 decimals) */
+    int64_t pos_lo;  /* its samples lie in [pos_lo, pos_hi) of the source */
     int64_t pos_hi;
     int64_t sample_bytes; /* the sum of its samples' sizes */
 } vid_segment_info_t;

@@ -339,6 +339,12 @@ static void s_check_segments(const char *name, const char *prefix)
         free(first);
     }
     assert_int_equal(vid_index_segment_info(ix, n, &(vid_segment_info_t){0}), -1);
+    /* A later segment decodes without a word from the decoders: its H.264
+     * is Annex B with the parameter sets in band (h264_mp4toannexb ran),
+     * its AAC has ADTS headers. */
+    char *log = s_run("ffmpeg -nostdin -v error -i %s-1.ts -f null - 2>&1", prefix);
+    assert_string_equal(log, "");
+    free(log);
 
     /* The concatenation: per track, timestamps strictly increase by one
      * frame (video, 3600 ticks of 90 kHz at 25 fps, in decode order) or
@@ -375,6 +381,8 @@ static void s_check_segments(const char *name, const char *prefix)
     /* one timeline: video starts at the offset (+ its decode delay), and
      * audio and video span the same 30 s */
     assert_true(first[0] >= 10 * 90000 - 2 * 3600 && first[0] <= 10 * 90000);
+    assert_true(llabs(first[1] - 10 * 90000) <=
+                1024 * 90000 / 44100 + 1); /* the AAC priming frame starts 23 ms early */
     assert_true(llabs((last[0] + 3600 - first[0]) - 30 * 90000) <= 1);
     assert_true(llabs((last[1] + 2090 - first[1]) - (1293 * 1024LL * 90000 / 44100)) <= 2);
     char *dur = s_run("ffprobe -v error -show_entries format=duration -of csv=p=0 %s-all.ts", prefix);
@@ -419,7 +427,8 @@ static void test_audio_only(void **state)
     char *codecs = s_run("ffprobe -v error -show_entries stream=codec_name -of csv=p=0 a-1.ts | grep . | sort -u");
     assert_string_equal(codecs, "aac\n");
     free(codecs);
-    char *dur = s_run("cat a-0.ts a-1.ts a-2.ts > aa.ts && ffprobe -v error -show_entries format=duration -of csv=p=0 aa.ts");
+    char *dur =
+        s_run("cat a-0.ts a-1.ts a-2.ts > aa.ts && ffprobe -v error -show_entries format=duration -of csv=p=0 aa.ts");
     assert_true(fabs(atof(dur) - 30.0) < 0.1);
     free(dur);
     free(m3u8);
@@ -499,8 +508,8 @@ static void test_rejects(void **state)
         int64_t size; /* -1 whole */
         const char *want;
     } cases[] = {
-        {"fs.mp4", 700000, "truncated"},          /* moov whole, mdat cut */
-        {"fs.mp4", 10000, "cannot read the MP4 header"}, /* moov cut */
+        {"fs.mp4", 700000, "truncated"},                    /* moov whole, mdat cut */
+        {"fs.mp4", 10000, "cannot read the MP4 header"},    /* moov cut */
         {"end.mp4", 1000000, "cannot read the MP4 header"}, /* no moov */
         {"end.mp4", 1356000, "cannot read the MP4 header"}, /* moov cut */
         {"text.mp4", -1, "not an MP4/MOV file"},
@@ -591,11 +600,11 @@ static void test_playlist_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_playlist_faststart), cmocka_unit_test(test_moov_at_end),
-        cmocka_unit_test(test_variable_gop),       cmocka_unit_test(test_segments_faststart),
+        cmocka_unit_test(test_playlist_faststart),   cmocka_unit_test(test_moov_at_end),
+        cmocka_unit_test(test_variable_gop),         cmocka_unit_test(test_segments_faststart),
         cmocka_unit_test(test_segments_moov_at_end), cmocka_unit_test(test_audio_only),
-        cmocka_unit_test(test_index_save_load),    cmocka_unit_test(test_rejects),
-        cmocka_unit_test(test_segment_errors),     cmocka_unit_test(test_playlist_options),
+        cmocka_unit_test(test_index_save_load),      cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_segment_errors),       cmocka_unit_test(test_playlist_options),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
