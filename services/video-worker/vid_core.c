@@ -259,6 +259,14 @@ static int s_pick_tracks(s_demux_t *d, char *err, size_t errlen)
             s_err(err, errlen, "track %d has no samples, codec configuration or time base", tracks[k]);
             return -1;
         }
+        /* A fragmented MP4's moov lists no samples (st->nb_frames comes
+         * from its empty stsz): its sample table is spread over the moofs,
+         * which libavformat reads through the whole file, or, with a
+         * global sidx, only as it plays. */
+        if (st->nb_frames <= 0) {
+            s_err(err, errlen, "unsupported: fragmented MP4 (samples in moof boxes)");
+            return -1;
+        }
         if (n > S_MAX_ENTRIES) {
             s_err(err, errlen, "track %d has too many samples (%d)", tracks[k], n);
             return -1;

@@ -29,7 +29,13 @@
  *
  *  Codecs: H.264 video and/or AAC audio (the first track of each kind;
  *  other tracks are ignored). Anything else (HEVC, whose HLS form is
- *  fMP4, or MP3, ...) is refused with "unsupported ...".
+ *  fMP4, or MP3, ...) is refused with "unsupported ...", and so is a
+ *  fragmented MP4 (its sample table is in moofs spread over the file).
+ *
+ *  Truncation: a file whose samples extend past its end is refused by
+ *  vid_index_new from the moov alone; so is a moov cut anywhere in its
+ *  tracks. (A moov cut only in its trailing metadata, udta, still
+ *  indexes: every sample table in it is whole.)
  *
  *  Bounds: at most VID_MAX_SEGMENTS segments, VID_MAX_STREAMS tracks,
  *  VID_MAX_DURATION_S seconds, VID_MAX_HEADER_BYTES read to find and parse

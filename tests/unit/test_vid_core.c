@@ -198,19 +198,22 @@ static int s_setup(void **state)
         return -1;
     char cmd[2048];
     /* veryfast keeps B-frames (so decode and presentation times differ), unlike ultrafast. */
-    snprintf(cmd, sizeof(cmd),
-             "cd '%s' && "
-             "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
-             "  -c:v libx264 -preset veryfast -g 50 -c:a aac -movflags +faststart fs.mp4 && "
-             "ffmpeg -nostdin -v error -i fs.mp4 -c copy end.mp4 && "
-             "ffmpeg -nostdin -v error -f lavfi -i sine=frequency=440 -t 30 -c:a aac a.m4a && "
-             "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
-             "  -c:v libx264 -preset veryfast -g 1000 -keyint_min 1 -sc_threshold 0 "
-             "  -force_key_frames 0,3.2,4,11.52,12,13,25.4 -c:a aac -movflags +faststart vg.mp4 && "
-             "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -t 1 -c:v libx265 -preset ultrafast "
-             "  -x265-params log-level=error hevc.mp4 && "
-             "printf 'GIF89a not a video at all, just some text to sniff' > text.mp4",
-             s_dir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "cd '%s' && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
+        "  -c:v libx264 -preset veryfast -g 50 -c:a aac -movflags +faststart fs.mp4 && "
+        "ffmpeg -nostdin -v error -i fs.mp4 -c copy end.mp4 && "
+        "ffmpeg -nostdin -v error -f lavfi -i sine=frequency=440 -t 30 -c:a aac a.m4a && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
+        "  -c:v libx264 -preset veryfast -g 1000 -keyint_min 1 -sc_threshold 0 "
+        "  -force_key_frames 0,3.2,4,11.52,12,13,25.4 -c:a aac -movflags +faststart vg.mp4 && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -t 1 -c:v libx265 -preset ultrafast "
+        "  -x265-params log-level=error hevc.mp4 && "
+        "ffmpeg -nostdin -v error -i fs.mp4 -c copy -movflags +frag_keyframe+empty_moov frag.mp4 && "
+        "ffmpeg -nostdin -v error -i fs.mp4 -c copy -movflags +frag_keyframe+empty_moov+global_sidx fragsidx.mp4 && "
+        "printf 'GIF89a not a video at all, just some text to sniff' > text.mp4",
+        s_dir);
     return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -505,24 +508,28 @@ static void test_rejects(void **state)
     (void)state;
     struct {
         const char *name;
-        int64_t size; /* -1 whole */
+        double part;  /* of the file kept, from its start... */
+        int64_t less; /* ...less this many bytes */
         const char *want;
     } cases[] = {
-        {"fs.mp4", 700000, "truncated"},                    /* moov whole, mdat cut */
-        {"fs.mp4", 10000, "cannot read the MP4 header"},    /* moov cut */
-        {"end.mp4", 1000000, "cannot read the MP4 header"}, /* no moov */
-        {"end.mp4", 1356000, "cannot read the MP4 header"}, /* moov cut */
-        {"text.mp4", -1, "not an MP4/MOV file"},
-        {"fs.mp4", 7, "not an MP4/MOV file"},
-        {"hevc.mp4", -1, "unsupported video codec hevc"},
+        {"fs.mp4", 0.5, 0, "truncated"},                     /* moov whole, mdat cut */
+        {"fs.mp4", 0, -10000, "cannot read the MP4 header"}, /* moov cut (10000 bytes kept) */
+        {"end.mp4", 0.5, 0, "cannot read the MP4 header"},   /* no moov */
+        {"end.mp4", 1, 1000, "cannot read the MP4 header"},  /* moov cut in its sample tables */
+        {"text.mp4", 1, 0, "not an MP4/MOV file"},
+        {"fs.mp4", 0, -7, "not an MP4/MOV file"},
+        {"hevc.mp4", 1, 0, "unsupported video codec hevc"},
+        {"frag.mp4", 1, 0, "unsupported: fragmented MP4"},
+        {"fragsidx.mp4", 1, 0, "unsupported: fragmented MP4"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         s_file_t f;
         char err[256] = "";
-        s_file_open(&f, cases[i].name, cases[i].size);
+        s_file_open(&f, cases[i].name, -1);
+        f.src.size = (int64_t)((double)f.src.size * cases[i].part) - cases[i].less;
         vid_index_t *ix = vid_index_new(&f.src, 10, err, sizeof(err));
         if (ix != NULL || strstr(err, cases[i].want) == NULL)
-            fprintf(stderr, "%s at %lld: %s\n", cases[i].name, (long long)cases[i].size, err);
+            fprintf(stderr, "%s at %lld: %s\n", cases[i].name, (long long)f.src.size, err);
         assert_null(ix);
         assert_non_null(strstr(err, cases[i].want));
         assert_null(strchr(err, '\n'));
@@ -533,6 +540,65 @@ static void test_rejects(void **state)
     s_file_open(&f, "fs.mp4", -1);
     assert_null(vid_index_new(&f.src, 0, err, sizeof(err)));
     assert_null(vid_index_new(&f.src, NAN, err, sizeof(err)));
+    s_file_close(&f);
+}
+
+/* A source in memory (for corrupting bytes without writing files). */
+typedef struct {
+    uint8_t *data;
+    int64_t size;
+    int64_t bytes;
+} s_mem_t;
+
+static int64_t s_mem_read(void *arg, uint8_t *buf, int64_t off, int64_t len)
+{
+    s_mem_t *m = arg;
+    assert_true(off >= 0 && len >= 0 && off + len <= m->size); /* vid_core never asks past the end */
+    memcpy(buf, m->data + off, (size_t)len);
+    m->bytes += len;
+    return len;
+}
+
+/* Corrupt headers (one byte of the ftyp/moov changed at a time, 400
+ * times) give a result or a one-line error, never a crash (the ASan build
+ * runs this too), a hang, or a segment read far past its samples. */
+static void test_corrupt_moov(void **state)
+{
+    (void)state;
+    s_file_t f;
+    s_file_open(&f, "fs.mp4", -1);
+    s_mem_t m = {.data = malloc((size_t)f.src.size), .size = f.src.size};
+    assert_int_equal(s_file_read(&f, m.data, 0, f.src.size), f.src.size);
+    vid_source_t src = {.size = f.src.size, .read = s_mem_read, .arg = &m};
+    uint32_t seed = 12345;
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400; i++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t off = (seed >> 8) % 26000; /* the moov of fs.mp4 ends near 26400 */
+        uint8_t was = m.data[off];
+        m.data[off] = (uint8_t)(seed >> 24) == was ? (uint8_t)~was : (uint8_t)(seed >> 24);
+        char err[256] = "";
+        vid_index_t *ix = vid_index_new(&src, 10, err, sizeof(err));
+        if (ix == NULL) {
+            assert_true(err[0] != '\0');
+            assert_null(strchr(err, '\n'));
+            failed++;
+        } else {
+            vid_segment_info_t info;
+            assert_int_equal(vid_index_segment_info(ix, 0, &info), 0);
+            s_sink_t sink = {.fail_after = -1};
+            m.bytes = 0;
+            if (vid_hls_segment(ix, &src, 0, s_sink, &sink, err, sizeof(err)) != 0)
+                assert_true(err[0] != '\0');
+            assert_true(m.bytes <= (VID_MAX_HEADER_BYTES) + (info.pos_hi - info.pos_lo) + VID_READ_SLACK + (64 << 10));
+            vid_index_destroy(&ix);
+            ok++;
+        }
+        m.data[off] = was;
+    }
+    fprintf(stderr, "# corrupt moov: %d indexed, %d refused\n", ok, failed);
+    assert_true(failed > 0);
+    free(m.data);
     s_file_close(&f);
 }
 
@@ -604,7 +670,8 @@ int main(void)
         cmocka_unit_test(test_variable_gop),         cmocka_unit_test(test_segments_faststart),
         cmocka_unit_test(test_segments_moov_at_end), cmocka_unit_test(test_audio_only),
         cmocka_unit_test(test_index_save_load),      cmocka_unit_test(test_rejects),
-        cmocka_unit_test(test_segment_errors),       cmocka_unit_test(test_playlist_options),
+        cmocka_unit_test(test_corrupt_moov),         cmocka_unit_test(test_segment_errors),
+        cmocka_unit_test(test_playlist_options),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
