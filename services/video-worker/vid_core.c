@@ -23,7 +23,7 @@
  * has already parsed them, but our passes over them must stay bounded. */
 #define S_MAX_ENTRIES (1 << 24)
 
-/* The first bytes sniffed to tell an MP4/MOV from anything else. */
+/* The first bytes probed to tell an MP4/MOV from anything else. */
 #define S_SNIFF 4096
 
 /* Segment target durations accepted by vid_index_new (seconds). */
@@ -120,23 +120,19 @@ static int s_refuse_open(struct AVFormatContext *s, AVIOContext **pb, const char
     return AVERROR(EPERM);
 }
 
-/* Whether the first bytes of the source are an ISO BMFF / QuickTime box
- * that a MP4 or MOV can start with. Reads at most S_SNIFF bytes. */
-static int s_sniff(const vid_source_t *src, char *err, size_t errlen)
+/* Whether the source is an MP4/MOV, by libavformat's probes over its
+ * first S_SNIFF bytes. They are read through d's AVIOContext, and stay in
+ * its buffer for the demuxer: the sniff costs no read of its own. */
+static int s_probe(s_demux_t *d, char *err, size_t errlen)
 {
-    uint8_t buf[S_SNIFF + AVPROBE_PADDING_SIZE];
-    memset(buf, 0, sizeof(buf));
-    int64_t want = src->size < S_SNIFF ? src->size : S_SNIFF;
-    int64_t got = want >= 8 ? src->read(src->arg, buf, 0, want) : 0;
-    if (got < 0) {
+    const AVInputFormat *f = NULL;
+    int score = av_probe_input_buffer2(d->pb, &f, "", NULL, 0, S_SNIFF);
+    if (d->io.failed) {
         s_err(err, errlen, "source read failed");
         return -1;
     }
-    AVProbeData pd = {.filename = "", .buf = buf, .buf_size = (int)got};
-    int score = 0;
-    const AVInputFormat *f = got >= 8 ? av_probe_input_format3(&pd, 1, &score) : NULL;
-    if (f == NULL || strncmp(f->name, "mov,", 4) != 0 || score < AVPROBE_SCORE_EXTENSION) {
-        if (f != NULL)
+    if (score < AVPROBE_SCORE_EXTENSION || f == NULL || strncmp(f->name, "mov,", 4) != 0) {
+        if (score >= 0 && f != NULL)
             s_err(err, errlen, "not an MP4/MOV file (looks like %s)", f->name);
         else
             s_err(err, errlen, "not an MP4/MOV file");
@@ -159,8 +155,6 @@ static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, c
         s_err(err, errlen, "empty source");
         goto cleanup;
     }
-    if (s_sniff(src, err, errlen) != 0)
-        goto cleanup;
     buf = av_malloc(S_IO_BUF);
     d->pb = buf != NULL ? avio_alloc_context(buf, S_IO_BUF, 0, &d->io, s_io_read, NULL, s_io_seek) : NULL;
     d->fmt = avformat_alloc_context();
@@ -169,10 +163,12 @@ static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, c
         goto cleanup;
     }
     buf = NULL; /* the AVIOContext owns it (and may replace it) */
+    if (s_probe(d, err, errlen) != 0)
+        goto cleanup;
     d->fmt->pb = d->pb;
     d->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
     d->fmt->io_open = s_refuse_open;
-    /* The format is known from the sniff; no probing reads. Stream info
+    /* The format is known from the probe; no more probing. Stream info
      * is not searched either (avformat_find_stream_info would decode
      * packets from the mdat): the moov's sample descriptions carry all a
      * remux needs. */
