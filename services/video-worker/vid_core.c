@@ -31,7 +31,8 @@
 
 /* ---- errors ------------------------------------------------------------------------- */
 
-/* Writes the formatted one-line reason into err (may be NULL). */
+/* Writes the formatted reason into err[errlen] (the caller's; may be
+ * NULL), as one line. */
 static void s_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void s_err(char *err, size_t errlen, const char *fmt, ...)
@@ -61,6 +62,8 @@ typedef struct {
     bool failed;    /* src->read returned an error */
 } s_io_t;
 
+/* AVIOContext read callback: up to size bytes at io->pos into buf (both
+ * libavformat's), never past the source's end or the budget. */
 static int s_io_read(void *opaque, uint8_t *buf, int size)
 {
     s_io_t *io = opaque;
@@ -84,6 +87,8 @@ static int s_io_read(void *opaque, uint8_t *buf, int size)
     return (int)n;
 }
 
+/* AVIOContext seek callback: moves io->pos (nothing is read; the next
+ * read is the range request). Positions outside the source are errors. */
 static int64_t s_io_seek(void *opaque, int64_t off, int whence)
 {
     s_io_t *io = opaque;
@@ -679,7 +684,8 @@ vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t er
 {
     vid_index_t *ix = NULL;
     bool ok = false;
-    if (buf == NULL || len < S_HEAD_LEN + 4 || memcmp(buf, S_MAGIC, 8) != 0) {
+    if (buf == NULL || len < S_HEAD_LEN + 4 || len > S_HEAD_LEN + (size_t)VID_MAX_SEGMENTS * S_SEG_LEN + 4 ||
+        memcmp(buf, S_MAGIC, 8) != 0) {
         s_err(err, errlen, "not a saved video index");
         return NULL;
     }
@@ -833,6 +839,8 @@ typedef struct {
     bool failed; /* the sink refused bytes */
 } s_sink_t;
 
+/* AVIOContext write callback: hands buf (libavformat's, valid for the
+ * call) to the caller's sink; once the sink refused, refuses everything. */
 static int s_sink_write(void *opaque, uint8_t *buf, int size)
 {
     s_sink_t *s = opaque;
