@@ -311,6 +311,46 @@ static void test_variable_gop(void **state)
     s_file_close(&f);
 }
 
+/* Checks ffprobe's packet list (stream_index,pts,dts lines; taken) of the
+ * 30 s test stream: per track, timestamps strictly increase by one frame
+ * (video, 3600 ticks of 90 kHz at 25 fps, in decode order) or one AAC
+ * frame (1024 samples at 44.1 kHz = 2089.8 ticks), with no gap or overlap,
+ * and audio and video are on one timeline. */
+static void s_check_timeline(char *pk)
+{
+    long long last[2] = {-1, -1}, first[2] = {-1, -1};
+    int count[2] = {0, 0};
+    char *save = NULL;
+    for (char *line = strtok_r(pk, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        int st;
+        long long pts, dts;
+        assert_int_equal(sscanf(line, "%d,%lld,%lld", &st, &pts, &dts), 3);
+        assert_true(st == 0 || st == 1);
+        long long t = st == 0 ? dts : pts;
+        if (last[st] >= 0) {
+            long long step = t - last[st];
+            if (st == 0)
+                assert_int_equal(step, 3600);
+            else
+                assert_true(step >= 2089 && step <= 2090);
+        } else {
+            first[st] = t;
+        }
+        last[st] = t;
+        count[st]++;
+    }
+    free(pk);
+    assert_int_equal(count[0], 750);
+    assert_int_equal(count[1], 1293);
+    /* video starts at the offset (less its decode delay), audio with it,
+     * and both span the same 30 s */
+    assert_true(first[0] >= 10 * 90000 - 2 * 3600 && first[0] <= 10 * 90000);
+    assert_true(llabs(first[1] - 10 * 90000) <=
+                1024 * 90000 / 44100 + 1); /* the AAC priming frame starts 23 ms early */
+    assert_true(llabs((last[0] + 3600 - first[0]) - 30 * 90000) <= 1);
+    assert_true(llabs((last[1] + 2090 - first[1]) - (1293 * 1024LL * 90000 / 44100)) <= 2);
+}
+
 /* Every segment of a file is H.264 + AAC starting on a keyframe, reads
  * little more than its samples, and the segments concatenated are one
  * stream of the source's duration without gaps or overlaps. */
@@ -350,45 +390,26 @@ static void s_check_segments(const char *name, const char *prefix)
     assert_string_equal(log, "");
     free(log);
 
-    /* The concatenation: per track, timestamps strictly increase by one
-     * frame (video, 3600 ticks of 90 kHz at 25 fps, in decode order) or
-     * one AAC frame (1024 samples at 44.1 kHz = 2089.8 ticks). */
-    char *pk = s_run("cat %s-*.ts > %s-all.ts && ls %s-*.ts | wc -l && "
-                     "ffprobe -v error -show_entries packet=stream_index,pts,dts -of csv=p=0 %s-all.ts",
-                     prefix, prefix, prefix, prefix);
-    assert_int_equal(atoi(pk), n + 1);
-    long long last[2] = {-1, -1}, first[2] = {-1, -1};
-    int count[2] = {0, 0};
-    char *save = NULL;
-    strtok_r(pk, "\n", &save);
-    for (char *line = strtok_r(NULL, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
-        int st;
-        long long pts, dts;
-        assert_int_equal(sscanf(line, "%d,%lld,%lld", &st, &pts, &dts), 3);
-        assert_true(st == 0 || st == 1);
-        long long t = st == 0 ? dts : pts;
-        if (last[st] >= 0) {
-            long long step = t - last[st];
-            if (st == 0)
-                assert_int_equal(step, 3600);
-            else
-                assert_true(step >= 2089 && step <= 2090);
-        } else {
-            first[st] = t;
-        }
-        last[st] = t;
-        count[st]++;
-    }
-    free(pk);
-    assert_int_equal(count[0], 750);
-    assert_int_equal(count[1], 1293);
-    /* one timeline: video starts at the offset (+ its decode delay), and
-     * audio and video span the same 30 s */
-    assert_true(first[0] >= 10 * 90000 - 2 * 3600 && first[0] <= 10 * 90000);
-    assert_true(llabs(first[1] - 10 * 90000) <=
-                1024 * 90000 / 44100 + 1); /* the AAC priming frame starts 23 ms early */
-    assert_true(llabs((last[0] + 3600 - first[0]) - 30 * 90000) <= 1);
-    assert_true(llabs((last[1] + 2090 - first[1]) - (1293 * 1024LL * 90000 / 44100)) <= 2);
+    /* The concatenation, and the playlist as a player's demuxer reads it. */
+    char *count = s_run("cat %s-*.ts > %s-all.ts && ls %s-*.ts | wc -l", prefix, prefix, prefix);
+    assert_int_equal(atoi(count), n + 1);
+    free(count);
+    s_check_timeline(s_run("ffprobe -v error -show_entries packet=stream_index,pts,dts -of csv=p=0 %s-all.ts", prefix));
+    char pattern[64], *m3u8 = NULL;
+    size_t len = 0;
+    vid_hls_opts_t o;
+    vid_hls_opts_default(&o);
+    snprintf(pattern, sizeof(pattern), "%s-%%d.ts", prefix);
+    o.segment_uri = pattern;
+    assert_int_equal(vid_hls_playlist(ix, &o, &m3u8, &len), 0);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s.m3u8", s_dir, prefix);
+    FILE *pl = fopen(path, "w");
+    assert_non_null(pl);
+    assert_int_equal(fwrite(m3u8, 1, len, pl), len);
+    assert_int_equal(fclose(pl), 0);
+    free(m3u8);
+    s_check_timeline(s_run("ffprobe -v error -show_entries packet=stream_index,pts,dts -of csv=p=0 %s.m3u8", prefix));
     char *dur = s_run("ffprobe -v error -show_entries format=duration -of csv=p=0 %s-all.ts", prefix);
     assert_true(fabs(atof(dur) - 30.0) < 0.1);
     free(dur);
