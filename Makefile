@@ -44,6 +44,11 @@ IMG_SRC := $(wildcard services/image-worker/*.c)
 IMG_OBJ := $(IMG_SRC:%.c=$(O)/obj/%.o)
 # The image transform core (img_core.c) builds and tests without the bus.
 IMG_CORE_OBJ := $(O)/obj/services/image-worker/img_core.o
+# The video transform core (MP4 -> HLS) likewise; only its own tests link it.
+VID_CORE_OBJ := $(O)/obj/services/video-worker/vid_core.o
+AV_PKGS   := libavformat libavcodec libavutil
+AV_CFLAGS := $(shell pkg-config --cflags $(AV_PKGS))
+AV_LIBS   := $(shell pkg-config --libs $(AV_PKGS)) -lm
 
 BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker
 
@@ -67,7 +72,7 @@ deps:
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
-	@$(CC) $(CFLAGS_BASE) $(H2O_CFLAGS) $(VIPS_CFLAGS) -MMD -MP -c $< -o $@
+	@$(CC) $(CFLAGS_BASE) $(H2O_CFLAGS) $(VIPS_CFLAGS) $(AV_CFLAGS) -MMD -MP -c $< -o $@
 
 $(COMMON_LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -91,6 +96,10 @@ $(O)/tests/%: tests/unit/%.c $(COMMON_LIB) $(IMG_CORE_OBJ)
 	@echo "  TEST  $@"
 	@$(CC) $(CFLAGS_BASE) $(VIPS_CFLAGS) -Iservices/image-worker -o $@ $< $(UNIT_EXTRA) $(IMG_CORE_OBJ) $(COMMON_LIB) \
 	    -lcmocka $(VIPS_LIBS) $(LIBS_BASE)
+
+# The video core, with libavformat.
+$(O)/tests/test_vid_core: UNIT_EXTRA = -Iservices/video-worker $(AV_CFLAGS) $(VID_CORE_OBJ) $(AV_LIBS)
+$(O)/tests/test_vid_core: $(VID_CORE_OBJ)
 
 # The gateway's pure header parsers (no h2o).
 $(O)/tests/test_http_parse: UNIT_EXTRA = -Iservices/gateway $(O)/obj/services/gateway/gw_http_parse.o
@@ -128,6 +137,10 @@ build/fuzz/fuzz_origin: services/gateway/gw_origin_parse.c services/gateway/gw_o
 # The cache's Range / conditional parsers and the purge API's URL parsers.
 build/fuzz/fuzz_range: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_http_parse.c
 build/fuzz/fuzz_range: services/gateway/gw_http_parse.c services/gateway/gw_http_parse.h
+
+# The video core's saved-index parser (hostile: it may come from a shared cache).
+build/fuzz/fuzz_vid_index: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_core.c $(AV_LIBS)
+build/fuzz/fuzz_vid_index: services/video-worker/vid_core.c services/video-worker/vid_core.h
 
 fuzz: $(FUZZ_BINS)
 

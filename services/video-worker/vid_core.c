@@ -1,0 +1,1065 @@
+#include "vid_core.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/mathematics.h>
+
+/* The demuxer's read buffer. libavformat reads the source in requests of
+ * this size, so it is also the granularity of what a segment reads beyond
+ * its samples: 32 KiB opens a faststart MP4 with one read. */
+#define S_IO_BUF (32 << 10)
+
+/* Sample tables past this many entries per track are refused: libavformat
+ * has already parsed them, but our passes over them must stay bounded. */
+#define S_MAX_ENTRIES (1 << 24)
+
+/* The first bytes probed to tell an MP4/MOV from anything else. */
+#define S_SNIFF 4096
+
+/* Segment target durations accepted by vid_index_new (seconds). */
+#define S_MAX_TARGET_S 3600
+
+/* ---- errors ------------------------------------------------------------------------- */
+
+/* Writes the formatted reason into err[errlen] (the caller's; may be
+ * NULL), as one line. */
+static void s_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void s_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    for (char *p = err; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
+/* ---- the source as an AVIOContext ------------------------------------------------------ */
+
+/* The read side of one demuxer: where it is in the source and how much it
+ * may still read (a hostile file must not make us read without end). */
+typedef struct {
+    const vid_source_t *src; /* borrowed */
+    int64_t pos;
+    int64_t budget; /* bytes this demuxer may read in all */
+    int64_t used;   /* bytes read so far */
+    int reads;      /* read calls that returned data */
+    bool over;      /* the budget stopped a read */
+    bool failed;    /* src->read returned an error */
+} s_io_t;
+
+/* AVIOContext read callback: up to size bytes at io->pos into buf (both
+ * libavformat's), never past the source's end or the budget. */
+static int s_io_read(void *opaque, uint8_t *buf, int size)
+{
+    s_io_t *io = opaque;
+    if (size <= 0 || io->pos >= io->src->size)
+        return AVERROR_EOF;
+    int64_t want = io->src->size - io->pos < size ? io->src->size - io->pos : size;
+    if (io->used + want > io->budget) {
+        io->over = true;
+        return AVERROR(EFBIG);
+    }
+    int64_t n = io->src->read(io->src->arg, buf, io->pos, want);
+    if (n < 0 || n > want) {
+        io->failed = true;
+        return AVERROR(EIO);
+    }
+    if (n == 0)
+        return AVERROR_EOF;
+    io->pos += n;
+    io->used += n;
+    io->reads++;
+    return (int)n;
+}
+
+/* AVIOContext seek callback: moves io->pos (nothing is read; the next
+ * read is the range request). Positions outside the source are errors. */
+static int64_t s_io_seek(void *opaque, int64_t off, int whence)
+{
+    s_io_t *io = opaque;
+    int64_t base;
+    switch (whence & ~AVSEEK_FORCE) {
+    case AVSEEK_SIZE: return io->src->size;
+    case SEEK_SET: base = 0; break;
+    case SEEK_CUR: base = io->pos; break;
+    case SEEK_END: base = io->src->size; break;
+    default: return AVERROR(EINVAL);
+    }
+    int64_t pos;
+    if (__builtin_add_overflow(base, off, &pos) || pos < 0 || pos > io->src->size)
+        return AVERROR(EINVAL);
+    io->pos = pos;
+    return pos;
+}
+
+/* The demuxer of one call: the source read through s_io_t, the tracks we
+ * use (-1: none) and the one segments are cut on (video if there is one). */
+typedef struct {
+    s_io_t io;
+    AVIOContext *pb;      /* owned */
+    AVFormatContext *fmt; /* owned */
+    int v, a, primary;
+} s_demux_t;
+
+/* libavformat must not open anything beside the source (MOV data
+ * references can name other files). */
+static int s_refuse_open(struct AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
+                         AVDictionary **options)
+{
+    (void)s, (void)pb, (void)url, (void)flags, (void)options;
+    return AVERROR(EPERM);
+}
+
+/* Whether the source is an MP4/MOV, by libavformat's probes over its
+ * first S_SNIFF bytes. They are read through d's AVIOContext, and stay in
+ * its buffer for the demuxer: the sniff costs no read of its own. */
+static int s_probe(s_demux_t *d, char *err, size_t errlen)
+{
+    const AVInputFormat *f = NULL;
+    int score = av_probe_input_buffer2(d->pb, &f, "", NULL, 0, S_SNIFF);
+    if (d->io.failed) {
+        s_err(err, errlen, "source read failed");
+        return -1;
+    }
+    if (score < AVPROBE_SCORE_EXTENSION || f == NULL || strncmp(f->name, "mov,", 4) != 0) {
+        if (score >= 0 && f != NULL)
+            s_err(err, errlen, "not an MP4/MOV file (looks like %s)", f->name);
+        else
+            s_err(err, errlen, "not an MP4/MOV file");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads the source's header (the moov) with the MOV demuxer, at most
+ * `budget` bytes, and picks its tracks. On success d owns the demuxer
+ * (s_demux_close); on failure d is closed and err says why. */
+static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, char *err, size_t errlen)
+{
+    int rc = -1;
+    uint8_t *buf = NULL;
+    memset(d, 0, sizeof(*d));
+    d->v = d->a = d->primary = -1;
+    d->io = (s_io_t){.src = src, .budget = budget};
+    if (src == NULL || src->read == NULL || src->size <= 0) {
+        s_err(err, errlen, "empty source");
+        goto cleanup;
+    }
+    buf = av_malloc(S_IO_BUF);
+    d->pb = buf != NULL ? avio_alloc_context(buf, S_IO_BUF, 0, &d->io, s_io_read, NULL, s_io_seek) : NULL;
+    d->fmt = avformat_alloc_context();
+    if (d->pb == NULL || d->fmt == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    buf = NULL; /* the AVIOContext owns it (and may replace it) */
+    if (s_probe(d, err, errlen) != 0)
+        goto cleanup;
+    d->fmt->pb = d->pb;
+    d->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+    d->fmt->io_open = s_refuse_open;
+    /* The format is known from the probe; no more probing. Stream info
+     * is not searched either (avformat_find_stream_info would decode
+     * packets from the mdat): the moov's sample descriptions carry all a
+     * remux needs. */
+    int e = avformat_open_input(&d->fmt, NULL, av_find_input_format("mov"), NULL);
+    if (e < 0) {
+        char msg[AV_ERROR_MAX_STRING_SIZE] = "";
+        av_strerror(e, msg, sizeof(msg));
+        if (d->io.over)
+            s_err(err, errlen, "the MP4 header is larger than %" PRId64 " bytes", budget);
+        else if (d->io.failed)
+            s_err(err, errlen, "source read failed");
+        else
+            s_err(err, errlen, "cannot read the MP4 header (truncated or corrupt: %s)", msg);
+        goto cleanup; /* avformat_open_input freed d->fmt */
+    }
+    rc = 0;
+cleanup:
+    av_free(buf);
+    if (rc != 0 && d->pb != NULL) {
+        av_freep(&d->pb->buffer);
+        avio_context_free(&d->pb);
+    }
+    if (rc != 0 && d->fmt != NULL)
+        avformat_free_context(d->fmt), d->fmt = NULL;
+    return rc;
+}
+
+/* Closes what s_demux_open opened; safe on a zeroed or closed d. */
+static void s_demux_close(s_demux_t *d)
+{
+    avformat_close_input(&d->fmt);
+    if (d->pb != NULL) {
+        av_freep(&d->pb->buffer);
+        avio_context_free(&d->pb);
+    }
+}
+
+/* A time base we can compute with: positive, and coarse enough that one
+ * tick is at most a second (the time bounds are then tick bounds too). */
+static bool s_tb_ok(AVRational tb)
+{
+    return tb.num > 0 && tb.den > 0 && tb.num <= tb.den;
+}
+
+/* Picks the first H.264 video track and the first AAC audio track (cover
+ * pictures are not video). Any other codec in the first track of its kind
+ * is refused: silently dropping a track would be worse than saying so. */
+static int s_pick_tracks(s_demux_t *d, char *err, size_t errlen)
+{
+    AVFormatContext *f = d->fmt;
+    if (f->nb_streams > VID_MAX_STREAMS) {
+        s_err(err, errlen, "too many tracks (%u, at most %d)", f->nb_streams, VID_MAX_STREAMS);
+        return -1;
+    }
+    for (unsigned i = 0; i < f->nb_streams; i++) {
+        const AVStream *st = f->streams[i];
+        enum AVMediaType type = st->codecpar->codec_type;
+        if (type == AVMEDIA_TYPE_VIDEO && d->v < 0 && !(st->disposition & AV_DISPOSITION_ATTACHED_PIC))
+            d->v = (int)i;
+        else if (type == AVMEDIA_TYPE_AUDIO && d->a < 0)
+            d->a = (int)i;
+    }
+    if (d->v < 0 && d->a < 0) {
+        s_err(err, errlen, "no audio or video track");
+        return -1;
+    }
+    if (d->v >= 0 && f->streams[d->v]->codecpar->codec_id != AV_CODEC_ID_H264) {
+        s_err(err, errlen, "unsupported video codec %s (only H.264 is segmented to MPEG-TS)",
+              avcodec_get_name(f->streams[d->v]->codecpar->codec_id));
+        return -1;
+    }
+    if (d->a >= 0 && f->streams[d->a]->codecpar->codec_id != AV_CODEC_ID_AAC) {
+        s_err(err, errlen, "unsupported audio codec %s (only AAC is segmented to MPEG-TS)",
+              avcodec_get_name(f->streams[d->a]->codecpar->codec_id));
+        return -1;
+    }
+    int tracks[2] = {d->v, d->a};
+    for (int k = 0; k < 2; k++) {
+        if (tracks[k] < 0)
+            continue;
+        AVStream *st = f->streams[tracks[k]];
+        int n = avformat_index_get_entries_count(st);
+        if (st->codecpar->extradata_size <= 0 || !s_tb_ok(st->time_base) || n <= 0) {
+            s_err(err, errlen, "track %d has no samples, codec configuration or time base", tracks[k]);
+            return -1;
+        }
+        /* A fragmented MP4's moov lists no samples (st->nb_frames comes
+         * from its empty stsz): its sample table is spread over the moofs,
+         * which libavformat reads through the whole file, or, with a
+         * global sidx, only as it plays. */
+        if (st->nb_frames <= 0) {
+            s_err(err, errlen, "unsupported: fragmented MP4 (samples in moof boxes)");
+            return -1;
+        }
+        if (n > S_MAX_ENTRIES) {
+            s_err(err, errlen, "track %d has too many samples (%d)", tracks[k], n);
+            return -1;
+        }
+    }
+    d->primary = d->v >= 0 ? d->v : d->a;
+    return 0;
+}
+
+/* ---- the index ----------------------------------------------------------------------------- */
+
+/* One segment. The primary track's samples of segment i are those with a
+ * decode time in [start_i, start_i+1); the audio samples (of a video
+ * source) those whose presentation time is in [pstart_i, pstart_i+1), the
+ * first segment's range open below and the last's above. Times are in the
+ * primary track's time base. */
+typedef struct {
+    int64_t start;  /* decode time of its first primary sample */
+    int64_t pstart; /* presentation time it starts at */
+    int64_t pos_lo, pos_hi, sample_bytes;
+} s_seg_t;
+
+struct vid_index {
+    int64_t src_size;
+    int32_t v, a;                 /* track numbers in the source; -1 none */
+    int32_t v_entries, a_entries; /* sample counts: a cheap check that a source is the indexed one */
+    AVRational tb;                /* primary track's */
+    AVRational atb;               /* audio track's (tb when audio is primary) */
+    int64_t pend;                 /* presentation end */
+    int64_t target_ms;
+    uint32_t nseg;
+    s_seg_t *seg; /* owned */
+};
+
+void vid_index_destroy(vid_index_t **p)
+{
+    if (p == NULL || *p == NULL)
+        return;
+    free((*p)->seg);
+    free(*p);
+    *p = NULL;
+}
+
+/* t (in ix->tb) in milliseconds, rounded to the nearest. */
+static int64_t s_ms(const vid_index_t *ix, int64_t t)
+{
+    return av_rescale_rnd(t, 1000 * (int64_t)ix->tb.num, ix->tb.den, AV_ROUND_NEAR_INF);
+}
+
+/* Presentation start of segment n (n == nseg: the end). */
+static int64_t s_pstart(const vid_index_t *ix, uint32_t n)
+{
+    return n < ix->nseg ? ix->seg[n].pstart : ix->pend;
+}
+
+int vid_index_segments(const vid_index_t *ix)
+{
+    return (int)ix->nseg;
+}
+
+double vid_index_duration(const vid_index_t *ix)
+{
+    return (double)(s_ms(ix, ix->pend) - s_ms(ix, ix->seg[0].pstart)) / 1000.0;
+}
+
+int vid_index_segment_info(const vid_index_t *ix, int n, vid_segment_info_t *out)
+{
+    if (n < 0 || (uint32_t)n >= ix->nseg)
+        return -1;
+    const s_seg_t *s = &ix->seg[n];
+    out->start = (double)s_ms(ix, s->pstart) / 1000.0;
+    out->duration = (double)(s_ms(ix, s_pstart(ix, (uint32_t)n + 1)) - s_ms(ix, s->pstart)) / 1000.0;
+    out->pos_lo = s->pos_lo;
+    out->pos_hi = s->pos_hi;
+    out->sample_bytes = s->sample_bytes;
+    return 0;
+}
+
+/* Appends a segment starting at decode time `start`, presentation time
+ * `pstart`. Returns 0, or -1 past VID_MAX_SEGMENTS or out of memory. */
+static int s_add_segment(vid_index_t *ix, uint32_t *cap, int64_t start, int64_t pstart, char *err, size_t errlen)
+{
+    if (ix->nseg >= VID_MAX_SEGMENTS) {
+        s_err(err, errlen, "more than %d segments", VID_MAX_SEGMENTS);
+        return -1;
+    }
+    if (ix->nseg == *cap) {
+        uint32_t ncap = *cap ? *cap * 2 : 64;
+        s_seg_t *n = realloc(ix->seg, ncap * sizeof(*n));
+        if (n == NULL) {
+            s_err(err, errlen, "out of memory");
+            return -1;
+        }
+        ix->seg = n;
+        *cap = ncap;
+    }
+    ix->seg[ix->nseg++] = (s_seg_t){.start = start, .pstart = pstart, .pos_lo = INT64_MAX};
+    return 0;
+}
+
+/* Cuts a video track on keyframes: each segment ends at the keyframe (or
+ * the end) whose distance from its start is nearest `target` ticks. A
+ * keyframe's presentation time is its decode time + delta (the first
+ * sample's composition offset). */
+static int s_plan_video(vid_index_t *ix, AVStream *st, int64_t pstart, int64_t delta, int64_t target, char *err,
+                        size_t errlen)
+{
+    uint32_t cap = 0;
+    int n = avformat_index_get_entries_count(st);
+    const AVIndexEntry *first = avformat_index_get_entry(st, 0);
+    if (!(first->flags & AVINDEX_KEYFRAME)) {
+        s_err(err, errlen, "unsupported: the video does not start with a keyframe");
+        return -1;
+    }
+    if (s_add_segment(ix, &cap, first->timestamp, pstart, err, errlen) != 0)
+        return -1;
+    int k = 1; /* the next sample to consider as the end of the current segment */
+    int64_t s = pstart;
+    for (;;) {
+        int best = -1;
+        int64_t best_d = INT64_MAX, best_c = ix->pend;
+        for (; k <= n; k++) {
+            int64_t c = ix->pend;
+            if (k < n) {
+                const AVIndexEntry *e = avformat_index_get_entry(st, k);
+                if (!(e->flags & AVINDEX_KEYFRAME) || (e->flags & AVINDEX_DISCARD_FRAME))
+                    continue;
+                c = e->timestamp + delta < ix->pend ? e->timestamp + delta : ix->pend;
+            }
+            if (c <= s)
+                continue;
+            int64_t d = c - s - target;
+            d = d < 0 ? -d : d;
+            if (d >= best_d)
+                break; /* keyframes only get farther from the target from here */
+            best = k, best_d = d, best_c = c;
+            if (c == ix->pend)
+                break;
+        }
+        if (best < 0 || best_c == ix->pend)
+            return 0;
+        const AVIndexEntry *e = avformat_index_get_entry(st, best);
+        if (s_add_segment(ix, &cap, e->timestamp, best_c, err, errlen) != 0)
+            return -1;
+        s = best_c;
+        k = best + 1;
+    }
+}
+
+/* Cuts an audio-only track at the first sample at or past `target` ticks
+ * after each segment's start. */
+static int s_plan_audio(vid_index_t *ix, AVStream *st, int64_t pstart, int64_t target, char *err, size_t errlen)
+{
+    uint32_t cap = 0;
+    int n = avformat_index_get_entries_count(st);
+    if (s_add_segment(ix, &cap, avformat_index_get_entry(st, 0)->timestamp, pstart, err, errlen) != 0)
+        return -1;
+    int64_t s = pstart;
+    for (int k = 1; k < n; k++) {
+        const AVIndexEntry *e = avformat_index_get_entry(st, k);
+        if (e->flags & AVINDEX_DISCARD_FRAME || e->timestamp - s < target)
+            continue;
+        if (e->timestamp >= ix->pend)
+            break;
+        if (s_add_segment(ix, &cap, e->timestamp, e->timestamp, err, errlen) != 0)
+            return -1;
+        s = e->timestamp;
+    }
+    return 0;
+}
+
+/* The segment (from *seg on; entries come in time order) that a sample of
+ * time t (in tb) belongs to: by decode time against starts when `by_start`,
+ * else by presentation time against pstarts. */
+static uint32_t s_seg_of(const vid_index_t *ix, uint32_t seg, int64_t t, AVRational tb, bool by_start)
+{
+    while (seg + 1 < ix->nseg &&
+           av_compare_ts(t, tb, by_start ? ix->seg[seg + 1].start : ix->seg[seg + 1].pstart, ix->tb) >= 0)
+        seg++;
+    return seg;
+}
+
+/* Checks every sample of the tracks used: inside the source (a truncated
+ * file fails here, without reading the mdat), in time order, and at times
+ * within VID_MAX_DURATION_S (so later arithmetic cannot overflow). */
+static int s_check_samples(const vid_index_t *ix, AVFormatContext *f, char *err, size_t errlen)
+{
+    int tracks[2] = {ix->v, ix->a};
+    for (int k = 0; k < 2; k++) {
+        if (tracks[k] < 0)
+            continue;
+        AVStream *st = f->streams[tracks[k]];
+        double unit = av_q2d(st->time_base);
+        int n = avformat_index_get_entries_count(st);
+        int64_t prev = INT64_MIN;
+        for (int i = 0; i < n; i++) {
+            const AVIndexEntry *e = avformat_index_get_entry(st, i);
+            if (e->pos < 0 || e->size < 0 || e->pos > ix->src_size - e->size) {
+                s_err(err, errlen,
+                      "truncated: a sample of track %d ends at %" PRId64 ", past the end of the file (%" PRId64
+                      " bytes)",
+                      tracks[k], e->pos + e->size, ix->src_size);
+                return -1;
+            }
+            if (e->timestamp < prev || fabs((double)e->timestamp * unit) > VID_MAX_DURATION_S) {
+                s_err(err, errlen, "track %d's sample times are out of order or beyond %d s", tracks[k],
+                      VID_MAX_DURATION_S);
+                return -1;
+            }
+            prev = e->timestamp;
+        }
+    }
+    return 0;
+}
+
+/* Fills each segment's byte range and sample bytes (samples checked by
+ * s_check_samples). */
+static void s_account(vid_index_t *ix, AVFormatContext *f)
+{
+    int tracks[2] = {ix->v, ix->a};
+    for (int k = 0; k < 2; k++) {
+        if (tracks[k] < 0)
+            continue;
+        AVStream *st = f->streams[tracks[k]];
+        bool primary = k == 0 || ix->v < 0;
+        int n = avformat_index_get_entries_count(st);
+        uint32_t seg = 0;
+        for (int i = 0; i < n; i++) {
+            const AVIndexEntry *e = avformat_index_get_entry(st, i);
+            seg = s_seg_of(ix, seg, e->timestamp, st->time_base, primary);
+            s_seg_t *s = &ix->seg[seg];
+            s->pos_lo = e->pos < s->pos_lo ? e->pos : s->pos_lo;
+            s->pos_hi = e->pos + e->size > s->pos_hi ? e->pos + e->size : s->pos_hi;
+            s->sample_bytes += e->size;
+        }
+    }
+    for (uint32_t i = 0; i < ix->nseg; i++)
+        if (ix->seg[i].pos_lo == INT64_MAX)
+            ix->seg[i].pos_lo = ix->seg[i].pos_hi = 0;
+}
+
+/* Checks what both vid_index_new and vid_index_load rely on: times within
+ * VID_MAX_DURATION_S, segments in order and none shorter than 1 ms (so no
+ * EXTINF is 0.000), byte ranges inside the source. */
+static int s_validate(const vid_index_t *ix, char *err, size_t errlen)
+{
+    if (ix->nseg < 1 || ix->nseg > VID_MAX_SEGMENTS) {
+        s_err(err, errlen, "bad segment count");
+        return -1;
+    }
+    /* Bound every time first, so the millisecond conversions below cannot overflow. */
+    double unit = (double)ix->tb.num / ix->tb.den;
+    int64_t prev_ms = 0;
+    for (uint32_t i = 0; i <= ix->nseg; i++) {
+        int64_t p = s_pstart(ix, i);
+        if (fabs((double)p * unit) > VID_MAX_DURATION_S ||
+            (i < ix->nseg && fabs((double)ix->seg[i].start * unit) > VID_MAX_DURATION_S)) {
+            s_err(err, errlen, "a time is beyond %d s", VID_MAX_DURATION_S);
+            return -1;
+        }
+        int64_t ms = s_ms(ix, p);
+        if (i > 0 && (ms <= prev_ms || (i < ix->nseg && ix->seg[i].start <= ix->seg[i - 1].start))) {
+            s_err(err, errlen, "segment %u is empty or out of order", i - 1);
+            return -1;
+        }
+        prev_ms = ms;
+        if (i < ix->nseg) {
+            const s_seg_t *s = &ix->seg[i];
+            if (s->pos_lo < 0 || s->pos_lo > s->pos_hi || s->pos_hi > ix->src_size || s->sample_bytes < 0 ||
+                s->sample_bytes > s->pos_hi - s->pos_lo) {
+                s_err(err, errlen, "segment %u's byte range is outside the source", i);
+                return -1;
+            }
+        }
+    }
+    if (s_ms(ix, ix->pend) - s_ms(ix, ix->seg[0].pstart) > (int64_t)VID_MAX_DURATION_S * 1000) {
+        s_err(err, errlen, "longer than %d s", VID_MAX_DURATION_S);
+        return -1;
+    }
+    return 0;
+}
+
+vid_index_t *vid_index_new(const vid_source_t *src, double target_duration, char *err, size_t errlen)
+{
+    vid_index_t *ix = NULL;
+    s_demux_t d;
+    bool ok = false;
+    if (!(target_duration > 0 && target_duration <= S_MAX_TARGET_S)) {
+        s_err(err, errlen, "target duration %g is not in (0, %d] s", target_duration, S_MAX_TARGET_S);
+        return NULL;
+    }
+    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return NULL;
+    if (s_pick_tracks(&d, err, errlen) != 0)
+        goto cleanup;
+    ix = calloc(1, sizeof(*ix));
+    if (ix == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    AVStream *st = d.fmt->streams[d.primary];
+    ix->src_size = src->size;
+    ix->v = d.v;
+    ix->a = d.a;
+    ix->v_entries = d.v >= 0 ? avformat_index_get_entries_count(d.fmt->streams[d.v]) : 0;
+    ix->a_entries = d.a >= 0 ? avformat_index_get_entries_count(d.fmt->streams[d.a]) : 0;
+    ix->tb = st->time_base;
+    ix->atb = d.a >= 0 ? d.fmt->streams[d.a]->time_base : st->time_base;
+    ix->target_ms = (int64_t)(target_duration * 1000 + 0.5);
+
+    /* Presentation starts at the track's start time (the first sample's
+     * composition time after the edit list) and lasts its duration. */
+    int64_t first_dts = avformat_index_get_entry(st, 0)->timestamp;
+    int64_t pstart = st->start_time != AV_NOPTS_VALUE ? st->start_time : first_dts;
+    double unit = av_q2d(st->time_base);
+    if (st->duration == AV_NOPTS_VALUE || st->duration <= 0 || (double)st->duration * unit > VID_MAX_DURATION_S ||
+        fabs((double)pstart * unit) > VID_MAX_DURATION_S || fabs((double)first_dts * unit) > VID_MAX_DURATION_S) {
+        s_err(err, errlen, "track %d has no duration or one beyond %d s", d.primary, VID_MAX_DURATION_S);
+        goto cleanup;
+    }
+    ix->pend = pstart + st->duration;
+    int64_t target = av_rescale_q(ix->target_ms, (AVRational){1, 1000}, st->time_base);
+    if (target <= 0)
+        target = 1;
+    if (s_check_samples(ix, d.fmt, err, errlen) != 0)
+        goto cleanup;
+    int rc = d.v >= 0 ? s_plan_video(ix, st, pstart, pstart - first_dts, target, err, errlen)
+                      : s_plan_audio(ix, st, pstart, target, err, errlen);
+    if (rc != 0)
+        goto cleanup;
+    s_account(ix, d.fmt);
+    if (s_validate(ix, err, errlen) != 0)
+        goto cleanup;
+    ok = true;
+cleanup:
+    s_demux_close(&d);
+    if (!ok)
+        vid_index_destroy(&ix);
+    return ix;
+}
+
+/* ---- serialised form -------------------------------------------------------------------- */
+
+/* "RFVIDX" + format version; little-endian fields; a CRC-32 at the end. */
+static const uint8_t S_MAGIC[8] = {'R', 'F', 'V', 'I', 'D', 'X', '0', '1'};
+#define S_HEAD_LEN (8 + 8 + 4 * 4 + 4 * 4 + 8 + 8 + 4)
+#define S_SEG_LEN (5 * 8)
+
+static uint8_t *s_put64(uint8_t *p, int64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        *p++ = (uint8_t)((uint64_t)v >> (8 * i));
+    return p;
+}
+
+static uint8_t *s_put32(uint8_t *p, int32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        *p++ = (uint8_t)((uint32_t)v >> (8 * i));
+    return p;
+}
+
+static int64_t s_get64(const uint8_t **p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)(*p)[i] << (8 * i);
+    *p += 8;
+    return (int64_t)v;
+}
+
+static int32_t s_get32(const uint8_t **p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)(*p)[i] << (8 * i);
+    *p += 4;
+    return (int32_t)v;
+}
+
+int vid_index_save(const vid_index_t *ix, uint8_t **out, size_t *len)
+{
+    size_t n = S_HEAD_LEN + (size_t)ix->nseg * S_SEG_LEN + 4;
+    uint8_t *buf = malloc(n), *p = buf;
+    if (buf == NULL)
+        return -1;
+    memcpy(p, S_MAGIC, 8);
+    p = s_put64(p + 8, ix->src_size);
+    p = s_put32(p, ix->v);
+    p = s_put32(p, ix->a);
+    p = s_put32(p, ix->v_entries);
+    p = s_put32(p, ix->a_entries);
+    p = s_put32(p, ix->tb.num);
+    p = s_put32(p, ix->tb.den);
+    p = s_put32(p, ix->atb.num);
+    p = s_put32(p, ix->atb.den);
+    p = s_put64(p, ix->pend);
+    p = s_put64(p, ix->target_ms);
+    p = s_put32(p, (int32_t)ix->nseg);
+    for (uint32_t i = 0; i < ix->nseg; i++) {
+        p = s_put64(p, ix->seg[i].start);
+        p = s_put64(p, ix->seg[i].pstart);
+        p = s_put64(p, ix->seg[i].pos_lo);
+        p = s_put64(p, ix->seg[i].pos_hi);
+        p = s_put64(p, ix->seg[i].sample_bytes);
+    }
+    p = s_put32(p, (int32_t)crc32(0, buf, (uInt)(n - 4)));
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+    vid_index_t *ix = NULL;
+    bool ok = false;
+    if (buf == NULL || len < S_HEAD_LEN + 4 || len > S_HEAD_LEN + (size_t)VID_MAX_SEGMENTS * S_SEG_LEN + 4 ||
+        memcmp(buf, S_MAGIC, 8) != 0) {
+        s_err(err, errlen, "not a saved video index");
+        return NULL;
+    }
+    const uint8_t *p = buf + len - 4;
+    if ((uint32_t)s_get32(&p) != (uint32_t)crc32(0, buf, (uInt)(len - 4))) {
+        s_err(err, errlen, "saved video index is corrupt (checksum)");
+        return NULL;
+    }
+    ix = calloc(1, sizeof(*ix));
+    if (ix == NULL) {
+        s_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    p = buf + 8;
+    ix->src_size = s_get64(&p);
+    ix->v = s_get32(&p);
+    ix->a = s_get32(&p);
+    ix->v_entries = s_get32(&p);
+    ix->a_entries = s_get32(&p);
+    ix->tb.num = s_get32(&p);
+    ix->tb.den = s_get32(&p);
+    ix->atb.num = s_get32(&p);
+    ix->atb.den = s_get32(&p);
+    ix->pend = s_get64(&p);
+    ix->target_ms = s_get64(&p);
+    uint32_t nseg = (uint32_t)s_get32(&p);
+    bool tracks_ok = ix->v >= -1 && ix->v < VID_MAX_STREAMS && ix->a >= -1 && ix->a < VID_MAX_STREAMS &&
+                     (ix->v >= 0 || ix->a >= 0) && ix->v != ix->a &&
+                     (ix->v < 0 ? ix->v_entries == 0 : ix->v_entries > 0 && ix->v_entries <= S_MAX_ENTRIES) &&
+                     (ix->a < 0 ? ix->a_entries == 0 : ix->a_entries > 0 && ix->a_entries <= S_MAX_ENTRIES);
+    if (ix->src_size <= 0 || !tracks_ok || !s_tb_ok(ix->tb) || !s_tb_ok(ix->atb) || ix->target_ms <= 0 ||
+        ix->target_ms > S_MAX_TARGET_S * 1000 || nseg < 1 || nseg > VID_MAX_SEGMENTS ||
+        len != S_HEAD_LEN + (size_t)nseg * S_SEG_LEN + 4) {
+        s_err(err, errlen, "saved video index has invalid fields");
+        goto cleanup;
+    }
+    ix->seg = calloc(nseg, sizeof(*ix->seg));
+    if (ix->seg == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    ix->nseg = nseg;
+    for (uint32_t i = 0; i < nseg; i++) {
+        ix->seg[i].start = s_get64(&p);
+        ix->seg[i].pstart = s_get64(&p);
+        ix->seg[i].pos_lo = s_get64(&p);
+        ix->seg[i].pos_hi = s_get64(&p);
+        ix->seg[i].sample_bytes = s_get64(&p);
+    }
+    if (s_validate(ix, err, errlen) != 0)
+        goto cleanup;
+    ok = true;
+cleanup:
+    if (!ok)
+        vid_index_destroy(&ix);
+    return ix;
+}
+
+/* ---- the playlist ------------------------------------------------------------------------ */
+
+void vid_hls_opts_default(vid_hls_opts_t *o)
+{
+    *o = (vid_hls_opts_t){.version = 3, .media_sequence = 0, .segment_uri = "seg-%d.ts"};
+}
+
+/* Whether pattern is a relative URI with exactly one %d and no other
+ * conversion ("%%" is a '%'), without characters that break the playlist. */
+static bool s_pattern_ok(const char *pattern)
+{
+    int d = 0;
+    size_t n = strlen(pattern);
+    if (n == 0 || n > 512 || pattern[0] == '/' || pattern[0] == '#')
+        return false;
+    for (const char *p = pattern; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return false;
+        if (*p != '%')
+            continue;
+        p++;
+        if (*p == 'd')
+            d++;
+        else if (*p != '%')
+            return false;
+    }
+    return d == 1;
+}
+
+/* Writes pattern with %d replaced by n and %% by %. */
+static void s_put_uri(FILE *f, const char *pattern, int n)
+{
+    for (const char *p = pattern; *p; p++) {
+        if (*p != '%') {
+            fputc(*p, f);
+            continue;
+        }
+        p++;
+        if (*p == 'd')
+            fprintf(f, "%d", n);
+        else
+            fputc('%', f);
+    }
+}
+
+int vid_hls_playlist(const vid_index_t *ix, const vid_hls_opts_t *o, char **out, size_t *len)
+{
+    vid_hls_opts_t def;
+    vid_hls_opts_default(&def);
+    if (o == NULL)
+        o = &def;
+    const char *pattern = o->segment_uri != NULL ? o->segment_uri : def.segment_uri;
+    if (o->version < 3 || o->version > 7 || o->media_sequence < 0 || !s_pattern_ok(pattern))
+        return -1;
+    *out = NULL;
+    *len = 0;
+    FILE *f = open_memstream(out, len);
+    if (f == NULL)
+        return -1;
+    /* EXTINFs are differences of rounded boundaries, so they add up to the
+     * rounded duration exactly; TARGETDURATION must be at least each
+     * EXTINF rounded up (RFC 8216 4.3.3.1; players reject less). */
+    int64_t max_ms = 0;
+    for (uint32_t i = 0; i < ix->nseg; i++) {
+        int64_t ms = s_ms(ix, s_pstart(ix, i + 1)) - s_ms(ix, s_pstart(ix, i));
+        max_ms = ms > max_ms ? ms : max_ms;
+    }
+    fprintf(f,
+            "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-TARGETDURATION:%" PRId64 "\n#EXT-X-MEDIA-SEQUENCE:%" PRId64
+            "\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+            o->version, (max_ms + 999) / 1000, o->media_sequence);
+    for (uint32_t i = 0; i < ix->nseg; i++) {
+        int64_t ms = s_ms(ix, s_pstart(ix, i + 1)) - s_ms(ix, s_pstart(ix, i));
+        fprintf(f, "#EXTINF:%" PRId64 ".%03" PRId64 ",\n", ms / 1000, ms % 1000);
+        s_put_uri(f, pattern, (int)i);
+        fputc('\n', f);
+    }
+    fputs("#EXT-X-ENDLIST\n", f);
+    if (fclose(f) != 0) {
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- a segment ------------------------------------------------------------------------------ */
+
+/* The write side: TS bytes go to the caller's sink as the muxer flushes. */
+typedef struct {
+    vid_write_fn write;
+    void *arg;
+    bool failed; /* the sink refused bytes */
+} s_sink_t;
+
+/* AVIOContext write callback: hands buf (libavformat's, valid for the
+ * call) to the caller's sink; once the sink refused, refuses everything. */
+static int s_sink_write(void *opaque, uint8_t *buf, int size)
+{
+    s_sink_t *s = opaque;
+    if (s->failed || s->write(s->arg, buf, (size_t)size) != 0) {
+        s->failed = true;
+        return AVERROR(EIO);
+    }
+    return size;
+}
+
+/* The muxer of one segment: the MPEG-TS writer, its output tracks in the
+ * order video, audio, and the sink behind it. */
+typedef struct {
+    s_sink_t sink;
+    AVIOContext *pb;                 /* owned */
+    AVFormatContext *fmt;            /* owned */
+    int out_of[VID_MAX_STREAMS];     /* source track -> output track, -1 none */
+    int64_t offset[VID_MAX_STREAMS]; /* VID_TS_OFFSET_S in each output track's time base */
+} s_mux_t;
+
+/* Opens the MPEG-TS muxer over the sink with the tracks of d. Every
+ * segment is written with the same settings, so their timestamps are one
+ * timeline: no shifting of negative timestamps (it would differ between
+ * the first segment and the others), and no muxer delay. */
+static int s_mux_open(s_mux_t *m, const s_demux_t *d, vid_write_fn write, void *arg, char *err, size_t errlen)
+{
+    int rc = -1;
+    uint8_t *buf = NULL;
+    AVDictionary *opts = NULL;
+    memset(m, 0, sizeof(*m));
+    m->sink = (s_sink_t){.write = write, .arg = arg};
+    for (int i = 0; i < VID_MAX_STREAMS; i++)
+        m->out_of[i] = -1;
+    if (avformat_alloc_output_context2(&m->fmt, NULL, "mpegts", NULL) < 0) {
+        s_err(err, errlen, "cannot create the MPEG-TS muxer");
+        goto cleanup;
+    }
+    buf = av_malloc(S_IO_BUF);
+    m->pb = buf != NULL ? avio_alloc_context(buf, S_IO_BUF, 1, &m->sink, NULL, s_sink_write, NULL) : NULL;
+    if (m->pb == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    buf = NULL;
+    m->fmt->pb = m->pb;
+    m->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+    m->fmt->avoid_negative_ts = AVFMT_AVOID_NEG_TS_DISABLED;
+    int tracks[2] = {d->v, d->a};
+    for (int k = 0; k < 2; k++) {
+        if (tracks[k] < 0)
+            continue;
+        AVStream *out = avformat_new_stream(m->fmt, NULL);
+        if (out == NULL || avcodec_parameters_copy(out->codecpar, d->fmt->streams[tracks[k]]->codecpar) < 0) {
+            s_err(err, errlen, "out of memory");
+            goto cleanup;
+        }
+        out->codecpar->codec_tag = 0;
+        out->time_base = d->fmt->streams[tracks[k]]->time_base;
+        m->out_of[tracks[k]] = out->index;
+    }
+    av_dict_set(&opts, "mpegts_copyts", "1", 0);
+    int e = avformat_write_header(m->fmt, &opts);
+    if (e < 0) {
+        char msg[AV_ERROR_MAX_STRING_SIZE] = "";
+        av_strerror(e, msg, sizeof(msg));
+        s_err(err, errlen, "cannot start the MPEG-TS segment: %s", msg);
+        goto cleanup;
+    }
+    for (unsigned i = 0; i < m->fmt->nb_streams; i++)
+        m->offset[i] = av_rescale_q(VID_TS_OFFSET_S, (AVRational){1, 1}, m->fmt->streams[i]->time_base);
+    rc = 0;
+cleanup:
+    av_free(buf);
+    av_dict_free(&opts);
+    return rc;
+}
+
+/* Frees what s_mux_open made; safe on a zeroed or closed m. */
+static void s_mux_close(s_mux_t *m)
+{
+    avformat_free_context(m->fmt);
+    m->fmt = NULL;
+    if (m->pb != NULL) {
+        av_freep(&m->pb->buffer);
+        avio_context_free(&m->pb);
+    }
+}
+
+/* Whether the source opened in d is the one ix was made from, as far as
+ * the moov can tell: size, tracks, codecs and sample counts. */
+static bool s_same_source(const vid_index_t *ix, const s_demux_t *d)
+{
+    const AVFormatContext *f = d->fmt;
+    return ix->v == d->v && ix->a == d->a &&
+           (d->v < 0 || avformat_index_get_entries_count(f->streams[d->v]) == ix->v_entries) &&
+           (d->a < 0 || avformat_index_get_entries_count(f->streams[d->a]) == ix->a_entries) &&
+           av_cmp_q(f->streams[d->primary]->time_base, ix->tb) == 0 &&
+           (d->a < 0 || av_cmp_q(f->streams[d->a]->time_base, ix->atb) == 0);
+}
+
+/* Where packet pkt stands against segment n: -1 before it, 0 in it, 1 past
+ * it (see s_seg_t for the rule). */
+static int s_place(const vid_index_t *ix, const s_demux_t *d, const AVPacket *pkt, uint32_t n)
+{
+    bool primary = pkt->stream_index == d->primary;
+    AVRational tb = d->fmt->streams[pkt->stream_index]->time_base;
+    int64_t t = primary ? pkt->dts : (pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts);
+    if (t == AV_NOPTS_VALUE)
+        return n == 0 ? 0 : -1;
+    if (n > 0 && av_compare_ts(t, tb, primary ? ix->seg[n].start : ix->seg[n].pstart, ix->tb) < 0)
+        return -1;
+    if (n + 1 < ix->nseg && av_compare_ts(t, tb, primary ? ix->seg[n + 1].start : ix->seg[n + 1].pstart, ix->tb) >= 0)
+        return 1;
+    return 0;
+}
+
+/* Copies the packets of segment n from d to m: seeks to the segment's
+ * first keyframe, then reads until every track has passed the segment. */
+static int s_copy_packets(const vid_index_t *ix, s_demux_t *d, s_mux_t *m, uint32_t n, char *err, size_t errlen)
+{
+    int rc = -1;
+    AVPacket *pkt = av_packet_alloc();
+    if (pkt == NULL) {
+        s_err(err, errlen, "out of memory");
+        return -1;
+    }
+    /* The MOV demuxer seeks by presentation time (to the last keyframe
+     * that is presented at or before it), so the keyframe's own decode
+     * time would land one GOP early. */
+    if (n > 0 && av_seek_frame(d->fmt, d->primary, ix->seg[n].pstart, AVSEEK_FLAG_BACKWARD) < 0) {
+        s_err(err, errlen, "cannot seek to segment %u", n);
+        goto cleanup;
+    }
+    bool done[2] = {d->v < 0, d->a < 0}, first_video = true;
+    while (!done[0] || !done[1]) {
+        int e = av_read_frame(d->fmt, pkt);
+        if (e == AVERROR_EOF)
+            break;
+        if (e < 0) {
+            s_err(err, errlen, "%s",
+                  d->io.over     ? "segment read past its byte budget"
+                  : d->io.failed ? "source read failed"
+                                 : "corrupt sample data");
+            goto cleanup;
+        }
+        int k = pkt->stream_index == d->v ? 0 : pkt->stream_index == d->a ? 1 : -1;
+        int place = k >= 0 ? s_place(ix, d, pkt, n) : -1;
+        if (place > 0)
+            done[k] = true;
+        if (place != 0) {
+            av_packet_unref(pkt);
+            continue;
+        }
+        if (k == 0 && first_video && !(pkt->flags & AV_PKT_FLAG_KEY)) {
+            s_err(err, errlen, "segment %u does not start on a keyframe: the source does not match the index", n);
+            goto cleanup;
+        }
+        first_video = first_video && k != 0;
+        int out = m->out_of[pkt->stream_index];
+        AVStream *ost = m->fmt->streams[out];
+        av_packet_rescale_ts(pkt, d->fmt->streams[pkt->stream_index]->time_base, ost->time_base);
+        if (pkt->pts != AV_NOPTS_VALUE)
+            pkt->pts += m->offset[out];
+        if (pkt->dts != AV_NOPTS_VALUE)
+            pkt->dts += m->offset[out];
+        if (pkt->dts != AV_NOPTS_VALUE && pkt->dts < 0) {
+            s_err(err, errlen, "unsupported: timestamps more than %d s before zero", VID_TS_OFFSET_S);
+            goto cleanup;
+        }
+        pkt->stream_index = out;
+        pkt->pos = -1;
+        if (av_interleaved_write_frame(m->fmt, pkt) < 0) {
+            s_err(err, errlen, "%s", m->sink.failed ? "the segment's sink failed" : "muxing the segment failed");
+            goto cleanup;
+        }
+    }
+    rc = 0;
+cleanup:
+    av_packet_free(&pkt);
+    return rc;
+}
+
+int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_write_fn write, void *arg, char *err,
+                    size_t errlen)
+{
+    int rc = -1;
+    s_demux_t d;
+    s_mux_t m;
+    memset(&m, 0, sizeof(m));
+    if (n < 0 || (uint32_t)n >= ix->nseg) {
+        s_err(err, errlen, "no segment %d (there are %u)", n, ix->nseg);
+        return -1;
+    }
+    if (src == NULL || src->size != ix->src_size) {
+        s_err(err, errlen, "the source is not the one indexed (size differs)");
+        return -1;
+    }
+    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return -1;
+    if (s_pick_tracks(&d, err, errlen) != 0)
+        goto cleanup;
+    if (!s_same_source(ix, &d)) {
+        s_err(err, errlen, "the source is not the one indexed (tracks differ)");
+        goto cleanup;
+    }
+    /* From here on the demuxer reads samples: those of this segment, what
+     * lies between them (other segments' audio or video interleaved) and
+     * read-ahead. Anything much beyond that is a corrupt or hostile file. */
+    const s_seg_t *s = &ix->seg[n];
+    d.io.budget = d.io.used + (s->pos_hi - s->pos_lo) + VID_READ_SLACK;
+    if (s_mux_open(&m, &d, write, arg, err, errlen) != 0 || s_copy_packets(ix, &d, &m, (uint32_t)n, err, errlen) != 0)
+        goto cleanup;
+    if (av_write_trailer(m.fmt) < 0 || m.pb->error < 0) {
+        s_err(err, errlen, "%s", m.sink.failed ? "the segment's sink failed" : "finishing the segment failed");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    s_mux_close(&m);
+    s_demux_close(&d);
+    return rc;
+}

@@ -1,0 +1,139 @@
+/*  vid_core — the video worker's transform: an MP4/MOV source, read only by
+ *  byte range, becomes HLS (a VOD media playlist and MPEG-TS segments) with
+ *  libavformat. No bus, no threads of its own; every call is independent,
+ *  so several job threads may use it at once.
+ *
+ *  Work is split so that each answer reads as little of the source as it
+ *  can (in the product the ranges come through the gateway's cache):
+ *    vid_index_new      reads the moov only (never the mdat) and plans the
+ *                       segments; its result is small and serialisable
+ *                       (vid_index_save/load) so it can be cached;
+ *    vid_hls_playlist   needs only the index;
+ *    vid_hls_segment    reads the moov again and then the samples of its
+ *                       own segment, and streams TS packets to a sink.
+ *
+ *  Segmenting
+ *    With a video track, a segment starts on a video keyframe and ends at
+ *    the keyframe (or the end of the stream) whose distance from the start
+ *    is nearest the target duration, never at its own start (no segment is
+ *    empty). Without one (M4A), it is cut on audio packets, the first at or
+ *    past the target. Audio packets go to the segment whose presentation
+ *    interval holds their timestamp. Durations come from the sample table;
+ *    a keyframe's presentation time is taken as its decode time plus the
+ *    first sample's composition offset (true of every encoder that uses one
+ *    GOP structure throughout: x264, x265, NVENC, ...).
+ *
+ *  Timestamps: every segment is muxed with the same mapping, source time +
+ *  VID_TS_OFFSET_S (no per-segment shifting), so segments produced
+ *  independently, by different workers, play as one continuous stream.
+ *
+ *  Codecs: H.264 video and/or AAC audio (the first track of each kind;
+ *  other tracks are ignored). Anything else (HEVC, whose HLS form is
+ *  fMP4, or MP3, ...) is refused with "unsupported ...", and so is a
+ *  fragmented MP4 (its sample table is in moofs spread over the file).
+ *
+ *  Truncation: a file whose samples extend past its end is refused by
+ *  vid_index_new from the moov alone; so is a moov cut anywhere in its
+ *  tracks. (A moov cut only in its trailing metadata, udta, still
+ *  indexes: every sample table in it is whole.)
+ *
+ *  Bounds: at most VID_MAX_SEGMENTS segments, VID_MAX_STREAMS tracks,
+ *  VID_MAX_DURATION_S seconds, VID_MAX_HEADER_BYTES read to find and parse
+ *  the moov; a segment reads at most its samples' span plus the header
+ *  bytes plus VID_READ_SLACK. A file beyond these, truncated or corrupt
+ *  is an error (a one-line reason in err), never a crash or a hang.
+ */
+#ifndef VID_CORE_H
+#define VID_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VID_MAX_SEGMENTS 100000
+#define VID_MAX_STREAMS 32
+#define VID_MAX_DURATION_S (7 * 24 * 3600)
+#define VID_MAX_HEADER_BYTES (64 << 20)
+#define VID_READ_SLACK (1 << 20)
+#define VID_TS_OFFSET_S 10
+
+/* The source, read by byte range. `read` may be called from the thread
+ * that called vid_index_new or vid_hls_segment only, and must be safe to
+ * call again after an error. */
+typedef struct {
+    int64_t size; /* the whole source's size in bytes */
+    /* Reads up to len bytes at off into buf; returns the bytes read (0 at
+     * EOF) or -1 on an error. */
+    int64_t (*read)(void *arg, uint8_t *buf, int64_t off, int64_t len);
+    void *arg;
+} vid_source_t;
+
+/* What one segment covers; times are seconds of the source's timeline. */
+typedef struct {
+    double start;    /* presentation start */
+    double duration; /* the playlist's EXTINF (3 decimals) */
+    int64_t pos_lo;  /* its samples lie in [pos_lo, pos_hi) of the source */
+    int64_t pos_hi;
+    int64_t sample_bytes; /* the sum of its samples' sizes */
+} vid_segment_info_t;
+
+/* The tracks, durations and segment table of one source. */
+typedef struct vid_index vid_index_t;
+
+/* Reads the source's moov and plans segments of about target_duration
+ * seconds (> 0). src is borrowed for the call only. Returns a new index
+ * (caller owns; vid_index_destroy) or NULL with a one-line reason in
+ * err[errlen]. */
+vid_index_t *vid_index_new(const vid_source_t *src, double target_duration, char *err, size_t errlen);
+
+/* Frees *p and sets it to NULL; safe on NULL or *p == NULL. */
+void vid_index_destroy(vid_index_t **p);
+
+/* The number of segments (>= 1). ix borrowed. */
+int vid_index_segments(const vid_index_t *ix);
+
+/* The presentation duration in seconds (the sum of the EXTINFs). */
+double vid_index_duration(const vid_index_t *ix);
+
+/* Fills *out for segment n; returns 0, or -1 if n is out of range. */
+int vid_index_segment_info(const vid_index_t *ix, int n, vid_segment_info_t *out);
+
+/* Serialises ix (borrowed) into *out (malloc'd, caller frees) of *len
+ * bytes. Returns 0, or -1 when out of memory. */
+int vid_index_save(const vid_index_t *ix, uint8_t **out, size_t *len);
+
+/* Parses a buffer made by vid_index_save. The buffer is hostile input:
+ * every field is bounded and checked, and a checksum covers it. buf is
+ * borrowed. Returns a new index (caller owns) or NULL with the reason in
+ * err[errlen]. */
+vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t errlen);
+
+typedef struct {
+    int version;             /* EXT-X-VERSION, 3..7 (3: the seed's <Index Ver="3">) */
+    int64_t media_sequence;  /* EXT-X-MEDIA-SEQUENCE, >= 0 (the seed's <Sequence>) */
+    const char *segment_uri; /* printf pattern with exactly one %d (the segment
+                              * number from 0, not the media sequence), e.g.
+                              * "seg-%d.ts"; relative, no '%' otherwise except
+                              * "%%", no newline. NULL: "seg-%d.ts" */
+} vid_hls_opts_t;
+
+/* Fills *o with the defaults (version 3, sequence 0, "seg-%d.ts"). */
+void vid_hls_opts_default(vid_hls_opts_t *o);
+
+/* Writes the media playlist (index.m3u8) of ix into *out (malloc'd,
+ * NUL-terminated, caller frees) of *len bytes. o NULL: the defaults.
+ * Returns 0, or -1 when an option is invalid or out of memory. */
+int vid_hls_playlist(const vid_index_t *ix, const vid_hls_opts_t *o, char **out, size_t *len);
+
+/* The sink of a segment's bytes: returns 0, or non-zero to stop the
+ * segment (vid_hls_segment then fails). buf is valid during the call only. */
+typedef int (*vid_write_fn)(void *arg, const uint8_t *buf, size_t len);
+
+/* Produces segment n of ix as MPEG-TS, reading src (which must be the
+ * source ix was made from: its size and tracks are checked) and writing
+ * through `write` in chunks of at most 32 KiB as they are muxed. ix and src
+ * are borrowed. Returns 0, or -1 with the reason in err[errlen] (the sink
+ * may then have received a partial segment). */
+int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_write_fn write, void *arg, char *err,
+                    size_t errlen);
+
+#endif

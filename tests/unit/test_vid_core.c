@@ -1,0 +1,699 @@
+/*  Unit tests for services/video-worker/vid_core: the media are made at
+ *  test time with the ffmpeg CLI into a temporary directory (a faststart
+ *  MP4, the same samples with the moov at the end, an audio-only M4A, an
+ *  MP4 with keyframes at irregular times), read through a file-backed
+ *  source that counts the bytes it hands out, and the segments produced
+ *  are checked with ffprobe, alone and concatenated. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libavutil/log.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "vid_core.h"
+
+static char s_dir[64]; /* the temporary directory of the media */
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+/* A source backed by a file (or its first `size` bytes), counting reads. */
+typedef struct {
+    int fd;
+    int64_t bytes; /* handed out */
+    int reads;
+    vid_source_t src;
+} s_file_t;
+
+static int64_t s_file_read(void *arg, uint8_t *buf, int64_t off, int64_t len)
+{
+    s_file_t *f = arg;
+    if (off < 0 || off > f->src.size)
+        return -1;
+    if (len > f->src.size - off)
+        len = f->src.size - off;
+    ssize_t n = pread(f->fd, buf, (size_t)len, off);
+    if (n < 0)
+        return -1;
+    f->bytes += n;
+    f->reads++;
+    return n;
+}
+
+/* Opens dir/name as a source, cut to `size` bytes when size >= 0. */
+static void s_file_open(s_file_t *f, const char *name, int64_t size)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", s_dir, name);
+    memset(f, 0, sizeof(*f));
+    f->fd = open(path, O_RDONLY);
+    assert_true(f->fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(f->fd, &st), 0);
+    f->src = (vid_source_t){.size = size >= 0 ? size : st.st_size, .read = s_file_read, .arg = f};
+}
+
+static void s_file_close(s_file_t *f)
+{
+    close(f->fd);
+}
+
+/* Runs a shell command in the media directory; returns its stdout
+ * (malloc'd, caller frees) and asserts it exited 0. */
+static char *s_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *s_run(const char *fmt, ...)
+{
+    char cmd[2048];
+    int n = snprintf(cmd, sizeof(cmd), "cd '%s' && ", s_dir);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 4096, len = 0;
+    char *out = malloc(cap);
+    size_t got;
+    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (cap - len < 2048)
+            out = realloc(out, cap *= 2);
+    }
+    out[len] = '\0';
+    int rc = pclose(p);
+    if (rc != 0)
+        fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
+    assert_int_equal(rc, 0);
+    return out;
+}
+
+static vid_index_t *s_index(s_file_t *f, const char *name, double target)
+{
+    char err[256] = "";
+    s_file_open(f, name, -1);
+    vid_index_t *ix = vid_index_new(&f->src, target, err, sizeof(err));
+    if (ix == NULL)
+        fprintf(stderr, "%s: %s\n", name, err);
+    assert_non_null(ix);
+    return ix;
+}
+
+static char *s_playlist(const vid_index_t *ix)
+{
+    char *m3u8 = NULL;
+    size_t len = 0;
+    assert_int_equal(vid_hls_playlist(ix, NULL, &m3u8, &len), 0);
+    assert_int_equal(strlen(m3u8), len);
+    return m3u8;
+}
+
+/* The EXTINFs of a playlist in milliseconds; returns their count and
+ * checks the fixed lines and the TARGETDURATION rule on the way. */
+static int s_extinfs(const char *m3u8, int64_t *ms, int max, int *target)
+{
+    int n = 0;
+    int64_t longest = 0;
+    *target = -1;
+    assert_true(strncmp(m3u8, "#EXTM3U\n#EXT-X-VERSION:3\n", 25) == 0);
+    assert_non_null(strstr(m3u8, "\n#EXT-X-MEDIA-SEQUENCE:0\n"));
+    assert_non_null(strstr(m3u8, "\n#EXT-X-PLAYLIST-TYPE:VOD\n"));
+    const char *end = strstr(m3u8, "\n#EXT-X-ENDLIST\n");
+    assert_non_null(end);
+    assert_string_equal(end, "\n#EXT-X-ENDLIST\n");
+    for (const char *p = m3u8; (p = strchr(p, '\n')) != NULL; p++) {
+        unsigned s, f;
+        char uri[64];
+        if (sscanf(p + 1, "#EXT-X-TARGETDURATION:%d", target) == 1)
+            continue;
+        if (sscanf(p + 1, "#EXTINF:%u.%3u,\n%63s", &s, &f, uri) != 3)
+            continue;
+        char want[64];
+        snprintf(want, sizeof(want), "seg-%d.ts", n);
+        assert_string_equal(uri, want);
+        assert_true(n < max);
+        ms[n] = s * 1000 + f;
+        longest = ms[n] > longest ? ms[n] : longest;
+        n++;
+    }
+    assert_int_equal(*target, (longest + 999) / 1000);
+    return n;
+}
+
+typedef struct {
+    FILE *f;
+    size_t bytes;
+    size_t max_chunk;
+    int fail_after; /* refuse writes after this many bytes; -1 never */
+} s_sink_t;
+
+static int s_sink(void *arg, const uint8_t *buf, size_t len)
+{
+    s_sink_t *s = arg;
+    if (s->fail_after >= 0 && s->bytes + len > (size_t)s->fail_after)
+        return -1;
+    s->bytes += len;
+    s->max_chunk = len > s->max_chunk ? len : s->max_chunk;
+    return s->f != NULL && fwrite(buf, 1, len, s->f) != len ? -1 : 0;
+}
+
+/* Writes segment n of ix to dir/<prefix>-n.ts; returns the source bytes it read. */
+static int64_t s_segment(const vid_index_t *ix, const char *name, int n, const char *prefix)
+{
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/%s-%d.ts", s_dir, prefix, n);
+    s_file_t f;
+    s_file_open(&f, name, -1);
+    s_sink_t sink = {.f = fopen(path, "wb"), .fail_after = -1};
+    assert_non_null(sink.f);
+    int rc = vid_hls_segment(ix, &f.src, n, s_sink, &sink, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "segment %d of %s: %s\n", n, name, err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(fclose(sink.f), 0);
+    assert_true(sink.bytes > 0 && sink.max_chunk <= 32 << 10);
+    s_file_close(&f);
+    return f.bytes;
+}
+
+/* ---- fixtures ---------------------------------------------------------------------------- */
+
+static int s_setup(void **state)
+{
+    (void)state;
+    av_log_set_level(AV_LOG_QUIET);
+    strcpy(s_dir, "/tmp/test_vid_core.XXXXXX");
+    if (mkdtemp(s_dir) == NULL)
+        return -1;
+    char cmd[2048];
+    /* veryfast keeps B-frames (so decode and presentation times differ), unlike ultrafast. */
+    snprintf(
+        cmd, sizeof(cmd),
+        "cd '%s' && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
+        "  -c:v libx264 -preset veryfast -g 50 -c:a aac -movflags +faststart fs.mp4 && "
+        "ffmpeg -nostdin -v error -i fs.mp4 -c copy end.mp4 && "
+        "ffmpeg -nostdin -v error -f lavfi -i sine=frequency=440 -t 30 -c:a aac a.m4a && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
+        "  -c:v libx264 -preset veryfast -g 1000 -keyint_min 1 -sc_threshold 0 "
+        "  -force_key_frames 0,3.2,4,11.52,12,13,25.4 -c:a aac -movflags +faststart vg.mp4 && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -t 1 -c:v libx265 -preset ultrafast "
+        "  -x265-params log-level=error hevc.mp4 && "
+        "ffmpeg -nostdin -v error -i fs.mp4 -c copy -movflags +frag_keyframe+empty_moov frag.mp4 && "
+        "ffmpeg -nostdin -v error -i fs.mp4 -c copy -movflags +frag_keyframe+empty_moov+global_sidx fragsidx.mp4 && "
+        "printf 'GIF89a not a video at all, just some text to sniff' > text.mp4",
+        s_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- tests ----------------------------------------------------------------------------------- */
+
+/* The playlist of a 30 s file with a keyframe every 2 s: three 10 s
+ * segments, made from the first 32 KiB of the file. */
+static void test_playlist_faststart(void **state)
+{
+    (void)state;
+    s_file_t f;
+    vid_index_t *ix = s_index(&f, "fs.mp4", 10);
+    fprintf(stderr, "# index_new faststart: %" PRId64 " bytes in %d reads of %" PRId64 "\n", f.bytes, f.reads,
+            f.src.size);
+    assert_true(f.bytes < 64 << 10);
+    assert_true(f.reads <= 2);
+    char *m3u8 = s_playlist(ix);
+    int64_t ms[16];
+    int target;
+    int n = s_extinfs(m3u8, ms, 16, &target);
+    assert_int_equal(n, 3);
+    assert_int_equal(vid_index_segments(ix), 3);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(ms[i], 10000);
+    assert_int_equal(target, 10);
+    assert_true(fabs(vid_index_duration(ix) - 30.0) < 0.0005);
+    /* ... and the same duration as ffprobe's of the video track */
+    char *d = s_run("ffprobe -v error -select_streams v -show_entries stream=duration -of csv=p=0 fs.mp4");
+    assert_true(fabs(atof(d) - vid_index_duration(ix)) < 0.0015);
+    free(d);
+    free(m3u8);
+    vid_index_destroy(&ix);
+    assert_null(ix);
+    s_file_close(&f);
+}
+
+/* With the moov at the end, the index costs the moov and about one more
+ * read, and is the same index. */
+static void test_moov_at_end(void **state)
+{
+    (void)state;
+    s_file_t fs, end;
+    vid_index_t *a = s_index(&fs, "fs.mp4", 10), *b = s_index(&end, "end.mp4", 10);
+    fprintf(stderr, "# index_new moov-at-end: %" PRId64 " bytes in %d reads (faststart: %" PRId64 " in %d)\n",
+            end.bytes, end.reads, fs.bytes, fs.reads);
+    assert_true(end.reads <= fs.reads + 2);
+    assert_true(end.bytes <= fs.bytes + (32 << 10)); /* this moov is about 26 KiB */
+    char *pa = s_playlist(a), *pb = s_playlist(b);
+    assert_string_equal(pa, pb);
+    free(pa);
+    free(pb);
+    vid_index_destroy(&a);
+    vid_index_destroy(&b);
+    s_file_close(&fs);
+    s_file_close(&end);
+}
+
+/* Keyframes at 0, 3.2, 4, 11.52, 12, 13 and 25.4 s (frame times at 25 fps): each segment ends at
+ * the keyframe nearest 10 s after its start, the last at the end. */
+static void test_variable_gop(void **state)
+{
+    (void)state;
+    s_file_t f;
+    vid_index_t *ix = s_index(&f, "vg.mp4", 10);
+    char *m3u8 = s_playlist(ix);
+    int64_t ms[16];
+    int target;
+    assert_int_equal(s_extinfs(m3u8, ms, 16, &target), 3);
+    assert_int_equal(ms[0], 11520);
+    assert_int_equal(ms[1], 13880);
+    assert_int_equal(ms[2], 4600);
+    assert_int_equal(target, 14);
+    /* A target of 4 s: from 0, 4 (exact); from 4, 11.5 (7.5 s: 3.5 off,
+     * 12 is 4 off); from 11.5, 13 (1.5 s: 2.5 off, 12 is 3.5 off); from
+     * 13, 25.4 (8.4 off, the end 13 off); then the end. */
+    vid_index_t *ix4 = s_index(&f, "vg.mp4", 4);
+    free(m3u8);
+    m3u8 = s_playlist(ix4);
+    int n = s_extinfs(m3u8, ms, 16, &target);
+    int64_t want[] = {4000, 7520, 1480, 12400, 4600};
+    assert_int_equal(n, 5);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(ms[i], want[i]);
+    free(m3u8);
+    vid_index_destroy(&ix);
+    vid_index_destroy(&ix4);
+    s_file_close(&f);
+}
+
+/* Checks ffprobe's packet list (stream_index,pts,dts lines; taken) of the
+ * 30 s test stream: per track, timestamps strictly increase by one frame
+ * (video, 3600 ticks of 90 kHz at 25 fps, in decode order) or one AAC
+ * frame (1024 samples at 44.1 kHz = 2089.8 ticks), with no gap or overlap,
+ * and audio and video are on one timeline. */
+static void s_check_timeline(char *pk)
+{
+    long long last[2] = {-1, -1}, first[2] = {-1, -1};
+    int count[2] = {0, 0};
+    char *save = NULL;
+    for (char *line = strtok_r(pk, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        int st;
+        long long pts, dts;
+        assert_int_equal(sscanf(line, "%d,%lld,%lld", &st, &pts, &dts), 3);
+        assert_true(st == 0 || st == 1);
+        long long t = st == 0 ? dts : pts;
+        if (last[st] >= 0) {
+            long long step = t - last[st];
+            if (st == 0)
+                assert_int_equal(step, 3600);
+            else
+                assert_true(step >= 2089 && step <= 2090);
+        } else {
+            first[st] = t;
+        }
+        last[st] = t;
+        count[st]++;
+    }
+    free(pk);
+    assert_int_equal(count[0], 750);
+    assert_int_equal(count[1], 1293);
+    /* video starts at the offset (less its decode delay), audio with it,
+     * and both span the same 30 s */
+    assert_true(first[0] >= 10 * 90000 - 2 * 3600 && first[0] <= 10 * 90000);
+    assert_true(llabs(first[1] - 10 * 90000) <=
+                1024 * 90000 / 44100 + 1); /* the AAC priming frame starts 23 ms early */
+    assert_true(llabs((last[0] + 3600 - first[0]) - 30 * 90000) <= 1);
+    assert_true(llabs((last[1] + 2090 - first[1]) - (1293 * 1024LL * 90000 / 44100)) <= 2);
+}
+
+/* Every segment of a file is H.264 + AAC starting on a keyframe, reads
+ * little more than its samples, and the segments concatenated are one
+ * stream of the source's duration without gaps or overlaps. */
+static void s_check_segments(const char *name, const char *prefix)
+{
+    s_file_t f;
+    vid_index_t *ix = s_index(&f, name, 10);
+    int64_t header = f.bytes;
+    s_file_close(&f);
+    int n = vid_index_segments(ix);
+    for (int i = 0; i < n; i++) {
+        vid_segment_info_t info;
+        assert_int_equal(vid_index_segment_info(ix, i, &info), 0);
+        int64_t bytes = s_segment(ix, name, i, prefix);
+        fprintf(stderr, "# %s segment %d: read %" PRId64 " bytes, its samples %" PRId64 " in a span of %" PRId64 "\n",
+                name, i, bytes, info.sample_bytes, info.pos_hi - info.pos_lo);
+        assert_true(info.sample_bytes > 0);
+        /* the moov again, its samples, and at most two 32 KiB read-aheads
+         * (one at each end of the span) */
+        assert_true(bytes <= info.sample_bytes + header + (64 << 10));
+        assert_true(bytes <= info.pos_hi - info.pos_lo + header + (64 << 10));
+        char *codecs = s_run("ffprobe -v error -show_entries stream=codec_name -of csv=p=0 %s-%d.ts | grep . | sort -u",
+                             prefix, i);
+        assert_string_equal(codecs, "aac\nh264\n");
+        free(codecs);
+        char *first = s_run("ffprobe -v error -select_streams v -show_entries packet=flags -of csv=p=0 %s-%d.ts "
+                            "| head -n 1",
+                            prefix, i);
+        assert_true(first[0] == 'K');
+        free(first);
+    }
+    assert_int_equal(vid_index_segment_info(ix, n, &(vid_segment_info_t){0}), -1);
+    /* A later segment decodes without a word from the decoders: its H.264
+     * is Annex B with the parameter sets in band (h264_mp4toannexb ran),
+     * its AAC has ADTS headers. */
+    char *log = s_run("ffmpeg -nostdin -v error -i %s-1.ts -f null - 2>&1", prefix);
+    assert_string_equal(log, "");
+    free(log);
+
+    /* The concatenation, and the playlist as a player's demuxer reads it. */
+    char *count = s_run("cat %s-*.ts > %s-all.ts && ls %s-*.ts | wc -l", prefix, prefix, prefix);
+    assert_int_equal(atoi(count), n + 1);
+    free(count);
+    s_check_timeline(s_run("ffprobe -v error -show_entries packet=stream_index,pts,dts -of csv=p=0 %s-all.ts", prefix));
+    char pattern[64], *m3u8 = NULL;
+    size_t len = 0;
+    vid_hls_opts_t o;
+    vid_hls_opts_default(&o);
+    snprintf(pattern, sizeof(pattern), "%s-%%d.ts", prefix);
+    o.segment_uri = pattern;
+    assert_int_equal(vid_hls_playlist(ix, &o, &m3u8, &len), 0);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s.m3u8", s_dir, prefix);
+    FILE *pl = fopen(path, "w");
+    assert_non_null(pl);
+    assert_int_equal(fwrite(m3u8, 1, len, pl), len);
+    assert_int_equal(fclose(pl), 0);
+    free(m3u8);
+    s_check_timeline(s_run("ffprobe -v error -show_entries packet=stream_index,pts,dts -of csv=p=0 %s.m3u8", prefix));
+    char *dur = s_run("ffprobe -v error -show_entries format=duration -of csv=p=0 %s-all.ts", prefix);
+    assert_true(fabs(atof(dur) - 30.0) < 0.1);
+    free(dur);
+    vid_index_destroy(&ix);
+}
+
+static void test_segments_faststart(void **state)
+{
+    (void)state;
+    s_check_segments("fs.mp4", "fs");
+}
+
+static void test_segments_moov_at_end(void **state)
+{
+    (void)state;
+    s_check_segments("end.mp4", "end");
+}
+
+/* An M4A is cut on audio packets at the target (the first at or past it). */
+static void test_audio_only(void **state)
+{
+    (void)state;
+    s_file_t f;
+    vid_index_t *ix = s_index(&f, "a.m4a", 10);
+    char *m3u8 = s_playlist(ix);
+    int64_t ms[16];
+    int target;
+    int n = s_extinfs(m3u8, ms, 16, &target);
+    assert_int_equal(n, 3);
+    int64_t sum = 0;
+    for (int i = 0; i < n; i++) {
+        if (i < n - 1)
+            assert_true(ms[i] >= 10000 && ms[i] < 10000 + 24); /* within one AAC frame past */
+        sum += ms[i];
+    }
+    assert_int_equal(sum, 30000);
+    assert_int_equal(target, 11);
+    for (int i = 0; i < n; i++)
+        s_segment(ix, "a.m4a", i, "a");
+    char *codecs = s_run("ffprobe -v error -show_entries stream=codec_name -of csv=p=0 a-1.ts | grep . | sort -u");
+    assert_string_equal(codecs, "aac\n");
+    free(codecs);
+    char *dur =
+        s_run("cat a-0.ts a-1.ts a-2.ts > aa.ts && ffprobe -v error -show_entries format=duration -of csv=p=0 aa.ts");
+    assert_true(fabs(atof(dur) - 30.0) < 0.1);
+    free(dur);
+    free(m3u8);
+    vid_index_destroy(&ix);
+    s_file_close(&f);
+}
+
+/* Save/load round-trips; any truncation, any flipped byte, and fields
+ * that are out of bounds under a valid checksum are refused. */
+static void test_index_save_load(void **state)
+{
+    (void)state;
+    s_file_t f;
+    char err[256];
+    vid_index_t *ix = s_index(&f, "vg.mp4", 10);
+    uint8_t *buf = NULL, *buf2 = NULL;
+    size_t len = 0, len2 = 0;
+    assert_int_equal(vid_index_save(ix, &buf, &len), 0);
+    vid_index_t *back = vid_index_load(buf, len, err, sizeof(err));
+    assert_non_null(back);
+    assert_int_equal(vid_index_save(back, &buf2, &len2), 0);
+    assert_int_equal(len, len2);
+    assert_memory_equal(buf, buf2, len);
+    char *p1 = s_playlist(ix), *p2 = s_playlist(back);
+    assert_string_equal(p1, p2);
+    free(p1);
+    free(p2);
+    vid_index_destroy(&back);
+    /* the loaded index makes the same segment */
+    back = vid_index_load(buf, len, err, sizeof(err));
+    s_segment(back, "vg.mp4", 1, "vgl");
+    s_segment(ix, "vg.mp4", 1, "vgn");
+    free(s_run("cmp vgl-1.ts vgn-1.ts"));
+    vid_index_destroy(&back);
+
+    for (size_t cut = 0; cut < len; cut++)
+        assert_null(vid_index_load(buf, cut, err, sizeof(err)));
+    for (size_t i = 0; i < len; i++) {
+        buf[i] ^= 0x10;
+        assert_null(vid_index_load(buf, len, err, sizeof(err)));
+        buf[i] ^= 0x10;
+    }
+    /* Fields past their bounds, with the checksum fixed up: the segment
+     * count (offset 64), a track number (16), the time base (32, 36),
+     * the second segment's start (68 + 40) equal to the first's. */
+    struct {
+        size_t off;
+        uint32_t val;
+    } bad[] = {{64, 0}, {64, 1000000}, {64, 2}, {16, 99}, {32, 0}, {36, 0}, {108, 0}};
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        uint8_t *c = malloc(len);
+        memcpy(c, buf, len);
+        for (int b = 0; b < 4; b++)
+            c[bad[k].off + b] = (uint8_t)(bad[k].val >> (8 * b));
+        if (bad[k].off == 108)
+            memcpy(c + 108, c + 68, 8);
+        uint32_t crc = (uint32_t)crc32(0, c, (uInt)(len - 4));
+        for (int b = 0; b < 4; b++)
+            c[len - 4 + b] = (uint8_t)(crc >> (8 * b));
+        err[0] = '\0';
+        assert_null(vid_index_load(c, len, err, sizeof(err)));
+        assert_true(err[0] != '\0');
+        free(c);
+    }
+    free(buf);
+    free(buf2);
+    vid_index_destroy(&ix);
+    s_file_close(&f);
+}
+
+/* Truncated files, non-MP4 input and other codecs are one-line errors. */
+static void test_rejects(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        double part;  /* of the file kept, from its start... */
+        int64_t less; /* ...less this many bytes */
+        const char *want;
+    } cases[] = {
+        {"fs.mp4", 0.5, 0, "truncated"},                     /* moov whole, mdat cut */
+        {"fs.mp4", 0, -10000, "cannot read the MP4 header"}, /* moov cut (10000 bytes kept) */
+        {"end.mp4", 0.5, 0, "cannot read the MP4 header"},   /* no moov */
+        {"end.mp4", 1, 1000, "cannot read the MP4 header"},  /* moov cut in its sample tables */
+        {"text.mp4", 1, 0, "not an MP4/MOV file"},
+        {"fs.mp4", 0, -7, "not an MP4/MOV file"},
+        {"hevc.mp4", 1, 0, "unsupported video codec hevc"},
+        {"frag.mp4", 1, 0, "unsupported: fragmented MP4"},
+        {"fragsidx.mp4", 1, 0, "unsupported: fragmented MP4"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        s_file_t f;
+        char err[256] = "";
+        s_file_open(&f, cases[i].name, -1);
+        f.src.size = (int64_t)((double)f.src.size * cases[i].part) - cases[i].less;
+        vid_index_t *ix = vid_index_new(&f.src, 10, err, sizeof(err));
+        if (ix != NULL || strstr(err, cases[i].want) == NULL)
+            fprintf(stderr, "%s at %lld: %s\n", cases[i].name, (long long)f.src.size, err);
+        assert_null(ix);
+        assert_non_null(strstr(err, cases[i].want));
+        assert_null(strchr(err, '\n'));
+        s_file_close(&f);
+    }
+    s_file_t f;
+    char err[256] = "";
+    s_file_open(&f, "fs.mp4", -1);
+    assert_null(vid_index_new(&f.src, 0, err, sizeof(err)));
+    assert_null(vid_index_new(&f.src, NAN, err, sizeof(err)));
+    s_file_close(&f);
+}
+
+/* A source in memory (for corrupting bytes without writing files). */
+typedef struct {
+    uint8_t *data;
+    int64_t size;
+    int64_t bytes;
+} s_mem_t;
+
+static int64_t s_mem_read(void *arg, uint8_t *buf, int64_t off, int64_t len)
+{
+    s_mem_t *m = arg;
+    assert_true(off >= 0 && len >= 0 && off + len <= m->size); /* vid_core never asks past the end */
+    memcpy(buf, m->data + off, (size_t)len);
+    m->bytes += len;
+    return len;
+}
+
+/* Corrupt headers (one byte of the ftyp/moov changed at a time, 400
+ * times) give a result or a one-line error, never a crash (the ASan build
+ * runs this too), a hang, or a segment read far past its samples. */
+static void test_corrupt_moov(void **state)
+{
+    (void)state;
+    s_file_t f;
+    s_file_open(&f, "fs.mp4", -1);
+    s_mem_t m = {.data = malloc((size_t)f.src.size), .size = f.src.size};
+    assert_int_equal(s_file_read(&f, m.data, 0, f.src.size), f.src.size);
+    vid_source_t src = {.size = f.src.size, .read = s_mem_read, .arg = &m};
+    uint32_t seed = 12345;
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 400; i++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t off = (seed >> 8) % 26000; /* the moov of fs.mp4 ends near 26400 */
+        uint8_t was = m.data[off];
+        m.data[off] = (uint8_t)(seed >> 24) == was ? (uint8_t)~was : (uint8_t)(seed >> 24);
+        char err[256] = "";
+        vid_index_t *ix = vid_index_new(&src, 10, err, sizeof(err));
+        if (ix == NULL) {
+            assert_true(err[0] != '\0');
+            assert_null(strchr(err, '\n'));
+            failed++;
+        } else {
+            vid_segment_info_t info;
+            assert_int_equal(vid_index_segment_info(ix, 0, &info), 0);
+            s_sink_t sink = {.fail_after = -1};
+            m.bytes = 0;
+            if (vid_hls_segment(ix, &src, 0, s_sink, &sink, err, sizeof(err)) != 0)
+                assert_true(err[0] != '\0');
+            assert_true(m.bytes <= (VID_MAX_HEADER_BYTES) + (info.pos_hi - info.pos_lo) + VID_READ_SLACK + (64 << 10));
+            vid_index_destroy(&ix);
+            ok++;
+        }
+        m.data[off] = was;
+    }
+    fprintf(stderr, "# corrupt moov: %d indexed, %d refused\n", ok, failed);
+    assert_true(failed > 0);
+    free(m.data);
+    s_file_close(&f);
+}
+
+/* A segment refuses a source that is not the indexed one, a segment
+ * number out of range, and stops when its sink fails. */
+static void test_segment_errors(void **state)
+{
+    (void)state;
+    s_file_t f, other;
+    char err[256] = "";
+    vid_index_t *ix = s_index(&f, "fs.mp4", 10);
+    s_sink_t sink = {.fail_after = -1};
+    assert_int_equal(vid_hls_segment(ix, &f.src, 3, s_sink, &sink, err, sizeof(err)), -1);
+    assert_int_equal(vid_hls_segment(ix, &f.src, -1, s_sink, &sink, err, sizeof(err)), -1);
+    s_file_open(&other, "vg.mp4", -1);
+    assert_int_equal(vid_hls_segment(ix, &other.src, 0, s_sink, &sink, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not the one indexed"));
+    /* the same size but other tracks: end.mp4 has the same samples, so
+     * that one is accepted and gives the same bytes */
+    s_file_close(&other);
+    s_file_open(&other, "end.mp4", -1);
+    sink = (s_sink_t){.fail_after = -1};
+    assert_int_equal(vid_hls_segment(ix, &other.src, 1, s_sink, &sink, err, sizeof(err)), 0);
+    s_file_close(&other);
+    sink = (s_sink_t){.fail_after = 100000};
+    err[0] = '\0';
+    assert_int_equal(vid_hls_segment(ix, &f.src, 0, s_sink, &sink, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "sink"));
+    vid_index_destroy(&ix);
+    s_file_close(&f);
+}
+
+/* Playlist options: version, sequence, the URI pattern (one %d only). */
+static void test_playlist_options(void **state)
+{
+    (void)state;
+    s_file_t f;
+    vid_index_t *ix = s_index(&f, "fs.mp4", 10);
+    vid_hls_opts_t o;
+    vid_hls_opts_default(&o);
+    o.version = 4;
+    o.media_sequence = 7;
+    o.segment_uri = "v/%d.ts?x=100%%";
+    char *m = NULL;
+    size_t len;
+    assert_int_equal(vid_hls_playlist(ix, &o, &m, &len), 0);
+    assert_non_null(strstr(m, "#EXT-X-VERSION:4\n"));
+    assert_non_null(strstr(m, "#EXT-X-MEDIA-SEQUENCE:7\n"));
+    assert_non_null(strstr(m, "\nv/2.ts?x=100%\n"));
+    free(m);
+    const char *bad[] = {"seg.ts", "%d-%d.ts", "%s.ts", "/abs/%d.ts", "a\n%d", "%d%"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        o.segment_uri = bad[i];
+        m = NULL;
+        assert_int_equal(vid_hls_playlist(ix, &o, &m, &len), -1);
+        assert_null(m);
+    }
+    vid_hls_opts_default(&o);
+    o.version = 2;
+    assert_int_equal(vid_hls_playlist(ix, &o, &m, &len), -1);
+    vid_index_destroy(&ix);
+    s_file_close(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_playlist_faststart),   cmocka_unit_test(test_moov_at_end),
+        cmocka_unit_test(test_variable_gop),         cmocka_unit_test(test_segments_faststart),
+        cmocka_unit_test(test_segments_moov_at_end), cmocka_unit_test(test_audio_only),
+        cmocka_unit_test(test_index_save_load),      cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_corrupt_moov),         cmocka_unit_test(test_segment_errors),
+        cmocka_unit_test(test_playlist_options),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
