@@ -50,7 +50,10 @@ AV_PKGS   := libavformat libavcodec libavutil
 AV_CFLAGS := $(shell pkg-config --cflags $(AV_PKGS))
 AV_LIBS   := $(shell pkg-config --libs $(AV_PKGS)) -lm
 
-BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker
+VID_SRC := $(wildcard services/video-worker/*.c)
+VID_OBJ := $(VID_SRC:%.c=$(O)/obj/%.o)
+
+BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker $(O)/bin/refract-video-worker
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
@@ -88,6 +91,11 @@ $(O)/bin/refract-image-worker: $(IMG_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(VIPS_LIBS) $(LIBS_BASE)
+
+$(O)/bin/refract-video-worker: $(VID_OBJ) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(AV_LIBS) -lcurl $(LIBS_BASE)
 
 # Unit tests link the common library, and the image core where they need it;
 # UNIT_EXTRA names a gateway file one of them tests without the gateway.

@@ -41,7 +41,7 @@ stage integration 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/i
 # the process exit non-zero, which the harness turns into a failure. A small
 # quarantine keeps RSS close enough to the real build for the memory bounds.
 stage san-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=address,undefined OPT=-O1 \
-    build/san/bin/refract-gateway build/san/bin/refract-image-worker
+    build/san/bin/refract-gateway build/san/bin/refract-image-worker build/san/bin/refract-video-worker
 # VIPS_NOVECTOR: libvips' orc JIT allocates executable code in a way ASan's
 # mmap interception breaks (orc_code_allocate_codemem crashes under 4
 # concurrent resizes); the vector paths run in the plain integration stage.
@@ -55,13 +55,14 @@ stage integration-asan 1800 env REFRACT_BIN="$PWD/build/san/bin" ASAN_OPTIONS=de
 # Any report aborts the gateway (halt_on_error), which fails the test.
 stage tsan-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=thread OPT=-O1 build/tsan/bin/refract-gateway
 stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER_BIN="$PWD/build/bin/refract-image-worker" \
+    REFRACT_VIDEO_WORKER_BIN="$PWD/build/bin/refract-video-worker" \
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_vhosts.py tests/integration/test_bus.py \
     tests/integration/test_hygiene.py tests/integration/test_image.py tests/integration/test_tls.py \
     tests/integration/test_origin_tls.py tests/integration/test_proxy.py tests/integration/test_cache.py \
     tests/integration/test_purge.py tests/integration/test_compress.py \
     tests/integration/test_link.py tests/integration/test_rewrite.py tests/integration/test_tier.py \
-    tests/integration/test_redis.py tests/integration/test_origins.py
+    tests/integration/test_redis.py tests/integration/test_origins.py tests/integration/test_video.py
 
 pass=0 fail=0 failed=""
 for i in "${!NAMES[@]}"; do

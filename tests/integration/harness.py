@@ -27,6 +27,7 @@ GATEWAY_BIN = os.path.join(BIN, "refract-gateway")
 # REFRACT_WORKER_BIN: the worker from yet another build (the TSan stage runs
 # a TSan gateway with the normal worker).
 WORKER_BIN = os.environ.get("REFRACT_WORKER_BIN") or os.path.join(BIN, "refract-image-worker")
+VIDEO_WORKER_BIN = os.environ.get("REFRACT_VIDEO_WORKER_BIN") or os.path.join(BIN, "refract-video-worker")
 
 # Figures worth printing at the end of the run (conftest's terminal summary).
 MEASUREMENTS = []
@@ -777,7 +778,7 @@ class Stack:
     merged over the defaults below."""
 
     def __init__(self, workdir, vhosts, gateway=None, bus=None, image_worker=None, vhost_defaults=None, workers=1,
-                 start=True, log_level="info"):
+                 start=True, log_level="info", video_workers=0, video_worker=None):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.port, self.admin_port, self.bus_port = free_ports(3)
@@ -814,6 +815,8 @@ class Stack:
         self.config["vhosts"] = vhosts
         self.config["image_worker"] = deep_merge({"jobs": 2, "vips_concurrency": 1, "max_pixels": 100000000},
                                                  image_worker)
+        if video_workers or video_worker:
+            self.config["video_worker"] = dict(video_worker or {})
         self.config["log"] = {"level": log_level}
         self.cfg_path = os.path.join(workdir, "refract.yaml")
         self.write_config()
@@ -827,7 +830,11 @@ class Stack:
                 self.start_gateway()
                 for _ in range(workers):
                     self.add_worker(wait=False)
+                for _ in range(video_workers):
+                    self.add_video_worker(wait=False)
                 self.wait_workers(workers)
+                if video_workers:
+                    self.wait_workers(video_workers, service="video")
             except BaseException:
                 self.close(raise_problems=False)
                 raise
@@ -869,22 +876,31 @@ class Stack:
             time.sleep(0.05)
         raise AssertionError(f"gateway /healthz not 200 within {timeout}s ({last}):\n{self.gw.log()}")
 
-    def add_worker(self, jobs=None, wait=True):
+    def add_worker(self, jobs=None, wait=True, service="image"):
+        """Starts a worker of `service` ("image" or "video") with its own
+        metrics port; wait: until the gateway counts it."""
         i = len(self.workers)
         mport = free_port()
         cfg = json.loads(json.dumps(self.config))
-        cfg["image_worker"]["metrics_listen"] = f"127.0.0.1:{mport}"
+        section = f"{service}_worker"
+        cfg.setdefault(section, {})
+        cfg[section]["metrics_listen"] = f"127.0.0.1:{mport}"
         if jobs is not None:
-            cfg["image_worker"]["jobs"] = jobs
+            cfg[section]["jobs"] = jobs
         path = self.write_config(cfg, os.path.join(self.dir, f"worker{i}.yaml"))
-        w = Proc(f"worker{i}", [WORKER_BIN, "-c", path], os.path.join(self.dir, f"worker{i}.log"), REPO)
+        binary = WORKER_BIN if service == "image" else VIDEO_WORKER_BIN
+        w = Proc(f"worker{i}", [binary, "-c", path], os.path.join(self.dir, f"worker{i}.log"), REPO)
         w.metrics_port = mport
+        w.service = service
         self.workers.append(w)
         if wait:
-            self.wait_workers(sum(1 for x in self.workers if x.alive()))
+            self.wait_workers(sum(1 for x in self.workers if x.alive() and x.service == service), service=service)
         return w
 
-    def wait_workers(self, n, timeout=10):
+    def add_video_worker(self, jobs=None, wait=True):
+        return self.add_worker(jobs=jobs, wait=wait, service="video")
+
+    def wait_workers(self, n, timeout=10, service="image"):
         deadline = time.monotonic() + timeout
         got = None
         while time.monotonic() < deadline:
@@ -892,16 +908,16 @@ class Stack:
                 if not w.alive() and not w.expected_exit:
                     raise AssertionError(f"{w.name} exited with {w.popen.returncode}:\n{w.log()}")
             try:
-                got = self.workers_connected()
+                got = self.workers_connected(service)
                 if got == n:
                     return
             except requests.RequestException as e:
                 got = e
             time.sleep(0.05)
-        raise AssertionError(f"refract_bus_workers{{service=\"image\"}} is {got}, not {n}, after {timeout}s")
+        raise AssertionError(f"refract_bus_workers{{service=\"{service}\"}} is {got}, not {n}, after {timeout}s")
 
-    def workers_connected(self):
-        v = metric_value(self.metrics(), "refract_bus_workers", service="image")
+    def workers_connected(self, service="image"):
+        v = metric_value(self.metrics(), "refract_bus_workers", service=service)
         return int(v) if v is not None else 0
 
     # -- urls and requests

@@ -1,0 +1,314 @@
+/*  refract-video-worker — serves the "video" service of the bus: MP4 to
+ *  HLS (playlists and MPEG-TS segments) from sources it reads by byte
+ *  range (vid_reader: a file it sees, or ranges through the gateway).
+ *
+ *    refract-video-worker -c /etc/refract/refract.yaml
+ *
+ *  The process (config, logs, metrics, signals, the bus) is
+ *  common/rf_worker_app; the transform is vid_core. This file reads a
+ *  JOB's chain, opens its source, finds or makes the index, and answers.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rf_config.h"
+#include "rf_log.h"
+#include "rf_worker.h"
+#include "rf_worker_app.h"
+#include "vid_core.h"
+#include "vid_ixcache.h"
+#include "vid_reader.h"
+
+/* The largest segment held for a REPLY: a 60 s segment at 30 Mbit/s. */
+#define VID_SEGMENT_MAX (256u << 20)
+
+typedef struct {
+    const rf_config_t *cfg;
+    char gateway_url[300];
+    vid_ixcache_t *indexes;
+} s_app_t;
+
+/* What the gateway's mp4hls row asked for (gw_func.c s_hls_json). */
+typedef struct {
+    char what[16]; /* media, master, segment */
+    int segment, version, sequence, duration;
+    char media[64], prefix[32], suffix[16];
+} s_hls_job_t;
+
+/* Copies string member `name` of o into dst[size]; -1 when absent or too long. */
+static int s_str(const json_t *o, const char *name, char *dst, size_t size)
+{
+    const char *v = json_string_value(json_object_get(o, name));
+    if (v == NULL || strlen(v) >= size || strpbrk(v, "%\r\n/") != NULL)
+        return -1;
+    snprintf(dst, size, "%s", v);
+    return 0;
+}
+
+/* Integer member `name` of o within [lo, hi] into *dst; -1 otherwise. */
+static int s_int(const json_t *o, const char *name, int lo, int hi, int *dst)
+{
+    json_t *v = json_object_get(o, name);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return -1;
+    *dst = (int)json_integer_value(v);
+    return 0;
+}
+
+static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_len)
+{
+    const json_t *op = json_is_array(chain) && json_array_size(chain) == 1 ? json_array_get(chain, 0) : NULL;
+    const char *name = json_string_value(json_object_get(op, "op"));
+    if (name == NULL || strcmp(name, "hls") != 0) {
+        snprintf(why, why_len, "the chain must be one {\"op\": \"hls\"} operation");
+        return -1;
+    }
+    if (s_str(op, "what", j->what, sizeof(j->what)) < 0 ||
+        (strcmp(j->what, "media") != 0 && strcmp(j->what, "master") != 0 && strcmp(j->what, "segment") != 0) ||
+        s_int(op, "segment", 0, VID_MAX_SEGMENTS, &j->segment) < 0 || s_int(op, "version", 3, 7, &j->version) < 0 ||
+        s_int(op, "sequence", 0, 1 << 30, &j->sequence) < 0 || s_int(op, "duration", 1, 60, &j->duration) < 0 ||
+        s_str(op, "media", j->media, sizeof(j->media)) < 0 ||
+        s_str(op, "segment_prefix", j->prefix, sizeof(j->prefix)) < 0 ||
+        s_str(op, "segment_suffix", j->suffix, sizeof(j->suffix)) < 0) {
+        snprintf(why, why_len,
+                 "bad hls operation (what, segment, version, sequence, duration, media, segment_prefix, "
+                 "segment_suffix)");
+        return -1;
+    }
+    return 0;
+}
+
+/* The index of the reader's source for segments of `duration` s: from
+ * the cache, else read from the moov and kept. NULL with status/why. */
+static vid_index_t *s_index(s_app_t *app, const rf_worker_job_t *job, vid_reader_t *r, int duration, int *cached,
+                            int *status, char *why, size_t why_len)
+{
+    char key[4600];
+    snprintf(key, sizeof(key), "%s\n%s\n%lld\n%s\nd=%d", job->spec->source.ref,
+             job->spec->source.host ? job->spec->source.host : "", (long long)vid_reader_source(r)->size,
+             vid_reader_validator(r), duration);
+    /* Without a validator a changed source of the same size could reuse a
+     * stale plan; vid_hls_segment checks tracks and sample counts, but
+     * only a validator makes the key safe. */
+    bool keyed = vid_reader_validator(r)[0] != '\0';
+    vid_index_t *ix = keyed ? vid_ixcache_get(app->indexes, key) : NULL;
+    *cached = ix != NULL;
+    if (ix != NULL)
+        return ix;
+    ix = vid_index_new(vid_reader_source(r), (double)duration, why, why_len);
+    if (ix == NULL) {
+        const char *rwhy;
+        int failed = vid_reader_failed(r, &rwhy);
+        *status = failed ? failed : 415;
+        if (failed)
+            snprintf(why, why_len, "%s", rwhy);
+        return NULL;
+    }
+    if (keyed)
+        vid_ixcache_put(app->indexes, key, ix);
+    return ix;
+}
+
+/* A master playlist of the one rendition: BANDWIDTH is the peak bit rate
+ * of its segments (their byte spans over their durations), as RFC 8216
+ * 4.3.4.2 asks. */
+static char *s_master(const vid_index_t *ix, const s_hls_job_t *j, size_t *len)
+{
+    double peak = 0;
+    for (int i = 0; i < vid_index_segments(ix); i++) {
+        vid_segment_info_t s;
+        if (vid_index_segment_info(ix, i, &s) == 0 && s.duration > 0) {
+            double bps = (double)(s.pos_hi - s.pos_lo) * 8.0 / s.duration;
+            if (bps > peak)
+                peak = bps;
+        }
+    }
+    char *out = NULL;
+    int n = asprintf(&out, "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-STREAM-INF:BANDWIDTH=%lld\n%s\n", j->version,
+                     (long long)(peak + 0.5) + 1, j->media);
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    return out;
+}
+
+/* A growing buffer for a segment's TS packets. */
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} s_buf_t;
+
+static int s_buf_write(void *arg, const uint8_t *p, size_t n)
+{
+    s_buf_t *b = arg;
+    if (b->len + n > VID_SEGMENT_MAX)
+        return -1;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1 << 20;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *d = realloc(b->data, cap);
+        if (d == NULL)
+            return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static int s_should_stop(void *job)
+{
+    return rf_worker_job_should_stop(job);
+}
+
+/* Answers one job into res; returns its status. */
+static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j, rf_worker_result_t *res,
+                 vid_reader_t **r, int *cached, char *why, size_t why_len)
+{
+    vid_reader_opts_t ro = {.gateway_url = app->gateway_url,
+                            .read_ahead = app->cfg->video_worker.read_ahead,
+                            .request_id = job->request_id,
+                            .should_stop = s_should_stop,
+                            .stop_arg = (void *)job,
+                            .deadline_ms = job->deadline_ms};
+    int status = 0;
+    *r = vid_reader_open(job->spec->source.ref, job->spec->source.host, &ro, &status, why, why_len);
+    if (*r == NULL)
+        return status;
+    vid_index_t *ix = s_index(app, job, *r, j->duration, cached, &status, why, why_len);
+    if (ix == NULL)
+        return status;
+    char *text = NULL;
+    size_t len = 0;
+    if (strcmp(j->what, "media") == 0) {
+        char uri[64];
+        snprintf(uri, sizeof(uri), "%s%%d%s", j->prefix, j->suffix);
+        vid_hls_opts_t o = {.version = j->version, .media_sequence = j->sequence, .segment_uri = uri};
+        status = vid_hls_playlist(ix, &o, &text, &len) == 0 ? 200 : 500;
+        snprintf(res->content_type, sizeof(res->content_type), "application/vnd.apple.mpegurl");
+    } else if (strcmp(j->what, "master") == 0) {
+        status = (text = s_master(ix, j, &len)) != NULL ? 200 : 500;
+        snprintf(res->content_type, sizeof(res->content_type), "application/vnd.apple.mpegurl");
+    } else if (j->segment >= vid_index_segments(ix)) {
+        status = 404;
+        snprintf(why, why_len, "no segment %d: the video has %d", j->segment, vid_index_segments(ix));
+    } else {
+        s_buf_t b = {0};
+        if (vid_hls_segment(ix, vid_reader_source(*r), j->segment, s_buf_write, &b, why, why_len) == 0) {
+            status = 200;
+            text = (char *)b.data;
+            len = b.len;
+            snprintf(res->content_type, sizeof(res->content_type), "video/mp2t");
+        } else {
+            const char *rwhy;
+            int failed = vid_reader_failed(*r, &rwhy);
+            status = failed ? failed : 415;
+            if (failed)
+                snprintf(why, why_len, "%s", rwhy);
+            free(b.data);
+        }
+    }
+    vid_index_destroy(&ix);
+    if (status == 500 && why[0] == '\0')
+        snprintf(why, why_len, "out of memory");
+    if (status == 200) {
+        res->body = text;
+        res->body_len = len;
+        res->body_free = free;
+    } else {
+        free(text);
+    }
+    return status;
+}
+
+static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
+{
+    s_app_t *app = arg;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char why[256] = "";
+    s_hls_job_t j;
+    memset(&j, 0, sizeof(j));
+    vid_reader_t *r = NULL;
+    int cached = 0;
+    int status = s_parse(job->spec->chain, &j, why, sizeof(why)) < 0
+                     ? 400
+                     : s_run(app, job, &j, res, &r, &cached, why, sizeof(why));
+    res->status = status;
+    if (status != 200)
+        snprintf(res->error, sizeof(res->error), "%s", why);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    char what[48];
+    if (strcmp(j.what, "segment") == 0)
+        snprintf(what, sizeof(what), "segment %d", j.segment);
+    else
+        snprintf(what, sizeof(what), "%s", j.what[0] ? j.what : "-");
+    rf_log(status == 200 || status < 500 ? RF_LOG_INFO : RF_LOG_WARN, job->request_id,
+           "video hls %s %d index=%s read=%lld out=%zu %.1fms%s%s", what, status, cached ? "cached" : "read",
+           (long long)(r != NULL ? vid_reader_bytes(r) : 0), status == 200 ? res->body_len : 0, ms,
+           status != 200 ? ": " : "", status != 200 ? why : "");
+    vid_reader_destroy(&r);
+    return status == 200 ? 0 : -1;
+}
+
+static rf_listen_t *s_metrics_listen(rf_config_t *cfg)
+{
+    return &cfg->video_worker.metrics_listen;
+}
+
+static int *s_jobs(rf_config_t *cfg)
+{
+    return &cfg->video_worker.jobs;
+}
+
+static int s_setup(rf_config_t *cfg, void **arg)
+{
+    s_app_t *app = calloc(1, sizeof(*app));
+    *arg = app;
+    if (app == NULL || vid_reader_global_init() < 0)
+        return -1;
+    app->cfg = cfg;
+    if (cfg->video_worker.gateway_url != NULL)
+        snprintf(app->gateway_url, sizeof(app->gateway_url), "%s", cfg->video_worker.gateway_url);
+    else
+        snprintf(app->gateway_url, sizeof(app->gateway_url), "http://127.0.0.1:%d", cfg->gateway.listen.port);
+    size_t gl = strlen(app->gateway_url);
+    while (gl > 0 && app->gateway_url[gl - 1] == '/')
+        app->gateway_url[--gl] = '\0';
+    if ((app->indexes = vid_ixcache_new((size_t)cfg->video_worker.index_cache)) == NULL)
+        return -1;
+    rf_info("video: sources of http(s) origins read through %s", app->gateway_url);
+    return 0;
+}
+
+static void s_teardown(void *arg)
+{
+    s_app_t *app = arg;
+    if (app != NULL)
+        vid_ixcache_destroy(&app->indexes);
+    free(app);
+    vid_reader_global_cleanup();
+}
+
+static const rf_worker_app_t s_app = {
+    .name = "video-worker",
+    .service = "video",
+    .section = "video_worker",
+    .metrics_listen = s_metrics_listen,
+    .jobs = s_jobs,
+    .setup = s_setup,
+    .teardown = s_teardown,
+    .job = s_job,
+    .own_refs = true,
+};
+
+int main(int argc, char **argv)
+{
+    return rf_worker_app_main(&s_app, argc, argv);
+}

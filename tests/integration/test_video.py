@@ -1,0 +1,198 @@
+"""MP4 to HLS on the fly (seed 002 ch. 3, <MP4HLS>): /v.mp4/mp4hls/index.m3u8
+and its MPEG-TS segments, from a file origin (the worker reads the file by
+range itself) and from an http origin (the worker reads ranges back
+through the gateway). Outputs are checked with ffprobe and by ffmpeg
+playing the playlist through the gateway."""
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+import harness
+
+DUR = 30  # seconds of each test video
+
+
+def _ffmpeg(args, out):
+    subprocess.run(["ffmpeg", "-v", "error", "-y"] + args + [out], check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("videos"))
+    src = ["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=25:duration={DUR}", "-f", "lavfi", "-i",
+           f"sine=frequency=440:duration={DUR}"]
+    enc = ["-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0",
+           "-c:a", "aac", "-b:a", "64k"]
+    _ffmpeg(src + enc + ["-movflags", "+faststart"], os.path.join(d, "v.mp4"))
+    _ffmpeg(src + enc, os.path.join(d, "late.mp4"))  # moov after the mdat
+    _ffmpeg(["-f", "lavfi", "-i", f"sine=frequency=440:duration={DUR}", "-c:a", "aac"], os.path.join(d, "a.m4a"))
+    _ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4", "-c:v", "libx265", "-x265-params",
+             "log-level=error"], os.path.join(d, "hevc.mp4"))
+    with open(os.path.join(d, "text.mp4"), "w") as f:
+        f.write("this is not a video\n" * 100)
+    with open(os.path.join(d, "v.mp4"), "rb") as f:
+        whole = f.read()
+    with open(os.path.join(d, "cut.mp4"), "wb") as f:  # the mdat cut short
+        f.write(whole[: len(whole) // 2])
+    return d
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, videos):
+    origin = harness.Origin(videos)
+    st = harness.Stack(
+        str(tmp_path_factory.mktemp("video")),
+        vhosts=[
+            {"name": "vod.test", "default": True, "origin": "file://" + videos},
+            {"name": "web.test", "origin": origin.url},
+            {"name": "cached.test", "origin": origin.url, "cache": {"enable": True}},
+            {"name": "seed.test", "origin": "file://" + videos,
+             "mp4hls": {"keyword": "hls", "index": "main.m3u8", "version": 4, "sequence": 100, "duration": 4,
+                        "alternates": True, "alternates_name": "master.m3u8"}},
+        ],
+        vhost_defaults={"cache": {"enable": False}},
+        workers=0,
+        video_workers=1,
+        # small read-ahead: the test videos are ~1.3 MB, the default is 1 MB
+        video_worker={"jobs": 2, "read_ahead": "64KB"},
+    )
+    st.origin = origin
+    yield st
+    st.close()
+    origin.close()
+
+
+def _get(st, path, host="vod.test", **kw):
+    return st.get(path, host=host, timeout=60, **kw)
+
+
+def _playlist(text):
+    """(target duration, media sequence, [(extinf, uri)], ended)"""
+    lines = text.strip().split("\n")
+    assert lines[0] == "#EXTM3U", text
+    target = int(re.search(r"#EXT-X-TARGETDURATION:(\d+)", text).group(1))
+    seq = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1))
+    segs = []
+    for i, line in enumerate(lines):
+        if line.startswith("#EXTINF:"):
+            segs.append((float(line[8:].split(",")[0]), lines[i + 1]))
+    return target, seq, segs, lines[-1] == "#EXT-X-ENDLIST"
+
+
+def _probe(path, *args):
+    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json"] + list(args) + [path], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("host,name", [("vod.test", "v.mp4"), ("vod.test", "late.mp4"), ("web.test", "v.mp4"),
+                                       ("web.test", "late.mp4"), ("cached.test", "v.mp4")])
+def test_playlist_and_segments(stack, tmp_path, host, name):
+    r = _get(stack, f"/{name}/mp4hls/index.m3u8", host=host)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    target, seq, segs, ended = _playlist(r.text)
+    assert ended and seq == 0 and "#EXT-X-VERSION:3" in r.text and "#EXT-X-PLAYLIST-TYPE:VOD" in r.text
+    # keyframes every 2 s, target 10 s: three segments of exactly 10 s
+    assert [d for d, _ in segs] == [10.0, 10.0, 10.0]
+    assert target == 10
+    assert [u for _, u in segs] == ["seg-0.ts", "seg-1.ts", "seg-2.ts"]
+    parts = []
+    for i, (_, uri) in enumerate(segs):
+        s = _get(stack, f"/{name}/mp4hls/{uri}", host=host)
+        assert s.status_code == 200, s.text
+        assert s.headers["Content-Type"] == "video/mp2t"
+        p = tmp_path / uri
+        p.write_bytes(s.content)
+        parts.append(s.content)
+        info = _probe(str(p), "-show_entries", "stream=codec_name")
+        assert sorted(x["codec_name"] for x in info["streams"]) == ["aac", "h264"]
+    whole = tmp_path / "all.ts"
+    whole.write_bytes(b"".join(parts))
+    fmt = _probe(str(whole), "-show_entries", "format=duration")
+    assert abs(float(fmt["format"]["duration"]) - DUR) < 0.2
+
+
+def test_ffmpeg_plays_the_playlist_through_the_gateway(stack, tmp_path):
+    """The HLS demuxer fetches the playlist and every segment over HTTP and
+    remuxes them into one file: timestamps must be one timeline."""
+    out = tmp_path / "played.mp4"
+    url = stack.url("/v.mp4/mp4hls/index.m3u8")
+    run = subprocess.run(["ffmpeg", "-v", "error", "-y", "-headers", "Host: web.test\r\n", "-i", url, "-c", "copy",
+                          str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    info = _probe(str(out), "-show_entries", "stream=codec_name,nb_frames:format=duration")
+    assert abs(float(info["format"]["duration"]) - DUR) < 0.2
+    frames = {s["codec_name"]: int(s["nb_frames"]) for s in info["streams"]}
+    assert frames["h264"] == DUR * 25
+
+
+def test_http_origin_is_read_by_range_not_whole(stack, videos):
+    """Without a cache, the gateway forwards the worker's ranges: a playlist
+    and one segment move a fraction of the file from the origin."""
+    size = os.path.getsize(os.path.join(videos, "late.mp4"))
+    before = len(stack.origin.requests)
+    assert _get(stack, "/late.mp4/mp4hls/seg-1.ts", host="web.test").status_code == 200
+    reqs = [q for q in stack.origin.requests[before:] if q["path"] == "/late.mp4"]
+    assert reqs and all("range" in q["headers"] for q in reqs), reqs
+    moved = 0
+    for q in reqs:
+        a, b = re.match(r"bytes=(\d+)-(\d+)", q["headers"]["range"]).groups()
+        moved += min(int(b), size - 1) - int(a) + 1
+    # the moov (at the end) and segment 1's samples (a third of the file)
+    assert moved < size * 0.6, (moved, size)
+
+
+def test_seed_settings(stack):
+    """keyword, index name, version, sequence, duration and alternates from
+    the vhost's mp4hls section."""
+    r = _get(stack, "/v.mp4/hls/main.m3u8", host="seed.test")
+    assert r.status_code == 200, r.text
+    target, seq, segs, _ = _playlist(r.text)
+    assert seq == 100 and "#EXT-X-VERSION:4" in r.text
+    assert [d for d, _ in segs] == [4.0] * 7 + [2.0] and target == 4
+    m = _get(stack, "/v.mp4/hls/master.m3u8", host="seed.test")
+    assert m.status_code == 200
+    assert re.search(r"#EXT-X-STREAM-INF:BANDWIDTH=\d+\nmain.m3u8\n", m.text), m.text
+    assert _get(stack, "/v.mp4/mp4hls/index.m3u8", host="seed.test").status_code != 200  # another keyword here
+    assert _get(stack, "/v.mp4/mp4hls/playlist.m3u8").status_code == 400  # alternates off on vod.test
+
+
+def test_audio_only(stack):
+    r = _get(stack, "/a.m4a/mp4hls/index.m3u8")
+    assert r.status_code == 200, r.text
+    _, _, segs, _ = _playlist(r.text)
+    assert abs(sum(d for d, _ in segs) - DUR) < 0.05
+    s = _get(stack, "/a.m4a/mp4hls/seg-0.ts")
+    assert s.status_code == 200 and len(s.content) > 1000
+
+
+@pytest.mark.parametrize("path,status,text", [
+    ("/v.mp4/mp4hls/seg-3.ts", 404, "no segment 3: the video has 3"),
+    ("/v.mp4/mp4hls/seg-03.ts", 400, "bad mp4hls chain: 'seg-03.ts' is not index.m3u8 or seg-N.ts (N from 0)"),
+    ("/v.mp4/mp4hls/other.m3u8", 400, "bad mp4hls chain: 'other.m3u8' is not index.m3u8 or seg-N.ts (N from 0)"),
+    ("/missing.mp4/mp4hls/index.m3u8", 404, None),
+    ("/text.mp4/mp4hls/index.m3u8", 415, "not a video mp4hls can segment: "),
+    ("/hevc.mp4/mp4hls/index.m3u8", 415, "unsupported video codec hevc"),
+    ("/cut.mp4/mp4hls/index.m3u8", 415, "truncated"),
+])
+@pytest.mark.parametrize("host", ["vod.test", "web.test"])
+def test_refusals_are_clear(stack, host, path, status, text):
+    r = _get(stack, path, host=host)
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.text.count("\n") == 1
+    if text:
+        assert text in r.text, r.text
+
+
+def test_index_is_reused_for_segments(stack):
+    """Segments after the playlist find the parsed index in the worker."""
+    assert _get(stack, "/late.mp4/mp4hls/index.m3u8").status_code == 200
+    assert _get(stack, "/late.mp4/mp4hls/seg-2.ts").status_code == 200
+    log = stack.workers[0].log()
+    seg = [line for line in log.splitlines() if "video hls segment 2 200" in line and "late.mp4" not in line]
+    assert seg and "index=cached" in seg[-1], seg[-3:]
