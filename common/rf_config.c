@@ -1556,6 +1556,29 @@ static int s_mp4hls(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
+void rf_thumb_default(rf_thumb_conf_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->active = true;
+    snprintf(t->keyword, sizeof(t->keyword), "thumbnail");
+    t->quality = 85;
+}
+
+/* A `thumbnail` mapping onto *t, which holds the defaults. */
+static int s_thumbnail(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("status", s_bool, rf_thumb_conf_t, active),
+                                   K("keyword", s_hls_keyword, rf_thumb_conf_t, keyword),
+                                   K("quality", s_int, rf_thumb_conf_t, quality),
+                                   {0}};
+    rf_thumb_conf_t *th = t;
+    if (s_walk(c, v, keys, th, "thumbnail") < 0)
+        return -1;
+    if (th->quality < 1 || th->quality > 100)
+        return s_fail(c, v, "thumbnail.quality must be 1..100, got %d", th->quality);
+    return 0;
+}
+
 static int s_vhost_aliases(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     return s_strlist(c, v, t);
@@ -1800,6 +1823,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"origin_tls", s_vhost_origin_tls, offsetof(s_vhost_t, origin_tls)},
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
                                    {"mp4hls", s_mp4hls, offsetof(s_vhost_t, v.mp4hls)},
+                                   {"thumbnail", s_thumbnail, offsetof(s_vhost_t, v.thumbnail)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
                                    {"link", s_link, offsetof(s_vhost_t, v.link)},
@@ -1849,6 +1873,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
 typedef struct {
     rf_dims_conf_t dims;
     rf_mp4hls_conf_t mp4hls;
+    rf_thumb_conf_t thumbnail;
     rf_cache_conf_t cache;
 } s_vdefaults_t;
 
@@ -1887,6 +1912,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         vh.v.dims = defs->dims;
         vh.v.dims.keyword = NULL;
         vh.v.mp4hls = defs->mp4hls;
+        vh.v.thumbnail = defs->thumbnail;
         if (s_dims_lists_copy(&vh.v.dims) < 0)
             return s_fail(c, it, "out of memory");
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
@@ -1926,8 +1952,10 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     s_vdefaults_t defs = {.dims = {.active = true, .keyword = strdup("dims"), .max_source_size = 10u << 20}};
     s_cache_default(&defs.cache);
     rf_mp4hls_default(&defs.mp4hls);
+    rf_thumb_default(&defs.thumbnail);
     static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)},
                                     {"mp4hls", s_mp4hls, offsetof(s_vdefaults_t, mp4hls)},
+                                    {"thumbnail", s_thumbnail, offsetof(s_vdefaults_t, thumbnail)},
                                     {"cache", s_cache, offsetof(s_vdefaults_t, cache)},
                                     {0}};
     yaml_node_t *dn = s_find_key(c, root, "vhost_defaults");

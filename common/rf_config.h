@@ -90,6 +90,17 @@ typedef struct {
     int duration;             /* target segment duration in seconds, 1..60, default 10 */
 } rf_mp4hls_conf_t;
 
+/* A vhost's `thumbnail` mapping (seed: https://{domain}/{endpoint}/{time}/{origin URL}):
+ * /VIDEO/KEYWORD/TIME[/WxH][/FORMAT][/keyframe] and /KEYWORD/TIME/VIDEO. */
+typedef struct {
+    bool active;      /* status, default true */
+    char keyword[32]; /* URL keyword (the seed's endpoint), default "thumbnail" */
+    int quality;      /* JPEG and WebP quality 1..100, default 85 */
+} rf_thumb_conf_t;
+
+/* The built-in thumbnail settings. */
+void rf_thumb_default(rf_thumb_conf_t *t);
+
 /* The built-in mp4hls settings (the seed's). */
 void rf_mp4hls_default(rf_mp4hls_conf_t *h);
 
@@ -197,6 +208,7 @@ typedef struct {
     int health_down_ms;     /* health.down: how long it stays down before a request tries it (default 10s) */
     rf_dims_conf_t dims;
     rf_mp4hls_conf_t mp4hls;
+    rf_thumb_conf_t thumbnail;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
     rf_link_conf_t link;
@@ -273,10 +285,10 @@ typedef struct {
 
     struct {
         rf_listen_t metrics_listen;
-        int jobs;            /* jobs run at once (capacity announced) */
-        char *gateway_url;   /* where edge: sources are read by range; NULL = http://127.0.0.1:<gateway.listen port> */
-        int index_cache;     /* parsed MP4 indexes kept per worker */
-        size_t read_ahead;   /* bytes asked at least per range read of an edge: source */
+        int jobs;          /* jobs run at once (capacity announced) */
+        char *gateway_url; /* where edge: sources are read by range; NULL = http://127.0.0.1:<gateway.listen port> */
+        int index_cache;   /* parsed MP4 indexes kept per worker */
+        size_t read_ahead; /* bytes asked at least per range read of an edge: source */
     } video_worker;
 
     struct {

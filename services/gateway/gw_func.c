@@ -6,6 +6,8 @@
  *    └ source ┘└kw ┘└──────── chain ──────────┘
  *  The keyword is per vhost (dims.keyword), and only active vhosts match.
  */
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -300,6 +302,186 @@ static const gw_func_t s_mp4hls = {
     .fallbacks = NULL,
 };
 
+/* ---- thumbnail (video-worker) ------------------------------------------------- */
+
+typedef struct {
+    int64_t ms; /* the time, milliseconds */
+    int width, height;
+    const char *format; /* jpeg, png, webp */
+    int quality;
+    bool keyframe;
+} s_thumb_t;
+
+#define S_THUMB_MAX_MS (7LL * 24 * 3600 * 1000)
+
+static const char *s_thumb_keyword(const rf_vhost_conf_t *vh)
+{
+    return vh->thumbnail.keyword;
+}
+
+/* Digits in [s, s+n) as a number below `limit`; -1 when not. */
+static int64_t s_digits(const char *s, size_t n, int64_t limit)
+{
+    int64_t v = 0;
+    if (n == 0 || n > 12)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v < limit ? v : -1;
+}
+
+/* A time: seconds ("30", "12.5") or [hh:]mm:ss[.fff], at most 3
+ * decimals and 7 days. Milliseconds, or -1. */
+static int64_t s_thumb_time(const char *s, size_t n)
+{
+    const char *dot = memchr(s, '.', n);
+    size_t whole = dot ? (size_t)(dot - s) : n;
+    int64_t ms = 0;
+    if (dot != NULL) {
+        size_t fl = n - whole - 1;
+        int64_t f = s_digits(dot + 1, fl, 1000);
+        if (fl > 3 || f < 0)
+            return -1;
+        for (size_t i = fl; i < 3; i++)
+            f *= 10;
+        ms = f;
+    }
+    int64_t secs = 0;
+    size_t start = 0;
+    int fields = 0;
+    for (size_t i = 0; i <= whole; i++) {
+        if (i < whole && s[i] != ':')
+            continue;
+        int64_t v = s_digits(s + start, i - start, fields == 0 && i == whole ? S_THUMB_MAX_MS / 1000 + 1 : 60);
+        if (v < 0 || ++fields > 3 || (fields > 1 && i - start != 2)) /* mm and ss after the first: two digits */
+            return -1;
+        secs = secs * 60 + v;
+        start = i + 1;
+    }
+    ms += secs * 1000;
+    return ms <= S_THUMB_MAX_MS ? ms : -1;
+}
+
+static int s_thumb_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
+                         h2o_iovec_t *chain)
+{
+    (void)query;
+    const char *kw = vh->thumbnail.keyword;
+    size_t kl = strlen(kw);
+    if (!vh->thumbnail.active)
+        return 0;
+    /* The seed's form, /KEYWORD/TIME/VIDEO: the time is the chain. */
+    if (path.len > kl + 2 && path.base[0] == '/' && memcmp(path.base + 1, kw, kl) == 0 && path.base[kl + 1] == '/') {
+        const char *t = path.base + kl + 2, *end = path.base + path.len;
+        const char *slash = memchr(t, '/', (size_t)(end - t));
+        if (slash != NULL && slash + 1 < end && s_thumb_time(t, (size_t)(slash - t)) >= 0) {
+            *chain = h2o_iovec_init(t, (size_t)(slash - t));
+            *src = h2o_iovec_init(slash, (size_t)(end - slash));
+            return 1;
+        }
+    }
+    const char *s, *c;
+    size_t sl, cl;
+    if (!rf_chain_split(path.base, path.len, kw, &s, &sl, &c, &cl))
+        return 0;
+    *src = h2o_iovec_init(s, sl);
+    *chain = h2o_iovec_init(c, cl);
+    return 1;
+}
+
+/* "TIME[/WxH][/jpeg|jpg|png|webp][/keyframe]" */
+static int s_thumb_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
+{
+    s_thumb_t *t = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t));
+    memset(t, 0, sizeof(*t));
+    t->format = "jpeg";
+    t->quality = rc->vhost->thumbnail.quality;
+    const char *p = chain.base, *end = chain.base + chain.len;
+    for (int i = 0; p <= end; i++) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *te = slash ? slash : end;
+        size_t n = (size_t)(te - p);
+        const char *x = memchr(p, 'x', n);
+        int64_t w = -1, h = -1;
+        if (x != NULL) {
+            w = x > p ? s_digits(p, (size_t)(x - p), 16385) : 0;
+            h = x + 1 < te ? s_digits(x + 1, (size_t)(te - x - 1), 16385) : 0;
+        }
+        if (i == 0) {
+            if ((t->ms = s_thumb_time(p, n)) < 0) {
+                snprintf(why, why_len, "'%.*s' is not a time (seconds such as 12.5, or [hh:]mm:ss[.fff])",
+                         (int)(n > 32 ? 32 : n), p);
+                return -1;
+            }
+        } else if (x != NULL && w >= 0 && h >= 0 && (w > 0 || h > 0)) {
+            t->width = (int)w, t->height = (int)h;
+        } else if (h2o_memis(p, n, H2O_STRLIT("jpeg")) || h2o_memis(p, n, H2O_STRLIT("jpg"))) {
+            t->format = "jpeg";
+        } else if (h2o_memis(p, n, H2O_STRLIT("png"))) {
+            t->format = "png";
+        } else if (h2o_memis(p, n, H2O_STRLIT("webp"))) {
+            t->format = "webp";
+        } else if (h2o_memis(p, n, H2O_STRLIT("keyframe"))) {
+            t->keyframe = true;
+        } else {
+            snprintf(why, why_len, "'%.*s' is not WxH (up to 16384), jpeg, png, webp or keyframe",
+                     (int)(n > 32 ? 32 : n), p);
+            return -1;
+        }
+        if (slash == NULL)
+            break;
+        p = slash + 1;
+    }
+    *state = t;
+    return 0;
+}
+
+static int s_thumb_canon(const void *state, char *buf, size_t len)
+{
+    const s_thumb_t *t = state;
+    int n = snprintf(buf, len, "t=%lld.%03lld;box=%dx%d;f=%s;q=%d;kf=%d", (long long)(t->ms / 1000),
+                     (long long)(t->ms % 1000), t->width, t->height, t->format, t->quality, t->keyframe);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static json_t *s_thumb_json(const void *state)
+{
+    const s_thumb_t *t = state;
+    return json_pack("[{s:s, s:I, s:i, s:i, s:s, s:i, s:b}]", "op", "thumbnail", "ms", (json_int_t)t->ms, "width",
+                     t->width, "height", t->height, "format", t->format, "quality", t->quality, "keyframe",
+                     t->keyframe);
+}
+
+static const gw_reply_rule_t s_thumb_replies[] = {
+    {200, GW_REPLY_BODY, 200, NULL, NULL},
+    {415, GW_REPLY_ERROR, 415, "not a video a thumbnail can be taken from", "unsupported"},
+    {404, GW_REPLY_ERROR, 404, NULL, "not found"},
+    {400, GW_REPLY_ERROR, 400, NULL, "bad request"},
+    {502, GW_REPLY_ERROR, 502, "video source unreadable", "source read failed"},
+    {504, GW_REPLY_ERROR, 504, "video processing timed out", "deadline passed"},
+    {503, GW_REPLY_ERROR, 503, "video worker busy", "over capacity"},
+    {0, GW_REPLY_ERROR, 502, "video worker failed", "unknown error"},
+};
+
+static const gw_func_t s_thumbnail = {
+    .name = "thumbnail",
+    .service = "video",
+    .label = "video",
+    .keyword = s_thumb_keyword,
+    .match = s_thumb_match,
+    .parse = s_thumb_parse,
+    .canon = s_thumb_canon,
+    .to_json = s_thumb_json,
+    .source = GW_SOURCE_RANGE,
+    .source_limit = s_no_limit,
+    .resolve_source = NULL,
+    .replies = s_thumb_replies,
+    .fallbacks = NULL,
+};
+
 /* ---- the table ------------------------------------------------------------ */
 
-const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, NULL};
+const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, &s_thumbnail, NULL};

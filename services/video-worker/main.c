@@ -166,9 +166,8 @@ static int s_should_stop(void *job)
     return rf_worker_job_should_stop(job);
 }
 
-/* Answers one job into res; returns its status. */
-static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j, rf_worker_result_t *res,
-                 vid_reader_t **r, int *cached, char *why, size_t why_len)
+/* The job's source, read as it asks (NULL with *status and why). */
+static vid_reader_t *s_open(s_app_t *app, const rf_worker_job_t *job, int *status, char *why, size_t why_len)
 {
     vid_reader_opts_t ro = {.gateway_url = app->gateway_url,
                             .read_ahead = app->cfg->video_worker.read_ahead,
@@ -176,9 +175,15 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
                             .should_stop = s_should_stop,
                             .stop_arg = (void *)job,
                             .deadline_ms = job->deadline_ms};
+    return vid_reader_open(job->spec->source.ref, job->spec->source.host, &ro, status, why, why_len);
+}
+
+/* Answers one hls job into res; returns its status. */
+static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j, rf_worker_result_t *res,
+                 vid_reader_t **r, int *cached, char *why, size_t why_len)
+{
     int status = 0;
-    *r = vid_reader_open(job->spec->source.ref, job->spec->source.host, &ro, &status, why, why_len);
-    if (*r == NULL)
+    if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
         return status;
     vid_index_t *ix = s_index(app, job, *r, j->duration, cached, &status, why, why_len);
     if (ix == NULL)
@@ -226,32 +231,98 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
     return status;
 }
 
+/* A thumbnail job: {"op": "thumbnail", "ms", "width", "height", "format",
+ * "quality", "keyframe"} (gw_func.c s_thumb_json). */
+static int s_thumb_parse(const json_t *op, vid_thumb_opts_t *o, char *why, size_t why_len)
+{
+    static const char *const formats[] = {"jpeg", "png", "webp"};
+    json_t *ms = json_object_get(op, "ms");
+    const char *f = json_string_value(json_object_get(op, "format"));
+    int kf = json_is_true(json_object_get(op, "keyframe"));
+    memset(o, 0, sizeof(*o));
+    o->format = (vid_img_format_t)-1;
+    for (int i = 0; f != NULL && i < 3; i++)
+        if (strcmp(f, formats[i]) == 0)
+            o->format = (vid_img_format_t)i;
+    if (!json_is_integer(ms) || json_integer_value(ms) < 0 ||
+        json_integer_value(ms) > (json_int_t)VID_MAX_DURATION_S * 1000 || (int)o->format < 0 ||
+        s_int(op, "width", 0, 16384, &o->width) < 0 || s_int(op, "height", 0, 16384, &o->height) < 0 ||
+        s_int(op, "quality", 1, 100, &o->quality) < 0) {
+        snprintf(why, why_len, "bad thumbnail operation (ms, width, height, format, quality, keyframe)");
+        return -1;
+    }
+    o->time = (double)json_integer_value(ms) / 1000.0;
+    o->keyframe = kf;
+    return 0;
+}
+
+/* Answers a thumbnail job into res; returns its status. */
+static int s_thumb_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
+                       vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
+{
+    static const char *const types[] = {"image/jpeg", "image/png", "image/webp"};
+    vid_thumb_opts_t o;
+    if (s_thumb_parse(op, &o, why, why_len) < 0)
+        return 400;
+    snprintf(what, what_len, "thumbnail %.3f", o.time);
+    int status = 0;
+    if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
+        return status;
+    vid_thumb_t t;
+    int rc = vid_thumbnail(vid_reader_source(*r), &o, &t, why, why_len);
+    if (rc != 0) {
+        const char *rwhy;
+        int failed = vid_reader_failed(*r, &rwhy);
+        if (failed)
+            snprintf(why, why_len, "%s", rwhy);
+        return failed ? failed : rc == 1 ? 400 : 415;
+    }
+    snprintf(what, what_len, "thumbnail %.3f (frame at %.3f, %dx%d, %lld decoded)", o.time, t.at, t.width, t.height,
+             (long long)t.frames_decoded);
+    snprintf(res->content_type, sizeof(res->content_type), "%s", types[o.format]);
+    res->body = t.data;
+    res->body_len = t.len;
+    res->body_free = free;
+    return 200;
+}
+
+/* Answers an hls job into res; returns its status. */
+static int s_hls_run(s_app_t *app, const rf_worker_job_t *job, rf_worker_result_t *res, vid_reader_t **r, char *what,
+                     size_t what_len, char *why, size_t why_len)
+{
+    s_hls_job_t j;
+    memset(&j, 0, sizeof(j));
+    if (s_parse(job->spec->chain, &j, why, why_len) < 0)
+        return 400;
+    int cached = 0;
+    int status = s_run(app, job, &j, res, r, &cached, why, why_len);
+    if (strcmp(j.what, "segment") == 0)
+        snprintf(what, what_len, "hls segment %d index=%s", j.segment, cached ? "cached" : "read");
+    else
+        snprintf(what, what_len, "hls %s index=%s", j.what, cached ? "cached" : "read");
+    return status;
+}
+
 static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
 {
     s_app_t *app = arg;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    char why[256] = "";
-    s_hls_job_t j;
-    memset(&j, 0, sizeof(j));
+    char why[256] = "", what[128] = "-";
     vid_reader_t *r = NULL;
-    int cached = 0;
-    int status = s_parse(job->spec->chain, &j, why, sizeof(why)) < 0
-                     ? 400
-                     : s_run(app, job, &j, res, &r, &cached, why, sizeof(why));
+    const json_t *chain = job->spec->chain;
+    const json_t *op = json_is_array(chain) && json_array_size(chain) == 1 ? json_array_get(chain, 0) : NULL;
+    const char *name = json_string_value(json_object_get(op, "op"));
+    int status = name != NULL && strcmp(name, "thumbnail") == 0
+                     ? s_thumb_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why))
+                     : s_hls_run(app, job, res, &r, what, sizeof(what), why, sizeof(why));
     res->status = status;
     if (status != 200)
         snprintf(res->error, sizeof(res->error), "%s", why);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-    char what[48];
-    if (strcmp(j.what, "segment") == 0)
-        snprintf(what, sizeof(what), "segment %d", j.segment);
-    else
-        snprintf(what, sizeof(what), "%s", j.what[0] ? j.what : "-");
-    rf_log(status == 200 || status < 500 ? RF_LOG_INFO : RF_LOG_WARN, job->request_id,
-           "video hls %s %d index=%s read=%lld out=%zu %.1fms%s%s", what, status, cached ? "cached" : "read",
-           (long long)(r != NULL ? vid_reader_bytes(r) : 0), status == 200 ? res->body_len : 0, ms,
+    rf_log(status < 500 ? RF_LOG_INFO : RF_LOG_WARN, job->request_id, "video %s %d read=%lld out=%zu %.1fms%s%s", what,
+           status, (long long)(r != NULL ? vid_reader_bytes(r) : 0), status == 200 ? res->body_len : 0, ms,
            status != 200 ? ": " : "", status != 200 ? why : "");
     vid_reader_destroy(&r);
     return status == 200 ? 0 : -1;

@@ -13,6 +13,7 @@
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/mathematics.h>
+#include <libswscale/swscale.h>
 
 /* The demuxer's read buffer. libavformat reads the source in requests of
  * this size, so it is also the granularity of what a segment reads beyond
@@ -1060,6 +1061,280 @@ int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_w
     rc = 0;
 cleanup:
     s_mux_close(&m);
+    s_demux_close(&d);
+    return rc;
+}
+
+/* ---- thumbnails ------------------------------------------------------------------------------ */
+
+/* Frames decoded to reach a time from its keyframe: a 60 s GOP at 30 fps. */
+#define S_THUMB_MAX_FRAMES 2000
+/* Bytes read for a thumbnail beyond the header: the GOP up to the time. */
+#define S_THUMB_MAX_READ (512LL << 20)
+/* Decoded frames larger than this are refused (a hostile header). */
+#define S_THUMB_MAX_PIXELS (16384LL * 16384LL)
+
+/* The first video track that is not a cover picture, or -1. */
+static int s_first_video(const AVFormatContext *f)
+{
+    for (unsigned i = 0; i < f->nb_streams; i++)
+        if (f->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
+            !(f->streams[i]->disposition & AV_DISPOSITION_ATTACHED_PIC))
+            return (int)i;
+    return -1;
+}
+
+/* A single-threaded decoder for st (caller owns; avcodec_free_context), or
+ * NULL with err set. One thread: job threads are the parallelism. */
+static AVCodecContext *s_decoder(const AVStream *st, char *err, size_t errlen)
+{
+    const AVCodec *codec = avcodec_find_decoder(st->codecpar->codec_id);
+    if (codec == NULL) {
+        s_err(err, errlen, "unsupported video codec %s (no decoder)", avcodec_get_name(st->codecpar->codec_id));
+        return NULL;
+    }
+    AVCodecContext *c = avcodec_alloc_context3(codec);
+    if (c == NULL || avcodec_parameters_to_context(c, st->codecpar) < 0) {
+        s_err(err, errlen, "out of memory");
+        avcodec_free_context(&c);
+        return NULL;
+    }
+    c->thread_count = 1;
+    c->pkt_timebase = st->time_base;
+    if ((int64_t)c->width * c->height > S_THUMB_MAX_PIXELS || avcodec_open2(c, codec, NULL) < 0) {
+        s_err(err, errlen, "cannot decode the %s video track (%dx%d)", avcodec_get_name(st->codecpar->codec_id),
+              c->width, c->height);
+        avcodec_free_context(&c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Takes what the decoder has: keeps in best the first frame at or after
+ * ts (as `ffmpeg -ss T -frames:v 1` picks it), or the last one before it
+ * while none has come (the answer when ts is past the last frame).
+ * Returns 1 when best is final, 0 for more input, -1 on a decoding error. */
+static int s_take_frames(AVCodecContext *dec, AVFrame *tmp, AVFrame *best, int64_t ts, bool keyframe, int64_t *ndec)
+{
+    for (;;) {
+        int e = avcodec_receive_frame(dec, tmp);
+        if (e == AVERROR(EAGAIN))
+            return 0;
+        if (e == AVERROR_EOF)
+            return best->data[0] != NULL ? 1 : -1;
+        if (e < 0)
+            return -1;
+        (*ndec)++;
+        int64_t pts = tmp->best_effort_timestamp;
+        av_frame_unref(best);
+        av_frame_move_ref(best, tmp);
+        if (keyframe || pts == AV_NOPTS_VALUE || pts >= ts)
+            return 1;
+    }
+}
+
+/* Decodes from the keyframe at or before ts up to the frame at ts, into
+ * best. 0, or -1 with err set. */
+static int s_decode_at(s_demux_t *d, int v, AVCodecContext *dec, int64_t ts, bool keyframe, AVFrame *best,
+                       int64_t *ndec, char *err, size_t errlen)
+{
+    int rc = -1, got = 0;
+    AVPacket *pkt = av_packet_alloc();
+    AVFrame *tmp = av_frame_alloc();
+    if (pkt == NULL || tmp == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    while (got == 0) {
+        if (*ndec > S_THUMB_MAX_FRAMES) {
+            s_err(err, errlen, "more than %d frames from the keyframe to the time", S_THUMB_MAX_FRAMES);
+            goto cleanup;
+        }
+        int e = av_read_frame(d->fmt, pkt);
+        if (e < 0) { /* the end: what the decoder still holds */
+            if (d->io.failed || d->io.over) {
+                s_err(err, errlen, d->io.failed ? "source read failed" : "too many bytes read for a thumbnail");
+                goto cleanup;
+            }
+            avcodec_send_packet(dec, NULL);
+            got = s_take_frames(dec, tmp, best, ts, keyframe, ndec);
+            if (got <= 0)
+                got = -1;
+            break;
+        }
+        if (pkt->stream_index == v)
+            e = avcodec_send_packet(dec, pkt);
+        av_packet_unref(pkt);
+        if (e < 0 && e != AVERROR(EAGAIN))
+            continue; /* a damaged packet: the next ones may decode */
+        got = s_take_frames(dec, tmp, best, ts, keyframe, ndec);
+    }
+    if (got < 0 || best->data[0] == NULL) {
+        s_err(err, errlen, "no frame could be decoded at that time (corrupt or truncated video)");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    av_packet_free(&pkt);
+    av_frame_free(&tmp);
+    return rc;
+}
+
+/* The output size: the frame's display size (sample aspect applied)
+ * fitted into the box, never enlarged, even (4:2:0 encoders). */
+static void s_fit(const AVFrame *f, int bw, int bh, int *ow, int *oh)
+{
+    double dw = f->width, dh = f->height;
+    if (f->sample_aspect_ratio.num > 0 && f->sample_aspect_ratio.den > 0)
+        dw = dw * f->sample_aspect_ratio.num / f->sample_aspect_ratio.den;
+    double s = 1.0;
+    if (bw > 0 && bw / dw < s)
+        s = bw / dw;
+    if (bh > 0 && bh / dh < s)
+        s = bh / dh;
+    *ow = (int)lround(dw * s / 2) * 2;
+    *oh = (int)lround(dh * s / 2) * 2;
+    if (*ow < 2)
+        *ow = 2;
+    if (*oh < 2)
+        *oh = 2;
+}
+
+/* Encodes one picture with the encoder of o->format. 0 with out->data,
+ * or -1 with err set. */
+static int s_encode(const AVFrame *src, const vid_thumb_opts_t *o, vid_thumb_t *out, char *err, size_t errlen)
+{
+    int rc = -1, ow, oh;
+    static const char *const names[] = {"mjpeg", "png", "libwebp"};
+    static const enum AVPixelFormat fmts[] = {AV_PIX_FMT_YUVJ420P, AV_PIX_FMT_RGB24, AV_PIX_FMT_YUV420P};
+    const AVCodec *codec = avcodec_find_encoder_by_name(names[o->format]);
+    AVCodecContext *enc = NULL;
+    struct SwsContext *sws = NULL;
+    AVFrame *dst = av_frame_alloc();
+    AVPacket *pkt = av_packet_alloc();
+    if (codec == NULL) {
+        s_err(err, errlen, "no %s encoder in this libavcodec", names[o->format]);
+        goto cleanup;
+    }
+    s_fit(src, o->width, o->height, &ow, &oh);
+    enc = avcodec_alloc_context3(codec);
+    if (enc == NULL || dst == NULL || pkt == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    int q = o->quality > 0 ? (o->quality > 100 ? 100 : o->quality) : 85;
+    enc->width = ow;
+    enc->height = oh;
+    enc->pix_fmt = fmts[o->format];
+    enc->time_base = (AVRational){1, 25};
+    enc->thread_count = 1;
+    if (o->format == VID_IMG_JPEG) { /* qscale 2 (best) .. 31 from quality 100 .. 1 */
+        enc->flags |= AV_CODEC_FLAG_QSCALE;
+        enc->global_quality = FF_QP2LAMBDA * (2 + (100 - q) * 29 / 99);
+    }
+    AVDictionary *opts = NULL;
+    if (o->format == VID_IMG_WEBP)
+        av_dict_set_int(&opts, "quality", q, 0);
+    int e = avcodec_open2(enc, codec, &opts);
+    av_dict_free(&opts);
+    if (e < 0) {
+        s_err(err, errlen, "cannot open the %s encoder", names[o->format]);
+        goto cleanup;
+    }
+    dst->format = enc->pix_fmt;
+    dst->width = ow;
+    dst->height = oh;
+    sws = sws_getContext(src->width, src->height, src->format, ow, oh, enc->pix_fmt, SWS_BICUBIC, NULL, NULL, NULL);
+    if (sws == NULL || av_frame_get_buffer(dst, 0) < 0 ||
+        sws_scale(sws, (const uint8_t *const *)src->data, src->linesize, 0, src->height, dst->data, dst->linesize) !=
+            oh) {
+        s_err(err, errlen, "cannot scale the frame to %dx%d", ow, oh);
+        goto cleanup;
+    }
+    dst->pts = 0;
+    dst->quality = enc->global_quality;
+    if (avcodec_send_frame(enc, dst) < 0 || avcodec_send_frame(enc, NULL) < 0 || avcodec_receive_packet(enc, pkt) < 0) {
+        s_err(err, errlen, "cannot encode the frame as %s", names[o->format]);
+        goto cleanup;
+    }
+    if ((out->data = malloc((size_t)pkt->size)) == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    memcpy(out->data, pkt->data, (size_t)pkt->size);
+    out->len = (size_t)pkt->size;
+    out->width = ow;
+    out->height = oh;
+    rc = 0;
+cleanup:
+    sws_freeContext(sws);
+    avcodec_free_context(&enc);
+    av_frame_free(&dst);
+    av_packet_free(&pkt);
+    return rc;
+}
+
+int vid_thumbnail(const vid_source_t *src, const vid_thumb_opts_t *o, vid_thumb_t *out, char *err, size_t errlen)
+{
+    int rc = -1;
+    s_demux_t d;
+    AVCodecContext *dec = NULL;
+    AVFrame *best = NULL;
+    memset(out, 0, sizeof(*out));
+    if (!(o->time >= 0 && o->time <= VID_MAX_DURATION_S) || (unsigned)o->format > VID_IMG_WEBP || o->width < 0 ||
+        o->height < 0 || o->width > 16384 || o->height > 16384) {
+        s_err(err, errlen, "bad thumbnail options");
+        return -1;
+    }
+    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return -1;
+    int v = s_first_video(d.fmt);
+    if (v < 0) {
+        s_err(err, errlen, "no video track");
+        goto cleanup;
+    }
+    AVStream *st = d.fmt->streams[v];
+    if (!s_tb_ok(st->time_base)) {
+        s_err(err, errlen, "the video track has no usable time base");
+        goto cleanup;
+    }
+    int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+    int64_t ts = start + (int64_t)llround(o->time * st->time_base.den / st->time_base.num);
+    double dur = st->duration > 0 ? (double)st->duration * st->time_base.num / st->time_base.den
+                                  : (d.fmt->duration > 0 ? (double)d.fmt->duration / AV_TIME_BASE : 0);
+    if (dur > 0 && o->time > dur) {
+        s_err(err, errlen, "time %.3f s is past the end of the video (%.3f s)", o->time, dur);
+        rc = 1;
+        goto cleanup;
+    }
+    /* From here on the bytes read are those of the GOP up to the time. */
+    d.io.budget = d.io.used + S_THUMB_MAX_READ;
+    for (unsigned i = 0; i < d.fmt->nb_streams; i++) /* only the video track's packets matter */
+        d.fmt->streams[i]->discard = (int)i == v ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+    if (av_seek_frame(d.fmt, v, ts, AVSEEK_FLAG_BACKWARD) < 0 && av_seek_frame(d.fmt, v, start, 0) < 0) {
+        s_err(err, errlen, "cannot seek to %.3f s", o->time);
+        goto cleanup;
+    }
+    if ((dec = s_decoder(st, err, errlen)) == NULL)
+        goto cleanup;
+    if ((best = av_frame_alloc()) == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    if (s_decode_at(&d, v, dec, ts, o->keyframe != 0, best, &out->frames_decoded, err, errlen) != 0)
+        goto cleanup;
+    if ((int64_t)best->width * best->height > S_THUMB_MAX_PIXELS || best->width <= 0 || best->height <= 0) {
+        s_err(err, errlen, "the decoded frame is %dx%d", best->width, best->height);
+        goto cleanup;
+    }
+    int64_t shown = best->best_effort_timestamp != AV_NOPTS_VALUE ? best->best_effort_timestamp : ts;
+    out->at = (double)(shown - start) * st->time_base.num / st->time_base.den;
+    if (s_encode(best, o, out, err, errlen) != 0)
+        goto cleanup;
+    rc = 0;
+cleanup:
+    av_frame_free(&best);
+    avcodec_free_context(&dec);
     s_demux_close(&d);
     return rc;
 }

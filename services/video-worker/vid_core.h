@@ -136,4 +136,33 @@ typedef int (*vid_write_fn)(void *arg, const uint8_t *buf, size_t len);
 int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_write_fn write, void *arg, char *err,
                     size_t errlen);
 
+/* ---- thumbnails ---- */
+
+typedef enum { VID_IMG_JPEG, VID_IMG_PNG, VID_IMG_WEBP } vid_img_format_t;
+
+typedef struct {
+    double time;             /* seconds from the start, >= 0 */
+    int width, height;       /* the box the frame is fitted into (aspect kept, never enlarged); 0: free */
+    vid_img_format_t format; /* default JPEG */
+    int quality;             /* 1..100 for JPEG and WebP; 0: 85 */
+    int keyframe;            /* non-zero: the keyframe at or before `time`, not decoded up to it (faster) */
+} vid_thumb_opts_t;
+
+/* What vid_thumbnail made. */
+typedef struct {
+    uint8_t *data; /* the encoded image (malloc'd; caller frees) */
+    size_t len;
+    int width, height;
+    double at; /* the presentation time of the frame shown, seconds */
+    int64_t frames_decoded;
+} vid_thumb_t;
+
+/* The frame at o->time — the first whose presentation time is at or
+ * after it, as `ffmpeg -ss T -frames:v 1` picks it; the last frame when
+ * the time is past it but not past the duration — of the source's first
+ * video track, any codec libavcodec decodes, fitted and encoded. Reads the header and the samples from the keyframe
+ * before the time up to it only. src and o borrowed. Returns 0 with *out filled, 1 when o->time is past the end (err
+ * says the duration), or -1 with the reason in err. */
+int vid_thumbnail(const vid_source_t *src, const vid_thumb_opts_t *o, vid_thumb_t *out, char *err, size_t errlen);
+
 #endif

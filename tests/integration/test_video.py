@@ -194,5 +194,91 @@ def test_index_is_reused_for_segments(stack):
     assert _get(stack, "/late.mp4/mp4hls/index.m3u8").status_code == 200
     assert _get(stack, "/late.mp4/mp4hls/seg-2.ts").status_code == 200
     log = stack.workers[0].log()
-    seg = [line for line in log.splitlines() if "video hls segment 2 200" in line and "late.mp4" not in line]
-    assert seg and "index=cached" in seg[-1], seg[-3:]
+    seg = [line for line in log.splitlines() if "video hls segment 2 index=" in line]
+    assert seg and "index=cached 200" in seg[-1], seg[-3:]
+
+
+# ---- thumbnails ----------------------------------------------------------------------------------
+
+
+def _psnr(a, b):
+    """PSNR (dB) of two images of one size, by ffmpeg's psnr filter; inf when identical."""
+    out = subprocess.run(["ffmpeg", "-v", "info", "-i", str(a), "-i", str(b), "-lavfi", "psnr", "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=60)
+    m = re.search(r"average:(\S+)", out.stderr)
+    assert m, out.stderr[-500:]
+    return float("inf") if m.group(1) == "inf" else float(m.group(1))
+
+
+def _ref_frame(videos, tmp_path, t, name="v.mp4"):
+    ref = tmp_path / f"ref-{t}.png"
+    _ffmpeg(["-ss", str(t), "-i", os.path.join(videos, name), "-frames:v", "1"], str(ref))
+    return ref
+
+
+@pytest.mark.parametrize("host", ["vod.test", "web.test"])
+def test_thumbnail_is_the_frame_at_the_time(stack, videos, tmp_path, host):
+    """Decoded from the keyframe before 12.5 s up to it: the frame ffmpeg
+    shows at 12.5 s, not its neighbour or the keyframe."""
+    r = _get(stack, "/v.mp4/thumbnail/12.5/png", host=host)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "image/png"
+    ours = tmp_path / "ours.png"
+    ours.write_bytes(r.content)
+    at = _psnr(ours, _ref_frame(videos, tmp_path, 12.5))
+    assert at > 45, at
+    assert _psnr(ours, _ref_frame(videos, tmp_path, 12.54)) < at - 5  # the next frame differs
+    assert _psnr(ours, _ref_frame(videos, tmp_path, 12.0)) < at - 5  # the keyframe too
+    clock = _get(stack, "/v.mp4/thumbnail/00:12.500/png", host=host)
+    assert clock.content == r.content
+
+
+def test_thumbnail_keyframe_size_and_formats(stack, videos, tmp_path):
+    kf = _get(stack, "/v.mp4/thumbnail/13.9/keyframe/png")
+    assert kf.status_code == 200
+    p = tmp_path / "kf.png"
+    p.write_bytes(kf.content)
+    assert _psnr(p, _ref_frame(videos, tmp_path, 12.0)) > 45  # keyframes every 2 s
+    small = _get(stack, "/v.mp4/thumbnail/10/160x0")
+    assert small.status_code == 200 and small.headers["Content-Type"] == "image/jpeg"
+    info = harness.image_info(small.content, str(tmp_path))
+    assert (info["width"], info["height"]) == (160, 120)
+    boxed = harness.image_info(_get(stack, "/v.mp4/thumbnail/10/100x100").content, str(tmp_path))
+    assert (boxed["width"], boxed["height"]) == (100, 76)  # fitted, even sides
+    big = harness.image_info(_get(stack, "/v.mp4/thumbnail/10/2000x2000").content, str(tmp_path))
+    assert (big["width"], big["height"]) == (320, 240)  # never enlarged
+    webp = _get(stack, "/v.mp4/thumbnail/10/webp")
+    assert webp.headers["Content-Type"] == "image/webp" and webp.content[:4] == b"RIFF" and webp.content[8:12] == b"WEBP"
+    # the seed's form: /{endpoint}/{time}/{origin URL}
+    seed = _get(stack, "/thumbnail/10/v.mp4")
+    assert seed.status_code == 200 and seed.content == _get(stack, "/v.mp4/thumbnail/10").content
+    # any codec libavcodec decodes, not only what HLS carries
+    hevc = _get(stack, "/hevc.mp4/thumbnail/1")
+    assert hevc.status_code == 200 and hevc.headers["Content-Type"] == "image/jpeg"
+
+
+def test_thumbnail_reads_a_fraction_of_the_source(stack, videos):
+    size = os.path.getsize(os.path.join(videos, "late.mp4"))
+    before = len(stack.origin.requests)
+    assert _get(stack, "/late.mp4/thumbnail/25.5", host="web.test").status_code == 200
+    moved = 0
+    for q in stack.origin.requests[before:]:
+        a, b = re.match(r"bytes=(\d+)-(\d+)", q["headers"]["range"]).groups()
+        moved += min(int(b), size - 1) - int(a) + 1
+    assert moved < size * 0.35, (moved, size)
+
+
+@pytest.mark.parametrize("path,status,text", [
+    ("/v.mp4/thumbnail/31", 400, "time 31.000 s is past the end of the video (30."),
+    ("/v.mp4/thumbnail/abc", 400, "bad thumbnail chain: 'abc' is not a time"),
+    ("/v.mp4/thumbnail/10/gif", 400, "'gif' is not WxH (up to 16384), jpeg, png, webp or keyframe"),
+    ("/v.mp4/thumbnail/1:2:3:4", 400, "is not a time"),
+    ("/a.m4a/thumbnail/1", 415, "no video track"),
+    ("/text.mp4/thumbnail/1", 415, "not an MP4/MOV file"),
+    ("/missing.mp4/thumbnail/1", 404, None),
+])
+def test_thumbnail_refusals(stack, path, status, text):
+    r = _get(stack, path)
+    assert r.status_code == status, (r.status_code, r.text)
+    if text:
+        assert text in r.text, r.text

@@ -153,6 +153,105 @@ static void test_dims_replies(void **state)
     assert_int_equal(s_rule(299)->http_status, 502);
 }
 
+static const gw_func_t *s_row(const char *name)
+{
+    for (size_t i = 0; gw_funcs[i]; i++)
+        if (strcmp(gw_funcs[i]->name, name) == 0)
+            return gw_funcs[i];
+    fail_msg("no %s row", name);
+    return NULL;
+}
+
+/* Parses `chain` with row `name` on a vhost with the default video
+ * settings, and writes its canonical text into canon (or the reason). */
+static int s_video(const char *name, const char *chain, char *canon, size_t len)
+{
+    static rf_vhost_conf_t vh;
+    vh = s_vhost(1, "dims");
+    rf_mp4hls_default(&vh.mp4hls);
+    rf_thumb_default(&vh.thumbnail);
+    h2o_req_t req;
+    memset(&req, 0, sizeof(req));
+    h2o_mem_init_pool(&req.pool);
+    gw_req_t rc;
+    memset(&rc, 0, sizeof(rc));
+    rc.req = &req;
+    rc.vhost = &vh;
+    void *st = NULL;
+    int r = s_row(name)->parse(&rc, h2o_iovec_init(chain, strlen(chain)), &st, canon, len);
+    if (r == 0)
+        assert_int_equal(s_row(name)->canon(st, canon, len), 0);
+    h2o_mem_clear_pool(&req.pool);
+    return r;
+}
+
+static void test_mp4hls_names(void **state)
+{
+    (void)state;
+    char c[256];
+    assert_string_equal(s_row("mp4hls")->service, "video");
+    assert_int_equal(s_video("mp4hls", "index.m3u8", c, sizeof(c)), 0);
+    assert_string_equal(c, "media;v=3;seq=0;d=10");
+    assert_int_equal(s_video("mp4hls", "seg-0.ts", c, sizeof(c)), 0);
+    assert_string_equal(c, "segment=0;d=10");
+    assert_int_equal(s_video("mp4hls", "seg-999999.ts", c, sizeof(c)), 0);
+    const char *bad[] = {"seg-01.ts",  "seg-.ts", "seg-1000000.ts", "seg--1.ts", "seg-1.ts.ts", "playlist.m3u8",
+                         "INDEX.m3u8", "",        "seg-1a.ts"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(s_video("mp4hls", bad[i], c, sizeof(c)), -1);
+    assert_string_equal(c, "'seg-1a.ts' is not index.m3u8 or seg-N.ts (N from 0)");
+}
+
+static void test_thumbnail_times_and_options(void **state)
+{
+    (void)state;
+    char c[256];
+    struct {
+        const char *chain, *canon;
+    } ok[] = {
+        {"30", "t=30.000;box=0x0;f=jpeg;q=85;kf=0"},
+        {"12.5", "t=12.500;box=0x0;f=jpeg;q=85;kf=0"},
+        {"0.001", "t=0.001;box=0x0;f=jpeg;q=85;kf=0"},
+        {"1:30", "t=90.000;box=0x0;f=jpeg;q=85;kf=0"},
+        {"01:02:03.25", "t=3723.250;box=0x0;f=jpeg;q=85;kf=0"},
+        {"10/320x180/webp/keyframe", "t=10.000;box=320x180;f=webp;q=85;kf=1"},
+        {"10/x100/png", "t=10.000;box=0x100;f=png;q=85;kf=0"},
+        {"10/jpg", "t=10.000;box=0x0;f=jpeg;q=85;kf=0"},
+        {"604800", "t=604800.000;box=0x0;f=jpeg;q=85;kf=0"},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(s_video("thumbnail", ok[i].chain, c, sizeof(c)), 0);
+        assert_string_equal(c, ok[i].canon);
+    }
+    const char *bad[] = {"",    "abc",    "1.2345",     "1:2",    "1:60",    "1:2:3:4",       "-1", "604801", "1.",
+                         ".5x", "10/0x0", "10/16385x1", "10/gif", "10//png", "99999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(s_video("thumbnail", bad[i], c, sizeof(c)), -1);
+        assert_true(strlen(c) > 0);
+    }
+}
+
+static void test_thumbnail_seed_form(void **state)
+{
+    (void)state;
+    rf_vhost_conf_t vh = s_vhost(1, "dims");
+    rf_thumb_default(&vh.thumbnail);
+    h2o_iovec_t src, chain;
+    const char *p = "/thumbnail/12.5/videos/a.mp4";
+    assert_int_equal(s_row("thumbnail")->match(&vh, h2o_iovec_init(p, strlen(p)), h2o_iovec_init("", 0), &src, &chain),
+                     1);
+    assert_true(h2o_memis(src.base, src.len, H2O_STRLIT("/videos/a.mp4")));
+    assert_true(h2o_memis(chain.base, chain.len, H2O_STRLIT("12.5")));
+    p = "/videos/a.mp4/thumbnail/12.5/160x90";
+    assert_int_equal(s_row("thumbnail")->match(&vh, h2o_iovec_init(p, strlen(p)), h2o_iovec_init("", 0), &src, &chain),
+                     1);
+    assert_true(h2o_memis(src.base, src.len, H2O_STRLIT("/videos/a.mp4")));
+    assert_true(h2o_memis(chain.base, chain.len, H2O_STRLIT("12.5/160x90")));
+    vh.thumbnail.active = false;
+    assert_int_equal(s_row("thumbnail")->match(&vh, h2o_iovec_init(p, strlen(p)), h2o_iovec_init("", 0), &src, &chain),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +259,9 @@ int main(void)
         cmocka_unit_test(test_dims_match),
         cmocka_unit_test(test_dims_parse_and_canon),
         cmocka_unit_test(test_dims_replies),
+        cmocka_unit_test(test_mp4hls_names),
+        cmocka_unit_test(test_thumbnail_times_and_options),
+        cmocka_unit_test(test_thumbnail_seed_form),
     };
     return cmocka_run_group_tests_name("gw_func", tests, NULL, NULL);
 }
