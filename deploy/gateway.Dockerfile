@@ -12,6 +12,7 @@ RUN apt-get update \
         build-essential pkg-config \
         libh2o-evloop-dev libczmq-dev libzmq3-dev libvips-dev \
         libjansson-dev libyaml-dev libssl-dev zlib1g-dev \
+        libxxhash-dev libbrotli-dev libpcre2-dev libhiredis-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only the sources the binary is built from: a build/ directory from the
@@ -25,10 +26,13 @@ RUN make -j"$(nproc)" build/bin/refract-gateway
 
 # ---- runtime stage: only the shared libraries the binary links ------------
 FROM debian:12
-# libh2o-evloop0.13 pulls libssl3 and zlib1g, libczmq4 pulls libzmq5.
+# libh2o-evloop0.13 pulls libssl3 and zlib1g, libczmq4 pulls libzmq5; the
+# binary also links libbrotli1 (compression), libpcre2-8-0 (url_rewrite),
+# libhiredis0.14 (gateway.metadata) and libxxhash0 (cache keys).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         libh2o-evloop0.13 libczmq4 libzmq5 libjansson4 libyaml-0-2 \
+        libbrotli1 libpcre2-8-0 libhiredis0.14 libxxhash0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin refract \
  && mkdir -p /etc/refract /var/cache/refract \

@@ -9,7 +9,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential pkg-config \
         libh2o-evloop-dev libczmq-dev libzmq3-dev libvips-dev \
-        libjansson-dev libyaml-dev libssl-dev zlib1g-dev \
+        libjansson-dev libyaml-dev libssl-dev zlib1g-dev libxxhash-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only the sources the binary is built from (see gateway.Dockerfile).
@@ -24,7 +24,7 @@ FROM debian:12
 # libczmq4 pulls libzmq5.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libvips42 libczmq4 libzmq5 libjansson4 libyaml-0-2 \
+        libvips42 libczmq4 libzmq5 libjansson4 libyaml-0-2 libxxhash0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin refract \
  && mkdir -p /etc/refract
