@@ -393,6 +393,8 @@ json_t *rf_reply_encode(const rf_reply_t *reply)
         rc |= s_set_str(h, "content_type", reply->content_type);
         if (reply->note[0] != '\0')
             rc |= s_set_str(h, "note", reply->note);
+        if (reply->ref[0] != '\0')
+            rc |= s_set_str(h, "ref", reply->ref);
     } else
         rc |= s_set_str(h, "error", reply->error[0] ? reply->error : "failed");
     if (reply->elapsed_ms >= 0)
@@ -414,9 +416,14 @@ int rf_reply_decode(const json_t *header, rf_reply_t *out, char *why, size_t why
     out->status = (int)json_integer_value(st);
     if (s_copy_member(header, "content_type", out->content_type, sizeof(out->content_type)) < 0 ||
         s_copy_member(header, "error", out->error, sizeof(out->error)) < 0 ||
-        s_copy_member(header, "note", out->note, sizeof(out->note)) < 0) {
+        s_copy_member(header, "note", out->note, sizeof(out->note)) < 0 ||
+        s_copy_member(header, "ref", out->ref, sizeof(out->ref)) < 0) {
         memset(out, 0, sizeof(*out));
-        return rf_why(why, why_len, "REPLY content_type, error and note must be strings");
+        return rf_why(why, why_len, "REPLY content_type, error, note and ref must be strings");
+    }
+    if (out->ref[0] != '\0' && (strncmp(out->ref, "file:///", 8) != 0 || strstr(out->ref, "/../") != NULL)) {
+        memset(out, 0, sizeof(*out));
+        return rf_why(why, why_len, "REPLY ref must be an absolute file:/// path");
     }
     for (char *c = out->note; *c; c++) /* it becomes a header value: one printable line */
         if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)

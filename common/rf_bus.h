@@ -102,12 +102,14 @@ typedef struct {
 
 /* REPLY JSON. */
 typedef struct {
-    int status;            /* REQUIRED, HTTP-like */
+    int status;             /* REQUIRED, HTTP-like */
     char content_type[128]; /* "" = absent; encoded only with status 200 */
     char error[256];        /* "" = absent; encoded only with status != 200 ("failed" if empty) */
     char note[128];         /* "" = absent; with status 200: what the client should know about the result
                                (the gateway sends it as X-Refract-Note), e.g. frames dropped */
     double elapsed_ms;      /* < 0 = absent */
+    char ref[512];          /* "" = absent; with status 200: "file:///abs/path", the result in a file of
+                               bus.spool_dir that the gateway now owns (no body frames) */
 } rf_reply_t;
 
 /* READY JSON. credit >= 0 (RFB/1.1) opts the connection into credit-based

@@ -1579,6 +1579,31 @@ static int s_thumbnail(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
+void rf_trim_default(rf_trim_conf_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->active = true;
+    snprintf(t->param, sizeof(t->param), "trimming");
+    t->max_ratio = 50;
+}
+
+/* A `trimming` mapping onto *t, which holds the defaults. */
+static int s_trimming(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("status", s_bool, rf_trim_conf_t, active),
+                                   K("param", s_hls_keyword, rf_trim_conf_t, param),
+                                   K("max_ratio", s_int, rf_trim_conf_t, max_ratio),
+                                   {0}};
+    rf_trim_conf_t *tr = t;
+    if (s_walk(c, v, keys, tr, "trimming") < 0)
+        return -1;
+    if (tr->max_ratio > 100)
+        return s_fail(c, v, "trimming.max_ratio is a percentage 0..100, got %d", tr->max_ratio);
+    if (strcmp(tr->param, "start") == 0 || strcmp(tr->param, "end") == 0)
+        return s_fail(c, v, "trimming.param cannot be start or end (those are the nginx-style pair)");
+    return 0;
+}
+
 static int s_vhost_aliases(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     return s_strlist(c, v, t);
@@ -1824,6 +1849,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"dims", s_vhost_dims, offsetof(s_vhost_t, v.dims)},
                                    {"mp4hls", s_mp4hls, offsetof(s_vhost_t, v.mp4hls)},
                                    {"thumbnail", s_thumbnail, offsetof(s_vhost_t, v.thumbnail)},
+                                   {"trimming", s_trimming, offsetof(s_vhost_t, v.trimming)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
                                    {"link", s_link, offsetof(s_vhost_t, v.link)},
@@ -1874,6 +1900,7 @@ typedef struct {
     rf_dims_conf_t dims;
     rf_mp4hls_conf_t mp4hls;
     rf_thumb_conf_t thumbnail;
+    rf_trim_conf_t trimming;
     rf_cache_conf_t cache;
 } s_vdefaults_t;
 
@@ -1913,6 +1940,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         vh.v.dims.keyword = NULL;
         vh.v.mp4hls = defs->mp4hls;
         vh.v.thumbnail = defs->thumbnail;
+        vh.v.trimming = defs->trimming;
         if (s_dims_lists_copy(&vh.v.dims) < 0)
             return s_fail(c, it, "out of memory");
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
@@ -1953,9 +1981,11 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     s_cache_default(&defs.cache);
     rf_mp4hls_default(&defs.mp4hls);
     rf_thumb_default(&defs.thumbnail);
+    rf_trim_default(&defs.trimming);
     static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)},
                                     {"mp4hls", s_mp4hls, offsetof(s_vdefaults_t, mp4hls)},
                                     {"thumbnail", s_thumbnail, offsetof(s_vdefaults_t, thumbnail)},
+                                    {"trimming", s_trimming, offsetof(s_vdefaults_t, trimming)},
                                     {"cache", s_cache, offsetof(s_vdefaults_t, cache)},
                                     {0}};
     yaml_node_t *dn = s_find_key(c, root, "vhost_defaults");

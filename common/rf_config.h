@@ -98,6 +98,17 @@ typedef struct {
     int quality;      /* JPEG and WebP quality 1..100, default 85 */
 } rf_thumb_conf_t;
 
+/* A vhost's `trimming` mapping (seed <MP4Trimming MultiParam="trimming"
+ * MaxRatio="50">ON</MP4Trimming> and <M4ATrimming>): ?trimming=A-B[,C-D…]
+ * and ?start=A&end=B on .mp4, .m4v, .mov and .m4a paths. */
+typedef struct {
+    bool active;    /* status, default true */
+    char param[32]; /* the query parameter of the ranges (MultiParam), default "trimming" */
+    int max_ratio;  /* percent: ranges longer in all than this share of the source get the original; 0 = none */
+} rf_trim_conf_t;
+
+void rf_trim_default(rf_trim_conf_t *t);
+
 /* The built-in thumbnail settings. */
 void rf_thumb_default(rf_thumb_conf_t *t);
 
@@ -209,6 +220,7 @@ typedef struct {
     rf_dims_conf_t dims;
     rf_mp4hls_conf_t mp4hls;
     rf_thumb_conf_t thumbnail;
+    rf_trim_conf_t trimming;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
     rf_link_conf_t link;

@@ -131,6 +131,7 @@ static void s_build_reply(s_job_t *job, const rf_worker_result_t *res)
     if (r.status == 200) {
         s_ascii_line(r.content_type, sizeof(r.content_type), res->content_type, sizeof(res->content_type));
         s_ascii_line(r.note, sizeof(r.note), res->note, sizeof(res->note));
+        s_ascii_line(r.ref, sizeof(r.ref), res->ref, sizeof(res->ref));
     } else if (res->error[0] != '\0')
         s_ascii_line(r.error, sizeof(r.error), res->error, sizeof(res->error));
     r.elapsed_ms = (double)(job->t_end - job->t_recv) / 1000.0;

@@ -49,12 +49,12 @@ typedef struct rf_worker_t rf_worker_t;
 /* One job as the callback sees it. Everything is borrowed and valid until
  * the callback returns. */
 typedef struct {
-    uint64_t job_id;        /* the broker's opaque job id */
-    const char *service;    /* the service this worker announced */
-    const char *request_id; /* JOB JSON "request_id", for logs */
-    const json_t *header;   /* the whole JOB JSON object (for members beyond the spec) */
+    uint64_t job_id;           /* the broker's opaque job id */
+    const char *service;       /* the service this worker announced */
+    const char *request_id;    /* JOB JSON "request_id", for logs */
+    const json_t *header;      /* the whole JOB JSON object (for members beyond the spec) */
     const rf_job_spec_t *spec; /* the decoded JOB JSON: chain, source, deadline */
-    const void *body;       /* the body frames, contiguous; NULL when empty */
+    const void *body;          /* the body frames, contiguous; NULL when empty */
     size_t body_len;
     int64_t deadline_ms;         /* rf_worker_now_ms() time at which the broker gives up; INT64_MAX if none */
     const atomic_int *cancelled; /* becomes non-zero on CANCEL, reconnect or shutdown */
@@ -66,6 +66,8 @@ typedef struct {
     char content_type[64]; /* sent when status is 200 */
     char error[256];       /* one-line reason, sent when status is not 200 */
     char note[128];        /* one line about a 200 result for the client (X-Refract-Note), or "" */
+    char ref[512];         /* with status 200 and no body: "file:///abs/path" of the result in bus.spool_dir,
+                              which the gateway takes over (proto/rfb.md 2.3) */
     void *body;            /* the result, sent only when status is 200 */
     size_t body_len;
     void (*body_free)(void *); /* called on body after the REPLY is built (even if

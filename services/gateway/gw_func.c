@@ -482,6 +482,175 @@ static const gw_func_t s_thumbnail = {
     .fallbacks = NULL,
 };
 
+/* ---- trimming (video-worker) -------------------------------------------------- */
+
+#define S_TRIM_MAX_RANGES 64 /* VID_MAX_RANGES */
+
+typedef struct {
+    int n;
+    int64_t ms[S_TRIM_MAX_RANGES][2]; /* start, end (-1: to the end) */
+    int max_ratio;
+    bool audio; /* an .m4a: audio/mp4 */
+} s_trim_t;
+
+static const char *s_trim_keyword(const rf_vhost_conf_t *vh)
+{
+    return vh->trimming.param;
+}
+
+/* Whether the path names a file trimming applies to (.mp4 .m4v .mov .m4a). */
+static bool s_trim_ext(h2o_iovec_t path, bool *audio)
+{
+    static const char *const exts[] = {".mp4", ".m4v", ".mov", ".m4a"};
+    for (int i = 0; i < 4; i++)
+        if (path.len > 4 && h2o_lcstris(path.base + path.len - 4, 4, exts[i], 4)) {
+            *audio = i == 3;
+            return true;
+        }
+    return false;
+}
+
+/* The value of query parameter `name` in q ("?a=1&b=2"), or base NULL. */
+static h2o_iovec_t s_query_param(h2o_iovec_t q, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = q.base, *end = q.base + q.len;
+    if (p < end && *p == '?')
+        p++;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
+            return h2o_iovec_init(p + nl + 1, (size_t)(e - p - nl - 1));
+        p = amp ? amp + 1 : end;
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+static int s_trim_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
+                        h2o_iovec_t *chain)
+{
+    bool audio;
+    if (!vh->trimming.active || query.len == 0 || !s_trim_ext(path, &audio))
+        return 0;
+    if (s_query_param(query, vh->trimming.param).base == NULL && s_query_param(query, "start").base == NULL &&
+        s_query_param(query, "end").base == NULL)
+        return 0;
+    *src = path;
+    *chain = query; /* the parameters are read in parse */
+    return 1;
+}
+
+/* Seconds with at most 3 decimals, up to 7 days, as milliseconds; -1 when not. */
+static int64_t s_seconds_ms(const char *s, size_t n)
+{
+    if (n == 0 || memchr(s, ':', n) != NULL)
+        return -1;
+    return s_thumb_time(s, n);
+}
+
+static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
+{
+    const rf_trim_conf_t *c = &rc->vhost->trimming;
+    s_trim_t *t = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t));
+    memset(t, 0, sizeof(*t));
+    t->max_ratio = c->max_ratio;
+    s_trim_ext(rc->src, &t->audio);
+    h2o_iovec_t ranges = s_query_param(chain, c->param);
+    if (ranges.base != NULL) {
+        const char *p = ranges.base, *end = ranges.base + ranges.len;
+        while (p <= end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *re = comma ? comma : end;
+            const char *dash = memchr(p, '-', (size_t)(re - p));
+            if (t->n == S_TRIM_MAX_RANGES) {
+                snprintf(why, why_len, "%s: at most %d ranges", c->param, S_TRIM_MAX_RANGES);
+                return -1;
+            }
+            int64_t a = dash ? s_seconds_ms(p, (size_t)(dash - p)) : -1;
+            int64_t b = dash && dash + 1 < re ? s_seconds_ms(dash + 1, (size_t)(re - dash - 1)) : (dash ? -2 : -1);
+            if (a < 0 || b == -1 || (b >= 0 && b <= a)) {
+                snprintf(why, why_len, "%s: '%.*s' is not START-END in seconds (END after START, or empty: to the end)",
+                         c->param, (int)((re - p) > 40 ? 40 : (re - p)), p);
+                return -1;
+            }
+            t->ms[t->n][0] = a;
+            t->ms[t->n][1] = b >= 0 ? b : -1;
+            t->n++;
+            if (comma == NULL)
+                break;
+            p = comma + 1;
+        }
+    } else {
+        /* nginx's mp4 module: ?start=A&end=B, either may be left out */
+        h2o_iovec_t a = s_query_param(chain, "start"), b = s_query_param(chain, "end");
+        int64_t am = a.base ? s_seconds_ms(a.base, a.len) : 0, bm = b.base ? s_seconds_ms(b.base, b.len) : -2;
+        if (am < 0 || bm == -1 || (bm >= 0 && bm <= am)) {
+            snprintf(why, why_len, "start and end are seconds, end after start");
+            return -1;
+        }
+        t->ms[0][0] = am;
+        t->ms[0][1] = bm >= 0 ? bm : -1;
+        t->n = 1;
+    }
+    *state = t;
+    return 0;
+}
+
+static int s_trim_canon(const void *state, char *buf, size_t len)
+{
+    const s_trim_t *t = state;
+    size_t o = 0;
+    for (int i = 0; i < t->n; i++) {
+        int n = t->ms[i][1] >= 0 ? snprintf(buf + o, len - o, "%s%lld-%lld", i ? "," : "", (long long)t->ms[i][0],
+                                            (long long)t->ms[i][1])
+                                 : snprintf(buf + o, len - o, "%s%lld-", i ? "," : "", (long long)t->ms[i][0]);
+        if (n < 0 || (size_t)n >= len - o)
+            return -1;
+        o += (size_t)n;
+    }
+    int n = snprintf(buf + o, len - o, ";max=%d", t->max_ratio);
+    return n < 0 || (size_t)n >= len - o ? -1 : 0;
+}
+
+static json_t *s_trim_json(const void *state)
+{
+    const s_trim_t *t = state;
+    json_t *ranges = json_array();
+    for (int i = 0; ranges != NULL && i < t->n; i++)
+        json_array_append_new(ranges, json_pack("[I, I]", (json_int_t)t->ms[i][0], (json_int_t)t->ms[i][1]));
+    return json_pack("[{s:s, s:o, s:i, s:s}]", "op", "trim", "ranges_ms", ranges, "max_ratio", t->max_ratio,
+                     "content_type", t->audio ? "audio/mp4" : "video/mp4");
+}
+
+static const gw_reply_rule_t s_trim_replies[] = {
+    {200, GW_REPLY_BODY, 200, NULL, NULL},
+    {422, GW_REPLY_ORIGINAL, 200, NULL, "trim_over_max_ratio"},
+    {415, GW_REPLY_ERROR, 415, "not a video that can be trimmed", "unsupported"},
+    {404, GW_REPLY_ERROR, 404, NULL, "not found"},
+    {400, GW_REPLY_ERROR, 400, NULL, "bad request"},
+    {502, GW_REPLY_ERROR, 502, "video source unreadable", "source read failed"},
+    {504, GW_REPLY_ERROR, 504, "video processing timed out", "deadline passed"},
+    {503, GW_REPLY_ERROR, 503, "video worker busy", "over capacity"},
+    {0, GW_REPLY_ERROR, 502, "video worker failed", "unknown error"},
+};
+
+static const gw_func_t s_trimming = {
+    .name = "trimming",
+    .service = "video",
+    .label = "video",
+    .keyword = s_trim_keyword,
+    .match = s_trim_match,
+    .parse = s_trim_parse,
+    .canon = s_trim_canon,
+    .to_json = s_trim_json,
+    .source = GW_SOURCE_RANGE,
+    .source_limit = s_no_limit,
+    .resolve_source = NULL,
+    .replies = s_trim_replies,
+    .fallbacks = &gw_m.video_fallbacks,
+};
+
 /* ---- the table ------------------------------------------------------------ */
 
-const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, &s_thumbnail, NULL};
+const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, &s_thumbnail, &s_trimming, NULL};

@@ -7,20 +7,27 @@
  *  made them, so a gateway starting on a host removes what a dead
  *  gateway of the same host left (a crash skips the unlink), and never
  *  the files of a live one sharing the directory. The transform owns each
- *  file and unlinks it when its request ends.
+ *  file and unlinks it when its request ends. Workers write results too
+ *  large for a REPLY here (out-*), which the gateway takes over and
+ *  unlinks; one older than an hour at start is an orphan.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gw.h"
 #include "rf_log.h"
+
+/* A worker's result file (out-*) older than this is an orphan. */
+#define GW_SPOOL_RESULT_MAX_AGE_S 3600
 
 /* This host's name as it goes into file names (no '-' or '/'). */
 static void s_host(char *host, size_t len)
@@ -66,9 +73,16 @@ int gw_spool_init(const char *dir)
         return -1;
     }
     int removed = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (s_is_stale(e->d_name, host) && unlinkat(dirfd(d), e->d_name, 0) == 0)
+    time_t now = time(NULL);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        /* Results a worker left for a gateway that died before taking
+         * them (out-*): workers may run on other hosts, so age decides. */
+        struct stat fst;
+        bool old_result = strncmp(e->d_name, "out-", 4) == 0 && fstatat(dirfd(d), e->d_name, &fst, 0) == 0 &&
+                          now - fst.st_mtime > GW_SPOOL_RESULT_MAX_AGE_S;
+        if ((s_is_stale(e->d_name, host) || old_result) && unlinkat(dirfd(d), e->d_name, 0) == 0)
             removed++;
+    }
     closedir(d);
     if (removed > 0)
         rf_log(RF_LOG_INFO, NULL, "bus.spool_dir %s: removed %d source files a stopped gateway left", dir, removed);

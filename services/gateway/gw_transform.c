@@ -17,6 +17,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,6 +42,8 @@ typedef struct gw_transform_t {
     char *spool_path;                    /* its path (malloc'd), unlinked with the request */
     void *spool_map;                     /* mapped for a fallback original, or NULL */
     size_t spool_len;
+    void *result_map; /* a result the worker left in bus.spool_dir (REPLY ref), mapped; or NULL */
+    size_t result_len;
 } gw_transform_t;
 
 static void s_spool_close(gw_transform_t *t)
@@ -78,6 +81,8 @@ static void s_dispose(void *p)
     s_spool_remove(t);
     if (t->spool_map != NULL)
         munmap(t->spool_map, t->spool_len);
+    if (t->result_map != NULL)
+        munmap(t->result_map, t->result_len);
 }
 
 /* ---- answers --------------------------------------------------------------- */
@@ -115,6 +120,14 @@ static void s_send_original(gw_transform_t *t, const void *body, size_t len, con
     gw_deliver_mark_fallback(rc, reason);
     if (body == NULL && t->file_src.base != NULL) {
         gw_file_serve_path(rc, t->file_src.base, t->file_src.len);
+        return;
+    }
+    if (body == NULL && rc->func->source == GW_SOURCE_RANGE) {
+        /* Read by range, never here: the origin answers, with the client's
+         * Range and conditionals. */
+        gw_upstream_t *up = gw_proxy_upstream(rc);
+        if (up != NULL)
+            gw_stream_start(rc, up, rc->src.base, rc->src.len, 1, NULL);
         return;
     }
     if (body == NULL && len > 0) {
@@ -248,6 +261,45 @@ fail:
 
 static void s_answer_result(gw_transform_t *t, gw_job_t *gj);
 
+/* A result the worker wrote to a file of bus.spool_dir (REPLY ref): it is
+ * ours now. Mapped (and its name removed) so it is served and stored like
+ * a body, with Range and conditionals answered as for an original (a
+ * player seeks in an MP4 by Range). A ref outside the spool directory is
+ * refused: the bus is trusted, but not with the gateway's whole disk. */
+static void s_result_by_ref(gw_transform_t *t, const rf_reply_t *r, const char *ctype)
+{
+    gw_req_t *rc = t->rc;
+    const char *dir = rc->thread->server->cfg->bus.spool_dir;
+    const char *path = r->ref + 7;
+    size_t dl = dir != NULL ? strlen(dir) : 0;
+    if (dir == NULL || strncmp(path, dir, dl) != 0 || path[dl] != '/' || strchr(path + dl + 1, '/') != NULL) {
+        rf_log(RF_LOG_ERROR, rc->request_id, "%s: the worker answered by a file outside bus.spool_dir: %s",
+               rc->func->label, path);
+        gw_send_error(rc, 502, "Bad Gateway", "%s worker failed: its result is not in the spool directory",
+                      rc->func->label);
+        return;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    void *map = MAP_FAILED;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    if (map == MAP_FAILED) {
+        gw_send_error(rc, 502, "Bad Gateway", "%s worker failed: its result file cannot be read", rc->func->label);
+        return;
+    }
+    t->result_map = map;
+    t->result_len = (size_t)st.st_size;
+    s_keep_result(rc, 200, ctype, r->note, map, t->result_len, t->origin_headers);
+    if (r->note[0] != '\0')
+        h2o_add_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-note"), 0, NULL,
+                              h2o_strdup(&rc->req->pool, r->note, SIZE_MAX).base, strlen(r->note));
+    gw_deliver_original(rc, ctype, map, t->result_len);
+}
+
 /* The worker is done with the source: a spooled one goes at once (an
  * original sent back from it is mapped first). */
 static void s_on_result(gw_transform_t *t, gw_job_t *gj)
@@ -294,6 +346,10 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
     switch (rule->action) {
     case GW_REPLY_BODY: {
         const char *ctype = r->content_type[0] ? r->content_type : "application/octet-stream";
+        if (r->ref[0] != '\0') {
+            s_result_by_ref(t, r, ctype);
+            return;
+        }
         const void *body = s_reply_body(rc, job);
         s_keep_result(rc, rule->http_status, ctype, r->note, body, job->reply_len, t->origin_headers);
         s_keep_freshness(rc, t->origin_headers);

@@ -8,11 +8,13 @@
  *  common/rf_worker_app; the transform is vid_core. This file reads a
  *  JOB's chain, opens its source, finds or makes the index, and answers.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rf_config.h"
 #include "rf_log.h"
@@ -303,6 +305,134 @@ static int s_hls_run(s_app_t *app, const rf_worker_job_t *job, rf_worker_result_
     return status;
 }
 
+/* A trim job: {"op": "trim", "ranges_ms": [[A, B or -1], ...], "max_ratio",
+ * "content_type"} (gw_func.c s_trim_json). n ranges into r. 0 or -1. */
+static int s_trim_parse(const json_t *op, vid_range_t *r, int *n, int *max_ratio, char *ctype, size_t ctype_len)
+{
+    const json_t *ranges = json_object_get(op, "ranges_ms");
+    const char *ct = json_string_value(json_object_get(op, "content_type"));
+    if (!json_is_array(ranges) || json_array_size(ranges) < 1 || json_array_size(ranges) > VID_MAX_RANGES ||
+        s_int(op, "max_ratio", 0, 100, max_ratio) < 0 || ct == NULL ||
+        (strcmp(ct, "video/mp4") != 0 && strcmp(ct, "audio/mp4") != 0))
+        return -1;
+    snprintf(ctype, ctype_len, "%s", ct);
+    *n = (int)json_array_size(ranges);
+    for (int i = 0; i < *n; i++) {
+        const json_t *p = json_array_get(ranges, (size_t)i);
+        json_t *a = json_array_get(p, 0), *b = json_array_get(p, 1);
+        if (!json_is_array(p) || json_array_size(p) != 2 || !json_is_integer(a) || !json_is_integer(b) ||
+            json_integer_value(a) < 0 || json_integer_value(a) > (json_int_t)VID_MAX_DURATION_S * 1000 ||
+            json_integer_value(b) < -1 || json_integer_value(b) > (json_int_t)VID_MAX_DURATION_S * 1000)
+            return -1;
+        r[i].start = (double)json_integer_value(a) / 1000.0;
+        r[i].end = json_integer_value(b) < 0 ? 0 : (double)json_integer_value(b) / 1000.0;
+    }
+    return 0;
+}
+
+/* Where a trim is written: a new file in bus.spool_dir (the gateway
+ * takes it by ref), else in the temporary directory (read back into the
+ * REPLY). Its path in path[len]; -1 when none can be made. */
+static int s_out_file(const s_app_t *app, char *path, size_t len)
+{
+    const char *dir = app->cfg->bus.spool_dir;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, len, "%s/out-%ld-XXXXXX.mp4", dir != NULL ? dir : tmp != NULL ? tmp : "/tmp", (long)getpid());
+    int fd = mkstemps(path, 4);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+/* The file's bytes into res (malloc'd), or -1. */
+static int s_slurp(const char *path, rf_worker_result_t *res)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return -1;
+    int rc = -1;
+    if (fseeko(f, 0, SEEK_END) == 0) {
+        off_t n = ftello(f);
+        char *buf = n > 0 ? malloc((size_t)n) : NULL;
+        if (buf != NULL && fseeko(f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+            res->body = buf;
+            res->body_len = (size_t)n;
+            res->body_free = free;
+            rc = 0;
+        } else {
+            free(buf);
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Answers a trim job into res; returns its status. */
+static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
+                      vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
+{
+    vid_range_t ranges[VID_MAX_RANGES];
+    int n = 0, max_ratio = 0, status = 0;
+    char ctype[32];
+    if (s_trim_parse(op, ranges, &n, &max_ratio, ctype, sizeof(ctype)) < 0) {
+        snprintf(why, why_len, "bad trim operation (ranges_ms, max_ratio, content_type)");
+        return 400;
+    }
+    snprintf(what, what_len, "trim %d range(s)", n);
+    if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
+        return status;
+    if (max_ratio > 0) {
+        /* MaxRatio: ranges asking for more than this share of the source
+         * are not worth a new file: the original goes out instead. */
+        double dur = vid_duration(vid_reader_source(*r), why, why_len), asked = 0;
+        if (dur < 0)
+            return vid_reader_failed(*r, NULL) ? vid_reader_failed(*r, NULL) : 415;
+        for (int i = 0; i < n; i++) {
+            double end = ranges[i].end > ranges[i].start && ranges[i].end < dur ? ranges[i].end : dur;
+            asked += end > ranges[i].start ? end - ranges[i].start : 0;
+        }
+        if (asked > dur * max_ratio / 100.0) {
+            snprintf(why, why_len, "the ranges ask for %.3f s of %.3f s, more than max_ratio %d%%", asked, dur,
+                     max_ratio);
+            return 422;
+        }
+    }
+    char path[400]; /* fits res->ref with "file://" */
+    if (s_out_file(app, path, sizeof(path)) < 0) {
+        snprintf(why, why_len, "cannot create an output file: %s", strerror(errno));
+        return 500;
+    }
+    vid_trim_info_t info;
+    int rc = vid_trim(vid_reader_source(*r), ranges, n, path, &info, why, why_len);
+    if (rc != 0) {
+        unlink(path);
+        const char *rwhy;
+        int failed = vid_reader_failed(*r, &rwhy);
+        if (failed)
+            snprintf(why, why_len, "%s", rwhy);
+        return failed ? failed : rc == 1 ? 400 : 415;
+    }
+    /* What was cut, for the client: the cuts are on keyframes. */
+    size_t o = (size_t)snprintf(res->note, sizeof(res->note), "cut on keyframes:");
+    for (int i = 0; i < n && o < sizeof(res->note); i++)
+        o += (size_t)snprintf(res->note + o, sizeof(res->note) - o, "%s%.3f-%.3f", i ? "," : " ", info.cut[i].start,
+                              info.cut[i].end);
+    snprintf(what, what_len, "trim %d range(s) kept %.3f s of %.3f s", n, info.kept, info.duration);
+    snprintf(res->content_type, sizeof(res->content_type), "%s", ctype);
+    if (app->cfg->bus.spool_dir != NULL) {
+        snprintf(res->ref, sizeof(res->ref), "file://%s", path);
+        return 200;
+    }
+    rc = s_slurp(path, res);
+    unlink(path);
+    if (rc < 0) {
+        snprintf(why, why_len, "cannot read the output back");
+        return 500;
+    }
+    return 200;
+}
+
 static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
 {
     s_app_t *app = arg;
@@ -313,9 +443,13 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
     const json_t *chain = job->spec->chain;
     const json_t *op = json_is_array(chain) && json_array_size(chain) == 1 ? json_array_get(chain, 0) : NULL;
     const char *name = json_string_value(json_object_get(op, "op"));
-    int status = name != NULL && strcmp(name, "thumbnail") == 0
-                     ? s_thumb_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why))
-                     : s_hls_run(app, job, res, &r, what, sizeof(what), why, sizeof(why));
+    int status;
+    if (name != NULL && strcmp(name, "thumbnail") == 0)
+        status = s_thumb_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
+    else if (name != NULL && strcmp(name, "trim") == 0)
+        status = s_trim_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
+    else
+        status = s_hls_run(app, job, res, &r, what, sizeof(what), why, sizeof(why));
     res->status = status;
     if (status != 200)
         snprintf(res->error, sizeof(res->error), "%s", why);

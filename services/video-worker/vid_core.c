@@ -1338,3 +1338,256 @@ cleanup:
     s_demux_close(&d);
     return rc;
 }
+
+/* ---- trimming -------------------------------------------------------------------------------- */
+
+/* The source's duration in seconds: the container's, else its longest track's; 0 when unknown. */
+static double s_duration(const AVFormatContext *f)
+{
+    if (f->duration > 0)
+        return (double)f->duration / AV_TIME_BASE;
+    double best = 0;
+    for (unsigned i = 0; i < f->nb_streams; i++) {
+        const AVStream *st = f->streams[i];
+        if (st->duration > 0 && s_tb_ok(st->time_base)) {
+            double d = (double)st->duration * st->time_base.num / st->time_base.den;
+            best = d > best ? d : best;
+        }
+    }
+    return best;
+}
+
+double vid_duration(const vid_source_t *src, char *err, size_t errlen)
+{
+    s_demux_t d;
+    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return -1;
+    double dur = s_duration(d.fmt);
+    s_demux_close(&d);
+    if (dur <= 0)
+        s_err(err, errlen, "the source has no duration");
+    return dur > 0 ? dur : -1;
+}
+
+/* The output of one trim: the muxer and the input track behind each of its streams. */
+typedef struct {
+    AVFormatContext *fmt; /* owned */
+    int in[2];            /* input stream of output stream 0 and 1; -1 unused */
+    int out_of[VID_MAX_STREAMS];
+} s_trim_out_t;
+
+static int s_trim_open(s_trim_out_t *o, const s_demux_t *d, int v, int a, const char *path, char *err, size_t errlen)
+{
+    memset(o, 0, sizeof(*o));
+    for (int i = 0; i < VID_MAX_STREAMS; i++)
+        o->out_of[i] = -1;
+    if (avformat_alloc_output_context2(&o->fmt, NULL, "mp4", path) < 0 || o->fmt == NULL) {
+        s_err(err, errlen, "out of memory");
+        return -1;
+    }
+    int tracks[2] = {v, a}, n = 0;
+    for (int k = 0; k < 2; k++) {
+        if (tracks[k] < 0)
+            continue;
+        const AVStream *in = d->fmt->streams[tracks[k]];
+        AVStream *st = avformat_new_stream(o->fmt, NULL);
+        if (st == NULL || avcodec_parameters_copy(st->codecpar, in->codecpar) < 0) {
+            s_err(err, errlen, "out of memory");
+            return -1;
+        }
+        st->codecpar->codec_tag = 0;
+        st->time_base = in->time_base;
+        o->in[n] = tracks[k];
+        o->out_of[tracks[k]] = n++;
+    }
+    if (avio_open(&o->fmt->pb, path, AVIO_FLAG_WRITE) < 0) {
+        s_err(err, errlen, "cannot create the output file");
+        return -1;
+    }
+    AVDictionary *opts = NULL;
+    av_dict_set(&opts, "movflags", "+faststart", 0);
+    int e = avformat_write_header(o->fmt, &opts);
+    av_dict_free(&opts);
+    if (e < 0) {
+        char msg[AV_ERROR_MAX_STRING_SIZE] = "";
+        av_strerror(e, msg, sizeof(msg));
+        s_err(err, errlen, "an MP4 cannot carry these tracks (%s)", msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void s_trim_close(s_trim_out_t *o)
+{
+    if (o->fmt != NULL) {
+        if (o->fmt->pb != NULL)
+            avio_closep(&o->fmt->pb);
+        avformat_free_context(o->fmt);
+        o->fmt = NULL;
+    }
+}
+
+/* Microseconds of a timestamp of stream st. */
+static int64_t s_us(const AVStream *st, int64_t t)
+{
+    return av_rescale_q(t, st->time_base, AV_TIME_BASE_Q);
+}
+
+/* Writes pkt (of input stream `in`) moved from the range's start to the
+ * output's offset; takes its data. 0 or -1. */
+static int s_trim_write(s_trim_out_t *o, const s_demux_t *d, AVPacket *pkt, int64_t range_start_us, int64_t offset_us)
+{
+    const AVStream *in = d->fmt->streams[pkt->stream_index];
+    AVStream *out = o->fmt->streams[o->out_of[pkt->stream_index]];
+    int64_t shift = av_rescale_q(offset_us - range_start_us, AV_TIME_BASE_Q, in->time_base);
+    if (pkt->pts != AV_NOPTS_VALUE)
+        pkt->pts += shift;
+    if (pkt->dts != AV_NOPTS_VALUE)
+        pkt->dts += shift;
+    av_packet_rescale_ts(pkt, in->time_base, out->time_base);
+    pkt->stream_index = o->out_of[pkt->stream_index];
+    pkt->pos = -1;
+    return av_interleaved_write_frame(o->fmt, pkt) < 0 ? -1 : 0;
+}
+
+/* One range: from the primary track's keyframe at or before start to its
+ * first keyframe at or after end (audio-only: its first packet at or
+ * after), and the other track's packets in between. Sets cut[0..1] in
+ * microseconds. 0, or -1 with err set. */
+static int s_trim_range(s_demux_t *d, s_trim_out_t *o, int primary, bool by_key, int64_t start_us, int64_t end_us,
+                        int64_t offset_us, int64_t *cut, int64_t *packets, char *err, size_t errlen)
+{
+    int rc = -1;
+    const AVStream *ps = d->fmt->streams[primary];
+    int64_t first = ps->start_time != AV_NOPTS_VALUE ? ps->start_time : 0;
+    AVPacket *pkt = av_packet_alloc();
+    if (pkt == NULL) {
+        s_err(err, errlen, "out of memory");
+        return -1;
+    }
+    if (av_seek_frame(d->fmt, primary, first + av_rescale_q(start_us, AV_TIME_BASE_Q, ps->time_base),
+                      AVSEEK_FLAG_BACKWARD) < 0 &&
+        av_seek_frame(d->fmt, primary, first, AVSEEK_FLAG_BACKWARD) < 0) {
+        s_err(err, errlen, "cannot seek to %.3f s", start_us / 1e6);
+        goto cleanup;
+    }
+    int64_t rstart = AV_NOPTS_VALUE, rend = AV_NOPTS_VALUE, last_end = AV_NOPTS_VALUE; /* us, source timeline */
+    for (;;) {
+        if (++*packets > S_MAX_ENTRIES) {
+            s_err(err, errlen, "too many packets");
+            goto cleanup;
+        }
+        int e = av_read_frame(d->fmt, pkt);
+        if (e < 0) {
+            if (d->io.failed || d->io.over) {
+                s_err(err, errlen, d->io.failed ? "source read failed" : "too many bytes read");
+                goto cleanup;
+            }
+            break; /* the end of the source ends the range */
+        }
+        const AVStream *st = d->fmt->streams[pkt->stream_index];
+        int64_t t = pkt->pts != AV_NOPTS_VALUE
+                        ? s_us(st, pkt->pts - (st->start_time != AV_NOPTS_VALUE ? st->start_time : 0))
+                        : AV_NOPTS_VALUE;
+        bool is_primary = pkt->stream_index == primary;
+        bool keep = false;
+        if (t == AV_NOPTS_VALUE || o->out_of[pkt->stream_index] < 0) {
+            keep = false;
+        } else if (is_primary && rend == AV_NOPTS_VALUE) {
+            bool key = !by_key || (pkt->flags & AV_PKT_FLAG_KEY);
+            if (rstart == AV_NOPTS_VALUE) {
+                if (key) /* the first keyframe: the range starts here */
+                    rstart = t, keep = true;
+            } else if (key && t >= end_us) {
+                rend = t; /* the first keyframe at or after the end: not kept */
+            } else {
+                keep = true;
+            }
+            if (keep) {
+                int64_t pend = t + s_us(st, pkt->duration);
+                last_end = last_end == AV_NOPTS_VALUE || pend > last_end ? pend : last_end;
+            }
+        } else if (!is_primary && rstart != AV_NOPTS_VALUE) {
+            if (rend != AV_NOPTS_VALUE && t >= rend) {
+                av_packet_unref(pkt);
+                break; /* the other track has caught up with the end */
+            }
+            keep = t >= rstart;
+        }
+        if (keep && s_trim_write(o, d, pkt, rstart, offset_us) < 0) {
+            s_err(err, errlen, "cannot write the output");
+            goto cleanup;
+        }
+        av_packet_unref(pkt);
+        if (rend != AV_NOPTS_VALUE && o->in[1] < 0)
+            break; /* no other track to finish */
+    }
+    if (rstart == AV_NOPTS_VALUE) {
+        s_err(err, errlen, "no keyframe from %.3f s on", start_us / 1e6);
+        goto cleanup;
+    }
+    cut[0] = rstart;
+    cut[1] = rend != AV_NOPTS_VALUE ? rend : last_end;
+    rc = 0;
+cleanup:
+    av_packet_free(&pkt);
+    return rc;
+}
+
+int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const char *out_path, vid_trim_info_t *info,
+             char *err, size_t errlen)
+{
+    int rc = -1;
+    s_demux_t d;
+    s_trim_out_t o = {0};
+    memset(info, 0, sizeof(*info));
+    if (n < 1 || n > VID_MAX_RANGES) {
+        s_err(err, errlen, "1 to %d ranges", VID_MAX_RANGES);
+        return -1;
+    }
+    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return -1;
+    int v = s_first_video(d.fmt), a = -1;
+    for (unsigned i = 0; i < d.fmt->nb_streams && a < 0; i++)
+        if (d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
+            a = (int)i;
+    int primary = v >= 0 ? v : a;
+    info->duration = s_duration(d.fmt);
+    if (primary < 0 || info->duration <= 0) {
+        s_err(err, errlen, primary < 0 ? "no audio or video track" : "the source has no duration");
+        goto cleanup;
+    }
+    for (int i = 0; i < n; i++)
+        if (!(ranges[i].start >= 0) || ranges[i].start >= info->duration) {
+            s_err(err, errlen, "range %d starts at %.3f s, past the end of the source (%.3f s)", i + 1, ranges[i].start,
+                  info->duration);
+            rc = 1;
+            goto cleanup;
+        }
+    for (unsigned i = 0; i < d.fmt->nb_streams; i++)
+        if ((int)i != v && (int)i != a)
+            d.fmt->streams[i]->discard = AVDISCARD_ALL;
+    if (s_trim_open(&o, &d, v, a, out_path, err, errlen) != 0)
+        goto cleanup;
+    d.io.budget = d.io.used + (src->size + VID_READ_SLACK) * n; /* each range reads at most the file */
+    int64_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        double end = ranges[i].end > ranges[i].start && ranges[i].end < info->duration ? ranges[i].end : info->duration;
+        int64_t cut[2];
+        if (s_trim_range(&d, &o, primary, v >= 0, (int64_t)llround(ranges[i].start * 1e6), (int64_t)llround(end * 1e6),
+                         offset, cut, &info->packets, err, errlen) != 0)
+            goto cleanup;
+        info->cut[i] = (vid_range_t){cut[0] / 1e6, cut[1] / 1e6};
+        offset += cut[1] - cut[0];
+    }
+    info->kept = offset / 1e6;
+    if (av_write_trailer(o.fmt) < 0) {
+        s_err(err, errlen, "cannot finish the MP4");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    s_trim_close(&o);
+    s_demux_close(&d);
+    return rc;
+}

@@ -165,4 +165,38 @@ typedef struct {
  * says the duration), or -1 with the reason in err. */
 int vid_thumbnail(const vid_source_t *src, const vid_thumb_opts_t *o, vid_thumb_t *out, char *err, size_t errlen);
 
+/* ---- trimming ---- */
+
+#define VID_MAX_RANGES 64
+
+/* One range of the source's timeline, seconds; end <= start: to the end. */
+typedef struct {
+    double start, end;
+} vid_range_t;
+
+typedef struct {
+    double duration;                 /* of the source */
+    double kept;                     /* of the output: the ranges as cut */
+    vid_range_t cut[VID_MAX_RANGES]; /* each range as cut (on keyframes) */
+    int64_t packets;
+} vid_trim_info_t;
+
+/* The source's duration in seconds (reads its header), or a negative
+ * number with err set. */
+double vid_duration(const vid_source_t *src, char *err, size_t errlen);
+
+/* Writes the ranges of src, in the order given and joined into one
+ * timeline, as an MP4 with its moov first (faststart) to the file at
+ * out_path (created or truncated; libavformat writes it, then reads it
+ * back to move the moov). Cuts are on video keyframes: a range starts at
+ * the keyframe at or before its start and ends at the first keyframe at
+ * or after its end (audio-only sources: on audio packets); info->cut says
+ * where. Tracks are copied, not re-encoded: the first video and the first
+ * audio track, any codec MP4 carries. Reads the header and each range's
+ * samples only. Returns 0, 1 when a range starts past the end (err says
+ * the duration), or -1 with err set (out_path may then hold a partial
+ * file: the caller removes it). */
+int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const char *out_path, vid_trim_info_t *info,
+             char *err, size_t errlen);
+
 #endif

@@ -816,7 +816,7 @@ class Stack:
         self.config["image_worker"] = deep_merge({"jobs": 2, "vips_concurrency": 1, "max_pixels": 100000000},
                                                  image_worker)
         if video_workers or video_worker:
-            self.config["video_worker"] = dict(video_worker or {})
+            self.config["video_worker"] = deep_merge({"jobs": 2}, video_worker)
         self.config["log"] = {"level": log_level}
         self.cfg_path = os.path.join(workdir, "refract.yaml")
         self.write_config()

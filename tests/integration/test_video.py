@@ -43,8 +43,10 @@ def videos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, videos):
     origin = harness.Origin(videos)
+    work = str(tmp_path_factory.mktemp("video"))
     st = harness.Stack(
-        str(tmp_path_factory.mktemp("video")),
+        work,
+        bus={"spool_dir": os.path.join(work, "spool")},  # trims come back by reference
         vhosts=[
             {"name": "vod.test", "default": True, "origin": "file://" + videos},
             {"name": "web.test", "origin": origin.url},
@@ -282,3 +284,103 @@ def test_thumbnail_refusals(stack, path, status, text):
     assert r.status_code == status, (r.status_code, r.text)
     if text:
         assert text in r.text, r.text
+
+
+# ---- trimming ------------------------------------------------------------------------------------
+
+
+def _boxes(data):
+    """The top-level MP4 box types in order."""
+    out, i = [], 0
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i:i + 4], "big")
+        out.append(data[i + 4:i + 8].decode("latin1"))
+        if size == 1:
+            size = int.from_bytes(data[i + 8:i + 16], "big")
+        if size < 8:
+            break
+        i += size
+    return out
+
+
+def _trimmed(stack, tmp_path, path, host="vod.test", **kw):
+    r = _get(stack, path, host=host, **kw)
+    assert r.status_code == 200, r.text
+    p = tmp_path / "trim.mp4"
+    p.write_bytes(r.content)
+    info = _probe(str(p), "-show_entries", "format=duration:stream=codec_type,duration,start_time,nb_frames")
+    return r, info
+
+
+@pytest.mark.parametrize("host", ["vod.test", "web.test"])
+@pytest.mark.parametrize("query,cut,dur", [
+    ("trimming=10-20", "10.000-20.000", 10.0),
+    ("trimming=11-19", "10.000-20.000", 10.0),       # outward to keyframes (every 2 s)
+    ("trimming=2-4,20-22", "2.000-4.000,20.000-22.000", 4.0),  # joined in order
+    ("trimming=24-", "24.000-30.000", 6.0),          # to the end
+    ("start=4&end=8", "4.000-8.000", 4.0),            # nginx mp4 module style
+])
+def test_trimming(stack, tmp_path, host, query, cut, dur):
+    r, info = _trimmed(stack, tmp_path, f"/v.mp4?{query}", host=host)
+    assert r.headers["Content-Type"] == "video/mp4"
+    assert r.headers["X-Refract-Note"] == f"cut on keyframes: {cut}"
+    assert abs(float(info["format"]["duration"]) - dur) < 0.1, info
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert int(streams["video"]["nb_frames"]) == int(dur * 25)
+    assert abs(float(streams["audio"]["duration"]) - dur) < 0.1  # A/V together
+    assert abs(float(streams["audio"]["start_time"]) - float(streams["video"]["start_time"])) < 0.05
+    boxes = _boxes(r.content)
+    assert boxes.index("moov") < boxes.index("mdat"), boxes  # faststart
+
+
+def test_trimming_frames_are_the_sources(stack, videos, tmp_path):
+    """The first frame of a trim from 10 s is the source's frame at 10 s."""
+    r, _ = _trimmed(stack, tmp_path, "/v.mp4?trimming=10-14")
+    first = tmp_path / "first.png"
+    _ffmpeg(["-i", str(tmp_path / "trim.mp4"), "-frames:v", "1"], str(first))
+    assert _psnr(first, _ref_frame(videos, tmp_path, 10)) > 45
+
+
+def test_trimming_audio_and_range(stack, tmp_path):
+    r, info = _trimmed(stack, tmp_path, "/a.m4a?trimming=5-10")
+    assert r.headers["Content-Type"] == "audio/mp4"
+    assert abs(float(info["format"]["duration"]) - 5) < 0.1
+    whole = _get(stack, "/v.mp4?trimming=2-6").content
+    part = _get(stack, "/v.mp4?trimming=2-6", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == whole[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+    assert os.listdir(stack.config["bus"]["spool_dir"]) == []  # results by reference are taken
+
+
+@pytest.mark.parametrize("host", ["vod.test", "web.test"])
+def test_trimming_over_max_ratio_sends_the_original(stack, videos, host):
+    with open(os.path.join(videos, "v.mp4"), "rb") as f:
+        whole = f.read()
+    r = _get(stack, "/v.mp4?trimming=0-20", host=host)  # 20 of 30 s: over 50 %
+    assert r.status_code == 200 and r.headers.get("X-Refract-Fallback") == "trim_over_max_ratio", dict(r.headers)
+    assert r.content == whole
+    part = _get(stack, "/v.mp4?trimming=0-20", host=host, headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == whole[:100]
+
+
+@pytest.mark.parametrize("query,status,text", [
+    ("trimming=40-50", 400, "range 1 starts at 40.000 s, past the end of the source (30."),
+    ("trimming=abc", 400, "trimming: 'abc' is not START-END in seconds"),
+    ("trimming=5-2", 400, "is not START-END"),
+    ("start=9&end=3", 400, "start and end are seconds, end after start"),
+    ("trimming=" + ",".join(["1-2"] * 65), 400, "at most 64 ranges"),
+])
+def test_trimming_refusals(stack, query, status, text):
+    r = _get(stack, f"/v.mp4?{query}")
+    assert r.status_code == status, (r.status_code, r.text)
+    assert text in r.text, r.text
+
+
+def test_trimming_without_a_spool_sends_bytes(make_stack, videos, tmp_path):
+    st = make_stack([{"name": "vod.test", "default": True, "origin": "file://" + videos}], workers=0,
+                    video_workers=1, vhost_defaults={"cache": {"enable": False}})
+    r = st.get("/v.mp4?trimming=10-20", host="vod.test", timeout=60)
+    assert r.status_code == 200, r.text
+    p = tmp_path / "t.mp4"
+    p.write_bytes(r.content)
+    assert abs(float(_probe(str(p), "-show_entries", "format=duration")["format"]["duration"]) - 10) < 0.1
