@@ -92,7 +92,7 @@ refract is running (gateway :$port, admin $admin; image and video workers). Try:
   curl -s  --http2-prior-knowledge -o /dev/null -w '%{http_version} %{http_code}\\n' http://localhost:$port/video.mp4
   curl -s  -r 0-99 -o /dev/null -w '%{http_code} %{size_download}\\n' http://localhost:$port/video.mp4
   curl -s  http://localhost:$port/video.mp4/mp4hls/index.m3u8         # HLS playlist (docs/video.md)
-  curl -s  http://localhost:$port/video.mp4/mp4hls/seg-0.ts -o seg-0.ts && ffprobe -v error -show_entries stream=codec_name -of csv=p=0 seg-0.ts
+  curl -s  http://localhost:$port/video.mp4/mp4hls/seg-0.ts -o seg-0.ts && ffprobe -hide_banner seg-0.ts 2>&1 | grep Stream
   curl -s  http://$admin/metrics | grep refract_bus
 
 Ctrl-C stops everything.
