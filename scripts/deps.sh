@@ -10,7 +10,7 @@ libjansson-dev libyaml-dev libssl-dev zlib1g-dev libcmocka-dev libxxhash-dev lib
 libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev
 redis-server ffmpeg prometheus wrk nginx libnginx-mod-http-image-filter
 python3-pytest python3-requests python3-brotli docker-compose curl procps iproute2 psmisc
-clang-format testssl.sh openssl nghttp2-client"
+clang-format testssl.sh openssl nghttp2-client chromium"
 
 missing=""
 for p in $PKGS; do
