@@ -142,6 +142,10 @@ build/fuzz/%: fuzz/%.c $(COMMON_SRC)
 build/fuzz/fuzz_origin: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_origin_parse.c -lh2o-evloop
 build/fuzz/fuzz_origin: services/gateway/gw_origin_parse.c services/gateway/gw_origin_parse.h
 
+# The video functions' URL parsers (times, segment names, trimming ranges).
+build/fuzz/fuzz_vurl: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_vparse.c
+build/fuzz/fuzz_vurl: services/gateway/gw_vparse.c services/gateway/gw_vparse.h
+
 # The cache's Range / conditional parsers and the purge API's URL parsers.
 build/fuzz/fuzz_range: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_http_parse.c
 build/fuzz/fuzz_range: services/gateway/gw_http_parse.c services/gateway/gw_http_parse.h

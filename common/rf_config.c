@@ -1551,6 +1551,8 @@ static int s_mp4hls(s_ctx_t *c, yaml_node_t *v, void *t)
         return s_fail(c, v, "mp4hls.version must be 3..7, got %d", h->version);
     if (h->duration < 1 || h->duration > 60)
         return s_fail(c, v, "mp4hls.duration must be 1..60 seconds, got %d", h->duration);
+    if (h->sequence > 1000000000) /* the worker's bound: sequence + segments stays an int */
+        return s_fail(c, v, "mp4hls.sequence must be 0..1000000000, got %d", h->sequence);
     if (strcmp(h->index, h->alternates_name) == 0)
         return s_fail(c, v, "mp4hls.index and mp4hls.alternates_name must differ");
     return 0;

@@ -13,6 +13,7 @@
 
 #include "gw.h"
 #include "gw_metrics.h"
+#include "gw_vparse.h"
 #include "rf_chain.h"
 #include "rf_path.h"
 
@@ -183,7 +184,6 @@ typedef struct {
 /* Segment names: "seg-N.ts", N from 0 (the playlist names them). */
 #define S_HLS_SEG_PREFIX "seg-"
 #define S_HLS_SEG_SUFFIX ".ts"
-#define S_HLS_SEG_MAX 1000000 /* a 10 s segment each: 115 days */
 
 static const char *s_hls_keyword(const rf_vhost_conf_t *vh)
 {
@@ -203,23 +203,6 @@ static int s_hls_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t 
     return 1;
 }
 
-/* "seg-N.ts" -> N, or -1. */
-static int s_hls_segment_number(const char *t, size_t n)
-{
-    size_t pl = strlen(S_HLS_SEG_PREFIX), xl = strlen(S_HLS_SEG_SUFFIX);
-    if (n <= pl + xl || memcmp(t, S_HLS_SEG_PREFIX, pl) != 0 || memcmp(t + n - xl, S_HLS_SEG_SUFFIX, xl) != 0)
-        return -1;
-    long v = 0;
-    for (size_t i = pl; i < n - xl; i++) {
-        if (t[i] < '0' || t[i] > '9' || (i == pl && t[i] == '0' && n - xl - pl > 1))
-            return -1; /* digits only, no leading zero: one spelling per segment */
-        v = v * 10 + (t[i] - '0');
-        if (v >= S_HLS_SEG_MAX)
-            return -1;
-    }
-    return (int)v;
-}
-
 static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
 {
     const rf_mp4hls_conf_t *h = &rc->vhost->mp4hls;
@@ -230,7 +213,7 @@ static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why,
         st->what = S_HLS_MEDIA;
     } else if (h->alternates && h2o_memis(chain.base, chain.len, h->alternates_name, strlen(h->alternates_name))) {
         st->what = S_HLS_MASTER;
-    } else if ((st->n = s_hls_segment_number(chain.base, chain.len)) >= 0) {
+    } else if ((st->n = gw_vparse_segment(chain.base, chain.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX)) >= 0) {
         st->what = S_HLS_SEGMENT;
     } else {
         snprintf(why, why_len, "'%.*s' is not %s%s%s or " S_HLS_SEG_PREFIX "N" S_HLS_SEG_SUFFIX " (N from 0)",
@@ -253,7 +236,9 @@ static int s_hls_canon(const void *state, char *buf, size_t len)
     case S_HLS_MEDIA:
         n = snprintf(buf, len, "media;v=%d;seq=%d;d=%d", st->conf.version, st->conf.sequence, st->conf.duration);
         break;
-    case S_HLS_MASTER: n = snprintf(buf, len, "master;v=%d;media=%s", st->conf.version, st->conf.index); break;
+    case S_HLS_MASTER: /* BANDWIDTH comes from where the segments are cut */
+        n = snprintf(buf, len, "master;v=%d;media=%s;d=%d", st->conf.version, st->conf.index, st->conf.duration);
+        break;
     default: n = snprintf(buf, len, "segment=%d;d=%d", st->n, st->conf.duration); break;
     }
     return n < 0 || (size_t)n >= len ? -1 : 0;
@@ -312,57 +297,9 @@ typedef struct {
     bool keyframe;
 } s_thumb_t;
 
-#define S_THUMB_MAX_MS (7LL * 24 * 3600 * 1000)
-
 static const char *s_thumb_keyword(const rf_vhost_conf_t *vh)
 {
     return vh->thumbnail.keyword;
-}
-
-/* Digits in [s, s+n) as a number below `limit`; -1 when not. */
-static int64_t s_digits(const char *s, size_t n, int64_t limit)
-{
-    int64_t v = 0;
-    if (n == 0 || n > 12)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v < limit ? v : -1;
-}
-
-/* A time: seconds ("30", "12.5") or [hh:]mm:ss[.fff], at most 3
- * decimals and 7 days. Milliseconds, or -1. */
-static int64_t s_thumb_time(const char *s, size_t n)
-{
-    const char *dot = memchr(s, '.', n);
-    size_t whole = dot ? (size_t)(dot - s) : n;
-    int64_t ms = 0;
-    if (dot != NULL) {
-        size_t fl = n - whole - 1;
-        int64_t f = s_digits(dot + 1, fl, 1000);
-        if (fl > 3 || f < 0)
-            return -1;
-        for (size_t i = fl; i < 3; i++)
-            f *= 10;
-        ms = f;
-    }
-    int64_t secs = 0;
-    size_t start = 0;
-    int fields = 0;
-    for (size_t i = 0; i <= whole; i++) {
-        if (i < whole && s[i] != ':')
-            continue;
-        int64_t v = s_digits(s + start, i - start, fields == 0 && i == whole ? S_THUMB_MAX_MS / 1000 + 1 : 60);
-        if (v < 0 || ++fields > 3 || (fields > 1 && i - start != 2)) /* mm and ss after the first: two digits */
-            return -1;
-        secs = secs * 60 + v;
-        start = i + 1;
-    }
-    ms += secs * 1000;
-    return ms <= S_THUMB_MAX_MS ? ms : -1;
 }
 
 static int s_thumb_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
@@ -377,7 +314,7 @@ static int s_thumb_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_
     if (path.len > kl + 2 && path.base[0] == '/' && memcmp(path.base + 1, kw, kl) == 0 && path.base[kl + 1] == '/') {
         const char *t = path.base + kl + 2, *end = path.base + path.len;
         const char *slash = memchr(t, '/', (size_t)(end - t));
-        if (slash != NULL && slash + 1 < end && s_thumb_time(t, (size_t)(slash - t)) >= 0) {
+        if (slash != NULL && slash + 1 < end && gw_vparse_time(t, (size_t)(slash - t)) >= 0) {
             *chain = h2o_iovec_init(t, (size_t)(slash - t));
             *src = h2o_iovec_init(slash, (size_t)(end - slash));
             return 1;
@@ -407,11 +344,11 @@ static int s_thumb_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *wh
         const char *x = memchr(p, 'x', n);
         int64_t w = -1, h = -1;
         if (x != NULL) {
-            w = x > p ? s_digits(p, (size_t)(x - p), 16385) : 0;
-            h = x + 1 < te ? s_digits(x + 1, (size_t)(te - x - 1), 16385) : 0;
+            w = x > p ? gw_vparse_digits(p, (size_t)(x - p), 16385) : 0;
+            h = x + 1 < te ? gw_vparse_digits(x + 1, (size_t)(te - x - 1), 16385) : 0;
         }
         if (i == 0) {
-            if ((t->ms = s_thumb_time(p, n)) < 0) {
+            if ((t->ms = gw_vparse_time(p, n)) < 0) {
                 snprintf(why, why_len, "'%.*s' is not a time (seconds such as 12.5, or [hh:]mm:ss[.fff])",
                          (int)(n > 32 ? 32 : n), p);
                 return -1;
@@ -484,7 +421,7 @@ static const gw_func_t s_thumbnail = {
 
 /* ---- trimming (video-worker) -------------------------------------------------- */
 
-#define S_TRIM_MAX_RANGES 64 /* VID_MAX_RANGES */
+#define S_TRIM_MAX_RANGES GW_VPARSE_MAX_RANGES
 
 typedef struct {
     int n;
@@ -510,21 +447,12 @@ static bool s_trim_ext(h2o_iovec_t path, bool *audio)
     return false;
 }
 
-/* The value of query parameter `name` in q ("?a=1&b=2"), or base NULL. */
+/* The value of query parameter `name` in q, or base NULL. */
 static h2o_iovec_t s_query_param(h2o_iovec_t q, const char *name)
 {
-    size_t nl = strlen(name);
-    const char *p = q.base, *end = q.base + q.len;
-    if (p < end && *p == '?')
-        p++;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *e = amp ? amp : end;
-        if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
-            return h2o_iovec_init(p + nl + 1, (size_t)(e - p - nl - 1));
-        p = amp ? amp + 1 : end;
-    }
-    return h2o_iovec_init(NULL, 0);
+    const char *v;
+    size_t vl;
+    return gw_vparse_query_param(q.base, q.len, name, &v, &vl) ? h2o_iovec_init(v, vl) : h2o_iovec_init(NULL, 0);
 }
 
 static int s_trim_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
@@ -541,14 +469,6 @@ static int s_trim_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t
     return 1;
 }
 
-/* Seconds with at most 3 decimals, up to 7 days, as milliseconds; -1 when not. */
-static int64_t s_seconds_ms(const char *s, size_t n)
-{
-    if (n == 0 || memchr(s, ':', n) != NULL)
-        return -1;
-    return s_thumb_time(s, n);
-}
-
 static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
 {
     const rf_trim_conf_t *c = &rc->vhost->trimming;
@@ -558,33 +478,15 @@ static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why
     s_trim_ext(rc->src, &t->audio);
     h2o_iovec_t ranges = s_query_param(chain, c->param);
     if (ranges.base != NULL) {
-        const char *p = ranges.base, *end = ranges.base + ranges.len;
-        while (p <= end) {
-            const char *comma = memchr(p, ',', (size_t)(end - p));
-            const char *re = comma ? comma : end;
-            const char *dash = memchr(p, '-', (size_t)(re - p));
-            if (t->n == S_TRIM_MAX_RANGES) {
-                snprintf(why, why_len, "%s: at most %d ranges", c->param, S_TRIM_MAX_RANGES);
-                return -1;
-            }
-            int64_t a = dash ? s_seconds_ms(p, (size_t)(dash - p)) : -1;
-            int64_t b = dash && dash + 1 < re ? s_seconds_ms(dash + 1, (size_t)(re - dash - 1)) : (dash ? -2 : -1);
-            if (a < 0 || b == -1 || (b >= 0 && b <= a)) {
-                snprintf(why, why_len, "%s: '%.*s' is not START-END in seconds (END after START, or empty: to the end)",
-                         c->param, (int)((re - p) > 40 ? 40 : (re - p)), p);
-                return -1;
-            }
-            t->ms[t->n][0] = a;
-            t->ms[t->n][1] = b >= 0 ? b : -1;
-            t->n++;
-            if (comma == NULL)
-                break;
-            p = comma + 1;
+        char r[200];
+        if (gw_vparse_ranges(ranges.base, ranges.len, t->ms, &t->n, r, sizeof(r)) < 0) {
+            snprintf(why, why_len, "%s: %s", c->param, r);
+            return -1;
         }
     } else {
         /* nginx's mp4 module: ?start=A&end=B, either may be left out */
         h2o_iovec_t a = s_query_param(chain, "start"), b = s_query_param(chain, "end");
-        int64_t am = a.base ? s_seconds_ms(a.base, a.len) : 0, bm = b.base ? s_seconds_ms(b.base, b.len) : -2;
+        int64_t am = a.base ? gw_vparse_seconds(a.base, a.len) : 0, bm = b.base ? gw_vparse_seconds(b.base, b.len) : -2;
         if (am < 0 || bm == -1 || (bm >= 0 && bm <= am)) {
             snprintf(why, why_len, "start and end are seconds, end after start");
             return -1;

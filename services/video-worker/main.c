@@ -71,7 +71,7 @@ static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_le
     if (s_str(op, "what", j->what, sizeof(j->what)) < 0 ||
         (strcmp(j->what, "media") != 0 && strcmp(j->what, "master") != 0 && strcmp(j->what, "segment") != 0) ||
         s_int(op, "segment", 0, VID_MAX_SEGMENTS, &j->segment) < 0 || s_int(op, "version", 3, 7, &j->version) < 0 ||
-        s_int(op, "sequence", 0, 1 << 30, &j->sequence) < 0 || s_int(op, "duration", 1, 60, &j->duration) < 0 ||
+        s_int(op, "sequence", 0, 1000000000, &j->sequence) < 0 || s_int(op, "duration", 1, 60, &j->duration) < 0 ||
         s_str(op, "media", j->media, sizeof(j->media)) < 0 ||
         s_str(op, "segment_prefix", j->prefix, sizeof(j->prefix)) < 0 ||
         s_str(op, "segment_suffix", j->suffix, sizeof(j->suffix)) < 0) {
