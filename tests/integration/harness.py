@@ -468,6 +468,9 @@ class ControlledOriginHandler(OriginHandler):
     def _dispatch(self, body):
         u = urllib.parse.urlsplit(self.path)
         if not u.path.startswith("/_ctl/"):
+            hold = self.server.file_holds.get(u.path)
+            if hold is not None:  # a file held until its gate opens (20 s at most)
+                hold.wait(20)
             return super()._dispatch(body)
         self._record(body)
         qs = urllib.parse.parse_qs(u.query, keep_blank_values=True)
@@ -555,6 +558,7 @@ class ControlledOrigin(Origin):
         httpd.serial = 0
         httpd.gates = {}
         httpd.overrides = {}
+        httpd.file_holds = {}
 
         def gate(name):
             with httpd.lock:
@@ -566,6 +570,17 @@ class ControlledOrigin(Origin):
     def release(self, name):
         """Lets the responses waiting at gate `name` send the rest."""
         self.httpd.gate(name).set()
+
+    def hold_file(self, path):
+        """Answers for the file at `path` wait until release_file(path)."""
+        with self.httpd.lock:
+            self.httpd.file_holds[path] = threading.Event()
+
+    def release_file(self, path):
+        with self.httpd.lock:
+            ev = self.httpd.file_holds.pop(path, None)
+        if ev is not None:
+            ev.set()
 
     def rearm(self, name):
         """Makes later responses wait at gate `name` again."""

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -384,3 +386,50 @@ def test_trimming_without_a_spool_sends_bytes(make_stack, videos, tmp_path):
     p = tmp_path / "t.mp4"
     p.write_bytes(r.content)
     assert abs(float(_probe(str(p), "-show_entries", "format=duration")["format"]["duration"]) - 10) < 0.1
+
+
+# ---- a worker killed mid-job ---------------------------------------------------------------------
+
+
+def _worker_reading(st, workers):
+    """The video worker with a connection open to the gateway's listener
+    (an edge: read in progress), from ss."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", "dst", f"127.0.0.1:{st.port}"],
+                         capture_output=True, text=True, timeout=10).stdout
+    for w in workers:
+        if f"pid={w.pid}," in out:
+            return w
+    return None
+
+
+def test_worker_killed_mid_job_is_retried(make_stack, videos):
+    """kill -9 of the worker reading a source: the broker gives the job to
+    the other worker (bus.retries) and the client gets a whole playlist."""
+    ctl = harness.ControlledOrigin(videos)
+    try:
+        st = make_stack([{"name": "web.test", "default": True, "origin": ctl.url}], workers=0, video_workers=2,
+                        video_worker={"jobs": 1}, vhost_defaults={"cache": {"enable": False}},
+                        bus={"heartbeat_interval": "100ms", "liveness": 10})
+        ctl.hold_file("/v.mp4")
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=st.get("/v.mp4/mp4hls/index.m3u8", host="web.test",
+                                                                 timeout=60)))
+        t.start()
+        victim = None
+        deadline = time.monotonic() + 10
+        while victim is None and time.monotonic() < deadline:
+            victim = _worker_reading(st, st.workers)
+            time.sleep(0.05)
+        assert victim is not None, "no worker is reading the source"
+        victim.kill9()
+        ctl.release_file("/v.mp4")
+        t.join(60)
+        r = out["r"]
+        assert r.status_code == 200, r.text
+        _, _, segs, ended = _playlist(r.text)
+        assert ended and len(segs) == 3
+        survivor = [w for w in st.workers if w is not victim][0]
+        assert "hls media index=read 200" in survivor.log()
+        assert "bus: retrying video job after its worker died" in st.gw.log()
+    finally:
+        ctl.close()
