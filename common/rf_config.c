@@ -1564,6 +1564,7 @@ void rf_thumb_default(rf_thumb_conf_t *t)
     t->active = true;
     snprintf(t->keyword, sizeof(t->keyword), "thumbnail");
     t->quality = 85;
+    snprintf(t->sprite_keyword, sizeof(t->sprite_keyword), "sprite");
 }
 
 /* A `thumbnail` mapping onto *t, which holds the defaults. */
@@ -1572,6 +1573,7 @@ static int s_thumbnail(s_ctx_t *c, yaml_node_t *v, void *t)
     static const s_key_t keys[] = {K("status", s_bool, rf_thumb_conf_t, active),
                                    K("keyword", s_hls_keyword, rf_thumb_conf_t, keyword),
                                    K("quality", s_int, rf_thumb_conf_t, quality),
+                                   K("sprite_keyword", s_hls_keyword, rf_thumb_conf_t, sprite_keyword),
                                    {0}};
     rf_thumb_conf_t *th = t;
     if (s_walk(c, v, keys, th, "thumbnail") < 0)

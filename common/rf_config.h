@@ -93,9 +93,10 @@ typedef struct {
 /* A vhost's `thumbnail` mapping (seed: https://{domain}/{endpoint}/{time}/{origin URL}):
  * /VIDEO/KEYWORD/TIME[/WxH][/FORMAT][/keyframe] and /KEYWORD/TIME/VIDEO. */
 typedef struct {
-    bool active;      /* status, default true */
-    char keyword[32]; /* URL keyword (the seed's endpoint), default "thumbnail" */
-    int quality;      /* JPEG and WebP quality 1..100, default 85 */
+    bool active;             /* status, default true */
+    char keyword[32];        /* URL keyword (the seed's endpoint), default "thumbnail" */
+    int quality;             /* JPEG and WebP quality 1..100, default 85 */
+    char sprite_keyword[32]; /* /VIDEO/KEYWORD/EVERY/CxR/WxH/N.jpg|sprite.vtt, default "sprite" */
 } rf_thumb_conf_t;
 
 /* A vhost's `trimming` mapping (seed <MP4Trimming MultiParam="trimming"

@@ -419,6 +419,130 @@ static const gw_func_t s_thumbnail = {
     .fallbacks = NULL,
 };
 
+/* ---- sprite (video-worker) ------------------------------------------------------ */
+
+typedef struct {
+    int64_t every_ms;
+    int cols, rows, tile_w, tile_h;
+    int sheet; /* -1: the WebVTT index */
+    int quality;
+} s_sprite_t;
+
+#define S_SPRITE_VTT "sprite.vtt"
+
+static const char *s_sprite_keyword(const rf_vhost_conf_t *vh)
+{
+    return vh->thumbnail.sprite_keyword;
+}
+
+static int s_sprite_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
+                          h2o_iovec_t *chain)
+{
+    (void)query;
+    const char *s, *c;
+    size_t sl, cl;
+    if (!vh->thumbnail.active || !rf_chain_split(path.base, path.len, vh->thumbnail.sprite_keyword, &s, &sl, &c, &cl))
+        return 0;
+    *src = h2o_iovec_init(s, sl);
+    *chain = h2o_iovec_init(c, cl);
+    return 1;
+}
+
+/* "AxB" with both sides 0..max (at least one non-zero when !zero_ok); -1 when not. */
+static int s_pair(const char *p, size_t n, int64_t max, bool zero_ok, int *a, int *b)
+{
+    const char *x = memchr(p, 'x', n);
+    if (x == NULL)
+        return -1;
+    int64_t va = x > p ? gw_vparse_digits(p, (size_t)(x - p), max + 1) : 0;
+    int64_t vb = x + 1 < p + n ? gw_vparse_digits(x + 1, (size_t)(p + n - x - 1), max + 1) : 0;
+    if (va < 0 || vb < 0 || (!zero_ok && (va == 0 || vb == 0)) || (va == 0 && vb == 0))
+        return -1;
+    *a = (int)va, *b = (int)vb;
+    return 0;
+}
+
+/* "EVERY/COLSxROWS/WxH/(N.jpg|sprite.vtt)" */
+static int s_sprite_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
+{
+    s_sprite_t *t = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t));
+    memset(t, 0, sizeof(*t));
+    t->quality = rc->vhost->thumbnail.quality;
+    const char *part[4];
+    size_t len[4];
+    const char *p = chain.base, *end = chain.base + chain.len;
+    int n = 0;
+    while (n < 4) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        part[n] = p;
+        len[n++] = (size_t)((slash ? slash : end) - p);
+        if (slash == NULL)
+            break;
+        p = slash + 1;
+    }
+    if (n != 4 || p + len[3] != end) {
+        snprintf(why, why_len, "a sprite is EVERY/COLSxROWS/WxH/N.jpg or EVERY/COLSxROWS/WxH/" S_SPRITE_VTT);
+        return -1;
+    }
+    t->every_ms = gw_vparse_seconds(part[0], len[0]);
+    if (t->every_ms < 500 || t->every_ms > 3600000) {
+        snprintf(why, why_len, "'%.*s' is not seconds between tiles (0.5 to 3600)", (int)(len[0] > 32 ? 32 : len[0]),
+                 part[0]);
+        return -1;
+    }
+    if (s_pair(part[1], len[1], 100, false, &t->cols, &t->rows) < 0 || t->cols * t->rows > 100) {
+        snprintf(why, why_len, "'%.*s' is not COLSxROWS (at most 100 tiles)", (int)(len[1] > 32 ? 32 : len[1]),
+                 part[1]);
+        return -1;
+    }
+    if (s_pair(part[2], len[2], 640, true, &t->tile_w, &t->tile_h) < 0) {
+        snprintf(why, why_len, "'%.*s' is not a tile size WxH (sides up to 640, one may be 0)",
+                 (int)(len[2] > 32 ? 32 : len[2]), part[2]);
+        return -1;
+    }
+    if (h2o_memis(part[3], len[3], H2O_STRLIT(S_SPRITE_VTT))) {
+        t->sheet = -1;
+    } else if ((t->sheet = gw_vparse_segment(part[3], len[3], "", ".jpg")) < 0) {
+        snprintf(why, why_len, "'%.*s' is not N.jpg (a sheet from 0) or " S_SPRITE_VTT,
+                 (int)(len[3] > 32 ? 32 : len[3]), part[3]);
+        return -1;
+    }
+    *state = t;
+    return 0;
+}
+
+static int s_sprite_canon(const void *state, char *buf, size_t len)
+{
+    const s_sprite_t *t = state;
+    int n = snprintf(buf, len, "every=%lld;grid=%dx%d;tile=%dx%d;sheet=%d;q=%d", (long long)t->every_ms, t->cols,
+                     t->rows, t->tile_w, t->tile_h, t->sheet, t->quality);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static json_t *s_sprite_json(const void *state)
+{
+    const s_sprite_t *t = state;
+    return json_pack("[{s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:i}]", "op", "sprite", "every_ms", (json_int_t)t->every_ms,
+                     "cols", t->cols, "rows", t->rows, "tile_w", t->tile_w, "tile_h", t->tile_h, "sheet", t->sheet,
+                     "quality", t->quality);
+}
+
+static const gw_func_t s_sprite = {
+    .name = "sprite",
+    .service = "video",
+    .label = "video",
+    .keyword = s_sprite_keyword,
+    .match = s_sprite_match,
+    .parse = s_sprite_parse,
+    .canon = s_sprite_canon,
+    .to_json = s_sprite_json,
+    .source = GW_SOURCE_RANGE,
+    .source_limit = s_no_limit,
+    .resolve_source = NULL,
+    .replies = s_thumb_replies,
+    .fallbacks = NULL,
+};
+
 /* ---- trimming (video-worker) -------------------------------------------------- */
 
 #define S_TRIM_MAX_RANGES GW_VPARSE_MAX_RANGES
@@ -555,4 +679,4 @@ static const gw_func_t s_trimming = {
 
 /* ---- the table ------------------------------------------------------------ */
 
-const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, &s_thumbnail, &s_trimming, NULL};
+const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, &s_thumbnail, &s_sprite, &s_trimming, NULL};

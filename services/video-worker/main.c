@@ -305,6 +305,67 @@ static int s_hls_run(s_app_t *app, const rf_worker_job_t *job, rf_worker_result_
     return status;
 }
 
+/* A sprite job: {"op": "sprite", "every_ms", "cols", "rows", "tile_w",
+ * "tile_h", "sheet" (-1: the WebVTT index), "quality"}. */
+static int s_sprite_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
+                        vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
+{
+    vid_sprite_opts_t o;
+    memset(&o, 0, sizeof(o));
+    json_t *every = json_object_get(op, "every_ms");
+    if (!json_is_integer(every) || json_integer_value(every) < 500 || json_integer_value(every) > 3600000 ||
+        s_int(op, "cols", 1, 100, &o.cols) < 0 || s_int(op, "rows", 1, 100, &o.rows) < 0 ||
+        s_int(op, "tile_w", 0, VID_SPRITE_MAX_SIDE, &o.tile_w) < 0 ||
+        s_int(op, "tile_h", 0, VID_SPRITE_MAX_SIDE, &o.tile_h) < 0 || s_int(op, "sheet", -1, 999999, &o.sheet) < 0 ||
+        s_int(op, "quality", 1, 100, &o.quality) < 0) {
+        snprintf(why, why_len, "bad sprite operation (every_ms, cols, rows, tile_w, tile_h, sheet, quality)");
+        return 400;
+    }
+    o.every = (double)json_integer_value(every) / 1000.0;
+    bool vtt = o.sheet < 0;
+    snprintf(what, what_len, vtt ? "sprite index" : "sprite sheet %d", o.sheet);
+    int status = 0;
+    if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
+        return status;
+    const char *rwhy;
+    if (vtt) {
+        o.sheet = 0; /* the index covers every sheet */
+        vid_probe_t p;
+        char *text = NULL;
+        size_t len = 0;
+        if (vid_probe(vid_reader_source(*r), &p, why, why_len) != 0) {
+            int failed = vid_reader_failed(*r, &rwhy);
+            if (failed)
+                snprintf(why, why_len, "%s", rwhy);
+            return failed ? failed : 415;
+        }
+        if (p.width <= 0 || vid_sprite_vtt(&p, &o, "%d.jpg", &text, &len) != 0) {
+            snprintf(why, why_len, p.width <= 0 ? "no video track" : "bad sprite options");
+            return p.width <= 0 ? 415 : 400;
+        }
+        snprintf(res->content_type, sizeof(res->content_type), "text/vtt");
+        res->body = text;
+        res->body_len = len;
+        res->body_free = free;
+        return 200;
+    }
+    vid_thumb_t t;
+    int rc = vid_sprite(vid_reader_source(*r), &o, &t, why, why_len);
+    if (rc != 0) {
+        int failed = vid_reader_failed(*r, &rwhy);
+        if (failed)
+            snprintf(why, why_len, "%s", rwhy);
+        return failed ? failed : rc == 1 ? 404 : 415;
+    }
+    snprintf(what, what_len, "sprite sheet %d (%dx%d, %lld decoded)", o.sheet, t.width, t.height,
+             (long long)t.frames_decoded);
+    snprintf(res->content_type, sizeof(res->content_type), "image/jpeg");
+    res->body = t.data;
+    res->body_len = t.len;
+    res->body_free = free;
+    return 200;
+}
+
 /* A trim job: {"op": "trim", "ranges_ms": [[A, B or -1], ...], "max_ratio",
  * "content_type"} (gw_func.c s_trim_json). n ranges into r. 0 or -1. */
 static int s_trim_parse(const json_t *op, vid_range_t *r, int *n, int *max_ratio, char *ctype, size_t ctype_len)
@@ -446,6 +507,8 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
     int status;
     if (name != NULL && strcmp(name, "thumbnail") == 0)
         status = s_thumb_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
+    else if (name != NULL && strcmp(name, "sprite") == 0)
+        status = s_sprite_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
     else if (name != NULL && strcmp(name, "trim") == 0)
         status = s_trim_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
     else

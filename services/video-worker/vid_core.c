@@ -1591,3 +1591,215 @@ cleanup:
     s_demux_close(&d);
     return rc;
 }
+
+/* ---- sprites ------------------------------------------------------------------------------------- */
+
+/* The first video track's display size (sample aspect applied). */
+static void s_display_size(const AVStream *st, int *w, int *h)
+{
+    const AVCodecParameters *p = st->codecpar;
+    AVRational sar = st->sample_aspect_ratio.num > 0 ? st->sample_aspect_ratio : p->sample_aspect_ratio;
+    *w = p->width;
+    *h = p->height;
+    if (sar.num > 0 && sar.den > 0)
+        *w = (int)lround((double)p->width * sar.num / sar.den);
+}
+
+int vid_probe(const vid_source_t *src, vid_probe_t *out, char *err, size_t errlen)
+{
+    s_demux_t d;
+    memset(out, 0, sizeof(*out));
+    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return -1;
+    out->duration = s_duration(d.fmt);
+    int v = s_first_video(d.fmt);
+    if (v >= 0)
+        s_display_size(d.fmt->streams[v], &out->width, &out->height);
+    s_demux_close(&d);
+    if (out->duration <= 0) {
+        s_err(err, errlen, "the source has no duration");
+        return -1;
+    }
+    return 0;
+}
+
+int vid_sprite_tile(const vid_probe_t *p, const vid_sprite_opts_t *o, int *w, int *h)
+{
+    *w = o->tile_w;
+    *h = o->tile_h;
+    if (*w == 0 && *h == 0)
+        return -1;
+    if ((*w == 0 || *h == 0) && (p->width <= 0 || p->height <= 0))
+        return -1;
+    if (*w == 0)
+        *w = (int)lround((double)*h * p->width / p->height / 2) * 2;
+    if (*h == 0)
+        *h = (int)lround((double)*w * p->height / p->width / 2) * 2;
+    *w = *w < 2 ? 2 : *w & ~1;
+    *h = *h < 2 ? 2 : *h & ~1;
+    return *w <= VID_SPRITE_MAX_SIDE && *h <= VID_SPRITE_MAX_SIDE ? 0 : -1;
+}
+
+static bool s_sprite_opts_ok(const vid_sprite_opts_t *o)
+{
+    return o->every >= 0.5 && o->every <= 3600 && o->cols >= 1 && o->rows >= 1 &&
+           o->cols * o->rows <= VID_SPRITE_MAX_TILES && o->sheet >= 0 && o->sheet < 1000000;
+}
+
+int vid_sprite_sheets(const vid_probe_t *p, const vid_sprite_opts_t *o)
+{
+    if (!s_sprite_opts_ok(o))
+        return 0;
+    double per = o->every * o->cols * o->rows;
+    int n = (int)ceil(p->duration / per - 1e-9);
+    return n < 1 ? 1 : n;
+}
+
+int vid_sprite_vtt(const vid_probe_t *p, const vid_sprite_opts_t *o, const char *sheet_pattern, char **out, size_t *len)
+{
+    int tw, th;
+    if (!s_sprite_opts_ok(o) || vid_sprite_tile(p, o, &tw, &th) != 0 || !s_pattern_ok(sheet_pattern))
+        return -1;
+    FILE *f = open_memstream(out, len);
+    if (f == NULL)
+        return -1;
+    fputs("WEBVTT\n", f);
+    int per = o->cols * o->rows;
+    for (int64_t k = 0; k * o->every < p->duration; k++) {
+        double a = k * o->every, b = a + o->every < p->duration ? a + o->every : p->duration;
+        int sheet = (int)(k / per), i = (int)(k % per);
+        int64_t ma = (int64_t)llround(a * 1000), mb = (int64_t)llround(b * 1000);
+        fprintf(f, "\n%02lld:%02lld:%02lld.%03lld --> %02lld:%02lld:%02lld.%03lld\n", (long long)(ma / 3600000),
+                (long long)(ma / 60000 % 60), (long long)(ma / 1000 % 60), (long long)(ma % 1000),
+                (long long)(mb / 3600000), (long long)(mb / 60000 % 60), (long long)(mb / 1000 % 60),
+                (long long)(mb % 1000));
+        s_put_uri(f, sheet_pattern, sheet);
+        fprintf(f, "#xywh=%d,%d,%d,%d\n", (i % o->cols) * tw, (i / o->cols) * th, tw, th);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* Scales frame f into the tile at (x, y) of sheet (YUVJ420P), fitted and
+ * centred. 0 or -1. */
+static int s_tile(struct SwsContext **sws, const AVFrame *f, AVFrame *sheet, int x, int y, int tw, int th)
+{
+    /* fitted (up or down) into the tile, display aspect kept */
+    double dw = f->width, dh = f->height;
+    if (f->sample_aspect_ratio.num > 0 && f->sample_aspect_ratio.den > 0)
+        dw = dw * f->sample_aspect_ratio.num / f->sample_aspect_ratio.den;
+    double sc = fmin(tw / dw, th / dh);
+    int fw = (int)(dw * sc) & ~1, fh = (int)(dh * sc) & ~1;
+    if (fw < 2 || fh < 2)
+        return -1;
+    int ox = (x + (tw - fw) / 2) & ~1, oy = (y + (th - fh) / 2) & ~1;
+    *sws = sws_getCachedContext(*sws, f->width, f->height, f->format, fw, fh, AV_PIX_FMT_YUVJ420P, SWS_BICUBIC, NULL,
+                                NULL, NULL);
+    if (*sws == NULL)
+        return -1;
+    uint8_t *dst[3] = {sheet->data[0] + (ptrdiff_t)oy * sheet->linesize[0] + ox,
+                       sheet->data[1] + (ptrdiff_t)(oy / 2) * sheet->linesize[1] + ox / 2,
+                       sheet->data[2] + (ptrdiff_t)(oy / 2) * sheet->linesize[2] + ox / 2};
+    return sws_scale(*sws, (const uint8_t *const *)f->data, f->linesize, 0, f->height, dst, sheet->linesize) == fh ? 0
+                                                                                                                   : -1;
+}
+
+/* A black YUVJ420P picture of w x h (caller owns). */
+static AVFrame *s_black(int w, int h)
+{
+    AVFrame *f = av_frame_alloc();
+    if (f == NULL)
+        return NULL;
+    f->format = AV_PIX_FMT_YUVJ420P;
+    f->width = w;
+    f->height = h;
+    if (av_frame_get_buffer(f, 0) < 0) {
+        av_frame_free(&f);
+        return NULL;
+    }
+    memset(f->data[0], 0, (size_t)f->linesize[0] * h);
+    memset(f->data[1], 128, (size_t)f->linesize[1] * (h / 2));
+    memset(f->data[2], 128, (size_t)f->linesize[2] * (h / 2));
+    return f;
+}
+
+int vid_sprite(const vid_source_t *src, const vid_sprite_opts_t *o, vid_thumb_t *out, char *err, size_t errlen)
+{
+    int rc = -1, tw, th;
+    s_demux_t d;
+    AVCodecContext *dec = NULL;
+    AVFrame *best = NULL, *sheet = NULL;
+    struct SwsContext *sws = NULL;
+    memset(out, 0, sizeof(*out));
+    if (!s_sprite_opts_ok(o)) {
+        s_err(err, errlen, "bad sprite options");
+        return -1;
+    }
+    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return -1;
+    int v = s_first_video(d.fmt);
+    vid_probe_t p = {.duration = s_duration(d.fmt)};
+    if (v < 0 || p.duration <= 0 || !s_tb_ok(d.fmt->streams[v]->time_base)) {
+        s_err(err, errlen, v < 0 ? "no video track" : "the video has no duration or time base");
+        goto cleanup;
+    }
+    AVStream *st = d.fmt->streams[v];
+    s_display_size(st, &p.width, &p.height);
+    if (vid_sprite_tile(&p, o, &tw, &th) != 0) {
+        s_err(err, errlen, "bad tile size (at most %d a side)", VID_SPRITE_MAX_SIDE);
+        goto cleanup;
+    }
+    int per = o->cols * o->rows;
+    double first = (double)o->sheet * per * o->every;
+    if (first >= p.duration) {
+        s_err(err, errlen, "sprite sheet %d is past the end of the video (%d sheets)", o->sheet,
+              vid_sprite_sheets(&p, o));
+        rc = 1;
+        goto cleanup;
+    }
+    for (unsigned i = 0; i < d.fmt->nb_streams; i++)
+        d.fmt->streams[i]->discard = (int)i == v ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+    d.io.budget = d.io.used + S_THUMB_MAX_READ * 4;
+    if ((dec = s_decoder(st, err, errlen)) == NULL || (best = av_frame_alloc()) == NULL ||
+        (sheet = s_black(tw * o->cols, th * o->rows)) == NULL) {
+        if (err[0] == '\0')
+            s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    int64_t start = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0, last = INT64_MIN;
+    int64_t near = av_rescale_q(5 * AV_TIME_BASE, AV_TIME_BASE_Q, st->time_base); /* decode on rather than seek */
+    for (int k = 0; k < per; k++) {
+        double t = first + k * o->every;
+        if (t >= p.duration)
+            break; /* the rest stays black */
+        int64_t ts = start + (int64_t)llround(t * st->time_base.den / st->time_base.num), ndec = 0;
+        av_frame_unref(best);
+        bool onward = last != INT64_MIN && ts > last && ts - last <= near;
+        if (!onward || s_decode_at(&d, v, dec, ts, false, best, &ndec, err, errlen) != 0) {
+            avcodec_flush_buffers(dec);
+            av_frame_unref(best);
+            ndec = 0;
+            if (av_seek_frame(d.fmt, v, ts, AVSEEK_FLAG_BACKWARD) < 0 ||
+                s_decode_at(&d, v, dec, ts, false, best, &ndec, err, errlen) != 0)
+                goto cleanup;
+        }
+        out->frames_decoded += ndec;
+        last = best->best_effort_timestamp != AV_NOPTS_VALUE ? best->best_effort_timestamp : ts;
+        if (k == 0)
+            out->at = (double)(last - start) * st->time_base.num / st->time_base.den;
+        if (s_tile(&sws, best, sheet, (k % o->cols) * tw, (k / o->cols) * th, tw, th) != 0) {
+            s_err(err, errlen, "cannot scale a frame into its tile");
+            goto cleanup;
+        }
+    }
+    vid_thumb_opts_t eo = {.format = VID_IMG_JPEG, .quality = o->quality > 0 ? o->quality : 80};
+    if (s_encode(sheet, &eo, out, err, errlen) != 0)
+        goto cleanup;
+    rc = 0;
+cleanup:
+    sws_freeContext(sws);
+    av_frame_free(&sheet);
+    av_frame_free(&best);
+    avcodec_free_context(&dec);
+    s_demux_close(&d);
+    return rc;
+}

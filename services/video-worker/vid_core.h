@@ -165,6 +165,48 @@ typedef struct {
  * says the duration), or -1 with the reason in err. */
 int vid_thumbnail(const vid_source_t *src, const vid_thumb_opts_t *o, vid_thumb_t *out, char *err, size_t errlen);
 
+/* ---- sprites (scrub previews) ---- */
+
+#define VID_SPRITE_MAX_TILES 100
+#define VID_SPRITE_MAX_SIDE 640 /* of a tile */
+
+typedef struct {
+    double every;       /* seconds between tiles, >= 0.5 */
+    int cols, rows;     /* tiles per sheet, cols * rows <= VID_SPRITE_MAX_TILES */
+    int tile_w, tile_h; /* a tile's size; one of them 0: from the video's aspect (even) */
+    int sheet;          /* which sheet, from 0: tiles sheet*cols*rows ... */
+    int quality;        /* JPEG quality 1..100; 0: 80 */
+} vid_sprite_opts_t;
+
+/* What a source's header says (vid_probe). */
+typedef struct {
+    double duration;   /* seconds */
+    int width, height; /* display size of the first video track; 0 without one */
+} vid_probe_t;
+
+/* Reads the source's header. 0, or -1 with err set. */
+int vid_probe(const vid_source_t *src, vid_probe_t *out, char *err, size_t errlen);
+
+/* A sprite's tile size: o's, with a 0 side computed from the video's
+ * display aspect (even, at least 2). -1 when both are 0 or out of bounds. */
+int vid_sprite_tile(const vid_probe_t *p, const vid_sprite_opts_t *o, int *w, int *h);
+
+/* How many sheets the source's duration needs at o's spacing and grid. */
+int vid_sprite_sheets(const vid_probe_t *p, const vid_sprite_opts_t *o);
+
+/* One JPEG sheet of o->cols x o->rows tiles, row-major: tile k shows the
+ * frame at (o->sheet * cols * rows + k) * every seconds (as vid_thumbnail
+ * picks it), fitted and centred in its tile; tiles past the end are
+ * black. out as for vid_thumbnail (at: the first tile's time). 0, 1 when
+ * the sheet is past the end, -1 with err. */
+int vid_sprite(const vid_source_t *src, const vid_sprite_opts_t *o, vid_thumb_t *out, char *err, size_t errlen);
+
+/* The WebVTT index of the sprite sheets: one cue per tile,
+ * "sheet-pattern#xywh=X,Y,W,H", the pattern a printf format with one %d
+ * (the sheet). *out malloc'd (caller frees). 0 or -1. */
+int vid_sprite_vtt(const vid_probe_t *p, const vid_sprite_opts_t *o, const char *sheet_pattern, char **out,
+                   size_t *len);
+
 /* ---- trimming ---- */
 
 #define VID_MAX_RANGES 64

@@ -433,3 +433,46 @@ def test_worker_killed_mid_job_is_retried(make_stack, videos):
         assert "bus: retrying video job after its worker died" in st.gw.log()
     finally:
         ctl.close()
+
+
+# ---- sprites (scrub previews) ----------------------------------------------------------------------
+
+
+def test_sprite_sheet_and_index(stack, videos, tmp_path):
+    r = _get(stack, "/v.mp4/sprite/2/5x3/64x0/0.jpg")
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "image/jpeg"
+    info = harness.image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"]) == (5 * 64, 3 * 48)  # 4:3 tiles from the 320x240 video
+    sheet = tmp_path / "sheet.jpg"
+    sheet.write_bytes(r.content)
+    # tile 6 (row 1, column 1) is the frame at 12 s
+    tile = tmp_path / "tile.png"
+    _ffmpeg(["-i", str(sheet), "-vf", "crop=64:48:64:48"], str(tile))
+    ref = tmp_path / "ref12.png"
+    _ffmpeg(["-ss", "12", "-i", os.path.join(videos, "v.mp4"), "-frames:v", "1", "-vf", "scale=64:48"], str(ref))
+    ref14 = tmp_path / "ref14.png"
+    _ffmpeg(["-ss", "14", "-i", os.path.join(videos, "v.mp4"), "-frames:v", "1", "-vf", "scale=64:48"], str(ref14))
+    assert _psnr(tile, ref) > _psnr(tile, ref14) + 3
+    vtt = _get(stack, "/v.mp4/sprite/2/5x3/64x0/sprite.vtt")
+    assert vtt.status_code == 200 and vtt.headers["Content-Type"] == "text/vtt"
+    cues = vtt.text.split("\n\n")
+    assert cues[0] == "WEBVTT" and len(cues) == 1 + 15
+    assert cues[1] == "00:00:00.000 --> 00:00:02.000\n0.jpg#xywh=0,0,64,48"
+    assert cues[7].startswith("00:00:12.000 --> 00:00:14.000\n0.jpg#xywh=64,48,64,48")
+    assert _get(stack, "/v.mp4/sprite/2/5x3/64x0/1.jpg").status_code == 404  # 15 tiles fill one sheet
+    two = _get(stack, "/v.mp4/sprite/2/3x2/64x48/sprite.vtt").text
+    assert "\n2.jpg#xywh=0,0,64,48" in two and "3.jpg" not in two  # 15 tiles, 6 a sheet: 3 sheets
+
+
+@pytest.mark.parametrize("chain,text", [
+    ("0.1/5x3/64x0/0.jpg", "'0.1' is not seconds between tiles (0.5 to 3600)"),
+    ("2/11x10/64x0/0.jpg", "'11x10' is not COLSxROWS (at most 100 tiles)"),
+    ("2/5x3/0x0/0.jpg", "'0x0' is not a tile size WxH"),
+    ("2/5x3/641x0/0.jpg", "'641x0' is not a tile size WxH"),
+    ("2/5x3/64x0/00.jpg", "'00.jpg' is not N.jpg"),
+    ("2/5x3/64x0", "a sprite is EVERY/COLSxROWS/WxH/N.jpg"),
+])
+def test_sprite_refusals(stack, chain, text):
+    r = _get(stack, f"/v.mp4/sprite/{chain}")
+    assert r.status_code == 400 and text in r.text, (r.status_code, r.text)
