@@ -395,6 +395,16 @@ json_t *rf_reply_encode(const rf_reply_t *reply)
             rc |= s_set_str(h, "note", reply->note);
         if (reply->ref[0] != '\0')
             rc |= s_set_str(h, "ref", reply->ref);
+        if (reply->src_cache_control[0] || reply->src_expires[0] || reply->src_last_modified[0]) {
+            json_t *src = json_object();
+            rc |= src == NULL;
+            if (src != NULL) {
+                rc |= s_set_str(src, "cache_control", reply->src_cache_control);
+                rc |= s_set_str(src, "expires", reply->src_expires);
+                rc |= s_set_str(src, "last_modified", reply->src_last_modified);
+                rc |= json_object_set_new(h, "source", src);
+            }
+        }
     } else
         rc |= s_set_str(h, "error", reply->error[0] ? reply->error : "failed");
     if (reply->elapsed_ms >= 0)
@@ -425,9 +435,21 @@ int rf_reply_decode(const json_t *header, rf_reply_t *out, char *why, size_t why
         memset(out, 0, sizeof(*out));
         return rf_why(why, why_len, "REPLY ref must be an absolute file:/// path");
     }
-    for (char *c = out->note; *c; c++) /* it becomes a header value: one printable line */
-        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
-            *c = ' ';
+    json_t *src = json_object_get(header, "source");
+    if (src != NULL &&
+        (!json_is_object(src) ||
+         s_copy_member(src, "cache_control", out->src_cache_control, sizeof(out->src_cache_control)) < 0 ||
+         s_copy_member(src, "expires", out->src_expires, sizeof(out->src_expires)) < 0 ||
+         s_copy_member(src, "last_modified", out->src_last_modified, sizeof(out->src_last_modified)) < 0)) {
+        memset(out, 0, sizeof(*out));
+        return rf_why(why, why_len, "REPLY source must be an object of strings");
+    }
+    /* they become header values: one printable line each */
+    char *lines[] = {out->note, out->src_cache_control, out->src_expires, out->src_last_modified};
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        for (char *c = lines[i]; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+                *c = ' ';
     json_t *el = json_object_get(header, "elapsed_ms");
     if (json_is_number(el))
         out->elapsed_ms = json_number_value(el);

@@ -110,6 +110,13 @@ typedef struct {
     double elapsed_ms;      /* < 0 = absent */
     char ref[512];          /* "" = absent; with status 200: "file:///abs/path", the result in a file of
                                bus.spool_dir that the gateway now owns (no body frames) */
+    /* With status 200, for sources the worker read itself (refs): the
+     * source's freshness as its origin stated it, so that the result is
+     * cached no longer than the source may be (REPLY "source" object;
+     * "" = absent). */
+    char src_cache_control[160];
+    char src_expires[64];
+    char src_last_modified[64];
 } rf_reply_t;
 
 /* READY JSON. credit >= 0 (RFB/1.1) opts the connection into credit-based

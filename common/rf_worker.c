@@ -132,6 +132,11 @@ static void s_build_reply(s_job_t *job, const rf_worker_result_t *res)
         s_ascii_line(r.content_type, sizeof(r.content_type), res->content_type, sizeof(res->content_type));
         s_ascii_line(r.note, sizeof(r.note), res->note, sizeof(res->note));
         s_ascii_line(r.ref, sizeof(r.ref), res->ref, sizeof(res->ref));
+        s_ascii_line(r.src_cache_control, sizeof(r.src_cache_control), res->src_cache_control,
+                     sizeof(res->src_cache_control));
+        s_ascii_line(r.src_expires, sizeof(r.src_expires), res->src_expires, sizeof(res->src_expires));
+        s_ascii_line(r.src_last_modified, sizeof(r.src_last_modified), res->src_last_modified,
+                     sizeof(res->src_last_modified));
     } else if (res->error[0] != '\0')
         s_ascii_line(r.error, sizeof(r.error), res->error, sizeof(res->error));
     r.elapsed_ms = (double)(job->t_end - job->t_recv) / 1000.0;

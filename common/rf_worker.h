@@ -68,7 +68,10 @@ typedef struct {
     char note[128];        /* one line about a 200 result for the client (X-Refract-Note), or "" */
     char ref[512];         /* with status 200 and no body: "file:///abs/path" of the result in bus.spool_dir,
                               which the gateway takes over (proto/rfb.md 2.3) */
-    void *body;            /* the result, sent only when status is 200 */
+    /* with status 200: the source's Cache-Control, Expires and Last-Modified ("" = none), for a source
+     * the worker read itself: the gateway caches the result no longer than the source may be */
+    char src_cache_control[160], src_expires[64], src_last_modified[64];
+    void *body; /* the result, sent only when status is 200 */
     size_t body_len;
     void (*body_free)(void *); /* called on body after the REPLY is built (even if
                                   not sent); NULL when body is not to be freed */

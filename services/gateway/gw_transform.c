@@ -321,6 +321,29 @@ static void s_on_result(gw_transform_t *t, gw_job_t *gj)
     s_answer_result(t, gj);
 }
 
+/* The source freshness a worker that read the source itself reported
+ * (REPLY source), as the origin headers a result is kept and answered
+ * with: a result is cached no longer than its source may be. */
+static void s_reply_freshness(gw_transform_t *t, const rf_reply_t *r)
+{
+    h2o_req_t *req = t->rc->req;
+    const struct {
+        const h2o_token_t *token;
+        const char *value;
+    } hs[] = {{H2O_TOKEN_CACHE_CONTROL, r->src_cache_control},
+              {H2O_TOKEN_EXPIRES, r->src_expires},
+              {H2O_TOKEN_LAST_MODIFIED, r->src_last_modified}};
+    if (t->origin_headers != NULL || !(r->src_cache_control[0] || r->src_expires[0] || r->src_last_modified[0]))
+        return;
+    h2o_headers_t *h = h2o_mem_alloc_pool(&req->pool, sizeof(*h));
+    memset(h, 0, sizeof(*h));
+    for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
+        if (hs[i].value[0] != '\0')
+            h2o_add_header(&req->pool, h, hs[i].token, NULL, h2o_strdup(&req->pool, hs[i].value, SIZE_MAX).base,
+                           strlen(hs[i].value));
+    t->origin_headers = h;
+}
+
 static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
 {
     gw_req_t *rc = t->rc;
@@ -342,6 +365,8 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
     }
     const rf_reply_t *r = &job->reply;
     const char *err = r->error[0] ? r->error : NULL;
+    if (r->status == 200)
+        s_reply_freshness(t, r);
     const gw_reply_rule_t *rule = s_rule(f, r->status);
     switch (rule->action) {
     case GW_REPLY_BODY: {

@@ -516,6 +516,13 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
     res->status = status;
     if (status != 200)
         snprintf(res->error, sizeof(res->error), "%s", why);
+    if (status == 200 && r != NULL) { /* the result may be kept as long as its source */
+        const char *cc, *ex, *lm;
+        vid_reader_freshness(r, &cc, &ex, &lm);
+        snprintf(res->src_cache_control, sizeof(res->src_cache_control), "%s", cc);
+        snprintf(res->src_expires, sizeof(res->src_expires), "%s", ex);
+        snprintf(res->src_last_modified, sizeof(res->src_last_modified), "%s", lm);
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     rf_log(status < 500 ? RF_LOG_INFO : RF_LOG_WARN, job->request_id, "video %s %d read=%lld out=%zu %.1fms%s%s", what,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -27,8 +28,9 @@ struct vid_reader {
     size_t buf_len, buf_cap;
     int64_t buf_off;
     char validator[160];
-    int64_t bytes; /* read from the source */
-    int failed;    /* a read failed: its status (502, 504) */
+    char cache_control[160], expires[64], last_modified[64]; /* the source's freshness */
+    int64_t bytes;                                           /* read from the source */
+    int failed;                                              /* a read failed: its status (502, 504) */
     char why[200];
 };
 
@@ -113,6 +115,9 @@ static int s_file_open(vid_reader_t *r, const char *path, int *status, char *err
     r->src.read = s_file_read;
     snprintf(r->validator, sizeof(r->validator), "ino=%ju;mtime=%jd.%09ld", (uintmax_t)st.st_ino,
              (intmax_t)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    struct tm tm;
+    gmtime_r(&st.st_mtim.tv_sec, &tm); /* what a file server says: the heuristic TTL comes from it */
+    strftime(r->last_modified, sizeof(r->last_modified), "%a, %d %b %Y %H:%M:%S GMT", &tm);
     return 0;
 }
 
@@ -124,7 +129,7 @@ typedef struct {
     size_t want;   /* the bytes asked for: more is an error */
     int64_t total; /* from Content-Range "bytes A-B/TOTAL"; -1 = none */
     int64_t first; /* its A */
-    char etag[120], last_modified[40];
+    char etag[120], last_modified[64], cache_control[160], expires[64];
 } s_get_t;
 
 static size_t s_on_header(char *line, size_t size, size_t n, void *arg)
@@ -145,6 +150,10 @@ static size_t s_on_header(char *line, size_t size, size_t n, void *arg)
         snprintf(g->etag, sizeof(g->etag), "%s", h + 5 + strspn(h + 5, " \t"));
     } else if (strncasecmp(h, "last-modified:", 14) == 0) {
         snprintf(g->last_modified, sizeof(g->last_modified), "%s", h + 14 + strspn(h + 14, " \t"));
+    } else if (strncasecmp(h, "cache-control:", 14) == 0) {
+        snprintf(g->cache_control, sizeof(g->cache_control), "%s", h + 14 + strspn(h + 14, " \t"));
+    } else if (strncasecmp(h, "expires:", 8) == 0) {
+        snprintf(g->expires, sizeof(g->expires), "%s", h + 8 + strspn(h + 8, " \t"));
     }
     return len;
 }
@@ -291,6 +300,9 @@ static int s_edge_open(vid_reader_t *r, const char *path, const char *host, int 
     r->src.size = g.total;
     r->src.read = s_edge_read;
     snprintf(r->validator, sizeof(r->validator), "%s", g.etag[0] ? g.etag : g.last_modified);
+    snprintf(r->cache_control, sizeof(r->cache_control), "%s", g.cache_control);
+    snprintf(r->expires, sizeof(r->expires), "%s", g.expires);
+    snprintf(r->last_modified, sizeof(r->last_modified), "%s", g.last_modified);
     return 0;
 }
 
@@ -350,6 +362,14 @@ const char *vid_reader_validator(const vid_reader_t *r)
 int64_t vid_reader_bytes(const vid_reader_t *r)
 {
     return r->bytes;
+}
+
+void vid_reader_freshness(const vid_reader_t *r, const char **cache_control, const char **expires,
+                          const char **last_modified)
+{
+    *cache_control = r->cache_control;
+    *expires = r->expires;
+    *last_modified = r->last_modified;
 }
 
 int vid_reader_failed(const vid_reader_t *r, const char **why)

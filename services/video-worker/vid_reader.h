@@ -47,6 +47,12 @@ const vid_source_t *vid_reader_source(vid_reader_t *r);
  * inode and mtime (file); "" when nothing does. Borrowed. */
 const char *vid_reader_validator(const vid_reader_t *r);
 
+/* The source's Cache-Control, Expires and Last-Modified as its origin
+ * stated them (edge: through the gateway; file: Last-Modified from its
+ * mtime), "" when absent. Borrowed. */
+void vid_reader_freshness(const vid_reader_t *r, const char **cache_control, const char **expires,
+                          const char **last_modified);
+
 /* Bytes read from the source so far (edge: transferred; file: pread). */
 int64_t vid_reader_bytes(const vid_reader_t *r);
 

@@ -349,6 +349,7 @@ class OriginHandler(BaseHTTPRequestHandler):
         etag = '"%x-%x"' % (int(st.st_mtime), st.st_size)
         lastmod = email.utils.formatdate(st.st_mtime, usegmt=True)
         common = {"Last-Modified": lastmod, "ETag": etag, "Accept-Ranges": "bytes"}
+        common.update(getattr(self.server, "file_headers", {}).get(urlpath, {}))
         inm = self.headers.get("If-None-Match")
         ims = self.headers.get("If-Modified-Since")
         not_modified = False
@@ -559,6 +560,7 @@ class ControlledOrigin(Origin):
         httpd.gates = {}
         httpd.overrides = {}
         httpd.file_holds = {}
+        httpd.file_headers = {}  # path -> extra response headers of that file
 
         def gate(name):
             with httpd.lock:

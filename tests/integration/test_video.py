@@ -3,6 +3,7 @@ and its MPEG-TS segments, from a file origin (the worker reads the file by
 range itself) and from an http origin (the worker reads ranges back
 through the gateway). Outputs are checked with ffprobe and by ffmpeg
 playing the playlist through the gateway."""
+import email.utils
 import json
 import os
 import re
@@ -476,3 +477,32 @@ def test_sprite_sheet_and_index(stack, videos, tmp_path):
 def test_sprite_refusals(stack, chain, text):
     r = _get(stack, f"/v.mp4/sprite/{chain}")
     assert r.status_code == 400 and text in r.text, (r.status_code, r.text)
+
+
+def test_results_are_kept_no_longer_than_their_source(make_stack, videos):
+    """The worker passes on the source's Cache-Control: a playlist of a
+    no-store video is not stored, one of a max-age=60 video is stored for
+    60 s, and clients see the source's freshness."""
+    ctl = harness.ControlledOrigin(videos)
+    try:
+        ctl.httpd.file_headers["/v.mp4"] = {"Cache-Control": "no-store"}
+        ctl.httpd.file_headers["/late.mp4"] = {"Cache-Control": "max-age=60"}
+        st = make_stack([{"name": "web.test", "default": True, "origin": ctl.url, "cache": {"enable": True}}],
+                        workers=0, video_workers=1)
+        for _ in range(2):
+            r = st.get("/v.mp4/mp4hls/index.m3u8", host="web.test", timeout=60)
+            assert r.status_code == 200 and r.headers.get("Cache-Control") == "no-store", dict(r.headers)
+            assert "hit" not in r.headers.get("Cache-Status", ""), r.headers.get("Cache-Status")
+        first = st.get("/late.mp4/thumbnail/3", host="web.test", timeout=60)
+        assert first.status_code == 200 and first.headers.get("Cache-Control") == "max-age=60"
+        assert "stored; ttl=60" in first.headers.get("Cache-Status", ""), first.headers.get("Cache-Status")
+        again = st.get("/late.mp4/thumbnail/3", host="web.test", timeout=60)
+        assert again.headers.get("Cache-Status", "").startswith("refract; hit"), again.headers.get("Cache-Status")
+    finally:
+        ctl.close()
+
+
+def test_file_source_results_carry_its_last_modified(stack, videos):
+    r = _get(stack, "/v.mp4/thumbnail/4")
+    mtime = os.path.getmtime(os.path.join(videos, "v.mp4"))
+    assert r.headers["Last-Modified"] == email.utils.formatdate(mtime, usegmt=True)

@@ -832,8 +832,32 @@ static void test_reply_roundtrip(void **state)
     assert_null(json_object_get(h, "content_type"));
     json_decref(h);
 
-    const char *bad[] = {"{}", "{\"status\":\"200\"}", "{\"status\":42}", "{\"status\":200,\"content_type\":1}",
-                         "{\"status\":500,\"error\":[]}"};
+    /* a result by reference, with its source's freshness */
+    rf_reply_t r2 = {.status = 200, .elapsed_ms = -1};
+    snprintf(r2.ref, sizeof(r2.ref), "file:///spool/out-1.mp4");
+    snprintf(r2.src_cache_control, sizeof(r2.src_cache_control), "max-age=60");
+    snprintf(r2.src_last_modified, sizeof(r2.src_last_modified), "Tue, 01 Dec 2026 10:00:00 GMT");
+    h = rf_reply_encode(&r2);
+    assert_int_equal(rf_reply_decode(h, &out, NULL, 0), 0);
+    assert_string_equal(out.ref, "file:///spool/out-1.mp4");
+    assert_string_equal(out.src_cache_control, "max-age=60");
+    assert_string_equal(out.src_expires, "");
+    assert_string_equal(out.src_last_modified, "Tue, 01 Dec 2026 10:00:00 GMT");
+    json_decref(h);
+    h = s_json("{\"status\":200,\"source\":{\"cache_control\":\"a\\nb\"}}"); /* one header line */
+    assert_int_equal(rf_reply_decode(h, &out, NULL, 0), 0);
+    assert_string_equal(out.src_cache_control, "a b");
+    json_decref(h);
+
+    const char *bad[] = {"{}",
+                         "{\"status\":\"200\"}",
+                         "{\"status\":42}",
+                         "{\"status\":200,\"content_type\":1}",
+                         "{\"status\":500,\"error\":[]}",
+                         "{\"status\":200,\"ref\":\"/etc/passwd\"}",
+                         "{\"status\":200,\"ref\":\"file:///spool/../etc/passwd\"}",
+                         "{\"status\":200,\"source\":[]}",
+                         "{\"status\":200,\"source\":{\"expires\":1}}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         h = s_json(bad[i]);
         char why[160] = "";
