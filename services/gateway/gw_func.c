@@ -179,6 +179,10 @@ typedef struct {
     enum { S_HLS_MEDIA, S_HLS_MASTER, S_HLS_SEGMENT } what;
     int n;                 /* segment number (from 0, before mp4hls.sequence) */
     rf_mp4hls_conf_t conf; /* the vhost's settings when it was parsed */
+    /* Where the playlist's URIs are relative to: "" for /v.mp4/mp4hls/…;
+     * "v.mp4?QUERY/mp4hls/" for the seed's /v.mp4?QUERY/mp4hls/… (a
+     * relative URI resolves against the path, which ends at "v.mp4"). */
+    const char *uri_base;
 } s_hls_t;
 
 /* Segment names: "seg-N.ts", N from 0 (the playlist names them). */
@@ -193,14 +197,46 @@ static const char *s_hls_keyword(const rf_vhost_conf_t *vh)
 static int s_hls_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
                        h2o_iovec_t *chain)
 {
-    (void)query;
     const char *s, *c;
     size_t sl, cl;
-    if (!vh->mp4hls.active || !rf_chain_split(path.base, path.len, vh->mp4hls.keyword, &s, &sl, &c, &cl))
+    if (!vh->mp4hls.active)
         return 0;
-    *src = h2o_iovec_init(s, sl);
-    *chain = h2o_iovec_init(c, cl);
-    return 1;
+    if (rf_chain_split(path.base, path.len, vh->mp4hls.keyword, &s, &sl, &c, &cl)) {
+        *src = h2o_iovec_init(s, sl);
+        *chain = h2o_iovec_init(c, cl);
+        return 1;
+    }
+    /* The seed's form, /v.mp4?trimming=17-20,30-40/mp4hls/index.m3u8: the
+     * source is the path with the query before the keyword (another
+     * function's URL, read back through the gateway); parse splits it. */
+    size_t kl = strlen(vh->mp4hls.keyword);
+    for (size_t i = 1; i + kl + 2 < query.len; i++)
+        if (query.base[i] == '/' && memcmp(query.base + i + 1, vh->mp4hls.keyword, kl) == 0 &&
+            query.base[i + kl + 1] == '/') {
+            *src = path;
+            *chain = query; /* starts with '?' */
+            return 1;
+        }
+    return 0;
+}
+
+/* The seed's query form: rc->src becomes PATH?QUERY (the source, read back
+ * through the gateway) and *chain what follows "/KEYWORD/"; st->uri_base
+ * what the playlist's URIs start with. */
+static void s_hls_query_source(gw_req_t *rc, h2o_iovec_t *chain, s_hls_t *st)
+{
+    const char *kw = st->conf.keyword;
+    size_t kl = strlen(kw);
+    const char *q = chain->base;
+    size_t i = 1;
+    while (!(q[i] == '/' && memcmp(q + i + 1, kw, kl) == 0 && q[i + kl + 1] == '/'))
+        i++; /* match found it */
+    h2o_iovec_t path = rc->src;
+    rc->src = h2o_concat(&rc->req->pool, path, h2o_iovec_init(q, i));
+    const char *slash = path.len > 0 ? memrchr(path.base, '/', path.len) : NULL;
+    h2o_iovec_t name = slash ? h2o_iovec_init(slash + 1, (size_t)(path.base + path.len - slash - 1)) : path;
+    st->uri_base = h2o_concat(&rc->req->pool, name, h2o_iovec_init(q, i + kl + 2)).base;
+    *chain = h2o_iovec_init(q + i + kl + 2, chain->len - i - kl - 2);
 }
 
 static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
@@ -209,6 +245,9 @@ static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why,
     s_hls_t *st = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*st));
     memset(st, 0, sizeof(*st));
     st->conf = *h;
+    st->uri_base = "";
+    if (chain.len > 0 && chain.base[0] == '?')
+        s_hls_query_source(rc, &chain, st);
     if (h2o_memis(chain.base, chain.len, h->index, strlen(h->index))) {
         st->what = S_HLS_MEDIA;
     } else if (h->alternates && h2o_memis(chain.base, chain.len, h->alternates_name, strlen(h->alternates_name))) {
@@ -248,9 +287,12 @@ static json_t *s_hls_json(const void *state)
 {
     const s_hls_t *st = state;
     static const char *const what[] = {"media", "master", "segment"};
+    char media[600], prefix[600];
+    snprintf(media, sizeof(media), "%s%s", st->uri_base, st->conf.index);
+    snprintf(prefix, sizeof(prefix), "%s" S_HLS_SEG_PREFIX, st->uri_base);
     return json_pack("[{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s}]", "op", "hls", "what", what[st->what], "segment",
                      st->n, "version", st->conf.version, "sequence", st->conf.sequence, "duration", st->conf.duration,
-                     "media", st->conf.index, "segment_prefix", S_HLS_SEG_PREFIX, "segment_suffix", S_HLS_SEG_SUFFIX);
+                     "media", media, "segment_prefix", prefix, "segment_suffix", S_HLS_SEG_SUFFIX);
 }
 
 static size_t s_no_limit(const rf_vhost_conf_t *vh)

@@ -381,7 +381,10 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
         if (r->note[0] != '\0')
             h2o_add_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-note"), 0, NULL,
                                   h2o_strdup(&rc->req->pool, r->note, SIZE_MAX).base, strlen(r->note));
-        gw_deliver_body(rc, rule->http_status, ctype, body, job->reply_len);
+        if (f->source == GW_SOURCE_RANGE) /* a video result: players (and workers reading it) ask by Range */
+            gw_deliver_original(rc, ctype, body, job->reply_len);
+        else
+            gw_deliver_body(rc, rule->http_status, ctype, body, job->reply_len);
         return;
     }
     case GW_REPLY_ORIGINAL:
@@ -651,7 +654,10 @@ static void s_by_range(gw_transform_t *t)
     gw_req_t *rc = t->rc;
     h2o_req_t *req = rc->req;
     const rf_origin_t *o = &rc->vhost->origin;
-    if (o->kind == RF_ORIGIN_FILE && rc->thread->server->cfg->bus.file_refs) {
+    /* A source with a query is another function's result (the seed's
+     * /v.mp4?trimming=…/mp4hls/…): only the gateway can make it. */
+    if (o->kind == RF_ORIGIN_FILE && rc->thread->server->cfg->bus.file_refs &&
+        memchr(rc->src.base, '?', rc->src.len) == NULL) {
         s_from_file(t, 0);
         return;
     }

@@ -37,17 +37,27 @@ typedef struct {
 typedef struct {
     char what[16]; /* media, master, segment */
     int segment, version, sequence, duration;
-    char media[64], prefix[32], suffix[16];
+    char media[600], prefix[600], suffix[16];
 } s_hls_job_t;
 
-/* Copies string member `name` of o into dst[size]; -1 when absent or too long. */
-static int s_str(const json_t *o, const char *name, char *dst, size_t size)
+/* Copies string member `name` of o into dst[size]: printable, not
+ * starting with '/', and unless `uri` (a relative URI: '/' and '%XX'
+ * allowed) no '/' or '%'. -1 when absent, too long or otherwise. */
+static int s_text(const json_t *o, const char *name, char *dst, size_t size, bool uri)
 {
     const char *v = json_string_value(json_object_get(o, name));
-    if (v == NULL || strlen(v) >= size || strpbrk(v, "%\r\n/") != NULL)
+    if (v == NULL || strlen(v) >= size || (!uri && strpbrk(v, "%/") != NULL) || v[0] == '/')
         return -1;
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return -1;
     snprintf(dst, size, "%s", v);
     return 0;
+}
+
+static int s_str(const json_t *o, const char *name, char *dst, size_t size)
+{
+    return s_text(o, name, dst, size, false);
 }
 
 /* Integer member `name` of o within [lo, hi] into *dst; -1 otherwise. */
@@ -72,8 +82,8 @@ static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_le
         (strcmp(j->what, "media") != 0 && strcmp(j->what, "master") != 0 && strcmp(j->what, "segment") != 0) ||
         s_int(op, "segment", 0, VID_MAX_SEGMENTS, &j->segment) < 0 || s_int(op, "version", 3, 7, &j->version) < 0 ||
         s_int(op, "sequence", 0, 1000000000, &j->sequence) < 0 || s_int(op, "duration", 1, 60, &j->duration) < 0 ||
-        s_str(op, "media", j->media, sizeof(j->media)) < 0 ||
-        s_str(op, "segment_prefix", j->prefix, sizeof(j->prefix)) < 0 ||
+        s_text(op, "media", j->media, sizeof(j->media), true) < 0 ||
+        s_text(op, "segment_prefix", j->prefix, sizeof(j->prefix), true) < 0 ||
         s_str(op, "segment_suffix", j->suffix, sizeof(j->suffix)) < 0) {
         snprintf(why, why_len,
                  "bad hls operation (what, segment, version, sequence, duration, media, segment_prefix, "
@@ -193,8 +203,14 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
     char *text = NULL;
     size_t len = 0;
     if (strcmp(j->what, "media") == 0) {
-        char uri[64];
-        snprintf(uri, sizeof(uri), "%s%%d%s", j->prefix, j->suffix);
+        char uri[1300]; /* the prefix's '%' doubled: the pattern's only conversion is the number */
+        size_t u = 0;
+        for (const char *p = j->prefix; *p; p++) {
+            if (*p == '%')
+                uri[u++] = '%';
+            uri[u++] = *p;
+        }
+        snprintf(uri + u, sizeof(uri) - u, "%%d%s", j->suffix);
         vid_hls_opts_t o = {.version = j->version, .media_sequence = j->sequence, .segment_uri = uri};
         status = vid_hls_playlist(ix, &o, &text, &len) == 0 ? 200 : 500;
         snprintf(res->content_type, sizeof(res->content_type), "application/vnd.apple.mpegurl");

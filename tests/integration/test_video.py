@@ -506,3 +506,24 @@ def test_file_source_results_carry_its_last_modified(stack, videos):
     r = _get(stack, "/v.mp4/thumbnail/4")
     mtime = os.path.getmtime(os.path.join(videos, "v.mp4"))
     assert r.headers["Last-Modified"] == email.utils.formatdate(mtime, usegmt=True)
+
+
+@pytest.mark.parametrize("host", ["vod.test", "web.test"])
+def test_seed_form_trimming_then_hls(stack, tmp_path, host):
+    """/video.mp4?trimming=17-20,30-40/mp4hls/index.m3u8 as seed 002 writes
+    it: HLS of the trimmed video; the playlist's URIs resolve under the
+    same query; ffmpeg plays it through the gateway."""
+    base = "/v.mp4?trimming=2-6,20-24"
+    r = _get(stack, base + "/mp4hls/index.m3u8", host=host)
+    assert r.status_code == 200, r.text
+    _, _, segs, ended = _playlist(r.text)
+    assert ended and abs(sum(d for d, _ in segs) - 8.0) < 0.05, r.text
+    assert segs[0][1] == "v.mp4?trimming=2-6,20-24/mp4hls/seg-0.ts"
+    seg = _get(stack, "/" + segs[-1][1], host=host)
+    assert seg.status_code == 200 and seg.headers["Content-Type"] == "video/mp2t"
+    out = tmp_path / "played.mp4"
+    run = subprocess.run(["ffmpeg", "-v", "error", "-y", "-headers", f"Host: {host}\r\n", "-i",
+                          stack.url(base + "/mp4hls/index.m3u8"), "-c", "copy", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert abs(float(_probe(str(out), "-show_entries", "format=duration")["format"]["duration"]) - 8) < 0.2
