@@ -643,7 +643,9 @@ static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why
     t->max_ratio = c->max_ratio;
     s_trim_ext(rc->src, &t->audio);
     h2o_iovec_t ranges = s_query_param(chain, c->param);
-    if (ranges.base != NULL) {
+    if (ranges.base != NULL) { /* as forms and URLSearchParams send it: "2-4%2C20-22" */
+        char *dec = h2o_mem_alloc_pool(&rc->req->pool, ranges.len + 1);
+        ranges = h2o_iovec_init(dec, rf_path_decode(ranges.base, ranges.len, dec));
         char r[200];
         if (gw_vparse_ranges(ranges.base, ranges.len, t->ms, &t->n, r, sizeof(r)) < 0) {
             snprintf(why, why_len, "%s: %s", c->param, r);

@@ -261,6 +261,20 @@ fail:
 
 static void s_answer_result(gw_transform_t *t, gw_job_t *gj);
 
+/* The path of a REPLY ref ("file:///…"), when it names a file directly in
+ * the spool directory; else NULL. */
+static const char *s_ref_path(const char *spool_dir, const char *ref)
+{
+    if (spool_dir == NULL || ref[0] == '\0' || strncmp(ref, "file://", 7) != 0)
+        return NULL;
+    const char *path = ref + 7;
+    size_t dl = strlen(spool_dir);
+    if (strncmp(path, spool_dir, dl) != 0 || path[dl] != '/' || path[dl + 1] == '\0' || path[dl + 1] == '.' ||
+        strchr(path + dl + 1, '/') != NULL)
+        return NULL;
+    return path;
+}
+
 /* A result the worker wrote to a file of bus.spool_dir (REPLY ref): it is
  * ours now. Mapped (and its name removed) so it is served and stored like
  * a body, with Range and conditionals answered as for an original (a
@@ -269,12 +283,10 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj);
 static void s_result_by_ref(gw_transform_t *t, const rf_reply_t *r, const char *ctype)
 {
     gw_req_t *rc = t->rc;
-    const char *dir = rc->thread->server->cfg->bus.spool_dir;
-    const char *path = r->ref + 7;
-    size_t dl = dir != NULL ? strlen(dir) : 0;
-    if (dir == NULL || strncmp(path, dir, dl) != 0 || path[dl] != '/' || strchr(path + dl + 1, '/') != NULL) {
+    const char *path = s_ref_path(rc->thread->server->cfg->bus.spool_dir, r->ref);
+    if (path == NULL) {
         rf_log(RF_LOG_ERROR, rc->request_id, "%s: the worker answered by a file outside bus.spool_dir: %s",
-               rc->func->label, path);
+               rc->func->label, r->ref);
         gw_send_error(rc, 502, "Bad Gateway", "%s worker failed: its result is not in the spool directory",
                       rc->func->label);
         return;
@@ -294,6 +306,7 @@ static void s_result_by_ref(gw_transform_t *t, const rf_reply_t *r, const char *
     t->result_map = map;
     t->result_len = (size_t)st.st_size;
     s_keep_result(rc, 200, ctype, r->note, map, t->result_len, t->origin_headers);
+    s_keep_freshness(rc, t->origin_headers);
     if (r->note[0] != '\0')
         h2o_add_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-note"), 0, NULL,
                               h2o_strdup(&rc->req->pool, r->note, SIZE_MAX).base, strlen(r->note));
@@ -403,13 +416,19 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
 
 void gw_transform_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
-    (void)receiver;
     while (!h2o_linklist_is_empty(messages)) {
         gw_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_job_t, super.link, messages->next);
         h2o_linklist_unlink(&job->super.link);
         gw_transform_t *t = job->user;
-        if (t == NULL) {
-            gw_job_destroy(&job); /* the client left while the job was out */
+        if (t == NULL) { /* the client left while the job was out */
+            const rf_reply_t *r = &job->job->reply;
+            gw_thread_t *th = H2O_STRUCT_FROM_MEMBER(gw_thread_t, job_receiver, receiver);
+            const char *path = job->job->outcome == RF_JOB_OK && r->status == 200
+                                   ? s_ref_path(th->server->cfg->bus.spool_dir, r->ref)
+                                   : NULL;
+            if (path != NULL)
+                unlink(path); /* nobody takes the worker's file */
+            gw_job_destroy(&job);
             continue;
         }
         s_on_result(t, job);

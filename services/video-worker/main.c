@@ -10,11 +10,14 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <libavutil/log.h>
 
 #include "rf_config.h"
 #include "rf_log.h"
@@ -491,7 +494,8 @@ static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
         return failed ? failed : rc == 1 ? 400 : 415;
     }
     /* What was cut, for the client: the cuts are on keyframes. */
-    size_t o = (size_t)snprintf(res->note, sizeof(res->note), "cut on keyframes:");
+    size_t o = (size_t)snprintf(res->note, sizeof(res->note),
+                                "cut %s:", info.on_keyframes ? "on keyframes" : "on audio frames");
     for (int i = 0; i < n && o < sizeof(res->note); i++)
         o += (size_t)snprintf(res->note + o, sizeof(res->note) - o, "%s%.3f-%.3f", i ? "," : " ", info.cut[i].start,
                               info.cut[i].end);
@@ -558,8 +562,24 @@ static int *s_jobs(rf_config_t *cfg)
     return &cfg->video_worker.jobs;
 }
 
+/* libavformat's and libavcodec's messages, in our log format at debug
+ * level (one line each): the job's own line carries the outcome. */
+static void s_on_av_log(void *avcl, int level, const char *fmt, va_list ap)
+{
+    if (level > AV_LOG_WARNING)
+        return;
+    char line[512];
+    int prefix = 1;
+    av_log_format_line2(avcl, level, fmt, ap, line, sizeof(line), &prefix);
+    for (char *p = line; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    rf_log(RF_LOG_DEBUG, NULL, "libav: %s", line);
+}
+
 static int s_setup(rf_config_t *cfg, void **arg)
 {
+    av_log_set_callback(s_on_av_log);
     s_app_t *app = calloc(1, sizeof(*app));
     *arg = app;
     if (app == NULL || vid_reader_global_init() < 0)

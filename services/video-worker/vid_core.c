@@ -1552,6 +1552,7 @@ int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const ch
         if (d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
             a = (int)i;
     int primary = v >= 0 ? v : a;
+    info->on_keyframes = v >= 0;
     info->duration = s_duration(d.fmt);
     if (primary < 0 || info->duration <= 0) {
         s_err(err, errlen, primary < 0 ? "no audio or video track" : "the source has no duration");

@@ -221,6 +221,7 @@ typedef struct {
     double kept;                     /* of the output: the ranges as cut */
     vid_range_t cut[VID_MAX_RANGES]; /* each range as cut (on keyframes) */
     int64_t packets;
+    int on_keyframes; /* cut on video keyframes (else on audio packets: an audio-only source) */
 } vid_trim_info_t;
 
 /* The source's duration in seconds (reads its header), or a negative

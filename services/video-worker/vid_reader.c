@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "vid_reader.h"
 
 #define VID_EDGE_CONNECT_MS 5000
+#define VID_AHEAD_MIN (64 << 10) /* the first read after a jump */
 #define VID_PATH_MAX 4096
 
 struct vid_reader {
@@ -27,6 +29,7 @@ struct vid_reader {
     uint8_t *buf; /* edge: the last answer, bytes [buf_off, buf_off + buf_len) */
     size_t buf_len, buf_cap;
     int64_t buf_off;
+    size_t ahead; /* what the next edge read asks for at least: grows while reads follow on */
     char validator[160];
     char cache_control[160], expires[64], last_modified[64]; /* the source's freshness */
     int64_t bytes;                                           /* read from the source */
@@ -246,7 +249,14 @@ static int64_t s_edge_read(void *arg, uint8_t *buf, int64_t off, int64_t len)
     if (off + len > r->src.size)
         len = r->src.size - off;
     if (off < r->buf_off || off + len > r->buf_off + (int64_t)r->buf_len) {
-        int64_t want = len > (int64_t)r->opts.read_ahead ? len : (int64_t)r->opts.read_ahead;
+        /* Like a kernel's read-ahead: a read that follows on from the last
+         * one doubles the next request (up to read_ahead); a jump (the
+         * moov, then a keyframe far away) starts small again, so a
+         * thumbnail does not fetch a megabyte per seek. */
+        bool onward = r->buf_len > 0 && off >= r->buf_off && off <= r->buf_off + (int64_t)r->buf_len;
+        r->ahead = onward ? (r->ahead * 2 < r->opts.read_ahead ? r->ahead * 2 : r->opts.read_ahead)
+                          : (VID_AHEAD_MIN < r->opts.read_ahead ? VID_AHEAD_MIN : r->opts.read_ahead);
+        int64_t want = len > (int64_t)r->ahead ? len : (int64_t)r->ahead;
         if (off + want > r->src.size)
             want = r->src.size - off;
         s_get_t g;
@@ -283,7 +293,8 @@ static int s_edge_open(vid_reader_t *r, const char *path, const char *host, int 
      * faststart moov is. */
     s_get_t g;
     r->src.size = INT64_MAX;
-    if (s_edge_get(r, 0, r->opts.read_ahead, &g) < 0 && !(r->failed == 502 && g.total > 0 && g.first == 0)) {
+    r->ahead = VID_AHEAD_MIN < r->opts.read_ahead ? VID_AHEAD_MIN : r->opts.read_ahead;
+    if (s_edge_get(r, 0, r->ahead, &g) < 0 && !(r->failed == 502 && g.total > 0 && g.first == 0)) {
         *status = r->failed;
         snprintf(err, errlen, "%s", r->why);
         return -1;

@@ -322,6 +322,7 @@ def _trimmed(stack, tmp_path, path, host="vod.test", **kw):
     ("trimming=2-4,20-22", "2.000-4.000,20.000-22.000", 4.0),  # joined in order
     ("trimming=24-", "24.000-30.000", 6.0),          # to the end
     ("start=4&end=8", "4.000-8.000", 4.0),            # nginx mp4 module style
+    ("trimming=2-4%2C20-22", "2.000-4.000,20.000-22.000", 4.0),  # the comma as forms encode it
 ])
 def test_trimming(stack, tmp_path, host, query, cut, dur):
     r, info = _trimmed(stack, tmp_path, f"/v.mp4?{query}", host=host)
@@ -347,6 +348,7 @@ def test_trimming_frames_are_the_sources(stack, videos, tmp_path):
 def test_trimming_audio_and_range(stack, tmp_path):
     r, info = _trimmed(stack, tmp_path, "/a.m4a?trimming=5-10")
     assert r.headers["Content-Type"] == "audio/mp4"
+    assert r.headers["X-Refract-Note"].startswith("cut on audio frames: 4.99")  # AAC frames of 21.3 ms
     assert abs(float(info["format"]["duration"]) - 5) < 0.1
     whole = _get(stack, "/v.mp4?trimming=2-6").content
     part = _get(stack, "/v.mp4?trimming=2-6", headers={"Range": "bytes=100-199"})
