@@ -142,6 +142,10 @@ build/fuzz/%: fuzz/%.c $(COMMON_SRC)
 build/fuzz/fuzz_origin: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_origin_parse.c -lh2o-evloop
 build/fuzz/fuzz_origin: services/gateway/gw_origin_parse.c services/gateway/gw_origin_parse.h
 
+# vid_core over whole (hostile) source files, through libavformat and libavcodec.
+build/fuzz/fuzz_vid_mp4: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_core.c $(AV_LIBS)
+build/fuzz/fuzz_vid_mp4: services/video-worker/vid_core.c services/video-worker/vid_core.h
+
 # The video functions' URL parsers (times, segment names, trimming ranges).
 build/fuzz/fuzz_vurl: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_vparse.c
 build/fuzz/fuzz_vurl: services/gateway/gw_vparse.c services/gateway/gw_vparse.h
