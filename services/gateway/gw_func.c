@@ -172,6 +172,21 @@ static const gw_func_t s_dims = {
     .fallbacks = &gw_m.image_fallbacks,
 };
 
+/* ---- trimming's ranges (also read by mp4hls over a trim) ------------------------- */
+
+#define S_TRIM_MAX_RANGES GW_VPARSE_MAX_RANGES
+
+typedef struct {
+    int n;
+    int64_t ms[S_TRIM_MAX_RANGES][2]; /* start, end (-1: to the end) */
+    int max_ratio;
+    bool audio; /* an .m4a: audio/mp4 */
+} s_trim_t;
+
+static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len);
+static int s_trim_canon(const void *state, char *buf, size_t len);
+static h2o_iovec_t s_query_param(h2o_iovec_t q, const char *name);
+
 /* ---- mp4hls (video-worker) --------------------------------------------------- */
 
 /* What an mp4hls URL names, after the keyword. */
@@ -183,6 +198,7 @@ typedef struct {
      * "v.mp4?QUERY/mp4hls/" for the seed's /v.mp4?QUERY/mp4hls/… (a
      * relative URI resolves against the path, which ends at "v.mp4"). */
     const char *uri_base;
+    const s_trim_t *trim; /* the seed's /v.mp4?trimming=…/mp4hls/…: HLS of these ranges; NULL: the whole video */
 } s_hls_t;
 
 /* Segment names: "seg-N.ts", N from 0 (the playlist names them). */
@@ -213,6 +229,13 @@ static int s_hls_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t 
     for (size_t i = 1; i + kl + 2 < query.len; i++)
         if (query.base[i] == '/' && memcmp(query.base + i + 1, vh->mp4hls.keyword, kl) == 0 &&
             query.base[i + kl + 1] == '/') {
+            /* only a trimming query: "/player.html?src=/v.mp4/mp4hls/index.m3u8" is a page */
+            const char *v;
+            size_t vl;
+            if (!vh->trimming.active || (!gw_vparse_query_param(query.base, i, vh->trimming.param, &v, &vl) &&
+                                         !gw_vparse_query_param(query.base, i, "start", &v, &vl) &&
+                                         !gw_vparse_query_param(query.base, i, "end", &v, &vl)))
+                return 0;
             *src = path;
             *chain = query; /* starts with '?' */
             return 1;
@@ -220,10 +243,12 @@ static int s_hls_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t 
     return 0;
 }
 
-/* The seed's query form: rc->src becomes PATH?QUERY (the source, read back
- * through the gateway) and *chain what follows "/KEYWORD/"; st->uri_base
- * what the playlist's URIs start with. */
-static void s_hls_query_source(gw_req_t *rc, h2o_iovec_t *chain, s_hls_t *st)
+/* The seed's query form, /v.mp4?trimming=17-20,30-40/mp4hls/index.m3u8:
+ * st->trim gets the ranges (the worker trims the source itself, then
+ * segments the result), *chain what follows "/KEYWORD/", st->uri_base what
+ * the playlist's URIs start with (they must carry the query). 0, or -1
+ * with why set. */
+static int s_hls_query_source(gw_req_t *rc, h2o_iovec_t *chain, s_hls_t *st, char *why, size_t why_len)
 {
     const char *kw = st->conf.keyword;
     size_t kl = strlen(kw);
@@ -231,12 +256,23 @@ static void s_hls_query_source(gw_req_t *rc, h2o_iovec_t *chain, s_hls_t *st)
     size_t i = 1;
     while (!(q[i] == '/' && memcmp(q + i + 1, kw, kl) == 0 && q[i + kl + 1] == '/'))
         i++; /* match found it */
-    h2o_iovec_t path = rc->src;
-    rc->src = h2o_concat(&rc->req->pool, path, h2o_iovec_init(q, i));
+    h2o_iovec_t query = h2o_iovec_init(q, i), path = rc->src;
+    const char *param = rc->vhost->trimming.param;
+    if (!rc->vhost->trimming.active ||
+        (s_query_param(query, param).base == NULL && s_query_param(query, "start").base == NULL &&
+         s_query_param(query, "end").base == NULL)) {
+        snprintf(why, why_len, "the query before /%s/ must be ?%s=… or ?start=&end= (trimming on)", kw, param);
+        return -1;
+    }
+    void *trim = NULL;
+    if (s_trim_parse(rc, query, &trim, why, why_len) < 0)
+        return -1;
+    st->trim = trim;
     const char *slash = path.len > 0 ? memrchr(path.base, '/', path.len) : NULL;
     h2o_iovec_t name = slash ? h2o_iovec_init(slash + 1, (size_t)(path.base + path.len - slash - 1)) : path;
     st->uri_base = h2o_concat(&rc->req->pool, name, h2o_iovec_init(q, i + kl + 2)).base;
     *chain = h2o_iovec_init(q + i + kl + 2, chain->len - i - kl - 2);
+    return 0;
 }
 
 static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
@@ -246,8 +282,8 @@ static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why,
     memset(st, 0, sizeof(*st));
     st->conf = *h;
     st->uri_base = "";
-    if (chain.len > 0 && chain.base[0] == '?')
-        s_hls_query_source(rc, &chain, st);
+    if (chain.len > 0 && chain.base[0] == '?' && s_hls_query_source(rc, &chain, st, why, why_len) < 0)
+        return -1;
     if (h2o_memis(chain.base, chain.len, h->index, strlen(h->index))) {
         st->what = S_HLS_MEDIA;
     } else if (h->alternates && h2o_memis(chain.base, chain.len, h->alternates_name, strlen(h->alternates_name))) {
@@ -280,7 +316,17 @@ static int s_hls_canon(const void *state, char *buf, size_t len)
         break;
     default: n = snprintf(buf, len, "segment=%d;d=%d", st->n, st->conf.duration); break;
     }
-    return n < 0 || (size_t)n >= len ? -1 : 0;
+    if (n < 0 || (size_t)n >= len)
+        return -1;
+    if (st->trim == NULL)
+        return 0;
+    /* HLS of a trim: the ranges are part of what it is (the source path
+     * stays the video's, so purging the video takes these too) */
+    size_t o = (size_t)n;
+    if (o + 7 >= len)
+        return -1;
+    memcpy(buf + o, ";trim=", 6);
+    return s_trim_canon(st->trim, buf + o + 6, len - o - 6);
 }
 
 static json_t *s_hls_json(const void *state)
@@ -290,9 +336,18 @@ static json_t *s_hls_json(const void *state)
     char media[600], prefix[600];
     snprintf(media, sizeof(media), "%s%s", st->uri_base, st->conf.index);
     snprintf(prefix, sizeof(prefix), "%s" S_HLS_SEG_PREFIX, st->uri_base);
-    return json_pack("[{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s}]", "op", "hls", "what", what[st->what], "segment",
-                     st->n, "version", st->conf.version, "sequence", st->conf.sequence, "duration", st->conf.duration,
-                     "media", media, "segment_prefix", prefix, "segment_suffix", S_HLS_SEG_SUFFIX);
+    json_t *j =
+        json_pack("[{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s}]", "op", "hls", "what", what[st->what], "segment",
+                  st->n, "version", st->conf.version, "sequence", st->conf.sequence, "duration", st->conf.duration,
+                  "media", media, "segment_prefix", prefix, "segment_suffix", S_HLS_SEG_SUFFIX);
+    if (j != NULL && st->trim != NULL) { /* the worker trims first, then segments the trim */
+        json_t *ranges = json_array();
+        for (int i = 0; ranges != NULL && i < st->trim->n; i++)
+            json_array_append_new(ranges,
+                                  json_pack("[I, I]", (json_int_t)st->trim->ms[i][0], (json_int_t)st->trim->ms[i][1]));
+        json_object_set_new(json_array_get(j, 0), "trim_ms", ranges);
+    }
+    return j;
 }
 
 static size_t s_no_limit(const rf_vhost_conf_t *vh)
@@ -586,15 +641,6 @@ static const gw_func_t s_sprite = {
 };
 
 /* ---- trimming (video-worker) -------------------------------------------------- */
-
-#define S_TRIM_MAX_RANGES GW_VPARSE_MAX_RANGES
-
-typedef struct {
-    int n;
-    int64_t ms[S_TRIM_MAX_RANGES][2]; /* start, end (-1: to the end) */
-    int max_ratio;
-    bool audio; /* an .m4a: audio/mp4 */
-} s_trim_t;
 
 static const char *s_trim_keyword(const rf_vhost_conf_t *vh)
 {

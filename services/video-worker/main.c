@@ -26,6 +26,7 @@
 #include "vid_core.h"
 #include "vid_ixcache.h"
 #include "vid_reader.h"
+#include "vid_trims.h"
 
 /* The largest segment held for a REPLY: a 60 s segment at 30 Mbit/s. */
 #define VID_SEGMENT_MAX (256u << 20)
@@ -34,6 +35,7 @@ typedef struct {
     const rf_config_t *cfg;
     char gateway_url[300];
     vid_ixcache_t *indexes;
+    vid_trims_t *trims; /* trimmed copies for HLS of a trim */
 } s_app_t;
 
 /* What the gateway's mp4hls row asked for (gw_func.c s_hls_json). */
@@ -41,6 +43,8 @@ typedef struct {
     char what[16]; /* media, master, segment */
     int segment, version, sequence, duration;
     char media[600], prefix[600], suffix[16];
+    vid_range_t trim[VID_MAX_RANGES]; /* HLS of a trim: these ranges first */
+    int ntrim;
 } s_hls_job_t;
 
 /* Copies string member `name` of o into dst[size]: printable, not
@@ -73,6 +77,8 @@ static int s_int(const json_t *o, const char *name, int lo, int hi, int *dst)
     return 0;
 }
 
+static int s_ranges(const json_t *ranges, vid_range_t *r, int *n);
+
 static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_len)
 {
     const json_t *op = json_is_array(chain) && json_array_size(chain) == 1 ? json_array_get(chain, 0) : NULL;
@@ -93,18 +99,30 @@ static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_le
                  "segment_suffix)");
         return -1;
     }
+    const json_t *trim = json_object_get(op, "trim_ms");
+    if (trim != NULL && s_ranges(trim, j->trim, &j->ntrim) < 0) {
+        snprintf(why, why_len, "bad hls operation (trim_ms)");
+        return -1;
+    }
     return 0;
 }
 
-/* The index of the reader's source for segments of `duration` s: from
- * the cache, else read from the moov and kept. NULL with status/why. */
-static vid_index_t *s_index(s_app_t *app, const rf_worker_job_t *job, vid_reader_t *r, int duration, int *cached,
+/* What names this version of a source: its ref, host, size and validator. */
+static void s_source_key(const char *ref, const char *host, vid_reader_t *r, char *key, size_t len)
+{
+    snprintf(key, len, "%s\n%s\n%lld\n%s", ref, host ? host : "", (long long)vid_reader_source(r)->size,
+             vid_reader_validator(r));
+}
+
+/* The index of the reader's source (ref, host) for segments of `duration`
+ * s: from the cache, else read from the moov and kept. NULL with
+ * status/why. */
+static vid_index_t *s_index(s_app_t *app, const char *ref, const char *host, vid_reader_t *r, int duration, int *cached,
                             int *status, char *why, size_t why_len)
 {
-    char key[4600];
-    snprintf(key, sizeof(key), "%s\n%s\n%lld\n%s\nd=%d", job->spec->source.ref,
-             job->spec->source.host ? job->spec->source.host : "", (long long)vid_reader_source(r)->size,
-             vid_reader_validator(r), duration);
+    char key[4600], src[4500];
+    s_source_key(ref, host, r, src, sizeof(src));
+    snprintf(key, sizeof(key), "%s\nd=%d", src, duration);
     /* Without a validator a changed source of the same size could reuse a
      * stale plan; vid_hls_segment checks tracks and sample counts, but
      * only a validator makes the key safe. */
@@ -200,7 +218,29 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
     int status = 0;
     if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
         return status;
-    vid_index_t *ix = s_index(app, job, *r, j->duration, cached, &status, why, why_len);
+    const char *ref = job->spec->source.ref, *host = job->spec->source.host;
+    char copy[600], copy_ref[620];
+    if (j->ntrim > 0) { /* HLS of a trim: the copy is the source from here on */
+        char key[4500];
+        s_source_key(ref, host, *r, key, sizeof(key));
+        int rc =
+            vid_trims_get(app->trims, vid_reader_source(*r), key, j->trim, j->ntrim, copy, sizeof(copy), why, why_len);
+        if (rc != 0) {
+            const char *rwhy;
+            int failed = vid_reader_failed(*r, &rwhy);
+            if (failed)
+                snprintf(why, why_len, "%s", rwhy);
+            return failed ? failed : rc == 1 ? 400 : 415;
+        }
+        snprintf(copy_ref, sizeof(copy_ref), "file://%s", copy);
+        vid_reader_opts_t ro = {.should_stop = s_should_stop, .stop_arg = (void *)job, .deadline_ms = job->deadline_ms};
+        vid_reader_destroy(r);
+        if ((*r = vid_reader_open(copy_ref, NULL, &ro, &status, why, why_len)) == NULL)
+            return status;
+        ref = copy_ref;
+        host = NULL;
+    }
+    vid_index_t *ix = s_index(app, ref, host, *r, j->duration, cached, &status, why, why_len);
     if (ix == NULL)
         return status;
     char *text = NULL;
@@ -389,13 +429,19 @@ static int s_sprite_run(s_app_t *app, const rf_worker_job_t *job, const json_t *
  * "content_type"} (gw_func.c s_trim_json). n ranges into r. 0 or -1. */
 static int s_trim_parse(const json_t *op, vid_range_t *r, int *n, int *max_ratio, char *ctype, size_t ctype_len)
 {
-    const json_t *ranges = json_object_get(op, "ranges_ms");
     const char *ct = json_string_value(json_object_get(op, "content_type"));
-    if (!json_is_array(ranges) || json_array_size(ranges) < 1 || json_array_size(ranges) > VID_MAX_RANGES ||
-        s_int(op, "max_ratio", 0, 100, max_ratio) < 0 || ct == NULL ||
+    if (s_int(op, "max_ratio", 0, 100, max_ratio) < 0 || ct == NULL ||
         (strcmp(ct, "video/mp4") != 0 && strcmp(ct, "audio/mp4") != 0))
         return -1;
     snprintf(ctype, ctype_len, "%s", ct);
+    return s_ranges(json_object_get(op, "ranges_ms"), r, n);
+}
+
+/* [[A, B or -1], ...] in milliseconds (at most VID_MAX_RANGES) into r[*n]. 0 or -1. */
+static int s_ranges(const json_t *ranges, vid_range_t *r, int *n)
+{
+    if (!json_is_array(ranges) || json_array_size(ranges) < 1 || json_array_size(ranges) > VID_MAX_RANGES)
+        return -1;
     *n = (int)json_array_size(ranges);
     for (int i = 0; i < *n; i++) {
         const json_t *p = json_array_get(ranges, (size_t)i);
@@ -592,7 +638,8 @@ static int s_setup(rf_config_t *cfg, void **arg)
     size_t gl = strlen(app->gateway_url);
     while (gl > 0 && app->gateway_url[gl - 1] == '/')
         app->gateway_url[--gl] = '\0';
-    if ((app->indexes = vid_ixcache_new((size_t)cfg->video_worker.index_cache)) == NULL)
+    if ((app->indexes = vid_ixcache_new((size_t)cfg->video_worker.index_cache)) == NULL ||
+        (app->trims = vid_trims_new(NULL, 32)) == NULL)
         return -1;
     rf_info("video: sources of http(s) origins read through %s", app->gateway_url);
     return 0;
@@ -601,8 +648,10 @@ static int s_setup(rf_config_t *cfg, void **arg)
 static void s_teardown(void *arg)
 {
     s_app_t *app = arg;
-    if (app != NULL)
+    if (app != NULL) {
         vid_ixcache_destroy(&app->indexes);
+        vid_trims_destroy(&app->trims);
+    }
     free(app);
     vid_reader_global_cleanup();
 }

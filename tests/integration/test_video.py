@@ -529,3 +529,25 @@ def test_seed_form_trimming_then_hls(stack, tmp_path, host):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stderr == "", run.stderr
     assert abs(float(_probe(str(out), "-show_entries", "format=duration")["format"]["duration"]) - 8) < 0.2
+
+
+def test_hls_of_a_trim_on_a_single_slot_worker(make_stack, videos):
+    """One worker with one job slot: HLS of a trim must not wait for a
+    second job (the worker trims the source itself), and a refused trim is
+    the trim's 400."""
+    st = make_stack([{"name": "vod.test", "default": True, "origin": "file://" + videos}], workers=0,
+                    video_workers=1, video_worker={"jobs": 1}, vhost_defaults={"cache": {"enable": False}})
+    t0 = time.monotonic()
+    r = st.get("/v.mp4?trimming=2-6/mp4hls/index.m3u8", host="vod.test", timeout=60)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - t0 < 10
+    _, _, segs, _ = _playlist(r.text)
+    assert abs(sum(d for d, _ in segs) - 4.0) < 0.05
+    s = st.get("/" + segs[0][1], host="vod.test", timeout=60)
+    assert s.status_code == 200 and s.headers["Content-Type"] == "video/mp2t"
+    bad = st.get("/v.mp4?trimming=40-50/mp4hls/index.m3u8", host="vod.test", timeout=60)
+    assert bad.status_code == 400 and "past the end of the source" in bad.text, bad.text
+    # not a trimming query: not an mp4hls URL either (a page's ?src=…/mp4hls/… stays a page)
+    page = st.get("/v.mp4?src=/v.mp4/mp4hls/index.m3u8", host="vod.test", timeout=60)
+    with open(os.path.join(videos, "v.mp4"), "rb") as f:
+        assert page.status_code == 200 and page.content == f.read()
