@@ -170,6 +170,12 @@ typedef struct gw_func_t {
      * 0, or -1 when answered. NULL: sources are always local. */
     int (*resolve_source)(gw_req_t *rc);
     const gw_reply_rule_t *replies; /* worker status -> answer; others: 502 */
+    /* A second job that takes the first one's 200 result as its source
+     * (a video thumbnail piped through a dims chain): its chain (caller
+     * owns the reference), or NULL when this request has none. NULL: never. */
+    json_t *(*then)(const void *state);
+    const char *then_service;            /* the second job's service */
+    const gw_reply_rule_t *then_replies; /* its statuses */
     /* fallbacks counter: labels vhost, reason */
     rf_metric_t **fallbacks;
 } gw_func_t;

@@ -392,6 +392,7 @@ typedef struct {
     const char *format; /* jpeg, png, webp */
     int quality;
     bool keyframe;
+    rf_chain_t *dims; /* "…/thumbnail/T/dims/CHAIN": the frame goes through this chain (the image worker); or NULL */
 } s_thumb_t;
 
 static const char *s_thumb_keyword(const rf_vhost_conf_t *vh)
@@ -433,6 +434,23 @@ static int s_thumb_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *wh
     memset(t, 0, sizeof(*t));
     t->format = "jpeg";
     t->quality = rc->vhost->thumbnail.quality;
+    /* "T/…/dims/CHAIN": the frame is piped through an image chain, parsed
+     * here like a dims URL's (the vhost's presets and rule sets) */
+    const char *ds, *dc;
+    size_t dsl, dcl;
+    const rf_dims_conf_t *dc_conf = &rc->vhost->dims;
+    if (dc_conf->active && rf_chain_split(chain.base - 1, chain.len + 1, dc_conf->keyword, &ds, &dsl, &dc, &dcl)) {
+        t->dims = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t->dims));
+        rf_chain_ctx_t ctx = rf_dims_ctx(dc_conf);
+        char *text = h2o_mem_alloc_pool(&rc->req->pool, dcl + 1);
+        size_t tl = rf_path_decode(dc, dcl, text);
+        char w[300];
+        if (rf_chain_parse(text, tl, &ctx, t->dims, w, sizeof(w)) < 0) {
+            snprintf(why, why_len, "%s: %s", dc_conf->keyword, w);
+            return -1;
+        }
+        chain.len = dsl - 1; /* what is before "/dims/" */
+    }
     const char *p = chain.base, *end = chain.base + chain.len;
     for (int i = 0; p <= end; i++) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
@@ -478,7 +496,21 @@ static int s_thumb_canon(const void *state, char *buf, size_t len)
     const s_thumb_t *t = state;
     int n = snprintf(buf, len, "t=%lld.%03lld;box=%dx%d;f=%s;q=%d;kf=%d", (long long)(t->ms / 1000),
                      (long long)(t->ms % 1000), t->width, t->height, t->format, t->quality, t->keyframe);
-    return n < 0 || (size_t)n >= len ? -1 : 0;
+    if (n < 0 || (size_t)n >= len)
+        return -1;
+    if (t->dims == NULL)
+        return 0;
+    if ((size_t)n + 7 >= len)
+        return -1;
+    memcpy(buf + n, ";dims=", 6);
+    return rf_chain_format(t->dims, buf + n + 6, len - (size_t)n - 6);
+}
+
+/* The image chain the frame goes through, if the URL named one. */
+static json_t *s_thumb_then(const void *state)
+{
+    const s_thumb_t *t = state;
+    return t->dims != NULL ? rf_chain_to_json(t->dims) : NULL;
 }
 
 static json_t *s_thumb_json(const void *state)
@@ -514,6 +546,9 @@ static const gw_func_t s_thumbnail = {
     .resolve_source = NULL,
     .replies = s_thumb_replies,
     .fallbacks = NULL,
+    .then = s_thumb_then,
+    .then_service = "image",
+    .then_replies = s_dims_replies,
 };
 
 /* ---- sprite (video-worker) ------------------------------------------------------ */
@@ -769,4 +804,7 @@ static const gw_func_t s_trimming = {
 
 /* ---- the table ------------------------------------------------------------ */
 
-const gw_func_t *const gw_funcs[] = {&s_dims, &s_mp4hls, &s_thumbnail, &s_sprite, &s_trimming, NULL};
+/* The thumbnail row comes before dims: "/v.mp4/thumbnail/10/dims/resize/100"
+ * is a thumbnail piped through a dims chain, not a dims chain of the
+ * source "/v.mp4/thumbnail/10". */
+const gw_func_t *const gw_funcs[] = {&s_thumbnail, &s_dims, &s_mp4hls, &s_sprite, &s_trimming, NULL};

@@ -38,6 +38,7 @@ typedef struct gw_transform_t {
     const h2o_headers_t *origin_headers; /* of an http source */
     h2o_iovec_t file_src;                /* file origins: the decoded source path */
     int redirects;                       /* followed for a /src/ source */
+    int stage;                           /* 1 while the function's second job (gw_func_t.then) is out */
     int spool_fd;                        /* the source's file in bus.spool_dir, or -1 */
     char *spool_path;                    /* its path (malloc'd), unlinked with the request */
     void *spool_map;                     /* mapped for a fallback original, or NULL */
@@ -185,9 +186,8 @@ static const void *s_reply_body(gw_req_t *rc, const rf_job_t *job)
     return joined;
 }
 
-static const gw_reply_rule_t *s_rule(const gw_func_t *f, int status)
+static const gw_reply_rule_t *s_rule(const gw_reply_rule_t *r, int status)
 {
-    const gw_reply_rule_t *r = f->replies;
     while (r->worker_status != 0 && r->worker_status != status)
         r++;
     return r; /* the terminating rule is the default */
@@ -260,6 +260,37 @@ fail:
 }
 
 static void s_answer_result(gw_transform_t *t, gw_job_t *gj);
+static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref);
+
+/* The function's second job, when this request has one (gw_func_t.then):
+ * the first job's result (frames joined, copied: the job owns its
+ * frames) becomes its source. 1 when it was started (or answered with an
+ * error), 0 when there is none. */
+static int s_then(gw_transform_t *t, const rf_job_t *job)
+{
+    gw_req_t *rc = t->rc;
+    json_t *next = rc->func->then(rc->func_state);
+    if (next == NULL)
+        return 0;
+    json_decref(next);               /* a cheap test; s_submit asks again */
+    if (job->reply.ref[0] != '\0') { /* results by reference are big ones: not piped */
+        gw_send_error(rc, 400, "Bad Request", "%s: this result cannot be piped into another function", rc->func->name);
+        return 1;
+    }
+    void *copy = malloc(job->reply_len ? job->reply_len : 1);
+    if (copy == NULL) {
+        gw_send_error(rc, 503, "Service Unavailable", "out of memory");
+        return 1;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < job->n_body; i++) {
+        memcpy((char *)copy + off, job->body_frames[i].data, job->body_frames[i].len);
+        off += job->body_frames[i].len;
+    }
+    t->stage = 1;
+    s_submit(t, copy, off, NULL);
+    return 1;
+}
 
 /* The path of a REPLY ref ("file:///…"), when it names a file directly in
  * the spool directory; else NULL. */
@@ -380,10 +411,12 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
     const char *err = r->error[0] ? r->error : NULL;
     if (r->status == 200)
         s_reply_freshness(t, r);
-    const gw_reply_rule_t *rule = s_rule(f, r->status);
+    const gw_reply_rule_t *rule = s_rule(t->stage ? f->then_replies : f->replies, r->status);
     switch (rule->action) {
     case GW_REPLY_BODY: {
         const char *ctype = r->content_type[0] ? r->content_type : "application/octet-stream";
+        if (t->stage == 0 && f->then != NULL && s_then(t, job))
+            return;
         if (r->ref[0] != '\0') {
             s_result_by_ref(t, r, ctype);
             return;
@@ -478,7 +511,8 @@ static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
 {
     gw_req_t *rc = t->rc;
     gw_thread_t *th = rc->thread;
-    gw_job_t *job = gw_job_new(rc->func->service, rc->request_id, &th->job_receiver);
+    const gw_func_t *f = rc->func;
+    gw_job_t *job = gw_job_new(t->stage ? f->then_service : f->service, rc->request_id, &th->job_receiver);
     if (job == NULL) {
         free(body);
         gw_send_error(rc, 503, "Service Unavailable", "out of memory");
@@ -490,7 +524,7 @@ static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
     bj->timeout_ms = th->server->cfg->bus.job_timeout_ms;
     job->user = t;
     rf_job_spec_t *spec = &bj->spec;
-    spec->chain = rc->func->to_json(rc->func_state);
+    spec->chain = t->stage ? f->then(rc->func_state) : f->to_json(rc->func_state);
     spec->source.path = strndup(rc->src.base, rc->src.len);
     spec->source.size = len != (size_t)-1 ? (int64_t)len : -1;
     spec->source.content_type = s_find(t->origin_headers, "content-type"); /* malloc'd or NULL */

@@ -551,3 +551,27 @@ def test_hls_of_a_trim_on_a_single_slot_worker(make_stack, videos):
     page = st.get("/v.mp4?src=/v.mp4/mp4hls/index.m3u8", host="vod.test", timeout=60)
     with open(os.path.join(videos, "v.mp4"), "rb") as f:
         assert page.status_code == 200 and page.content == f.read()
+
+
+def test_thumbnail_piped_through_a_dims_chain(make_stack, videos, tmp_path):
+    """/v.mp4/thumbnail/T/dims/CHAIN: the video worker's frame becomes the
+    image worker's source (a second job), and the answer is the chain's."""
+    st = make_stack([{"name": "vod.test", "default": True, "origin": "file://" + videos}], workers=1,
+                    video_workers=1, vhost_defaults={"cache": {"enable": False}})
+    r = st.get("/v.mp4/thumbnail/10/dims/resize/100x100/format/png", host="vod.test", timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "image/png"
+    info = harness.image_info(r.content, str(tmp_path))
+    assert (info["width"], info["height"]) == (100, 75)
+    ours = tmp_path / "piped.png"
+    ours.write_bytes(r.content)
+    ref = tmp_path / "ref10s.png"
+    _ffmpeg(["-ss", "10", "-i", os.path.join(videos, "v.mp4"), "-frames:v", "1", "-vf", "scale=100:75"], str(ref))
+    ref2 = tmp_path / "ref12s.png"
+    _ffmpeg(["-ss", "12", "-i", os.path.join(videos, "v.mp4"), "-frames:v", "1", "-vf", "scale=100:75"], str(ref2))
+    assert _psnr(ours, ref) > _psnr(ours, ref2) + 3  # the frame at 10 s, resized
+    grey = st.get("/v.mp4/thumbnail/10/160x0/dims/grayscale", host="vod.test", timeout=60)
+    assert grey.status_code == 200 and grey.headers["Content-Type"] == "image/jpeg"
+    assert harness.image_info(grey.content, str(tmp_path))["width"] == 160
+    bad = st.get("/v.mp4/thumbnail/10/dims/rotate/45", host="vod.test", timeout=60)
+    assert bad.status_code == 400 and "rotate: '45' is not 90, 180 or 270" in bad.text, bad.text
