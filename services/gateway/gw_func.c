@@ -356,30 +356,36 @@ static size_t s_no_limit(const rf_vhost_conf_t *vh)
     return 0; /* read by range: a source's size costs nothing up front */
 }
 
+/* The statuses every video function answers alike, after its own
+ * (docs/video.md, "Errors"); the last is the default. */
+// clang-format off
+#define S_VIDEO_REPLIES                                                          \
+    {404, GW_REPLY_ERROR, 404, NULL, "not found"},                               \
+    {400, GW_REPLY_ERROR, 400, NULL, "bad request"},                             \
+    {502, GW_REPLY_ERROR, 502, "video source unreadable", "source read failed"}, \
+    {504, GW_REPLY_ERROR, 504, "video processing timed out", "deadline passed"}, \
+    {503, GW_REPLY_ERROR, 503, "video worker busy", "over capacity"},            \
+    {0, GW_REPLY_ERROR, 502, "video worker failed", "unknown error"}
+// clang-format on
+
+/* What every video row shares: the video worker, sources read by range. */
+#define S_VIDEO_ROW .service = "video", .label = "video", .source = GW_SOURCE_RANGE, .source_limit = s_no_limit
+
 /* What the video worker's statuses mean (docs/video.md, "Errors"). */
 static const gw_reply_rule_t s_hls_replies[] = {
     {200, GW_REPLY_BODY, 200, NULL, NULL},
     {415, GW_REPLY_ERROR, 415, "not a video mp4hls can segment", "unsupported"},
-    {404, GW_REPLY_ERROR, 404, NULL, "not found"},
-    {400, GW_REPLY_ERROR, 400, NULL, "bad request"},
-    {502, GW_REPLY_ERROR, 502, "video source unreadable", "source read failed"},
-    {504, GW_REPLY_ERROR, 504, "video processing timed out", "deadline passed"},
-    {503, GW_REPLY_ERROR, 503, "video worker busy", "over capacity"},
-    {0, GW_REPLY_ERROR, 502, "video worker failed", "unknown error"},
+    S_VIDEO_REPLIES,
 };
 
 static const gw_func_t s_mp4hls = {
     .name = "mp4hls",
-    .service = "video",
-    .label = "video",
+    S_VIDEO_ROW,
     .keyword = s_hls_keyword,
     .match = s_hls_match,
     .parse = s_hls_parse,
     .canon = s_hls_canon,
     .to_json = s_hls_json,
-    .source = GW_SOURCE_RANGE,
-    .source_limit = s_no_limit,
-    .resolve_source = NULL,
     .replies = s_hls_replies,
     .fallbacks = NULL,
 };
@@ -524,26 +530,17 @@ static json_t *s_thumb_json(const void *state)
 static const gw_reply_rule_t s_thumb_replies[] = {
     {200, GW_REPLY_BODY, 200, NULL, NULL},
     {415, GW_REPLY_ERROR, 415, "not a video a thumbnail can be taken from", "unsupported"},
-    {404, GW_REPLY_ERROR, 404, NULL, "not found"},
-    {400, GW_REPLY_ERROR, 400, NULL, "bad request"},
-    {502, GW_REPLY_ERROR, 502, "video source unreadable", "source read failed"},
-    {504, GW_REPLY_ERROR, 504, "video processing timed out", "deadline passed"},
-    {503, GW_REPLY_ERROR, 503, "video worker busy", "over capacity"},
-    {0, GW_REPLY_ERROR, 502, "video worker failed", "unknown error"},
+    S_VIDEO_REPLIES,
 };
 
 static const gw_func_t s_thumbnail = {
     .name = "thumbnail",
-    .service = "video",
-    .label = "video",
+    S_VIDEO_ROW,
     .keyword = s_thumb_keyword,
     .match = s_thumb_match,
     .parse = s_thumb_parse,
     .canon = s_thumb_canon,
     .to_json = s_thumb_json,
-    .source = GW_SOURCE_RANGE,
-    .source_limit = s_no_limit,
-    .resolve_source = NULL,
     .replies = s_thumb_replies,
     .fallbacks = NULL,
     .then = s_thumb_then,
@@ -661,16 +658,12 @@ static json_t *s_sprite_json(const void *state)
 
 static const gw_func_t s_sprite = {
     .name = "sprite",
-    .service = "video",
-    .label = "video",
+    S_VIDEO_ROW,
     .keyword = s_sprite_keyword,
     .match = s_sprite_match,
     .parse = s_sprite_parse,
     .canon = s_sprite_canon,
     .to_json = s_sprite_json,
-    .source = GW_SOURCE_RANGE,
-    .source_limit = s_no_limit,
-    .resolve_source = NULL,
     .replies = s_thumb_replies,
     .fallbacks = NULL,
 };
@@ -778,26 +771,17 @@ static const gw_reply_rule_t s_trim_replies[] = {
     {200, GW_REPLY_BODY, 200, NULL, NULL},
     {422, GW_REPLY_ORIGINAL, 200, NULL, "trim_over_max_ratio"},
     {415, GW_REPLY_ERROR, 415, "not a video that can be trimmed", "unsupported"},
-    {404, GW_REPLY_ERROR, 404, NULL, "not found"},
-    {400, GW_REPLY_ERROR, 400, NULL, "bad request"},
-    {502, GW_REPLY_ERROR, 502, "video source unreadable", "source read failed"},
-    {504, GW_REPLY_ERROR, 504, "video processing timed out", "deadline passed"},
-    {503, GW_REPLY_ERROR, 503, "video worker busy", "over capacity"},
-    {0, GW_REPLY_ERROR, 502, "video worker failed", "unknown error"},
+    S_VIDEO_REPLIES,
 };
 
 static const gw_func_t s_trimming = {
     .name = "trimming",
-    .service = "video",
-    .label = "video",
+    S_VIDEO_ROW,
     .keyword = s_trim_keyword,
     .match = s_trim_match,
     .parse = s_trim_parse,
     .canon = s_trim_canon,
     .to_json = s_trim_json,
-    .source = GW_SOURCE_RANGE,
-    .source_limit = s_no_limit,
-    .resolve_source = NULL,
     .replies = s_trim_replies,
     .fallbacks = &gw_m.video_fallbacks,
 };
