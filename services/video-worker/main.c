@@ -107,6 +107,18 @@ static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_le
     return 0;
 }
 
+/* The status of a vid_core call that failed: the reader's (502, 504)
+ * with its reason in why when a read failed, else `otherwise` (why keeps
+ * vid_core's reason). */
+static int s_failed(const vid_reader_t *r, int otherwise, char *why, size_t why_len)
+{
+    const char *rwhy;
+    int failed = vid_reader_failed(r, &rwhy);
+    if (failed)
+        snprintf(why, why_len, "%s", rwhy);
+    return failed ? failed : otherwise;
+}
+
 /* What names this version of a source: its ref, host, size and validator. */
 static void s_source_key(const char *ref, const char *host, vid_reader_t *r, char *key, size_t len)
 {
@@ -133,11 +145,7 @@ static vid_index_t *s_index(s_app_t *app, const char *ref, const char *host, vid
         return ix;
     ix = vid_index_new(vid_reader_source(r), (double)duration, why, why_len);
     if (ix == NULL) {
-        const char *rwhy;
-        int failed = vid_reader_failed(r, &rwhy);
-        *status = failed ? failed : 415;
-        if (failed)
-            snprintf(why, why_len, "%s", rwhy);
+        *status = s_failed(r, 415, why, why_len);
         return NULL;
     }
     if (keyed)
@@ -226,11 +234,7 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
         int rc =
             vid_trims_get(app->trims, vid_reader_source(*r), key, j->trim, j->ntrim, copy, sizeof(copy), why, why_len);
         if (rc != 0) {
-            const char *rwhy;
-            int failed = vid_reader_failed(*r, &rwhy);
-            if (failed)
-                snprintf(why, why_len, "%s", rwhy);
-            return failed ? failed : rc == 1 ? 400 : 415;
+            return s_failed(*r, rc == 1 ? 400 : 415, why, why_len);
         }
         snprintf(copy_ref, sizeof(copy_ref), "file://%s", copy);
         vid_reader_opts_t ro = {.should_stop = s_should_stop, .stop_arg = (void *)job, .deadline_ms = job->deadline_ms};
@@ -271,11 +275,7 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
             len = b.len;
             snprintf(res->content_type, sizeof(res->content_type), "video/mp2t");
         } else {
-            const char *rwhy;
-            int failed = vid_reader_failed(*r, &rwhy);
-            status = failed ? failed : 415;
-            if (failed)
-                snprintf(why, why_len, "%s", rwhy);
+            status = s_failed(*r, 415, why, why_len);
             free(b.data);
         }
     }
@@ -332,11 +332,7 @@ static int s_thumb_run(s_app_t *app, const rf_worker_job_t *job, const json_t *o
     vid_thumb_t t;
     int rc = vid_thumbnail(vid_reader_source(*r), &o, &t, why, why_len);
     if (rc != 0) {
-        const char *rwhy;
-        int failed = vid_reader_failed(*r, &rwhy);
-        if (failed)
-            snprintf(why, why_len, "%s", rwhy);
-        return failed ? failed : rc == 1 ? 400 : 415;
+        return s_failed(*r, rc == 1 ? 400 : 415, why, why_len);
     }
     snprintf(what, what_len, "thumbnail %.3f (frame at %.3f, %dx%d, %lld decoded)", o.time, t.at, t.width, t.height,
              (long long)t.frames_decoded);
@@ -386,18 +382,13 @@ static int s_sprite_run(s_app_t *app, const rf_worker_job_t *job, const json_t *
     int status = 0;
     if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
         return status;
-    const char *rwhy;
     if (vtt) {
         o.sheet = 0; /* the index covers every sheet */
         vid_probe_t p;
         char *text = NULL;
         size_t len = 0;
-        if (vid_probe(vid_reader_source(*r), &p, why, why_len) != 0) {
-            int failed = vid_reader_failed(*r, &rwhy);
-            if (failed)
-                snprintf(why, why_len, "%s", rwhy);
-            return failed ? failed : 415;
-        }
+        if (vid_probe(vid_reader_source(*r), &p, why, why_len) != 0)
+            return s_failed(*r, 415, why, why_len);
         if (p.width <= 0 || vid_sprite_vtt(&p, &o, "%d.jpg", &text, &len) != 0) {
             snprintf(why, why_len, p.width <= 0 ? "no video track" : "bad sprite options");
             return p.width <= 0 ? 415 : 400;
@@ -410,12 +401,8 @@ static int s_sprite_run(s_app_t *app, const rf_worker_job_t *job, const json_t *
     }
     vid_thumb_t t;
     int rc = vid_sprite(vid_reader_source(*r), &o, &t, why, why_len);
-    if (rc != 0) {
-        int failed = vid_reader_failed(*r, &rwhy);
-        if (failed)
-            snprintf(why, why_len, "%s", rwhy);
-        return failed ? failed : rc == 1 ? 404 : 415;
-    }
+    if (rc != 0)
+        return s_failed(*r, rc == 1 ? 404 : 415, why, why_len);
     snprintf(what, what_len, "sprite sheet %d (%dx%d, %lld decoded)", o.sheet, t.width, t.height,
              (long long)t.frames_decoded);
     snprintf(res->content_type, sizeof(res->content_type), "image/jpeg");
@@ -513,7 +500,7 @@ static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
          * are not worth a new file: the original goes out instead. */
         double dur = vid_duration(vid_reader_source(*r), why, why_len), asked = 0;
         if (dur < 0)
-            return vid_reader_failed(*r, NULL) ? vid_reader_failed(*r, NULL) : 415;
+            return s_failed(*r, 415, why, why_len);
         for (int i = 0; i < n; i++) {
             double end = ranges[i].end > ranges[i].start && ranges[i].end < dur ? ranges[i].end : dur;
             asked += end > ranges[i].start ? end - ranges[i].start : 0;
@@ -533,11 +520,7 @@ static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
     int rc = vid_trim(vid_reader_source(*r), ranges, n, path, &info, why, why_len);
     if (rc != 0) {
         unlink(path);
-        const char *rwhy;
-        int failed = vid_reader_failed(*r, &rwhy);
-        if (failed)
-            snprintf(why, why_len, "%s", rwhy);
-        return failed ? failed : rc == 1 ? 400 : 415;
+        return s_failed(*r, rc == 1 ? 400 : 415, why, why_len);
     }
     /* What was cut, for the client: the cuts are on keyframes. */
     size_t o = (size_t)snprintf(res->note, sizeof(res->note),
