@@ -615,7 +615,19 @@ static int s_fn_sharpen(VipsImage *in, VipsImage **out, const void *arg)
 
 static int s_fn_blur(VipsImage *in, VipsImage **out, const void *arg)
 {
-    return vips_gaussblur(in, out, *(const double *)arg, NULL);
+    double sigma = *(const double *)arg;
+    if (!vips_image_hasalpha(in))
+        return vips_gaussblur(in, out, sigma, NULL);
+    /* Blurring straight alpha spreads the colour hidden under transparent
+     * pixels into the edges (dark or off-colour halos): blur the colour
+     * weighted by its alpha, then divide it out again. */
+    VipsImage *t[3] = {NULL, NULL, NULL};
+    int rc = vips_premultiply(in, &t[0], NULL) || vips_gaussblur(t[0], &t[1], sigma, NULL) ||
+             vips_unpremultiply(t[1], &t[2], NULL) || vips_cast(t[2], out, in->BandFmt, NULL);
+    for (int i = 0; i < 3; i++)
+        if (t[i] != NULL)
+            g_object_unref(t[i]);
+    return rc ? -1 : 0;
 }
 
 static int s_fn_grey(VipsImage *in, VipsImage **out, const void *arg)

@@ -32,6 +32,11 @@ def ops_media(tmp_path_factory, media):
             os.path.join(d, "quad.png"))
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=200x100:rate=10", "-frames:v", "6", os.path.join(d, "anim.gif"))
     subprocess.run(["vips", "copy", media["photo.jpg"], os.path.join(d, "photo.webp")], check=True, timeout=60)
+    # left half opaque red, right half transparent over hidden green: a blur
+    # must not bring the green out at the edge
+    _ffmpeg("-f", "lavfi", "-i", "color=c=red@1:s=50x100,format=rgba", "-f", "lavfi", "-i",
+            "color=c=0x00FF00@0:s=50x100,format=rgba", "-filter_complex", "[0][1]hstack,format=rgba", "-frames:v", "1",
+            os.path.join(d, "edge.png"))
     with open(media["photo.jpg"], "rb") as f:
         head = f.read(20 * 1024)
     with open(os.path.join(d, "trunc.jpg"), "wb") as f:  # a photo cut short: the header parses
@@ -213,3 +218,14 @@ def test_format_auto_answers_what_the_client_takes(stack, tmp_path, path, accept
     p = _save(r.content, tmp_path, "auto")
     n = int(vips_field(p, "n-pages")) if frames > 1 else 1
     assert n == frames
+
+
+def test_blur_of_transparent_edges_keeps_their_colour(stack, tmp_path):
+    """Blur is done on alpha-premultiplied colour: the half-transparent
+    pixels at the edge stay red, the hidden green does not bleed in."""
+    r, _ = _get(stack, "/edge.png/dims/blur/4/format/png", tmp_path)
+    path = _save(r.content, tmp_path, "edge")
+    out = subprocess.run(["vips", "getpoint", path, "53", "50"], capture_output=True, text=True, timeout=30)
+    rgba = [round(float(v)) for v in out.stdout.split()]
+    assert 0 < rgba[3] < 255, rgba  # part-transparent after the blur
+    assert rgba[0] > 200 and rgba[1] < 30, rgba  # red, not a red-green mix
