@@ -428,6 +428,13 @@ static int s_thumb_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_
     size_t sl, cl;
     if (!rf_chain_split(path.base, path.len, kw, &s, &sl, &c, &cl))
         return 0;
+    /* "/photo.jpg/dims/thumbnail/200x200" is dims' thumbnail operation:
+     * a "/thumbnail/" inside a dims chain is not this function */
+    const char *dk = vh->dims.keyword;
+    size_t dl = dk != NULL ? strlen(dk) : 0;
+    for (size_t i = 0; vh->dims.active && dl > 0 && i + dl < sl; i++)
+        if (s[i] == '/' && memcmp(s + i + 1, dk, dl) == 0 && (i + 1 + dl == sl || s[i + 1 + dl] == '/'))
+            return 0;
     *src = h2o_iovec_init(s, sl);
     *chain = h2o_iovec_init(c, cl);
     return 1;

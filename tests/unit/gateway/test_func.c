@@ -247,6 +247,13 @@ static void test_thumbnail_seed_form(void **state)
                      1);
     assert_true(h2o_memis(src.base, src.len, H2O_STRLIT("/videos/a.mp4")));
     assert_true(h2o_memis(chain.base, chain.len, H2O_STRLIT("12.5/160x90")));
+    p = "/photo.jpg/dims/thumbnail/200x200/gravity/smart"; /* dims' own thumbnail operation */
+    assert_int_equal(s_row("thumbnail")->match(&vh, h2o_iovec_init(p, strlen(p)), h2o_iovec_init("", 0), &src, &chain),
+                     0);
+    p = "/v.mp4/thumbnail/10/dims/thumbnail/50x50"; /* a video thumbnail piped through dims' thumbnail */
+    assert_int_equal(s_row("thumbnail")->match(&vh, h2o_iovec_init(p, strlen(p)), h2o_iovec_init("", 0), &src, &chain),
+                     1);
+    assert_true(h2o_memis(src.base, src.len, H2O_STRLIT("/v.mp4")));
     vh.thumbnail.active = false;
     assert_int_equal(s_row("thumbnail")->match(&vh, h2o_iovec_init(p, strlen(p)), h2o_iovec_init("", 0), &src, &chain),
                      0);
