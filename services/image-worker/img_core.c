@@ -904,6 +904,15 @@ static bool s_animation_field(const char *name)
 static int s_strip(VipsImage **img)
 {
     VipsImage *copy = NULL;
+    /* Without its profile a wide-gamut image (Display P3, Adobe RGB) would
+     * be read as sRGB and look dull: its colour goes to sRGB first. */
+    if (vips_image_get_typeof(*img, VIPS_META_ICC_NAME) != 0 && (*img)->Bands >= 3 &&
+        (*img)->Type != VIPS_INTERPRETATION_CMYK) {
+        VipsImage *srgb = NULL;
+        if (vips_icc_transform(*img, &srgb, "srgb", "embedded", TRUE, "intent", VIPS_INTENT_RELATIVE, NULL) != 0)
+            return -1;
+        s_swap(img, srgb);
+    }
     if (vips_copy(*img, &copy, NULL) != 0) /* *img may share its header with the pipeline's other images */
         return -1;
     gchar **fields = vips_image_get_fields(copy);

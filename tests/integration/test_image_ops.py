@@ -37,6 +37,10 @@ def ops_media(tmp_path_factory, media):
     _ffmpeg("-f", "lavfi", "-i", "color=c=red@1:s=50x100,format=rgba", "-f", "lavfi", "-i",
             "color=c=0x00FF00@0:s=50x100,format=rgba", "-filter_complex", "[0][1]hstack,format=rgba", "-frames:v", "1",
             os.path.join(d, "edge.png"))
+    # pure red in Display P3 (libvips' built-in profile, embedded): its numbers are a duller red
+    _ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x64", "-frames:v", "1", os.path.join(d, "red.png"))
+    subprocess.run(["vips", "icc_transform", os.path.join(d, "red.png"), os.path.join(d, "redp3.png"), "p3"],
+                   check=True, timeout=60)
     with open(media["photo.jpg"], "rb") as f:
         head = f.read(20 * 1024)
     with open(os.path.join(d, "trunc.jpg"), "wb") as f:  # a photo cut short: the header parses
@@ -229,3 +233,17 @@ def test_blur_of_transparent_edges_keeps_their_colour(stack, tmp_path):
     rgba = [round(float(v)) for v in out.stdout.split()]
     assert 0 < rgba[3] < 255, rgba  # part-transparent after the blur
     assert rgba[0] > 200 and rgba[1] < 30, rgba  # red, not a red-green mix
+
+
+def test_strip_converts_a_wide_gamut_image_to_srgb_first(stack, tmp_path):
+    """Without its profile a P3 image would be read as sRGB (dull): strip
+    converts its colour to sRGB before dropping the profile."""
+    kept, _ = _get(stack, "/redp3.png/dims/format/png", tmp_path)
+    p = _save(kept.content, tmp_path, "kept")
+    assert _pixel(p, 5, 5) == [232, 51, 34]  # P3 numbers, with the P3 profile kept
+    assert "icc-profile-data" in subprocess.run(["vipsheader", "-a", p], capture_output=True, text=True).stdout
+    r, _ = _get(stack, "/redp3.png/dims/strip/format/png", tmp_path)
+    p = _save(r.content, tmp_path, "stripped")
+    assert "icc-profile-data" not in subprocess.run(["vipsheader", "-a", p], capture_output=True, text=True).stdout
+    red = _pixel(p, 5, 5)
+    assert red[0] >= 250 and red[1] <= 5 and red[2] <= 5, red  # sRGB red again
