@@ -1071,8 +1071,9 @@ cleanup:
 #define S_THUMB_MAX_FRAMES 2000
 /* Bytes read for a thumbnail beyond the header: the GOP up to the time. */
 #define S_THUMB_MAX_READ (512LL << 20)
-/* Decoded frames larger than this are refused (a hostile header). */
-#define S_THUMB_MAX_PIXELS (16384LL * 16384LL)
+/* Decoded frames larger than this are refused: 8K (8192x4320) fits; a
+ * hostile header claiming more does not make the decoder allocate it. */
+#define S_THUMB_MAX_PIXELS (8192LL * 4352LL)
 
 /* The first video track that is not a cover picture, or -1. */
 static int s_first_video(const AVFormatContext *f)
@@ -1101,6 +1102,7 @@ static AVCodecContext *s_decoder(const AVStream *st, char *err, size_t errlen)
     }
     c->thread_count = 1;
     c->pkt_timebase = st->time_base;
+    c->max_pixels = S_THUMB_MAX_PIXELS; /* checked by the decoder against the bitstream's own size too */
     if ((int64_t)c->width * c->height > S_THUMB_MAX_PIXELS || avcodec_open2(c, codec, NULL) < 0) {
         s_err(err, errlen, "cannot decode the %s video track (%dx%d)", avcodec_get_name(st->codecpar->codec_id),
               c->width, c->height);
