@@ -46,7 +46,7 @@ IMG_OBJ := $(IMG_SRC:%.c=$(O)/obj/%.o)
 IMG_CORE_OBJ := $(O)/obj/services/image-worker/img_core.o
 # The video transform core (MP4 -> HLS) likewise; only its own tests link it.
 VID_CORE_OBJ := $(O)/obj/services/video-worker/vid_core.o
-AV_PKGS   := libavformat libavcodec libavutil libswscale
+AV_PKGS   := libavformat libavcodec libavutil libswscale libswresample
 AV_CFLAGS := $(shell pkg-config --cflags $(AV_PKGS))
 AV_LIBS   := $(shell pkg-config --libs $(AV_PKGS)) -lm
 

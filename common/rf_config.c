@@ -1608,6 +1608,74 @@ static int s_trimming(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
+void rf_transcode_default(rf_transcode_conf_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->active = true;
+    snprintf(t->keyword, sizeof(t->keyword), "mp4");
+    snprintf(t->inputs, sizeof(t->inputs), "mkv,webm,mov,avi,ts,flv,wmv,asf,mpg,mpeg,ogv,3gp,m4v,mp4");
+    t->max_height = 1080;
+    t->max_duration = 300;
+    t->crf = 23;
+}
+
+/* transcode.inputs: "mkv, webm, wmv" or a list; stored lower case, comma-separated. */
+static int s_transcode_inputs(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    char *out = t;
+    size_t o = 0, cap = sizeof(((rf_transcode_conf_t *)0)->inputs);
+    s_strlist_t list = {0};
+    if (s_strlist(c, v, &list) < 0) {
+        s_free_list(list.list, list.n);
+        return -1;
+    }
+    int rc = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < list.n && rc == 0; i++) {
+        char *save = NULL;
+        for (char *tok = strtok_r(list.list[i], ", ", &save); tok != NULL && rc == 0;
+             tok = strtok_r(NULL, ", ", &save)) {
+            size_t n = strlen(tok);
+            if (n == 0 || n > 8 || strspn(tok, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != n ||
+                o + n + 2 > cap) {
+                rc =
+                    s_fail(c, v, "transcode.inputs: '%s' is not a file extension (letters and digits, at most 8)", tok);
+                break;
+            }
+            for (size_t k = 0; k < n; k++)
+                out[o++] = (char)tolower((unsigned char)tok[k]);
+            out[o++] = ',';
+            out[o] = '\0';
+        }
+    }
+    if (o > 0)
+        out[o - 1] = '\0';
+    s_free_list(list.list, list.n);
+    return rc;
+}
+
+/* A `transcode` mapping onto *t, which holds the defaults. */
+static int s_transcode(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("status", s_bool, rf_transcode_conf_t, active),
+                                   K("keyword", s_hls_keyword, rf_transcode_conf_t, keyword),
+                                   K("inputs", s_transcode_inputs, rf_transcode_conf_t, inputs),
+                                   K("max_height", s_int, rf_transcode_conf_t, max_height),
+                                   K("max_duration", s_int, rf_transcode_conf_t, max_duration),
+                                   K("crf", s_int, rf_transcode_conf_t, crf),
+                                   {0}};
+    rf_transcode_conf_t *tc = t;
+    if (s_walk(c, v, keys, tc, "transcode") < 0)
+        return -1;
+    if (tc->max_height < 2 || tc->max_height > 4320)
+        return s_fail(c, v, "transcode.max_height must be 2..4320, got %d", tc->max_height);
+    if (tc->max_duration < 1 || tc->max_duration > 86400)
+        return s_fail(c, v, "transcode.max_duration must be 1..86400 seconds, got %d", tc->max_duration);
+    if (tc->crf < 1 || tc->crf > 51)
+        return s_fail(c, v, "transcode.crf must be 1..51, got %d", tc->crf);
+    return 0;
+}
+
 static int s_vhost_aliases(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     return s_strlist(c, v, t);
@@ -1854,6 +1922,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"mp4hls", s_mp4hls, offsetof(s_vhost_t, v.mp4hls)},
                                    {"thumbnail", s_thumbnail, offsetof(s_vhost_t, v.thumbnail)},
                                    {"trimming", s_trimming, offsetof(s_vhost_t, v.trimming)},
+                                   {"transcode", s_transcode, offsetof(s_vhost_t, v.transcode)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
                                    {"link", s_link, offsetof(s_vhost_t, v.link)},
@@ -1905,6 +1974,7 @@ typedef struct {
     rf_mp4hls_conf_t mp4hls;
     rf_thumb_conf_t thumbnail;
     rf_trim_conf_t trimming;
+    rf_transcode_conf_t transcode;
     rf_cache_conf_t cache;
 } s_vdefaults_t;
 
@@ -1945,6 +2015,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         vh.v.mp4hls = defs->mp4hls;
         vh.v.thumbnail = defs->thumbnail;
         vh.v.trimming = defs->trimming;
+        vh.v.transcode = defs->transcode;
         if (s_dims_lists_copy(&vh.v.dims) < 0)
             return s_fail(c, it, "out of memory");
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
@@ -1986,10 +2057,12 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     rf_mp4hls_default(&defs.mp4hls);
     rf_thumb_default(&defs.thumbnail);
     rf_trim_default(&defs.trimming);
+    rf_transcode_default(&defs.transcode);
     static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)},
                                     {"mp4hls", s_mp4hls, offsetof(s_vdefaults_t, mp4hls)},
                                     {"thumbnail", s_thumbnail, offsetof(s_vdefaults_t, thumbnail)},
                                     {"trimming", s_trimming, offsetof(s_vdefaults_t, trimming)},
+                                    {"transcode", s_transcode, offsetof(s_vdefaults_t, transcode)},
                                     {"cache", s_cache, offsetof(s_vdefaults_t, cache)},
                                     {0}};
     yaml_node_t *dn = s_find_key(c, root, "vhost_defaults");

@@ -110,6 +110,19 @@ typedef struct {
 
 void rf_trim_default(rf_trim_conf_t *t);
 
+/* A vhost's `transcode` mapping (seed: real-time transcoding, wmv/mov ->
+ * mp4): /VIDEO.EXT/KEYWORD[/HEIGHTp] for the extensions listed. */
+typedef struct {
+    bool active;      /* status, default true */
+    char keyword[32]; /* default "mp4" */
+    char inputs[160]; /* extensions transcoded, comma-separated, lower case */
+    int max_height;   /* the output is fitted into max_height (and 16:9 of it) at most; default 1080 */
+    int max_duration; /* seconds; longer sources are refused (the client waits for the whole file); default 300 */
+    int crf;          /* x264 quality, default 23 */
+} rf_transcode_conf_t;
+
+void rf_transcode_default(rf_transcode_conf_t *t);
+
 /* The built-in thumbnail settings. */
 void rf_thumb_default(rf_thumb_conf_t *t);
 
@@ -222,6 +235,7 @@ typedef struct {
     rf_mp4hls_conf_t mp4hls;
     rf_thumb_conf_t thumbnail;
     rf_trim_conf_t trimming;
+    rf_transcode_conf_t transcode;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
     rf_link_conf_t link;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gw.h"
 #include "gw_metrics.h"
@@ -793,9 +794,113 @@ static const gw_func_t s_trimming = {
     .fallbacks = &gw_m.video_fallbacks,
 };
 
+/* ---- transcode (video-worker) --------------------------------------------------- */
+
+typedef struct {
+    int max_height; /* the output's height at most (a "720p" option, or the vhost's) */
+    int max_duration, crf;
+} s_tx_t;
+
+static const char *s_tx_keyword(const rf_vhost_conf_t *vh)
+{
+    return vh->transcode.keyword;
+}
+
+/* Whether the path's extension is one of the vhost's transcode.inputs. */
+static bool s_tx_input(const rf_vhost_conf_t *vh, const char *s, size_t n)
+{
+    const char *dot = NULL;
+    for (size_t i = n; i > 0 && s[i - 1] != '/'; i--)
+        if (s[i - 1] == '.') {
+            dot = s + i;
+            break;
+        }
+    size_t el = dot ? (size_t)(s + n - dot) : 0;
+    if (el == 0 || el > 8)
+        return false;
+    for (const char *p = vh->transcode.inputs; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t l = comma ? (size_t)(comma - p) : strlen(p);
+        if (l == el && strncasecmp(p, dot, el) == 0)
+            return true;
+        p += l + (comma ? 1 : 0);
+    }
+    return false;
+}
+
+static int s_tx_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
+                      h2o_iovec_t *chain)
+{
+    (void)query;
+    const char *s, *c;
+    size_t sl, cl;
+    if (!vh->transcode.active || !rf_chain_split(path.base, path.len, vh->transcode.keyword, &s, &sl, &c, &cl) ||
+        !s_tx_input(vh, s, sl))
+        return 0;
+    *src = h2o_iovec_init(s, sl);
+    *chain = h2o_iovec_init(c, cl);
+    return 1;
+}
+
+/* "" or "HEIGHTp" (a smaller output than the vhost's max_height) */
+static int s_tx_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
+{
+    const rf_transcode_conf_t *c = &rc->vhost->transcode;
+    s_tx_t *t = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t));
+    t->max_height = c->max_height;
+    t->max_duration = c->max_duration;
+    t->crf = c->crf;
+    if (chain.len > 0) {
+        int64_t h = chain.len > 1 && chain.base[chain.len - 1] == 'p'
+                        ? gw_vparse_digits(chain.base, chain.len - 1, (int64_t)c->max_height + 1)
+                        : -1;
+        if (h < 2) {
+            snprintf(why, why_len, "'%.*s' is not a height such as 720p (at most %dp)",
+                     (int)(chain.len > 32 ? 32 : chain.len), chain.base, c->max_height);
+            return -1;
+        }
+        t->max_height = (int)h;
+    }
+    *state = t;
+    return 0;
+}
+
+static int s_tx_canon(const void *state, char *buf, size_t len)
+{
+    const s_tx_t *t = state;
+    int n = snprintf(buf, len, "h264-aac;h=%d;crf=%d;max=%d", t->max_height, t->crf, t->max_duration);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static json_t *s_tx_json(const void *state)
+{
+    const s_tx_t *t = state;
+    return json_pack("[{s:s, s:i, s:i, s:i}]", "op", "transcode", "max_height", t->max_height, "crf", t->crf,
+                     "max_duration", t->max_duration);
+}
+
+static const gw_reply_rule_t s_tx_replies[] = {
+    {200, GW_REPLY_BODY, 200, NULL, NULL},
+    {415, GW_REPLY_ERROR, 415, "not a video that can be transcoded", "unsupported"},
+    {413, GW_REPLY_ERROR, 413, NULL, "too long"},
+    S_VIDEO_REPLIES,
+};
+
+static const gw_func_t s_transcode = {
+    .name = "transcode",
+    S_VIDEO_ROW,
+    .keyword = s_tx_keyword,
+    .match = s_tx_match,
+    .parse = s_tx_parse,
+    .canon = s_tx_canon,
+    .to_json = s_tx_json,
+    .replies = s_tx_replies,
+    .fallbacks = NULL,
+};
+
 /* ---- the table ------------------------------------------------------------ */
 
 /* The thumbnail row comes before dims: "/v.mp4/thumbnail/10/dims/resize/100"
  * is a thumbnail piped through a dims chain, not a dims chain of the
  * source "/v.mp4/thumbnail/10". */
-const gw_func_t *const gw_funcs[] = {&s_thumbnail, &s_dims, &s_mp4hls, &s_sprite, &s_trimming, NULL};
+const gw_func_t *const gw_funcs[] = {&s_thumbnail, &s_dims, &s_mp4hls, &s_sprite, &s_trimming, &s_transcode, NULL};

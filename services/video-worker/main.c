@@ -481,6 +481,24 @@ static int s_slurp(const char *path, rf_worker_result_t *res)
     return rc;
 }
 
+/* The result file of a job that writes one (trims, transcodes): in
+ * bus.spool_dir it goes to the gateway by reference; elsewhere it is read
+ * back into the REPLY. Removes it in the second case (and on failure). */
+static int s_result_file(const s_app_t *app, const char *path, rf_worker_result_t *res, char *why, size_t why_len)
+{
+    if (app->cfg->bus.spool_dir != NULL) {
+        snprintf(res->ref, sizeof(res->ref), "file://%s", path);
+        return 200;
+    }
+    int rc = s_slurp(path, res);
+    unlink(path);
+    if (rc < 0) {
+        snprintf(why, why_len, "cannot read the output back");
+        return 500;
+    }
+    return 200;
+}
+
 /* Answers a trim job into res; returns its status. */
 static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
                       vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
@@ -530,17 +548,40 @@ static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
                               info.cut[i].end);
     snprintf(what, what_len, "trim %d range(s) kept %.3f s of %.3f s", n, info.kept, info.duration);
     snprintf(res->content_type, sizeof(res->content_type), "%s", ctype);
-    if (app->cfg->bus.spool_dir != NULL) {
-        snprintf(res->ref, sizeof(res->ref), "file://%s", path);
-        return 200;
+    return s_result_file(app, path, res, why, why_len);
+}
+
+/* A transcode job: {"op": "transcode", "max_height", "crf", "max_duration"}. */
+static int s_transcode_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
+                           vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
+{
+    vid_transcode_opts_t o;
+    memset(&o, 0, sizeof(o));
+    int max_duration = 0, status = 0;
+    if (s_int(op, "max_height", 2, 4320, &o.max_height) < 0 || s_int(op, "crf", 1, 51, &o.crf) < 0 ||
+        s_int(op, "max_duration", 1, 86400, &max_duration) < 0) {
+        snprintf(why, why_len, "bad transcode operation (max_height, crf, max_duration)");
+        return 400;
     }
-    rc = s_slurp(path, res);
-    unlink(path);
-    if (rc < 0) {
-        snprintf(why, why_len, "cannot read the output back");
+    o.max_width = (o.max_height * 16 / 9 + 1) & ~1; /* a 16:9 box of that height: portrait stays that tall */
+    o.max_duration = max_duration;
+    snprintf(what, what_len, "transcode %dp", o.max_height);
+    if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
+        return status;
+    char path[400];
+    if (s_out_file(app, path, sizeof(path)) < 0) {
+        snprintf(why, why_len, "cannot create an output file: %s", strerror(errno));
         return 500;
     }
-    return 200;
+    vid_transcode_info_t info;
+    if (vid_transcode(vid_reader_source(*r), &o, path, &info, why, why_len) != 0) {
+        unlink(path);
+        return s_failed(*r, strstr(why, "s long, more than") != NULL ? 413 : 415, why, why_len);
+    }
+    snprintf(what, what_len, "transcode %dp from %s: %dx%d %.3f s, %lld frames", o.max_height, info.input, info.width,
+             info.height, info.duration, (long long)info.frames);
+    snprintf(res->content_type, sizeof(res->content_type), "video/mp4");
+    return s_result_file(app, path, res, why, why_len);
 }
 
 static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
@@ -558,6 +599,8 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
         status = s_thumb_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
     else if (name != NULL && strcmp(name, "sprite") == 0)
         status = s_sprite_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
+    else if (name != NULL && strcmp(name, "transcode") == 0)
+        status = s_transcode_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
     else if (name != NULL && strcmp(name, "trim") == 0)
         status = s_trim_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
     else

@@ -13,6 +13,10 @@
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/mathematics.h>
+#include <libavutil/audio_fifo.h>
+#include <libavutil/channel_layout.h>
+#include <libavutil/opt.h>
+#include <libswresample/swresample.h>
 #include <libswscale/swscale.h>
 
 /* The demuxer's read buffer. libavformat reads the source in requests of
@@ -150,9 +154,42 @@ static int s_probe(s_demux_t *d, char *err, size_t errlen)
 /* Reads the source's header (the moov) with the MOV demuxer, at most
  * `budget` bytes, and picks its tracks. On success d owns the demuxer
  * (s_demux_close); on failure d is closed and err says why. */
+/* The containers a transcode reads (vid_transcode): every one libavformat
+ * demuxes from a single file. Formats that open other files or URLs
+ * (playlists, concat, image sequences) are not among them. */
+static const char *const S_ANY_FORMATS[] = {
+    "matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2", "avi", "mpegts", "flv", "asf", "mpeg", "ogg", NULL};
+
+/* Which container the source is, for a transcode: one of S_ANY_FORMATS.
+ * NULL with err set. The sniffed bytes stay in d's buffer. */
+static const AVInputFormat *s_probe_any(s_demux_t *d, char *err, size_t errlen)
+{
+    const AVInputFormat *f = NULL;
+    int score = av_probe_input_buffer2(d->pb, &f, "", NULL, 0, S_SNIFF * 4);
+    if (d->io.failed) {
+        s_err(err, errlen, "source read failed");
+        return NULL;
+    }
+    for (int i = 0; f != NULL && score >= AVPROBE_SCORE_EXTENSION && S_ANY_FORMATS[i] != NULL; i++)
+        if (strcmp(f->name, S_ANY_FORMATS[i]) == 0)
+            return f;
+    s_err(err, errlen, "not a video container this worker transcodes (%s)", f != NULL ? f->name : "unknown");
+    return NULL;
+}
+
+static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget, bool any, char *err, size_t errlen);
+
 static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, char *err, size_t errlen)
 {
+    return s_demux_open_as(d, src, budget, false, err, errlen);
+}
+
+/* s_demux_open for any container of S_ANY_FORMATS (any: true), whose
+ * stream parameters may need a look at the first packets. */
+static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget, bool any, char *err, size_t errlen)
+{
     int rc = -1;
+    const AVInputFormat *format = NULL;
     uint8_t *buf = NULL;
     memset(d, 0, sizeof(*d));
     d->v = d->a = d->primary = -1;
@@ -169,7 +206,7 @@ static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, c
         goto cleanup;
     }
     buf = NULL; /* the AVIOContext owns it (and may replace it) */
-    if (s_probe(d, err, errlen) != 0)
+    if (any ? (format = s_probe_any(d, err, errlen)) == NULL : s_probe(d, err, errlen) != 0)
         goto cleanup;
     d->fmt->pb = d->pb;
     d->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
@@ -178,7 +215,16 @@ static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, c
      * is not searched either (avformat_find_stream_info would decode
      * packets from the mdat): the moov's sample descriptions carry all a
      * remux needs. */
-    int e = avformat_open_input(&d->fmt, NULL, av_find_input_format("mov"), NULL);
+    if (any) { /* bounded look at the first packets, for containers that need one */
+        d->fmt->probesize = 8 << 20;
+        d->fmt->max_analyze_duration = 5 * AV_TIME_BASE;
+    }
+    int e = avformat_open_input(&d->fmt, NULL, any ? format : av_find_input_format("mov"), NULL);
+    if (e == 0 && any && avformat_find_stream_info(d->fmt, NULL) < 0) {
+        s_err(err, errlen, "cannot read the streams' parameters (truncated or corrupt)");
+        avformat_close_input(&d->fmt);
+        goto cleanup;
+    }
     if (e < 0) {
         char msg[AV_ERROR_MAX_STRING_SIZE] = "";
         av_strerror(e, msg, sizeof(msg));
@@ -1804,5 +1850,360 @@ cleanup:
     av_frame_free(&best);
     avcodec_free_context(&dec);
     s_demux_close(&d);
+    return rc;
+}
+
+/* ---- transcoding ------------------------------------------------------------------------------- */
+
+/* One track of a transcode: its decoder, encoder, output stream and the
+ * conversion between them. */
+typedef struct {
+    int in; /* input stream, -1 unused */
+    AVCodecContext *dec, *enc;
+    AVStream *ost;
+    struct SwsContext *sws;
+    SwrContext *swr;
+    AVAudioFifo *fifo;
+    AVFrame *frame, *out;
+    int64_t next_pts; /* audio: samples so far; video: the last pts written + 1 */
+    int64_t start;    /* the source's start time in this stream's time base */
+} s_tx_track_t;
+
+typedef struct {
+    s_demux_t d;
+    AVFormatContext *ofmt;
+    s_tx_track_t v, a;
+    vid_transcode_info_t *info;
+} s_tx_t;
+
+static int s_tx_write(s_tx_t *x, s_tx_track_t *t, AVPacket *pkt)
+{
+    av_packet_rescale_ts(pkt, t->enc->time_base, t->ost->time_base);
+    pkt->stream_index = t->ost->index;
+    return av_interleaved_write_frame(x->ofmt, pkt) < 0 ? -1 : 0;
+}
+
+/* Sends frame (NULL: the end) to t's encoder and writes what comes out. 0 or -1. */
+static int s_tx_encode(s_tx_t *x, s_tx_track_t *t, AVFrame *frame)
+{
+    if (avcodec_send_frame(t->enc, frame) < 0)
+        return -1;
+    AVPacket *pkt = av_packet_alloc();
+    if (pkt == NULL)
+        return -1;
+    int rc = 0;
+    for (;;) {
+        int e = avcodec_receive_packet(t->enc, pkt);
+        if (e == AVERROR(EAGAIN) || e == AVERROR_EOF)
+            break;
+        if (e < 0 || s_tx_write(x, t, pkt) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    av_packet_free(&pkt);
+    return rc;
+}
+
+/* The encoder's flags and output stream, once it is set up. 0 or -1. */
+static int s_tx_open_encoder(s_tx_t *x, s_tx_track_t *t, const AVCodec *codec, AVDictionary **opts)
+{
+    if (x->ofmt->oformat->flags & AVFMT_GLOBALHEADER)
+        t->enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+    if (avcodec_open2(t->enc, codec, opts) < 0 || (t->ost = avformat_new_stream(x->ofmt, NULL)) == NULL ||
+        avcodec_parameters_from_context(t->ost->codecpar, t->enc) < 0)
+        return -1;
+    t->ost->time_base = t->enc->time_base;
+    return (t->frame = av_frame_alloc()) != NULL && (t->out = av_frame_alloc()) != NULL ? 0 : -1;
+}
+
+static int s_tx_video_setup(s_tx_t *x, const vid_transcode_opts_t *o, char *err, size_t errlen)
+{
+    s_tx_track_t *t = &x->v;
+    AVStream *st = x->d.fmt->streams[t->in];
+    if ((t->dec = s_decoder(st, err, errlen)) == NULL)
+        return -1;
+    const AVCodec *codec = avcodec_find_encoder_by_name("libx264");
+    if (codec == NULL || (t->enc = avcodec_alloc_context3(codec)) == NULL) {
+        s_err(err, errlen, "no libx264 encoder in this libavcodec");
+        return -1;
+    }
+    AVFrame probe = {
+        .width = t->dec->width, .height = t->dec->height, .sample_aspect_ratio = t->dec->sample_aspect_ratio};
+    s_fit(&probe, o->max_width, o->max_height, &t->enc->width, &t->enc->height);
+    AVRational fr = av_guess_frame_rate(x->d.fmt, st, NULL);
+    if (fr.num <= 0 || fr.den <= 0)
+        fr = (AVRational){25, 1};
+    t->enc->pix_fmt = AV_PIX_FMT_YUV420P;
+    t->enc->time_base = st->time_base.num > 0 && st->time_base.den > 0 ? st->time_base : av_inv_q(fr);
+    t->enc->framerate = fr;
+    t->enc->sample_aspect_ratio = (AVRational){1, 1};
+    t->enc->gop_size = (int)(2 * fr.num / fr.den) > 0 ? (int)(2 * fr.num / fr.den) : 50; /* a keyframe each 2 s */
+    t->enc->thread_count = 0;
+    AVDictionary *opts = NULL;
+    av_dict_set(&opts, "preset", o->preset != NULL ? o->preset : "veryfast", 0);
+    av_dict_set_int(&opts, "crf", o->crf > 0 ? o->crf : 23, 0);
+    int rc = s_tx_open_encoder(x, t, codec, &opts);
+    av_dict_free(&opts);
+    if (rc < 0) {
+        s_err(err, errlen, "cannot set up the H.264 encoder (%dx%d)", t->enc->width, t->enc->height);
+        return -1;
+    }
+    x->info->width = t->enc->width;
+    x->info->height = t->enc->height;
+    t->next_pts = INT64_MIN;
+    return 0;
+}
+
+/* A rate AAC has, near the source's. */
+static int s_aac_rate(int in)
+{
+    static const int rates[] = {96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000};
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++)
+        if (in == rates[i])
+            return in;
+    return 48000;
+}
+
+static int s_tx_audio_setup(s_tx_t *x, const vid_transcode_opts_t *o, char *err, size_t errlen)
+{
+    s_tx_track_t *t = &x->a;
+    AVStream *st = x->d.fmt->streams[t->in];
+    const AVCodec *dc = avcodec_find_decoder(st->codecpar->codec_id);
+    const AVCodec *codec = avcodec_find_encoder_by_name("aac");
+    if (dc == NULL || codec == NULL || (t->dec = avcodec_alloc_context3(dc)) == NULL ||
+        avcodec_parameters_to_context(t->dec, st->codecpar) < 0 || avcodec_open2(t->dec, dc, NULL) < 0 ||
+        t->dec->sample_rate <= 0 || t->dec->ch_layout.nb_channels <= 0) {
+        s_err(err, errlen, "cannot decode the %s audio track", avcodec_get_name(st->codecpar->codec_id));
+        return -1;
+    }
+    if ((t->enc = avcodec_alloc_context3(codec)) == NULL)
+        return -1;
+    t->enc->sample_fmt = AV_SAMPLE_FMT_FLTP;
+    t->enc->sample_rate = s_aac_rate(t->dec->sample_rate);
+    av_channel_layout_default(&t->enc->ch_layout, t->dec->ch_layout.nb_channels >= 2 ? 2 : 1);
+    t->enc->bit_rate = (int64_t)(o->audio_kbps > 0 ? o->audio_kbps : 128) * 1000;
+    t->enc->time_base = (AVRational){1, t->enc->sample_rate};
+    if (s_tx_open_encoder(x, t, codec, NULL) < 0 ||
+        swr_alloc_set_opts2(&t->swr, &t->enc->ch_layout, t->enc->sample_fmt, t->enc->sample_rate, &t->dec->ch_layout,
+                            t->dec->sample_fmt, t->dec->sample_rate, 0, NULL) < 0 ||
+        swr_init(t->swr) < 0 ||
+        (t->fifo = av_audio_fifo_alloc(t->enc->sample_fmt, t->enc->ch_layout.nb_channels, 4096)) == NULL) {
+        s_err(err, errlen, "cannot set up the AAC encoder");
+        return -1;
+    }
+    t->next_pts = INT64_MIN;
+    return 0;
+}
+
+/* A decoded video frame to the encoder: scaled, timed from the start. */
+static int s_tx_video_frame(s_tx_t *x, AVFrame *in)
+{
+    s_tx_track_t *t = &x->v;
+    AVStream *st = x->d.fmt->streams[t->in];
+    int64_t ts = in->best_effort_timestamp != AV_NOPTS_VALUE ? in->best_effort_timestamp : in->pts;
+    if (ts == AV_NOPTS_VALUE)
+        ts = t->next_pts != INT64_MIN ? t->next_pts : 0; /* a frame without time follows the last */
+    else
+        ts = av_rescale_q(ts - t->start, st->time_base, t->enc->time_base);
+    if (ts < 0)
+        return 0; /* before the start (edit lists, B-frame delays): not shown */
+    if (t->next_pts != INT64_MIN && ts < t->next_pts)
+        ts = t->next_pts; /* never backwards */
+    AVFrame *out = t->out;
+    av_frame_unref(out);
+    out->format = t->enc->pix_fmt;
+    out->width = t->enc->width;
+    out->height = t->enc->height;
+    t->sws = sws_getCachedContext(t->sws, in->width, in->height, in->format, out->width, out->height, out->format,
+                                  SWS_BICUBIC, NULL, NULL, NULL);
+    if (t->sws == NULL || av_frame_get_buffer(out, 0) < 0 ||
+        sws_scale(t->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height, out->data, out->linesize) !=
+            out->height)
+        return -1;
+    out->pts = ts;
+    t->next_pts = ts + 1;
+    x->info->frames++;
+    return s_tx_encode(x, t, out);
+}
+
+/* Encodes whole AAC frames from the FIFO (and, at the end, what is left). */
+static int s_tx_audio_drain(s_tx_t *x, bool end)
+{
+    s_tx_track_t *t = &x->a;
+    int fs = t->enc->frame_size > 0 ? t->enc->frame_size : 1024;
+    while (av_audio_fifo_size(t->fifo) >= fs || (end && av_audio_fifo_size(t->fifo) > 0)) {
+        int n = av_audio_fifo_size(t->fifo) < fs ? av_audio_fifo_size(t->fifo) : fs;
+        AVFrame *f = t->out;
+        av_frame_unref(f);
+        f->nb_samples = fs; /* a short last frame is padded with silence */
+        f->format = t->enc->sample_fmt;
+        f->sample_rate = t->enc->sample_rate;
+        if (av_channel_layout_copy(&f->ch_layout, &t->enc->ch_layout) < 0 || av_frame_get_buffer(f, 0) < 0)
+            return -1;
+        av_samples_set_silence(f->data, 0, fs, f->ch_layout.nb_channels, f->format);
+        if (av_audio_fifo_read(t->fifo, (void **)f->data, n) != n)
+            return -1;
+        f->pts = t->next_pts;
+        t->next_pts += fs;
+        x->info->audio_frames++;
+        if (s_tx_encode(x, t, f) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A decoded audio frame (NULL: flush the resampler) into the FIFO. */
+static int s_tx_audio_frame(s_tx_t *x, AVFrame *in)
+{
+    s_tx_track_t *t = &x->a;
+    if (t->next_pts == INT64_MIN) { /* the first samples: where they sit on the output's timeline */
+        AVStream *st = x->d.fmt->streams[t->in];
+        int64_t ts = in != NULL && in->pts != AV_NOPTS_VALUE ? in->pts - t->start : 0;
+        t->next_pts = av_rescale_q(ts, st->time_base, t->enc->time_base);
+        if (t->next_pts < 0)
+            t->next_pts = 0;
+    }
+    int cap = swr_get_out_samples(t->swr, in != NULL ? in->nb_samples : 0);
+    if (cap <= 0)
+        return 0;
+    uint8_t **buf = NULL;
+    if (av_samples_alloc_array_and_samples(&buf, NULL, t->enc->ch_layout.nb_channels, cap, t->enc->sample_fmt, 0) < 0)
+        return -1;
+    int n = swr_convert(t->swr, buf, cap, in != NULL ? (const uint8_t **)in->extended_data : NULL,
+                        in != NULL ? in->nb_samples : 0);
+    int rc = n < 0 || (n > 0 && av_audio_fifo_write(t->fifo, (void **)buf, n) != n) ? -1 : 0;
+    av_freep(&buf[0]);
+    av_freep(&buf);
+    return rc != 0 ? -1 : s_tx_audio_drain(x, false);
+}
+
+/* Sends pkt (NULL: the end) to the track's decoder and passes on every frame. */
+static int s_tx_decode(s_tx_t *x, s_tx_track_t *t, const AVPacket *pkt)
+{
+    int e = avcodec_send_packet(t->dec, pkt);
+    if (e < 0 && e != AVERROR(EAGAIN) && e != AVERROR_EOF)
+        return 0; /* a damaged packet: the next ones may decode */
+    for (;;) {
+        e = avcodec_receive_frame(t->dec, t->frame);
+        if (e == AVERROR(EAGAIN) || e == AVERROR_EOF)
+            return 0;
+        if (e < 0)
+            return 0;
+        int rc = t == &x->v ? s_tx_video_frame(x, t->frame) : s_tx_audio_frame(x, t->frame);
+        av_frame_unref(t->frame);
+        if (rc < 0)
+            return -1;
+    }
+}
+
+static void s_tx_track_free(s_tx_track_t *t)
+{
+    avcodec_free_context(&t->dec);
+    avcodec_free_context(&t->enc);
+    sws_freeContext(t->sws);
+    swr_free(&t->swr);
+    if (t->fifo != NULL)
+        av_audio_fifo_free(t->fifo);
+    av_frame_free(&t->frame);
+    av_frame_free(&t->out);
+}
+
+int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const char *out_path,
+                  vid_transcode_info_t *info, char *err, size_t errlen)
+{
+    int rc = -1;
+    s_tx_t x;
+    memset(&x, 0, sizeof(x));
+    memset(info, 0, sizeof(*info));
+    x.info = info;
+    x.v.in = x.a.in = -1;
+    AVPacket *pkt = NULL;
+    if (s_demux_open_as(&x.d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+        return -1;
+    info->input = x.d.fmt->iformat->name;
+    x.v.in = s_first_video(x.d.fmt);
+    for (unsigned i = 0; i < x.d.fmt->nb_streams && x.a.in < 0; i++)
+        if (x.d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
+            x.a.in = (int)i;
+    double dur = s_duration(x.d.fmt), max = o->max_duration > 0 ? o->max_duration : VID_MAX_DURATION_S;
+    if (x.v.in < 0) {
+        s_err(err, errlen, "no video track");
+        goto cleanup;
+    }
+    if (dur > max) {
+        s_err(err, errlen, "the video is %.3f s long, more than %.3f s", dur, max);
+        goto cleanup;
+    }
+    for (unsigned i = 0; i < x.d.fmt->nb_streams; i++)
+        x.d.fmt->streams[i]->discard = (int)i == x.v.in || (int)i == x.a.in ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+    int64_t start = x.d.fmt->start_time != AV_NOPTS_VALUE ? x.d.fmt->start_time : 0;
+    x.v.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.v.in]->time_base);
+    if (x.a.in >= 0)
+        x.a.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.a.in]->time_base);
+    if (avformat_alloc_output_context2(&x.ofmt, NULL, "mp4", out_path) < 0 || x.ofmt == NULL) {
+        s_err(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    if (s_tx_video_setup(&x, o, err, errlen) < 0 || (x.a.in >= 0 && s_tx_audio_setup(&x, o, err, errlen) < 0))
+        goto cleanup;
+    AVDictionary *mo = NULL;
+    av_dict_set(&mo, "movflags", "+faststart", 0);
+    int e = avio_open(&x.ofmt->pb, out_path, AVIO_FLAG_WRITE) < 0 ? -1 : avformat_write_header(x.ofmt, &mo);
+    av_dict_free(&mo);
+    if (e < 0) {
+        s_err(err, errlen, "cannot start the MP4");
+        goto cleanup;
+    }
+    x.d.io.budget = x.d.io.used + src->size + VID_READ_SLACK; /* the source, front to back, once */
+    if ((pkt = av_packet_alloc()) == NULL)
+        goto cleanup;
+    for (int64_t n = 0;; n++) {
+        if (n > S_MAX_ENTRIES * 2LL) {
+            s_err(err, errlen, "too many packets");
+            goto cleanup;
+        }
+        e = av_read_frame(x.d.fmt, pkt);
+        if (e < 0)
+            break;
+        s_tx_track_t *t = pkt->stream_index == x.v.in ? &x.v : pkt->stream_index == x.a.in ? &x.a : NULL;
+        int r = t != NULL ? s_tx_decode(&x, t, pkt) : 0;
+        av_packet_unref(pkt);
+        if (r < 0) {
+            s_err(err, errlen, "cannot encode the output");
+            goto cleanup;
+        }
+    }
+    if (x.d.io.failed || x.d.io.over) {
+        s_err(err, errlen, x.d.io.failed ? "source read failed" : "too many bytes read");
+        goto cleanup;
+    }
+    /* the end: what the decoders, the resampler and the encoders still hold */
+    if (s_tx_decode(&x, &x.v, NULL) < 0 || s_tx_encode(&x, &x.v, NULL) < 0 ||
+        (x.a.in >= 0 && (s_tx_decode(&x, &x.a, NULL) < 0 || s_tx_audio_frame(&x, NULL) < 0 ||
+                         s_tx_audio_drain(&x, true) < 0 || s_tx_encode(&x, &x.a, NULL) < 0))) {
+        s_err(err, errlen, "cannot finish the output");
+        goto cleanup;
+    }
+    if (info->frames == 0) {
+        s_err(err, errlen, "no video frame could be decoded (corrupt or truncated)");
+        goto cleanup;
+    }
+    if (av_write_trailer(x.ofmt) < 0) {
+        s_err(err, errlen, "cannot finish the MP4");
+        goto cleanup;
+    }
+    info->duration = (double)x.v.next_pts * x.v.enc->time_base.num / x.v.enc->time_base.den;
+    rc = 0;
+cleanup:
+    av_packet_free(&pkt);
+    s_tx_track_free(&x.v);
+    s_tx_track_free(&x.a);
+    if (x.ofmt != NULL) {
+        if (x.ofmt->pb != NULL)
+            avio_closep(&x.ofmt->pb);
+        avformat_free_context(x.ofmt);
+    }
+    s_demux_close(&x.d);
     return rc;
 }

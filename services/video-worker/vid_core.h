@@ -242,4 +242,30 @@ double vid_duration(const vid_source_t *src, char *err, size_t errlen);
 int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const char *out_path, vid_trim_info_t *info,
              char *err, size_t errlen);
 
+/* ---- transcoding ---- */
+
+typedef struct {
+    int max_width, max_height; /* the video is fitted into this box (aspect kept, never enlarged); 0: free */
+    int crf;                   /* x264's constant rate factor, 0..51; 0: 23 */
+    const char *preset;        /* x264's preset; NULL: "veryfast" */
+    int audio_kbps;            /* AAC bit rate; 0: 128 */
+    double max_duration;       /* seconds; a longer source is refused; 0: VID_MAX_DURATION_S */
+} vid_transcode_opts_t;
+
+typedef struct {
+    double duration; /* of the output */
+    int width, height;
+    int64_t frames, audio_frames;
+    const char *input; /* the container read ("matroska,webm", "avi", ...) */
+} vid_transcode_info_t;
+
+/* Any single-file container libavformat reads (Matroska/WebM, MOV/MP4,
+ * AVI, MPEG-TS, FLV, ASF/WMV, MPEG-PS, Ogg), any codecs libavcodec
+ * decodes, to an MP4 of H.264 (libx264) and AAC with its moov first, at
+ * out_path. The first video and the first audio track; the frames keep
+ * their times. Reads the source once, front to back. 0, or -1 with err
+ * (out_path may hold a partial file: the caller removes it). */
+int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const char *out_path,
+                  vid_transcode_info_t *info, char *err, size_t errlen);
+
 #endif
