@@ -27,7 +27,7 @@ ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
 endif
-LIBS_BASE := $(shell pkg-config --libs $(PKGS)) -lxxhash -lz -lcrypto -lpthread
+LIBS_BASE := $(shell pkg-config --libs $(PKGS)) -lxxhash -lz -lexpat -lisal -lcrypto -lpthread
 
 H2O_CFLAGS := $(shell pkg-config --cflags libh2o-evloop)
 H2O_LIBS   := $(shell pkg-config --libs libh2o-evloop) -lssl -lcrypto -lz -lbrotlienc -lpcre2-8 -lhiredis
