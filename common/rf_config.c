@@ -10,25 +10,16 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "rf_config_yaml.h"
 #include "rf_log.h"
+#include "rf_sgconf.h"
 
 /* The loader walks libyaml's node graph with a table of known keys per
  * mapping; anything not in a table is an error pointing at its mark. */
 
-typedef struct {
-    yaml_document_t doc;
-    const char *name;
-    char *err;
-    rf_config_t *cfg;
-} s_ctx_t;
-
-typedef int(s_key_fn)(s_ctx_t *c, yaml_node_t *value, void *target);
-
-typedef struct {
-    const char *key;
-    s_key_fn *fn;
-    size_t offset; /* into the target struct the handler writes */
-} s_key_t;
+typedef rf_cfgctx_t s_ctx_t;
+typedef rf_cfg_key_fn s_key_fn;
+typedef rf_cfg_key_t s_key_t;
 
 static int s_fail(s_ctx_t *c, yaml_node_t *at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -93,6 +84,41 @@ static int s_walk(s_ctx_t *c, yaml_node_t *map, const s_key_t *keys, void *targe
             return s_fail(c, v, "invalid value for '%s' in %s", s_scalar(k), section);
     }
     return 0;
+}
+
+/* ---- the walking kit for sections parsed elsewhere (rf_config_yaml.h) ---- */
+
+int rf_cfg_fail(rf_cfgctx_t *c, yaml_node_t *at, const char *fmt, ...)
+{
+    if (c->err != NULL)
+        return -1;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return s_fail(c, at, "%s", msg);
+}
+
+int rf_cfg_walk(rf_cfgctx_t *c, yaml_node_t *map, const rf_cfg_key_t *keys, void *target, const char *section)
+{
+    return s_walk(c, map, keys, target, section);
+}
+
+yaml_node_t *rf_cfg_node(rf_cfgctx_t *c, int id)
+{
+    return yaml_document_get_node(&c->doc, id);
+}
+
+bool rf_cfg_is_null(yaml_node_t *v)
+{
+    if (v == NULL)
+        return true;
+    if (v->type != YAML_SCALAR_NODE || v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *t = (const char *)v->data.scalar.value;
+    return *t == '\0' || strcmp(t, "null") == 0 || strcmp(t, "~") == 0 || strcmp(t, "Null") == 0 ||
+           strcmp(t, "NULL") == 0;
 }
 
 /* ---- value parsers shared with callers ---------------------------------- */
@@ -392,6 +418,14 @@ static int s_loglevel(s_ctx_t *c, yaml_node_t *v, void *t)
     *(int *)t = l;
     return 0;
 }
+
+int rf_cfg_str(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_str(c, v, t); }
+int rf_cfg_int(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_int(c, v, t); }
+int rf_cfg_bool(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_bool(c, v, t); }
+int rf_cfg_size(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_size(c, v, t); }
+int rf_cfg_duration(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_duration(c, v, t); }
+int rf_cfg_listen(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_listen(c, v, t); }
+int rf_cfg_strlist(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_strlist(c, v, t); }
 
 /* ---- sections -------------------------------------------------------------- */
 
@@ -2092,6 +2126,9 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
             r = 0;
         else if (strcmp(key, "url_rewrite") == 0)
             r = s_rewrites(c, v);
+        else if (strcmp(key, "storgate") == 0 || strcmp(key, "storage") == 0)
+            r = cfg->storgate ? s_fail(c, k, "storgate given twice (storage is its other name)")
+                              : rf_sgconf_parse(c, v, &cfg->storgate);
         else if (s_schema_section(key))
             r = s_schema_walk(c, v, key);
         else
@@ -2228,6 +2265,7 @@ void rf_config_destroy(rf_config_t **self_p)
     if (self_p == NULL || *self_p == NULL)
         return;
     rf_config_t *cfg = *self_p;
+    rf_sgconf_destroy(&cfg->storgate);
     free(cfg->path);
     free(cfg->gateway.listen.host);
     free(cfg->gateway.admin_listen.host);

@@ -321,6 +321,8 @@ typedef struct {
     struct {
         int level; /* rf_log_level_t */
     } log;
+
+    struct rf_sg_conf_t *storgate; /* the storgate section (rf_sgconf.h); NULL when absent */
 } rf_config_t;
 
 /* Loads and validates a YAML file. Returns a new config (caller owns;
