@@ -68,6 +68,10 @@ typedef struct {
     h2o_socket_t *listener;
     h2o_accept_ctx_t tls_accept_ctx;
     h2o_socket_t *tls_listener;
+    int s3_fd;              /* storgate.listen, -1 without */
+    h2o_context_t s3_ctx;   /* the S3 API (gw_s3.c): its own globalconf, on this loop */
+    h2o_accept_ctx_t s3_accept_ctx;
+    h2o_socket_t *s3_listener;
     h2o_context_t admin_ctx; /* thread 0 only */
     h2o_accept_ctx_t admin_accept_ctx;
     h2o_socket_t *admin_listener;
@@ -90,7 +94,7 @@ struct gw_server_t {
     rf_config_t *cfg; /* start-up config: listen, bus, threads */
     int nthreads;
     gw_thread_t *threads;
-    h2o_globalconf_t h2o_conf, admin_conf;
+    h2o_globalconf_t h2o_conf, admin_conf, s3_conf;
     gw_broker_t *broker;
     rf_metrics_t *metrics;
     rf_store_t *store;      /* the edge cache (shared by all threads) */

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "gw.h"
+#include "gw_s3.h"
+#include "rf_sgconf.h"
 #include "gw_metrics.h"
 #include "gw_tls.h"
 #include "rf_log.h"
@@ -100,7 +102,7 @@ static void s_on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
             t->draining = 1;
             t->drain_deadline_ms = (int64_t)h2o_now(t->ctx.loop) + t->server->cfg->gateway.drain_timeout_ms;
             /* Stop accepting; let keep-alive and HTTP/2 clients know. */
-            h2o_socket_t **ls[] = {&t->listener, &t->tls_listener};
+            h2o_socket_t **ls[] = {&t->listener, &t->tls_listener, &t->s3_listener};
             for (size_t i = 0; i < sizeof(ls) / sizeof(ls[0]); i++)
                 if (*ls[i] != NULL) {
                     h2o_socket_read_stop(*ls[i]);
@@ -168,6 +170,13 @@ static int s_thread_setup(gw_thread_t *t)
         t->tls_listener = s_listener_start(t->ctx.loop, t->tls_fd, &t->tls_accept_ctx);
         t->tls_fd = -1;
     }
+    if (t->s3_fd >= 0) {
+        h2o_context_init(&t->s3_ctx, t->ctx.loop, &srv->s3_conf);
+        t->s3_accept_ctx.ctx = &t->s3_ctx;
+        t->s3_accept_ctx.hosts = srv->s3_conf.hosts;
+        t->s3_listener = s_listener_start(t->ctx.loop, t->s3_fd, &t->s3_accept_ctx);
+        t->s3_fd = -1;
+    }
     if (t->admin_fd >= 0) {
         h2o_context_init(&t->admin_ctx, t->ctx.loop, &srv->admin_conf);
         t->admin_accept_ctx.ctx = &t->admin_ctx;
@@ -233,6 +242,12 @@ static int s_thread_bind(gw_server_t *srv, gw_thread_t *t)
         return -1;
     }
     t->tls_fd = -1;
+    t->s3_fd = -1;
+    const rf_sg_conf_t *sg = cfg->storgate;
+    if (sg != NULL && sg->listen.port > 0 && (t->s3_fd = s_listen(&sg->listen, 1)) < 0) {
+        rf_error("cannot listen on S3 %s:%d: %s", sg->listen.host, sg->listen.port, strerror(errno));
+        return -1;
+    }
     if (cfg->gateway.tls.listen.port > 0 && (t->tls_fd = s_listen(&cfg->gateway.tls.listen, 1)) < 0) {
         rf_error("cannot listen on TLS %s:%d: %s", cfg->gateway.tls.listen.host, cfg->gateway.tls.listen.port,
                  strerror(errno));
@@ -334,6 +349,14 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
     gw_req_register(h2o_config_register_host(&srv.h2o_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535));
     s_h2o_conf(&srv.admin_conf, srv.cfg);
     gw_admin_register(h2o_config_register_host(&srv.admin_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535), &srv);
+    s_h2o_conf(&srv.s3_conf, srv.cfg);
+    if (srv.cfg->storgate != NULL) {
+        /* h2o reads a body whole before the handler (spilling past 32 MiB
+         * to a mapped temporary file): a PUT is bounded by max_put, plus
+         * the aws-chunked framing (~90 bytes per 64 KiB chunk). */
+        srv.s3_conf.max_request_entity_size = srv.cfg->storgate->max_put + srv.cfg->storgate->max_put / 256 + 65536;
+        gw_s3_register(h2o_config_register_host(&srv.s3_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535), &srv);
+    }
 
     if (srv.cfg->gateway.admin_listen.port > 0 && (admin_fd = s_listen(&srv.cfg->gateway.admin_listen, 0)) < 0) {
         rf_error("cannot listen on admin %s:%d: %s", srv.cfg->gateway.admin_listen.host,
@@ -346,7 +369,9 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
      * second gateway silently taking part of the traffic). A plain bind
      * first fails when anything holds the port already. */
     if (s_port_free(&srv.cfg->gateway.listen) < 0 ||
-        (srv.cfg->gateway.tls.listen.port > 0 && s_port_free(&srv.cfg->gateway.tls.listen) < 0)) {
+        (srv.cfg->gateway.tls.listen.port > 0 && s_port_free(&srv.cfg->gateway.tls.listen) < 0) ||
+        (srv.cfg->storgate != NULL && srv.cfg->storgate->listen.port > 0 &&
+         s_port_free(&srv.cfg->storgate->listen) < 0)) {
         gw_vhosts_unref(&vhosts);
         goto done;
     }

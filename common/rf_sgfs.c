@@ -1,0 +1,1159 @@
+/*  rf_sgfs — a bucket's path space over local directories (rf_sgfs.h).
+ */
+#include "rf_sgfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define S_XATTR "user.refract.s3"
+#define S_DEPTH_MAX 256
+
+/* ---- keys and mounts ---------------------------------------------------------- */
+
+int rf_sgfs_key_check(const char *key, size_t len, const char **why)
+{
+    if (len == 0 || len > RF_SGFS_KEY_MAX)
+        return *why = "a key is 1 to 1024 bytes", -1;
+    if (memchr(key, '\0', len) != NULL)
+        return *why = "a key may not hold a NUL byte", -1;
+    if (key[0] == '/')
+        return *why = "a key may not start with '/' here (an empty path segment)", -1;
+    size_t s = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && key[i] != '/')
+            continue;
+        size_t n = i - s;
+        if (i == len && n == 0) /* a trailing '/': a folder marker */
+            break;
+        if (n == 0)
+            return *why = "a key may not hold an empty path segment ('//')", -1;
+        if ((n == 1 && key[s] == '.') || (n == 2 && key[s] == '.' && key[s + 1] == '.'))
+            return *why = "a key may not hold a '.' or '..' segment", -1;
+        s = i + 1;
+    }
+    return 0;
+}
+
+/* Whether bucket path "/"+key[0..len) lies under mount point mp ("" never). */
+static bool s_under(const char *mp, const char *key, size_t len)
+{
+    size_t ml = strlen(mp);
+    if (ml == 0)
+        return false;
+    size_t n = ml - 1; /* the mount point without its leading '/' */
+    if (len < n || memcmp(mp + 1, key, n) != 0)
+        return false;
+    return len == n || key[n] == '/';
+}
+
+static int s_openat2(int dirfd, const char *rel, int flags, mode_t mode)
+{
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .mode = (flags & O_CREAT) ? mode : 0,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+}
+
+static int s_root(const rf_sg_mount_t *m)
+{
+    return open(m->dir, O_DIRECTORY | O_PATH | O_CLOEXEC);
+}
+
+/* Whether rel exists under m (any type, escapes refused). */
+static bool s_exists(const rf_sg_mount_t *m, const char *rel)
+{
+    int root = s_root(m);
+    if (root < 0)
+        return false;
+    int fd = s_openat2(root, rel, O_PATH, 0);
+    close(root);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, bool hidden_ok,
+                    rf_sgfs_loc_t *loc, const char **why)
+{
+    if (rf_sgfs_key_check(key, len, why) < 0)
+        return -1;
+    const rf_sg_mount_t *best = NULL;
+    for (size_t i = 0; i < b->n_mounts; i++) {
+        const rf_sg_mount_t *m = &b->mounts[i];
+        if (s_under(m->mount_point, key, len) && (best == NULL || strlen(m->mount_point) > strlen(best->mount_point)))
+            best = m;
+    }
+    size_t skip = best ? strlen(best->mount_point) : 0; /* "/mp" + "/" covers the key's "mp/" */
+    if (best != NULL && len <= skip - 1 + 1)
+        return *why = "the key names a mount point itself", -1;
+    const char *rel = key + skip;
+    size_t rl = len - skip;
+    if (best == NULL) {
+        for (size_t i = 0; i < b->n_mounts && best == NULL; i++) {
+            const rf_sg_mount_t *m = &b->mounts[i];
+            if (m->mount_point[0] != '\0' || m->kind != RF_SG_MOUNT_LOCAL)
+                continue;
+            memcpy(loc->rel, rel, rl);
+            loc->rel[rl] = '\0';
+            if (write || s_exists(m, loc->rel))
+                best = m;
+        }
+        if (best == NULL) {
+            for (size_t i = 0; i < b->n_mounts && best == NULL; i++)
+                if (b->mounts[i].mount_point[0] == '\0' && b->mounts[i].kind == RF_SG_MOUNT_LOCAL)
+                    best = &b->mounts[i]; /* a read then finds nothing there */
+            if (best == NULL)
+                return *why = "no mount of the bucket holds this path", -1;
+        }
+    }
+    if (best->kind != RF_SG_MOUNT_LOCAL)
+        return *why = "S3-backed mounts are not served yet", -1;
+    size_t seg = strcspn(rel, "/");
+    if (seg == strlen(RF_SGFS_RESERVED) && memcmp(rel, RF_SGFS_RESERVED, seg) == 0)
+        return *why = "the .refract-s3 directory is reserved", -1;
+    loc->mount = best;
+    memcpy(loc->rel, rel, rl);
+    loc->rel[rl] = '\0';
+    if (!best->expose && !hidden_ok)
+        return *why = "the path is in a hidden mount", -2;
+    return 0;
+}
+
+/* ---- metadata ------------------------------------------------------------------- */
+
+static int64_t s_mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* The ETag of a file with no (valid) stored metadata. */
+static void s_pseudo_etag(const struct stat *st, char out[48])
+{
+    uint64_t v[3] = {(uint64_t)st->st_ino, (uint64_t)st->st_size, (uint64_t)s_mtime_ns(st)};
+    XXH128_hash_t h = XXH3_128bits(v, sizeof(v));
+    snprintf(out, 48, "%016llx%016llx-1", (unsigned long long)h.high64, (unsigned long long)h.low64);
+}
+
+/* Fills st from fd's stat and its xattr when that still describes it. */
+static int s_fill_stat(int fd, rf_sgfs_stat_t *st)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return -1;
+    memset(st, 0, sizeof(*st));
+    st->is_dir = S_ISDIR(sb.st_mode);
+    st->size = st->is_dir ? 0 : (uint64_t)sb.st_size;
+    st->mtime_ns = s_mtime_ns(&sb);
+    char buf[RF_SGFS_META_MAX + 512];
+    ssize_t n = fgetxattr(fd, S_XATTR, buf, sizeof(buf) - 1);
+    if (n > 0) {
+        buf[n] = '\0';
+        /* "v1\nETAG\nSIZE MTIME_NS\nCONTENT_TYPE\nMETA..." */
+        char etag[48], ctype[128];
+        unsigned long long size;
+        long long mt;
+        int off = 0;
+        if (sscanf(buf, "v1\n%47[^\n]\n%llu %lld\n%n", etag, &size, &mt, &off) == 3 && off > 0 &&
+            size == (unsigned long long)st->size && mt == st->mtime_ns) {
+            memcpy(st->etag, etag, sizeof(etag));
+            const char *rest = buf + off, *nl = strchr(rest, '\n');
+            size_t cl = nl ? (size_t)(nl - rest) : strlen(rest);
+            if (cl < sizeof(ctype)) {
+                memcpy(st->content_type, rest, cl);
+                st->content_type[cl] = '\0';
+            }
+            if (nl != NULL)
+                snprintf(st->meta, sizeof(st->meta), "%s", nl + 1);
+            return 0;
+        }
+    }
+    s_pseudo_etag(&sb, st->etag);
+    return 0;
+}
+
+int rf_sgfs_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
+{
+    int root = s_root(loc->mount);
+    if (root < 0)
+        return -1;
+    size_t rl = strlen(loc->rel);
+    bool marker = rl > 0 && loc->rel[rl - 1] == '/';
+    int fd = s_openat2(root, loc->rel, marker ? O_RDONLY | O_DIRECTORY : O_RDONLY, 0);
+    int e = errno;
+    close(root);
+    if (fd < 0) {
+        errno = e == ENOTDIR ? ENOENT : e;
+        return -1;
+    }
+    if (s_fill_stat(fd, st) < 0 || (st->is_dir && !marker)) {
+        e = st->is_dir ? EISDIR : errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int rf_sgfs_stat(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
+{
+    int fd = rf_sgfs_open(loc, st);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+/* ---- writing -------------------------------------------------------------------- */
+
+struct rf_sgfs_put_t {
+    rf_sgfs_loc_t loc;
+    int root, tmpdir, fd;
+    char tmpname[40];
+    EVP_MD_CTX *md5;
+    uint64_t size;
+    char *content_type, *meta;
+    /* a part of a multipart upload: published as PART inside the upload's directory */
+    int part;
+    char upload[33];
+};
+
+/* Opens (creating) ".refract-s3/SUB" under the mount root. */
+static int s_reserved_dir(int root, const char *sub)
+{
+    char p[96];
+    mkdirat(root, RF_SGFS_RESERVED, 0700);
+    snprintf(p, sizeof(p), RF_SGFS_RESERVED "/%s", sub);
+    if (strchr(sub, '/') != NULL) { /* uploads/ID: the parent first */
+        char parent[96];
+        snprintf(parent, sizeof(parent), "%.*s", (int)(strrchr(p, '/') - p), p);
+        mkdirat(root, parent, 0700);
+    }
+    mkdirat(root, p, 0700);
+    return s_openat2(root, p, O_DIRECTORY | O_PATH, 0);
+}
+
+static void s_random_hex(char *out, size_t bytes)
+{
+    unsigned char r[32];
+    if (bytes > sizeof(r))
+        bytes = sizeof(r);
+    if (getrandom(r, bytes, 0) != (ssize_t)bytes) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t v[2] = {(uint64_t)ts.tv_nsec ^ (uint64_t)getpid(), (uint64_t)(uintptr_t)out};
+        XXH128_hash_t h = XXH3_128bits(v, sizeof(v));
+        memcpy(r, &h, bytes < sizeof(h) ? bytes : sizeof(h));
+    }
+    for (size_t i = 0; i < bytes; i++)
+        sprintf(out + 2 * i, "%02x", r[i]);
+}
+
+static rf_sgfs_put_t *s_put_new(const rf_sgfs_loc_t *loc, const char *content_type, const char *meta)
+{
+    rf_sgfs_put_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->loc = *loc;
+    p->root = p->tmpdir = p->fd = -1;
+    p->md5 = EVP_MD_CTX_new();
+    if (p->md5 == NULL || EVP_DigestInit_ex(p->md5, EVP_md5(), NULL) != 1)
+        goto fail;
+    if ((content_type && (p->content_type = strdup(content_type)) == NULL) || (meta && (p->meta = strdup(meta)) == NULL))
+        goto fail;
+    if ((p->root = s_root(loc->mount)) < 0 || (p->tmpdir = s_reserved_dir(p->root, "tmp")) < 0)
+        goto fail;
+    s_random_hex(p->tmpname, 16);
+    p->fd = openat(p->tmpdir, p->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (p->fd < 0)
+        goto fail;
+    return p;
+fail:;
+    int e = errno ? errno : ENOMEM;
+    rf_sgfs_put_abort(&p);
+    errno = e;
+    return NULL;
+}
+
+rf_sgfs_put_t *rf_sgfs_put_begin(const rf_sgfs_loc_t *loc, const char *content_type, const char *meta)
+{
+    return s_put_new(loc, content_type, meta);
+}
+
+int rf_sgfs_put_write(rf_sgfs_put_t *p, const void *data, size_t n)
+{
+    const char *d = data;
+    EVP_DigestUpdate(p->md5, d, n);
+    p->size += n;
+    while (n > 0) {
+        ssize_t w = write(p->fd, d, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        d += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+uint64_t rf_sgfs_put_size(const rf_sgfs_put_t *p)
+{
+    return p->size;
+}
+
+void rf_sgfs_put_md5(rf_sgfs_put_t *p, char hex[33])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned char d[16];
+    unsigned int dl = 0;
+    if (c != NULL && EVP_MD_CTX_copy_ex(c, p->md5) == 1 && EVP_DigestFinal_ex(c, d, &dl) == 1 && dl == 16) {
+        for (int i = 0; i < 16; i++)
+            sprintf(hex + 2 * i, "%02x", d[i]);
+    } else {
+        hex[0] = '\0';
+    }
+    EVP_MD_CTX_free(c);
+}
+
+/* Writes the metadata xattr of fd (whose content is final). */
+static int s_write_meta(int fd, const char *etag, const char *ctype, const char *meta)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return -1;
+    char buf[RF_SGFS_META_MAX + 512];
+    int n = snprintf(buf, sizeof(buf), "v1\n%s\n%llu %lld\n%s\n%s", etag, (unsigned long long)sb.st_size,
+                     (long long)s_mtime_ns(&sb), ctype ? ctype : "", meta ? meta : "");
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return errno = E2BIG, -1;
+    return fsetxattr(fd, S_XATTR, buf, (size_t)n, 0);
+}
+
+/* Opens the directory that is to hold rel's last segment, creating the
+ * missing ones (each opened beneath the previous, so none can escape).
+ * Sets *base to the last segment. Returns a dir fd or -1. */
+static int s_parent(int root, char *rel, const char **base, bool create)
+{
+    int cur = dup(root);
+    char *s = rel;
+    for (char *slash; cur >= 0 && (slash = strchr(s, '/')) != NULL && slash[1] != '\0'; s = slash + 1) {
+        *slash = '\0';
+        if (create && mkdirat(cur, s, 0755) != 0 && errno != EEXIST) {
+            *slash = '/';
+            close(cur);
+            return -1;
+        }
+        int next = s_openat2(cur, s, O_DIRECTORY | O_PATH, 0);
+        *slash = '/';
+        int e = errno;
+        close(cur);
+        errno = e;
+        cur = next;
+    }
+    *base = s;
+    return cur;
+}
+
+int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st)
+{
+    rf_sgfs_put_t *p = *p_p;
+    char md5[33], name[16];
+    rf_sgfs_put_md5(p, md5);
+    int rc = -1, parent = -1;
+    const char *base = NULL;
+    char rel[sizeof(p->loc.rel)];
+    if (s_write_meta(p->fd, etag ? etag : md5, p->content_type, p->meta) != 0 && errno != ENOTSUP)
+        goto done;
+    if (p->part > 0) { /* a part: into its upload's directory */
+        char sub[64];
+        snprintf(sub, sizeof(sub), "uploads/%s", p->upload);
+        parent = s_openat2(p->root, RF_SGFS_RESERVED "/uploads", O_DIRECTORY | O_PATH, 0);
+        int up = parent >= 0 ? s_openat2(parent, p->upload, O_DIRECTORY | O_PATH, 0) : -1;
+        if (parent >= 0)
+            close(parent);
+        parent = up;
+        snprintf(name, sizeof(name), "%05d", p->part);
+        base = name;
+        if (parent < 0) {
+            errno = ENOENT;
+            goto done;
+        }
+    } else {
+        size_t rl = strlen(p->loc.rel);
+        memcpy(rel, p->loc.rel, rl + 1);
+        if (rl > 0 && rel[rl - 1] == '/') { /* a folder marker: a directory */
+            rel[rl - 1] = '\0';
+            parent = s_parent(p->root, rel, &base, true);
+            if (parent < 0 || (mkdirat(parent, base, 0755) != 0 && errno != EEXIST))
+                goto done;
+            rc = 0;
+            if (st != NULL) {
+                memset(st, 0, sizeof(*st));
+                st->is_dir = true;
+                snprintf(st->etag, sizeof(st->etag), "%s", md5);
+            }
+            goto done;
+        }
+        parent = s_parent(p->root, rel, &base, true);
+        if (parent < 0)
+            goto done;
+    }
+    if (st != NULL && s_fill_stat(p->fd, st) < 0)
+        goto done;
+    if (renameat(p->tmpdir, p->tmpname, parent, base) != 0) {
+        /* a concurrent delete pruned the directory between mkdir and rename */
+        if (errno != ENOENT || p->part > 0)
+            goto done;
+        close(parent);
+        if ((parent = s_parent(p->root, rel, &base, true)) < 0 || renameat(p->tmpdir, p->tmpname, parent, base) != 0)
+            goto done;
+    }
+    p->tmpname[0] = '\0'; /* published: nothing to remove */
+    rc = 0;
+done:;
+    int e = errno;
+    if (parent >= 0)
+        close(parent);
+    rf_sgfs_put_abort(p_p);
+    errno = e;
+    return rc;
+}
+
+void rf_sgfs_put_abort(rf_sgfs_put_t **p_p)
+{
+    if (p_p == NULL || *p_p == NULL)
+        return;
+    rf_sgfs_put_t *p = *p_p;
+    if (p->fd >= 0)
+        close(p->fd);
+    if (p->tmpdir >= 0) {
+        if (p->tmpname[0])
+            unlinkat(p->tmpdir, p->tmpname, 0);
+        close(p->tmpdir);
+    }
+    if (p->root >= 0)
+        close(p->root);
+    EVP_MD_CTX_free(p->md5);
+    free(p->content_type);
+    free(p->meta);
+    free(p);
+    *p_p = NULL;
+}
+
+/* ---- deleting ------------------------------------------------------------------- */
+
+int rf_sgfs_delete(const rf_sgfs_loc_t *loc)
+{
+    int root = s_root(loc->mount);
+    if (root < 0)
+        return -1;
+    char rel[sizeof(loc->rel)];
+    size_t rl = strlen(loc->rel);
+    memcpy(rel, loc->rel, rl + 1);
+    bool marker = rl > 0 && rel[rl - 1] == '/';
+    if (marker)
+        rel[--rl] = '\0';
+    const char *base;
+    int parent = s_parent(root, rel, &base, false);
+    int rc = 0;
+    if (parent >= 0) {
+        if (unlinkat(parent, base, marker ? AT_REMOVEDIR : 0) != 0 && errno != ENOENT && errno != ENOTEMPTY &&
+            errno != EISDIR && errno != ENOTDIR)
+            rc = -1;
+        close(parent);
+    }
+    /* Directories are implied by keys: prune the ones this left empty. */
+    for (char *slash; rc == 0 && (slash = strrchr(rel, '/')) != NULL;) {
+        *slash = '\0';
+        const char *b2;
+        int p2 = s_parent(root, rel, &b2, false);
+        if (p2 < 0)
+            break;
+        int r = unlinkat(p2, b2, AT_REMOVEDIR);
+        close(p2);
+        if (r != 0)
+            break;
+    }
+    int e = errno;
+    close(root);
+    errno = e;
+    return rc;
+}
+
+/* ---- listing -------------------------------------------------------------------- */
+
+typedef struct {
+    const char *prefix, *delim, *after;
+    size_t plen, dlen, max;
+    const rf_sg_bucket_t *b;
+    const rf_sg_mount_t *m;
+    rf_sgfs_list_t *out;
+    int err;
+} s_walk_t;
+
+typedef struct {
+    char *name;
+    size_t len;
+    unsigned char type; /* DT_DIR or DT_REG */
+} s_dent_t;
+
+/* The i-th byte of an entry's name as it sorts: a directory as "name/". -1 past the end. */
+static int s_vchar(const s_dent_t *d, size_t i)
+{
+    if (i < d->len)
+        return (unsigned char)d->name[i];
+    return i == d->len && d->type == DT_DIR ? '/' : -1;
+}
+
+static int s_dent_cmp(const void *a, const void *b)
+{
+    for (size_t i = 0;; i++) {
+        int c1 = s_vchar(a, i), c2 = s_vchar(b, i);
+        if (c1 != c2)
+            return c1 - c2;
+        if (c1 < 0)
+            return 0;
+    }
+}
+
+static bool s_starts(const char *s, const char *p, size_t pl)
+{
+    return strncmp(s, p, pl) == 0;
+}
+
+static int s_emit(s_walk_t *w, const char *key, bool prefix, const struct stat *sb, int fd_for_meta)
+{
+    rf_sgfs_list_t *o = w->out;
+    if (o->n > 0 && o->e[o->n - 1].prefix && prefix && strcmp(o->e[o->n - 1].key, key) == 0)
+        return 0; /* the same common prefix again */
+    if (o->n >= w->max) {
+        o->truncated = true;
+        return 1;
+    }
+    rf_sgfs_entry_t *e = &o->e[o->n];
+    memset(e, 0, sizeof(*e));
+    if ((e->key = strdup(key)) == NULL)
+        return w->err = ENOMEM, -1;
+    e->prefix = prefix;
+    if (!prefix && sb != NULL) {
+        e->size = S_ISDIR(sb->st_mode) ? 0 : (uint64_t)sb->st_size;
+        e->mtime_ns = s_mtime_ns(sb);
+        rf_sgfs_stat_t st;
+        if (fd_for_meta >= 0 && s_fill_stat(fd_for_meta, &st) == 0)
+            memcpy(e->etag, st.etag, sizeof(e->etag));
+        else
+            s_pseudo_etag(sb, e->etag);
+    }
+    o->n++;
+    return 0;
+}
+
+/* The common prefix key falls in (delimiter after the prefix), or 0. */
+static size_t s_cp_len(s_walk_t *w, const char *key)
+{
+    if (w->dlen == 0 || !s_starts(key, w->prefix, w->plen))
+        return 0;
+    const char *d = strstr(key + w->plen, w->delim);
+    return d ? (size_t)(d - key) + w->dlen : 0;
+}
+
+/* Whether a key under a non-root mount point shadows this root-mount key. */
+static bool s_shadowed(s_walk_t *w, const char *key)
+{
+    if (w->m->mount_point[0] != '\0')
+        return false;
+    for (size_t i = 0; i < w->b->n_mounts; i++) {
+        const char *mp = w->b->mounts[i].mount_point;
+        size_t ml = strlen(mp);
+        if (ml > 0 && s_starts(key, mp + 1, ml - 1) && (key[ml - 1] == '/' || key[ml - 1] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+/* Emits the common prefix of a key if it is past `after`; 1 when full. */
+static int s_emit_cp(s_walk_t *w, const char *key, size_t cpl)
+{
+    char cp[RF_SGFS_KEY_MAX + 2];
+    if (cpl >= sizeof(cp))
+        return 0;
+    memcpy(cp, key, cpl);
+    cp[cpl] = '\0';
+    if (strcmp(cp, w->after) <= 0 || s_starts(w->after, cp, cpl))
+        return 0;
+    return s_emit(w, cp, true, NULL, -1);
+}
+
+static int s_walk_dir(s_walk_t *w, int dfd, char *key, size_t klen, int depth);
+
+/* One directory entry (key holds its full key). */
+static int s_walk_entry(s_walk_t *w, int dfd, s_dent_t *d, char *key, size_t klen, int depth)
+{
+    if (s_shadowed(w, key))
+        return 0;
+    if (d->type == DT_DIR) {
+        key[klen] = '/';
+        key[klen + 1] = '\0';
+        size_t dl = klen + 1;
+        /* prune: no key under it can start with the prefix, or all are <= after */
+        if (!s_starts(key, w->prefix, dl < w->plen ? dl : w->plen))
+            return 0;
+        if (strncmp(key, w->after, dl) < 0 && !s_starts(w->after, key, dl))
+            return 0;
+        size_t cpl = s_cp_len(w, key);
+        if (cpl > 0)
+            return s_emit_cp(w, key, cpl);
+        int sub = s_openat2(dfd, d->name, O_RDONLY | O_DIRECTORY, 0);
+        if (sub < 0)
+            return 0;
+        return s_walk_dir(w, sub, key, dl, depth + 1); /* closes sub */
+    }
+    if (!s_starts(key, w->prefix, w->plen))
+        return 0;
+    size_t cpl = s_cp_len(w, key);
+    if (cpl > 0)
+        return s_emit_cp(w, key, cpl);
+    if (strcmp(key, w->after) <= 0)
+        return 0;
+    int fd = s_openat2(dfd, d->name, O_RDONLY, 0);
+    struct stat sb;
+    int rc = 0;
+    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode))
+        rc = s_emit(w, key, false, &sb, fd);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Walks directory dfd (closed here) whose key is key[0..klen) ("" or ending
+ * in '/'), in key order. Returns 0, 1 (full) or -1. */
+static int s_walk_dir(s_walk_t *w, int dfd, char *key, size_t klen, int depth)
+{
+    DIR *dir = depth < S_DEPTH_MAX ? fdopendir(dfd) : NULL;
+    if (dir == NULL) {
+        close(dfd);
+        return 0;
+    }
+    s_dent_t *ents = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (struct dirent *de; (de = readdir(dir)) != NULL;) {
+        const char *nm = de->d_name;
+        if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0 || (depth == 0 && strcmp(nm, RF_SGFS_RESERVED) == 0))
+            continue;
+        unsigned char t = de->d_type;
+        if (t == DT_UNKNOWN || t == DT_LNK) { /* follow only what stays beneath */
+            int fd = s_openat2(dirfd(dir), nm, O_PATH, 0);
+            struct stat sb;
+            t = 0;
+            if (fd >= 0 && fstat(fd, &sb) == 0)
+                t = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISREG(sb.st_mode) ? DT_REG : 0;
+            if (fd >= 0)
+                close(fd);
+        }
+        if (t != DT_DIR && t != DT_REG)
+            continue;
+        if (klen + strlen(nm) + 2 > RF_SGFS_KEY_MAX)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            s_dent_t *ne = realloc(ents, cap * sizeof(*ents));
+            if (ne == NULL) {
+                w->err = ENOMEM, rc = -1;
+                goto done;
+            }
+            ents = ne;
+        }
+        if ((ents[n].name = strdup(nm)) == NULL) {
+            w->err = ENOMEM, rc = -1;
+            goto done;
+        }
+        ents[n].len = strlen(nm);
+        ents[n++].type = t;
+    }
+    qsort(ents, n, sizeof(*ents), s_dent_cmp);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t nl = strlen(ents[i].name);
+        memcpy(key + klen, ents[i].name, nl + 1);
+        rc = s_walk_entry(w, dirfd(dir), &ents[i], key, klen + nl, depth);
+        key[klen] = '\0';
+    }
+done:
+    for (size_t i = 0; i < n; i++)
+        free(ents[i].name);
+    free(ents);
+    closedir(dir);
+    return rc;
+}
+
+/* Lists one mount into out (at most max entries). */
+static int s_list_mount(s_walk_t *w)
+{
+    const rf_sg_mount_t *m = w->m;
+    char key[RF_SGFS_KEY_MAX + 4];
+    size_t klen = 0;
+    if (m->mount_point[0] != '\0') { /* the mount is the directory "mp/" */
+        klen = strlen(m->mount_point) - 1;
+        memcpy(key, m->mount_point + 1, klen);
+        key[klen++] = '/';
+        key[klen] = '\0';
+        if (!s_starts(key, w->prefix, klen < w->plen ? klen : w->plen))
+            return 0;
+        if (strncmp(key, w->after, klen) < 0 && !s_starts(w->after, key, klen))
+            return 0;
+        size_t cpl = s_cp_len(w, key);
+        if (cpl > 0 && cpl <= klen)
+            return s_emit_cp(w, key, cpl) < 0 ? -1 : 0;
+    } else {
+        key[0] = '\0';
+    }
+    int fd = open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* a mount whose directory is missing holds nothing */
+    return s_walk_dir(w, fd, key, klen, 0) < 0 ? -1 : 0;
+}
+
+static int s_entry_cmp(const void *a, const void *b)
+{
+    const rf_sgfs_entry_t *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+int rf_sgfs_list(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
+                 rf_sgfs_list_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (max < 1)
+        max = 1;
+    if (max > 1000)
+        max = 1000;
+    /* Each mount gives its first max+1 entries; the merge keeps the first max. */
+    size_t cap = (max + 1) * (b->n_mounts ? b->n_mounts : 1);
+    rf_sgfs_list_t all = {.e = calloc(cap, sizeof(rf_sgfs_entry_t))};
+    if (all.e == NULL)
+        return errno = ENOMEM, -1;
+    for (size_t i = 0; i < b->n_mounts; i++) {
+        const rf_sg_mount_t *m = &b->mounts[i];
+        if (!m->expose || m->kind != RF_SG_MOUNT_LOCAL)
+            continue;
+        rf_sgfs_list_t one = {.e = all.e + all.n};
+        s_walk_t w = {.prefix = prefix, .delim = delim ? delim : "", .after = after ? after : "",
+                      .plen = strlen(prefix), .dlen = delim ? strlen(delim) : 0, .max = max + 1,
+                      .b = b, .m = m, .out = &one};
+        if (s_list_mount(&w) < 0) {
+            all.n += one.n;
+            rf_sgfs_list_clear(&all);
+            return errno = w.err ? w.err : EIO, -1;
+        }
+        all.n += one.n;
+    }
+    /* Merge: by key; the first declared mount's entry wins a tie. */
+    for (size_t i = 0; i < all.n; i++)
+        all.e[i].seq = (uint32_t)i;
+    qsort(all.e, all.n, sizeof(rf_sgfs_entry_t), s_entry_cmp);
+    size_t k = 0;
+    for (size_t i = 0; i < all.n; i++) {
+        if (k > 0 && strcmp(all.e[k - 1].key, all.e[i].key) == 0) {
+            free(all.e[i].key);
+            continue;
+        }
+        all.e[k++] = all.e[i];
+    }
+    all.n = k;
+    if (all.n > max) {
+        for (size_t i = max; i < all.n; i++)
+            free(all.e[i].key);
+        all.n = max;
+        all.truncated = true;
+    }
+    *out = all;
+    return 0;
+}
+
+void rf_sgfs_list_clear(rf_sgfs_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->e[i].key);
+    free(l->e);
+    memset(l, 0, sizeof(*l));
+}
+
+/* ---- multipart uploads ------------------------------------------------------------ */
+
+static bool s_id_ok(const char *id)
+{
+    if (strlen(id) != 32)
+        return false;
+    for (int i = 0; i < 32; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* Opens the upload's directory under the mount (O_PATH), or -1 (ENOENT). */
+static int s_upload_dir(int root, const char *id)
+{
+    if (!s_id_ok(id))
+        return errno = ENOENT, -1;
+    char p[96];
+    snprintf(p, sizeof(p), RF_SGFS_RESERVED "/uploads/%s", id);
+    return s_openat2(root, p, O_DIRECTORY | O_RDONLY, 0);
+}
+
+/* Reads the upload's "info" (key, content type, meta) into buf. */
+static int s_upload_info(int updir, char *buf, size_t cap)
+{
+    int fd = openat(updir, "info", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n <= 0)
+        return errno = ENOENT, -1;
+    buf[n] = '\0';
+    return 0;
+}
+
+int rf_sgfs_mpu_create(const rf_sgfs_loc_t *loc, const char *key, const char *content_type, const char *meta,
+                       char id[33])
+{
+    int root = s_root(loc->mount), up = -1, rc = -1;
+    if (root < 0)
+        return -1;
+    s_random_hex(id, 16);
+    char sub[64];
+    snprintf(sub, sizeof(sub), "uploads/%s", id);
+    if ((up = s_reserved_dir(root, sub)) < 0)
+        goto done;
+    close(up);
+    up = s_upload_dir(root, id);
+    int fd = up >= 0 ? openat(up, "info", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    if (fd < 0)
+        goto done;
+    char buf[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
+    int n = snprintf(buf, sizeof(buf), "%s\n%s\n%s", key, content_type ? content_type : "", meta ? meta : "");
+    rc = n > 0 && (size_t)n < sizeof(buf) && write(fd, buf, (size_t)n) == n ? 0 : -1;
+    close(fd);
+done:;
+    int e = errno;
+    if (up >= 0)
+        close(up);
+    close(root);
+    errno = e;
+    return rc;
+}
+
+int rf_sgfs_mpu_check(const rf_sgfs_loc_t *loc, const char *key, const char *id)
+{
+    int root = s_root(loc->mount);
+    if (root < 0)
+        return -1;
+    int up = s_upload_dir(root, id), rc = -1;
+    char buf[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
+    if (up >= 0 && s_upload_info(up, buf, sizeof(buf)) == 0) {
+        size_t kl = strlen(key);
+        rc = strncmp(buf, key, kl) == 0 && buf[kl] == '\n' ? 0 : (errno = ENOENT, -1);
+    } else {
+        errno = ENOENT;
+    }
+    if (up >= 0)
+        close(up);
+    close(root);
+    return rc;
+}
+
+rf_sgfs_put_t *rf_sgfs_mpu_part_begin(const rf_sgfs_loc_t *loc, const char *id, int number)
+{
+    if (number < 1 || number > 10000 || !s_id_ok(id))
+        return errno = EINVAL, NULL;
+    rf_sgfs_put_t *p = s_put_new(loc, NULL, NULL);
+    if (p == NULL)
+        return NULL;
+    p->part = number;
+    memcpy(p->upload, id, 33);
+    return p;
+}
+
+static int s_part_cmp(const void *a, const void *b)
+{
+    return ((const rf_sgfs_part_t *)a)->number - ((const rf_sgfs_part_t *)b)->number;
+}
+
+int rf_sgfs_mpu_parts(const rf_sgfs_loc_t *loc, const char *id, rf_sgfs_part_t **parts, size_t *n)
+{
+    *parts = NULL;
+    *n = 0;
+    int root = s_root(loc->mount);
+    if (root < 0)
+        return -1;
+    int up = s_upload_dir(root, id);
+    close(root);
+    if (up < 0)
+        return -1;
+    DIR *d = fdopendir(up);
+    if (d == NULL) {
+        close(up);
+        return -1;
+    }
+    size_t cap = 0;
+    int rc = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        if (strlen(de->d_name) != 5 || strspn(de->d_name, "0123456789") != 5)
+            continue;
+        int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC);
+        rf_sgfs_stat_t st;
+        if (fd < 0 || s_fill_stat(fd, &st) < 0) {
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        close(fd);
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            rf_sgfs_part_t *np = realloc(*parts, cap * sizeof(**parts));
+            if (np == NULL) {
+                rc = -1;
+                break;
+            }
+            *parts = np;
+        }
+        rf_sgfs_part_t *pt = &(*parts)[(*n)++];
+        pt->number = atoi(de->d_name);
+        pt->size = st.size;
+        pt->mtime_ns = st.mtime_ns;
+        snprintf(pt->etag, sizeof(pt->etag), "%.32s", st.etag);
+    }
+    closedir(d);
+    if (rc == 0 && *n > 1)
+        qsort(*parts, *n, sizeof(**parts), s_part_cmp);
+    if (rc < 0) {
+        free(*parts);
+        *parts = NULL;
+        *n = 0;
+        errno = ENOMEM;
+    }
+    return rc;
+}
+
+/* Removes every file of an upload's directory, then the directory. */
+static void s_upload_remove(int root, const char *id)
+{
+    int up = s_upload_dir(root, id);
+    if (up < 0)
+        return;
+    DIR *d = fdopendir(up);
+    if (d == NULL) {
+        close(up);
+        return;
+    }
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+    char p[96];
+    snprintf(p, sizeof(p), RF_SGFS_RESERVED "/uploads/%s", id);
+    unlinkat(root, p, AT_REMOVEDIR);
+}
+
+int rf_sgfs_mpu_abort(const rf_sgfs_loc_t *loc, const char *id)
+{
+    int root = s_root(loc->mount);
+    if (root < 0)
+        return -1;
+    int up = s_upload_dir(root, id);
+    if (up < 0) {
+        close(root);
+        return errno = ENOENT, -1;
+    }
+    close(up);
+    s_upload_remove(root, id);
+    close(root);
+    return 0;
+}
+
+/* Hex MD5 text (32) to 16 bytes; false when it is not one. */
+static bool s_hex16(const char *hex, unsigned char out[16])
+{
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            return false;
+        out[i] = (unsigned char)v;
+    }
+    return true;
+}
+
+int rf_sgfs_mpu_complete(const rf_sgfs_loc_t *loc, const char *id, const int *numbers, const char *const *etags,
+                         size_t n, uint64_t min_part, rf_sgfs_stat_t *st, const char **code)
+{
+    *code = "InternalError";
+    int root = s_root(loc->mount), up = -1, rc = -1;
+    rf_sgfs_put_t *p = NULL;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (root < 0 || md == NULL || EVP_DigestInit_ex(md, EVP_md5(), NULL) != 1)
+        goto done;
+    if ((up = s_upload_dir(root, id)) < 0) {
+        *code = "NoSuchUpload";
+        goto done;
+    }
+    char info[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
+    if (s_upload_info(up, info, sizeof(info)) < 0) {
+        *code = "NoSuchUpload";
+        goto done;
+    }
+    char *ct = strchr(info, '\n'), *meta = NULL;
+    if (ct != NULL) {
+        *ct++ = '\0';
+        if ((meta = strchr(ct, '\n')) != NULL)
+            *meta++ = '\0';
+    }
+    if ((p = s_put_new(loc, ct && *ct ? ct : NULL, meta && *meta ? meta : NULL)) == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "%05d", numbers[i]);
+        int fd = openat(up, name, O_RDONLY | O_CLOEXEC);
+        rf_sgfs_stat_t ps;
+        unsigned char bin[16];
+        if (fd < 0 || s_fill_stat(fd, &ps) < 0 || strncmp(ps.etag, etags[i], 32) != 0 || etags[i][32] != '\0' ||
+            !s_hex16(ps.etag, bin)) {
+            if (fd >= 0)
+                close(fd);
+            *code = "InvalidPart";
+            goto done;
+        }
+        if (i + 1 < n && ps.size < min_part) {
+            close(fd);
+            *code = "EntityTooSmall";
+            goto done;
+        }
+        EVP_DigestUpdate(md, bin, 16);
+        /* copy in the kernel: parts and the object share the file system */
+        loff_t off_in = 0;
+        uint64_t left = ps.size;
+        while (left > 0) {
+            ssize_t c = copy_file_range(fd, &off_in, p->fd, NULL, left, 0);
+            if (c <= 0) {
+                close(fd);
+                goto done;
+            }
+            left -= (uint64_t)c;
+        }
+        p->size += ps.size;
+        close(fd);
+    }
+    unsigned char d[16];
+    unsigned int dl = 0;
+    if (EVP_DigestFinal_ex(md, d, &dl) != 1)
+        goto done;
+    char etag[48];
+    for (int i = 0; i < 16; i++)
+        sprintf(etag + 2 * i, "%02x", d[i]);
+    snprintf(etag + 32, sizeof(etag) - 32, "-%zu", n);
+    if (rf_sgfs_put_commit(&p, etag, st) < 0)
+        goto done;
+    s_upload_remove(root, id);
+    rc = 0;
+done:;
+    int e = errno;
+    rf_sgfs_put_abort(&p);
+    EVP_MD_CTX_free(md);
+    if (up >= 0)
+        close(up);
+    if (root >= 0)
+        close(root);
+    errno = e;
+    return rc;
+}
+
+static int s_upload_cmp(const void *a, const void *b)
+{
+    const rf_sgfs_upload_t *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : strcmp(x->id, y->id);
+}
+
+void rf_sgfs_uploads_free(rf_sgfs_upload_t *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(u[i].key);
+    free(u);
+}
+
+int rf_sgfs_mpu_list(const rf_sg_bucket_t *b, const char *prefix, size_t max, rf_sgfs_upload_t **out, size_t *n,
+                     bool *truncated)
+{
+    *out = NULL;
+    *n = 0;
+    *truncated = false;
+    size_t cap = 0, pl = strlen(prefix);
+    for (size_t i = 0; i < b->n_mounts; i++) {
+        const rf_sg_mount_t *m = &b->mounts[i];
+        if (!m->expose || m->kind != RF_SG_MOUNT_LOCAL)
+            continue;
+        int root = s_root(m);
+        int ud = root >= 0 ? s_openat2(root, RF_SGFS_RESERVED "/uploads", O_DIRECTORY | O_RDONLY, 0) : -1;
+        if (root >= 0)
+            close(root);
+        DIR *d = ud >= 0 ? fdopendir(ud) : NULL;
+        if (d == NULL) {
+            if (ud >= 0)
+                close(ud);
+            continue;
+        }
+        for (struct dirent *de; (de = readdir(d)) != NULL;) {
+            if (!s_id_ok(de->d_name))
+                continue;
+            int up = s_openat2(dirfd(d), de->d_name, O_DIRECTORY | O_RDONLY, 0);
+            char info[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
+            struct stat sb;
+            int ok = up >= 0 && s_upload_info(up, info, sizeof(info)) == 0 && fstat(up, &sb) == 0;
+            if (up >= 0)
+                close(up);
+            char *nl = ok ? strchr(info, '\n') : NULL;
+            if (nl == NULL)
+                continue;
+            *nl = '\0';
+            if (strncmp(info, prefix, pl) != 0)
+                continue;
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 16;
+                rf_sgfs_upload_t *nu = realloc(*out, cap * sizeof(**out));
+                if (nu == NULL)
+                    break;
+                *out = nu;
+            }
+            rf_sgfs_upload_t *u = &(*out)[*n];
+            if ((u->key = strdup(info)) == NULL)
+                break;
+            memcpy(u->id, de->d_name, 33);
+            u->initiated_ns = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec;
+            (*n)++;
+        }
+        closedir(d);
+    }
+    if (*n > 1)
+        qsort(*out, *n, sizeof(**out), s_upload_cmp);
+    if (*n > max) {
+        for (size_t i = max; i < *n; i++)
+            free((*out)[i].key);
+        *n = max;
+        *truncated = true;
+    }
+    return 0;
+}

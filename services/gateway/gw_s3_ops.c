@@ -1,0 +1,1024 @@
+/*  gw_s3_ops — the S3 operations on a bucket's path space (gw_s3.h).
+ *
+ *  Each operation checks the bucket's access rule, resolves the key with
+ *  rf_sgfs (hidden mounts: invisible to reads, refused to writes), does its
+ *  work and answers. Buckets are declared in the configuration: creating
+ *  an existing one succeeds (as S3 does for its owner), creating or
+ *  deleting others is refused.
+ */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gw.h"
+#include "gw_http_parse.h"
+#include "gw_s3.h"
+#include "rf_s3xml.h"
+
+#define S_XMLNS "xmlns=\"" RF_S3XML_NS "\""
+#define S_MIN_PART ((uint64_t)5 << 20) /* S3's smallest part but the last */
+
+static bool s_method(const gw_s3_req_t *r, const char *m)
+{
+    return h2o_memis(r->req->method.base, r->req->method.len, m, strlen(m));
+}
+
+/* Subresources S3 has and this API does not serve. */
+static const char *s_unsupported(const gw_s3_req_t *r)
+{
+    static const char *const names[] = {"acl", "policy", "cors", "lifecycle", "tagging", "website", "logging",
+                                        "notification", "encryption", "object-lock", "replication", "retention",
+                                        "legal-hold", "ownershipControls", "publicAccessBlock", "requestPayment",
+                                        "accelerate", "analytics", "inventory", "metrics", "intelligent-tiering",
+                                        "torrent", "restore", "select", "attributes", "policyStatus", NULL};
+    for (int i = 0; names[i]; i++)
+        if (gw_s3_param(r, names[i]) != NULL)
+            return names[i];
+    return NULL;
+}
+
+/* Answers AccessDenied unless the bucket allows `what` (get, put, delete). */
+static bool s_allowed(gw_s3_req_t *r, const rf_sg_bucket_t *b, const char *what)
+{
+    bool ok = strcmp(what, "get") == 0 ? b->get : strcmp(what, "put") == 0 ? b->put : b->del;
+    if (!ok)
+        gw_s3_error(r, "AccessDenied", "bucket '%s' does not allow %s (access.%s.enable is false)", b->name, what,
+                    what);
+    return ok;
+}
+
+/* Resolves r->key; answers and returns -1 when it cannot. */
+static int s_resolve(gw_s3_req_t *r, const rf_sg_bucket_t *b, const char *key, size_t klen, bool write,
+                     rf_sgfs_loc_t *loc)
+{
+    const char *why = NULL;
+    int rc = rf_sgfs_resolve(b, key, klen, write, false, loc, &why);
+    if (rc == 0)
+        return 0;
+    if (rc == -2)
+        gw_s3_error(r, write ? "AccessDenied" : "NoSuchKey", write ? "%s" : "the specified key does not exist",
+                    why);
+    else if (klen > RF_SGFS_KEY_MAX)
+        gw_s3_error(r, "KeyTooLongError", "%s", why);
+    else
+        gw_s3_error(r, write ? "InvalidArgument" : "NoSuchKey", "%s", why ? why : "invalid key");
+    return -1;
+}
+
+static void s_etag_header(gw_s3_req_t *r, const char *etag)
+{
+    char q[56];
+    snprintf(q, sizeof(q), "\"%s\"", etag);
+    gw_s3_set_header(r, "etag", q);
+}
+
+/* x-amz-meta-* of the request as "name: value\n" lines; -1 after answering. */
+static int s_meta_lines(gw_s3_req_t *r, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->req->headers.size; i++) {
+        h2o_header_t *h = &r->req->headers.entries[i];
+        if (h->name->len <= 11 || !h2o_memis(h->name->base, 11, H2O_STRLIT("x-amz-meta-")))
+            continue;
+        if (memchr(h->value.base, '\n', h->value.len) != NULL) {
+            gw_s3_error(r, "InvalidArgument", "a metadata value may not hold a line break");
+            return -1;
+        }
+        int w = snprintf(out + n, cap - n, "%.*s: %.*s\n", (int)h->name->len, h->name->base, (int)h->value.len,
+                         h->value.base);
+        if (w < 0 || (size_t)w >= cap - n) {
+            gw_s3_error(r, "MetadataTooLarge", "x-amz-meta-* headers exceed %zu bytes", cap - 1);
+            return -1;
+        }
+        n += (size_t)w;
+    }
+    return 0;
+}
+
+static const char *s_content_type(gw_s3_req_t *r, char *buf, size_t cap)
+{
+    size_t l;
+    const char *v = gw_s3_header(r, "content-type", &l);
+    if (v == NULL || l == 0 || l >= cap || memchr(v, '\n', l) != NULL)
+        return NULL;
+    memcpy(buf, v, l);
+    buf[l] = '\0';
+    return buf;
+}
+
+/* ---- the service and buckets ------------------------------------------------------------ */
+
+static int64_t s_dir_mtime_ns(const rf_sg_bucket_t *b)
+{
+    struct stat st;
+    for (size_t i = 0; i < b->n_mounts; i++)
+        if (b->mounts[i].kind == RF_SG_MOUNT_LOCAL && stat(b->mounts[i].dir, &st) == 0)
+            return (int64_t)st.st_mtim.tv_sec * 1000000000;
+    return 0;
+}
+
+void gw_s3_list_buckets(gw_s3_req_t *r)
+{
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "ListAllMyBucketsResult", S_XMLNS);
+    rf_xml_open(&x, "Owner", NULL);
+    rf_xml_textf(&x, "ID", "%s", r->auth.access_key);
+    rf_xml_textf(&x, "DisplayName", "%s", r->auth.access_key);
+    rf_xml_close(&x);
+    rf_xml_open(&x, "Buckets", NULL);
+    for (size_t i = 0; i < r->sc->n_buckets; i++) {
+        const rf_sg_bucket_t *b = &r->sc->buckets[i];
+        if (!b->enable || !b->expose)
+            continue;
+        char t[32];
+        gw_s3_iso_time(s_dir_mtime_ns(b), t);
+        rf_xml_open(&x, "Bucket", NULL);
+        rf_xml_textf(&x, "Name", "%s", b->name);
+        rf_xml_textf(&x, "CreationDate", "%s", t);
+        rf_xml_close(&x);
+    }
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+/* Writes text (a key or prefix) as element tag, percent-encoded for encoding-type=url. */
+static void s_xml_key(rf_xml_t *x, const char *tag, const char *text, bool url)
+{
+    size_t l = strlen(text);
+    if (!url) {
+        rf_xml_text(x, tag, text, l);
+        return;
+    }
+    char buf[3 * RF_SGFS_KEY_MAX + 4];
+    size_t n = rf_s3_urlencode(text, l, buf, sizeof(buf), true);
+    rf_xml_text(x, tag, n < sizeof(buf) ? buf : "", n < sizeof(buf) ? n : 0);
+}
+
+static bool s_b64url_token(const char *tok, char *out, size_t cap)
+{
+    size_t l = strlen(tok);
+    if (l == 0 || l % 4 != 0 || l / 4 * 3 >= cap)
+        return false;
+    int n = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)tok, (int)l);
+    if (n < 0)
+        return false;
+    while (l > 0 && tok[l - 1] == '=')
+        l--, n--;
+    out[n] = '\0';
+    return strlen(out) == (size_t)n;
+}
+
+static void s_list_objects(gw_s3_req_t *r, bool v2)
+{
+    r->op = v2 ? "ListObjectsV2" : "ListObjects";
+    const rf_sg_bucket_t *b = r->bucket;
+    if (!s_allowed(r, b, "get"))
+        return;
+    const char *prefix = gw_s3_param(r, "prefix"), *delim = gw_s3_param(r, "delimiter");
+    const char *enc = gw_s3_param(r, "encoding-type"), *mk = gw_s3_param(r, "max-keys");
+    const char *token = v2 ? gw_s3_param(r, "continuation-token") : NULL;
+    const char *after = v2 ? gw_s3_param(r, "start-after") : gw_s3_param(r, "marker");
+    bool url = enc != NULL && strcmp(enc, "url") == 0;
+    if (enc != NULL && !url) {
+        gw_s3_error(r, "InvalidArgument", "encoding-type must be url");
+        return;
+    }
+    long max = 1000;
+    if (mk != NULL) {
+        char *end;
+        max = strtol(mk, &end, 10);
+        if (*mk == '\0' || *end != '\0' || max < 0) {
+            gw_s3_error(r, "InvalidArgument", "max-keys must be a non-negative integer");
+            return;
+        }
+        if (max > 1000)
+            max = 1000;
+    }
+    char tok_after[RF_SGFS_KEY_MAX + 8];
+    if (token != NULL) {
+        if (!s_b64url_token(token, tok_after, sizeof(tok_after))) {
+            gw_s3_error(r, "InvalidArgument", "the continuation token provided is incorrect");
+            return;
+        }
+        after = tok_after;
+    }
+    rf_sgfs_list_t l = {0};
+    if (max > 0 && rf_sgfs_list(b, prefix ? prefix : "", delim, after ? after : "", (size_t)max, &l) < 0) {
+        gw_s3_error(r, "InternalError", "cannot list: %s", strerror(errno));
+        return;
+    }
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "ListBucketResult", S_XMLNS);
+    rf_xml_textf(&x, "Name", "%s", b->name);
+    s_xml_key(&x, "Prefix", prefix ? prefix : "", url);
+    if (v2) {
+        size_t n = 0;
+        for (size_t i = 0; i < l.n; i++)
+            n++;
+        rf_xml_textf(&x, "KeyCount", "%zu", n);
+        if (token != NULL)
+            rf_xml_textf(&x, "ContinuationToken", "%s", token);
+        if (gw_s3_param(r, "start-after") != NULL)
+            s_xml_key(&x, "StartAfter", gw_s3_param(r, "start-after"), url);
+    } else {
+        s_xml_key(&x, "Marker", after ? after : "", url);
+    }
+    rf_xml_textf(&x, "MaxKeys", "%ld", max);
+    if (delim != NULL)
+        s_xml_key(&x, "Delimiter", delim, url);
+    rf_xml_textf(&x, "IsTruncated", "%s", l.truncated ? "true" : "false");
+    if (l.truncated && l.n > 0) {
+        const char *last = l.e[l.n - 1].key;
+        if (v2) {
+            size_t ll = strlen(last);
+            char *tok = malloc(4 * ((ll + 2) / 3) + 1);
+            if (tok != NULL) {
+                EVP_EncodeBlock((unsigned char *)tok, (const unsigned char *)last, (int)ll);
+                rf_xml_textf(&x, "NextContinuationToken", "%s", tok);
+                free(tok);
+            }
+        } else {
+            s_xml_key(&x, "NextMarker", last, url);
+        }
+    }
+    if (url)
+        rf_xml_textf(&x, "EncodingType", "url");
+    for (size_t i = 0; i < l.n; i++) {
+        if (l.e[i].prefix)
+            continue;
+        char t[32];
+        gw_s3_iso_time(l.e[i].mtime_ns, t);
+        rf_xml_open(&x, "Contents", NULL);
+        s_xml_key(&x, "Key", l.e[i].key, url);
+        rf_xml_textf(&x, "LastModified", "%s", t);
+        rf_xml_textf(&x, "ETag", "\"%s\"", l.e[i].etag);
+        rf_xml_textf(&x, "Size", "%llu", (unsigned long long)l.e[i].size);
+        rf_xml_textf(&x, "StorageClass", "STANDARD");
+        if (!v2 || gw_s3_param(r, "fetch-owner") != NULL) {
+            rf_xml_open(&x, "Owner", NULL);
+            rf_xml_textf(&x, "ID", "%s", r->auth.access_key);
+            rf_xml_textf(&x, "DisplayName", "%s", r->auth.access_key);
+            rf_xml_close(&x);
+        }
+        rf_xml_close(&x);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        if (!l.e[i].prefix)
+            continue;
+        rf_xml_open(&x, "CommonPrefixes", NULL);
+        s_xml_key(&x, "Prefix", l.e[i].key, url);
+        rf_xml_close(&x);
+    }
+    rf_sgfs_list_clear(&l);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+static void s_list_uploads(gw_s3_req_t *r)
+{
+    r->op = "ListMultipartUploads";
+    if (!s_allowed(r, r->bucket, "get"))
+        return;
+    const char *prefix = gw_s3_param(r, "prefix");
+    const char *mu = gw_s3_param(r, "max-uploads");
+    long max = mu ? strtol(mu, NULL, 10) : 1000;
+    if (max < 1 || max > 1000)
+        max = 1000;
+    rf_sgfs_upload_t *u = NULL;
+    size_t n = 0;
+    bool trunc = false;
+    rf_sgfs_mpu_list(r->bucket, prefix ? prefix : "", (size_t)max, &u, &n, &trunc);
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "ListMultipartUploadsResult", S_XMLNS);
+    rf_xml_textf(&x, "Bucket", "%s", r->bucket->name);
+    rf_xml_textf(&x, "KeyMarker", "%s", "");
+    rf_xml_textf(&x, "UploadIdMarker", "%s", "");
+    if (prefix != NULL)
+        rf_xml_text(&x, "Prefix", prefix, strlen(prefix));
+    rf_xml_textf(&x, "MaxUploads", "%ld", max);
+    rf_xml_textf(&x, "IsTruncated", "%s", trunc ? "true" : "false");
+    for (size_t i = 0; i < n; i++) {
+        char t[32];
+        gw_s3_iso_time(u[i].initiated_ns, t);
+        rf_xml_open(&x, "Upload", NULL);
+        rf_xml_text(&x, "Key", u[i].key, strlen(u[i].key));
+        rf_xml_textf(&x, "UploadId", "%s", u[i].id);
+        rf_xml_textf(&x, "StorageClass", "STANDARD");
+        rf_xml_textf(&x, "Initiated", "%s", t);
+        rf_xml_close(&x);
+    }
+    rf_sgfs_uploads_free(u, n);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+static void s_delete_objects(gw_s3_req_t *r)
+{
+    r->op = "DeleteObjects";
+    if (!s_allowed(r, r->bucket, "delete"))
+        return;
+    char *body;
+    size_t blen;
+    if (gw_s3_body_small(r, RF_S3XML_DELETE_BODY_MAX, &body, &blen) < 0)
+        return;
+    rf_s3xml_delete_t d = {0};
+    const char *code = NULL;
+    char why[200] = "";
+    if (rf_s3xml_parse_delete(body, blen, &d, &code, why, sizeof(why)) < 0) {
+        gw_s3_error(r, code ? code : "MalformedXML", "%s", why);
+        return;
+    }
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "DeleteResult", S_XMLNS);
+    for (size_t i = 0; i < d.n; i++) {
+        const char *key = d.objs[i].key, *kwhy = NULL;
+        rf_sgfs_loc_t loc;
+        int rc = rf_sgfs_resolve(r->bucket, key, strlen(key), false, false, &loc, &kwhy);
+        const char *ecode = NULL, *emsg = NULL;
+        if (rc == -2)
+            ecode = "AccessDenied", emsg = kwhy;
+        else if (rc == 0 && rf_sgfs_delete(&loc) < 0)
+            ecode = "InternalError", emsg = strerror(errno);
+        /* rc == -1: an impossible key holds no object; deleting it succeeds, as in S3 */
+        if (ecode != NULL) {
+            rf_xml_open(&x, "Error", NULL);
+            rf_xml_text(&x, "Key", key, strlen(key));
+            rf_xml_textf(&x, "Code", "%s", ecode);
+            rf_xml_textf(&x, "Message", "%s", emsg ? emsg : "");
+            rf_xml_close(&x);
+        } else if (!d.quiet) {
+            rf_xml_open(&x, "Deleted", NULL);
+            rf_xml_text(&x, "Key", key, strlen(key));
+            rf_xml_close(&x);
+        }
+    }
+    rf_s3xml_delete_clear(&d);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+void gw_s3_bucket_op(gw_s3_req_t *r)
+{
+    const rf_sg_bucket_t *b = r->bucket;
+    const char *sub = s_unsupported(r);
+    if (sub != NULL) {
+        r->op = "Unsupported";
+        gw_s3_error(r, "NotImplemented", "the ?%s subresource is not supported", sub);
+        return;
+    }
+    if (s_method(r, "HEAD")) {
+        r->op = "HeadBucket";
+        gw_s3_set_header(r, "x-amz-bucket-region", b->region);
+        gw_s3_empty(r, 200);
+    } else if (s_method(r, "GET")) {
+        if (gw_s3_param(r, "location") != NULL) {
+            r->op = "GetBucketLocation";
+            rf_xml_t x;
+            rf_xml_init(&x);
+            /* us-east-1 is written as an empty constraint */
+            const char *reg = strcmp(b->region, "us-east-1") == 0 ? "" : b->region;
+            rf_xml_open(&x, "LocationConstraint", S_XMLNS);
+            rf_xml_close(&x);
+            size_t len = 0;
+            char *doc = rf_xml_finish(&x, &len);
+            if (doc != NULL && reg[0] != '\0') { /* <LocationConstraint …>REGION</LocationConstraint> */
+                char *alt = NULL;
+                if (asprintf(&alt, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint %s>%s</LocationConstraint>",
+                             S_XMLNS, reg) > 0) {
+                    free(doc);
+                    doc = alt;
+                    len = strlen(alt);
+                }
+            }
+            gw_s3_xml(r, 200, doc, len);
+        } else if (gw_s3_param(r, "versioning") != NULL) {
+            r->op = "GetBucketVersioning";
+            rf_xml_t x;
+            rf_xml_init(&x);
+            rf_xml_open(&x, "VersioningConfiguration", S_XMLNS);
+            size_t len = 0;
+            char *doc = rf_xml_finish(&x, &len);
+            gw_s3_xml(r, 200, doc, len);
+        } else if (gw_s3_param(r, "uploads") != NULL) {
+            s_list_uploads(r);
+        } else {
+            const char *lt = gw_s3_param(r, "list-type");
+            s_list_objects(r, lt != NULL && strcmp(lt, "2") == 0);
+        }
+    } else if (s_method(r, "PUT")) {
+        r->op = "CreateBucket";
+        /* buckets are declared in the configuration: this one exists and is ours */
+        gw_s3_set_header(r, "location", r->bucket_name);
+        gw_s3_empty(r, 200);
+    } else if (s_method(r, "POST") && gw_s3_param(r, "delete") != NULL) {
+        s_delete_objects(r);
+    } else if (s_method(r, "DELETE")) {
+        r->op = "DeleteBucket";
+        gw_s3_error(r, "MethodNotAllowed", "buckets are declared in storgate.buckets, not deleted through the API");
+    } else {
+        r->op = "Unsupported";
+        gw_s3_error(r, "MethodNotAllowed", "the method is not allowed on a bucket");
+    }
+}
+
+/* ---- objects --------------------------------------------------------------------------------- */
+
+static int64_t s_http_date(const char *v, size_t len)
+{
+    char buf[64];
+    if (len >= sizeof(buf))
+        return -1;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    struct tm tm = {0};
+    const char *end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (end == NULL || *end != '\0')
+        return -1;
+    return (int64_t)timegm(&tm);
+}
+
+/* The conditional headers of GET and HEAD: 0 go on, -1 answered (304 or 412). */
+static int s_conditions(gw_s3_req_t *r, const rf_sgfs_stat_t *st)
+{
+    char etag[56];
+    int el = snprintf(etag, sizeof(etag), "\"%s\"", st->etag);
+    int64_t mtime = st->mtime_ns / 1000000000;
+    size_t l;
+    const char *im = gw_s3_header(r, "if-match", &l);
+    if (im != NULL && !gw_etag_in(im, l, etag, (size_t)el)) {
+        gw_s3_error(r, "PreconditionFailed", "If-Match does not hold the object's ETag");
+        return -1;
+    }
+    const char *ius = gw_s3_header(r, "if-unmodified-since", &l);
+    int64_t d;
+    if (im == NULL && ius != NULL && (d = s_http_date(ius, l)) >= 0 && mtime > d) {
+        gw_s3_error(r, "PreconditionFailed", "the object was modified after If-Unmodified-Since");
+        return -1;
+    }
+    const char *inm = gw_s3_header(r, "if-none-match", &l);
+    const char *ims = NULL;
+    size_t imsl = 0;
+    bool not_modified = false;
+    if (inm != NULL)
+        not_modified = gw_etag_in(inm, l, etag, (size_t)el);
+    else if ((ims = gw_s3_header(r, "if-modified-since", &imsl)) != NULL && (d = s_http_date(ims, imsl)) >= 0)
+        not_modified = mtime <= d;
+    if (not_modified) {
+        s_etag_header(r, st->etag);
+        gw_s3_empty(r, 304);
+        return -1;
+    }
+    return 0;
+}
+
+/* Object headers: ETag, Last-Modified, Content-Type, x-amz-meta-*. */
+static void s_object_headers(gw_s3_req_t *r, const rf_sgfs_stat_t *st)
+{
+    char t[40];
+    s_etag_header(r, st->etag);
+    gw_s3_http_time(st->mtime_ns, t);
+    gw_s3_set_header(r, "last-modified", t);
+    gw_s3_set_header(r, "accept-ranges", "bytes");
+    const char *ct = st->content_type[0] ? st->content_type : NULL;
+    if (ct == NULL) {
+        const char *dot = strrchr(r->key, '.');
+        h2o_mimemap_type_t *mt = dot && !strchr(dot, '/') && r->mimemap
+                                     ? h2o_mimemap_get_type_by_extension(r->mimemap, h2o_iovec_init(dot + 1, strlen(dot + 1)))
+                                     : NULL;
+        ct = mt != NULL && mt->type == H2O_MIMEMAP_TYPE_MIMETYPE ? h2o_strdup(&r->req->pool, mt->data.mimetype.base,
+                                                                              mt->data.mimetype.len).base
+                                                                 : "binary/octet-stream";
+    }
+    gw_s3_set_header(r, "content-type", ct);
+    for (const char *p = st->meta; *p;) {
+        const char *nl = strchr(p, '\n'), *colon = strstr(p, ": ");
+        if (nl == NULL || colon == NULL || colon > nl)
+            break;
+        char name[256], value[RF_SGFS_META_MAX];
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - p), p);
+        snprintf(value, sizeof(value), "%.*s", (int)(nl - colon - 2), colon + 2);
+        gw_s3_set_header(r, name, value);
+        p = nl + 1;
+    }
+    /* response-* overrides, as S3 allows on signed requests */
+    static const char *const ov[][2] = {{"response-content-type", "content-type"},
+                                        {"response-content-disposition", "content-disposition"},
+                                        {"response-cache-control", "cache-control"},
+                                        {"response-content-encoding", "content-encoding"},
+                                        {"response-content-language", "content-language"},
+                                        {"response-expires", "expires"}};
+    for (size_t i = 0; i < sizeof(ov) / sizeof(ov[0]); i++) {
+        const char *v = gw_s3_param(r, ov[i][0]);
+        if (v == NULL || strchr(v, '\n') || strchr(v, '\r'))
+            continue;
+        ssize_t at = h2o_find_header_by_str(&r->req->res.headers, ov[i][1], strlen(ov[i][1]), -1);
+        if (at >= 0)
+            h2o_delete_header(&r->req->res.headers, at);
+        gw_s3_set_header(r, ov[i][1], v);
+    }
+}
+
+static void s_get_object(gw_s3_req_t *r)
+{
+    bool head = s_method(r, "HEAD");
+    r->op = head ? "HeadObject" : "GetObject";
+    if (!s_allowed(r, r->bucket, "get"))
+        return;
+    rf_sgfs_loc_t loc;
+    if (s_resolve(r, r->bucket, r->key, r->key_len, false, &loc) < 0)
+        return;
+    rf_sgfs_stat_t st;
+    int fd = rf_sgfs_open(&loc, &st);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == EISDIR || errno == ENOTDIR)
+            gw_s3_error(r, "NoSuchKey", "the specified key does not exist");
+        else if (errno == EXDEV || errno == ELOOP)
+            gw_s3_error(r, "AccessDenied", "the path leaves the mount (a symlink or '..' escape)");
+        else
+            gw_s3_error(r, "InternalError", "cannot open: %s", strerror(errno));
+        return;
+    }
+    if (s_conditions(r, &st) < 0) {
+        close(fd);
+        return;
+    }
+    s_object_headers(r, &st);
+    uint64_t from = 0, len = st.size, to = 0;
+    size_t rl;
+    const char *range = gw_s3_header(r, "range", &rl);
+    if (range != NULL && st.size > 0) {
+        int pr = gw_parse_range(range, rl, st.size, &from, &to);
+        if (pr < 0) {
+            close(fd);
+            char cr[48];
+            snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)st.size);
+            gw_s3_set_header(r, "content-range", cr);
+            gw_s3_error(r, "InvalidRange", "the requested range is not satisfiable");
+            return;
+        }
+        if (pr == 1) {
+            len = to - from + 1;
+            char cr[80];
+            snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from, (unsigned long long)to,
+                     (unsigned long long)st.size);
+            gw_s3_set_header(r, "content-range", cr);
+            r->req->res.status = 206;
+        } else {
+            from = 0;
+        }
+    }
+    gw_s3_send_file(r, fd, from, len);
+}
+
+/* "/bucket/key" or "bucket/key" (percent-encoded, maybe ?versionId=) of a copy source. */
+static int s_copy_source(gw_s3_req_t *r, const rf_sg_bucket_t **b, char **key, size_t *klen)
+{
+    size_t l;
+    const char *v = gw_s3_header(r, "x-amz-copy-source", &l);
+    const char *q = memchr(v, '?', l);
+    if (q != NULL)
+        l = (size_t)(q - v);
+    if (l > 0 && v[0] == '/')
+        v++, l--;
+    char *dec = h2o_mem_alloc_pool(&r->req->pool, l + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < l; i++) {
+        if (v[i] == '%' && i + 2 < l) {
+            char hx[3] = {v[i + 1], v[i + 2], 0};
+            char *end;
+            long c = strtol(hx, &end, 16);
+            if (*end != '\0') {
+                gw_s3_error(r, "InvalidArgument", "x-amz-copy-source has a malformed %%-escape");
+                return -1;
+            }
+            dec[k++] = (char)c;
+            i += 2;
+        } else {
+            dec[k++] = v[i];
+        }
+    }
+    dec[k] = '\0';
+    char *slash = strchr(dec, '/');
+    if (slash == NULL || slash[1] == '\0') {
+        gw_s3_error(r, "InvalidArgument", "x-amz-copy-source must be BUCKET/KEY");
+        return -1;
+    }
+    *b = rf_sgconf_bucket(r->sc, dec, (size_t)(slash - dec));
+    if (*b == NULL || !(*b)->enable || !(*b)->expose) {
+        gw_s3_error(r, "NoSuchBucket", "the copy source's bucket does not exist");
+        return -1;
+    }
+    *key = slash + 1;
+    *klen = k - (size_t)(slash + 1 - dec);
+    return 0;
+}
+
+/* Opens the copy source for reading; -1 after answering. */
+static int s_open_source(gw_s3_req_t *r, rf_sgfs_stat_t *st)
+{
+    const rf_sg_bucket_t *sb;
+    char *skey;
+    size_t sklen;
+    rf_sgfs_loc_t sloc;
+    if (s_copy_source(r, &sb, &skey, &sklen) < 0 || !s_allowed(r, sb, "get") ||
+        s_resolve(r, sb, skey, sklen, false, &sloc) < 0)
+        return -1;
+    int fd = rf_sgfs_open(&sloc, st);
+    if (fd < 0)
+        gw_s3_error(r, "NoSuchKey", "the copy source does not exist");
+    return fd;
+}
+
+/* Copies [off, off+len) of fd into w. 0, or -1 after answering. */
+static int s_copy_range(gw_s3_req_t *r, int fd, uint64_t off, uint64_t len, rf_sgfs_put_t *w)
+{
+    char *buf = malloc(1 << 20);
+    int rc = buf ? 0 : -1;
+    while (rc == 0 && len > 0) {
+        size_t want = len < (1u << 20) ? (size_t)len : (1u << 20);
+        ssize_t n = pread(fd, buf, want, (off_t)off);
+        if (n <= 0 || rf_sgfs_put_write(w, buf, (size_t)n) < 0)
+            rc = -1;
+        else
+            off += (uint64_t)n, len -= (uint64_t)n;
+    }
+    free(buf);
+    if (rc < 0)
+        gw_s3_error(r, "InternalError", "copy failed: %s", strerror(errno ? errno : EIO));
+    return rc;
+}
+
+static void s_copy_result(gw_s3_req_t *r, const char *root, const rf_sgfs_stat_t *st)
+{
+    char t[32];
+    gw_s3_iso_time(st->mtime_ns, t);
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, root, S_XMLNS);
+    rf_xml_textf(&x, "LastModified", "%s", t);
+    rf_xml_textf(&x, "ETag", "\"%s\"", st->etag);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+static void s_put_object(gw_s3_req_t *r, bool copy)
+{
+    r->op = copy ? "CopyObject" : "PutObject";
+    if (!s_allowed(r, r->bucket, "put"))
+        return;
+    rf_sgfs_loc_t loc;
+    if (s_resolve(r, r->bucket, r->key, r->key_len, true, &loc) < 0)
+        return;
+    char meta[RF_SGFS_META_MAX], ctbuf[128];
+    const char *ct = s_content_type(r, ctbuf, sizeof(ctbuf));
+    if (s_meta_lines(r, meta, sizeof(meta)) < 0)
+        return;
+    rf_sgfs_stat_t src;
+    int sfd = -1;
+    if (copy) {
+        if ((sfd = s_open_source(r, &src)) < 0)
+            return;
+        size_t dl;
+        const char *dir = gw_s3_header(r, "x-amz-metadata-directive", &dl);
+        if (dir == NULL || h2o_memis(dir, dl, H2O_STRLIT("COPY"))) {
+            ct = src.content_type[0] ? src.content_type : NULL;
+            snprintf(meta, sizeof(meta), "%s", src.meta);
+        }
+    }
+    rf_sgfs_put_t *w = rf_sgfs_put_begin(&loc, ct, meta[0] ? meta : NULL);
+    if (w == NULL) {
+        if (sfd >= 0)
+            close(sfd);
+        gw_s3_error(r, "InternalError", "cannot write: %s", strerror(errno));
+        return;
+    }
+    int rc = copy ? s_copy_range(r, sfd, 0, src.size, w) : gw_s3_body_into(r, w);
+    if (sfd >= 0)
+        close(sfd);
+    if (rc < 0) {
+        rf_sgfs_put_abort(&w);
+        return;
+    }
+    rf_sgfs_stat_t st;
+    if (rf_sgfs_put_commit(&w, NULL, &st) < 0) {
+        gw_s3_error(r, errno == EISDIR || errno == ENOTDIR ? "InvalidRequest" : "InternalError",
+                    "cannot store the object: %s", errno == EISDIR || errno == ENOTDIR
+                                                         ? "a directory of the mount has this name (a file mount "
+                                                           "cannot hold both KEY and KEY/…)"
+                                                         : strerror(errno));
+        return;
+    }
+    if (copy) {
+        s_copy_result(r, "CopyObjectResult", &st);
+        return;
+    }
+    s_etag_header(r, st.etag);
+    gw_s3_empty(r, 200);
+}
+
+static void s_delete_object(gw_s3_req_t *r)
+{
+    r->op = "DeleteObject";
+    if (!s_allowed(r, r->bucket, "delete"))
+        return;
+    rf_sgfs_loc_t loc;
+    const char *why;
+    int rc = rf_sgfs_resolve(r->bucket, r->key, r->key_len, false, false, &loc, &why);
+    if (rc == -2) {
+        gw_s3_error(r, "AccessDenied", "%s", why);
+        return;
+    }
+    if (rc == 0 && rf_sgfs_delete(&loc) < 0) {
+        gw_s3_error(r, "InternalError", "cannot delete: %s", strerror(errno));
+        return;
+    }
+    gw_s3_empty(r, 204);
+}
+
+/* ---- multipart ------------------------------------------------------------------------------- */
+
+static int s_upload_loc(gw_s3_req_t *r, const char *id, rf_sgfs_loc_t *loc)
+{
+    if (s_resolve(r, r->bucket, r->key, r->key_len, true, loc) < 0)
+        return -1;
+    if (rf_sgfs_mpu_check(loc, r->key, id) < 0) {
+        gw_s3_error(r, "NoSuchUpload", "the specified upload does not exist");
+        return -1;
+    }
+    return 0;
+}
+
+static void s_create_upload(gw_s3_req_t *r)
+{
+    r->op = "CreateMultipartUpload";
+    if (!s_allowed(r, r->bucket, "put"))
+        return;
+    rf_sgfs_loc_t loc;
+    if (s_resolve(r, r->bucket, r->key, r->key_len, true, &loc) < 0)
+        return;
+    char meta[RF_SGFS_META_MAX], ctbuf[128], id[33];
+    const char *ct = s_content_type(r, ctbuf, sizeof(ctbuf));
+    if (s_meta_lines(r, meta, sizeof(meta)) < 0)
+        return;
+    if (rf_sgfs_mpu_create(&loc, r->key, ct, meta, id) < 0) {
+        gw_s3_error(r, "InternalError", "cannot start the upload: %s", strerror(errno));
+        return;
+    }
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "InitiateMultipartUploadResult", S_XMLNS);
+    rf_xml_textf(&x, "Bucket", "%s", r->bucket->name);
+    rf_xml_text(&x, "Key", r->key, r->key_len);
+    rf_xml_textf(&x, "UploadId", "%s", id);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool copy)
+{
+    r->op = copy ? "UploadPartCopy" : "UploadPart";
+    if (!s_allowed(r, r->bucket, "put"))
+        return;
+    char *end;
+    long number = strtol(pn, &end, 10);
+    if (*pn == '\0' || *end != '\0' || number < 1 || number > 10000) {
+        gw_s3_error(r, "InvalidArgument", "partNumber must be an integer from 1 to 10000");
+        return;
+    }
+    rf_sgfs_loc_t loc;
+    if (s_upload_loc(r, id, &loc) < 0)
+        return;
+    rf_sgfs_stat_t src;
+    int sfd = -1;
+    uint64_t from = 0, len = 0;
+    if (copy) {
+        if ((sfd = s_open_source(r, &src)) < 0)
+            return;
+        len = src.size;
+        size_t rl;
+        const char *range = gw_s3_header(r, "x-amz-copy-source-range", &rl);
+        uint64_t to;
+        if (range != NULL) {
+            if (gw_parse_range(range, rl, src.size, &from, &to) != 1) {
+                close(sfd);
+                gw_s3_error(r, "InvalidArgument", "x-amz-copy-source-range must be bytes=FIRST-LAST within the source");
+                return;
+            }
+            len = to - from + 1;
+        }
+    }
+    rf_sgfs_put_t *w = rf_sgfs_mpu_part_begin(&loc, id, (int)number);
+    if (w == NULL) {
+        if (sfd >= 0)
+            close(sfd);
+        gw_s3_error(r, "InternalError", "cannot write the part: %s", strerror(errno));
+        return;
+    }
+    int rc = copy ? s_copy_range(r, sfd, from, len, w) : gw_s3_body_into(r, w);
+    if (sfd >= 0)
+        close(sfd);
+    if (rc < 0) {
+        rf_sgfs_put_abort(&w);
+        return;
+    }
+    rf_sgfs_stat_t st;
+    if (rf_sgfs_put_commit(&w, NULL, &st) < 0) {
+        gw_s3_error(r, errno == ENOENT ? "NoSuchUpload" : "InternalError", "cannot store the part: %s",
+                    strerror(errno));
+        return;
+    }
+    if (copy) {
+        s_copy_result(r, "CopyPartResult", &st);
+        return;
+    }
+    s_etag_header(r, st.etag);
+    gw_s3_empty(r, 200);
+}
+
+static void s_complete_upload(gw_s3_req_t *r, const char *id)
+{
+    r->op = "CompleteMultipartUpload";
+    if (!s_allowed(r, r->bucket, "put"))
+        return;
+    rf_sgfs_loc_t loc;
+    if (s_upload_loc(r, id, &loc) < 0)
+        return;
+    char *body;
+    size_t blen;
+    if (gw_s3_body_small(r, RF_S3XML_COMPLETE_BODY_MAX, &body, &blen) < 0)
+        return;
+    rf_s3xml_complete_t c = {0};
+    const char *code = NULL;
+    char why[200] = "";
+    if (rf_s3xml_parse_complete(body, blen, &c, &code, why, sizeof(why)) < 0) {
+        gw_s3_error(r, code ? code : "MalformedXML", "%s", why);
+        return;
+    }
+    int *numbers = malloc(c.n * sizeof(int));
+    const char **etags = malloc(c.n * sizeof(char *));
+    rf_sgfs_stat_t st;
+    int rc = -1;
+    if (numbers != NULL && etags != NULL) {
+        for (size_t i = 0; i < c.n; i++) {
+            numbers[i] = c.parts[i].number;
+            etags[i] = c.parts[i].etag;
+        }
+        rc = rf_sgfs_mpu_complete(&loc, id, numbers, etags, c.n, S_MIN_PART, &st, &code);
+    } else {
+        code = "InternalError";
+    }
+    free(numbers);
+    free(etags);
+    rf_s3xml_complete_clear(&c);
+    if (rc < 0) {
+        const char *msg = strcmp(code, "InvalidPart") == 0
+                              ? "one or more of the specified parts could not be found or its ETag does not match"
+                          : strcmp(code, "EntityTooSmall") == 0 ? "a part other than the last is smaller than 5 MiB"
+                          : strcmp(code, "NoSuchUpload") == 0  ? "the specified upload does not exist"
+                                                               : strerror(errno);
+        gw_s3_error(r, code, "%s", msg);
+        return;
+    }
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "CompleteMultipartUploadResult", S_XMLNS);
+    char locurl[64 + RF_SGFS_KEY_MAX];
+    snprintf(locurl, sizeof(locurl), "/%s/%s", r->bucket->name, r->key);
+    rf_xml_text(&x, "Location", locurl, strlen(locurl));
+    rf_xml_textf(&x, "Bucket", "%s", r->bucket->name);
+    rf_xml_text(&x, "Key", r->key, r->key_len);
+    rf_xml_textf(&x, "ETag", "\"%s\"", st.etag);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+static void s_abort_upload(gw_s3_req_t *r, const char *id)
+{
+    r->op = "AbortMultipartUpload";
+    if (!s_allowed(r, r->bucket, "put"))
+        return;
+    rf_sgfs_loc_t loc;
+    if (s_upload_loc(r, id, &loc) < 0)
+        return;
+    rf_sgfs_mpu_abort(&loc, id);
+    gw_s3_empty(r, 204);
+}
+
+static void s_list_parts(gw_s3_req_t *r, const char *id)
+{
+    r->op = "ListParts";
+    if (!s_allowed(r, r->bucket, "get"))
+        return;
+    rf_sgfs_loc_t loc;
+    if (s_upload_loc(r, id, &loc) < 0)
+        return;
+    rf_sgfs_part_t *parts = NULL;
+    size_t n = 0;
+    if (rf_sgfs_mpu_parts(&loc, id, &parts, &n) < 0) {
+        gw_s3_error(r, "NoSuchUpload", "the specified upload does not exist");
+        return;
+    }
+    const char *pm = gw_s3_param(r, "part-number-marker"), *mp = gw_s3_param(r, "max-parts");
+    long marker = pm ? strtol(pm, NULL, 10) : 0, max = mp ? strtol(mp, NULL, 10) : 1000;
+    if (max < 1 || max > 1000)
+        max = 1000;
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "ListPartsResult", S_XMLNS);
+    rf_xml_textf(&x, "Bucket", "%s", r->bucket->name);
+    rf_xml_text(&x, "Key", r->key, r->key_len);
+    rf_xml_textf(&x, "UploadId", "%s", id);
+    rf_xml_textf(&x, "PartNumberMarker", "%ld", marker);
+    long shown = 0, last = marker;
+    bool trunc = false;
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i].number <= marker)
+            continue;
+        if (shown == max) {
+            trunc = true;
+            break;
+        }
+        char t[32];
+        gw_s3_iso_time(parts[i].mtime_ns, t);
+        rf_xml_open(&x, "Part", NULL);
+        rf_xml_textf(&x, "PartNumber", "%d", parts[i].number);
+        rf_xml_textf(&x, "LastModified", "%s", t);
+        rf_xml_textf(&x, "ETag", "\"%s\"", parts[i].etag);
+        rf_xml_textf(&x, "Size", "%llu", (unsigned long long)parts[i].size);
+        rf_xml_close(&x);
+        shown++;
+        last = parts[i].number;
+    }
+    free(parts);
+    rf_xml_textf(&x, "NextPartNumberMarker", "%ld", last);
+    rf_xml_textf(&x, "MaxParts", "%ld", max);
+    rf_xml_textf(&x, "IsTruncated", "%s", trunc ? "true" : "false");
+    rf_xml_textf(&x, "StorageClass", "STANDARD");
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+void gw_s3_object_op(gw_s3_req_t *r)
+{
+    const char *sub = s_unsupported(r);
+    if (sub != NULL) {
+        r->op = "Unsupported";
+        gw_s3_error(r, "NotImplemented", "the ?%s subresource is not supported", sub);
+        return;
+    }
+    const char *id = gw_s3_param(r, "uploadId");
+    size_t l;
+    bool copy = gw_s3_header(r, "x-amz-copy-source", &l) != NULL;
+    if (s_method(r, "GET") || s_method(r, "HEAD")) {
+        if (id != NULL && s_method(r, "GET"))
+            s_list_parts(r, id);
+        else
+            s_get_object(r);
+    } else if (s_method(r, "PUT")) {
+        const char *pn = gw_s3_param(r, "partNumber");
+        if (pn != NULL || id != NULL) {
+            if (pn == NULL || id == NULL) {
+                gw_s3_error(r, "InvalidArgument", "an upload part needs both partNumber and uploadId");
+                return;
+            }
+            s_upload_part(r, id, pn, copy);
+        } else {
+            s_put_object(r, copy);
+        }
+    } else if (s_method(r, "POST")) {
+        if (gw_s3_param(r, "uploads") != NULL)
+            s_create_upload(r);
+        else if (id != NULL)
+            s_complete_upload(r, id);
+        else {
+            r->op = "Unsupported";
+            gw_s3_error(r, "MethodNotAllowed", "POST on an object takes ?uploads or ?uploadId");
+        }
+    } else if (s_method(r, "DELETE")) {
+        if (id != NULL)
+            s_abort_upload(r, id);
+        else
+            s_delete_object(r);
+    } else {
+        r->op = "Unsupported";
+        gw_s3_error(r, "MethodNotAllowed", "the method is not allowed on an object");
+    }
+}
