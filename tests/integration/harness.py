@@ -795,7 +795,7 @@ class Stack:
     merged over the defaults below."""
 
     def __init__(self, workdir, vhosts, gateway=None, bus=None, image_worker=None, vhost_defaults=None, workers=1,
-                 start=True, log_level="info", video_workers=0, video_worker=None):
+                 start=True, log_level="info", video_workers=0, video_worker=None, storgate=None):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.port, self.admin_port, self.bus_port = free_ports(3)
@@ -834,6 +834,10 @@ class Stack:
                                                  image_worker)
         if video_workers or video_worker:
             self.config["video_worker"] = deep_merge({"jobs": 2}, video_worker)
+        self.s3_port = None
+        if storgate is not None:  # the S3 API: storgate.listen on a port of its own
+            self.s3_port = free_port()
+            self.config["storgate"] = deep_merge({"listen": f"127.0.0.1:{self.s3_port}"}, storgate)
         self.config["log"] = {"level": log_level}
         self.cfg_path = os.path.join(workdir, "refract.yaml")
         self.write_config()
