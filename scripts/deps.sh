@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential pkg-config clang llvm libclang-rt-14-dev
 libh2o-evloop-dev libzmq3-dev libczmq-dev libvips-dev libvips-tools
 libjansson-dev libyaml-dev libssl-dev zlib1g-dev libcmocka-dev libxxhash-dev libbrotli-dev libpcre2-dev libhiredis-dev libcurl4-openssl-dev
-libexpat1-dev libisal-dev
+libexpat1-dev libisal-dev duktape-dev
 libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev
 redis-server ffmpeg prometheus wrk nginx libnginx-mod-http-image-filter
 python3-pytest python3-requests python3-brotli docker-compose curl procps iproute2 psmisc
