@@ -685,7 +685,8 @@ static int s_walk_dir(s_walk_t *w, int dfd, char *key, size_t klen, int depth)
         ents[n].len = strlen(nm);
         ents[n++].type = t;
     }
-    qsort(ents, n, sizeof(*ents), s_dent_cmp);
+    if (n > 1)
+        qsort(ents, n, sizeof(*ents), s_dent_cmp);
     for (size_t i = 0; i < n && rc == 0; i++) {
         size_t nl = strlen(ents[i].name);
         memcpy(key + klen, ents[i].name, nl + 1);
