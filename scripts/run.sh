@@ -8,7 +8,7 @@ CONF=${CONF:-conf/refract.yaml}
 ORIGIN=/tmp/refract-sample-origin
 BIN=build/bin
 
-mkdir -p "$ORIGIN"
+mkdir -p "$ORIGIN" /tmp/refract-storgate/upload /tmp/refract-storgate/service # storgate's landing-zone bucket
 if [ ! -s "$ORIGIN/photo.jpg" ]; then
     echo "run: generating sample media in $ORIGIN"
     ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=2400x1600 -frames:v 1 "$ORIGIN/.photo.png"

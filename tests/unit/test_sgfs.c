@@ -420,6 +420,43 @@ static void test_config(void **state)
     }
 }
 
+/* The seed's NFS landing-zone example as conf/refract.yaml carries it (the
+ * seed's JSON under storgate:, two missing commas added) means what the seed
+ * says. The tests run from the repository's root (make unit). */
+static void test_landing_zone_example(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    rf_config_t *c = rf_config_load("conf/refract.yaml", &err);
+    if (c == NULL)
+        fail_msg("%s", err);
+    const rf_sg_bucket_t *b = rf_sgconf_bucket(c->storgate, "image_landing_bucket", 20);
+    assert_non_null(b);
+    assert_true(b->expose);
+    assert_int_equal(b->n_mounts, 2);
+    assert_string_equal(b->mounts[0].mount_point, "/image_landing");
+    assert_true(b->mounts[0].expose);
+    assert_false(b->mounts[1].expose);
+    assert_int_equal(b->n_on_batch, 1);
+    assert_true(b->on_batch[0].enable);
+    assert_int_equal(b->on_batch[0].chunk_size, 1000);
+    assert_string_equal(b->on_batch[0].schedule, "*/5 * * * *");
+    assert_false(b->on_batch[0].breadth);      /* traverse: depth by default */
+    assert_false(b->on_batch[0].cursor_reset); /* cursor: continue */
+    assert_string_equal(b->on_batch[0].workflow, "migrate_tmpimg");
+    assert_false(b->on_batch[0].pre); /* timing: post by default */
+    const rf_sg_workflow_t *w = rf_sgconf_workflow(b, "migrate_tmpimg");
+    assert_non_null(w);
+    assert_true(w->enable);
+    assert_int_equal(w->n_tasks, 1);
+    assert_null(w->tasks[0].function); /* null: a copy */
+    assert_string_equal(w->tasks[0].save_path, "/image_service/{{ item.path }}");
+    assert_int_equal(w->tasks[0].when_exist, RF_SG_OVERWRITE);
+    assert_int_equal(w->tasks[0].timeout_s, 60);
+    assert_int_equal(w->src_op, RF_SG_SRC_DELETE);
+    rf_config_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,6 +468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_prunes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_multipart, s_setup, s_teardown),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_landing_zone_example),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
