@@ -2315,6 +2315,10 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->image_worker.metrics_listen.host);
     free(cfg->video_worker.metrics_listen.host);
     free(cfg->video_worker.gateway_url);
+    free(cfg->storgate_scheduler.metrics_listen.host);
+    free(cfg->storgate_scheduler.name);
+    free(cfg->storgate_scheduler.state_dir);
+    free(cfg->storgate_scheduler.bus_endpoint);
     free(cfg);
     *self_p = NULL;
 }

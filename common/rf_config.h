@@ -323,6 +323,14 @@ typedef struct {
     } log;
 
     struct rf_sg_conf_t *storgate; /* the storgate section (rf_sgconf.h); NULL when absent */
+
+    struct {
+        rf_listen_t metrics_listen;
+        char *name;         /* this node; NULL = HOSTNAME:PID */
+        char *state_dir;    /* events/, outbox/, cursors/ */
+        int jobs;           /* items at once; 0 = one per CPU */
+        char *bus_endpoint; /* its own broker for function tasks; NULL = none */
+    } storgate_scheduler;
 } rf_config_t;
 
 /* Loads and validates a YAML file. Returns a new config (caller owns;
