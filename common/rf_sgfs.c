@@ -999,6 +999,22 @@ static bool s_hex16(const char *hex, unsigned char out[16])
     return true;
 }
 
+/* Opens part `number` of the upload and checks it against the client's
+ * etag; the fd (caller closes) and its stat, or -1 (InvalidPart). */
+static int s_part_open(int up, int number, const char *etag, rf_sgfs_stat_t *ps, unsigned char bin[16])
+{
+    char name[16];
+    snprintf(name, sizeof(name), "%05d", number);
+    int fd = openat(up, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || s_fill_stat(fd, ps) < 0 || strncmp(ps->etag, etag, 32) != 0 || etag[32] != '\0' ||
+        !s_hex16(ps->etag, bin)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int rf_sgfs_mpu_complete(const rf_sgfs_loc_t *loc, const char *id, const int *numbers, const char *const *etags,
                          size_t n, uint64_t min_part, rf_sgfs_stat_t *st, const char **code)
 {
@@ -1023,24 +1039,34 @@ int rf_sgfs_mpu_complete(const rf_sgfs_loc_t *loc, const char *id, const int *nu
         if ((meta = strchr(ct, '\n')) != NULL)
             *meta++ = '\0';
     }
-    if ((p = s_put_new(loc, ct && *ct ? ct : NULL, meta && *meta ? meta : NULL)) == NULL)
-        goto done;
+    /* Every part checked before a byte is copied: a bad last part must not
+     * cost a copy of all the others (nor report EntityTooSmall for an
+     * earlier part when the list names a part that is not there). */
+    bool too_small = false;
     for (size_t i = 0; i < n; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), "%05d", numbers[i]);
-        int fd = openat(up, name, O_RDONLY | O_CLOEXEC);
         rf_sgfs_stat_t ps;
         unsigned char bin[16];
-        if (fd < 0 || s_fill_stat(fd, &ps) < 0 || strncmp(ps.etag, etags[i], 32) != 0 || etags[i][32] != '\0' ||
-            !s_hex16(ps.etag, bin)) {
-            if (fd >= 0)
-                close(fd);
+        int fd = s_part_open(up, numbers[i], etags[i], &ps, bin);
+        if (fd < 0) {
             *code = "InvalidPart";
             goto done;
         }
-        if (i + 1 < n && ps.size < min_part) {
-            close(fd);
-            *code = "EntityTooSmall";
+        close(fd);
+        too_small |= i + 1 < n && ps.size < min_part;
+    }
+    if (too_small) {
+        *code = "EntityTooSmall";
+        goto done;
+    }
+    if ((p = s_put_new(loc, ct && *ct ? ct : NULL, meta && *meta ? meta : NULL)) == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        rf_sgfs_stat_t ps;
+        unsigned char bin[16];
+        /* again: a part re-uploaded since the check no longer matches */
+        int fd = s_part_open(up, numbers[i], etags[i], &ps, bin);
+        if (fd < 0) {
+            *code = "InvalidPart";
             goto done;
         }
         EVP_DigestUpdate(md, bin, 16);

@@ -508,16 +508,27 @@ static int s_authenticate(gw_s3_req_t *r, const char *path, size_t plen, const c
         gw_s3_error(r, "InvalidRequest", "too many request headers");
         return -1;
     }
-    rf_sigv4_header_t *hs = h2o_mem_alloc_pool(&req->pool, sizeof(*hs) * (nh + 1));
+    rf_sigv4_header_t *hs = h2o_mem_alloc_pool(&req->pool, sizeof(*hs) * (nh + 2));
     size_t k = 0;
-    bool have_host = false;
+    bool have_host = false, have_clen = false;
     for (size_t i = 0; i < nh; i++) {
         h2o_header_t *h = &req->headers.entries[i];
         hs[k++] = (rf_sigv4_header_t){h->name->base, h->name->len, h->value.base, h->value.len};
         have_host |= h2o_memis(h->name->base, h->name->len, H2O_STRLIT("host"));
+        have_clen |= h2o_memis(h->name->base, h->name->len, H2O_STRLIT("content-length"));
     }
-    if (!have_host) /* HTTP/2: :authority */
+    if (!have_host) /* h2o keeps Host out of the list (HTTP/1: and :authority in HTTP/2) */
         hs[k++] = (rf_sigv4_header_t){"host", 4, req->authority.base, req->authority.len};
+    /* h2o's HTTP/1 parser also drops Content-Length from the list (it frames
+     * the body with it), yet s3cmd and rclone sign it: give the verifier the
+     * value the client sent. The body is read whole before the handler, so
+     * that is the entity's length (a chunked body had no Content-Length, and
+     * a client that signed one anyway fails to verify, as it should). */
+    if (!have_clen && req->entity.base != NULL) {
+        char *cl = h2o_mem_alloc_pool(&req->pool, 24);
+        int cll = snprintf(cl, 24, "%zu", req->entity.len);
+        hs[k++] = (rf_sigv4_header_t){"content-length", 14, cl, (size_t)cll};
+    }
     char method[17];
     snprintf(method, sizeof(method), "%.*s", (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
     rf_sigv4_req_t sr = {.method = method, .path = path, .path_len = plen, .query = qlen ? q : NULL,
