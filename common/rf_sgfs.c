@@ -89,6 +89,7 @@ static bool s_exists(const rf_sg_mount_t *m, const char *rel)
 int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, bool hidden_ok,
                     rf_sgfs_loc_t *loc, const char **why)
 {
+    (void)write; /* reads and writes resolve alike (rf_sgfs.h) */
     if (rf_sgfs_key_check(key, len, why) < 0)
         return -1;
     const rf_sg_mount_t *best = NULL;
@@ -109,7 +110,10 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
                 continue;
             memcpy(loc->rel, rel, rl);
             loc->rel[rl] = '\0';
-            if (write || s_exists(m, loc->rel))
+            /* writes too: replacing a key another root mount holds must
+             * replace it there, not shadow it with a copy in the first
+             * (which a DELETE would then uncover) */
+            if (s_exists(m, loc->rel))
                 best = m;
         }
         if (best == NULL) {
@@ -366,6 +370,37 @@ static int s_parent(int root, char *rel, const char **base, bool create)
     }
     *base = s;
     return cur;
+}
+
+int rf_sgfs_put_check(const rf_sgfs_loc_t *loc)
+{
+    int root = s_root(loc->mount);
+    if (root < 0)
+        return -1;
+    char rel[sizeof(loc->rel)];
+    size_t rl = strlen(loc->rel);
+    memcpy(rel, loc->rel, rl + 1);
+    bool marker = rl > 0 && rel[rl - 1] == '/';
+    if (marker)
+        rel[--rl] = '\0';
+    const char *base = NULL;
+    int rc = 0, parent = s_parent(root, rel, &base, false);
+    if (parent < 0) {
+        rc = errno == ENOENT ? 0 : -1; /* a missing directory is created at commit */
+    } else {
+        /* the name itself: a file for an object, a directory for a marker */
+        int fd = s_openat2(parent, base, O_PATH | O_NOFOLLOW, 0);
+        struct stat sb;
+        if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode) != marker && !S_ISLNK(sb.st_mode))
+            rc = -1, errno = marker ? ENOTDIR : EISDIR;
+        if (fd >= 0)
+            close(fd);
+        close(parent);
+    }
+    int e = errno;
+    close(root);
+    errno = e;
+    return rc;
 }
 
 int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st)

@@ -3,9 +3,11 @@
  *
  *  A key ("photos/a.jpg") is the bucket path "/photos/a.jpg". It belongs to
  *  the mount whose mountPoint is its longest prefix; a path under no
- *  mountPoint belongs to the root mounts (mountPoint null), the first
- *  declared that holds it (reads) or the first declared (writes) — "an
- *  explicit mountPoint wins, then the first declared".
+ *  mountPoint belongs to the root mounts (mountPoint null): the first
+ *  declared that holds it, for reads and writes alike (a PUT replaces the
+ *  object where it is), else the first declared — "an explicit mountPoint
+ *  wins, then the first declared". A key several root mounts hold is the
+ *  first one's; DELETE removes it from each (gw_s3_ops).
  *
  *  Every file is opened with openat2(RESOLVE_BENEATH) from the mount's
  *  directory, so neither ".." nor a symlink can reach outside it. Writes go
@@ -57,8 +59,9 @@ typedef struct {
  * trailing '/' (a folder marker) is allowed. */
 int rf_sgfs_key_check(const char *key, size_t len, const char **why);
 
-/* Resolves key (checked) for reading (write = false: the first mount that
- * holds it) or writing. Returns 0, -1 (no mount holds the path: *why), or
+/* Resolves key (checked) for reading or writing (`write` is kept for
+ * callers: both take the first root mount that holds the path, else the
+ * first root mount). Returns 0, -1 (no mount holds the path: *why), or
  * -2 (the mount is hidden: expose false, and `hidden_ok` is false). */
 int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, bool hidden_ok,
                     rf_sgfs_loc_t *loc, const char **why);
@@ -89,6 +92,14 @@ void rf_sgfs_put_md5(rf_sgfs_put_t *p, char hex[33]);
  * replacing any previous one atomically; etag NULL = the MD5 of the data.
  * Fills *st when given. Frees p. 0 or -1 (errno; nothing published). */
 int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st);
+/* Whether an object can be published at loc, checked before its body is
+ * read: every directory of its path that exists already is a directory
+ * beneath the mount (the missing ones are created as real directories at
+ * commit). 0, or -1 with errno: EXDEV or ELOOP (a symlink leaves the
+ * mount), ENOTDIR (a file holds a directory's name), EISDIR (a directory
+ * holds the object's name), or what opening failed with. The commit checks
+ * again (openat2 beneath): this is for a clear early answer, not safety. */
+int rf_sgfs_put_check(const rf_sgfs_loc_t *loc);
 /* Discards the temporary file and frees p; NULL-safe. */
 void rf_sgfs_put_abort(rf_sgfs_put_t **p_p);
 

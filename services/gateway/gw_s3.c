@@ -113,7 +113,11 @@ void gw_s3_xml(gw_s3_req_t *r, int status, char *doc, size_t len)
 void gw_s3_empty(gw_s3_req_t *r, int status)
 {
     s_start(r, status);
-    r->req->res.content_length = 0;
+    /* 204 and 304 carry no Content-Length (RFC 9110 8.6: a 204 must not,
+     * and a 304's would have to be the object's length); h2o frames both
+     * as bodiless when the length is left unknown. */
+    if (status != 204 && status != 304)
+        r->req->res.content_length = 0;
     static h2o_generator_t gen = {NULL, NULL};
     h2o_start_response(r->req, &gen);
     h2o_send(r->req, NULL, 0, H2O_SEND_STATE_FINAL);
@@ -508,26 +512,37 @@ static int s_authenticate(gw_s3_req_t *r, const char *path, size_t plen, const c
         gw_s3_error(r, "InvalidRequest", "too many request headers");
         return -1;
     }
-    rf_sigv4_header_t *hs = h2o_mem_alloc_pool(&req->pool, sizeof(*hs) * (nh + 2));
+    rf_sigv4_header_t *hs = h2o_mem_alloc_pool(&req->pool, sizeof(*hs) * (nh + 4));
     size_t k = 0;
-    bool have_host = false, have_clen = false;
+    bool have_host = false, have_clen = false, have_te = false, have_expect = false;
     for (size_t i = 0; i < nh; i++) {
         h2o_header_t *h = &req->headers.entries[i];
         hs[k++] = (rf_sigv4_header_t){h->name->base, h->name->len, h->value.base, h->value.len};
         have_host |= h2o_memis(h->name->base, h->name->len, H2O_STRLIT("host"));
         have_clen |= h2o_memis(h->name->base, h->name->len, H2O_STRLIT("content-length"));
+        have_te |= h2o_memis(h->name->base, h->name->len, H2O_STRLIT("transfer-encoding"));
+        have_expect |= h2o_memis(h->name->base, h->name->len, H2O_STRLIT("expect"));
     }
     if (!have_host) /* h2o keeps Host out of the list (HTTP/1: and :authority in HTTP/2) */
         hs[k++] = (rf_sigv4_header_t){"host", 4, req->authority.base, req->authority.len};
-    /* h2o's HTTP/1 parser also drops Content-Length from the list (it frames
-     * the body with it), yet s3cmd and rclone sign it: give the verifier the
-     * value the client sent. The body is read whole before the handler, so
-     * that is the entity's length (a chunked body had no Content-Length, and
-     * a client that signed one anyway fails to verify, as it should). */
-    if (!have_clen && req->entity.base != NULL) {
-        char *cl = h2o_mem_alloc_pool(&req->pool, 24);
-        int cll = snprintf(cl, 24, "%zu", req->entity.len);
-        hs[k++] = (rf_sigv4_header_t){"content-length", 14, cl, (size_t)cll};
+    /* h2o's HTTP/1 parser also keeps the body's framing headers out of the
+     * list, yet clients sign them: s3cmd and rclone Content-Length, a client
+     * streaming a body of unknown length Transfer-Encoding. Give the
+     * verifier the values the client sent — it uses a header only when the
+     * client signed it. The body is read whole before the handler, so its
+     * length is the entity's (a chunked body had no Content-Length: a client
+     * that signed one anyway fails to verify, as it should); h2o accepts no
+     * transfer-coding but chunked, and no expectation but 100-continue. */
+    if (req->entity.base != NULL) {
+        if (!have_clen) {
+            char *cl = h2o_mem_alloc_pool(&req->pool, 24);
+            int cll = snprintf(cl, 24, "%zu", req->entity.len);
+            hs[k++] = (rf_sigv4_header_t){"content-length", 14, cl, (size_t)cll};
+        }
+        if (!have_te)
+            hs[k++] = (rf_sigv4_header_t){"transfer-encoding", 17, "chunked", 7};
+        if (!have_expect)
+            hs[k++] = (rf_sigv4_header_t){"expect", 6, "100-continue", 12};
     }
     char method[17];
     snprintf(method, sizeof(method), "%.*s", (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
@@ -585,9 +600,7 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
         gw_s3_error(r, "InvalidURI", "the path must start with '/'");
         return 0;
     }
-    if (s_parse_query(r, q, qlen) < 0 || s_authenticate(r, path, plen, q, qlen) < 0)
-        return 0;
-    /* /BUCKET[/KEY] */
+    /* /BUCKET[/KEY], before authenticating: an error names its Resource */
     const char *bs = path + 1, *slash = memchr(bs, '/', plen - 1);
     size_t bl = slash ? (size_t)(slash - bs) : plen - 1;
     char *bucket = s_decode(&req->pool, bs, bl, NULL);
@@ -605,6 +618,8 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
     }
+    if (s_parse_query(r, q, qlen) < 0 || s_authenticate(r, path, plen, q, qlen) < 0)
+        return 0;
     if (bucket[0] == '\0') {
         r->op = "ListBuckets";
         if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {

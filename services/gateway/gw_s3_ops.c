@@ -70,6 +70,32 @@ static int s_resolve(gw_s3_req_t *r, const rf_sg_bucket_t *b, const char *key, s
     return -1;
 }
 
+/* Answers a failure to publish an object at a key, from errno
+ * (rf_sgfs_put_check, rf_sgfs_put_commit). */
+static void s_store_error(gw_s3_req_t *r, int e)
+{
+    if (e == EXDEV || e == ELOOP)
+        gw_s3_error(r, "AccessDenied", "the path leaves the mount (a symlink escape)");
+    else if (e == EISDIR || e == ENOTDIR)
+        gw_s3_error(r, "InvalidRequest", "cannot store the object: %s",
+                    "a directory of the mount has this name (a file mount cannot hold both KEY and KEY/…)");
+    else
+        gw_s3_error(r, "InternalError", "cannot store the object: %s", strerror(e));
+}
+
+/* Resolves r->key for writing and checks that an object can be published
+ * there, before any body is read; -1 after answering. */
+static int s_resolve_put(gw_s3_req_t *r, rf_sgfs_loc_t *loc)
+{
+    if (s_resolve(r, r->bucket, r->key, r->key_len, true, loc) < 0)
+        return -1;
+    if (rf_sgfs_put_check(loc) < 0) {
+        s_store_error(r, errno);
+        return -1;
+    }
+    return 0;
+}
+
 static void s_etag_header(gw_s3_req_t *r, const char *etag)
 {
     char q[56];
@@ -284,6 +310,17 @@ static void s_list_objects(gw_s3_req_t *r, bool v2)
     gw_s3_xml(r, 200, doc, len);
 }
 
+/* Whether upload u comes after the markers (S3: key-marker alone skips
+ * every upload of keys up to it; with upload-id-marker, the uploads of
+ * key-marker itself after that id remain). */
+static bool s_after_markers(const rf_sgfs_upload_t *u, const char *km, const char *im)
+{
+    if (km == NULL || km[0] == '\0')
+        return true;
+    int c = strcmp(u->key, km);
+    return c > 0 || (c == 0 && im != NULL && im[0] != '\0' && strcmp(u->id, im) > 0);
+}
+
 static void s_list_uploads(gw_s3_req_t *r)
 {
     r->op = "ListMultipartUploads";
@@ -291,24 +328,39 @@ static void s_list_uploads(gw_s3_req_t *r)
         return;
     const char *prefix = gw_s3_param(r, "prefix");
     const char *mu = gw_s3_param(r, "max-uploads");
+    const char *km = gw_s3_param(r, "key-marker"), *im = gw_s3_param(r, "upload-id-marker");
     long max = mu ? strtol(mu, NULL, 10) : 1000;
     if (max < 1 || max > 1000)
         max = 1000;
+    /* all of them (rf_sgfs reads every upload to sort them anyway), then the
+     * page after the markers: a truncated answer names where to go on */
     rf_sgfs_upload_t *u = NULL;
     size_t n = 0;
-    bool trunc = false;
-    rf_sgfs_mpu_list(r->bucket, prefix ? prefix : "", (size_t)max, &u, &n, &trunc);
+    bool all_trunc = false;
+    if (rf_sgfs_mpu_list(r->bucket, prefix ? prefix : "", SIZE_MAX, &u, &n, &all_trunc) < 0) {
+        gw_s3_error(r, "InternalError", "cannot list the uploads: %s", strerror(errno));
+        return;
+    }
+    size_t first = 0;
+    while (first < n && !s_after_markers(&u[first], km, im))
+        first++;
+    size_t last = first + (size_t)max < n ? first + (size_t)max : n;
+    bool trunc = last < n;
     rf_xml_t x;
     rf_xml_init(&x);
     rf_xml_open(&x, "ListMultipartUploadsResult", S_XMLNS);
     rf_xml_textf(&x, "Bucket", "%s", r->bucket->name);
-    rf_xml_textf(&x, "KeyMarker", "%s", "");
-    rf_xml_textf(&x, "UploadIdMarker", "%s", "");
+    rf_xml_text(&x, "KeyMarker", km ? km : "", km ? strlen(km) : 0);
+    rf_xml_text(&x, "UploadIdMarker", im ? im : "", im ? strlen(im) : 0);
+    if (trunc) {
+        rf_xml_text(&x, "NextKeyMarker", u[last - 1].key, strlen(u[last - 1].key));
+        rf_xml_textf(&x, "NextUploadIdMarker", "%s", u[last - 1].id);
+    }
     if (prefix != NULL)
         rf_xml_text(&x, "Prefix", prefix, strlen(prefix));
     rf_xml_textf(&x, "MaxUploads", "%ld", max);
     rf_xml_textf(&x, "IsTruncated", "%s", trunc ? "true" : "false");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = first; i < last; i++) {
         char t[32];
         gw_s3_iso_time(u[i].initiated_ns, t);
         rf_xml_open(&x, "Upload", NULL);
@@ -322,6 +374,27 @@ static void s_list_uploads(gw_s3_req_t *r)
     size_t len = 0;
     char *doc = rf_xml_finish(&x, &len);
     gw_s3_xml(r, 200, doc, len);
+}
+
+/* Deletes key from each root mount that holds it (a copy left in another
+ * would show through). 0 (done, or nothing there), -1 impossible key (no
+ * object: fine), -2 hidden (*why), -3 failed (errno). */
+static int s_delete_key(const rf_sg_bucket_t *b, const char *key, size_t klen, const char **why)
+{
+    for (size_t i = 0; i <= b->n_mounts; i++) { /* bounded: one mount per round */
+        rf_sgfs_loc_t loc;
+        rf_sgfs_stat_t st;
+        int rc = rf_sgfs_resolve(b, key, klen, false, false, &loc, why);
+        if (rc < 0)
+            return rc;
+        /* nothing there (the mount it fell back to lacks it too) — but a
+         * symlink that leaves the mount is removed (the link, not its target) */
+        if (rf_sgfs_stat(&loc, &st) < 0 && errno != EXDEV && errno != ELOOP)
+            return 0;
+        if (rf_sgfs_delete(&loc) < 0)
+            return -3;
+    }
+    return 0;
 }
 
 static void s_delete_objects(gw_s3_req_t *r)
@@ -345,12 +418,11 @@ static void s_delete_objects(gw_s3_req_t *r)
     rf_xml_open(&x, "DeleteResult", S_XMLNS);
     for (size_t i = 0; i < d.n; i++) {
         const char *key = d.objs[i].key, *kwhy = NULL;
-        rf_sgfs_loc_t loc;
-        int rc = rf_sgfs_resolve(r->bucket, key, strlen(key), false, false, &loc, &kwhy);
+        int rc = s_delete_key(r->bucket, key, strlen(key), &kwhy);
         const char *ecode = NULL, *emsg = NULL;
         if (rc == -2)
             ecode = "AccessDenied", emsg = kwhy;
-        else if (rc == 0 && rf_sgfs_delete(&loc) < 0)
+        else if (rc == -3)
             ecode = "InternalError", emsg = strerror(errno);
         /* rc == -1: an impossible key holds no object; deleting it succeeds, as in S3 */
         if (ecode != NULL) {
@@ -682,7 +754,7 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
     if (!s_allowed(r, r->bucket, "put"))
         return;
     rf_sgfs_loc_t loc;
-    if (s_resolve(r, r->bucket, r->key, r->key_len, true, &loc) < 0)
+    if (s_resolve_put(r, &loc) < 0)
         return;
     char meta[RF_SGFS_META_MAX], ctbuf[128];
     const char *ct = s_content_type(r, ctbuf, sizeof(ctbuf));
@@ -710,17 +782,18 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
     int rc = copy ? s_copy_range(r, sfd, 0, src.size, w) : gw_s3_body_into(r, w);
     if (sfd >= 0)
         close(sfd);
+    if (rc == 0 && r->key[r->key_len - 1] == '/' && rf_sgfs_put_size(w) > 0) {
+        /* a folder marker is a directory: it has nowhere to keep bytes */
+        gw_s3_error(r, "InvalidRequest", "a key ending in '/' is a folder marker: its body must be empty");
+        rc = -1;
+    }
     if (rc < 0) {
         rf_sgfs_put_abort(&w);
         return;
     }
     rf_sgfs_stat_t st;
     if (rf_sgfs_put_commit(&w, NULL, &st) < 0) {
-        gw_s3_error(r, errno == EISDIR || errno == ENOTDIR ? "InvalidRequest" : "InternalError",
-                    "cannot store the object: %s", errno == EISDIR || errno == ENOTDIR
-                                                         ? "a directory of the mount has this name (a file mount "
-                                                           "cannot hold both KEY and KEY/…)"
-                                                         : strerror(errno));
+        s_store_error(r, errno);
         return;
     }
     if (copy) {
@@ -736,14 +809,13 @@ static void s_delete_object(gw_s3_req_t *r)
     r->op = "DeleteObject";
     if (!s_allowed(r, r->bucket, "delete"))
         return;
-    rf_sgfs_loc_t loc;
-    const char *why;
-    int rc = rf_sgfs_resolve(r->bucket, r->key, r->key_len, false, false, &loc, &why);
+    const char *why = NULL;
+    int rc = s_delete_key(r->bucket, r->key, r->key_len, &why);
     if (rc == -2) {
         gw_s3_error(r, "AccessDenied", "%s", why);
         return;
     }
-    if (rc == 0 && rf_sgfs_delete(&loc) < 0) {
+    if (rc == -3) {
         gw_s3_error(r, "InternalError", "cannot delete: %s", strerror(errno));
         return;
     }
@@ -769,7 +841,7 @@ static void s_create_upload(gw_s3_req_t *r)
     if (!s_allowed(r, r->bucket, "put"))
         return;
     rf_sgfs_loc_t loc;
-    if (s_resolve(r, r->bucket, r->key, r->key_len, true, &loc) < 0)
+    if (s_resolve_put(r, &loc) < 0)
         return;
     char meta[RF_SGFS_META_MAX], ctbuf[128], id[33];
     const char *ct = s_content_type(r, ctbuf, sizeof(ctbuf));
@@ -882,10 +954,16 @@ static void s_complete_upload(gw_s3_req_t *r, const char *id)
         rc = rf_sgfs_mpu_complete(&loc, id, numbers, etags, c.n, S_MIN_PART, &st, &code);
     } else {
         code = "InternalError";
+        errno = ENOMEM;
     }
+    int e = errno;
     free(numbers);
     free(etags);
     rf_s3xml_complete_clear(&c);
+    if (rc < 0 && strcmp(code, "InternalError") == 0) { /* publishing failed: say why */
+        s_store_error(r, e);
+        return;
+    }
     if (rc < 0) {
         const char *msg = strcmp(code, "InvalidPart") == 0
                               ? "one or more of the specified parts could not be found or its ETag does not match"
