@@ -162,6 +162,10 @@ static int s_fill_stat(int fd, rf_sgfs_stat_t *st)
     st->is_dir = S_ISDIR(sb.st_mode);
     st->size = st->is_dir ? 0 : (uint64_t)sb.st_size;
     st->mtime_ns = s_mtime_ns(&sb);
+    if (st->is_dir) { /* a folder marker's content is empty: the MD5 of nothing, as its PUT answered */
+        snprintf(st->etag, sizeof(st->etag), "d41d8cd98f00b204e9800998ecf8427e");
+        return 0;
+    }
     char buf[RF_SGFS_META_MAX + 512];
     ssize_t n = fgetxattr(fd, S_XATTR, buf, sizeof(buf) - 1);
     if (n > 0) {

@@ -48,6 +48,7 @@ static int s_status(const char *code)
                {"PreconditionFailed", 412},
                {"EntityTooLarge", 413},
                {"InvalidRange", 416},
+               {"InvalidPartNumber", 416},
                {"InternalError", 500},
                {"NotImplemented", 501},
                {"SlowDown", 503},

@@ -35,7 +35,9 @@ static const char *s_unsupported(const gw_s3_req_t *r)
                                         "notification", "encryption", "object-lock", "replication", "retention",
                                         "legal-hold", "ownershipControls", "publicAccessBlock", "requestPayment",
                                         "accelerate", "analytics", "inventory", "metrics", "intelligent-tiering",
-                                        "torrent", "restore", "select", "attributes", "policyStatus", NULL};
+                                        "torrent", "restore", "select", "attributes", "policyStatus",
+                                        /* not a ListObjects answer: a client would read "no versions" */
+                                        "versions", NULL};
     for (int i = 0; names[i]; i++)
         if (gw_s3_param(r, names[i]) != NULL)
             return names[i];
@@ -604,11 +606,47 @@ static void s_object_headers(gw_s3_req_t *r, const rf_sgfs_stat_t *st)
     }
 }
 
+/* Buckets keep no versions: each object is its only version, "null" (as
+ * S3 names the version of an unversioned object). Answers and returns
+ * false for any other versionId. */
+static bool s_version_ok(gw_s3_req_t *r)
+{
+    const char *v = gw_s3_param(r, "versionId");
+    if (v == NULL || strcmp(v, "null") == 0)
+        return true;
+    gw_s3_error(r, "InvalidArgument", "invalid version id specified (buckets here keep no versions)");
+    return false;
+}
+
+/* ?partNumber=N of GET / HEAD. Part boundaries are not kept once an upload
+ * is complete, so every object answers as one part: N = 1 is the whole
+ * object, N > 1 is InvalidPartNumber (416), as S3 answers for an object
+ * uploaded in one piece. Without this a client fetching parts 1..N of a
+ * multipart object in parallel would get the whole object N times. Returns
+ * false after answering. */
+static bool s_part_number_ok(gw_s3_req_t *r)
+{
+    const char *pn = gw_s3_param(r, "partNumber");
+    if (pn == NULL)
+        return true;
+    char *end;
+    long n = strtol(pn, &end, 10);
+    if (*pn == '\0' || *end != '\0' || n < 1 || n > 10000) {
+        gw_s3_error(r, "InvalidArgument", "partNumber must be an integer from 1 to 10000");
+        return false;
+    }
+    if (n > 1) {
+        gw_s3_error(r, "InvalidPartNumber", "the requested partnumber is not satisfiable (the object is one part)");
+        return false;
+    }
+    return true;
+}
+
 static void s_get_object(gw_s3_req_t *r)
 {
     bool head = s_method(r, "HEAD");
     r->op = head ? "HeadObject" : "GetObject";
-    if (!s_allowed(r, r->bucket, "get"))
+    if (!s_allowed(r, r->bucket, "get") || !s_version_ok(r) || !s_part_number_ok(r))
         return;
     rf_sgfs_loc_t loc;
     if (s_resolve(r, r->bucket, r->key, r->key_len, false, &loc) < 0)
@@ -807,7 +845,7 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
 static void s_delete_object(gw_s3_req_t *r)
 {
     r->op = "DeleteObject";
-    if (!s_allowed(r, r->bucket, "delete"))
+    if (!s_allowed(r, r->bucket, "delete") || !s_version_ok(r))
         return;
     const char *why = NULL;
     int rc = s_delete_key(r->bucket, r->key, r->key_len, &why);

@@ -1101,7 +1101,8 @@ def test_file_and_directory_names_conflict(sg):
     """A file mount cannot hold both KEY and KEY/…: the second PUT is a 400
     InvalidRequest that leaves the first object as it was (no 500, no
     temporary file); a folder marker ("dir/", empty) is a directory that
-    HEAD finds and DELETE removes, and a folder marker with a body is
+    HEAD finds (with the ETag its PUT gave: the MD5 of nothing) and DELETE
+    removes, and a folder marker with a body is
     refused rather than stored without its bytes."""
     c = sg.boto()
     c.put_object(Bucket="photos", Key="conflict/a", Body=b"file a")
@@ -1113,9 +1114,11 @@ def test_file_and_directory_names_conflict(sg):
     assert _client_error(c.put_object, Bucket="photos", Key="conflict/a/", Body=b"") == ("InvalidRequest", 400)
     assert c.get_object(Bucket="photos", Key="conflict/a")["Body"].read() == b"file a"
     assert c.get_object(Bucket="photos", Key="conflict/d/e")["Body"].read() == b"file e"
-    c.put_object(Bucket="photos", Key="conflict/folder/", Body=b"")
+    put = c.put_object(Bucket="photos", Key="conflict/folder/", Body=b"")
     assert os.path.isdir(sg.path("photos", "conflict/folder"))
-    assert c.head_object(Bucket="photos", Key="conflict/folder/")["ContentLength"] == 0
+    head = c.head_object(Bucket="photos", Key="conflict/folder/")
+    assert head["ContentLength"] == 0
+    assert head["ETag"] == put["ETag"] == '"%s"' % hashlib.md5(b"").hexdigest()  # what the PUT said
     assert _client_error(c.put_object, Bucket="photos", Key="conflict/withbody/", Body=b"bytes") == \
         ("InvalidRequest", 400)
     assert not os.path.exists(sg.path("photos", "conflict/withbody"))
@@ -1486,3 +1489,25 @@ def test_aws_chunked_signed_trailer(sg):
     st, _, body = put("chunked/strailer-bad.bin", bad_trailer_sig=True)
     assert st == 403 and xml_error(body)[0] == "SignatureDoesNotMatch", body
     assert sg.raw("GET", "/photos/chunked/strailer-bad.bin")[0] == 404
+
+
+def test_versions_and_part_numbers(sg):
+    """Buckets keep no versions and objects no part boundaries, and say so
+    instead of answering something else: ?versions is 501 NotImplemented
+    (not a ListObjects answer a client would read as "no versions");
+    versionId "null" is the object, any other id InvalidArgument for GET
+    and DELETE (which then deletes nothing); partNumber=1 is the whole
+    object and partNumber=2 InvalidPartNumber (416) — a client fetching the
+    parts of a multipart object in parallel must not get it N times."""
+    c = sg.boto()
+    c.put_object(Bucket="photos", Key="ver/v.txt", Body=b"only version")
+    assert _client_error(c.list_object_versions, Bucket="photos") == ("NotImplemented", 501)
+    assert c.get_object(Bucket="photos", Key="ver/v.txt", VersionId="null")["Body"].read() == b"only version"
+    assert _client_error(c.get_object, Bucket="photos", Key="ver/v.txt", VersionId="3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY")\
+        == ("InvalidArgument", 400)
+    assert _client_error(c.delete_object, Bucket="photos", Key="ver/v.txt", VersionId="abc") == ("InvalidArgument", 400)
+    assert os.path.exists(sg.path("photos", "ver/v.txt"))
+    g = c.get_object(Bucket="photos", Key="ver/v.txt", PartNumber=1)
+    assert g["Body"].read() == b"only version"
+    assert _client_error(c.get_object, Bucket="photos", Key="ver/v.txt", PartNumber=2) == ("InvalidPartNumber", 416)
+    assert _client_error(c.head_object, Bucket="photos", Key="ver/v.txt", PartNumber=2) == ("416", 416)
