@@ -28,6 +28,7 @@ GATEWAY_BIN = os.path.join(BIN, "refract-gateway")
 # a TSan gateway with the normal worker).
 WORKER_BIN = os.environ.get("REFRACT_WORKER_BIN") or os.path.join(BIN, "refract-image-worker")
 VIDEO_WORKER_BIN = os.environ.get("REFRACT_VIDEO_WORKER_BIN") or os.path.join(BIN, "refract-video-worker")
+SCHEDULER_BIN = os.path.join(BIN, "refract-storgate-scheduler")
 
 # Figures worth printing at the end of the run (conftest's terminal summary).
 MEASUREMENTS = []
@@ -668,6 +669,8 @@ def image_info(content, tmpdir, name="out"):
 # ------------------------------------------------------------------ yaml ---
 
 def _scalar(v):
+    if v is None:
+        return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -795,7 +798,8 @@ class Stack:
     merged over the defaults below."""
 
     def __init__(self, workdir, vhosts, gateway=None, bus=None, image_worker=None, vhost_defaults=None, workers=1,
-                 start=True, log_level="info", video_workers=0, video_worker=None, storgate=None):
+                 start=True, log_level="info", video_workers=0, video_worker=None, storgate=None,
+                 scheduler_bus=False):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.port, self.admin_port, self.bus_port = free_ports(3)
@@ -838,6 +842,14 @@ class Stack:
         if storgate is not None:  # the S3 API: storgate.listen on a port of its own
             self.s3_port = free_port()
             self.config["storgate"] = deep_merge({"listen": f"127.0.0.1:{self.s3_port}"}, storgate)
+        # The scheduler's state (shared with the gateway: events/) and, with
+        # scheduler_bus, its own broker, which the workers also connect to.
+        self.config["storgate_scheduler"] = {"state_dir": os.path.join(workdir, "sg-state"), "jobs": 2}
+        if scheduler_bus:
+            ep = f"tcp://127.0.0.1:{free_port()}"
+            self.config["storgate_scheduler"]["bus_endpoint"] = ep
+            self.config["bus"]["connect"] = [self.config["bus"]["endpoint"], ep]
+        self.schedulers = []
         self.config["log"] = {"level": log_level}
         self.cfg_path = os.path.join(workdir, "refract.yaml")
         self.write_config()
@@ -918,6 +930,38 @@ class Stack:
             self.wait_workers(sum(1 for x in self.workers if x.alive() and x.service == service), service=service)
         return w
 
+    def add_scheduler(self, name=None, wait=True, **section):
+        """Starts a refract-storgate-scheduler on this stack's config, with
+        its own metrics port (storgate_scheduler.name = name, other keys of
+        that section from `section`); wait: until its /healthz answers."""
+        i = len(self.schedulers)
+        mport = free_port()
+        cfg = json.loads(json.dumps(self.config))
+        sec = cfg["storgate_scheduler"]
+        sec["metrics_listen"] = f"127.0.0.1:{mport}"
+        sec["name"] = name or f"node{i}"
+        sec.update(section)
+        path = self.write_config(cfg, os.path.join(self.dir, f"scheduler{i}.yaml"))
+        p = Proc(f"scheduler{i}", [SCHEDULER_BIN, "-c", path], os.path.join(self.dir, f"scheduler{i}.log"), REPO)
+        p.metrics_port = mport
+        self.schedulers.append(p)
+        if wait:
+            deadline = time.time() + 10
+            while True:
+                try:
+                    if requests.get(f"http://127.0.0.1:{mport}/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if not p.alive() or time.time() > deadline:
+                    raise AssertionError(f"scheduler{i} did not start:\n" + p.log())
+                time.sleep(0.05)
+        return p
+
+    def scheduler_metric(self, p, name, **labels):
+        text = requests.get(f"http://127.0.0.1:{p.metrics_port}/metrics", timeout=5).text
+        return metric_value(text, name, **labels)
+
     def add_video_worker(self, jobs=None, wait=True):
         return self.add_worker(jobs=jobs, wait=wait, service="video")
 
@@ -969,7 +1013,7 @@ class Stack:
 
     # -- logs
     def procs(self):
-        return self.old_gateways + ([self.gw] if self.gw else []) + self.workers
+        return self.old_gateways + ([self.gw] if self.gw else []) + self.workers + self.schedulers
 
     def logs(self, tail=150):
         parts = []
@@ -982,8 +1026,9 @@ class Stack:
     def close(self, raise_problems=True):
         if self in LIVE_STACKS:
             LIVE_STACKS.remove(self)
-        # Workers first: the gateway then sees clean DISCONNECTs.
-        for p in list(reversed(self.workers)) + [g for g in self.old_gateways] + ([self.gw] if self.gw else []):
+        # Schedulers and workers first: the gateway then sees clean DISCONNECTs.
+        for p in (list(reversed(self.schedulers)) + list(reversed(self.workers)) + [g for g in self.old_gateways] +
+                  ([self.gw] if self.gw else [])):
             _, problem = p.stop()
             if problem:
                 self.problems.append(problem)

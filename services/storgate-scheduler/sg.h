@@ -1,0 +1,158 @@
+/*  sg — refract-storgate-scheduler: storgate's batches and workflows (seed 003).
+ *
+ *  One process per node. The leader (sg_leader.c) evaluates each bucket's
+ *  onBatch schedules (rf_cron), lists the batch's path in chunks of
+ *  chunkSize (sg_batch.c), filters the items and queues them; `jobs` item
+ *  threads run each item's workflow (sg_item.c: tasks, savePath,
+ *  whenExist, onComplete) and queue its webhooks in the persistent outbox
+ *  (sg_outbox.c), which a delivery thread empties at least once.
+ *
+ *  An item's path through the process, one way:
+ *    schedule fires -> chunk listed (onChunkExtracted) -> item queued ->
+ *    tasks -> onComplete.src -> onItemCompleted | onItemAborted ->
+ *    chunk done (cursor saved, onChunkCompleted)
+ *  Every log line of an item carries its id (BATCHRUN-N), from listing to
+ *  webhook.
+ */
+#ifndef SG_H
+#define SG_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rf_config.h"
+#include "rf_metrics.h"
+#include "rf_sgconf.h"
+#include "rf_sgfs.h"
+
+typedef struct sg_outbox_t sg_outbox_t;
+typedef struct sg_leader_t sg_leader_t;
+typedef struct sg_bus_t sg_bus_t;
+typedef struct sg_events_t sg_events_t;
+
+/* Metrics of the scheduler, declared in main.c. */
+typedef struct {
+    rf_metric_t *items;      /* refract_storgate_items_total{bucket,workflow,outcome} */
+    rf_metric_t *batches;    /* refract_storgate_batches_total{bucket,outcome} */
+    rf_metric_t *leader;     /* refract_storgate_leader (1 while this node leads) */
+    rf_metric_t *webhooks;   /* refract_storgate_webhooks_total{outcome} */
+    rf_metric_t *outbox;     /* refract_storgate_outbox_pending */
+    rf_metric_t *queue;      /* refract_storgate_items_queued */
+} sg_metrics_t;
+
+extern sg_metrics_t sg_m;
+
+/* One item of a batch chunk. */
+typedef struct sg_item_t {
+    struct sg_item_t *next;
+    const rf_sg_bucket_t *bucket;
+    const rf_sg_event_t *event; /* the onBatch (or onPut …) that raised it */
+    const rf_sg_workflow_t *workflow;
+    struct sg_chunk_t *chunk; /* NULL for items not from a batch */
+    char id[128];             /* BATCHRUN-N: in every log line and webhook */
+    char key[RF_SGFS_KEY_MAX + 1]; /* the bucket key, no leading '/' */
+    bool deleted;                  /* onDelete: the source is gone, its outputs go too */
+    char event_file[96];           /* an event's file in STATE/events ("" for batch items) */
+} sg_item_t;
+
+/* A listed chunk: its items are done when `left` reaches 0. */
+typedef struct sg_chunk_t {
+    struct sg_batch_t *batch;
+    atomic_int left;
+    int n, failed;
+    char last[RF_SGFS_KEY_MAX + 1]; /* the cursor after this chunk */
+    char id[128];
+} sg_chunk_t;
+
+/* The process. */
+typedef struct {
+    const rf_config_t *cfg;
+    const rf_sg_conf_t *sc;
+    char node[128];
+    char state_dir[512];
+    sg_outbox_t *outbox;
+    sg_leader_t *leader;
+    sg_bus_t *bus; /* NULL without storgate_scheduler.bus_endpoint */
+    sg_events_t *events;
+    /* the item queue */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sg_item_t *head, *tail;
+    int queued;
+    atomic_int stopping;
+    pthread_t *threads;
+    int nthreads;
+} sg_node_t;
+
+/* ---- the item queue and workflows (sg_item.c) ---- */
+
+void sg_queue_push(sg_node_t *n, sg_item_t *it);
+/* Item threads: run until n->stopping. */
+void *sg_item_thread(void *arg);
+/* Runs the workflow of one item; 0 done, -1 aborted (logged, webhooked). */
+int sg_item_run(sg_node_t *n, sg_item_t *it);
+
+/* ---- batches (sg_batch.c) ---- */
+
+typedef struct sg_batch_t sg_batch_t;
+/* Every enabled onBatch of every bucket, with its next run time. */
+typedef struct sg_batches_t sg_batches_t;
+sg_batches_t *sg_batches_new(sg_node_t *n, char *why, size_t why_len);
+void sg_batches_destroy(sg_batches_t **self_p);
+/* Called by the main loop: takes or renews the lease, then (leader only)
+ * starts batches whose time has come (or all enabled ones when `now_all`)
+ * and advances running ones by a chunk when the previous chunk is done.
+ * Returns whether this node leads. */
+bool sg_batches_tick(sg_batches_t *self, bool now_all);
+/* Called by item threads when an item of a chunk is finished. */
+void sg_chunk_item_done(sg_node_t *n, sg_chunk_t *c, bool ok);
+
+/* ---- events from the gateway (sg_events.c) ---- */
+
+sg_events_t *sg_events_new(sg_node_t *n);
+void sg_events_destroy(sg_events_t **self_p);
+/* Queues the items of new event files. Leader only. */
+void sg_events_tick(sg_events_t *e);
+/* An event's item is over: its file goes. */
+void sg_events_done(sg_events_t *e, const char *name);
+
+/* ---- the outbox (sg_outbox.c) ---- */
+
+/* Opens (creating) STATE/outbox and starts the delivery thread. */
+sg_outbox_t *sg_outbox_new(const char *state_dir, char *why, size_t why_len);
+void sg_outbox_destroy(sg_outbox_t **self_p);
+/* Queues a webhook: target (an http(s):// URL; a .js path is refused for
+ * now), payload JSON text (copied), its idempotency key. Durable when it
+ * returns 0 (written and fsynced). */
+int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload);
+/* Deliveries waiting: the outbox's files, counted (for the gauge, at scrape time). */
+int sg_outbox_pending(sg_outbox_t *o);
+
+/* ---- leadership (sg_leader.c) ---- */
+
+/* url: distribution.leader.url (NULL or meta.enable false: always leader). */
+sg_leader_t *sg_leader_new(const rf_sg_conf_t *sc, const char *node, const char *state_dir, char *why,
+                           size_t why_len);
+void sg_leader_destroy(sg_leader_t **self_p);
+/* Acquires or renews the lease; true while this node leads. Its fencing
+ * token (increasing with each new term) in *token. */
+bool sg_leader_tick(sg_leader_t *l, uint64_t *token);
+/* Whether a write made under `token` is still allowed (the lease still
+ * holds that token). */
+bool sg_leader_fence_ok(sg_leader_t *l, uint64_t token);
+
+/* ---- transforms over the bus (sg_bus.c) ---- */
+
+sg_bus_t *sg_bus_new(const rf_config_t *cfg, rf_metrics_t *metrics, char *why, size_t why_len);
+void sg_bus_destroy(sg_bus_t **self_p);
+/* Runs chain (a dims chain, e.g. "/format/webp/resize/500") on the file at
+ * path; the result's bytes in *out (malloc'd) and its length. Blocks the
+ * calling item thread up to timeout_s. 0, or -1 with why. */
+/* Frees the calling thread's submitter (before the broker goes). */
+void sg_bus_thread_end(void);
+int sg_bus_transform(sg_bus_t *b, const char *service, const char *chain, const char *path, const char *id,
+                     int timeout_s, void **out, size_t *out_len, char *why, size_t why_len);
+
+#endif

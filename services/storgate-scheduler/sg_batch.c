@@ -1,0 +1,368 @@
+/*  sg_batch — onBatch: schedules, chunks and cursors (sg.h).
+ *
+ *  A run lists the batch's path in key order (rf_sgfs_list: depth-first,
+ *  as S3 lists), chunkSize items at a time, filters them (Ansible find's
+ *  criteria) and queues them. The next chunk is listed when every item of
+ *  the previous one is done:
+ *    cursor continue: after the previous chunk's last key;
+ *    cursor reset:    from the start again (the workflow removed or moved
+ *                     what it did; if a chunk begins where the previous
+ *                     one began, nothing was removed and the run stops
+ *                     rather than loop, as the seed warns).
+ *  The run's progress (its id and cursor) is saved after each chunk in
+ *  STATE/cursors/, under the leader's fencing token, so a restarted or new
+ *  leader resumes the chunk in progress: at most that chunk's finished
+ *  items run twice, none is lost.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rf_cron.h"
+#include "rf_log.h"
+#include "rf_sgevent.h"
+#include "sg.h"
+
+struct sg_batch_t {
+    sg_node_t *n;
+    const rf_sg_bucket_t *b;
+    const rf_sg_event_t *ev;
+    const rf_sg_workflow_t *wf;
+    size_t index;
+    rf_cron_t cron;
+    int64_t next_at;
+    bool running;
+    sg_chunk_t *chunk; /* in flight; NULL between chunks */
+    char cursor[RF_SGFS_KEY_MAX + 1];
+    char prev_first[RF_SGFS_KEY_MAX + 1]; /* reset mode: where the previous chunk began */
+    char run_id[96];
+    int chunk_no;
+    uint64_t item_no;
+    uint64_t token; /* the fencing token the run's progress is written under */
+};
+
+struct sg_batches_t {
+    sg_node_t *n;
+    sg_batch_t *v;
+    size_t nv;
+    bool leading;
+};
+
+/* ---- progress files ------------------------------------------------------------------- */
+
+static void s_state_path(const sg_batch_t *bt, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/cursors/%s.%zu", bt->n->state_dir, bt->b->name, bt->index);
+}
+
+/* Saves "RUN_ID\nCURSOR\nCHUNK\nITEM\n" (RUN_ID "" = no run in progress),
+ * atomically, if this node still leads under the run's token. */
+static void s_save(sg_batch_t *bt)
+{
+    if (!sg_leader_fence_ok(bt->n->leader, bt->token)) {
+        rf_warn("storgate batch %s: not saving progress: the lease moved on (fencing token %llu)", bt->run_id,
+                (unsigned long long)bt->token);
+        return;
+    }
+    char path[700], tmp[720];
+    s_state_path(bt, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        rf_error("storgate: cannot save batch progress %s: %s", tmp, strerror(errno));
+        return;
+    }
+    fprintf(f, "%s\n%s\n%d\n%llu\n", bt->running ? bt->run_id : "", bt->cursor, bt->chunk_no,
+            (unsigned long long)bt->item_no);
+    fflush(f);
+    fsync(fileno(f));
+    fclose(f);
+    if (rename(tmp, path) != 0)
+        rf_error("storgate: cannot save batch progress %s: %s", path, strerror(errno));
+}
+
+/* Loads a run in progress, if one was saved. */
+static void s_load(sg_batch_t *bt)
+{
+    char path[700], run[64] = "", cur[RF_SGFS_KEY_MAX + 2] = "";
+    s_state_path(bt, path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    int chunk = 0;
+    unsigned long long item = 0;
+    if (fgets(run, sizeof(run), f) && fgets(cur, sizeof(cur), f) && fscanf(f, "%d\n%llu", &chunk, &item) == 2) {
+        run[strcspn(run, "\n")] = '\0';
+        cur[strcspn(cur, "\n")] = '\0';
+        if (run[0] != '\0') {
+            bt->running = true;
+            snprintf(bt->run_id, sizeof(bt->run_id), "%s", run);
+            snprintf(bt->cursor, sizeof(bt->cursor), "%s", cur);
+            bt->chunk_no = chunk;
+            bt->item_no = item;
+            rf_info("storgate batch %s: resuming after '%s' (chunk %d)", bt->run_id, bt->cursor, chunk + 1);
+        }
+    }
+    fclose(f);
+}
+
+/* ---- webhooks of chunks ----------------------------------------------------------------- */
+
+static void s_chunk_hook(sg_batch_t *bt, const char *event, const char *target, const sg_chunk_t *c)
+{
+    if (target == NULL)
+        return;
+    char key[200];
+    snprintf(key, sizeof(key), "%s:%s", c->id, event);
+    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s}", "id", key, "event", event, "node",
+                          bt->n->node, "bucket", bt->b->name, "path", bt->ev->path, "run", bt->run_id, "items", c->n,
+                          "failed", c->failed, "last", c->last);
+    char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    if (text == NULL || sg_outbox_put(bt->n->outbox, target, key, text) < 0)
+        rf_error("storgate batch %s: cannot queue %s to %s", bt->run_id, event, target);
+    free(text);
+    json_decref(p);
+}
+
+/* ---- runs and chunks ---------------------------------------------------------------------- */
+
+/* The key prefix of the batch's path ("" for "/", "a/b/" for "/a/b"). */
+static void s_prefix(const sg_batch_t *bt, char *out, size_t cap)
+{
+    const char *p = bt->ev->path;
+    if (strcmp(p, "/") == 0)
+        out[0] = '\0';
+    else
+        snprintf(out, cap, "%s/", p + 1);
+}
+
+static void s_run_end(sg_batch_t *bt, const char *how)
+{
+    const char *l[] = {bt->b->name, how};
+    rf_metric_add(sg_m.batches, l, 1);
+    rf_info("storgate batch %s: %s after %d chunk(s), %llu item(s)", bt->run_id, how, bt->chunk_no,
+            (unsigned long long)bt->item_no);
+    bt->running = false;
+    bt->cursor[0] = '\0';
+    bt->prev_first[0] = '\0';
+    s_save(bt);
+    bt->next_at = rf_cron_next(&bt->cron, (int64_t)time(NULL), false);
+}
+
+/* Lists and queues the next chunk; ends the run when nothing is left. */
+static void s_next_chunk(sg_batch_t *bt)
+{
+    char prefix[RF_SGFS_KEY_MAX + 2], after[RF_SGFS_KEY_MAX + 1];
+    s_prefix(bt, prefix, sizeof(prefix));
+    snprintf(after, sizeof(after), "%s", bt->ev->cursor_reset ? "" : bt->cursor);
+    const char *delim = bt->ev->has_filter && bt->ev->filter.recursive ? NULL
+                        : bt->ev->has_filter                          ? "/"
+                                                                      : NULL;
+    sg_chunk_t *c = calloc(1, sizeof(*c));
+    sg_item_t **items = calloc((size_t)bt->ev->chunk_size, sizeof(*items));
+    if (c == NULL || items == NULL) {
+        free(c);
+        free(items);
+        return;
+    }
+    c->batch = bt;
+    int64_t now = (int64_t)time(NULL);
+    char first[RF_SGFS_KEY_MAX + 1] = "";
+    /* S3 lists at most 1000 a page: a chunk may take several */
+    while (c->n < bt->ev->chunk_size) {
+        rf_sgfs_list_t l;
+        size_t want = (size_t)(bt->ev->chunk_size - c->n);
+        if (rf_sgfs_list(bt->b, prefix, delim, after, want > 1000 ? 1000 : want, &l) < 0) {
+            rf_error("storgate batch %s: cannot list /%s: %s", bt->run_id, prefix, strerror(errno));
+            break;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            snprintf(after, sizeof(after), "%s", l.e[i].key);
+            if (l.e[i].prefix || !rf_sgevent_filter_ok(bt->ev, l.e[i].key, (int64_t)l.e[i].size, l.e[i].mtime_ns / 1000000000, now))
+                continue;
+            if (first[0] == '\0')
+                snprintf(first, sizeof(first), "%s", l.e[i].key);
+            sg_item_t *it = calloc(1, sizeof(*it));
+            if (it == NULL)
+                break;
+            it->bucket = bt->b;
+            it->event = bt->ev;
+            it->workflow = bt->wf;
+            it->chunk = c;
+            snprintf(it->key, sizeof(it->key), "%s", l.e[i].key);
+            snprintf(it->id, sizeof(it->id), "%s-%llu", bt->run_id, (unsigned long long)++bt->item_no);
+            items[c->n++] = it;
+        }
+        bool more = l.truncated;
+        rf_sgfs_list_clear(&l);
+        if (!more)
+            break;
+    }
+    if (c->n == 0) {
+        free(c);
+        free(items);
+        s_run_end(bt, "completed");
+        return;
+    }
+    if (bt->ev->cursor_reset && bt->prev_first[0] != '\0' && strcmp(first, bt->prev_first) == 0) {
+        for (int i = 0; i < c->n; i++)
+            free(items[i]);
+        free(c);
+        free(items);
+        rf_warn("storgate batch %s: cursor reset, but the previous chunk's items are still there (the workflow "
+                "neither deletes nor moves its sources): stopping the run instead of looping",
+                bt->run_id);
+        s_run_end(bt, "stopped");
+        return;
+    }
+    snprintf(bt->prev_first, sizeof(bt->prev_first), "%s", first);
+    snprintf(c->last, sizeof(c->last), "%s", after);
+    snprintf(c->id, sizeof(c->id), "%s:chunk%d", bt->run_id, ++bt->chunk_no);
+    atomic_store(&c->left, c->n);
+    bt->chunk = c;
+    rf_info("storgate batch %s: chunk %d: %d item(s) from /%s (%s .. %s)", bt->run_id, bt->chunk_no, c->n, prefix,
+            items[0]->key, items[c->n - 1]->key);
+    s_chunk_hook(bt, "onChunkExtracted", bt->ev->on_chunk_extracted, c);
+    for (int i = 0; i < c->n; i++)
+        sg_queue_push(bt->n, items[i]);
+    free(items);
+}
+
+void sg_chunk_item_done(sg_node_t *n, sg_chunk_t *c, bool ok)
+{
+    (void)n;
+    if (!ok)
+        __atomic_add_fetch(&c->failed, 1, __ATOMIC_RELAXED);
+    atomic_fetch_sub(&c->left, 1); /* the main loop sees 0 and moves on */
+}
+
+/* A chunk whose items are all done: save the cursor, send onChunkCompleted. */
+static void s_chunk_finish(sg_batch_t *bt)
+{
+    sg_chunk_t *c = bt->chunk;
+    snprintf(bt->cursor, sizeof(bt->cursor), "%s", c->last);
+    s_save(bt);
+    s_chunk_hook(bt, "onChunkCompleted", bt->ev->on_chunk_completed, c);
+    rf_info("storgate batch %s: chunk %d done (%d item(s), %d failed)", bt->run_id, bt->chunk_no, c->n, c->failed);
+    free(c);
+    bt->chunk = NULL;
+}
+
+static void s_run_start(sg_batch_t *bt, uint64_t token)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char t[32];
+    strftime(t, sizeof(t), "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(bt->run_id, sizeof(bt->run_id), "%s.%zu.%s", bt->b->name, bt->index, t);
+    bt->running = true;
+    bt->cursor[0] = '\0';
+    bt->prev_first[0] = '\0';
+    bt->chunk_no = 0;
+    bt->item_no = 0;
+    bt->token = token;
+    const char *l[] = {bt->b->name, "started"};
+    rf_metric_add(sg_m.batches, l, 1);
+    rf_info("storgate batch %s: started (%s, path %s, workflow %s)", bt->run_id, bt->ev->schedule, bt->ev->path,
+            bt->wf->name);
+    s_save(bt);
+}
+
+bool sg_batches_tick(sg_batches_t *self, bool now_all)
+{
+    uint64_t token = 0;
+    bool lead = sg_leader_tick(self->n->leader, &token);
+    rf_metric_set(sg_m.leader, NULL, lead ? 1 : 0);
+    if (lead && !self->leading) { /* a new term: pick up what a previous leader left */
+        rf_info("storgate: %s leads (fencing token %llu)", self->n->node, (unsigned long long)token);
+        for (size_t i = 0; i < self->nv; i++) {
+            s_load(&self->v[i]);
+            self->v[i].token = token;
+        }
+    }
+    if (!lead && self->leading)
+        rf_warn("storgate: %s no longer leads; runs in progress stay where they are for the next leader",
+                self->n->node);
+    self->leading = lead;
+    if (!lead)
+        return false;
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < self->nv; i++) {
+        sg_batch_t *bt = &self->v[i];
+        bt->token = token;
+        if (bt->chunk != NULL) {
+            if (atomic_load(&bt->chunk->left) > 0)
+                continue;
+            s_chunk_finish(bt);
+        }
+        if (!bt->running && (now_all || (bt->next_at > 0 && now >= bt->next_at)))
+            s_run_start(bt, token);
+        if (bt->running && bt->chunk == NULL)
+            s_next_chunk(bt);
+    }
+    return true;
+}
+
+sg_batches_t *sg_batches_new(sg_node_t *n, char *why, size_t why_len)
+{
+    sg_batches_t *self = calloc(1, sizeof(*self));
+    if (self == NULL)
+        return NULL;
+    self->n = n;
+    size_t total = 0;
+    for (size_t b = 0; b < n->sc->n_buckets; b++)
+        total += n->sc->buckets[b].n_on_batch;
+    self->v = calloc(total ? total : 1, sizeof(*self->v));
+    if (self->v == NULL) {
+        free(self);
+        return NULL;
+    }
+    int64_t now = (int64_t)time(NULL);
+    for (size_t b = 0; b < n->sc->n_buckets; b++) {
+        const rf_sg_bucket_t *bk = &n->sc->buckets[b];
+        for (size_t i = 0; i < bk->n_on_batch; i++) {
+            const rf_sg_event_t *ev = &bk->on_batch[i];
+            if (!bk->enable || !ev->enable)
+                continue;
+            const rf_sg_workflow_t *wf = rf_sgconf_workflow(bk, ev->workflow);
+            if (wf == NULL || !wf->enable) {
+                rf_warn("storgate: bucket %s onBatch %zu has no enabled workflow: skipped", bk->name, i);
+                continue;
+            }
+            sg_batch_t *bt = &self->v[self->nv];
+            char cwhy[200];
+            if (rf_cron_parse(ev->schedule, &bt->cron, cwhy, sizeof(cwhy)) < 0) {
+                snprintf(why, why_len, "bucket %s onBatch %zu: schedule '%s': %s", bk->name, i, ev->schedule, cwhy);
+                sg_batches_destroy(&self);
+                return NULL;
+            }
+            bt->n = n;
+            bt->b = bk;
+            bt->ev = ev;
+            bt->wf = wf;
+            bt->index = i;
+            bt->next_at = rf_cron_next(&bt->cron, now, false);
+            self->nv++;
+        }
+    }
+    return self;
+}
+
+void sg_batches_destroy(sg_batches_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL)
+        return;
+    sg_batches_t *self = *self_p;
+    for (size_t i = 0; i < self->nv; i++)
+        free(self->v[i].chunk); /* its items were freed by the item threads, or are never run */
+    free(self->v);
+    free(self);
+    *self_p = NULL;
+}

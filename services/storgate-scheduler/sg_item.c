@@ -1,0 +1,363 @@
+/*  sg_item — one item through its workflow (sg.h): each task makes an
+ *  output (a copy, or a chain run by a worker over the bus), names it
+ *  (pathPattern, then the Nunjucks savePath) and stores it under the
+ *  whenExist rule; then onComplete.src; then the item's webhook.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rf_log.h"
+#include "rf_tmpl.h"
+#include "sg.h"
+
+/* ---- the queue ------------------------------------------------------------------ */
+
+void sg_queue_push(sg_node_t *n, sg_item_t *it)
+{
+    it->next = NULL;
+    pthread_mutex_lock(&n->mu);
+    if (n->tail)
+        n->tail->next = it;
+    else
+        n->head = it;
+    n->tail = it;
+    n->queued++;
+    rf_metric_set(sg_m.queue, NULL, n->queued);
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+static sg_item_t *s_pop(sg_node_t *n)
+{
+    pthread_mutex_lock(&n->mu);
+    while (n->head == NULL && !atomic_load(&n->stopping))
+        pthread_cond_wait(&n->cv, &n->mu);
+    sg_item_t *it = n->head;
+    if (it != NULL) {
+        n->head = it->next;
+        if (n->head == NULL)
+            n->tail = NULL;
+        n->queued--;
+        rf_metric_set(sg_m.queue, NULL, n->queued);
+    }
+    pthread_mutex_unlock(&n->mu);
+    return it;
+}
+
+/* Each item thread has its own template heap (a Duktape heap is not
+ * thread-safe), made on first use. */
+static __thread rf_tmpl_t *s_tmpl;
+
+void *sg_item_thread(void *arg)
+{
+    sg_node_t *n = arg;
+    for (sg_item_t *it; (it = s_pop(n)) != NULL;) {
+        int rc = sg_item_run(n, it);
+        if (it->chunk != NULL)
+            sg_chunk_item_done(n, it->chunk, rc == 0);
+        free(it);
+    }
+    rf_tmpl_destroy(&s_tmpl);
+    sg_bus_thread_end();
+    return NULL;
+}
+
+/* ---- the item's description ---------------------------------------------------- */
+
+/* item.* as the seed lists them, from the open source file. */
+static json_t *s_item_json(const char *key, int fd)
+{
+    struct stat sb;
+    memset(&sb, 0, sizeof(sb));
+    if (fd >= 0 && fstat(fd, &sb) != 0)
+        return NULL;
+    char path[RF_SGFS_KEY_MAX + 2], dir[RF_SGFS_KEY_MAX + 2], mode[8], user[64], group[64];
+    snprintf(path, sizeof(path), "/%s", key);
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    snprintf(mode, sizeof(mode), "%04o", (unsigned)(sb.st_mode & 07777));
+    struct passwd pw, *pwp = NULL;
+    struct group gr, *grp = NULL;
+    char buf[4096];
+    snprintf(user, sizeof(user), "%u", (unsigned)sb.st_uid);
+    if (getpwuid_r(sb.st_uid, &pw, buf, sizeof(buf), &pwp) == 0 && pwp != NULL)
+        snprintf(user, sizeof(user), "%s", pw.pw_name);
+    snprintf(group, sizeof(group), "%u", (unsigned)sb.st_gid);
+    if (getgrgid_r(sb.st_gid, &gr, buf, sizeof(buf), &grp) == 0 && grp != NULL)
+        snprintf(group, sizeof(group), "%s", gr.gr_name);
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "path", path, "filename",
+                     slash + 1, "dirname", dir, "state", fd < 0 ? "absent" : S_ISDIR(sb.st_mode) ? "directory" : "file", "size",
+                     (json_int_t)sb.st_size, "owner", user, "group", group, "mode", mode, "mtime",
+                     (json_int_t)sb.st_mtim.tv_sec, "atime", (json_int_t)sb.st_atim.tv_sec, "ctime",
+                     (json_int_t)sb.st_ctim.tv_sec, "inode", (json_int_t)sb.st_ino);
+}
+
+/* Renders a path template (pathPattern first, when given) into a bucket
+ * key: leading '/' dropped, repeated '/' folded. 0 or -1 with why. */
+static int s_render_path(const char *tmpl, const char *pattern, const json_t *item, const char *ctx_json, char *key,
+                         size_t cap, char *why, size_t why_len)
+{
+    if (s_tmpl == NULL && (s_tmpl = rf_tmpl_new(why, why_len)) == NULL)
+        return -1;
+    /* pathPattern's #N go in as data (never pasted into template source) */
+    char *out = rf_tmpl_render_pattern(s_tmpl, tmpl, pattern, json_string_value(json_object_get(item, "path")),
+                                       ctx_json, why, why_len);
+    if (out == NULL)
+        return -1;
+    size_t k = 0;
+    for (const char *p = out; *p && k + 1 < cap; p++) {
+        if (*p == '/' && (k == 0 || key[k - 1] == '/'))
+            continue; /* "/image_service//image_landing/a" names "image_service/image_landing/a" */
+        key[k++] = *p;
+    }
+    key[k] = '\0';
+    bool too_long = strlen(out) >= cap;
+    free(out);
+    if (too_long || k == 0) {
+        snprintf(why, why_len, "the rendered path is %s", k == 0 ? "empty" : "too long");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- making and storing one output ----------------------------------------------- */
+
+static int s_copy_fd(int fd, rf_sgfs_put_t *w, char *why, size_t why_len)
+{
+    char *buf = malloc(1 << 20);
+    off_t off = 0;
+    int rc = buf ? 0 : -1;
+    for (ssize_t r; rc == 0 && (r = pread(fd, buf, 1 << 20, off)) != 0;) {
+        if (r < 0 || rf_sgfs_put_write(w, buf, (size_t)r) < 0)
+            rc = -1;
+        off += r > 0 ? r : 0;
+    }
+    free(buf);
+    if (rc < 0)
+        snprintf(why, why_len, "copy failed: %s", strerror(errno ? errno : ENOMEM));
+    return rc;
+}
+
+/* MD5 hex of an existing object: its stored ETag when that is an MD5,
+ * else read whole. 0 or -1. */
+static int s_dest_md5(const rf_sgfs_loc_t *loc, char out[33])
+{
+    rf_sgfs_stat_t st;
+    int fd = rf_sgfs_open(loc, &st);
+    if (fd < 0)
+        return -1;
+    if (strlen(st.etag) == 32) {
+        memcpy(out, st.etag, 33);
+        close(fd);
+        return 0;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    char *buf = malloc(1 << 20);
+    int rc = md && buf && EVP_DigestInit_ex(md, EVP_md5(), NULL) == 1 ? 0 : -1;
+    for (ssize_t r; rc == 0 && (r = read(fd, buf, 1 << 20)) != 0;)
+        rc = r < 0 ? -1 : (EVP_DigestUpdate(md, buf, (size_t)r), 0);
+    unsigned char d[16];
+    unsigned int dl = 0;
+    if (rc == 0 && EVP_DigestFinal_ex(md, d, &dl) == 1 && dl == 16)
+        for (int i = 0; i < 16; i++)
+            sprintf(out + 2 * i, "%02x", d[i]);
+    else
+        rc = -1;
+    EVP_MD_CTX_free(md);
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* Runs one task of the item. 0 stored (or skipped by whenExist), -1 failed. */
+static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd, const char *src_path,
+                  const json_t *item, const char *ctx, char *why, size_t why_len)
+{
+    char key[RF_SGFS_KEY_MAX + 1];
+    if (s_render_path(t->save_path, t->path_pattern, item, ctx, key, sizeof(key), why, why_len) < 0)
+        return -1;
+    rf_sgfs_loc_t dst;
+    const char *rwhy = NULL;
+    if (rf_sgfs_resolve(it->bucket, key, strlen(key), true, true, &dst, &rwhy) < 0) {
+        snprintf(why, why_len, "savePath /%s: %s", key, rwhy ? rwhy : "cannot be resolved");
+        return -1;
+    }
+    rf_sgfs_stat_t dst_st;
+    bool exists = rf_sgfs_stat(&dst, &dst_st) == 0;
+    if (it->deleted) { /* onDelete: the output made from the source goes with it */
+        if (exists && rf_sgfs_delete(&dst) < 0) {
+            snprintf(why, why_len, "cannot remove /%s: %s", key, strerror(errno));
+            return -1;
+        }
+        rf_info("storgate %s: source deleted: /%s %s", it->id, key, exists ? "removed" : "was not there");
+        return 0;
+    }
+    if (exists && t->when_exist == RF_SG_SKIP) {
+        rf_info("storgate %s: task -> /%s skipped (whenExist: skip)", it->id, key);
+        return 0;
+    }
+    rf_sgfs_put_t *w = rf_sgfs_put_begin(&dst, NULL, NULL);
+    if (w == NULL) {
+        snprintf(why, why_len, "cannot write /%s: %s", key, strerror(errno));
+        return -1;
+    }
+    int rc;
+    if (t->function == NULL) {
+        rc = s_copy_fd(src_fd, w, why, why_len);
+    } else {
+        const char *chain = t->function;
+        static const char *const kw[] = {"/hyperdims", "/dims", NULL};
+        const char *service = NULL;
+        for (int i = 0; kw[i] && service == NULL; i++)
+            if (strncmp(chain, kw[i], strlen(kw[i])) == 0 && (chain[strlen(kw[i])] == '/'))
+                service = "image", chain += strlen(kw[i]);
+        void *out = NULL;
+        size_t out_len = 0;
+        if (service == NULL) {
+            snprintf(why, why_len, "function %s: only /dims (or /hyperdims) chains run here yet", t->function);
+            rc = -1;
+        } else if (n->bus == NULL) {
+            snprintf(why, why_len, "function %s needs storgate_scheduler.bus_endpoint and a worker", t->function);
+            rc = -1;
+        } else {
+            rc = sg_bus_transform(n->bus, service, chain, src_path, it->id, t->timeout_s, &out, &out_len, why,
+                                  why_len);
+            if (rc == 0 && rf_sgfs_put_write(w, out, out_len) < 0) {
+                snprintf(why, why_len, "cannot write /%s: %s", key, strerror(errno));
+                rc = -1;
+            }
+            free(out);
+        }
+    }
+    if (rc == 0 && exists && t->when_exist == RF_SG_DIFF) {
+        char mine[33], theirs[33];
+        rf_sgfs_put_md5(w, mine);
+        if (s_dest_md5(&dst, theirs) == 0 && strcmp(mine, theirs) == 0) {
+            rf_sgfs_put_abort(&w);
+            rf_info("storgate %s: task -> /%s unchanged (whenExist: diff)", it->id, key);
+            return 0;
+        }
+    }
+    if (rc < 0) {
+        rf_sgfs_put_abort(&w);
+        return -1;
+    }
+    if (rf_sgfs_put_commit(&w, NULL, NULL) < 0) {
+        snprintf(why, why_len, "cannot store /%s: %s", key, strerror(errno));
+        return -1;
+    }
+    rf_info("storgate %s: task %s -> /%s stored", it->id, t->function ? t->function : "copy", key);
+    return 0;
+}
+
+/* onComplete.src: none, delete, or move to its rendered path. */
+static int s_on_complete(sg_item_t *it, const rf_sgfs_loc_t *src, int src_fd, const json_t *item, const char *ctx,
+                         char *why, size_t why_len)
+{
+    const rf_sg_workflow_t *w = it->workflow;
+    if (w->src_op == RF_SG_SRC_NONE)
+        return 0;
+    if (w->src_op == RF_SG_SRC_MOVE) {
+        char key[RF_SGFS_KEY_MAX + 1];
+        if (s_render_path(w->src_path, NULL, item, ctx, key, sizeof(key), why, why_len) < 0)
+            return -1;
+        rf_sgfs_loc_t dst;
+        const char *rwhy = NULL;
+        if (rf_sgfs_resolve(it->bucket, key, strlen(key), true, true, &dst, &rwhy) < 0) {
+            snprintf(why, why_len, "onComplete move to /%s: %s", key, rwhy ? rwhy : "cannot be resolved");
+            return -1;
+        }
+        rf_sgfs_put_t *p = rf_sgfs_put_begin(&dst, NULL, NULL);
+        if (p == NULL || s_copy_fd(src_fd, p, why, why_len) < 0 || rf_sgfs_put_commit(&p, NULL, NULL) < 0) {
+            if (why[0] == '\0')
+                snprintf(why, why_len, "onComplete move to /%s: %s", key, strerror(errno));
+            rf_sgfs_put_abort(&p);
+            return -1;
+        }
+    }
+    if (rf_sgfs_delete(src) < 0) {
+        snprintf(why, why_len, "cannot remove the source: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Queues the item's webhook (onItemCompleted / onItemAborted), if any. */
+static void s_webhook(sg_node_t *n, sg_item_t *it, bool ok, json_t *item, const char *why)
+{
+    const char *target = ok ? it->event->on_item_completed : it->event->on_item_aborted;
+    if (target == NULL)
+        return;
+    char key[200];
+    snprintf(key, sizeof(key), "%s:%s", it->id, ok ? "onItemCompleted" : "onItemAborted");
+    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "id", key, "event",
+                          ok ? "onItemCompleted" : "onItemAborted", "node", n->node, "bucket", it->bucket->name,
+                          "workflow", it->workflow->name, "item", item ? item : json_null());
+    if (p != NULL && !ok)
+        json_object_set_new(p, "error", json_string(why));
+    char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    if (text == NULL || sg_outbox_put(n->outbox, target, key, text) < 0)
+        rf_error("storgate %s: cannot queue the webhook to %s", it->id, target);
+    free(text);
+    json_decref(p);
+}
+
+int sg_item_run(sg_node_t *n, sg_item_t *it)
+{
+    char why[512] = "";
+    const char *labels[] = {it->bucket->name, it->workflow->name, "done"};
+    rf_sgfs_loc_t src;
+    const char *rwhy = NULL;
+    json_t *item = NULL, *ctx = NULL;
+    char *ctx_text = NULL;
+    int fd = -1, rc = -1;
+    if (rf_sgfs_resolve(it->bucket, it->key, strlen(it->key), false, true, &src, &rwhy) < 0) {
+        snprintf(why, sizeof(why), "%s", rwhy ? rwhy : "cannot resolve");
+        goto done;
+    }
+    rf_sgfs_stat_t st;
+    if (!it->deleted && (fd = rf_sgfs_open(&src, &st)) < 0) {
+        snprintf(why, sizeof(why), "the source is gone: %s", strerror(errno));
+        goto done;
+    }
+    item = s_item_json(it->key, fd);
+    const char *sdir = it->event->path ? it->event->path : "/";
+    ctx = json_pack("{s:O, s:s}", "item", item, "source_dir", sdir);
+    if (item == NULL || ctx == NULL || (ctx_text = json_dumps(ctx, JSON_COMPACT)) == NULL) {
+        snprintf(why, sizeof(why), "out of memory");
+        goto done;
+    }
+    char src_path[4200];
+    snprintf(src_path, sizeof(src_path), "%s/%s", src.mount->dir, src.rel);
+    for (size_t i = 0; i < it->workflow->n_tasks; i++)
+        if (s_task(n, it, &it->workflow->tasks[i], fd, src_path, item, ctx_text, why, sizeof(why)) < 0)
+            goto done;
+    if (!it->deleted && s_on_complete(it, &src, fd, item, ctx_text, why, sizeof(why)) < 0)
+        goto done;
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0)
+        rf_info("storgate %s: /%s done (workflow %s)", it->id, it->key, it->workflow->name);
+    else
+        rf_warn("storgate %s: /%s aborted (workflow %s): %s", it->id, it->key, it->workflow->name, why);
+    labels[2] = rc == 0 ? "done" : "aborted";
+    rf_metric_add(sg_m.items, labels, 1);
+    s_webhook(n, it, rc == 0, item, why);
+    if (it->event_file[0] != '\0')
+        sg_events_done(n->events, it->event_file);
+    json_decref(item);
+    json_decref(ctx);
+    free(ctx_text);
+    return rc;
+}

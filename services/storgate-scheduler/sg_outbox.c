@@ -1,0 +1,304 @@
+/*  sg_outbox — webhooks delivered at least once (sg.h).
+ *
+ *  A webhook is first a file in STATE/outbox/ (written, fsynced, renamed
+ *  in), so it survives a restart of the scheduler and any outage of its
+ *  target; a delivery thread POSTs the files in the order they were made
+ *  and removes each only after a 2xx answer. A failed delivery is retried
+ *  after 1 s, doubling up to 60 s, for as long as it takes. Each payload
+ *  carries its idempotency key (also sent as Idempotency-Key), so a
+ *  receiver that sees one twice — a crash between its 2xx and our unlink —
+ *  can tell.
+ *
+ *  File: "TARGET\nKEY\nPAYLOAD". Targets: http:// and https:// URLs.
+ *  The seed's script hooks (".js" paths) are not built yet: refused when
+ *  queued, with a log line.
+ */
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rf_log.h"
+#include "sg.h"
+
+#define S_MAX_TRACKED 4096
+
+typedef struct {
+    char name[64];
+    int attempts;
+    int64_t next_ms;
+} s_backoff_t;
+
+struct sg_outbox_t {
+    char dir[600];
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_int stop;
+    uint64_t seq;
+    s_backoff_t *backoff; /* delivery thread only */
+    size_t n_backoff;
+};
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload)
+{
+    if (strncmp(target, "http://", 7) != 0 && strncmp(target, "https://", 8) != 0) {
+        rf_error("storgate webhook %s: target %s: only http(s):// webhooks are built yet (script hooks are not)",
+                 key, target);
+        const char *l[] = {"unsupported"};
+        rf_metric_add(sg_m.webhooks, l, 1);
+        return -1;
+    }
+    char name[64], tmp[700], path[700];
+    pthread_mutex_lock(&o->mu);
+    uint64_t seq = ++o->seq;
+    pthread_mutex_unlock(&o->mu);
+    snprintf(name, sizeof(name), "%016llx-%08llx.json", (unsigned long long)s_now_ms(), (unsigned long long)seq);
+    snprintf(tmp, sizeof(tmp), "%s/.%s", o->dir, name);
+    snprintf(path, sizeof(path), "%s/%s", o->dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    FILE *f = fdopen(fd, "w");
+    if (f == NULL) {
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
+    int ok = fprintf(f, "%s\n%s\n%s", target, key, payload) > 0 && fflush(f) == 0 && fsync(fd) == 0;
+    fclose(f);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    pthread_mutex_lock(&o->mu);
+    pthread_cond_signal(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+    return 0;
+}
+
+int sg_outbox_pending(sg_outbox_t *o)
+{
+    DIR *d = opendir(o->dir);
+    int n = 0;
+    for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
+        size_t l = strlen(de->d_name);
+        n += de->d_name[0] != '.' && l > 5 && strcmp(de->d_name + l - 5, ".json") == 0;
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+static size_t s_discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+/* POSTs one payload; true on a 2xx. */
+static bool s_post(CURL *c, const char *target, const char *key, const char *payload, char *why, size_t why_len)
+{
+    struct curl_slist *h = NULL;
+    char idem[300];
+    snprintf(idem, sizeof(idem), "Idempotency-Key: %s", key);
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, idem);
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, target);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s_discard);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    if (rc != CURLE_OK)
+        snprintf(why, why_len, "%s", curl_easy_strerror(rc));
+    else if (status < 200 || status > 299)
+        snprintf(why, why_len, "answered %ld", status);
+    return rc == CURLE_OK && status >= 200 && status <= 299;
+}
+
+static s_backoff_t *s_backoff(sg_outbox_t *o, const char *name, bool add)
+{
+    for (size_t i = 0; i < o->n_backoff; i++)
+        if (strcmp(o->backoff[i].name, name) == 0)
+            return &o->backoff[i];
+    if (!add || o->n_backoff == S_MAX_TRACKED)
+        return NULL;
+    s_backoff_t *b = &o->backoff[o->n_backoff++];
+    memset(b, 0, sizeof(*b));
+    snprintf(b->name, sizeof(b->name), "%s", name);
+    return b;
+}
+
+static void s_forget(sg_outbox_t *o, const char *name)
+{
+    s_backoff_t *b = s_backoff(o, name, false);
+    if (b != NULL)
+        *b = o->backoff[--o->n_backoff];
+}
+
+static int s_name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One pass over the directory: delivers what is due. Returns the files left. */
+static int s_pass(sg_outbox_t *o, CURL *c)
+{
+    DIR *d = opendir(o->dir);
+    if (d == NULL)
+        return 0;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        size_t l = strlen(de->d_name);
+        if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **nn = realloc(names, cap * sizeof(*names));
+            if (nn == NULL)
+                break;
+            names = nn;
+        }
+        if ((names[n] = strdup(de->d_name)) != NULL)
+            n++;
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(names, n, sizeof(*names), s_name_cmp);
+    int left = (int)n;
+    int64_t now = s_now_ms();
+    for (size_t i = 0; i < n && !atomic_load(&o->stop); i++) {
+        s_backoff_t *b = s_backoff(o, names[i], false);
+        if (b != NULL && b->next_ms > now)
+            continue;
+        char path[700];
+        snprintf(path, sizeof(path), "%s/%s", o->dir, names[i]);
+        FILE *f = fopen(path, "r");
+        char target[2048], key[256], *payload = NULL;
+        size_t plen = 0;
+        bool read_ok = f && fgets(target, sizeof(target), f) && fgets(key, sizeof(key), f) &&
+                       getdelim(&payload, &plen, '\0', f) >= 0;
+        if (f != NULL)
+            fclose(f);
+        if (!read_ok) {
+            free(payload);
+            rf_error("storgate outbox: %s is unreadable: moved aside", path);
+            char bad[720];
+            snprintf(bad, sizeof(bad), "%s/.bad-%s", o->dir, names[i]);
+            rename(path, bad);
+            left--;
+            continue;
+        }
+        target[strcspn(target, "\n")] = '\0';
+        key[strcspn(key, "\n")] = '\0';
+        char why[200] = "";
+        if (s_post(c, target, key, payload, why, sizeof(why))) {
+            unlink(path);
+            s_forget(o, names[i]);
+            left--;
+            const char *l[] = {"delivered"};
+            rf_metric_add(sg_m.webhooks, l, 1);
+            rf_info("storgate webhook %s delivered to %s", key, target);
+        } else {
+            b = s_backoff(o, names[i], true);
+            int att = b ? ++b->attempts : 1;
+            int64_t delay = 1000LL << (att > 6 ? 6 : att - 1);
+            if (delay > 60000)
+                delay = 60000;
+            if (b != NULL)
+                b->next_ms = now + delay;
+            const char *l[] = {"retried"};
+            rf_metric_add(sg_m.webhooks, l, 1);
+            rf_warn("storgate webhook %s to %s failed (%s), attempt %d: again in %lld ms", key, target, why, att,
+                    (long long)delay);
+        }
+        free(payload);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return left;
+}
+
+static void *s_thread(void *arg)
+{
+    sg_outbox_t *o = arg;
+    CURL *c = curl_easy_init();
+    while (!atomic_load(&o->stop)) {
+        if (c != NULL)
+            s_pass(o, c);
+        pthread_mutex_lock(&o->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1; /* retries come due; new files signal */
+        if (!atomic_load(&o->stop))
+            pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+        pthread_mutex_unlock(&o->mu);
+    }
+    if (c != NULL)
+        curl_easy_cleanup(c);
+    return NULL;
+}
+
+sg_outbox_t *sg_outbox_new(const char *state_dir, char *why, size_t why_len)
+{
+    sg_outbox_t *o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return NULL;
+    o->backoff = calloc(S_MAX_TRACKED, sizeof(*o->backoff));
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv, NULL);
+    snprintf(o->dir, sizeof(o->dir), "%s/outbox", state_dir);
+    if ((mkdir(o->dir, 0700) != 0 && errno != EEXIST) || o->backoff == NULL) {
+        snprintf(why, why_len, "cannot create %s: %s", o->dir, strerror(errno));
+        free(o->backoff);
+        free(o);
+        return NULL;
+    }
+    if (pthread_create(&o->th, NULL, s_thread, o) != 0) {
+        snprintf(why, why_len, "cannot start the outbox thread");
+        free(o->backoff);
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+void sg_outbox_destroy(sg_outbox_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL)
+        return;
+    sg_outbox_t *o = *self_p;
+    atomic_store(&o->stop, 1);
+    pthread_mutex_lock(&o->mu);
+    pthread_cond_signal(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+    pthread_join(o->th, NULL);
+    pthread_mutex_destroy(&o->mu);
+    pthread_cond_destroy(&o->cv);
+    free(o->backoff);
+    free(o);
+    *self_p = NULL;
+}

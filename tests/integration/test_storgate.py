@@ -1,0 +1,248 @@
+"""refract-storgate-scheduler: the seed's landing zone end to end (files
+dropped are moved to the hidden mount, sources deleted, one webhook per
+item), transforms run by an image worker over the scheduler's own bus with
+the seed's savePath templates, webhooks that survive a restart with their
+target down, the file lease (one leader, a successor after a kill -9, the
+run resumed), and refusals of bad schedules and templates."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import harness
+
+
+class Hooks:
+    """A webhook receiver: records each POST's JSON; answers 503 while down."""
+
+    def __init__(self):
+        self.got = []
+        self.down = False
+        hooks = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if hooks.down:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                hooks.got.append((self.headers.get("Idempotency-Key"), json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/hook"
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def hooks():
+    h = Hooks()
+    yield h
+    h.close()
+
+
+def _wait(cond, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _tree(root):
+    out = {}
+    for d, _, files in os.walk(root):
+        if ".refract-s3" in d:
+            continue
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+def _drop(root, n, nested=True):
+    files = {}
+    for i in range(n):
+        rel = f"d{i % 3}/sub/f{i}.bin" if nested and i % 2 else f"f{i}.bin"
+        p = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        data = harness.pattern_bytes(1000 + 37 * i, seed=i + 1)
+        with open(p, "wb") as f:
+            f.write(data)
+        files[rel] = hashlib.sha256(data).hexdigest()
+    return files
+
+
+def _landing(tmp_path, hook_url, **over):
+    up, svc = str(tmp_path / "upload"), str(tmp_path / "service")
+    os.makedirs(up)
+    os.makedirs(svc)
+    bucket = {
+        "name": "image_landing_bucket",
+        "expose": True,
+        "mounts": [{"mountPoint": "/image_landing", "originPath": up},
+                   {"mountPoint": "/image_service", "originPath": svc, "expose": False}],
+        "events": {"onBatch": [{"enable": True, "chunkSize": over.get("chunk", 1000), "path": "/image_landing",
+                                "schedule": "*/5 * * * *", "trigger": {"workflow": "migrate_tmpimg"},
+                                "webhook": {"onItemCompleted": hook_url}}]},
+        "workflows": [{"name": "migrate_tmpimg",
+                       "tasks": [{"function": None, "savePath": "/image_service/{{ item.path }}",
+                                  "whenExist": "overwrite", "timeout": 60}],
+                       "onComplete": {"src": {"op": "delete"}}}],
+    }
+    sg = {"credentials": [{"access_key": "AK", "secret_key": "SK"}], "buckets": [bucket]}
+    sg.update(over.get("storgate", {}))
+    return up, svc, sg
+
+
+def test_landing_zone_end_to_end(make_stack, tmp_path, hooks):
+    """The seed's NFS landing zone: every file dropped under /image_landing
+    (nested too) ends byte-exact under the hidden /image_service mount at
+    /image_service/image_landing/…, its source deleted (and the emptied
+    directories with it), one onItemCompleted webhook per item with a unique
+    idempotency key; chunks of 4 keep every item exactly once."""
+    up, svc, sg = _landing(tmp_path, hooks.url, chunk=4)
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    files = _drop(up, 11)
+    s = st.add_scheduler()
+    s.signal(signal.SIGUSR1)
+    _wait(lambda: len(hooks.got) == 11, 30, "11 webhooks")
+    assert _tree(up) == {}
+    assert sorted(os.listdir(up)) == [".refract-s3"] or os.listdir(up) == []
+    assert _tree(svc) == {os.path.join("image_landing", k): v for k, v in files.items()}
+    keys = [k for k, _ in hooks.got]
+    assert len(set(keys)) == 11, keys
+    paths = sorted(p["item"]["path"] for _, p in hooks.got)
+    assert paths == sorted("/image_landing/" + k for k in files)
+    for k, p in hooks.got:
+        assert p["event"] == "onItemCompleted" and p["bucket"] == "image_landing_bucket" and p["id"] == k
+        assert p["workflow"] == "migrate_tmpimg" and p["item"]["size"] > 0 and p["item"]["state"] == "file"
+    assert st.scheduler_metric(s, "refract_storgate_items_total", bucket="image_landing_bucket",
+                               workflow="migrate_tmpimg", outcome="done") == 11
+    _wait(lambda: st.scheduler_metric(s, "refract_storgate_batches_total", bucket="image_landing_bucket",
+                                      outcome="completed") == 1, 10, "the run to complete")
+    assert "chunk 3: 3 item(s)" in s.log()
+
+
+def test_transform_with_seed_templates(make_stack, tmp_path, media):
+    """A task with a function runs on an image worker connected to the
+    scheduler's own broker; the seed's second savePath template names the
+    output (relpath, dirname, basename, rsplit with [0] and [-1]); the
+    output decodes as a 100-px-wide WebP; pathPattern's #2 names another."""
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    os.makedirs(os.path.join(src, "in", "a"))
+    os.makedirs(out)
+    shutil.copy(media["photo.jpg"], os.path.join(src, "in", "a", "p.x.jpg"))
+    bucket = {
+        "meta": {"name": "b"},
+        "mounts": [{"originPath": src}, {"mountPoint": "/out", "originPath": out, "expose": False}],
+        "events": {"onBatch": [{"enable": True, "path": "/in", "schedule": "0 0 1 1 *",
+                                "trigger": {"workflow": "w"}}]},
+        "workflows": [{"name": "w", "tasks": [
+            {"function": "/hyperdims/format/webp/resize/100",
+             "savePath": "/out/{{ item.path | relpath(source_dir) | dirname }}/{{ item.path | basename | "
+                         "rsplit('.', 1)[0] }}_m.{{ item.path | basename | rsplit('.', 1)[-1] }}"},
+            {"function": None, "savePath": "/out/copy/#2", "pathPattern": "/([^/]+)/(.*)"},
+        ]}],
+    }
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + src}], workers=1,
+                    storgate={"buckets": [bucket]}, scheduler_bus=True)
+    s = st.add_scheduler()
+    s.signal(signal.SIGUSR1)
+    want = os.path.join(out, "a", "p.x_m.jpg")
+    _wait(lambda: os.path.exists(want) and os.path.exists(os.path.join(out, "copy", "a", "p.x.jpg")), 30,
+          "both outputs\n" + s.log())
+    info = harness.image_info(open(want, "rb").read(), str(tmp_path), "o")
+    assert info["loader"].startswith("webpload") and info["width"] == 100, info
+    assert open(os.path.join(out, "copy", "a", "p.x.jpg"), "rb").read() == \
+        open(os.path.join(src, "in", "a", "p.x.jpg"), "rb").read()
+    assert os.path.exists(os.path.join(src, "in", "a", "p.x.jpg"))  # onComplete: none
+
+
+def test_outbox_survives_restart_with_target_down(make_stack, tmp_path, hooks):
+    """Webhooks to a target that answers 503 stay in the outbox; the
+    scheduler is stopped and started again; once the target is back every
+    webhook arrives, each item's exactly once (one idempotency key each)."""
+    up, svc, sg = _landing(tmp_path, hooks.url)
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    files = _drop(up, 5, nested=False)
+    hooks.down = True
+    s = st.add_scheduler()
+    s.signal(signal.SIGUSR1)
+    _wait(lambda: _tree(up) == {} and len(_tree(svc)) == 5, 20, "the items")
+    outbox = os.path.join(st.config["storgate_scheduler"]["state_dir"], "outbox")
+    _wait(lambda: len([f for f in os.listdir(outbox) if f.endswith(".json")]) == 5, 10, "5 webhooks queued")
+    assert st.scheduler_metric(s, "refract_storgate_outbox_pending") == 5
+    s.expected_exit = True
+    s.stop()
+    hooks.down = False
+    s2 = st.add_scheduler(name="node0")
+    _wait(lambda: len(hooks.got) == 5, 20, "the 5 webhooks after the restart")
+    assert len({k for k, _ in hooks.got}) == 5
+    assert sorted(p["item"]["filename"] for _, p in hooks.got) == sorted(files)
+    _wait(lambda: os.listdir(outbox) == [], 5, "an empty outbox")
+    assert st.scheduler_metric(s2, "refract_storgate_outbox_pending") == 0
+
+
+def test_file_lease_one_leader_and_failover(make_stack, tmp_path, hooks):
+    """Two schedulers share a file lease (term 2 s): only the leader runs
+    the batch. The leader is killed (-9) in the middle of a run of slow
+    chunks; the other takes the lease once the term is over, resumes the
+    run from the saved cursor, and every item ends moved, none lost, the
+    only repeats being items of the chunk in flight (at most one each)."""
+    lease = str(tmp_path / "lease")
+    up, svc, sg = _landing(tmp_path, hooks.url, chunk=5,
+                           storgate={"distribution": {"leader": {"url": "file://" + lease, "term": "2s"}}})
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    files = _drop(up, 40, nested=False)
+    a = st.add_scheduler(name="A", jobs=1)
+    _wait(lambda: st.scheduler_metric(a, "refract_storgate_leader") == 1, 10, "A to lead")
+    b = st.add_scheduler(name="B", jobs=1)
+    time.sleep(0.5)
+    assert st.scheduler_metric(b, "refract_storgate_leader") == 0
+    b.signal(signal.SIGUSR1)  # not the leader: nothing happens
+    time.sleep(0.5)
+    assert len(_tree(svc)) == 0
+    a.signal(signal.SIGUSR1)
+    _wait(lambda: len(_tree(svc)) >= 10, 20, "A to move some")
+    a.kill9()
+    _wait(lambda: st.scheduler_metric(b, "refract_storgate_leader") == 1, 10, "B to lead")
+    _wait(lambda: _tree(up) == {} and len(_tree(svc)) == 40, 30, "B to finish the run\n" + b.log())
+    assert _tree(svc) == {os.path.join("image_landing", k): v for k, v in files.items()}
+    assert "resuming after" in b.log()
+    paths = [p["item"]["path"] for _, p in hooks.got]
+    dup = {x for x in paths if paths.count(x) > 1}
+    assert len(dup) <= 5, dup
+
+
+def test_bad_schedule_and_template_refused(tmp_path, make_stack):
+    """A schedule that is not 5-field cron stops the scheduler's -t with the
+    bucket, the schedule and the reason."""
+    up, svc, sg = _landing(tmp_path, "http://127.0.0.1:1/")
+    sg["buckets"][0]["events"]["onBatch"][0]["schedule"] = "61 * * * *"
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    r = subprocess.run([harness.SCHEDULER_BIN, "-t", "-c", st.cfg_path], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "image_landing_bucket" in r.stderr and "61" in r.stderr, r.stderr
