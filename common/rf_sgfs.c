@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -92,6 +93,14 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
     (void)write; /* reads and writes resolve alike (rf_sgfs.h) */
     if (rf_sgfs_key_check(key, len, why) < 0)
         return -1;
+    /* S3 takes any segment length; here each segment is a file name */
+    for (size_t i = 0, s = 0; i <= len; i++) {
+        if (i < len && key[i] != '/')
+            continue;
+        if (i - s > NAME_MAX)
+            return *why = "a key's path segment is at most 255 bytes here (a file name)", -1;
+        s = i + 1;
+    }
     const rf_sg_mount_t *best = NULL;
     for (size_t i = 0; i < b->n_mounts; i++) {
         const rf_sg_mount_t *m = &b->mounts[i];
@@ -706,7 +715,9 @@ static int s_walk_dir(s_walk_t *w, int dfd, char *key, size_t klen, int depth)
         }
         if (t != DT_DIR && t != DT_REG)
             continue;
-        if (klen + strlen(nm) + 2 > RF_SGFS_KEY_MAX)
+        /* a file's key is at most KEY_MAX; a directory's "name/" must leave
+         * room for one more byte, or it holds no key */
+        if (klen + strlen(nm) + (t == DT_DIR ? 2 : 0) > RF_SGFS_KEY_MAX)
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
@@ -855,8 +866,16 @@ static int s_upload_dir(int root, const char *id)
     return s_openat2(root, p, O_DIRECTORY | O_RDONLY, 0);
 }
 
-/* Reads the upload's "info" (key, content type, meta) into buf. */
-static int s_upload_info(int updir, char *buf, size_t cap)
+/* An upload's "info" file: KEY NUL CONTENT-TYPE "\n" META. A key never
+ * holds a NUL but may hold "\n" (S3 allows it), so the key ends at the
+ * NUL; info written by the first format, "KEY\nCT\nMETA", still reads (an
+ * upload begun before an upgrade), its key ending at the first "\n". */
+typedef struct {
+    char *key, *content_type, *meta; /* into the buffer; content_type and meta "" when none */
+} s_info_t;
+
+/* Reads the upload's info into buf and splits it into *in. */
+static int s_upload_info(int updir, char *buf, size_t cap, s_info_t *in)
 {
     int fd = openat(updir, "info", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -866,6 +885,20 @@ static int s_upload_info(int updir, char *buf, size_t cap)
     if (n <= 0)
         return errno = ENOENT, -1;
     buf[n] = '\0';
+    in->key = buf;
+    in->content_type = in->meta = buf + n; /* "" */
+    char *sep = memchr(buf, '\0', (size_t)n);
+    if (sep == NULL)
+        sep = strchr(buf, '\n'); /* the first format */
+    if (sep != NULL) {
+        *sep = '\0';
+        in->content_type = sep + 1;
+        char *nl = strchr(in->content_type, '\n');
+        if (nl != NULL) {
+            *nl = '\0';
+            in->meta = nl + 1;
+        }
+    }
     return 0;
 }
 
@@ -886,7 +919,7 @@ int rf_sgfs_mpu_create(const rf_sgfs_loc_t *loc, const char *key, const char *co
     if (fd < 0)
         goto done;
     char buf[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
-    int n = snprintf(buf, sizeof(buf), "%s\n%s\n%s", key, content_type ? content_type : "", meta ? meta : "");
+    int n = snprintf(buf, sizeof(buf), "%s%c%s\n%s", key, '\0', content_type ? content_type : "", meta ? meta : "");
     rc = n > 0 && (size_t)n < sizeof(buf) && write(fd, buf, (size_t)n) == n ? 0 : -1;
     close(fd);
 done:;
@@ -905,9 +938,9 @@ int rf_sgfs_mpu_check(const rf_sgfs_loc_t *loc, const char *key, const char *id)
         return -1;
     int up = s_upload_dir(root, id), rc = -1;
     char buf[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
-    if (up >= 0 && s_upload_info(up, buf, sizeof(buf)) == 0) {
-        size_t kl = strlen(key);
-        rc = strncmp(buf, key, kl) == 0 && buf[kl] == '\n' ? 0 : (errno = ENOENT, -1);
+    s_info_t in;
+    if (up >= 0 && s_upload_info(up, buf, sizeof(buf), &in) == 0) {
+        rc = strcmp(in.key, key) == 0 ? 0 : (errno = ENOENT, -1);
     } else {
         errno = ENOENT;
     }
@@ -1068,16 +1101,12 @@ int rf_sgfs_mpu_complete(const rf_sgfs_loc_t *loc, const char *id, const int *nu
         goto done;
     }
     char info[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
-    if (s_upload_info(up, info, sizeof(info)) < 0) {
+    s_info_t in;
+    if (s_upload_info(up, info, sizeof(info), &in) < 0) {
         *code = "NoSuchUpload";
         goto done;
     }
-    char *ct = strchr(info, '\n'), *meta = NULL;
-    if (ct != NULL) {
-        *ct++ = '\0';
-        if ((meta = strchr(ct, '\n')) != NULL)
-            *meta++ = '\0';
-    }
+    const char *ct = in.content_type, *meta = in.meta;
     /* Every part checked before a byte is copied: a bad last part must not
      * cost a copy of all the others (nor report EntityTooSmall for an
      * earlier part when the list names a part that is not there). */
@@ -1188,14 +1217,11 @@ int rf_sgfs_mpu_list(const rf_sg_bucket_t *b, const char *prefix, size_t max, rf
             int up = s_openat2(dirfd(d), de->d_name, O_DIRECTORY | O_RDONLY, 0);
             char info[RF_SGFS_KEY_MAX + RF_SGFS_META_MAX + 256];
             struct stat sb;
-            int ok = up >= 0 && s_upload_info(up, info, sizeof(info)) == 0 && fstat(up, &sb) == 0;
+            s_info_t in;
+            int ok = up >= 0 && s_upload_info(up, info, sizeof(info), &in) == 0 && fstat(up, &sb) == 0;
             if (up >= 0)
                 close(up);
-            char *nl = ok ? strchr(info, '\n') : NULL;
-            if (nl == NULL)
-                continue;
-            *nl = '\0';
-            if (strncmp(info, prefix, pl) != 0)
+            if (!ok || strncmp(in.key, prefix, pl) != 0)
                 continue;
             if (*n == cap) {
                 cap = cap ? cap * 2 : 16;
@@ -1205,7 +1231,7 @@ int rf_sgfs_mpu_list(const rf_sg_bucket_t *b, const char *prefix, size_t max, rf
                 *out = nu;
             }
             rf_sgfs_upload_t *u = &(*out)[*n];
-            if ((u->key = strdup(info)) == NULL)
+            if ((u->key = strdup(in.key)) == NULL)
                 break;
             memcpy(u->id, de->d_name, 33);
             u->initiated_ns = (int64_t)sb.st_ctim.tv_sec * 1000000000 + sb.st_ctim.tv_nsec;

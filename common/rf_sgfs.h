@@ -61,8 +61,9 @@ int rf_sgfs_key_check(const char *key, size_t len, const char **why);
 
 /* Resolves key (checked) for reading or writing (`write` is kept for
  * callers: both take the first root mount that holds the path, else the
- * first root mount). Returns 0, -1 (no mount holds the path: *why), or
- * -2 (the mount is hidden: expose false, and `hidden_ok` is false). */
+ * first root mount). Returns 0, -1 (no mount holds the path, or a key
+ * segment is longer than a file name can be, 255 bytes: *why), or -2 (the
+ * mount is hidden: expose false, and `hidden_ok` is false). */
 int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, bool hidden_ok,
                     rf_sgfs_loc_t *loc, const char **why);
 

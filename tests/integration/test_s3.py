@@ -1511,3 +1511,44 @@ def test_versions_and_part_numbers(sg):
     assert g["Body"].read() == b"only version"
     assert _client_error(c.get_object, Bucket="photos", Key="ver/v.txt", PartNumber=2) == ("InvalidPartNumber", 416)
     assert _client_error(c.head_object, Bucket="photos", Key="ver/v.txt", PartNumber=2) == ("416", 416)
+
+
+def test_key_limits_and_control_characters(sg):
+    """Keys of 1023 and 1024 bytes (S3's limit) are stored, listed and read;
+    1025 bytes is KeyTooLongError; a segment longer than a file name (255
+    bytes) is a 400 for PUT and a 404 for GET, not a 500; keys holding
+    newline, carriage return and other control characters round-trip
+    through PUT, listing and GET — and through a multipart upload, whose
+    listing, key and Content-Type stay intact."""
+    c = sg.boto()
+    k1023 = "limits/" + "/".join(["x" * 200] * 5) + "/" + "y" * 11
+    k1024 = k1023[:-1] + "zz"
+    assert (len(k1023.encode()), len(k1024.encode())) == (1023, 1024)
+    for k in (k1023, k1024):
+        c.put_object(Bucket="photos", Key=k, Body=k[-2:].encode())
+    listed = [o["Key"] for o in c.list_objects_v2(Bucket="photos", Prefix="limits/")["Contents"]]
+    assert listed == sorted([k1023, k1024])
+    assert c.get_object(Bucket="photos", Key=k1024)["Body"].read() == b"zz"
+    assert _client_error(c.put_object, Bucket="photos", Key=k1024 + "z", Body=b"x") == ("KeyTooLongError", 400)
+    assert _client_error(c.put_object, Bucket="photos", Key="limits/" + "q" * 256, Body=b"x") == \
+        ("InvalidArgument", 400)
+    assert _client_error(c.get_object, Bucket="photos", Key="limits/" + "q" * 256) == ("NoSuchKey", 404)
+    c.put_object(Bucket="photos", Key="limits/" + "q" * 255, Body=b"255")
+    odd = "limits/ctl/a\nb\rc\x01d\te"
+    c.put_object(Bucket="photos", Key=odd, Body=b"ctl")
+    assert [o["Key"] for o in c.list_objects_v2(Bucket="photos", Prefix="limits/ctl/")["Contents"]] == [odd]
+    assert c.get_object(Bucket="photos", Key=odd)["Body"].read() == b"ctl"
+    mk = "limits/ctl/multi\npart"
+    uid = c.create_multipart_upload(Bucket="photos", Key=mk, ContentType="text/x-nl")["UploadId"]
+    ups = c.list_multipart_uploads(Bucket="photos", Prefix="limits/ctl/")["Uploads"]
+    assert [(u["Key"], u["UploadId"]) for u in ups] == [(mk, uid)]
+    e = c.upload_part(Bucket="photos", Key=mk, UploadId=uid, PartNumber=1, Body=b"nl part")["ETag"]
+    c.complete_multipart_upload(Bucket="photos", Key=mk, UploadId=uid,
+                                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+    g = c.get_object(Bucket="photos", Key=mk)
+    assert g["Body"].read() == b"nl part" and g["ContentType"] == "text/x-nl"
+    # an upload id is bound to its key: "multi" (the key up to the newline) does not own it
+    uid2 = c.create_multipart_upload(Bucket="photos", Key=mk)["UploadId"]
+    assert _client_error(c.upload_part, Bucket="photos", Key="limits/ctl/multi", UploadId=uid2, PartNumber=1,
+                         Body=b"x")[0] == "NoSuchUpload"
+    c.abort_multipart_upload(Bucket="photos", Key=mk, UploadId=uid2)
