@@ -139,9 +139,12 @@ void sg_leader_destroy(sg_leader_t **self_p);
 /* Acquires or renews the lease; true while this node leads. Its fencing
  * token (increasing with each new term) in *token. */
 bool sg_leader_tick(sg_leader_t *l, uint64_t *token);
-/* Whether a write made under `token` is still allowed (the lease still
- * holds that token). */
-bool sg_leader_fence_ok(sg_leader_t *l, uint64_t token);
+/* Saves a batch's progress (`name`: "BUCKET.INDEX", `text` copied) only if
+ * the lease still holds `token`, in one critical section with that check.
+ * 0 saved; -1 refused (errno EPERM: the lease moved on) or failed. */
+int sg_leader_save(sg_leader_t *l, uint64_t token, const char *name, const char *text);
+/* The progress saved for `name` (malloc'd; caller frees), or NULL. */
+char *sg_leader_load(sg_leader_t *l, const char *name);
 
 /* ---- transforms over the bus (sg_bus.c) ---- */
 

@@ -56,60 +56,50 @@ struct sg_batches_t {
 
 /* ---- progress files ------------------------------------------------------------------- */
 
-static void s_state_path(const sg_batch_t *bt, char *out, size_t cap)
+static void s_state_name(const sg_batch_t *bt, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s/cursors/%s.%zu", bt->n->state_dir, bt->b->name, bt->index);
+    snprintf(out, cap, "%s.%zu", bt->b->name, bt->index);
 }
 
-/* Saves "RUN_ID\nCURSOR\nCHUNK\nITEM\n" (RUN_ID "" = no run in progress),
- * atomically, if this node still leads under the run's token. */
+/* Saves "RUN_ID\nCURSOR\nCHUNK\nITEM\n" (RUN_ID "" = no run in progress)
+ * where the lease keeps progress, if this node still leads under the
+ * run's token. */
 static void s_save(sg_batch_t *bt)
 {
-    if (!sg_leader_fence_ok(bt->n->leader, bt->token)) {
-        rf_warn("storgate batch %s: not saving progress: the lease moved on (fencing token %llu)", bt->run_id,
-                (unsigned long long)bt->token);
-        return;
-    }
-    char path[700], tmp[720];
-    s_state_path(bt, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL) {
-        rf_error("storgate: cannot save batch progress %s: %s", tmp, strerror(errno));
-        return;
-    }
-    fprintf(f, "%s\n%s\n%d\n%llu\n", bt->running ? bt->run_id : "", bt->cursor, bt->chunk_no,
-            (unsigned long long)bt->item_no);
-    fflush(f);
-    fsync(fileno(f));
-    fclose(f);
-    if (rename(tmp, path) != 0)
-        rf_error("storgate: cannot save batch progress %s: %s", path, strerror(errno));
+    char name[128], text[RF_SGFS_KEY_MAX + 256];
+    s_state_name(bt, name, sizeof(name));
+    snprintf(text, sizeof(text), "%s\n%s\n%d\n%llu\n", bt->running ? bt->run_id : "", bt->cursor, bt->chunk_no,
+             (unsigned long long)bt->item_no);
+    if (sg_leader_save(bt->n->leader, bt->token, name, text) < 0)
+        rf_warn("storgate batch %s: progress not saved: %s (fencing token %llu)", bt->run_id,
+                errno == EPERM ? "the lease moved on" : strerror(errno), (unsigned long long)bt->token);
 }
 
 /* Loads a run in progress, if one was saved. */
 static void s_load(sg_batch_t *bt)
 {
-    char path[700], run[64] = "", cur[RF_SGFS_KEY_MAX + 2] = "";
-    s_state_path(bt, path, sizeof(path));
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
+    char name[128];
+    s_state_name(bt, name, sizeof(name));
+    char *text = sg_leader_load(bt->n->leader, name);
+    if (text == NULL)
         return;
-    int chunk = 0;
-    unsigned long long item = 0;
-    if (fgets(run, sizeof(run), f) && fgets(cur, sizeof(cur), f) && fscanf(f, "%d\n%llu", &chunk, &item) == 2) {
-        run[strcspn(run, "\n")] = '\0';
-        cur[strcspn(cur, "\n")] = '\0';
-        if (run[0] != '\0') {
-            bt->running = true;
-            snprintf(bt->run_id, sizeof(bt->run_id), "%s", run);
-            snprintf(bt->cursor, sizeof(bt->cursor), "%s", cur);
-            bt->chunk_no = chunk;
-            bt->item_no = item;
-            rf_info("storgate batch %s: resuming after '%s' (chunk %d)", bt->run_id, bt->cursor, chunk + 1);
-        }
+    char *f[4] = {0}; /* fields may be empty: split by hand */
+    char *p = text;
+    for (int i = 0; i < 4 && p != NULL; i++) {
+        f[i] = p;
+        p = strchr(p, '\n');
+        if (p != NULL)
+            *p++ = '\0';
     }
-    fclose(f);
+    if (f[0] != NULL && f[0][0] != '\0' && f[1] != NULL && f[3] != NULL) {
+        bt->running = true;
+        snprintf(bt->run_id, sizeof(bt->run_id), "%s", f[0]);
+        snprintf(bt->cursor, sizeof(bt->cursor), "%s", f[1]);
+        bt->chunk_no = atoi(f[2]);
+        bt->item_no = strtoull(f[3], NULL, 10);
+        rf_info("storgate batch %s: resuming after '%s' (chunk %d)", bt->run_id, bt->cursor, bt->chunk_no + 1);
+    }
+    free(text);
 }
 
 /* ---- webhooks of chunks ----------------------------------------------------------------- */

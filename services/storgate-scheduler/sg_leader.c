@@ -1,39 +1,58 @@
-/*  sg_leader — who runs the batches (seed 003 distribution.leader).
+/*  sg_leader — who runs the batches, and where their progress lives
+ *  (seed 003 distribution.leader; sg.h).
  *
- *  Without distribution.leader.url, or with distribution.meta.enable
- *  false, every node is its own leader (the seed: "false: every node acts
- *  as leader"). With a file:// URL the lease is a small file, read and
- *  written under flock() of a companion ".lock" file:
+ *  Without distribution.leader.url, or with distribution.meta.enable false,
+ *  every node is its own leader (the seed: "false: every node acts as
+ *  leader") and progress is kept in STATE/cursors/.
  *
- *      NODE TOKEN EXPIRES_MS
+ *  file:///path/lease — the lease is a small file, read and written under
+ *  flock() of "PATH.lock":  NODE TOKEN EXPIRES_MS.  Progress goes in files
+ *  beside it ("PATH.progress.NAME"), so a node on another machine that
+ *  shares the directory (NFS, as in the seed's example) resumes it.
  *
- *  A node takes the lease when it is empty, expired or its own; it renews
- *  its own well before the term ends. TOKEN grows by one with every new
- *  holder — a fencing token: progress is written only after checking that
- *  the lease still holds this node's token (sg_leader_fence_ok), so a
- *  deposed leader that wakes up late cannot overwrite its successor's
- *  cursor. "{vhost}" in the URL (the seed's example) becomes "storgate".
- *  redis:// and https:// leases are not built yet (refused at start).
+ *  redis://host:port[/prefix] — SET NX PX semantics in one Lua script:
+ *  PREFIX:storgate:leader holds "NODE TOKEN" with the term as its TTL,
+ *  PREFIX:storgate:token counts the terms, PREFIX:storgate:progress is a
+ *  hash of progress by batch.
+ *
+ *  TOKEN grows by one with every new holder: a fencing token. Progress is
+ *  written only in the same critical section (flock, or one Lua script)
+ *  that checks the lease still holds this node's token, so a deposed
+ *  leader that wakes up late cannot overwrite its successor's cursor.
+ *  "{vhost}" in a file URL (the seed's example) becomes "storgate"; the
+ *  seed's "file://mnt/…" means /mnt/…. https:// (an object on S3) is not
+ *  built yet: refused at start.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "rf_log.h"
 #include "sg.h"
 
+typedef enum { S_ALWAYS, S_FILE, S_REDIS } s_kind_t;
+
 struct sg_leader_t {
-    bool always; /* no lease: every node leads */
-    char path[1024], lock[1040];
+    s_kind_t kind;
     char node[128];
     int term_ms;
-    uint64_t token;     /* ours while we lead */
+    uint64_t token;     /* ours while we lead; 0 otherwise */
     int64_t expires_ms; /* our lease's end as last written */
+    char dir[600];      /* S_ALWAYS: where progress files go */
+    /* S_FILE */
+    char path[1024], lock[1040];
+    /* S_REDIS */
+    char host[256];
+    int port;
+    char k_lease[160], k_token[160], k_progress[160];
+    redisContext *rc;
 };
 
 static int64_t s_now_ms(void)
@@ -43,43 +62,248 @@ static int64_t s_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* ---- files --------------------------------------------------------------------------- */
+
+static int s_lock(const sg_leader_t *l, int how)
+{
+    int fd = open(l->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0 && flock(fd, how) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void s_unlock(int fd)
+{
+    flock(fd, LOCK_UN);
+    close(fd);
+}
+
+/* Reads the lease (the lock held by the caller). */
+static void s_file_read(const sg_leader_t *l, char node[128], uint64_t *tok, int64_t *exp)
+{
+    node[0] = '\0';
+    *tok = 0;
+    *exp = 0;
+    FILE *f = fopen(l->path, "r");
+    if (f == NULL)
+        return;
+    unsigned long long t = 0;
+    long long e = 0;
+    if (fscanf(f, "%127s %llu %lld", node, &t, &e) == 3) {
+        *tok = t;
+        *exp = e;
+    } else {
+        node[0] = '\0';
+    }
+    fclose(f);
+}
+
+/* Writes path atomically (tmp, fsync, rename). */
+static int s_write_file(const char *path, const char *text)
+{
+    char tmp[1200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return -1;
+    int ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    fclose(f);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static char *s_read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = getdelim(&buf, &cap, '\0', f);
+    fclose(f);
+    if (n < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static bool s_file_tick(sg_leader_t *l)
+{
+    int64_t now = s_now_ms();
+    int fd = s_lock(l, LOCK_EX);
+    if (fd < 0) {
+        rf_warn("storgate: leader lease %s: %s", l->lock, strerror(errno));
+        return false;
+    }
+    char node[128];
+    uint64_t tok;
+    int64_t exp;
+    s_file_read(l, node, &tok, &exp);
+    bool mine = strcmp(node, l->node) == 0 && tok == l->token && l->token != 0 && exp > now;
+    bool vacant = node[0] == '\0' || exp <= now;
+    if (mine || vacant) {
+        uint64_t t = mine ? tok : tok + 1; /* a new holder: a new fencing token */
+        char text[200];
+        snprintf(text, sizeof(text), "%s %llu %lld\n", l->node, (unsigned long long)t, (long long)(now + l->term_ms));
+        if (s_write_file(l->path, text) == 0) {
+            l->token = t;
+            l->expires_ms = now + l->term_ms;
+        } else {
+            rf_warn("storgate: cannot write the leader lease %s: %s", l->path, strerror(errno));
+        }
+    } else {
+        l->token = 0;
+    }
+    s_unlock(fd);
+    return l->token != 0;
+}
+
+/* Whether the lease file holds our token (the lock held by the caller). */
+static bool s_file_holds(const sg_leader_t *l, uint64_t token)
+{
+    char node[128];
+    uint64_t tok;
+    int64_t exp;
+    s_file_read(l, node, &tok, &exp);
+    return tok == token && strcmp(node, l->node) == 0 && exp > s_now_ms();
+}
+
+/* ---- redis ------------------------------------------------------------------------------ */
+
+/* KEYS: lease, token counter. ARGV: node, term ms. Returns the token now
+ * held, or 0 when another node holds the lease. */
+static const char *s_acquire_lua =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v then "
+    "  local node, tok = string.match(v, '^(%S+) (%d+)$') "
+    "  if node == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return tonumber(tok) end "
+    "  return 0 "
+    "end "
+    "local t = redis.call('INCR', KEYS[2]) "
+    "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. t, 'PX', ARGV[2]) "
+    "return t";
+
+/* KEYS: lease, progress hash. ARGV: "NODE TOKEN", field, value. 1 written, 0 fenced off. */
+static const char *s_save_lua = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                "  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1 "
+                                "end return 0";
+
+static redisContext *s_redis(sg_leader_t *l)
+{
+    if (l->rc != NULL && l->rc->err == 0)
+        return l->rc;
+    if (l->rc != NULL)
+        redisFree(l->rc);
+    struct timeval tv = {1, 0};
+    l->rc = redisConnectWithTimeout(l->host, l->port, tv);
+    if (l->rc == NULL || l->rc->err) {
+        rf_warn("storgate: leader lease: redis %s:%d: %s", l->host, l->port, l->rc ? l->rc->errstr : "out of memory");
+        if (l->rc != NULL)
+            redisFree(l->rc);
+        l->rc = NULL;
+        return NULL;
+    }
+    redisSetTimeout(l->rc, tv);
+    return l->rc;
+}
+
+static bool s_redis_tick(sg_leader_t *l)
+{
+    redisContext *c = s_redis(l);
+    redisReply *r = c ? redisCommand(c, "EVAL %s 2 %s %s %s %d", s_acquire_lua, l->k_lease, l->k_token, l->node,
+                                     l->term_ms)
+                      : NULL;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r != NULL)
+            rf_warn("storgate: leader lease: redis answered %s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        freeReplyObject(r);
+        /* Redis away: we lead only until the term we hold runs out */
+        if (l->token != 0 && l->expires_ms <= s_now_ms())
+            l->token = 0;
+        return l->token != 0;
+    }
+    l->token = (uint64_t)r->integer;
+    if (l->token != 0)
+        l->expires_ms = s_now_ms() + l->term_ms;
+    freeReplyObject(r);
+    return l->token != 0;
+}
+
+/* ---- the interface -------------------------------------------------------------------- */
+
 sg_leader_t *sg_leader_new(const rf_sg_conf_t *sc, const char *node, const char *state_dir, char *why,
                            size_t why_len)
 {
-    (void)state_dir;
     sg_leader_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return NULL;
     snprintf(l->node, sizeof(l->node), "%s", node);
-    l->term_ms = sc->distribution.term_ms;
-    const char *u = sc->distribution.leader_url;
-    if (!sc->distribution.meta_enable || u == NULL) {
-        l->always = true;
-        l->token = 1;
-        return l;
-    }
-    if (strncmp(u, "file://", 7) != 0) {
-        snprintf(why, why_len, "distribution.leader.url %s: only file:// leases are built yet", u);
+    if (strpbrk(node, " \t\n") != NULL) {
+        snprintf(why, why_len, "storgate_scheduler.name '%s' may not hold spaces", node);
         free(l);
         return NULL;
     }
+    l->term_ms = sc->distribution.term_ms;
+    snprintf(l->dir, sizeof(l->dir), "%s/cursors", state_dir);
+    const char *u = sc->distribution.leader_url;
+    if (!sc->distribution.meta_enable || u == NULL) {
+        l->kind = S_ALWAYS;
+        l->token = 1;
+        return l;
+    }
+    if (strncmp(u, "redis://", 8) == 0) {
+        l->kind = S_REDIS;
+        char prefix[64] = "refract";
+        const char *hp = u + 8, *slash = strchr(hp, '/');
+        size_t hl = slash ? (size_t)(slash - hp) : strlen(hp);
+        if (slash != NULL && slash[1] != '\0')
+            snprintf(prefix, sizeof(prefix), "%s", slash + 1);
+        char hostport[200];
+        snprintf(hostport, sizeof(hostport), "%.*s", (int)(hl < 199 ? hl : 199), hp);
+        char *colon = strrchr(hostport, ':');
+        l->port = colon ? atoi(colon + 1) : 6379;
+        if (colon)
+            *colon = '\0';
+        snprintf(l->host, sizeof(l->host), "%s", hostport[0] ? hostport : "127.0.0.1");
+        if (l->port <= 0 || l->port > 65535) {
+            snprintf(why, why_len, "distribution.leader.url %s: bad port", u);
+            free(l);
+            return NULL;
+        }
+        snprintf(l->k_lease, sizeof(l->k_lease), "%s:storgate:leader", prefix);
+        snprintf(l->k_token, sizeof(l->k_token), "%s:storgate:token", prefix);
+        snprintf(l->k_progress, sizeof(l->k_progress), "%s:storgate:progress", prefix);
+        return l;
+    }
+    if (strncmp(u, "file://", 7) != 0) {
+        snprintf(why, why_len, "distribution.leader.url %s: file:// and redis:// leases are built (https:// is not yet)",
+                 u);
+        free(l);
+        return NULL;
+    }
+    l->kind = S_FILE;
     const char *p = u + 7;
     char raw[1024];
-    snprintf(raw, sizeof(raw), "%s%s", p[0] == '/' ? "" : "/", p); /* the seed's file://mnt/… is /mnt/… */
-    /* "{vhost}" -> "storgate" */
+    snprintf(raw, sizeof(raw), "%s%s", p[0] == '/' ? "" : "/", p);
     char *v = strstr(raw, "{vhost}");
     if (v != NULL)
         snprintf(l->path, sizeof(l->path), "%.*sstorgate%s", (int)(v - raw), raw, v + 7);
     else
         snprintf(l->path, sizeof(l->path), "%s", raw);
     snprintf(l->lock, sizeof(l->lock), "%s.lock", l->path);
-    int fd = open(l->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = s_lock(l, LOCK_SH);
     if (fd < 0) {
         snprintf(why, why_len, "leader lease %s: %s", l->lock, strerror(errno));
         free(l);
         return NULL;
     }
-    close(fd);
+    s_unlock(fd);
     return l;
 }
 
@@ -89,126 +313,93 @@ void sg_leader_destroy(sg_leader_t **self_p)
         return;
     sg_leader_t *l = *self_p;
     /* leaving: give the lease up so that another node need not wait out the term */
-    if (!l->always && l->token != 0) {
-        int fd = open(l->lock, O_RDWR | O_CLOEXEC);
-        if (fd >= 0 && flock(fd, LOCK_EX) == 0) {
-            FILE *f = fopen(l->path, "r");
-            char node[128] = "";
-            unsigned long long tok = 0;
-            long long exp = 0;
-            if (f != NULL) {
-                if (fscanf(f, "%127s %llu %lld", node, &tok, &exp) != 3)
-                    node[0] = '\0';
-                fclose(f);
+    if (l->kind == S_FILE && l->token != 0) {
+        int fd = s_lock(l, LOCK_EX);
+        if (fd >= 0) {
+            if (s_file_holds(l, l->token)) {
+                char text[200];
+                snprintf(text, sizeof(text), "- %llu 0\n", (unsigned long long)l->token); /* the token stays */
+                s_write_file(l->path, text);
             }
-            if (strcmp(node, l->node) == 0 && tok == l->token && (f = fopen(l->path, "w")) != NULL) {
-                fprintf(f, "- %llu 0\n", tok); /* expired, the token kept so the next one is higher */
-                fclose(f);
-            }
-            flock(fd, LOCK_UN);
+            s_unlock(fd);
         }
-        if (fd >= 0)
-            close(fd);
+    } else if (l->kind == S_REDIS && l->token != 0 && s_redis(l) != NULL) {
+        char held[200];
+        snprintf(held, sizeof(held), "%s %llu", l->node, (unsigned long long)l->token);
+        redisReply *r = redisCommand(l->rc, "EVAL %s 1 %s %s", "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                                               "redis.call('DEL', KEYS[1]) end return 0",
+                                     l->k_lease, held);
+        freeReplyObject(r);
     }
+    if (l->rc != NULL)
+        redisFree(l->rc);
     free(l);
     *self_p = NULL;
 }
 
-/* Reads the lease under the lock held by the caller. */
-static void s_read(const sg_leader_t *l, char *node, size_t cap, uint64_t *tok, int64_t *exp)
-{
-    node[0] = '\0';
-    *tok = 0;
-    *exp = 0;
-    FILE *f = fopen(l->path, "r");
-    if (f == NULL)
-        return;
-    char fmt[32];
-    unsigned long long t = 0;
-    long long e = 0;
-    snprintf(fmt, sizeof(fmt), "%%%zus %%llu %%lld", cap - 1);
-    if (fscanf(f, fmt, node, &t, &e) == 3) {
-        *tok = t;
-        *exp = e;
-    } else {
-        node[0] = '\0';
-    }
-    fclose(f);
-}
-
-static int s_write(const sg_leader_t *l, uint64_t tok, int64_t exp)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", l->path);
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL)
-        return -1;
-    fprintf(f, "%s %llu %lld\n", l->node, (unsigned long long)tok, (long long)exp);
-    fflush(f);
-    fsync(fileno(f));
-    fclose(f);
-    return rename(tmp, l->path);
-}
-
 bool sg_leader_tick(sg_leader_t *l, uint64_t *token)
 {
-    if (l->always) {
-        *token = l->token;
-        return true;
-    }
-    int64_t now = s_now_ms();
+    bool lead;
     /* renew at a third of the term left, not on every tick */
-    if (l->token != 0 && l->expires_ms - now > l->term_ms * 2 / 3) {
-        *token = l->token;
-        return true;
-    }
-    int fd = open(l->lock, O_RDWR | O_CLOEXEC);
-    if (fd < 0 || flock(fd, LOCK_EX) != 0) {
-        if (fd >= 0)
-            close(fd);
-        rf_warn("storgate: leader lease %s: %s", l->lock, strerror(errno));
-        l->token = 0;
-        return false;
-    }
-    char node[128];
-    uint64_t tok;
-    int64_t exp;
-    s_read(l, node, sizeof(node), &tok, &exp);
-    bool mine = strcmp(node, l->node) == 0 && tok == l->token && l->token != 0;
-    bool free_ = node[0] == '\0' || exp <= now;
-    if (mine || free_) {
-        uint64_t t = mine ? tok : tok + 1; /* a new holder: a new fencing token */
-        if (s_write(l, t, now + l->term_ms) == 0) {
-            l->token = t;
-            l->expires_ms = now + l->term_ms;
-        } else {
-            rf_warn("storgate: cannot write the leader lease %s: %s", l->path, strerror(errno));
-            l->token = mine && exp > now ? l->token : 0;
-        }
-    } else {
-        l->token = 0;
-    }
-    flock(fd, LOCK_UN);
-    close(fd);
+    if (l->kind == S_ALWAYS || (l->token != 0 && l->expires_ms - s_now_ms() > l->term_ms * 2 / 3))
+        lead = l->token != 0;
+    else
+        lead = l->kind == S_FILE ? s_file_tick(l) : s_redis_tick(l);
     *token = l->token;
-    return l->token != 0;
+    return lead;
 }
 
-bool sg_leader_fence_ok(sg_leader_t *l, uint64_t token)
+/* The progress file of batch `name` (S_ALWAYS, S_FILE). */
+static void s_progress_path(const sg_leader_t *l, const char *name, char *out, size_t cap)
 {
-    if (l->always)
-        return true;
-    int fd = open(l->lock, O_RDWR | O_CLOEXEC);
-    if (fd < 0 || flock(fd, LOCK_SH) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return false;
+    if (l->kind == S_FILE)
+        snprintf(out, cap, "%s.progress.%s", l->path, name);
+    else
+        snprintf(out, cap, "%s/%s", l->dir, name);
+}
+
+int sg_leader_save(sg_leader_t *l, uint64_t token, const char *name, const char *text)
+{
+    char path[1400];
+    if (l->kind == S_ALWAYS) {
+        s_progress_path(l, name, path, sizeof(path));
+        return s_write_file(path, text);
     }
-    char node[128];
-    uint64_t tok;
-    int64_t exp;
-    s_read(l, node, sizeof(node), &tok, &exp);
-    flock(fd, LOCK_UN);
-    close(fd);
-    return tok == token && strcmp(node, l->node) == 0 && exp > s_now_ms();
+    if (l->kind == S_FILE) {
+        int fd = s_lock(l, LOCK_EX); /* the check and the write, one critical section */
+        if (fd < 0)
+            return -1;
+        int rc = -1;
+        if (s_file_holds(l, token)) {
+            s_progress_path(l, name, path, sizeof(path));
+            rc = s_write_file(path, text);
+        } else {
+            errno = EPERM;
+        }
+        s_unlock(fd);
+        return rc;
+    }
+    char held[200];
+    snprintf(held, sizeof(held), "%s %llu", l->node, (unsigned long long)token);
+    redisReply *r = s_redis(l) ? redisCommand(l->rc, "EVAL %s 2 %s %s %s %s %s", s_save_lua, l->k_lease,
+                                              l->k_progress, held, name, text)
+                               : NULL;
+    int rc = r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? 0 : -1;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+        errno = EPERM;
+    freeReplyObject(r);
+    return rc;
+}
+
+char *sg_leader_load(sg_leader_t *l, const char *name)
+{
+    if (l->kind != S_REDIS) {
+        char path[1400];
+        s_progress_path(l, name, path, sizeof(path));
+        return s_read_file(path);
+    }
+    redisReply *r = s_redis(l) ? redisCommand(l->rc, "HGET %s %s", l->k_progress, name) : NULL;
+    char *out = r != NULL && r->type == REDIS_REPLY_STRING ? strndup(r->str, r->len) : NULL;
+    freeReplyObject(r);
+    return out;
 }
