@@ -51,10 +51,12 @@ stage integration-asan 1800 env REFRACT_BIN="$PWD/build/san/bin" ASAN_OPTIONS=de
 # The threaded gateway under ThreadSanitizer, on the suites that stress its
 # threads: reload storms, bus hand-offs, worker deaths, parallel clients,
 # TLS handshakes on every thread, resolver threads, cache fills followed
-# from every thread and purges. (The streaming suite's
+# from every thread and purges; and the storgate scheduler's item, outbox
+# and broker threads. (The streaming suite's
 # memory bounds do not hold under TSan's shadow memory, so it is not here.)
 # Any report aborts the gateway (halt_on_error), which fails the test.
-stage tsan-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=thread OPT=-O1 build/tsan/bin/refract-gateway
+stage tsan-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=thread OPT=-O1 build/tsan/bin/refract-gateway \
+    build/tsan/bin/refract-storgate-scheduler
 stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER_BIN="$PWD/build/bin/refract-image-worker" \
     REFRACT_VIDEO_WORKER_BIN="$PWD/build/bin/refract-video-worker" \
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
@@ -63,7 +65,8 @@ stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER
     tests/integration/test_origin_tls.py tests/integration/test_proxy.py tests/integration/test_cache.py \
     tests/integration/test_purge.py tests/integration/test_compress.py \
     tests/integration/test_link.py tests/integration/test_rewrite.py tests/integration/test_tier.py \
-    tests/integration/test_redis.py tests/integration/test_origins.py tests/integration/test_video.py
+    tests/integration/test_redis.py tests/integration/test_origins.py tests/integration/test_video.py \
+    tests/integration/test_storgate.py
 
 pass=0 fail=0 failed=""
 for i in "${!NAMES[@]}"; do

@@ -75,7 +75,7 @@ void sg_events_destroy(sg_events_t **self_p)
 
 void sg_events_done(sg_events_t *e, const char *name)
 {
-    char path[700];
+    char path[1000];
     snprintf(path, sizeof(path), "%s/%s", e->dir, name);
     unlink(path);
     pthread_mutex_lock(&e->mu);
@@ -118,7 +118,7 @@ static sg_item_t *s_item(sg_events_t *e, const char *name, const char *path)
         it->deleted = strcmp(kind, "onDelete") == 0;
         snprintf(it->id, sizeof(it->id), "%s", id);
         snprintf(it->key, sizeof(it->key), "%s", key);
-        snprintf(it->event_file, sizeof(it->event_file), "%s", name);
+        snprintf(it->event_file, sizeof(it->event_file), "%.95s", name); /* shorter: checked when listed */
     }
     json_decref(j);
     return it;
@@ -141,7 +141,7 @@ void sg_events_tick(sg_events_t *e)
         pthread_mutex_unlock(&e->mu);
         if (skip)
             continue;
-        char path[700];
+        char path[1000];
         snprintf(path, sizeof(path), "%s/%s", e->dir, name);
         sg_item_t *it = s_item(e, name, path);
         if (it == NULL) {

@@ -188,14 +188,14 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
     rf_sgfs_loc_t dst;
     const char *rwhy = NULL;
     if (rf_sgfs_resolve(it->bucket, key, strlen(key), true, true, &dst, &rwhy) < 0) {
-        snprintf(why, why_len, "savePath /%s: %s", key, rwhy ? rwhy : "cannot be resolved");
+        snprintf(why, why_len, "savePath /%.200s: %s", key, rwhy ? rwhy : "cannot be resolved");
         return -1;
     }
     rf_sgfs_stat_t dst_st;
     bool exists = rf_sgfs_stat(&dst, &dst_st) == 0;
     if (it->deleted) { /* onDelete: the output made from the source goes with it */
         if (exists && rf_sgfs_delete(&dst) < 0) {
-            snprintf(why, why_len, "cannot remove /%s: %s", key, strerror(errno));
+            snprintf(why, why_len, "cannot remove /%.200s: %s", key, strerror(errno));
             return -1;
         }
         rf_info("storgate %s: source deleted: /%s %s", it->id, key, exists ? "removed" : "was not there");
@@ -207,7 +207,7 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
     }
     rf_sgfs_put_t *w = rf_sgfs_put_begin(&dst, NULL, NULL);
     if (w == NULL) {
-        snprintf(why, why_len, "cannot write /%s: %s", key, strerror(errno));
+        snprintf(why, why_len, "cannot write /%.200s: %s", key, strerror(errno));
         return -1;
     }
     int rc;
@@ -232,7 +232,7 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
             rc = sg_bus_transform(n->bus, service, chain, src_path, it->id, t->timeout_s, &out, &out_len, why,
                                   why_len);
             if (rc == 0 && rf_sgfs_put_write(w, out, out_len) < 0) {
-                snprintf(why, why_len, "cannot write /%s: %s", key, strerror(errno));
+                snprintf(why, why_len, "cannot write /%.200s: %s", key, strerror(errno));
                 rc = -1;
             }
             free(out);
@@ -252,7 +252,7 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
         return -1;
     }
     if (rf_sgfs_put_commit(&w, NULL, NULL) < 0) {
-        snprintf(why, why_len, "cannot store /%s: %s", key, strerror(errno));
+        snprintf(why, why_len, "cannot store /%.200s: %s", key, strerror(errno));
         return -1;
     }
     rf_info("storgate %s: task %s -> /%s stored", it->id, t->function ? t->function : "copy", key);
@@ -273,13 +273,13 @@ static int s_on_complete(sg_item_t *it, const rf_sgfs_loc_t *src, int src_fd, co
         rf_sgfs_loc_t dst;
         const char *rwhy = NULL;
         if (rf_sgfs_resolve(it->bucket, key, strlen(key), true, true, &dst, &rwhy) < 0) {
-            snprintf(why, why_len, "onComplete move to /%s: %s", key, rwhy ? rwhy : "cannot be resolved");
+            snprintf(why, why_len, "onComplete move to /%.200s: %s", key, rwhy ? rwhy : "cannot be resolved");
             return -1;
         }
         rf_sgfs_put_t *p = rf_sgfs_put_begin(&dst, NULL, NULL);
         if (p == NULL || s_copy_fd(src_fd, p, why, why_len) < 0 || rf_sgfs_put_commit(&p, NULL, NULL) < 0) {
             if (why[0] == '\0')
-                snprintf(why, why_len, "onComplete move to /%s: %s", key, strerror(errno));
+                snprintf(why, why_len, "onComplete move to /%.200s: %s", key, strerror(errno));
             rf_sgfs_put_abort(&p);
             return -1;
         }
