@@ -258,6 +258,8 @@ typedef struct {
     rf_sgfs_put_t *w;          /* where decoded bytes go, or NULL */
     char *small;               /* or here (gw_s3_body_small) */
     size_t small_len, small_max;
+    uint64_t max;              /* largest decoded body (storgate.max_put); 0 = none */
+    bool too_large;
     EVP_MD_CTX *md5;           /* with Content-MD5 */
     unsigned char want_md5[16];
     rf_s3sum_t sum;            /* with x-amz-checksum-NAME (a header, not a trailer) */
@@ -265,11 +267,31 @@ typedef struct {
     char want_sum[64];
     char sum_name[40];
     uint64_t total;
+    /* a refusal, answered by the caller once it has cleaned up: a client
+     * told "no" must not find the temporary file still there */
+    const char *code;
+    char msg[320];
 } s_body_t;
+
+static void s_body_fail(s_body_t *b, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void s_body_fail(s_body_t *b, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->msg, sizeof(b->msg), fmt, ap);
+    va_end(ap);
+    b->code = code;
+}
 
 static int s_body_out(void *arg, const char *data, size_t n)
 {
     s_body_t *b = arg;
+    /* h2o bounds the body as received, with room for aws-chunked framing:
+     * the object itself is held to max_put here */
+    if (b->max > 0 && b->total + n > b->max) {
+        b->too_large = true;
+        return -1;
+    }
     b->total += n;
     if (b->md5 != NULL)
         EVP_DigestUpdate(b->md5, data, n);
@@ -302,7 +324,7 @@ static int s_b64_decode(const char *in, size_t len, unsigned char *out, size_t c
     return n;
 }
 
-/* Sets up the header checksums; -1 after answering a malformed one. */
+/* Sets up the header checksums; -1 (b->code set) on a malformed one. */
 static int s_body_begin(s_body_t *b)
 {
     gw_s3_req_t *r = b->r;
@@ -310,11 +332,11 @@ static int s_body_begin(s_body_t *b)
     const char *v = gw_s3_header(r, "content-md5", &len);
     if (v != NULL) {
         if (s_b64_decode(v, len, b->want_md5, 16) != 16) {
-            gw_s3_error(r, "InvalidDigest", "Content-MD5 is not the base64 of 16 bytes");
+            s_body_fail(b, "InvalidDigest", "Content-MD5 is not the base64 of 16 bytes");
             return -1;
         }
         if ((b->md5 = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(b->md5, EVP_md5(), NULL) != 1) {
-            gw_s3_error(r, "InternalError", "out of memory");
+            s_body_fail(b, "InternalError", "out of memory");
             return -1;
         }
     }
@@ -328,12 +350,12 @@ static int s_body_begin(s_body_t *b)
             continue;
         int kind = rf_s3sum_kind(h->name->base, h->name->len);
         if (kind < 0 || h->value.len >= sizeof(b->want_sum) || b->has_sum) {
-            gw_s3_error(r, "InvalidRequest", "unsupported or repeated checksum header %.*s", (int)h->name->len,
+            s_body_fail(b, "InvalidRequest", "unsupported or repeated checksum header %.*s", (int)h->name->len,
                         h->name->base);
             return -1;
         }
         if (rf_s3sum_init(&b->sum, kind) < 0) {
-            gw_s3_error(r, "InternalError", "out of memory");
+            s_body_fail(b, "InternalError", "out of memory");
             return -1;
         }
         b->has_sum = true;
@@ -344,7 +366,7 @@ static int s_body_begin(s_body_t *b)
     return 0;
 }
 
-/* Checks the header checksums after the last byte; -1 after answering. */
+/* Checks the header checksums after the last byte; -1 (b->code set) when one disagrees. */
 static int s_body_end(s_body_t *b)
 {
     gw_s3_req_t *r = b->r;
@@ -352,14 +374,14 @@ static int s_body_end(s_body_t *b)
         unsigned char d[16];
         unsigned int dl = 0;
         if (EVP_DigestFinal_ex(b->md5, d, &dl) != 1 || dl != 16 || memcmp(d, b->want_md5, 16) != 0) {
-            gw_s3_error(r, "BadDigest", "the Content-MD5 you specified did not match what we received");
+            s_body_fail(b, "BadDigest", "the Content-MD5 you specified did not match what we received");
             return -1;
         }
     }
     if (b->has_sum) {
         char got[64];
         if (rf_s3sum_final_b64(&b->sum, got) < 0 || strcmp(got, b->want_sum) != 0) {
-            gw_s3_error(r, "BadDigest", "the %s you specified did not match the calculated checksum", b->sum_name);
+            s_body_fail(b, "BadDigest", "the %s you specified did not match the calculated checksum", b->sum_name);
             return -1;
         }
         gw_s3_set_header(r, b->sum_name, got);
@@ -384,8 +406,12 @@ static int s_body_run(s_body_t *b)
     rf_metric_add(gw_m.s3_bytes, l, (double)e.len);
     if (r->auth.payload == RF_SIGV4_PAYLOAD_SHA256 || r->auth.payload == RF_SIGV4_PAYLOAD_UNSIGNED) {
         if (s_body_out(b, e.base ? e.base : "", e.len) < 0) {
-            gw_s3_error(r, b->w ? "InternalError" : "MalformedXML", b->w ? "cannot write: %s" : "body too large%s",
-                        b->w ? strerror(errno) : "");
+            if (b->too_large)
+                s_body_fail(b, "EntityTooLarge", "the body is larger than storgate.max_put (%llu bytes)",
+                            (unsigned long long)b->max);
+            else
+                s_body_fail(b, b->w ? "InternalError" : "MalformedXML", b->w ? "cannot write: %s" : "body too large%s",
+                            b->w ? strerror(errno) : "");
             goto done;
         }
     } else {
@@ -393,15 +419,20 @@ static int s_body_run(s_body_t *b)
         const char *code = NULL;
         char why[256] = "";
         if (dec == NULL) {
-            gw_s3_error(r, "InvalidRequest", "cannot decode this aws-chunked body");
+            s_body_fail(b, "InvalidRequest", "cannot decode this aws-chunked body");
             goto done;
         }
         int f = rf_awschunk_feed(dec, e.base, e.len, s_body_out, b, &code, why, sizeof(why));
         if (f >= 0)
             f = rf_awschunk_finish(dec, &code, why, sizeof(why));
         rf_awschunk_destroy(&dec);
+        if (f < 0 && b->too_large) {
+            s_body_fail(b, "EntityTooLarge", "the body is larger than storgate.max_put (%llu bytes)",
+                        (unsigned long long)b->max);
+            goto done;
+        }
         if (f < 0) {
-            gw_s3_error(r, code ? code : "InvalidRequest", "%s", why[0] ? why : "malformed aws-chunked body");
+            s_body_fail(b, code ? code : "InvalidRequest", "%s", why[0] ? why : "malformed aws-chunked body");
             goto done;
         }
     }
@@ -413,10 +444,14 @@ done:
     return rc;
 }
 
-int gw_s3_body_into(gw_s3_req_t *r, rf_sgfs_put_t *w)
+int gw_s3_body_into(gw_s3_req_t *r, rf_sgfs_put_t **w_p)
 {
-    s_body_t b = {.r = r, .w = w};
-    return s_body_run(&b);
+    s_body_t b = {.r = r, .w = *w_p, .max = r->sc->max_put};
+    if (s_body_run(&b) == 0)
+        return 0;
+    rf_sgfs_put_abort(w_p); /* before the answer */
+    gw_s3_error(r, b.code, "%s", b.msg);
+    return -1;
 }
 
 int gw_s3_body_small(gw_s3_req_t *r, size_t max, char **out, size_t *len)
@@ -427,8 +462,10 @@ int gw_s3_body_small(gw_s3_req_t *r, size_t max, char **out, size_t *len)
         return -1;
     }
     b.small = h2o_mem_alloc_pool(&r->req->pool, max + 1);
-    if (s_body_run(&b) < 0)
+    if (s_body_run(&b) < 0) {
+        gw_s3_error(r, b.code, "%s", b.msg);
         return -1;
+    }
     b.small[b.small_len] = '\0';
     *out = b.small;
     *len = b.small_len;

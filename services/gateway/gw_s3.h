@@ -70,9 +70,10 @@ void gw_s3_iso_time(int64_t ns, char out[32]);
 void gw_s3_http_time(int64_t ns, char out[40]);
 
 /* Reads the request body through the payload checks (x-amz-content-sha256,
- * aws-chunked and its trailer, Content-MD5, x-amz-checksum-*) into w.
- * Returns 0, or -1 after answering the error. */
-int gw_s3_body_into(gw_s3_req_t *r, rf_sgfs_put_t *w);
+ * aws-chunked and its trailer, Content-MD5, x-amz-checksum-*) into *w_p.
+ * Returns 0, or -1 after aborting the writer (*w_p NULL: its temporary
+ * file is gone before the client hears of the refusal) and answering. */
+int gw_s3_body_into(gw_s3_req_t *r, rf_sgfs_put_t **w_p);
 
 /* The body as a whole (small XML bodies), checked the same way; *out in
  * the request pool. 0, or -1 after answering. */

@@ -753,9 +753,11 @@ static int s_open_source(gw_s3_req_t *r, rf_sgfs_stat_t *st)
     return fd;
 }
 
-/* Copies [off, off+len) of fd into w. 0, or -1 after answering. */
-static int s_copy_range(gw_s3_req_t *r, int fd, uint64_t off, uint64_t len, rf_sgfs_put_t *w)
+/* Copies [off, off+len) of fd into *w_p. 0, or -1 after aborting the
+ * writer (first: no temporary file outlives the answer) and answering. */
+static int s_copy_range(gw_s3_req_t *r, int fd, uint64_t off, uint64_t len, rf_sgfs_put_t **w_p)
 {
+    rf_sgfs_put_t *w = *w_p;
     char *buf = malloc(1 << 20);
     int rc = buf ? 0 : -1;
     while (rc == 0 && len > 0) {
@@ -766,9 +768,12 @@ static int s_copy_range(gw_s3_req_t *r, int fd, uint64_t off, uint64_t len, rf_s
         else
             off += (uint64_t)n, len -= (uint64_t)n;
     }
+    int e = errno ? errno : EIO;
     free(buf);
-    if (rc < 0)
-        gw_s3_error(r, "InternalError", "copy failed: %s", strerror(errno ? errno : EIO));
+    if (rc < 0) {
+        rf_sgfs_put_abort(w_p);
+        gw_s3_error(r, "InternalError", "copy failed: %s", strerror(e));
+    }
     return rc;
 }
 
@@ -817,16 +822,16 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
         gw_s3_error(r, "InternalError", "cannot write: %s", strerror(errno));
         return;
     }
-    int rc = copy ? s_copy_range(r, sfd, 0, src.size, w) : gw_s3_body_into(r, w);
+    /* on failure these abort w, then answer */
+    int rc = copy ? s_copy_range(r, sfd, 0, src.size, &w) : gw_s3_body_into(r, &w);
     if (sfd >= 0)
         close(sfd);
-    if (rc == 0 && r->key[r->key_len - 1] == '/' && rf_sgfs_put_size(w) > 0) {
+    if (rc < 0)
+        return;
+    if (r->key[r->key_len - 1] == '/' && rf_sgfs_put_size(w) > 0) {
         /* a folder marker is a directory: it has nowhere to keep bytes */
-        gw_s3_error(r, "InvalidRequest", "a key ending in '/' is a folder marker: its body must be empty");
-        rc = -1;
-    }
-    if (rc < 0) {
         rf_sgfs_put_abort(&w);
+        gw_s3_error(r, "InvalidRequest", "a key ending in '/' is a folder marker: its body must be empty");
         return;
     }
     rf_sgfs_stat_t st;
@@ -940,13 +945,12 @@ static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool c
         gw_s3_error(r, "InternalError", "cannot write the part: %s", strerror(errno));
         return;
     }
-    int rc = copy ? s_copy_range(r, sfd, from, len, w) : gw_s3_body_into(r, w);
+    /* on failure these abort w, then answer */
+    int rc = copy ? s_copy_range(r, sfd, from, len, &w) : gw_s3_body_into(r, &w);
     if (sfd >= 0)
         close(sfd);
-    if (rc < 0) {
-        rf_sgfs_put_abort(&w);
+    if (rc < 0)
         return;
-    }
     rf_sgfs_stat_t st;
     if (rf_sgfs_put_commit(&w, NULL, &st) < 0) {
         gw_s3_error(r, errno == ENOENT ? "NoSuchUpload" : "InternalError", "cannot store the part: %s",
