@@ -21,6 +21,7 @@
 #include "rf_httpd.h"
 #include "rf_log.h"
 #include "rf_metrics.h"
+#include "rf_tmpl.h"
 #include "sg.h"
 
 sg_metrics_t sg_m;
@@ -71,6 +72,37 @@ static void s_collect(rf_metrics_t *m, void *arg)
     sg_node_t *n = arg;
     if (n->outbox != NULL)
         rf_metric_set(sg_m.outbox, NULL, sg_outbox_pending(n->outbox));
+}
+
+/* Every savePath (with its pathPattern) and onComplete move path compiles:
+ * a bad template stops the start, naming the bucket, workflow and task. */
+static int s_check_templates(const rf_sg_conf_t *sc, char *why, size_t why_len)
+{
+    char err[300];
+    rf_tmpl_t *t = rf_tmpl_new(err, sizeof(err));
+    if (t == NULL) {
+        snprintf(why, why_len, "cannot load the template engine: %s", err);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t b = 0; rc == 0 && b < sc->n_buckets; b++) {
+        const rf_sg_bucket_t *bk = &sc->buckets[b];
+        for (size_t w = 0; rc == 0 && w < bk->n_workflows; w++) {
+            const rf_sg_workflow_t *wf = &bk->workflows[w];
+            for (size_t k = 0; rc == 0 && k < wf->n_tasks; k++)
+                if (rf_tmpl_check_pattern(t, wf->tasks[k].save_path, wf->tasks[k].path_pattern, err, sizeof(err)) < 0) {
+                    snprintf(why, why_len, "bucket %s, workflow %s, task %zu: savePath: %s", bk->name, wf->name, k + 1,
+                             err);
+                    rc = -1;
+                }
+            if (rc == 0 && wf->src_path != NULL && rf_tmpl_check(t, wf->src_path, err, sizeof(err)) < 0) {
+                snprintf(why, why_len, "bucket %s, workflow %s: onComplete.src.path: %s", bk->name, wf->name, err);
+                rc = -1;
+            }
+        }
+    }
+    rf_tmpl_destroy(&t);
+    return rc;
 }
 
 static int s_health(void *arg, char *buf, size_t len)
@@ -131,6 +163,10 @@ int main(int argc, char **argv)
         snprintf(n.node, sizeof(n.node), "%s:%d", host, (int)getpid());
     }
     snprintf(n.state_dir, sizeof(n.state_dir), "%s", cfg->storgate_scheduler.state_dir);
+    if (s_check_templates(n.sc, why, sizeof(why)) < 0) {
+        fprintf(stderr, "%s: %s\n", path, why);
+        goto done;
+    }
     if (test_only) {
         /* the schedules parse, the lease URL is one we can take */
         if ((batches = sg_batches_new(&n, why, sizeof(why))) == NULL && why[0]) {

@@ -240,8 +240,10 @@ def test_file_lease_one_leader_and_failover(make_stack, tmp_path, hooks):
 
 
 def test_bad_schedule_and_template_refused(tmp_path, make_stack):
-    """A schedule that is not 5-field cron stops the scheduler's -t with the
-    bucket, the schedule and the reason."""
+    """A schedule that is not 5-field cron, a savePath that is not a
+    Nunjucks template and a pathPattern group the regex does not have stop
+    the scheduler's -t (and its start) with the bucket, the workflow and the
+    reason."""
     up, svc, sg = _landing(tmp_path, "http://127.0.0.1:1/")
     sg["buckets"][0]["events"]["onBatch"][0]["schedule"] = "61 * * * *"
     st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
@@ -249,6 +251,16 @@ def test_bad_schedule_and_template_refused(tmp_path, make_stack):
     r = subprocess.run([harness.SCHEDULER_BIN, "-t", "-c", st.cfg_path], capture_output=True, text=True)
     assert r.returncode == 1
     assert "image_landing_bucket" in r.stderr and "61" in r.stderr, r.stderr
+    # a savePath that is not a template, and a pathPattern group the regex lacks
+    for save, pattern, want in [("/x/{{ item.path ", None, "savePath"), ("/x/#3", "/([^/]+)/(.*)", "savePath")]:
+        sg["buckets"][0]["events"]["onBatch"][0]["schedule"] = "* * * * *"
+        sg["buckets"][0]["workflows"][0]["tasks"][0]["savePath"] = save
+        if pattern:
+            sg["buckets"][0]["workflows"][0]["tasks"][0]["pathPattern"] = pattern
+        cfg = dict(st.config, storgate=dict(st.config["storgate"], buckets=sg["buckets"]))
+        path = st.write_config(cfg, str(tmp_path / "bad.yaml"))
+        r = subprocess.run([harness.SCHEDULER_BIN, "-t", "-c", path], capture_output=True, text=True)
+        assert r.returncode == 1 and want in r.stderr and "migrate_tmpimg" in r.stderr, r.stderr
 
 
 def _redis(tmp_path):
