@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,21 +106,70 @@ static void s_etag_header(gw_s3_req_t *r, const char *etag)
     gw_s3_set_header(r, "etag", q);
 }
 
-/* x-amz-meta-* of the request as "name: value\n" lines; -1 after answering. */
+/* The standard headers S3 keeps with an object and answers with on GET
+ * and HEAD, besides Content-Type (which has a field of its own). */
+static bool s_kept_header(const h2o_header_t *h)
+{
+    static const char *const names[] = {"cache-control", "content-disposition", "content-encoding",
+                                        "content-language", "expires", NULL};
+    for (int i = 0; names[i]; i++)
+        if (h2o_memis(h->name->base, h->name->len, names[i], strlen(names[i])))
+            return true;
+    return false;
+}
+
+/* Content-Encoding without "aws-chunked" (the framing of this request's
+ * body, not a coding of the object: S3 drops it) into out; its length. */
+static size_t s_object_encoding(const char *v, size_t len, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        size_t j = i;
+        while (j < len && v[j] != ',')
+            j++;
+        size_t a = i, b = j;
+        while (a < b && (v[a] == ' ' || v[a] == '\t'))
+            a++;
+        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+            b--;
+        if (b > a && !(b - a == 11 && strncasecmp(v + a, "aws-chunked", 11) == 0) && n + (b - a) + 2 < cap) {
+            if (n > 0)
+                out[n++] = ',';
+            memcpy(out + n, v + a, b - a);
+            n += b - a;
+        }
+        i = j + 1;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* The request's x-amz-meta-* headers and the standard headers S3 keeps
+ * (Cache-Control, Content-Disposition, Content-Encoding, Content-Language,
+ * Expires) as "name: value\n" lines; rf_sgfs stores them and a GET answers
+ * with each line as a header. -1 after answering. */
 static int s_meta_lines(gw_s3_req_t *r, char *out, size_t cap)
 {
     size_t n = 0;
     out[0] = '\0';
     for (size_t i = 0; i < r->req->headers.size; i++) {
         h2o_header_t *h = &r->req->headers.entries[i];
-        if (h->name->len <= 11 || !h2o_memis(h->name->base, 11, H2O_STRLIT("x-amz-meta-")))
+        bool user = h->name->len > 11 && h2o_memis(h->name->base, 11, H2O_STRLIT("x-amz-meta-"));
+        if (!user && !s_kept_header(h))
             continue;
         if (memchr(h->value.base, '\n', h->value.len) != NULL) {
             gw_s3_error(r, "InvalidArgument", "a metadata value may not hold a line break");
             return -1;
         }
-        int w = snprintf(out + n, cap - n, "%.*s: %.*s\n", (int)h->name->len, h->name->base, (int)h->value.len,
-                         h->value.base);
+        const char *val = h->value.base;
+        size_t vl = h->value.len;
+        char enc[256];
+        if (h2o_memis(h->name->base, h->name->len, H2O_STRLIT("content-encoding"))) {
+            if (vl >= sizeof(enc) || (vl = s_object_encoding(val, vl, enc, sizeof(enc))) == 0)
+                continue;
+            val = enc;
+        }
+        int w = snprintf(out + n, cap - n, "%.*s: %.*s\n", (int)h->name->len, h->name->base, (int)vl, val);
         if (w < 0 || (size_t)w >= cap - n) {
             gw_s3_error(r, "MetadataTooLarge", "x-amz-meta-* headers exceed %zu bytes", cap - 1);
             return -1;
@@ -700,8 +750,15 @@ static int s_copy_source(gw_s3_req_t *r, const rf_sg_bucket_t **b, char **key, s
     size_t l;
     const char *v = gw_s3_header(r, "x-amz-copy-source", &l);
     const char *q = memchr(v, '?', l);
-    if (q != NULL)
+    if (q != NULL) {
+        /* only the one version there is: "null" */
+        size_t ql = l - (size_t)(q - v);
+        if (!(ql == 15 && memcmp(q, "?versionId=null", 15) == 0)) {
+            gw_s3_error(r, "InvalidArgument", "invalid version id specified in x-amz-copy-source");
+            return -1;
+        }
         l = (size_t)(q - v);
+    }
     if (l > 0 && v[0] == '/')
         v++, l--;
     char *dec = h2o_mem_alloc_pool(&r->req->pool, l + 1);
@@ -737,6 +794,34 @@ static int s_copy_source(gw_s3_req_t *r, const rf_sg_bucket_t **b, char **key, s
     return 0;
 }
 
+/* x-amz-copy-source-if-* against the source, as S3 applies them: a match
+ * that holds overrides a date that fails, and any failure is 412. Answers
+ * and returns false on one. */
+static bool s_copy_conditions(gw_s3_req_t *r, const rf_sgfs_stat_t *st)
+{
+    char etag[56];
+    int el = snprintf(etag, sizeof(etag), "\"%s\"", st->etag);
+    int64_t mtime = st->mtime_ns / 1000000000, d;
+    size_t l;
+    const char *im = gw_s3_header(r, "x-amz-copy-source-if-match", &l);
+    bool im_ok = im != NULL && gw_etag_in(im, l, etag, (size_t)el);
+    if (im != NULL && !im_ok)
+        goto failed;
+    const char *ius = gw_s3_header(r, "x-amz-copy-source-if-unmodified-since", &l);
+    if (!im_ok && ius != NULL && (d = s_http_date(ius, l)) >= 0 && mtime > d)
+        goto failed;
+    const char *inm = gw_s3_header(r, "x-amz-copy-source-if-none-match", &l);
+    if (inm != NULL && gw_etag_in(inm, l, etag, (size_t)el))
+        goto failed;
+    const char *ims = gw_s3_header(r, "x-amz-copy-source-if-modified-since", &l);
+    if (inm == NULL && ims != NULL && (d = s_http_date(ims, l)) >= 0 && mtime <= d)
+        goto failed;
+    return true;
+failed:
+    gw_s3_error(r, "PreconditionFailed", "a x-amz-copy-source-if-* condition does not hold");
+    return false;
+}
+
 /* Opens the copy source for reading; -1 after answering. */
 static int s_open_source(gw_s3_req_t *r, rf_sgfs_stat_t *st)
 {
@@ -748,8 +833,14 @@ static int s_open_source(gw_s3_req_t *r, rf_sgfs_stat_t *st)
         s_resolve(r, sb, skey, sklen, false, &sloc) < 0)
         return -1;
     int fd = rf_sgfs_open(&sloc, st);
-    if (fd < 0)
+    if (fd < 0) {
         gw_s3_error(r, "NoSuchKey", "the copy source does not exist");
+        return -1;
+    }
+    if (!s_copy_conditions(r, st)) {
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 

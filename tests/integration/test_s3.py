@@ -575,7 +575,10 @@ def _client_error(fn, *a, **kw):
 
 def test_boto3_metadata_content_type(sg):
     """put_object's Metadata and ContentType come back from head_object and
-    get_object as sent; a second put replaces them (nothing merges)."""
+    get_object as sent; a second put replaces them (nothing merges);
+    response-* parameters override; Content-Encoding, Cache-Control,
+    Content-Language, Content-Disposition and Expires are kept with the
+    object, answered on HEAD and GET and copied by CopyObject."""
     c = sg.boto()
     c.put_object(Bucket="photos", Key="boto-meta/m.json", Body=b'{"a": 1}', ContentType="application/x-test+json",
                  Metadata={"owner": "storgate", "Camel-Case": "Value With Spaces"})
@@ -591,6 +594,22 @@ def test_boto3_metadata_content_type(sg):
     g = c.get_object(Bucket="photos", Key="boto-meta/m.json", ResponseContentType="text/x-override",
                      ResponseContentDisposition="attachment; filename=m.json")
     assert g["ContentType"] == "text/x-override" and g["ContentDisposition"] == "attachment; filename=m.json"
+    # the standard headers S3 keeps with an object: a gzip'd object must come back saying so
+    gz = zlib.compress(b"compressed " * 100)
+    exp = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    c.put_object(Bucket="photos", Key="boto-meta/page.html", Body=gz, ContentType="text/html",
+                 ContentEncoding="deflate", CacheControl="public, max-age=600", ContentLanguage="ko-KR",
+                 ContentDisposition='inline; filename="page.html"', Expires=exp)
+    h = c.head_object(Bucket="photos", Key="boto-meta/page.html")
+    assert (h["ContentEncoding"], h["CacheControl"], h["ContentLanguage"], h["ContentDisposition"], h["Expires"]) == \
+        ("deflate", "public, max-age=600", "ko-KR", 'inline; filename="page.html"', exp)
+    assert h["Metadata"] == {}
+    r = harness.session().get(c.generate_presigned_url("get_object", Params={"Bucket": "photos",
+                                                                              "Key": "boto-meta/page.html"}))
+    assert r.headers["Content-Encoding"] == "deflate" and r.text == "compressed " * 100  # decoded by requests
+    c.copy_object(Bucket="photos", Key="boto-meta/page-copy.html",
+                  CopySource={"Bucket": "photos", "Key": "boto-meta/page.html"})
+    assert c.head_object(Bucket="photos", Key="boto-meta/page-copy.html")["CacheControl"] == "public, max-age=600"
 
 
 def test_boto3_list_v1_marker(sg):
@@ -699,7 +718,10 @@ def test_boto3_multipart_refusals(sg):
 def test_boto3_upload_part_copy(sg):
     """upload_part_copy with CopySourceRange takes exactly those bytes of
     another object (two parts: the first 5 MiB and the rest), and the
-    completed object equals the source."""
+    completed object equals the source; copy_object reads a source whose
+    key needs escaping, honours x-amz-copy-source-if-* (412 when one does
+    not hold; If-Match overriding If-Unmodified-Since) and knows no
+    version but "null"."""
     c = sg.boto()
     src = os.urandom(6 * MIB + 123)
     c.put_object(Bucket="photos", Key="boto-upc/src.bin", Body=src)
@@ -723,6 +745,21 @@ def test_boto3_upload_part_copy(sg):
     assert c.get_object(Bucket="photos", Key="boto-upc/copied.txt")["Body"].read() == b"escaped source"
     assert _client_error(c.copy_object, Bucket="photos", Key="boto-upc/x.txt",
                          CopySource={"Bucket": "photos", "Key": "boto-upc/none"})[0] == "NoSuchKey"
+    # x-amz-copy-source-if-*: a condition that does not hold is 412 and copies nothing
+    src_ref = {"Bucket": "photos", "Key": "boto-upc/a b+c&d.txt"}
+    etag = '"%s"' % hashlib.md5(b"escaped source").hexdigest()
+    for kw in ({"CopySourceIfMatch": '"0000"'}, {"CopySourceIfNoneMatch": etag},
+               {"CopySourceIfModifiedSince": datetime.datetime(2099, 1, 1, tzinfo=datetime.timezone.utc)},
+               {"CopySourceIfUnmodifiedSince": datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)}):
+        assert _client_error(c.copy_object, Bucket="photos", Key="boto-upc/cond.txt", CopySource=src_ref, **kw) == \
+            ("PreconditionFailed", 412), kw
+    assert not os.path.exists(sg.path("photos", "boto-upc/cond.txt"))
+    c.copy_object(Bucket="photos", Key="boto-upc/cond.txt", CopySource=src_ref, CopySourceIfMatch=etag,
+                  CopySourceIfUnmodifiedSince=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc))
+    assert c.get_object(Bucket="photos", Key="boto-upc/cond.txt")["Body"].read() == b"escaped source"
+    assert _client_error(c.copy_object, Bucket="photos", Key="boto-upc/v.txt",
+                         CopySource=dict(src_ref, VersionId="abc")) == ("InvalidArgument", 400)
+    c.copy_object(Bucket="photos", Key="boto-upc/v.txt", CopySource=dict(src_ref, VersionId="null"))
 
 
 def test_boto3_wrong_credentials(sg):
@@ -837,6 +874,7 @@ def test_aws_chunked_signed_payload(sg):
     assert open(sg.path("photos", "chunked/signed.bin"), "rb").read() == data
     st, h, body = sg.raw("GET", "/photos/chunked/signed.bin")
     assert st == 200 and body == data and h["content-type"] == "application/x-chunked"
+    assert "content-encoding" not in h  # aws-chunked framed the request; it is no coding of the object
     st, _, body = _put_signed_chunked(sg, "chunked/corrupt.bin", data, 64 * 1024, corrupt=True)
     assert st == 403 and xml_error(body)[0] == "SignatureDoesNotMatch"
     st, _, body = _put_signed_chunked(sg, "chunked/short.bin", data, 64 * 1024, decoded_len=len(data) + 1)
@@ -847,13 +885,13 @@ def test_aws_chunked_signed_payload(sg):
     assert _reserved_clean(sg.dirs["photos"]) == []
 
 
-def _unsigned_trailer_put(sg, key, data, chunk, trailer_value):
+def _unsigned_trailer_put(sg, key, data, chunk, trailer_value, encoding="aws-chunked"):
     target = "/photos/" + urllib.parse.quote(key)
     pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
     body = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces)
     body += b"0\r\n" + f"x-amz-checksum-crc32c:{trailer_value}\r\n".encode() + b"\r\n"
     h = {"host": f"127.0.0.1:{sg.port}", "content-length": str(len(body))}
-    h.update(_streaming_headers(len(data), {"x-amz-trailer": "x-amz-checksum-crc32c"}))
+    h.update(_streaming_headers(len(data), {"x-amz-trailer": "x-amz-checksum-crc32c", "content-encoding": encoding}))
     sign_headers("PUT", target, h, "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
     return _send(sg, "PUT", target, h, body)
 
@@ -875,6 +913,12 @@ def test_aws_chunked_unsigned_trailer_crc32c(sg):
     assert st == 400 and xml_error(body)[0] == "BadDigest", body
     st, _, body = sg.raw("GET", "/photos/chunked/badtrailer.bin")
     assert st == 404 and xml_error(body)[0] == "NoSuchKey"
+    # a gzip'd body sent aws-chunked keeps "gzip" and loses "aws-chunked"
+    gz = zlib.compress(data[:5000])
+    st, _, body = _unsigned_trailer_put(sg, "chunked/gz.bin", gz, 1000, b64_be32(crc32c(gz)), "aws-chunked, gzip")
+    assert st == 200, body
+    st, h, body = sg.raw("GET", "/photos/chunked/gz.bin")
+    assert body == gz and h["content-encoding"] == "gzip"
     # replacing an object with a bad upload keeps the old one
     st, _, body = _unsigned_trailer_put(sg, "chunked/trailer.bin", b"new" * 10, 7, b64_be32(crc32c(b"old")))
     assert st == 400
