@@ -8,6 +8,7 @@ FROM debian:12 AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential pkg-config \
+        libexpat1-dev libisal-dev duktape-dev libpcre2-dev libhiredis-dev libcurl4-openssl-dev \
         libh2o-evloop-dev libczmq-dev libzmq3-dev libvips-dev \
         libjansson-dev libyaml-dev libssl-dev zlib1g-dev libxxhash-dev \
         libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libcurl4-openssl-dev \
@@ -19,6 +20,8 @@ WORKDIR /src
 COPY Makefile ./
 COPY common/ common/
 COPY services/ services/
+# rf_tmpl embeds the vendored Nunjucks bundle (.incbin) into the common library.
+COPY third_party/ third_party/
 RUN make -j"$(nproc)" build/bin/refract-video-worker
 
 # ---- runtime stage: only the shared libraries the binary links ------------
