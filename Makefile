@@ -28,6 +28,9 @@ CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-reco
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
 endif
 LIBS_BASE := $(shell pkg-config --libs $(PKGS)) -lxxhash -lz -lexpat -lisal -lcrypto -lpthread
+# common/rf_tmpl (storgate's Nunjucks templates) runs Duktape and PCRE2;
+# --as-needed keeps them out of the binaries that do not use it.
+LIBS_BASE += -Wl,--push-state,--as-needed $(shell pkg-config --libs duktape libpcre2-8) -Wl,--pop-state
 
 H2O_CFLAGS := $(shell pkg-config --cflags libh2o-evloop)
 H2O_LIBS   := $(shell pkg-config --libs libh2o-evloop) -lssl -lcrypto -lz -lbrotlienc -lpcre2-8 -lhiredis
@@ -157,6 +160,10 @@ build/fuzz/fuzz_range: services/gateway/gw_http_parse.c services/gateway/gw_http
 # The video core's saved-index parser (hostile: it may come from a shared cache).
 build/fuzz/fuzz_vid_index: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_core.c $(AV_LIBS)
 build/fuzz/fuzz_vid_index: services/video-worker/vid_core.c services/video-worker/vid_core.h
+
+# rf_tmpl.c embeds the vendored Nunjucks bundle with .incbin (from the
+# repository root): rebuild what compiles it when the bundle changes.
+$(O)/obj/common/rf_tmpl.o $(FUZZ_BINS): third_party/nunjucks/nunjucks.min.js
 
 fuzz: $(FUZZ_BINS)
 
