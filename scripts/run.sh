@@ -75,6 +75,7 @@ supervise() {
 }
 supervise "image worker" "$BIN/refract-image-worker"
 supervise "video worker" "$BIN/refract-video-worker"
+supervise "storgate scheduler" "$BIN/refract-storgate-scheduler"
 
 for _ in $(seq 50); do
     curl -fs "http://$admin/healthz" >/dev/null 2>&1 && break
@@ -82,7 +83,7 @@ for _ in $(seq 50); do
 done
 cat <<MSG
 
-refract is running (gateway :$port, admin $admin; image and video workers). Try:
+refract is running (gateway :$port, admin $admin; image and video workers; storgate scheduler). Try:
 
   curl -si http://localhost:$port/hello.txt
   curl -s  http://localhost:$port/photo.jpg/dims/resize/500x500 -o small.jpg && vipsheader small.jpg
@@ -94,6 +95,12 @@ refract is running (gateway :$port, admin $admin; image and video workers). Try:
   curl -s  http://localhost:$port/video.mp4/mp4hls/index.m3u8         # HLS playlist (docs/video.md)
   curl -s  http://localhost:$port/video.mp4/mp4hls/seg-0.ts -o seg-0.ts && ffprobe -hide_banner seg-0.ts 2>&1 | grep Stream
   curl -s  http://$admin/metrics | grep refract_bus
+
+storgate's S3 API on 127.0.0.1:9000 (docs/storgate.md), and its landing zone:
+
+  export AWS_ACCESS_KEY_ID=refract AWS_SECRET_ACCESS_KEY=refract-change-this-secret AWS_DEFAULT_REGION=ap-northeast-2
+  aws --endpoint-url http://127.0.0.1:9000 s3 cp /tmp/refract-sample-origin/photo.jpg s3://image_landing_bucket/image_landing/p.jpg
+  pkill -USR1 -f refract-storgate-scheduler  # run the landing zone's batch now: p.jpg moves to /tmp/refract-storgate/service
 
 Ctrl-C stops everything.
 MSG
