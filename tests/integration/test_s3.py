@@ -1175,55 +1175,77 @@ def test_file_and_directory_names_conflict(sg):
 
 @pytest.mark.timeout_s(120)
 def test_replace_is_atomic_under_concurrent_gets(sg):
-    """While a 30 MiB object is replaced again and again (two versions in
-    turn), concurrent GETs each see one version whole — the SHA-256 of
-    every body is one of the two, with the length and ETag of that
-    version — never a mix or a truncation. The writer waits for a
-    reader's completed GET between PUTs (an event, not a sleep) so reads
-    and writes really interleave."""
+    """A 30 MiB object replaced while read. Deterministically: a GET paused
+    after its first MiB, across a whole PUT of another version, still
+    delivers the old version whole (the new one is renamed into place; the
+    open file stays the old one), and the next GET the new one. Under
+    load: two readers GET in a loop while the object is replaced six times
+    (versions alternating); every body is one version whole (SHA-256,
+    length and ETag agree), and each GET that ran entirely between two
+    PUTs is exactly the version last put — the writer waits for such a GET
+    before each PUT (an event, not a sleep)."""
     c = sg.boto()
     key = "atomic/big.bin"
     a, b = os.urandom(30 * MIB), os.urandom(30 * MIB)
-    versions = {hashlib.sha256(a).digest(): hashlib.md5(a).hexdigest(),
-                hashlib.sha256(b).digest(): hashlib.md5(b).hexdigest()}
+    va, vb = hashlib.sha256(a).digest(), hashlib.sha256(b).digest()
+    etags = {va: '"%s"' % hashlib.md5(a).hexdigest(), vb: '"%s"' % hashlib.md5(b).hexdigest()}
     c.put_object(Bucket="photos", Key=key, Body=a)
-    done = threading.Event()
+    url = presign(sg.port, "GET", "/photos/" + key, 120)
+    with harness.session().get(url, stream=True, timeout=60) as r:
+        first = r.raw.read(MIB)
+        c.put_object(Bucket="photos", Key=key, Body=b)
+        assert hashlib.sha256(first + r.raw.read()).digest() == va
+    assert hashlib.sha256(harness.session().get(url, timeout=60).content).digest() == vb
+
     cond = threading.Condition()
-    state = {"gets": 0, "bad": [], "seen": set()}
+    state = {"gen": 0, "results": [], "stop": False}  # gen: 2 * PUTs done, odd while one runs
 
     def reader():
         rc = sg.boto()
-        while not done.is_set():
+        while True:
+            with cond:
+                if state["stop"]:
+                    return
+                g0 = state["gen"]
             try:
                 r = rc.get_object(Bucket="photos", Key=key)
                 body = r["Body"].read()
-            except Exception as e:  # noqa: BLE001 — recorded, the test fails on it
-                state["bad"].append(repr(e))
-                return
-            h = hashlib.sha256(body).digest()
+                res = (hashlib.sha256(body).digest(), len(body), r["ETag"])
+            except Exception as e:  # noqa: BLE001 — recorded; the test fails on it
+                res = (repr(e), 0, None)
             with cond:
-                if h not in versions or r["ETag"] != '"%s"' % versions[h] or len(body) != 30 * MIB:
-                    state["bad"].append((len(body), r["ETag"]))
-                state["seen"].add(h)
-                state["gets"] += 1
+                state["results"].append((g0, state["gen"], res))
                 cond.notify_all()
+
+    def stable_get_seen(gen):
+        return any(g0 == g1 == gen for g0, g1, _ in state["results"])
 
     readers = [threading.Thread(target=reader) for _ in range(2)]
     for t in readers:
         t.start()
+    expect = {0: vb}  # the version in place at each even gen
     try:
         for i in range(6):
+            nxt = a if i % 2 == 0 else b
             with cond:
-                want = state["gets"] + 1
-                assert cond.wait_for(lambda: state["gets"] >= want or state["bad"], timeout=60)
-            c.put_object(Bucket="photos", Key=key, Body=b if i % 2 == 0 else a)
+                assert cond.wait_for(lambda: stable_get_seen(state["gen"]), timeout=60)
+                state["gen"] += 1
+            c.put_object(Bucket="photos", Key=key, Body=nxt)
+            with cond:
+                state["gen"] += 1
+                expect[state["gen"]] = hashlib.sha256(nxt).digest()
+        with cond:
+            assert cond.wait_for(lambda: stable_get_seen(state["gen"]), timeout=60)
     finally:
-        done.set()
+        with cond:
+            state["stop"] = True
         for t in readers:
             t.join(60)
-    assert not state["bad"], state["bad"][:5]
-    assert state["gets"] >= 6 and state["seen"] == set(versions)
-    assert c.get_object(Bucket="photos", Key=key)["Body"].read() == a  # the last PUT
+    for g0, g1, (h, n, etag) in state["results"]:
+        assert h in etags and n == 30 * MIB and etag == etags[h], (g0, g1, h if isinstance(h, str) else n, etag)
+        if g0 == g1 and g0 % 2 == 0:  # (odd: it ran during a PUT, either version is right)
+            assert h == expect[g0], (g0, "a GET between two PUTs saw another version")
+    assert c.get_object(Bucket="photos", Key=key)["Body"].read() == b  # the last PUT
     assert _reserved_clean(sg.dirs["photos"]) == []
 
 
