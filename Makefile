@@ -56,7 +56,11 @@ AV_LIBS   := $(shell pkg-config --libs $(AV_PKGS)) -lm
 VID_SRC := $(wildcard services/video-worker/*.c)
 VID_OBJ := $(VID_SRC:%.c=$(O)/obj/%.o)
 
-BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker $(O)/bin/refract-video-worker
+SG_SRC := $(wildcard services/storgate-scheduler/*.c)
+SG_OBJ := $(SG_SRC:%.c=$(O)/obj/%.o)
+
+BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker $(O)/bin/refract-video-worker \
+        $(O)/bin/refract-storgate-scheduler
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
@@ -99,6 +103,11 @@ $(O)/bin/refract-video-worker: $(VID_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(AV_LIBS) -lcurl $(LIBS_BASE)
+
+$(O)/bin/refract-storgate-scheduler: $(SG_OBJ) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ -lcurl -lhiredis $(LIBS_BASE)
 
 # Unit tests link the common library, and the image core where they need it;
 # UNIT_EXTRA names a gateway file one of them tests without the gateway.

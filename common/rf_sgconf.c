@@ -743,6 +743,7 @@ static int s_throttling(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 {
     static const rf_cfg_key_t keys[] = {{"enable", rf_cfg_bool, offsetof(rf_sg_conf_t, throttling.enable)},
                                         {"cpu", s_cpu, 0},
+                                        {"window", rf_cfg_duration, offsetof(rf_sg_conf_t, throttling.window_ms)},
                                         {0}};
     return rf_cfg_walk(c, v, keys, t, "throttling");
 }
@@ -785,6 +786,8 @@ static int s_resolve(rf_cfgctx_t *c, yaml_node_t *v, rf_sg_conf_t *sc)
         return rf_cfg_fail(c, v, "distribution.leader.url '%s': file://, redis:// or http(s)://", u);
     if (sc->distribution.term_ms < 1000)
         return rf_cfg_fail(c, v, "distribution.leader.term must be at least 1s");
+    if (sc->throttling.window_ms < 1000 || sc->throttling.window_ms > 3600000)
+        return rf_cfg_fail(c, v, "throttling.window must be 1s..1h");
     if (sc->throttling.deactive < 0 || sc->throttling.deactive > 100)
         return rf_cfg_fail(c, v, "throttling.cpu.deactive must be 0..100, got %d", sc->throttling.deactive);
     if (sc->throttling.reactive < 0 || sc->throttling.reactive > sc->throttling.deactive)
@@ -811,6 +814,7 @@ int rf_sgconf_parse(rf_cfgctx_t *c, yaml_node_t *v, rf_sg_conf_t **out)
     sc->throttling.enable = true;
     sc->throttling.deactive = 60;
     sc->throttling.reactive = 40;
+    sc->throttling.window_ms = 30000;
     *out = sc; /* the config owns it from here, also on failure */
     if (rf_cfg_walk(c, v, keys, sc, "storgate") < 0)
         return -1;

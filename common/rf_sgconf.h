@@ -130,6 +130,7 @@ typedef struct rf_sg_conf_t {
     struct {
         bool enable; /* default true */
         int deactive, reactive;
+        int window_ms; /* the average's window (the seed: changeable globally); default 30s */
     } throttling;
 } rf_sg_conf_t;
 

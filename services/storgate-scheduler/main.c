@@ -50,7 +50,16 @@ static int s_declare(rf_metrics_t *m)
                                      "Webhooks in the outbox, not delivered yet", "", NULL, 0);
     sg_m.queue = rf_metrics_declare(m, RF_METRIC_GAUGE, "refract_storgate_items_queued",
                                     "Items listed and waiting for an item thread", "", NULL, 0);
-    return sg_m.items && sg_m.batches && sg_m.leader && sg_m.webhooks && sg_m.outbox && sg_m.queue ? 0 : -1;
+    sg_m.throttled = rf_metrics_declare(m, RF_METRIC_GAUGE, "refract_storgate_throttled",
+                                        "1 while items are paused because the CPU average is over throttling.cpu."
+                                        "deactive (until it falls under reactive)",
+                                        "", NULL, 0);
+    sg_m.cpu = rf_metrics_declare(m, RF_METRIC_GAUGE, "refract_storgate_cpu_percent",
+                                  "The machine's CPU use averaged over throttling.window", "", NULL, 0);
+    return sg_m.items && sg_m.batches && sg_m.leader && sg_m.webhooks && sg_m.outbox && sg_m.queue &&
+                   sg_m.throttled && sg_m.cpu
+               ? 0
+               : -1;
 }
 
 static int s_mkdirs(const char *dir)
@@ -212,8 +221,16 @@ int main(int argc, char **argv)
     rf_info("refract-storgate-scheduler %s: %zu bucket(s), %d item thread(s), state %s%s%s", n.node,
             n.sc->n_buckets, n.nthreads, n.state_dir, n.bus ? ", bus " : "",
             n.bus ? cfg->storgate_scheduler.bus_endpoint : "");
+    sg_throttle_t *throttle = sg_throttle_new(n.sc);
     bool run_now = false;
     for (;;) {
+        bool pause = sg_throttle_tick(throttle);
+        pthread_mutex_lock(&n.mu);
+        if (pause != n.throttled) {
+            n.throttled = pause;
+            pthread_cond_broadcast(&n.cv);
+        }
+        pthread_mutex_unlock(&n.mu);
         if (sg_batches_tick(batches, run_now))
             sg_events_tick(n.events);
         run_now = false;
@@ -227,6 +244,7 @@ int main(int argc, char **argv)
             break;
         }
     }
+    sg_throttle_destroy(&throttle);
     rc = 0;
 done:
     atomic_store(&n.stopping, 1);

@@ -31,6 +31,7 @@ typedef struct sg_outbox_t sg_outbox_t;
 typedef struct sg_leader_t sg_leader_t;
 typedef struct sg_bus_t sg_bus_t;
 typedef struct sg_events_t sg_events_t;
+typedef struct sg_throttle_t sg_throttle_t;
 
 /* Metrics of the scheduler, declared in main.c. */
 typedef struct {
@@ -40,6 +41,8 @@ typedef struct {
     rf_metric_t *webhooks;   /* refract_storgate_webhooks_total{outcome} */
     rf_metric_t *outbox;     /* refract_storgate_outbox_pending */
     rf_metric_t *queue;      /* refract_storgate_items_queued */
+    rf_metric_t *throttled;  /* refract_storgate_throttled (1 while items are paused) */
+    rf_metric_t *cpu;        /* refract_storgate_cpu_percent (the window's average) */
 } sg_metrics_t;
 
 extern sg_metrics_t sg_m;
@@ -82,6 +85,7 @@ typedef struct {
     sg_item_t *head, *tail;
     int queued;
     atomic_int stopping;
+    bool throttled; /* under mu: item threads take no item while set */
     pthread_t *threads;
     int nthreads;
 } sg_node_t;
@@ -117,6 +121,13 @@ void sg_events_destroy(sg_events_t **self_p);
 void sg_events_tick(sg_events_t *e);
 /* An event's item is over: its file goes. */
 void sg_events_done(sg_events_t *e, const char *name);
+
+/* ---- throttling (sg_throttle.c) ---- */
+
+sg_throttle_t *sg_throttle_new(const rf_sg_conf_t *sc);
+void sg_throttle_destroy(sg_throttle_t **self_p);
+/* Samples the CPU; returns whether items should pause now. */
+bool sg_throttle_tick(sg_throttle_t *t);
 
 /* ---- the outbox (sg_outbox.c) ---- */
 

@@ -39,9 +39,9 @@ void sg_queue_push(sg_node_t *n, sg_item_t *it)
 static sg_item_t *s_pop(sg_node_t *n)
 {
     pthread_mutex_lock(&n->mu);
-    while (n->head == NULL && !atomic_load(&n->stopping))
+    while ((n->head == NULL || n->throttled) && !atomic_load(&n->stopping))
         pthread_cond_wait(&n->cv, &n->mu);
-    sg_item_t *it = n->head;
+    sg_item_t *it = atomic_load(&n->stopping) ? NULL : n->head;
     if (it != NULL) {
         n->head = it->next;
         if (n->head == NULL)

@@ -841,7 +841,11 @@ class Stack:
         self.s3_port = None
         if storgate is not None:  # the S3 API: storgate.listen on a port of its own
             self.s3_port = free_port()
-            self.config["storgate"] = deep_merge({"listen": f"127.0.0.1:{self.s3_port}"}, storgate)
+            # Throttling (on by default, as the seed says) would pause a
+            # scheduler's items whenever the test machine is busy: off unless
+            # a test turns it on.
+            self.config["storgate"] = deep_merge({"listen": f"127.0.0.1:{self.s3_port}",
+                                                  "throttling": {"enable": False}}, storgate)
         # The scheduler's state (shared with the gateway: events/) and, with
         # scheduler_bus, its own broker, which the workers also connect to.
         self.config["storgate_scheduler"] = {"state_dir": os.path.join(workdir, "sg-state"), "jobs": 2}

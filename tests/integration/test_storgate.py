@@ -334,3 +334,33 @@ def test_redis_fencing_refuses_a_deposed_leaders_write(make_stack, tmp_path, hoo
         _wait(lambda: st.scheduler_metric(a, "refract_storgate_leader") == 0, 10, "A to step down")
     finally:
         r.close()
+
+
+def test_throttling_pauses_items_under_a_cpu_burner(make_stack, tmp_path, hooks):
+    """With the machine's CPU average over throttling.cpu.deactive (two
+    busy loops on this 2-core machine, a 2 s window), the scheduler lists
+    a run but takes no item (refract_storgate_throttled is 1); when the
+    burners stop and the average falls under reactive, the items run. (The
+    thresholds sit high, 95 and 90, so that other load on the machine cannot
+    hold the pause.)"""
+    up, svc, sg = _landing(tmp_path, hooks.url, storgate={
+        "throttling": {"enable": True, "window": "2s", "cpu": {"deactive": 95, "reactive": 90}}})
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    _drop(up, 4, nested=False)
+    burners = [subprocess.Popen(["/usr/bin/python3", "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        s = st.add_scheduler()
+        _wait(lambda: st.scheduler_metric(s, "refract_storgate_throttled") == 1, 15, "the pause\n" + s.log())
+        s.signal(signal.SIGUSR1)
+        _wait(lambda: "chunk 1: 4 item(s)" in s.log(), 10, "the listing")
+        time.sleep(1.0)
+        assert len(_tree(svc)) == 0, "an item ran while throttled"
+        assert st.scheduler_metric(s, "refract_storgate_items_queued") == 4
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    _wait(lambda: len(_tree(svc)) == 4, 20, "the items after the burners stopped\n" + s.log())
+    assert st.scheduler_metric(s, "refract_storgate_throttled") == 0
+    assert "items paused" in s.log() and "items resume" in s.log()
