@@ -844,6 +844,33 @@ static int s_open_source(gw_s3_req_t *r, rf_sgfs_stat_t *st)
     return fd;
 }
 
+/* x-amz-copy-source-range: "bytes=FIRST-LAST", both given, FIRST <= LAST
+ * < size — unlike a Range header, S3 neither clamps nor takes suffixes
+ * here (a clamped range would copy other bytes than asked). 0 or -1. */
+static int s_copy_range_header(const char *v, size_t len, uint64_t size, uint64_t *from, uint64_t *to)
+{
+    char buf[64];
+    if (len >= sizeof(buf) || len < 9 || memcmp(v, "bytes=", 6) != 0)
+        return -1;
+    memcpy(buf, v + 6, len - 6);
+    buf[len - 6] = '\0';
+    char *dash = strchr(buf, '-'), *end;
+    if (dash == NULL || dash == buf || dash[1] == '\0' || buf[0] < '0' || buf[0] > '9' || dash[1] < '0' ||
+        dash[1] > '9')
+        return -1;
+    *dash = '\0';
+    errno = 0;
+    unsigned long long a = strtoull(buf, &end, 10);
+    if (*end != '\0' || errno != 0)
+        return -1;
+    unsigned long long b = strtoull(dash + 1, &end, 10);
+    if (*end != '\0' || errno != 0 || a > b || b >= size)
+        return -1;
+    *from = a;
+    *to = b;
+    return 0;
+}
+
 /* Copies [off, off+len) of fd into *w_p. 0, or -1 after aborting the
  * writer (first: no temporary file outlives the answer) and answering. */
 static int s_copy_range(gw_s3_req_t *r, int fd, uint64_t off, uint64_t len, rf_sgfs_put_t **w_p)
@@ -1021,7 +1048,7 @@ static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool c
         const char *range = gw_s3_header(r, "x-amz-copy-source-range", &rl);
         uint64_t to;
         if (range != NULL) {
-            if (gw_parse_range(range, rl, src.size, &from, &to) != 1) {
+            if (s_copy_range_header(range, rl, src.size, &from, &to) < 0) {
                 close(sfd);
                 gw_s3_error(r, "InvalidArgument", "x-amz-copy-source-range must be bytes=FIRST-LAST within the source");
                 return;
