@@ -171,7 +171,7 @@ static int s_meta_lines(gw_s3_req_t *r, char *out, size_t cap)
         }
         int w = snprintf(out + n, cap - n, "%.*s: %.*s\n", (int)h->name->len, h->name->base, (int)vl, val);
         if (w < 0 || (size_t)w >= cap - n) {
-            gw_s3_error(r, "MetadataTooLarge", "x-amz-meta-* headers exceed %zu bytes", cap - 1);
+            gw_s3_error(r, "MetadataTooLarge", "x-amz-meta-* and the kept headers exceed %zu bytes", cap - 1);
             return -1;
         }
         n += (size_t)w;
