@@ -143,12 +143,23 @@ unit: $(UNIT_BINS) $(GW_UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS) $(GW_UNIT_BINS)
 
 # libFuzzer targets: clang, with ASan+UBSan, built from the same sources.
+comma := ,
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -D_GNU_SOURCE -Icommon -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                $(shell pkg-config --cflags $(PKGS))
-build/fuzz/%: fuzz/%.c $(COMMON_SRC)
+# The common library is compiled once for every target (instrumented, not
+# linked with libFuzzer's main), then each target links what it uses.
+FUZZ_COMMON_OBJ := $(COMMON_SRC:%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $@"
+	@clang $(subst -fsanitize=fuzzer$(comma),-fsanitize=fuzzer-no-link$(comma),$(FUZZ_CFLAGS)) -MMD -MP -c $< -o $@
+build/fuzz/libcommon.a: $(FUZZ_COMMON_OBJ)
+	@ar rcs $@ $^
+build/fuzz/%: fuzz/%.c build/fuzz/libcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ  $@"
-	@clang $(FUZZ_CFLAGS) -o $@ $< $(COMMON_SRC) $(FUZZ_EXTRA) $(LIBS_BASE)
+	@clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_EXTRA) build/fuzz/libcommon.a $(LIBS_BASE)
+-include $(FUZZ_COMMON_OBJ:.o=.d)
 
 # The origin response parser, with picohttpparser from libh2o.
 build/fuzz/fuzz_origin: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_origin_parse.c -lh2o-evloop
@@ -172,7 +183,7 @@ build/fuzz/fuzz_vid_index: services/video-worker/vid_core.c services/video-worke
 
 # rf_tmpl.c embeds the vendored Nunjucks bundle with .incbin (from the
 # repository root): rebuild what compiles it when the bundle changes.
-$(O)/obj/common/rf_tmpl.o $(FUZZ_BINS): third_party/nunjucks/nunjucks.min.js
+$(O)/obj/common/rf_tmpl.o build/fuzz/obj/common/rf_tmpl.o: third_party/nunjucks/nunjucks.min.js
 
 fuzz: $(FUZZ_BINS)
 

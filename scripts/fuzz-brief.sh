@@ -4,7 +4,7 @@
 # the crashing input kept as build/fuzz/NAME-crash-*).
 set -eu
 secs=${1:-20}
-make --no-print-directory fuzz
+make --no-print-directory -j"${JOBS:-2}" fuzz
 failed=""
 for bin in build/fuzz/fuzz_*; do
     name=$(basename "$bin")
