@@ -45,8 +45,15 @@ int rf_sgevent_write(const char *state_dir, const char *kind, const char *bucket
 {
     char dir[600], tmp[700], path[700], id[48];
     snprintf(dir, sizeof(dir), "%s/%s", state_dir, RF_SGEVENT_DIR);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        return -1;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) { /* the state directory too, and its parents */
+        for (char *p = dir + 1; (p = strchr(p, '/')) != NULL; p++) {
+            *p = '\0';
+            mkdir(dir, 0700);
+            *p = '/';
+        }
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return -1;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     unsigned char r[6] = {0};

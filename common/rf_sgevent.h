@@ -27,7 +27,7 @@
  * true. Directories (filetype directory) never match: items are files. */
 bool rf_sgevent_filter_ok(const rf_sg_event_t *ev, const char *key, int64_t size, int64_t mtime_s, int64_t now);
 
-/* Writes an event file into STATE_DIR/events/ (created if missing). id_out
+/* Writes an event file into STATE_DIR/events/ (created, with its parents, if missing). id_out
  * (id_len bytes, may be NULL) receives the event's id, which the
  * scheduler's logs and webhooks carry. 0, or -1 with errno. */
 int rf_sgevent_write(const char *state_dir, const char *kind, const char *bucket, const char *key, int64_t size,

@@ -620,6 +620,7 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
     memset(r, 0, sizeof(*r));
     r->req = req;
     r->sc = h->srv->cfg->storgate;
+    r->state_dir = h->srv->cfg->storgate_scheduler.state_dir;
     r->bucket_name = "";
     r->key = "";
     r->op = "parse";
@@ -686,4 +687,14 @@ void gw_s3_register(h2o_hostconf_t *host, gw_server_t *srv)
     s_handler_t *h = (s_handler_t *)h2o_create_handler(pc, sizeof(*h));
     h->super.on_req = s_on_req;
     h->srv = srv;
+    const rf_sg_conf_t *sc = srv->cfg->storgate;
+    for (size_t i = 0; sc != NULL && i < sc->n_buckets; i++) {
+        const rf_sg_bucket_t *b = &sc->buckets[i];
+        const rf_sg_event_t *ev[] = {&b->on_get, &b->on_put, &b->on_delete};
+        for (size_t k = 0; k < 3; k++)
+            if (ev[k]->enable && ev[k]->pre)
+                rf_warn("storgate: bucket %s: trigger timing pre is not built yet: its events run after the "
+                        "client's answer (post)",
+                        b->name);
+    }
 }

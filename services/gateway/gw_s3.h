@@ -46,6 +46,7 @@ typedef struct {
     char request_id[17];
     const char *op; /* for metrics and logs */
     h2o_mimemap_t *mimemap; /* Content-Type of files stored without one */
+    const char *state_dir;  /* storgate_scheduler.state_dir: where bucket events go */
 } gw_s3_req_t;
 
 /* Registers the S3 handler on the host config of storgate.listen. */

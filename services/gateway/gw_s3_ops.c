@@ -19,7 +19,9 @@
 #include "gw.h"
 #include "gw_http_parse.h"
 #include "gw_s3.h"
+#include "rf_log.h"
 #include "rf_s3xml.h"
+#include "rf_sgevent.h"
 
 #define S_XMLNS "xmlns=\"" RF_S3XML_NS "\""
 #define S_MIN_PART ((uint64_t)5 << 20) /* S3's smallest part but the last */
@@ -429,10 +431,11 @@ static void s_list_uploads(gw_s3_req_t *r)
 }
 
 /* Deletes key from each root mount that holds it (a copy left in another
- * would show through). 0 (done, or nothing there), -1 impossible key (no
- * object: fine), -2 hidden (*why), -3 failed (errno). */
+ * would show through). 1 (deleted), 0 (nothing there), -1 impossible key
+ * (no object: fine), -2 hidden (*why), -3 failed (errno). */
 static int s_delete_key(const rf_sg_bucket_t *b, const char *key, size_t klen, const char **why)
 {
+    int deleted = 0;
     for (size_t i = 0; i <= b->n_mounts; i++) { /* bounded: one mount per round */
         rf_sgfs_loc_t loc;
         rf_sgfs_stat_t st;
@@ -442,11 +445,36 @@ static int s_delete_key(const rf_sg_bucket_t *b, const char *key, size_t klen, c
         /* nothing there (the mount it fell back to lacks it too) — but a
          * symlink that leaves the mount is removed (the link, not its target) */
         if (rf_sgfs_stat(&loc, &st) < 0 && errno != EXDEV && errno != ELOOP)
-            return 0;
+            return deleted;
         if (rf_sgfs_delete(&loc) < 0)
             return -3;
+        deleted = 1;
     }
-    return 0;
+    return deleted;
+}
+
+/* Raises a bucket event for the scheduler (rf_sgevent: a file in
+ * STATE/events that waits for it) when the bucket's event is enabled,
+ * names a workflow and its filter passes. The client's operation has
+ * already succeeded: a failure to write the event is logged, not answered.
+ * The event's id goes back in X-Refract-Event (answer headers not sent yet). */
+static void s_raise(gw_s3_req_t *r, const char *kind, const char *key, int64_t size, int64_t mtime_s,
+                    const char *etag, bool header)
+{
+    const rf_sg_bucket_t *b = r->bucket;
+    const rf_sg_event_t *ev = strcmp(kind, "onPut") == 0 ? &b->on_put : strcmp(kind, "onGet") == 0 ? &b->on_get
+                                                                                                    : &b->on_delete;
+    int64_t now = (int64_t)time(NULL);
+    if (!ev->enable || ev->workflow == NULL || !rf_sgevent_filter_ok(ev, key, size, mtime_s, now))
+        return;
+    char id[64];
+    if (rf_sgevent_write(r->state_dir, kind, b->name, key, size, etag, id, sizeof(id)) < 0) {
+        rf_error("s3 %s: cannot raise %s for %s/%.200s in %s: %s", r->request_id, kind, b->name, key, r->state_dir,
+                 strerror(errno));
+        return;
+    }
+    if (header)
+        gw_s3_set_header(r, "x-refract-event", id);
 }
 
 static void s_delete_objects(gw_s3_req_t *r)
@@ -483,10 +511,14 @@ static void s_delete_objects(gw_s3_req_t *r)
             rf_xml_textf(&x, "Code", "%s", ecode);
             rf_xml_textf(&x, "Message", "%s", emsg ? emsg : "");
             rf_xml_close(&x);
-        } else if (!d.quiet) {
-            rf_xml_open(&x, "Deleted", NULL);
-            rf_xml_text(&x, "Key", key, strlen(key));
-            rf_xml_close(&x);
+        } else {
+            if (rc == 1)
+                s_raise(r, "onDelete", key, -1, -1, NULL, false);
+            if (!d.quiet) {
+                rf_xml_open(&x, "Deleted", NULL);
+                rf_xml_text(&x, "Key", key, strlen(key));
+                rf_xml_close(&x);
+            }
         }
     }
     rf_s3xml_delete_clear(&d);
@@ -741,6 +773,8 @@ static void s_get_object(gw_s3_req_t *r)
             from = 0;
         }
     }
+    if (!head)
+        s_raise(r, "onGet", r->key, (int64_t)st.size, st.mtime_ns / 1000000000, st.etag, true);
     gw_s3_send_file(r, fd, from, len);
 }
 
@@ -957,6 +991,7 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
         s_store_error(r, errno);
         return;
     }
+    s_raise(r, "onPut", r->key, (int64_t)st.size, st.mtime_ns / 1000000000, st.etag, true);
     if (copy) {
         s_copy_result(r, "CopyObjectResult", &st);
         return;
@@ -980,6 +1015,8 @@ static void s_delete_object(gw_s3_req_t *r)
         gw_s3_error(r, "InternalError", "cannot delete: %s", strerror(errno));
         return;
     }
+    if (rc == 1)
+        s_raise(r, "onDelete", r->key, -1, -1, NULL, true);
     gw_s3_empty(r, 204);
 }
 
@@ -1133,6 +1170,7 @@ static void s_complete_upload(gw_s3_req_t *r, const char *id)
         gw_s3_error(r, code, "%s", msg);
         return;
     }
+    s_raise(r, "onPut", r->key, (int64_t)st.size, st.mtime_ns / 1000000000, st.etag, true);
     rf_xml_t x;
     rf_xml_init(&x);
     rf_xml_open(&x, "CompleteMultipartUploadResult", S_XMLNS);

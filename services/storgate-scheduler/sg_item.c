@@ -330,7 +330,8 @@ int sg_item_run(sg_node_t *n, sg_item_t *it)
         goto done;
     }
     item = s_item_json(it->key, fd);
-    const char *sdir = it->event->path ? it->event->path : "/";
+    /* relpath(source_dir): below the batch's path, or for an event below its mount point */
+    const char *sdir = it->event->path ? it->event->path : src.mount->mount_point[0] ? src.mount->mount_point : "/";
     ctx = json_pack("{s:O, s:s}", "item", item, "source_dir", sdir);
     if (item == NULL || ctx == NULL || (ctx_text = json_dumps(ctx, JSON_COMPACT)) == NULL) {
         snprintf(why, sizeof(why), "out of memory");

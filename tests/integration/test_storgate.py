@@ -364,3 +364,65 @@ def test_throttling_pauses_items_under_a_cpu_burner(make_stack, tmp_path, hooks)
     _wait(lambda: len(_tree(svc)) == 4, 20, "the items after the burners stopped\n" + s.log())
     assert st.scheduler_metric(s, "refract_storgate_throttled") == 0
     assert "items paused" in s.log() and "items resume" in s.log()
+
+
+def _s3(st):
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{st.s3_port}", region_name="ap-northeast-2",
+                        aws_access_key_id="AK", aws_secret_access_key="SK",
+                        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
+                                      retries={"max_attempts": 1}))
+
+
+def test_events_from_s3_traffic(make_stack, tmp_path, hooks):
+    """onPut, onDelete and onGet raised by the S3 API reach the scheduler
+    through STATE/events, also when it is down at that moment: a PUT made
+    while no scheduler runs is copied to the hidden mount once one starts
+    (its event id in the PUT's X-Refract-Event, in the webhook, and in the
+    log line of each step); a DELETE removes that output (derived files
+    follow their source); onGet's filter decides which GETs raise one."""
+    up, svc = str(tmp_path / "up"), str(tmp_path / "svc")
+    os.makedirs(up)
+    os.makedirs(svc)
+    bucket = {
+        "meta": {"name": "ev"},
+        "mounts": [{"mountPoint": "/in", "originPath": up},
+                   {"mountPoint": "/out", "originPath": svc, "expose": False}],
+        "events": {"onPut": {"enable": True, "trigger": {"workflow": "mirror"},
+                             "webhook": {"onItemCompleted": hooks.url}},
+                   "onDelete": {"enable": True, "trigger": {"workflow": "mirror"}},
+                   "onGet": {"enable": True, "filter": {"patterns": ["*.txt"]}, "trigger": {"workflow": "mirror"}}},
+        "workflows": [{"name": "mirror", "tasks": [
+            {"function": None, "savePath": "/out/{{ item.path | relpath(source_dir) }}"}]}],
+    }
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate={"credentials": [{"access_key": "AK", "secret_key": "SK"}], "buckets": [bucket]})
+    s3 = _s3(st)
+    body = harness.pattern_bytes(70000, seed=3)
+    r = s3.put_object(Bucket="ev", Key="in/a/x.bin", Body=body)
+    ev_id = r["ResponseMetadata"]["HTTPHeaders"]["x-refract-event"]
+    events = os.path.join(st.config["storgate_scheduler"]["state_dir"], "events")
+    assert os.listdir(events) == [ev_id + ".json"]  # waiting: no scheduler yet
+    s = st.add_scheduler()
+    out = os.path.join(svc, "a", "x.bin")
+    _wait(lambda: os.path.exists(out) and open(out, "rb").read() == body, 15, "the onPut copy\n" + s.log())
+    _wait(lambda: len(hooks.got) == 1, 10, "the webhook")
+    assert hooks.got[0][1]["item"]["path"] == "/in/a/x.bin" and hooks.got[0][0].startswith(ev_id)
+    assert ev_id in s.log()
+    _wait(lambda: os.listdir(events) == [], 10, "the event file to go")
+    # a GET of a .bin raises nothing; of a .txt, an onGet (copied like the rest)
+    g = s3.get_object(Bucket="ev", Key="in/a/x.bin")
+    assert "x-refract-event" not in g["ResponseMetadata"]["HTTPHeaders"] and g["Body"].read() == body
+    s3.put_object(Bucket="ev", Key="in/t.txt", Body=b"text\n")
+    _wait(lambda: os.path.exists(os.path.join(svc, "t.txt")), 15, "the t.txt copy")
+    os.unlink(os.path.join(svc, "t.txt"))
+    g = s3.get_object(Bucket="ev", Key="in/t.txt")
+    assert "x-refract-event" in g["ResponseMetadata"]["HTTPHeaders"]
+    _wait(lambda: os.path.exists(os.path.join(svc, "t.txt")), 15, "the onGet copy")
+    # DELETE: the output made from it goes too
+    d = s3.delete_object(Bucket="ev", Key="in/a/x.bin")
+    assert "x-refract-event" in d["ResponseMetadata"]["HTTPHeaders"]
+    _wait(lambda: not os.path.exists(out), 15, "the onDelete removal\n" + s.log())
+    assert st.scheduler_metric(s, "refract_storgate_items_total", bucket="ev", workflow="mirror",
+                               outcome="done") == 4
