@@ -145,55 +145,156 @@ static void s_run_end(sg_batch_t *bt, const char *how)
     bt->next_at = rf_cron_next(&bt->cron, (int64_t)time(NULL), false);
 }
 
-/* Lists and queues the next chunk; ends the run when nothing is left. */
-static void s_next_chunk(sg_batch_t *bt)
+/* A key the listing found for the next chunk. */
+typedef struct {
+    char *key;
+    int depth; /* '/'s below the batch's path: breadth order */
+} s_cand_t;
+
+static void s_cands_free(s_cand_t *v, size_t n)
 {
-    char prefix[RF_SGFS_KEY_MAX + 2], after[RF_SGFS_KEY_MAX + 1];
-    s_prefix(bt, prefix, sizeof(prefix));
-    snprintf(after, sizeof(after), "%s", bt->ev->cursor_reset ? "" : bt->cursor);
-    const char *delim = bt->ev->has_filter && bt->ev->filter.recursive ? NULL
-                        : bt->ev->has_filter                          ? "/"
-                                                                      : NULL;
-    sg_chunk_t *c = calloc(1, sizeof(*c));
-    sg_item_t **items = calloc((size_t)bt->ev->chunk_size, sizeof(*items));
-    if (c == NULL || items == NULL) {
-        free(c);
-        free(items);
-        return;
-    }
-    c->batch = bt;
+    for (size_t i = 0; i < n; i++)
+        free(v[i].key);
+    free(v);
+}
+
+static int s_depth(const char *key, size_t plen)
+{
+    int d = 0;
+    for (const char *p = key + plen; *p; p++)
+        d += *p == '/';
+    return d;
+}
+
+/* traverse: depth — the next `want` keys after `after` in S3 key order (a
+ * depth-first walk), filtered; *last is where the listing stopped. */
+static size_t s_gather_depth(sg_batch_t *bt, const char *prefix, const char *delim, char *after, size_t want,
+                             s_cand_t *out)
+{
+    size_t n = 0;
     int64_t now = (int64_t)time(NULL);
-    char first[RF_SGFS_KEY_MAX + 1] = "";
-    /* S3 lists at most 1000 a page: a chunk may take several */
-    while (c->n < bt->ev->chunk_size) {
+    while (n < want) { /* S3 lists at most 1000 a page: a chunk may take several */
         rf_sgfs_list_t l;
-        size_t want = (size_t)(bt->ev->chunk_size - c->n);
-        if (rf_sgfs_list(bt->b, prefix, delim, after, want > 1000 ? 1000 : want, &l) < 0) {
+        if (rf_sgfs_list(bt->b, prefix, delim, after, want - n > 1000 ? 1000 : want - n, &l) < 0) {
             rf_error("storgate batch %s: cannot list /%s: %s", bt->run_id, prefix, strerror(errno));
             break;
         }
         for (size_t i = 0; i < l.n; i++) {
-            snprintf(after, sizeof(after), "%s", l.e[i].key);
-            if (l.e[i].prefix || !rf_sgevent_filter_ok(bt->ev, l.e[i].key, (int64_t)l.e[i].size, l.e[i].mtime_ns / 1000000000, now))
+            snprintf(after, RF_SGFS_KEY_MAX + 1, "%s", l.e[i].key);
+            if (l.e[i].prefix ||
+                !rf_sgevent_filter_ok(bt->ev, l.e[i].key, (int64_t)l.e[i].size, l.e[i].mtime_ns / 1000000000, now))
                 continue;
-            if (first[0] == '\0')
-                snprintf(first, sizeof(first), "%s", l.e[i].key);
-            sg_item_t *it = calloc(1, sizeof(*it));
-            if (it == NULL)
-                break;
-            it->bucket = bt->b;
-            it->event = bt->ev;
-            it->workflow = bt->wf;
-            it->chunk = c;
-            snprintf(it->key, sizeof(it->key), "%s", l.e[i].key);
-            snprintf(it->id, sizeof(it->id), "%s-%llu", bt->run_id, (unsigned long long)++bt->item_no);
-            items[c->n++] = it;
+            if ((out[n].key = strdup(l.e[i].key)) != NULL)
+                n++;
         }
         bool more = l.truncated;
         rf_sgfs_list_clear(&l);
         if (!more)
             break;
     }
+    return n;
+}
+
+static int s_cand_cmp(const void *a, const void *b)
+{
+    const s_cand_t *x = a, *y = b;
+    return x->depth != y->depth ? x->depth - y->depth : strcmp(x->key, y->key);
+}
+
+/* traverse: breadth — the next `want` keys after the cursor "DEPTH:KEY" in
+ * (depth, key) order: a directory's files before its subdirectories'. It
+ * lists the whole path for each chunk (a cost the depth order has not),
+ * which the seed expects of a breadth walk. */
+static size_t s_gather_breadth(sg_batch_t *bt, const char *prefix, char *cursor, size_t want, s_cand_t *out)
+{
+    int cdepth = -1;
+    const char *ckey = "";
+    char *colon = strchr(cursor, ':');
+    if (cursor[0] != '\0' && colon != NULL) {
+        cdepth = atoi(cursor);
+        ckey = colon + 1;
+    }
+    size_t cap = 1024, n = 0, plen = strlen(prefix);
+    s_cand_t *all = calloc(cap, sizeof(*all));
+    char after[RF_SGFS_KEY_MAX + 1] = "";
+    int64_t now = (int64_t)time(NULL);
+    for (bool more = true; more && all != NULL;) {
+        rf_sgfs_list_t l;
+        if (rf_sgfs_list(bt->b, prefix, NULL, after, 1000, &l) < 0) {
+            rf_error("storgate batch %s: cannot list /%s: %s", bt->run_id, prefix, strerror(errno));
+            break;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            snprintf(after, sizeof(after), "%s", l.e[i].key);
+            int d = s_depth(l.e[i].key, plen);
+            if (d < cdepth || (d == cdepth && strcmp(l.e[i].key, ckey) <= 0) ||
+                !rf_sgevent_filter_ok(bt->ev, l.e[i].key, (int64_t)l.e[i].size, l.e[i].mtime_ns / 1000000000, now))
+                continue;
+            if (n == cap) {
+                s_cand_t *na = realloc(all, 2 * cap * sizeof(*all));
+                if (na == NULL)
+                    break;
+                all = na;
+                cap *= 2;
+            }
+            if ((all[n].key = strdup(l.e[i].key)) != NULL)
+                all[n++].depth = d;
+        }
+        more = l.truncated;
+        rf_sgfs_list_clear(&l);
+    }
+    if (all == NULL)
+        return 0;
+    if (n > 1)
+        qsort(all, n, sizeof(*all), s_cand_cmp);
+    size_t k = n < want ? n : want;
+    memcpy(out, all, k * sizeof(*out));
+    for (size_t i = k; i < n; i++)
+        free(all[i].key);
+    free(all);
+    if (k > 0)
+        snprintf(cursor, RF_SGFS_KEY_MAX + 1, "%d:%.*s", out[k - 1].depth, RF_SGFS_KEY_MAX - 12, out[k - 1].key);
+    return k;
+}
+
+/* Lists and queues the next chunk; ends the run when nothing is left. */
+static void s_next_chunk(sg_batch_t *bt)
+{
+    char prefix[RF_SGFS_KEY_MAX + 2], after[RF_SGFS_KEY_MAX + 1];
+    s_prefix(bt, prefix, sizeof(prefix));
+    snprintf(after, sizeof(after), "%s", bt->ev->cursor_reset ? "" : bt->cursor);
+    /* without a filter every file under path; a filter is Ansible find's:
+     * recursive only when it says so */
+    bool recursive = !bt->ev->has_filter || bt->ev->filter.recursive;
+    size_t want = (size_t)bt->ev->chunk_size;
+    sg_chunk_t *c = calloc(1, sizeof(*c));
+    sg_item_t **items = calloc(want, sizeof(*items));
+    s_cand_t *cands = calloc(want, sizeof(*cands));
+    if (c == NULL || items == NULL || cands == NULL) {
+        free(c);
+        free(items);
+        free(cands);
+        return;
+    }
+    c->batch = bt;
+    size_t nc = bt->ev->breadth && recursive ? s_gather_breadth(bt, prefix, after, want, cands)
+                                             : s_gather_depth(bt, prefix, recursive ? NULL : "/", after, want, cands);
+    char first[RF_SGFS_KEY_MAX + 1] = "";
+    for (size_t i = 0; i < nc; i++) {
+        sg_item_t *it = calloc(1, sizeof(*it));
+        if (it == NULL)
+            break;
+        if (first[0] == '\0')
+            snprintf(first, sizeof(first), "%s", cands[i].key);
+        it->bucket = bt->b;
+        it->event = bt->ev;
+        it->workflow = bt->wf;
+        it->chunk = c;
+        snprintf(it->key, sizeof(it->key), "%s", cands[i].key);
+        snprintf(it->id, sizeof(it->id), "%s-%llu", bt->run_id, (unsigned long long)++bt->item_no);
+        items[c->n++] = it;
+    }
+    s_cands_free(cands, nc);
     if (c->n == 0) {
         free(c);
         free(items);

@@ -426,3 +426,29 @@ def test_events_from_s3_traffic(make_stack, tmp_path, hooks):
     _wait(lambda: not os.path.exists(out), 15, "the onDelete removal\n" + s.log())
     assert st.scheduler_metric(s, "refract_storgate_items_total", bucket="ev", workflow="mirror",
                                outcome="done") == 4
+
+
+@pytest.mark.parametrize("traverse,order", [
+    ("depth", ["a/b/c/deep.txt", "a/m.txt", "b/x.txt", "z.txt"]),
+    ("breadth", ["z.txt", "a/m.txt", "b/x.txt", "a/b/c/deep.txt"]),
+])
+def test_traverse_orders(make_stack, tmp_path, hooks, traverse, order):
+    """traverse: depth takes the tree in S3 key order (depth first);
+    breadth takes a directory's files before its subdirectories' — seen in
+    the order items run, one per chunk (chunkSize 1, one item thread), and
+    the run resumes correctly from the breadth cursor chunk after chunk."""
+    up, svc, sg = _landing(tmp_path, hooks.url, chunk=1)
+    sg["buckets"][0]["events"]["onBatch"][0]["traverse"] = traverse
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    for rel in order:
+        p = os.path.join(up, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w") as f:
+            f.write(rel)
+    s = st.add_scheduler(jobs=1)
+    s.signal(signal.SIGUSR1)
+    _wait(lambda: len(hooks.got) == 4, 20, "4 webhooks\n" + s.log())
+    done = [line.split("/image_landing/")[1].split(" done")[0] for line in s.log().splitlines()
+            if " done (workflow" in line]
+    assert done == order, done
