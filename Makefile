@@ -107,7 +107,7 @@ $(O)/bin/refract-video-worker: $(VID_OBJ) $(COMMON_LIB)
 $(O)/bin/refract-storgate-scheduler: $(SG_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
-	@$(CC) $(LDFLAGS_SAN) -o $@ $^ -lcurl -lhiredis $(LIBS_BASE)
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ -lcurl -lhiredis -lduktape $(LIBS_BASE)
 
 # Unit tests link the common library, and the image core where they need it;
 # UNIT_EXTRA names a gateway file one of them tests without the gateway.

@@ -138,6 +138,9 @@ void sg_outbox_destroy(sg_outbox_t **self_p);
  * now), payload JSON text (copied), its idempotency key. Durable when it
  * returns 0 (written and fsynced). */
 int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload);
+/* Runs the script hook at `path` (a ".js" target, sg_hook.c) for one
+ * webhook; curl is the delivery thread's CURL handle. true = delivered. */
+bool sg_hook_run(void *curl, const char *path, const char *key, const char *payload, char *why, size_t why_len);
 /* Deliveries waiting: the outbox's files, counted (for the gauge, at scrape time). */
 int sg_outbox_pending(sg_outbox_t *o);
 

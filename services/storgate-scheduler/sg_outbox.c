@@ -9,9 +9,8 @@
  *  receiver that sees one twice — a crash between its 2xx and our unlink —
  *  can tell.
  *
- *  File: "TARGET\nKEY\nPAYLOAD". Targets: http:// and https:// URLs.
- *  The seed's script hooks (".js" paths) are not built yet: refused when
- *  queued, with a log line.
+ *  File: "TARGET\nKEY\nPAYLOAD". Targets: http:// and https:// URLs, and
+ *  the seed's script hooks (absolute ".js" paths, run by sg_hook.c).
  */
 #include <curl/curl.h>
 #include <dirent.h>
@@ -55,9 +54,11 @@ static int64_t s_now_ms(void)
 
 int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload)
 {
-    if (strncmp(target, "http://", 7) != 0 && strncmp(target, "https://", 8) != 0) {
-        rf_error("storgate webhook %s: target %s: only http(s):// webhooks are built yet (script hooks are not)",
-                 key, target);
+    size_t tl = strlen(target);
+    bool script = target[0] == '/' && tl > 3 && strcmp(target + tl - 3, ".js") == 0;
+    if (!script && strncmp(target, "http://", 7) != 0 && strncmp(target, "https://", 8) != 0) {
+        rf_error("storgate webhook %s: target %s: an http(s):// URL or an absolute path to a .js script", key,
+                 target);
         const char *l[] = {"unsupported"};
         rf_metric_add(sg_m.webhooks, l, 1);
         return -1;
@@ -214,7 +215,10 @@ static int s_pass(sg_outbox_t *o, CURL *c)
         target[strcspn(target, "\n")] = '\0';
         key[strcspn(key, "\n")] = '\0';
         char why[200] = "";
-        if (s_post(c, target, key, payload, why, sizeof(why))) {
+        size_t tl = strlen(target);
+        bool script = tl > 3 && strcmp(target + tl - 3, ".js") == 0;
+        if (script ? sg_hook_run(c, target, key, payload, why, sizeof(why))
+                   : s_post(c, target, key, payload, why, sizeof(why))) {
             unlink(path);
             s_forget(o, names[i]);
             left--;

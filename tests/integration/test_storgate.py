@@ -452,3 +452,35 @@ def test_traverse_orders(make_stack, tmp_path, hooks, traverse, order):
     done = [line.split("/image_landing/")[1].split(" done")[0] for line in s.log().splitlines()
             if " done (workflow" in line]
     assert done == order, done
+
+
+def test_script_hooks(make_stack, tmp_path, hooks):
+    """The seed's script webhooks: onItemCompleted names a .js file (like
+    the seed's purge_cdn.js), run in Duktape with the payload as `event`
+    and refract.http() to call out — here a CDN purge posted to a receiver,
+    once per item with the item's path. A script that throws is retried
+    (with backoff) until it succeeds: fixing the file delivers the hook."""
+    script = tmp_path / "purge_cdn.js"
+    script.write_text(
+        "var r = refract.http('POST', %r, {purge: event.item.path, id: event.id});\n"
+        "refract.log('purged ' + event.item.path + ': ' + r.status);\n"
+        "if (r.status !== 200) throw new Error('purge failed: ' + r.status);\n" % hooks.url)
+    up, svc, sg = _landing(tmp_path, str(script))
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    files = _drop(up, 3, nested=False)
+    s = st.add_scheduler()
+    s.signal(signal.SIGUSR1)
+    _wait(lambda: len(hooks.got) == 3, 20, "3 purges\n" + s.log())
+    assert sorted(p["purge"] for _, p in hooks.got) == sorted("/image_landing/" + k for k in files)
+    assert all(k == p["id"] for k, p in hooks.got)  # the Idempotency-Key header is the payload's id
+    assert s.log().count("purged /image_landing/") == 3
+    # a broken script is retried until it works
+    script.write_text("throw new Error('not yet');\n")
+    _drop(up, 1, nested=False)
+    s.signal(signal.SIGUSR1)
+    _wait(lambda: "not yet" in s.log(), 20, "the failing script")
+    assert len(hooks.got) == 3
+    script.write_text("refract.http('POST', %r, {purge: event.item.path, id: event.id});\n" % hooks.url)
+    _wait(lambda: len(hooks.got) == 4, 20, "the retried hook\n" + s.log())
+    assert st.scheduler_metric(s, "refract_storgate_webhooks_total", outcome="retried") >= 1
