@@ -74,7 +74,8 @@ FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRC:fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps run test unit fuzz format clean bench docs
-all: $(BINS) $(UNIT_BINS) $(GW_UNIT_BINS) build/bin/bench-vips-loop build/bin/bench-evict
+all: $(BINS) $(UNIT_BINS) $(GW_UNIT_BINS) build/bin/bench-vips-loop build/bin/bench-evict \
+     build/bin/refract-kafka-mock
 
 deps:
 	@scripts/deps.sh
@@ -107,7 +108,7 @@ $(O)/bin/refract-video-worker: $(VID_OBJ) $(COMMON_LIB)
 $(O)/bin/refract-storgate-scheduler: $(SG_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
-	@$(CC) $(LDFLAGS_SAN) -o $@ $^ -lcurl -lhiredis -lduktape $(LIBS_BASE)
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ -lcurl -lhiredis -lduktape -lrdkafka $(LIBS_BASE)
 
 # Unit tests link the common library, and the image core where they need it;
 # UNIT_EXTRA names a gateway file one of them tests without the gateway.
@@ -134,6 +135,14 @@ $(O)/tests/gateway/%: tests/unit/gateway/%.c $(GW_LIB_OBJ) $(COMMON_LIB)
 build/bin/bench-evict: bench/evict.c $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -o $@ $< $(COMMON_LIB) $(LIBS_BASE) -lm
+
+# A Kafka mock cluster for the tests of kafka:// webhooks (librdkafka's,
+# over loopback TCP). A test tool: always built plain, into build/bin, which
+# the tests use whatever REFRACT_BIN says.
+build/bin/refract-kafka-mock: tests/tools/kafka_mock.c
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -o $@ $< -lrdkafka -lpthread
 
 build/bin/bench-vips-loop: bench/vips_loop.c
 	@mkdir -p $(dir $@)

@@ -12,7 +12,7 @@ libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev
 redis-server ffmpeg prometheus wrk nginx libnginx-mod-http-image-filter
 python3-pytest python3-requests python3-brotli docker-compose curl procps iproute2 psmisc
 clang-format testssl.sh openssl nghttp2-client chromium
-awscli python3-boto3 s3cmd rclone
+awscli python3-boto3 s3cmd rclone librdkafka-dev kcat python3-confluent-kafka
 swift swift-proxy swift-account swift-container swift-object memcached python3-swiftclient"
 
 missing=""

@@ -9,8 +9,9 @@
  *  receiver that sees one twice — a crash between its 2xx and our unlink —
  *  can tell.
  *
- *  File: "TARGET\nKEY\nPAYLOAD". Targets: http:// and https:// URLs, and
- *  the seed's script hooks (absolute ".js" paths, run by sg_hook.c).
+ *  File: "TARGET\nKEY\nPAYLOAD". Targets: http:// and https:// URLs, the
+ *  seed's script hooks (absolute ".js" paths, run by sg_hook.c), and Kafka
+ *  topics (kafka://HOST:PORT[,HOST:PORT…]/TOPIC, produced by sg_kafka.c).
  */
 #include <curl/curl.h>
 #include <dirent.h>
@@ -25,6 +26,7 @@
 
 #include "rf_log.h"
 #include "sg.h"
+#include "sg_kafka.h"
 
 #define S_MAX_TRACKED 4096
 
@@ -43,6 +45,7 @@ struct sg_outbox_t {
     uint64_t seq;
     s_backoff_t *backoff; /* delivery thread only */
     size_t n_backoff;
+    sg_kafka_t *kafka; /* delivery thread only: made at the first kafka:// target */
 };
 
 static int64_t s_now_ms(void)
@@ -56,9 +59,12 @@ int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const cha
 {
     size_t tl = strlen(target);
     bool script = target[0] == '/' && tl > 3 && strcmp(target + tl - 3, ".js") == 0;
-    if (!script && strncmp(target, "http://", 7) != 0 && strncmp(target, "https://", 8) != 0) {
-        rf_error("storgate webhook %s: target %s: an http(s):// URL or an absolute path to a .js script", key,
-                 target);
+    char kwhy[200] = "";
+    bool kafka = sg_kafka_is_target(target);
+    if ((kafka && sg_kafka_check(target, kwhy, sizeof(kwhy)) < 0) ||
+        (!kafka && !script && strncmp(target, "http://", 7) != 0 && strncmp(target, "https://", 8) != 0)) {
+        rf_error("storgate webhook %s: target %s: %s", key, target,
+                 kafka ? kwhy : "an http(s):// URL, an absolute path to a .js script or kafka://HOST:PORT[,...]/TOPIC");
         const char *l[] = {"unsupported"};
         rf_metric_add(sg_m.webhooks, l, 1);
         return -1;
@@ -138,6 +144,23 @@ static bool s_post(CURL *c, const char *target, const char *key, const char *pay
     return rc == CURLE_OK && status >= 200 && status <= 299;
 }
 
+/* Delivers one webhook to its target, whatever kind it is; true when done. */
+static bool s_deliver(sg_outbox_t *o, CURL *c, const char *target, const char *key, const char *payload, char *why,
+                      size_t why_len)
+{
+    size_t tl = strlen(target);
+    if (sg_kafka_is_target(target)) {
+        if (o->kafka == NULL && (o->kafka = sg_kafka_new(&o->stop)) == NULL) {
+            snprintf(why, why_len, "out of memory");
+            return false;
+        }
+        return sg_kafka_send(o->kafka, target, key, payload, why, why_len);
+    }
+    if (tl > 3 && strcmp(target + tl - 3, ".js") == 0)
+        return sg_hook_run(c, target, key, payload, why, why_len);
+    return s_post(c, target, key, payload, why, why_len);
+}
+
 static s_backoff_t *s_backoff(sg_outbox_t *o, const char *name, bool add)
 {
     for (size_t i = 0; i < o->n_backoff; i++)
@@ -215,10 +238,7 @@ static int s_pass(sg_outbox_t *o, CURL *c)
         target[strcspn(target, "\n")] = '\0';
         key[strcspn(key, "\n")] = '\0';
         char why[200] = "";
-        size_t tl = strlen(target);
-        bool script = tl > 3 && strcmp(target + tl - 3, ".js") == 0;
-        if (script ? sg_hook_run(c, target, key, payload, why, sizeof(why))
-                   : s_post(c, target, key, payload, why, sizeof(why))) {
+        if (s_deliver(o, c, target, key, payload, why, sizeof(why))) {
             unlink(path);
             s_forget(o, names[i]);
             left--;
@@ -263,6 +283,7 @@ static void *s_thread(void *arg)
     }
     if (c != NULL)
         curl_easy_cleanup(c);
+    sg_kafka_destroy(&o->kafka);
     return NULL;
 }
 

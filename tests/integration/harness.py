@@ -1168,3 +1168,61 @@ def h2_get_many(port, authority, paths, timeout=30, window=1 << 24):
         st["goaway"] = goaway
         out.append(st)
     return out
+
+
+# ---------------------------------------------------------- kafka mock ---
+
+
+class KafkaMock:
+    """A Kafka cluster for tests: build/bin/refract-kafka-mock
+    (tests/tools/kafka_mock.c, librdkafka's mock cluster over loopback TCP,
+    in memory). `bootstrap` is its broker list; down() and up() take every
+    broker down and back (SIGUSR1 / SIGUSR2, acknowledged on its stdout);
+    messages(topic) reads a topic back with kcat. The mock is a test tool,
+    so it comes from the normal build/bin whatever REFRACT_BIN says.
+    Consumers in other processes should set session.timeout.ms low (~2000)."""
+
+    BIN = os.path.join(REPO, "build", "bin", "refract-kafka-mock")
+
+    def __init__(self, workdir, brokers=1, topics=()):
+        self.log_path = os.path.join(workdir, "kafka-mock.log")
+        self._log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen([self.BIN, str(brokers), *topics], stdout=subprocess.PIPE, stderr=self._log)
+        self.bootstrap = self._line(10)
+
+    def _line(self, timeout):
+        import select
+        if not select.select([self.popen.stdout], [], [], timeout)[0]:
+            raise AssertionError("refract-kafka-mock said nothing within %ss" % timeout)
+        line = self.popen.stdout.readline().decode().strip()
+        if not line:
+            raise AssertionError("refract-kafka-mock exited: status %s" % self.popen.poll())
+        return line
+
+    def down(self):
+        self.popen.send_signal(signal.SIGUSR1)
+        assert self._line(5) == "down"
+
+    def up(self):
+        self.popen.send_signal(signal.SIGUSR2)
+        assert self._line(5) == "up"
+
+    def messages(self, topic, timeout=20):
+        """Every message of `topic`, from the start: [{"key", "payload",
+        "partition", "offset", …}] as kcat -J gives them."""
+        r = subprocess.run(["kcat", "-C", "-b", self.bootstrap, "-t", topic, "-e", "-q", "-J"],
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError(f"kcat -C {topic}: status {r.returncode}: {r.stderr}")
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+    def stop(self):
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self.popen.stdout.close()
+        self._log.close()
