@@ -28,9 +28,10 @@ CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-reco
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
 endif
 LIBS_BASE := $(shell pkg-config --libs $(PKGS)) -lxxhash -lz -lexpat -lisal -lcrypto -lpthread
-# common/rf_tmpl (storgate's Nunjucks templates) runs Duktape and PCRE2;
+# common/rf_tmpl (storgate's Nunjucks templates) runs Duktape and PCRE2, rf_s3c
+# (S3-backed mounts) libcurl;
 # --as-needed keeps them out of the binaries that do not use it.
-LIBS_BASE += -Wl,--push-state,--as-needed $(shell pkg-config --libs duktape libpcre2-8) -Wl,--pop-state
+LIBS_BASE += -Wl,--push-state,--as-needed $(shell pkg-config --libs duktape libpcre2-8) -lcurl -Wl,--pop-state
 
 H2O_CFLAGS := $(shell pkg-config --cflags libh2o-evloop)
 H2O_LIBS   := $(shell pkg-config --libs libh2o-evloop) -lssl -lcrypto -lz -lbrotlienc -lpcre2-8 -lhiredis

@@ -768,7 +768,7 @@ static int s_resolve(rf_cfgctx_t *c, yaml_node_t *v, rf_sg_conf_t *sc)
             size_t nl = (size_t)(strstr(mt->origin_path, "@aws_s3") - mt->origin_path);
             for (size_t e = 0; e < sc->n_aws_s3; e++)
                 if (strlen(sc->aws_s3[e].name) == nl && memcmp(sc->aws_s3[e].name, mt->origin_path, nl) == 0)
-                    mt->s3 = (int)e;
+                    mt->s3 = (int)e, mt->ep = &sc->aws_s3[e];
             if (mt->s3 < 0)
                 return rf_cfg_fail(c, v, "bucket '%s': originPath '%s' names an aws_s3 endpoint that is not declared",
                                    b->name, mt->origin_path);

@@ -36,6 +36,7 @@ typedef struct {
     rf_sg_mount_kind_t kind;
     char *dir;  /* LOCAL: absolute directory, no trailing '/' */
     int s3;     /* S3: index into aws_s3 */
+    const rf_sg_s3ep_t *ep; /* S3: that endpoint (resolved at load) */
     char *skip; /* S3: key prefix inside that bucket, no leading or trailing '/', may be "" */
     bool expose;
 } rf_sg_mount_t;

@@ -19,6 +19,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "rf_log.h"
+#include "rf_s3c.h"
+
 #define S_XATTR "user.refract.s3"
 #define S_DEPTH_MAX 256
 
@@ -133,8 +136,10 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
                 return *why = "no mount of the bucket holds this path", -1;
         }
     }
-    if (best->kind != RF_SG_MOUNT_LOCAL)
-        return *why = "S3-backed mounts are not served yet", -1;
+    /* S3-backed mounts serve the scheduler (hidden_ok: an internal caller);
+     * the S3 API does not serve them yet */
+    if (best->kind != RF_SG_MOUNT_LOCAL && !hidden_ok)
+        return *why = "S3-backed mounts are not served by the S3 API yet", -1;
     size_t seg = strcspn(rel, "/");
     if (seg == strlen(RF_SGFS_RESERVED) && memcmp(rel, RF_SGFS_RESERVED, seg) == 0)
         return *why = "the .refract-s3 directory is reserved", -1;
@@ -144,6 +149,85 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
     if (!best->expose && !hidden_ok)
         return *why = "the path is in a hidden mount", -2;
     return 0;
+}
+
+/* ---- S3-backed mounts ------------------------------------------------------------ */
+
+/* One client per endpoint per thread (a client is one curl handle). */
+#define S_S3_CACHE 8
+static __thread struct {
+    const rf_sg_s3ep_t *ep;
+    rf_s3c_t *c;
+} s_s3[S_S3_CACHE];
+
+static rf_s3c_t *s_s3c(const rf_sg_mount_t *m)
+{
+    for (int i = 0; i < S_S3_CACHE; i++)
+        if (s_s3[i].ep == m->ep)
+            return s_s3[i].c;
+    char why[128];
+    for (int i = 0; i < S_S3_CACHE; i++)
+        if (s_s3[i].ep == NULL) {
+            s_s3[i].c = rf_s3c_new(m->ep, why, sizeof(why));
+            if (s_s3[i].c != NULL)
+                s_s3[i].ep = m->ep;
+            return s_s3[i].c;
+        }
+    return NULL;
+}
+
+void rf_sgfs_thread_end(void)
+{
+    for (int i = 0; i < S_S3_CACHE; i++) {
+        rf_s3c_destroy(&s_s3[i].c);
+        s_s3[i].ep = NULL;
+    }
+}
+
+/* The backend key of a mount-relative path: skip + "/" + rel. */
+static void s_s3_key(const rf_sg_mount_t *m, const char *rel, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s%s", m->skip, m->skip[0] ? "/" : "", rel);
+}
+
+/* An anonymous temporary file (gone when closed). */
+static int s_tmpfile(void)
+{
+    const char *dir = getenv("TMPDIR");
+    return open(dir && dir[0] ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+static void s_s3_stat(const rf_s3c_obj_t *o, rf_sgfs_stat_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->size = o->size;
+    st->mtime_ns = o->mtime_s * 1000000000;
+    snprintf(st->etag, sizeof(st->etag), "%.47s", o->etag);
+    snprintf(st->content_type, sizeof(st->content_type), "%s", o->content_type);
+}
+
+/* GET into a temporary file: its fd (the caller closes it), or -1 (errno). */
+static int s_s3_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
+{
+    rf_s3c_t *c = s_s3c(loc->mount);
+    char key[RF_SGFS_KEY_MAX * 2 + 4], why[256];
+    s_s3_key(loc->mount, loc->rel, key, sizeof(key));
+    int fd = c ? s_tmpfile() : -1;
+    if (fd < 0)
+        return -1;
+    rf_s3c_obj_t o;
+    int rc = rf_s3c_get_fd(c, key, fd, &o, why, sizeof(why));
+    if (rc != 0) {
+        if (rc < 0)
+            rf_warn("storgate: %s: %s", key, why);
+        close(fd);
+        return errno = rc == 1 ? ENOENT : EIO, -1;
+    }
+    s_s3_stat(&o, st);
+    struct stat sb;
+    if (fstat(fd, &sb) == 0)
+        st->size = (uint64_t)sb.st_size;
+    return fd;
 }
 
 /* ---- metadata ------------------------------------------------------------------- */
@@ -204,6 +288,8 @@ static int s_fill_stat(int fd, rf_sgfs_stat_t *st)
 
 int rf_sgfs_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
 {
+    if (loc->mount->kind == RF_SG_MOUNT_S3)
+        return s_s3_open(loc, st);
     int root = s_root(loc->mount);
     if (root < 0)
         return -1;
@@ -227,6 +313,17 @@ int rf_sgfs_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
 
 int rf_sgfs_stat(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
 {
+    if (loc->mount->kind == RF_SG_MOUNT_S3) {
+        rf_s3c_t *c = s_s3c(loc->mount);
+        char key[RF_SGFS_KEY_MAX * 2 + 4], why[256];
+        s_s3_key(loc->mount, loc->rel, key, sizeof(key));
+        rf_s3c_obj_t o;
+        int rc = c ? rf_s3c_head(c, key, &o, why, sizeof(why)) : -1;
+        if (rc != 0)
+            return errno = rc == 1 ? ENOENT : EIO, -1;
+        s_s3_stat(&o, st);
+        return 0;
+    }
     int fd = rf_sgfs_open(loc, st);
     if (fd < 0)
         return -1;
@@ -291,6 +388,11 @@ static rf_sgfs_put_t *s_put_new(const rf_sgfs_loc_t *loc, const char *content_ty
         goto fail;
     if ((content_type && (p->content_type = strdup(content_type)) == NULL) || (meta && (p->meta = strdup(meta)) == NULL))
         goto fail;
+    if (loc->mount->kind == RF_SG_MOUNT_S3) { /* spooled here, uploaded at commit */
+        if ((p->fd = s_tmpfile()) < 0)
+            goto fail;
+        return p;
+    }
     if ((p->root = s_root(loc->mount)) < 0 || (p->tmpdir = s_reserved_dir(p->root, "tmp")) < 0)
         goto fail;
     s_random_hex(p->tmpname, 16);
@@ -387,6 +489,8 @@ static int s_parent(int root, char *rel, const char **base, bool create)
 
 int rf_sgfs_put_check(const rf_sgfs_loc_t *loc)
 {
+    if (loc->mount->kind == RF_SG_MOUNT_S3)
+        return 0; /* keys are plain names there */
     int root = s_root(loc->mount);
     if (root < 0)
         return -1;
@@ -416,9 +520,32 @@ int rf_sgfs_put_check(const rf_sgfs_loc_t *loc)
     return rc;
 }
 
+/* Commit to an S3-backed mount: the spooled file goes up as one PUT (or a
+ * multipart upload, aborted on failure: nothing partial is visible). */
+static int s_s3_commit(rf_sgfs_put_t **p_p, rf_sgfs_stat_t *st)
+{
+    rf_sgfs_put_t *p = *p_p;
+    rf_s3c_t *c = s_s3c(p->loc.mount);
+    char key[RF_SGFS_KEY_MAX * 2 + 4], why[256], etag[80] = "";
+    s_s3_key(p->loc.mount, p->loc.rel, key, sizeof(key));
+    int rc = c ? rf_s3c_put_fd(c, key, p->fd, p->size, p->content_type, etag, why, sizeof(why)) : -1;
+    if (rc < 0 && c != NULL)
+        rf_warn("storgate: PUT %s: %s", key, why);
+    if (rc == 0 && st != NULL) {
+        memset(st, 0, sizeof(*st));
+        st->size = p->size;
+        st->mtime_ns = (int64_t)time(NULL) * 1000000000;
+        snprintf(st->etag, sizeof(st->etag), "%.47s", etag);
+    }
+    rf_sgfs_put_abort(p_p);
+    return rc < 0 ? (errno = EIO, -1) : 0;
+}
+
 int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st)
 {
     rf_sgfs_put_t *p = *p_p;
+    if (p->loc.mount->kind == RF_SG_MOUNT_S3)
+        return s_s3_commit(p_p, st);
     char md5[33], name[16];
     rf_sgfs_put_md5(p, md5);
     int rc = -1, parent = -1;
@@ -506,6 +633,15 @@ void rf_sgfs_put_abort(rf_sgfs_put_t **p_p)
 
 int rf_sgfs_delete(const rf_sgfs_loc_t *loc)
 {
+    if (loc->mount->kind == RF_SG_MOUNT_S3) {
+        rf_s3c_t *c = s_s3c(loc->mount);
+        char key[RF_SGFS_KEY_MAX * 2 + 4], why[256];
+        s_s3_key(loc->mount, loc->rel, key, sizeof(key));
+        if (c != NULL && rf_s3c_delete(c, key, why, sizeof(why)) == 0)
+            return 0;
+        rf_warn("storgate: DELETE %s: %s", key, c ? why : "no client");
+        return errno = EIO, -1;
+    }
     int root = s_root(loc->mount);
     if (root < 0)
         return -1;
@@ -752,30 +888,98 @@ done:
 }
 
 /* Lists one mount into out (at most max entries). */
+/* A mount with a mount point is the directory "mp/": whether the listing
+ * can reach into it. 1 = go on (key holds "mp/", *klen its length), 0 =
+ * nothing here (pruned, or its common prefix emitted), -1 error. */
+static int s_mount_gate(s_walk_t *w, char *key, size_t *klen)
+{
+    const rf_sg_mount_t *m = w->m;
+    size_t kl = strlen(m->mount_point) - 1;
+    memcpy(key, m->mount_point + 1, kl);
+    key[kl++] = '/';
+    key[kl] = '\0';
+    *klen = kl;
+    if (!s_starts(key, w->prefix, kl < w->plen ? kl : w->plen))
+        return 0;
+    if (strncmp(key, w->after, kl) < 0 && !s_starts(w->after, key, kl))
+        return 0;
+    size_t cpl = s_cp_len(w, key);
+    if (cpl > 0 && cpl <= kl)
+        return s_emit_cp(w, key, cpl) < 0 ? -1 : 0;
+    return 1;
+}
+
 static int s_list_mount(s_walk_t *w)
 {
     const rf_sg_mount_t *m = w->m;
     char key[RF_SGFS_KEY_MAX + 4];
     size_t klen = 0;
+    key[0] = '\0';
     if (m->mount_point[0] != '\0') { /* the mount is the directory "mp/" */
-        klen = strlen(m->mount_point) - 1;
-        memcpy(key, m->mount_point + 1, klen);
-        key[klen++] = '/';
-        key[klen] = '\0';
-        if (!s_starts(key, w->prefix, klen < w->plen ? klen : w->plen))
-            return 0;
-        if (strncmp(key, w->after, klen) < 0 && !s_starts(w->after, key, klen))
-            return 0;
-        size_t cpl = s_cp_len(w, key);
-        if (cpl > 0 && cpl <= klen)
-            return s_emit_cp(w, key, cpl) < 0 ? -1 : 0;
-    } else {
-        key[0] = '\0';
+        int g = s_mount_gate(w, key, &klen);
+        if (g <= 0)
+            return g;
     }
     int fd = open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return 0; /* a mount whose directory is missing holds nothing */
     return s_walk_dir(w, fd, key, klen, 0) < 0 ? -1 : 0;
+}
+
+/* An S3-backed mount (with a mount point: root S3 mounts are not listed):
+ * ListObjectsV2 pages of the backend, its keys mapped into the bucket. */
+static int s_list_s3(s_walk_t *w)
+{
+    const rf_sg_mount_t *m = w->m;
+    char key[RF_SGFS_KEY_MAX + 4], why[256];
+    size_t klen = 0;
+    if (m->mount_point[0] == '\0')
+        return 0;
+    int g = s_mount_gate(w, key, &klen);
+    if (g <= 0)
+        return g;
+    rf_s3c_t *c = s_s3c(m);
+    if (c == NULL)
+        return w->err = ENOMEM, -1;
+    char base[RF_SGFS_KEY_MAX + 4], bp[RF_SGFS_KEY_MAX * 2 + 8], ba[RF_SGFS_KEY_MAX * 2 + 8];
+    snprintf(base, sizeof(base), "%s%s", m->skip, m->skip[0] ? "/" : "");
+    size_t bl = strlen(base);
+    snprintf(bp, sizeof(bp), "%s%s", base, w->plen > klen ? w->prefix + klen : "");
+    if (s_starts(w->after, key, klen))
+        snprintf(ba, sizeof(ba), "%s%s", base, w->after + klen);
+    else
+        ba[0] = '\0'; /* `after` sorts before the mount: from its start */
+    for (;;) {
+        rf_s3c_entry_t *e = NULL;
+        size_t n = 0;
+        bool more = false;
+        if (rf_s3c_list(c, bp, w->dlen ? w->delim : NULL, ba, 1000, &e, &n, &more, why, sizeof(why)) < 0) {
+            rf_warn("storgate: listing %s: %s", bp, why);
+            return w->err = EIO, -1;
+        }
+        int rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            snprintf(ba, sizeof(ba), "%s", e[i].key);
+            if (strncmp(e[i].key, base, bl) != 0 || klen + strlen(e[i].key) - bl > RF_SGFS_KEY_MAX)
+                continue;
+            char k[RF_SGFS_KEY_MAX + 4];
+            snprintf(k, sizeof(k), "%s%s", key, e[i].key + bl);
+            if (strcmp(k, w->after) <= 0)
+                continue;
+            rc = s_emit(w, k, e[i].prefix, NULL, -1);
+            if (rc == 0 && !e[i].prefix) {
+                rf_sgfs_entry_t *en = &w->out->e[w->out->n - 1];
+                en->size = e[i].size;
+                en->mtime_ns = e[i].mtime_s * 1000000000;
+                snprintf(en->etag, sizeof(en->etag), "%.47s", e[i].etag);
+            }
+        }
+        rf_s3c_entries_free(e, n);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+        if (!more)
+            return 0;
+    }
 }
 
 static int s_entry_cmp(const void *a, const void *b)
@@ -787,6 +991,12 @@ static int s_entry_cmp(const void *a, const void *b)
 
 int rf_sgfs_list(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
                  rf_sgfs_list_t *out)
+{
+    return rf_sgfs_list_opts(b, prefix, delim, after, max, false, out);
+}
+
+int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
+                      bool internal, rf_sgfs_list_t *out)
 {
     memset(out, 0, sizeof(*out));
     if (max < 1)
@@ -800,13 +1010,13 @@ int rf_sgfs_list(const rf_sg_bucket_t *b, const char *prefix, const char *delim,
         return errno = ENOMEM, -1;
     for (size_t i = 0; i < b->n_mounts; i++) {
         const rf_sg_mount_t *m = &b->mounts[i];
-        if (!m->expose || m->kind != RF_SG_MOUNT_LOCAL)
+        if (!internal && (!m->expose || m->kind != RF_SG_MOUNT_LOCAL))
             continue;
         rf_sgfs_list_t one = {.e = all.e + all.n};
         s_walk_t w = {.prefix = prefix, .delim = delim ? delim : "", .after = after ? after : "",
                       .plen = strlen(prefix), .dlen = delim ? strlen(delim) : 0, .max = max + 1,
                       .b = b, .m = m, .out = &one};
-        if (s_list_mount(&w) < 0) {
+        if ((m->kind == RF_SG_MOUNT_S3 ? s_list_s3(&w) : s_list_mount(&w)) < 0) {
             all.n += one.n;
             rf_sgfs_list_clear(&all);
             return errno = w.err ? w.err : EIO, -1;

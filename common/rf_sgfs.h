@@ -21,6 +21,12 @@
  *  get an ETag derived from inode, size and mtime, written "HEX-1" so that
  *  clients do not take it for an MD5 of the content.
  *
+ *  S3-backed mounts (NAME@aws_s3[/skip]) are reached through rf_s3c for
+ *  internal callers (hidden_ok / internal: the scheduler): a read downloads
+ *  the object into an anonymous temporary file whose fd it returns, a write
+ *  spools into one and uploads it at commit (multipart above 64 MiB,
+ *  aborted on failure). The S3 API does not serve them yet.
+ *
  *  No h2o here: the gateway's S3 API (gw_s3.c) and the storgate scheduler
  *  both use it, and tests/unit/test_sgfs.c drives it directly.
  */
@@ -135,6 +141,15 @@ typedef struct {
 int rf_sgfs_list(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
                  rf_sgfs_list_t *out);
 void rf_sgfs_list_clear(rf_sgfs_list_t *l);
+
+/* The same, and with `internal` (the scheduler) hidden mounts and
+ * S3-backed mounts (ListObjectsV2 of their endpoint) are listed too. */
+int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
+                      bool internal, rf_sgfs_list_t *out);
+
+/* Frees the calling thread's S3 clients (one per endpoint, made on first
+ * use by an S3-backed mount); call before a thread that used them ends. */
+void rf_sgfs_thread_end(void);
 
 /* ---- multipart uploads, kept under the mount's .refract-s3/uploads/ID/ ---- */
 

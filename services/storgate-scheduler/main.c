@@ -260,6 +260,7 @@ done:
         free(it);
     }
     rf_httpd_destroy(&httpd);
+    rf_sgfs_thread_end(); /* the main thread's S3 clients (batch listings) */
     sg_batches_destroy(&batches);
     sg_events_destroy(&n.events);
     sg_bus_destroy(&n.bus);

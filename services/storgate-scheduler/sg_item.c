@@ -4,6 +4,7 @@
  *  whenExist rule; then onComplete.src; then the item's webhook.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -68,6 +69,7 @@ void *sg_item_thread(void *arg)
     }
     rf_tmpl_destroy(&s_tmpl);
     sg_bus_thread_end();
+    rf_sgfs_thread_end();
     return NULL;
 }
 
@@ -313,7 +315,7 @@ static void s_webhook(sg_node_t *n, sg_item_t *it, bool ok, json_t *item, const 
 
 int sg_item_run(sg_node_t *n, sg_item_t *it)
 {
-    char why[512] = "";
+    char why[512] = "", src_path[4200], linked[700] = ""; /* linked: before any goto done */
     const char *labels[] = {it->bucket->name, it->workflow->name, "done"};
     rf_sgfs_loc_t src;
     const char *rwhy = NULL;
@@ -337,8 +339,24 @@ int sg_item_run(sg_node_t *n, sg_item_t *it)
         snprintf(why, sizeof(why), "out of memory");
         goto done;
     }
-    char src_path[4200];
-    snprintf(src_path, sizeof(src_path), "%s/%s", src.mount->dir, src.rel);
+    if (src.mount->kind == RF_SG_MOUNT_LOCAL || fd < 0) {
+        snprintf(src_path, sizeof(src_path), "%s/%s", src.mount->dir ? src.mount->dir : "", src.rel);
+    } else {
+        /* an S3-backed source is in an anonymous temporary file: a worker
+         * maps files by path, so give it one for the item's time */
+        char self[64];
+        snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+        snprintf(linked, sizeof(linked), "%s/tmp", n->state_dir);
+        mkdir(linked, 0700);
+        snprintf(linked, sizeof(linked), "%s/tmp/%.100s.src", n->state_dir, it->id);
+        unlink(linked);
+        if (linkat(AT_FDCWD, self, AT_FDCWD, linked, AT_SYMLINK_FOLLOW) != 0) {
+            snprintf(why, sizeof(why), "cannot name the S3 source for a worker: %s", strerror(errno));
+            linked[0] = '\0';
+            goto done;
+        }
+        snprintf(src_path, sizeof(src_path), "%s", linked);
+    }
     for (size_t i = 0; i < it->workflow->n_tasks; i++)
         if (s_task(n, it, &it->workflow->tasks[i], fd, src_path, item, ctx_text, why, sizeof(why)) < 0)
             goto done;
@@ -346,6 +364,8 @@ int sg_item_run(sg_node_t *n, sg_item_t *it)
         goto done;
     rc = 0;
 done:
+    if (linked[0] != '\0')
+        unlink(linked);
     if (fd >= 0)
         close(fd);
     if (rc == 0)

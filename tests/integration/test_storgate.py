@@ -475,7 +475,10 @@ def test_script_hooks(make_stack, tmp_path, hooks):
     assert sorted(p["purge"] for _, p in hooks.got) == sorted("/image_landing/" + k for k in files)
     assert all(k == p["id"] for k, p in hooks.got)  # the Idempotency-Key header is the payload's id
     assert s.log().count("purged /image_landing/") == 3
-    # a broken script is retried until it works
+    # a broken script is retried until it works (a new run, once the first
+    # is over: a file dropped during a run, before its cursor, waits for the next)
+    _wait(lambda: st.scheduler_metric(s, "refract_storgate_batches_total", bucket="image_landing_bucket",
+                                      outcome="completed") == 1, 10, "the first run to end")
     script.write_text("throw new Error('not yet');\n")
     _drop(up, 1, nested=False)
     s.signal(signal.SIGUSR1)

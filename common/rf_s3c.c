@@ -1,0 +1,561 @@
+/*  rf_s3c — the S3 client of S3-backed mounts (rf_s3c.h). */
+#include "rf_s3c.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <expat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rf_s3xml.h"
+
+struct rf_s3c_t {
+    const rf_sg_s3ep_t *ep;
+    CURL *curl;
+    char sigv4[128];   /* "aws:amz:REGION:s3" */
+    bool signed_;      /* the endpoint has keys */
+};
+
+rf_s3c_t *rf_s3c_new(const rf_sg_s3ep_t *ep, char *why, size_t why_len)
+{
+    rf_s3c_t *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->curl = curl_easy_init()) == NULL) {
+        snprintf(why, why_len, "cannot set up libcurl");
+        free(c);
+        return NULL;
+    }
+    c->ep = ep;
+    snprintf(c->sigv4, sizeof(c->sigv4), "aws:amz:%s:s3", ep->region);
+    c->signed_ = ep->access_key != NULL;
+    return c;
+}
+
+void rf_s3c_destroy(rf_s3c_t **self_p)
+{
+    if (self_p == NULL || *self_p == NULL)
+        return;
+    curl_easy_cleanup((*self_p)->curl);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+/* The object URL: endpoint/bucket/KEY (path style) or bucket.host/KEY,
+ * the key encoded as S3 canonicalises it ('/' kept), then ?query. */
+static char *s_url(const rf_s3c_t *c, const char *key, const char *query)
+{
+    const char *ep = c->ep->endpoint;
+    size_t kl = key ? strlen(key) : 0;
+    char *enc = malloc(3 * kl + 1);
+    if (enc == NULL)
+        return NULL;
+    rf_s3_urlencode(key ? key : "", kl, enc, 3 * kl + 1, true);
+    char *url = NULL;
+    int n;
+    if (c->ep->path_style) {
+        size_t el = strlen(ep);
+        while (el > 0 && ep[el - 1] == '/')
+            el--;
+        n = asprintf(&url, "%.*s/%s/%s%s%s", (int)el, ep, c->ep->bucket, enc, query ? "?" : "", query ? query : "");
+    } else {
+        const char *host = strstr(ep, "://");
+        host = host ? host + 3 : ep;
+        n = asprintf(&url, "%.*s%s.%s/%s%s%s", (int)(host - ep), ep, c->ep->bucket, host, enc, query ? "?" : "",
+                     query ? query : "");
+    }
+    free(enc);
+    return n < 0 ? NULL : url;
+}
+
+typedef struct {
+    int fd;              /* body into a file, or */
+    char *buf;           /* into memory (listings, errors), bounded */
+    size_t len, cap;
+    rf_s3c_obj_t *obj;   /* headers of interest */
+    bool failed;
+} s_sink_t;
+
+static size_t s_write(char *p, size_t size, size_t n, void *arg)
+{
+    s_sink_t *s = arg;
+    size_t len = size * n;
+    if (s->fd >= 0) {
+        for (size_t off = 0; off < len;) {
+            ssize_t w = write(s->fd, p + off, len - off);
+            if (w <= 0) {
+                s->failed = true;
+                return 0;
+            }
+            off += (size_t)w;
+        }
+        return len;
+    }
+    if (s->len + len > (8u << 20)) /* a listing page is far smaller */
+        return 0;
+    if (s->len + len + 1 > s->cap) {
+        size_t cap = (s->len + len + 1) * 2;
+        char *nb = realloc(s->buf, cap);
+        if (nb == NULL)
+            return 0;
+        s->buf = nb;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, p, len);
+    s->len += len;
+    s->buf[s->len] = '\0';
+    return len;
+}
+
+static void s_copy_hdr(char *dst, size_t cap, const char *v, size_t vl)
+{
+    while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+        vl--;
+    while (vl > 0 && (*v == ' ' || *v == '"'))
+        v++, vl--;
+    if (vl > 0 && v[vl - 1] == '"')
+        vl--;
+    snprintf(dst, cap, "%.*s", (int)(vl < cap ? vl : cap - 1), v);
+}
+
+static size_t s_header(char *p, size_t size, size_t n, void *arg)
+{
+    s_sink_t *s = arg;
+    size_t len = size * n;
+    if (s->obj == NULL)
+        return len;
+    const char *colon = memchr(p, ':', len);
+    if (colon == NULL)
+        return len;
+    size_t nl = (size_t)(colon - p);
+    const char *v = colon + 1;
+    size_t vl = len - nl - 1;
+    if (nl == 4 && strncasecmp(p, "etag", 4) == 0)
+        s_copy_hdr(s->obj->etag, sizeof(s->obj->etag), v, vl);
+    else if (nl == 12 && strncasecmp(p, "content-type", 12) == 0)
+        s_copy_hdr(s->obj->content_type, sizeof(s->obj->content_type), v, vl);
+    else if (nl == 14 && strncasecmp(p, "content-length", 14) == 0)
+        s->obj->size = strtoull(v, NULL, 10);
+    else if (nl == 13 && strncasecmp(p, "last-modified", 13) == 0) {
+        char t[64];
+        s_copy_hdr(t, sizeof(t), v, vl);
+        struct tm tm = {0};
+        if (strptime(t, "%a, %d %b %Y %H:%M:%S GMT", &tm) != NULL)
+            s->obj->mtime_s = (int64_t)timegm(&tm);
+    }
+    return len;
+}
+
+typedef struct {
+    int fd;
+    uint64_t off, left;
+} s_source_t;
+
+static size_t s_read(char *p, size_t size, size_t n, void *arg)
+{
+    s_source_t *s = arg;
+    size_t want = size * n;
+    if (want > s->left)
+        want = (size_t)s->left;
+    if (want == 0)
+        return 0;
+    ssize_t r = pread(s->fd, p, want, (off_t)s->off);
+    if (r <= 0)
+        return CURL_READFUNC_ABORT;
+    s->off += (uint64_t)r;
+    s->left -= (uint64_t)r;
+    return (size_t)r;
+}
+
+/* One request. method "GET"/"HEAD"/"PUT"/"POST"/"DELETE"; body from src
+ * (PUT) or `post` (POST, a string); answer into sink. Returns the HTTP
+ * status, or -1 (transport error, why). */
+static long s_do(rf_s3c_t *c, const char *method, const char *url, s_source_t *src, const char *post,
+                 const char *content_type, s_sink_t *sink, char *why, size_t why_len)
+{
+    CURL *h = c->curl;
+    curl_easy_reset(h);
+    struct curl_slist *hd = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
+    char ct[200];
+    if (content_type != NULL) {
+        snprintf(ct, sizeof(ct), "Content-Type: %s", content_type);
+        hd = curl_slist_append(hd, ct);
+    }
+    /* no "Expect:" line: libcurl 7.88 would sign it (an empty header it
+     * then does not send); 100-continue is kept short instead */
+    curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    if (c->signed_) { /* apart: Swift's access keys hold a ':' ("account:user") */
+        curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
+        curl_easy_setopt(h, CURLOPT_USERNAME, c->ep->access_key);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, c->ep->secret_key);
+    }
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* stalled 60 s: give up */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, s_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, sink);
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(method, "PUT") == 0) {
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, s_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, src);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)src->left);
+    } else if (strcmp(method, "POST") == 0) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, post ? post : "");
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    }
+    CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hd);
+    if (rc != CURLE_OK) {
+        snprintf(why, why_len, "%s %s: %s", method, c->ep->name, curl_easy_strerror(rc));
+        return -1;
+    }
+    return status;
+}
+
+/* "answered 403 AccessDenied: message" from an S3 error body. */
+static void s_status_why(const char *what, long status, const s_sink_t *s, char *why, size_t why_len)
+{
+    const char *code = s->buf ? strstr(s->buf, "<Code>") : NULL;
+    const char *end = code ? strstr(code, "</Code>") : NULL;
+    if (code != NULL && end != NULL)
+        snprintf(why, why_len, "%s answered %ld %.*s", what, status, (int)(end - code - 6), code + 6);
+    else
+        snprintf(why, why_len, "%s answered %ld", what, status);
+}
+
+int rf_s3c_head(rf_s3c_t *c, const char *key, rf_s3c_obj_t *out, char *why, size_t why_len)
+{
+    char *url = s_url(c, key, NULL);
+    memset(out, 0, sizeof(*out));
+    s_sink_t sink = {.fd = -1, .obj = out};
+    long st = url ? s_do(c, "HEAD", url, NULL, NULL, NULL, &sink, why, why_len) : -1;
+    free(url);
+    free(sink.buf);
+    if (st == 404)
+        return 1;
+    if (st < 200 || st > 299) {
+        if (st > 0)
+            snprintf(why, why_len, "HEAD %s answered %ld", c->ep->name, st);
+        return -1;
+    }
+    return 0;
+}
+
+int rf_s3c_get_fd(rf_s3c_t *c, const char *key, int fd, rf_s3c_obj_t *out, char *why, size_t why_len)
+{
+    rf_s3c_obj_t tmp;
+    if (out == NULL)
+        out = &tmp;
+    memset(out, 0, sizeof(*out));
+    char *url = s_url(c, key, NULL);
+    s_sink_t sink = {.fd = fd, .obj = out};
+    long st = url ? s_do(c, "GET", url, NULL, NULL, NULL, &sink, why, why_len) : -1;
+    free(url);
+    if (st == 404)
+        return 1;
+    if (st < 200 || st > 299 || sink.failed) {
+        if (st > 0)
+            snprintf(why, why_len, "GET %s answered %ld%s", c->ep->name, st, sink.failed ? " (write failed)" : "");
+        return -1;
+    }
+    return 0;
+}
+
+int rf_s3c_delete(rf_s3c_t *c, const char *key, char *why, size_t why_len)
+{
+    char *url = s_url(c, key, NULL);
+    s_sink_t sink = {.fd = -1};
+    long st = url ? s_do(c, "DELETE", url, NULL, NULL, NULL, &sink, why, why_len) : -1;
+    free(url);
+    if (st >= 200 && st <= 299) {
+        free(sink.buf);
+        return 0;
+    }
+    if (st == 404) {
+        free(sink.buf);
+        return 0;
+    }
+    if (st > 0)
+        s_status_why("DELETE", st, &sink, why, why_len);
+    free(sink.buf);
+    return -1;
+}
+
+/* ---- PUT, single or multipart ------------------------------------------------------------ */
+
+static int s_put_one(rf_s3c_t *c, const char *key, const char *query, int fd, uint64_t off, uint64_t len,
+                     const char *content_type, char *etag, char *why, size_t why_len)
+{
+    char *url = s_url(c, key, query);
+    rf_s3c_obj_t hdr = {0};
+    s_sink_t sink = {.fd = -1, .obj = &hdr};
+    s_source_t src = {.fd = fd, .off = off, .left = len};
+    long st = url ? s_do(c, "PUT", url, &src, NULL, content_type, &sink, why, why_len) : -1;
+    free(url);
+    int rc = st >= 200 && st <= 299 ? 0 : -1;
+    if (rc < 0 && st > 0)
+        s_status_why("PUT", st, &sink, why, why_len);
+    if (rc == 0 && etag != NULL)
+        snprintf(etag, 80, "%s", hdr.etag);
+    free(sink.buf);
+    return rc;
+}
+
+/* The text of <Tag>…</Tag> in a small XML answer, or "". */
+static void s_xml_value(const char *xml, const char *tag, char *out, size_t cap)
+{
+    char open[64], close[64];
+    snprintf(open, sizeof(open), "<%s>", tag);
+    snprintf(close, sizeof(close), "</%s>", tag);
+    const char *a = xml ? strstr(xml, open) : NULL, *b = a ? strstr(a, close) : NULL;
+    out[0] = '\0';
+    if (a != NULL && b != NULL) {
+        a += strlen(open);
+        snprintf(out, cap, "%.*s", (int)((size_t)(b - a) < cap ? (size_t)(b - a) : cap - 1), a);
+    }
+}
+
+static int s_put_multipart(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
+                           char *why, size_t why_len)
+{
+    char *url = s_url(c, key, "uploads=");
+    s_sink_t sink = {.fd = -1};
+    char id[256];
+    long st = url ? s_do(c, "POST", url, NULL, "", content_type, &sink, why, why_len) : -1;
+    free(url);
+    s_xml_value(sink.buf, "UploadId", id, sizeof(id));
+    if (st < 200 || st > 299 || id[0] == '\0') {
+        if (st > 0)
+            s_status_why("CreateMultipartUpload", st, &sink, why, why_len);
+        free(sink.buf);
+        return -1;
+    }
+    free(sink.buf);
+    size_t nparts = (size_t)((size + RF_S3C_PART_SIZE - 1) / RF_S3C_PART_SIZE);
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "CompleteMultipartUpload", NULL);
+    char enc_id[800];
+    rf_s3_urlencode(id, strlen(id), enc_id, sizeof(enc_id), false);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < nparts; i++) {
+        uint64_t off = i * RF_S3C_PART_SIZE, len = size - off < RF_S3C_PART_SIZE ? size - off : RF_S3C_PART_SIZE;
+        char q[900], petag[80];
+        snprintf(q, sizeof(q), "partNumber=%zu&uploadId=%s", i + 1, enc_id); /* sorted: p before u */
+        rc = s_put_one(c, key, q, fd, off, len, NULL, petag, why, why_len);
+        rf_xml_open(&x, "Part", NULL);
+        rf_xml_textf(&x, "PartNumber", "%zu", i + 1);
+        rf_xml_textf(&x, "ETag", "\"%s\"", petag);
+        rf_xml_close(&x);
+    }
+    size_t blen = 0;
+    char *body = rf_xml_finish(&x, &blen);
+    char q[900];
+    snprintf(q, sizeof(q), "uploadId=%s", enc_id);
+    url = s_url(c, key, q);
+    s_sink_t s2 = {.fd = -1};
+    if (rc == 0 && body != NULL && url != NULL) {
+        st = s_do(c, "POST", url, NULL, body, "application/xml", &s2, why, why_len);
+        /* S3 may answer 200 with an <Error> body after a long completion */
+        if (st >= 200 && st <= 299 && (s2.buf == NULL || strstr(s2.buf, "<Error>") == NULL)) {
+            if (etag != NULL)
+                s_xml_value(s2.buf, "ETag", etag, 80);
+        } else {
+            if (st > 0)
+                s_status_why("CompleteMultipartUpload", st, &s2, why, why_len);
+            rc = -1;
+        }
+    } else {
+        rc = -1;
+    }
+    free(s2.buf);
+    free(body);
+    if (rc < 0 && url != NULL) { /* no partial object: abort the upload */
+        char w2[64];
+        s_sink_t s3 = {.fd = -1};
+        s_do(c, "DELETE", url, NULL, NULL, NULL, &s3, w2, sizeof(w2));
+        free(s3.buf);
+    }
+    free(url);
+    if (etag != NULL) { /* "&quot;…&quot;" or quotes from the XML */
+        char *p = etag;
+        if (strncmp(p, "&quot;", 6) == 0)
+            memmove(p, p + 6, strlen(p + 6) + 1);
+        size_t l = strlen(p);
+        if (l >= 6 && strcmp(p + l - 6, "&quot;") == 0)
+            p[l - 6] = '\0';
+        l = strlen(p);
+        if (l > 0 && p[0] == '"')
+            memmove(p, p + 1, l--);
+        if (l > 0 && p[l - 1] == '"')
+            p[l - 1] = '\0';
+    }
+    return rc;
+}
+
+int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
+                  char *why, size_t why_len)
+{
+    if (size > RF_S3C_SINGLE_MAX)
+        return s_put_multipart(c, key, fd, size, content_type, etag, why, why_len);
+    return s_put_one(c, key, NULL, fd, 0, size, content_type, etag, why, why_len);
+}
+
+/* ---- listing ---------------------------------------------------------------------------- */
+
+typedef struct {
+    rf_s3c_entry_t *e;
+    size_t n, cap;
+    bool truncated, in_contents, in_prefixes, oom;
+    char text[2048];
+    size_t tl;
+    rf_s3c_entry_t cur;
+} s_list_t;
+
+static void XMLCALL s_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+    (void)atts;
+    s_list_t *l = ud;
+    l->tl = 0;
+    l->text[0] = '\0';
+    if (strcmp(name, "Contents") == 0 || strcmp(name, "CommonPrefixes") == 0) {
+        memset(&l->cur, 0, sizeof(l->cur));
+        l->in_contents = strcmp(name, "Contents") == 0;
+        l->in_prefixes = !l->in_contents;
+    }
+}
+
+static void XMLCALL s_chars(void *ud, const XML_Char *s, int len)
+{
+    s_list_t *l = ud;
+    size_t n = (size_t)len;
+    if (l->tl + n >= sizeof(l->text))
+        n = sizeof(l->text) - 1 - l->tl;
+    memcpy(l->text + l->tl, s, n);
+    l->tl += n;
+    l->text[l->tl] = '\0';
+}
+
+static void s_push(s_list_t *l)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        rf_s3c_entry_t *ne = realloc(l->e, cap * sizeof(*ne));
+        if (ne == NULL) {
+            free(l->cur.key);
+            l->oom = true;
+            return;
+        }
+        l->e = ne;
+        l->cap = cap;
+    }
+    l->e[l->n++] = l->cur;
+    memset(&l->cur, 0, sizeof(l->cur));
+}
+
+static void XMLCALL s_end(void *ud, const XML_Char *name)
+{
+    s_list_t *l = ud;
+    if ((l->in_contents && strcmp(name, "Key") == 0) || (l->in_prefixes && strcmp(name, "Prefix") == 0)) {
+        free(l->cur.key);
+        l->cur.key = strdup(l->text);
+    } else if (l->in_contents && strcmp(name, "Size") == 0) {
+        l->cur.size = strtoull(l->text, NULL, 10);
+    } else if (l->in_contents && strcmp(name, "ETag") == 0) {
+        s_copy_hdr(l->cur.etag, sizeof(l->cur.etag), l->text, strlen(l->text));
+    } else if (l->in_contents && strcmp(name, "LastModified") == 0) {
+        struct tm tm = {0};
+        if (strptime(l->text, "%Y-%m-%dT%H:%M:%S", &tm) != NULL)
+            l->cur.mtime_s = (int64_t)timegm(&tm);
+    } else if (strcmp(name, "Contents") == 0 || strcmp(name, "CommonPrefixes") == 0) {
+        l->cur.prefix = l->in_prefixes;
+        if (l->cur.key != NULL)
+            s_push(l);
+        l->in_contents = l->in_prefixes = false;
+    } else if (strcmp(name, "IsTruncated") == 0) {
+        l->truncated = strcmp(l->text, "true") == 0;
+    }
+    l->tl = 0;
+}
+
+/* Appends "&name=value" (value encoded) to q. */
+static void s_qparam(char *q, size_t cap, const char *name, const char *value)
+{
+    size_t vl = strlen(value), ql = strlen(q);
+    char *enc = malloc(3 * vl + 1);
+    if (enc == NULL)
+        return;
+    rf_s3_urlencode(value, vl, enc, 3 * vl + 1, false);
+    snprintf(q + ql, cap - ql, "%s%s=%s", ql ? "&" : "", name, enc);
+    free(enc);
+}
+
+int rf_s3c_list(rf_s3c_t *c, const char *prefix, const char *delim, const char *start_after, size_t max,
+                rf_s3c_entry_t **out, size_t *n, bool *truncated, char *why, size_t why_len)
+{
+    *out = NULL;
+    *n = 0;
+    *truncated = false;
+    char q[8192] = "";
+    char mk[16];
+    snprintf(mk, sizeof(mk), "%zu", max < 1 ? 1 : max > 1000 ? 1000 : max);
+    /* sorted by name, as the signature needs */
+    if (delim != NULL && delim[0])
+        s_qparam(q, sizeof(q), "delimiter", delim);
+    s_qparam(q, sizeof(q), "list-type", "2");
+    s_qparam(q, sizeof(q), "max-keys", mk);
+    s_qparam(q, sizeof(q), "prefix", prefix ? prefix : "");
+    if (start_after != NULL && start_after[0])
+        s_qparam(q, sizeof(q), "start-after", start_after);
+    char *url = s_url(c, NULL, q);
+    s_sink_t sink = {.fd = -1};
+    long st = url ? s_do(c, "GET", url, NULL, NULL, NULL, &sink, why, why_len) : -1;
+    free(url);
+    if (st < 200 || st > 299) {
+        if (st > 0)
+            s_status_why("ListObjectsV2", st, &sink, why, why_len);
+        free(sink.buf);
+        return -1;
+    }
+    s_list_t l = {0};
+    XML_Parser p = XML_ParserCreate(NULL);
+    int rc = -1;
+    if (p != NULL) {
+        XML_SetUserData(p, &l);
+        XML_SetElementHandler(p, s_start, s_end);
+        XML_SetCharacterDataHandler(p, s_chars);
+        if (XML_Parse(p, sink.buf ? sink.buf : "", (int)sink.len, 1) == XML_STATUS_OK && !l.oom)
+            rc = 0;
+        else
+            snprintf(why, why_len, "ListObjectsV2 %s: the answer is not a listing", c->ep->name);
+        XML_ParserFree(p);
+    }
+    free(l.cur.key);
+    free(sink.buf);
+    if (rc < 0) {
+        rf_s3c_entries_free(l.e, l.n);
+        return -1;
+    }
+    *out = l.e;
+    *n = l.n;
+    *truncated = l.truncated;
+    return 0;
+}
+
+void rf_s3c_entries_free(rf_s3c_entry_t *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(e[i].key);
+    free(e);
+}

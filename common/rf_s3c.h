@@ -1,0 +1,74 @@
+/*  rf_s3c — a small S3 client for storgate's S3-backed mounts (an
+ *  `aws_s3` endpoint: "NAME@aws_s3[/skip/path]").
+ *
+ *  libcurl does the HTTP and the SigV4 signature (CURLOPT_AWS_SIGV4), with
+ *  the two traps verified on libcurl 7.88: it does not add
+ *  x-amz-content-sha256 (set here: UNSIGNED-PAYLOAD, which it then signs),
+ *  and it signs the query as given (so queries are built sorted and
+ *  encoded here). Bodies stream: GET writes into a file descriptor as the
+ *  bytes arrive, PUT reads from one; objects over RF_S3C_SINGLE_MAX go up
+ *  as a multipart upload, aborted if any part fails, so no partial object
+ *  is ever visible. Listings are ListObjectsV2 pages, parsed with expat.
+ *
+ *  One rf_s3c_t holds one curl handle: use it from one thread at a time.
+ *  Blocking calls: meant for worker and scheduler threads, not an event
+ *  loop.
+ */
+#ifndef RF_S3C_H
+#define RF_S3C_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rf_sgconf.h"
+
+#define RF_S3C_SINGLE_MAX ((uint64_t)64 << 20) /* larger objects: multipart */
+#define RF_S3C_PART_SIZE ((uint64_t)16 << 20)
+
+typedef struct rf_s3c_t rf_s3c_t;
+
+typedef struct {
+    uint64_t size;
+    int64_t mtime_s;
+    char etag[80]; /* without quotes */
+    char content_type[128];
+} rf_s3c_obj_t;
+
+typedef struct {
+    char *key; /* malloc'd; the backend's key */
+    bool prefix;
+    uint64_t size;
+    int64_t mtime_s;
+    char etag[80];
+} rf_s3c_entry_t;
+
+/* A client of endpoint ep (borrowed: it must outlive the client). NULL
+ * with why when curl cannot be set up. */
+rf_s3c_t *rf_s3c_new(const rf_sg_s3ep_t *ep, char *why, size_t why_len);
+void rf_s3c_destroy(rf_s3c_t **self_p);
+
+/* HEAD key: 0 found (out filled), 1 no such key, -1 error (why). */
+int rf_s3c_head(rf_s3c_t *c, const char *key, rf_s3c_obj_t *out, char *why, size_t why_len);
+
+/* GET key, its bytes written to fd as they come. 0, 1 (no such key), -1.
+ * On -1 fd may hold part of the object: the caller discards it. */
+int rf_s3c_get_fd(rf_s3c_t *c, const char *key, int fd, rf_s3c_obj_t *out, char *why, size_t why_len);
+
+/* PUT size bytes read from fd (from offset 0) as key; multipart above
+ * RF_S3C_SINGLE_MAX (aborted on failure). etag (80 bytes, may be NULL)
+ * receives the answer's ETag. 0 or -1. */
+int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
+                  char *why, size_t why_len);
+
+/* DELETE key (a missing key is fine, as in S3). 0 or -1. */
+int rf_s3c_delete(rf_s3c_t *c, const char *key, char *why, size_t why_len);
+
+/* One ListObjectsV2 page: keys starting with prefix, after start_after
+ * ("" = from the start), with delimiter (NULL = none), at most max (1..1000).
+ * *out is a malloc'd array the caller frees with rf_s3c_entries_free. 0 or -1. */
+int rf_s3c_list(rf_s3c_t *c, const char *prefix, const char *delim, const char *start_after, size_t max,
+                rf_s3c_entry_t **out, size_t *n, bool *truncated, char *why, size_t why_len);
+void rf_s3c_entries_free(rf_s3c_entry_t *e, size_t n);
+
+#endif
