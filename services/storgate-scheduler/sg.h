@@ -134,8 +134,8 @@ bool sg_throttle_tick(sg_throttle_t *t);
 /* Opens (creating) STATE/outbox and starts the delivery thread. */
 sg_outbox_t *sg_outbox_new(const char *state_dir, char *why, size_t why_len);
 void sg_outbox_destroy(sg_outbox_t **self_p);
-/* Queues a webhook: target (an http(s):// URL; a .js path is refused for
- * now), payload JSON text (copied), its idempotency key. Durable when it
+/* Queues a webhook: target (an http(s):// URL, an absolute .js script path
+ * or kafka://BROKERS/TOPIC), payload JSON text (copied), its idempotency key. Durable when it
  * returns 0 (written and fsynced). */
 int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload);
 /* Runs the script hook at `path` (a ".js" target, sg_hook.c) for one
