@@ -25,18 +25,24 @@ static int s_fail(s_ctx_t *c, yaml_node_t *at, const char *fmt, ...) __attribute
 
 /* Records the first error as "name:line:col: message". Always returns -1
  * so handlers can `return s_fail(...)`. */
-static int s_fail(s_ctx_t *c, yaml_node_t *at, const char *fmt, ...)
+static int s_vfail(s_ctx_t *c, yaml_node_t *at, const char *fmt, va_list ap)
 {
     if (c->err != NULL)
         return -1;
     char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     size_t line = at ? at->start_mark.line + 1 : 1, col = at ? at->start_mark.column + 1 : 1;
     if (asprintf(&c->err, "%s:%zu:%zu: %s", c->name, line, col, msg) < 0)
         c->err = NULL;
+    return -1;
+}
+
+static int s_fail(s_ctx_t *c, yaml_node_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    s_vfail(c, at, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -90,14 +96,11 @@ static int s_walk(s_ctx_t *c, yaml_node_t *map, const s_key_t *keys, void *targe
 
 int rf_cfg_fail(rf_cfgctx_t *c, yaml_node_t *at, const char *fmt, ...)
 {
-    if (c->err != NULL)
-        return -1;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    s_vfail(c, at, fmt, ap);
     va_end(ap);
-    return s_fail(c, at, "%s", msg);
+    return -1;
 }
 
 int rf_cfg_walk(rf_cfgctx_t *c, yaml_node_t *map, const rf_cfg_key_t *keys, void *target, const char *section)

@@ -487,6 +487,18 @@ static int s_parent(int root, char *rel, const char **base, bool create)
     return cur;
 }
 
+/* Copies loc's path into rel (sizeof loc->rel) without a folder marker's
+ * trailing '/'; returns whether there was one. */
+static bool s_rel_dir(const rf_sgfs_loc_t *loc, char *rel)
+{
+    size_t rl = strlen(loc->rel);
+    memcpy(rel, loc->rel, rl + 1);
+    bool marker = rl > 0 && rel[rl - 1] == '/';
+    if (marker)
+        rel[rl - 1] = '\0';
+    return marker;
+}
+
 int rf_sgfs_put_check(const rf_sgfs_loc_t *loc)
 {
     if (loc->mount->kind == RF_SG_MOUNT_S3)
@@ -495,11 +507,7 @@ int rf_sgfs_put_check(const rf_sgfs_loc_t *loc)
     if (root < 0)
         return -1;
     char rel[sizeof(loc->rel)];
-    size_t rl = strlen(loc->rel);
-    memcpy(rel, loc->rel, rl + 1);
-    bool marker = rl > 0 && rel[rl - 1] == '/';
-    if (marker)
-        rel[--rl] = '\0';
+    bool marker = s_rel_dir(loc, rel);
     const char *base = NULL;
     int rc = 0, parent = s_parent(root, rel, &base, false);
     if (parent < 0) {
@@ -646,11 +654,7 @@ int rf_sgfs_delete(const rf_sgfs_loc_t *loc)
     if (root < 0)
         return -1;
     char rel[sizeof(loc->rel)];
-    size_t rl = strlen(loc->rel);
-    memcpy(rel, loc->rel, rl + 1);
-    bool marker = rl > 0 && rel[rl - 1] == '/';
-    if (marker)
-        rel[--rl] = '\0';
+    bool marker = s_rel_dir(loc, rel);
     const char *base;
     int parent = s_parent(root, rel, &base, false);
     int rc = 0;
