@@ -1463,3 +1463,53 @@ int rf_sgfs_mpu_list(const rf_sg_bucket_t *b, const char *prefix, size_t max, rf
     }
     return 0;
 }
+
+/* ---- sweeping what crashes leave ---------------------------------------------------------- */
+
+/* Removes the entries of dir (under root) older than max_age_s: files, and
+ * (recursively, one level: uploads) directories. Returns how many. */
+static int s_sweep_dir(int root, const char *dir, int64_t max_age_s, bool dirs)
+{
+    int fd = s_openat2(root, dir, O_DIRECTORY | O_RDONLY, 0);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    int n = 0;
+    time_t now = time(NULL);
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        struct stat sb;
+        if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+            now - sb.st_mtim.tv_sec < max_age_s)
+            continue;
+        if (S_ISDIR(sb.st_mode) && dirs) {
+            char sub[600];
+            snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+            s_sweep_dir(root, sub, -1, false); /* an upload's parts and info, whatever their age */
+            n += unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) == 0;
+        } else if (!S_ISDIR(sb.st_mode)) {
+            n += unlinkat(dirfd(d), de->d_name, 0) == 0;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+int rf_sgfs_sweep(const rf_sg_bucket_t *b, int64_t tmp_age_s, int64_t upload_age_s)
+{
+    int n = 0;
+    for (size_t i = 0; i < b->n_mounts; i++) {
+        const rf_sg_mount_t *m = &b->mounts[i];
+        if (m->kind != RF_SG_MOUNT_LOCAL)
+            continue;
+        int root = s_root(m);
+        if (root < 0)
+            continue;
+        n += s_sweep_dir(root, RF_SGFS_RESERVED "/tmp", tmp_age_s, false);
+        n += s_sweep_dir(root, RF_SGFS_RESERVED "/uploads", upload_age_s, true);
+        close(root);
+    }
+    return n;
+}

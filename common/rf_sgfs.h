@@ -147,6 +147,12 @@ void rf_sgfs_list_clear(rf_sgfs_list_t *l);
 int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
                       bool internal, rf_sgfs_list_t *out);
 
+/* Removes what crashes leave in the local mounts' .refract-s3/: temporary
+ * files older than tmp_age_s (a writer killed mid-object) and multipart
+ * uploads not touched for upload_age_s (never completed nor aborted).
+ * Returns how many went. */
+int rf_sgfs_sweep(const rf_sg_bucket_t *b, int64_t tmp_age_s, int64_t upload_age_s);
+
 /* Frees the calling thread's S3 clients (one per endpoint, made on first
  * use by an S3-backed mount); call before a thread that used them ends. */
 void rf_sgfs_thread_end(void);

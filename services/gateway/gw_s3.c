@@ -690,6 +690,11 @@ void gw_s3_register(h2o_hostconf_t *host, gw_server_t *srv)
     const rf_sg_conf_t *sc = srv->cfg->storgate;
     for (size_t i = 0; sc != NULL && i < sc->n_buckets; i++) {
         const rf_sg_bucket_t *b = &sc->buckets[i];
+        /* what a crash left: partial writes older than an hour (none is in
+         * progress that long), uploads untouched for a week */
+        int swept = rf_sgfs_sweep(b, 3600, 7 * 86400);
+        if (swept > 0)
+            rf_info("storgate: bucket %s: removed %d stale temporary file(s) or upload(s)", b->name, swept);
         const rf_sg_event_t *ev[] = {&b->on_get, &b->on_put, &b->on_delete};
         for (size_t k = 0; k < 3; k++)
             if (ev[k]->enable && ev[k]->pre)

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rf_config.h"
@@ -368,6 +369,35 @@ static void test_multipart(void **state)
     assert_int_equal(rf_sgfs_mpu_check(&loc, "mp/obj.bin", "../../../../etc"), -1);
 }
 
+/* A crash's leftovers go, what is fresh stays. */
+static void test_sweep(void **state)
+{
+    s_fix_t *f = *state;
+    rf_sgfs_loc_t loc;
+    const char *why;
+    assert_int_equal(rf_sgfs_resolve(f->bk, "s/x", 3, true, false, &loc, &why), 0);
+    char old_id[33], new_id[33];
+    assert_int_equal(rf_sgfs_mpu_create(&loc, "s/x", NULL, NULL, old_id), 0);
+    assert_int_equal(rf_sgfs_mpu_create(&loc, "s/x", NULL, NULL, new_id), 0);
+    char p[300];
+    snprintf(p, sizeof(p), "%s/.refract-s3/tmp/stale", f->a);
+    s_write(p, "partial");
+    snprintf(p, sizeof(p), "%s/.refract-s3/tmp/fresh", f->a);
+    s_write(p, "partial");
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 8 * 86400}, {.tv_sec = time(NULL) - 8 * 86400}};
+    snprintf(p, sizeof(p), "%s/.refract-s3/tmp/stale", f->a);
+    assert_int_equal(utimensat(AT_FDCWD, p, old, 0), 0);
+    snprintf(p, sizeof(p), "%s/.refract-s3/uploads/%s", f->a, old_id);
+    assert_int_equal(utimensat(AT_FDCWD, p, old, 0), 0);
+    assert_int_equal(rf_sgfs_sweep(f->bk, 3600, 7 * 86400), 2);
+    snprintf(p, sizeof(p), "%s/.refract-s3/tmp/stale", f->a);
+    assert_int_equal(access(p, F_OK), -1);
+    snprintf(p, sizeof(p), "%s/.refract-s3/tmp/fresh", f->a);
+    assert_int_equal(access(p, F_OK), 0);
+    assert_int_equal(rf_sgfs_mpu_check(&loc, "s/x", old_id), -1);
+    assert_int_equal(rf_sgfs_mpu_check(&loc, "s/x", new_id), 0);
+}
+
 /* The storgate section: defaults, the seed's fallbacks, and refusals with their line. */
 static void test_config(void **state)
 {
@@ -467,6 +497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_order, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_delete_prunes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_multipart, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_sweep, s_setup, s_teardown),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_landing_zone_example),
     };
