@@ -326,11 +326,25 @@ typedef struct {
 
     struct {
         rf_listen_t metrics_listen;
-        char *name;         /* this node; NULL = HOSTNAME:PID */
+        char *name;         /* this node; NULL = HOSTNAME */
         char *state_dir;    /* events/, outbox/, cursors/ */
         int jobs;           /* items at once; 0 = one per CPU */
         char *bus_endpoint; /* its own broker for function tasks; NULL = none */
     } storgate_scheduler;
+
+    struct {
+        char *brokers;            /* bootstrap list; NULL = not configured */
+        char *topic;              /* pre-warm messages */
+        char *group;              /* consumer group id */
+        char *dead_letter_topic;  /* NULL = TOPIC.dead-letter */
+        char *events_topic;       /* completion/failure events; NULL = none */
+        char *gateway_url;        /* NULL = http://127.0.0.1:<gateway.listen port> */
+        int concurrency;          /* messages at once (distinct partitions) */
+        int retries;              /* retries of a failed request */
+        int timeout_ms;           /* one request to the gateway */
+        int session_timeout_ms;   /* Kafka session.timeout.ms */
+        rf_listen_t metrics_listen;
+    } prewarm;
 } rf_config_t;
 
 /* Loads and validates a YAML file. Returns a new config (caller owns;

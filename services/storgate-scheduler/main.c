@@ -169,7 +169,12 @@ int main(int argc, char **argv)
     } else {
         char host[64] = "node";
         gethostname(host, sizeof(host) - 1);
-        snprintf(n.node, sizeof(n.node), "%s:%d", host, (int)getpid());
+        snprintf(n.node, sizeof(n.node), "%s", host); /* stable across restarts: its outbox is found again */
+    }
+    if (n.node[0] == '\0' || strspn(n.node, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:") !=
+                                  strlen(n.node)) {
+        fprintf(stderr, "%s: storgate_scheduler.name '%s': letters, digits and . - _ : only\n", path, n.node);
+        goto done;
     }
     snprintf(n.state_dir, sizeof(n.state_dir), "%s", cfg->storgate_scheduler.state_dir);
     if (s_check_templates(n.sc, why, sizeof(why)) < 0) {
@@ -193,7 +198,7 @@ int main(int argc, char **argv)
         rf_error("cannot create state_dir %s: %s", n.state_dir, strerror(errno));
         goto done;
     }
-    if ((n.outbox = sg_outbox_new(n.state_dir, why, sizeof(why))) == NULL ||
+    if ((n.outbox = sg_outbox_new(n.state_dir, n.node, why, sizeof(why))) == NULL ||
         (n.leader = sg_leader_new(n.sc, n.node, n.state_dir, why, sizeof(why))) == NULL ||
         (cfg->storgate_scheduler.bus_endpoint != NULL && (n.bus = sg_bus_new(cfg, metrics, why, sizeof(why))) == NULL) ||
         (batches = sg_batches_new(&n, why, sizeof(why))) == NULL || (n.events = sg_events_new(&n)) == NULL) {
@@ -218,6 +223,15 @@ int main(int argc, char **argv)
     for (int i = 0; n.threads && i < n.nthreads; i++)
         if (pthread_create(&n.threads[i], NULL, sg_item_thread, &n) != 0)
             n.nthreads = i;
+    const char *rhost, *rprefix;
+    int rport;
+    if (sg_leader_redis(n.leader, &rhost, &rport, &rprefix)) { /* items handed out to every node */
+        if ((n.dist = sg_dist_new(&n, rhost, rport, rprefix)) == NULL || sg_dist_start(n.dist) < 0) {
+            rf_error("cannot start taking items from Redis");
+            goto done;
+        }
+        sg_dist_heartbeat(n.dist);
+    }
     rf_info("refract-storgate-scheduler %s: %zu bucket(s), %d item thread(s), state %s%s%s", n.node,
             n.sc->n_buckets, n.nthreads, n.state_dir, n.bus ? ", bus " : "",
             n.bus ? cfg->storgate_scheduler.bus_endpoint : "");
@@ -231,6 +245,8 @@ int main(int argc, char **argv)
             pthread_cond_broadcast(&n.cv);
         }
         pthread_mutex_unlock(&n.mu);
+        if (n.dist != NULL)
+            sg_dist_heartbeat(n.dist);
         if (sg_batches_tick(batches, run_now))
             sg_events_tick(n.events);
         run_now = false;
@@ -254,6 +270,7 @@ done:
     for (int i = 0; n.threads && i < n.nthreads; i++)
         pthread_join(n.threads[i], NULL);
     free(n.threads);
+    sg_dist_destroy(&n.dist); /* its puller sees n.stopping */
     while (n.head != NULL) { /* never started: their chunk's cursor was not saved */
         sg_item_t *it = n.head;
         n.head = it->next;

@@ -32,6 +32,7 @@ typedef struct sg_leader_t sg_leader_t;
 typedef struct sg_bus_t sg_bus_t;
 typedef struct sg_events_t sg_events_t;
 typedef struct sg_throttle_t sg_throttle_t;
+typedef struct sg_dist_t sg_dist_t;
 
 /* Metrics of the scheduler, declared in main.c. */
 typedef struct {
@@ -58,6 +59,8 @@ typedef struct sg_item_t {
     char key[RF_SGFS_KEY_MAX + 1]; /* the bucket key, no leading '/' */
     bool deleted;                  /* onDelete: the source is gone, its outputs go too */
     char event_file[96];           /* an event's file in STATE/events ("" for batch items) */
+    char dist_chunk[128];          /* handed out through Redis (sg_dist.c): its chunk, and */
+    char raw[3200];                /* its queue entry as taken ("" for items run where listed) */
 } sg_item_t;
 
 /* A listed chunk: its items are done when `left` reaches 0. */
@@ -65,6 +68,7 @@ typedef struct sg_chunk_t {
     struct sg_batch_t *batch;
     atomic_int left;
     int n, failed;
+    bool local; /* its items run on the leader's own queue (no Redis) */
     char last[RF_SGFS_KEY_MAX + 1]; /* the cursor after this chunk */
     char id[128];
 } sg_chunk_t;
@@ -79,6 +83,7 @@ typedef struct {
     sg_leader_t *leader;
     sg_bus_t *bus; /* NULL without storgate_scheduler.bus_endpoint */
     sg_events_t *events;
+    sg_dist_t *dist; /* redis:// lease: items handed out to every node; NULL otherwise */
     /* the item queue */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -122,6 +127,25 @@ void sg_events_tick(sg_events_t *e);
 /* An event's item is over: its file goes. */
 void sg_events_done(sg_events_t *e, const char *name);
 
+/* ---- items handed out to every node (sg_dist.c; redis:// leases) ---- */
+
+sg_dist_t *sg_dist_new(sg_node_t *n, const char *host, int port, const char *prefix);
+/* Hands this node's own taken items back (a restart), starts its puller. */
+int sg_dist_start(sg_dist_t *d);
+void sg_dist_destroy(sg_dist_t **self_p); /* after n->stopping is set */
+void sg_dist_heartbeat(sg_dist_t *d);
+/* Leader: queues a chunk's items for every node; 0, or -1 (Redis away). */
+int sg_dist_push(sg_dist_t *d, sg_chunk_t *c, sg_item_t **items, int n, size_t event_index);
+/* Leader: items of the chunk not done yet (c->failed updated). */
+int sg_dist_chunk_left(sg_dist_t *d, sg_chunk_t *c);
+/* An item this node took is over. */
+void sg_dist_ack(sg_dist_t *d, sg_item_t *it, bool ok);
+/* Leader: hands out again the items of nodes whose heartbeat stopped. */
+void sg_dist_reap(sg_dist_t *d);
+
+/* The lease's Redis (host, port, key prefix) when it is redis://. */
+bool sg_leader_redis(sg_leader_t *l, const char **host, int *port, const char **prefix);
+
 /* ---- throttling (sg_throttle.c) ---- */
 
 sg_throttle_t *sg_throttle_new(const rf_sg_conf_t *sc);
@@ -131,8 +155,8 @@ bool sg_throttle_tick(sg_throttle_t *t);
 
 /* ---- the outbox (sg_outbox.c) ---- */
 
-/* Opens (creating) STATE/outbox and starts the delivery thread. */
-sg_outbox_t *sg_outbox_new(const char *state_dir, char *why, size_t why_len);
+/* Opens (creating) STATE/outbox/NODE and starts the delivery thread. */
+sg_outbox_t *sg_outbox_new(const char *state_dir, const char *node, char *why, size_t why_len);
 void sg_outbox_destroy(sg_outbox_t **self_p);
 /* Queues a webhook: target (an http(s):// URL, an absolute .js script path
  * or kafka://BROKERS/TOPIC), payload JSON text (copied), its idempotency key. Durable when it

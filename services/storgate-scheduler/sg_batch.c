@@ -49,6 +49,7 @@ struct sg_batch_t {
 
 struct sg_batches_t {
     sg_node_t *n;
+    int64_t last_reap;
     sg_batch_t *v;
     size_t nv;
     bool leading;
@@ -320,8 +321,16 @@ static void s_next_chunk(sg_batch_t *bt)
     rf_info("storgate batch %s: chunk %d: %d item(s) from /%s (%s .. %s)", bt->run_id, bt->chunk_no, c->n, prefix,
             items[0]->key, items[c->n - 1]->key);
     s_chunk_hook(bt, "onChunkExtracted", bt->ev->on_chunk_extracted, c);
-    for (int i = 0; i < c->n; i++)
-        sg_queue_push(bt->n, items[i]);
+    if (bt->n->dist != NULL && sg_dist_push(bt->n->dist, c, items, c->n, bt->index) == 0) {
+        for (int i = 0; i < c->n; i++) /* in Redis now, for every node */
+            free(items[i]);
+    } else {
+        if (bt->n->dist != NULL)
+            rf_warn("storgate batch %s: Redis is away: chunk %d runs on this node", bt->run_id, bt->chunk_no);
+        c->local = true;
+        for (int i = 0; i < c->n; i++)
+            sg_queue_push(bt->n, items[i]);
+    }
     free(items);
 }
 
@@ -385,11 +394,17 @@ bool sg_batches_tick(sg_batches_t *self, bool now_all)
     if (!lead)
         return false;
     int64_t now = (int64_t)time(NULL);
+    if (self->n->dist != NULL && now != self->last_reap) { /* about once a second */
+        self->last_reap = now;
+        sg_dist_reap(self->n->dist);
+    }
     for (size_t i = 0; i < self->nv; i++) {
         sg_batch_t *bt = &self->v[i];
         bt->token = token;
         if (bt->chunk != NULL) {
-            if (atomic_load(&bt->chunk->left) > 0)
+            int left = bt->n->dist != NULL && !bt->chunk->local ? sg_dist_chunk_left(bt->n->dist, bt->chunk)
+                                                                : atomic_load(&bt->chunk->left);
+            if (left > 0)
                 continue;
             s_chunk_finish(bt);
         }

@@ -63,7 +63,9 @@ void *sg_item_thread(void *arg)
     sg_node_t *n = arg;
     for (sg_item_t *it; (it = s_pop(n)) != NULL;) {
         int rc = sg_item_run(n, it);
-        if (it->chunk != NULL)
+        if (it->raw[0] != '\0' && n->dist != NULL)
+            sg_dist_ack(n->dist, it, rc == 0);
+        else if (it->chunk != NULL)
             sg_chunk_item_done(n, it->chunk, rc == 0);
         free(it);
     }

@@ -51,7 +51,7 @@ struct sg_leader_t {
     /* S_REDIS */
     char host[256];
     int port;
-    char k_lease[160], k_token[160], k_progress[160];
+    char k_lease[160], k_token[160], k_progress[160], prefix[64];
     redisContext *rc;
 };
 
@@ -276,6 +276,7 @@ sg_leader_t *sg_leader_new(const rf_sg_conf_t *sc, const char *node, const char 
             free(l);
             return NULL;
         }
+        snprintf(l->prefix, sizeof(l->prefix), "%s", prefix);
         snprintf(l->k_lease, sizeof(l->k_lease), "%s:storgate:leader", prefix);
         snprintf(l->k_token, sizeof(l->k_token), "%s:storgate:token", prefix);
         snprintf(l->k_progress, sizeof(l->k_progress), "%s:storgate:progress", prefix);
@@ -402,4 +403,14 @@ char *sg_leader_load(sg_leader_t *l, const char *name)
     char *out = r != NULL && r->type == REDIS_REPLY_STRING ? strndup(r->str, r->len) : NULL;
     freeReplyObject(r);
     return out;
+}
+
+bool sg_leader_redis(sg_leader_t *l, const char **host, int *port, const char **prefix)
+{
+    if (l->kind != S_REDIS)
+        return false;
+    *host = l->host;
+    *port = l->port;
+    *prefix = l->prefix;
+    return true;
 }

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,7 +74,13 @@ int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const cha
     pthread_mutex_lock(&o->mu);
     uint64_t seq = ++o->seq;
     pthread_mutex_unlock(&o->mu);
-    snprintf(name, sizeof(name), "%016llx-%08llx.json", (unsigned long long)s_now_ms(), (unsigned long long)seq);
+    /* ordered by time; the pid and random bits keep nodes that share the
+     * outbox directory (one machine, or NFS) from choosing the same name */
+    unsigned r = 0;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = (unsigned)seq * 2654435761u;
+    snprintf(name, sizeof(name), "%016llx-%08llx-%d-%08x.json", (unsigned long long)s_now_ms(),
+             (unsigned long long)seq, (int)getpid(), r);
     snprintf(tmp, sizeof(tmp), "%s/.%s", o->dir, name);
     snprintf(path, sizeof(path), "%s/%s", o->dir, name);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -287,7 +294,7 @@ static void *s_thread(void *arg)
     return NULL;
 }
 
-sg_outbox_t *sg_outbox_new(const char *state_dir, char *why, size_t why_len)
+sg_outbox_t *sg_outbox_new(const char *state_dir, const char *node, char *why, size_t why_len)
 {
     sg_outbox_t *o = calloc(1, sizeof(*o));
     if (o == NULL)
@@ -295,7 +302,11 @@ sg_outbox_t *sg_outbox_new(const char *state_dir, char *why, size_t why_len)
     o->backoff = calloc(S_MAX_TRACKED, sizeof(*o->backoff));
     pthread_mutex_init(&o->mu, NULL);
     pthread_cond_init(&o->cv, NULL);
+    /* one outbox per node: nodes that share STATE must not deliver each
+     * other's files (twice), and a node restarted under its name resumes its own */
     snprintf(o->dir, sizeof(o->dir), "%s/outbox", state_dir);
+    mkdir(o->dir, 0700);
+    snprintf(o->dir, sizeof(o->dir), "%s/outbox/%s", state_dir, node);
     if ((mkdir(o->dir, 0700) != 0 && errno != EEXIST) || o->backoff == NULL) {
         snprintf(why, why_len, "cannot create %s: %s", o->dir, strerror(errno));
         free(o->backoff);

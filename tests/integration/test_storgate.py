@@ -193,7 +193,7 @@ def test_outbox_survives_restart_with_target_down(make_stack, tmp_path, hooks):
     s = st.add_scheduler()
     s.signal(signal.SIGUSR1)
     _wait(lambda: _tree(up) == {} and len(_tree(svc)) == 5, 20, "the items")
-    outbox = os.path.join(st.config["storgate_scheduler"]["state_dir"], "outbox")
+    outbox = os.path.join(st.config["storgate_scheduler"]["state_dir"], "outbox", "node0")  # the node's own
     _wait(lambda: len([f for f in os.listdir(outbox) if f.endswith(".json")]) == 5, 10, "5 webhooks queued")
     assert st.scheduler_metric(s, "refract_storgate_outbox_pending") == 5
     s.expected_exit = True
@@ -274,10 +274,13 @@ def _leaders(st, scheds):
 
 def test_redis_lease_three_nodes_failover(make_stack, tmp_path, hooks):
     """Three schedulers share a lease in a real redis-server (term 2 s):
-    exactly one leads. The leader is killed (-9) in the middle of a run of
-    300 items; another takes the lease after the term, resumes the run from
-    the progress kept in Redis, and every item ends moved byte-exact; an
-    item is repeated at most once, and only items of the chunk in flight."""
+    exactly one leads, and it hands each chunk's items out through Redis
+    to all three. The leader is killed (-9) in the middle of a run of 300
+    items; another takes the lease after the term, hands the dead node's
+    taken items out again, adopts its undelivered webhooks, resumes the
+    run from the progress kept in Redis, and every item ends moved
+    byte-exact with its webhook; an item is repeated at most once, and only
+    items of the chunk in flight."""
     r = _redis(tmp_path)
     try:
         up, svc, sg = _landing(tmp_path, hooks.url, chunk=20, storgate={
@@ -304,6 +307,8 @@ def test_redis_lease_three_nodes_failover(make_stack, tmp_path, hooks):
         paths = [p["item"]["path"] for _, p in hooks.got]
         dup = {x for x in paths if paths.count(x) > 1}
         assert len(dup) <= 20 and all(paths.count(x) == 2 for x in dup), dup
+        # the leader handed items out: more than one node ran them
+        assert len({p["node"] for _, p in hooks.got}) >= 2, {p["node"] for _, p in hooks.got}
     finally:
         r.close()
 

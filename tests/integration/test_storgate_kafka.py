@@ -113,7 +113,7 @@ def test_outbox_survives_restart_with_brokers_down(make_stack, tmp_path, kafka):
     s = st.add_scheduler()
     s.signal(signal.SIGUSR1)
     _wait(lambda: _tree(up) == {} and len(_tree(svc)) == 4, 20, "the items\n" + s.log())
-    outbox = os.path.join(st.config["storgate_scheduler"]["state_dir"], "outbox")
+    outbox = os.path.join(st.config["storgate_scheduler"]["state_dir"], "outbox", "node0")  # the node's own
     _wait(lambda: len([f for f in os.listdir(outbox) if f.endswith(".json")]) == 4, 10, "4 webhooks queued")
     time.sleep(0.5)  # the delivery thread is now waiting on the brokers
     t0 = time.monotonic()
