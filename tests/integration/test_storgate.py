@@ -141,8 +141,10 @@ def test_landing_zone_end_to_end(make_stack, tmp_path, hooks):
         assert p["workflow"] == "migrate_tmpimg" and p["item"]["size"] > 0 and p["item"]["state"] == "file"
     assert st.scheduler_metric(s, "refract_storgate_items_total", bucket="image_landing_bucket",
                                workflow="migrate_tmpimg", outcome="done") == 11
+    # 30 s: each chunk's end fsyncs the run's progress and a webhook file,
+    # which took seconds once while a whole test suite ran beside this one
     _wait(lambda: st.scheduler_metric(s, "refract_storgate_batches_total", bucket="image_landing_bucket",
-                                      outcome="completed") == 1, 10, "the run to complete")
+                                      outcome="completed") == 1, 30, "the run to complete")
     assert "chunk 3: 3 item(s)" in s.log()
 
 
@@ -483,7 +485,7 @@ def test_script_hooks(make_stack, tmp_path, hooks):
     # a broken script is retried until it works (a new run, once the first
     # is over: a file dropped during a run, before its cursor, waits for the next)
     _wait(lambda: st.scheduler_metric(s, "refract_storgate_batches_total", bucket="image_landing_bucket",
-                                      outcome="completed") == 1, 10, "the first run to end")
+                                      outcome="completed") == 1, 30, "the first run to end")
     script.write_text("throw new Error('not yet');\n")
     _drop(up, 1, nested=False)
     s.signal(signal.SIGUSR1)
