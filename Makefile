@@ -60,8 +60,11 @@ VID_OBJ := $(VID_SRC:%.c=$(O)/obj/%.o)
 SG_SRC := $(wildcard services/storgate-scheduler/*.c)
 SG_OBJ := $(SG_SRC:%.c=$(O)/obj/%.o)
 
+PW_SRC := $(wildcard services/prewarm/*.c)
+PW_OBJ := $(PW_SRC:%.c=$(O)/obj/%.o)
+
 BINS := $(O)/bin/refract-gateway $(O)/bin/refract-image-worker $(O)/bin/refract-video-worker \
-        $(O)/bin/refract-storgate-scheduler
+        $(O)/bin/refract-storgate-scheduler $(O)/bin/refract-prewarm
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
@@ -110,6 +113,12 @@ $(O)/bin/refract-storgate-scheduler: $(SG_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ -lcurl -lhiredis -lduktape -lrdkafka $(LIBS_BASE)
+
+# The Kafka pre-warm consumer (librdkafka), requesting through the gateway (libcurl).
+$(O)/bin/refract-prewarm: $(PW_OBJ) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ -lrdkafka -lcurl $(LIBS_BASE)
 
 # Unit tests link the common library, and the image core where they need it;
 # UNIT_EXTRA names a gateway file one of them tests without the gateway.

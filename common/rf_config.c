@@ -2322,6 +2322,13 @@ void rf_config_destroy(rf_config_t **self_p)
     free(cfg->storgate_scheduler.name);
     free(cfg->storgate_scheduler.state_dir);
     free(cfg->storgate_scheduler.bus_endpoint);
+    free(cfg->prewarm.brokers);
+    free(cfg->prewarm.topic);
+    free(cfg->prewarm.group);
+    free(cfg->prewarm.dead_letter_topic);
+    free(cfg->prewarm.events_topic);
+    free(cfg->prewarm.gateway_url);
+    free(cfg->prewarm.metrics_listen.host);
     free(cfg);
     *self_p = NULL;
 }

@@ -29,6 +29,7 @@ GATEWAY_BIN = os.path.join(BIN, "refract-gateway")
 WORKER_BIN = os.environ.get("REFRACT_WORKER_BIN") or os.path.join(BIN, "refract-image-worker")
 VIDEO_WORKER_BIN = os.environ.get("REFRACT_VIDEO_WORKER_BIN") or os.path.join(BIN, "refract-video-worker")
 SCHEDULER_BIN = os.path.join(BIN, "refract-storgate-scheduler")
+PREWARM_BIN = os.path.join(BIN, "refract-prewarm")
 
 # Figures worth printing at the end of the run (conftest's terminal summary).
 MEASUREMENTS = []
@@ -959,6 +960,33 @@ class Stack:
                     pass
                 if not p.alive() or time.time() > deadline:
                     raise AssertionError(f"scheduler{i} did not start:\n" + p.log())
+                time.sleep(0.05)
+        return p
+
+    def add_prewarm(self, wait=True, **section):
+        """Starts a refract-prewarm on this stack's config, with its own
+        metrics port (other keys of the prewarm section from `section`:
+        brokers, topic, …); wait: until its /healthz answers. It is kept
+        with the schedulers, so that close() stops it and logs() shows it;
+        read its metrics with scheduler_metric."""
+        i = sum(1 for p in self.schedulers if p.name.startswith("prewarm"))
+        mport = free_port()
+        cfg = json.loads(json.dumps(self.config))
+        cfg["prewarm"] = dict(section, metrics_listen=f"127.0.0.1:{mport}")
+        path = self.write_config(cfg, os.path.join(self.dir, f"prewarm{i}.yaml"))
+        p = Proc(f"prewarm{i}", [PREWARM_BIN, "-c", path], os.path.join(self.dir, f"prewarm{i}.log"), REPO)
+        p.metrics_port = mport
+        self.schedulers.append(p)
+        if wait:
+            deadline = time.time() + 10
+            while True:
+                try:
+                    if requests.get(f"http://127.0.0.1:{mport}/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if not p.alive() or time.time() > deadline:
+                    raise AssertionError(f"prewarm{i} did not start:\n" + p.log())
                 time.sleep(0.05)
         return p
 
