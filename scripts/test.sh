@@ -42,7 +42,7 @@ stage integration 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/i
 # quarantine keeps RSS close enough to the real build for the memory bounds.
 stage san-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=address,undefined OPT=-O1 \
     build/san/bin/refract-gateway build/san/bin/refract-image-worker build/san/bin/refract-video-worker \
-    build/san/bin/refract-storgate-scheduler
+    build/san/bin/refract-storgate-scheduler build/san/bin/refract-prewarm
 # VIPS_NOVECTOR: libvips' orc JIT allocates executable code in a way ASan's
 # mmap interception breaks (orc_code_allocate_codemem crashes under 4
 # concurrent resizes); the vector paths run in the plain integration stage.

@@ -41,8 +41,8 @@ static int s_declare(rf_metrics_t *reg, pw_metrics_t *m)
                                      "Pre-warm messages by outcome: done (the gateway answered < 400), dead_letter "
                                      "(malformed, or failed after its retries), retried (one per retry)",
                                      "outcome", NULL, 0);
-    m->inflight = rf_metrics_declare(reg, RF_METRIC_GAUGE, "refract_prewarm_inflight",
-                                     "Messages being processed now", "", NULL, 0);
+    m->inflight = rf_metrics_declare(reg, RF_METRIC_GAUGE, "refract_prewarm_inflight", "Messages being processed now",
+                                     "", NULL, 0);
     m->duration = rf_metrics_declare(reg, RF_METRIC_HISTOGRAM, "refract_prewarm_duration_seconds",
                                      "Time to process one message, retries, dead letter and event included", "",
                                      buckets, sizeof(buckets) / sizeof(buckets[0]));
@@ -51,8 +51,7 @@ static int s_declare(rf_metrics_t *reg, pw_metrics_t *m)
     m->events = rf_metrics_declare(reg, RF_METRIC_COUNTER, "refract_prewarm_events_total",
                                    "Events acknowledged by the brokers on events_topic, by kind (done, failed)",
                                    "outcome", NULL, 0);
-    if (m->messages == NULL || m->inflight == NULL || m->duration == NULL || m->partitions == NULL ||
-        m->events == NULL)
+    if (m->messages == NULL || m->inflight == NULL || m->duration == NULL || m->partitions == NULL || m->events == NULL)
         return -1;
     static const char *const outcomes[] = {"done", "retried", "dead_letter"};
     for (size_t i = 0; i < 3; i++) { /* every series from the start, at 0 */

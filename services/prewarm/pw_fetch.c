@@ -141,7 +141,8 @@ int pw_fetch_get(pw_fetch_t *f, const pw_msg_t *m, pw_result_t *r)
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     CURLcode cc = curl_easy_perform(c);
     if (cc != CURLE_OK) {
-        snprintf(r->error, sizeof(r->error), "%s", cc == CURLE_ABORTED_BY_CALLBACK ? "stopping" : curl_easy_strerror(cc));
+        snprintf(r->error, sizeof(r->error), "%s",
+                 cc == CURLE_ABORTED_BY_CALLBACK ? "stopping" : curl_easy_strerror(cc));
         r->status = 0;
         goto cleanup;
     }

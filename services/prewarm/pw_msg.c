@@ -88,8 +88,9 @@ static int s_url(const char *url, size_t len, pw_msg_t *m, char *why, size_t why
 /* Adds the "headers" object's members as "Name: value" lines. */
 static int s_headers(json_t *h, pw_msg_t *m, char *why, size_t why_len)
 {
-    static const char *const refused[] = {"host", "content-length", "transfer-encoding", "connection", "upgrade",
-                                          "te", "keep-alive", "expect", "trailer", "proxy-connection", NULL};
+    static const char *const refused[] = {
+        "host",       "content-length", "transfer-encoding", "connection",       "upgrade", "te",
+        "keep-alive", "expect",         "trailer",           "proxy-connection", NULL};
     if (!json_is_object(h))
         return rf_why(why, why_len, "\"headers\" must be an object of strings");
     size_t n = json_object_size(h);

@@ -34,10 +34,10 @@
 #include "pw.h"
 #include "rf_log.h"
 
-#define S_QUEUE_MAX 64          /* messages waiting per partition before it is paused */
-#define S_REVOKE_WAIT_MS 30000  /* how long a revoke waits for in-flight messages */
-#define S_BACKOFF_FIRST_MS 500  /* the first retry's delay, doubled each time */
-#define S_BACKOFF_MAX_MS 10000  /* the longest delay between retries */
+#define S_QUEUE_MAX 64         /* messages waiting per partition before it is paused */
+#define S_REVOKE_WAIT_MS 30000 /* how long a revoke waits for in-flight messages */
+#define S_BACKOFF_FIRST_MS 500 /* the first retry's delay, doubled each time */
+#define S_BACKOFF_MAX_MS 10000 /* the longest delay between retries */
 #define S_SEND_BACKOFF_MAX_MS 5000
 
 /* A message waiting or in flight. */
@@ -68,8 +68,8 @@ typedef struct {
     s_part_t *parts;
     size_t n_parts, cap_parts;
     uint64_t seq;
-    uint64_t gen;                /* assignments seen */
-    struct timespec hold_until;  /* no new message before (a rebalance is coming) */
+    uint64_t gen;               /* assignments seen */
+    struct timespec hold_until; /* no new message before (a rebalance is coming) */
 } s_run_t;
 
 typedef enum { S_DONE, S_FAILED, S_STOPPED } s_outcome_t;
@@ -371,8 +371,8 @@ static rd_kafka_resp_err_t s_commit(s_run_t *r, const rd_kafka_message_t *km)
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
         err = l->elems[0].err;
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-        rf_warn("prewarm: commit of partition %d offset %lld failed: %s", (int)km->partition,
-                (long long)km->offset + 1, rd_kafka_err2str(err));
+        rf_warn("prewarm: commit of partition %d offset %lld failed: %s", (int)km->partition, (long long)km->offset + 1,
+                rd_kafka_err2str(err));
     rd_kafka_topic_partition_list_destroy(l);
     return err;
 }
@@ -623,34 +623,43 @@ static rd_kafka_t *s_consumer(s_run_t *r, char *why, size_t why_len)
     return rk;
 }
 
+/* Out of memory with a message in hand: it cannot be skipped (a later
+ * commit would cover it), so the process stops, leaving it uncommitted. */
+static void s_oom(s_run_t *r, rd_kafka_message_t *km)
+{
+    rf_error("prewarm: out of memory at partition %d offset %lld: stopping (the message stays uncommitted)",
+             (int)km->partition, (long long)km->offset);
+    atomic_store(r->o->stop, 1);
+}
+
 /* Queues one fetched message (owned) on its partition. Main thread. */
 static void s_enqueue(s_run_t *r, rd_kafka_message_t *km)
 {
     s_node_t *n = calloc(1, sizeof(*n));
     char fallback[300];
     if (n == NULL) {
-        rf_error("prewarm: out of memory: message at partition %d offset %lld left for later", (int)km->partition,
-                 (long long)km->offset);
+        s_oom(r, km);
         rd_kafka_message_destroy(km);
         return;
     }
     n->km = km;
     snprintf(fallback, sizeof(fallback), "%s:%d:%lld", r->o->topic, (int)km->partition, (long long)km->offset);
-    if (pw_msg_parse(km->payload, km->payload != NULL ? km->len : 0, fallback, &n->msg, n->why, sizeof(n->why)) ==
-        0)
+    if (pw_msg_parse(km->payload, km->payload != NULL ? km->len : 0, fallback, &n->msg, n->why, sizeof(n->why)) == 0)
         n->why[0] = '\0';
     else if (n->why[0] == '\0')
         snprintf(n->why, sizeof(n->why), "refused");
     if (n->msg.id == NULL) { /* out of memory in the parser */
+        s_oom(r, km);
         s_node_free(n);
-        rf_error("prewarm: out of memory parsing a message");
         return;
     }
     bool pause = false;
     pthread_mutex_lock(&r->mu);
     s_part_t *p = s_part(r, km->partition);
-    if (p == NULL || !p->assigned) {
+    if (p == NULL || !p->assigned) { /* revoked meanwhile: its next owner fetches it */
         pthread_mutex_unlock(&r->mu);
+        if (p == NULL)
+            s_oom(r, km);
         s_node_free(n);
         return;
     }
@@ -725,8 +734,8 @@ int pw_run(const pw_opts_t *o, char *why, size_t why_len)
         }
         workers[nworkers].started = true;
     }
-    rf_info("refract-prewarm: group %s on %s (%s), %d at once, through %s; dead letters to %s, events to %s",
-            o->group, o->topic, o->brokers, o->concurrency, o->gateway_url, o->dead_letter_topic,
+    rf_info("refract-prewarm: group %s on %s (%s), %d at once, through %s; dead letters to %s, events to %s", o->group,
+            o->topic, o->brokers, o->concurrency, o->gateway_url, o->dead_letter_topic,
             o->events_topic ? o->events_topic : "(none)");
     while (!s_stopping(&r)) {
         rd_kafka_message_t *km = rd_kafka_consumer_poll(r.rk, 100);
