@@ -31,7 +31,8 @@ static char *s_slurp(const char *path, size_t *len)
 int main(int argc, char **argv)
 {
     const char *path = argc > 1 ? argv[1] : "docs/configuration.md";
-    static const char *const sections[] = {"gateway", "bus", "image_worker", "video_worker", "log", NULL};
+    static const char *const sections[] = {"gateway",  "bus",     "image_worker", "video_worker", "storgate_scheduler",
+                                           "prewarm",  "log",     NULL};
     size_t len;
     char *doc = s_slurp(path, &len);
     if (doc == NULL) {
