@@ -141,6 +141,18 @@ int main(int argc, char **argv)
         return 2;
     }
     rf_log_init("storgate");
+    /* Blocked before any thread exists (outbox, broker, metrics, items), so
+     * that every thread inherits the mask and only the main loop's
+     * sigtimedwait takes them: a SIGUSR1 that reached another thread would
+     * end the process (its default action). SIGUSR2: an item thread wakes
+     * the main loop when a chunk's last item is done. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     char *err = NULL, why[512] = "";
     rf_config_t *cfg = rf_config_load(path, &err);
     if (cfg == NULL) {
@@ -154,7 +166,8 @@ int main(int argc, char **argv)
         return 1;
     }
     rf_log_set_level(cfg->log.level);
-    sg_node_t n = {.cfg = cfg, .sc = cfg->storgate, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    sg_node_t n = {.cfg = cfg, .sc = cfg->storgate, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+                   .main_thread = pthread_self()};
     rf_metrics_t *metrics = rf_metrics_new();
     rf_httpd_t *httpd = NULL;
     sg_batches_t *batches = NULL;
@@ -214,12 +227,6 @@ int main(int argc, char **argv)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     n.nthreads = cfg->storgate_scheduler.jobs > 0 ? cfg->storgate_scheduler.jobs : (cpus > 0 ? (int)cpus : 1);
     n.threads = calloc((size_t)n.nthreads, sizeof(pthread_t));
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* before any thread: only this one takes them */
     for (int i = 0; n.threads && i < n.nthreads; i++)
         if (pthread_create(&n.threads[i], NULL, sg_item_thread, &n) != 0)
             n.nthreads = i;

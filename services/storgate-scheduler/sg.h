@@ -93,6 +93,7 @@ typedef struct {
     bool throttled; /* under mu: item threads take no item while set */
     pthread_t *threads;
     int nthreads;
+    pthread_t main_thread; /* woken (SIGUSR2) when a chunk's last item is done */
 } sg_node_t;
 
 /* ---- the item queue and workflows (sg_item.c) ---- */

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,10 +337,13 @@ static void s_next_chunk(sg_batch_t *bt)
 
 void sg_chunk_item_done(sg_node_t *n, sg_chunk_t *c, bool ok)
 {
-    (void)n;
     if (!ok)
         __atomic_add_fetch(&c->failed, 1, __ATOMIC_RELAXED);
-    atomic_fetch_sub(&c->left, 1); /* the main loop sees 0 and moves on */
+    /* the last one wakes the main loop, which lists the next chunk now
+     * rather than at its next tick: chunk boundaries left the item threads
+     * idle up to 200 ms each (bench/storgate_batch.sh) */
+    if (atomic_fetch_sub(&c->left, 1) == 1)
+        pthread_kill(n->main_thread, SIGUSR2);
 }
 
 /* A chunk whose items are all done: save the cursor, send onChunkCompleted. */

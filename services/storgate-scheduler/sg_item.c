@@ -49,6 +49,7 @@ static sg_item_t *s_pop(sg_node_t *n)
             n->tail = NULL;
         n->queued--;
         rf_metric_set(sg_m.queue, NULL, n->queued);
+        pthread_cond_broadcast(&n->cv); /* room: a puller (sg_dist.c) waiting for it takes the next */
     }
     pthread_mutex_unlock(&n->mu);
     return it;
