@@ -955,6 +955,158 @@ static int s_link(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
+void rf_s3ep_clear(rf_s3ep_t *e)
+{
+    free(e->name);
+    free(e->endpoint);
+    free(e->region);
+    free(e->access_key);
+    free(e->secret_key);
+    free(e->bucket);
+    memset(e, 0, sizeof(*e));
+}
+
+static void s_s3tier_clear(rf_s3tier_conf_t *t)
+{
+    free(t->s3);
+    free(t->prefix);
+    rf_s3ep_clear(&t->ep);
+}
+
+static int s_dup_into(char **dst, const char *src)
+{
+    return src == NULL || (*dst = strdup(src)) != NULL ? 0 : -1;
+}
+
+int rf_s3ep_copy(rf_s3ep_t *dst, const rf_s3ep_t *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->path_style = src->path_style;
+    if (s_dup_into(&dst->name, src->name) < 0 || s_dup_into(&dst->endpoint, src->endpoint) < 0 ||
+        s_dup_into(&dst->region, src->region) < 0 || s_dup_into(&dst->access_key, src->access_key) < 0 ||
+        s_dup_into(&dst->secret_key, src->secret_key) < 0 || s_dup_into(&dst->bucket, src->bucket) < 0) {
+        rf_s3ep_clear(dst);
+        return -1;
+    }
+    return 0;
+}
+
+int rf_s3ep_parse_module(const char *text, const char *name, rf_s3ep_t *e, const char **why)
+{
+    memset(e, 0, sizeof(*e));
+    e->path_style = true;
+    *why = "out of memory";
+    char *copy = strdup(text), *save = NULL;
+    if (copy == NULL || (e->name = strdup(name)) == NULL)
+        goto fail;
+    for (char *kv = strtok_r(copy, ";", &save); kv != NULL; kv = strtok_r(NULL, ";", &save)) {
+        char *eq = strchr(kv, '=');
+        char *k = kv, *v = eq ? eq + 1 : NULL;
+        while (*k == ' ' || *k == '\t' || *k == '\n')
+            k++;
+        if (*k == '\0')
+            continue;
+        if (eq == NULL) {
+            *why = "each part is key=value";
+            goto fail;
+        }
+        char *ke = eq;
+        while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
+            ke--;
+        *ke = '\0';
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t vl = strlen(v);
+        while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t' || v[vl - 1] == '\n'))
+            v[--vl] = '\0';
+        char **slot = strcmp(k, "aws_access_key") == 0 ? &e->access_key
+                      : strcmp(k, "aws_secret_key") == 0 ? &e->secret_key
+                      : strcmp(k, "bucket") == 0         ? &e->bucket
+                      : strcmp(k, "s3_url") == 0         ? &e->endpoint
+                      : strcmp(k, "region") == 0         ? &e->region
+                                                         : NULL;
+        if (slot == NULL && strcmp(k, "path_style") == 0) {
+            e->path_style = strcmp(v, "false") != 0 && strcmp(v, "off") != 0 && strcmp(v, "0") != 0;
+            continue;
+        }
+        if (slot == NULL) {
+            *why = "unknown key (aws_access_key, aws_secret_key, bucket, s3_url, region, path_style)";
+            goto fail;
+        }
+        free(*slot);
+        if ((*slot = strdup(v)) == NULL)
+            goto fail;
+    }
+    if (e->bucket == NULL || e->endpoint == NULL) {
+        *why = "needs bucket and s3_url";
+        goto fail;
+    }
+    if (strncmp(e->endpoint, "http://", 7) != 0 && strncmp(e->endpoint, "https://", 8) != 0) {
+        *why = "s3_url must start with http:// or https://";
+        goto fail;
+    }
+    if ((e->access_key == NULL) != (e->secret_key == NULL)) {
+        *why = "aws_access_key and aws_secret_key go together";
+        goto fail;
+    }
+    if (e->region == NULL && (e->region = strdup("ap-northeast-2")) == NULL)
+        goto fail;
+    free(copy);
+    return 0;
+fail:
+    free(copy);
+    rf_s3ep_clear(e);
+    return -1;
+}
+
+/* Each vhost's storage and backup get their own endpoint: a copy of the
+ * storgate.aws_s3 entry they name, or the module string parsed. Run once
+ * the whole file is read (storgate may come after the vhosts). */
+static int s_tier_resolve(s_ctx_t *c, yaml_node_t *at, rf_vhost_conf_t *v, rf_s3tier_conf_t *t, const char *what)
+{
+    if (t->s3 == NULL)
+        return 0;
+    const char *why = NULL;
+    if (strchr(t->s3, '=') != NULL) {
+        if (rf_s3ep_parse_module(t->s3, what, &t->ep, &why) < 0)
+            return s_fail(c, at, "vhost '%s': %s: %s", v->name, what, why);
+    } else {
+        const rf_sg_conf_t *sg = c->cfg->storgate;
+        size_t i = 0;
+        while (sg != NULL && i < sg->n_aws_s3 && strcmp(sg->aws_s3[i].name, t->s3) != 0)
+            i++;
+        if (sg == NULL || i == sg->n_aws_s3)
+            return s_fail(c, at, "vhost '%s': %s.s3 '%s' is not an endpoint of storgate.aws_s3", v->name, what,
+                          t->s3);
+        if (rf_s3ep_copy(&t->ep, &sg->aws_s3[i]) < 0)
+            return s_fail(c, at, "out of memory");
+    }
+    if (t->prefix == NULL && asprintf(&t->prefix, "%s", strcmp(what, "storage") == 0 ? v->name : "") < 0) {
+        t->prefix = NULL;
+        return s_fail(c, at, "out of memory");
+    }
+    if (strcmp(what, "storage") == 0 && t->prefix[0] != '\0' && t->prefix[strlen(t->prefix) - 1] != '/') {
+        char *p = NULL;
+        if (asprintf(&p, "%s/", t->prefix) < 0)
+            return s_fail(c, at, "out of memory");
+        free(t->prefix);
+        t->prefix = p;
+    }
+    return 0;
+}
+
+static int s_tiers_resolve(s_ctx_t *c, yaml_node_t *at)
+{
+    for (size_t i = 0; i < c->cfg->n_vhosts; i++) {
+        rf_vhost_conf_t *v = &c->cfg->vhosts[i];
+        if (s_tier_resolve(c, at, v, &v->storage, "storage") < 0 || s_tier_resolve(c, at, v, &v->backup, "backup") < 0)
+            return -1;
+        if ((v->storage.s3 != NULL || v->backup.s3 != NULL) && !v->cache.enable)
+            return s_fail(c, at, "vhost '%s': storage and backup work through the cache (cache.enable)", v->name);
+    }
+    return 0;
+}
+
 /* Every link names another http(s) vhost and no chain comes back to where
  * it started (checked once all vhosts are known). */
 static int s_links_check(s_ctx_t *c, yaml_node_t *seq)
@@ -1943,6 +2095,22 @@ static int s_vhost_health(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
+/* storage / backup: {s3: NAME or module string, prefix: P}, or the
+ * string alone. Resolved in s_tiers_resolve once the whole file is read. */
+static int s_s3tier(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("s3", s_str, rf_s3tier_conf_t, s3), K("prefix", s_str, rf_s3tier_conf_t, prefix),
+                                   {0}};
+    rf_s3tier_conf_t *st = t;
+    if (v->type == YAML_SCALAR_NODE)
+        return s_str(c, v, &st->s3);
+    if (s_walk(c, v, keys, t, "storage") < 0)
+        return -1;
+    if (st->s3 == NULL || st->s3[0] == '\0')
+        return s_fail(c, v, "needs s3: an aws_s3 endpoint's name, or aws_access_key=…;bucket=…;s3_url=…;region=…;");
+    return 0;
+}
+
 static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
 {
     static const s_key_t keys[] = {{"name", s_str, offsetof(s_vhost_t, v.name)},
@@ -1965,6 +2133,8 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"link", s_link, offsetof(s_vhost_t, v.link)},
                                    {"bypass", s_bypass, offsetof(s_vhost_t, v.bypass)},
                                    {"tls", s_vhost_tls, offsetof(s_vhost_t, v.tls)},
+                                   {"storage", s_s3tier, offsetof(s_vhost_t, v.storage)},
+                                   {"backup", s_s3tier, offsetof(s_vhost_t, v.backup)},
                                    {0}};
     _Static_assert(offsetof(rf_vhost_conf_t, n_aliases) - offsetof(rf_vhost_conf_t, aliases) ==
                        offsetof(s_strlist_t, n),
@@ -2143,6 +2313,8 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
         s_fail(c, root, "bus.endpoint is required");
         goto done;
     }
+    if (s_tiers_resolve(c, root) < 0)
+        goto done;
     if (cfg->gateway.meta_backend != NULL && strcmp(cfg->gateway.meta_backend, "embedded") != 0 &&
         strcmp(cfg->gateway.meta_backend, "redis") != 0) {
         s_fail(c, root, "gateway.metadata.backend is embedded or redis, got '%s'", cfg->gateway.meta_backend);
@@ -2305,6 +2477,8 @@ void rf_config_destroy(rf_config_t **self_p)
         s_free_list(v->cache.query_keep, v->cache.n_query_keep);
         s_compression_clear(&v->compression);
         free(v->link.vhost);
+        s_s3tier_clear(&v->storage);
+        s_s3tier_clear(&v->backup);
         for (size_t k = 0; k < v->bypass.n_rules; k++)
             free(v->bypass.rules[k].pattern);
         free(v->bypass.rules);

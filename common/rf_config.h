@@ -199,6 +199,28 @@ typedef struct {
     size_t n_when;
 } rf_link_conf_t;
 
+/* An S3 endpoint: a bucket on an S3 service (storgate's aws_s3 entries,
+ * a vhost's storage tier and backup pipe). */
+typedef struct {
+    char *name;
+    char *endpoint;   /* http(s)://host[:port] */
+    char *region;     /* default ap-northeast-2 */
+    char *access_key; /* may be NULL: unsigned requests */
+    char *secret_key;
+    char *bucket;
+    bool path_style; /* default true: http://host/bucket/key */
+} rf_s3ep_t;
+
+/* A vhost's object-storage tier or backup pipe: where objects go in S3.
+ * `s3` names a storgate.aws_s3 entry, or is the seed's module string
+ * "aws_access_key=…;aws_secret_key=…;bucket=…;s3_url=…;region=…;";
+ * either way `ep` is the vhost's own resolved copy once loaded. */
+typedef struct {
+    char *s3;     /* as written; NULL: off */
+    char *prefix; /* key prefix (storage default: "VHOST/"; backup default: "") */
+    rf_s3ep_t ep;
+} rf_s3tier_conf_t;
+
 typedef struct {
     char *name;     /* exact host, or "*.example.com" */
     char **aliases; /* same forms as name */
@@ -241,6 +263,8 @@ typedef struct {
     rf_link_conf_t link;
     rf_bypass_conf_t bypass;
     rf_tls_cert_t tls; /* served to clients whose SNI names this vhost; NULLs = the default */
+    rf_s3tier_conf_t storage; /* the object-storage tier (docs/storage.md); .s3 NULL = none */
+    rf_s3tier_conf_t backup;  /* the backup pipe (seed aws_s3-backup); .s3 NULL = none */
 } rf_vhost_conf_t;
 
 /* One URL rewrite rule (seed <URLRewrite AccessLog="Replace"><Pattern>
@@ -368,6 +392,15 @@ bool rf_bypass_matches(const rf_bypass_conf_t *b, const char *path);
 
 /* Whether `status` is one of the link's conditions. */
 bool rf_link_matches(const rf_link_conf_t *l, int status);
+
+/* Frees an endpoint's strings (the struct itself is the caller's). */
+void rf_s3ep_clear(rf_s3ep_t *e);
+/* A deep copy of src into dst. 0, or -1 out of memory (dst cleared). */
+int rf_s3ep_copy(rf_s3ep_t *dst, const rf_s3ep_t *src);
+/* The seed's module string "aws_access_key=…;aws_secret_key=…;bucket=…;
+ * s3_url=…;region=…;" into e (owned by the caller: rf_s3ep_clear), named
+ * name. 0, or -1 with *why (static text). */
+int rf_s3ep_parse_module(const char *text, const char *name, rf_s3ep_t *e, const char **why);
 
 /* Frees the config; safe on NULL and twice. */
 void rf_config_destroy(rf_config_t **self_p);

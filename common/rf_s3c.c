@@ -27,10 +27,15 @@ rf_s3c_t *rf_s3c_new(const rf_sg_s3ep_t *ep, char *why, size_t why_len)
         free(c);
         return NULL;
     }
+    rf_s3c_use(c, ep);
+    return c;
+}
+
+void rf_s3c_use(rf_s3c_t *c, const rf_sg_s3ep_t *ep)
+{
     c->ep = ep;
     snprintf(c->sigv4, sizeof(c->sigv4), "aws:amz:%s:s3", ep->region);
     c->signed_ = ep->access_key != NULL;
-    return c;
 }
 
 void rf_s3c_destroy(rf_s3c_t **self_p)
@@ -75,12 +80,26 @@ typedef struct {
     size_t len, cap;
     rf_s3c_obj_t *obj;   /* headers of interest */
     bool failed;
+    const rf_s3c_get_cbs_t *cbs; /* or to callbacks, for a 2xx answer */
+    long status;                 /* of the response being read (its status line) */
 } s_sink_t;
+
+static bool s_2xx(long st)
+{
+    return st >= 200 && st <= 299;
+}
 
 static size_t s_write(char *p, size_t size, size_t n, void *arg)
 {
     s_sink_t *s = arg;
     size_t len = size * n;
+    if (s->cbs != NULL && s_2xx(s->status)) {
+        if (s->cbs->on_data(s->cbs->arg, p, len) < 0) {
+            s->failed = true;
+            return 0;
+        }
+        return len;
+    }
     if (s->fd >= 0) {
         for (size_t off = 0; off < len;) {
             ssize_t w = write(s->fd, p + off, len - off);
@@ -123,14 +142,26 @@ static size_t s_header(char *p, size_t size, size_t n, void *arg)
 {
     s_sink_t *s = arg;
     size_t len = size * n;
-    if (s->obj == NULL)
+    if (len > 5 && memcmp(p, "HTTP/", 5) == 0) { /* each response's status line (100, redirects, the answer) */
+        const char *sp = memchr(p, ' ', len);
+        s->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
         return len;
+    }
     const char *colon = memchr(p, ':', len);
     if (colon == NULL)
         return len;
     size_t nl = (size_t)(colon - p);
     const char *v = colon + 1;
     size_t vl = len - nl - 1;
+    if (s->cbs != NULL && s->cbs->on_header != NULL && s_2xx(s->status)) {
+        while (vl > 0 && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+            vl--;
+        s->cbs->on_header(s->cbs->arg, p, nl, v, vl);
+    }
+    if (s->obj == NULL)
+        return len;
     if (nl == 4 && strncasecmp(p, "etag", 4) == 0)
         s_copy_hdr(s->obj->etag, sizeof(s->obj->etag), v, vl);
     else if (nl == 12 && strncasecmp(p, "content-type", 12) == 0)
@@ -149,6 +180,7 @@ static size_t s_header(char *p, size_t size, size_t n, void *arg)
 
 typedef struct {
     int fd;
+    const char *mem; /* or the bytes themselves */
     uint64_t off, left;
 } s_source_t;
 
@@ -160,6 +192,12 @@ static size_t s_read(char *p, size_t size, size_t n, void *arg)
         want = (size_t)s->left;
     if (want == 0)
         return 0;
+    if (s->mem != NULL) {
+        memcpy(p, s->mem + s->off, want);
+        s->off += want;
+        s->left -= want;
+        return want;
+    }
     ssize_t r = pread(s->fd, p, want, (off_t)s->off);
     if (r <= 0)
         return CURL_READFUNC_ABORT;
@@ -169,10 +207,11 @@ static size_t s_read(char *p, size_t size, size_t n, void *arg)
 }
 
 /* One request. method "GET"/"HEAD"/"PUT"/"POST"/"DELETE"; body from src
- * (PUT) or `post` (POST, a string); answer into sink. Returns the HTTP
+ * (PUT) or `post` (POST, a string); hdrs: more "Name: value" lines
+ * (NULL-terminated, may be NULL); answer into sink. Returns the HTTP
  * status, or -1 (transport error, why). */
-static long s_do(rf_s3c_t *c, const char *method, const char *url, s_source_t *src, const char *post,
-                 const char *content_type, s_sink_t *sink, char *why, size_t why_len)
+static long s_do_h(rf_s3c_t *c, const char *method, const char *url, s_source_t *src, const char *post,
+                   const char *content_type, const char *const *hdrs, s_sink_t *sink, char *why, size_t why_len)
 {
     CURL *h = c->curl;
     curl_easy_reset(h);
@@ -182,6 +221,8 @@ static long s_do(rf_s3c_t *c, const char *method, const char *url, s_source_t *s
         snprintf(ct, sizeof(ct), "Content-Type: %s", content_type);
         hd = curl_slist_append(hd, ct);
     }
+    for (size_t i = 0; hdrs != NULL && hdrs[i] != NULL; i++)
+        hd = curl_slist_append(hd, hdrs[i]);
     /* no "Expect:" line: libcurl 7.88 would sign it (an empty header it
      * then does not send); 100-continue is kept short instead */
     curl_easy_setopt(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
@@ -221,6 +262,12 @@ static long s_do(rf_s3c_t *c, const char *method, const char *url, s_source_t *s
         return -1;
     }
     return status;
+}
+
+static long s_do(rf_s3c_t *c, const char *method, const char *url, s_source_t *src, const char *post,
+                 const char *content_type, s_sink_t *sink, char *why, size_t why_len)
+{
+    return s_do_h(c, method, url, src, post, content_type, NULL, sink, why, why_len);
 }
 
 /* "answered 403 AccessDenied: message" from an S3 error body. */
@@ -294,16 +341,16 @@ int rf_s3c_delete(rf_s3c_t *c, const char *key, char *why, size_t why_len)
 
 /* ---- PUT, single or multipart ------------------------------------------------------------ */
 
-static int s_put_one(rf_s3c_t *c, const char *key, const char *query, int fd, uint64_t off, uint64_t len,
-                     const char *content_type, char *etag, char *why, size_t why_len)
+/* One PUT of src (a file range or memory) at key?query. 0 or -1. */
+static int s_put_src(rf_s3c_t *c, const char *key, const char *query, s_source_t *src, const char *content_type,
+                     const char *const *hdrs, char *etag, char *why, size_t why_len)
 {
     char *url = s_url(c, key, query);
     rf_s3c_obj_t hdr = {0};
     s_sink_t sink = {.fd = -1, .obj = &hdr};
-    s_source_t src = {.fd = fd, .off = off, .left = len};
-    long st = url ? s_do(c, "PUT", url, &src, NULL, content_type, &sink, why, why_len) : -1;
+    long st = url ? s_do_h(c, "PUT", url, src, NULL, content_type, hdrs, &sink, why, why_len) : -1;
     free(url);
-    int rc = st >= 200 && st <= 299 ? 0 : -1;
+    int rc = s_2xx(st) ? 0 : -1;
     if (rc < 0 && st > 0)
         s_status_why("PUT", st, &sink, why, why_len);
     if (rc == 0 && etag != NULL)
@@ -326,82 +373,120 @@ static void s_xml_value(const char *xml, const char *tag, char *out, size_t cap)
     }
 }
 
-static int s_put_multipart(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
-                           char *why, size_t why_len)
+/* "&quot;…&quot;" or quotes from the XML, taken off in place. */
+static void s_unquote(char *p)
 {
+    if (strncmp(p, "&quot;", 6) == 0)
+        memmove(p, p + 6, strlen(p + 6) + 1);
+    size_t l = strlen(p);
+    if (l >= 6 && strcmp(p + l - 6, "&quot;") == 0)
+        p[l - 6] = '\0';
+    l = strlen(p);
+    if (l > 0 && p[0] == '"')
+        memmove(p, p + 1, l--);
+    if (l > 0 && p[l - 1] == '"')
+        p[l - 1] = '\0';
+}
+
+/* A multipart upload in progress: its id (URL-encoded) and the
+ * CompleteMultipartUpload body being written as parts go up. */
+typedef struct {
+    rf_s3c_t *c;
+    const char *key;
+    char enc_id[800];
+    rf_xml_t x;
+    size_t parts;
+} s_mp_t;
+
+/* CreateMultipartUpload (the object's headers go here). 0 or -1. */
+static int s_mp_create(s_mp_t *m, rf_s3c_t *c, const char *key, const char *content_type, const char *const *hdrs,
+                       char *why, size_t why_len)
+{
+    memset(m, 0, sizeof(*m));
+    m->c = c;
+    m->key = key;
     char *url = s_url(c, key, "uploads=");
     s_sink_t sink = {.fd = -1};
     char id[256];
-    long st = url ? s_do(c, "POST", url, NULL, "", content_type, &sink, why, why_len) : -1;
+    long st = url ? s_do_h(c, "POST", url, NULL, "", content_type, hdrs, &sink, why, why_len) : -1;
     free(url);
     s_xml_value(sink.buf, "UploadId", id, sizeof(id));
-    if (st < 200 || st > 299 || id[0] == '\0') {
+    if (!s_2xx(st) || id[0] == '\0') {
         if (st > 0)
             s_status_why("CreateMultipartUpload", st, &sink, why, why_len);
         free(sink.buf);
         return -1;
     }
     free(sink.buf);
-    size_t nparts = (size_t)((size + RF_S3C_PART_SIZE - 1) / RF_S3C_PART_SIZE);
-    rf_xml_t x;
-    rf_xml_init(&x);
-    rf_xml_open(&x, "CompleteMultipartUpload", NULL);
-    char enc_id[800];
-    rf_s3_urlencode(id, strlen(id), enc_id, sizeof(enc_id), false);
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < nparts; i++) {
-        uint64_t off = i * RF_S3C_PART_SIZE, len = size - off < RF_S3C_PART_SIZE ? size - off : RF_S3C_PART_SIZE;
-        char q[900], petag[80];
-        snprintf(q, sizeof(q), "partNumber=%zu&uploadId=%s", i + 1, enc_id); /* sorted: p before u */
-        rc = s_put_one(c, key, q, fd, off, len, NULL, petag, why, why_len);
-        rf_xml_open(&x, "Part", NULL);
-        rf_xml_textf(&x, "PartNumber", "%zu", i + 1);
-        rf_xml_textf(&x, "ETag", "\"%s\"", petag);
-        rf_xml_close(&x);
-    }
+    rf_s3_urlencode(id, strlen(id), m->enc_id, sizeof(m->enc_id), false);
+    rf_xml_init(&m->x);
+    rf_xml_open(&m->x, "CompleteMultipartUpload", NULL);
+    return 0;
+}
+
+/* UploadPart of src as the next part. 0 or -1. */
+static int s_mp_part(s_mp_t *m, s_source_t *src, char *why, size_t why_len)
+{
+    char q[900], petag[80];
+    m->parts++;
+    snprintf(q, sizeof(q), "partNumber=%zu&uploadId=%s", m->parts, m->enc_id); /* sorted: p before u */
+    if (s_put_src(m->c, m->key, q, src, NULL, NULL, petag, why, why_len) < 0)
+        return -1;
+    rf_xml_open(&m->x, "Part", NULL);
+    rf_xml_textf(&m->x, "PartNumber", "%zu", m->parts);
+    rf_xml_textf(&m->x, "ETag", "\"%s\"", petag);
+    rf_xml_close(&m->x);
+    return 0;
+}
+
+/* Completes the upload when ok, else (or when completing fails) aborts
+ * it, so that no partial object is ever visible. Frees m. 0 or -1. */
+static int s_mp_end(s_mp_t *m, bool ok, char *etag, char *why, size_t why_len)
+{
     size_t blen = 0;
-    char *body = rf_xml_finish(&x, &blen);
+    char *body = rf_xml_finish(&m->x, &blen);
     char q[900];
-    snprintf(q, sizeof(q), "uploadId=%s", enc_id);
-    url = s_url(c, key, q);
-    s_sink_t s2 = {.fd = -1};
-    if (rc == 0 && body != NULL && url != NULL) {
-        st = s_do(c, "POST", url, NULL, body, "application/xml", &s2, why, why_len);
+    snprintf(q, sizeof(q), "uploadId=%s", m->enc_id);
+    char *url = s_url(m->c, m->key, q);
+    int rc = -1;
+    if (ok && body != NULL && url != NULL) {
+        s_sink_t s2 = {.fd = -1};
+        long st = s_do(m->c, "POST", url, NULL, body, "application/xml", &s2, why, why_len);
         /* S3 may answer 200 with an <Error> body after a long completion */
-        if (st >= 200 && st <= 299 && (s2.buf == NULL || strstr(s2.buf, "<Error>") == NULL)) {
-            if (etag != NULL)
+        if (s_2xx(st) && (s2.buf == NULL || strstr(s2.buf, "<Error>") == NULL)) {
+            if (etag != NULL) {
                 s_xml_value(s2.buf, "ETag", etag, 80);
-        } else {
-            if (st > 0)
-                s_status_why("CompleteMultipartUpload", st, &s2, why, why_len);
-            rc = -1;
+                s_unquote(etag);
+            }
+            rc = 0;
+        } else if (st > 0) {
+            s_status_why("CompleteMultipartUpload", st, &s2, why, why_len);
         }
-    } else {
-        rc = -1;
+        free(s2.buf);
     }
-    free(s2.buf);
-    free(body);
-    if (rc < 0 && url != NULL) { /* no partial object: abort the upload */
+    if (rc < 0 && url != NULL) {
         char w2[64];
         s_sink_t s3 = {.fd = -1};
-        s_do(c, "DELETE", url, NULL, NULL, NULL, &s3, w2, sizeof(w2));
+        s_do(m->c, "DELETE", url, NULL, NULL, NULL, &s3, w2, sizeof(w2));
         free(s3.buf);
     }
     free(url);
-    if (etag != NULL) { /* "&quot;…&quot;" or quotes from the XML */
-        char *p = etag;
-        if (strncmp(p, "&quot;", 6) == 0)
-            memmove(p, p + 6, strlen(p + 6) + 1);
-        size_t l = strlen(p);
-        if (l >= 6 && strcmp(p + l - 6, "&quot;") == 0)
-            p[l - 6] = '\0';
-        l = strlen(p);
-        if (l > 0 && p[0] == '"')
-            memmove(p, p + 1, l--);
-        if (l > 0 && p[l - 1] == '"')
-            p[l - 1] = '\0';
-    }
+    free(body);
     return rc;
+}
+
+static int s_put_multipart(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
+                           char *why, size_t why_len)
+{
+    s_mp_t m;
+    if (s_mp_create(&m, c, key, content_type, NULL, why, why_len) < 0)
+        return -1;
+    bool ok = true;
+    for (uint64_t off = 0; ok && off < size; off += RF_S3C_PART_SIZE) {
+        s_source_t src = {.fd = fd, .off = off, .left = size - off < RF_S3C_PART_SIZE ? size - off : RF_S3C_PART_SIZE};
+        ok = s_mp_part(&m, &src, why, why_len) == 0;
+    }
+    return s_mp_end(&m, ok, etag, why, why_len);
 }
 
 int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
@@ -409,7 +494,88 @@ int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const cha
 {
     if (size > RF_S3C_SINGLE_MAX)
         return s_put_multipart(c, key, fd, size, content_type, etag, why, why_len);
-    return s_put_one(c, key, NULL, fd, 0, size, content_type, etag, why, why_len);
+    s_source_t src = {.fd = fd, .left = size};
+    return s_put_src(c, key, NULL, &src, content_type, NULL, etag, why, why_len);
+}
+
+/* Fills buf (cap bytes) from rd; *n bytes read. 1 at the end of the
+ * stream, 0 when buf is full, -1 when rd gave up. */
+static int s_fill_part(rf_s3c_read_fn *rd, void *arg, char *buf, size_t cap, size_t *n)
+{
+    *n = 0;
+    while (*n < cap) {
+        ssize_t r = rd(arg, buf + *n, cap - *n);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return 1;
+        *n += (size_t)r;
+    }
+    return 0;
+}
+
+int rf_s3c_put_stream(rf_s3c_t *c, const char *key, const char *content_type, const char *const *hdrs,
+                      rf_s3c_read_fn *rd, void *arg, uint64_t *total, char *why, size_t why_len)
+{
+    *total = 0;
+    char *buf = malloc(RF_S3C_STREAM_PART);
+    if (buf == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    size_t n;
+    int end = s_fill_part(rd, arg, buf, RF_S3C_STREAM_PART, &n);
+    int rc = -1;
+    if (end < 0) {
+        snprintf(why, why_len, "the source failed");
+    } else if (end == 1) { /* the whole stream fits one part: one PUT */
+        s_source_t src = {.fd = -1, .mem = buf, .left = n};
+        rc = s_put_src(c, key, NULL, &src, content_type, hdrs, NULL, why, why_len);
+        *total = n;
+    } else {
+        s_mp_t m;
+        if (s_mp_create(&m, c, key, content_type, hdrs, why, why_len) == 0) {
+            bool ok = true;
+            for (;;) {
+                s_source_t src = {.fd = -1, .mem = buf, .left = n};
+                if (n > 0 && s_mp_part(&m, &src, why, why_len) < 0) {
+                    ok = false;
+                    break;
+                }
+                *total += n;
+                if (end == 1)
+                    break;
+                if ((end = s_fill_part(rd, arg, buf, RF_S3C_STREAM_PART, &n)) < 0) {
+                    snprintf(why, why_len, "the source failed after %llu bytes", (unsigned long long)*total);
+                    ok = false;
+                    break;
+                }
+            }
+            rc = s_mp_end(&m, ok, NULL, why, why_len);
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int rf_s3c_get_cb(rf_s3c_t *c, const char *key, const rf_s3c_get_cbs_t *cbs, char *why, size_t why_len)
+{
+    char *url = s_url(c, key, NULL);
+    s_sink_t sink = {.fd = -1, .cbs = cbs};
+    long st = url ? s_do(c, "GET", url, NULL, NULL, NULL, &sink, why, why_len) : -1;
+    free(url);
+    int rc = 0;
+    if (st == 404 || st == 403) /* 403: a bucket policy that hides missing keys */
+        rc = 1;
+    else if (!s_2xx(st) || sink.failed) {
+        if (st > 0 && sink.failed)
+            snprintf(why, why_len, "GET %s: the body was refused after %ld", c->ep->name, st);
+        else if (st > 0)
+            s_status_why("GET", st, &sink, why, why_len);
+        rc = -1;
+    }
+    free(sink.buf);
+    return rc;
 }
 
 /* ---- listing ---------------------------------------------------------------------------- */

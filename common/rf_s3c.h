@@ -20,11 +20,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "rf_sgconf.h"
 
 #define RF_S3C_SINGLE_MAX ((uint64_t)64 << 20) /* larger objects: multipart */
 #define RF_S3C_PART_SIZE ((uint64_t)16 << 20)
+#define RF_S3C_STREAM_PART ((size_t)8 << 20) /* rf_s3c_put_stream's part (S3: at least 5 MiB) */
 
 typedef struct rf_s3c_t rf_s3c_t;
 
@@ -47,6 +49,9 @@ typedef struct {
  * with why when curl cannot be set up. */
 rf_s3c_t *rf_s3c_new(const rf_sg_s3ep_t *ep, char *why, size_t why_len);
 void rf_s3c_destroy(rf_s3c_t **self_p);
+/* Points the client at another endpoint (borrowed, as in rf_s3c_new),
+ * keeping its curl handle and so its open connections. */
+void rf_s3c_use(rf_s3c_t *c, const rf_sg_s3ep_t *ep);
 
 /* HEAD key: 0 found (out filled), 1 no such key, -1 error (why). */
 int rf_s3c_head(rf_s3c_t *c, const char *key, rf_s3c_obj_t *out, char *why, size_t why_len);
@@ -60,6 +65,31 @@ int rf_s3c_get_fd(rf_s3c_t *c, const char *key, int fd, rf_s3c_obj_t *out, char 
  * receives the answer's ETag. 0 or -1. */
 int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
                   char *why, size_t why_len);
+
+/* Streamed GET: cbs->on_header gets each header of a 2xx answer (value
+ * trimmed), then cbs->on_data each body chunk (return -1 to stop; the
+ * result is then -1). 0 (2xx, all of the body delivered), 1 (404, or 403:
+ * no such key as far as the caller may know), -1 (why). Callbacks run on
+ * the calling thread. */
+typedef struct {
+    void (*on_header)(void *arg, const char *name, size_t nl, const char *value, size_t vl);
+    int (*on_data)(void *arg, const char *p, size_t n);
+    void *arg;
+} rf_s3c_get_cbs_t;
+int rf_s3c_get_cb(rf_s3c_t *c, const char *key, const rf_s3c_get_cbs_t *cbs, char *why, size_t why_len);
+
+/* Reads up to cap bytes into buf: >0 bytes, 0 at the end, -1 to give up. */
+typedef ssize_t(rf_s3c_read_fn)(void *arg, char *buf, size_t cap);
+
+/* PUT a stream of unknown length as key, with content_type (may be NULL)
+ * and hdrs (more "Name: value" lines such as x-amz-meta-*, NULL-terminated,
+ * may be NULL). Up to RF_S3C_STREAM_PART bytes go up as one PUT; a longer
+ * stream as a multipart upload of parts of that size (each read, then
+ * sent), aborted if rd gives up or a part fails, so no
+ * partial object is ever visible. One part is held in memory. *total:
+ * the bytes sent. 0 or -1 (why). */
+int rf_s3c_put_stream(rf_s3c_t *c, const char *key, const char *content_type, const char *const *hdrs,
+                      rf_s3c_read_fn *rd, void *arg, uint64_t *total, char *why, size_t why_len);
 
 /* DELETE key (a missing key is fine, as in S3). 0 or -1. */
 int rf_s3c_delete(rf_s3c_t *c, const char *key, char *why, size_t why_len);

@@ -82,13 +82,7 @@ void rf_sgconf_destroy(rf_sg_conf_t **conf_p)
     }
     free(sc->credentials);
     for (size_t i = 0; i < sc->n_aws_s3; i++) {
-        rf_sg_s3ep_t *e = &sc->aws_s3[i];
-        free(e->name);
-        free(e->endpoint);
-        free(e->region);
-        free(e->access_key);
-        free(e->secret_key);
-        free(e->bucket);
+        rf_s3ep_clear(&sc->aws_s3[i]);
     }
     free(sc->aws_s3);
     for (size_t i = 0; i < sc->n_buckets; i++)

@@ -18,15 +18,7 @@
 
 /* An `aws_s3` endpoint: a bucket on an S3 service that mounts name as
  * "NAME@aws_s3[/skip/path]" and the leader lease names as authEndpoint. */
-typedef struct {
-    char *name;
-    char *endpoint;   /* http(s)://host[:port] */
-    char *region;     /* default ap-northeast-2 */
-    char *access_key; /* may be NULL: unsigned requests */
-    char *secret_key;
-    char *bucket;
-    bool path_style; /* default true: http://host/bucket/key */
-} rf_sg_s3ep_t;
+typedef rf_s3ep_t rf_sg_s3ep_t; /* rf_config.h */
 
 typedef enum { RF_SG_MOUNT_LOCAL, RF_SG_MOUNT_S3 } rf_sg_mount_kind_t;
 

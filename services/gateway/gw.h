@@ -80,6 +80,7 @@ typedef struct {
     h2o_multithread_receiver_t control_receiver;
     h2o_multithread_receiver_t cache_receiver; /* wake-ups of readers following a fill (gw_serve.c) */
     h2o_multithread_receiver_t meta_receiver;  /* answers of gw_meta_ask (gw_fill.c) */
+    h2o_multithread_receiver_t storage_receiver; /* answers of storage probes (gw_storage.c) */
     gw_submitter_t *submitter;
     h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
@@ -99,6 +100,7 @@ struct gw_server_t {
     rf_metrics_t *metrics;
     rf_store_t *store;      /* the edge cache (shared by all threads) */
     struct gw_meta_t *meta; /* shared metadata (gw_meta.c) */
+    struct gw_storage_t *storage; /* the object-storage tier and backup pipe's threads (gw_storage.c) */
     char via[160];          /* "1.1 NAME": this gateway's Via entry */
     h2o_mimemap_t *mimemap;
     struct ssl_ctx_st *tls_bootstrap; /* what TLS listeners accept with (gw_tls.h); NULL without */
@@ -233,6 +235,7 @@ struct gw_req_t {
     gw_cache_role_t role;     /* how the request relates to obj */
     const char *cache_result; /* refract_cache_requests_total's result label */
     unsigned invalidate : 1;  /* an unsafe method: a non-error answer removes the key (RFC 9111 4.4) */
+    unsigned storage_hit : 1; /* obj is being filled from the object-storage tier (gw_storage.c) */
     /* fetch / transform */
     struct gw_stream_t *stream;
     struct gw_transform_t *transform;
@@ -248,6 +251,9 @@ struct gw_req_t {
  *   gw_rewrite.c    url_rewrite: may change host, path and query
  *   gw_route.c      vhost by Host, function by path (gw_func.c)
  *   gw_lookup.c     the cache key; hit, join a fill, claim a fill, or bypass
+ *   gw_storage.c    a claim on a vhost with an object-storage tier asks S3
+ *                   first (a hit fills the object from there); uploads and
+ *                   the backup pipe follow the fills
  *   gw_serve.c      answers from a cache object (a hit, or following a fill
  *                   gw_fill.c writes from the origin)
  *   gw_fetch.c      plain requests the cache does not take: file origin
@@ -271,6 +277,22 @@ int gw_route(gw_req_t *rc);
 
 /* gw_lookup.c */
 int gw_lookup(gw_req_t *rc);
+
+/* gw_storage.c: the object-storage tier and the backup pipe. */
+typedef struct gw_storage_t gw_storage_t;
+/* Starts the probe and upload threads. NULL when out of memory. */
+gw_storage_t *gw_storage_new(void);
+/* Stops the threads (after the loops: no request asks any more). */
+void gw_storage_destroy(gw_storage_t **st_p);
+/* The stage: 1 when the request waits for a storage probe (it goes on
+ * from gw_storage_on_probe), 0 to go on now (uploads queued if any). */
+int gw_storage(gw_req_t *rc);
+void gw_storage_on_probe(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+/* A purge of url (canonical path + "?query" as the key keeps it) on vhost
+ * vh: deletes the stored copies of the object at it and of every function
+ * result made from it, in the background (vhosts: the table vh belongs
+ * to, referenced while the job waits). */
+void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *vhosts, const char *url);
 /* Removes the request's cached object and its compressed variants (RFC
  * 9111 4.4, after a non-error answer to an unsafe method). */
 void gw_cache_invalidate(gw_req_t *rc);

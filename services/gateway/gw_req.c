@@ -95,7 +95,7 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
     gw_vhosts_ref(rc->vhosts);
     s_set_request_id(rc);
 
-    if (gw_recv(rc) < 0 || gw_rewrite(rc) < 0 || gw_route(rc) < 0 || gw_lookup(rc) < 0)
+    if (gw_recv(rc) < 0 || gw_rewrite(rc) < 0 || gw_route(rc) < 0 || gw_lookup(rc) < 0 || gw_storage(rc) != 0)
         return 0;
     if (rc->obj != NULL)
         gw_serve(rc);

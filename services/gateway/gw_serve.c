@@ -135,7 +135,8 @@ static const char *s_cache_status(gw_req_t *rc, rf_obj_t *o, rf_keep_t keep, int
         snprintf(buf, sizeof(buf), "refract; hit; ttl=%lld; detail=stale-while-revalidate", (long long)ttl);
         break;
     case GW_CACHE_JOIN:
-        snprintf(buf, sizeof(buf), "refract; fwd=miss; collapsed%s; ttl=%lld", stored ? "; stored" : "",
+        snprintf(buf, sizeof(buf), "refract; fwd=miss; %s%s; ttl=%lld",
+                 rc->storage_hit ? "detail=storage-hit" : "collapsed", stored ? "; stored" : "",
                  (long long)(ttl > 0 ? ttl : 0));
         break;
     default:

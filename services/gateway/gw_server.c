@@ -154,6 +154,7 @@ static int s_thread_setup(gw_thread_t *t)
     h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
     h2o_multithread_register_receiver(t->ctx.queue, &t->cache_receiver, gw_serve_on_wake);
     h2o_multithread_register_receiver(t->ctx.queue, &t->meta_receiver, gw_fill_on_meta);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->storage_receiver, gw_storage_on_probe);
     if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
         t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
     t->submitter = gw_submitter_new(srv->broker);
@@ -408,6 +409,11 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         host[sizeof(host) - 1] = '\0';
         snprintf(srv.via, sizeof(srv.via), "1.1 %s:%d", host, srv.cfg->gateway.listen.port);
     }
+    if ((srv.storage = gw_storage_new()) == NULL) {
+        rf_error("cannot start the object-storage threads");
+        gw_vhosts_unref(&vhosts);
+        goto done;
+    }
     /* After srv.via: the metadata thread names this gateway with it. */
     if ((srv.meta = gw_meta_new(&srv, &err)) == NULL) {
         rf_error("%s", err ? err : "cannot set up gateway.metadata");
@@ -492,6 +498,7 @@ done:
     /* The broker goes after the loops: no thread submits any more. */
     gw_broker_destroy(&srv.broker);
     gw_meta_destroy(&srv.meta); /* its thread applies purges to the store */
+    gw_storage_destroy(&srv.storage); /* its jobs hold objects of the store */
     /* Objects still referenced by unfinished fills keep the store alive. */
     rf_store_destroy(&srv.store);
     rf_metrics_destroy(&srv.metrics);

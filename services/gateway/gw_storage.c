@@ -1,0 +1,726 @@
+/*  gw_storage — the object-storage tier (a vhost's `storage:`, seed 002
+ *  Appendix C) and the backup pipe (a vhost's `backup:`, seed 002 chapter 5
+ *  "백업 파이프"). docs/storage.md is the user's page.
+ *
+ *  Storage tier. A request that claimed a cache object (a miss, plain or a
+ *  function result) on a vhost with a tier asks S3 for the object first:
+ *  this stage sits between lookup and serve/transform. A probe thread GETs
+ *  PREFIX + the hex XXH3-128 of the cache key (the object's own identity:
+ *  vhost, path, query policy, function and canonical chain, variant):
+ *    - found (storage HIT): the probe thread writes the answer into the
+ *      claimed object as it arrives, as a fill would, and the request
+ *      follows the object like a collapsed reader: no origin, no worker.
+ *    - not found (storage MISS), or S3 failing: the request goes on as if
+ *      there were no tier (origin fill, or transform), and an upload
+ *      follows the object.
+ *  An upload thread reads the object with its own cursor while it fills
+ *  and sends it to S3: one PUT up to RF_S3C_STREAM_PART, else a multipart
+ *  upload that is aborted when the fill fails, so no partial object is ever
+ *  visible. Only complete 200 answers the cache keeps (DISK or MEMORY) go
+ *  up. A refresh (an expired object) skips the probe and uploads what it
+ *  gets, so the stored copy follows the origin.
+ *
+ *  Backup pipe. Every plain fill a vhost with `backup:` claims or refreshes
+ *  is followed the same way and written at PREFIX + its origin path: one
+ *  origin read, three consumers (the waiting clients, the cache, S3).
+ *
+ *  Purges: gw_storage_purge deletes a URL's stored copy.
+ *
+ *  Threads. Blocking libcurl calls (rf_s3c) never run on an event loop:
+ *  GW_STORAGE_PROBERS probe threads and GW_STORAGE_UPLOADERS upload threads,
+ *  each with one queue of at most GW_STORAGE_QUEUE_MAX jobs (beyond it a
+ *  probe is answered "miss" at once and an upload is dropped, both
+ *  counted). A probe's answer comes back to the request's thread through
+ *  its storage_receiver; the request may be gone by then (its pool's
+ *  dispose hook clears job->rc). A job holds a reference on the vhost table,
+ *  so a reload never frees the endpoint it uses.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "gw.h"
+#include "gw_metrics.h"
+#include "rf_log.h"
+#include "rf_path.h"
+#include "rf_s3c.h"
+#include "rf_ttl.h"
+
+#define GW_STORAGE_PROBERS 4
+#define GW_STORAGE_UPLOADERS 2
+#define GW_STORAGE_QUEUE_MAX 4096
+#define GW_STORAGE_HEAD_MAX 8192 /* the headers a storage HIT keeps */
+
+typedef enum { S_PROBE, S_UPLOAD, S_DELETE } s_kind_t;
+
+typedef struct gw_sjob_t gw_sjob_t;
+struct gw_sjob_t {
+    gw_sjob_t *next;
+    s_kind_t kind;
+    const char *what; /* "storage" or "backup": the metric label */
+    rf_obj_t *obj;    /* one reference (probe: the claimed object; upload: the one to follow) */
+    gw_vhosts_t *vhosts; /* one reference: keeps vhost and ep valid */
+    const rf_vhost_conf_t *vhost;
+    const rf_s3ep_t *ep;
+    char *key; /* the S3 key (malloc'd) */
+    char *url; /* for x-amz-meta-refract-url (malloc'd) */
+    char request_id[40];
+    /* probe */
+    gw_thread_t *thread;
+    h2o_multithread_message_t msg;
+    atomic_int refs; /* the probe thread's and the loop's */
+    bool hit;
+    char why[200];
+    gw_req_t *rc;      /* loop thread only: NULL once the request is gone */
+    gw_sjob_t **hook;  /* loop thread only: the request pool's pointer to this job */
+    bool head_set;
+    char *blob; /* the head being built (name\0value\0…) */
+    size_t blen, bcap;
+    int64_t length;
+};
+
+typedef struct {
+    gw_storage_t *st;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    gw_sjob_t *head, *tail;
+    size_t n;
+    pthread_t *tids;
+    size_t nthreads;
+    s_kind_t serves; /* S_PROBE, or S_UPLOAD (uploads and deletes) */
+} s_pool_t;
+
+struct gw_storage_t {
+    s_pool_t probes, uploads;
+    atomic_bool stop;
+};
+
+/* ---- jobs ----------------------------------------------------------------------- */
+
+static void s_job_free(gw_sjob_t *j)
+{
+    if (j == NULL)
+        return;
+    rf_obj_unref(&j->obj);
+    gw_vhosts_unref(&j->vhosts);
+    free(j->key);
+    free(j->url);
+    free(j->blob);
+    free(j);
+}
+
+static void s_job_unref(gw_sjob_t *j)
+{
+    if (atomic_fetch_sub(&j->refs, 1) == 1)
+        s_job_free(j);
+}
+
+/* A job for rc's vhost (references taken). NULL when out of memory. */
+static gw_sjob_t *s_job_new(gw_req_t *rc, s_kind_t kind, const rf_s3tier_conf_t *tier, const char *what,
+                            rf_obj_t *obj, char *key)
+{
+    gw_sjob_t *j = calloc(1, sizeof(*j));
+    if (j == NULL || key == NULL) {
+        free(j);
+        free(key);
+        return NULL;
+    }
+    j->kind = kind;
+    j->what = what;
+    j->key = key;
+    if (obj != NULL) {
+        j->obj = obj;
+        rf_obj_ref(obj);
+    }
+    j->vhosts = rc->vhosts;
+    gw_vhosts_ref(j->vhosts);
+    j->vhost = rc->vhost;
+    j->ep = &tier->ep;
+    atomic_init(&j->refs, 1);
+    memcpy(j->request_id, rc->request_id, sizeof(j->request_id));
+    j->url = h2o_concat(&rc->req->pool, rc->path, rc->query).base;
+    j->url = j->url ? strdup(j->url) : NULL;
+    return j;
+}
+
+/* The group of a cache key "vhost\npath?query\nfunc:chain[\nvariant]":
+ * its first two lines, the URL a purge names — the object at it and every
+ * function result made from it share the group. */
+static uint64_t s_group(h2o_iovec_t key)
+{
+    const char *nl1 = memchr(key.base, '\n', key.len);
+    const char *nl2 = nl1 ? memchr(nl1 + 1, '\n', key.len - (size_t)(nl1 + 1 - key.base)) : NULL;
+    size_t gl = nl2 ? (size_t)(nl2 - key.base) : key.len;
+    return XXH3_64bits(key.base, gl);
+}
+
+/* PREFIX + hex XXH3-64 of the key's group + "/" + hex XXH3-128 of the whole
+ * cache key (malloc'd): the object's own identity (vhost, path, query
+ * policy, function and canonical chain, variant), filed under the URL a
+ * purge would name. */
+static char *s_tier_key(const rf_s3tier_conf_t *t, h2o_iovec_t key)
+{
+    XXH128_hash_t h = XXH3_128bits(key.base, key.len);
+    char *k = NULL;
+    if (asprintf(&k, "%s%016" PRIx64 "/%016" PRIx64 "%016" PRIx64, t->prefix, s_group(key), (uint64_t)h.high64,
+                 (uint64_t)h.low64) < 0)
+        return NULL;
+    return k;
+}
+
+/* PREFIX + the origin path without its leading '/' (malloc'd). */
+static char *s_backup_key(const rf_s3tier_conf_t *t, gw_req_t *rc)
+{
+    h2o_iovec_t p = rc->origin_path.base != NULL ? rc->origin_path : rc->path;
+    size_t skip = p.len > 0 && p.base[0] == '/' ? 1 : 0;
+    char *k = NULL;
+    if (asprintf(&k, "%s%.*s", t->prefix, (int)(p.len - skip), p.base + skip) < 0)
+        return NULL;
+    return k;
+}
+
+/* Queues j on pool p; false when the queue is full (j untouched). */
+static bool s_push(s_pool_t *p, gw_sjob_t *j)
+{
+    pthread_mutex_lock(&p->mu);
+    bool ok = p->n < GW_STORAGE_QUEUE_MAX;
+    if (ok) {
+        j->next = NULL;
+        if (p->tail != NULL)
+            p->tail->next = j;
+        else
+            p->head = j;
+        p->tail = j;
+        p->n++;
+        pthread_cond_signal(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* The next job, or NULL when stopping. */
+static gw_sjob_t *s_pop(s_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->head == NULL && !atomic_load(&p->st->stop))
+        pthread_cond_wait(&p->cv, &p->mu);
+    gw_sjob_t *j = p->head;
+    if (j != NULL) {
+        p->head = j->next;
+        if (p->head == NULL)
+            p->tail = NULL;
+        p->n--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return j;
+}
+
+/* ---- probe: a storage HIT fills the claimed object -------------------------------- */
+
+/* The response headers a stored copy answers with: the S3 object's system
+ * metadata a client cares about, and the origin's validators kept as
+ * x-amz-meta-refract-* at upload. */
+static const char *s_kept_header(const char *n, size_t nl)
+{
+    static const char *const map[][2] = {{"content-type", "content-type"},
+                                         {"cache-control", "cache-control"},
+                                         {"expires", "expires"},
+                                         {"content-language", "content-language"},
+                                         {"content-disposition", "content-disposition"},
+                                         {"content-encoding", "content-encoding"},
+                                         {"x-amz-meta-refract-etag", "etag"},
+                                         {"x-amz-meta-refract-last-modified", "last-modified"},
+                                         {"x-amz-meta-refract-note", "x-refract-note"}};
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strlen(map[i][0]) == nl && strncasecmp(n, map[i][0], nl) == 0)
+            return map[i][1];
+    return NULL;
+}
+
+static void s_on_header(void *arg, const char *n, size_t nl, const char *v, size_t vl)
+{
+    gw_sjob_t *j = arg;
+    if (nl == 14 && strncasecmp(n, "content-length", 14) == 0) {
+        j->length = strtoll(v, NULL, 10);
+        return;
+    }
+    const char *name = s_kept_header(n, nl);
+    if (name == NULL)
+        return;
+    size_t need = strlen(name) + vl + 2;
+    if (j->blen + need > GW_STORAGE_HEAD_MAX)
+        return;
+    if (j->blen + need > j->bcap) {
+        size_t cap = (j->blen + need) * 2;
+        char *nb = realloc(j->blob, cap);
+        if (nb == NULL)
+            return;
+        j->blob = nb;
+        j->bcap = cap;
+    }
+    memcpy(j->blob + j->blen, name, strlen(name) + 1);
+    j->blen += strlen(name) + 1;
+    memcpy(j->blob + j->blen, v, vl);
+    j->blen += vl;
+    j->blob[j->blen++] = '\0';
+}
+
+/* Posts the probe's answer to the request's thread (once). */
+static void s_answer(gw_sjob_t *j, bool hit)
+{
+    j->hit = hit;
+    atomic_fetch_add(&j->refs, 1); /* the loop's, dropped by gw_storage_on_probe */
+    h2o_multithread_send_message(&j->thread->storage_receiver, &j->msg);
+}
+
+/* The stored copy's head into the object, with the vhost's TTL rules
+ * applied as to a fresh origin answer (the copy does not age in S3: a
+ * content change purges it). 0 or -1. */
+static int s_set_head(gw_sjob_t *j)
+{
+    size_t n = 0;
+    rf_hdr_t hs[16];
+    for (size_t i = 0; i < j->blen && n < 16;) {
+        const char *name = j->blob + i;
+        size_t nl = strlen(name);
+        const char *v = name + nl + 1;
+        size_t vl = strlen(v);
+        hs[n++] = (rf_hdr_t){name, nl, v, vl};
+        i += nl + vl + 2;
+    }
+    int64_t now = (int64_t)time(NULL);
+    rf_ttl_verdict_t v;
+    if (rf_ttl_decide(&j->vhost->cache.ttl, 200, hs, n, now, now, false, &v) < 0)
+        return -1;
+    rf_keep_t keep = v.ttl <= 0 ? RF_KEEP_SHARE : j->vhost->cache.memory_only ? RF_KEEP_MEMORY : RF_KEEP_DISK;
+    rf_meta_t meta = {.status = 200,
+                      .stored_at = now,
+                      .expires_at = now + (v.ttl > 0 ? v.ttl : 0),
+                      .flags = (v.must_revalidate ? RF_META_MUST_REVALIDATE : 0) | (v.no_cache ? RF_META_NO_CACHE : 0),
+                      .length = j->length,
+                      .lifetime = v.lifetime,
+                      .ttl_source = (int)v.source};
+    if (rf_obj_set_head(j->obj, &meta, j->blob ? j->blob : "", j->blen, keep) < 0)
+        return -1;
+    j->head_set = true;
+    return 0;
+}
+
+static int s_on_data(void *arg, const char *p, size_t n)
+{
+    gw_sjob_t *j = arg;
+    if (!j->head_set) {
+        if (s_set_head(j) < 0)
+            return -1;
+        s_answer(j, true);
+    }
+    return rf_obj_append(j->obj, p, n) < 0 ? -1 : 0;
+}
+
+static void s_probe(rf_s3c_t *c, gw_sjob_t *j)
+{
+    rf_s3c_use(c, j->ep);
+    rf_s3c_get_cbs_t cbs = {s_on_header, s_on_data, j};
+    char why[256] = "";
+    int rc = rf_s3c_get_cb(c, j->key, &cbs, why, sizeof(why));
+    const char *l[] = {j->vhost->name, rc == 0 ? "hit" : rc == 1 ? "miss" : "error"};
+    rf_metric_add(gw_m.storage_lookups, l, 1);
+    if (rc == 0 && !j->head_set) { /* an empty object: no body callback ran */
+        if (s_set_head(j) < 0)
+            rc = -1;
+        else
+            s_answer(j, true);
+    }
+    if (j->head_set) { /* the request follows the object: end it either way */
+        if (rc != 0) {
+            rf_log(RF_LOG_WARN, j->request_id, "storage %s: reading %s broke off: %s", j->ep->name, j->key, why);
+            rf_obj_set_error(j->obj, 502, "object storage read failed");
+        }
+        rf_obj_finish(j->obj, rc == 0);
+        return;
+    }
+    if (rc < 0) {
+        rf_log(RF_LOG_WARN, j->request_id, "storage %s: %s (served as a storage miss)", j->ep->name, why);
+        snprintf(j->why, sizeof(j->why), "%s", why);
+    }
+    s_answer(j, false);
+}
+
+/* ---- upload: follows an object while it fills ------------------------------------ */
+
+typedef struct {
+    rf_cursor_t cur;
+    int efd; /* the upload thread's eventfd, written by the wake-up */
+    atomic_bool *stop;
+} s_follow_t;
+
+static void s_follow_wake(rf_waiter_t *w)
+{
+    s_follow_t *f = H2O_STRUCT_FROM_MEMBER(s_follow_t, cur.waiter, w);
+    uint64_t one = 1;
+    ssize_t r = write(f->efd, &one, sizeof(one)); /* under the object's lock: only this */
+    (void)r;
+}
+
+/* Waits for the wake-up (or 1 s: a last guard). false when stopping. */
+static bool s_follow_wait(s_follow_t *f)
+{
+    struct pollfd p = {.fd = f->efd, .events = POLLIN};
+    if (poll(&p, 1, 1000) > 0) {
+        uint64_t v;
+        ssize_t r = read(f->efd, &v, sizeof(v));
+        (void)r;
+    }
+    return !atomic_load(f->stop);
+}
+
+static ssize_t s_follow_read(void *arg, char *buf, size_t cap)
+{
+    s_follow_t *f = arg;
+    for (;;) {
+        size_t n = 0;
+        switch (rf_cursor_read(&f->cur, buf, cap, &n)) {
+        case RF_READ_DATA:
+            return (ssize_t)n;
+        case RF_READ_EOF:
+            return 0;
+        case RF_READ_WAIT:
+            if (!s_follow_wait(f))
+                return -1;
+            continue;
+        case RF_READ_FAILED:
+        case RF_READ_PASS:
+            return -1; /* the fill failed: the upload is aborted */
+        }
+    }
+}
+
+/* "Name: value" lines for the PUT from the object's stored head, into
+ * lines (at most max - 1, NULL-terminated; malloc'd: the caller frees the
+ * n returned), and the content type into *ctype (malloc'd or NULL). */
+static size_t s_put_headers(gw_sjob_t *j, char **lines, size_t max, char **ctype)
+{
+    size_t hl, n = 0, vl;
+    const char *blob = rf_obj_headers(j->obj, &hl);
+    static const struct {
+        const char *from, *as;
+    } map[] = {{"cache-control", "Cache-Control"},
+               {"expires", "Expires"},
+               {"content-language", "Content-Language"},
+               {"content-disposition", "Content-Disposition"},
+               {"content-encoding", "Content-Encoding"},
+               {"etag", "x-amz-meta-refract-etag"},
+               {"last-modified", "x-amz-meta-refract-last-modified"},
+               {"x-refract-note", "x-amz-meta-refract-note"}};
+    const char *ct = gw_stored_header(blob, hl, "content-type", &vl);
+    *ctype = ct != NULL && vl < 200 ? strndup(ct, vl) : NULL;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]) && n + 2 < max; i++) {
+        const char *v = gw_stored_header(blob, hl, map[i].from, &vl);
+        if (v != NULL && vl < 1024 && asprintf(&lines[n], "%s: %.*s", map[i].as, (int)vl, v) >= 0)
+            n++;
+    }
+    if (j->url != NULL && strlen(j->url) < 1024 && asprintf(&lines[n], "x-amz-meta-refract-url: %s", j->url) >= 0)
+        n++;
+    lines[n] = NULL;
+    return n;
+}
+
+static void s_upload(rf_s3c_t *c, gw_sjob_t *j, int efd, atomic_bool *stop)
+{
+    s_follow_t f = {.efd = efd, .stop = stop};
+    const char *result = "skipped";
+    char why[256] = "";
+    uint64_t total = 0;
+    if (rf_cursor_init(&f.cur, j->obj, false, s_follow_wake) < 0)
+        goto out; /* evicted before it could be read */
+    rf_read_t h;
+    while ((h = rf_cursor_head(&f.cur)) == RF_READ_WAIT)
+        if (!s_follow_wait(&f))
+            goto out;
+    if (h != RF_READ_DATA)
+        goto out; /* failed before a head, or not shareable */
+    rf_keep_t keep = rf_obj_keep(j->obj);
+    if (rf_obj_meta(j->obj)->status != 200 || (keep != RF_KEEP_DISK && keep != RF_KEEP_MEMORY))
+        goto out; /* only what the cache keeps */
+    char *lines[12], *ctype = NULL;
+    size_t n = s_put_headers(j, lines, 12, &ctype);
+    rf_s3c_use(c, j->ep);
+    int rc = rf_s3c_put_stream(c, j->key, ctype, (const char *const *)lines, s_follow_read, &f, &total,
+                               why, sizeof(why));
+    for (size_t i = 0; i < n; i++)
+        free(lines[i]);
+    free(ctype);
+    result = rc == 0 ? "ok" : "failed";
+    if (rc < 0)
+        rf_log(RF_LOG_WARN, j->request_id, "%s upload %s to %s failed (nothing left in S3): %s", j->what, j->key,
+               j->ep->name, why);
+out:
+    rf_cursor_close(&f.cur);
+    const char *l[] = {j->vhost->name, j->what, result};
+    rf_metric_add(gw_m.storage_uploads, l, 1);
+    if (total > 0 && strcmp(result, "ok") == 0) {
+        const char *lb[] = {j->vhost->name, j->what};
+        rf_metric_add(gw_m.storage_upload_bytes, lb, total);
+    }
+}
+
+/* A purge: every stored object of the group j->key names ("PREFIX…/"),
+ * listed page by page and deleted one by one. */
+static void s_delete(rf_s3c_t *c, gw_sjob_t *j)
+{
+    char why[256] = "", after[1024] = "";
+    rf_s3c_use(c, j->ep);
+    size_t ok = 0, failed = 0;
+    for (;;) {
+        rf_s3c_entry_t *e = NULL;
+        size_t n = 0;
+        bool more = false;
+        if (rf_s3c_list(c, j->key, NULL, after, 1000, &e, &n, &more, why, sizeof(why)) < 0) {
+            failed++;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (rf_s3c_delete(c, e[i].key, why, sizeof(why)) == 0)
+                ok++;
+            else
+                failed++;
+        }
+        if (n > 0)
+            snprintf(after, sizeof(after), "%s", e[n - 1].key);
+        rf_s3c_entries_free(e, n);
+        if (!more || n == 0)
+            break;
+    }
+    if (failed > 0)
+        rf_log(RF_LOG_WARN, j->request_id, "storage purge of %s on %s: %zu deleted, %zu failed: %s", j->key,
+               j->ep->name, ok, failed, why);
+    const char *lo[] = {j->vhost->name, "ok"}, *lf[] = {j->vhost->name, "failed"};
+    rf_metric_add(gw_m.storage_deletes, lo, ok);
+    rf_metric_add(gw_m.storage_deletes, lf, failed);
+}
+
+static void *s_thread(void *arg)
+{
+    s_pool_t *p = arg;
+    char why[200];
+    /* The endpoint is set per job (rf_s3c_use); a placeholder until then. */
+    static const rf_s3ep_t none = {.name = "none", .endpoint = "http://127.0.0.1", .region = "us-east-1",
+                                   .bucket = "none", .path_style = true};
+    rf_s3c_t *c = rf_s3c_new(&none, why, sizeof(why));
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    gw_sjob_t *j;
+    while ((j = s_pop(p)) != NULL) {
+        if (c == NULL || efd < 0) {
+            if (j->kind == S_PROBE)
+                s_answer(j, false);
+        } else if (j->kind == S_PROBE) {
+            s_probe(c, j);
+        } else if (j->kind == S_UPLOAD) {
+            s_upload(c, j, efd, &p->st->stop);
+        } else {
+            s_delete(c, j);
+        }
+        s_job_unref(j);
+    }
+    rf_s3c_destroy(&c);
+    if (efd >= 0)
+        close(efd);
+    return NULL;
+}
+
+/* ---- the stage ------------------------------------------------------------------- */
+
+static void s_probe_hook_dispose(void *p)
+{
+    gw_sjob_t **hook = p;
+    if (*hook != NULL) /* the request goes while its probe is out */
+        (*hook)->rc = NULL, (*hook)->hook = NULL;
+}
+
+/* Queues an upload of obj to tier under key (owned). */
+static void s_follow(gw_req_t *rc, rf_obj_t *obj, const rf_s3tier_conf_t *tier, const char *what, char *key)
+{
+    gw_storage_t *st = rc->thread->server->storage;
+    gw_sjob_t *j = s_job_new(rc, S_UPLOAD, tier, what, obj, key);
+    if (j == NULL || !s_push(&st->uploads, j)) {
+        const char *l[] = {rc->vhost->name, what, "dropped"};
+        rf_metric_add(gw_m.storage_uploads, l, 1);
+        s_job_free(j);
+    }
+}
+
+/* What a request that goes on to its origin or worker leaves to the upload
+ * threads: the tier's copy (function results and plain objects) and the
+ * backup (plain fills). */
+static void s_follow_fill(gw_req_t *rc)
+{
+    rf_obj_t *o = rc->fill != NULL ? rc->fill : rc->obj;
+    const rf_vhost_conf_t *vh = rc->vhost;
+    if (vh->storage.s3 != NULL)
+        s_follow(rc, o, &vh->storage, "storage", s_tier_key(&vh->storage, rc->key));
+    if (vh->backup.s3 != NULL && rc->func == NULL)
+        s_follow(rc, o, &vh->backup, "backup", s_backup_key(&vh->backup, rc));
+}
+
+static void s_go_on(gw_req_t *rc)
+{
+    if (rc->obj != NULL)
+        gw_serve(rc);
+    else
+        gw_transform(rc);
+}
+
+int gw_storage(gw_req_t *rc)
+{
+    gw_storage_t *st = rc->thread->server->storage;
+    const rf_vhost_conf_t *vh = rc->vhost;
+    if (st == NULL || vh == NULL || (vh->storage.s3 == NULL && vh->backup.s3 == NULL))
+        return 0;
+    rf_obj_t *claimed = rc->fill != NULL ? rc->fill : rc->obj;
+    if (claimed == NULL || (rc->role != GW_CACHE_CLAIM && rc->role != GW_CACHE_REFRESH))
+        return 0;
+    if (rc->role == GW_CACHE_REFRESH || vh->storage.s3 == NULL) {
+        s_follow_fill(rc);
+        return 0;
+    }
+    gw_sjob_t *j = s_job_new(rc, S_PROBE, &vh->storage, "storage", claimed, s_tier_key(&vh->storage, rc->key));
+    gw_sjob_t **hook = j ? h2o_mem_alloc_shared(&rc->req->pool, sizeof(*hook), s_probe_hook_dispose) : NULL;
+    if (hook == NULL || !s_push(&st->probes, j)) {
+        const char *l[] = {vh->name, "error"};
+        rf_metric_add(gw_m.storage_lookups, l, 1);
+        if (hook != NULL)
+            *hook = NULL;
+        s_job_free(j);
+        s_follow_fill(rc); /* as a miss */
+        return 0;
+    }
+    *hook = j;
+    j->hook = hook;
+    j->rc = rc;
+    j->thread = rc->thread;
+    rc->cache_status = "refract; fwd=miss; detail=storage-lookup";
+    return 1;
+}
+
+void gw_storage_on_probe(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        gw_sjob_t *j = H2O_STRUCT_FROM_MEMBER(gw_sjob_t, msg.link, messages->next);
+        h2o_linklist_unlink(&j->msg.link);
+        gw_req_t *rc = j->rc;
+        if (j->hook != NULL)
+            *j->hook = NULL;
+        j->rc = NULL;
+        j->hook = NULL;
+        if (rc == NULL) {
+            if (!j->hit) /* nobody will fill it: the joiners fetch on their own */
+                rf_obj_finish(j->obj, false);
+        } else if (j->hit) {
+            /* The probe thread fills the object: follow it like a joiner. */
+            if (rc->fill != NULL) {
+                rc->obj = rc->fill;
+                rc->fill = NULL;
+            }
+            rc->role = GW_CACHE_JOIN;
+            rc->storage_hit = 1;
+            rc->cache_result = "storage-hit";
+            gw_serve(rc);
+        } else {
+            rc->cache_status = "refract; fwd=miss";
+            s_follow_fill(rc);
+            s_go_on(rc);
+        }
+        s_job_unref(j);
+    }
+}
+
+void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *vhosts, const char *url)
+{
+    if (st == NULL || vh->storage.s3 == NULL)
+        return;
+    char group[RF_PATH_MAX + 2400];
+    int gl = snprintf(group, sizeof(group), "%s\n%s", vh->name, url);
+    gw_sjob_t *j = calloc(1, sizeof(*j));
+    if (j == NULL || gl < 0 || (size_t)gl >= sizeof(group) ||
+        asprintf(&j->key, "%s%016" PRIx64 "/", vh->storage.prefix, XXH3_64bits(group, (size_t)gl)) < 0) {
+        free(j);
+        return;
+    }
+    j->kind = S_DELETE;
+    j->what = "storage";
+    j->vhosts = vhosts;
+    gw_vhosts_ref(vhosts);
+    j->vhost = vh;
+    j->ep = &vh->storage.ep;
+    atomic_init(&j->refs, 1);
+    if (!s_push(&st->uploads, j))
+        s_job_free(j);
+}
+
+/* ---- lifetime -------------------------------------------------------------------- */
+
+static int s_pool_start(gw_storage_t *st, s_pool_t *p, size_t n, s_kind_t serves)
+{
+    p->st = st;
+    p->serves = serves;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if ((p->tids = calloc(n, sizeof(*p->tids))) == NULL)
+        return -1;
+    for (; p->nthreads < n; p->nthreads++)
+        if (pthread_create(&p->tids[p->nthreads], NULL, s_thread, p) != 0)
+            return -1;
+    return 0;
+}
+
+static void s_pool_stop(s_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < p->nthreads; i++)
+        pthread_join(p->tids[i], NULL);
+    free(p->tids);
+    for (gw_sjob_t *j = p->head, *next; j != NULL; j = next) {
+        next = j->next;
+        s_job_free(j);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+}
+
+gw_storage_t *gw_storage_new(void)
+{
+    gw_storage_t *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    atomic_init(&st->stop, false);
+    if (s_pool_start(st, &st->probes, GW_STORAGE_PROBERS, S_PROBE) < 0 ||
+        s_pool_start(st, &st->uploads, GW_STORAGE_UPLOADERS, S_UPLOAD) < 0) {
+        gw_storage_destroy(&st);
+        return NULL;
+    }
+    return st;
+}
+
+void gw_storage_destroy(gw_storage_t **st_p)
+{
+    gw_storage_t *st = *st_p;
+    if (st == NULL)
+        return;
+    atomic_store(&st->stop, true);
+    if (st->probes.tids != NULL)
+        s_pool_stop(&st->probes);
+    if (st->uploads.tids != NULL)
+        s_pool_stop(&st->uploads);
+    free(st);
+    *st_p = NULL;
+}
