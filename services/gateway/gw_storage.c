@@ -77,7 +77,6 @@ struct gw_sjob_t {
     h2o_multithread_message_t msg;
     atomic_int refs; /* the probe thread's and the loop's */
     bool hit;
-    char why[200];
     gw_req_t *rc;      /* loop thread only: NULL once the request is gone */
     gw_sjob_t **hook;  /* loop thread only: the request pool's pointer to this job */
     bool head_set;
@@ -346,10 +345,8 @@ static void s_probe(rf_s3c_t *c, gw_sjob_t *j)
         rf_obj_finish(j->obj, rc == 0);
         return;
     }
-    if (rc < 0) {
+    if (rc < 0)
         rf_log(RF_LOG_WARN, j->request_id, "storage %s: %s (served as a storage miss)", j->ep->name, why);
-        snprintf(j->why, sizeof(j->why), "%s", why);
-    }
     s_answer(j, false);
 }
 
@@ -592,6 +589,12 @@ int gw_storage(gw_req_t *rc)
     }
     gw_sjob_t *j = s_job_new(rc, S_PROBE, &vh->storage, "storage", claimed, s_tier_key(&vh->storage, rc->key));
     gw_sjob_t **hook = j ? h2o_mem_alloc_shared(&rc->req->pool, sizeof(*hook), s_probe_hook_dispose) : NULL;
+    if (hook != NULL) { /* all set before the job is visible to a probe thread */
+        *hook = j;
+        j->hook = hook;
+        j->rc = rc;
+        j->thread = rc->thread;
+    }
     if (hook == NULL || !s_push(&st->probes, j)) {
         const char *l[] = {vh->name, "error"};
         rf_metric_add(gw_m.storage_lookups, l, 1);
@@ -601,10 +604,6 @@ int gw_storage(gw_req_t *rc)
         s_follow_fill(rc); /* as a miss */
         return 0;
     }
-    *hook = j;
-    j->hook = hook;
-    j->rc = rc;
-    j->thread = rc->thread;
     rc->cache_status = "refract; fwd=miss; detail=storage-lookup";
     return 1;
 }
