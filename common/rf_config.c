@@ -970,6 +970,7 @@ static void s_s3tier_clear(rf_s3tier_conf_t *t)
 {
     free(t->s3);
     free(t->prefix);
+    free(t->cdn_purge);
     rf_s3ep_clear(&t->ep);
 }
 
@@ -1101,6 +1102,8 @@ static int s_tiers_resolve(s_ctx_t *c, yaml_node_t *at)
         rf_vhost_conf_t *v = &c->cfg->vhosts[i];
         if (s_tier_resolve(c, at, v, &v->storage, "storage") < 0 || s_tier_resolve(c, at, v, &v->backup, "backup") < 0)
             return -1;
+        if (v->backup.cdn_purge != NULL)
+            return s_fail(c, at, "vhost '%s': cdn_purge belongs to storage, not backup", v->name);
         if ((v->storage.s3 != NULL || v->backup.s3 != NULL) && !v->cache.enable)
             return s_fail(c, at, "vhost '%s': storage and backup work through the cache (cache.enable)", v->name);
     }
@@ -2100,7 +2103,7 @@ static int s_vhost_health(s_ctx_t *c, yaml_node_t *v, void *t)
 static int s_s3tier(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     static const s_key_t keys[] = {K("s3", s_str, rf_s3tier_conf_t, s3), K("prefix", s_str, rf_s3tier_conf_t, prefix),
-                                   {0}};
+                                   K("cdn_purge", s_str, rf_s3tier_conf_t, cdn_purge), {0}};
     rf_s3tier_conf_t *st = t;
     if (v->type == YAML_SCALAR_NODE)
         return s_str(c, v, &st->s3);
@@ -2108,6 +2111,8 @@ static int s_s3tier(s_ctx_t *c, yaml_node_t *v, void *t)
         return -1;
     if (st->s3 == NULL || st->s3[0] == '\0')
         return s_fail(c, v, "needs s3: an aws_s3 endpoint's name, or aws_access_key=…;bucket=…;s3_url=…;region=…;");
+    if (st->cdn_purge != NULL && strncmp(st->cdn_purge, "http://", 7) != 0 && strncmp(st->cdn_purge, "https://", 8) != 0)
+        return s_fail(c, v, "cdn_purge is an http(s):// URL, got '%s'", st->cdn_purge);
     return 0;
 }
 

@@ -218,6 +218,7 @@ typedef struct {
 typedef struct {
     char *s3;     /* as written; NULL: off */
     char *prefix; /* key prefix (storage default: "VHOST/"; backup default: "") */
+    char *cdn_purge; /* storage only: a URL POSTed {"vhost","urls"} after each URL purge, or NULL */
     rf_s3ep_t ep;
 } rf_s3tier_conf_t;
 

@@ -291,8 +291,10 @@ void gw_storage_on_probe(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
 /* A purge of url (canonical path + "?query" as the key keeps it) on vhost
  * vh: deletes the stored copies of the object at it and of every function
  * result made from it, in the background (vhosts: the table vh belongs
- * to, referenced while the job waits). */
-void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *vhosts, const char *url);
+ * to, referenced while the job waits). asked: the URL as the purge named it,
+ * for the vhost's storage.cdn_purge webhook. */
+void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *vhosts, const char *url,
+                      const char *asked);
 /* Removes the request's cached object and its compressed variants (RFC
  * 9111 4.4, after a non-error answer to an unsafe method). */
 void gw_cache_invalidate(gw_req_t *rc);

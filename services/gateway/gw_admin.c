@@ -110,7 +110,10 @@ static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, gw_purge_kind_t 
     size_t n = gw_purge_apply(srv, kind, vh->name, canon, t.glob);
     gw_meta_publish_purge(srv->meta, kind, vh->name, canon, t.glob);
     if (!t.glob && vh->storage.s3 != NULL) { /* the stored copies go too (a pattern cannot reach them) */
-        gw_storage_purge(srv->storage, vh, vt, canon);
+        char *asked = strndup(url, len);
+        if (asked != NULL)
+            gw_storage_purge(srv->storage, vh, vt, canon, asked);
+        free(asked);
         json_object_set_new(r, "storage", json_string("deleting"));
     }
     json_object_set_new(r, "objects", json_integer((json_int_t)n));

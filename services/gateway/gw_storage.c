@@ -35,7 +35,9 @@
  *  dispose hook clears job->rc). A job holds a reference on the vhost table,
  *  so a reload never frees the endpoint it uses.
  */
+#include <curl/curl.h>
 #include <errno.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
@@ -468,6 +470,49 @@ out:
     }
 }
 
+static size_t s_discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p, (void)arg;
+    return size * n;
+}
+
+/* Tells the CDN in front (seed Appendix C, "content change"): POST
+ * {"vhost": V, "urls": [URL]} to storage.cdn_purge, after the stored
+ * copies are gone, so the CDN's next miss cannot refill from them. One
+ * try, 10 s at most; a failure is logged and counted. */
+static void s_cdn_purge(gw_sjob_t *j)
+{
+    json_t *doc = json_pack("{s:s, s:[s]}", "vhost", j->vhost->name, "urls", j->url);
+    char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    CURL *h = body ? curl_easy_init() : NULL;
+    long status = 0;
+    CURLcode cc = CURLE_FAILED_INIT;
+    if (h != NULL) {
+        struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+        char rid[64];
+        snprintf(rid, sizeof(rid), "X-Request-Id: %s", j->request_id);
+        hd = curl_slist_append(hd, rid);
+        curl_easy_setopt(h, CURLOPT_URL, j->vhost->storage.cdn_purge);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_discard);
+        cc = curl_easy_perform(h);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        curl_slist_free_all(hd);
+        curl_easy_cleanup(h);
+    }
+    bool ok = cc == CURLE_OK && status >= 200 && status <= 299;
+    if (!ok)
+        rf_log(RF_LOG_WARN, j->request_id, "CDN purge of %s at %s failed: %s", j->url, j->vhost->storage.cdn_purge,
+               cc != CURLE_OK ? curl_easy_strerror(cc) : "not a 2xx answer");
+    const char *l[] = {j->vhost->name, ok ? "ok" : "failed"};
+    rf_metric_add(gw_m.storage_cdn_purges, l, 1);
+    free(body);
+}
+
 /* A purge: every stored object of the group j->key names ("PREFIX…/"),
  * listed page by page and deleted one by one. */
 static void s_delete(rf_s3c_t *c, gw_sjob_t *j)
@@ -501,6 +546,8 @@ static void s_delete(rf_s3c_t *c, gw_sjob_t *j)
     const char *lo[] = {j->vhost->name, "ok"}, *lf[] = {j->vhost->name, "failed"};
     rf_metric_add(gw_m.storage_deletes, lo, ok);
     rf_metric_add(gw_m.storage_deletes, lf, failed);
+    if (j->vhost->storage.cdn_purge != NULL && j->url != NULL)
+        s_cdn_purge(j);
 }
 
 static void *s_thread(void *arg)
@@ -641,7 +688,8 @@ void gw_storage_on_probe(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
     }
 }
 
-void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *vhosts, const char *url)
+void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *vhosts, const char *url,
+                      const char *asked)
 {
     if (st == NULL || vh->storage.s3 == NULL)
         return;
@@ -655,6 +703,7 @@ void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *
     }
     j->kind = S_DELETE;
     j->what = "storage";
+    j->url = strdup(asked);
     j->vhosts = vhosts;
     gw_vhosts_ref(vhosts);
     j->vhost = vh;

@@ -61,10 +61,12 @@ def _uploads(st, vhost, kind="storage", result="ok"):
     return st.metric("refract_storage_uploads_total", vhost=vhost, kind=kind, result=result) or 0
 
 
-def _stack(make_stack, sw, origin, prefix, workers=1, **extra):
-    vh = {"name": "t.test", "default": True, "origin": origin.url, "cache": {"enable": True, "override_origin": True, "ttl": {"res2xx": "1h"}},
+def _stack(make_stack, sw, origin, prefix, workers=1, cdn_purge=None):
+    vh = {"name": "t.test", "default": True, "origin": origin.url,
+          "cache": {"enable": True, "override_origin": True, "ttl": {"res2xx": "1h"}},
           "storage": {"s3": "swiftstore", "prefix": prefix}}
-    vh.update(extra)
+    if cdn_purge:
+        vh["storage"]["cdn_purge"] = cdn_purge
     storgate = {"aws_s3": [{"name": "swiftstore", "endpoint": sw.s3_endpoint, "region": sw.region,
                             "access_key": sw.access_key, "secret_key": sw.secret_key, "bucket": BUCKET}]}
     return make_stack([vh], workers=workers, gateway={"admin_token": TOKEN}, storgate=storgate)
@@ -112,10 +114,40 @@ def test_miss_uploads_then_a_new_gateway_hits(make_stack, sw, origin, media, tmp
     assert b.metric("refract_cache_requests_total", vhost="t.test", result="storage-hit") == 2
 
 
+class _CdnHook:
+    """A CDN's purge endpoint: records the JSON bodies POSTed to it."""
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+        got = self.got = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                got.append((self.path, self.headers.get("Content-Type"), json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/purge"
+
+    def close(self):
+        self.srv.shutdown()
+
+
 def test_purge_deletes_the_stored_copies(make_stack, sw, origin):
     """A URL purge deletes the stored object and every function result made
-    from it; the next gateway misses and uploads again."""
-    a = _stack(make_stack, sw, origin, "t2/")
+    from it, then calls the CDN's purge webhook; the next gateway misses and
+    uploads again."""
+    cdn = _CdnHook()
+    a = _stack(make_stack, sw, origin, "t2/", cdn_purge=cdn.url)
     for u in ["/photo.jpg", "/photo.jpg/dims/resize/60x", "/photo.jpg/dims/resize/70x", "/alpha.png"]:
         assert a.get(u, host="t.test").status_code == 200
     _wait(lambda: len(_keys(sw, "t2/")) == 4, 30, "four stored copies")
@@ -125,6 +157,10 @@ def test_purge_deletes_the_stored_copies(make_stack, sw, origin):
     assert r.json()["results"][0].get("storage") == "deleting", r.text
     _wait(lambda: len(_keys(sw, "t2/")) == 1, 30, "the purge in S3\n" + a.gw.log())
     assert a.metric("refract_storage_deletes_total", vhost="t.test", result="ok") == 3
+    _wait(lambda: cdn.got, 10, "the CDN purge webhook")
+    assert cdn.got == [("/purge", "application/json", {"vhost": "t.test", "urls": ["http://t.test/photo.jpg"]})]
+    assert a.metric("refract_storage_cdn_purges_total", vhost="t.test", result="ok") == 1
+    cdn.close()
     b = _stack(make_stack, sw, origin, "t2/")
     r = b.get("/photo.jpg/dims/resize/60x", host="t.test")
     assert "storage-hit" not in r.headers["Cache-Status"]
