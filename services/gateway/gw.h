@@ -295,6 +295,19 @@ void gw_storage_on_probe(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
  * for the vhost's storage.cdn_purge webhook. */
 void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *vhosts, const char *url,
                       const char *asked);
+/* A pre-warm (admin POST /prewarm): url (this gateway's own listener) is
+ * fetched with Host: host on an upload thread, its body read and dropped;
+ * done(arg, result) then runs on `thread`'s loop. 0, or -1 (queue full,
+ * out of memory: done never runs). */
+typedef struct {
+    int status; /* 0: no answer (error says why) */
+    char cache_status[160];
+    char error[120];
+    uint64_t bytes;
+} gw_warm_result_t;
+typedef void(gw_warm_done_fn)(void *arg, const gw_warm_result_t *r);
+int gw_storage_warm(gw_storage_t *st, gw_thread_t *thread, const char *url, const char *host, const char *request_id,
+                    gw_warm_done_fn *done, void *arg);
 /* Removes the request's cached object and its compressed variants (RFC
  * 9111 4.4, after a non-error answer to an unsafe method). */
 void gw_cache_invalidate(gw_req_t *rc);

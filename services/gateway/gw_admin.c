@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "gw.h"
 #include "gw_http_parse.h"
@@ -135,12 +137,18 @@ static void s_json_answer(h2o_req_t *req, int status, json_t *doc)
     h2o_send_inline(req, body, len);
 }
 
-static int s_purge(gw_server_t *srv, h2o_req_t *req, gw_purge_kind_t kind)
+#define GW_ADMIN_URLS_MAX 1000
+
+/* Whether the request carries the admin token ("Bearer TOKEN"); when not,
+ * it is answered (403 without a token configured, 401 with a wrong one). */
+static bool s_authorized(gw_server_t *srv, h2o_req_t *req, const char *what)
 {
     const char *token = srv->cfg->gateway.admin_token;
     if (token == NULL || token[0] == '\0') {
-        h2o_send_error_generic(req, 403, "Forbidden", "cache purge is off: set gateway.admin_token\n", 0);
-        return 0;
+        char msg[120];
+        int ml = snprintf(msg, sizeof(msg), "%s is off: set gateway.admin_token\n", what);
+        h2o_send_error_generic(req, 403, "Forbidden", h2o_strdup(&req->pool, msg, (size_t)ml).base, 0);
+        return false;
     }
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     size_t tl = strlen(token);
@@ -149,40 +157,71 @@ static int s_purge(gw_server_t *srv, h2o_req_t *req, gw_purge_kind_t kind)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         h2o_send_error_generic(req, 401, "Unauthorized", "the admin token is missing or wrong\n",
                                H2O_SEND_ERROR_KEEP_HEADERS);
-        return 0;
+        return false;
     }
-    json_t *results = json_array();
+    return true;
+}
+
+/* Calls fn(arg, url, len) for each URL of the request — ?url=…
+ * (repeatable, percent-encoded), then one per body line — up to max of
+ * them. Returns how many there were (more than max: max + 1 or more). */
+static size_t s_each_url(h2o_req_t *req, size_t max, void (*fn)(void *arg, const char *url, size_t len), void *arg)
+{
     size_t n = 0;
-    /* ?url=… (repeatable) */
     if (req->query_at != SIZE_MAX) {
         const char *qs = req->path.base + req->query_at + 1, *qe = req->path.base + req->path.len, *enc;
         size_t enc_len;
         while (gw_query_next(&qs, qe, "url", &enc, &enc_len)) {
             h2o_iovec_t val = h2o_strdup(&req->pool, enc, enc_len);
             val.len = gw_query_decode(val.base, val.len);
-            if (n++ < 1000)
-                s_purge_one(srv, &req->pool, kind, val.base, val.len, results);
+            if (n++ < max)
+                fn(arg, val.base, val.len);
         }
     }
-    /* one URL per body line */
     for (const char *b = req->entity.base, *be = b + req->entity.len; b != NULL && b < be;) {
         const char *nl = memchr(b, '\n', (size_t)(be - b));
         const char *le = nl ? nl : be;
         size_t ll = (size_t)(le - b);
         while (ll > 0 && (b[ll - 1] == '\r' || b[ll - 1] == ' '))
             ll--;
-        if (ll > 0 && n++ < 1000)
-            s_purge_one(srv, &req->pool, kind, b, ll, results);
+        if (ll > 0 && n++ < max)
+            fn(arg, b, ll);
         b = nl ? nl + 1 : be;
     }
-    if (n == 0) {
-        json_decref(results);
+    return n;
+}
+
+static void s_bad_count(h2o_req_t *req, size_t n)
+{
+    if (n == 0)
         h2o_send_error_generic(req, 400, "Bad Request", "give URLs: ?url=… or one per line in the body\n", 0);
-        return 0;
-    }
-    if (n > 1000) {
-        json_decref(results);
+    else
         h2o_send_error_generic(req, 400, "Bad Request", "at most 1000 URLs per request\n", 0);
+}
+
+typedef struct {
+    gw_server_t *srv;
+    h2o_mem_pool_t *pool;
+    gw_purge_kind_t kind;
+    json_t *results;
+} s_purge_arg_t;
+
+static void s_purge_url(void *arg, const char *url, size_t len)
+{
+    s_purge_arg_t *a = arg;
+    s_purge_one(a->srv, a->pool, a->kind, url, len, a->results);
+}
+
+static int s_purge(gw_server_t *srv, h2o_req_t *req, gw_purge_kind_t kind)
+{
+    if (!s_authorized(srv, req, "cache purge"))
+        return 0;
+    json_t *results = json_array();
+    s_purge_arg_t pa = {srv, &req->pool, kind, results};
+    size_t n = s_each_url(req, GW_ADMIN_URLS_MAX, s_purge_url, &pa);
+    if (n == 0 || n > GW_ADMIN_URLS_MAX) {
+        json_decref(results);
+        s_bad_count(req, n);
         return 0;
     }
     static const char *const names[] = {"purge", "expire", "hardpurge"};
@@ -192,6 +231,146 @@ static int s_purge(gw_server_t *srv, h2o_req_t *req, gw_purge_kind_t kind)
     json_t *doc = json_pack("{s:s, s:o}", "action", names[kind], "results", results);
     s_json_answer(req, 200, doc);
     json_decref(doc);
+    return 0;
+}
+
+/* ---- pre-warm ---------------------------------------------------------------- */
+
+/* One POST /prewarm: its URLs are fetched through this gateway's own
+ * listener on the upload threads, and the answer waits for all of them.
+ * The batch outlives a client that leaves (the hook tells it so). */
+typedef struct s_warm_batch_t {
+    h2o_req_t *req; /* NULL once the admin client is gone */
+    struct s_warm_batch_t **hook;
+    json_t *results;
+    size_t pending;
+    size_t failed;
+} s_warm_batch_t;
+
+typedef struct {
+    s_warm_batch_t *batch;
+    json_t *result; /* borrowed from batch->results */
+} s_warm_slot_t;
+
+static void s_warm_hook_dispose(void *p)
+{
+    s_warm_batch_t **hook = p;
+    if (*hook != NULL)
+        (*hook)->req = NULL;
+}
+
+static void s_warm_finish(s_warm_batch_t *b)
+{
+    if (b->req != NULL) {
+        *b->hook = NULL;
+        json_t *doc = json_pack("{s:s, s:O}", "action", "prewarm", "results", b->results);
+        s_json_answer(b->req, 200, doc);
+        json_decref(doc);
+    }
+    json_decref(b->results);
+    free(b);
+}
+
+static void s_warm_done(void *arg, const gw_warm_result_t *r)
+{
+    s_warm_slot_t *slot = arg;
+    s_warm_batch_t *b = slot->batch;
+    if (r->status > 0) {
+        json_object_set_new(slot->result, "status", json_integer(r->status));
+        json_object_set_new(slot->result, "cache_status", json_string(r->cache_status));
+        json_object_set_new(slot->result, "bytes", json_integer((json_int_t)r->bytes));
+    } else {
+        json_object_set_new(slot->result, "error", json_string(r->error));
+    }
+    const char *l[] = {r->status >= 200 && r->status <= 299 ? "ok" : "failed"};
+    rf_metric_add(gw_m.admin_prewarms, l, 1);
+    free(slot);
+    if (--b->pending == 0)
+        s_warm_finish(b);
+}
+
+typedef struct {
+    gw_server_t *srv;
+    s_warm_batch_t *batch;
+    char id[24];
+    size_t i;
+} s_warm_arg_t;
+
+static void s_warm_url(void *arg, const char *url, size_t len)
+{
+    s_warm_arg_t *a = arg;
+    json_t *r = json_object();
+    json_object_set_new(r, "url", json_stringn(url, len));
+    json_array_append_new(a->batch->results, r);
+    gw_purge_target_t t;
+    const char *bad = gw_purge_target_split(url, len, &t);
+    if (bad == NULL && t.glob)
+        bad = "a pre-warm names one URL, not a pattern";
+    gw_vhosts_t *vt = a->srv->threads[0].vhosts;
+    if (bad == NULL && gw_vhosts_match(vt, t.host, t.host_len) == NULL)
+        bad = "no vhost serves this host";
+    char *target = NULL, *host = NULL, rid[40];
+    snprintf(rid, sizeof(rid), "%s-%zu", a->id, a->i++);
+    s_warm_slot_t *slot = bad == NULL ? calloc(1, sizeof(*slot)) : NULL;
+    if (slot != NULL &&
+        (asprintf(&target, "http://127.0.0.1:%d%.*s%.*s", a->srv->cfg->gateway.listen.port, (int)t.path_len, t.path,
+                  (int)t.query_len, t.query ? t.query : "") < 0 ||
+         (host = strndup(t.host, t.host_len)) == NULL))
+        target = NULL;
+    if (slot != NULL && target != NULL) {
+        slot->batch = a->batch;
+        slot->result = r;
+        json_object_set_new(r, "request_id", json_string(rid));
+        if (gw_storage_warm(a->srv->storage, &a->srv->threads[0], target, host, rid, s_warm_done, slot) == 0) {
+            a->batch->pending++;
+            slot = NULL;
+        } else {
+            bad = "the pre-warm queue is full";
+        }
+    } else if (bad == NULL) {
+        bad = "out of memory";
+    }
+    if (bad != NULL) {
+        json_object_set_new(r, "error", json_string(bad));
+        a->batch->failed++;
+    }
+    free(slot);
+    free(target);
+    free(host);
+}
+
+/* POST /prewarm: each URL is requested through this gateway like a
+ * client's GET (origin, function chain, cache store, storage upload), at
+ * most two at a time (the upload threads); the answer lists each URL's
+ * status and Cache-Status once all are done. */
+static int s_prewarm(gw_server_t *srv, h2o_req_t *req)
+{
+    if (!s_authorized(srv, req, "pre-warm"))
+        return 0;
+    s_warm_batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL || (b->results = json_array()) == NULL) {
+        free(b);
+        h2o_send_error_generic(req, 503, "Service Unavailable", "out of memory\n", 0);
+        return 0;
+    }
+    b->req = req;
+    b->hook = h2o_mem_alloc_shared(&req->pool, sizeof(*b->hook), s_warm_hook_dispose);
+    *b->hook = b;
+    s_warm_arg_t a = {srv, b, "", 0};
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        rnd = (uint32_t)time(NULL);
+    snprintf(a.id, sizeof(a.id), "prewarm-%08x", rnd);
+    b->pending = 1; /* held while the URLs are queued */
+    size_t n = s_each_url(req, GW_ADMIN_URLS_MAX, s_warm_url, &a);
+    rf_info("admin pre-warm %s: %zu URL(s)", a.id, n);
+    if (n == 0 || n > GW_ADMIN_URLS_MAX) {
+        b->req = NULL; /* answered here; the queued ones finish into nothing */
+        *b->hook = NULL;
+        s_bad_count(req, n);
+    }
+    if (--b->pending == 0)
+        s_warm_finish(b);
     return 0;
 }
 
@@ -211,6 +390,13 @@ static int s_on_req(h2o_handler_t *h, h2o_req_t *req)
             }
             return s_purge(self->server, req, purges[i].kind);
         }
+    if (h2o_memis(req->path.base, plen, H2O_STRLIT("/prewarm"))) {
+        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
+            h2o_send_error_generic(req, 405, "Method Not Allowed", "pre-warms are POST\n", 0);
+            return 0;
+        }
+        return s_prewarm(self->server, req);
+    }
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
         !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
         h2o_send_error_generic(req, 405, "Method Not Allowed", "the admin endpoints answer GET and HEAD\n", 0);
@@ -249,7 +435,7 @@ static int s_on_req(h2o_handler_t *h, h2o_req_t *req)
         h2o_send_inline(req, H2O_STRLIT("ok\n"));
         return 0;
     }
-    h2o_send_error_generic(req, 404, "Not Found", "admin paths: /metrics /healthz /purge /expire /hardpurge\n", 0);
+    h2o_send_error_generic(req, 404, "Not Found", "admin paths: /metrics /healthz /purge /expire /hardpurge /prewarm\n", 0);
     return 0;
 }
 

@@ -60,7 +60,7 @@
 #define GW_STORAGE_QUEUE_MAX 4096
 #define GW_STORAGE_HEAD_MAX 8192 /* the headers a storage HIT keeps */
 
-typedef enum { S_PROBE, S_UPLOAD, S_DELETE } s_kind_t;
+typedef enum { S_PROBE, S_UPLOAD, S_DELETE, S_WARM } s_kind_t;
 
 typedef struct gw_sjob_t gw_sjob_t;
 struct gw_sjob_t {
@@ -85,6 +85,11 @@ struct gw_sjob_t {
     char *blob; /* the head being built (name\0value\0…) */
     size_t blen, bcap;
     int64_t length;
+    /* warm: GET url (the gateway's own listener) with Host: host */
+    char *host;
+    gw_warm_done_fn *done;
+    void *done_arg;
+    gw_warm_result_t result;
 };
 
 typedef struct {
@@ -114,6 +119,7 @@ static void s_job_free(gw_sjob_t *j)
     free(j->key);
     free(j->url);
     free(j->blob);
+    free(j->host);
     free(j);
 }
 
@@ -550,6 +556,66 @@ static void s_delete(rf_s3c_t *c, gw_sjob_t *j)
         s_cdn_purge(j);
 }
 
+/* ---- warm: a pre-warm GET through this gateway (admin POST /prewarm) ---------------- */
+
+static size_t s_warm_header(char *p, size_t size, size_t n, void *arg)
+{
+    gw_sjob_t *j = arg;
+    size_t len = size * n;
+    if (len > 14 && strncasecmp(p, "cache-status:", 13) == 0) {
+        const char *v = p + 13;
+        size_t vl = len - 13;
+        while (vl > 0 && *v == ' ')
+            v++, vl--;
+        while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n'))
+            vl--;
+        snprintf(j->result.cache_status, sizeof(j->result.cache_status), "%.*s", (int)vl, v);
+    }
+    return len;
+}
+
+static size_t s_warm_body(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    gw_sjob_t *j = arg;
+    j->result.bytes += size * n;
+    return size * n;
+}
+
+/* The whole answer is read and dropped: the gateway stores what it fetched
+ * as for any client (the access log and Cache-Status say what happened). */
+static void s_warm(gw_sjob_t *j)
+{
+    CURL *h = curl_easy_init();
+    CURLcode cc = CURLE_FAILED_INIT;
+    long status = 0;
+    if (h != NULL) {
+        char hh[300], rid[64];
+        snprintf(hh, sizeof(hh), "Host: %s", j->host);
+        snprintf(rid, sizeof(rid), "X-Request-Id: %s", j->request_id);
+        struct curl_slist *hd = curl_slist_append(NULL, hh);
+        hd = curl_slist_append(hd, rid);
+        hd = curl_slist_append(hd, "User-Agent: refract-admin-prewarm");
+        curl_easy_setopt(h, CURLOPT_URL, j->url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 300000L);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, s_warm_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, j);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_warm_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, j);
+        cc = curl_easy_perform(h);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        curl_slist_free_all(hd);
+        curl_easy_cleanup(h);
+    }
+    j->result.status = cc == CURLE_OK ? (int)status : 0;
+    if (cc != CURLE_OK)
+        snprintf(j->result.error, sizeof(j->result.error), "%s", curl_easy_strerror(cc));
+    atomic_fetch_add(&j->refs, 1);
+    h2o_multithread_send_message(&j->thread->storage_receiver, &j->msg);
+}
+
 static void *s_thread(void *arg)
 {
     s_pool_t *p = arg;
@@ -564,10 +630,14 @@ static void *s_thread(void *arg)
         if (c == NULL || efd < 0) {
             if (j->kind == S_PROBE)
                 s_answer(j, false);
+            else if (j->kind == S_WARM)
+                s_warm(j); /* no S3 client is needed for it */
         } else if (j->kind == S_PROBE) {
             s_probe(c, j);
         } else if (j->kind == S_UPLOAD) {
             s_upload(c, j, efd, &p->st->stop);
+        } else if (j->kind == S_WARM) {
+            s_warm(j);
         } else {
             s_delete(c, j);
         }
@@ -661,6 +731,11 @@ void gw_storage_on_probe(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
     while (!h2o_linklist_is_empty(messages)) {
         gw_sjob_t *j = H2O_STRUCT_FROM_MEMBER(gw_sjob_t, msg.link, messages->next);
         h2o_linklist_unlink(&j->msg.link);
+        if (j->kind == S_WARM) {
+            j->done(j->done_arg, &j->result);
+            s_job_unref(j);
+            continue;
+        }
         gw_req_t *rc = j->rc;
         if (j->hook != NULL)
             *j->hook = NULL;
@@ -711,6 +786,27 @@ void gw_storage_purge(gw_storage_t *st, const rf_vhost_conf_t *vh, gw_vhosts_t *
     atomic_init(&j->refs, 1);
     if (!s_push(&st->uploads, j))
         s_job_free(j);
+}
+
+int gw_storage_warm(gw_storage_t *st, gw_thread_t *thread, const char *url, const char *host, const char *request_id,
+                    gw_warm_done_fn *done, void *arg)
+{
+    gw_sjob_t *j = st ? calloc(1, sizeof(*j)) : NULL;
+    if (j == NULL || (j->url = strdup(url)) == NULL || (j->host = strdup(host)) == NULL) {
+        s_job_free(j);
+        return -1;
+    }
+    j->kind = S_WARM;
+    j->thread = thread;
+    j->done = done;
+    j->done_arg = arg;
+    snprintf(j->request_id, sizeof(j->request_id), "%s", request_id);
+    atomic_init(&j->refs, 1);
+    if (!s_push(&st->uploads, j)) {
+        s_job_free(j);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- lifetime -------------------------------------------------------------------- */

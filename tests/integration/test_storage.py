@@ -228,3 +228,31 @@ def test_config_refuses_unknown_endpoint(tmp_path):
                  " backup: 'aws_access_key=a;bucket=b;s3_url=http://x;'}\n")
     out = subprocess.run([harness.GATEWAY_BIN, "-t", "-c", str(p)], capture_output=True, text=True, timeout=10)
     assert out.returncode != 0 and "aws_access_key and aws_secret_key go together" in out.stderr + out.stdout
+
+
+def test_admin_prewarm(make_stack, sw, origin):
+    """POST /prewarm on the admin port (issue 10 part 5: pre-warming on one
+    machine without Kafka): each URL goes through the gateway like a client's
+    GET, the answer lists each one's status and Cache-Status, the result is
+    uploaded to the tier, and the next client gets a hit."""
+    a = _stack(make_stack, sw, origin, "t6/")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert http("GET", a.admin("/prewarm"), headers=auth).status_code == 405
+    assert http("POST", a.admin("/prewarm?url=http://t.test/photo.jpg")).status_code == 401
+    assert http("POST", a.admin("/prewarm"), headers=auth).status_code == 400
+    body = "http://t.test/photo.jpg/dims/resize/90x\nnot-a-url\nhttp://t.test/photo.jpg/dims/resize/*\n"
+    r = http("POST", a.admin("/prewarm?url=" + urllib.parse.quote("http://t.test/photo.jpg?v=1", safe="")),
+             headers=auth, data=body, timeout=60)
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["url"] for x in res] == ["http://t.test/photo.jpg?v=1", "http://t.test/photo.jpg/dims/resize/90x",
+                                       "not-a-url", "http://t.test/photo.jpg/dims/resize/*"]
+    assert res[0]["status"] == 200 and "fwd=miss" in res[0]["cache_status"] and res[0]["bytes"] > 100000, res
+    assert res[1]["status"] == 200 and "stored" in res[1]["cache_status"], res
+    assert res[2]["error"], res  # the purge API's URL check: the same reason
+    assert res[3]["error"] == "a pre-warm names one URL, not a pattern"
+    assert a.metric("refract_admin_prewarms_total", result="ok") == 2
+    _wait(lambda: _uploads(a, "t.test") >= 2, 30, "the uploads of the pre-warmed objects")
+    r = a.get("/photo.jpg/dims/resize/90x", host="t.test")
+    assert r.headers["Cache-Status"].startswith("refract; hit"), r.headers["Cache-Status"]
+    assert res[1]["request_id"] in a.gw.log()
