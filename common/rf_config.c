@@ -971,6 +971,7 @@ static void s_s3tier_clear(rf_s3tier_conf_t *t)
     free(t->s3);
     free(t->prefix);
     free(t->cdn_purge);
+    free(t->events);
     rf_s3ep_clear(&t->ep);
 }
 
@@ -2103,7 +2104,8 @@ static int s_vhost_health(s_ctx_t *c, yaml_node_t *v, void *t)
 static int s_s3tier(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     static const s_key_t keys[] = {K("s3", s_str, rf_s3tier_conf_t, s3), K("prefix", s_str, rf_s3tier_conf_t, prefix),
-                                   K("cdn_purge", s_str, rf_s3tier_conf_t, cdn_purge), {0}};
+                                   K("cdn_purge", s_str, rf_s3tier_conf_t, cdn_purge),
+                                   K("events", s_str, rf_s3tier_conf_t, events), {0}};
     rf_s3tier_conf_t *st = t;
     if (v->type == YAML_SCALAR_NODE)
         return s_str(c, v, &st->s3);
@@ -2113,6 +2115,12 @@ static int s_s3tier(s_ctx_t *c, yaml_node_t *v, void *t)
         return s_fail(c, v, "needs s3: an aws_s3 endpoint's name, or aws_access_key=…;bucket=…;s3_url=…;region=…;");
     if (st->cdn_purge != NULL && strncmp(st->cdn_purge, "http://", 7) != 0 && strncmp(st->cdn_purge, "https://", 8) != 0)
         return s_fail(c, v, "cdn_purge is an http(s):// URL, got '%s'", st->cdn_purge);
+    const char *e = st->events;
+    size_t el = e ? strlen(e) : 0;
+    if (e != NULL && strncmp(e, "http://", 7) != 0 && strncmp(e, "https://", 8) != 0 &&
+        strncmp(e, "kafka://", 8) != 0 && !(e[0] == '/' && el > 3 && strcmp(e + el - 3, ".js") == 0))
+        return s_fail(c, v, "events is an http(s):// URL, kafka://HOST:PORT[,…]/TOPIC or an absolute .js hook, got '%s'",
+                      e);
     return 0;
 }
 

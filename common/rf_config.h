@@ -219,6 +219,7 @@ typedef struct {
     char *s3;     /* as written; NULL: off */
     char *prefix; /* key prefix (storage default: "VHOST/"; backup default: "") */
     char *cdn_purge; /* storage only: a URL POSTed {"vhost","urls"} after each URL purge, or NULL */
+    char *events;    /* where each upload's completion or failure event goes (the scheduler's outbox), or NULL */
     rf_s3ep_t ep;
 } rf_s3tier_conf_t;
 

@@ -40,49 +40,88 @@ bool rf_sgevent_filter_ok(const rf_sg_event_t *ev, const char *key, int64_t size
     return true;
 }
 
-int rf_sgevent_write(const char *state_dir, const char *kind, const char *bucket, const char *key, int64_t size,
-                     const char *etag, char *id_out, size_t id_len)
+/* mkdir -p dir (0700). 0 or -1. */
+static int s_mkdirs(char *dir)
 {
-    char dir[600], tmp[700], path[700], id[48];
-    snprintf(dir, sizeof(dir), "%s/%s", state_dir, RF_SGEVENT_DIR);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) { /* the state directory too, and its parents */
-        for (char *p = dir + 1; (p = strchr(p, '/')) != NULL; p++) {
-            *p = '\0';
-            mkdir(dir, 0700);
-            *p = '/';
-        }
-        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-            return -1;
+    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+        return 0;
+    for (char *p = dir + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        mkdir(dir, 0700);
+        *p = '/';
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    unsigned char r[6] = {0};
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        memcpy(r, &ts.tv_nsec, sizeof(r) < sizeof(ts.tv_nsec) ? sizeof(r) : sizeof(ts.tv_nsec));
-    /* the name sorts by time, so the scheduler takes events in order */
-    snprintf(id, sizeof(id), "ev-%010lld%09ld-%02x%02x%02x%02x%02x%02x", (long long)ts.tv_sec, ts.tv_nsec, r[0], r[1],
-             r[2], r[3], r[4], r[5]);
-    if (id_out != NULL)
-        snprintf(id_out, id_len, "%s", id);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", id, "event", kind, "bucket", bucket, "key", key,
-                          "time", (json_int_t)ts.tv_sec, "size", (json_int_t)size, "etag", etag ? etag : "");
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (text == NULL)
-        return errno = ENOMEM, -1;
-    snprintf(tmp, sizeof(tmp), "%s/.%s.json", dir, id);
-    snprintf(path, sizeof(path), "%s/%s.json", dir, id);
+    return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* dir/name holding text: written as dir/.name, fsynced, renamed in, so a
+ * reader never sees part of it. 0, or -1 with errno. */
+static int s_write_atomic(const char *dir, const char *name, const char *text, size_t len)
+{
+    char tmp[800], path[800];
+    snprintf(tmp, sizeof(tmp), "%s/.%s", dir, name);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    size_t len = strlen(text);
     int rc = fd >= 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 ? 0 : -1;
     int e = errno;
     if (fd >= 0)
         close(fd);
-    free(text);
     if (rc == 0 && rename(tmp, path) != 0)
         rc = -1, e = errno;
     if (rc < 0)
         unlink(tmp);
     errno = e;
+    return rc;
+}
+
+/* A name that sorts by time and is unique across processes and hosts
+ * that share the directory. */
+static void s_unique_name(char *out, size_t cap, const char *prefix)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned char r[6] = {0};
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        memcpy(r, &ts.tv_nsec, sizeof(r) < sizeof(ts.tv_nsec) ? sizeof(r) : sizeof(ts.tv_nsec));
+    snprintf(out, cap, "%s%010lld%09ld-%02x%02x%02x%02x%02x%02x", prefix, (long long)ts.tv_sec, ts.tv_nsec, r[0], r[1],
+             r[2], r[3], r[4], r[5]);
+}
+
+int rf_sgevent_write(const char *state_dir, const char *kind, const char *bucket, const char *key, int64_t size,
+                     const char *etag, char *id_out, size_t id_len)
+{
+    char dir[600], id[48], name[64];
+    snprintf(dir, sizeof(dir), "%s/%s", state_dir, RF_SGEVENT_DIR);
+    if (s_mkdirs(dir) < 0)
+        return -1;
+    /* the name sorts by time, so the scheduler takes events in order */
+    s_unique_name(id, sizeof(id), "ev-");
+    if (id_out != NULL)
+        snprintf(id_out, id_len, "%s", id);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", id, "event", kind, "bucket", bucket, "key", key,
+                          "time", (json_int_t)time(NULL), "size", (json_int_t)size, "etag", etag ? etag : "");
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text == NULL)
+        return errno = ENOMEM, -1;
+    snprintf(name, sizeof(name), "%s.json", id);
+    int rc = s_write_atomic(dir, name, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int rf_outbox_write(const char *dir, const char *target, const char *key, const char *payload)
+{
+    char d[600], name[80];
+    snprintf(d, sizeof(d), "%s", dir);
+    if (s_mkdirs(d) < 0)
+        return -1;
+    s_unique_name(name, sizeof(name), "");
+    snprintf(name + strlen(name), sizeof(name) - strlen(name), "-%d.json", (int)getpid());
+    char *text = NULL;
+    int n = asprintf(&text, "%s\n%s\n%s", target, key, payload);
+    if (n < 0)
+        return errno = ENOMEM, -1;
+    int rc = s_write_atomic(d, name, text, (size_t)n);
+    free(text);
     return rc;
 }

@@ -33,4 +33,16 @@ bool rf_sgevent_filter_ok(const rf_sg_event_t *ev, const char *key, int64_t size
 int rf_sgevent_write(const char *state_dir, const char *kind, const char *bucket, const char *key, int64_t size,
                      const char *etag, char *id_out, size_t id_len);
 
+/* Where other processes (the gateway's storage uploads) leave webhooks
+ * for the scheduler's persistent outbox: STATE/outbox-in/. A scheduler
+ * moves each file into its own outbox (a rename: one node takes it) and
+ * delivers it at least once, like its own (sg_outbox.c). */
+#define RF_OUTBOX_IN_DIR "outbox-in"
+
+/* Writes one outbox file "TARGET\nKEY\nPAYLOAD" into dir (created with
+ * its parents if missing): written, fsynced, renamed in, named so that
+ * files sort by time. target: an http(s) URL, kafka://HOST:PORT[,…]/TOPIC
+ * or an absolute .js hook; key: the idempotency key. 0, or -1 with errno. */
+int rf_outbox_write(const char *dir, const char *target, const char *key, const char *payload);
+
 #endif

@@ -280,8 +280,9 @@ int gw_lookup(gw_req_t *rc);
 
 /* gw_storage.c: the object-storage tier and the backup pipe. */
 typedef struct gw_storage_t gw_storage_t;
-/* Starts the probe and upload threads. NULL when out of memory. */
-gw_storage_t *gw_storage_new(void);
+/* Starts the probe and upload threads; upload events go to
+ * STATE_DIR/outbox-in (storgate_scheduler.state_dir). NULL when out of memory. */
+gw_storage_t *gw_storage_new(const char *state_dir);
 /* Stops the threads (after the loops: no request asks any more). */
 void gw_storage_destroy(gw_storage_t **st_p);
 /* The stage: 1 when the request waits for a storage probe (it goes on

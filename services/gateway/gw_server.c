@@ -409,7 +409,7 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         host[sizeof(host) - 1] = '\0';
         snprintf(srv.via, sizeof(srv.via), "1.1 %s:%d", host, srv.cfg->gateway.listen.port);
     }
-    if ((srv.storage = gw_storage_new()) == NULL) {
+    if ((srv.storage = gw_storage_new(srv.cfg->storgate_scheduler.state_dir)) == NULL) {
         rf_error("cannot start the object-storage threads");
         gw_vhosts_unref(&vhosts);
         goto done;

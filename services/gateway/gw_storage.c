@@ -53,6 +53,7 @@
 #include "rf_log.h"
 #include "rf_path.h"
 #include "rf_s3c.h"
+#include "rf_sgevent.h"
 #include "rf_ttl.h"
 
 #define GW_STORAGE_PROBERS 4
@@ -71,6 +72,7 @@ struct gw_sjob_t {
     gw_vhosts_t *vhosts; /* one reference: keeps vhost and ep valid */
     const rf_vhost_conf_t *vhost;
     const rf_s3ep_t *ep;
+    const rf_s3tier_conf_t *tier; /* the vhost's storage or backup */
     char *key; /* the S3 key (malloc'd) */
     char *url; /* for x-amz-meta-refract-url (malloc'd) */
     char request_id[40];
@@ -106,6 +108,7 @@ typedef struct {
 struct gw_storage_t {
     s_pool_t probes, uploads;
     atomic_bool stop;
+    char outbox_in[600]; /* STATE/outbox-in: upload events for the scheduler's outbox */
 };
 
 /* ---- jobs ----------------------------------------------------------------------- */
@@ -150,6 +153,7 @@ static gw_sjob_t *s_job_new(gw_req_t *rc, s_kind_t kind, const rf_s3tier_conf_t 
     gw_vhosts_ref(j->vhosts);
     j->vhost = rc->vhost;
     j->ep = &tier->ep;
+    j->tier = tier;
     atomic_init(&j->refs, 1);
     memcpy(j->request_id, rc->request_id, sizeof(j->request_id));
     j->url = h2o_concat(&rc->req->pool, rc->path, rc->query).base;
@@ -437,7 +441,29 @@ static size_t s_put_headers(gw_sjob_t *j, char **lines, size_t max, char **ctype
     return n;
 }
 
-static void s_upload(rf_s3c_t *c, gw_sjob_t *j, int efd, atomic_bool *stop)
+/* The upload's completion or failure event, left for the scheduler's
+ * persistent outbox (rf_outbox_write): delivered at least once to the
+ * tier's `events` target, with the fill's request id and the kind as the
+ * idempotency key. Skipped uploads (nothing the cache keeps) raise none. */
+static void s_upload_event(gw_storage_t *st, gw_sjob_t *j, bool ok, uint64_t bytes, const char *why)
+{
+    char key[80];
+    snprintf(key, sizeof(key), "%s-%s", j->request_id, j->what);
+    json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "id", key, "event",
+                          ok ? "storage.upload.completed" : "storage.upload.failed", "kind", j->what, "vhost",
+                          j->vhost->name, "url", j->url ? j->url : "", "bucket", j->ep->bucket, "key", j->key,
+                          "request_id", j->request_id, "bytes", (json_int_t)bytes, "time", (json_int_t)time(NULL));
+    if (e != NULL && !ok)
+        json_object_set_new(e, "error", json_string(why));
+    char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
+    json_decref(e);
+    if (text == NULL || rf_outbox_write(st->outbox_in, j->tier->events, key, text) < 0)
+        rf_log(RF_LOG_ERROR, j->request_id, "%s upload event for %s could not be written to %s: %s", j->what, j->key,
+               st->outbox_in, strerror(errno));
+    free(text);
+}
+
+static void s_upload(gw_storage_t *st, rf_s3c_t *c, gw_sjob_t *j, int efd, atomic_bool *stop)
 {
     s_follow_t f = {.efd = efd, .stop = stop};
     const char *result = "skipped";
@@ -463,6 +489,8 @@ static void s_upload(rf_s3c_t *c, gw_sjob_t *j, int efd, atomic_bool *stop)
         free(lines[i]);
     free(ctype);
     result = rc == 0 ? "ok" : "failed";
+    if (j->tier->events != NULL)
+        s_upload_event(st, j, rc == 0, total, why);
     if (rc < 0)
         rf_log(RF_LOG_WARN, j->request_id, "%s upload %s to %s failed (nothing left in S3): %s", j->what, j->key,
                j->ep->name, why);
@@ -635,7 +663,7 @@ static void *s_thread(void *arg)
         } else if (j->kind == S_PROBE) {
             s_probe(c, j);
         } else if (j->kind == S_UPLOAD) {
-            s_upload(c, j, efd, &p->st->stop);
+            s_upload(p->st, c, j, efd, &p->st->stop);
         } else if (j->kind == S_WARM) {
             s_warm(j);
         } else {
@@ -841,11 +869,12 @@ static void s_pool_stop(s_pool_t *p)
     pthread_cond_destroy(&p->cv);
 }
 
-gw_storage_t *gw_storage_new(void)
+gw_storage_t *gw_storage_new(const char *state_dir)
 {
     gw_storage_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return NULL;
+    snprintf(st->outbox_in, sizeof(st->outbox_in), "%s/%s", state_dir, RF_OUTBOX_IN_DIR);
     atomic_init(&st->stop, false);
     if (s_pool_start(st, &st->probes, GW_STORAGE_PROBERS, S_PROBE) < 0 ||
         s_pool_start(st, &st->uploads, GW_STORAGE_UPLOADERS, S_UPLOAD) < 0) {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "rf_log.h"
+#include "rf_sgevent.h"
 #include "sg.h"
 #include "sg_kafka.h"
 
@@ -39,11 +40,11 @@ typedef struct {
 
 struct sg_outbox_t {
     char dir[600];
+    char in_dir[600]; /* STATE/outbox-in: other processes' webhooks, adopted by a rename */
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     atomic_int stop;
-    uint64_t seq;
     s_backoff_t *backoff; /* delivery thread only */
     size_t n_backoff;
     sg_kafka_t *kafka; /* delivery thread only: made at the first kafka:// target */
@@ -70,34 +71,8 @@ int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const cha
         rf_metric_add(sg_m.webhooks, l, 1);
         return -1;
     }
-    char name[64], tmp[700], path[700];
-    pthread_mutex_lock(&o->mu);
-    uint64_t seq = ++o->seq;
-    pthread_mutex_unlock(&o->mu);
-    /* ordered by time; the pid and random bits keep nodes that share the
-     * outbox directory (one machine, or NFS) from choosing the same name */
-    unsigned r = 0;
-    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        r = (unsigned)seq * 2654435761u;
-    snprintf(name, sizeof(name), "%016llx-%08llx-%d-%08x.json", (unsigned long long)s_now_ms(),
-             (unsigned long long)seq, (int)getpid(), r);
-    snprintf(tmp, sizeof(tmp), "%s/.%s", o->dir, name);
-    snprintf(path, sizeof(path), "%s/%s", o->dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
+    if (rf_outbox_write(o->dir, target, key, payload) < 0)
         return -1;
-    FILE *f = fdopen(fd, "w");
-    if (f == NULL) {
-        close(fd);
-        unlink(tmp);
-        return -1;
-    }
-    int ok = fprintf(f, "%s\n%s\n%s", target, key, payload) > 0 && fflush(f) == 0 && fsync(fd) == 0;
-    fclose(f);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
     pthread_mutex_lock(&o->mu);
     pthread_cond_signal(&o->cv);
     pthread_mutex_unlock(&o->mu);
@@ -193,9 +168,30 @@ static int s_name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Moves the files other processes left in STATE/outbox-in into this
+ * node's outbox: a rename, so of several nodes sharing STATE exactly one
+ * takes each file, and from then on it is delivered like our own. */
+static void s_adopt(sg_outbox_t *o)
+{
+    DIR *d = opendir(o->in_dir);
+    for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
+        size_t l = strlen(de->d_name);
+        if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
+            continue;
+        char from[900], to[900];
+        snprintf(from, sizeof(from), "%s/%s", o->in_dir, de->d_name);
+        snprintf(to, sizeof(to), "%s/%s", o->dir, de->d_name);
+        if (rename(from, to) == 0)
+            rf_info("storgate outbox: took %s from %s", de->d_name, o->in_dir);
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
 /* One pass over the directory: delivers what is due. Returns the files left. */
 static int s_pass(sg_outbox_t *o, CURL *c)
 {
+    s_adopt(o);
     DIR *d = opendir(o->dir);
     if (d == NULL)
         return 0;
@@ -304,6 +300,7 @@ sg_outbox_t *sg_outbox_new(const char *state_dir, const char *node, char *why, s
     pthread_cond_init(&o->cv, NULL);
     /* one outbox per node: nodes that share STATE must not deliver each
      * other's files (twice), and a node restarted under its name resumes its own */
+    snprintf(o->in_dir, sizeof(o->in_dir), "%s/%s", state_dir, RF_OUTBOX_IN_DIR);
     snprintf(o->dir, sizeof(o->dir), "%s/outbox", state_dir);
     mkdir(o->dir, 0700);
     snprintf(o->dir, sizeof(o->dir), "%s/outbox/%s", state_dir, node);

@@ -61,12 +61,14 @@ def _uploads(st, vhost, kind="storage", result="ok"):
     return st.metric("refract_storage_uploads_total", vhost=vhost, kind=kind, result=result) or 0
 
 
-def _stack(make_stack, sw, origin, prefix, workers=1, cdn_purge=None):
+def _stack(make_stack, sw, origin, prefix, workers=1, cdn_purge=None, events=None):
     vh = {"name": "t.test", "default": True, "origin": origin.url,
           "cache": {"enable": True, "override_origin": True, "ttl": {"res2xx": "1h"}},
           "storage": {"s3": "swiftstore", "prefix": prefix}}
     if cdn_purge:
         vh["storage"]["cdn_purge"] = cdn_purge
+    if events:
+        vh["storage"]["events"] = events
     storgate = {"aws_s3": [{"name": "swiftstore", "endpoint": sw.s3_endpoint, "region": sw.region,
                             "access_key": sw.access_key, "secret_key": sw.secret_key, "bucket": BUCKET}]}
     return make_stack([vh], workers=workers, gateway={"admin_token": TOKEN}, storgate=storgate)
@@ -127,6 +129,7 @@ class _CdnHook:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 got.append((self.path, self.headers.get("Content-Type"), json.loads(body)))
+                self.server.headers.append(dict(self.headers.items()))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -135,6 +138,7 @@ class _CdnHook:
                 pass
 
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.headers = self.headers = []
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/purge"
 
@@ -256,3 +260,29 @@ def test_admin_prewarm(make_stack, sw, origin):
     r = a.get("/photo.jpg/dims/resize/90x", host="t.test")
     assert r.headers["Cache-Status"].startswith("refract; hit"), r.headers["Cache-Status"]
     assert res[1]["request_id"] in a.gw.log()
+
+
+def test_upload_events_reach_the_outbox_while_the_scheduler_is_down(make_stack, sw, origin):
+    """storage.events: each upload's completion (or failure) event is left
+    for storgate's persistent outbox, so it is delivered even though no
+    scheduler runs when the upload ends: one starts later, takes the files
+    and delivers each once, with the idempotency key."""
+    hook = _CdnHook()
+    a = _stack(make_stack, sw, origin, "t7/", events=hook.url)
+    assert a.get("/photo.jpg/dims/resize/80x", host="t.test").status_code == 200
+    assert a.get("/_cut?size=20971520&sent=12582912", host="t.test").status_code == 200
+    _wait(lambda: _uploads(a, "t.test") == 1 and _uploads(a, "t.test", result="failed") == 1, 30, "the uploads")
+    inbox = os.path.join(a.config["storgate_scheduler"]["state_dir"], "outbox-in")
+    _wait(lambda: len([f for f in os.listdir(inbox) if f.endswith(".json")]) == 2, 10, "two events waiting")
+    time.sleep(0.5)
+    assert hook.got == []  # nobody delivers them yet
+    a.add_scheduler()
+    _wait(lambda: len(hook.got) == 2, 30, "the two events delivered\n" + a.schedulers[0].log())
+    ev = {g[2]["event"]: g[2] for g in hook.got}
+    done, failed = ev["storage.upload.completed"], ev["storage.upload.failed"]
+    assert done["url"] == "/photo.jpg/dims/resize/80x" and done["kind"] == "storage" and done["bucket"] == BUCKET
+    assert done["key"] in _keys(sw, "t7/") and done["bytes"] > 0
+    assert failed["url"].startswith("/_cut") and failed["error"], failed
+    assert sorted(h["Idempotency-Key"] for h in hook.headers) == sorted([done["id"], failed["id"]])
+    assert [f for f in os.listdir(inbox) if f.endswith(".json")] == []
+    hook.close()
