@@ -200,17 +200,26 @@ def test_kill_mid_upload_leaves_no_object(make_stack, sw, origin):
 
 
 def test_backup_pipe_copies_the_stream(make_stack, sw, origin, media):
-    """backup: the seed's module string. A 3 MiB object fetched through a
-    reader that takes its time lands in S3 at PREFIX + path, byte-exact, from
-    the one origin read; a fill that breaks off leaves nothing."""
+    """backup: the seed's module string. A 3 MiB object read by a slow
+    client lands in S3 at PREFIX + path, byte-exact, from the one origin
+    read, while that client has read only a third of it; a fill that breaks
+    off leaves nothing."""
     st = make_stack([{"name": "b.test", "default": True, "origin": origin.url, "cache": {"enable": True, "override_origin": True, "ttl": {"res2xx": "1h"}},
                       "backup": {"s3": _module(sw), "prefix": "mirror/"}}], workers=0)
     before = _origin_hits(origin, "/_slow")
-    r = st.get("/_slow?size=3145728&secs=2", host="b.test")
-    assert r.status_code == 200 and len(r.content) == 3145728
-    _wait(lambda: _uploads(st, "b.test", kind="backup") == 1, 30, "the backup\n" + st.gw.log())
+    # the client reads 64 KiB every 50 ms (about 1.3 MB/s): the copy to S3
+    # follows the origin, not this reader, and is complete before it is
+    r = st.get("/_slow?size=3145728&secs=1", host="b.test", stream=True)
+    assert r.status_code == 200
+    got, uploaded_before_read = b"", None
+    for chunk in r.iter_content(65536):
+        got += chunk
+        if uploaded_before_read is None and len(got) >= 1 << 20:
+            uploaded_before_read = _wait(lambda: _uploads(st, "b.test", kind="backup") == 1, 10, "the backup")
+        time.sleep(0.05)
+    assert len(got) == 3145728 and uploaded_before_read
     body = sw.client().get_object(Bucket=BUCKET, Key="mirror/_slow")["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(r.content).hexdigest()
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(got).hexdigest()
     assert _origin_hits(origin, "/_slow") == before + 1
     r = st.get("/_cut?size=2000000&sent=1000000", host="b.test")
     _wait(lambda: _uploads(st, "b.test", kind="backup", result="failed") == 1, 30, "the failed backup")
