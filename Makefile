@@ -200,6 +200,10 @@ build/fuzz/fuzz_range: services/gateway/gw_http_parse.c services/gateway/gw_http
 build/fuzz/fuzz_vid_index: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_core.c $(AV_LIBS)
 build/fuzz/fuzz_vid_index: services/video-worker/vid_core.c services/video-worker/vid_core.h
 
+# The pre-warm message parser (everything it reads comes from Kafka).
+build/fuzz/fuzz_prewarm: FUZZ_EXTRA = -Iservices/prewarm services/prewarm/pw_msg.c
+build/fuzz/fuzz_prewarm: services/prewarm/pw_msg.c services/prewarm/pw.h
+
 # rf_tmpl.c embeds the vendored Nunjucks bundle with .incbin (from the
 # repository root): rebuild what compiles it when the bundle changes.
 $(O)/obj/common/rf_tmpl.o build/fuzz/obj/common/rf_tmpl.o: third_party/nunjucks/nunjucks.min.js

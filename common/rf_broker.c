@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "rf_log.h"
 
 typedef struct {
     rf_metric_t *jobs, *job_duration, *workers, *capacity, *credit, *queue_depth, *inflight, *retries, *deaths;
+    rf_metric_t *background; /* {service,event}: submitted, promoted, displaced */
 } s_metrics_t;
 
 typedef struct s_service_t s_service_t;
@@ -31,9 +33,14 @@ typedef struct {
     int64_t expiry_us, last_sent_us, last_dispatch_us;
 } s_worker_t;
 
+/* Two FIFOs, so that live jobs go first without any search: a live job
+ * never waits behind pre-warm work queued before it. Background jobs wait
+ * as long as live ones are queued; their deadline (bus.job_timeout) still
+ * bounds that wait. */
 struct s_service_t {
     char name[RF_BUS_MAX_SERVICE + 1];
-    zlistx_t *queue;   /* rf_job_t* waiting, FIFO */
+    zlistx_t *queue;    /* rf_job_t* live, waiting, FIFO */
+    zlistx_t *bg_queue; /* rf_job_t* background, waiting, FIFO: dispatched when `queue` is empty */
     zlistx_t *workers; /* s_worker_t* (borrowed from the workers map) */
     int64_t orphaned_us; /* when the last worker went away; 0 = never had one */
 };
@@ -87,6 +94,12 @@ static int s_abandoned(rf_job_t *job)
     return atomic_load(&job->abandoned) != 0 || (job->watch != NULL && atomic_load(job->watch) != 0);
 }
 
+/* Whether the job waits behind live ones: background and not promoted. */
+static bool s_is_background(rf_job_t *job)
+{
+    return job->background && atomic_load(&job->promoted) == 0;
+}
+
 /* ---- job return ------------------------------------------------------ */
 
 /* Returns the job to its submitter; the broker must not touch it after. */
@@ -107,7 +120,33 @@ static void s_finish(s_broker_t *b, rf_job_t *job, rf_job_outcome_t outcome, con
     job->done(job, job->done_arg);
 }
 
+/* Counts a background job's event: "submitted", "promoted" (a client
+ * joined it) or "displaced" (gave its place in a full queue to a live job). */
+static void s_background_event(s_broker_t *b, const rf_job_t *job, const char *event)
+{
+    const char *l[] = {job->service, event};
+    rf_metric_add(b->m->background, l, 1);
+}
+
 /* ---- services and workers ------------------------------------------------ */
+
+/* The FIFO a waiting job of `s` belongs in. */
+static zlistx_t *s_queue_of(s_service_t *s, rf_job_t *job)
+{
+    return s_is_background(job) ? s->bg_queue : s->queue;
+}
+
+/* The FIFO the next job is taken from: live jobs first. */
+static zlistx_t *s_queue_next(s_service_t *s)
+{
+    return zlistx_size(s->queue) > 0 ? s->queue : s->bg_queue;
+}
+
+/* Jobs of `s` waiting, live and background. */
+static size_t s_queued(s_service_t *s)
+{
+    return zlistx_size(s->queue) + zlistx_size(s->bg_queue);
+}
 
 /* Updates the service's gauges (no-op without metrics). */
 static void s_service_gauges(s_broker_t *b, s_service_t *s)
@@ -123,7 +162,7 @@ static void s_service_gauges(s_broker_t *b, s_service_t *s)
     rf_metric_set(b->m->capacity, l, cap);
     rf_metric_set(b->m->credit, l, credit);
     rf_metric_set(b->m->inflight, l, inflight);
-    rf_metric_set(b->m->queue_depth, l, (double)zlistx_size(s->queue));
+    rf_metric_set(b->m->queue_depth, l, (double)s_queued(s));
 }
 
 static void s_service_free(void **item)
@@ -132,6 +171,7 @@ static void s_service_free(void **item)
     if (s == NULL)
         return;
     zlistx_destroy(&s->queue);
+    zlistx_destroy(&s->bg_queue);
     zlistx_destroy(&s->workers);
     free(s);
     *item = NULL;
@@ -147,7 +187,13 @@ static s_service_t *s_service_get(s_broker_t *b, const char *name)
         return NULL;
     snprintf(s->name, sizeof(s->name), "%s", name);
     s->queue = zlistx_new();
+    s->bg_queue = zlistx_new();
     s->workers = zlistx_new();
+    if (s->queue == NULL || s->bg_queue == NULL || s->workers == NULL) {
+        void *item = s;
+        s_service_free(&item);
+        return NULL;
+    }
     zhashx_insert(b->services, name, s);
     return s;
 }
@@ -171,8 +217,9 @@ static int s_send_cmd(s_broker_t *b, s_worker_t *w, rf_bus_cmd_t cmd, uint64_t i
 static void s_dispatch(s_broker_t *b, s_service_t *s);
 static void s_service_gauges(s_broker_t *b, s_service_t *s);
 
-/* Forgets a worker: its unanswered jobs go back to the head of the queue
- * while they have retries left (proto/rfb.md 3.3), else fail. */
+/* Forgets a worker: its unanswered jobs go back to the head of their
+ * queue (live or background) while they have retries left (proto/rfb.md
+ * 3.3), else fail. */
 static void s_worker_delete(s_broker_t *b, s_worker_t *w, const char *reason)
 {
     s_service_t *s = w->service;
@@ -193,7 +240,7 @@ static void s_worker_delete(s_broker_t *b, s_worker_t *w, const char *reason)
             const char *l[] = {s->name};
             rf_metric_add(b->m->retries, l, 1);
             rf_log(RF_LOG_WARN, job->spec.request_id, "bus: retrying %s job after its worker died", s->name);
-            zlistx_add_start(s->queue, job);
+            zlistx_add_start(s_queue_of(s, job), job);
         } else {
             s_finish(b, job, RF_JOB_UNAVAILABLE, "the worker running this job died, and so did the retry");
         }
@@ -263,7 +310,7 @@ static int s_send_job(s_broker_t *b, s_worker_t *w, rf_job_t *job)
  * when the worker reclaims it (s_on_ready). */
 static void s_credit_sync(s_broker_t *b, s_service_t *s)
 {
-    int queued = (int)zlistx_size(s->queue);
+    int queued = (int)s_queued(s);
     if (queued == 0)
         return;
     int64_t now = s_now_us();
@@ -280,24 +327,26 @@ static void s_credit_sync(s_broker_t *b, s_service_t *s)
     }
 }
 
-/* Sends queued jobs of `s` to workers while any may take one. */
+/* Sends queued jobs of `s` to workers while any may take one: every live
+ * job first, then background ones. */
 static void s_dispatch(s_broker_t *b, s_service_t *s)
 {
     rf_job_t *job;
-    while ((job = zlistx_first(s->queue)) != NULL) {
+    zlistx_t *q;
+    while ((job = zlistx_first(q = s_queue_next(s))) != NULL) {
         if (s_abandoned(job)) {
-            zlistx_delete(s->queue, zlistx_cursor(s->queue));
+            zlistx_delete(q, zlistx_cursor(q));
             s_finish(b, job, RF_JOB_CANCELLED, "client went away");
             continue;
         }
         s_worker_t *w = s_pick(s);
         if (w == NULL)
             break;
-        zlistx_delete(s->queue, zlistx_cursor(s->queue));
+        zlistx_delete(q, zlistx_cursor(q));
         if (s_send_job(b, w, job) < 0) {
             /* The peer is gone (ROUTER_MANDATORY): put the job back and
              * forget the worker, which re-dispatches. */
-            zlistx_add_start(s->queue, job);
+            zlistx_add_start(q, job);
             s_worker_delete(b, w, "unreachable");
             return;
         }
@@ -339,7 +388,7 @@ static void s_on_ready(s_broker_t *b, zframe_t **identity, const char *key, rf_b
         }
         if (w->credit_mode && r.reclaim > 0) {
             /* Give back what we have not used; the answer is due even if 0. */
-            rf_demand_t d = {.queued = (int)zlistx_size(w->service->queue)};
+            rf_demand_t d = {.queued = (int)s_queued(w->service)};
             d.returned = r.reclaim < w->credit ? r.reclaim : w->credit;
             w->credit -= d.returned;
             zmsg_t *msg = rf_bus_encode_demand(&d);
@@ -454,12 +503,61 @@ static void s_on_router(s_broker_t *b)
 
 /* ---- submissions ---------------------------------------------------------- */
 
+/* Moves promoted background jobs (rf_job_promote) to the end of the live
+ * FIFO, in their order: a live client waits for them now. Called at each
+ * tick, and before a full queue displaces a background job, but not at
+ * each dispatch: the background FIFO is walked about once a tick. */
+static void s_promote(s_broker_t *b, s_service_t *s)
+{
+    void *h = zlistx_first(s->bg_queue);
+    while (h != NULL) {
+        rf_job_t *job = h;
+        void *cur = zlistx_cursor(s->bg_queue);
+        h = zlistx_next(s->bg_queue);
+        if (atomic_load(&job->promoted) != 0) {
+            zlistx_delete(s->bg_queue, cur);
+            zlistx_add_end(s->queue, job);
+            s_background_event(b, job, "promoted");
+            rf_log(RF_LOG_DEBUG, job->spec.request_id, "bus: background %s job promoted: a client waits for it",
+                   s->name);
+        }
+    }
+}
+
+/* A full queue and a live `job`: the newest background job gives up its
+ * place (fails UNAVAILABLE, so pre-warm retries it later), so that queued
+ * pre-warm work never turns a client away. The newest, because the
+ * oldest has waited longest. 0 when a place was made, -1 when none can be
+ * (the job is background itself, or every queued job is live). */
+static int s_make_room(s_broker_t *b, s_service_t *s, rf_job_t *job)
+{
+    if (s_is_background(job))
+        return -1;
+    s_promote(b, s); /* a promoted job is a live one: it keeps its place */
+    if (zlistx_size(s->bg_queue) == 0)
+        return -1;
+    rf_job_t *victim = zlistx_last(s->bg_queue);
+    zlistx_delete(s->bg_queue, zlistx_cursor(s->bg_queue));
+    s_background_event(b, victim, "displaced");
+    if (s_abandoned(victim)) {
+        s_finish(b, victim, RF_JOB_CANCELLED, "client went away");
+    } else {
+        char why[160];
+        snprintf(why, sizeof(why), "%s queue is full (%d waiting): a background job gave its place to a live one",
+                 s->name, b->cfg->bus.queue_max);
+        s_finish(b, victim, RF_JOB_UNAVAILABLE, why);
+    }
+    return 0;
+}
+
 static void s_on_submit(s_broker_t *b, rf_job_t *job)
 {
     job->id = ++b->next_id;
     job->submitted_us = s_now_us();
     int timeout_ms = job->timeout_ms > 0 ? job->timeout_ms : b->cfg->bus.job_timeout_ms;
     job->deadline_us = job->submitted_us + (int64_t)timeout_ms * 1000;
+    if (job->background)
+        s_background_event(b, job, "submitted");
     s_service_t *s = s_service_get(b, job->service);
     if (s == NULL) {
         s_finish(b, job, RF_JOB_UNAVAILABLE, "out of memory");
@@ -474,17 +572,50 @@ static void s_on_submit(s_broker_t *b, rf_job_t *job)
         s_finish(b, job, RF_JOB_UNAVAILABLE, why);
         return;
     }
-    if ((int)zlistx_size(s->queue) >= b->cfg->bus.queue_max && s_pick(s) == NULL) {
+    if ((int)s_queued(s) >= b->cfg->bus.queue_max && s_pick(s) == NULL && s_make_room(b, s, job) < 0) {
         char why[96];
         snprintf(why, sizeof(why), "%s queue is full (%d waiting)", s->name, b->cfg->bus.queue_max);
         s_finish(b, job, RF_JOB_UNAVAILABLE, why);
         return;
     }
-    zlistx_add_end(s->queue, job);
+    zlistx_add_end(s_queue_of(s, job), job);
     s_dispatch(b, s);
 }
 
 /* ---- timers ---------------------------------------------------------------- */
+
+/* Hands back every job of queue `q` as UNAVAILABLE with `why` (or
+ * CANCELLED when abandoned). */
+static void s_fail_queue(s_broker_t *b, zlistx_t *q, const char *why)
+{
+    rf_job_t *job;
+    while ((job = zlistx_first(q)) != NULL) {
+        zlistx_delete(q, zlistx_cursor(q));
+        if (s_abandoned(job))
+            s_finish(b, job, RF_JOB_CANCELLED, "client went away");
+        else
+            s_finish(b, job, RF_JOB_UNAVAILABLE, why);
+    }
+}
+
+/* Hands back the jobs of queue `q` that are abandoned or past their
+ * deadline. */
+static void s_expire_queue(s_broker_t *b, zlistx_t *q, int64_t now)
+{
+    void *h = zlistx_first(q);
+    while (h != NULL) {
+        rf_job_t *job = h;
+        void *cur = zlistx_cursor(q);
+        h = zlistx_next(q);
+        if (s_abandoned(job) || job->deadline_us <= now) {
+            zlistx_delete(q, cur);
+            if (s_abandoned(job))
+                s_finish(b, job, RF_JOB_CANCELLED, "client went away");
+            else
+                s_finish(b, job, RF_JOB_TIMEOUT, "no worker was free before the deadline");
+        }
+    }
+}
 
 static void s_tick(s_broker_t *b)
 {
@@ -519,28 +650,12 @@ static void s_tick(s_broker_t *b)
             char why[128];
             snprintf(why, sizeof(why), "no %s worker is connected (none for %" PRId64 " ms)", s->name,
                      (now - s->orphaned_us) / 1000);
-            rf_job_t *job;
-            while ((job = zlistx_first(s->queue)) != NULL) {
-                zlistx_delete(s->queue, zlistx_cursor(s->queue));
-                if (s_abandoned(job))
-                    s_finish(b, job, RF_JOB_CANCELLED, "client went away");
-                else
-                    s_finish(b, job, RF_JOB_UNAVAILABLE, why);
-            }
+            s_fail_queue(b, s->queue, why);
+            s_fail_queue(b, s->bg_queue, why);
         }
-        void *h = zlistx_first(s->queue);
-        while (h != NULL) {
-            rf_job_t *job = h;
-            void *cur = zlistx_cursor(s->queue);
-            h = zlistx_next(s->queue);
-            if (s_abandoned(job) || job->deadline_us <= now) {
-                zlistx_delete(s->queue, cur);
-                if (s_abandoned(job))
-                    s_finish(b, job, RF_JOB_CANCELLED, "client went away");
-                else
-                    s_finish(b, job, RF_JOB_TIMEOUT, "no worker was free before the deadline");
-            }
-        }
+        s_expire_queue(b, s->queue, now);
+        s_expire_queue(b, s->bg_queue, now);
+        s_promote(b, s);
         s_service_gauges(b, s);
     }
 
@@ -627,11 +742,8 @@ static void s_broker_actor(zsock_t *pipe, void *argp)
     zpoller_destroy(&poller);
     /* Hand every job back so no request waits on a broker that is gone. */
     for (s_service_t *s = zhashx_first(b.services); s; s = zhashx_next(b.services)) {
-        rf_job_t *job;
-        while ((job = zlistx_first(s->queue)) != NULL) {
-            zlistx_delete(s->queue, zlistx_cursor(s->queue));
-            s_finish(&b, job, RF_JOB_UNAVAILABLE, "the gateway is shutting down");
-        }
+        s_fail_queue(&b, s->queue, "the gateway is shutting down");
+        s_fail_queue(&b, s->bg_queue, "the gateway is shutting down");
     }
     for (s_worker_t *w = zhashx_first(b.workers); w; w = zhashx_next(b.workers)) {
         rf_job_t *job;
@@ -676,6 +788,11 @@ static void s_declare_metrics(s_metrics_t *m, rf_metrics_t *reg)
     m->deaths = rf_metrics_declare(reg, RF_METRIC_COUNTER, "refract_bus_worker_deaths_total",
                                    "Workers forgotten, by reason (expired, disconnect, unreachable)", "service,reason",
                                    NULL, 0);
+    m->background = rf_metrics_declare(
+        reg, RF_METRIC_COUNTER, "refract_bus_background_jobs_total",
+        "Background (pre-warm) jobs, by event: submitted, promoted (a client joined it), displaced (gave its place "
+        "in a full queue to a live job)",
+        "service,event", NULL, 0);
 }
 
 rf_broker_t *rf_broker_new(const rf_config_t *cfg, rf_metrics_t *metrics, char **err)
@@ -762,12 +879,24 @@ rf_job_t *rf_job_new(const char *service, const char *request_id)
         return NULL;
     }
     atomic_init(&job->abandoned, 0);
+    atomic_init(&job->promoted, 0);
     return job;
 }
 
 void rf_job_abandon(rf_job_t *job)
 {
     atomic_store(&job->abandoned, 1);
+}
+
+void rf_job_promote(rf_job_t *job)
+{
+    atomic_store(&job->promoted, 1);
+}
+
+bool rf_priority_background(const char *value, size_t len)
+{
+    return value != NULL && len == strlen(RF_PRIORITY_BACKGROUND) &&
+           strncasecmp(value, RF_PRIORITY_BACKGROUND, len) == 0;
 }
 
 void rf_job_destroy(rf_job_t **job_p)

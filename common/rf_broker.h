@@ -14,6 +14,14 @@
  *  Queued jobs of a service with no live worker fail after
  *  bus.no_worker_grace.
  *
+ *  Live jobs go first: each service has two FIFOs, and a queued
+ *  `background` job (pre-warm work) is dispatched only when no live job of
+ *  its service waits. When the queue is full, a live job takes the place
+ *  of the newest queued background job, which fails UNAVAILABLE. A
+ *  background job a live client now waits for is moved to the live FIFO
+ *  (rf_job_promote). The order is this broker's alone: it is not on the
+ *  wire, and a running job is never pre-empted.
+ *
  *  Metrics (declared in the registry given to rf_broker_new, if any):
  *    refract_bus_jobs_total{service,outcome}        counter
  *    refract_bus_job_duration_seconds{service}      histogram
@@ -24,16 +32,29 @@
  *    refract_bus_jobs_inflight{service}             gauge
  *    refract_bus_job_retries_total{service}         counter
  *    refract_bus_worker_deaths_total{service,reason} counter
+ *    refract_bus_background_jobs_total{service,event} counter
  */
 #ifndef RF_BROKER_H
 #define RF_BROKER_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "rf_bus.h"
 #include "rf_config.h"
 #include "rf_metrics.h"
+
+/* The request header that marks a request's bus jobs as background work
+ * when its value is RF_PRIORITY_BACKGROUND (case-insensitive):
+ * refract-prewarm sends it, the gateway sets rf_job_t.background from it.
+ * Any other value, or none, is live. */
+#define RF_PRIORITY_HEADER "x-refract-priority"
+#define RF_PRIORITY_BACKGROUND "background"
+
+/* Whether a RF_PRIORITY_HEADER value (value, len: borrowed) asks for
+ * background work. */
+bool rf_priority_background(const char *value, size_t len);
 
 typedef struct rf_broker_t rf_broker_t;
 typedef struct rf_submitter_t rf_submitter_t;
@@ -60,10 +81,12 @@ struct rf_job_t {
     void *body;         /* source bytes, owned by the job (free()); NULL when by reference */
     size_t body_len;
     int timeout_ms; /* from submission; 0 = bus.job_timeout */
+    bool background; /* dispatched only while no live job of its service waits */
     rf_job_done_fn *done;
     void *done_arg;
     const atomic_int *watch; /* a submitter's own flag that also abandons the job; may be NULL */
     atomic_int abandoned;    /* rf_job_abandon */
+    atomic_int promoted;     /* rf_job_promote: a background job queued as a live one from now on */
     /* Release/acquire pair around the hand-over through the inproc socket:
      * libzmq orders it, but with atomics ThreadSanitizer cannot see. */
     atomic_int handed;
@@ -112,6 +135,12 @@ rf_job_t *rf_job_new(const char *service, const char *request_id);
  * still comes back through `done`, as CANCELLED unless it finished first.
  * Callable from any thread while the job is out. */
 void rf_job_abandon(rf_job_t *job);
+
+/* Asks the broker to treat a queued background job as live from now on
+ * (a live client waits for its result): it moves to the end of the live
+ * FIFO at the broker's next tick (at most 50 ms). No effect on a live or
+ * dispatched job. Callable from any thread while the job is out. */
+void rf_job_promote(rf_job_t *job);
 
 /* Frees a returned job (spec, body, reply); safe on NULL and twice. */
 void rf_job_destroy(rf_job_t **job_p);

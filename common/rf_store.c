@@ -45,6 +45,7 @@ typedef struct {
 
 struct rf_obj_t {
     atomic_int refs;
+    atomic_bool wanted; /* a client waits for the fill (rf_obj_set_wanted) */
     pthread_mutex_t mu;
     rf_store_t *store; /* one reference */
     uint64_t h;        /* seeded hash: index and eviction key */
@@ -346,6 +347,7 @@ static rf_obj_t *s_obj_new(rf_store_t *s, const char *key, size_t len, uint64_t 
         return NULL;
     }
     atomic_init(&o->refs, 1);
+    atomic_init(&o->wanted, false);
     pthread_mutex_init(&o->mu, NULL);
     memcpy(o->key, key, len);
     o->key[len] = '\0';
@@ -493,6 +495,16 @@ int rf_obj_error(rf_obj_t *o, const char **why)
     *why = o->err_why; /* written once, before the FAILED state readers act on */
     pthread_mutex_unlock(&o->mu);
     return st;
+}
+
+void rf_obj_set_wanted(rf_obj_t *o)
+{
+    atomic_store(&o->wanted, true);
+}
+
+bool rf_obj_wanted(rf_obj_t *o)
+{
+    return atomic_load(&o->wanted);
 }
 
 int rf_obj_readers(rf_obj_t *o)

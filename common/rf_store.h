@@ -215,6 +215,13 @@ int rf_obj_error(rf_obj_t *o, const char **why);
  * object that will not be kept). */
 int rf_obj_readers(rf_obj_t *o);
 
+/* A client request joined this fill and waits for it (sticky; any thread).
+ * Unlike rf_obj_readers, which also counts the cache's own followers (an
+ * upload to the storage tier), this says someone is waiting: a filler
+ * doing background work then goes ahead as live work (rf_job_promote). */
+void rf_obj_set_wanted(rf_obj_t *o);
+bool rf_obj_wanted(rf_obj_t *o);
+
 /* ---- reading -------------------------------------------------------------- */
 
 typedef struct rf_waiter_t rf_waiter_t;

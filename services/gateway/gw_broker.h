@@ -29,6 +29,15 @@ typedef struct gw_job_t {
     atomic_int abandoned; /* set by the event loop: the broker drops or cancels the job */
 } gw_job_t;
 
+/* Whether a request asks for its bus jobs to be background work
+ * (RF_PRIORITY_HEADER: refract-prewarm sends it): they wait while clients'
+ * jobs are queued. A request can only lower its own priority with it. */
+static inline bool gw_background_request(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT(RF_PRIORITY_HEADER), -1);
+    return i >= 0 && rf_priority_background(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+}
+
 /* Starts the broker on cfg->bus.endpoint with the gateway's metrics.
  * Returns NULL with *err (malloc'd) when binding fails. Caller owns. */
 gw_broker_t *gw_broker_new(const rf_config_t *cfg, char **err);

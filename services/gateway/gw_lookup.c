@@ -458,6 +458,10 @@ int gw_lookup(gw_req_t *rc)
         rf_obj_unref(&rc->stale); /* a result is recomputed, not revalidated */
         return 0;
     }
+    /* A client waits: a background job filling it goes live (gw_transform.c).
+     * Another pre-warm of the same URL does not count. */
+    if (rc->role == GW_CACHE_JOIN && o != NULL && !gw_background_request(req))
+        rf_obj_set_wanted(o);
     rc->obj = o;
     return 0;
 }

@@ -470,19 +470,30 @@ void gw_transform_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
 
 /* ---- client liveness while a job is out -------------------------------------- */
 
+/* A background job whose result a client now waits for (it joined this
+ * request's cache fill: gw_lookup.c marks it) becomes live: otherwise that
+ * client would wait behind every live job, at pre-warm priority. */
+static void s_promote_if_joined(gw_transform_t *t)
+{
+    if (t->job != NULL && t->job->job->background && t->rc->fill != NULL && rf_obj_wanted(t->rc->fill))
+        rf_job_promote(t->job->job);
+}
+
 /* libh2o 2.2.5 does not read an HTTP/1 connection while its request is
  * being handled, so a client that hangs up is only noticed when the
  * response is written — after the job, which would keep a worker busy for
  * nobody. Until then the client socket is peeked every 250 ms (gw_conn.h;
- * HTTP/2 clients reset streams, which h2o notices itself). */
+ * HTTP/2 clients reset streams, which h2o notices itself). The same timer
+ * promotes a background job a client has joined (any protocol). */
 static void s_on_probe(h2o_timeout_entry_t *entry)
 {
     gw_transform_t *t = H2O_STRUCT_FROM_MEMBER(gw_transform_t, probe, entry);
     gw_req_t *rc = t->rc;
     int fd = gw_conn_http1_fd(rc->req);
     char c;
-    ssize_t r = fd >= 0 ? recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) : -1;
+    ssize_t r = fd >= 0 ? recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) : 1;
     int gone = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    s_promote_if_joined(t);
     if (gone && t->job != NULL) {
         /* The broker drops or cancels it and hands it back as cancelled. */
         atomic_store(&t->job->abandoned, 1);
@@ -496,7 +507,7 @@ static void s_on_probe(h2o_timeout_entry_t *entry)
 
 static void s_probe_start(gw_transform_t *t)
 {
-    if (gw_conn_http1_fd(t->rc->req) < 0)
+    if (gw_conn_http1_fd(t->rc->req) < 0 && !t->job->job->background)
         return;
     t->probe.cb = s_on_probe;
     h2o_timeout_link(t->rc->thread->ctx.loop, &t->rc->thread->probe_timeout, &t->probe);
@@ -522,6 +533,9 @@ static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
     bj->body = body;
     bj->body_len = body != NULL ? len : 0;
     bj->timeout_ms = th->server->cfg->bus.job_timeout_ms;
+    /* Pre-warm work waits for clients' jobs, unless a client already
+     * joined this fill (while the source was fetched). */
+    bj->background = gw_background_request(rc->req) && !(rc->fill != NULL && rf_obj_wanted(rc->fill));
     job->user = t;
     rf_job_spec_t *spec = &bj->spec;
     spec->chain = t->stage ? f->then(rc->func_state) : f->to_json(rc->func_state);

@@ -10,6 +10,11 @@
  *  One pw_fetch_t per worker thread; its libcurl handle keeps the
  *  connection to the gateway alive between messages. Redirects are not
  *  followed (the gateway caches the redirect it was given).
+ *
+ *  Every request says "X-Refract-Priority: background": the gateway's bus
+ *  jobs for it (image and video functions) then wait while clients' jobs
+ *  are queued, so pre-warming does not take workers ahead of live traffic
+ *  (rf_broker.h). Messages may not set that header (pw_msg.c).
  */
 #include <curl/curl.h>
 #include <stdio.h>
@@ -19,6 +24,7 @@
 #include <time.h>
 
 #include "pw.h"
+#include "rf_broker.h" /* RF_PRIORITY_HEADER */
 
 struct pw_fetch_t {
     CURL *curl;
@@ -111,7 +117,8 @@ int pw_fetch_get(pw_fetch_t *f, const pw_msg_t *m, pw_result_t *r)
         snprintf(r->error, sizeof(r->error), "out of memory");
         goto cleanup;
     }
-    const char *fixed[] = {host, "User-Agent: refract-prewarm", "Accept:", NULL};
+    const char *fixed[] = {host, "User-Agent: refract-prewarm",
+                           "Accept:", RF_PRIORITY_HEADER ": " RF_PRIORITY_BACKGROUND, NULL};
     for (int i = 0; fixed[i] != NULL; i++) {
         if ((t = curl_slist_append(hdrs, fixed[i])) == NULL)
             goto oom;

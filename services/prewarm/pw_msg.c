@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "pw.h"
+#include "rf_broker.h" /* RF_PRIORITY_HEADER */
 #include "rf_log.h"
 
 /* RFC 9110 tchar. */
@@ -85,12 +86,25 @@ static int s_url(const char *url, size_t len, pw_msg_t *m, char *why, size_t why
     return 0;
 }
 
+/* What the refusal of header `name` adds for the producer ("" if nothing). */
+static const char *s_refused_hint(const char *name)
+{
+    if (strcasecmp(name, "host") == 0)
+        return " (use \"vhost\" for Host)";
+    if (strcasecmp(name, RF_PRIORITY_HEADER) == 0)
+        return " (pre-warm requests are always background work)";
+    return "";
+}
+
 /* Adds the "headers" object's members as "Name: value" lines. */
 static int s_headers(json_t *h, pw_msg_t *m, char *why, size_t why_len)
 {
+    /* Framing and hop-by-hop headers would change how the request is
+     * read; the priority is the process's to set (pw_fetch.c), so that a
+     * producer cannot make pre-warm traffic go ahead of clients. */
     static const char *const refused[] = {
-        "host",       "content-length", "transfer-encoding", "connection",       "upgrade", "te",
-        "keep-alive", "expect",         "trailer",           "proxy-connection", NULL};
+        "host",       "content-length", "transfer-encoding", "connection",       "upgrade",          "te",
+        "keep-alive", "expect",         "trailer",           "proxy-connection", RF_PRIORITY_HEADER, NULL};
     if (!json_is_object(h))
         return rf_why(why, why_len, "\"headers\" must be an object of strings");
     size_t n = json_object_size(h);
@@ -112,7 +126,7 @@ static int s_headers(json_t *h, pw_msg_t *m, char *why, size_t why_len)
                 return rf_why(why, why_len, "header name '%.40s' is not a token", name);
         for (int i = 0; refused[i] != NULL; i++)
             if (strcasecmp(name, refused[i]) == 0)
-                return rf_why(why, why_len, "header %s is not allowed (use \"vhost\" for Host)", name);
+                return rf_why(why, why_len, "header %s is not allowed%s", name, s_refused_hint(name));
         if (!json_is_string(v))
             return rf_why(why, why_len, "header %.40s: a string value expected", name);
         const char *val = json_string_value(v);

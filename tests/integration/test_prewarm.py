@@ -12,7 +12,9 @@ and never completes a join with session.timeout.ms of 2 s or less: the
 consumers here use 3 s."""
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -145,6 +147,17 @@ def test_prewarm_caches_sends_events_and_commits(kafka, make_stack, site):
         assert status == 200 and cs.startswith("refract; hit"), (host, path, cs)
     assert len(kafka.messages(DLQ)) == 0
 
+    # The 50 resizes went on the bus as background jobs (X-Refract-Priority
+    # from refract-prewarm); a client's resize is live.
+    def bus(name, **labels):
+        return harness.metric_value(st.metrics(), name, service="image", **labels) or 0
+    assert bus("refract_bus_background_jobs_total", event="submitted") == 50
+    assert bus("refract_bus_jobs_total", outcome="ok") == 50
+    status, cs = _hit(st, "a.test", "/img.jpg/dims/resize/7x")
+    assert status == 200 and cs.startswith("refract; fwd=miss"), cs
+    assert bus("refract_bus_jobs_total", outcome="ok") == 51
+    assert bus("refract_bus_background_jobs_total", event="submitted") == 50
+
     # Committed: a new member of the group starts after the last message.
     p.expected_exit = True
     rc, problem = p.stop()
@@ -163,6 +176,8 @@ MALFORMED = [
     (b'{"url": 5}', 'without a "url"'),
     (b'{"url": "http://a.test/t/1.txt", "headers": {"X-A": "1\\r\\nEvil: 1"}}', "control byte"),
     (b'{"url": "http://a.test/t/1.txt", "headers": {"Host": "b.test"}}', "header Host is not allowed"),
+    (b'{"url": "http://a.test/t/1.txt", "headers": {"X-Refract-Priority": "live"}}',
+     "header X-Refract-Priority is not allowed"),
     (b'{"url": "http://a.test/t/2.txt", "priority": "high"}', '"priority" must be an integer'),
     (b"{not json", "invalid JSON"),
     (b"http://a.test/" + b"a" * 5000, "URL too long"),
@@ -243,3 +258,60 @@ def test_killed_consumer_partitions_move(kafka, make_stack, site):
     assert dups <= 4, {k: len(v) for k, v in got.items() if len(v) > 1}
     for p in paths:
         assert _hit(st, "a.test", p)[1].startswith("refract; hit"), p
+
+
+def _bus(st, name, **labels):
+    return harness.metric_value(st.metrics(), name, service="image", **labels) or 0
+
+
+@pytest.mark.timeout_s(90)
+def test_background_job_waits_and_is_promoted_when_a_client_joins(make_stack, site):
+    """What refract-prewarm's X-Refract-Priority header does at the gateway
+    (no Kafka needed): with the one worker slot held (the worker stopped
+    with a job on it), a background request's resize waits in the broker's
+    background queue. Another background request for the same URL joins
+    its cache fill and changes nothing; a client asking for it joins too,
+    and the job is promoted to the live queue rather than leave the client
+    behind every live job. Once the worker runs again, all are answered."""
+    st = make_stack([{"name": "a.test", "default": True, "origin": site.url}], workers=1,
+                    image_worker={"jobs": 1}, bus={"liveness": 100})
+    w = st.workers[0]
+    assert st.get("/img.jpg/dims/resize/10x", host="a.test").status_code == 200
+    # SIGSTOP once the gateway has the worker's credit back, so the next job
+    # is dispatched to the stopped worker and holds its one slot.
+    _wait(lambda: _bus(st, "refract_bus_worker_credit") == 1, 5, "the worker's credit")
+    w.signal(signal.SIGSTOP)
+    results = {}
+
+    def get(name, path, headers=None):
+        r = st.get(path, host="a.test", headers=headers, timeout=40)
+        results[name] = (r.status_code, r.headers.get("Cache-Status", ""))
+
+    threads = []
+    try:
+        def start(name, path, headers=None):
+            t = threading.Thread(target=get, args=(name, path, headers), daemon=True)
+            t.start()
+            threads.append(t)
+
+        start("holder", "/img.jpg/dims/resize/11x")
+        _wait(lambda: _bus(st, "refract_bus_jobs_inflight") == 1, 10, "the job on the stopped worker")
+        start("background", "/img.jpg/dims/resize/12x", {"X-Refract-Priority": "background"})
+        _wait(lambda: _bus(st, "refract_bus_queue_depth") == 1, 10, "the background job queued")
+        assert _bus(st, "refract_bus_background_jobs_total", event="submitted") == 1
+        assert _bus(st, "refract_bus_background_jobs_total", event="promoted") == 0
+        start("background-2", "/img.jpg/dims/resize/12x", {"X-Refract-Priority": "background"})
+        time.sleep(0.8)  # the gateway looks every 250 ms, the broker at each tick (50 ms at most)
+        assert _bus(st, "refract_bus_background_jobs_total", event="promoted") == 0
+        start("client", "/img.jpg/dims/resize/12x")
+        _wait(lambda: _bus(st, "refract_bus_background_jobs_total", event="promoted") == 1, 5,
+              "the background job promoted")
+        assert _bus(st, "refract_bus_queue_depth") == 1  # still one job waiting: the client joined it
+    finally:
+        w.signal(signal.SIGCONT)
+    for t in threads:
+        t.join(45)
+    assert {k: v[0] for k, v in results.items()} == {"holder": 200, "background": 200, "background-2": 200,
+                                                     "client": 200}, results
+    assert "collapsed" in results["client"][1] and "collapsed" in results["background-2"][1], results
+    assert _bus(st, "refract_bus_jobs_total", outcome="ok") == 3

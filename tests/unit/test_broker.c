@@ -1,6 +1,7 @@
 /*  Unit tests of rf_broker with real rf_workers over ipc:// endpoints:
- *  done callbacks, the no-worker grace, and RFB/1.1 credit with two brokers
- *  sharing one worker (proto/rfb.md 3.4). */
+ *  done callbacks, the no-worker grace, RFB/1.1 credit with two brokers
+ *  sharing one worker (proto/rfb.md 3.4), and live jobs going before
+ *  background ones (dispatch order, promotion, room in a full queue). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@
 typedef struct {
     atomic_int running, max_running, ran;
     int sleep_ms;
+    int busy_ms; /* jobs whose request id starts with "busy" sleep this long instead */
 } s_load_t;
 
 static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
@@ -32,7 +34,8 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
     int max = atomic_load(&l->max_running);
     while (now > max && !atomic_compare_exchange_weak(&l->max_running, &max, now)) {
     }
-    usleep((useconds_t)l->sleep_ms * 1000);
+    bool busy = l->busy_ms > 0 && strncmp(job->spec->request_id, "busy", 4) == 0;
+    usleep((useconds_t)(busy ? l->busy_ms : l->sleep_ms) * 1000);
     atomic_fetch_sub(&l->running, 1);
     atomic_fetch_add(&l->ran, 1);
     res->status = 200;
@@ -89,14 +92,14 @@ typedef struct {
     rf_submitter_t *sub;
 } s_broker_fixture_t;
 
-static void s_broker_start(s_broker_fixture_t *b, const char *name, int grace_ms)
+static void s_broker_start_q(s_broker_fixture_t *b, const char *name, int grace_ms, int queue_max)
 {
     memset(b, 0, sizeof(*b));
     snprintf(b->endpoint, sizeof(b->endpoint), "ipc:///tmp/rf-test-broker-%d-%s", (int)getpid(), name);
     b->cfg.bus.endpoint = b->endpoint;
     b->cfg.bus.heartbeat_ms = 50;
     b->cfg.bus.liveness = 20;
-    b->cfg.bus.queue_max = 64;
+    b->cfg.bus.queue_max = queue_max;
     b->cfg.bus.job_timeout_ms = 10000;
     b->cfg.bus.retries = 1;
     b->cfg.bus.no_worker_grace_ms = grace_ms;
@@ -107,6 +110,11 @@ static void s_broker_start(s_broker_fixture_t *b, const char *name, int grace_ms
         fail_msg("rf_broker_new: %s", err ? err : "?");
     b->sub = rf_submitter_new(b->broker);
     assert_non_null(b->sub);
+}
+
+static void s_broker_start(s_broker_fixture_t *b, const char *name, int grace_ms)
+{
+    s_broker_start_q(b, name, grace_ms, 64);
 }
 
 static void s_broker_stop(s_broker_fixture_t *b)
@@ -148,6 +156,7 @@ typedef struct {
     pthread_cond_t cond;
     int done, ok, unavailable, other;
     int64_t last_done_ms;
+    char order[512]; /* "id=ok,id=503,…" in the order the jobs came back */
 } s_results_t;
 
 static void s_on_done(rf_job_t *job, void *arg)
@@ -161,6 +170,11 @@ static void s_on_done(rf_job_t *job, void *arg)
         r->unavailable++;
     else
         r->other++;
+    size_t ol = strlen(r->order);
+    snprintf(r->order + ol, sizeof(r->order) - ol, "%s%s=%s", ol ? "," : "", job->spec.request_id,
+             job->outcome == RF_JOB_OK            ? "ok"
+             : job->outcome == RF_JOB_UNAVAILABLE ? "503"
+                                                  : "other");
     r->done++;
     r->last_done_ms = zclock_mono();
     pthread_cond_broadcast(&r->cond);
@@ -169,15 +183,25 @@ static void s_on_done(rf_job_t *job, void *arg)
     rf_job_destroy(&job); /* twice is safe */
 }
 
-static void s_submit(s_broker_fixture_t *b, s_results_t *r, const char *reqid)
+/* Submits a job; returns it (owned by the broker: only for
+ * rf_job_promote while it surely waits). */
+static rf_job_t *s_submit_job(s_broker_fixture_t *b, s_results_t *r, const char *reqid, bool background)
 {
     rf_job_t *job = rf_job_new("image", reqid);
     assert_non_null(job);
     job->done = s_on_done;
     job->done_arg = r;
+    job->background = background;
     job->spec.chain = json_array();
+    rf_job_t *out = job;
     rf_broker_submit(b->sub, &job);
     assert_null(job);
+    return out;
+}
+
+static void s_submit(s_broker_fixture_t *b, s_results_t *r, const char *reqid)
+{
+    s_submit_job(b, r, reqid, false);
 }
 
 static void s_wait_done(s_results_t *r, int n, int timeout_ms)
@@ -324,6 +348,96 @@ static void test_no_worker_grace(void **state)
     s_broker_stop(&b);
 }
 
+/* One worker slot, taken by a long "busy" job (the worker's credit is 1).
+ * Starts the broker (queue_max) and the worker, submits "busy" and waits
+ * until it runs. */
+static void s_one_slot_busy(s_broker_fixture_t *b, const char *name, int queue_max, s_load_t *load,
+                            s_worker_fixture_t *w, s_results_t *r)
+{
+    s_broker_start_q(b, name, 1000, queue_max);
+    char *eps[] = {b->endpoint};
+    s_worker_start(w, eps, 1, 1, load);
+    s_wait_metric(b, "refract_bus_worker_credit{service=\"image\"} ", 1, 3000);
+    s_results_init(r);
+    s_submit(b, r, "busy");
+    s_wait_metric(b, "refract_bus_jobs_inflight{service=\"image\"} ", 1, 3000);
+}
+
+/* With the one slot busy, a background job queued first and a live job
+ * queued after it: the live one is dispatched first, then the background
+ * ones in their order. */
+static void test_live_before_background(void **state)
+{
+    (void)state;
+    s_broker_fixture_t b;
+    s_worker_fixture_t w;
+    s_results_t r;
+    s_load_t load = {.sleep_ms = 10, .busy_ms = 500};
+    s_one_slot_busy(&b, "prio", 64, &load, &w, &r);
+    s_submit_job(&b, &r, "bg-1", true);
+    s_submit_job(&b, &r, "bg-2", true);
+    s_submit_job(&b, &r, "live-1", false);
+    s_wait_metric(&b, "refract_bus_queue_depth{service=\"image\"} ", 3, 3000);
+    assert_int_equal(r.done, 0); /* all three waited behind "busy" */
+    s_wait_done(&r, 4, 5000);
+    assert_string_equal(r.order, "busy=ok,live-1=ok,bg-1=ok,bg-2=ok");
+    assert_int_equal(atomic_load(&load.max_running), 1);
+    s_worker_stop(&w);
+    s_broker_stop(&b);
+}
+
+/* A promoted background job (a client joined it) moves to the end of the
+ * live FIFO: after the live jobs queued before the promotion, before those
+ * queued after it, before the other background jobs. */
+static void test_promoted_background(void **state)
+{
+    (void)state;
+    s_broker_fixture_t b;
+    s_worker_fixture_t w;
+    s_results_t r;
+    s_load_t load = {.sleep_ms = 10, .busy_ms = 600};
+    s_one_slot_busy(&b, "promote", 64, &load, &w, &r);
+    s_submit_job(&b, &r, "bg-1", true);
+    rf_job_t *bg2 = s_submit_job(&b, &r, "bg-2", true);
+    s_submit_job(&b, &r, "live-1", false);
+    s_wait_metric(&b, "refract_bus_queue_depth{service=\"image\"} ", 3, 3000);
+    rf_job_promote(bg2); /* still queued: "busy" runs for 600 ms */
+    zclock_sleep(150);   /* several broker ticks (25 ms here) */
+    s_submit_job(&b, &r, "live-2", false);
+    s_wait_done(&r, 5, 5000);
+    assert_string_equal(r.order, "busy=ok,live-1=ok,bg-2=ok,live-2=ok,bg-1=ok");
+    assert_true(s_metric(&b, "refract_bus_background_jobs_total{service=\"image\",event=\"submitted\"} ") == 2);
+    assert_true(s_metric(&b, "refract_bus_background_jobs_total{service=\"image\",event=\"promoted\"} ") == 1);
+    s_worker_stop(&w);
+    s_broker_stop(&b);
+}
+
+/* A full queue: a live job takes the place of the newest background job
+ * (which fails 503); a background job is refused; a live job is refused
+ * once every queued job is live. */
+static void test_full_queue_live_takes_room(void **state)
+{
+    (void)state;
+    s_broker_fixture_t b;
+    s_worker_fixture_t w;
+    s_results_t r;
+    s_load_t load = {.sleep_ms = 10, .busy_ms = 500};
+    s_one_slot_busy(&b, "room", 2, &load, &w, &r);
+    s_submit_job(&b, &r, "bg-1", true);
+    s_submit_job(&b, &r, "bg-2", true);
+    s_wait_metric(&b, "refract_bus_queue_depth{service=\"image\"} ", 2, 3000);
+    s_submit_job(&b, &r, "live-1", false); /* bg-2 gives its place */
+    s_submit_job(&b, &r, "bg-3", true);    /* refused: full, and background */
+    s_submit_job(&b, &r, "live-2", false); /* bg-1 gives its place */
+    s_submit_job(&b, &r, "live-3", false); /* refused: full of live jobs */
+    s_wait_done(&r, 7, 5000);
+    assert_string_equal(r.order, "bg-2=503,bg-3=503,bg-1=503,live-3=503,busy=ok,live-1=ok,live-2=ok");
+    assert_true(s_metric(&b, "refract_bus_background_jobs_total{service=\"image\",event=\"submitted\"} ") == 3);
+    assert_true(s_metric(&b, "refract_bus_background_jobs_total{service=\"image\",event=\"displaced\"} ") == 2);
+    s_worker_stop(&w);
+    s_broker_stop(&b);
+}
+
 int main(void)
 {
     rf_log_init("test_broker");
@@ -333,6 +447,9 @@ int main(void)
         cmocka_unit_test(test_one_broker),
         cmocka_unit_test(test_two_brokers_share_credit),
         cmocka_unit_test(test_no_worker_grace),
+        cmocka_unit_test(test_live_before_background),
+        cmocka_unit_test(test_promoted_background),
+        cmocka_unit_test(test_full_queue_live_takes_room),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
