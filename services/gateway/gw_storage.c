@@ -624,6 +624,7 @@ static void s_warm(gw_sjob_t *j)
         struct curl_slist *hd = curl_slist_append(NULL, hh);
         hd = curl_slist_append(hd, rid);
         hd = curl_slist_append(hd, "User-Agent: refract-admin-prewarm");
+        hd = curl_slist_append(hd, "X-Refract-Priority: background"); /* clients' jobs go first */
         curl_easy_setopt(h, CURLOPT_URL, j->url);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
