@@ -321,6 +321,8 @@ json_t *rf_job_spec_encode(const rf_job_spec_t *spec)
     rc |= s_set_str(src, "content_type", spec->source.content_type);
     rc |= s_set_str(src, "ref", spec->source.ref);
     rc |= s_set_str(src, "host", spec->source.host);
+    if (spec->source.offset > 0)
+        rc |= json_object_set_new(src, "offset", json_integer(spec->source.offset));
     if (rc != 0)
         goto fail;
     if (json_object_size(src) > 0 && json_object_set(h, "source", src) != 0)
@@ -374,6 +376,11 @@ int rf_job_spec_decode(const json_t *header, rf_job_spec_t *out, char *why, size
             out->source.size = json_integer_value(size);
         else if (size != NULL && !json_is_null(size))
             bad = 1;
+        json_t *off = json_object_get(src, "offset");
+        if (json_is_integer(off) && json_integer_value(off) >= 0 && out->source.size >= 0)
+            out->source.offset = json_integer_value(off);
+        else if (off != NULL && !json_is_null(off))
+            bad = 1; /* an offset needs a size: the source is a slice of the file */
     }
     if (bad || out->request_id == NULL) {
         rf_job_spec_clear(out);

@@ -97,6 +97,7 @@ typedef struct {
         char *content_type; /* NULL = absent */
         char *ref;          /* e.g. file:///abs/path or edge:/path; NULL = absent */
         char *host;         /* the vhost an edge: ref is read from (its Host); NULL = absent */
+        int64_t offset;     /* a file:// ref: where the source starts in the file (with size); 0 = absent */
     } source;
 } rf_job_spec_t;
 

@@ -750,6 +750,7 @@ static int s_cache(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     static const s_key_t keys[] = {K("enable", s_bool, rf_cache_conf_t, enable),
                                    K("memory_only", s_bool, rf_cache_conf_t, memory_only),
+                                   K("sources", s_bool, rf_cache_conf_t, sources),
                                    K("override_origin", s_bool, rf_cache_conf_t, ttl.override_origin),
                                    K("heuristic", s_percent, rf_cache_conf_t, ttl.heuristic_percent),
                                    K("ttl_extension_4xx", s_bool, rf_cache_conf_t, ttl.extend_by_4xx),

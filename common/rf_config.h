@@ -183,6 +183,7 @@ typedef struct {
 typedef struct {
     bool enable;       /* default true: http(s) origins and function results are cached */
     bool memory_only;  /* volatile content: kept in memory, never written to disk */
+    bool sources;      /* function sources from http(s) origins go through the cache and reach workers by file */
     rf_ttl_conf_t ttl; /* ttl.* and override_origin */
     rf_query_mode_t query;
     char **query_keep; /* RF_QUERY_KEEP: parameter names (owned) */

@@ -1065,6 +1065,37 @@ void rf_cursor_close(rf_cursor_t *c)
     rf_obj_unref(&c->obj);
 }
 
+rf_read_t rf_cursor_wait_end(rf_cursor_t *c)
+{
+    rf_obj_t *o = c->obj;
+    rf_read_t r;
+    pthread_mutex_lock(&o->mu);
+    if (o->state == RF_OBJ_FAILED)
+        r = RF_READ_FAILED;
+    else if (o->has_head && o->keep == RF_KEEP_SOLO) /* its window waits for a reader: never for this one */
+        r = RF_READ_PASS;
+    else if (o->state == RF_OBJ_COMPLETE)
+        r = RF_READ_EOF;
+    else
+        s_arm(o, &c->waiter), r = RF_READ_WAIT;
+    pthread_mutex_unlock(&o->mu);
+    return r;
+}
+
+int rf_obj_file(rf_obj_t *o, char *path, size_t cap, uint64_t *body_off, uint64_t *len)
+{
+    pthread_mutex_lock(&o->mu);
+    bool ok = o->state == RF_OBJ_COMPLETE && o->keep == RF_KEEP_DISK && o->on_disk;
+    if (ok) {
+        *body_off = o->body_off;
+        *len = o->filled;
+    }
+    pthread_mutex_unlock(&o->mu);
+    if (ok)
+        s_obj_path(o->store, o->name, path, cap);
+    return ok ? 0 : -1;
+}
+
 rf_read_t rf_cursor_head(rf_cursor_t *c)
 {
     rf_obj_t *o = c->obj;

@@ -263,6 +263,17 @@ rf_read_t rf_cursor_read(rf_cursor_t *c, void *buf, size_t cap, size_t *n);
 /* For a reader waiting for the head: RF_READ_DATA once it is known (then
  * read meta/headers), RF_READ_WAIT (waiter armed), FAILED or PASS. */
 rf_read_t rf_cursor_head(rf_cursor_t *c);
+/* Waits for the fill to end without reading: RF_READ_EOF (complete),
+ * RF_READ_FAILED, RF_READ_PASS (not shareable: a SOLO fill waits for its
+ * one reader to read, so it is never waited for), or RF_READ_WAIT (the
+ * waiter is armed: woken at the next append or end). */
+rf_read_t rf_cursor_wait_end(rf_cursor_t *c);
+/* A complete object kept on disk: its file's path (cap bytes), where the
+ * body starts in that file and the body's length. 0, or -1 when it is not
+ * complete on disk (filling, failed, memory-only, shared, evicted). The
+ * path is only a name: eviction may remove the file at any time, so a
+ * reader by path (a worker) must expect it gone. */
+int rf_obj_file(rf_obj_t *o, char *path, size_t cap, uint64_t *body_off, uint64_t *len);
 /* Detaches, disarms the waiter, closes the fd and drops the reference. */
 void rf_cursor_close(rf_cursor_t *c);
 

@@ -195,6 +195,16 @@ static int s_map_ref(s_job_t *job, void **map, size_t *map_len, rf_worker_result
             close(fd);
         return -1;
     }
+    /* With an offset, the source is [offset, offset + size) of the file (a
+     * cache object: header, key and headers, then the body). */
+    int64_t off = job->spec.source.offset, want = job->spec.source.size;
+    if (off > 0 && (want < 0 || off > st.st_size || want > st.st_size - off)) {
+        close(fd);
+        res->status = 404;
+        snprintf(res->error, sizeof(res->error), "source ref %.120s: %lld bytes at %lld are not in it (%lld bytes)",
+                 ref + 7, (long long)want, (long long)off, (long long)st.st_size);
+        return -1;
+    }
     if (st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -207,8 +217,8 @@ static int s_map_ref(s_job_t *job, void **map, size_t *map_len, rf_worker_result
         *map_len = (size_t)st.st_size;
     }
     close(fd);
-    job->pub.body = *map;
-    job->pub.body_len = *map_len;
+    job->pub.body = off > 0 ? (char *)*map + off : *map;
+    job->pub.body_len = off > 0 ? (size_t)want : *map_len;
     return 0;
 }
 

@@ -81,6 +81,7 @@ typedef struct {
     h2o_multithread_receiver_t cache_receiver; /* wake-ups of readers following a fill (gw_serve.c) */
     h2o_multithread_receiver_t meta_receiver;  /* answers of gw_meta_ask (gw_fill.c) */
     h2o_multithread_receiver_t storage_receiver; /* answers of storage probes (gw_storage.c) */
+    h2o_multithread_receiver_t source_receiver;  /* wake-ups of sources filling the cache (gw_srcache.c) */
     gw_submitter_t *submitter;
     h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
@@ -236,6 +237,7 @@ struct gw_req_t {
     const char *cache_result; /* refract_cache_requests_total's result label */
     unsigned invalidate : 1;  /* an unsafe method: a non-error answer removes the key (RFC 9111 4.4) */
     unsigned storage_hit : 1; /* obj is being filled from the object-storage tier (gw_storage.c) */
+    void *srcache_hook;       /* gw_srcache.c: the request pool's pointer to its wait, or NULL */
     /* fetch / transform */
     struct gw_stream_t *stream;
     struct gw_transform_t *transform;
@@ -277,6 +279,17 @@ int gw_route(gw_req_t *rc);
 
 /* gw_lookup.c */
 int gw_lookup(gw_req_t *rc);
+
+/* gw_srcache.c: a function's source through the edge cache (cache.sources).
+ * cb gets the source as [off, off + len) of the file at path (obj: its
+ * cache object, borrowed; headers: its stored headers, in the request
+ * pool), or path NULL: fetch it the usual way. */
+typedef void(gw_srcache_cb)(gw_req_t *rc, const char *path, uint64_t off, uint64_t len, const h2o_headers_t *headers,
+                            rf_obj_t *obj);
+/* 1 when the cache takes the source (cb runs, now or later on this
+ * thread; or the client was answered), 0 when it does not. */
+int gw_srcache_get(gw_req_t *rc, gw_srcache_cb *cb);
+void gw_srcache_on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
 /* gw_storage.c: the object-storage tier and the backup pipe. */
 typedef struct gw_storage_t gw_storage_t;

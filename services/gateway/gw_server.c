@@ -155,6 +155,7 @@ static int s_thread_setup(gw_thread_t *t)
     h2o_multithread_register_receiver(t->ctx.queue, &t->cache_receiver, gw_serve_on_wake);
     h2o_multithread_register_receiver(t->ctx.queue, &t->meta_receiver, gw_fill_on_meta);
     h2o_multithread_register_receiver(t->ctx.queue, &t->storage_receiver, gw_storage_on_probe);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->source_receiver, gw_srcache_on_wake);
     if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng) || t->rng == 0)
         t->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)t;
     t->submitter = gw_submitter_new(srv->broker);

@@ -45,6 +45,8 @@ typedef struct gw_transform_t {
     size_t spool_len;
     void *result_map; /* a result the worker left in bus.spool_dir (REPLY ref), mapped; or NULL */
     size_t result_len;
+    rf_obj_t *src_obj; /* cache.sources: the source's cache object the worker reads by file (one reference) */
+    int64_t src_off;   /* where its body starts in that file */
 } gw_transform_t;
 
 static void s_spool_close(gw_transform_t *t)
@@ -84,6 +86,7 @@ static void s_dispose(void *p)
         munmap(t->spool_map, t->spool_len);
     if (t->result_map != NULL)
         munmap(t->result_map, t->result_len);
+    rf_obj_unref(&t->src_obj);
 }
 
 /* ---- answers --------------------------------------------------------------- */
@@ -129,6 +132,15 @@ static void s_send_original(gw_transform_t *t, const void *body, size_t len, con
         gw_upstream_t *up = gw_proxy_upstream(rc);
         if (up != NULL)
             gw_stream_start(rc, up, rc->src.base, rc->src.len, 1, NULL);
+        return;
+    }
+    if (body == NULL && t->src_obj != NULL) {
+        /* A source from the cache: answered from its object, like a hit
+         * (Range and conditionals included). */
+        rc->obj = t->src_obj;
+        t->src_obj = NULL;
+        rc->role = GW_CACHE_HIT;
+        gw_serve(rc);
         return;
     }
     if (body == NULL && len > 0) {
@@ -346,8 +358,32 @@ static void s_result_by_ref(gw_transform_t *t, const rf_reply_t *r, const char *
 
 /* The worker is done with the source: a spooled one goes at once (an
  * original sent back from it is mapped first). */
+static void s_fetch_source(gw_req_t *rc);
+
+/* A cached source the worker could not open: evicted between the lookup
+ * and the job. Fetched again the usual way (true), once. */
+static bool s_source_gone(gw_transform_t *t, gw_job_t *gj)
+{
+    const rf_job_t *job = gj->job;
+    if (t->src_obj == NULL || job->outcome != RF_JOB_OK || job->reply.status != 404 ||
+        strncmp(job->reply.error, "source ref", 10) != 0)
+        return false;
+    rf_log(RF_LOG_INFO, t->rc->request_id, "source from the cache: %s; fetching it", job->reply.error);
+    rf_obj_unref(&t->src_obj);
+    t->src_off = 0;
+    t->origin_headers = NULL;
+    t->job = NULL;
+    if (h2o_timeout_is_linked(&t->probe))
+        h2o_timeout_unlink(&t->probe);
+    gw_job_destroy(&gj);
+    s_fetch_source(t->rc);
+    return true;
+}
+
 static void s_on_result(gw_transform_t *t, gw_job_t *gj)
 {
+    if (s_source_gone(t, gj))
+        return;
     if (t->spool_path != NULL && gj->job->spec.source.size > 0) {
         /* Mapped for an original the rules may send back (a failed map is
          * answered there); the name goes before any answer does. */
@@ -543,6 +579,7 @@ static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
     spec->source.size = len != (size_t)-1 ? (int64_t)len : -1;
     spec->source.content_type = s_find(t->origin_headers, "content-type"); /* malloc'd or NULL */
     spec->source.ref = ref != NULL ? strdup(ref) : NULL;
+    spec->source.offset = ref != NULL ? t->src_off : 0;
     if (ref != NULL && strncmp(ref, "edge:", 5) == 0) /* read back through this gateway, as this vhost */
         spec->source.host = strdup(rc->vhost->name);
     if (spec->chain == NULL || spec->source.path == NULL || (ref != NULL && spec->source.ref == NULL)) {
@@ -658,6 +695,24 @@ static void s_from_file(gw_transform_t *t, size_t limit)
 static int s_on_redirect(gw_req_t *rc, const char *location, size_t len);
 
 /* Fetches the source from rc->byclient or the vhost's origin, collecting it. */
+/* gw_srcache_cb: the source as a file in the cache, or (ref NULL) not. */
+static void s_on_cached_source(gw_req_t *rc, const char *path, uint64_t off, uint64_t len,
+                               const h2o_headers_t *headers, rf_obj_t *obj)
+{
+    gw_transform_t *t = rc->transform;
+    if (path == NULL) {
+        s_fetch_source(rc);
+        return;
+    }
+    t->origin_headers = headers;
+    t->src_obj = obj;
+    rf_obj_ref(obj);
+    t->src_off = (int64_t)off;
+    char *ref = h2o_mem_alloc_pool(&rc->req->pool, 7 + strlen(path) + 1);
+    sprintf(ref, "file://%s", path);
+    s_submit(t, NULL, (size_t)len, ref);
+}
+
 static void s_fetch_source(gw_req_t *rc)
 {
     gw_upstream_t *up = gw_proxy_upstream(rc);
@@ -751,5 +806,7 @@ void gw_transform(gw_req_t *rc)
         s_from_file(t, limit);
         return;
     }
+    if (gw_srcache_get(rc, s_on_cached_source))
+        return;
     s_fetch_source(rc);
 }
