@@ -733,6 +733,7 @@ static void test_job_spec_roundtrip(void **state)
     in.source.size = 912345;
     in.source.content_type = strdup("image/jpeg");
     in.source.ref = strdup("file:///srv/media/photo.jpg");
+    in.source.offset = 4242;
     rf_bus_msg_t m;
     zmsg_t *raw = s_roundtrip(rf_bus_encode_job(42, &in), &m);
     assert_int_equal(m.cmd, RF_BUS_JOB);
@@ -746,8 +747,10 @@ static void test_job_spec_roundtrip(void **state)
     assert_int_equal(out.source.size, 912345);
     assert_string_equal(out.source.content_type, "image/jpeg");
     assert_string_equal(out.source.ref, "file:///srv/media/photo.jpg");
+    assert_int_equal(out.source.offset, 4242);
     /* the wire names are those of proto/rfb.md 2.2 */
     assert_int_equal(json_integer_value(json_object_get(json_object_get(m.header, "source"), "size")), 912345);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(m.header, "source"), "offset")), 4242);
     rf_bus_msg_clear(&m);
     zmsg_destroy(&raw);
     rf_job_spec_clear(&out);
@@ -764,6 +767,7 @@ static void test_job_spec_roundtrip(void **state)
     assert_int_equal(rf_job_spec_decode(h, &out, why, sizeof(why)), 0);
     assert_int_equal(out.deadline_ms, -1);
     assert_int_equal(out.source.size, -1);
+    assert_int_equal(out.source.offset, 0);
     assert_null(out.source.ref);
     assert_null(out.chain);
     json_decref(h);
@@ -785,6 +789,8 @@ static void test_job_spec_decode_errors(void **state)
         "{\"request_id\":\"r\",\"source\":{\"path\":1}}",
         "{\"request_id\":\"r\",\"source\":{\"size\":-1}}",
         "{\"request_id\":\"r\",\"source\":{\"ref\":true}}",
+        "{\"request_id\":\"r\",\"source\":{\"offset\":8}}",            /* an offset needs a size */
+        "{\"request_id\":\"r\",\"source\":{\"size\":1,\"offset\":-8}}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *h = s_json(bad[i]);
