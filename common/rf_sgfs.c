@@ -90,8 +90,8 @@ static bool s_exists(const rf_sg_mount_t *m, const char *rel)
     return true;
 }
 
-int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, bool hidden_ok,
-                    rf_sgfs_loc_t *loc, const char **why)
+int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, int flags, rf_sgfs_loc_t *loc,
+                    const char **why)
 {
     (void)write; /* reads and writes resolve alike (rf_sgfs.h) */
     if (rf_sgfs_key_check(key, len, why) < 0)
@@ -136,17 +136,19 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
                 return *why = "no mount of the bucket holds this path", -1;
         }
     }
-    /* S3-backed mounts serve the scheduler (hidden_ok: an internal caller);
-     * the S3 API does not serve them yet */
-    if (best->kind != RF_SG_MOUNT_LOCAL && !hidden_ok)
-        return *why = "S3-backed mounts are not served by the S3 API yet", -1;
+    /* S3-backed mounts serve the scheduler (RF_SGFS_INTERNAL) and the S3
+     * API's object operations that pass RF_SGFS_S3_OK */
+    if (best->kind != RF_SG_MOUNT_LOCAL && !(flags & (RF_SGFS_INTERNAL | RF_SGFS_S3_OK)))
+        return *why = "S3-backed mounts serve object GET, HEAD, PUT and DELETE only (not copies, multipart "
+                      "uploads or listings yet)",
+               -1;
     size_t seg = strcspn(rel, "/");
     if (seg == strlen(RF_SGFS_RESERVED) && memcmp(rel, RF_SGFS_RESERVED, seg) == 0)
         return *why = "the .refract-s3 directory is reserved", -1;
     loc->mount = best;
     memcpy(loc->rel, rel, rl);
     loc->rel[rl] = '\0';
-    if (!best->expose && !hidden_ok)
+    if (!best->expose && !(flags & RF_SGFS_INTERNAL))
         return *why = "the path is in a hidden mount", -2;
     return 0;
 }

@@ -65,13 +65,19 @@ typedef struct {
  * trailing '/' (a folder marker) is allowed. */
 int rf_sgfs_key_check(const char *key, size_t len, const char **why);
 
+/* rf_sgfs_resolve's flags. */
+#define RF_SGFS_INTERNAL 1 /* an internal caller (the scheduler): hidden and S3-backed mounts resolve */
+#define RF_SGFS_S3_OK 2    /* S3-backed mounts resolve (the S3 API's object GET, HEAD, PUT and DELETE) */
+
 /* Resolves key (checked) for reading or writing (`write` is kept for
  * callers: both take the first root mount that holds the path, else the
- * first root mount). Returns 0, -1 (no mount holds the path, or a key
- * segment is longer than a file name can be, 255 bytes: *why), or -2 (the
- * mount is hidden: expose false, and `hidden_ok` is false). */
-int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, bool hidden_ok,
-                    rf_sgfs_loc_t *loc, const char **why);
+ * first root mount). flags: RF_SGFS_* (0 = a client: exposed local mounts
+ * only). Returns 0, -1 (no mount holds the path, an S3-backed mount
+ * without RF_SGFS_S3_OK, or a key segment longer than a file name can be,
+ * 255 bytes: *why), or -2 (the mount is hidden: expose false, without
+ * RF_SGFS_INTERNAL). */
+int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool write, int flags, rf_sgfs_loc_t *loc,
+                    const char **why);
 
 /* Opens the object for reading (O_RDONLY|O_CLOEXEC; the caller closes the
  * fd) and fills *st. Returns the fd, or -1 with errno (ENOENT: no such

@@ -322,6 +322,10 @@ typedef struct {
 typedef void(gw_warm_done_fn)(void *arg, const gw_warm_result_t *r);
 int gw_storage_warm(gw_storage_t *st, gw_thread_t *thread, const char *url, const char *host, const char *request_id,
                     gw_warm_done_fn *done, void *arg);
+/* Runs work(arg) on a storage thread (blocking calls allowed), then
+ * finish(arg) on `thread`'s (a gw_thread_t *) loop. arg belongs to the
+ * caller throughout. 0, or -1 (queue full, out of memory: neither runs). */
+int gw_storage_offload(gw_storage_t *st, void *thread, void (*work)(void *arg), void (*finish)(void *arg), void *arg);
 /* Removes the request's cached object and its compressed variants (RFC
  * 9111 4.4, after a non-error answer to an unsafe method). */
 void gw_cache_invalidate(gw_req_t *rc);

@@ -625,6 +625,8 @@ static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
     r->key = "";
     r->op = "parse";
     r->mimemap = h->srv->mimemap;
+    r->storage = h->srv->storage;
+    r->thread = H2O_STRUCT_FROM_MEMBER(gw_thread_t, s3_ctx, req->conn->ctx);
     unsigned char rid[8];
     if (getrandom(rid, sizeof(rid), 0) != sizeof(rid))
         memset(rid, 0, sizeof(rid));

@@ -47,6 +47,11 @@ typedef struct {
     const char *op; /* for metrics and logs */
     h2o_mimemap_t *mimemap; /* Content-Type of files stored without one */
     const char *state_dir;  /* storgate_scheduler.state_dir: where bucket events go */
+    /* S3-backed mounts: their blocking calls run on the gateway's storage
+     * threads (gw_storage_offload), the answer on this request's loop. */
+    struct gw_storage_t *storage;
+    void *thread; /* gw_thread_t * */
+    bool s3_ok;   /* the operation serves S3-backed mounts (s_resolve passes RF_SGFS_S3_OK) */
 } gw_s3_req_t;
 
 /* Registers the S3 handler on the host config of storgate.listen. */

@@ -62,7 +62,7 @@ static int s_resolve(gw_s3_req_t *r, const rf_sg_bucket_t *b, const char *key, s
                      rf_sgfs_loc_t *loc)
 {
     const char *why = NULL;
-    int rc = rf_sgfs_resolve(b, key, klen, write, false, loc, &why);
+    int rc = rf_sgfs_resolve(b, key, klen, write, r->s3_ok ? RF_SGFS_S3_OK : 0, loc, &why);
     if (rc == 0)
         return 0;
     if (rc == -2)
@@ -724,40 +724,39 @@ static bool s_part_number_ok(gw_s3_req_t *r)
     return true;
 }
 
-static void s_get_object(gw_s3_req_t *r)
+/* GetObject and HeadObject once the object is open (fd; -1 for a HEAD
+ * on an S3-backed mount, which only asked for its metadata) or not (ok
+ * false, errno says why). */
+static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *st)
 {
     bool head = s_method(r, "HEAD");
-    r->op = head ? "HeadObject" : "GetObject";
-    if (!s_allowed(r, r->bucket, "get") || !s_version_ok(r) || !s_part_number_ok(r))
-        return;
-    rf_sgfs_loc_t loc;
-    if (s_resolve(r, r->bucket, r->key, r->key_len, false, &loc) < 0)
-        return;
-    rf_sgfs_stat_t st;
-    int fd = rf_sgfs_open(&loc, &st);
-    if (fd < 0) {
+    if (!ok) {
         if (errno == ENOENT || errno == EISDIR || errno == ENOTDIR)
             gw_s3_error(r, "NoSuchKey", "the specified key does not exist");
         else if (errno == EXDEV || errno == ELOOP)
             gw_s3_error(r, "AccessDenied", "the path leaves the mount (a symlink or '..' escape)");
+        else if (errno == EIO)
+            gw_s3_error(r, "InternalError", "the S3 backend of this mount failed (the gateway's log says why)");
         else
             gw_s3_error(r, "InternalError", "cannot open: %s", strerror(errno));
         return;
     }
-    if (s_conditions(r, &st) < 0) {
-        close(fd);
+    if (s_conditions(r, st) < 0) {
+        if (fd >= 0)
+            close(fd);
         return;
     }
-    s_object_headers(r, &st);
-    uint64_t from = 0, len = st.size, to = 0;
+    s_object_headers(r, st);
+    uint64_t from = 0, len = st->size, to = 0;
     size_t rl;
     const char *range = gw_s3_header(r, "range", &rl);
-    if (range != NULL && st.size > 0) {
-        int pr = gw_parse_range(range, rl, st.size, &from, &to);
+    if (range != NULL && st->size > 0) {
+        int pr = gw_parse_range(range, rl, st->size, &from, &to);
         if (pr < 0) {
-            close(fd);
+            if (fd >= 0)
+                close(fd);
             char cr[48];
-            snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)st.size);
+            snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)st->size);
             gw_s3_set_header(r, "content-range", cr);
             gw_s3_error(r, "InvalidRange", "the requested range is not satisfiable");
             return;
@@ -766,7 +765,7 @@ static void s_get_object(gw_s3_req_t *r)
             len = to - from + 1;
             char cr[80];
             snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from, (unsigned long long)to,
-                     (unsigned long long)st.size);
+                     (unsigned long long)st->size);
             gw_s3_set_header(r, "content-range", cr);
             r->req->res.status = 206;
         } else {
@@ -774,8 +773,136 @@ static void s_get_object(gw_s3_req_t *r)
         }
     }
     if (!head)
-        s_raise(r, "onGet", r->key, (int64_t)st.size, st.mtime_ns / 1000000000, st.etag, true);
+        s_raise(r, "onGet", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, true);
     gw_s3_send_file(r, fd, from, len);
+}
+
+/* ---- S3-backed mounts: their blocking calls on the storage threads ---------------------- */
+
+typedef enum { S_OFF_GET, S_OFF_HEAD, S_OFF_PUT, S_OFF_DELETE } s_off_kind_t;
+
+/* One operation on an S3-backed mount, between the loop and a storage
+ * thread (gw_storage_offload). The request may go meanwhile: its pool's
+ * dispose hook clears r, and finish then only cleans up. */
+typedef struct {
+    gw_s3_req_t *r;
+    void **hook;
+    s_off_kind_t kind;
+    rf_sgfs_loc_t loc;
+    rf_sgfs_put_t *w; /* PUT: the written body, committed (uploaded) there */
+    rf_sgfs_stat_t st;
+    int fd, rc, err;
+} s_off_t;
+
+static void s_off_dispose(void *p)
+{
+    s_off_t *o = *(s_off_t **)p;
+    if (o != NULL)
+        o->r = NULL;
+}
+
+/* On a storage thread. */
+static void s_off_work(void *arg)
+{
+    s_off_t *o = arg;
+    switch (o->kind) {
+    case S_OFF_GET: /* downloaded into an anonymous temporary file, then sent from it */
+        o->fd = rf_sgfs_open(&o->loc, &o->st);
+        o->rc = o->fd >= 0 ? 0 : -1;
+        break;
+    case S_OFF_HEAD: o->rc = rf_sgfs_stat(&o->loc, &o->st); break;
+    case S_OFF_PUT: o->rc = rf_sgfs_put_commit(&o->w, NULL, &o->st); break;
+    case S_OFF_DELETE: /* 1 deleted, 0 nothing there (S3 answers 204 either way), -1 */
+        if (rf_sgfs_stat(&o->loc, &o->st) < 0)
+            o->rc = errno == ENOENT ? 0 : -1;
+        else
+            o->rc = rf_sgfs_delete(&o->loc) == 0 ? 1 : -1;
+        break;
+    }
+    o->err = errno;
+}
+
+/* On the request's loop. */
+static void s_off_finish(void *arg)
+{
+    s_off_t *o = arg;
+    gw_s3_req_t *r = o->r;
+    if (r == NULL) {
+        if (o->fd >= 0)
+            close(o->fd);
+    } else {
+        *o->hook = NULL;
+        errno = o->err;
+        switch (o->kind) {
+        case S_OFF_GET:
+        case S_OFF_HEAD: s_get_opened(r, o->fd, o->rc == 0, &o->st); break;
+        case S_OFF_PUT:
+            if (o->rc < 0) {
+                s_store_error(r, o->err);
+                break;
+            }
+            s_raise(r, "onPut", r->key, (int64_t)o->st.size, o->st.mtime_ns / 1000000000, o->st.etag, true);
+            s_etag_header(r, o->st.etag);
+            gw_s3_empty(r, 200);
+            break;
+        case S_OFF_DELETE:
+            if (o->rc < 0) {
+                gw_s3_error(r, "InternalError", "cannot delete: the S3 backend of this mount failed");
+                break;
+            }
+            if (o->rc == 1)
+                s_raise(r, "onDelete", r->key, -1, -1, NULL, true);
+            gw_s3_empty(r, 204);
+            break;
+        }
+    }
+    if (o->w != NULL)
+        rf_sgfs_put_abort(&o->w);
+    free(o);
+}
+
+/* Runs kind on the S3-backed mount of loc off the loop; the answer comes
+ * from s_off_finish. w (PUT) is taken. */
+static void s_offload(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *loc, rf_sgfs_put_t *w)
+{
+    s_off_t *o = calloc(1, sizeof(*o));
+    void **hook = o != NULL ? h2o_mem_alloc_shared(&r->req->pool, sizeof(*hook), s_off_dispose) : NULL;
+    if (hook != NULL) {
+        *hook = o;
+        o->hook = hook;
+        o->r = r;
+        o->kind = kind;
+        o->loc = *loc;
+        o->w = w;
+        o->fd = -1;
+    }
+    if (hook == NULL || gw_storage_offload(r->storage, r->thread, s_off_work, s_off_finish, o) < 0) {
+        if (hook != NULL)
+            *hook = NULL;
+        free(o);
+        if (w != NULL)
+            rf_sgfs_put_abort(&w);
+        gw_s3_error(r, "SlowDown", "too many requests to S3-backed mounts are waiting");
+    }
+}
+
+static void s_get_object(gw_s3_req_t *r)
+{
+    bool head = s_method(r, "HEAD");
+    r->op = head ? "HeadObject" : "GetObject";
+    if (!s_allowed(r, r->bucket, "get") || !s_version_ok(r) || !s_part_number_ok(r))
+        return;
+    rf_sgfs_loc_t loc;
+    r->s3_ok = true;
+    if (s_resolve(r, r->bucket, r->key, r->key_len, false, &loc) < 0)
+        return;
+    if (loc.mount->kind == RF_SG_MOUNT_S3) {
+        s_offload(r, head ? S_OFF_HEAD : S_OFF_GET, &loc, NULL);
+        return;
+    }
+    rf_sgfs_stat_t st;
+    int fd = rf_sgfs_open(&loc, &st);
+    s_get_opened(r, fd, fd >= 0, &st);
 }
 
 /* "/bucket/key" or "bucket/key" (percent-encoded, maybe ?versionId=) of a copy source. */
@@ -949,6 +1076,7 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
     if (!s_allowed(r, r->bucket, "put"))
         return;
     rf_sgfs_loc_t loc;
+    r->s3_ok = !copy;
     if (s_resolve_put(r, &loc) < 0)
         return;
     char meta[RF_SGFS_META_MAX], ctbuf[128];
@@ -986,6 +1114,10 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
         gw_s3_error(r, "InvalidRequest", "a key ending in '/' is a folder marker: its body must be empty");
         return;
     }
+    if (loc.mount->kind == RF_SG_MOUNT_S3) { /* the upload runs off the loop */
+        s_offload(r, S_OFF_PUT, &loc, w);
+        return;
+    }
     rf_sgfs_stat_t st;
     if (rf_sgfs_put_commit(&w, NULL, &st) < 0) {
         s_store_error(r, errno);
@@ -1005,7 +1137,13 @@ static void s_delete_object(gw_s3_req_t *r)
     r->op = "DeleteObject";
     if (!s_allowed(r, r->bucket, "delete") || !s_version_ok(r))
         return;
+    rf_sgfs_loc_t loc;
     const char *why = NULL;
+    if (rf_sgfs_resolve(r->bucket, r->key, r->key_len, false, RF_SGFS_S3_OK, &loc, &why) == 0 &&
+        loc.mount->kind == RF_SG_MOUNT_S3) {
+        s_offload(r, S_OFF_DELETE, &loc, NULL);
+        return;
+    }
     int rc = s_delete_key(r->bucket, r->key, r->key_len, &why);
     if (rc == -2) {
         gw_s3_error(r, "AccessDenied", "%s", why);

@@ -54,6 +54,7 @@
 #include "rf_path.h"
 #include "rf_s3c.h"
 #include "rf_sgevent.h"
+#include "rf_sgfs.h"
 #include "rf_ttl.h"
 
 #define GW_STORAGE_PROBERS 4
@@ -61,7 +62,7 @@
 #define GW_STORAGE_QUEUE_MAX 4096
 #define GW_STORAGE_HEAD_MAX 8192 /* the headers a storage HIT keeps */
 
-typedef enum { S_PROBE, S_UPLOAD, S_DELETE, S_WARM } s_kind_t;
+typedef enum { S_PROBE, S_UPLOAD, S_DELETE, S_WARM, S_RUN } s_kind_t;
 
 typedef struct gw_sjob_t gw_sjob_t;
 struct gw_sjob_t {
@@ -92,6 +93,10 @@ struct gw_sjob_t {
     gw_warm_done_fn *done;
     void *done_arg;
     gw_warm_result_t result;
+    /* run: work(arg) here, then finish(arg) on the thread's loop */
+    void (*work)(void *arg);
+    void (*finish)(void *arg);
+    void *run_arg;
 };
 
 typedef struct {
@@ -661,18 +666,28 @@ static void *s_thread(void *arg)
                 s_answer(j, false);
             else if (j->kind == S_WARM)
                 s_warm(j); /* no S3 client is needed for it */
+            else if (j->kind == S_RUN) {
+                j->work(j->run_arg); /* its own clients (rf_sgfs) */
+                atomic_fetch_add(&j->refs, 1);
+                h2o_multithread_send_message(&j->thread->storage_receiver, &j->msg);
+            }
         } else if (j->kind == S_PROBE) {
             s_probe(c, j);
         } else if (j->kind == S_UPLOAD) {
             s_upload(p->st, c, j, efd, &p->st->stop);
         } else if (j->kind == S_WARM) {
             s_warm(j);
+        } else if (j->kind == S_RUN) {
+            j->work(j->run_arg);
+            atomic_fetch_add(&j->refs, 1);
+            h2o_multithread_send_message(&j->thread->storage_receiver, &j->msg);
         } else {
             s_delete(c, j);
         }
         s_job_unref(j);
     }
     rf_s3c_destroy(&c);
+    rf_sgfs_thread_end(); /* the S3 API's clients of S3-backed mounts (S_RUN) */
     if (efd >= 0)
         close(efd);
     return NULL;
@@ -765,6 +780,11 @@ void gw_storage_on_probe(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
             s_job_unref(j);
             continue;
         }
+        if (j->kind == S_RUN) {
+            j->finish(j->run_arg);
+            s_job_unref(j);
+            continue;
+        }
         gw_req_t *rc = j->rc;
         if (j->hook != NULL)
             *j->hook = NULL;
@@ -833,6 +853,24 @@ int gw_storage_warm(gw_storage_t *st, gw_thread_t *thread, const char *url, cons
     atomic_init(&j->refs, 1);
     if (!s_push(&st->uploads, j)) {
         s_job_free(j);
+        return -1;
+    }
+    return 0;
+}
+
+int gw_storage_offload(gw_storage_t *st, void *thread, void (*work)(void *arg), void (*finish)(void *arg), void *arg)
+{
+    gw_sjob_t *j = st ? calloc(1, sizeof(*j)) : NULL;
+    if (j == NULL)
+        return -1;
+    j->kind = S_RUN;
+    j->thread = thread;
+    j->work = work;
+    j->finish = finish;
+    j->run_arg = arg;
+    atomic_init(&j->refs, 1);
+    if (!s_push(&st->probes, j)) {
+        free(j);
         return -1;
     }
     return 0;
