@@ -66,7 +66,8 @@ stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER
     tests/integration/test_purge.py tests/integration/test_compress.py \
     tests/integration/test_link.py tests/integration/test_rewrite.py tests/integration/test_tier.py \
     tests/integration/test_redis.py tests/integration/test_origins.py tests/integration/test_video.py \
-    tests/integration/test_storgate.py tests/integration/test_storage.py tests/integration/test_srcache.py
+    tests/integration/test_storgate.py tests/integration/test_storage.py tests/integration/test_srcache.py \
+    tests/integration/test_storgate_swift.py
 
 pass=0 fail=0 failed=""
 for i in "${!NAMES[@]}"; do
