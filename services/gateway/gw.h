@@ -339,6 +339,13 @@ h2o_iovec_t gw_key_query(const rf_cache_conf_t *c, h2o_iovec_t q, h2o_mem_pool_t
 h2o_iovec_t gw_vary_values(h2o_iovec_t vary, const h2o_headers_t *headers, h2o_mem_pool_t *pool);
 /* A stored header's value in a "name\0value\0" blob, or NULL. */
 const char *gw_stored_header(const char *blob, size_t len, const char *name, size_t *vlen);
+/* One line of a stored header blob ("name\0value\0…", rf_obj_headers). */
+typedef struct {
+    const char *name, *value; /* NUL-terminated, in the blob */
+    size_t name_len, value_len;
+} gw_stored_line_t;
+/* The line at *at (start at 0), *at moved past it; false at the end. */
+bool gw_stored_next(const char *blob, size_t len, size_t *at, gw_stored_line_t *line);
 /* The stored headers of `o` as an array for rf_ttl (malloc'd, the caller
  * frees it; the strings are borrowed from the object), or NULL. */
 rf_hdr_t *gw_stored_hdrs(rf_obj_t *o, size_t *n);

@@ -203,16 +203,13 @@ static int s_make(rf_obj_t *o, rf_obj_t *v, rf_ce_t method, int level)
     if ((blob = malloc(hl + 128)) == NULL)
         goto out;
     size_t bl = 0;
-    for (size_t i = 0; i < hl;) {
-        const char *n = src + i;
-        size_t nl = strlen(n);
-        const char *val = n + nl + 1;
-        size_t vl = strlen(val);
-        i += nl + vl + 2;
-        if (strcmp(n, "etag") == 0 || strcmp(n, "vary") == 0 || strcmp(n, "content-length") == 0)
+    size_t at = 0;
+    gw_stored_line_t l;
+    while (gw_stored_next(src, hl, &at, &l)) {
+        if (strcmp(l.name, "etag") == 0 || strcmp(l.name, "vary") == 0 || strcmp(l.name, "content-length") == 0)
             continue;
-        memcpy(blob + bl, n, nl + vl + 2);
-        bl += nl + vl + 2;
+        memcpy(blob + bl, l.name, l.name_len + l.value_len + 2);
+        bl += l.name_len + l.value_len + 2;
     }
     const char *name = s_names[method];
     bl += (size_t)sprintf(blob + bl, "content-encoding%c%s%cvary%caccept-encoding%c", 0, name, 0, 0, 0);

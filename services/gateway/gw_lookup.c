@@ -108,20 +108,27 @@ h2o_iovec_t gw_vary_values(h2o_iovec_t vary, const h2o_headers_t *headers, h2o_m
     return h2o_iovec_init(out ? out : "", len);
 }
 
+bool gw_stored_next(const char *blob, size_t len, size_t *at, gw_stored_line_t *line)
+{
+    if (*at >= len)
+        return false;
+    line->name = blob + *at;
+    line->name_len = strlen(line->name);
+    line->value = line->name + line->name_len + 1;
+    line->value_len = strlen(line->value);
+    *at += line->name_len + line->value_len + 2;
+    return true;
+}
+
 const char *gw_stored_header(const char *blob, size_t len, const char *name, size_t *vlen)
 {
-    size_t want = strlen(name);
-    for (size_t i = 0; i < len;) {
-        const char *n = blob + i;
-        size_t nl = strlen(n);
-        const char *v = n + nl + 1;
-        size_t vl = strlen(v);
-        if (nl == want && memcmp(n, name, nl) == 0) {
-            *vlen = vl;
-            return v;
+    size_t want = strlen(name), at = 0;
+    gw_stored_line_t l;
+    while (gw_stored_next(blob, len, &at, &l))
+        if (l.name_len == want && memcmp(l.name, name, want) == 0) {
+            *vlen = l.value_len;
+            return l.value;
         }
-        i += nl + 1 + vl + 1;
-    }
     return NULL;
 }
 
@@ -131,12 +138,9 @@ rf_hdr_t *gw_stored_hdrs(rf_obj_t *o, size_t *n)
     const char *b = rf_obj_headers(o, &len);
     rf_hdr_t *h = malloc(cap * sizeof(*h));
     *n = 0;
-    for (size_t i = 0; h != NULL && i < len;) {
-        const char *name = b + i;
-        size_t nl = strlen(name);
-        const char *v = name + nl + 1;
-        size_t vl = strlen(v);
-        i += nl + vl + 2;
+    size_t at = 0;
+    gw_stored_line_t l;
+    while (h != NULL && gw_stored_next(b, len, &at, &l)) {
         if (*n == cap) {
             rf_hdr_t *g = realloc(h, (cap *= 2) * sizeof(*h));
             if (g == NULL) {
@@ -145,7 +149,7 @@ rf_hdr_t *gw_stored_hdrs(rf_obj_t *o, size_t *n)
             }
             h = g;
         }
-        h[(*n)++] = (rf_hdr_t){name, nl, v, vl};
+        h[(*n)++] = (rf_hdr_t){l.name, l.name_len, l.value, l.value_len};
     }
     return h;
 }

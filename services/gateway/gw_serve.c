@@ -216,15 +216,12 @@ static int s_start(gw_reader_t *r)
     rc->cache_status = s_cache_status(rc, o, rf_obj_keep(o), now);
     req->res.status = m->status;
     req->res.reason = gw_reason(m->status);
-    for (size_t i = 0; i < hlen;) {
-        const char *n = hdrs + i;
-        size_t nl = strlen(n);
-        const char *v = n + nl + 1;
-        size_t vl = strlen(v);
-        i += nl + 1 + vl + 1;
-        if ((nl == 3 && memcmp(n, "age", 3) == 0) || (nl == 13 && memcmp(n, "accept-ranges", 13) == 0) || n[0] == ':')
+    size_t at = 0;
+    gw_stored_line_t l;
+    while (gw_stored_next(hdrs, hlen, &at, &l)) {
+        if (strcmp(l.name, "age") == 0 || strcmp(l.name, "accept-ranges") == 0 || l.name[0] == ':')
             continue; /* Age and Accept-Ranges are the cache's to say; ":" lines are its own */
-        h2o_add_header_by_str(&req->pool, &req->res.headers, n, nl, 1, NULL, v, vl);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, l.name, l.name_len, 1, NULL, l.value, l.value_len);
     }
     size_t vl;
     if (gw_stored_header(hdrs, hlen, "vary", &vl) == NULL && gw_compress_applies(rc, o))

@@ -76,18 +76,13 @@ static h2o_headers_t *s_headers(gw_req_t *rc, rf_obj_t *o)
     h2o_mem_pool_t *pool = &rc->req->pool;
     h2o_headers_t *h = h2o_mem_alloc_pool(pool, sizeof(*h));
     memset(h, 0, sizeof(*h));
-    size_t hl;
+    size_t hl, at = 0;
     const char *blob = rf_obj_headers(o, &hl);
-    for (size_t i = 0; i < hl;) {
-        const char *n = blob + i;
-        size_t nl = strlen(n);
-        const char *v = n + nl + 1;
-        size_t vl = strlen(v);
-        i += nl + vl + 2;
-        if (n[0] != ':')
-            h2o_add_header_by_str(pool, h, h2o_strdup(pool, n, nl).base, nl, 0, NULL, h2o_strdup(pool, v, vl).base,
-                                  vl);
-    }
+    gw_stored_line_t l;
+    while (gw_stored_next(blob, hl, &at, &l))
+        if (l.name[0] != ':')
+            h2o_add_header_by_str(pool, h, h2o_strdup(pool, l.name, l.name_len).base, l.name_len, 0, NULL,
+                                  h2o_strdup(pool, l.value, l.value_len).base, l.value_len);
     return h;
 }
 

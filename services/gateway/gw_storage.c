@@ -301,16 +301,11 @@ static void s_answer(gw_sjob_t *j, bool hit)
  * content change purges it). 0 or -1. */
 static int s_set_head(gw_sjob_t *j)
 {
-    size_t n = 0;
+    size_t n = 0, at = 0;
     rf_hdr_t hs[16];
-    for (size_t i = 0; i < j->blen && n < 16;) {
-        const char *name = j->blob + i;
-        size_t nl = strlen(name);
-        const char *v = name + nl + 1;
-        size_t vl = strlen(v);
-        hs[n++] = (rf_hdr_t){name, nl, v, vl};
-        i += nl + vl + 2;
-    }
+    gw_stored_line_t l;
+    while (n < 16 && gw_stored_next(j->blob, j->blen, &at, &l))
+        hs[n++] = (rf_hdr_t){l.name, l.name_len, l.value, l.value_len};
     int64_t now = (int64_t)time(NULL);
     rf_ttl_verdict_t v;
     if (rf_ttl_decide(&j->vhost->cache.ttl, 200, hs, n, now, now, false, &v) < 0)
