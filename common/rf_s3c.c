@@ -180,7 +180,9 @@ static size_t s_header(char *p, size_t size, size_t n, void *arg)
 
 typedef struct {
     int fd;
-    const char *mem; /* or the bytes themselves */
+    const char *mem;     /* or the bytes themselves */
+    rf_s3c_read_fn *rd;  /* or a reader (rf_s3c_put_sized) */
+    void *rd_arg;
     uint64_t off, left;
 } s_source_t;
 
@@ -197,6 +199,14 @@ static size_t s_read(char *p, size_t size, size_t n, void *arg)
         s->off += want;
         s->left -= want;
         return want;
+    }
+    if (s->rd != NULL) { /* straight into curl's buffer: no copy of ours */
+        ssize_t r = s->rd(s->rd_arg, p, want);
+        if (r <= 0) /* the source ended short of the size it said, or failed */
+            return CURL_READFUNC_ABORT;
+        s->off += (uint64_t)r;
+        s->left -= (uint64_t)r;
+        return (size_t)r;
     }
     ssize_t r = pread(s->fd, p, want, (off_t)s->off);
     if (r <= 0)
@@ -556,6 +566,25 @@ int rf_s3c_put_stream(rf_s3c_t *c, const char *key, const char *content_type, co
     }
     free(buf);
     return rc;
+}
+
+int rf_s3c_put_sized(rf_s3c_t *c, const char *key, const char *content_type, const char *const *hdrs, uint64_t size,
+                     rf_s3c_read_fn *rd, void *arg, char *why, size_t why_len)
+{
+    if (size <= RF_S3C_STREAM_PART) {
+        s_source_t src = {.fd = -1, .rd = rd, .rd_arg = arg, .left = size};
+        return s_put_src(c, key, NULL, &src, content_type, hdrs, NULL, why, why_len);
+    }
+    s_mp_t m;
+    if (s_mp_create(&m, c, key, content_type, hdrs, why, why_len) < 0)
+        return -1;
+    bool ok = true;
+    for (uint64_t off = 0; ok && off < size; off += RF_S3C_STREAM_PART) {
+        uint64_t n = size - off < RF_S3C_STREAM_PART ? size - off : RF_S3C_STREAM_PART;
+        s_source_t src = {.fd = -1, .rd = rd, .rd_arg = arg, .left = n};
+        ok = s_mp_part(&m, &src, why, why_len) == 0;
+    }
+    return s_mp_end(&m, ok, NULL, why, why_len);
 }
 
 int rf_s3c_get_cb(rf_s3c_t *c, const char *key, const rf_s3c_get_cbs_t *cbs, char *why, size_t why_len)

@@ -91,6 +91,13 @@ typedef ssize_t(rf_s3c_read_fn)(void *arg, char *buf, size_t cap);
 int rf_s3c_put_stream(rf_s3c_t *c, const char *key, const char *content_type, const char *const *hdrs,
                       rf_s3c_read_fn *rd, void *arg, uint64_t *total, char *why, size_t why_len);
 
+/* PUT size bytes read from rd (as rf_s3c_put_stream's) straight into
+ * libcurl's buffers, with no part held here: one PUT up to
+ * RF_S3C_STREAM_PART, else a multipart upload in parts of that size,
+ * aborted when rd gives up or ends short of size. 0 or -1 (why). */
+int rf_s3c_put_sized(rf_s3c_t *c, const char *key, const char *content_type, const char *const *hdrs, uint64_t size,
+                     rf_s3c_read_fn *rd, void *arg, char *why, size_t why_len);
+
 /* DELETE key (a missing key is fine, as in S3). 0 or -1. */
 int rf_s3c_delete(rf_s3c_t *c, const char *key, char *why, size_t why_len);
 

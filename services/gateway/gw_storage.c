@@ -88,6 +88,7 @@ struct gw_sjob_t {
     char *blob; /* the head being built (name\0value\0…) */
     size_t blen, bcap;
     int64_t length;
+    uint64_t got; /* body bytes appended */
     /* warm: GET url (the gateway's own listener) with Host: host */
     char *host;
     gw_warm_done_fn *done;
@@ -159,6 +160,7 @@ static gw_sjob_t *s_job_new(gw_req_t *rc, s_kind_t kind, const rf_s3tier_conf_t 
     j->vhost = rc->vhost;
     j->ep = &tier->ep;
     j->tier = tier;
+    j->length = -1;
     atomic_init(&j->refs, 1);
     memcpy(j->request_id, rc->request_id, sizeof(j->request_id));
     j->url = h2o_concat(&rc->req->pool, rc->path, rc->query).base;
@@ -332,7 +334,14 @@ static int s_on_data(void *arg, const char *p, size_t n)
             return -1;
         s_answer(j, true);
     }
-    return rf_obj_append(j->obj, p, n) < 0 ? -1 : 0;
+    if (rf_obj_append(j->obj, p, n) < 0)
+        return -1;
+    /* All the bytes the answer announced: complete now, not when curl
+     * returns — a request arriving meanwhile is then a hit, not a join. */
+    j->got += n;
+    if (j->length >= 0 && j->got == (uint64_t)j->length)
+        rf_obj_finish(j->obj, true);
+    return 0;
 }
 
 static void s_probe(rf_s3c_t *c, gw_sjob_t *j)
@@ -483,8 +492,15 @@ static void s_upload(gw_storage_t *st, rf_s3c_t *c, gw_sjob_t *j, int efd, atomi
     char *lines[12], *ctype = NULL;
     size_t n = s_put_headers(j, lines, 12, &ctype);
     rf_s3c_use(c, j->ep);
-    int rc = rf_s3c_put_stream(c, j->key, ctype, (const char *const *)lines, s_follow_read, &f, &total,
-                               why, sizeof(why));
+    /* A length known from the head: the body goes from the cache file
+     * straight into curl's buffers; else through one part held here. */
+    int64_t length = rf_obj_meta(j->obj)->length;
+    int rc = length >= 0 ? rf_s3c_put_sized(c, j->key, ctype, (const char *const *)lines, (uint64_t)length,
+                                            s_follow_read, &f, why, sizeof(why))
+                         : rf_s3c_put_stream(c, j->key, ctype, (const char *const *)lines, s_follow_read, &f, &total,
+                                             why, sizeof(why));
+    if (rc == 0 && length >= 0)
+        total = (uint64_t)length;
     for (size_t i = 0; i < n; i++)
         free(lines[i]);
     free(ctype);
