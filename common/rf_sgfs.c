@@ -139,8 +139,8 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
     /* S3-backed mounts serve the scheduler (RF_SGFS_INTERNAL) and the S3
      * API's object operations that pass RF_SGFS_S3_OK */
     if (best->kind != RF_SG_MOUNT_LOCAL && !(flags & (RF_SGFS_INTERNAL | RF_SGFS_S3_OK)))
-        return *why = "S3-backed mounts serve object GET, HEAD, PUT and DELETE only (not copies, multipart "
-                      "uploads or listings yet)",
+        return *why = "S3-backed mounts serve object GET, HEAD, PUT and DELETE and listings (not copies or "
+                      "multipart uploads yet)",
                -1;
     size_t seg = strcspn(rel, "/");
     if (seg == strlen(RF_SGFS_RESERVED) && memcmp(rel, RF_SGFS_RESERVED, seg) == 0)
@@ -1001,8 +1001,16 @@ int rf_sgfs_list(const rf_sg_bucket_t *b, const char *prefix, const char *delim,
     return rf_sgfs_list_opts(b, prefix, delim, after, max, false, out);
 }
 
+bool rf_sgfs_lists_s3(const rf_sg_bucket_t *b)
+{
+    for (size_t i = 0; i < b->n_mounts; i++)
+        if (b->mounts[i].expose && b->mounts[i].kind != RF_SG_MOUNT_LOCAL)
+            return true;
+    return false;
+}
+
 int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
-                      bool internal, rf_sgfs_list_t *out)
+                      int flags, rf_sgfs_list_t *out)
 {
     memset(out, 0, sizeof(*out));
     if (max < 1)
@@ -1016,7 +1024,8 @@ int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *d
         return errno = ENOMEM, -1;
     for (size_t i = 0; i < b->n_mounts; i++) {
         const rf_sg_mount_t *m = &b->mounts[i];
-        if (!internal && (!m->expose || m->kind != RF_SG_MOUNT_LOCAL))
+        bool s3 = m->kind != RF_SG_MOUNT_LOCAL;
+        if (!(flags & RF_SGFS_INTERNAL) && (!m->expose || (s3 && !(flags & RF_SGFS_S3_OK))))
             continue;
         rf_sgfs_list_t one = {.e = all.e + all.n};
         s_walk_t w = {.prefix = prefix, .delim = delim ? delim : "", .after = after ? after : "",

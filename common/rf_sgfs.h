@@ -148,10 +148,13 @@ int rf_sgfs_list(const rf_sg_bucket_t *b, const char *prefix, const char *delim,
                  rf_sgfs_list_t *out);
 void rf_sgfs_list_clear(rf_sgfs_list_t *l);
 
-/* The same, and with `internal` (the scheduler) hidden mounts and
- * S3-backed mounts (ListObjectsV2 of their endpoint) are listed too. */
+/* The same with flags (rf_sgfs_resolve's): RF_SGFS_S3_OK lists exposed
+ * S3-backed mounts too (ListObjectsV2 of their endpoint: blocking), and
+ * RF_SGFS_INTERNAL (the scheduler) hidden mounts as well. */
 int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *delim, const char *after, size_t max,
-                      bool internal, rf_sgfs_list_t *out);
+                      int flags, rf_sgfs_list_t *out);
+/* Whether b has an exposed S3-backed mount (whose listing blocks). */
+bool rf_sgfs_lists_s3(const rf_sg_bucket_t *b);
 
 /* Removes what crashes leave in the local mounts' .refract-s3/: temporary
  * files older than tmp_age_s (a writer killed mid-object) and multipart

@@ -256,6 +256,88 @@ static bool s_b64url_token(const char *tok, char *out, size_t cap)
     return strlen(out) == (size_t)n;
 }
 
+/* A listing's parsed request, kept for its answer (in the request pool). */
+typedef struct {
+    bool v2, url;
+    const char *prefix, *delim, *token, *after;
+    long max;
+    char tok_after[RF_SGFS_KEY_MAX + 8];
+} s_list_q_t;
+
+/* The ListBucketResult of l (cleared here). */
+static void s_list_answer(gw_s3_req_t *r, const s_list_q_t *q, rf_sgfs_list_t *l)
+{
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "ListBucketResult", S_XMLNS);
+    rf_xml_textf(&x, "Name", "%s", r->bucket->name);
+    s_xml_key(&x, "Prefix", q->prefix ? q->prefix : "", q->url);
+    if (q->v2) {
+        size_t n = 0;
+        for (size_t i = 0; i < l->n; i++)
+            n++;
+        rf_xml_textf(&x, "KeyCount", "%zu", n);
+        if (q->token != NULL)
+            rf_xml_textf(&x, "ContinuationToken", "%s", q->token);
+        if (gw_s3_param(r, "start-after") != NULL)
+            s_xml_key(&x, "StartAfter", gw_s3_param(r, "start-after"), q->url);
+    } else {
+        s_xml_key(&x, "Marker", q->after ? q->after : "", q->url);
+    }
+    rf_xml_textf(&x, "MaxKeys", "%ld", q->max);
+    if (q->delim != NULL)
+        s_xml_key(&x, "Delimiter", q->delim, q->url);
+    rf_xml_textf(&x, "IsTruncated", "%s", l->truncated ? "true" : "false");
+    if (l->truncated && l->n > 0) {
+        const char *last = l->e[l->n - 1].key;
+        if (q->v2) {
+            size_t ll = strlen(last);
+            char *tok = malloc(4 * ((ll + 2) / 3) + 1);
+            if (tok != NULL) {
+                EVP_EncodeBlock((unsigned char *)tok, (const unsigned char *)last, (int)ll);
+                rf_xml_textf(&x, "NextContinuationToken", "%s", tok);
+                free(tok);
+            }
+        } else {
+            s_xml_key(&x, "NextMarker", last, q->url);
+        }
+    }
+    if (q->url)
+        rf_xml_textf(&x, "EncodingType", "url");
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->e[i].prefix)
+            continue;
+        char t[32];
+        gw_s3_iso_time(l->e[i].mtime_ns, t);
+        rf_xml_open(&x, "Contents", NULL);
+        s_xml_key(&x, "Key", l->e[i].key, q->url);
+        rf_xml_textf(&x, "LastModified", "%s", t);
+        rf_xml_textf(&x, "ETag", "\"%s\"", l->e[i].etag);
+        rf_xml_textf(&x, "Size", "%llu", (unsigned long long)l->e[i].size);
+        rf_xml_textf(&x, "StorageClass", "STANDARD");
+        if (!q->v2 || gw_s3_param(r, "fetch-owner") != NULL) {
+            rf_xml_open(&x, "Owner", NULL);
+            rf_xml_textf(&x, "ID", "%s", r->auth.access_key);
+            rf_xml_textf(&x, "DisplayName", "%s", r->auth.access_key);
+            rf_xml_close(&x);
+        }
+        rf_xml_close(&x);
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        if (!l->e[i].prefix)
+            continue;
+        rf_xml_open(&x, "CommonPrefixes", NULL);
+        s_xml_key(&x, "Prefix", l->e[i].key, q->url);
+        rf_xml_close(&x);
+    }
+    rf_sgfs_list_clear(l);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
+static void s_offload_list(gw_s3_req_t *r, s_list_q_t *q);
+
 static void s_list_objects(gw_s3_req_t *r, bool v2)
 {
     r->op = v2 ? "ListObjectsV2" : "ListObjects";
@@ -282,86 +364,31 @@ static void s_list_objects(gw_s3_req_t *r, bool v2)
         if (max > 1000)
             max = 1000;
     }
-    char tok_after[RF_SGFS_KEY_MAX + 8];
+    s_list_q_t *q = h2o_mem_alloc_pool(&r->req->pool, sizeof(*q));
     if (token != NULL) {
-        if (!s_b64url_token(token, tok_after, sizeof(tok_after))) {
+        if (!s_b64url_token(token, q->tok_after, sizeof(q->tok_after))) {
             gw_s3_error(r, "InvalidArgument", "the continuation token provided is incorrect");
             return;
         }
-        after = tok_after;
+        after = q->tok_after;
+    }
+    q->v2 = v2;
+    q->url = url;
+    q->prefix = prefix;
+    q->delim = delim;
+    q->token = token;
+    q->after = after;
+    q->max = max;
+    if (max > 0 && rf_sgfs_lists_s3(b)) { /* an S3-backed mount's page is a blocking call */
+        s_offload_list(r, q);
+        return;
     }
     rf_sgfs_list_t l = {0};
     if (max > 0 && rf_sgfs_list(b, prefix ? prefix : "", delim, after ? after : "", (size_t)max, &l) < 0) {
         gw_s3_error(r, "InternalError", "cannot list: %s", strerror(errno));
         return;
     }
-    rf_xml_t x;
-    rf_xml_init(&x);
-    rf_xml_open(&x, "ListBucketResult", S_XMLNS);
-    rf_xml_textf(&x, "Name", "%s", b->name);
-    s_xml_key(&x, "Prefix", prefix ? prefix : "", url);
-    if (v2) {
-        size_t n = 0;
-        for (size_t i = 0; i < l.n; i++)
-            n++;
-        rf_xml_textf(&x, "KeyCount", "%zu", n);
-        if (token != NULL)
-            rf_xml_textf(&x, "ContinuationToken", "%s", token);
-        if (gw_s3_param(r, "start-after") != NULL)
-            s_xml_key(&x, "StartAfter", gw_s3_param(r, "start-after"), url);
-    } else {
-        s_xml_key(&x, "Marker", after ? after : "", url);
-    }
-    rf_xml_textf(&x, "MaxKeys", "%ld", max);
-    if (delim != NULL)
-        s_xml_key(&x, "Delimiter", delim, url);
-    rf_xml_textf(&x, "IsTruncated", "%s", l.truncated ? "true" : "false");
-    if (l.truncated && l.n > 0) {
-        const char *last = l.e[l.n - 1].key;
-        if (v2) {
-            size_t ll = strlen(last);
-            char *tok = malloc(4 * ((ll + 2) / 3) + 1);
-            if (tok != NULL) {
-                EVP_EncodeBlock((unsigned char *)tok, (const unsigned char *)last, (int)ll);
-                rf_xml_textf(&x, "NextContinuationToken", "%s", tok);
-                free(tok);
-            }
-        } else {
-            s_xml_key(&x, "NextMarker", last, url);
-        }
-    }
-    if (url)
-        rf_xml_textf(&x, "EncodingType", "url");
-    for (size_t i = 0; i < l.n; i++) {
-        if (l.e[i].prefix)
-            continue;
-        char t[32];
-        gw_s3_iso_time(l.e[i].mtime_ns, t);
-        rf_xml_open(&x, "Contents", NULL);
-        s_xml_key(&x, "Key", l.e[i].key, url);
-        rf_xml_textf(&x, "LastModified", "%s", t);
-        rf_xml_textf(&x, "ETag", "\"%s\"", l.e[i].etag);
-        rf_xml_textf(&x, "Size", "%llu", (unsigned long long)l.e[i].size);
-        rf_xml_textf(&x, "StorageClass", "STANDARD");
-        if (!v2 || gw_s3_param(r, "fetch-owner") != NULL) {
-            rf_xml_open(&x, "Owner", NULL);
-            rf_xml_textf(&x, "ID", "%s", r->auth.access_key);
-            rf_xml_textf(&x, "DisplayName", "%s", r->auth.access_key);
-            rf_xml_close(&x);
-        }
-        rf_xml_close(&x);
-    }
-    for (size_t i = 0; i < l.n; i++) {
-        if (!l.e[i].prefix)
-            continue;
-        rf_xml_open(&x, "CommonPrefixes", NULL);
-        s_xml_key(&x, "Prefix", l.e[i].key, url);
-        rf_xml_close(&x);
-    }
-    rf_sgfs_list_clear(&l);
-    size_t len = 0;
-    char *doc = rf_xml_finish(&x, &len);
-    gw_s3_xml(r, 200, doc, len);
+    s_list_answer(r, q, &l);
 }
 
 /* Whether upload u comes after the markers (S3: key-marker alone skips
@@ -779,7 +806,7 @@ static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *
 
 /* ---- S3-backed mounts: their blocking calls on the storage threads ---------------------- */
 
-typedef enum { S_OFF_GET, S_OFF_HEAD, S_OFF_PUT, S_OFF_DELETE } s_off_kind_t;
+typedef enum { S_OFF_GET, S_OFF_HEAD, S_OFF_PUT, S_OFF_DELETE, S_OFF_LIST } s_off_kind_t;
 
 /* One operation on an S3-backed mount, between the loop and a storage
  * thread (gw_storage_offload). The request may go meanwhile: its pool's
@@ -792,6 +819,13 @@ typedef struct {
     rf_sgfs_put_t *w; /* PUT: the written body, committed (uploaded) there */
     rf_sgfs_stat_t st;
     int fd, rc, err;
+    /* LIST: the page asked (copies: the request may go meanwhile), its
+     * parsed request for the answer, and the page */
+    const rf_sg_bucket_t *b;
+    char *prefix, *delim, *after;
+    size_t max;
+    s_list_q_t *q;
+    rf_sgfs_list_t l;
 } s_off_t;
 
 static void s_off_dispose(void *p)
@@ -812,6 +846,9 @@ static void s_off_work(void *arg)
         break;
     case S_OFF_HEAD: o->rc = rf_sgfs_stat(&o->loc, &o->st); break;
     case S_OFF_PUT: o->rc = rf_sgfs_put_commit(&o->w, NULL, &o->st); break;
+    case S_OFF_LIST:
+        o->rc = rf_sgfs_list_opts(o->b, o->prefix, o->delim, o->after, o->max, RF_SGFS_S3_OK, &o->l);
+        break;
     case S_OFF_DELETE: /* 1 deleted, 0 nothing there (S3 answers 204 either way), -1 */
         if (rf_sgfs_stat(&o->loc, &o->st) < 0)
             o->rc = errno == ENOENT ? 0 : -1;
@@ -845,6 +882,13 @@ static void s_off_finish(void *arg)
             s_etag_header(r, o->st.etag);
             gw_s3_empty(r, 200);
             break;
+        case S_OFF_LIST:
+            if (o->rc < 0)
+                gw_s3_error(r, "InternalError", "cannot list: %s",
+                            o->err == EIO ? "the S3 backend of a mount failed" : strerror(o->err));
+            else
+                s_list_answer(r, o->q, &o->l);
+            break;
         case S_OFF_DELETE:
             if (o->rc < 0) {
                 gw_s3_error(r, "InternalError", "cannot delete: the S3 backend of this mount failed");
@@ -858,32 +902,62 @@ static void s_off_finish(void *arg)
     }
     if (o->w != NULL)
         rf_sgfs_put_abort(&o->w);
+    rf_sgfs_list_clear(&o->l);
+    free(o->prefix);
+    free(o->delim);
+    free(o->after);
     free(o);
 }
 
-/* Runs kind on the S3-backed mount of loc off the loop; the answer comes
- * from s_off_finish. w (PUT) is taken. */
+/* Sends o (prepared) to a storage thread; the answer comes from
+ * s_off_finish. On failure o is freed (w aborted) and r answered. */
+static void s_offload_run(gw_s3_req_t *r, s_off_t *o)
+{
+    void **hook = h2o_mem_alloc_shared(&r->req->pool, sizeof(*hook), s_off_dispose);
+    *hook = o;
+    o->hook = hook;
+    o->r = r;
+    if (gw_storage_offload(r->storage, r->thread, s_off_work, s_off_finish, o) < 0) {
+        *hook = NULL;
+        o->r = NULL;
+        s_off_finish(o);
+        gw_s3_error(r, "SlowDown", "too many requests to S3-backed mounts are waiting");
+    }
+}
+
+/* Runs kind on the S3-backed mount of loc off the loop. w (PUT) is taken. */
 static void s_offload(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *loc, rf_sgfs_put_t *w)
 {
     s_off_t *o = calloc(1, sizeof(*o));
-    void **hook = o != NULL ? h2o_mem_alloc_shared(&r->req->pool, sizeof(*hook), s_off_dispose) : NULL;
-    if (hook != NULL) {
-        *hook = o;
-        o->hook = hook;
-        o->r = r;
-        o->kind = kind;
-        o->loc = *loc;
-        o->w = w;
-        o->fd = -1;
-    }
-    if (hook == NULL || gw_storage_offload(r->storage, r->thread, s_off_work, s_off_finish, o) < 0) {
-        if (hook != NULL)
-            *hook = NULL;
-        free(o);
+    if (o == NULL) {
         if (w != NULL)
             rf_sgfs_put_abort(&w);
-        gw_s3_error(r, "SlowDown", "too many requests to S3-backed mounts are waiting");
+        gw_s3_error(r, "InternalError", "out of memory");
+        return;
     }
+    o->kind = kind;
+    o->loc = *loc;
+    o->w = w;
+    o->fd = -1;
+    s_offload_run(r, o);
+}
+
+static void s_offload_list(gw_s3_req_t *r, s_list_q_t *q)
+{
+    s_off_t *o = calloc(1, sizeof(*o));
+    if (o == NULL || (o->prefix = strdup(q->prefix ? q->prefix : "")) == NULL ||
+        (o->after = strdup(q->after ? q->after : "")) == NULL || (q->delim && !(o->delim = strdup(q->delim)))) {
+        if (o != NULL)
+            free(o->prefix), free(o->after), free(o);
+        gw_s3_error(r, "InternalError", "out of memory");
+        return;
+    }
+    o->kind = S_OFF_LIST;
+    o->fd = -1;
+    o->b = r->bucket;
+    o->max = (size_t)q->max;
+    o->q = q;
+    s_offload_run(r, o);
 }
 
 static void s_get_object(gw_s3_req_t *r)

@@ -177,7 +177,7 @@ static size_t s_gather_depth(sg_batch_t *bt, const char *prefix, const char *del
     int64_t now = (int64_t)time(NULL);
     while (n < want) { /* S3 lists at most 1000 a page: a chunk may take several */
         rf_sgfs_list_t l;
-        if (rf_sgfs_list_opts(bt->b, prefix, delim, after, want - n > 1000 ? 1000 : want - n, true, &l) < 0) {
+        if (rf_sgfs_list_opts(bt->b, prefix, delim, after, want - n > 1000 ? 1000 : want - n, RF_SGFS_INTERNAL, &l) < 0) {
             rf_error("storgate batch %s: cannot list /%s: %s", bt->run_id, prefix, strerror(errno));
             break;
         }
@@ -222,7 +222,7 @@ static size_t s_gather_breadth(sg_batch_t *bt, const char *prefix, char *cursor,
     int64_t now = (int64_t)time(NULL);
     for (bool more = true; more && all != NULL;) {
         rf_sgfs_list_t l;
-        if (rf_sgfs_list_opts(bt->b, prefix, NULL, after, 1000, true, &l) < 0) {
+        if (rf_sgfs_list_opts(bt->b, prefix, NULL, after, 1000, RF_SGFS_INTERNAL, &l) < 0) {
             rf_error("storgate batch %s: cannot list /%s: %s", bt->run_id, prefix, strerror(errno));
             break;
         }

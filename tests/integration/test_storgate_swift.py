@@ -4,8 +4,8 @@ by the storgate scheduler: a batch lists the Swift bucket through
 ListObjectsV2, copies and transforms its objects into a local mount and
 deletes them from Swift; another batch writes local files into Swift, a
 large one as a multipart upload; the S3 API serves the Swift mount's
-objects (GET, HEAD, Range, PUT, DELETE) and refuses copies into it with a
-clear error."""
+objects (GET, HEAD, Range, PUT, DELETE) and listings, and refuses copies
+into it with a clear error."""
 import hashlib
 import os
 import signal
@@ -119,6 +119,14 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
     api.put_object(Bucket="mixed", Key="swift/api/x.bin", Body=body, ContentType="application/x-test")
     stored = s3.get_object(Bucket="refract", Key="landing/api/x.bin")
     assert stored["Body"].read() == body and stored["ContentType"] == "application/x-test"
+    # listings take the Swift mount in, merged in key order with the local one
+    lst = api.list_objects_v2(Bucket="mixed", Prefix="swift/api/")
+    assert [o["Key"] for o in lst["Contents"]] == ["swift/api/x.bin"] and lst["Contents"][0]["Size"] == len(body)
+    top = api.list_objects_v2(Bucket="mixed", Delimiter="/")
+    assert {p["Prefix"] for p in top.get("CommonPrefixes", [])} >= {"local/", "swift/"}, top
+    keys = [o["Key"] for page in api.get_paginator("list_objects_v2").paginate(Bucket="mixed", PaginationConfig={"PageSize": 2})
+            for o in page.get("Contents", [])]
+    assert keys == sorted(keys) and "swift/api/x.bin" in keys and "swift/pics/p.jpg" in keys, keys
     got = api.get_object(Bucket="mixed", Key="swift/api/x.bin")
     assert got["Body"].read() == body
     h = api.head_object(Bucket="mixed", Key="swift/api/x.bin")
