@@ -139,7 +139,7 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
     /* S3-backed mounts serve the scheduler (RF_SGFS_INTERNAL) and the S3
      * API's object operations that pass RF_SGFS_S3_OK */
     if (best->kind != RF_SG_MOUNT_LOCAL && !(flags & (RF_SGFS_INTERNAL | RF_SGFS_S3_OK)))
-        return *why = "S3-backed mounts serve object GET, HEAD, PUT and DELETE and listings (not copies or "
+        return *why = "S3-backed mounts serve object GET, HEAD, PUT, DELETE, copies and listings (not "
                       "multipart uploads yet)",
                -1;
     size_t seg = strcspn(rel, "/");

@@ -806,7 +806,11 @@ static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *
 
 /* ---- S3-backed mounts: their blocking calls on the storage threads ---------------------- */
 
-typedef enum { S_OFF_GET, S_OFF_HEAD, S_OFF_PUT, S_OFF_DELETE, S_OFF_LIST } s_off_kind_t;
+static void s_put_answer(gw_s3_req_t *r, bool copy, const rf_sgfs_stat_t *st);
+static void s_copy_opened(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
+                          const rf_sgfs_stat_t *src);
+
+typedef enum { S_OFF_GET, S_OFF_HEAD, S_OFF_PUT, S_OFF_COPY_PUT, S_OFF_DELETE, S_OFF_LIST, S_OFF_COPY_SRC } s_off_kind_t;
 
 /* One operation on an S3-backed mount, between the loop and a storage
  * thread (gw_storage_offload). The request may go meanwhile: its pool's
@@ -826,6 +830,9 @@ typedef struct {
     size_t max;
     s_list_q_t *q;
     rf_sgfs_list_t l;
+    /* COPY_SRC: the copy's destination and its content type and metadata (in the request pool) */
+    rf_sgfs_loc_t dst;
+    const char *ct, *meta;
 } s_off_t;
 
 static void s_off_dispose(void *p)
@@ -845,7 +852,11 @@ static void s_off_work(void *arg)
         o->rc = o->fd >= 0 ? 0 : -1;
         break;
     case S_OFF_HEAD: o->rc = rf_sgfs_stat(&o->loc, &o->st); break;
-    case S_OFF_PUT: o->rc = rf_sgfs_put_commit(&o->w, NULL, &o->st); break;
+    case S_OFF_PUT:
+    case S_OFF_COPY_PUT: o->rc = rf_sgfs_put_commit(&o->w, NULL, &o->st); break;
+    case S_OFF_COPY_SRC: /* the source downloaded into an anonymous temporary file */
+        o->fd = rf_sgfs_open(&o->loc, &o->st);
+        break;
     case S_OFF_LIST:
         o->rc = rf_sgfs_list_opts(o->b, o->prefix, o->delim, o->after, o->max, RF_SGFS_S3_OK, &o->l);
         break;
@@ -874,13 +885,15 @@ static void s_off_finish(void *arg)
         case S_OFF_GET:
         case S_OFF_HEAD: s_get_opened(r, o->fd, o->rc == 0, &o->st); break;
         case S_OFF_PUT:
-            if (o->rc < 0) {
+        case S_OFF_COPY_PUT:
+            if (o->rc < 0)
                 s_store_error(r, o->err);
-                break;
-            }
-            s_raise(r, "onPut", r->key, (int64_t)o->st.size, o->st.mtime_ns / 1000000000, o->st.etag, true);
-            s_etag_header(r, o->st.etag);
-            gw_s3_empty(r, 200);
+            else
+                s_put_answer(r, o->kind == S_OFF_COPY_PUT, &o->st);
+            break;
+        case S_OFF_COPY_SRC:
+            s_copy_opened(r, &o->dst, o->ct, o->meta, o->fd, &o->st);
+            o->fd = -1; /* taken */
             break;
         case S_OFF_LIST:
             if (o->rc < 0)
@@ -938,6 +951,24 @@ static void s_offload(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *lo
     o->kind = kind;
     o->loc = *loc;
     o->w = w;
+    o->fd = -1;
+    s_offload_run(r, o);
+}
+
+/* A copy whose source is on an S3-backed mount: downloaded off the loop. */
+static void s_offload_copy(gw_s3_req_t *r, const rf_sgfs_loc_t *src, const rf_sgfs_loc_t *dst, const char *ct,
+                           const char *meta)
+{
+    s_off_t *o = calloc(1, sizeof(*o));
+    if (o == NULL) {
+        gw_s3_error(r, "InternalError", "out of memory");
+        return;
+    }
+    o->kind = S_OFF_COPY_SRC;
+    o->loc = *src;
+    o->dst = *dst;
+    o->ct = ct;
+    o->meta = meta;
     o->fd = -1;
     s_offload_run(r, o);
 }
@@ -1144,32 +1175,52 @@ static void s_copy_result(gw_s3_req_t *r, const char *root, const rf_sgfs_stat_t
     gw_s3_xml(r, 200, doc, len);
 }
 
-static void s_put_object(gw_s3_req_t *r, bool copy)
+/* The answer to a stored PutObject or CopyObject (with its event). */
+static void s_put_answer(gw_s3_req_t *r, bool copy, const rf_sgfs_stat_t *st)
 {
-    r->op = copy ? "CopyObject" : "PutObject";
-    if (!s_allowed(r, r->bucket, "put"))
-        return;
-    rf_sgfs_loc_t loc;
-    r->s3_ok = !copy;
-    if (s_resolve_put(r, &loc) < 0)
-        return;
-    char meta[RF_SGFS_META_MAX], ctbuf[128];
-    const char *ct = s_content_type(r, ctbuf, sizeof(ctbuf));
-    if (s_meta_lines(r, meta, sizeof(meta)) < 0)
-        return;
-    rf_sgfs_stat_t src;
-    int sfd = -1;
+    s_raise(r, "onPut", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, true);
     if (copy) {
-        if ((sfd = s_open_source(r, &src)) < 0)
-            return;
+        s_copy_result(r, "CopyObjectResult", st);
+        return;
+    }
+    s_etag_header(r, st->etag);
+    gw_s3_empty(r, 200);
+}
+
+static void s_put_with(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
+                       const rf_sgfs_stat_t *src);
+
+/* A copy's source opened (sfd, or -1: errno): its conditions, then the write. */
+static void s_copy_opened(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
+                          const rf_sgfs_stat_t *src)
+{
+    if (sfd < 0) {
+        gw_s3_error(r, "NoSuchKey", "the copy source does not exist");
+        return;
+    }
+    if (!s_copy_conditions(r, src)) {
+        close(sfd);
+        return;
+    }
+    s_put_with(r, loc, ct, meta, sfd, src);
+}
+
+/* PutObject, or CopyObject once its source is open (sfd, *src): writes
+ * the object at loc and answers. ct and meta: the request's (in the pool);
+ * a copy takes the source's unless x-amz-metadata-directive is REPLACE. */
+static void s_put_with(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
+                       const rf_sgfs_stat_t *src)
+{
+    bool copy = src != NULL;
+    if (copy) {
         size_t dl;
         const char *dir = gw_s3_header(r, "x-amz-metadata-directive", &dl);
         if (dir == NULL || h2o_memis(dir, dl, H2O_STRLIT("COPY"))) {
-            ct = src.content_type[0] ? src.content_type : NULL;
-            snprintf(meta, sizeof(meta), "%s", src.meta);
+            ct = src->content_type[0] ? h2o_strdup(&r->req->pool, src->content_type, SIZE_MAX).base : NULL;
+            meta = h2o_strdup(&r->req->pool, src->meta, SIZE_MAX).base;
         }
     }
-    rf_sgfs_put_t *w = rf_sgfs_put_begin(&loc, ct, meta[0] ? meta : NULL);
+    rf_sgfs_put_t *w = rf_sgfs_put_begin(loc, ct, meta[0] ? meta : NULL);
     if (w == NULL) {
         if (sfd >= 0)
             close(sfd);
@@ -1177,7 +1228,7 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
         return;
     }
     /* on failure these abort w, then answer */
-    int rc = copy ? s_copy_range(r, sfd, 0, src.size, &w) : gw_s3_body_into(r, &w);
+    int rc = copy ? s_copy_range(r, sfd, 0, src->size, &w) : gw_s3_body_into(r, &w);
     if (sfd >= 0)
         close(sfd);
     if (rc < 0)
@@ -1188,8 +1239,8 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
         gw_s3_error(r, "InvalidRequest", "a key ending in '/' is a folder marker: its body must be empty");
         return;
     }
-    if (loc.mount->kind == RF_SG_MOUNT_S3) { /* the upload runs off the loop */
-        s_offload(r, S_OFF_PUT, &loc, w);
+    if (loc->mount->kind == RF_SG_MOUNT_S3) { /* the upload runs off the loop */
+        s_offload(r, copy ? S_OFF_COPY_PUT : S_OFF_PUT, loc, w);
         return;
     }
     rf_sgfs_stat_t st;
@@ -1197,13 +1248,42 @@ static void s_put_object(gw_s3_req_t *r, bool copy)
         s_store_error(r, errno);
         return;
     }
-    s_raise(r, "onPut", r->key, (int64_t)st.size, st.mtime_ns / 1000000000, st.etag, true);
-    if (copy) {
-        s_copy_result(r, "CopyObjectResult", &st);
+    s_put_answer(r, copy, &st);
+}
+
+static void s_put_object(gw_s3_req_t *r, bool copy)
+{
+    r->op = copy ? "CopyObject" : "PutObject";
+    if (!s_allowed(r, r->bucket, "put"))
+        return;
+    rf_sgfs_loc_t loc;
+    r->s3_ok = true;
+    if (s_resolve_put(r, &loc) < 0)
+        return;
+    char meta[RF_SGFS_META_MAX], ctbuf[128];
+    const char *ct = s_content_type(r, ctbuf, sizeof(ctbuf));
+    if (s_meta_lines(r, meta, sizeof(meta)) < 0)
+        return;
+    ct = ct != NULL ? h2o_strdup(&r->req->pool, ct, SIZE_MAX).base : NULL;
+    const char *m = h2o_strdup(&r->req->pool, meta, SIZE_MAX).base;
+    if (!copy) {
+        s_put_with(r, &loc, ct, m, -1, NULL);
         return;
     }
-    s_etag_header(r, st.etag);
-    gw_s3_empty(r, 200);
+    const rf_sg_bucket_t *sb;
+    char *skey;
+    size_t sklen;
+    rf_sgfs_loc_t sloc;
+    if (s_copy_source(r, &sb, &skey, &sklen) < 0 || !s_allowed(r, sb, "get") ||
+        s_resolve(r, sb, skey, sklen, false, &sloc) < 0)
+        return;
+    if (sloc.mount->kind == RF_SG_MOUNT_S3) { /* downloaded off the loop, then s_copy_opened */
+        s_offload_copy(r, &sloc, &loc, ct, m);
+        return;
+    }
+    rf_sgfs_stat_t src;
+    int sfd = rf_sgfs_open(&sloc, &src);
+    s_copy_opened(r, &loc, ct, m, sfd, &src);
 }
 
 static void s_delete_object(gw_s3_req_t *r)

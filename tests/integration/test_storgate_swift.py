@@ -4,8 +4,8 @@ by the storgate scheduler: a batch lists the Swift bucket through
 ListObjectsV2, copies and transforms its objects into a local mount and
 deletes them from Swift; another batch writes local files into Swift, a
 large one as a multipart upload; the S3 API serves the Swift mount's
-objects (GET, HEAD, Range, PUT, DELETE) and listings, and refuses copies
-into it with a clear error."""
+objects (GET, HEAD, Range, PUT, DELETE, copies) and listings, and refuses
+multipart uploads into it with a clear error."""
 import hashlib
 import os
 import signal
@@ -139,7 +139,19 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
         api.get_object(Bucket="mixed", Key="swift/api/x.bin")
     assert e.value.response["Error"]["Code"] == "NoSuchKey"
     api.delete_object(Bucket="mixed", Key="swift/api/never.bin")  # 204, as S3 answers for a missing key
+    # copies into, out of and within the Swift mount
+    api.put_object(Bucket="mixed", Key="swift/api/src.bin", Body=body[:5000], ContentType="text/x-src")
+    api.copy_object(Bucket="mixed", Key="local/copied.bin", CopySource={"Bucket": "mixed", "Key": "swift/api/src.bin"})
+    assert open(os.path.join(local, "copied.bin"), "rb").read() == body[:5000]
+    assert api.head_object(Bucket="mixed", Key="local/copied.bin")["ContentType"] == "text/x-src"
+    api.copy_object(Bucket="mixed", Key="swift/api/back.bin", CopySource={"Bucket": "mixed", "Key": "local/copied.bin"})
+    api.copy_object(Bucket="mixed", Key="swift/api/twice.bin", CopySource={"Bucket": "mixed", "Key": "swift/api/back.bin"})
+    assert s3.get_object(Bucket="refract", Key="landing/api/twice.bin")["Body"].read() == body[:5000]
+    with pytest.raises(botocore.exceptions.ClientError) as e:  # the source's conditions hold across the download
+        api.copy_object(Bucket="mixed", Key="local/never.bin", CopySource={"Bucket": "mixed", "Key": "swift/api/src.bin"},
+                        CopySourceIfMatch='"0123"')
+    assert e.value.response["Error"]["Code"] == "PreconditionFailed"
     # what is not served there yet says so
     with pytest.raises(botocore.exceptions.ClientError) as e:
-        api.copy_object(Bucket="mixed", Key="swift/api/copy.bin", CopySource={"Bucket": "mixed", "Key": "local/in/f0.bin"})
-    assert "not copies" in str(e.value.response["Error"].get("Message", "")), e.value.response
+        api.create_multipart_upload(Bucket="mixed", Key="swift/api/mpu.bin")
+    assert "not multipart uploads" in str(e.value.response["Error"].get("Message", "")), e.value.response
