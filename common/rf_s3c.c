@@ -2,6 +2,7 @@
 #include "rf_s3c.h"
 
 #include <curl/curl.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <expat.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 
 struct rf_s3c_t {
     const rf_sg_s3ep_t *ep;
+    atomic_bool *abort; /* set: transfers in progress end at once (rf_s3c_set_abort) */
     CURL *curl;
     char sigv4[128];   /* "aws:amz:REGION:s3" */
     bool signed_;      /* the endpoint has keys */
@@ -29,6 +31,18 @@ rf_s3c_t *rf_s3c_new(const rf_sg_s3ep_t *ep, char *why, size_t why_len)
     }
     rf_s3c_use(c, ep);
     return c;
+}
+
+void rf_s3c_set_abort(rf_s3c_t *c, atomic_bool *flag)
+{
+    c->abort = flag;
+}
+
+static int s_xferinfo(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    atomic_bool *flag = arg;
+    return atomic_load(flag) ? 1 : 0;
 }
 
 void rf_s3c_use(rf_s3c_t *c, const rf_sg_s3ep_t *ep)
@@ -244,6 +258,11 @@ static long s_do_h(rf_s3c_t *c, const char *method, const char *url, s_source_t 
         curl_easy_setopt(h, CURLOPT_PASSWORD, c->ep->secret_key);
     }
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (c->abort != NULL) {
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, s_xferinfo);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, c->abort);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    }
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* stalled 60 s: give up */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);

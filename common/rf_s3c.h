@@ -17,6 +17,7 @@
 #ifndef RF_S3C_H
 #define RF_S3C_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +50,10 @@ typedef struct {
  * with why when curl cannot be set up. */
 rf_s3c_t *rf_s3c_new(const rf_sg_s3ep_t *ep, char *why, size_t why_len);
 void rf_s3c_destroy(rf_s3c_t **self_p);
+/* While *flag is set, every transfer of c ends at once with an error
+ * (a process stopping: an upload then never completes, so nothing partial
+ * appears). flag is borrowed; NULL: none. */
+void rf_s3c_set_abort(rf_s3c_t *c, atomic_bool *flag);
 /* Points the client at another endpoint (borrowed, as in rf_s3c_new),
  * keeping its curl handle and so its open connections. */
 void rf_s3c_use(rf_s3c_t *c, const rf_sg_s3ep_t *ep);

@@ -669,6 +669,8 @@ static void *s_thread(void *arg)
     static const rf_s3ep_t none = {.name = "none", .endpoint = "http://127.0.0.1", .region = "us-east-1",
                                    .bucket = "none", .path_style = true};
     rf_s3c_t *c = rf_s3c_new(&none, why, sizeof(why));
+    if (c != NULL) /* a stopping gateway does not wait for an upload to end */
+        rf_s3c_set_abort(c, &p->st->stop);
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     gw_sjob_t *j;
     while ((j = s_pop(p)) != NULL) {
