@@ -29,7 +29,9 @@ GATEWAY_BIN = os.path.join(BIN, "refract-gateway")
 WORKER_BIN = os.environ.get("REFRACT_WORKER_BIN") or os.path.join(BIN, "refract-image-worker")
 VIDEO_WORKER_BIN = os.environ.get("REFRACT_VIDEO_WORKER_BIN") or os.path.join(BIN, "refract-video-worker")
 SCHEDULER_BIN = os.path.join(BIN, "refract-storgate-scheduler")
-PREWARM_BIN = os.path.join(BIN, "refract-prewarm")
+# REFRACT_PREWARM_BIN: refract-prewarm from another build (its sanitizer build
+# against the normal gateway and workers).
+PREWARM_BIN = os.environ.get("REFRACT_PREWARM_BIN") or os.path.join(BIN, "refract-prewarm")
 
 # Figures worth printing at the end of the run (conftest's terminal summary).
 MEASUREMENTS = []
@@ -405,12 +407,23 @@ class _OriginServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
-class Origin:
-    """A threaded test web server on a free loopback port."""
+class _NoDelayOriginHandler(OriginHandler):
+    disable_nagle_algorithm = True  # TCP_NODELAY on each accepted connection
 
-    def __init__(self, root):
+
+class Origin:
+    """A threaded test web server on a free loopback port.
+
+    nodelay: TCP_NODELAY on its connections. http.server writes a response's
+    head and body separately, so without it a small body waits for the
+    gateway's delayed ACK of the head: ~40 ms on most origin requests. Tests
+    that make thousands of origin requests (test_prewarm_scale.py) set it;
+    the default keeps the timing the other tests were written against."""
+
+    def __init__(self, root, nodelay=False):
         self.port = free_port()
-        self._serve(_OriginServer(("127.0.0.1", self.port), OriginHandler), root)
+        handler = _NoDelayOriginHandler if nodelay else OriginHandler
+        self._serve(_OriginServer(("127.0.0.1", self.port), handler), root)
 
     def _serve(self, httpd, root):
         """Starts `httpd` (an OriginHandler server) serving `root` on its
