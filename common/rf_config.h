@@ -365,6 +365,7 @@ typedef struct {
         char *group;              /* consumer group id */
         char *dead_letter_topic;  /* NULL = TOPIC.dead-letter */
         char *events_topic;       /* completion/failure events; NULL = none */
+        char *events_webhook;     /* the same events through storgate's outbox; NULL = none */
         char *gateway_url;        /* NULL = http://127.0.0.1:<gateway.listen port> */
         int concurrency;          /* messages at once (distinct partitions) */
         int retries;              /* retries of a failed request */

@@ -22,6 +22,7 @@
 #include <curl/curl.h>
 
 #include "pw.h"
+#include "rf_sgevent.h"
 #include "rf_config.h"
 #include "rf_httpd.h"
 #include "rf_log.h"
@@ -90,6 +91,11 @@ static int s_check(const rf_config_t *cfg, char *dlq, size_t dlq_len, char *gw, 
         snprintf(dlq, dlq_len, "%s", p->dead_letter_topic);
     else if ((size_t)snprintf(dlq, dlq_len, "%s.dead-letter", p->topic) >= dlq_len || strlen(dlq) > 249)
         return rf_why(why, why_len, "prewarm.topic too long for the default dead-letter topic: set dead_letter_topic");
+    const char *wh = p->events_webhook;
+    size_t whl = wh ? strlen(wh) : 0;
+    if (wh != NULL && strncmp(wh, "http://", 7) != 0 && strncmp(wh, "https://", 8) != 0 && strncmp(wh, "kafka://", 8) != 0 &&
+        !(wh[0] == '/' && whl > 3 && strcmp(wh + whl - 3, ".js") == 0))
+        return rf_why(why, why_len, "prewarm.events_webhook: an http(s):// URL, kafka://HOST:PORT[,...]/TOPIC or an absolute .js hook");
     if (p->events_topic != NULL && (strcmp(p->events_topic, p->topic) == 0 || strcmp(p->events_topic, dlq) == 0))
         return rf_why(why, why_len, "prewarm.events_topic must differ from topic and dead_letter_topic");
     if (strcmp(dlq, p->topic) == 0)
@@ -207,11 +213,15 @@ int main(int argc, char **argv)
         goto cleanup;
     }
     sig_started = true;
+    char outbox_in[700];
+    snprintf(outbox_in, sizeof(outbox_in), "%s/%s", cfg->storgate_scheduler.state_dir, RF_OUTBOX_IN_DIR);
     pw_opts_t o = {.brokers = cfg->prewarm.brokers,
                    .topic = cfg->prewarm.topic,
                    .group = cfg->prewarm.group,
                    .dead_letter_topic = dlq,
                    .events_topic = cfg->prewarm.events_topic,
+                   .events_webhook = cfg->prewarm.events_webhook,
+                   .outbox_in = outbox_in,
                    .gateway_url = gw,
                    .concurrency = cfg->prewarm.concurrency,
                    .retries = cfg->prewarm.retries,

@@ -123,6 +123,9 @@ typedef struct {
 /* What pw_run needs, all borrowed for its whole run. */
 typedef struct {
     const char *brokers, *topic, *group, *dead_letter_topic, *events_topic; /* events_topic may be NULL */
+    /* events_webhook (may be NULL): each event is also left in outbox_in
+     * (STATE/outbox-in) for storgate's persistent outbox to deliver there */
+    const char *events_webhook, *outbox_in;
     const char *gateway_url;
     int concurrency, retries, timeout_ms, session_timeout_ms;
     const pw_metrics_t *m;

@@ -32,6 +32,8 @@
 #include <unistd.h>
 
 #include "pw.h"
+#include "rf_sgevent.h"
+#include <errno.h>
 #include "rf_log.h"
 
 #define S_QUEUE_MAX 64         /* messages waiting per partition before it is paused */
@@ -272,9 +274,23 @@ static int s_dead_letter(s_run_t *r, const s_node_t *n, const char *reason, int 
     return s_send(r, r->o->dead_letter_topic, n->msg.id, o);
 }
 
+/* The event for the webhook target, through storgate's persistent outbox
+ * (a file in STATE/outbox-in, rf_outbox_write), keyed by the message's id:
+ * written before the offset is committed, so a crash re-sends it at worst. */
+static int s_event_webhook(s_run_t *r, const s_node_t *n, json_t *doc)
+{
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    int rc = text != NULL ? rf_outbox_write(r->o->outbox_in, r->o->events_webhook, n->msg.id, text) : -1;
+    if (rc < 0)
+        rf_error("prewarm %s: cannot leave the event for %s in %s: %s", n->msg.id, r->o->events_webhook,
+                 r->o->outbox_in, text ? strerror(errno) : "out of memory");
+    free(text);
+    return rc;
+}
+
 static int s_event(s_run_t *r, const s_node_t *n, bool done, const pw_result_t *res, int attempts, const char *reason)
 {
-    if (r->o->events_topic == NULL)
+    if (r->o->events_topic == NULL && r->o->events_webhook == NULL)
         return 0;
     json_t *o = s_common(r, n);
     if (o != NULL) {
@@ -289,6 +305,14 @@ static int s_event(s_run_t *r, const s_node_t *n, bool done, const pw_result_t *
             s_set_str(o, "reason", reason);
             json_object_set_new(o, "dead_letter", json_true());
         }
+    }
+    if (r->o->events_webhook != NULL && s_event_webhook(r, n, o) < 0) {
+        json_decref(o);
+        return -1;
+    }
+    if (r->o->events_topic == NULL) {
+        json_decref(o);
+        return 0;
     }
     int rc = s_send(r, r->o->events_topic, n->msg.id, o);
     const char *l[1] = {done ? "done" : "failed"};

@@ -315,3 +315,48 @@ def test_background_job_waits_and_is_promoted_when_a_client_joins(make_stack, si
                                                      "client": 200}, results
     assert "collapsed" in results["client"][1] and "collapsed" in results["background-2"][1], results
     assert _bus(st, "refract_bus_jobs_total", outcome="ok") == 3
+
+
+def test_events_webhook_through_the_outbox(kafka, make_stack, site):
+    """prewarm.events_webhook: each message's event is also left for
+    storgate's persistent outbox (STATE/outbox-in) before the offset is
+    committed; with no scheduler running the events wait there, and once one
+    starts each reaches the HTTP hook once, keyed by the message's id
+    (Idempotency-Key), the same event as on the events topic."""
+    import http.server
+    got, lock = [], threading.Lock()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                got.append((self.headers.get("Idempotency-Key"), json.loads(body)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        # the scheduler that delivers the outbox needs a storgate section (it may hold no bucket)
+        st = make_stack([{"name": "a.test", "default": True, "origin": site.url}], workers=1, storgate={})
+        ids = [f"wh-{i}" for i in range(12)]
+        _produce(kafka, [json.dumps({"url": f"http://a.test/t/{i}.txt", "id": ids[i]}) for i in range(12)])
+        p = _prewarm(st, kafka, events_webhook=f"http://127.0.0.1:{srv.server_address[1]}/events")
+        _wait(lambda: _m(st, p, outcome="done") >= 12, 40, "12 messages done\n" + p.log())
+        inbox = os.path.join(st.config["storgate_scheduler"]["state_dir"], "outbox-in")
+        assert len([f for f in os.listdir(inbox) if f.endswith(".json")]) == 12
+        time.sleep(0.3)
+        assert got == []  # nobody delivers yet
+        sched = st.add_scheduler()
+        _wait(lambda: len(got) == 12, 30, "12 webhook events\n" + sched.log())
+        assert sorted(k for k, _ in got) == sorted(ids)
+        assert all(e["id"] == k and e["status"] == "done" for k, e in got), got
+        topic = _by_key(kafka.messages(EVENTS))
+        for k, e in got:
+            assert topic[k] == [e], (k, topic.get(k), e)
+    finally:
+        srv.shutdown()
