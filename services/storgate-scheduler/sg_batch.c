@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -360,12 +361,21 @@ static void s_chunk_finish(sg_batch_t *bt)
 
 static void s_run_start(sg_batch_t *bt, uint64_t token)
 {
-    time_t now = time(NULL);
+    /* The run id is part of every webhook's idempotency key: two runs in
+     * one second (a SIGUSR1 right after a run) must not share it, or a
+     * subscriber deduping on the key would drop the second run's events.
+     * Milliseconds and 16 random bits make it unique. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
-    gmtime_r(&now, &tm);
+    gmtime_r(&ts.tv_sec, &tm);
     char t[32];
-    strftime(t, sizeof(t), "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(bt->run_id, sizeof(bt->run_id), "%s.%zu.%s", bt->b->name, bt->index, t);
+    strftime(t, sizeof(t), "%Y%m%dT%H%M%S", &tm);
+    unsigned short rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        rnd = (unsigned short)ts.tv_nsec;
+    snprintf(bt->run_id, sizeof(bt->run_id), "%s.%zu.%s.%03ldZ-%04x", bt->b->name, bt->index, t,
+             ts.tv_nsec / 1000000, rnd);
     bt->running = true;
     bt->cursor[0] = '\0';
     bt->prev_first[0] = '\0';
