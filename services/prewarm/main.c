@@ -23,6 +23,7 @@
 
 #include "pw.h"
 #include "rf_sgevent.h"
+#include "rf_cli.h"
 #include "rf_config.h"
 #include "rf_httpd.h"
 #include "rf_log.h"
@@ -148,20 +149,12 @@ static int s_health(void *arg, char *buf, size_t len)
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    int test_only = 0, opt, rc = 1;
-    while ((opt = getopt(argc, argv, "c:th")) != -1) {
-        switch (opt) {
-        case 'c': path = optarg; break;
-        case 't': test_only = 1; break;
-        case 'h': s_usage(stdout); return 0;
-        default: s_usage(stderr); return 2;
-        }
-    }
-    if (path == NULL) {
-        s_usage(stderr);
-        return 2;
-    }
+    const char *path;
+    bool test_only;
+    int rc = rf_cli_args(argc, argv, s_usage, &path, &test_only);
+    if (rc >= 0)
+        return rc;
+    rc = 1;
     rf_log_init("prewarm");
     char *err = NULL, why[512] = "", dlq[300], gw[600];
     rf_config_t *cfg = rf_config_load(path, &err);

@@ -17,6 +17,7 @@
 
 #include <curl/curl.h>
 
+#include "rf_cli.h"
 #include "rf_config.h"
 #include "rf_httpd.h"
 #include "rf_log.h"
@@ -126,20 +127,12 @@ static int s_health(void *arg, char *buf, size_t len)
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    int test_only = 0, opt, rc = 1;
-    while ((opt = getopt(argc, argv, "c:th")) != -1) {
-        switch (opt) {
-        case 'c': path = optarg; break;
-        case 't': test_only = 1; break;
-        case 'h': s_usage(stdout); return 0;
-        default: s_usage(stderr); return 2;
-        }
-    }
-    if (path == NULL) {
-        s_usage(stderr);
-        return 2;
-    }
+    const char *path;
+    bool test_only;
+    int rc = rf_cli_args(argc, argv, s_usage, &path, &test_only);
+    if (rc >= 0)
+        return rc;
+    rc = 1;
     rf_log_init("storgate");
     /* Blocked before any thread exists (outbox, broker, metrics, items), so
      * that every thread inherits the mask and only the main loop's
