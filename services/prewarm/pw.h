@@ -12,11 +12,13 @@
  *    rd_kafka_consumer_poll (main thread, pw_run.c) -> parsed and queued on
  *    its partition (pw_msg.c) -> a worker thread takes the head of a
  *    partition no other worker holds -> GET through the gateway
- *    (pw_fetch.c), retried with backoff -> dead-letter envelope and/or
- *    event produced and acknowledged (pw_kafka.c) -> offset committed.
+ *    (pw_fetch.c), retried with backoff -> handed to the finisher thread,
+ *    which sends a batch's dead-letter envelopes and events (pw_kafka.c),
+ *    waits until all are acknowledged, then commits the batch's offsets.
  *  One message at a time per partition keeps each partition's order and
  *  makes every commit cover exactly the messages whose result is known:
- *  at-least-once, duplicates bounded by one message per partition.
+ *  at-least-once, duplicates bounded by the few processed messages per
+ *  partition that wait for the finisher.
  *
  *  Nothing here is global: the state lives in pw_run_t and its workers.
  */
@@ -100,11 +102,24 @@ typedef struct pw_producer_t pw_producer_t;
  * pw_producer_destroy. NULL with why. */
 pw_producer_t *pw_producer_new(const char *brokers, const atomic_int *stop, char *why, size_t why_len);
 
-/* Produces value (len bytes) keyed by key to topic (all borrowed, copied
- * by librdkafka) and waits for its delivery report (12 s at most, less if
- * stop is set). 0 once the brokers have it, -1 with why. Thread-safe. */
-int pw_produce(pw_producer_t *p, const char *topic, const char *key, const char *value, size_t len, char *why,
-               size_t why_len);
+/* Fetches the metadata of the n topics (borrowed; NULL entries skipped)
+ * that the producer will send to, so that the first event does not wait
+ * for it (5 s at most each; a failure is only logged). */
+void pw_producer_warm(pw_producer_t *p, const char *const *topics, size_t n);
+
+typedef struct pw_send_t pw_send_t;
+
+/* Starts producing value (len bytes) keyed by key to topic (all borrowed,
+ * copied by librdkafka). The caller owns the send and must pass it to
+ * pw_send_wait. NULL with why when librdkafka refused it at once.
+ * Thread-safe. */
+pw_send_t *pw_send_begin(pw_producer_t *p, const char *topic, const char *key, const char *value, size_t len, char *why,
+                         size_t why_len);
+
+/* Waits for the delivery report of *s_p (taken: freed, *s_p NULLed; NULL
+ * counts as a failed send) until 12 s after it began, less if stop is
+ * set. 0 once the brokers have it, -1 with why. Thread-safe. */
+int pw_send_wait(pw_producer_t *p, pw_send_t **s_p, const char *topic, char *why, size_t why_len);
 
 /* Stops the report thread, purges what is left, destroys the producer and
  * NULLs *self_p; safe on NULL and twice. */

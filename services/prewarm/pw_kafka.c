@@ -23,8 +23,7 @@
 
 #define S_TIMEOUT_MS 10000 /* message.timeout.ms: the bound of one delivery */
 
-/* One message's delivery report; filled under the producer's mutex by
- * s_dr; freed by the waiter, or by s_dr when the waiter gave up. */
+/* One message's delivery report (the head of a pw_send_t). */
 typedef struct {
     bool done;
     bool abandoned;
@@ -69,7 +68,7 @@ static void s_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     pthread_mutex_lock(&p->mu);
     if (r->abandoned) {
-        free(r);
+        free(r); /* the head of its pw_send_t: the whole send */
     } else {
         r->err = m->err;
         r->done = true;
@@ -155,40 +154,77 @@ fail:
     return NULL;
 }
 
-int pw_produce(pw_producer_t *p, const char *topic, const char *key, const char *value, size_t len, char *why,
-               size_t why_len)
+void pw_producer_warm(pw_producer_t *p, const char *const *topics, size_t n)
 {
-    s_report_t *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return rf_why(why, why_len, "out of memory");
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)value, len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(r), RD_KAFKA_V_END);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        free(r);
-        return rf_why(why, why_len, "produce to %s: %s", topic, rd_kafka_err2str(err));
+    for (size_t i = 0; i < n; i++) {
+        if (topics[i] == NULL)
+            continue;
+        rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topics[i], NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = t != NULL ? rd_kafka_metadata(p->rk, 0, t, &md, 5000) : RD_KAFKA_RESP_ERR__FAIL;
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+            rf_info("prewarm: metadata of %s not fetched ahead (%s): the first send fetches it", topics[i],
+                    rd_kafka_err2str(err));
+        if (md != NULL)
+            rd_kafka_metadata_destroy(md);
+        if (t != NULL)
+            rd_kafka_topic_destroy(t);
+    }
+}
+
+/* A send begun by pw_send_begin: its delivery report and how long to
+ * wait for it. Filled under the producer's mutex by s_dr; freed by
+ * pw_send_wait, or by s_dr when the waiter gave up. */
+struct pw_send_t {
+    s_report_t rep; /* first: s_dr finds it through the message's opaque */
+    struct timespec deadline;
+};
+
+pw_send_t *pw_send_begin(pw_producer_t *p, const char *topic, const char *key, const char *value, size_t len, char *why,
+                         size_t why_len)
+{
+    pw_send_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        rf_why(why, why_len, "out of memory");
+        return NULL;
     }
     /* librdkafka reports every message within message.timeout.ms; the
      * margin only guards against a report that never comes. */
-    struct timespec deadline;
-    s_deadline(&deadline, S_TIMEOUT_MS + 2000);
+    s_deadline(&s->deadline, S_TIMEOUT_MS + 2000);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)value, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&s->rep), RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        free(s);
+        rf_why(why, why_len, "produce to %s: %s", topic, rd_kafka_err2str(err));
+        return NULL;
+    }
+    return s;
+}
+
+int pw_send_wait(pw_producer_t *p, pw_send_t **s_p, const char *topic, char *why, size_t why_len)
+{
+    pw_send_t *s = *s_p;
+    *s_p = NULL;
+    if (s == NULL)
+        return rf_why(why, why_len, "to %s: not sent", topic);
     int rc = -1;
     pthread_mutex_lock(&p->mu);
-    while (!r->done && !s_past(&deadline) && !(p->stop != NULL && atomic_load(p->stop))) {
+    while (!s->rep.done && !s_past(&s->deadline) && !(p->stop != NULL && atomic_load(p->stop))) {
         struct timespec step;
         s_deadline(&step, 100);
         pthread_cond_timedwait(&p->cv, &p->mu, &step);
     }
-    if (!r->done) {
-        r->abandoned = true; /* s_dr frees it */
+    if (!s->rep.done) {
+        s->rep.abandoned = true; /* s_dr frees it */
         rf_why(why, why_len, "to %s: no delivery report (%s)", topic,
                p->stop != NULL && atomic_load(p->stop) ? "stopping" : "timeout");
-    } else if (r->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rf_why(why, why_len, "to %s: %s", topic, rd_kafka_err2str(r->err));
-        free(r);
+    } else if (s->rep.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rf_why(why, why_len, "to %s: %s", topic, rd_kafka_err2str(s->rep.err));
+        free(s);
     } else {
         rc = 0;
-        free(r);
+        free(s);
     }
     pthread_mutex_unlock(&p->mu);
     return rc;

@@ -3,24 +3,35 @@
  *  Threads:
  *    - the main thread polls the consumer (rd_kafka_consumer_poll, which
  *      also runs the rebalance callback), parses each message and queues it
- *      on its partition; a partition with S_QUEUE_MAX messages waiting is
- *      paused (librdkafka then fetches it again from the next message
- *      after the last one it handed out) and resumed once half drained;
+ *      on its partition; a partition with S_QUEUE_MAX messages (or
+ *      S_QUEUE_BYTES_MAX bytes) waiting is paused (librdkafka then fetches
+ *      it again from the next message after the last one it handed out)
+ *      and resumed once half drained;
  *    - `concurrency` workers: each takes the head of a partition that no
  *      other worker holds (the highest "priority" first, then the oldest),
- *      processes it (pw_fetch, retries, dead letter, event) and commits its
- *      offset before it lets the partition go.
- *  So a partition's messages are processed and committed in order, one at
- *  a time, and a commit always covers exactly the messages whose result is
- *  known (done, or dead-lettered): at-least-once. A process killed with
- *  messages in flight leaves at most one uncommitted, processed message per
- *  partition it held, which the next owner processes again.
+ *      processes it (pw_fetch, retries) and hands it to the finisher, which
+ *      frees the partition for its next message;
+ *    - the finisher: takes every processed message handed over so far as a
+ *      batch, sends their dead-letter envelopes and events all at once,
+ *      waits until every one is acknowledged (retrying what failed), then
+ *      commits each partition's highest offset in the batch, in one
+ *      request. One round trip per batch, not one per message, and the
+ *      workers are not kept waiting for it.
+ *  So a partition's messages are processed in order, one at a time, and
+ *  reach the finisher in that order; a commit covers only messages whose
+ *  result is known (done, or dead-lettered) and whose sends are
+ *  acknowledged: at-least-once. A partition has at most S_FINISH_MAX
+ *  processed messages waiting for the finisher before its next message
+ *  waits too, so a process killed with messages in flight leaves at most
+ *  S_FINISH_MAX + 1 uncommitted, processed messages per partition it held,
+ *  which the next owner processes again.
  *
  *  Rebalances (eager protocol): on a revoke the queued messages of the
  *  revoked partitions are dropped (never started, so nothing is lost: the
  *  next owner starts from the committed offset) and the callback waits for
  *  the in-flight ones to finish and commit (S_REVOKE_WAIT_MS at most; a
- *  message still running then is not committed by this member).
+ *  message still running or unsent then is not committed by this member,
+ *  and its events are not sent: its next owner does both).
  */
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -36,7 +47,16 @@
 #include <errno.h>
 #include "rf_log.h"
 
-#define S_QUEUE_MAX 64         /* messages waiting per partition before it is paused */
+/* A partition is paused when this many messages, or bytes of them, wait
+ * on it, and resumed at half. Why so many: a pause drops what librdkafka
+ * had fetched ahead, and a resumed partition's next fetch can take a
+ * broker's fetch.wait.max.ms (500 ms) to come back; the half that is left
+ * must keep its worker busy meanwhile, or the partition stalls (at 64
+ * messages, 2,000 small resizes spent a fifth of their time so). The bytes
+ * bound the memory: messages are at most PW_MSG_MAX each. */
+#define S_QUEUE_MAX 2048
+#define S_QUEUE_BYTES_MAX (8u << 20)
+#define S_FINISH_MAX 4         /* processed messages per partition waiting for their sends and commit */
 #define S_REVOKE_WAIT_MS 30000 /* how long a revoke waits for in-flight messages */
 #define S_BACKOFF_FIRST_MS 500 /* the first retry's delay, doubled each time */
 #define S_BACKOFF_MAX_MS 10000 /* the longest delay between retries */
@@ -58,7 +78,8 @@ typedef struct {
     uint64_t gen;    /* the assignment (s_run_t.gen) that gave it to us last */
     int64_t pending; /* a processed offset whose commit failed; -1: none */
     s_node_t *head, *tail;
-    size_t n;
+    size_t n, bytes;  /* messages waiting, and their payloads' bytes */
+    size_t finishing; /* its messages in the finisher's hands */
 } s_part_t;
 
 typedef struct {
@@ -70,8 +91,9 @@ typedef struct {
     s_part_t *parts;
     size_t n_parts, cap_parts;
     uint64_t seq;
-    uint64_t gen;               /* assignments seen */
-    struct timespec hold_until; /* no new message before (a rebalance is coming) */
+    uint64_t gen;                        /* assignments seen */
+    struct s_fin_t *fin_head, *fin_tail; /* processed messages for the finisher, in order */
+    struct timespec hold_until;          /* no new message before (a rebalance is coming) */
 } s_run_t;
 
 typedef enum { S_DONE, S_FAILED, S_STOPPED } s_outcome_t;
@@ -159,6 +181,7 @@ static void s_part_drop(s_part_t *p)
     }
     p->tail = NULL;
     p->n = 0;
+    p->bytes = 0;
 }
 
 /* Pauses or resumes one partition (main thread). */
@@ -237,91 +260,85 @@ static json_t *s_common(const s_run_t *r, const s_node_t *n)
     return o;
 }
 
-/* Produces a JSON document (stolen) keyed by the message id, until the
- * brokers have it or the process stops. 0, or -1 when stopping. */
-static int s_send(s_run_t *r, const char *topic, const char *key, json_t *doc)
-{
-    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    if (text == NULL) {
-        rf_error("prewarm %s: cannot encode a message for %s (out of memory)", key, topic);
-        return -1;
-    }
-    int delay = 250, rc = -1;
-    for (;;) {
-        char why[300];
-        if (pw_produce(r->prod, topic, key, text, strlen(text), why, sizeof(why)) == 0) {
-            rc = 0;
-            break;
-        }
-        rf_warn("prewarm %s: produce %s (retried in %d ms)", key, why, delay);
-        if (!s_sleep(r, delay))
-            break;
-        delay = delay * 2 > S_SEND_BACKOFF_MAX_MS ? S_SEND_BACKOFF_MAX_MS : delay * 2;
-    }
-    free(text);
-    return rc;
-}
-
-static int s_dead_letter(s_run_t *r, const s_node_t *n, const char *reason, int attempts)
+/* The dead-letter envelope of a message (a JSON text the caller owns;
+ * NULL when out of memory). */
+static char *s_dead_letter_text(const s_run_t *r, const s_node_t *n, const char *reason, int attempts)
 {
     json_t *o = s_common(r, n);
-    if (o != NULL) {
-        json_object_set_new(o, "reason", json_string(reason));
-        json_object_set_new(o, "attempts", json_integer(attempts));
-        s_original(o, n->km);
-    }
-    return s_send(r, r->o->dead_letter_topic, n->msg.id, o);
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "reason", json_string(reason));
+    json_object_set_new(o, "attempts", json_integer(attempts));
+    s_original(o, n->km);
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
 }
 
-/* The event for the webhook target, through storgate's persistent outbox
- * (a file in STATE/outbox-in, rf_outbox_write), keyed by the message's id:
- * written before the offset is committed, so a crash re-sends it at worst. */
-static int s_event_webhook(s_run_t *r, const s_node_t *n, json_t *doc)
+/* The completion or failure event of a message (a JSON text the caller
+ * owns; NULL when out of memory). */
+static char *s_event_text(const s_run_t *r, const s_node_t *n, bool done, const pw_result_t *res, int attempts,
+                          const char *reason)
 {
-    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-    int rc = text != NULL ? rf_outbox_write(r->o->outbox_in, r->o->events_webhook, n->msg.id, text) : -1;
-    if (rc < 0)
-        rf_error("prewarm %s: cannot leave the event for %s in %s: %s", n->msg.id, r->o->events_webhook,
-                 r->o->outbox_in, text ? strerror(errno) : "out of memory");
-    free(text);
-    return rc;
-}
-
-static int s_event(s_run_t *r, const s_node_t *n, bool done, const pw_result_t *res, int attempts, const char *reason)
-{
-    if (r->o->events_topic == NULL && r->o->events_webhook == NULL)
-        return 0;
     json_t *o = s_common(r, n);
-    if (o != NULL) {
-        s_set_str(o, "host", n->msg.host);
-        json_object_set_new(o, "status", json_string(done ? "done" : "failed"));
-        json_object_set_new(o, "http_status", res != NULL && res->status > 0 ? json_integer(res->status) : json_null());
-        s_set_str(o, "cache_status", res != NULL && res->cache_status[0] ? res->cache_status : NULL);
-        json_object_set_new(o, "bytes", json_integer(res != NULL ? (json_int_t)res->bytes : 0));
-        json_object_set_new(o, "ms", json_real(res != NULL ? res->ms : 0.0));
-        json_object_set_new(o, "attempts", json_integer(attempts));
-        if (!done) {
-            s_set_str(o, "reason", reason);
-            json_object_set_new(o, "dead_letter", json_true());
-        }
+    if (o == NULL)
+        return NULL;
+    s_set_str(o, "host", n->msg.host);
+    json_object_set_new(o, "status", json_string(done ? "done" : "failed"));
+    json_object_set_new(o, "http_status", res->status > 0 ? json_integer(res->status) : json_null());
+    s_set_str(o, "cache_status", res->cache_status[0] ? res->cache_status : NULL);
+    json_object_set_new(o, "bytes", json_integer((json_int_t)res->bytes));
+    json_object_set_new(o, "ms", json_real(res->ms));
+    json_object_set_new(o, "attempts", json_integer(attempts));
+    if (!done) {
+        s_set_str(o, "reason", reason);
+        json_object_set_new(o, "dead_letter", json_true());
     }
-    if (r->o->events_webhook != NULL && s_event_webhook(r, n, o) < 0) {
-        json_decref(o);
-        return -1;
-    }
-    if (r->o->events_topic == NULL) {
-        json_decref(o);
-        return 0;
-    }
-    int rc = s_send(r, r->o->events_topic, n->msg.id, o);
-    const char *l[1] = {done ? "done" : "failed"};
-    if (rc == 0)
-        rf_metric_add(r->o->m->events, l, 1);
-    return rc;
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+/* Out of memory with a message in hand: it cannot be skipped (a later
+ * commit would cover it), so the process stops, leaving it uncommitted. */
+static void s_oom(s_run_t *r, rd_kafka_message_t *km)
+{
+    rf_error("prewarm: out of memory at partition %d offset %lld: stopping (the message stays uncommitted)",
+             (int)km->partition, (long long)km->offset);
+    atomic_store(r->o->stop, 1);
 }
 
 /* ---- one message ----------------------------------------------------------------------------- */
+
+/* A message taken by a worker, then, once processed, waiting in the
+ * finisher's queue for its dead-letter envelope and event to be
+ * acknowledged and its offset committed. */
+typedef struct s_fin_t {
+    struct s_fin_t *next;
+    s_node_t *n; /* owned */
+    int32_t partition;
+    uint64_t epoch; /* its partition's when it was taken */
+    s_outcome_t out;
+    pw_result_t res;
+    int attempts;
+    char reason[600];
+    double secs;              /* how long the processing took */
+    char *dl_text;            /* the dead-letter envelope (owned); NULL: none */
+    char *ev_text;            /* the event (owned); NULL: none */
+    bool dl_ok, ev_ok, wh_ok; /* acknowledged / left in the outbox */
+    bool stale;               /* its partition was revoked meanwhile: not sent, not committed here */
+    pw_send_t *dl_s, *ev_s;   /* sends in flight */
+} s_fin_t;
+
+static void s_fin_free(s_fin_t *j)
+{
+    if (j == NULL)
+        return;
+    s_node_free(j->n);
+    free(j->dl_text);
+    free(j->ev_text);
+    free(j);
+}
 
 /* Whether an answer is worth another attempt. */
 static bool s_retryable(long status)
@@ -329,76 +346,142 @@ static bool s_retryable(long status)
     return status == 0 || status == 408 || status == 429 || status >= 500;
 }
 
-/* Processes one message: the GET with its retries, then the dead letter
- * and the event. S_STOPPED: the process stops, nothing is to be committed. */
-static s_outcome_t s_process(s_run_t *r, pw_fetch_t *f, const s_node_t *n)
+/* Processes j's message: the GET with its retries, filling j->res,
+ * j->attempts and j->reason. S_STOPPED: the process stops. */
+static s_outcome_t s_process(s_run_t *r, pw_fetch_t *f, s_fin_t *j)
 {
-    pw_result_t res;
-    memset(&res, 0, sizeof(res));
-    char reason[600];
-    int attempts = 0;
+    const s_node_t *n = j->n;
     if (n->why[0] != '\0') {
         rf_warn("prewarm %s: malformed message (partition %d offset %lld): %s", n->msg.id, (int)n->km->partition,
                 (long long)n->km->offset, n->why);
-        snprintf(reason, sizeof(reason), "malformed: %s", n->why);
-        if (s_dead_letter(r, n, reason, 0) < 0 || s_event(r, n, false, NULL, 0, reason) < 0)
-            return S_STOPPED;
+        snprintf(j->reason, sizeof(j->reason), "malformed: %s", n->why);
         return S_FAILED;
     }
     int delay = S_BACKOFF_FIRST_MS;
     for (;;) {
-        attempts++;
-        int got = pw_fetch_get(f, &n->msg, &res);
+        j->attempts++;
+        int got = pw_fetch_get(f, &n->msg, &j->res);
         if (s_stopping(r))
             return S_STOPPED;
-        if (got == 0 && !s_retryable(res.status)) {
-            if (res.status < 400) {
-                rf_debug("prewarm %s: %s%s %ld %lldB %.1fms %s", n->msg.id, n->msg.host, n->msg.path, res.status,
-                         (long long)res.bytes, res.ms, res.cache_status);
-                return s_event(r, n, true, &res, attempts, NULL) < 0 ? S_STOPPED : S_DONE;
-            }
-            snprintf(reason, sizeof(reason), "HTTP %ld from the gateway (Cache-Status: %s)", res.status,
-                     res.cache_status[0] ? res.cache_status : "none");
-            break;
+        if (got == 0 && !s_retryable(j->res.status) && j->res.status < 400) {
+            rf_debug("prewarm %s: %s%s %ld %lldB %.1fms %s", n->msg.id, n->msg.host, n->msg.path, j->res.status,
+                     (long long)j->res.bytes, j->res.ms, j->res.cache_status);
+            return S_DONE;
         }
         if (got == 0)
-            snprintf(reason, sizeof(reason), "HTTP %ld from the gateway (Cache-Status: %s)", res.status,
-                     res.cache_status[0] ? res.cache_status : "none");
+            snprintf(j->reason, sizeof(j->reason), "HTTP %ld from the gateway (Cache-Status: %s)", j->res.status,
+                     j->res.cache_status[0] ? j->res.cache_status : "none");
         else
-            snprintf(reason, sizeof(reason), "no answer from the gateway: %s", res.error);
-        if (attempts > r->o->retries)
+            snprintf(j->reason, sizeof(j->reason), "no answer from the gateway: %s", j->res.error);
+        if ((got == 0 && !s_retryable(j->res.status)) || j->attempts > r->o->retries)
             break;
         s_count(r, "retried");
-        rf_info("prewarm %s: attempt %d: %s (retried in %d ms)", n->msg.id, attempts, reason, delay);
+        rf_info("prewarm %s: attempt %d: %s (retried in %d ms)", n->msg.id, j->attempts, j->reason, delay);
         if (!s_sleep(r, delay))
             return S_STOPPED;
         delay = delay * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : delay * 2;
     }
-    rf_warn("prewarm %s: %s%s failed after %d attempt(s): %s", n->msg.id, n->msg.host, n->msg.path, attempts, reason);
-    if (s_dead_letter(r, n, reason, attempts) < 0 || s_event(r, n, false, &res, attempts, reason) < 0)
-        return S_STOPPED;
+    rf_warn("prewarm %s: %s%s failed after %d attempt(s): %s", n->msg.id, n->msg.host, n->msg.path, j->attempts,
+            j->reason);
     return S_FAILED;
 }
 
-/* Commits the offset after a processed message (synchronously). The
- * error, RD_KAFKA_RESP_ERR_NO_ERROR once committed. */
-static rd_kafka_resp_err_t s_commit(s_run_t *r, const rd_kafka_message_t *km)
+/* Builds what a processed message sends: its dead-letter envelope when it
+ * failed, its event when events are on. -1 when out of memory. */
+static int s_fin_texts(const s_run_t *r, s_fin_t *j)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    if (l == NULL) {
-        rf_error("prewarm: cannot commit partition %d offset %lld: out of memory", (int)km->partition,
-                 (long long)km->offset);
-        return RD_KAFKA_RESP_ERR__FAIL;
+    bool done = j->out == S_DONE;
+    if (!done && (j->dl_text = s_dead_letter_text(r, j->n, j->reason, j->attempts)) == NULL)
+        return -1;
+    if (r->o->events_topic == NULL && r->o->events_webhook == NULL)
+        return 0;
+    j->ev_text = s_event_text(r, j->n, done, &j->res, j->attempts, done ? NULL : j->reason);
+    return j->ev_text != NULL ? 0 : -1;
+}
+
+/* ---- the finisher: acknowledged sends, then one commit per batch ---------------------------- */
+
+/* One round of a batch's sends: the webhook events left in the outbox
+ * (rf_outbox_write: written, fsynced, renamed in, before the commit, so a
+ * crash re-sends at worst), every Kafka send begun, then every one waited
+ * for, so that a batch costs one round trip, not one per message. The
+ * number of sends that failed; the first failure's reason in why. */
+static int s_fin_round(s_run_t *r, s_fin_t *batch, char *why, size_t why_len)
+{
+    const pw_opts_t *o = r->o;
+    char w[300];
+    int failed = 0;
+    for (s_fin_t *j = batch; j != NULL; j = j->next) {
+        if (j->stale)
+            continue;
+        if (j->ev_text != NULL && o->events_webhook != NULL && !j->wh_ok) {
+            j->wh_ok = rf_outbox_write(o->outbox_in, o->events_webhook, j->n->msg.id, j->ev_text) == 0;
+            if (!j->wh_ok && failed++ == 0)
+                snprintf(why, why_len, "%s: cannot leave the event in %s: %s", j->n->msg.id, o->outbox_in,
+                         strerror(errno));
+        }
+        if (j->dl_text != NULL && !j->dl_ok)
+            j->dl_s = pw_send_begin(r->prod, o->dead_letter_topic, j->n->msg.id, j->dl_text, strlen(j->dl_text), w,
+                                    sizeof(w));
+        if (j->ev_text != NULL && o->events_topic != NULL && !j->ev_ok)
+            j->ev_s =
+                pw_send_begin(r->prod, o->events_topic, j->n->msg.id, j->ev_text, strlen(j->ev_text), w, sizeof(w));
     }
-    rd_kafka_topic_partition_list_add(l, r->o->topic, km->partition)->offset = km->offset + 1;
-    rd_kafka_resp_err_t err = rd_kafka_commit(r->rk, l, 0);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && l->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
-        err = l->elems[0].err;
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-        rf_warn("prewarm: commit of partition %d offset %lld failed: %s", (int)km->partition, (long long)km->offset + 1,
-                rd_kafka_err2str(err));
-    rd_kafka_topic_partition_list_destroy(l);
-    return err;
+    for (s_fin_t *j = batch; j != NULL; j = j->next) {
+        if (j->stale)
+            continue;
+        if (j->dl_text != NULL && !j->dl_ok) {
+            j->dl_ok = pw_send_wait(r->prod, &j->dl_s, o->dead_letter_topic, w, sizeof(w)) == 0;
+            if (!j->dl_ok && failed++ == 0)
+                snprintf(why, why_len, "%s: dead letter %s", j->n->msg.id, w);
+        }
+        if (j->ev_text != NULL && o->events_topic != NULL && !j->ev_ok) {
+            j->ev_ok = pw_send_wait(r->prod, &j->ev_s, o->events_topic, w, sizeof(w)) == 0;
+            if (j->ev_ok) {
+                const char *l[1] = {j->out == S_DONE ? "done" : "failed"};
+                rf_metric_add(o->m->events, l, 1);
+            } else if (failed++ == 0) {
+                snprintf(why, why_len, "%s: event %s", j->n->msg.id, w);
+            }
+        }
+    }
+    return failed;
+}
+
+/* Marks the messages of a batch whose partition was revoked meanwhile (a
+ * revoke that gave up waiting for them, after S_REVOKE_WAIT_MS): their
+ * next owner processes them again, so sending their events here too
+ * would only make duplicates. */
+static void s_fin_mark_stale(s_run_t *r, s_fin_t *batch)
+{
+    pthread_mutex_lock(&r->mu);
+    for (s_fin_t *j = batch; j != NULL; j = j->next) {
+        s_part_t *p = s_part(r, j->partition);
+        if (!j->stale && (p == NULL || p->epoch != j->epoch)) {
+            j->stale = true;
+            rf_warn("prewarm %s: partition %d was revoked meanwhile: left to its next owner", j->n->msg.id,
+                    (int)j->partition);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Sends a batch until all of it is acknowledged (or left to another
+ * owner), backing off between rounds. false when the process stops first. */
+static bool s_fin_send(s_run_t *r, s_fin_t *batch)
+{
+    int delay = 250;
+    for (;;) {
+        s_fin_mark_stale(r, batch);
+        char why[400] = "";
+        int failed = s_fin_round(r, batch, why, sizeof(why));
+        if (failed == 0)
+            return true;
+        rf_warn("prewarm: %d send(s) failed (%s): retried in %d ms", failed, why, delay);
+        if (!s_sleep(r, delay))
+            return false;
+        delay = delay * 2 > S_SEND_BACKOFF_MAX_MS ? S_SEND_BACKOFF_MAX_MS : delay * 2;
+    }
 }
 
 /* Records a commit's result on the partition (under r->mu). A failed
@@ -421,8 +504,114 @@ static void s_committed(s_run_t *r, int32_t partition, uint64_t epoch, int64_t n
         s_deadline(&r->hold_until, 2 * r->o->session_timeout_ms);
 }
 
-/* The next message for a worker: the head of a free partition, highest
- * priority first, then the oldest. Under r->mu. */
+/* Commits, synchronously and in one request, each partition's highest
+ * offset in an acknowledged batch. A partition's messages reach the
+ * finisher in offset order (one is processed at a time, and finishers
+ * take batches in turn), so that offset covers only messages whose result
+ * is known. Messages of a partition revoked meanwhile are not committed
+ * here. */
+static void s_fin_commit(s_run_t *r, s_fin_t *batch)
+{
+    size_t cap = 0;
+    for (s_fin_t *j = batch; j != NULL; j = j->next)
+        cap++;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)cap);
+    uint64_t *epochs = calloc(cap, sizeof(*epochs));
+    if (l == NULL || epochs == NULL) {
+        rf_error("prewarm: cannot commit a batch of %zu: out of memory (processed again by the next owner)", cap);
+        goto cleanup;
+    }
+    pthread_mutex_lock(&r->mu);
+    for (s_fin_t *j = batch; j != NULL; j = j->next) {
+        s_part_t *p = s_part(r, j->partition);
+        if (j->stale || p == NULL || p->epoch != j->epoch) {
+            if (!j->stale)
+                rf_warn("prewarm %s: partition %d was revoked meanwhile: not committed here", j->n->msg.id,
+                        (int)j->partition);
+            continue;
+        }
+        rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(l, r->o->topic, j->partition);
+        if (e == NULL) {
+            e = rd_kafka_topic_partition_list_add(l, r->o->topic, j->partition);
+            epochs[l->cnt - 1] = j->epoch;
+        }
+        if (j->n->km->offset + 1 > e->offset)
+            e->offset = j->n->km->offset + 1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (l->cnt == 0)
+        goto cleanup;
+    rd_kafka_resp_err_t err = rd_kafka_commit(r->rk, l, 0);
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < l->cnt; i++) {
+        rd_kafka_resp_err_t e = err != RD_KAFKA_RESP_ERR_NO_ERROR ? err : l->elems[i].err;
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            rf_warn("prewarm: commit of partition %d offset %lld failed: %s", (int)l->elems[i].partition,
+                    (long long)l->elems[i].offset, rd_kafka_err2str(e));
+        s_committed(r, l->elems[i].partition, epochs[i], l->elems[i].offset, e);
+    }
+    pthread_mutex_unlock(&r->mu);
+cleanup:
+    if (l != NULL)
+        rd_kafka_topic_partition_list_destroy(l);
+    free(epochs);
+}
+
+/* Lets a batch go (under r->mu): counted, its partitions' finishing
+ * counts released, freed. */
+static void s_fin_release(s_run_t *r, s_fin_t *batch, bool counted)
+{
+    while (batch != NULL) {
+        s_fin_t *j = batch;
+        batch = j->next;
+        if (counted && !j->stale) {
+            s_count(r, j->out == S_DONE ? "done" : "dead_letter");
+            rf_metric_observe(r->o->m->duration, NULL, j->secs);
+        }
+        rf_metric_gauge_add(r->o->m->inflight, NULL, -1);
+        s_part_t *p = s_part(r, j->partition);
+        if (p != NULL && p->finishing > 0)
+            p->finishing--;
+        s_fin_free(j);
+    }
+    pthread_cond_broadcast(&r->cv);
+}
+
+/* The finisher thread: takes every processed message queued so far as one
+ * batch, sends, commits, and comes back for the next. The workers go on
+ * with the next messages meanwhile (S_FINISH_MAX per partition at most). */
+static void *s_finisher(void *arg)
+{
+    s_run_t *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!s_stopping(r)) {
+        if (r->fin_head == NULL) {
+            struct timespec step;
+            s_deadline(&step, 100);
+            pthread_cond_timedwait(&r->cv, &r->mu, &step);
+            continue;
+        }
+        s_fin_t *batch = r->fin_head;
+        r->fin_head = r->fin_tail = NULL;
+        pthread_mutex_unlock(&r->mu);
+        bool sent = s_fin_send(r, batch);
+        if (sent)
+            s_fin_commit(r, batch);
+        pthread_mutex_lock(&r->mu);
+        s_fin_release(r, batch, sent);
+    }
+    /* Stopping: what is left stays uncommitted for the next owner. */
+    s_fin_release(r, r->fin_head, false);
+    r->fin_head = r->fin_tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ---- the workers ----------------------------------------------------------------------------- */
+
+/* The next message for a worker: the head of a partition that no worker
+ * is processing and whose finishing backlog is below S_FINISH_MAX,
+ * highest priority first, then the oldest. Under r->mu. */
 static s_part_t *s_pick(s_run_t *r)
 {
     s_part_t *best = NULL;
@@ -430,7 +619,7 @@ static s_part_t *s_pick(s_run_t *r)
         return NULL;
     for (size_t i = 0; i < r->n_parts; i++) {
         s_part_t *p = &r->parts[i];
-        if (!p->assigned || p->busy || p->head == NULL)
+        if (!p->assigned || p->busy || p->finishing >= S_FINISH_MAX || p->head == NULL)
             continue;
         if (best == NULL || p->head->msg.priority > best->head->msg.priority ||
             (p->head->msg.priority == best->head->msg.priority && p->head->seq < best->head->seq))
@@ -444,6 +633,23 @@ typedef struct {
     pthread_t th;
     bool started;
 } s_worker_t;
+
+/* Hands a processed message to the finisher (under r->mu): its partition
+ * is free for its next message from now on. */
+static void s_fin_queue(s_run_t *r, s_fin_t *j)
+{
+    s_part_t *p = s_part(r, j->partition);
+    if (p != NULL) {
+        p->busy = false;
+        p->finishing++;
+    }
+    if (r->fin_tail != NULL)
+        r->fin_tail->next = j;
+    else
+        r->fin_head = j;
+    r->fin_tail = j;
+    pthread_cond_broadcast(&r->cv);
+}
 
 static void *s_worker(void *arg)
 {
@@ -463,45 +669,46 @@ static void *s_worker(void *arg)
             pthread_cond_timedwait(&r->cv, &r->mu, &step);
             continue;
         }
-        s_node_t *n = p->head;
-        p->head = n->next;
+        s_fin_t *j = calloc(1, sizeof(*j));
+        if (j == NULL) {
+            pthread_mutex_unlock(&r->mu);
+            s_oom(r, p->head->km);
+            pthread_mutex_lock(&r->mu);
+            break;
+        }
+        j->n = p->head;
+        p->head = j->n->next;
         if (p->head == NULL)
             p->tail = NULL;
         p->n--;
+        p->bytes -= j->n->km->len;
+        j->n->next = NULL;
         p->busy = true;
-        int32_t partition = p->partition; /* p may move: r->parts is realloc'd */
-        uint64_t epoch = p->epoch;
+        j->partition = p->partition; /* p may move: r->parts is realloc'd */
+        j->epoch = p->epoch;
         pthread_mutex_unlock(&r->mu);
 
         rf_metric_gauge_add(r->o->m->inflight, NULL, 1);
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        s_outcome_t out = s_process(r, f, n);
+        j->out = s_process(r, f, j);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (out != S_STOPPED) {
-            pthread_mutex_lock(&r->mu);
-            bool mine = s_part(r, partition) != NULL && s_part(r, partition)->epoch == epoch;
-            pthread_mutex_unlock(&r->mu);
-            if (mine) {
-                rd_kafka_resp_err_t err = s_commit(r, n->km);
-                pthread_mutex_lock(&r->mu);
-                s_committed(r, partition, epoch, n->km->offset + 1, err);
-                pthread_mutex_unlock(&r->mu);
-            } else
-                rf_warn("prewarm %s: partition %d was revoked meanwhile: not committed here", n->msg.id,
-                        (int)partition);
-            s_count(r, out == S_DONE ? "done" : "dead_letter");
-            rf_metric_observe(r->o->m->duration, NULL,
-                              (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        j->secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        if (j->out != S_STOPPED && s_fin_texts(r, j) < 0) {
+            s_oom(r, j->n->km);
+            j->out = S_STOPPED;
         }
-        rf_metric_gauge_add(r->o->m->inflight, NULL, -1);
-        s_node_free(n);
-
         pthread_mutex_lock(&r->mu);
-        s_part_t *q = s_part(r, partition);
-        if (q != NULL)
-            q->busy = false;
-        pthread_cond_broadcast(&r->cv);
+        if (j->out == S_STOPPED) { /* nothing to commit: the partition is let go as it is */
+            s_part_t *q = s_part(r, j->partition);
+            if (q != NULL)
+                q->busy = false;
+            rf_metric_gauge_add(r->o->m->inflight, NULL, -1);
+            s_fin_free(j);
+            pthread_cond_broadcast(&r->cv);
+        } else {
+            s_fin_queue(r, j);
+        }
     }
     pthread_mutex_unlock(&r->mu);
     pw_fetch_destroy(&f);
@@ -573,7 +780,7 @@ static void s_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_
         bool busy = false;
         for (int i = 0; i < parts->cnt; i++) {
             s_part_t *p = s_part(r, parts->elems[i].partition);
-            busy = busy || (p != NULL && p->busy);
+            busy = busy || (p != NULL && (p->busy || p->finishing > 0));
         }
         if (!busy || s_past(&deadline) || s_stopping(r))
             break;
@@ -583,7 +790,7 @@ static void s_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_
     }
     for (int i = 0; i < parts->cnt; i++) {
         s_part_t *p = s_part(r, parts->elems[i].partition);
-        if (p != NULL && p->busy) {
+        if (p != NULL && (p->busy || p->finishing > 0)) {
             p->epoch++; /* its result is not committed by this member */
             rf_warn("prewarm: partition %d revoked with a message still in flight", (int)p->partition);
         }
@@ -629,6 +836,9 @@ static rd_kafka_t *s_consumer(s_run_t *r, char *why, size_t why_len)
         s_set(conf, "session.timeout.ms", session, why, why_len) < 0 ||
         s_set(conf, "heartbeat.interval.ms", heartbeat, why, why_len) < 0 ||
         s_set(conf, "queued.max.messages.kbytes", "16384", why, why_len) < 0 ||
+        /* A fetch in flight when a paused partition resumes delays its
+         * next messages by up to this much (librdkafka's default is 500). */
+        s_set(conf, "fetch.wait.max.ms", "100", why, why_len) < 0 ||
         s_set(conf, "reconnect.backoff.max.ms", "1000", why, why_len) < 0 ||
         s_set(conf, "log.connection.close", "false", why, why_len) < 0) {
         rd_kafka_conf_destroy(conf);
@@ -645,15 +855,6 @@ static rd_kafka_t *s_consumer(s_run_t *r, char *why, size_t why_len)
     }
     rd_kafka_poll_set_consumer(rk);
     return rk;
-}
-
-/* Out of memory with a message in hand: it cannot be skipped (a later
- * commit would cover it), so the process stops, leaving it uncommitted. */
-static void s_oom(s_run_t *r, rd_kafka_message_t *km)
-{
-    rf_error("prewarm: out of memory at partition %d offset %lld: stopping (the message stays uncommitted)",
-             (int)km->partition, (long long)km->offset);
-    atomic_store(r->o->stop, 1);
 }
 
 /* Queues one fetched message (owned) on its partition. Main thread. */
@@ -693,7 +894,8 @@ static void s_enqueue(s_run_t *r, rd_kafka_message_t *km)
     else
         p->head = n;
     p->tail = n;
-    if (++p->n >= S_QUEUE_MAX && !p->paused)
+    p->bytes += km->len;
+    if ((++p->n >= S_QUEUE_MAX || p->bytes >= S_QUEUE_BYTES_MAX) && !p->paused)
         pause = p->paused = true;
     pthread_cond_broadcast(&r->cv);
     int32_t partition = p->partition;
@@ -710,7 +912,7 @@ static void s_resume_drained(s_run_t *r)
     pthread_mutex_lock(&r->mu);
     for (size_t i = 0; i < r->n_parts && n < 64; i++) {
         s_part_t *p = &r->parts[i];
-        if (p->paused && p->assigned && p->n <= S_QUEUE_MAX / 2) {
+        if (p->paused && p->assigned && p->n <= S_QUEUE_MAX / 2 && p->bytes <= S_QUEUE_BYTES_MAX / 2) {
             p->paused = false;
             resume[n++] = p->partition;
         }
@@ -725,6 +927,8 @@ int pw_run(const pw_opts_t *o, char *why, size_t why_len)
     s_run_t r = {.o = o};
     s_worker_t *workers = NULL;
     int rc = -1, nworkers = 0;
+    pthread_t finisher;
+    bool finisher_started = false;
     rd_kafka_topic_partition_list_t *topics = NULL;
     pthread_condattr_t ca;
     pthread_mutex_init(&r.mu, NULL);
@@ -734,6 +938,8 @@ int pw_run(const pw_opts_t *o, char *why, size_t why_len)
     pthread_condattr_destroy(&ca);
     if ((r.prod = pw_producer_new(o->brokers, o->stop, why, why_len)) == NULL)
         goto cleanup;
+    const char *out_topics[2] = {o->dead_letter_topic, o->events_topic};
+    pw_producer_warm(r.prod, out_topics, 2);
     if ((r.rk = s_consumer(&r, why, why_len)) == NULL)
         goto cleanup;
     if ((topics = rd_kafka_topic_partition_list_new(1)) == NULL) {
@@ -750,6 +956,11 @@ int pw_run(const pw_opts_t *o, char *why, size_t why_len)
         rf_why(why, why_len, "out of memory");
         goto cleanup;
     }
+    if (pthread_create(&finisher, NULL, s_finisher, &r) != 0) {
+        rf_why(why, why_len, "cannot start the finisher thread");
+        goto cleanup;
+    }
+    finisher_started = true;
     for (; nworkers < o->concurrency; nworkers++) {
         workers[nworkers].r = &r;
         if (pthread_create(&workers[nworkers].th, NULL, s_worker, &workers[nworkers]) != 0) {
@@ -795,6 +1006,8 @@ cleanup:
     for (int i = 0; workers != NULL && i < nworkers; i++)
         if (workers[i].started)
             pthread_join(workers[i].th, NULL);
+    if (finisher_started)
+        pthread_join(finisher, NULL);
     free(workers);
     if (r.rk != NULL) {
         rd_kafka_consumer_close(r.rk); /* leaves the group: the revoke callback runs */

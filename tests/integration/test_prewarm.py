@@ -234,8 +234,10 @@ def test_killed_consumer_partitions_move(kafka, make_stack, site):
     """Two members share the topic; one is killed (-9) mid-way: the other
     takes its partitions over once the group's session timeout has passed,
     every message gets at least one event, every URL ends cached, and the
-    duplicates are bounded by what the killed member had in flight (at most
-    one message per partition it held)."""
+    duplicates are bounded by what the killed member had processed but not
+    committed, at the rebalance the second member caused and when it died:
+    each time at most `concurrency` messages being fetched plus 4 per
+    partition waiting for its finisher (S_FINISH_MAX in pw_run.c)."""
     st = _stack(make_stack, site)
     paths = [f"/_delay?secs=0.1&n={i}" for i in range(200)]
     _produce(kafka, ["http://a.test" + p for p in paths])
@@ -254,8 +256,8 @@ def test_killed_consumer_partitions_move(kafka, make_stack, site):
     dups = sum(len(v) - 1 for v in got.values())
     harness.MEASUREMENTS.append(f"prewarm: a member killed after {int(a_done)} messages: {dups} duplicate event(s) "
                                 "of 200")
-    # at most what A had in flight when the rebalance it caused began, and when it died: 2 x concurrency
-    assert dups <= 4, {k: len(v) for k, v in got.items() if len(v) > 1}
+    # at most what A had in flight when the rebalance it caused began, and when it died
+    assert dups <= 2 * (2 + 4 * 4), {k: len(v) for k, v in got.items() if len(v) > 1}
     for p in paths:
         assert _hit(st, "a.test", p)[1].startswith("refract; hit"), p
 

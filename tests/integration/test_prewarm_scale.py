@@ -144,10 +144,14 @@ def test_ten_thousand_messages_each_cached_once_one_event_each(kafka, make_stack
                                 f"({N_SCALE / elapsed:.0f}/s; 3 s of it the mock's first group assignment)")
 
 
-# The issue asks for 60 s; 15 s by default to keep the suite's time (see
-# test_brokers_down_no_event_lost). REFRACT_PREWARM_OUTAGE_S=60 runs the
-# issue's outage.
-OUTAGE_S = int(os.environ.get("REFRACT_PREWARM_OUTAGE_S", "15"))
+# The issue's 60 s by default; the ASan stage of scripts/test.sh sets
+# REFRACT_PREWARM_OUTAGE_S=15 to keep the suite's time (the code paths are
+# the same once the outage outlasts the group session and the producer's
+# message timeout).
+OUTAGE_S = int(os.environ.get("REFRACT_PREWARM_OUTAGE_S", "60"))
+PARTITIONS = 4  # the mock's topics
+FINISH_MAX = 4  # S_FINISH_MAX in services/prewarm/pw_run.c: processed messages per partition
+#                 waiting for their events and commit while the next one is fetched
 
 
 @pytest.fixture
@@ -163,19 +167,19 @@ def small_site(tmp_path):
 def test_brokers_down_no_event_lost(kafka, make_stack, small_site):
     """Every broker of the mock cluster goes down for OUTAGE_S seconds while
     messages are in flight, and comes back. Meanwhile nothing completes
-    without its event (at most one more message per worker is counted: its
-    event went through just before) and the process stays up. Afterwards
+    without its event (at most one finisher batch more is counted: its
+    events went through just before) and the process stays up. Afterwards
     every message, and those produced after the outage, has its done event
     and is cached.
 
-    15 s, not the issue's 60 s, to keep the suite's time. It is longer
+    60 s, as the issue asks (15 s under ASan). Either is longer
     than the producer's message.timeout.ms (10 s: event sends time out and
     are sent again) and than the group session (3 s here: the member is
     dropped from the group, and joins again when the brokers are back),
     which is what an outage exercises. A 60 s one also outlasts the
     revoke's 30 s wait for the messages in flight (docs/prewarm.md,
-    Guarantees): those are then processed again, at most one per
-    partition, within the same bound."""
+    Guarantees): those are then processed again, at most
+    FINISH_MAX + 1 per partition, within the same bound."""
     st = make_stack([{"name": "a.test", "default": True, "origin": small_site.url}], workers=0)
     concurrency = 4  # one worker per partition
     urls = [f"http://a.test/_delay?secs=0.01&n={i}" for i in range(500)]
@@ -192,11 +196,15 @@ def test_brokers_down_no_event_lost(kafka, make_stack, small_site):
     inflight_at_up = _m(st, p, "refract_prewarm_inflight")
     kafka.up()
     t_up = time.monotonic()
-    # What was counted during the outage: messages whose event was acknowledged before the brokers
-    # went (their commits then failed), at most one per worker. Messages were in flight through
-    # it: fetched, their events waiting for the brokers.
-    assert done_in_outage <= concurrency, (done_in_outage, p.log()[-3000:])
-    assert 1 <= inflight_at_up <= concurrency, inflight_at_up
+    # What was counted during the outage: messages whose events were acknowledged before the
+    # brokers went (their commit then failed): one finisher batch, at most FINISH_MAX per
+    # partition. Messages were in flight through it: processed, their events waiting for the
+    # brokers (FINISH_MAX per partition), and one being fetched per partition.
+    assert done_in_outage <= PARTITIONS * FINISH_MAX, (done_in_outage, p.log()[-3000:])
+    # Unless the revoke that the lost session brings gave up on them first (after 30 s: a long
+    # outage), when they are left to the partitions' next owner, unsent.
+    assert inflight_at_up <= PARTITIONS * (FINISH_MAX + 1), inflight_at_up
+    assert inflight_at_up >= 1 or "left to its next owner" in p.log(), p.log()[-3000:]
     assert _m(st, p, outcome="dead_letter") == 0
     _produce(kafka, urls[400:])  # produced once the brokers are back
     _wait(lambda: _m(st, p, outcome="done") >= len(urls), 45, "every message done\n" + p.log()[-5000:])
@@ -212,9 +220,9 @@ def test_brokers_down_no_event_lost(kafka, make_stack, small_site):
     harness.MEASUREMENTS.append(f"prewarm: brokers down {OUTAGE_S}s after {int(done_at_down)} of 400 messages: "
                                 f"{n_dups} duplicate event(s); all {len(urls)} events {recovered:.1f}s after "
                                 "the brokers came back")
-    # Processed again: at most the one message per partition whose result was known but not
-    # committed (offsets the member gets back are carried over, so usually none).
-    assert n_dups <= concurrency, dups
+    # Processed again: at most the uncommitted window, FINISH_MAX + 1 messages per partition
+    # (offsets the member gets back are carried over, so usually none).
+    assert n_dups <= PARTITIONS * (FINISH_MAX + 1), dups
     for u in urls:
         path = u[len("http://a.test"):]
         assert st.get(path, host="a.test").headers.get("Cache-Status", "").startswith("refract; hit"), path
