@@ -47,7 +47,10 @@ GW_OBJ  := $(GW_SRC:%.c=$(O)/obj/%.o)
 IMG_SRC := $(wildcard services/image-worker/*.c)
 IMG_OBJ := $(IMG_SRC:%.c=$(O)/obj/%.o)
 # The image transform core (img_core.c) builds and tests without the bus.
-IMG_CORE_OBJ := $(O)/obj/services/image-worker/img_core.o
+# img_orc.c serialises liborc's code-memory changes; ORC_GUARD exports its
+# two wrappers from the executable so that libvips's calls bind to them.
+IMG_CORE_OBJ := $(O)/obj/services/image-worker/img_core.o $(O)/obj/services/image-worker/img_orc.o
+ORC_GUARD := -Wl,--export-dynamic-symbol=orc_program_compile -Wl,--export-dynamic-symbol=orc_program_free
 # The video transform core (MP4 -> HLS) likewise; only its own tests link it.
 VID_CORE_OBJ := $(O)/obj/services/video-worker/vid_core.o
 AV_PKGS   := libavformat libavcodec libavutil libswscale libswresample
@@ -102,7 +105,7 @@ $(O)/bin/refract-gateway: $(GW_OBJ) $(COMMON_LIB)
 $(O)/bin/refract-image-worker: $(IMG_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
-	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(VIPS_LIBS) $(LIBS_BASE)
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(ORC_GUARD) $(VIPS_LIBS) $(LIBS_BASE)
 
 $(O)/bin/refract-video-worker: $(VID_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
@@ -126,7 +129,10 @@ $(O)/tests/%: tests/unit/%.c $(COMMON_LIB) $(IMG_CORE_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  TEST  $@"
 	@$(CC) $(CFLAGS_BASE) $(VIPS_CFLAGS) -Iservices/image-worker -o $@ $< $(UNIT_EXTRA) $(IMG_CORE_OBJ) $(COMMON_LIB) \
-	    -lcmocka $(VIPS_LIBS) $(LIBS_BASE)
+	    -lcmocka $(ORC_GUARD) $(VIPS_LIBS) $(LIBS_BASE)
+
+# liborc itself, called directly to reproduce the race img_orc.c guards against.
+$(O)/tests/test_img_orc: UNIT_EXTRA = $(shell pkg-config --libs orc-0.4)
 
 # The video core, with libavformat.
 $(O)/tests/test_vid_core: UNIT_EXTRA = -Iservices/video-worker $(AV_CFLAGS) $(VID_CORE_OBJ) $(AV_LIBS)

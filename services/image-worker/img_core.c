@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <vips/vips.h>
+#include <vips/vector.h>
 
 /* Default Q when the chain has no quality op: libvips's own defaults, so
  * `optimize` alone never changes the visual quality. */
@@ -71,6 +72,9 @@ int img_init(int vips_concurrency)
         vips_concurrency_set(vips_concurrency);
     vips_cache_set_max(0);
     vips_block_untrusted_set(TRUE);
+    if (vips_vector_isenabled() && !img_orc_guarded())
+        fprintf(stderr, "img_init: liborc's compile/free are not serialised (link without ORC_GUARD): "
+                        "concurrent jobs may crash in liborc 0.4.33; VIPS_NOVECTOR=1 avoids it\n");
     return 0;
 }
 

@@ -95,6 +95,7 @@
 #ifndef IMG_CORE_H
 #define IMG_CORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -126,6 +127,11 @@ typedef struct {
  * threads each pipeline uses (0 keeps libvips's default). Returns 0, or -1
  * if libvips cannot start (its error is printed on stderr). */
 int img_init(int vips_concurrency);
+
+/* Whether libvips's calls to liborc's orc_program_compile and
+ * orc_program_free go through img_orc.c's serialising wrappers (the
+ * executable exports them; Makefile ORC_GUARD). img_init warns when not. */
+bool img_orc_guarded(void);
 
 /* Shuts libvips down; call once at exit, after every img_transform. */
 void img_shutdown(void);

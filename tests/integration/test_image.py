@@ -1,6 +1,7 @@
 """Image functions: /<source>/<keyword>/<chain> through the image worker."""
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -493,3 +494,17 @@ def test_file_sources_copied_over_the_bus(make_stack, media, tmp_path):
     assert r.headers[FALLBACK] == "source_not_decodable"
     status, headers, body = _raw_head(st, "/bad.jpg/dims/resize/100x100", "img.test")
     assert status == 200 and body == b"" and int(headers["content-length"]) == len(bad)
+
+
+def test_worker_serialises_liborc(stack, tmp_path):
+    """Debian's liborc 0.4.33 frees compiled code without its lock, and
+    concurrent jobs crashed the worker in its free list (img_orc.c). The
+    worker's executable exports its serialising orc_program_compile and
+    orc_program_free, so libvips's calls bind to them, and it did not warn
+    at start that they are not in effect."""
+    r = subprocess.run(["nm", "-D", "--defined-only", harness.WORKER_BIN], capture_output=True, text=True, check=True)
+    exported = {line.split()[-1] for line in r.stdout.splitlines() if line.strip()}
+    assert {"orc_program_compile", "orc_program_free"} <= exported, sorted(x for x in exported if "orc" in x)
+    _img(stack, "/photo.jpg/dims/resize/200x", tmp_path)
+    for w in stack.workers:
+        assert "not serialised" not in w.log(), w.log()[-2000:]
