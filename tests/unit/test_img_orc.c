@@ -87,15 +87,9 @@ int main(void)
 {
     if (img_init(1) != 0)
         return 1;
-#if defined(__SANITIZE_ADDRESS__)
-    /* ASan's mmap interception breaks liborc's JIT on its own (scripts/test.sh). */
-    vips_vector_set_enabled(FALSE);
-#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_libvips_binds_to_the_wrappers),
-#if !defined(__SANITIZE_ADDRESS__)
         cmocka_unit_test(test_concurrent_compile_and_free),
-#endif
         cmocka_unit_test(test_concurrent_libvips_resizes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
