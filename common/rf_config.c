@@ -422,13 +422,34 @@ static int s_loglevel(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
-int rf_cfg_str(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_str(c, v, t); }
-int rf_cfg_int(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_int(c, v, t); }
-int rf_cfg_bool(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_bool(c, v, t); }
-int rf_cfg_size(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_size(c, v, t); }
-int rf_cfg_duration(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_duration(c, v, t); }
-int rf_cfg_listen(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_listen(c, v, t); }
-int rf_cfg_strlist(rf_cfgctx_t *c, yaml_node_t *v, void *t) { return s_strlist(c, v, t); }
+int rf_cfg_str(rf_cfgctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_str(c, v, t);
+}
+int rf_cfg_int(rf_cfgctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_int(c, v, t);
+}
+int rf_cfg_bool(rf_cfgctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_bool(c, v, t);
+}
+int rf_cfg_size(rf_cfgctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_size(c, v, t);
+}
+int rf_cfg_duration(rf_cfgctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_duration(c, v, t);
+}
+int rf_cfg_listen(rf_cfgctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_listen(c, v, t);
+}
+int rf_cfg_strlist(rf_cfgctx_t *c, yaml_node_t *v, void *t)
+{
+    return s_strlist(c, v, t);
+}
 
 /* ---- sections -------------------------------------------------------------- */
 
@@ -1022,7 +1043,7 @@ int rf_s3ep_parse_module(const char *text, const char *name, rf_s3ep_t *e, const
         size_t vl = strlen(v);
         while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t' || v[vl - 1] == '\n'))
             v[--vl] = '\0';
-        char **slot = strcmp(k, "aws_access_key") == 0 ? &e->access_key
+        char **slot = strcmp(k, "aws_access_key") == 0   ? &e->access_key
                       : strcmp(k, "aws_secret_key") == 0 ? &e->secret_key
                       : strcmp(k, "bucket") == 0         ? &e->bucket
                       : strcmp(k, "s3_url") == 0         ? &e->endpoint
@@ -1079,8 +1100,7 @@ static int s_tier_resolve(s_ctx_t *c, yaml_node_t *at, rf_vhost_conf_t *v, rf_s3
         while (sg != NULL && i < sg->n_aws_s3 && strcmp(sg->aws_s3[i].name, t->s3) != 0)
             i++;
         if (sg == NULL || i == sg->n_aws_s3)
-            return s_fail(c, at, "vhost '%s': %s.s3 '%s' is not an endpoint of storgate.aws_s3", v->name, what,
-                          t->s3);
+            return s_fail(c, at, "vhost '%s': %s.s3 '%s' is not an endpoint of storgate.aws_s3", v->name, what, t->s3);
         if (rf_s3ep_copy(&t->ep, &sg->aws_s3[i]) < 0)
             return s_fail(c, at, "out of memory");
     }
@@ -1094,6 +1114,30 @@ static int s_tier_resolve(s_ctx_t *c, yaml_node_t *at, rf_vhost_conf_t *v, rf_s3
             return s_fail(c, at, "out of memory");
         free(t->prefix);
         t->prefix = p;
+    }
+    return 0;
+}
+
+/* Each S3-backed storgate mount gets a local staging directory for its
+ * multipart uploads' parts, STATE/s3-uploads/BUCKET/MOUNT (rf_sgfs.c;
+ * made when first used). Under the scheduler's state_dir because that is
+ * the one directory every node is configured to keep. */
+static int s_sg_stage_dirs(s_ctx_t *c, yaml_node_t *at)
+{
+    rf_sg_conf_t *sc = c->cfg->storgate;
+    const char *state = c->cfg->storgate_scheduler.state_dir;
+    for (size_t i = 0; sc != NULL && state != NULL && i < sc->n_buckets; i++) {
+        rf_sg_bucket_t *b = &sc->buckets[i];
+        for (size_t m = 0; m < b->n_mounts; m++) {
+            rf_sg_mount_t *mt = &b->mounts[m];
+            if (mt->kind != RF_SG_MOUNT_S3)
+                continue;
+            free(mt->dir);
+            if (asprintf(&mt->dir, "%s/s3-uploads/%s/%zu", state, b->name, m) < 0) {
+                mt->dir = NULL;
+                return s_fail(c, at, "out of memory");
+            }
+        }
     }
     return 0;
 }
@@ -2104,9 +2148,11 @@ static int s_vhost_health(s_ctx_t *c, yaml_node_t *v, void *t)
  * string alone. Resolved in s_tiers_resolve once the whole file is read. */
 static int s_s3tier(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {K("s3", s_str, rf_s3tier_conf_t, s3), K("prefix", s_str, rf_s3tier_conf_t, prefix),
+    static const s_key_t keys[] = {K("s3", s_str, rf_s3tier_conf_t, s3),
+                                   K("prefix", s_str, rf_s3tier_conf_t, prefix),
                                    K("cdn_purge", s_str, rf_s3tier_conf_t, cdn_purge),
-                                   K("events", s_str, rf_s3tier_conf_t, events), {0}};
+                                   K("events", s_str, rf_s3tier_conf_t, events),
+                                   {0}};
     rf_s3tier_conf_t *st = t;
     if (v->type == YAML_SCALAR_NODE)
         return s_str(c, v, &st->s3);
@@ -2114,14 +2160,15 @@ static int s_s3tier(s_ctx_t *c, yaml_node_t *v, void *t)
         return -1;
     if (st->s3 == NULL || st->s3[0] == '\0')
         return s_fail(c, v, "needs s3: an aws_s3 endpoint's name, or aws_access_key=…;bucket=…;s3_url=…;region=…;");
-    if (st->cdn_purge != NULL && strncmp(st->cdn_purge, "http://", 7) != 0 && strncmp(st->cdn_purge, "https://", 8) != 0)
+    if (st->cdn_purge != NULL && strncmp(st->cdn_purge, "http://", 7) != 0 &&
+        strncmp(st->cdn_purge, "https://", 8) != 0)
         return s_fail(c, v, "cdn_purge is an http(s):// URL, got '%s'", st->cdn_purge);
     const char *e = st->events;
     size_t el = e ? strlen(e) : 0;
     if (e != NULL && strncmp(e, "http://", 7) != 0 && strncmp(e, "https://", 8) != 0 &&
         strncmp(e, "kafka://", 8) != 0 && !(e[0] == '/' && el > 3 && strcmp(e + el - 3, ".js") == 0))
-        return s_fail(c, v, "events is an http(s):// URL, kafka://HOST:PORT[,…]/TOPIC or an absolute .js hook, got '%s'",
-                      e);
+        return s_fail(c, v,
+                      "events is an http(s):// URL, kafka://HOST:PORT[,…]/TOPIC or an absolute .js hook, got '%s'", e);
     return 0;
 }
 
@@ -2328,6 +2375,8 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
         goto done;
     }
     if (s_tiers_resolve(c, root) < 0)
+        goto done;
+    if (s_sg_stage_dirs(c, root) < 0)
         goto done;
     if (cfg->gateway.meta_backend != NULL && strcmp(cfg->gateway.meta_backend, "embedded") != 0 &&
         strcmp(cfg->gateway.meta_backend, "redis") != 0) {

@@ -71,8 +71,31 @@ static int s_openat2(int dirfd, const char *rel, int flags, mode_t mode)
     return (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
 }
 
+/* Makes dir and its parents (0700), as `mkdir -p`. */
+static int s_mkdirs(const char *dir)
+{
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p))
+        return errno = ENAMETOOLONG, -1;
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0700) != 0 && errno != EEXIST)
+                return -1;
+            *s = '/';
+        }
+    return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* The directory of a mount: a local mount's files, or an S3 mount's local
+ * staging directory (its multipart uploads' parts; made when first
+ * needed; rf_config.c names it under storgate_scheduler.state_dir). */
 static int s_root(const rf_sg_mount_t *m)
 {
+    if (m->dir == NULL)
+        return errno = ENOTSUP, -1;
+    if (m->kind == RF_SG_MOUNT_S3 && s_mkdirs(m->dir) < 0)
+        return -1;
     return open(m->dir, O_DIRECTORY | O_PATH | O_CLOEXEC);
 }
 
@@ -139,8 +162,8 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
     /* S3-backed mounts serve the scheduler (RF_SGFS_INTERNAL) and the S3
      * API's object operations that pass RF_SGFS_S3_OK */
     if (best->kind != RF_SG_MOUNT_LOCAL && !(flags & (RF_SGFS_INTERNAL | RF_SGFS_S3_OK)))
-        return *why = "S3-backed mounts serve object GET, HEAD, PUT, DELETE, copies and listings (not "
-                      "multipart uploads yet)",
+        return *why = "S3-backed mounts serve object GET, HEAD, PUT, DELETE, copies, listings and multipart "
+                      "uploads (not as the source of an UploadPartCopy)",
                -1;
     size_t seg = strcspn(rel, "/");
     if (seg == strlen(RF_SGFS_RESERVED) && memcmp(rel, RF_SGFS_RESERVED, seg) == 0)
@@ -378,7 +401,10 @@ static void s_random_hex(char *out, size_t bytes)
         sprintf(out + 2 * i, "%02x", r[i]);
 }
 
-static rf_sgfs_put_t *s_put_new(const rf_sgfs_loc_t *loc, const char *content_type, const char *meta)
+/* A write at loc. On an S3 mount it is spooled to a temporary file and
+ * uploaded at commit, unless `staged` (a multipart upload's part: kept in
+ * the mount's staging directory, as on a local mount). */
+static rf_sgfs_put_t *s_put_new(const rf_sgfs_loc_t *loc, const char *content_type, const char *meta, bool staged)
 {
     rf_sgfs_put_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -388,9 +414,10 @@ static rf_sgfs_put_t *s_put_new(const rf_sgfs_loc_t *loc, const char *content_ty
     p->md5 = EVP_MD_CTX_new();
     if (p->md5 == NULL || EVP_DigestInit_ex(p->md5, EVP_md5(), NULL) != 1)
         goto fail;
-    if ((content_type && (p->content_type = strdup(content_type)) == NULL) || (meta && (p->meta = strdup(meta)) == NULL))
+    if ((content_type && (p->content_type = strdup(content_type)) == NULL) ||
+        (meta && (p->meta = strdup(meta)) == NULL))
         goto fail;
-    if (loc->mount->kind == RF_SG_MOUNT_S3) { /* spooled here, uploaded at commit */
+    if (loc->mount->kind == RF_SG_MOUNT_S3 && !staged) { /* spooled here, uploaded at commit */
         if ((p->fd = s_tmpfile()) < 0)
             goto fail;
         return p;
@@ -411,7 +438,7 @@ fail:;
 
 rf_sgfs_put_t *rf_sgfs_put_begin(const rf_sgfs_loc_t *loc, const char *content_type, const char *meta)
 {
-    return s_put_new(loc, content_type, meta);
+    return s_put_new(loc, content_type, meta, false);
 }
 
 int rf_sgfs_put_write(rf_sgfs_put_t *p, const void *data, size_t n)
@@ -554,7 +581,7 @@ static int s_s3_commit(rf_sgfs_put_t **p_p, rf_sgfs_stat_t *st)
 int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st)
 {
     rf_sgfs_put_t *p = *p_p;
-    if (p->loc.mount->kind == RF_SG_MOUNT_S3)
+    if (p->loc.mount->kind == RF_SG_MOUNT_S3 && p->part == 0)
         return s_s3_commit(p_p, st);
     char md5[33], name[16];
     rf_sgfs_put_md5(p, md5);
@@ -1028,9 +1055,15 @@ int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *d
         if (!(flags & RF_SGFS_INTERNAL) && (!m->expose || (s3 && !(flags & RF_SGFS_S3_OK))))
             continue;
         rf_sgfs_list_t one = {.e = all.e + all.n};
-        s_walk_t w = {.prefix = prefix, .delim = delim ? delim : "", .after = after ? after : "",
-                      .plen = strlen(prefix), .dlen = delim ? strlen(delim) : 0, .max = max + 1,
-                      .b = b, .m = m, .out = &one};
+        s_walk_t w = {.prefix = prefix,
+                      .delim = delim ? delim : "",
+                      .after = after ? after : "",
+                      .plen = strlen(prefix),
+                      .dlen = delim ? strlen(delim) : 0,
+                      .max = max + 1,
+                      .b = b,
+                      .m = m,
+                      .out = &one};
         if ((m->kind == RF_SG_MOUNT_S3 ? s_list_s3(&w) : s_list_mount(&w)) < 0) {
             all.n += one.n;
             rf_sgfs_list_clear(&all);
@@ -1179,7 +1212,7 @@ rf_sgfs_put_t *rf_sgfs_mpu_part_begin(const rf_sgfs_loc_t *loc, const char *id, 
 {
     if (number < 1 || number > 10000 || !s_id_ok(id))
         return errno = EINVAL, NULL;
-    rf_sgfs_put_t *p = s_put_new(loc, NULL, NULL);
+    rf_sgfs_put_t *p = s_put_new(loc, NULL, NULL, true);
     if (p == NULL)
         return NULL;
     p->part = number;
@@ -1312,6 +1345,40 @@ static int s_part_open(int up, int number, const char *etag, rf_sgfs_stat_t *ps,
     return fd;
 }
 
+/* Appends len bytes of in (from its start) to out: in the kernel where it
+ * can (a local mount's parts and object share a file system), else
+ * through a buffer (an S3 mount's staged parts into its upload spool,
+ * which may be on another one). 0, or -1 (errno). */
+static int s_copy_all(int in, int out, uint64_t len)
+{
+    loff_t off_in = 0;
+    uint64_t left = len;
+    while (left > 0) {
+        ssize_t c = copy_file_range(in, &off_in, out, NULL, left, 0);
+        if (c > 0) {
+            left -= (uint64_t)c;
+            continue;
+        }
+        if (c == 0 || (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP))
+            return c == 0 ? (errno = EIO, -1) : -1;
+        char buf[65536];
+        while (left > 0) {
+            ssize_t n = pread(in, buf, left < sizeof(buf) ? (size_t)left : sizeof(buf), off_in);
+            if (n <= 0)
+                return n == 0 ? (errno = EIO, -1) : -1;
+            for (ssize_t w = 0; w < n;) {
+                ssize_t k = write(out, buf + w, (size_t)(n - w));
+                if (k < 0)
+                    return -1;
+                w += k;
+            }
+            off_in += n;
+            left -= (uint64_t)n;
+        }
+    }
+    return 0;
+}
+
 int rf_sgfs_mpu_complete(const rf_sgfs_loc_t *loc, const char *id, const int *numbers, const char *const *etags,
                          size_t n, uint64_t min_part, rf_sgfs_stat_t *st, const char **code)
 {
@@ -1351,7 +1418,7 @@ int rf_sgfs_mpu_complete(const rf_sgfs_loc_t *loc, const char *id, const int *nu
         *code = "EntityTooSmall";
         goto done;
     }
-    if ((p = s_put_new(loc, ct && *ct ? ct : NULL, meta && *meta ? meta : NULL)) == NULL)
+    if ((p = s_put_new(loc, ct && *ct ? ct : NULL, meta && *meta ? meta : NULL, false)) == NULL)
         goto done;
     for (size_t i = 0; i < n; i++) {
         rf_sgfs_stat_t ps;
@@ -1363,19 +1430,11 @@ int rf_sgfs_mpu_complete(const rf_sgfs_loc_t *loc, const char *id, const int *nu
             goto done;
         }
         EVP_DigestUpdate(md, bin, 16);
-        /* copy in the kernel: parts and the object share the file system */
-        loff_t off_in = 0;
-        uint64_t left = ps.size;
-        while (left > 0) {
-            ssize_t c = copy_file_range(fd, &off_in, p->fd, NULL, left, 0);
-            if (c <= 0) {
-                close(fd);
-                goto done;
-            }
-            left -= (uint64_t)c;
-        }
-        p->size += ps.size;
+        int cr = s_copy_all(fd, p->fd, ps.size);
         close(fd);
+        if (cr < 0)
+            goto done;
+        p->size += ps.size;
     }
     unsigned char d[16];
     unsigned int dl = 0;
@@ -1424,7 +1483,7 @@ int rf_sgfs_mpu_list(const rf_sg_bucket_t *b, const char *prefix, size_t max, rf
     size_t cap = 0, pl = strlen(prefix);
     for (size_t i = 0; i < b->n_mounts; i++) {
         const rf_sg_mount_t *m = &b->mounts[i];
-        if (!m->expose || m->kind != RF_SG_MOUNT_LOCAL)
+        if (!m->expose || m->dir == NULL)
             continue;
         int root = s_root(m);
         int ud = root >= 0 ? s_openat2(root, RF_SGFS_RESERVED "/uploads", O_DIRECTORY | O_RDONLY, 0) : -1;

@@ -66,8 +66,7 @@ static int s_resolve(gw_s3_req_t *r, const rf_sg_bucket_t *b, const char *key, s
     if (rc == 0)
         return 0;
     if (rc == -2)
-        gw_s3_error(r, write ? "AccessDenied" : "NoSuchKey", write ? "%s" : "the specified key does not exist",
-                    why);
+        gw_s3_error(r, write ? "AccessDenied" : "NoSuchKey", write ? "%s" : "the specified key does not exist", why);
     else if (klen > RF_SGFS_KEY_MAX)
         gw_s3_error(r, "KeyTooLongError", "%s", why);
     else
@@ -112,8 +111,8 @@ static void s_etag_header(gw_s3_req_t *r, const char *etag)
  * and HEAD, besides Content-Type (which has a field of its own). */
 static bool s_kept_header(const h2o_header_t *h)
 {
-    static const char *const names[] = {"cache-control", "content-disposition", "content-encoding",
-                                        "content-language", "expires", NULL};
+    static const char *const names[] = {
+        "cache-control", "content-disposition", "content-encoding", "content-language", "expires", NULL};
     for (int i = 0; names[i]; i++)
         if (h2o_memis(h->name->base, h->name->len, names[i], strlen(names[i])))
             return true;
@@ -485,12 +484,13 @@ static int s_delete_key(const rf_sg_bucket_t *b, const char *key, size_t klen, c
  * names a workflow and its filter passes. The client's operation has
  * already succeeded: a failure to write the event is logged, not answered.
  * The event's id goes back in X-Refract-Event (answer headers not sent yet). */
-static void s_raise(gw_s3_req_t *r, const char *kind, const char *key, int64_t size, int64_t mtime_s,
-                    const char *etag, bool header)
+static void s_raise(gw_s3_req_t *r, const char *kind, const char *key, int64_t size, int64_t mtime_s, const char *etag,
+                    bool header)
 {
     const rf_sg_bucket_t *b = r->bucket;
-    const rf_sg_event_t *ev = strcmp(kind, "onPut") == 0 ? &b->on_put : strcmp(kind, "onGet") == 0 ? &b->on_get
-                                                                                                    : &b->on_delete;
+    const rf_sg_event_t *ev = strcmp(kind, "onPut") == 0   ? &b->on_put
+                              : strcmp(kind, "onGet") == 0 ? &b->on_get
+                                                           : &b->on_delete;
     int64_t now = (int64_t)time(NULL);
     if (!ev->enable || ev->workflow == NULL || !rf_sgevent_filter_ok(ev, key, size, mtime_s, now))
         return;
@@ -580,8 +580,10 @@ void gw_s3_bucket_op(gw_s3_req_t *r)
             char *doc = rf_xml_finish(&x, &len);
             if (doc != NULL && reg[0] != '\0') { /* <LocationConstraint …>REGION</LocationConstraint> */
                 char *alt = NULL;
-                if (asprintf(&alt, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint %s>%s</LocationConstraint>",
-                             S_XMLNS, reg) > 0) {
+                if (asprintf(
+                        &alt,
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint %s>%s</LocationConstraint>",
+                        S_XMLNS, reg) > 0) {
                     free(doc);
                     doc = alt;
                     len = strlen(alt);
@@ -679,12 +681,13 @@ static void s_object_headers(gw_s3_req_t *r, const rf_sgfs_stat_t *st)
     const char *ct = st->content_type[0] ? st->content_type : NULL;
     if (ct == NULL) {
         const char *dot = strrchr(r->key, '.');
-        h2o_mimemap_type_t *mt = dot && !strchr(dot, '/') && r->mimemap
-                                     ? h2o_mimemap_get_type_by_extension(r->mimemap, h2o_iovec_init(dot + 1, strlen(dot + 1)))
-                                     : NULL;
-        ct = mt != NULL && mt->type == H2O_MIMEMAP_TYPE_MIMETYPE ? h2o_strdup(&r->req->pool, mt->data.mimetype.base,
-                                                                              mt->data.mimetype.len).base
-                                                                 : "binary/octet-stream";
+        h2o_mimemap_type_t *mt =
+            dot && !strchr(dot, '/') && r->mimemap
+                ? h2o_mimemap_get_type_by_extension(r->mimemap, h2o_iovec_init(dot + 1, strlen(dot + 1)))
+                : NULL;
+        ct = mt != NULL && mt->type == H2O_MIMEMAP_TYPE_MIMETYPE
+                 ? h2o_strdup(&r->req->pool, mt->data.mimetype.base, mt->data.mimetype.len).base
+                 : "binary/octet-stream";
     }
     gw_s3_set_header(r, "content-type", ct);
     for (const char *p = st->meta; *p;) {
@@ -698,12 +701,10 @@ static void s_object_headers(gw_s3_req_t *r, const rf_sgfs_stat_t *st)
         p = nl + 1;
     }
     /* response-* overrides, as S3 allows on signed requests */
-    static const char *const ov[][2] = {{"response-content-type", "content-type"},
-                                        {"response-content-disposition", "content-disposition"},
-                                        {"response-cache-control", "cache-control"},
-                                        {"response-content-encoding", "content-encoding"},
-                                        {"response-content-language", "content-language"},
-                                        {"response-expires", "expires"}};
+    static const char *const ov[][2] = {
+        {"response-content-type", "content-type"},         {"response-content-disposition", "content-disposition"},
+        {"response-cache-control", "cache-control"},       {"response-content-encoding", "content-encoding"},
+        {"response-content-language", "content-language"}, {"response-expires", "expires"}};
     for (size_t i = 0; i < sizeof(ov) / sizeof(ov[0]); i++) {
         const char *v = gw_s3_param(r, ov[i][0]);
         if (v == NULL || strchr(v, '\n') || strchr(v, '\r'))
@@ -810,7 +811,20 @@ static void s_put_answer(gw_s3_req_t *r, bool copy, const rf_sgfs_stat_t *st);
 static void s_copy_opened(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
                           const rf_sgfs_stat_t *src);
 
-typedef enum { S_OFF_GET, S_OFF_HEAD, S_OFF_PUT, S_OFF_COPY_PUT, S_OFF_DELETE, S_OFF_LIST, S_OFF_COPY_SRC } s_off_kind_t;
+typedef enum {
+    S_OFF_GET,
+    S_OFF_HEAD,
+    S_OFF_PUT,
+    S_OFF_COPY_PUT,
+    S_OFF_DELETE,
+    S_OFF_LIST,
+    S_OFF_COPY_SRC,
+    S_OFF_COMPLETE
+} s_off_kind_t;
+
+static void s_complete_answer(gw_s3_req_t *r, int rc, const char *code, int e, const rf_sgfs_stat_t *st);
+static int s_complete_parts(const rf_sgfs_loc_t *loc, const char *id, const rf_s3xml_complete_t *c, rf_sgfs_stat_t *st,
+                            const char **code);
 
 /* One operation on an S3-backed mount, between the loop and a storage
  * thread (gw_storage_offload). The request may go meanwhile: its pool's
@@ -833,6 +847,10 @@ typedef struct {
     /* COPY_SRC: the copy's destination and its content type and metadata (in the request pool) */
     rf_sgfs_loc_t dst;
     const char *ct, *meta;
+    /* COMPLETE: the upload, its parts as the client listed them (owned) */
+    char id[33];
+    rf_s3xml_complete_t parts;
+    const char *code;
 } s_off_t;
 
 static void s_off_dispose(void *p)
@@ -865,6 +883,9 @@ static void s_off_work(void *arg)
             o->rc = errno == ENOENT ? 0 : -1;
         else
             o->rc = rf_sgfs_delete(&o->loc) == 0 ? 1 : -1;
+        break;
+    case S_OFF_COMPLETE: /* the staged parts joined and uploaded */
+        o->rc = s_complete_parts(&o->loc, o->id, &o->parts, &o->st, &o->code);
         break;
     }
     o->err = errno;
@@ -911,8 +932,10 @@ static void s_off_finish(void *arg)
                 s_raise(r, "onDelete", r->key, -1, -1, NULL, true);
             gw_s3_empty(r, 204);
             break;
+        case S_OFF_COMPLETE: s_complete_answer(r, o->rc, o->code, o->err, &o->st); break;
         }
     }
+    rf_s3xml_complete_clear(&o->parts);
     if (o->w != NULL)
         rf_sgfs_put_abort(&o->w);
     rf_sgfs_list_clear(&o->l);
@@ -1331,6 +1354,7 @@ static void s_create_upload(gw_s3_req_t *r)
     if (!s_allowed(r, r->bucket, "put"))
         return;
     rf_sgfs_loc_t loc;
+    r->s3_ok = true; /* an S3-backed mount stages the parts locally (rf_sgfs.c) */
     if (s_resolve_put(r, &loc) < 0)
         return;
     char meta[RF_SGFS_META_MAX], ctbuf[128], id[33];
@@ -1364,8 +1388,10 @@ static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool c
         return;
     }
     rf_sgfs_loc_t loc;
+    r->s3_ok = true;
     if (s_upload_loc(r, id, &loc) < 0)
         return;
+    r->s3_ok = false; /* a copy's source on an S3-backed mount is refused: it would download on the loop */
     rf_sgfs_stat_t src;
     int sfd = -1;
     uint64_t from = 0, len = 0;
@@ -1412,12 +1438,68 @@ static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool c
     gw_s3_empty(r, 200);
 }
 
+/* Joins the listed parts of upload id into the object at loc (blocking:
+ * on an S3-backed mount the object is uploaded). 0, or -1 with *code. */
+static int s_complete_parts(const rf_sgfs_loc_t *loc, const char *id, const rf_s3xml_complete_t *c, rf_sgfs_stat_t *st,
+                            const char **code)
+{
+    int *numbers = malloc(c->n * sizeof(int));
+    const char **etags = malloc(c->n * sizeof(char *));
+    int rc = -1;
+    if (numbers != NULL && etags != NULL) {
+        for (size_t i = 0; i < c->n; i++) {
+            numbers[i] = c->parts[i].number;
+            etags[i] = c->parts[i].etag;
+        }
+        rc = rf_sgfs_mpu_complete(loc, id, numbers, etags, c->n, S_MIN_PART, st, code);
+    } else {
+        *code = "InternalError";
+        errno = ENOMEM;
+    }
+    int e = errno;
+    free(numbers);
+    free(etags);
+    errno = e;
+    return rc;
+}
+
+static void s_complete_answer(gw_s3_req_t *r, int rc, const char *code, int e, const rf_sgfs_stat_t *st)
+{
+    if (rc < 0 && strcmp(code, "InternalError") == 0) { /* publishing failed: say why */
+        s_store_error(r, e);
+        return;
+    }
+    if (rc < 0) {
+        const char *msg = strcmp(code, "InvalidPart") == 0
+                              ? "one or more of the specified parts could not be found or its ETag does not match"
+                          : strcmp(code, "EntityTooSmall") == 0 ? "a part other than the last is smaller than 5 MiB"
+                          : strcmp(code, "NoSuchUpload") == 0   ? "the specified upload does not exist"
+                                                                : strerror(e);
+        gw_s3_error(r, code, "%s", msg);
+        return;
+    }
+    s_raise(r, "onPut", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, true);
+    rf_xml_t x;
+    rf_xml_init(&x);
+    rf_xml_open(&x, "CompleteMultipartUploadResult", S_XMLNS);
+    char locurl[64 + RF_SGFS_KEY_MAX];
+    snprintf(locurl, sizeof(locurl), "/%s/%s", r->bucket->name, r->key);
+    rf_xml_text(&x, "Location", locurl, strlen(locurl));
+    rf_xml_textf(&x, "Bucket", "%s", r->bucket->name);
+    rf_xml_text(&x, "Key", r->key, r->key_len);
+    rf_xml_textf(&x, "ETag", "\"%s\"", st->etag);
+    size_t len = 0;
+    char *doc = rf_xml_finish(&x, &len);
+    gw_s3_xml(r, 200, doc, len);
+}
+
 static void s_complete_upload(gw_s3_req_t *r, const char *id)
 {
     r->op = "CompleteMultipartUpload";
     if (!s_allowed(r, r->bucket, "put"))
         return;
     rf_sgfs_loc_t loc;
+    r->s3_ok = true;
     if (s_upload_loc(r, id, &loc) < 0)
         return;
     char *body;
@@ -1431,50 +1513,27 @@ static void s_complete_upload(gw_s3_req_t *r, const char *id)
         gw_s3_error(r, code ? code : "MalformedXML", "%s", why);
         return;
     }
-    int *numbers = malloc(c.n * sizeof(int));
-    const char **etags = malloc(c.n * sizeof(char *));
-    rf_sgfs_stat_t st;
-    int rc = -1;
-    if (numbers != NULL && etags != NULL) {
-        for (size_t i = 0; i < c.n; i++) {
-            numbers[i] = c.parts[i].number;
-            etags[i] = c.parts[i].etag;
+    if (loc.mount->kind == RF_SG_MOUNT_S3) { /* the upload runs off the loop */
+        s_off_t *o = calloc(1, sizeof(*o));
+        if (o == NULL) {
+            rf_s3xml_complete_clear(&c);
+            gw_s3_error(r, "InternalError", "out of memory");
+            return;
         }
-        rc = rf_sgfs_mpu_complete(&loc, id, numbers, etags, c.n, S_MIN_PART, &st, &code);
-    } else {
-        code = "InternalError";
-        errno = ENOMEM;
+        o->kind = S_OFF_COMPLETE;
+        o->loc = loc;
+        o->fd = -1;
+        snprintf(o->id, sizeof(o->id), "%s", id);
+        o->parts = c; /* taken */
+        o->code = "InternalError";
+        s_offload_run(r, o);
+        return;
     }
+    rf_sgfs_stat_t st;
+    int rc = s_complete_parts(&loc, id, &c, &st, &code);
     int e = errno;
-    free(numbers);
-    free(etags);
     rf_s3xml_complete_clear(&c);
-    if (rc < 0 && strcmp(code, "InternalError") == 0) { /* publishing failed: say why */
-        s_store_error(r, e);
-        return;
-    }
-    if (rc < 0) {
-        const char *msg = strcmp(code, "InvalidPart") == 0
-                              ? "one or more of the specified parts could not be found or its ETag does not match"
-                          : strcmp(code, "EntityTooSmall") == 0 ? "a part other than the last is smaller than 5 MiB"
-                          : strcmp(code, "NoSuchUpload") == 0  ? "the specified upload does not exist"
-                                                               : strerror(errno);
-        gw_s3_error(r, code, "%s", msg);
-        return;
-    }
-    s_raise(r, "onPut", r->key, (int64_t)st.size, st.mtime_ns / 1000000000, st.etag, true);
-    rf_xml_t x;
-    rf_xml_init(&x);
-    rf_xml_open(&x, "CompleteMultipartUploadResult", S_XMLNS);
-    char locurl[64 + RF_SGFS_KEY_MAX];
-    snprintf(locurl, sizeof(locurl), "/%s/%s", r->bucket->name, r->key);
-    rf_xml_text(&x, "Location", locurl, strlen(locurl));
-    rf_xml_textf(&x, "Bucket", "%s", r->bucket->name);
-    rf_xml_text(&x, "Key", r->key, r->key_len);
-    rf_xml_textf(&x, "ETag", "\"%s\"", st.etag);
-    size_t len = 0;
-    char *doc = rf_xml_finish(&x, &len);
-    gw_s3_xml(r, 200, doc, len);
+    s_complete_answer(r, rc, code, e, &st);
 }
 
 static void s_abort_upload(gw_s3_req_t *r, const char *id)
@@ -1483,6 +1542,7 @@ static void s_abort_upload(gw_s3_req_t *r, const char *id)
     if (!s_allowed(r, r->bucket, "put"))
         return;
     rf_sgfs_loc_t loc;
+    r->s3_ok = true;
     if (s_upload_loc(r, id, &loc) < 0)
         return;
     rf_sgfs_mpu_abort(&loc, id);
@@ -1495,6 +1555,7 @@ static void s_list_parts(gw_s3_req_t *r, const char *id)
     if (!s_allowed(r, r->bucket, "get"))
         return;
     rf_sgfs_loc_t loc;
+    r->s3_ok = true;
     if (s_upload_loc(r, id, &loc) < 0)
         return;
     rf_sgfs_part_t *parts = NULL;

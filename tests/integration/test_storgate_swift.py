@@ -4,8 +4,8 @@ by the storgate scheduler: a batch lists the Swift bucket through
 ListObjectsV2, copies and transforms its objects into a local mount and
 deletes them from Swift; another batch writes local files into Swift, a
 large one as a multipart upload; the S3 API serves the Swift mount's
-objects (GET, HEAD, Range, PUT, DELETE, copies) and listings, and refuses
-multipart uploads into it with a clear error."""
+objects (GET, HEAD, Range, PUT, DELETE, copies), listings and multipart
+uploads into it, and refuses a part copied from it with a clear error."""
 import hashlib
 import os
 import signal
@@ -49,8 +49,9 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
     WebP-transformed (by an image worker, from the downloaded object) into
     the local /out, then deleted from Swift; local files, one of 70 MiB,
     are written into Swift under landing/up/ byte-exact (the big one as a
-    multipart upload, no upload left behind); the S3 API answers a path in
-    the Swift mount with an error that says it is not served there."""
+    multipart upload, no upload left behind); the S3 API serves the Swift
+    mount (objects, listings, copies, multipart uploads) and refuses a part
+    copied from it with an error that says so."""
     local, out = str(tmp_path / "local"), str(tmp_path / "out")
     os.makedirs(local)
     os.makedirs(out)
@@ -151,7 +152,39 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
         api.copy_object(Bucket="mixed", Key="local/never.bin", CopySource={"Bucket": "mixed", "Key": "swift/api/src.bin"},
                         CopySourceIfMatch='"0123"')
     assert e.value.response["Error"]["Code"] == "PreconditionFailed"
-    # what is not served there yet says so
+    # multipart uploads into the Swift mount: parts staged on the gateway, the object uploaded
+    # to Swift at completion (itself in 8 MiB parts there), no upload left behind
+    import boto3.s3.transfer
+    import io
+    big = harness.pattern_bytes(13 << 20, seed=78)
+    api.upload_fileobj(io.BytesIO(big), "mixed", "swift/api/mpu.bin",
+                       Config=boto3.s3.transfer.TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20),
+                       ExtraArgs={"ContentType": "video/x-test"})
+    stored = s3.get_object(Bucket="refract", Key="landing/api/mpu.bin")
+    assert stored["Body"].read() == big and stored["ContentType"] == "video/x-test"
+    assert api.get_object(Bucket="mixed", Key="swift/api/mpu.bin")["Body"].read() == big
+    assert api.list_multipart_uploads(Bucket="mixed").get("Uploads", []) == []
+    # an upload listed, its parts listed, then aborted: nothing reaches Swift
+    up = api.create_multipart_upload(Bucket="mixed", Key="swift/api/aborted.bin")["UploadId"]
+    api.upload_part(Bucket="mixed", Key="swift/api/aborted.bin", UploadId=up, PartNumber=1, Body=big[:1000])
+    assert [u["Key"] for u in api.list_multipart_uploads(Bucket="mixed")["Uploads"]] == ["swift/api/aborted.bin"]
+    assert [p["Size"] for p in api.list_parts(Bucket="mixed", Key="swift/api/aborted.bin", UploadId=up)["Parts"]] == [1000]
+    api.abort_multipart_upload(Bucket="mixed", Key="swift/api/aborted.bin", UploadId=up)
+    assert api.list_multipart_uploads(Bucket="mixed").get("Uploads", []) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket="refract", Prefix="landing/api/aborted")
+    # a part too small (not the last) is refused at completion, and the upload stays
+    up = api.create_multipart_upload(Bucket="mixed", Key="swift/api/small.bin")["UploadId"]
+    e1 = api.upload_part(Bucket="mixed", Key="swift/api/small.bin", UploadId=up, PartNumber=1, Body=b"a" * 100)["ETag"]
+    e2 = api.upload_part(Bucket="mixed", Key="swift/api/small.bin", UploadId=up, PartNumber=2, Body=b"b" * 100)["ETag"]
     with pytest.raises(botocore.exceptions.ClientError) as e:
-        api.create_multipart_upload(Bucket="mixed", Key="swift/api/mpu.bin")
-    assert "not multipart uploads" in str(e.value.response["Error"].get("Message", "")), e.value.response
+        api.complete_multipart_upload(Bucket="mixed", Key="swift/api/small.bin", UploadId=up, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    assert e.value.response["Error"]["Code"] == "EntityTooSmall"
+    api.abort_multipart_upload(Bucket="mixed", Key="swift/api/small.bin", UploadId=up)
+    # what is not served there says so: a part copied from the Swift mount
+    up = api.create_multipart_upload(Bucket="mixed", Key="local/mpu-copy.bin")["UploadId"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        api.upload_part_copy(Bucket="mixed", Key="local/mpu-copy.bin", UploadId=up, PartNumber=1,
+                             CopySource={"Bucket": "mixed", "Key": "swift/api/mpu.bin"})
+    assert "UploadPartCopy" in str(e.value.response["Error"].get("Message", "")), e.value.response
+    api.abort_multipart_upload(Bucket="mixed", Key="local/mpu-copy.bin", UploadId=up)
