@@ -162,8 +162,7 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
     /* S3-backed mounts serve the scheduler (RF_SGFS_INTERNAL) and the S3
      * API's object operations that pass RF_SGFS_S3_OK */
     if (best->kind != RF_SG_MOUNT_LOCAL && !(flags & (RF_SGFS_INTERNAL | RF_SGFS_S3_OK)))
-        return *why = "S3-backed mounts serve object GET, HEAD, PUT, DELETE, copies, listings and multipart "
-                      "uploads (not as the source of an UploadPartCopy)",
+        return *why = "S3-backed mounts are served by the S3 API's object, listing and multipart operations only",
                -1;
     size_t seg = strcspn(rel, "/");
     if (seg == strlen(RF_SGFS_RESERVED) && memcmp(rel, RF_SGFS_RESERVED, seg) == 0)

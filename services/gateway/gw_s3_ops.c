@@ -819,8 +819,12 @@ typedef enum {
     S_OFF_DELETE,
     S_OFF_LIST,
     S_OFF_COPY_SRC,
+    S_OFF_PART_SRC,
     S_OFF_COMPLETE
 } s_off_kind_t;
+
+static void s_part_write(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *id, int number, int sfd,
+                         const rf_sgfs_stat_t *src);
 
 static void s_complete_answer(gw_s3_req_t *r, int rc, const char *code, int e, const rf_sgfs_stat_t *st);
 static int s_complete_parts(const rf_sgfs_loc_t *loc, const char *id, const rf_s3xml_complete_t *c, rf_sgfs_stat_t *st,
@@ -847,8 +851,10 @@ typedef struct {
     /* COPY_SRC: the copy's destination and its content type and metadata (in the request pool) */
     rf_sgfs_loc_t dst;
     const char *ct, *meta;
-    /* COMPLETE: the upload, its parts as the client listed them (owned) */
+    /* COMPLETE, PART_SRC: the upload (PART_SRC: at dst), its parts as the
+     * client listed them (owned), the part a copy writes */
     char id[33];
+    int number;
     rf_s3xml_complete_t parts;
     const char *code;
 } s_off_t;
@@ -873,8 +879,7 @@ static void s_off_work(void *arg)
     case S_OFF_PUT:
     case S_OFF_COPY_PUT: o->rc = rf_sgfs_put_commit(&o->w, NULL, &o->st); break;
     case S_OFF_COPY_SRC: /* the source downloaded into an anonymous temporary file */
-        o->fd = rf_sgfs_open(&o->loc, &o->st);
-        break;
+    case S_OFF_PART_SRC: o->fd = rf_sgfs_open(&o->loc, &o->st); break;
     case S_OFF_LIST:
         o->rc = rf_sgfs_list_opts(o->b, o->prefix, o->delim, o->after, o->max, RF_SGFS_S3_OK, &o->l);
         break;
@@ -914,6 +919,13 @@ static void s_off_finish(void *arg)
             break;
         case S_OFF_COPY_SRC:
             s_copy_opened(r, &o->dst, o->ct, o->meta, o->fd, &o->st);
+            o->fd = -1; /* taken */
+            break;
+        case S_OFF_PART_SRC:
+            if (o->fd < 0)
+                gw_s3_error(r, "NoSuchKey", "the copy source does not exist");
+            else
+                s_part_write(r, &o->dst, o->id, o->number, o->fd, &o->st);
             o->fd = -1; /* taken */
             break;
         case S_OFF_LIST:
@@ -992,6 +1004,24 @@ static void s_offload_copy(gw_s3_req_t *r, const rf_sgfs_loc_t *src, const rf_sg
     o->dst = *dst;
     o->ct = ct;
     o->meta = meta;
+    o->fd = -1;
+    s_offload_run(r, o);
+}
+
+/* A part copied from a source on an S3-backed mount: downloaded off the loop. */
+static void s_offload_part_copy(gw_s3_req_t *r, const rf_sgfs_loc_t *src, const rf_sgfs_loc_t *upload, const char *id,
+                                int number)
+{
+    s_off_t *o = calloc(1, sizeof(*o));
+    if (o == NULL) {
+        gw_s3_error(r, "InternalError", "out of memory");
+        return;
+    }
+    o->kind = S_OFF_PART_SRC;
+    o->loc = *src;
+    o->dst = *upload;
+    snprintf(o->id, sizeof(o->id), "%s", id);
+    o->number = number;
     o->fd = -1;
     s_offload_run(r, o);
 }
@@ -1109,28 +1139,6 @@ static bool s_copy_conditions(gw_s3_req_t *r, const rf_sgfs_stat_t *st)
 failed:
     gw_s3_error(r, "PreconditionFailed", "a x-amz-copy-source-if-* condition does not hold");
     return false;
-}
-
-/* Opens the copy source for reading; -1 after answering. */
-static int s_open_source(gw_s3_req_t *r, rf_sgfs_stat_t *st)
-{
-    const rf_sg_bucket_t *sb;
-    char *skey;
-    size_t sklen;
-    rf_sgfs_loc_t sloc;
-    if (s_copy_source(r, &sb, &skey, &sklen) < 0 || !s_allowed(r, sb, "get") ||
-        s_resolve(r, sb, skey, sklen, false, &sloc) < 0)
-        return -1;
-    int fd = rf_sgfs_open(&sloc, st);
-    if (fd < 0) {
-        gw_s3_error(r, "NoSuchKey", "the copy source does not exist");
-        return -1;
-    }
-    if (!s_copy_conditions(r, st)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 /* x-amz-copy-source-range: "bytes=FIRST-LAST", both given, FIRST <= LAST
@@ -1376,34 +1384,23 @@ static void s_create_upload(gw_s3_req_t *r)
     gw_s3_xml(r, 200, doc, len);
 }
 
-static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool copy)
+/* Writes part `number` of upload id at loc: the request's body, or (sfd >=
+ * 0, taken) a range of the copy source sfd whose stat is src. Answers. */
+static void s_part_write(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *id, int number, int sfd,
+                         const rf_sgfs_stat_t *src)
 {
-    r->op = copy ? "UploadPartCopy" : "UploadPart";
-    if (!s_allowed(r, r->bucket, "put"))
-        return;
-    char *end;
-    long number = strtol(pn, &end, 10);
-    if (*pn == '\0' || *end != '\0' || number < 1 || number > 10000) {
-        gw_s3_error(r, "InvalidArgument", "partNumber must be an integer from 1 to 10000");
-        return;
-    }
-    rf_sgfs_loc_t loc;
-    r->s3_ok = true;
-    if (s_upload_loc(r, id, &loc) < 0)
-        return;
-    r->s3_ok = false; /* a copy's source on an S3-backed mount is refused: it would download on the loop */
-    rf_sgfs_stat_t src;
-    int sfd = -1;
-    uint64_t from = 0, len = 0;
+    bool copy = sfd >= 0;
+    uint64_t from = 0, len = copy ? src->size : 0;
     if (copy) {
-        if ((sfd = s_open_source(r, &src)) < 0)
-            return;
-        len = src.size;
         size_t rl;
         const char *range = gw_s3_header(r, "x-amz-copy-source-range", &rl);
         uint64_t to;
+        if (!s_copy_conditions(r, src)) {
+            close(sfd);
+            return;
+        }
         if (range != NULL) {
-            if (s_copy_range_header(range, rl, src.size, &from, &to) < 0) {
+            if (s_copy_range_header(range, rl, src->size, &from, &to) < 0) {
                 close(sfd);
                 gw_s3_error(r, "InvalidArgument", "x-amz-copy-source-range must be bytes=FIRST-LAST within the source");
                 return;
@@ -1411,7 +1408,7 @@ static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool c
             len = to - from + 1;
         }
     }
-    rf_sgfs_put_t *w = rf_sgfs_mpu_part_begin(&loc, id, (int)number);
+    rf_sgfs_put_t *w = rf_sgfs_mpu_part_begin(loc, id, number);
     if (w == NULL) {
         if (sfd >= 0)
             close(sfd);
@@ -1436,6 +1433,45 @@ static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool c
     }
     s_etag_header(r, st.etag);
     gw_s3_empty(r, 200);
+}
+
+static void s_upload_part(gw_s3_req_t *r, const char *id, const char *pn, bool copy)
+{
+    r->op = copy ? "UploadPartCopy" : "UploadPart";
+    if (!s_allowed(r, r->bucket, "put"))
+        return;
+    char *end;
+    long number = strtol(pn, &end, 10);
+    if (*pn == '\0' || *end != '\0' || number < 1 || number > 10000) {
+        gw_s3_error(r, "InvalidArgument", "partNumber must be an integer from 1 to 10000");
+        return;
+    }
+    rf_sgfs_loc_t loc;
+    r->s3_ok = true; /* an S3-backed mount stages its parts locally (rf_sgfs.c) */
+    if (s_upload_loc(r, id, &loc) < 0)
+        return;
+    if (!copy) {
+        s_part_write(r, &loc, id, (int)number, -1, NULL);
+        return;
+    }
+    const rf_sg_bucket_t *sb;
+    char *skey;
+    size_t sklen;
+    rf_sgfs_loc_t sloc;
+    if (s_copy_source(r, &sb, &skey, &sklen) < 0 || !s_allowed(r, sb, "get") ||
+        s_resolve(r, sb, skey, sklen, false, &sloc) < 0)
+        return;
+    if (sloc.mount->kind == RF_SG_MOUNT_S3) { /* downloaded off the loop, then s_part_write */
+        s_offload_part_copy(r, &sloc, &loc, id, (int)number);
+        return;
+    }
+    rf_sgfs_stat_t src;
+    int sfd = rf_sgfs_open(&sloc, &src);
+    if (sfd < 0) {
+        gw_s3_error(r, "NoSuchKey", "the copy source does not exist");
+        return;
+    }
+    s_part_write(r, &loc, id, (int)number, sfd, &src);
 }
 
 /* Joins the listed parts of upload id into the object at loc (blocking:

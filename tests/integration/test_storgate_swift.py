@@ -50,8 +50,8 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
     the local /out, then deleted from Swift; local files, one of 70 MiB,
     are written into Swift under landing/up/ byte-exact (the big one as a
     multipart upload, no upload left behind); the S3 API serves the Swift
-    mount (objects, listings, copies, multipart uploads) and refuses a part
-    copied from it with an error that says so."""
+    mount (objects, listings, copies, multipart uploads, parts copied from
+    it)."""
     local, out = str(tmp_path / "local"), str(tmp_path / "out")
     os.makedirs(local)
     os.makedirs(out)
@@ -181,10 +181,20 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
             "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
     assert e.value.response["Error"]["Code"] == "EntityTooSmall"
     api.abort_multipart_upload(Bucket="mixed", Key="swift/api/small.bin", UploadId=up)
-    # what is not served there says so: a part copied from the Swift mount
-    up = api.create_multipart_upload(Bucket="mixed", Key="local/mpu-copy.bin")["UploadId"]
-    with pytest.raises(botocore.exceptions.ClientError) as e:
-        api.upload_part_copy(Bucket="mixed", Key="local/mpu-copy.bin", UploadId=up, PartNumber=1,
-                             CopySource={"Bucket": "mixed", "Key": "swift/api/mpu.bin"})
-    assert "UploadPartCopy" in str(e.value.response["Error"].get("Message", "")), e.value.response
-    api.abort_multipart_upload(Bucket="mixed", Key="local/mpu-copy.bin", UploadId=up)
+    # parts copied from the Swift mount (downloaded off the loop), with a range and a source
+    # condition, into a local object and into the Swift mount itself
+    for dest in ("local/mpu-copy.bin", "swift/api/mpu-copy.bin"):
+        up = api.create_multipart_upload(Bucket="mixed", Key=dest)["UploadId"]
+        src = {"Bucket": "mixed", "Key": "swift/api/mpu.bin"}
+        p1 = api.upload_part_copy(Bucket="mixed", Key=dest, UploadId=up, PartNumber=1, CopySource=src,
+                                  CopySourceRange=f"bytes=0-{(5 << 20) - 1}")["CopyPartResult"]["ETag"]
+        p2 = api.upload_part_copy(Bucket="mixed", Key=dest, UploadId=up, PartNumber=2, CopySource=src,
+                                  CopySourceRange=f"bytes={8 << 20}-{(9 << 20) - 1}")["CopyPartResult"]["ETag"]
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            api.upload_part_copy(Bucket="mixed", Key=dest, UploadId=up, PartNumber=3, CopySource=src,
+                                 CopySourceIfMatch='"0123"')
+        assert e.value.response["Error"]["Code"] == "PreconditionFailed"
+        api.complete_multipart_upload(Bucket="mixed", Key=dest, UploadId=up, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]})
+        assert api.get_object(Bucket="mixed", Key=dest)["Body"].read() == big[:5 << 20] + big[8 << 20:9 << 20]
+    assert open(os.path.join(local, "mpu-copy.bin"), "rb").read() == big[:5 << 20] + big[8 << 20:9 << 20]
