@@ -36,14 +36,14 @@ typedef struct sg_dist_t sg_dist_t;
 
 /* Metrics of the scheduler, declared in main.c. */
 typedef struct {
-    rf_metric_t *items;      /* refract_storgate_items_total{bucket,workflow,outcome} */
-    rf_metric_t *batches;    /* refract_storgate_batches_total{bucket,outcome} */
-    rf_metric_t *leader;     /* refract_storgate_leader (1 while this node leads) */
-    rf_metric_t *webhooks;   /* refract_storgate_webhooks_total{outcome} */
-    rf_metric_t *outbox;     /* refract_storgate_outbox_pending */
-    rf_metric_t *queue;      /* refract_storgate_items_queued */
-    rf_metric_t *throttled;  /* refract_storgate_throttled (1 while items are paused) */
-    rf_metric_t *cpu;        /* refract_storgate_cpu_percent (the window's average) */
+    rf_metric_t *items;     /* refract_storgate_items_total{bucket,workflow,outcome} */
+    rf_metric_t *batches;   /* refract_storgate_batches_total{bucket,outcome} */
+    rf_metric_t *leader;    /* refract_storgate_leader (1 while this node leads) */
+    rf_metric_t *webhooks;  /* refract_storgate_webhooks_total{outcome} */
+    rf_metric_t *outbox;    /* refract_storgate_outbox_pending */
+    rf_metric_t *queue;     /* refract_storgate_items_queued */
+    rf_metric_t *throttled; /* refract_storgate_throttled (1 while items are paused) */
+    rf_metric_t *cpu;       /* refract_storgate_cpu_percent (the window's average) */
 } sg_metrics_t;
 
 extern sg_metrics_t sg_m;
@@ -54,10 +54,11 @@ typedef struct sg_item_t {
     const rf_sg_bucket_t *bucket;
     const rf_sg_event_t *event; /* the onBatch (or onPut …) that raised it */
     const rf_sg_workflow_t *workflow;
-    struct sg_chunk_t *chunk; /* NULL for items not from a batch */
-    char id[128];             /* BATCHRUN-N: in every log line and webhook */
+    struct sg_chunk_t *chunk;      /* NULL for items not from a batch */
+    char id[128];                  /* BATCHRUN-N: in every log line and webhook */
     char key[RF_SGFS_KEY_MAX + 1]; /* the bucket key, no leading '/' */
     bool deleted;                  /* onDelete: the source is gone, its outputs go too */
+    bool again;                    /* handed out again after its node stopped: it may have run */
     char event_file[96];           /* an event's file in STATE/events ("" for batch items) */
     char dist_chunk[128];          /* handed out through Redis (sg_dist.c): its chunk, and */
     char raw[3200];                /* its queue entry as taken ("" for items run where listed) */
@@ -68,7 +69,7 @@ typedef struct sg_chunk_t {
     struct sg_batch_t *batch;
     atomic_int left;
     int n, failed;
-    bool local; /* its items run on the leader's own queue (no Redis) */
+    bool local;                     /* its items run on the leader's own queue (no Redis) */
     char last[RF_SGFS_KEY_MAX + 1]; /* the cursor after this chunk */
     char id[128];
 } sg_chunk_t;
@@ -94,6 +95,7 @@ typedef struct {
     pthread_t *threads;
     int nthreads;
     pthread_t main_thread; /* woken (SIGUSR2) when a chunk's last item is done */
+    atomic_int leading;    /* set by the main loop: this node holds the lease */
 } sg_node_t;
 
 /* ---- the item queue and workflows (sg_item.c) ---- */
@@ -172,8 +174,7 @@ int sg_outbox_pending(sg_outbox_t *o);
 /* ---- leadership (sg_leader.c) ---- */
 
 /* url: distribution.leader.url (NULL or meta.enable false: always leader). */
-sg_leader_t *sg_leader_new(const rf_sg_conf_t *sc, const char *node, const char *state_dir, char *why,
-                           size_t why_len);
+sg_leader_t *sg_leader_new(const rf_sg_conf_t *sc, const char *node, const char *state_dir, char *why, size_t why_len);
 void sg_leader_destroy(sg_leader_t **self_p);
 /* Acquires or renews the lease; true while this node leads. Its fencing
  * token (increasing with each new term) in *token. */

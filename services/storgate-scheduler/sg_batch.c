@@ -98,8 +98,13 @@ static void s_load(sg_batch_t *bt)
         bt->running = true;
         snprintf(bt->run_id, sizeof(bt->run_id), "%s", f[0]);
         snprintf(bt->cursor, sizeof(bt->cursor), "%s", f[1]);
-        bt->chunk_no = atoi(f[2]);
-        bt->item_no = strtoull(f[3], NULL, 10);
+        /* The chunk after the saved one may have been listed and handed
+         * out before the last leader stopped: its number and its items'
+         * numbers are burnt, so that the chunk listed now (from the same
+         * cursor, but without the items done meanwhile) shares neither its
+         * counter in Redis nor any webhook's idempotency key with it. */
+        bt->chunk_no = atoi(f[2]) + 1;
+        bt->item_no = strtoull(f[3], NULL, 10) + (uint64_t)bt->ev->chunk_size;
         rf_info("storgate batch %s: resuming after '%s' (chunk %d)", bt->run_id, bt->cursor, bt->chunk_no + 1);
     }
     free(text);
@@ -178,7 +183,8 @@ static size_t s_gather_depth(sg_batch_t *bt, const char *prefix, const char *del
     int64_t now = (int64_t)time(NULL);
     while (n < want) { /* S3 lists at most 1000 a page: a chunk may take several */
         rf_sgfs_list_t l;
-        if (rf_sgfs_list_opts(bt->b, prefix, delim, after, want - n > 1000 ? 1000 : want - n, RF_SGFS_INTERNAL, &l) < 0) {
+        if (rf_sgfs_list_opts(bt->b, prefix, delim, after, want - n > 1000 ? 1000 : want - n, RF_SGFS_INTERNAL, &l) <
+            0) {
             rf_error("storgate batch %s: cannot list /%s: %s", bt->run_id, prefix, strerror(errno));
             break;
         }
@@ -374,8 +380,8 @@ static void s_run_start(sg_batch_t *bt, uint64_t token)
     unsigned short rnd = 0;
     if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
         rnd = (unsigned short)ts.tv_nsec;
-    snprintf(bt->run_id, sizeof(bt->run_id), "%s.%zu.%s.%03ldZ-%04x", bt->b->name, bt->index, t,
-             ts.tv_nsec / 1000000, rnd);
+    snprintf(bt->run_id, sizeof(bt->run_id), "%s.%zu.%s.%03ldZ-%04x", bt->b->name, bt->index, t, ts.tv_nsec / 1000000,
+             rnd);
     bt->running = true;
     bt->cursor[0] = '\0';
     bt->prev_first[0] = '\0';
@@ -405,6 +411,7 @@ bool sg_batches_tick(sg_batches_t *self, bool now_all)
         rf_warn("storgate: %s no longer leads; runs in progress stay where they are for the next leader",
                 self->n->node);
     self->leading = lead;
+    atomic_store(&self->n->leading, lead ? 1 : 0);
     if (!lead)
         return false;
     int64_t now = (int64_t)time(NULL);

@@ -100,8 +100,11 @@ static json_t *s_item_json(const char *key, int fd)
     if (getgrgid_r(sb.st_gid, &gr, buf, sizeof(buf), &grp) == 0 && grp != NULL)
         snprintf(group, sizeof(group), "%s", gr.gr_name);
     return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "path", path, "filename",
-                     slash + 1, "dirname", dir, "state", fd < 0 ? "absent" : S_ISDIR(sb.st_mode) ? "directory" : "file", "size",
-                     (json_int_t)sb.st_size, "owner", user, "group", group, "mode", mode, "mtime",
+                     slash + 1, "dirname", dir, "state",
+                     fd < 0                ? "absent"
+                     : S_ISDIR(sb.st_mode) ? "directory"
+                                           : "file",
+                     "size", (json_int_t)sb.st_size, "owner", user, "group", group, "mode", mode, "mtime",
                      (json_int_t)sb.st_mtim.tv_sec, "atime", (json_int_t)sb.st_atim.tv_sec, "ctime",
                      (json_int_t)sb.st_ctim.tv_sec, "inode", (json_int_t)sb.st_ino);
 }
@@ -234,8 +237,7 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
             snprintf(why, why_len, "function %s needs storgate_scheduler.bus_endpoint and a worker", t->function);
             rc = -1;
         } else {
-            rc = sg_bus_transform(n->bus, service, chain, src_path, it->id, t->timeout_s, &out, &out_len, why,
-                                  why_len);
+            rc = sg_bus_transform(n->bus, service, chain, src_path, it->id, t->timeout_s, &out, &out_len, why, why_len);
             if (rc == 0 && rf_sgfs_put_write(w, out, out_len) < 0) {
                 snprintf(why, why_len, "cannot write /%.200s: %s", key, strerror(errno));
                 rc = -1;
@@ -262,6 +264,35 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
     }
     rf_info("storgate %s: task %s -> /%s stored", it->id, t->function ? t->function : "copy", key);
     return 0;
+}
+
+/* Whether every output of the item's workflow exists (its tasks' saved
+ * paths, and where onComplete moves the source), rendered from `item`
+ * as the source's stat would give it ("absent": so a template that uses
+ * the source's size or times cannot tell, and says no). */
+static bool s_outputs_there(sg_item_t *it, const json_t *item, const char *sdir, char *why, size_t why_len)
+{
+    const rf_sg_workflow_t *w = it->workflow;
+    json_t *ctx = json_pack("{s:O, s:s}", "item", item, "source_dir", sdir);
+    char *ctx_text = ctx ? json_dumps(ctx, JSON_COMPACT) : NULL;
+    json_decref(ctx);
+    bool there = ctx_text != NULL && w->src_op != RF_SG_SRC_NONE;
+    for (size_t i = 0; there && i <= w->n_tasks; i++) {
+        const char *tmpl = i < w->n_tasks ? w->tasks[i].save_path : w->src_op == RF_SG_SRC_MOVE ? w->src_path : NULL;
+        const char *pattern = i < w->n_tasks ? w->tasks[i].path_pattern : NULL;
+        if (tmpl == NULL)
+            continue;
+        char key[RF_SGFS_KEY_MAX + 1];
+        rf_sgfs_loc_t dst;
+        rf_sgfs_stat_t st;
+        const char *rwhy = NULL;
+        there = s_render_path(tmpl, pattern, item, ctx_text, key, sizeof(key), why, why_len) == 0 &&
+                rf_sgfs_resolve(it->bucket, key, strlen(key), true, true, &dst, &rwhy) == 0 &&
+                rf_sgfs_stat(&dst, &st) == 0;
+    }
+    free(ctx_text);
+    why[0] = '\0';
+    return there;
 }
 
 /* onComplete.src: none, delete, or move to its rendered path. */
@@ -329,14 +360,24 @@ int sg_item_run(sg_node_t *n, sg_item_t *it)
         snprintf(why, sizeof(why), "%s", rwhy ? rwhy : "cannot resolve");
         goto done;
     }
+    /* relpath(source_dir): below the batch's path, or for an event below its mount point */
+    const char *sdir = it->event->path ? it->event->path : src.mount->mount_point[0] ? src.mount->mount_point : "/";
     rf_sgfs_stat_t st;
     if (!it->deleted && (fd = rf_sgfs_open(&src, &st)) < 0) {
-        snprintf(why, sizeof(why), "the source is gone: %s", strerror(errno));
+        int err = errno;
+        item = s_item_json(it->key, -1); /* the webhook still names the item ("state": "absent") */
+        if (err == ENOENT && it->again && item != NULL && s_outputs_there(it, item, sdir, why, sizeof(why))) {
+            /* its node stopped after the source went (moved or deleted by
+             * onComplete) but before the webhook was queued: the outputs
+             * are there, so it is done, and the webhook is still owed */
+            rf_info("storgate %s: the source is gone and every output is there: done by an earlier attempt", it->id);
+            rc = 0;
+            goto done;
+        }
+        snprintf(why, sizeof(why), "the source is gone: %s", strerror(err));
         goto done;
     }
     item = s_item_json(it->key, fd);
-    /* relpath(source_dir): below the batch's path, or for an event below its mount point */
-    const char *sdir = it->event->path ? it->event->path : src.mount->mount_point[0] ? src.mount->mount_point : "/";
     ctx = json_pack("{s:O, s:s}", "item", item, "source_dir", sdir);
     if (item == NULL || ctx == NULL || (ctx_text = json_dumps(ctx, JSON_COMPACT)) == NULL) {
         snprintf(why, sizeof(why), "out of memory");

@@ -321,6 +321,78 @@ def test_redis_lease_three_nodes_failover(make_stack, tmp_path, hooks):
         r.close()
 
 
+def test_redis_item_of_a_dead_node_done_before_it_died(make_stack, tmp_path, hooks):
+    """A node that dies after an item's source went (onComplete deleted
+    it) but before its webhook was queued leaves the item in its taken
+    list. The leader hands it out again marked "again"; its re-run finds
+    the source gone and every output there, so it counts as done and the
+    owed onItemCompleted webhook goes out. An item handed out again whose
+    output is missing too is aborted, as before, and a first attempt whose
+    source is gone is aborted even when an output is there."""
+    r = _redis(tmp_path)
+    try:
+        up, svc, sg = _landing(tmp_path, hooks.url, storgate={
+            "distribution": {"leader": {"url": f"redis://127.0.0.1:{r.port}/t", "term": "2s"}}})
+        bucket = sg["buckets"][0]
+        bucket["events"]["onBatch"][0]["webhook"]["onItemAborted"] = hooks.url
+        st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                        storgate=sg)
+        os.makedirs(os.path.join(svc, "image_landing"))
+        for name in ("done.bin", "fresh.bin"):  # outputs there, sources gone
+            with open(os.path.join(svc, "image_landing", name), "wb") as f:
+                f.write(b"moved")
+        cli = ["redis-cli", "-p", str(r.port)]
+
+        def entry(n, key):
+            return json.dumps({"id": f"run-{n}", "bucket": "image_landing_bucket", "event": 0,
+                               "key": f"image_landing/{key}", "chunk": "run:chunk1"})
+        # node Z took two items and stopped (no heartbeat key)
+        subprocess.run(cli + ["RPUSH", "t:storgate:proc:Z", entry(1, "done.bin"), entry(2, "lost.bin")], check=True,
+                       capture_output=True)
+        subprocess.run(cli + ["SADD", "t:storgate:nodes", "Z"], check=True, capture_output=True)
+        a = st.add_scheduler(name="A", jobs=1)
+        _wait(lambda: len(hooks.got) == 2, 20, "two webhooks\n" + a.log())
+        got = {p["item"]["path"]: p for _, p in hooks.got}
+        assert got["/image_landing/done.bin"]["event"] == "onItemCompleted", got
+        assert got["/image_landing/lost.bin"]["event"] == "onItemAborted", got
+        assert "the source is gone" in got["/image_landing/lost.bin"]["error"]
+        assert "done by an earlier attempt" in a.log()
+        # a first attempt (not handed out again) with its source gone is aborted
+        subprocess.run(cli + ["RPUSH", "t:storgate:queue", entry(3, "fresh.bin")], check=True, capture_output=True)
+        _wait(lambda: len(hooks.got) == 3, 20, "a third webhook\n" + a.log())
+        assert hooks.got[2][1]["event"] == "onItemAborted" and hooks.got[2][1]["item"]["path"] == \
+            "/image_landing/fresh.bin", hooks.got[2]
+    finally:
+        r.close()
+
+
+def test_redis_resumed_run_keeps_idempotency_keys_unique(make_stack, tmp_path, hooks):
+    """A leader that takes over a run lists the interrupted chunk again from
+    the saved cursor; its items and the chunk get numbers after the
+    interrupted chunk's, so no two items share an idempotency key and the
+    interrupted chunk's late acknowledgements do not count for the new one."""
+    r = _redis(tmp_path)
+    try:
+        up, svc, sg = _landing(tmp_path, hooks.url, chunk=5, storgate={
+            "distribution": {"leader": {"url": f"redis://127.0.0.1:{r.port}/t", "term": "2s"}}})
+        st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                        storgate=sg)
+        files = _drop(up, 12, nested=False)
+        cli = ["redis-cli", "-p", str(r.port)]
+        # a run whose first chunk (items 1-5) was listed by a leader that then stopped
+        subprocess.run(cli + ["HSET", "t:storgate:progress", "image_landing_bucket.0", "run\n\n0\n0\n"], check=True,
+                       capture_output=True)
+        a = st.add_scheduler(name="A", jobs=1)
+        _wait(lambda: _count(up) == 0 and len(hooks.got) == 12, 30, "the run to finish\n" + a.log())
+        assert "resuming after '' (chunk 2)" in a.log(), a.log()
+        keys = sorted(k for k, _ in hooks.got)
+        assert len(set(keys)) == 12, keys
+        assert all(int(k.split(":")[0].rsplit("-", 1)[1]) > 5 for k in keys), keys
+        assert _tree(svc) == {os.path.join("image_landing", k): v for k, v in files.items()}
+    finally:
+        r.close()
+
+
 def test_redis_fencing_refuses_a_deposed_leaders_write(make_stack, tmp_path, hooks):
     """A leader whose lease another node has taken (here: written into
     Redis behind its back, as after a pause longer than the term) may still
