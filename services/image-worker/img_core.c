@@ -1,6 +1,7 @@
 #include "img_core.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -165,11 +166,42 @@ static VipsImage *s_load(const s_job_t *job)
     return vips_image_new_from_buffer(job->src, job->len, options, "access", VIPS_ACCESS_SEQUENTIAL, NULL);
 }
 
+/* libvips "eval" handler on an image being computed: sets the kill flag
+ * (libvips stops between tiles) once the job must stop. */
+static void s_on_eval(VipsImage *image, VipsProgress *progress, void *arg)
+{
+    (void)progress;
+    const img_opts_t *o = arg;
+    if (o->should_stop(o->stop_arg))
+        vips_image_set_kill(image, TRUE);
+}
+
+/* Watches `img` while its pixels are computed (a save, a decode into
+ * memory), when the job can be stopped. */
+static void s_watch(s_job_t *job, VipsImage *img)
+{
+    if (job->opts == NULL || job->opts->should_stop == NULL)
+        return;
+    vips_image_set_progress(img, TRUE);
+    g_signal_connect(img, "eval", G_CALLBACK(s_on_eval), (void *)job->opts);
+}
+
+/* Whether the job must stop (its deadline passed, or it was cancelled):
+ * a computation that failed then failed for that reason. */
+static bool s_stopped(const s_job_t *job)
+{
+    return job->opts != NULL && job->opts->should_stop != NULL && job->opts->should_stop(job->opts->stop_arg);
+}
+
+#define S_STOPPED_WHY "stopped during the transform: cancelled or past its deadline"
+
 /* Decodes every pixel of the source on its own: whether a failure later in
  * the pipeline came from the source (truncated, corrupt) or from us. */
-static bool s_source_decodes(const s_job_t *job)
+static bool s_source_decodes(s_job_t *job)
 {
     VipsImage *img = s_load(job);
+    if (img != NULL)
+        s_watch(job, img); /* a whole decode again: the deadline holds here too */
     double avg = 0;
     bool ok = img != NULL && vips_avg(img, &avg, NULL) == 0;
     if (img != NULL)
@@ -184,9 +216,15 @@ static int s_broken(s_job_t *job, const char *fmt, ...) __attribute__((format(pr
 
 static int s_broken(s_job_t *job, const char *fmt, ...)
 {
+    if (s_stopped(job)) /* no re-decode: the job is over */
+        return s_fail(504, job->why, job->why_len, S_STOPPED_WHY);
     char *err = vips_error_buffer_copy();
     int status;
     if (!s_source_decodes(job)) {
+        if (s_stopped(job)) {
+            g_free(err);
+            return s_fail(504, job->why, job->why_len, S_STOPPED_WHY);
+        }
         status = s_fail(415, job->why, job->why_len, "source is truncated or corrupt");
     } else {
         va_list ap;
@@ -417,35 +455,6 @@ static int s_drop_page_height(VipsImage **img)
     s_swap(img, copy);
     return 0;
 }
-
-/* libvips "eval" handler on an image being computed: sets the kill flag
- * (libvips stops between tiles) once the job must stop. */
-static void s_on_eval(VipsImage *image, VipsProgress *progress, void *arg)
-{
-    (void)progress;
-    const img_opts_t *o = arg;
-    if (o->should_stop(o->stop_arg))
-        vips_image_set_kill(image, TRUE);
-}
-
-/* Watches `img` while its pixels are computed (a save, a decode into
- * memory), when the job can be stopped. */
-static void s_watch(s_job_t *job, VipsImage *img)
-{
-    if (job->opts == NULL || job->opts->should_stop == NULL)
-        return;
-    vips_image_set_progress(img, TRUE);
-    g_signal_connect(img, "eval", G_CALLBACK(s_on_eval), (void *)job->opts);
-}
-
-/* Whether the job must stop (its deadline passed, or it was cancelled):
- * a computation that failed then failed for that reason. */
-static bool s_stopped(const s_job_t *job)
-{
-    return job->opts != NULL && job->opts->should_stop != NULL && job->opts->should_stop(job->opts->stop_arg);
-}
-
-#define S_STOPPED_WHY "stopped during the transform: cancelled or past its deadline"
 
 /* Decodes job->img into memory: the operations that read pixels out of
  * order (rotate, flip, smart crop, per-frame work) cannot run on a
@@ -730,6 +739,74 @@ static int s_resize(s_job_t *job, const rf_op_t *op)
     return 0;
 }
 
+/* A thread that polls the job's should_stop while a libvips call that
+ * emits no "eval" of ours runs (smart crop's analysis computes images of
+ * its own), and kills `img`, its input, once the job must stop: libvips
+ * then fails the call at its next region of `img`. It polls once at once,
+ * so a job already over when the call starts is always seen. */
+typedef struct {
+    const img_opts_t *o;
+    VipsImage *img;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, started, killed;
+    pthread_t th;
+} s_guard_t;
+
+static void *s_guard_run(void *arg)
+{
+    s_guard_t *g = arg;
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        if (g->o->should_stop(g->o->stop_arg)) {
+            vips_image_set_kill(g->img, TRUE);
+            g->killed = true;
+            break;
+        }
+        if (g->done)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000000;
+        if (ts.tv_nsec >= 1000000000)
+            ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+/* Starts guarding `img` (borrowed: outlives the guard) when the job can
+ * be stopped; without a thread the call simply runs unguarded. */
+static void s_guard_begin(s_guard_t *g, const s_job_t *job, VipsImage *img)
+{
+    memset(g, 0, sizeof(*g));
+    if (job->opts == NULL || job->opts->should_stop == NULL)
+        return;
+    g->o = job->opts;
+    g->img = img;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->started = pthread_create(&g->th, NULL, s_guard_run, g) == 0;
+    if (g->started)
+        pthread_setname_np(g->th, "img-stop-guard");
+}
+
+/* Stops the guard; returns whether it killed the image. */
+static bool s_guard_end(s_guard_t *g)
+{
+    if (!g->started)
+        return false;
+    pthread_mutex_lock(&g->mu);
+    g->done = true;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->th, NULL);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    return g->killed; /* not vips_image_iskilled: libvips clears the flag once it has seen it */
+}
+
 /* The area a w×h crop takes at the chain's gravity (clipped to the image);
  * smart looks at the first frame. 0, or 415/500. */
 static int s_gravity_area(s_job_t *job, int w, int h, s_rect_t *r)
@@ -747,8 +824,17 @@ static int s_gravity_area(s_job_t *job, int w, int h, s_rect_t *r)
         return rc;
     VipsImage *first = NULL, *crop = NULL;
     rc = vips_extract_area(job->img, &first, 0, 0, iw, ih, NULL);
+    s_guard_t guard;
+    s_guard_begin(&guard, job, job->img);
     if (rc == 0)
         rc = vips_smartcrop(first, &crop, r->w, r->h, "interesting", VIPS_INTERESTING_ATTENTION, NULL);
+    if (s_guard_end(&guard)) { /* stopped: whatever the analysis returned, the job is over */
+        if (first != NULL)
+            g_object_unref(first);
+        if (crop != NULL)
+            g_object_unref(crop);
+        return s_fail(504, job->why, job->why_len, S_STOPPED_WHY);
+    }
     if (rc == 0) { /* vips_extract_area (under smartcrop) records the area as negative offsets */
         r->x = -crop->Xoffset;
         r->y = -crop->Yoffset;

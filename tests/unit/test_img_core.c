@@ -602,6 +602,50 @@ static void test_truncated_jpeg_is_415(void **state)
     img_result_clear(&r);
 }
 
+static int s_always_stop(void *arg)
+{
+    (void)arg;
+    return 1;
+}
+
+/* Only the smart-crop guard's thread is told to stop: the rest of the job
+ * runs as if its deadline were far. */
+static int s_stop_in_guard(void *arg)
+{
+    (void)arg;
+    char name[16] = "";
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    return strcmp(name, "img-stop-guard") == 0;
+}
+
+/* A job that must stop answers 504 on every path: also where a failure
+ * would re-decode the source to tell a broken source from a failed
+ * transform (the truncated photo: 504, not 415, and no second decode). */
+static void test_stopped_is_504(void **state)
+{
+    (void)state;
+    img_opts_t opts = {.max_output_pixels = DEFAULT_BUDGET, .should_stop = s_always_stop};
+    s_buf_t cut = {s_jpeg2000x1000.data, 20 * 1024};
+    const char *chains[] = {"resize/500x500", "rotate/90", "thumbnail/100x100/gravity/smart", "format/webp"};
+    for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
+        rf_chain_t chain = s_chain(chains[i]);
+        s_run_chain(s_jpeg2000x1000, &chain, &opts, 504);
+        s_run_chain(cut, &chain, &opts, 504);
+    }
+}
+
+/* Smart crop's analysis computes images of its own, with no "eval" the job
+ * can watch: a guard thread polls the deadline meanwhile and stops it. */
+static void test_smart_crop_is_stopped(void **state)
+{
+    (void)state;
+    img_opts_t opts = {.max_output_pixels = DEFAULT_BUDGET, .should_stop = s_stop_in_guard};
+    rf_chain_t smart = s_chain("crop/100x100/gravity/smart"), plain = s_chain("crop/100x100");
+    s_run_chain(s_jpeg2000x1000, &smart, &opts, 504);
+    img_result_t r = s_run_chain(s_jpeg2000x1000, &plain, &opts, 200); /* nothing else is stopped */
+    img_result_clear(&r);
+}
+
 static void test_too_many_pixels_is_413(void **state)
 {
     (void)state;
@@ -1140,6 +1184,8 @@ int main(void)
         cmocka_unit_test(test_orientation),
         cmocka_unit_test(test_undecodable_is_415),
         cmocka_unit_test(test_truncated_jpeg_is_415),
+        cmocka_unit_test(test_stopped_is_504),
+        cmocka_unit_test(test_smart_crop_is_stopped),
         cmocka_unit_test(test_too_many_pixels_is_413),
         cmocka_unit_test(test_alpha_png_to_jpeg),
         cmocka_unit_test(test_crop_offsets),
