@@ -620,27 +620,44 @@ static int s_fn_flip(VipsImage *in, VipsImage **out, const void *arg)
     return vips_flip(in, out, *(const VipsDirection *)arg, NULL);
 }
 
-static int s_fn_sharpen(VipsImage *in, VipsImage **out, const void *arg)
+typedef int (*s_filter_fn)(VipsImage *in, VipsImage **out, const void *arg);
+
+/* Runs a neighbourhood filter on colour weighted by alpha: on straight
+ * alpha, a blur or sharpen would pull the colour hidden under transparent
+ * pixels into the visible edge (dark or off-colour halos). Without alpha
+ * the filter runs as it is. */
+static int s_premultiplied(VipsImage *in, VipsImage **out, s_filter_fn filter, const void *arg)
+{
+    if (!vips_image_hasalpha(in))
+        return filter(in, out, arg);
+    VipsImage *t[3] = {NULL, NULL, NULL};
+    int rc = vips_premultiply(in, &t[0], NULL) || filter(t[0], &t[1], arg) || vips_unpremultiply(t[1], &t[2], NULL) ||
+             vips_cast(t[2], out, in->BandFmt, NULL);
+    for (int i = 0; i < 3; i++)
+        if (t[i] != NULL)
+            g_object_unref(t[i]);
+    return rc ? -1 : 0;
+}
+
+static int s_sharpen(VipsImage *in, VipsImage **out, const void *arg)
 {
     (void)arg;
     return vips_sharpen(in, out, NULL);
 }
 
+static int s_gaussblur(VipsImage *in, VipsImage **out, const void *arg)
+{
+    return vips_gaussblur(in, out, *(const double *)arg, NULL);
+}
+
+static int s_fn_sharpen(VipsImage *in, VipsImage **out, const void *arg)
+{
+    return s_premultiplied(in, out, s_sharpen, arg);
+}
+
 static int s_fn_blur(VipsImage *in, VipsImage **out, const void *arg)
 {
-    double sigma = *(const double *)arg;
-    if (!vips_image_hasalpha(in))
-        return vips_gaussblur(in, out, sigma, NULL);
-    /* Blurring straight alpha spreads the colour hidden under transparent
-     * pixels into the edges (dark or off-colour halos): blur the colour
-     * weighted by its alpha, then divide it out again. */
-    VipsImage *t[3] = {NULL, NULL, NULL};
-    int rc = vips_premultiply(in, &t[0], NULL) || vips_gaussblur(t[0], &t[1], sigma, NULL) ||
-             vips_unpremultiply(t[1], &t[2], NULL) || vips_cast(t[2], out, in->BandFmt, NULL);
-    for (int i = 0; i < 3; i++)
-        if (t[i] != NULL)
-            g_object_unref(t[i]);
-    return rc ? -1 : 0;
+    return s_premultiplied(in, out, s_gaussblur, arg);
 }
 
 static int s_fn_grey(VipsImage *in, VipsImage **out, const void *arg)

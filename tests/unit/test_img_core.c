@@ -947,6 +947,59 @@ static void test_blur_and_sharpen(void **state)
     g_free(rgba.data);
 }
 
+/* A 100x50 PNG: the left half opaque red, the right half fully
+ * transparent over `hidden` (R, G, B). */
+static s_buf_t s_edge(const unsigned char hidden[3])
+{
+    static unsigned char px[50][100][4];
+    for (int y = 0; y < 50; y++)
+        for (int x = 0; x < 100; x++) {
+            unsigned char *p = px[y][x];
+            if (x < 50)
+                p[0] = 255, p[1] = 0, p[2] = 0, p[3] = 255;
+            else
+                p[0] = hidden[0], p[1] = hidden[1], p[2] = hidden[2], p[3] = 0;
+        }
+    VipsImage *img = vips_image_new_from_memory_copy(px, sizeof(px), 100, 50, 4, VIPS_FORMAT_UCHAR);
+    assert_non_null(img);
+    img->Type = VIPS_INTERPRETATION_sRGB;
+    return s_encode_take(img, ".png");
+}
+
+/* Blur and sharpen work on alpha-weighted colour: what lies under fully
+ * transparent pixels cannot show at the visible edge, so two images that
+ * differ only there give the same visible pixels. */
+static void test_filters_ignore_hidden_colour(void **state)
+{
+    (void)state;
+    static const unsigned char green[3] = {0, 255, 0}, white[3] = {255, 255, 255};
+    s_buf_t a = s_edge(green), b = s_edge(white);
+    const char *chains[] = {"sharpen/format/png", "blur/2/format/png"};
+    for (size_t i = 0; i < 2; i++) {
+        img_result_t ra = s_run(a, chains[i], 0, 200), rb = s_run(b, chains[i], 0, 200);
+        VipsImage *ia = s_decode(&ra, "VipsForeignLoadPng"), *ib = s_decode(&rb, "VipsForeignLoadPng");
+        for (int x = 44; x < 50; x++) { /* the opaque side of the edge */
+            double *pa = NULL, *pb = NULL;
+            int na = 0, nb = 0;
+            assert_int_equal(vips_getpoint(ia, &pa, &na, x, 25, NULL), 0);
+            assert_int_equal(vips_getpoint(ib, &pb, &nb, x, 25, NULL), 0);
+            assert_int_equal(na, 4);
+            for (int c = 0; c < 4; c++)
+                if (fabs(pa[c] - pb[c]) > 1)
+                    fail_msg("%s: pixel %d band %d is %.0f over hidden green, %.0f over hidden white", chains[i], x, c,
+                             pa[c], pb[c]);
+            g_free(pa);
+            g_free(pb);
+        }
+        g_object_unref(ia);
+        g_object_unref(ib);
+        img_result_clear(&ra);
+        img_result_clear(&rb);
+    }
+    g_free(a.data);
+    g_free(b.data);
+}
+
 static void test_grayscale(void **state)
 {
     (void)state;
@@ -1199,6 +1252,7 @@ int main(void)
         cmocka_unit_test(test_split),
         cmocka_unit_test(test_split_manifest),
         cmocka_unit_test(test_blur_and_sharpen),
+        cmocka_unit_test(test_filters_ignore_hidden_colour),
         cmocka_unit_test(test_grayscale),
         cmocka_unit_test(test_animated_gif),
         cmocka_unit_test(test_animated_to_still),
