@@ -68,8 +68,8 @@ typedef struct {
     h2o_socket_t *listener;
     h2o_accept_ctx_t tls_accept_ctx;
     h2o_socket_t *tls_listener;
-    int s3_fd;              /* storgate.listen, -1 without */
-    h2o_context_t s3_ctx;   /* the S3 API (gw_s3.c): its own globalconf, on this loop */
+    int s3_fd;            /* storgate.listen, -1 without */
+    h2o_context_t s3_ctx; /* the S3 API (gw_s3.c): its own globalconf, on this loop */
     h2o_accept_ctx_t s3_accept_ctx;
     h2o_socket_t *s3_listener;
     h2o_context_t admin_ctx; /* thread 0 only */
@@ -78,8 +78,8 @@ typedef struct {
     gw_vhosts_t *vhosts;
     h2o_multithread_receiver_t job_receiver;
     h2o_multithread_receiver_t control_receiver;
-    h2o_multithread_receiver_t cache_receiver; /* wake-ups of readers following a fill (gw_serve.c) */
-    h2o_multithread_receiver_t meta_receiver;  /* answers of gw_meta_ask (gw_fill.c) */
+    h2o_multithread_receiver_t cache_receiver;   /* wake-ups of readers following a fill (gw_serve.c) */
+    h2o_multithread_receiver_t meta_receiver;    /* answers of gw_meta_ask (gw_fill.c) */
     h2o_multithread_receiver_t storage_receiver; /* answers of storage probes (gw_storage.c) */
     h2o_multithread_receiver_t source_receiver;  /* wake-ups of sources filling the cache (gw_srcache.c) */
     gw_submitter_t *submitter;
@@ -99,10 +99,10 @@ struct gw_server_t {
     h2o_globalconf_t h2o_conf, admin_conf, s3_conf;
     gw_broker_t *broker;
     rf_metrics_t *metrics;
-    rf_store_t *store;      /* the edge cache (shared by all threads) */
-    struct gw_meta_t *meta; /* shared metadata (gw_meta.c) */
+    rf_store_t *store;            /* the edge cache (shared by all threads) */
+    struct gw_meta_t *meta;       /* shared metadata (gw_meta.c) */
     struct gw_storage_t *storage; /* the object-storage tier and backup pipe's threads (gw_storage.c) */
-    char via[160];          /* "1.1 NAME": this gateway's Via entry */
+    char via[160];                /* "1.1 NAME": this gateway's Via entry */
     h2o_mimemap_t *mimemap;
     struct ssl_ctx_st *tls_bootstrap; /* what TLS listeners accept with (gw_tls.h); NULL without */
     /* start-up handshake: each loop thread builds its own h2o context */
@@ -176,6 +176,11 @@ typedef struct gw_func_t {
      * redirect of such a source (rc->src then the Location, absolute).
      * 0, or -1 when answered. NULL: sources are always local. */
     int (*resolve_source)(gw_req_t *rc);
+    /* The cache key's URL for such a source (what follows "/src/", canonical,
+     * without the query), as resolve_source and the key name it: so that a
+     * purge can reach its results. Allowlists are not consulted. 0, or -1
+     * when it names no source. NULL: sources are always local. */
+    int (*source_key)(const rf_vhost_conf_t *vh, h2o_iovec_t src, char *out, size_t cap);
     const gw_reply_rule_t *replies; /* worker status -> answer; others: 502 */
     /* A second job that takes the first one's 200 result as its source
      * (a video thumbnail piped through a dims chain): its chain (caller

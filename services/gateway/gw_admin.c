@@ -41,7 +41,6 @@ static void s_free_dispose(void *p)
 
 /* ---- purge ------------------------------------------------------------------ */
 
-
 typedef struct {
     const char *vhost;
     const char *pattern; /* canonical path (+ "?query") or fnmatch pattern */
@@ -70,8 +69,37 @@ static int s_key_matches(const char *key, size_t len, void *arg)
 size_t gw_purge_apply(gw_server_t *srv, gw_purge_kind_t kind, const char *vhost, const char *pattern, bool glob)
 {
     s_match_t m = {vhost, pattern, glob};
-    return kind == GW_HARDPURGE ? rf_store_remove_if(srv->store, s_key_matches, &m)
-                                : rf_store_expire_if(srv->store, s_key_matches, &m, kind == GW_PURGE ? RF_META_PURGED : 0);
+    return kind == GW_HARDPURGE
+               ? rf_store_remove_if(srv->store, s_key_matches, &m)
+               : rf_store_expire_if(srv->store, s_key_matches, &m, kind == GW_PURGE ? RF_META_PURGED : 0);
+}
+
+/* "/src/SOURCE[?query]" also names the results of an external or named
+ * source (/KEYWORD/CHAIN/src/SOURCE), keyed by where SOURCE comes from
+ * (gw_lookup.c): those are purged too. The query is the source URL's, as
+ * the client sent it (not filtered by cache.query). Returns the objects. */
+static size_t s_purge_sources(gw_server_t *srv, gw_purge_kind_t kind, const rf_vhost_conf_t *vh, const char *canon,
+                              size_t cl, const gw_purge_target_t *t)
+{
+    if (cl <= 5 || memcmp(canon, "/src/", 5) != 0)
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; gw_funcs[i] != NULL; i++) {
+        char key[RF_PATH_MAX + 2048];
+        if (gw_funcs[i]->source_key == NULL ||
+            gw_funcs[i]->source_key(vh, h2o_iovec_init(canon + 5, cl - 5), key, sizeof(key)) < 0)
+            continue;
+        size_t kl = strlen(key);
+        if (t->query != NULL) {
+            if (kl + t->query_len >= sizeof(key))
+                continue;
+            memcpy(key + kl, t->query, t->query_len);
+            key[kl + t->query_len] = '\0';
+        }
+        n += gw_purge_apply(srv, kind, vh->name, key, t->glob);
+        gw_meta_publish_purge(srv->meta, kind, vh->name, key, t->glob);
+    }
+    return n;
 }
 
 /* One URL: resolves its vhost, canonicalises its path and applies `kind`.
@@ -101,6 +129,7 @@ static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, gw_purge_kind_t 
         json_object_set_new(r, "error", json_string(why ? why : "path too long"));
         goto done;
     }
+    size_t n = s_purge_sources(srv, kind, vh, canon, (size_t)cl, &t);
     if (t.query != NULL) {
         /* The key holds the query as the vhost's cache.query says. */
         h2o_iovec_t q = h2o_iovec_init(t.query, t.query_len);
@@ -109,7 +138,7 @@ static void s_purge_one(gw_server_t *srv, h2o_mem_pool_t *pool, gw_purge_kind_t 
         cl += (ssize_t)kq.len;
     }
     canon[cl] = '\0';
-    size_t n = gw_purge_apply(srv, kind, vh->name, canon, t.glob);
+    n += gw_purge_apply(srv, kind, vh->name, canon, t.glob);
     gw_meta_publish_purge(srv->meta, kind, vh->name, canon, t.glob);
     if (!t.glob && vh->storage.s3 != NULL) { /* the stored copies go too (a pattern cannot reach them) */
         char *asked = strndup(url, len);
@@ -153,7 +182,8 @@ static bool s_authorized(gw_server_t *srv, h2o_req_t *req, const char *what)
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     size_t tl = strlen(token);
     h2o_iovec_t v = i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
-    if (i < 0 || v.len != 7 + tl || strncasecmp(v.base, "Bearer ", 7) != 0 || CRYPTO_memcmp(v.base + 7, token, tl) != 0) {
+    if (i < 0 || v.len != 7 + tl || strncasecmp(v.base, "Bearer ", 7) != 0 ||
+        CRYPTO_memcmp(v.base + 7, token, tl) != 0) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         h2o_send_error_generic(req, 401, "Unauthorized", "the admin token is missing or wrong\n",
                                H2O_SEND_ERROR_KEEP_HEADERS);
@@ -312,10 +342,9 @@ static void s_warm_url(void *arg, const char *url, size_t len)
     char *target = NULL, *host = NULL, rid[40];
     snprintf(rid, sizeof(rid), "%s-%zu", a->id, a->i++);
     s_warm_slot_t *slot = bad == NULL ? calloc(1, sizeof(*slot)) : NULL;
-    if (slot != NULL &&
-        (asprintf(&target, "http://127.0.0.1:%d%.*s%.*s", a->srv->cfg->gateway.listen.port, (int)t.path_len, t.path,
-                  (int)t.query_len, t.query ? t.query : "") < 0 ||
-         (host = strndup(t.host, t.host_len)) == NULL))
+    if (slot != NULL && (asprintf(&target, "http://127.0.0.1:%d%.*s%.*s", a->srv->cfg->gateway.listen.port,
+                                  (int)t.path_len, t.path, (int)t.query_len, t.query ? t.query : "") < 0 ||
+                         (host = strndup(t.host, t.host_len)) == NULL))
         target = NULL;
     if (slot != NULL && target != NULL) {
         slot->batch = a->batch;
@@ -435,7 +464,8 @@ static int s_on_req(h2o_handler_t *h, h2o_req_t *req)
         h2o_send_inline(req, H2O_STRLIT("ok\n"));
         return 0;
     }
-    h2o_send_error_generic(req, 404, "Not Found", "admin paths: /metrics /healthz /purge /expire /hardpurge /prewarm\n", 0);
+    h2o_send_error_generic(req, 404, "Not Found", "admin paths: /metrics /healthz /purge /expire /hardpurge /prewarm\n",
+                           0);
     return 0;
 }
 

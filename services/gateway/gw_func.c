@@ -90,26 +90,61 @@ static h2o_iovec_t s_with_query(gw_req_t *rc, h2o_iovec_t path)
  * rc->byclient (the origin the source is fetched from) and rc->src (its
  * path there). The same for each redirect of such a source (gw_transform).
  * 0, or -1 when answered (403/400/404). */
+/* An "http(s)://host[:port][/path]" source: 1 with its scheme, its host
+ * (decoded, lower case) and its path ("/" when none); 0 when `s` is not a
+ * URL; -1 when its host is malformed. */
+static int s_url_source(h2o_iovec_t s, bool *https, char name[256], h2o_iovec_t *path)
+{
+    *https = s.len > 8 && memcmp(s.base, "https://", 8) == 0;
+    if (!*https && !(s.len > 7 && memcmp(s.base, "http://", 7) == 0))
+        return 0;
+    const char *host = s.base + (*https ? 8 : 7), *end = s.base + s.len;
+    const char *slash = memchr(host, '/', (size_t)(end - host));
+    size_t hl = (size_t)((slash ? slash : end) - host);
+    /* clients encode an IPv6 literal's brackets and colons */
+    size_t nl = hl < 256 ? rf_path_decode(host, hl, name) : 0;
+    if (nl == 0 || strlen(name) != nl || strpbrk(name, "@%/\\ ") != NULL)
+        return -1;
+    for (size_t i = 0; i < nl; i++)
+        name[i] = (char)h2o_tolower(name[i]);
+    *path = slash ? h2o_iovec_init(slash, (size_t)(end - slash)) : h2o_iovec_init("/", 1);
+    return 1;
+}
+
+/* The named source a "NAME/path" source names (its path in *path), or NULL. */
+static const rf_named_source_t *s_named_source(const rf_dims_conf_t *d, h2o_iovec_t s, h2o_iovec_t *path)
+{
+    const char *slash = memchr(s.base, '/', s.len);
+    size_t nl = slash ? (size_t)(slash - s.base) : s.len;
+    for (size_t i = 0; i < d->n_named; i++)
+        if (strlen(d->named[i].name) == nl && memcmp(d->named[i].name, s.base, nl) == 0) {
+            *path = slash ? h2o_iovec_init(slash, (size_t)(s.base + s.len - slash)) : h2o_iovec_init("/", 1);
+            return &d->named[i];
+        }
+    return NULL;
+}
+
+/* The source of a "/KEYWORD/CHAIN/src/SOURCE" URL (seed Appendix C), when
+ * it does not start with '/': "http(s)://host/path" — a host the vhost's
+ * dims.sources.hosts allows, reached only at public addresses unless
+ * dims.sources.private — or "NAME/path" under a named source. Sets
+ * rc->byclient (the origin the source is fetched from) and rc->src (its
+ * path there). The same for each redirect of such a source (gw_transform).
+ * 0, or -1 when answered (403/400/404). */
 static int s_dims_resolve_source(gw_req_t *rc)
 {
     const rf_dims_conf_t *d = &rc->vhost->dims;
-    h2o_iovec_t s = rc->src;
+    h2o_iovec_t s = rc->src, path;
     if (s.len > 0 && s.base[0] == '/')
         return 0;
-    bool https = s.len > 8 && memcmp(s.base, "https://", 8) == 0;
-    if (https || (s.len > 7 && memcmp(s.base, "http://", 7) == 0)) {
-        const char *host = s.base + (https ? 8 : 7), *end = s.base + s.len;
-        const char *slash = memchr(host, '/', (size_t)(end - host));
-        size_t hl = (size_t)((slash ? slash : end) - host);
-        char name[256];
-        /* clients encode an IPv6 literal's brackets and colons */
-        size_t nl = hl < sizeof(name) ? rf_path_decode(host, hl, name) : 0;
-        if (nl == 0 || strlen(name) != nl || strpbrk(name, "@%/\\ ") != NULL) {
-            gw_send_error(rc, 400, "Bad Request", "dims source: want http(s)://host[:port]/path");
-            return -1;
-        }
-        for (size_t i = 0; i < nl; i++)
-            name[i] = (char)h2o_tolower(name[i]);
+    bool https;
+    char name[256];
+    int url = s_url_source(s, &https, name, &path);
+    if (url < 0) {
+        gw_send_error(rc, 400, "Bad Request", "dims source: want http(s)://host[:port]/path");
+        return -1;
+    }
+    if (url == 1) {
         if (d->n_source_hosts == 0) {
             gw_send_error(rc, 403, "Forbidden", "dims source: URL sources are off for this vhost (dims.sources.hosts)");
             return -1;
@@ -123,21 +158,39 @@ static int s_dims_resolve_source(gw_req_t *rc)
             return -1;
         o->public_only = !d->source_private;
         rc->byclient = o;
-        rc->src = s_with_query(rc, slash ? h2o_iovec_init(slash, (size_t)(end - slash)) : h2o_iovec_init("/", 1));
+        rc->src = s_with_query(rc, path);
+        return 0;
+    }
+    const rf_named_source_t *named = s_named_source(d, s, &path);
+    if (named != NULL) {
+        rc->byclient = &named->origin;
+        rc->src = s_with_query(rc, path);
         return 0;
     }
     const char *slash = memchr(s.base, '/', s.len);
     size_t nl = slash ? (size_t)(slash - s.base) : s.len;
-    for (size_t i = 0; i < d->n_named; i++)
-        if (strlen(d->named[i].name) == nl && memcmp(d->named[i].name, s.base, nl) == 0) {
-            rc->byclient = &d->named[i].origin;
-            rc->src = s_with_query(rc, slash ? h2o_iovec_init(slash, (size_t)(s.base + s.len - slash))
-                                             : h2o_iovec_init("/", 1));
-            return 0;
-        }
     gw_send_error(rc, 404, "Not Found", "dims source: no named source '%.*s' (dims.sources.named)",
                   (int)(nl > 64 ? 64 : nl), s.base);
     return -1;
+}
+
+/* The key's URL of a source: the origin's URL as gw_client_origin or the
+ * configuration writes it, then the path (s_key in gw_lookup.c). */
+static int s_dims_source_key(const rf_vhost_conf_t *vh, h2o_iovec_t src, char *out, size_t cap)
+{
+    bool https;
+    char name[256];
+    h2o_iovec_t path;
+    int url = s_url_source(src, &https, name, &path);
+    int n = -1;
+    if (url == 1) {
+        n = snprintf(out, cap, "%s://%s%.*s", https ? "https" : "http", name, (int)path.len, path.base);
+    } else if (url == 0) {
+        const rf_named_source_t *named = s_named_source(&vh->dims, src, &path);
+        if (named != NULL)
+            n = snprintf(out, cap, "%s%.*s", named->origin.url, (int)path.len, path.base);
+    }
+    return n >= 0 && (size_t)n < cap ? 0 : -1;
 }
 
 static size_t s_dims_limit(const rf_vhost_conf_t *vh)
@@ -169,6 +222,7 @@ static const gw_func_t s_dims = {
     .source = GW_SOURCE_WHOLE,
     .source_limit = s_dims_limit,
     .resolve_source = s_dims_resolve_source,
+    .source_key = s_dims_source_key,
     .replies = s_dims_replies,
     .fallbacks = &gw_m.image_fallbacks,
 };

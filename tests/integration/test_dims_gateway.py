@@ -343,6 +343,44 @@ def test_source_results_never_answer_for_local_ones(make_stack, aged_origin, tmp
         other.close()
 
 
+def test_source_results_purged_by_source(make_stack, aged_origin, tmp_path):
+    """The purge API names a /src/ source's results as /src/SOURCE on the
+    vhost: a named source's, a URL source's (exact or a pattern); the
+    vhost's own results of the same path stay."""
+    d = tmp_path / "other"
+    d.mkdir()
+    harness.subprocess.run(["vips", "black", str(d / "photo.jpg"), "300", "300"], check=True, timeout=30)
+    day = time.time() - 86400
+    os.utime(d / "photo.jpg", (day, day))
+    other = harness.Origin(str(d))
+    tok = {"Authorization": "Bearer t0k"}
+
+    def purge(action, url):
+        r = harness.http("POST", st.admin(f"/{action}?url=" + urllib.parse.quote(url, safe="")), headers=tok)
+        assert r.status_code == 200, r.text
+        return r.json()["results"][0]["objects"]
+
+    try:
+        st = make_stack([{"name": "c.test", "default": True, "origin": aged_origin.url, "cache": {"enable": True},
+                          "dims": {"sources": {"named": {"ext": other.url}, "hosts": ["localhost:*"],
+                                               "private": True}}}], workers=1, gateway={"admin_token": "t0k"})
+        named, own = "/dims/resize/100/src/ext/photo.jpg", "/photo.jpg/dims/resize/100"
+        # (by name, not as 127.0.0.1: the key would then be the named source's, one source)
+        by_url = f"/dims/resize/50/src/http://localhost:{other.port}/photo.jpg"
+        for u in (named, own, by_url, named, own, by_url):
+            assert st.get(u, timeout=30).status_code == 200
+        assert all("hit" in st.get(u).headers["Cache-Status"] for u in (named, own, by_url))
+        assert purge("purge", "http://c.test/src/ext/photo.jpg") == 1
+        assert "hit" not in st.get(named, timeout=30).headers["Cache-Status"]
+        assert "hit" in st.get(own).headers["Cache-Status"]  # the vhost's own photo is another object
+        assert "hit" in st.get(by_url).headers["Cache-Status"]
+        assert purge("hardpurge", f"http://c.test/src/http://LOCALHOST:{other.port}/*") == 1
+        assert "hit" not in st.get(by_url, timeout=30).headers["Cache-Status"]
+        assert purge("purge", "http://c.test/src/nas09/photo.jpg") == 0  # no such source: nothing, no error
+    finally:
+        other.close()
+
+
 def _spooled(st):
     d = st.config["bus"]["spool_dir"]
     return sorted(os.listdir(d)) if os.path.isdir(d) else None
