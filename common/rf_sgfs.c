@@ -1571,9 +1571,12 @@ int rf_sgfs_sweep(const rf_sg_bucket_t *b, int64_t tmp_age_s, int64_t upload_age
     int n = 0;
     for (size_t i = 0; i < b->n_mounts; i++) {
         const rf_sg_mount_t *m = &b->mounts[i];
-        if (m->kind != RF_SG_MOUNT_LOCAL)
+        /* an S3-backed mount's staging directory holds its multipart
+         * uploads' parts and the joined file of a completion: swept alike,
+         * but not made here when no upload ever did */
+        if (m->kind != RF_SG_MOUNT_LOCAL && !(m->kind == RF_SG_MOUNT_S3 && m->dir != NULL))
             continue;
-        int root = s_root(m);
+        int root = m->kind == RF_SG_MOUNT_S3 ? open(m->dir, O_DIRECTORY | O_PATH | O_CLOEXEC) : s_root(m);
         if (root < 0)
             continue;
         n += s_sweep_dir(root, RF_SGFS_RESERVED "/tmp", tmp_age_s, false);

@@ -156,10 +156,10 @@ int rf_sgfs_list_opts(const rf_sg_bucket_t *b, const char *prefix, const char *d
 /* Whether b has an exposed S3-backed mount (whose listing blocks). */
 bool rf_sgfs_lists_s3(const rf_sg_bucket_t *b);
 
-/* Removes what crashes leave in the local mounts' .refract-s3/: temporary
- * files older than tmp_age_s (a writer killed mid-object) and multipart
- * uploads not touched for upload_age_s (never completed nor aborted).
- * Returns how many went. */
+/* Removes what crashes leave in the local mounts' .refract-s3/ and in the
+ * staging directories of S3-backed ones: temporary files older than
+ * tmp_age_s (a writer killed mid-object) and multipart uploads not touched
+ * for upload_age_s (never completed nor aborted). Returns how many went. */
 int rf_sgfs_sweep(const rf_sg_bucket_t *b, int64_t tmp_age_s, int64_t upload_age_s);
 
 /* Frees the calling thread's S3 clients (one per endpoint, made on first

@@ -393,6 +393,35 @@ def test_redis_resumed_run_keeps_idempotency_keys_unique(make_stack, tmp_path, h
         r.close()
 
 
+def test_start_sweeps_stale_uploads_of_local_and_s3_mounts(make_stack, tmp_path):
+    """At start the gateway removes what crashes left: multipart uploads
+    untouched for a week, in a local mount's .refract-s3/uploads/ and in an
+    S3-backed mount's staging directory (STATE/s3-uploads/BUCKET/N); recent
+    ones stay. (The S3 endpoint is never contacted: nothing here needs it.)"""
+    local = tmp_path / "local"
+    state = tmp_path / "stack0" / "sg-state"  # make_stack's first stack's state_dir
+    stage = state / "s3-uploads" / "b" / "1"
+    week = time.time() - 8 * 86400
+    made = {}
+    for root in (local, stage):
+        for name, old in (("old-upload", True), ("new-upload", False)):
+            d = root / ".refract-s3" / "uploads" / name
+            d.mkdir(parents=True)
+            (d / "1").write_bytes(b"part")
+            if old:
+                os.utime(d, (week, week))
+            made[d] = old
+    sg = {"credentials": [{"access_key": "AK", "secret_key": "SK"}],
+          "aws_s3": [{"name": "far", "endpoint": "http://127.0.0.1:9", "access_key": "a", "secret_key": "s",
+                      "bucket": "x"}],
+          "buckets": [{"meta": {"name": "b"}, "mounts": [{"mountPoint": "/", "originPath": str(local)},
+                                                         {"mountPoint": "/s3", "originPath": "far@aws_s3/p"}]}]}
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    assert {d: not d.exists() for d in made} == made, {d: d.exists() for d in made}
+    assert "removed 2 stale temporary file(s) or upload(s)" in st.gw.log(), st.gw.log()
+
+
 def test_redis_fencing_refuses_a_deposed_leaders_write(make_stack, tmp_path, hooks):
     """A leader whose lease another node has taken (here: written into
     Redis behind its back, as after a pause longer than the term) may still
