@@ -17,8 +17,8 @@ struct rf_s3c_t {
     const rf_sg_s3ep_t *ep;
     atomic_bool *abort; /* set: transfers in progress end at once (rf_s3c_set_abort) */
     CURL *curl;
-    char sigv4[128];   /* "aws:amz:REGION:s3" */
-    bool signed_;      /* the endpoint has keys */
+    char sigv4[128]; /* "aws:amz:REGION:s3" */
+    bool signed_;    /* the endpoint has keys */
 };
 
 rf_s3c_t *rf_s3c_new(const rf_sg_s3ep_t *ep, char *why, size_t why_len)
@@ -89,10 +89,10 @@ static char *s_url(const rf_s3c_t *c, const char *key, const char *query)
 }
 
 typedef struct {
-    int fd;              /* body into a file, or */
-    char *buf;           /* into memory (listings, errors), bounded */
+    int fd;    /* body into a file, or */
+    char *buf; /* into memory (listings, errors), bounded */
     size_t len, cap;
-    rf_s3c_obj_t *obj;   /* headers of interest */
+    rf_s3c_obj_t *obj; /* headers of interest */
     bool failed;
     const rf_s3c_get_cbs_t *cbs; /* or to callbacks, for a 2xx answer */
     long status;                 /* of the response being read (its status line) */
@@ -194,8 +194,8 @@ static size_t s_header(char *p, size_t size, size_t n, void *arg)
 
 typedef struct {
     int fd;
-    const char *mem;     /* or the bytes themselves */
-    rf_s3c_read_fn *rd;  /* or a reader (rf_s3c_put_sized) */
+    const char *mem;    /* or the bytes themselves */
+    rf_s3c_read_fn *rd; /* or a reader (rf_s3c_put_sized) */
     void *rd_arg;
     uint64_t off, left;
 } s_source_t;
@@ -343,6 +343,39 @@ int rf_s3c_get_fd(rf_s3c_t *c, const char *key, int fd, rf_s3c_obj_t *out, char 
     if (st < 200 || st > 299 || sink.failed) {
         if (st > 0)
             snprintf(why, why_len, "GET %s answered %ld%s", c->ep->name, st, sink.failed ? " (write failed)" : "");
+        return -1;
+    }
+    return 0;
+}
+
+int rf_s3c_get_range_fd(rf_s3c_t *c, const char *key, uint64_t first, uint64_t last, const char *etag, int fd,
+                        char *why, size_t why_len)
+{
+    char range[80], match[120];
+    snprintf(range, sizeof(range), "Range: bytes=%llu-%llu", (unsigned long long)first, (unsigned long long)last);
+    const char *hdrs[3] = {range, NULL, NULL};
+    if (etag != NULL && etag[0] != '\0') {
+        snprintf(match, sizeof(match), "If-Match: \"%s\"", etag);
+        hdrs[1] = match;
+    }
+    if (lseek(fd, (off_t)first, SEEK_SET) < 0) {
+        snprintf(why, why_len, "seek: %s", strerror(errno));
+        return -1;
+    }
+    rf_s3c_obj_t o;
+    memset(&o, 0, sizeof(o));
+    char *url = s_url(c, key, NULL);
+    s_sink_t sink = {.fd = fd, .obj = &o};
+    long st = url ? s_do_h(c, "GET", url, NULL, NULL, NULL, hdrs, &sink, why, why_len) : -1;
+    free(url);
+    if (st == 404 || st == 412)
+        return 1;
+    if (st != 206 || sink.failed) {
+        if (st > 0)
+            snprintf(why, why_len, "ranged GET %s answered %ld%s", c->ep->name, st,
+                     sink.failed ? " (write failed)"
+                     : st == 200 ? " (the Range was ignored)"
+                                 : "");
         return -1;
     }
     return 0;
@@ -518,8 +551,8 @@ static int s_put_multipart(rf_s3c_t *c, const char *key, int fd, uint64_t size, 
     return s_mp_end(&m, ok, etag, why, why_len);
 }
 
-int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
-                  char *why, size_t why_len)
+int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag, char *why,
+                  size_t why_len)
 {
     if (size > RF_S3C_SINGLE_MAX)
         return s_put_multipart(c, key, fd, size, content_type, etag, why, why_len);

@@ -65,11 +65,19 @@ int rf_s3c_head(rf_s3c_t *c, const char *key, rf_s3c_obj_t *out, char *why, size
  * On -1 fd may hold part of the object: the caller discards it. */
 int rf_s3c_get_fd(rf_s3c_t *c, const char *key, int fd, rf_s3c_obj_t *out, char *why, size_t why_len);
 
+/* GET bytes first..last (inclusive) of key, only if its ETag is still
+ * `etag` (If-Match; "" = any), written to fd at offset first (the file
+ * may be sparse before it). 0, 1 (no such key, or its ETag moved on), -1
+ * (why; also when the endpoint ignores Range: fd then holds nothing
+ * meaningful). */
+int rf_s3c_get_range_fd(rf_s3c_t *c, const char *key, uint64_t first, uint64_t last, const char *etag, int fd,
+                        char *why, size_t why_len);
+
 /* PUT size bytes read from fd (from offset 0) as key; multipart above
  * RF_S3C_SINGLE_MAX (aborted on failure). etag (80 bytes, may be NULL)
  * receives the answer's ETag. 0 or -1. */
-int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag,
-                  char *why, size_t why_len);
+int rf_s3c_put_fd(rf_s3c_t *c, const char *key, int fd, uint64_t size, const char *content_type, char *etag, char *why,
+                  size_t why_len);
 
 /* Streamed GET: cbs->on_header gets each header of a 2xx answer (value
  * trimmed), then cbs->on_data each body chunk (return -1 to stop; the

@@ -162,8 +162,7 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
     /* S3-backed mounts serve the scheduler (RF_SGFS_INTERNAL) and the S3
      * API's object operations that pass RF_SGFS_S3_OK */
     if (best->kind != RF_SG_MOUNT_LOCAL && !(flags & (RF_SGFS_INTERNAL | RF_SGFS_S3_OK)))
-        return *why = "S3-backed mounts are served by the S3 API's object, listing and multipart operations only",
-               -1;
+        return *why = "S3-backed mounts are served by the S3 API's object, listing and multipart operations only", -1;
     size_t seg = strcspn(rel, "/");
     if (seg == strlen(RF_SGFS_RESERVED) && memcmp(rel, RF_SGFS_RESERVED, seg) == 0)
         return *why = "the .refract-s3 directory is reserved", -1;
@@ -251,6 +250,26 @@ static int s_s3_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
     struct stat sb;
     if (fstat(fd, &sb) == 0)
         st->size = (uint64_t)sb.st_size;
+    return fd;
+}
+
+int rf_sgfs_open_range(const rf_sgfs_loc_t *loc, const rf_sgfs_stat_t *st, uint64_t first, uint64_t last)
+{
+    if (loc->mount->kind != RF_SG_MOUNT_S3)
+        return errno = ENOTSUP, -1;
+    rf_s3c_t *c = s_s3c(loc->mount);
+    char key[RF_SGFS_KEY_MAX * 2 + 4], why[256];
+    s_s3_key(loc->mount, loc->rel, key, sizeof(key));
+    int fd = c ? s_tmpfile() : -1;
+    if (fd < 0)
+        return -1;
+    int rc = rf_s3c_get_range_fd(c, key, first, last, st->etag, fd, why, sizeof(why));
+    if (rc != 0) {
+        if (rc < 0)
+            rf_warn("storgate: %s: %s", key, why);
+        close(fd);
+        return errno = rc == 1 ? ESTALE : EIO, -1;
+    }
     return fd;
 }
 

@@ -54,10 +54,10 @@ typedef struct {
 typedef struct {
     uint64_t size;
     int64_t mtime_ns;
-    char etag[48];          /* without quotes: 32 hex, or 32 hex + "-N" */
-    char content_type[128]; /* "" when none was stored */
+    char etag[48];               /* without quotes: 32 hex, or 32 hex + "-N" */
+    char content_type[128];      /* "" when none was stored */
     char meta[RF_SGFS_META_MAX]; /* "name: value\n" lines of x-amz-meta-*, as stored */
-    bool is_dir;            /* a key ending in '/': a directory (folder marker) */
+    bool is_dir;                 /* a key ending in '/': a directory (folder marker) */
 } rf_sgfs_stat_t;
 
 /* Whether key[0..len) can name an object: 1..1024 bytes, no NUL, no empty,
@@ -83,6 +83,14 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
  * fd) and fills *st. Returns the fd, or -1 with errno (ENOENT: no such
  * object; ELOOP/EXDEV: an escape was refused; EISDIR: a directory). */
 int rf_sgfs_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st);
+
+/* An S3-backed mount's object fetched in part: bytes first..last of the
+ * object that st (from rf_sgfs_stat) describes, only while its ETag is
+ * st->etag, into an anonymous temporary file at their own offsets (so it
+ * is read like the whole object). Returns the fd, or -1 with errno
+ * (ESTALE: the object changed or went since st; EIO: the endpoint failed
+ * or ignored the range; ENOTSUP: not an S3-backed mount). */
+int rf_sgfs_open_range(const rf_sgfs_loc_t *loc, const rf_sgfs_stat_t *st, uint64_t first, uint64_t last);
 
 /* Reads the metadata of an object without keeping it open. 0 or -1 (errno). */
 int rf_sgfs_stat(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st);
@@ -124,7 +132,7 @@ int rf_sgfs_delete(const rf_sgfs_loc_t *loc);
 /* ---- listing ---- */
 
 typedef struct {
-    char *key; /* malloc'd */
+    char *key;   /* malloc'd */
     bool prefix; /* a common prefix (CommonPrefixes), not an object */
     uint64_t size;
     int64_t mtime_ns;

@@ -857,6 +857,7 @@ typedef struct {
     int number;
     rf_s3xml_complete_t parts;
     const char *code;
+    char *range; /* GET: the client's Range header (owned), or NULL */
 } s_off_t;
 
 static void s_off_dispose(void *p)
@@ -866,13 +867,42 @@ static void s_off_dispose(void *p)
         o->r = NULL;
 }
 
+#define S_WHOLE (-2)       /* s_get_range: fetch the whole object instead */
+#define S_UNSATISFIED (-3) /* s_get_range: nothing to fetch (st answers: InvalidRange) */
+
+/* On a storage thread: a GET with one satisfiable range asks the endpoint
+ * for that range only (HEAD, then a GET of the range on condition of the
+ * HEAD's ETag), not for the whole object: seeking in a large video costs
+ * what it reads. Returns the fd, -1 (errno), S_WHOLE (no single range, or
+ * the object changed between the two) or S_UNSATISFIED. */
+static int s_get_range(s_off_t *o)
+{
+    if (rf_sgfs_stat(&o->loc, &o->st) < 0)
+        return -1;
+    uint64_t from, to;
+    int pr = o->st.size > 0 ? gw_parse_range(o->range, strlen(o->range), o->st.size, &from, &to) : 0;
+    if (pr < 0)
+        return S_UNSATISFIED;
+    if (pr == 0)
+        return S_WHOLE;
+    int fd = rf_sgfs_open_range(&o->loc, &o->st, from, to);
+    return fd < 0 && errno == ESTALE ? S_WHOLE : fd;
+}
+
 /* On a storage thread. */
 static void s_off_work(void *arg)
 {
     s_off_t *o = arg;
     switch (o->kind) {
-    case S_OFF_GET: /* downloaded into an anonymous temporary file, then sent from it */
-        o->fd = rf_sgfs_open(&o->loc, &o->st);
+    case S_OFF_GET: /* downloaded (the range, or whole) into an anonymous temporary file, then sent from it */
+        o->fd = o->range != NULL ? s_get_range(o) : S_WHOLE;
+        if (o->fd == S_UNSATISFIED) {
+            o->fd = -1;
+            o->rc = 0;
+            break;
+        }
+        if (o->fd == S_WHOLE)
+            o->fd = rf_sgfs_open(&o->loc, &o->st);
         o->rc = o->fd >= 0 ? 0 : -1;
         break;
     case S_OFF_HEAD: o->rc = rf_sgfs_stat(&o->loc, &o->st); break;
@@ -948,6 +978,7 @@ static void s_off_finish(void *arg)
         }
     }
     rf_s3xml_complete_clear(&o->parts);
+    free(o->range);
     if (o->w != NULL)
         rf_sgfs_put_abort(&o->w);
     rf_sgfs_list_clear(&o->l);
@@ -973,20 +1004,42 @@ static void s_offload_run(gw_s3_req_t *r, s_off_t *o)
     }
 }
 
-/* Runs kind on the S3-backed mount of loc off the loop. w (PUT) is taken. */
-static void s_offload(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *loc, rf_sgfs_put_t *w)
+/* A new operation of kind on loc, or NULL (r answered). */
+static s_off_t *s_off_new(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *loc)
 {
     s_off_t *o = calloc(1, sizeof(*o));
     if (o == NULL) {
-        if (w != NULL)
-            rf_sgfs_put_abort(&w);
         gw_s3_error(r, "InternalError", "out of memory");
-        return;
+        return NULL;
     }
     o->kind = kind;
     o->loc = *loc;
-    o->w = w;
     o->fd = -1;
+    return o;
+}
+
+/* Runs kind on the S3-backed mount of loc off the loop. w (PUT) is taken. */
+static void s_offload(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *loc, rf_sgfs_put_t *w)
+{
+    s_off_t *o = s_off_new(r, kind, loc);
+    if (o == NULL) {
+        if (w != NULL)
+            rf_sgfs_put_abort(&w);
+        return;
+    }
+    o->w = w;
+    s_offload_run(r, o);
+}
+
+/* GET or HEAD off the loop; range (the client's Range, malloc'd, or NULL) is taken. */
+static void s_offload_get(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *loc, char *range)
+{
+    s_off_t *o = s_off_new(r, kind, loc);
+    if (o == NULL) {
+        free(range);
+        return;
+    }
+    o->range = range;
     s_offload_run(r, o);
 }
 
@@ -1055,7 +1108,9 @@ static void s_get_object(gw_s3_req_t *r)
     if (s_resolve(r, r->bucket, r->key, r->key_len, false, &loc) < 0)
         return;
     if (loc.mount->kind == RF_SG_MOUNT_S3) {
-        s_offload(r, head ? S_OFF_HEAD : S_OFF_GET, &loc, NULL);
+        size_t rl;
+        const char *range = head ? NULL : gw_s3_header(r, "range", &rl);
+        s_offload_get(r, head ? S_OFF_HEAD : S_OFF_GET, &loc, range ? strndup(range, rl) : NULL);
         return;
     }
     rf_sgfs_stat_t st;

@@ -7,6 +7,7 @@ large one as a multipart upload; the S3 API serves the Swift mount's
 objects (GET, HEAD, Range, PUT, DELETE, copies), listings and multipart
 uploads into it, and refuses a part copied from it with a clear error."""
 import hashlib
+import threading
 import os
 import signal
 
@@ -41,6 +42,59 @@ def _config(sw, local, out, batches, workflows):
                      "events": {"onBatch": batches},
                      "workflows": workflows}],
     }
+
+
+class _Recorder:
+    """An HTTP forwarder between the gateway and Swift that records each
+    request (method, path, Range header, status): what the gateway asked
+    of the endpoint. The Host header goes through unchanged, so SigV4
+    signatures still verify."""
+
+    def __init__(self, target):
+        import http.client
+        import http.server
+        host, port = target.split("//", 1)[1].rstrip("/").split(":")
+        self.seen = []
+        rec = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                c = http.client.HTTPConnection(host, int(port), timeout=60)
+                c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    c.putheader(k, v)
+                c.endheaders(body)
+                r = c.getresponse()
+                data = r.read()
+                rec.seen.append((self.command, self.path, self.headers.get("Range"), r.status))
+                self.send_response(r.status)
+                head = self.command == "HEAD"  # its Content-Length is the object's: kept
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection") and (head or k.lower() != "content-length"):
+                        self.send_header(k, v)
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
+                c.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
 
 
 def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
@@ -134,6 +188,11 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
     assert h["ContentLength"] == len(body) and h["ETag"].strip('"') == hashlib.md5(body).hexdigest()
     part = api.get_object(Bucket="mixed", Key="swift/api/x.bin", Range="bytes=1000-1999")
     assert part["Body"].read() == body[1000:2000] and part["ContentRange"] == f"bytes 1000-1999/{len(body)}"
+    tail = api.get_object(Bucket="mixed", Key="swift/api/x.bin", Range="bytes=-100")
+    assert tail["Body"].read() == body[-100:] and tail["ContentRange"] == f"bytes {len(body) - 100}-{len(body) - 1}/{len(body)}"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        api.get_object(Bucket="mixed", Key="swift/api/x.bin", Range=f"bytes={len(body)}-")
+    assert e.value.response["Error"]["Code"] == "InvalidRange"
     api.delete_object(Bucket="mixed", Key="swift/api/x.bin")
     assert "Contents" not in s3.list_objects_v2(Bucket="refract", Prefix="landing/api/")
     with pytest.raises(botocore.exceptions.ClientError) as e:
@@ -198,3 +257,35 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
             "Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]})
         assert api.get_object(Bucket="mixed", Key=dest)["Body"].read() == big[:5 << 20] + big[8 << 20:9 << 20]
     assert open(os.path.join(local, "mpu-copy.bin"), "rb").read() == big[:5 << 20] + big[8 << 20:9 << 20]
+
+
+def test_swift_mount_range_asks_only_for_the_range(make_stack, tmp_path, sw):
+    """A GET with a Range from an S3-backed mount asks the endpoint for the
+    metadata (HEAD) and that range (a GET with Range and If-Match on the
+    HEAD's ETag), never the whole object; a GET without one still streams
+    the whole object once."""
+    local, out = str(tmp_path / "local"), str(tmp_path / "out")
+    os.makedirs(local)
+    os.makedirs(out)
+    body = harness.pattern_bytes(4 << 20, seed=5)
+    sw.client().put_object(Bucket="refract", Key="landing/rng/x.bin", Body=body)
+    rec = _Recorder(sw.s3_endpoint)
+    try:
+        cfg = _config(sw, local, out, [], [])
+        cfg["aws_s3"][0]["endpoint"] = rec.url
+        st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + local}], workers=0, storgate=cfg)
+        from test_storgate import _s3
+        api = _s3(st)
+        mine = lambda: [x for x in rec.seen if x[1].startswith("/refract/landing/rng/x.bin")]  # noqa: E731
+        part = api.get_object(Bucket="mixed", Key="swift/rng/x.bin", Range="bytes=1000000-1000999")
+        assert part["Body"].read() == body[1000000:1001000]
+        assert part["ContentRange"] == f"bytes 1000000-1000999/{len(body)}"
+        assert [(m, rg, s) for m, _, rg, s in mine()] == [("HEAD", None, 200), ("GET", "bytes=1000000-1000999", 206)]
+        tail = api.get_object(Bucket="mixed", Key="swift/rng/x.bin", Range="bytes=-10")
+        assert tail["Body"].read() == body[-10:]
+        assert mine()[-1][2:] == (f"bytes={len(body) - 10}-{len(body) - 1}", 206), mine()
+        assert api.get_object(Bucket="mixed", Key="swift/rng/x.bin")["Body"].read() == body
+        assert [(m, rg, s) for m, _, rg, s in mine()[-1:]] == [("GET", None, 200)]
+        assert not any(m == "GET" and rg is None for m, _, rg, _ in mine()[:-1]), mine()
+    finally:
+        rec.close()
