@@ -95,7 +95,9 @@ typedef struct {
     rf_s3c_obj_t *obj; /* headers of interest */
     bool failed;
     const rf_s3c_get_cbs_t *cbs; /* or to callbacks, for a 2xx answer */
-    long status;                 /* of the response being read (its status line) */
+    char *dst;                   /* or into this buffer, for a 206 answer (exactly dst_cap bytes) */
+    size_t dst_cap, dst_len;
+    long status; /* of the response being read (its status line) */
 } s_sink_t;
 
 static bool s_2xx(long st)
@@ -107,6 +109,15 @@ static size_t s_write(char *p, size_t size, size_t n, void *arg)
 {
     s_sink_t *s = arg;
     size_t len = size * n;
+    if (s->dst != NULL && s->status == 206) {
+        if (len > s->dst_cap - s->dst_len) { /* more than the range asked for */
+            s->failed = true;
+            return 0;
+        }
+        memcpy(s->dst + s->dst_len, p, len);
+        s->dst_len += len;
+        return len;
+    }
     if (s->cbs != NULL && s_2xx(s->status)) {
         if (s->cbs->on_data(s->cbs->arg, p, len) < 0) {
             s->failed = true;
@@ -348,34 +359,33 @@ int rf_s3c_get_fd(rf_s3c_t *c, const char *key, int fd, rf_s3c_obj_t *out, char 
     return 0;
 }
 
-int rf_s3c_get_range_fd(rf_s3c_t *c, const char *key, uint64_t first, uint64_t last, const char *etag, int fd,
-                        char *why, size_t why_len)
+int rf_s3c_get_range(rf_s3c_t *c, const char *key, uint64_t first, size_t len, const char *etag, char *buf, char *why,
+                     size_t why_len)
 {
     char range[80], match[120];
-    snprintf(range, sizeof(range), "Range: bytes=%llu-%llu", (unsigned long long)first, (unsigned long long)last);
+    snprintf(range, sizeof(range), "Range: bytes=%llu-%llu", (unsigned long long)first,
+             (unsigned long long)(first + len - 1));
     const char *hdrs[3] = {range, NULL, NULL};
     if (etag != NULL && etag[0] != '\0') {
         snprintf(match, sizeof(match), "If-Match: \"%s\"", etag);
         hdrs[1] = match;
     }
-    if (lseek(fd, (off_t)first, SEEK_SET) < 0) {
-        snprintf(why, why_len, "seek: %s", strerror(errno));
-        return -1;
-    }
     rf_s3c_obj_t o;
     memset(&o, 0, sizeof(o));
     char *url = s_url(c, key, NULL);
-    s_sink_t sink = {.fd = fd, .obj = &o};
-    long st = url ? s_do_h(c, "GET", url, NULL, NULL, NULL, hdrs, &sink, why, why_len) : -1;
+    s_sink_t sink = {.fd = -1, .obj = &o, .dst = buf, .dst_cap = len};
+    long st = url && len > 0 ? s_do_h(c, "GET", url, NULL, NULL, NULL, hdrs, &sink, why, why_len) : -1;
     free(url);
+    free(sink.buf);
     if (st == 404 || st == 412)
         return 1;
-    if (st != 206 || sink.failed) {
+    if (st != 206 || sink.failed || sink.dst_len != len) {
         if (st > 0)
             snprintf(why, why_len, "ranged GET %s answered %ld%s", c->ep->name, st,
-                     sink.failed ? " (write failed)"
-                     : st == 200 ? " (the Range was ignored)"
-                                 : "");
+                     st == 200             ? " (the Range was ignored)"
+                     : sink.failed         ? " (more bytes than asked for)"
+                     : sink.dst_len != len ? " (fewer bytes than asked for)"
+                                           : "");
         return -1;
     }
     return 0;

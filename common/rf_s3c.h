@@ -65,13 +65,12 @@ int rf_s3c_head(rf_s3c_t *c, const char *key, rf_s3c_obj_t *out, char *why, size
  * On -1 fd may hold part of the object: the caller discards it. */
 int rf_s3c_get_fd(rf_s3c_t *c, const char *key, int fd, rf_s3c_obj_t *out, char *why, size_t why_len);
 
-/* GET bytes first..last (inclusive) of key, only if its ETag is still
- * `etag` (If-Match; "" = any), written to fd at offset first (the file
- * may be sparse before it). 0, 1 (no such key, or its ETag moved on), -1
- * (why; also when the endpoint ignores Range: fd then holds nothing
- * meaningful). */
-int rf_s3c_get_range_fd(rf_s3c_t *c, const char *key, uint64_t first, uint64_t last, const char *etag, int fd,
-                        char *why, size_t why_len);
+/* GET len bytes of key from offset first into buf (len bytes), only if
+ * its ETag is still `etag` (If-Match; "" = any). 0 (buf filled), 1 (no
+ * such key, or its ETag moved on), -1 (why; also when the endpoint
+ * ignores Range or sends another length). */
+int rf_s3c_get_range(rf_s3c_t *c, const char *key, uint64_t first, size_t len, const char *etag, char *buf, char *why,
+                     size_t why_len);
 
 /* PUT size bytes read from fd (from offset 0) as key; multipart above
  * RF_S3C_SINGLE_MAX (aborted on failure). etag (80 bytes, may be NULL)

@@ -253,24 +253,17 @@ static int s_s3_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st)
     return fd;
 }
 
-int rf_sgfs_open_range(const rf_sgfs_loc_t *loc, const rf_sgfs_stat_t *st, uint64_t first, uint64_t last)
+int rf_sgfs_read_range(const rf_sgfs_loc_t *loc, const char *etag, uint64_t first, void *buf, size_t len)
 {
     if (loc->mount->kind != RF_SG_MOUNT_S3)
         return errno = ENOTSUP, -1;
     rf_s3c_t *c = s_s3c(loc->mount);
     char key[RF_SGFS_KEY_MAX * 2 + 4], why[256];
     s_s3_key(loc->mount, loc->rel, key, sizeof(key));
-    int fd = c ? s_tmpfile() : -1;
-    if (fd < 0)
-        return -1;
-    int rc = rf_s3c_get_range_fd(c, key, first, last, st->etag, fd, why, sizeof(why));
-    if (rc != 0) {
-        if (rc < 0)
-            rf_warn("storgate: %s: %s", key, why);
-        close(fd);
-        return errno = rc == 1 ? ESTALE : EIO, -1;
-    }
-    return fd;
+    int rc = c ? rf_s3c_get_range(c, key, first, len, etag, buf, why, sizeof(why)) : -1;
+    if (rc < 0 && c != NULL)
+        rf_warn("storgate: %s: %s", key, why);
+    return rc == 0 ? 0 : (errno = rc == 1 ? ESTALE : EIO, -1);
 }
 
 /* ---- metadata ------------------------------------------------------------------- */

@@ -84,13 +84,12 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
  * object; ELOOP/EXDEV: an escape was refused; EISDIR: a directory). */
 int rf_sgfs_open(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st);
 
-/* An S3-backed mount's object fetched in part: bytes first..last of the
- * object that st (from rf_sgfs_stat) describes, only while its ETag is
- * st->etag, into an anonymous temporary file at their own offsets (so it
- * is read like the whole object). Returns the fd, or -1 with errno
- * (ESTALE: the object changed or went since st; EIO: the endpoint failed
- * or ignored the range; ENOTSUP: not an S3-backed mount). */
-int rf_sgfs_open_range(const rf_sgfs_loc_t *loc, const rf_sgfs_stat_t *st, uint64_t first, uint64_t last);
+/* Reads len bytes from offset first of an S3-backed mount's object into
+ * buf, only while its ETag is `etag` (from rf_sgfs_stat): a GET streamed a
+ * range at a time reads one object, never a mix. 0, or -1 with errno
+ * (ESTALE: the object changed or went; EIO: the endpoint failed or ignored
+ * the range; ENOTSUP: not an S3-backed mount). */
+int rf_sgfs_read_range(const rf_sgfs_loc_t *loc, const char *etag, uint64_t first, void *buf, size_t len);
 
 /* Reads the metadata of an object without keeping it open. 0 or -1 (errno). */
 int rf_sgfs_stat(const rf_sgfs_loc_t *loc, rf_sgfs_stat_t *st);

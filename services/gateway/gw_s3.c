@@ -222,6 +222,13 @@ static void s_file_stop(h2o_generator_t *gen, h2o_req_t *req)
     (void)req;
 }
 
+void gw_s3_start_stream(gw_s3_req_t *r, uint64_t len, h2o_generator_t *gen)
+{
+    s_start(r, r->req->res.status ? r->req->res.status : 200);
+    r->req->res.content_length = len;
+    h2o_start_response(r->req, gen);
+}
+
 void gw_s3_send_file(gw_s3_req_t *r, int fd, uint64_t from, uint64_t len)
 {
     h2o_req_t *req = r->req;
@@ -255,14 +262,14 @@ void gw_s3_send_file(gw_s3_req_t *r, int fd, uint64_t from, uint64_t len)
 /* Checksums a body must match: Content-MD5 and x-amz-checksum-* headers. */
 typedef struct {
     gw_s3_req_t *r;
-    rf_sgfs_put_t *w;          /* where decoded bytes go, or NULL */
-    char *small;               /* or here (gw_s3_body_small) */
+    rf_sgfs_put_t *w; /* where decoded bytes go, or NULL */
+    char *small;      /* or here (gw_s3_body_small) */
     size_t small_len, small_max;
-    uint64_t max;              /* largest decoded body (storgate.max_put); 0 = none */
+    uint64_t max; /* largest decoded body (storgate.max_put); 0 = none */
     bool too_large;
-    EVP_MD_CTX *md5;           /* with Content-MD5 */
+    EVP_MD_CTX *md5; /* with Content-MD5 */
     unsigned char want_md5[16];
-    rf_s3sum_t sum;            /* with x-amz-checksum-NAME (a header, not a trailer) */
+    rf_s3sum_t sum; /* with x-amz-checksum-NAME (a header, not a trailer) */
     bool has_sum;
     char want_sum[64];
     char sum_name[40];
@@ -476,7 +483,10 @@ int gw_s3_body_small(gw_s3_req_t *r, size_t max, char **out, size_t *len)
 
 static int s_hexval(int c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Percent-decodes s[0..n) into the pool (NUL-terminated). S3 clients
@@ -584,8 +594,14 @@ static int s_authenticate(gw_s3_req_t *r, const char *path, size_t plen, const c
     }
     char method[17];
     snprintf(method, sizeof(method), "%.*s", (int)(req->method.len > 16 ? 16 : req->method.len), req->method.base);
-    rf_sigv4_req_t sr = {.method = method, .path = path, .path_len = plen, .query = qlen ? q : NULL,
-                         .query_len = qlen, .headers = hs, .n_headers = k, .now = (int64_t)time(NULL)};
+    rf_sigv4_req_t sr = {.method = method,
+                         .path = path,
+                         .path_len = plen,
+                         .query = qlen ? q : NULL,
+                         .query_len = qlen,
+                         .headers = hs,
+                         .n_headers = k,
+                         .now = (int64_t)time(NULL)};
     const char *code = NULL;
     char why[300] = "";
     int rc = rf_sigv4_verify(&sr, s_secret, (void *)r->sc, &r->auth, &code, why, sizeof(why));

@@ -44,7 +44,7 @@ typedef struct {
     size_t n_params;
     rf_sigv4_auth_t auth;
     char request_id[17];
-    const char *op; /* for metrics and logs */
+    const char *op;         /* for metrics and logs */
     h2o_mimemap_t *mimemap; /* Content-Type of files stored without one */
     const char *state_dir;  /* storgate_scheduler.state_dir: where bucket events go */
     /* S3-backed mounts: their blocking calls run on the gateway's storage
@@ -88,6 +88,9 @@ int gw_s3_body_small(gw_s3_req_t *r, size_t max, char **out, size_t *len);
 /* Streams an open object (fd taken) to the client: whole or the range
  * [from, to], HEAD without body. */
 void gw_s3_send_file(gw_s3_req_t *r, int fd, uint64_t from, uint64_t len);
+/* Starts a response of len body bytes (status as set, or 200) that gen
+ * (in the request's pool, its owner's) produces with h2o_send. */
+void gw_s3_start_stream(gw_s3_req_t *r, uint64_t len, h2o_generator_t *gen);
 
 /* ---- operations (gw_s3_ops.c): each answers the request ---- */
 

@@ -18,6 +18,7 @@
 
 #include "gw.h"
 #include "gw_http_parse.h"
+#include "gw_metrics.h"
 #include "gw_s3.h"
 #include "rf_log.h"
 #include "rf_s3xml.h"
@@ -752,10 +753,13 @@ static bool s_part_number_ok(gw_s3_req_t *r)
     return true;
 }
 
-/* GetObject and HeadObject once the object is open (fd; -1 for a HEAD
- * on an S3-backed mount, which only asked for its metadata) or not (ok
- * false, errno says why). */
-static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *st)
+static void s_stream_start(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const rf_sgfs_stat_t *st, uint64_t from,
+                           uint64_t len);
+
+/* GetObject and HeadObject once the object is open (fd) or its metadata
+ * known (s3: an S3-backed mount's object, whose bytes are then streamed
+ * from the endpoint; fd is -1), or not (ok false, errno says why). */
+static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *st, const rf_sgfs_loc_t *s3)
 {
     bool head = s_method(r, "HEAD");
     if (!ok) {
@@ -802,7 +806,129 @@ static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *
     }
     if (!head)
         s_raise(r, "onGet", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, true);
-    gw_s3_send_file(r, fd, from, len);
+    if (s3 != NULL && !head && len > 0)
+        s_stream_start(r, s3, st, from, len);
+    else
+        gw_s3_send_file(r, fd, from, len);
+}
+
+/* ---- S3-backed mounts: GET streamed a range at a time ---------------------------------- */
+
+/* The bytes of a GET from an S3-backed mount are asked of the endpoint a
+ * chunk at a time (a ranged GET on condition of the ETag the answer's
+ * headers announced), each sent before the next is asked for: the first
+ * byte waits for one chunk, not the whole object; a request holds one
+ * chunk, and a slow client slows the reading (h2o asks for more only when
+ * it has sent what it had). An object that changes meanwhile, or an
+ * endpoint that fails, cuts the answer short: the client sees fewer bytes
+ * than Content-Length said, never a mix of two objects. */
+#define S_STREAM_CHUNK (4u << 20)
+
+typedef struct s_stream_t s_stream_t;
+
+typedef struct {   /* one chunk, between the loop and a storage thread */
+    s_stream_t *s; /* NULL once the request went */
+    rf_sgfs_loc_t loc;
+    char etag[48];
+    uint64_t first;
+    size_t len;
+    char *buf;
+    int rc, err;
+} s_chunk_t;
+
+struct s_stream_t {
+    h2o_generator_t super;
+    gw_s3_req_t *r;
+    rf_sgfs_loc_t loc;
+    char etag[48];
+    uint64_t next, left;
+    s_chunk_t *inflight; /* being fetched, or NULL */
+    char *sending;       /* the chunk h2o is sending (freed at the next proceed) */
+};
+
+static void s_chunk_work(void *arg)
+{
+    s_chunk_t *c = arg;
+    c->rc = rf_sgfs_read_range(&c->loc, c->etag, c->first, c->buf, c->len);
+    c->err = errno;
+}
+
+static void s_chunk_finish(void *arg)
+{
+    s_chunk_t *c = arg;
+    s_stream_t *s = c->s;
+    if (s == NULL) { /* the request went meanwhile */
+        free(c->buf);
+        free(c);
+        return;
+    }
+    s->inflight = NULL;
+    h2o_req_t *req = s->r->req;
+    if (c->rc < 0) {
+        rf_log(RF_LOG_WARN, s->r->request_id, "s3 GET /%s: cut short at byte %llu: %s", s->r->key,
+               (unsigned long long)c->first,
+               c->err == ESTALE ? "the object changed in the endpoint meanwhile" : "the endpoint failed");
+        free(c->buf);
+        free(c);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    s->sending = c->buf;
+    s->next += c->len;
+    s->left -= c->len;
+    const char *l[] = {"out"};
+    rf_metric_add(gw_m.s3_bytes, l, (double)c->len);
+    h2o_iovec_t v = h2o_iovec_init(c->buf, c->len);
+    free(c);
+    h2o_send(req, &v, 1, s->left == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void s_stream_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    s_stream_t *s = (s_stream_t *)gen;
+    free(s->sending);
+    s->sending = NULL;
+    s_chunk_t *c = calloc(1, sizeof(*c));
+    size_t len = s->left < S_STREAM_CHUNK ? (size_t)s->left : S_STREAM_CHUNK;
+    char *buf = c != NULL ? malloc(len) : NULL;
+    if (buf == NULL) {
+        free(c);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    *c = (s_chunk_t){.s = s, .loc = s->loc, .first = s->next, .len = len, .buf = buf};
+    memcpy(c->etag, s->etag, sizeof(c->etag));
+    s->inflight = c;
+    if (gw_storage_offload(s->r->storage, s->r->thread, s_chunk_work, s_chunk_finish, c) < 0) {
+        s->inflight = NULL;
+        free(buf);
+        free(c);
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+    }
+}
+
+static void s_stream_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)gen;
+    (void)req; /* the pool's dispose hook lets go of the chunk in flight */
+}
+
+static void s_stream_dispose(void *p)
+{
+    s_stream_t *s = p;
+    if (s->inflight != NULL)
+        s->inflight->s = NULL;
+    free(s->sending);
+}
+
+static void s_stream_start(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const rf_sgfs_stat_t *st, uint64_t from,
+                           uint64_t len)
+{
+    s_stream_t *s = h2o_mem_alloc_shared(&r->req->pool, sizeof(*s), s_stream_dispose);
+    *s = (s_stream_t){.super = {s_stream_proceed, s_stream_stop}, .r = r, .loc = *loc, .next = from, .left = len};
+    snprintf(s->etag, sizeof(s->etag), "%s", st->etag);
+    gw_s3_start_stream(r, len, &s->super);
+    s_stream_proceed(&s->super, r->req);
 }
 
 /* ---- S3-backed mounts: their blocking calls on the storage threads ---------------------- */
@@ -857,7 +983,6 @@ typedef struct {
     int number;
     rf_s3xml_complete_t parts;
     const char *code;
-    char *range; /* GET: the client's Range header (owned), or NULL */
 } s_off_t;
 
 static void s_off_dispose(void *p)
@@ -867,44 +992,12 @@ static void s_off_dispose(void *p)
         o->r = NULL;
 }
 
-#define S_WHOLE (-2)       /* s_get_range: fetch the whole object instead */
-#define S_UNSATISFIED (-3) /* s_get_range: nothing to fetch (st answers: InvalidRange) */
-
-/* On a storage thread: a GET with one satisfiable range asks the endpoint
- * for that range only (HEAD, then a GET of the range on condition of the
- * HEAD's ETag), not for the whole object: seeking in a large video costs
- * what it reads. Returns the fd, -1 (errno), S_WHOLE (no single range, or
- * the object changed between the two) or S_UNSATISFIED. */
-static int s_get_range(s_off_t *o)
-{
-    if (rf_sgfs_stat(&o->loc, &o->st) < 0)
-        return -1;
-    uint64_t from, to;
-    int pr = o->st.size > 0 ? gw_parse_range(o->range, strlen(o->range), o->st.size, &from, &to) : 0;
-    if (pr < 0)
-        return S_UNSATISFIED;
-    if (pr == 0)
-        return S_WHOLE;
-    int fd = rf_sgfs_open_range(&o->loc, &o->st, from, to);
-    return fd < 0 && errno == ESTALE ? S_WHOLE : fd;
-}
-
 /* On a storage thread. */
 static void s_off_work(void *arg)
 {
     s_off_t *o = arg;
     switch (o->kind) {
-    case S_OFF_GET: /* downloaded (the range, or whole) into an anonymous temporary file, then sent from it */
-        o->fd = o->range != NULL ? s_get_range(o) : S_WHOLE;
-        if (o->fd == S_UNSATISFIED) {
-            o->fd = -1;
-            o->rc = 0;
-            break;
-        }
-        if (o->fd == S_WHOLE)
-            o->fd = rf_sgfs_open(&o->loc, &o->st);
-        o->rc = o->fd >= 0 ? 0 : -1;
-        break;
+    case S_OFF_GET: /* the metadata; the bytes follow a range at a time (s_stream_start) */
     case S_OFF_HEAD: o->rc = rf_sgfs_stat(&o->loc, &o->st); break;
     case S_OFF_PUT:
     case S_OFF_COPY_PUT: o->rc = rf_sgfs_put_commit(&o->w, NULL, &o->st); break;
@@ -939,7 +1032,7 @@ static void s_off_finish(void *arg)
         errno = o->err;
         switch (o->kind) {
         case S_OFF_GET:
-        case S_OFF_HEAD: s_get_opened(r, o->fd, o->rc == 0, &o->st); break;
+        case S_OFF_HEAD: s_get_opened(r, -1, o->rc == 0, &o->st, &o->loc); break;
         case S_OFF_PUT:
         case S_OFF_COPY_PUT:
             if (o->rc < 0)
@@ -978,7 +1071,6 @@ static void s_off_finish(void *arg)
         }
     }
     rf_s3xml_complete_clear(&o->parts);
-    free(o->range);
     if (o->w != NULL)
         rf_sgfs_put_abort(&o->w);
     rf_sgfs_list_clear(&o->l);
@@ -1028,18 +1120,6 @@ static void s_offload(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *lo
         return;
     }
     o->w = w;
-    s_offload_run(r, o);
-}
-
-/* GET or HEAD off the loop; range (the client's Range, malloc'd, or NULL) is taken. */
-static void s_offload_get(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *loc, char *range)
-{
-    s_off_t *o = s_off_new(r, kind, loc);
-    if (o == NULL) {
-        free(range);
-        return;
-    }
-    o->range = range;
     s_offload_run(r, o);
 }
 
@@ -1108,14 +1188,12 @@ static void s_get_object(gw_s3_req_t *r)
     if (s_resolve(r, r->bucket, r->key, r->key_len, false, &loc) < 0)
         return;
     if (loc.mount->kind == RF_SG_MOUNT_S3) {
-        size_t rl;
-        const char *range = head ? NULL : gw_s3_header(r, "range", &rl);
-        s_offload_get(r, head ? S_OFF_HEAD : S_OFF_GET, &loc, range ? strndup(range, rl) : NULL);
+        s_offload(r, head ? S_OFF_HEAD : S_OFF_GET, &loc, NULL);
         return;
     }
     rf_sgfs_stat_t st;
     int fd = rf_sgfs_open(&loc, &st);
-    s_get_opened(r, fd, fd >= 0, &st);
+    s_get_opened(r, fd, fd >= 0, &st, NULL);
 }
 
 /* "/bucket/key" or "bucket/key" (percent-encoded, maybe ?versionId=) of a copy source. */
