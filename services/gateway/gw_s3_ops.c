@@ -816,13 +816,18 @@ static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *
 
 /* The bytes of a GET from an S3-backed mount are asked of the endpoint a
  * chunk at a time (a ranged GET on condition of the ETag the answer's
- * headers announced), each sent before the next is asked for: the first
- * byte waits for one chunk, not the whole object; a request holds one
- * chunk, and a slow client slows the reading (h2o asks for more only when
- * it has sent what it had). An object that changes meanwhile, or an
- * endpoint that fails, cuts the answer short: the client sees fewer bytes
- * than Content-Length said, never a mix of two objects. */
-#define S_STREAM_CHUNK (4u << 20)
+ * headers announced): 256 KiB first, each next one four times larger up
+ * to 8 MiB (a request each: larger chunks cost the endpoint fewer
+ * requests). The next chunk is fetched
+ * while the current one is sent, and no further: the first byte waits for
+ * one small chunk, not the whole object; a request holds at most two
+ * chunks, and a slow client slows the reading. An object that changes
+ * meanwhile, or an endpoint that fails,
+ * cuts the answer short: the client sees fewer bytes than Content-Length
+ * said, never a mix of two objects. */
+#define S_STREAM_FIRST (256u << 10) /* the first chunk: small, so the first byte comes soon */
+#define S_STREAM_CHUNK (8u << 20)   /* the largest: each costs the endpoint a request of its own */
+#define S_STREAM_ONE (1u << 20)     /* up to this, the whole answer in one chunk */
 
 typedef struct s_stream_t s_stream_t;
 
@@ -841,10 +846,23 @@ struct s_stream_t {
     gw_s3_req_t *r;
     rf_sgfs_loc_t loc;
     char etag[48];
-    uint64_t next, left;
-    s_chunk_t *inflight; /* being fetched, or NULL */
-    char *sending;       /* the chunk h2o is sending (freed at the next proceed) */
+    uint64_t from;                 /* the first byte sent */
+    uint64_t fetch_at, fetch_left; /* what is still to be asked of the endpoint */
+    uint64_t send_left;            /* what is still to be sent */
+    size_t last_len;               /* of the last chunk asked for */
+    s_chunk_t *inflight;           /* being fetched, or NULL */
+    s_chunk_t *ready;              /* fetched, waiting for h2o, or NULL */
+    char *sending;                 /* the chunk h2o is sending (freed at the next proceed) */
+    bool waiting;                  /* h2o asked for more and nothing was ready */
+    bool failed;                   /* a fetch failed: the answer ends short */
 };
+
+static void s_chunk_free(s_chunk_t *c)
+{
+    if (c != NULL)
+        free(c->buf);
+    free(c);
+}
 
 static void s_chunk_work(void *arg)
 {
@@ -853,34 +871,87 @@ static void s_chunk_work(void *arg)
     c->err = errno;
 }
 
+/* Ends the answer short (once h2o waits for it; else at its next proceed). */
+static void s_stream_fail(s_stream_t *s)
+{
+    s->failed = true;
+    if (s->waiting) {
+        s->waiting = false;
+        h2o_send(s->r->req, NULL, 0, H2O_SEND_STATE_ERROR);
+    }
+}
+
+static void s_chunk_finish(void *arg);
+
+/* Starts fetching the next chunk, unless one is in flight or waiting, or
+ * all are asked for. */
+static void s_stream_fetch(s_stream_t *s)
+{
+    if (s->inflight != NULL || s->ready != NULL || s->fetch_left == 0 || s->failed)
+        return;
+    /* each chunk four times the last, up to S_STREAM_CHUNK */
+    size_t chunk = s->fetch_at != s->from          ? s->last_len * 4
+                   : s->fetch_left <= S_STREAM_ONE ? (size_t)s->fetch_left /* a small range: one request */
+                                                   : S_STREAM_FIRST;
+    if (chunk > S_STREAM_CHUNK)
+        chunk = S_STREAM_CHUNK;
+    size_t len = s->fetch_left < chunk ? (size_t)s->fetch_left : chunk;
+    s_chunk_t *c = calloc(1, sizeof(*c));
+    char *buf = c != NULL ? malloc(len) : NULL;
+    if (buf == NULL) {
+        free(c);
+        s_stream_fail(s);
+        return;
+    }
+    *c = (s_chunk_t){.s = s, .loc = s->loc, .first = s->fetch_at, .len = len, .buf = buf};
+    memcpy(c->etag, s->etag, sizeof(c->etag));
+    s->fetch_at += len;
+    s->fetch_left -= len;
+    s->last_len = len;
+    s->inflight = c;
+    if (gw_storage_offload(s->r->storage, s->r->thread, s_chunk_work, s_chunk_finish, c) < 0) {
+        s->inflight = NULL;
+        s_chunk_free(c);
+        s_stream_fail(s);
+    }
+}
+
+/* Hands chunk c (taken) to h2o, then asks for the next one. */
+static void s_stream_send(s_stream_t *s, s_chunk_t *c)
+{
+    s->sending = c->buf;
+    s->send_left -= c->len;
+    const char *l[] = {"out"};
+    rf_metric_add(gw_m.s3_bytes, l, (double)c->len);
+    h2o_iovec_t v = h2o_iovec_init(c->buf, c->len);
+    free(c);
+    h2o_send(s->r->req, &v, 1, s->send_left == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+    s_stream_fetch(s);
+}
+
 static void s_chunk_finish(void *arg)
 {
     s_chunk_t *c = arg;
     s_stream_t *s = c->s;
     if (s == NULL) { /* the request went meanwhile */
-        free(c->buf);
-        free(c);
+        s_chunk_free(c);
         return;
     }
     s->inflight = NULL;
-    h2o_req_t *req = s->r->req;
     if (c->rc < 0) {
         rf_log(RF_LOG_WARN, s->r->request_id, "s3 GET /%s: cut short at byte %llu: %s", s->r->key,
                (unsigned long long)c->first,
                c->err == ESTALE ? "the object changed in the endpoint meanwhile" : "the endpoint failed");
-        free(c->buf);
-        free(c);
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        s_chunk_free(c);
+        s_stream_fail(s);
         return;
     }
-    s->sending = c->buf;
-    s->next += c->len;
-    s->left -= c->len;
-    const char *l[] = {"out"};
-    rf_metric_add(gw_m.s3_bytes, l, (double)c->len);
-    h2o_iovec_t v = h2o_iovec_init(c->buf, c->len);
-    free(c);
-    h2o_send(req, &v, 1, s->left == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+    if (!s->waiting) {
+        s->ready = c;
+        return;
+    }
+    s->waiting = false;
+    s_stream_send(s, c);
 }
 
 static void s_stream_proceed(h2o_generator_t *gen, h2o_req_t *req)
@@ -888,29 +959,24 @@ static void s_stream_proceed(h2o_generator_t *gen, h2o_req_t *req)
     s_stream_t *s = (s_stream_t *)gen;
     free(s->sending);
     s->sending = NULL;
-    s_chunk_t *c = calloc(1, sizeof(*c));
-    size_t len = s->left < S_STREAM_CHUNK ? (size_t)s->left : S_STREAM_CHUNK;
-    char *buf = c != NULL ? malloc(len) : NULL;
-    if (buf == NULL) {
-        free(c);
+    if (s->failed) {
         h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
         return;
     }
-    *c = (s_chunk_t){.s = s, .loc = s->loc, .first = s->next, .len = len, .buf = buf};
-    memcpy(c->etag, s->etag, sizeof(c->etag));
-    s->inflight = c;
-    if (gw_storage_offload(s->r->storage, s->r->thread, s_chunk_work, s_chunk_finish, c) < 0) {
-        s->inflight = NULL;
-        free(buf);
-        free(c);
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+    if (s->ready != NULL) {
+        s_chunk_t *c = s->ready;
+        s->ready = NULL;
+        s_stream_send(s, c);
+        return;
     }
+    s->waiting = true;
+    s_stream_fetch(s);
 }
 
 static void s_stream_stop(h2o_generator_t *gen, h2o_req_t *req)
 {
     (void)gen;
-    (void)req; /* the pool's dispose hook lets go of the chunk in flight */
+    (void)req; /* the pool's dispose hook lets go of the chunks */
 }
 
 static void s_stream_dispose(void *p)
@@ -918,6 +984,7 @@ static void s_stream_dispose(void *p)
     s_stream_t *s = p;
     if (s->inflight != NULL)
         s->inflight->s = NULL;
+    s_chunk_free(s->ready);
     free(s->sending);
 }
 
@@ -925,10 +992,17 @@ static void s_stream_start(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const rf_sg
                            uint64_t len)
 {
     s_stream_t *s = h2o_mem_alloc_shared(&r->req->pool, sizeof(*s), s_stream_dispose);
-    *s = (s_stream_t){.super = {s_stream_proceed, s_stream_stop}, .r = r, .loc = *loc, .next = from, .left = len};
+    *s = (s_stream_t){.super = {s_stream_proceed, s_stream_stop},
+                      .r = r,
+                      .loc = *loc,
+                      .from = from,
+                      .fetch_at = from,
+                      .fetch_left = len,
+                      .send_left = len,
+                      .waiting = true};
     snprintf(s->etag, sizeof(s->etag), "%s", st->etag);
     gw_s3_start_stream(r, len, &s->super);
-    s_stream_proceed(&s->super, r->req);
+    s_stream_fetch(s);
 }
 
 /* ---- S3-backed mounts: their blocking calls on the storage threads ---------------------- */

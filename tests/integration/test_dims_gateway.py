@@ -318,16 +318,21 @@ def test_source_redirects_followed_and_checked(ext, origin, tmp_path):
     assert (r.status_code, r.text) == (403, "dims source: host example.com is not in dims.sources.hosts\n")
 
 
-def test_source_results_never_answer_for_local_ones(make_stack, aged_origin, tmp_path):
-    """A /src/ source's results are keyed by where the source comes from:
-    an external /photo.jpg must not answer for the vhost's own /photo.jpg
-    (nor the other way round)."""
+def _square_origin(tmp_path):
+    """An origin of one black 300x300 /photo.jpg, a day old (so cacheable)."""
     d = tmp_path / "other"
     d.mkdir()
     harness.subprocess.run(["vips", "black", str(d / "photo.jpg"), "300", "300"], check=True, timeout=30)
     day = time.time() - 86400
     os.utime(d / "photo.jpg", (day, day))
-    other = harness.Origin(str(d))
+    return harness.Origin(str(d))
+
+
+def test_source_results_never_answer_for_local_ones(make_stack, aged_origin, tmp_path):
+    """A /src/ source's results are keyed by where the source comes from:
+    an external /photo.jpg must not answer for the vhost's own /photo.jpg
+    (nor the other way round)."""
+    other = _square_origin(tmp_path)
     try:
         st = make_stack([{"name": "c.test", "default": True, "origin": aged_origin.url, "cache": {"enable": True},
                           "dims": {"sources": {"named": {"ext": other.url}}}}], workers=1)
@@ -347,12 +352,7 @@ def test_source_results_purged_by_source(make_stack, aged_origin, tmp_path):
     """The purge API names a /src/ source's results as /src/SOURCE on the
     vhost: a named source's, a URL source's (exact or a pattern); the
     vhost's own results of the same path stay."""
-    d = tmp_path / "other"
-    d.mkdir()
-    harness.subprocess.run(["vips", "black", str(d / "photo.jpg"), "300", "300"], check=True, timeout=30)
-    day = time.time() - 86400
-    os.utime(d / "photo.jpg", (day, day))
-    other = harness.Origin(str(d))
+    other = _square_origin(tmp_path)
     tok = {"Authorization": "Bearer t0k"}
 
     def purge(action, url):

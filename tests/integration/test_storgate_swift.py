@@ -7,9 +7,11 @@ large one as a multipart upload; the S3 API serves the Swift mount's
 objects (GET, HEAD, Range, PUT, DELETE, copies), listings and multipart
 uploads into it, and refuses a part copied from it with a clear error."""
 import hashlib
-import threading
 import os
 import signal
+import socket
+import threading
+import urllib.parse
 
 import pytest
 
@@ -263,8 +265,9 @@ def test_swift_mount_read_and_written(make_stack, tmp_path, sw, media):
 
 def test_swift_mount_get_streams_ranges(make_stack, tmp_path, sw):
     """A GET from an S3-backed mount asks the endpoint for the metadata
-    (HEAD), then for the bytes 4 MiB at a time (ranged GETs on condition of
-    the HEAD's ETag), each sent before the next is asked for; a client's
+    (HEAD), then for the bytes in chunks of 256 KiB, 1 MiB, 4 MiB, then up
+    to 8 MiB (ranged GETs on condition of the HEAD's ETag), one chunk ahead
+    of what is sent; a client's
     Range asks only for that range. An object replaced in the endpoint
     while a slow client reads cuts the answer short: never a mix."""
     local, out = str(tmp_path / "local"), str(tmp_path / "out")
@@ -295,27 +298,37 @@ def test_swift_mount_get_streams_ranges(make_stack, tmp_path, sw):
         assert tail["Body"].read() == body[-10:]
         assert asked()[-1] == ("GET", f"bytes={len(body) - 10}-{len(body) - 1}", 206)
         assert api.get_object(Bucket="mixed", Key="swift/rng/x.bin")["Body"].read() == body
-        mib4 = 4 << 20
-        assert asked() == [("HEAD", None, 200), ("GET", f"bytes=0-{mib4 - 1}", 206),
-                           ("GET", f"bytes={mib4}-{2 * mib4 - 1}", 206), ("GET", f"bytes={2 * mib4}-{len(body) - 1}", 206)]
-        assert set(rec.if_match[-3:]) == {etag}, rec.if_match[-3:]
-        # replaced while a client reads slowly: the answer is cut short
-        big = harness.pattern_bytes(24 << 20, seed=6)
+        # a small first chunk (the first byte soon), each next one four times larger, up to 8 MiB
+        ends = [256 << 10, (256 << 10) + (1 << 20), (256 << 10) + (5 << 20), len(body)]
+        assert asked() == [("HEAD", None, 200)] + [("GET", f"bytes={a}-{b - 1}", 206) for a, b in zip([0] + ends, ends)]
+        assert set(rec.if_match[-4:]) == {etag}, rec.if_match[-4:]
+        # replaced while a client reads slowly (a small receive buffer, so
+        # that the gateway cannot have sent far ahead): the answer is cut short
+        big = harness.pattern_bytes(40 << 20, seed=6)
         swift.put_object(Bucket="refract", Key="landing/rng/y.bin", Body=big)
-        got = api.get_object(Bucket="mixed", Key="swift/rng/y.bin")["Body"]
-        first = got.read(1000)
-        other = harness.pattern_bytes(24 << 20, seed=7)
-        swift.put_object(Bucket="refract", Key="landing/rng/y.bin", Body=other)
-        rest = b""
+        url = urllib.parse.urlsplit(api.generate_presigned_url(
+            "get_object", Params={"Bucket": "mixed", "Key": "swift/rng/y.bin"}, ExpiresIn=600))
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.settimeout(30)
+        c.connect((url.hostname, url.port))
+        c.sendall(f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += c.recv(65536)
+        head, first = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and f"content-length: {len(big)}".encode() in head.lower(), head
+        swift.put_object(Bucket="refract", Key="landing/rng/y.bin", Body=harness.pattern_bytes(40 << 20, seed=7))
+        whole = first
         try:
-            while True:
-                b = got.read(1 << 20)
+            while len(whole) < len(big):
+                b = c.recv(1 << 20)
                 if not b:
                     break
-                rest += b
-        except Exception:
+                whole += b
+        except OSError:
             pass  # the connection cut short: what a client sees of a failed answer
-        whole = first + rest
+        c.close()
         assert len(whole) < len(big), "a mix of two objects was served as one"
         assert whole == big[:len(whole)]  # what came is the first object's, unmixed
         assert "cut short at byte" in st.gw.log() and "changed in the endpoint" in st.gw.log()
