@@ -4,8 +4,8 @@
 # PASS / BELOW marks. About 20 minutes on 2 cores (a few more waiting
 # for other processes to leave the CPUs alone).
 #
-#   bench/run.sh                 every bench: proxy, tls, resize, evict, cache, collapse, cache_rss, video, s3, storgate_batch, storage, prewarm
-#   bench/run.sh proxy           only bench/proxy.sh (or: tls, resize, evict, cache, collapse, cache_rss, video, s3, storgate_batch, storage, prewarm)
+#   bench/run.sh                 every bench: proxy, tls, resize, evict, cache, collapse, cache_rss, video, s3, s3mount, storgate_batch, storage, prewarm
+#   bench/run.sh proxy           only bench/proxy.sh (or: tls, resize, evict, cache, collapse, cache_rss, video, s3, s3mount, storgate_batch, storage, prewarm)
 #
 # A target is ">= N" (a ratio, higher is better) unless the bench writes it
 # as "<=N" (lower is better: PASS at or below N, else ABOVE); a unit after
@@ -25,7 +25,7 @@ LOG=$RESULTS/$STAMP-run.txt
 : >"$SUMMARY"
 
 BENCHES=("$@")
-[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy tls resize evict cache collapse cache_rss video s3 storgate_batch storage prewarm)
+[ ${#BENCHES[@]} -eq 0 ] && BENCHES=(proxy tls resize evict cache collapse cache_rss video s3 s3mount storgate_batch storage prewarm)
 
 if [ ! -x build/bin/refract-gateway ] || [ ! -x build/bin/refract-image-worker ] || [ ! -x build/bin/bench-vips-loop ]; then
     make --no-print-directory all >/dev/null || { echo "bench: the build failed (run make)" >&2; exit 1; }
