@@ -395,3 +395,26 @@ http {
 }
 EOF
 }
+
+# ---- OpenStack Swift (scripts/swift-aio.sh) for a bench ----------------------------------------
+# swift_bench_init: Swift will live in $TMP/swift (SWIFT_DIR); it runs in
+# sessions of its own, outside the bench's process tree, so the EXIT trap
+# stops it with swift-aio.sh before the usual clean-up. Needs RAW.
+swift_bench_init() {
+    SWIFT_DIR=$TMP/swift
+    trap _swift_bench_cleanup EXIT
+}
+# shellcheck disable=SC2317 # the EXIT trap runs it
+_swift_bench_cleanup() {
+    [ -d "$SWIFT_DIR" ] && "$ROOT/scripts/swift-aio.sh" stop "$SWIFT_DIR" >>"$RAW" 2>&1
+    bench_cleanup
+}
+# swift_bench_start PORT: starts it and reads its env (S3_ENDPOINT,
+# S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), or dies
+swift_bench_start() {
+    echo "$BENCH_NAME: starting Swift (scripts/swift-aio.sh start $SWIFT_DIR $1)"
+    "$ROOT/scripts/swift-aio.sh" start "$SWIFT_DIR" "$1" >>"$RAW" 2>&1 ||
+        die "Swift did not start: $(tail -15 "$RAW")"
+    # shellcheck disable=SC1091
+    . "$SWIFT_DIR/env"
+}

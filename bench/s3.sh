@@ -73,13 +73,7 @@ RAW=${BENCH_RAW:-$RESULTS_DIR/s3-$(date +%Y%m%d-%H%M%S).log}
 RAW=$(realpath "$RAW")
 T_START=$(date +%s)
 
-SWIFT_DIR=$TMP/swift
-# shellcheck disable=SC2317 # the EXIT trap runs it
-s3_cleanup() { # Swift runs in sessions of its own: swift-aio.sh stops it
-    [ -d "$SWIFT_DIR" ] && "$ROOT/scripts/swift-aio.sh" stop "$SWIFT_DIR" >>"$RAW" 2>&1
-    bench_cleanup
-}
-trap s3_cleanup EXIT
+swift_bench_init
 
 # ---- servers --------------------------------------------------------------------------------
 P_GW=$(free_port)
@@ -116,11 +110,7 @@ EOF
 gateway_start "$TMP/refract.yaml" "$TMP/gateway.log"
 wait_http "http://127.0.0.1:$P_S3/" "$GW_PID" 10 || die "refract-gateway did not start ($(tail -5 "$TMP/gateway.log"))"
 
-echo "s3: starting Swift (scripts/swift-aio.sh start $SWIFT_DIR $P_SWIFT)"
-"$ROOT/scripts/swift-aio.sh" start "$SWIFT_DIR" "$P_SWIFT" >>"$RAW" 2>&1 ||
-    die "Swift did not start: $(tail -15 "$RAW")"
-# shellcheck disable=SC1091
-. "$SWIFT_DIR/env" # S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+swift_bench_start "$P_SWIFT" # S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 SWIFT_PGIDS=$(awk '{print $2}' "$SWIFT_DIR/pids")
 [ "$(df --output=source "$DATA" | tail -1)" = "$(df --output=source "$SWIFT_DIR/srv" | tail -1)" ] ||
     die "refract's and Swift's data are on different file systems"

@@ -72,13 +72,7 @@ RAW=${BENCH_RAW:-$RESULTS_DIR/s3mount-$(date +%Y%m%d-%H%M%S).log}
 RAW=$(realpath "$RAW")
 T_START=$(date +%s)
 
-SWIFT_DIR=$TMP/swift
-# shellcheck disable=SC2317 # the EXIT trap runs it
-s3m_cleanup() { # Swift runs in sessions of its own: swift-aio.sh stops it
-    [ -d "$SWIFT_DIR" ] && "$ROOT/scripts/swift-aio.sh" stop "$SWIFT_DIR" >>"$RAW" 2>&1
-    bench_cleanup
-}
-trap s3m_cleanup EXIT
+swift_bench_init
 
 # ---- servers: Swift first (the gateway's configuration names its endpoint) ------------------
 P_GW=$(free_port)
@@ -86,11 +80,7 @@ P_ADMIN=$(free_port)
 P_BUS=$(free_port)
 P_S3=$(free_port)
 P_SWIFT=$(free_port)
-echo "s3mount: starting Swift (scripts/swift-aio.sh start $SWIFT_DIR $P_SWIFT)"
-"$ROOT/scripts/swift-aio.sh" start "$SWIFT_DIR" "$P_SWIFT" >>"$RAW" 2>&1 ||
-    die "Swift did not start: $(tail -15 "$RAW")"
-# shellcheck disable=SC1091
-. "$SWIFT_DIR/env" # S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+swift_bench_start "$P_SWIFT" # S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 
 mkdir -p "$TMP/local" "$TMP/sg-state" "$TMP/www"
 cat >"$TMP/refract.yaml" <<EOF
