@@ -418,3 +418,28 @@ swift_bench_start() {
     # shellcheck disable=SC1091
     . "$SWIFT_DIR/env"
 }
+
+# storgate_conf_head PORT ADMIN_PORT BUS_PORT S3_PORT THREADS ACCESS SECRET:
+# the start of a gateway configuration for the S3 API benches (a gateway,
+# its bus, a vhost it needs but nobody asks, storgate's listener and one
+# credential), up to storgate's next keys
+storgate_conf_head() {
+    cat <<EOF
+gateway:
+  listen: "127.0.0.1:$1"
+  admin_listen: "127.0.0.1:$2"
+  threads: $5
+  access_log: false
+bus:
+  endpoint: "tcp://127.0.0.1:$3"
+vhosts:                          # the gateway needs one; not used here
+  - name: localhost
+    default: true
+    origin: "file://$TMP/www"
+storgate:
+  listen: "127.0.0.1:$4"
+  credentials:
+    - access_key: $6
+      secret_key: $7
+EOF
+}

@@ -83,23 +83,9 @@ P_S3=$(free_port)
 P_SWIFT=$(free_port)
 DATA=$TMP/refract-data
 mkdir -p "$DATA" "$TMP/www"
-cat >"$TMP/refract.yaml" <<EOF
-gateway:
-  listen: "127.0.0.1:$P_GW"
-  admin_listen: "127.0.0.1:$P_ADMIN"
-  threads: $THREADS
-  access_log: false
-bus:
-  endpoint: "tcp://127.0.0.1:$P_BUS"
-vhosts:                          # the gateway needs one; not used here
-  - name: localhost
-    default: true
-    origin: "file://$TMP/www"
-storgate:
-  listen: "127.0.0.1:$P_S3"
-  credentials:
-    - access_key: $ACCESS
-      secret_key: $SECRET
+{
+    storgate_conf_head "$P_GW" "$P_ADMIN" "$P_BUS" "$P_S3" "$THREADS" "$ACCESS" "$SECRET"
+    cat <<EOF
   buckets:
     - meta: {name: $BUCKET}      # region ap-northeast-2, as Swift's s3api location
       mounts:
@@ -107,6 +93,7 @@ storgate:
 log:
   level: warn
 EOF
+} >"$TMP/refract.yaml"
 gateway_start "$TMP/refract.yaml" "$TMP/gateway.log"
 wait_http "http://127.0.0.1:$P_S3/" "$GW_PID" 10 || die "refract-gateway did not start ($(tail -5 "$TMP/gateway.log"))"
 

@@ -83,23 +83,9 @@ P_SWIFT=$(free_port)
 swift_bench_start "$P_SWIFT" # S3_ENDPOINT, S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 
 mkdir -p "$TMP/local" "$TMP/sg-state" "$TMP/www"
-cat >"$TMP/refract.yaml" <<EOF
-gateway:
-  listen: "127.0.0.1:$P_GW"
-  admin_listen: "127.0.0.1:$P_ADMIN"
-  threads: $THREADS
-  access_log: false
-bus:
-  endpoint: "tcp://127.0.0.1:$P_BUS"
-vhosts:                          # the gateway needs one; not used here
-  - name: localhost
-    default: true
-    origin: "file://$TMP/www"
-storgate:
-  listen: "127.0.0.1:$P_S3"
-  credentials:
-    - access_key: $ACCESS
-      secret_key: $SECRET
+{
+    storgate_conf_head "$P_GW" "$P_ADMIN" "$P_BUS" "$P_S3" "$THREADS" "$ACCESS" "$SECRET"
+    cat <<EOF
   aws_s3:
     - name: swiftstore
       endpoint: "$S3_ENDPOINT"
@@ -120,6 +106,7 @@ storgate_scheduler:
 log:
   level: warn
 EOF
+} >"$TMP/refract.yaml"
 gateway_start "$TMP/refract.yaml" "$TMP/gateway.log"
 wait_http "http://127.0.0.1:$P_S3/" "$GW_PID" 10 || die "refract-gateway did not start ($(tail -5 "$TMP/gateway.log"))"
 
