@@ -1201,17 +1201,12 @@ static void s_offload(gw_s3_req_t *r, s_off_kind_t kind, const rf_sgfs_loc_t *lo
 static void s_offload_copy(gw_s3_req_t *r, const rf_sgfs_loc_t *src, const rf_sgfs_loc_t *dst, const char *ct,
                            const char *meta)
 {
-    s_off_t *o = calloc(1, sizeof(*o));
-    if (o == NULL) {
-        gw_s3_error(r, "InternalError", "out of memory");
+    s_off_t *o = s_off_new(r, S_OFF_COPY_SRC, src);
+    if (o == NULL)
         return;
-    }
-    o->kind = S_OFF_COPY_SRC;
-    o->loc = *src;
     o->dst = *dst;
     o->ct = ct;
     o->meta = meta;
-    o->fd = -1;
     s_offload_run(r, o);
 }
 
@@ -1219,17 +1214,12 @@ static void s_offload_copy(gw_s3_req_t *r, const rf_sgfs_loc_t *src, const rf_sg
 static void s_offload_part_copy(gw_s3_req_t *r, const rf_sgfs_loc_t *src, const rf_sgfs_loc_t *upload, const char *id,
                                 int number)
 {
-    s_off_t *o = calloc(1, sizeof(*o));
-    if (o == NULL) {
-        gw_s3_error(r, "InternalError", "out of memory");
+    s_off_t *o = s_off_new(r, S_OFF_PART_SRC, src);
+    if (o == NULL)
         return;
-    }
-    o->kind = S_OFF_PART_SRC;
-    o->loc = *src;
     o->dst = *upload;
     snprintf(o->id, sizeof(o->id), "%s", id);
     o->number = number;
-    o->fd = -1;
     s_offload_run(r, o);
 }
 
@@ -1757,15 +1747,11 @@ static void s_complete_upload(gw_s3_req_t *r, const char *id)
         return;
     }
     if (loc.mount->kind == RF_SG_MOUNT_S3) { /* the upload runs off the loop */
-        s_off_t *o = calloc(1, sizeof(*o));
+        s_off_t *o = s_off_new(r, S_OFF_COMPLETE, &loc);
         if (o == NULL) {
             rf_s3xml_complete_clear(&c);
-            gw_s3_error(r, "InternalError", "out of memory");
             return;
         }
-        o->kind = S_OFF_COMPLETE;
-        o->loc = loc;
-        o->fd = -1;
         snprintf(o->id, sizeof(o->id), "%s", id);
         o->parts = c; /* taken */
         o->code = "InternalError";
