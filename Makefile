@@ -52,7 +52,8 @@ IMG_OBJ := $(IMG_SRC:%.c=$(O)/obj/%.o)
 IMG_CORE_OBJ := $(O)/obj/services/image-worker/img_core.o $(O)/obj/services/image-worker/img_orc.o
 ORC_GUARD := -Wl,--export-dynamic-symbol=orc_program_compile -Wl,--export-dynamic-symbol=orc_program_free
 # The video transform core (MP4 -> HLS) likewise; only its own tests link it.
-VID_CORE_OBJ := $(O)/obj/services/video-worker/vid_core.o
+VID_CORE_OBJ := $(O)/obj/services/video-worker/vid_core.o $(O)/obj/services/video-worker/vid_recut.o
+VID_CORE_SRC := services/video-worker/vid_core.c services/video-worker/vid_recut.c
 AV_PKGS   := libavformat libavcodec libavutil libswscale libswresample
 AV_CFLAGS := $(shell pkg-config --cflags $(AV_PKGS))
 AV_LIBS   := $(shell pkg-config --libs $(AV_PKGS)) -lm
@@ -191,8 +192,12 @@ build/fuzz/fuzz_origin: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_orig
 build/fuzz/fuzz_origin: services/gateway/gw_origin_parse.c services/gateway/gw_origin_parse.h
 
 # vid_core over whole (hostile) source files, through libavformat and libavcodec.
-build/fuzz/fuzz_vid_mp4: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_core.c $(AV_LIBS)
-build/fuzz/fuzz_vid_mp4: services/video-worker/vid_core.c services/video-worker/vid_core.h
+build/fuzz/fuzz_vid_mp4: FUZZ_EXTRA = -Iservices/video-worker $(VID_CORE_SRC) $(AV_LIBS)
+build/fuzz/fuzz_vid_mp4: $(VID_CORE_SRC) services/video-worker/vid_core.h services/video-worker/vid_recut.h
+
+# The avcC parser of the frame-accurate trimmer (the avcC comes from the source).
+build/fuzz/fuzz_avcc: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_recut.c $(AV_LIBS)
+build/fuzz/fuzz_avcc: services/video-worker/vid_recut.c services/video-worker/vid_recut.h
 
 # The video functions' URL parsers (times, segment names, trimming ranges).
 build/fuzz/fuzz_vurl: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_vparse.c
@@ -203,8 +208,8 @@ build/fuzz/fuzz_range: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_http_
 build/fuzz/fuzz_range: services/gateway/gw_http_parse.c services/gateway/gw_http_parse.h
 
 # The video core's saved-index parser (hostile: it may come from a shared cache).
-build/fuzz/fuzz_vid_index: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_core.c $(AV_LIBS)
-build/fuzz/fuzz_vid_index: services/video-worker/vid_core.c services/video-worker/vid_core.h
+build/fuzz/fuzz_vid_index: FUZZ_EXTRA = -Iservices/video-worker $(VID_CORE_SRC) $(AV_LIBS)
+build/fuzz/fuzz_vid_index: $(VID_CORE_SRC) services/video-worker/vid_core.h services/video-worker/vid_recut.h
 
 # The pre-warm message parser (everything it reads comes from Kafka).
 build/fuzz/fuzz_prewarm: FUZZ_EXTRA = -Iservices/prewarm services/prewarm/pw_msg.c

@@ -1827,15 +1827,17 @@ void rf_trim_default(rf_trim_conf_t *t)
     t->active = true;
     snprintf(t->param, sizeof(t->param), "trimming");
     t->max_ratio = 50;
+    t->m4a = true;
+    t->accurate = true;
 }
 
 /* A `trimming` mapping onto *t, which holds the defaults. */
 static int s_trimming(s_ctx_t *c, yaml_node_t *v, void *t)
 {
-    static const s_key_t keys[] = {K("status", s_bool, rf_trim_conf_t, active),
-                                   K("param", s_hls_keyword, rf_trim_conf_t, param),
-                                   K("max_ratio", s_int, rf_trim_conf_t, max_ratio),
-                                   {0}};
+    static const s_key_t keys[] = {
+        K("status", s_bool, rf_trim_conf_t, active),      K("param", s_hls_keyword, rf_trim_conf_t, param),
+        K("max_ratio", s_int, rf_trim_conf_t, max_ratio), K("m4a", s_bool, rf_trim_conf_t, m4a),
+        K("accurate", s_bool, rf_trim_conf_t, accurate),  {0}};
     rf_trim_conf_t *tr = t;
     if (s_walk(c, v, keys, tr, "trimming") < 0)
         return -1;

@@ -106,6 +106,8 @@ typedef struct {
     bool active;    /* status, default true */
     char param[32]; /* the query parameter of the ranges (MultiParam), default "trimming" */
     int max_ratio;  /* percent: ranges longer in all than this share of the source get the original; 0 = none */
+    bool m4a;       /* <M4ATrimming>: .m4a paths trimmed too, default true */
+    bool accurate;  /* cuts on the frames asked (partial groups re-encoded), default true; ?accurate=0|1 per URL */
 } rf_trim_conf_t;
 
 void rf_trim_default(rf_trim_conf_t *t);

@@ -235,7 +235,8 @@ typedef struct {
     int n;
     int64_t ms[S_TRIM_MAX_RANGES][2]; /* start, end (-1: to the end) */
     int max_ratio;
-    bool audio; /* an .m4a: audio/mp4 */
+    bool audio;    /* an .m4a: audio/mp4 */
+    bool accurate; /* cut on frames (else on keyframes) */
 } s_trim_t;
 
 static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len);
@@ -401,6 +402,7 @@ static json_t *s_hls_json(const void *state)
             json_array_append_new(ranges,
                                   json_pack("[I, I]", (json_int_t)st->trim->ms[i][0], (json_int_t)st->trim->ms[i][1]));
         json_object_set_new(json_array_get(j, 0), "trim_ms", ranges);
+        json_object_set_new(json_array_get(j, 0), "trim_accurate", json_boolean(st->trim->accurate));
     }
     return j;
 }
@@ -761,7 +763,7 @@ static int s_trim_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t
                         h2o_iovec_t *chain)
 {
     bool audio;
-    if (!vh->trimming.active || query.len == 0 || !s_trim_ext(path, &audio))
+    if (!vh->trimming.active || query.len == 0 || !s_trim_ext(path, &audio) || (audio && !vh->trimming.m4a))
         return 0;
     if (s_query_param(query, vh->trimming.param).base == NULL && s_query_param(query, "start").base == NULL &&
         s_query_param(query, "end").base == NULL)
@@ -777,7 +779,16 @@ static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why
     s_trim_t *t = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t));
     memset(t, 0, sizeof(*t));
     t->max_ratio = c->max_ratio;
+    t->accurate = c->accurate;
     s_trim_ext(rc->src, &t->audio);
+    h2o_iovec_t acc = s_query_param(chain, "accurate");
+    if (acc.base != NULL) {
+        if (acc.len != 1 || (acc.base[0] != '0' && acc.base[0] != '1')) {
+            snprintf(why, why_len, "accurate is 0 (cut on keyframes) or 1 (cut on frames)");
+            return -1;
+        }
+        t->accurate = acc.base[0] == '1';
+    }
     h2o_iovec_t ranges = s_query_param(chain, c->param);
     if (ranges.base != NULL) { /* as forms and URLSearchParams send it: "2-4%2C20-22" */
         char *dec = h2o_mem_alloc_pool(&rc->req->pool, ranges.len + 1);
@@ -815,7 +826,7 @@ static int s_trim_canon(const void *state, char *buf, size_t len)
             return -1;
         o += (size_t)n;
     }
-    int n = snprintf(buf + o, len - o, ";max=%d", t->max_ratio);
+    int n = snprintf(buf + o, len - o, ";max=%d;acc=%d", t->max_ratio, t->accurate);
     return n < 0 || (size_t)n >= len - o ? -1 : 0;
 }
 
@@ -825,8 +836,8 @@ static json_t *s_trim_json(const void *state)
     json_t *ranges = json_array();
     for (int i = 0; ranges != NULL && i < t->n; i++)
         json_array_append_new(ranges, json_pack("[I, I]", (json_int_t)t->ms[i][0], (json_int_t)t->ms[i][1]));
-    return json_pack("[{s:s, s:o, s:i, s:s}]", "op", "trim", "ranges_ms", ranges, "max_ratio", t->max_ratio,
-                     "content_type", t->audio ? "audio/mp4" : "video/mp4");
+    return json_pack("[{s:s, s:o, s:i, s:s, s:b}]", "op", "trim", "ranges_ms", ranges, "max_ratio", t->max_ratio,
+                     "content_type", t->audio ? "audio/mp4" : "video/mp4", "accurate", t->accurate);
 }
 
 static const gw_reply_rule_t s_trim_replies[] = {

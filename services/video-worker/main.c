@@ -45,6 +45,7 @@ typedef struct {
     char media[600], prefix[600], suffix[16];
     vid_range_t trim[VID_MAX_RANGES]; /* HLS of a trim: these ranges first */
     int ntrim;
+    int trim_accurate; /* cut on frames (else on keyframes) */
 } s_hls_job_t;
 
 /* Copies string member `name` of o into dst[size]: printable, not
@@ -68,6 +69,14 @@ static int s_str(const json_t *o, const char *name, char *dst, size_t size)
 }
 
 /* Integer member `name` of o within [lo, hi] into *dst; -1 otherwise. */
+/* Boolean member `name` of o: 1 when true or absent (frame-accurate cuts
+ * are the default), 0 when false, -1 when not a boolean. */
+static int s_accurate(const json_t *o, const char *name)
+{
+    const json_t *v = json_object_get(o, name);
+    return v == NULL ? 1 : json_is_boolean(v) ? json_is_true(v) : -1;
+}
+
 static int s_int(const json_t *o, const char *name, int lo, int hi, int *dst)
 {
     json_t *v = json_object_get(o, name);
@@ -100,8 +109,9 @@ static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_le
         return -1;
     }
     const json_t *trim = json_object_get(op, "trim_ms");
-    if (trim != NULL && s_ranges(trim, j->trim, &j->ntrim) < 0) {
-        snprintf(why, why_len, "bad hls operation (trim_ms)");
+    if (trim != NULL &&
+        (s_ranges(trim, j->trim, &j->ntrim) < 0 || (j->trim_accurate = s_accurate(op, "trim_accurate")) < 0)) {
+        snprintf(why, why_len, "bad hls operation (trim_ms, trim_accurate)");
         return -1;
     }
     return 0;
@@ -231,8 +241,8 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
     if (j->ntrim > 0) { /* HLS of a trim: the copy is the source from here on */
         char key[4500];
         s_source_key(ref, host, *r, key, sizeof(key));
-        int rc =
-            vid_trims_get(app->trims, vid_reader_source(*r), key, j->trim, j->ntrim, copy, sizeof(copy), why, why_len);
+        int rc = vid_trims_get(app->trims, vid_reader_source(*r), key, j->trim, j->ntrim, j->trim_accurate, copy,
+                               sizeof(copy), why, why_len);
         if (rc != 0) {
             return s_failed(*r, rc == 1 ? 400 : 415, why, why_len);
         }
@@ -413,11 +423,12 @@ static int s_sprite_run(s_app_t *app, const rf_worker_job_t *job, const json_t *
 }
 
 /* A trim job: {"op": "trim", "ranges_ms": [[A, B or -1], ...], "max_ratio",
- * "content_type"} (gw_func.c s_trim_json). n ranges into r. 0 or -1. */
-static int s_trim_parse(const json_t *op, vid_range_t *r, int *n, int *max_ratio, char *ctype, size_t ctype_len)
+ * "content_type", "accurate"} (gw_func.c s_trim_json). n ranges into r. 0 or -1. */
+static int s_trim_parse(const json_t *op, vid_range_t *r, int *n, int *max_ratio, int *accurate, char *ctype,
+                        size_t ctype_len)
 {
     const char *ct = json_string_value(json_object_get(op, "content_type"));
-    if (s_int(op, "max_ratio", 0, 100, max_ratio) < 0 || ct == NULL ||
+    if (s_int(op, "max_ratio", 0, 100, max_ratio) < 0 || (*accurate = s_accurate(op, "accurate")) < 0 || ct == NULL ||
         (strcmp(ct, "video/mp4") != 0 && strcmp(ct, "audio/mp4") != 0))
         return -1;
     snprintf(ctype, ctype_len, "%s", ct);
@@ -499,15 +510,32 @@ static int s_result_file(const s_app_t *app, const char *path, rf_worker_result_
     return 200;
 }
 
+/* What was cut, for the client (X-Refract-Note): "cut on frames: A-B,…;
+ * N frames re-encoded", "cut on keyframes[ (why)]: …" or "cut on audio
+ * frames: …". */
+static void s_trim_note(const vid_trim_info_t *info, int n, char *note, size_t len)
+{
+    size_t o =
+        (size_t)snprintf(note, len, "cut %s%s%s%s:",
+                         info->exact          ? "on frames"
+                         : info->on_keyframes ? "on keyframes"
+                                              : "on audio frames",
+                         info->keyframes_why[0] ? " (" : "", info->keyframes_why, info->keyframes_why[0] ? ")" : "");
+    for (int i = 0; i < n && o < len; i++)
+        o += (size_t)snprintf(note + o, len - o, "%s%.3f-%.3f", i ? "," : " ", info->cut[i].start, info->cut[i].end);
+    if (info->exact && o < len)
+        snprintf(note + o, len - o, "; %lld frame(s) re-encoded", (long long)info->recoded);
+}
+
 /* Answers a trim job into res; returns its status. */
 static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
                       vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
 {
     vid_range_t ranges[VID_MAX_RANGES];
-    int n = 0, max_ratio = 0, status = 0;
+    int n = 0, max_ratio = 0, accurate = 1, status = 0;
     char ctype[32];
-    if (s_trim_parse(op, ranges, &n, &max_ratio, ctype, sizeof(ctype)) < 0) {
-        snprintf(why, why_len, "bad trim operation (ranges_ms, max_ratio, content_type)");
+    if (s_trim_parse(op, ranges, &n, &max_ratio, &accurate, ctype, sizeof(ctype)) < 0) {
+        snprintf(why, why_len, "bad trim operation (ranges_ms, max_ratio, content_type, accurate)");
         return 400;
     }
     snprintf(what, what_len, "trim %d range(s)", n);
@@ -535,18 +563,14 @@ static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
         return 500;
     }
     vid_trim_info_t info;
-    int rc = vid_trim(vid_reader_source(*r), ranges, n, path, &info, why, why_len);
+    int rc = vid_trim(vid_reader_source(*r), ranges, n, accurate, path, &info, why, why_len);
     if (rc != 0) {
         unlink(path);
         return s_failed(*r, rc == 1 ? 400 : 415, why, why_len);
     }
-    /* What was cut, for the client: the cuts are on keyframes. */
-    size_t o = (size_t)snprintf(res->note, sizeof(res->note),
-                                "cut %s:", info.on_keyframes ? "on keyframes" : "on audio frames");
-    for (int i = 0; i < n && o < sizeof(res->note); i++)
-        o += (size_t)snprintf(res->note + o, sizeof(res->note) - o, "%s%.3f-%.3f", i ? "," : " ", info.cut[i].start,
-                              info.cut[i].end);
-    snprintf(what, what_len, "trim %d range(s) kept %.3f s of %.3f s", n, info.kept, info.duration);
+    s_trim_note(&info, n, res->note, sizeof(res->note));
+    snprintf(what, what_len, "trim %d range(s) kept %.3f s of %.3f s, %lld frame(s) re-encoded", n, info.kept,
+             info.duration, (long long)info.recoded);
     snprintf(res->content_type, sizeof(res->content_type), "%s", ctype);
     return s_result_file(app, path, res, why, why_len);
 }

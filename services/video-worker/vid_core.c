@@ -1,4 +1,5 @@
 #include "vid_core.h"
+#include "vid_recut.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -1424,7 +1425,11 @@ typedef struct {
     int out_of[VID_MAX_STREAMS];
 } s_trim_out_t;
 
-static int s_trim_open(s_trim_out_t *o, const s_demux_t *d, int v, int a, const char *path, char *err, size_t errlen)
+/* Opens the output at path with the tracks v and a (-1: none) of d; the
+ * video track gets the avcC `extra` when not NULL (frame-accurate cuts'
+ * joined parameter sets). 0, or -1 with err set. */
+static int s_trim_open(s_trim_out_t *o, const s_demux_t *d, int v, int a, const uint8_t *extra, int extra_len,
+                       const char *path, char *err, size_t errlen)
 {
     memset(o, 0, sizeof(*o));
     for (int i = 0; i < VID_MAX_STREAMS; i++)
@@ -1445,6 +1450,15 @@ static int s_trim_open(s_trim_out_t *o, const s_demux_t *d, int v, int a, const 
         }
         st->codecpar->codec_tag = 0;
         st->time_base = in->time_base;
+        if (k == 0 && extra != NULL) {
+            av_freep(&st->codecpar->extradata);
+            if ((st->codecpar->extradata = av_mallocz((size_t)extra_len + AV_INPUT_BUFFER_PADDING_SIZE)) == NULL) {
+                s_err(err, errlen, "out of memory");
+                return -1;
+            }
+            memcpy(st->codecpar->extradata, extra, (size_t)extra_len);
+            st->codecpar->extradata_size = extra_len;
+        }
         o->in[n] = tracks[k];
         o->out_of[tracks[k]] = n++;
     }
@@ -1481,6 +1495,30 @@ static int64_t s_us(const AVStream *st, int64_t t)
     return av_rescale_q(t, st->time_base, AV_TIME_BASE_Q);
 }
 
+/* Microseconds of a presentation time of stream st from the stream's
+ * start; AV_NOPTS_VALUE stays. */
+static int64_t s_rel_us(const AVStream *st, int64_t pts)
+{
+    if (pts == AV_NOPTS_VALUE)
+        return AV_NOPTS_VALUE;
+    return s_us(st, pts - (st->start_time != AV_NOPTS_VALUE ? st->start_time : 0));
+}
+
+/* Seeks d to track's keyframe at or before start_us (microseconds from
+ * the track's start), else to its first. 0, or -1 with err set. */
+static int s_seek_back(s_demux_t *d, int track, int64_t start_us, char *err, size_t errlen)
+{
+    const AVStream *ps = d->fmt->streams[track];
+    int64_t first = ps->start_time != AV_NOPTS_VALUE ? ps->start_time : 0;
+    if (av_seek_frame(d->fmt, track, first + av_rescale_q(start_us, AV_TIME_BASE_Q, ps->time_base),
+                      AVSEEK_FLAG_BACKWARD) < 0 &&
+        av_seek_frame(d->fmt, track, first, AVSEEK_FLAG_BACKWARD) < 0) {
+        s_err(err, errlen, "cannot seek to %.3f s", start_us / 1e6);
+        return -1;
+    }
+    return 0;
+}
+
 /* Writes pkt (of input stream `in`) moved from the range's start to the
  * output's offset; takes its data. 0 or -1. */
 static int s_trim_write(s_trim_out_t *o, const s_demux_t *d, AVPacket *pkt, int64_t range_start_us, int64_t offset_us)
@@ -1506,19 +1544,13 @@ static int s_trim_range(s_demux_t *d, s_trim_out_t *o, int primary, bool by_key,
                         int64_t offset_us, int64_t *cut, int64_t *packets, char *err, size_t errlen)
 {
     int rc = -1;
-    const AVStream *ps = d->fmt->streams[primary];
-    int64_t first = ps->start_time != AV_NOPTS_VALUE ? ps->start_time : 0;
     AVPacket *pkt = av_packet_alloc();
     if (pkt == NULL) {
         s_err(err, errlen, "out of memory");
         return -1;
     }
-    if (av_seek_frame(d->fmt, primary, first + av_rescale_q(start_us, AV_TIME_BASE_Q, ps->time_base),
-                      AVSEEK_FLAG_BACKWARD) < 0 &&
-        av_seek_frame(d->fmt, primary, first, AVSEEK_FLAG_BACKWARD) < 0) {
-        s_err(err, errlen, "cannot seek to %.3f s", start_us / 1e6);
+    if (s_seek_back(d, primary, start_us, err, errlen) < 0)
         goto cleanup;
-    }
     int64_t rstart = AV_NOPTS_VALUE, rend = AV_NOPTS_VALUE, last_end = AV_NOPTS_VALUE; /* us, source timeline */
     for (;;) {
         if (++*packets > S_MAX_ENTRIES) {
@@ -1534,9 +1566,7 @@ static int s_trim_range(s_demux_t *d, s_trim_out_t *o, int primary, bool by_key,
             break; /* the end of the source ends the range */
         }
         const AVStream *st = d->fmt->streams[pkt->stream_index];
-        int64_t t = pkt->pts != AV_NOPTS_VALUE
-                        ? s_us(st, pkt->pts - (st->start_time != AV_NOPTS_VALUE ? st->start_time : 0))
-                        : AV_NOPTS_VALUE;
+        int64_t t = s_rel_us(st, pkt->pts);
         bool is_primary = pkt->stream_index == primary;
         bool keep = false;
         if (t == AV_NOPTS_VALUE || o->out_of[pkt->stream_index] < 0) {
@@ -1582,12 +1612,276 @@ cleanup:
     return rc;
 }
 
-int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const char *out_path, vid_trim_info_t *info,
-             char *err, size_t errlen)
+/* ---- frame-accurate cuts ---------------------------------------------------------------- */
+
+/* The packets of one group of pictures plus the audio read meanwhile may
+ * not exceed this (a source with keyframes minutes apart). */
+#define S_GOP_MAX_BYTES (64 << 20)
+
+/* Packets held (each owned). */
+typedef struct {
+    AVPacket **p;
+    int n, cap;
+    int64_t bytes;
+} s_pkts_t;
+
+/* Moves pkt's reference to the end of l. 0 or -1 (out of memory). */
+static int s_pkts_push(s_pkts_t *l, AVPacket *pkt)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap > 0 ? l->cap * 2 : 64;
+        AVPacket **np = realloc(l->p, (size_t)cap * sizeof(*np));
+        if (np == NULL)
+            return -1;
+        l->p = np;
+        l->cap = cap;
+    }
+    AVPacket *c = av_packet_alloc();
+    if (c == NULL)
+        return -1;
+    av_packet_move_ref(c, pkt);
+    l->bytes += c->size;
+    l->p[l->n++] = c;
+    return 0;
+}
+
+/* Frees the first k packets of l and moves the rest up. */
+static void s_pkts_drop(s_pkts_t *l, int k)
+{
+    if (k <= 0)
+        return;
+    for (int i = 0; i < k; i++) {
+        l->bytes -= l->p[i]->size;
+        av_packet_free(&l->p[i]);
+    }
+    memmove(l->p, l->p + k, (size_t)(l->n - k) * sizeof(*l->p));
+    l->n -= k;
+}
+
+/* One range being cut on frames: whole groups of pictures inside it are
+ * copied, the groups its ends fall in are re-encoded from the first frame
+ * at or after its start to the last before its end. Video is held a group
+ * at a time (whether a group is whole inside is known when the next
+ * keyframe comes), audio until the video has reached its time. */
+typedef struct {
+    s_demux_t *d;
+    s_trim_out_t *o;
+    vid_recut_t *recut;
+    int v;
+    int64_t s_us, e_us;       /* asked: microseconds from the track's start */
+    int64_t offset_us;        /* where the range starts in the output */
+    int64_t first_us, end_us; /* as cut: the first frame kept, the end of the last (AV_NOPTS_VALUE: none yet) */
+    bool done;                /* the range's video is all written */
+    s_pkts_t gop, audio;
+    int64_t *recoded;
+    char *err;
+    size_t errlen;
+} s_cut_t;
+
+static int s_cut_emit(void *arg, AVPacket *pkt)
+{
+    s_cut_t *c = arg;
+    pkt->stream_index = c->v;
+    return s_trim_write(c->o, c->d, pkt, c->first_us, c->offset_us);
+}
+
+/* The group held: nothing of it in the range, all of it (copied), or
+ * part (re-encoded). A frame at or past the end marks the range done. 0 or -1. */
+static int s_cut_gop(s_cut_t *c)
+{
+    const AVStream *st = c->d->fmt->streams[c->v];
+    int kept = 0, rc = 0;
+    bool all = true;
+    int64_t lo = INT64_MAX, hi = INT64_MIN, end = AV_NOPTS_VALUE;
+    for (int i = 0; i < c->gop.n; i++) {
+        const AVPacket *p = c->gop.p[i];
+        int64_t t = s_rel_us(st, p->pts);
+        if (t != AV_NOPTS_VALUE && t >= c->e_us)
+            c->done = true;
+        if (t == AV_NOPTS_VALUE || t < c->s_us || t >= c->e_us) {
+            all = false;
+            continue;
+        }
+        kept++;
+        lo = p->pts < lo ? p->pts : lo;
+        hi = p->pts >= hi ? p->pts + 1 : hi;
+        int64_t pe = t + s_us(st, p->duration);
+        end = end == AV_NOPTS_VALUE || pe > end ? pe : end;
+    }
+    if (kept > 0) {
+        if (c->first_us == AV_NOPTS_VALUE)
+            c->first_us = s_rel_us(st, lo);
+        c->end_us = c->end_us == AV_NOPTS_VALUE || end > c->end_us ? end : c->end_us;
+        if (all) {
+            for (int i = 0; i < c->gop.n && rc == 0; i++)
+                rc = s_trim_write(c->o, c->d, c->gop.p[i], c->first_us, c->offset_us);
+            if (rc < 0)
+                s_err(c->err, c->errlen, "cannot write the output");
+        } else {
+            /* re-encoded decode times keep the source's delay, so that
+             * they join the copied groups' without going back */
+            const AVPacket *k = c->gop.p[0];
+            int64_t delay =
+                k->pts != AV_NOPTS_VALUE && k->dts != AV_NOPTS_VALUE && k->pts > k->dts ? k->pts - k->dts : 0;
+            int frames = 0;
+            rc = vid_recut_gop(c->recut, c->gop.p, c->gop.n, lo, hi, delay, s_cut_emit, c, &frames, c->err, c->errlen);
+            *c->recoded += frames;
+        }
+    }
+    s_pkts_drop(&c->gop, c->gop.n);
+    return rc;
+}
+
+/* Writes the audio held that the video has reached: from the first frame
+ * kept to the end of the last. 1 when the range's audio is complete, 0
+ * for more, -1 on an error. */
+static int s_cut_audio(s_cut_t *c)
+{
+    if (c->first_us == AV_NOPTS_VALUE)
+        return 0;
+    int i = 0, rc = 0;
+    for (; i < c->audio.n; i++) {
+        AVPacket *p = c->audio.p[i];
+        int64_t t = s_rel_us(c->d->fmt->streams[p->stream_index], p->pts);
+        if (t == AV_NOPTS_VALUE || t < c->first_us)
+            continue;
+        if (t >= c->end_us) {
+            rc = c->done ? 1 : 0;
+            break;
+        }
+        if (s_trim_write(c->o, c->d, p, c->first_us, c->offset_us) < 0) {
+            s_err(c->err, c->errlen, "cannot write the output");
+            rc = -1;
+            break;
+        }
+    }
+    s_pkts_drop(&c->audio, i);
+    return rc;
+}
+
+/* Reads one packet into the range's state. 1 when the range is complete,
+ * 0 for more, -1 on an error. */
+static int s_cut_packet(s_cut_t *c, AVPacket *pkt)
+{
+    int rc = 0;
+    if (pkt->stream_index == c->v && !c->done) {
+        if (pkt->flags & AV_PKT_FLAG_KEY) {
+            rc = s_cut_gop(c);
+            int64_t t = s_rel_us(c->d->fmt->streams[c->v], pkt->pts);
+            if (t != AV_NOPTS_VALUE && t >= c->e_us)
+                c->done = true;
+        }
+        if (rc == 0 && !c->done && (c->gop.n > 0 || (pkt->flags & AV_PKT_FLAG_KEY)) && s_pkts_push(&c->gop, pkt) < 0)
+            rc = -1, s_err(c->err, c->errlen, "out of memory");
+    } else if (pkt->stream_index == c->o->in[1] && s_pkts_push(&c->audio, pkt) < 0) {
+        rc = -1, s_err(c->err, c->errlen, "out of memory");
+    }
+    if (rc == 0 && c->gop.bytes + c->audio.bytes > S_GOP_MAX_BYTES) {
+        s_err(c->err, c->errlen, "a group of pictures over %d MiB: cut on keyframes (accurate=0)",
+              S_GOP_MAX_BYTES >> 20);
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = s_cut_audio(c);
+    return rc == 0 && c->done && c->o->in[1] < 0 ? 1 : rc;
+}
+
+/* One range cut on frames: it starts on the first video frame at or
+ * after start_us and ends before the first at or after end_us. Sets
+ * cut[0..1] in microseconds. 0, or -1 with err set. */
+static int s_trim_range_exact(s_demux_t *d, s_trim_out_t *o, vid_recut_t *recut, int v, int64_t start_us,
+                              int64_t end_us, int64_t offset_us, int64_t *cut, int64_t *packets, int64_t *recoded,
+                              char *err, size_t errlen)
+{
+    s_cut_t c = {.d = d,
+                 .o = o,
+                 .recut = recut,
+                 .v = v,
+                 .s_us = start_us,
+                 .e_us = end_us,
+                 .offset_us = offset_us,
+                 .first_us = AV_NOPTS_VALUE,
+                 .end_us = AV_NOPTS_VALUE,
+                 .recoded = recoded,
+                 .err = err,
+                 .errlen = errlen};
+    int rc = -1, got = 0;
+    AVPacket *pkt = av_packet_alloc();
+    if (pkt == NULL) {
+        s_err(err, errlen, "out of memory");
+        return -1;
+    }
+    if (s_seek_back(d, v, start_us, err, errlen) < 0)
+        goto cleanup;
+    while (got == 0) {
+        if (++*packets > S_MAX_ENTRIES) {
+            s_err(err, errlen, "too many packets");
+            goto cleanup;
+        }
+        if (av_read_frame(d->fmt, pkt) < 0) {
+            if (d->io.failed || d->io.over) {
+                s_err(err, errlen, d->io.failed ? "source read failed" : "too many bytes read");
+                goto cleanup;
+            }
+            break; /* the end of the source ends the range */
+        }
+        got = s_cut_packet(&c, pkt);
+        av_packet_unref(pkt);
+        if (got < 0)
+            goto cleanup;
+    }
+    if (!c.done && s_cut_gop(&c) < 0)
+        goto cleanup;
+    c.done = true;
+    if (s_cut_audio(&c) < 0)
+        goto cleanup;
+    if (c.first_us == AV_NOPTS_VALUE) {
+        s_err(err, errlen, "no frame from %.3f s on", start_us / 1e6);
+        goto cleanup;
+    }
+    cut[0] = c.first_us;
+    cut[1] = c.end_us;
+    rc = 0;
+cleanup:
+    s_pkts_drop(&c.gop, c.gop.n);
+    s_pkts_drop(&c.audio, c.audio.n);
+    free(c.gop.p);
+    free(c.audio.p);
+    av_packet_free(&pkt);
+    return rc;
+}
+
+/* A recutter for video track v, set up from its keyframe at or before
+ * start_us; NULL, with why set, when cuts must be on keyframes. */
+static vid_recut_t *s_recut_for(s_demux_t *d, int v, int64_t start_us, char *why, size_t why_len)
+{
+    AVPacket *pkt = av_packet_alloc();
+    vid_recut_t *r = NULL;
+    if (pkt != NULL && s_seek_back(d, v, start_us, why, why_len) == 0) {
+        for (int i = 0; i < VID_MAX_STREAMS * 16; i++) { /* the keyframe is among the first packets */
+            if (av_read_frame(d->fmt, pkt) < 0)
+                break;
+            bool key = pkt->stream_index == v && (pkt->flags & AV_PKT_FLAG_KEY);
+            if (key)
+                r = vid_recut_new(d->fmt->streams[v], pkt, why, why_len);
+            av_packet_unref(pkt);
+            if (key)
+                break;
+        }
+    }
+    if (r == NULL && why[0] == '\0')
+        snprintf(why, why_len, "no keyframe found at the start");
+    av_packet_free(&pkt);
+    return r;
+}
+
+int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, int accurate, const char *out_path,
+             vid_trim_info_t *info, char *err, size_t errlen)
 {
     int rc = -1;
     s_demux_t d;
     s_trim_out_t o = {0};
+    vid_recut_t *recut = NULL;
     memset(info, 0, sizeof(*info));
     if (n < 1 || n > VID_MAX_RANGES) {
         s_err(err, errlen, "1 to %d ranges", VID_MAX_RANGES);
@@ -1616,15 +1910,26 @@ int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const ch
     for (unsigned i = 0; i < d.fmt->nb_streams; i++)
         if ((int)i != v && (int)i != a)
             d.fmt->streams[i]->discard = AVDISCARD_ALL;
-    if (s_trim_open(&o, &d, v, a, out_path, err, errlen) != 0)
+    const uint8_t *extra = NULL;
+    int extra_len = 0;
+    if (accurate && v >= 0) { /* else, or when it cannot be done, cuts on keyframes */
+        if ((recut = s_recut_for(&d, v, (int64_t)llround(ranges[0].start * 1e6), info->keyframes_why,
+                                 sizeof(info->keyframes_why))) != NULL)
+            extra = vid_recut_extradata(recut, &extra_len);
+    }
+    info->exact = recut != NULL;
+    if (s_trim_open(&o, &d, v, a, extra, extra_len, out_path, err, errlen) != 0)
         goto cleanup;
     d.io.budget = d.io.used + (src->size + VID_READ_SLACK) * n; /* each range reads at most the file */
     int64_t offset = 0;
     for (int i = 0; i < n; i++) {
         double end = ranges[i].end > ranges[i].start && ranges[i].end < info->duration ? ranges[i].end : info->duration;
         int64_t cut[2];
-        if (s_trim_range(&d, &o, primary, v >= 0, (int64_t)llround(ranges[i].start * 1e6), (int64_t)llround(end * 1e6),
-                         offset, cut, &info->packets, err, errlen) != 0)
+        int64_t s_us = (int64_t)llround(ranges[i].start * 1e6), e_us = (int64_t)llround(end * 1e6);
+        if (recut != NULL
+                ? s_trim_range_exact(&d, &o, recut, v, s_us, e_us, offset, cut, &info->packets, &info->recoded, err,
+                                     errlen) != 0
+                : s_trim_range(&d, &o, primary, v >= 0, s_us, e_us, offset, cut, &info->packets, err, errlen) != 0)
             goto cleanup;
         info->cut[i] = (vid_range_t){cut[0] / 1e6, cut[1] / 1e6};
         offset += cut[1] - cut[0];
@@ -1637,6 +1942,7 @@ int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const ch
     rc = 0;
 cleanup:
     s_trim_close(&o);
+    vid_recut_destroy(&recut);
     s_demux_close(&d);
     return rc;
 }

@@ -219,9 +219,12 @@ typedef struct {
 typedef struct {
     double duration;                 /* of the source */
     double kept;                     /* of the output: the ranges as cut */
-    vid_range_t cut[VID_MAX_RANGES]; /* each range as cut (on keyframes) */
+    vid_range_t cut[VID_MAX_RANGES]; /* each range as cut */
     int64_t packets;
-    int on_keyframes; /* cut on video keyframes (else on audio packets: an audio-only source) */
+    int on_keyframes;        /* a video source (else cut on audio packets: an audio-only source) */
+    int exact;               /* cut on the frames asked (else on keyframes) */
+    int64_t recoded;         /* frames re-encoded at the cuts */
+    char keyframes_why[160]; /* accurate asked of a video but cut on keyframes: why */
 } vid_trim_info_t;
 
 /* The source's duration in seconds (reads its header), or a negative
@@ -231,16 +234,24 @@ double vid_duration(const vid_source_t *src, char *err, size_t errlen);
 /* Writes the ranges of src, in the order given and joined into one
  * timeline, as an MP4 with its moov first (faststart) to the file at
  * out_path (created or truncated; libavformat writes it, then reads it
- * back to move the moov). Cuts are on video keyframes: a range starts at
- * the keyframe at or before its start and ends at the first keyframe at
- * or after its end (audio-only sources: on audio packets); info->cut says
- * where. Tracks are copied, not re-encoded: the first video and the first
- * audio track, any codec MP4 carries. Reads the header and each range's
- * samples only. Returns 0, 1 when a range starts past the end (err says
- * the duration), or -1 with err set (out_path may then hold a partial
- * file: the caller removes it). */
-int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, const char *out_path, vid_trim_info_t *info,
-             char *err, size_t errlen);
+ * back to move the moov). The first video and the first audio track are
+ * kept, any codec MP4 carries.
+ *
+ * accurate, with H.264 video (vid_recut): a range starts on the first
+ * frame at or after its start and ends before the first at or after its
+ * end; whole groups of pictures are copied and the frames of the partial
+ * groups at the cuts re-encoded (info->recoded). Otherwise (accurate 0,
+ * other codecs: info->keyframes_why says why) cuts are on keyframes: a
+ * range starts at the keyframe at or before its start and ends at the
+ * first keyframe at or after its end, everything copied. Audio-only
+ * sources are cut on audio packets. Audio packets follow the video's cut;
+ * info->cut says where each range was cut.
+ *
+ * Reads the header and each range's samples only. Returns 0, 1 when a
+ * range starts past the end (err says the duration), or -1 with err set
+ * (out_path may then hold a partial file: the caller removes it). */
+int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, int accurate, const char *out_path,
+             vid_trim_info_t *info, char *err, size_t errlen);
 
 /* ---- transcoding ---- */
 

@@ -87,9 +87,9 @@ void vid_trims_destroy(vid_trims_t **p)
 }
 
 /* FNV-1a over the key and the ranges: the copy's name. */
-static uint64_t s_hash(const char *key, const vid_range_t *r, int n)
+static uint64_t s_hash(const char *key, const vid_range_t *r, int n, int accurate)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)(accurate != 0);
     for (const char *p = key; *p; p++)
         h = (h ^ (uint8_t)*p) * 1099511628211ULL;
     for (int i = 0; i < n; i++) {
@@ -133,9 +133,9 @@ static void s_evict(vid_trims_t *self)
 }
 
 int vid_trims_get(vid_trims_t *self, const vid_source_t *src, const char *key, const vid_range_t *ranges, int n,
-                  char *path, size_t path_len, char *err, size_t errlen)
+                  int accurate, char *path, size_t path_len, char *err, size_t errlen)
 {
-    snprintf(path, path_len, "%s/%016" PRIx64 ".mp4", self->dir, s_hash(key, ranges, n));
+    snprintf(path, path_len, "%s/%016" PRIx64 ".mp4", self->dir, s_hash(key, ranges, n, accurate));
     if (access(path, R_OK) == 0)
         return 0;
     /* Made under a name of this thread's, then renamed: another job making
@@ -143,7 +143,7 @@ int vid_trims_get(vid_trims_t *self, const vid_source_t *src, const char *key, c
     char tmp[600];
     snprintf(tmp, sizeof(tmp), "%s.%ld.part", path, (long)syscall(SYS_gettid));
     vid_trim_info_t info;
-    int rc = vid_trim(src, ranges, n, tmp, &info, err, errlen);
+    int rc = vid_trim(src, ranges, n, accurate, tmp, &info, err, errlen);
     if (rc != 0 || rename(tmp, path) != 0) {
         if (rc == 0)
             snprintf(err, errlen, "cannot keep the trimmed copy: %s", strerror(errno));

@@ -21,11 +21,11 @@ vid_trims_t *vid_trims_new(const char *base, size_t keep);
 /* Removes the store's files and directory, frees it, sets *p to NULL. */
 void vid_trims_destroy(vid_trims_t **p);
 
-/* The path of src's ranges trimmed (made now when not kept yet) into
- * path[path_len]. `key` names this version of the source (ref, size,
- * validator); src is read only when the copy is made. 0, 1 when a range
- * starts past the end, -1 with err set. */
+/* The path of src's ranges trimmed (made now when not kept yet; accurate
+ * as vid_trim's) into path[path_len]. `key` names this version of the
+ * source (ref, size, validator); src is read only when the copy is made.
+ * 0, 1 when a range starts past the end, -1 with err set. */
 int vid_trims_get(vid_trims_t *self, const vid_source_t *src, const char *key, const vid_range_t *ranges, int n,
-                  char *path, size_t path_len, char *err, size_t errlen);
+                  int accurate, char *path, size_t path_len, char *err, size_t errlen);
 
 #endif

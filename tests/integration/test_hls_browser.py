@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
 
 import pytest
 
@@ -190,3 +191,22 @@ def test_refused_segment_is_an_error(node, stack):
     hls = [e for e in res["errors"] if e.get("source") == "hls"]
     assert hls and hls[0]["details"] == "fragLoadError" and hls[0]["code"] == 404, res
     assert hls[0]["url"].endswith("/v.mp4/mp4hls/seg-9.ts"), res
+
+
+@pytest.mark.timeout_s(90)
+def test_hlsjs_plays_hls_of_a_frame_accurate_trim(node, stack):
+    """The seed's /v.mp4?trimming=…/mp4hls/index.m3u8 with cuts off the
+    keyframes: the trim's re-encoded stretches carry parameter sets of
+    their own (a second SPS/PPS id in the avcC, in-band before each IDR in
+    the TS), and hls.js in Chromium plays across both joins and a segment
+    boundary with no error."""
+    trim = "1.5-7.3,12.3-20.1"  # 5.8 s + 7.8 s, each end inside a 2 s group
+    playlist = urllib.parse.quote(f"/v.mp4?trimming={trim}/mp4hls/index.m3u8", safe="/")
+    rc, res = _play(node, stack, playlist)
+    assert rc == 0 and res["ok"], json.dumps(res, indent=1)
+    assert res["errors"] == [] and res["videoError"] is None
+    assert res["played"] >= PLAY
+    assert abs(res["duration"] - 13.6) < 0.3, res["duration"]
+    assert res["fragsLoaded"] >= 2 and {0, 1} <= {f["sn"] for f in res["frags"]}, res["frags"]
+    assert res["decodedFrames"] >= (PLAY - 1) * 25, res["decodedFrames"]
+    assert res["failedRequests"] == [], res["failedRequests"]

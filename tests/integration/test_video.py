@@ -54,6 +54,7 @@ def stack(tmp_path_factory, videos):
             {"name": "vod.test", "default": True, "origin": "file://" + videos},
             {"name": "web.test", "origin": origin.url},
             {"name": "cached.test", "origin": origin.url, "cache": {"enable": True}},
+            {"name": "nom4a.test", "origin": "file://" + videos, "trimming": {"m4a": False, "accurate": False}},
             {"name": "seed.test", "origin": "file://" + videos,
              "mp4hls": {"keyword": "hls", "index": "main.m3u8", "version": 4, "sequence": 100, "duration": 4,
                         "alternates": True, "alternates_name": "master.m3u8"}},
@@ -316,38 +317,67 @@ def _trimmed(stack, tmp_path, path, host="vod.test", **kw):
 
 
 @pytest.mark.parametrize("host", ["vod.test", "web.test"])
-@pytest.mark.parametrize("query,cut,dur", [
-    ("trimming=10-20", "10.000-20.000", 10.0),
-    ("trimming=11-19", "10.000-20.000", 10.0),       # outward to keyframes (every 2 s)
-    ("trimming=2-4,20-22", "2.000-4.000,20.000-22.000", 4.0),  # joined in order
-    ("trimming=24-", "24.000-30.000", 6.0),          # to the end
-    ("start=4&end=8", "4.000-8.000", 4.0),            # nginx mp4 module style
-    ("trimming=2-4%2C20-22", "2.000-4.000,20.000-22.000", 4.0),  # the comma as forms encode it
+@pytest.mark.parametrize("query,note,dur", [
+    ("trimming=10-20", "on frames: 10.000-20.000; 0 frame(s) re-encoded", 10.0),  # on keyframes: all copied
+    ("trimming=11-19", "on frames: 11.000-19.000; 50 frame(s) re-encoded", 8.0),  # 1 s of each end GOP
+    ("trimming=2.5-4.3,20.1-22.7", "on frames: 2.520-4.320,20.120-22.720; 110 frame(s) re-encoded", 4.4),
+    ("trimming=2-4,20-22", "on frames: 2.000-4.000,20.000-22.000; 0 frame(s) re-encoded", 4.0),  # joined in order
+    ("trimming=24-", "on frames: 24.000-30.000; 0 frame(s) re-encoded", 6.0),  # to the end
+    ("trimming=25.5-", "on frames: 25.520-30.000; 12 frame(s) re-encoded", 4.48),
+    ("start=4&end=8", "on frames: 4.000-8.000; 0 frame(s) re-encoded", 4.0),  # nginx mp4 module style
+    ("trimming=2-4%2C20-22", "on frames: 2.000-4.000,20.000-22.000; 0 frame(s) re-encoded", 4.0),  # forms' comma
+    ("trimming=11-19&accurate=0", "on keyframes: 10.000-20.000", 10.0),  # outward to keyframes (every 2 s)
+    ("accurate=0&trimming=2.5-4.3,20.1-22.7", "on keyframes: 2.000-6.000,20.000-24.000", 8.0),
 ])
-def test_trimming(stack, tmp_path, host, query, cut, dur):
+def test_trimming(stack, tmp_path, host, query, note, dur):
     r, info = _trimmed(stack, tmp_path, f"/v.mp4?{query}", host=host)
     assert r.headers["Content-Type"] == "video/mp4"
-    assert r.headers["X-Refract-Note"] == f"cut on keyframes: {cut}"
+    assert r.headers["X-Refract-Note"] == f"cut {note}"
     assert abs(float(info["format"]["duration"]) - dur) < 0.1, info
     streams = {s["codec_type"]: s for s in info["streams"]}
-    assert int(streams["video"]["nb_frames"]) == int(dur * 25)
+    assert int(streams["video"]["nb_frames"]) == round(dur * 25)
     assert abs(float(streams["audio"]["duration"]) - dur) < 0.1  # A/V together
     assert abs(float(streams["audio"]["start_time"]) - float(streams["video"]["start_time"])) < 0.05
     boxes = _boxes(r.content)
     assert boxes.index("moov") < boxes.index("mdat"), boxes  # faststart
+    dec = subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "trim.mp4"), "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=60)
+    assert dec.returncode == 0 and dec.stderr == "", dec.stderr  # every frame decodes, copied or re-encoded
+
+
+def _frame(path, n, out):
+    """Frame n (from 0) of the video at path, as a PNG at out."""
+    _ffmpeg(["-i", str(path), "-vf", f"select=eq(n\\,{n})", "-frames:v", "1"], str(out))
+    return out
 
 
 def test_trimming_frames_are_the_sources(stack, videos, tmp_path):
-    """The first frame of a trim from 10 s is the source's frame at 10 s."""
-    r, _ = _trimmed(stack, tmp_path, "/v.mp4?trimming=10-14")
-    first = tmp_path / "first.png"
-    _ffmpeg(["-i", str(tmp_path / "trim.mp4"), "-frames:v", "1"], str(first))
-    assert _psnr(first, _ref_frame(videos, tmp_path, 10)) > 45
+    """Cut on frames: the first frame of a trim from 11 s is the frame
+    ffmpeg shows at 11 s (re-encoded, so close, not equal: well above the
+    next frame's likeness), the last before 19 s is the source's at
+    18.96 s, and the join of two ranges is exact on both sides. Cut on
+    keyframes (accurate=0), the first frame is the keyframe at 10 s."""
+    _trimmed(stack, tmp_path, "/v.mp4?trimming=11-19,25.5-27")
+    out = tmp_path / "trim.mp4"
+    pairs = [(0, 11), (199, 18.96), (200, 25.52), (236, 26.96)]
+    for n, t in pairs:
+        ours = _frame(out, n, tmp_path / f"ours-{n}.png")
+        same, near = _psnr(ours, _ref_frame(videos, tmp_path, t)), _psnr(ours, _ref_frame(videos, tmp_path, t + 0.04))
+        assert same > 35 and same > near + 10, (n, t, same, near)
+    r, _ = _trimmed(stack, tmp_path, "/v.mp4?trimming=11-14&accurate=0")
+    first = _frame(tmp_path / "trim.mp4", 0, tmp_path / "first-key.png")
+    assert _psnr(first, _ref_frame(videos, tmp_path, 10)) > 45  # copied: the keyframe itself
 
 
 def test_trimming_audio_and_range(stack, tmp_path):
     r, info = _trimmed(stack, tmp_path, "/a.m4a?trimming=5-10")
     assert r.headers["Content-Type"] == "audio/mp4"
+    # <M4ATrimming>OFF</M4ATrimming> (trimming.m4a: false): the file as it is; MP4s still
+    # trimmed, on keyframes there (trimming.accurate: false)
+    with open(os.path.join(stack.config["vhosts"][0]["origin"][len("file://"):], "a.m4a"), "rb") as f:
+        assert _get(stack, "/a.m4a?trimming=5-10", host="nom4a.test").content == f.read()
+    v = _get(stack, "/v.mp4?trimming=11-19", host="nom4a.test")
+    assert v.headers["X-Refract-Note"] == "cut on keyframes: 10.000-20.000"
     assert r.headers["X-Refract-Note"].startswith("cut on audio frames: 4.99")  # AAC frames of 21.3 ms
     assert abs(float(info["format"]["duration"]) - 5) < 0.1
     whole = _get(stack, "/v.mp4?trimming=2-6").content
@@ -374,6 +404,7 @@ def test_trimming_over_max_ratio_sends_the_original(stack, videos, host):
     ("trimming=5-2", 400, "is not START-END"),
     ("start=9&end=3", 400, "start and end are seconds, end after start"),
     ("trimming=" + ",".join(["1-2"] * 65), 400, "at most 64 ranges"),
+    ("trimming=1-2&accurate=yes", 400, "accurate is 0 (cut on keyframes) or 1 (cut on frames)"),
 ])
 def test_trimming_refusals(stack, query, status, text):
     r = _get(stack, f"/v.mp4?{query}")

@@ -23,6 +23,7 @@
 #include <zlib.h>
 
 #include "vid_core.h"
+#include "vid_recut.h"
 
 static char s_dir[64]; /* the temporary directory of the media */
 
@@ -685,15 +686,145 @@ static void test_playlist_options(void **state)
     s_file_close(&f);
 }
 
+/* ---- trimming ------------------------------------------------------------------------------ */
+
+/* Trims name's ranges (accurate or not) into dir/trim.mp4; returns vid_trim's result. */
+static int s_trim(const char *name, const vid_range_t *r, int n, int accurate, vid_trim_info_t *info)
+{
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/trim.mp4", s_dir);
+    s_file_t f;
+    s_file_open(&f, name, -1);
+    int rc = vid_trim(&f.src, r, n, accurate, path, info, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "trim of %s: %s\n", name, err);
+    s_file_close(&f);
+    return rc;
+}
+
+/* The frames ffprobe counts in dir/trim.mp4, decoding every one (a frame
+ * that does not decode fails the command: -xerror). */
+static int s_trim_frames(void)
+{
+    char *out = s_run("ffmpeg -nostdin -v error -xerror -i trim.mp4 -map 0:v -f framemd5 - | grep -vc '^#'");
+    int n = atoi(out);
+    free(out);
+    return n;
+}
+
+/* Cut on frames: 11-19 s of a 25 fps video with a keyframe every 2 s
+ * (B-frames) keeps exactly 200 frames and re-encodes the 25 of each
+ * partial group; ranges on keyframes re-encode nothing; accurate=0 moves
+ * the cuts outward. The same from the file with its moov at the end. */
+static void test_trim_exact(void **state)
+{
+    (void)state;
+    vid_trim_info_t info;
+    const char *names[] = {"fs.mp4", "end.mp4"};
+    for (int i = 0; i < 2; i++) {
+        vid_range_t r = {11, 19};
+        assert_int_equal(s_trim(names[i], &r, 1, 1, &info), 0);
+        assert_true(info.exact && info.keyframes_why[0] == '\0');
+        assert_int_equal(info.recoded, 50);
+        assert_true(fabs(info.cut[0].start - 11) < 1e-6 && fabs(info.cut[0].end - 19) < 1e-6);
+        assert_int_equal(s_trim_frames(), 200);
+    }
+    vid_range_t two[2] = {{2, 4}, {20, 22}};
+    assert_int_equal(s_trim("fs.mp4", two, 2, 1, &info), 0);
+    assert_true(info.exact);
+    assert_int_equal(info.recoded, 0);
+    assert_int_equal(s_trim_frames(), 100);
+    vid_range_t r = {11, 19};
+    assert_int_equal(s_trim("fs.mp4", &r, 1, 0, &info), 0);
+    assert_true(!info.exact && info.on_keyframes && info.recoded == 0);
+    assert_true(fabs(info.cut[0].start - 10) < 1e-6 && fabs(info.cut[0].end - 20) < 1e-6);
+    assert_int_equal(s_trim_frames(), 250);
+}
+
+/* Keyframes at irregular times (0, 3.2, 4, 11.52, 12, 13, 25.4): 5-12.5 s
+ * re-encodes 5..11.48 (the group from 4) and 12..12.48 (the group from
+ * 12), copies the group 11.52-12, and keeps 188 frames (5.00 to 12.48). */
+static void test_trim_exact_irregular_groups(void **state)
+{
+    (void)state;
+    vid_trim_info_t info;
+    vid_range_t r = {5, 12.5};
+    assert_int_equal(s_trim("vg.mp4", &r, 1, 1, &info), 0);
+    assert_true(info.exact);
+    assert_int_equal(info.recoded, 163 + 13);
+    assert_true(fabs(info.cut[0].start - 5) < 1e-6 && fabs(info.cut[0].end - 12.52) < 1e-6);
+    assert_int_equal(s_trim_frames(), 188);
+}
+
+/* What cannot be cut on frames is cut on keyframes, and says why: HEVC
+ * (no re-encoder here for it); audio alone is cut on its packets. */
+static void test_trim_exact_falls_back(void **state)
+{
+    (void)state;
+    vid_trim_info_t info;
+    vid_range_t r = {0.3, 0.7};
+    assert_int_equal(s_trim("hevc.mp4", &r, 1, 1, &info), 0);
+    assert_true(!info.exact && info.on_keyframes);
+    assert_string_equal(info.keyframes_why, "exact cuts need H.264");
+    vid_range_t a = {5, 10};
+    assert_int_equal(s_trim("a.m4a", &a, 1, 1, &info), 0);
+    assert_true(!info.exact && !info.on_keyframes && info.keyframes_why[0] == '\0');
+}
+
+/* The avcC parser: SPS and PPS ids (emulation prevention bytes skipped),
+ * the NAL length size, and refusals of malformed records. */
+static void test_avcc_ids(void **state)
+{
+    (void)state;
+    /* SPS id 0 and 1, PPS id 0 and 3; the second SPS's id sits behind an
+     * emulation prevention byte (constraint 00, level 00, then 03). */
+    static const uint8_t ok[] = {1,    0x64, 0, 0x1e, 0xff, 0xe2, 0, 5, 0x67, 0x64, 0,    0x1e, 0xac, 0,    6,
+                                 0x67, 0x64, 0, 0,    3,    0x40, 2, 0, 2,    0x68, 0xce, 0,    2,    0x68, 0x20};
+    uint32_t sps;
+    uint64_t pps[4];
+    int nal;
+    assert_int_equal(vid_recut_avcc_ids(ok, sizeof(ok), &sps, pps, &nal), 0);
+    assert_int_equal(sps, 0x3);
+    assert_true(pps[0] == 0x9 && pps[1] == 0 && pps[2] == 0 && pps[3] == 0);
+    assert_int_equal(nal, 4);
+    uint8_t bad[sizeof(ok)];
+    memcpy(bad, ok, sizeof(ok));
+    bad[0] = 2; /* version */
+    assert_int_equal(vid_recut_avcc_ids(bad, sizeof(bad), &sps, pps, &nal), -1);
+    memcpy(bad, ok, sizeof(ok));
+    bad[4] = 0xfe; /* a 3-byte NAL length */
+    assert_int_equal(vid_recut_avcc_ids(bad, sizeof(bad), &sps, pps, &nal), -1);
+    memcpy(bad, ok, sizeof(ok));
+    bad[7] = 200; /* an SPS longer than the record */
+    assert_int_equal(vid_recut_avcc_ids(bad, sizeof(bad), &sps, pps, &nal), -1);
+    memcpy(bad, ok, sizeof(ok));
+    bad[8] = 0x68; /* a PPS where an SPS should be */
+    assert_int_equal(vid_recut_avcc_ids(bad, sizeof(bad), &sps, pps, &nal), -1);
+    assert_int_equal(vid_recut_avcc_ids(ok, sizeof(ok) - 1, &sps, pps, &nal), -1); /* cut short */
+    static const uint8_t zeros[] = {1,    0x64, 0, 0x1e, 0xff, 0xe1, 0, 8, 0x67, 0x64, 0,
+                                    0x1e, 0,    0, 0,    0x01, 1,    0, 2, 0x68, 0xce};
+    assert_int_equal(vid_recut_avcc_ids(zeros, sizeof(zeros), &sps, pps, &nal), -1); /* an id past 31 */
+    assert_int_equal(vid_recut_avcc_ids(NULL, 0, &sps, pps, &nal), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_playlist_faststart),   cmocka_unit_test(test_moov_at_end),
-        cmocka_unit_test(test_variable_gop),         cmocka_unit_test(test_segments_faststart),
-        cmocka_unit_test(test_segments_moov_at_end), cmocka_unit_test(test_audio_only),
-        cmocka_unit_test(test_index_save_load),      cmocka_unit_test(test_rejects),
-        cmocka_unit_test(test_corrupt_moov),         cmocka_unit_test(test_segment_errors),
+        cmocka_unit_test(test_playlist_faststart),
+        cmocka_unit_test(test_moov_at_end),
+        cmocka_unit_test(test_variable_gop),
+        cmocka_unit_test(test_segments_faststart),
+        cmocka_unit_test(test_segments_moov_at_end),
+        cmocka_unit_test(test_audio_only),
+        cmocka_unit_test(test_index_save_load),
+        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_corrupt_moov),
+        cmocka_unit_test(test_segment_errors),
         cmocka_unit_test(test_playlist_options),
+        cmocka_unit_test(test_trim_exact),
+        cmocka_unit_test(test_trim_exact_irregular_groups),
+        cmocka_unit_test(test_trim_exact_falls_back),
+        cmocka_unit_test(test_avcc_ids),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
