@@ -12,6 +12,10 @@
 #      thumbnail, as a share of the file
 #   4. /v.mp4?trimming=10-20         vs ffmpeg -ss 10 -to 20 -i v.mp4 -c copy
 #                                        -movflags +faststart out.mp4
+#   4b. /v.mp4?trimming=11.5-19.5 (cut on frames: the partial groups at both
+#      cuts re-encoded, the rest copied) vs ffmpeg -ss 11.5 -to 19.5 -i v.mp4
+#      -c:v libx264 -preset veryfast -crf 18 -c:a copy (the CLI's frame-accurate
+#      trim re-encodes the whole range), and vs row 4's copy
 #   5. a 10-minute video: seg-1, the middle segment and the last full one,
 #      against ffmpeg -ss T -t 10 -c copy -f mpegts at the same times; the ratio
 #      last/first says whether a segment costs more the further in it is
@@ -227,6 +231,7 @@ HLS_ALL=("${FF[@]}" -i "$WWW/v.mp4" -c copy -f hls -hls_time 10 -hls_playlist_ty
 SEG_SS=("${FF[@]}" -ss 30 -t 10 -i "$WWW/v.mp4" -c copy -f mpegts out.ts)
 THUMB=("${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 out.jpg)
 TRIM=("${FF[@]}" -ss 10 -to 20 -i "$WWW/v.mp4" -c copy -movflags +faststart out.mp4)
+TRIMX=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/v.mp4" -c:v libx264 -preset veryfast -crf 18 -c:a copy -movflags +faststart out.mp4)
 long_ss() { echo "${FF[*]} -ss $1 -t 10 -i $WWW/long.mp4 -c copy -f mpegts out.ts"; }
 
 # ---- every answer checked before any timing ---------------------------------------------------
@@ -291,6 +296,10 @@ rf_get "/v.mp4?trimming=10-20" "$C/trim.mp4"
 check_av "$C/trim.mp4" 10 "refract trimming=10-20"
 check_faststart "$C/trim.mp4" "refract trimming=10-20"
 TRIM_NOTE=$(tr -d '\r' <"$C/trim.mp4.h" | sed -n 's/^[Xx]-[Rr]efract-[Nn]ote: //p')
+rf_get "/v.mp4?trimming=11.5-19.5" "$C/trimx.mp4"
+check_av "$C/trimx.mp4" 8 "refract trimming=11.5-19.5"
+TRIMX_NOTE=$(tr -d '\r' <"$C/trimx.mp4.h" | sed -n 's/^[Xx]-[Rr]efract-[Nn]ote: //p')
+case "$TRIMX_NOTE" in "cut on frames: 11.500-19.500;"*) ;; *) die "refract trimming=11.5-19.5 was not cut on frames: $TRIMX_NOTE" ;; esac
 for p in /v.mp4/mp4hls/index.m3u8 /v.mp4/mp4hls/seg-3.ts /v.mp4/thumbnail/30; do
     rf_get "$p" "$C/http.out" "$HTTP_HOST"
     cmp -s "$C/http.out" "$C/$(basename "$p" | sed 's/^30$/thumb.jpg/')" || die "refract: $p differs between the file:// and the http:// origin"
@@ -306,6 +315,8 @@ check_jpeg "$OUT/thumb/out.jpg" 1280x720 "ffmpeg -ss 30 -frames:v 1"
 peer_ms "$OUT/trim" "${TRIM[@]}" >/dev/null
 check_av "$OUT/trim/out.mp4" 10 "ffmpeg -ss 10 -to 20 -c copy"
 check_faststart "$OUT/trim/out.mp4" "ffmpeg -ss 10 -to 20 -movflags +faststart"
+peer_ms "$OUT/trimx" "${TRIMX[@]}" >/dev/null
+check_av "$OUT/trimx/out.mp4" 8 "ffmpeg -ss 11.5 -to 19.5 -c:v libx264"
 # the thumbnail is the frame at 30 s: against a lossless decode of 30 s and of 30.5 s
 { "${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 "$C/ref30.png" && "${FF[@]}" -ss 30.5 -i "$WWW/v.mp4" -frames:v 1 "$C/ref305.png"; } ||
     die "ffmpeg cannot decode reference frames"
@@ -392,6 +403,7 @@ measure index /v.mp4/mp4hls/index.m3u8 "$OUT/hls" "${HLS_ALL[@]}"
 measure seg3 /v.mp4/mp4hls/seg-3.ts "$OUT/seg" "${SEG_SS[@]}"
 measure thumb /v.mp4/thumbnail/30 "$OUT/thumb" "${THUMB[@]}"
 measure trim "/v.mp4?trimming=10-20" "$OUT/trim" "${TRIM[@]}"
+measure trimx "/v.mp4?trimming=11.5-19.5" "$OUT/trimx" "${TRIMX[@]}"
 
 # origin bytes through the http:// vhost (cache off): what nginx sent for one answer
 origin_bytes() { # PATH: sets OB_BYTES OB_REQS
@@ -471,6 +483,8 @@ printf "$FMT" "3 thumbnail/30 origin bytes (http://) / file" "$(awk -v b="${OBYT
     "${OREQS[thumb]} range requests; latency via http:// ${RF[thumb-http]} ms (${WK[thumb-http]})"
 summary "video thumbnail/30: origin bytes / file size (http://, %)" "$TB" "<=15%"
 row "4 trimming=10-20 / ffmpeg -ss 10 -to 20 -c copy" trim trim - "trimming=10-20: refract/ffmpeg (ms)"
+row "4b trimming=11.5-19.5 (frames) / ffmpeg -ss -to libx264" trimx trimx - "trimming=11.5-19.5 on frames: refract/ffmpeg-reencode (ms)"
+row "4b trimming=11.5-19.5 (frames) / ffmpeg -c copy (row 4)" trimx trim - "trimming=11.5-19.5 on frames: refract/ffmpeg-copy (ms)"
 if [ "$LONG" != 0 ]; then
     for s in $LSEGS; do
         row "5 10-min seg-$s.ts ($((s * 10)) s) / ffmpeg -ss $((s * 10)) -t 10" "long-seg-$s" "long-seg-$s" -
@@ -499,6 +513,7 @@ summary "video: refract index.m3u8 ms" "${RF[index]}" -
 summary "video: refract seg-3.ts ms" "${RF[seg3]}" -
 summary "video: refract thumbnail/30 ms" "${RF[thumb]}" -
 summary "video: refract trimming=10-20 ms" "${RF[trim]}" -
+summary "video: refract trimming=11.5-19.5 (on frames) ms" "${RF[trimx]}" -
 summary "video: ffmpeg -f hls whole file ms" "${FF_MS[index]}" -
 summary "video: ffmpeg start-up floor ms" "$FF_START_MS" -
 

@@ -334,7 +334,7 @@ vid_recut_t *vid_recut_new(const AVStream *st, const AVPacket *key, char *err, s
     if (self->id < 0 || (self->dec = avcodec_alloc_context3(dc)) == NULL ||
         avcodec_parameters_to_context(self->dec, p) < 0)
         goto oom;
-    self->dec->thread_count = 1;
+    self->dec->thread_count = 1; /* job threads are the parallelism (frame threads gained nothing measured) */
     self->dec->pkt_timebase = st->time_base;
     self->dec->max_pixels = S_MAX_PIXELS;
     if (avcodec_open2(self->dec, dc, NULL) < 0 || s_learn_format(self, key) < 0) {
