@@ -1916,6 +1916,87 @@ static int s_transcode(s_ctx_t *c, yaml_node_t *v, void *t)
     return 0;
 }
 
+void rf_phls_default(rf_phls_conf_t *t)
+{
+    static const int ladder[][2] = {{1080, 5000}, {720, 2800}, {480, 1400}, {360, 800}};
+    memset(t, 0, sizeof(*t));
+    t->active = true;
+    snprintf(t->keyword, sizeof(t->keyword), "hls");
+    rf_transcode_conf_t tc;
+    rf_transcode_default(&tc);
+    snprintf(t->inputs, sizeof(t->inputs), "%s", tc.inputs);
+    t->duration = 6;
+    t->n_rungs = 4;
+    for (int i = 0; i < 4; i++) {
+        t->rungs[i].height = ladder[i][0];
+        t->rungs[i].kbps = ladder[i][1];
+    }
+    t->crf = 23;
+    t->audio_kbps = 128;
+    t->prefetch = 2;
+    t->max_duration = 14400;
+}
+
+/* hls.ladder: ["1080p@5000k", "720p", …]: heights 2..4320 (each once),
+ * each with an optional video bit-rate cap in kbit/s. */
+static int s_phls_ladder(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_phls_conf_t *h = (rf_phls_conf_t *)((char *)t - offsetof(rf_phls_conf_t, n_rungs));
+    s_strlist_t list = {0};
+    if (s_strlist(c, v, &list) < 0) {
+        s_free_list(list.list, list.n);
+        return -1;
+    }
+    int rc = 0;
+    if (list.n < 1 || list.n > RF_PHLS_MAX_RUNGS)
+        rc = s_fail(c, v, "hls.ladder lists 1..%d rungs, got %zu", RF_PHLS_MAX_RUNGS, list.n);
+    for (size_t i = 0; i < list.n && rc == 0; i++) {
+        int height = 0, kbps = 0, used = 0;
+        const char *r = list.list[i];
+        bool ok = (sscanf(r, "%5dp%n", &height, &used) == 1 && (size_t)used == strlen(r)) ||
+                  (sscanf(r, "%5dp@%6dk%n", &height, &kbps, &used) == 2 && (size_t)used == strlen(r));
+        for (size_t j = 0; ok && j < i; j++)
+            ok = h->rungs[j].height != height;
+        if (!ok || height < 2 || height > 4320 || kbps < 0 || kbps > 200000)
+            rc = s_fail(c, v, "hls.ladder: '%s' is not HEIGHTp or HEIGHTp@KBPSk (height 2..4320, once each)", r);
+        h->rungs[i].height = height;
+        h->rungs[i].kbps = kbps;
+    }
+    if (rc == 0)
+        h->n_rungs = (int)list.n;
+    s_free_list(list.list, list.n);
+    return rc;
+}
+
+/* An `hls` mapping onto *t, which holds the defaults. */
+static int s_phls(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    static const s_key_t keys[] = {K("status", s_bool, rf_phls_conf_t, active),
+                                   K("keyword", s_hls_keyword, rf_phls_conf_t, keyword),
+                                   K("inputs", s_transcode_inputs, rf_phls_conf_t, inputs),
+                                   K("duration", s_int, rf_phls_conf_t, duration),
+                                   K("ladder", s_phls_ladder, rf_phls_conf_t, n_rungs),
+                                   K("crf", s_int, rf_phls_conf_t, crf),
+                                   K("audio_kbps", s_int, rf_phls_conf_t, audio_kbps),
+                                   K("prefetch", s_int, rf_phls_conf_t, prefetch),
+                                   K("max_duration", s_int, rf_phls_conf_t, max_duration),
+                                   {0}};
+    rf_phls_conf_t *h = t;
+    if (s_walk(c, v, keys, h, "hls") < 0)
+        return -1;
+    if (h->duration < 1 || h->duration > 60)
+        return s_fail(c, v, "hls.duration must be 1..60 seconds, got %d", h->duration);
+    if (h->crf < 1 || h->crf > 51)
+        return s_fail(c, v, "hls.crf must be 1..51, got %d", h->crf);
+    if (h->audio_kbps < 16 || h->audio_kbps > 512)
+        return s_fail(c, v, "hls.audio_kbps must be 16..512, got %d", h->audio_kbps);
+    if (h->prefetch < 0 || h->prefetch > 4)
+        return s_fail(c, v, "hls.prefetch must be 0..4, got %d", h->prefetch);
+    if (h->max_duration < 1 || h->max_duration > 7 * 86400)
+        return s_fail(c, v, "hls.max_duration must be 1..604800 seconds, got %d", h->max_duration);
+    return 0;
+}
+
 static int s_vhost_aliases(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     return s_strlist(c, v, t);
@@ -2191,6 +2272,7 @@ static int s_vhost(s_ctx_t *c, yaml_node_t *node, s_vhost_t *vh)
                                    {"thumbnail", s_thumbnail, offsetof(s_vhost_t, v.thumbnail)},
                                    {"trimming", s_trimming, offsetof(s_vhost_t, v.trimming)},
                                    {"transcode", s_transcode, offsetof(s_vhost_t, v.transcode)},
+                                   {"hls", s_phls, offsetof(s_vhost_t, v.hls)},
                                    {"cache", s_cache, offsetof(s_vhost_t, v.cache)},
                                    {"compression", s_compression, offsetof(s_vhost_t, v.compression)},
                                    {"link", s_link, offsetof(s_vhost_t, v.link)},
@@ -2245,6 +2327,7 @@ typedef struct {
     rf_thumb_conf_t thumbnail;
     rf_trim_conf_t trimming;
     rf_transcode_conf_t transcode;
+    rf_phls_conf_t hls;
     rf_cache_conf_t cache;
 } s_vdefaults_t;
 
@@ -2286,6 +2369,7 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
         vh.v.thumbnail = defs->thumbnail;
         vh.v.trimming = defs->trimming;
         vh.v.transcode = defs->transcode;
+        vh.v.hls = defs->hls;
         if (s_dims_lists_copy(&vh.v.dims) < 0)
             return s_fail(c, it, "out of memory");
         if (s_cache_copy(&vh.v.cache, &defs->cache) < 0)
@@ -2310,6 +2394,9 @@ static int s_vhosts(s_ctx_t *c, yaml_node_t *seq, const s_vdefaults_t *defs)
                 return s_fail(c, it, "duplicate vhost name '%s'", vh.v.name);
         if (vh.v.is_default && ++n_default > 1)
             return s_fail(c, it, "only one vhost may be the default");
+        if (vh.v.hls.active && vh.v.mp4hls.active && strcmp(vh.v.hls.keyword, vh.v.mp4hls.keyword) == 0)
+            return s_fail(c, it, "vhost '%s': hls.keyword and mp4hls.keyword are both '%s' (turn one off or rename it)",
+                          vh.v.name, vh.v.hls.keyword);
     }
     return s_links_check(c, seq);
 }
@@ -2328,11 +2415,13 @@ static int s_root(s_ctx_t *c, yaml_node_t *root)
     rf_thumb_default(&defs.thumbnail);
     rf_trim_default(&defs.trimming);
     rf_transcode_default(&defs.transcode);
+    rf_phls_default(&defs.hls);
     static const s_key_t dkeys[] = {{"dims", s_vdefaults_dims, offsetof(s_vdefaults_t, dims)},
                                     {"mp4hls", s_mp4hls, offsetof(s_vdefaults_t, mp4hls)},
                                     {"thumbnail", s_thumbnail, offsetof(s_vdefaults_t, thumbnail)},
                                     {"trimming", s_trimming, offsetof(s_vdefaults_t, trimming)},
                                     {"transcode", s_transcode, offsetof(s_vdefaults_t, transcode)},
+                                    {"hls", s_phls, offsetof(s_vdefaults_t, hls)},
                                     {"cache", s_cache, offsetof(s_vdefaults_t, cache)},
                                     {0}};
     yaml_node_t *dn = s_find_key(c, root, "vhost_defaults");

@@ -125,6 +125,29 @@ typedef struct {
 
 void rf_transcode_default(rf_transcode_conf_t *t);
 
+/* A vhost's `hls` mapping (seed 002: progressive HLS transcoding):
+ * /VIDEO.EXT/KEYWORD/index.m3u8 (the master playlist of the ladder),
+ * /VIDEO.EXT/KEYWORD/Hp/index.m3u8 and …/Hp/seg-N.ts, each segment
+ * transcoded when first asked for, for the extensions listed. */
+#define RF_PHLS_MAX_RUNGS 8
+typedef struct {
+    bool active;      /* status, default true */
+    char keyword[32]; /* default "hls"; not the vhost's mp4hls keyword while both are on */
+    char inputs[160]; /* extensions, comma-separated, lower case; default transcode's list */
+    int duration;     /* segment seconds, 1..60, default 6 */
+    int n_rungs;      /* the ladder: rungs[0..n_rungs), highest first */
+    struct {
+        int height; /* output height (never enlarged) */
+        int kbps;   /* the video's bit-rate cap; 0: none */
+    } rungs[RF_PHLS_MAX_RUNGS];
+    int crf;          /* x264 quality, default 23 */
+    int audio_kbps;   /* AAC, default 128 */
+    int prefetch;     /* segments made ahead of the one asked, 0..4, default 2 */
+    int max_duration; /* seconds; longer sources are refused, default 14400 */
+} rf_phls_conf_t;
+
+void rf_phls_default(rf_phls_conf_t *t);
+
 /* The built-in thumbnail settings. */
 void rf_thumb_default(rf_thumb_conf_t *t);
 
@@ -263,6 +286,7 @@ typedef struct {
     rf_thumb_conf_t thumbnail;
     rf_trim_conf_t trimming;
     rf_transcode_conf_t transcode;
+    rf_phls_conf_t hls;
     rf_cache_conf_t cache;
     rf_compress_conf_t compression;
     rf_link_conf_t link;

@@ -871,8 +871,8 @@ static const char *s_tx_keyword(const rf_vhost_conf_t *vh)
     return vh->transcode.keyword;
 }
 
-/* Whether the path's extension is one of the vhost's transcode.inputs. */
-static bool s_tx_input(const rf_vhost_conf_t *vh, const char *s, size_t n)
+/* Whether the path's extension is in `inputs` (comma-separated, lower case). */
+static bool s_ext_in(const char *inputs, const char *s, size_t n)
 {
     const char *dot = NULL;
     for (size_t i = n; i > 0 && s[i - 1] != '/'; i--)
@@ -883,7 +883,7 @@ static bool s_tx_input(const rf_vhost_conf_t *vh, const char *s, size_t n)
     size_t el = dot ? (size_t)(s + n - dot) : 0;
     if (el == 0 || el > 8)
         return false;
-    for (const char *p = vh->transcode.inputs; *p;) {
+    for (const char *p = inputs; *p;) {
         const char *comma = strchr(p, ',');
         size_t l = comma ? (size_t)(comma - p) : strlen(p);
         if (l == el && strncasecmp(p, dot, el) == 0)
@@ -900,7 +900,7 @@ static int s_tx_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t q
     const char *s, *c;
     size_t sl, cl;
     if (!vh->transcode.active || !rf_chain_split(path.base, path.len, vh->transcode.keyword, &s, &sl, &c, &cl) ||
-        !s_tx_input(vh, s, sl))
+        !s_ext_in(vh->transcode.inputs, s, sl))
         return 0;
     *src = h2o_iovec_init(s, sl);
     *chain = h2o_iovec_init(c, cl);
@@ -963,9 +963,138 @@ static const gw_func_t s_transcode = {
     .fallbacks = NULL,
 };
 
+/* ---- progressive HLS (video-worker) ------------------------------------------------ */
+
+/* What a progressive HLS URL names after the keyword: "index.m3u8" (the
+ * master playlist of the ladder), "Hp/index.m3u8" (a rung's media
+ * playlist), "Hp/seg-N.ts" (one of its segments, transcoded when asked). */
+typedef struct {
+    enum { S_PHLS_MASTER, S_PHLS_MEDIA, S_PHLS_SEGMENT } what;
+    int height, kbps, n;
+    rf_phls_conf_t conf; /* the vhost's settings when it was parsed */
+} s_phls_t;
+
+#define S_PHLS_INDEX "index.m3u8"
+
+static const char *s_phls_keyword(const rf_vhost_conf_t *vh)
+{
+    return vh->hls.keyword;
+}
+
+static int s_phls_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
+                        h2o_iovec_t *chain)
+{
+    (void)query;
+    const char *s, *c;
+    size_t sl, cl;
+    if (!vh->hls.active || !rf_chain_split(path.base, path.len, vh->hls.keyword, &s, &sl, &c, &cl) ||
+        !s_ext_in(vh->hls.inputs, s, sl))
+        return 0;
+    *src = h2o_iovec_init(s, sl);
+    *chain = h2o_iovec_init(c, cl);
+    return 1;
+}
+
+/* "Hp/" at the start of chain, H one of the ladder's heights: its rung's
+ * index, the rest in *rest. -1 when it is not. */
+static int s_phls_rung(const rf_phls_conf_t *c, h2o_iovec_t chain, h2o_iovec_t *rest)
+{
+    const char *slash = memchr(chain.base, '/', chain.len);
+    size_t l = slash ? (size_t)(slash - chain.base) : 0;
+    int64_t h = l > 1 && chain.base[l - 1] == 'p' ? gw_vparse_digits(chain.base, l - 1, 4321) : -1;
+    for (int i = 0; h > 0 && i < c->n_rungs; i++)
+        if (c->rungs[i].height == h) {
+            *rest = h2o_iovec_init(slash + 1, chain.len - l - 1);
+            return i;
+        }
+    return -1;
+}
+
+static int s_phls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
+{
+    s_phls_t *st = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*st));
+    memset(st, 0, sizeof(*st));
+    st->conf = rc->vhost->hls;
+    h2o_iovec_t rest;
+    int r;
+    if (h2o_memis(chain.base, chain.len, H2O_STRLIT(S_PHLS_INDEX))) {
+        st->what = S_PHLS_MASTER;
+    } else if ((r = s_phls_rung(&st->conf, chain, &rest)) >= 0 &&
+               (h2o_memis(rest.base, rest.len, H2O_STRLIT(S_PHLS_INDEX)) ||
+                (st->n = gw_vparse_segment(rest.base, rest.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX)) >= 0)) {
+        st->what = h2o_memis(rest.base, rest.len, H2O_STRLIT(S_PHLS_INDEX)) ? S_PHLS_MEDIA : S_PHLS_SEGMENT;
+        st->height = st->conf.rungs[r].height;
+        st->kbps = st->conf.rungs[r].kbps;
+    } else {
+        char rungs[80] = "";
+        for (int i = 0, o = 0; i < st->conf.n_rungs && o < (int)sizeof(rungs) - 8; i++)
+            o += snprintf(rungs + o, sizeof(rungs) - (size_t)o, "%s%dp", i ? ", " : "", st->conf.rungs[i].height);
+        snprintf(why, why_len, "'%.*s' is not " S_PHLS_INDEX ", Hp/" S_PHLS_INDEX " or Hp/seg-N.ts (H: %s)",
+                 (int)(chain.len > 40 ? 40 : chain.len), chain.base, rungs);
+        return -1;
+    }
+    *state = st;
+    return 0;
+}
+
+static int s_phls_canon(const void *state, char *buf, size_t len)
+{
+    const s_phls_t *st = state;
+    const rf_phls_conf_t *c = &st->conf;
+    int n;
+    if (st->what == S_PHLS_MASTER) {
+        size_t o = 0;
+        n = snprintf(buf, len, "master;d=%d;a=%d;l=", c->duration, c->audio_kbps);
+        for (int i = 0; n >= 0 && (size_t)n < len - o && i < c->n_rungs; i++) {
+            o += (size_t)n;
+            n = snprintf(buf + o, len - o, "%s%d@%d", i ? "," : "", c->rungs[i].height, c->rungs[i].kbps);
+        }
+        return n < 0 || (size_t)n >= len - o ? -1 : 0;
+    }
+    if (st->what == S_PHLS_MEDIA)
+        n = snprintf(buf, len, "media;d=%d;max=%d", c->duration, c->max_duration); /* one playlist for all rungs */
+    else
+        n = snprintf(buf, len, "seg=%d;d=%d;h=%d@%d;crf=%d;a=%d;max=%d", st->n, c->duration, st->height, st->kbps,
+                     c->crf, c->audio_kbps, c->max_duration);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static json_t *s_phls_json(const void *state)
+{
+    const s_phls_t *st = state;
+    const rf_phls_conf_t *c = &st->conf;
+    static const char *const what[] = {"master", "media", "segment"};
+    json_t *ladder = json_array();
+    for (int i = 0; ladder != NULL && i < c->n_rungs; i++)
+        json_array_append_new(ladder, json_pack("[i, i]", c->rungs[i].height, c->rungs[i].kbps));
+    return json_pack("[{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:o}]", "op", "phls", "what", what[st->what],
+                     "segment", st->n, "height", st->height, "kbps", st->kbps, "duration", c->duration, "crf", c->crf,
+                     "audio_kbps", c->audio_kbps, "max_duration", c->max_duration, "ladder", ladder);
+}
+
+static const gw_reply_rule_t s_phls_replies[] = {
+    {200, GW_REPLY_BODY, 200, NULL, NULL},
+    {415, GW_REPLY_ERROR, 415, "not a video that can be transcoded", "unsupported"},
+    {413, GW_REPLY_ERROR, 413, NULL, "too long"},
+    S_VIDEO_REPLIES,
+};
+
+static const gw_func_t s_phls = {
+    .name = "hls",
+    S_VIDEO_ROW,
+    .keyword = s_phls_keyword,
+    .match = s_phls_match,
+    .parse = s_phls_parse,
+    .canon = s_phls_canon,
+    .to_json = s_phls_json,
+    .replies = s_phls_replies,
+    .fallbacks = NULL,
+};
+
 /* ---- the table ------------------------------------------------------------ */
 
 /* The thumbnail row comes before dims: "/v.mp4/thumbnail/10/dims/resize/100"
  * is a thumbnail piped through a dims chain, not a dims chain of the
  * source "/v.mp4/thumbnail/10". */
-const gw_func_t *const gw_funcs[] = {&s_thumbnail, &s_dims, &s_mp4hls, &s_sprite, &s_trimming, &s_transcode, NULL};
+const gw_func_t *const gw_funcs[] = {&s_thumbnail, &s_dims,       &s_mp4hls, &s_sprite,
+                                     &s_trimming,  &s_transcode, &s_phls,   NULL};

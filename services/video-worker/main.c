@@ -608,6 +608,101 @@ static int s_transcode_run(s_app_t *app, const rf_worker_job_t *job, const json_
     return s_result_file(app, path, res, why, why_len);
 }
 
+/* A progressive HLS job: {"op": "phls", "what": master|media|segment,
+ * "segment", "height", "kbps", "duration", "crf", "audio_kbps",
+ * "max_duration", "ladder": [[H, KBPS], ...]} (gw_func.c s_phls_json). */
+typedef struct {
+    char what[16];
+    vid_phls_opts_t o;
+    int duration, max_duration;
+    vid_rung_t ladder[VID_PHLS_MAX_RUNGS];
+    int nladder;
+} s_phls_job_t;
+
+static int s_phls_parse(const json_t *op, s_phls_job_t *j)
+{
+    memset(j, 0, sizeof(*j));
+    const json_t *l = json_object_get(op, "ladder");
+    if (s_str(op, "what", j->what, sizeof(j->what)) < 0 || s_int(op, "segment", 0, VID_MAX_SEGMENTS, &j->o.n) < 0 ||
+        s_int(op, "height", 0, 4320, &j->o.height) < 0 || s_int(op, "kbps", 0, 200000, &j->o.kbps) < 0 ||
+        s_int(op, "duration", 1, 60, &j->duration) < 0 || s_int(op, "crf", 1, 51, &j->o.crf) < 0 ||
+        s_int(op, "audio_kbps", 16, 512, &j->o.audio_kbps) < 0 ||
+        s_int(op, "max_duration", 1, VID_MAX_DURATION_S, &j->max_duration) < 0 || !json_is_array(l) ||
+        json_array_size(l) < 1 || json_array_size(l) > VID_PHLS_MAX_RUNGS)
+        return -1;
+    j->nladder = (int)json_array_size(l);
+    for (int i = 0; i < j->nladder; i++) {
+        const json_t *r = json_array_get(l, (size_t)i);
+        json_t *h = json_array_get(r, 0), *k = json_array_get(r, 1);
+        if (!json_is_integer(h) || !json_is_integer(k) || json_integer_value(h) < 2 || json_integer_value(h) > 4320 ||
+            json_integer_value(k) < 0 || json_integer_value(k) > 200000)
+            return -1;
+        j->ladder[i] = (vid_rung_t){(int)json_integer_value(h), (int)json_integer_value(k)};
+    }
+    j->o.seg = j->duration;
+    j->o.max_duration = j->max_duration;
+    return strcmp(j->what, "master") == 0 || strcmp(j->what, "media") == 0 ||
+                   (strcmp(j->what, "segment") == 0 && j->o.height >= 2)
+               ? 0
+               : -1;
+}
+
+/* Answers a progressive HLS job into res: the playlists from the source's
+ * header, a segment transcoded now. Returns its status. */
+static int s_phls_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
+                      vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
+{
+    s_phls_job_t j;
+    int status = 0;
+    if (s_phls_parse(op, &j) < 0) {
+        snprintf(why, why_len, "bad phls operation (what, segment, height, kbps, duration, crf, audio_kbps, "
+                               "max_duration, ladder)");
+        return 400;
+    }
+    snprintf(what, what_len, "hls %s", j.what);
+    if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
+        return status;
+    char *text = NULL;
+    size_t len = 0;
+    if (strcmp(j.what, "segment") == 0) {
+        s_buf_t b = {0};
+        vid_transcode_info_t info;
+        int rc = vid_phls_segment(vid_reader_source(*r), &j.o, s_buf_write, &b, &info, why, why_len);
+        if (rc != 0) {
+            free(b.data);
+            return rc == 1 ? 404 : s_failed(*r, strstr(why, "s long, more than") != NULL ? 413 : 415, why, why_len);
+        }
+        snprintf(what, what_len, "hls segment %d %dp from %s: %dx%d, %lld frames", j.o.n, j.o.height, info.input,
+                 info.width, info.height, (long long)info.frames);
+        text = (char *)b.data;
+        len = b.len;
+        snprintf(res->content_type, sizeof(res->content_type), "video/mp2t");
+    } else {
+        vid_phls_probe_t p;
+        if (vid_phls_probe(vid_reader_source(*r), &p, why, why_len) != 0)
+            return s_failed(*r, 415, why, why_len);
+        if (p.duration > j.max_duration) {
+            snprintf(why, why_len, "the video is %.3f s long, more than %d s", p.duration, j.max_duration);
+            return 413;
+        }
+        vid_rung_t rungs[VID_PHLS_MAX_RUNGS];
+        int n = vid_phls_rungs(&p, j.ladder, j.nladder, rungs);
+        int rc = strcmp(j.what, "master") == 0 ? vid_phls_master(&p, rungs, n, j.o.audio_kbps, &text, &len)
+                                               : vid_phls_playlist(p.duration, j.o.seg, &text, &len);
+        if (rc != 0) {
+            snprintf(why, why_len, "out of memory");
+            return 500;
+        }
+        snprintf(what, what_len, "hls %s from %s: %dx%d %.3f s, %d segment(s), %d rung(s)", j.what, p.input, p.width,
+                 p.height, p.duration, vid_phls_segments(p.duration, j.o.seg), n);
+        snprintf(res->content_type, sizeof(res->content_type), "application/vnd.apple.mpegurl");
+    }
+    res->body = text;
+    res->body_len = len;
+    res->body_free = free;
+    return 200;
+}
+
 static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
 {
     s_app_t *app = arg;
@@ -627,6 +722,8 @@ static int s_job(void *arg, const rf_worker_job_t *job, rf_worker_result_t *res)
         status = s_transcode_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
     else if (name != NULL && strcmp(name, "trim") == 0)
         status = s_trim_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
+    else if (name != NULL && strcmp(name, "phls") == 0)
+        status = s_phls_run(app, job, op, res, &r, what, sizeof(what), why, sizeof(why));
     else
         status = s_hls_run(app, job, res, &r, what, sizeof(what), why, sizeof(why));
     res->status = status;

@@ -909,33 +909,57 @@ typedef struct {
     int64_t offset[VID_MAX_STREAMS]; /* VID_TS_OFFSET_S in each output track's time base */
 } s_mux_t;
 
-/* Opens the MPEG-TS muxer over the sink with the tracks of d. Every
- * segment is written with the same settings, so their timestamps are one
- * timeline: no shifting of negative timestamps (it would differ between
- * the first segment and the others), and no muxer delay. */
-static int s_mux_open(s_mux_t *m, const s_demux_t *d, vid_write_fn write, void *arg, char *err, size_t errlen)
+/* The MPEG-TS muxer over the sink, with no track yet (s_mux_start
+ * follows once they are added). 0, or -1 with err set. */
+static int s_mux_alloc(s_mux_t *m, vid_write_fn write, void *arg, char *err, size_t errlen)
 {
-    int rc = -1;
-    uint8_t *buf = NULL;
-    AVDictionary *opts = NULL;
     memset(m, 0, sizeof(*m));
     m->sink = (s_sink_t){.write = write, .arg = arg};
     for (int i = 0; i < VID_MAX_STREAMS; i++)
         m->out_of[i] = -1;
     if (avformat_alloc_output_context2(&m->fmt, NULL, "mpegts", NULL) < 0) {
         s_err(err, errlen, "cannot create the MPEG-TS muxer");
-        goto cleanup;
+        return -1;
     }
-    buf = av_malloc(S_IO_BUF);
+    uint8_t *buf = av_malloc(S_IO_BUF);
     m->pb = buf != NULL ? avio_alloc_context(buf, S_IO_BUF, 1, &m->sink, NULL, s_sink_write, NULL) : NULL;
     if (m->pb == NULL) {
+        av_free(buf);
         s_err(err, errlen, "out of memory");
-        goto cleanup;
+        return -1;
     }
-    buf = NULL;
     m->fmt->pb = m->pb;
     m->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
     m->fmt->avoid_negative_ts = AVFMT_AVOID_NEG_TS_DISABLED;
+    return 0;
+}
+
+/* Writes the header of the tracks added. Every segment is written with
+ * the same settings, so their timestamps are one timeline: no shifting of
+ * negative timestamps (it would differ between the first segment and the
+ * others), and no muxer delay. 0, or -1 with err set. */
+static int s_mux_start(s_mux_t *m, char *err, size_t errlen)
+{
+    AVDictionary *opts = NULL;
+    av_dict_set(&opts, "mpegts_copyts", "1", 0);
+    int e = avformat_write_header(m->fmt, &opts);
+    av_dict_free(&opts);
+    if (e < 0) {
+        char msg[AV_ERROR_MAX_STRING_SIZE] = "";
+        av_strerror(e, msg, sizeof(msg));
+        s_err(err, errlen, "cannot start the MPEG-TS segment: %s", msg);
+        return -1;
+    }
+    for (unsigned i = 0; i < m->fmt->nb_streams; i++)
+        m->offset[i] = av_rescale_q(VID_TS_OFFSET_S, (AVRational){1, 1}, m->fmt->streams[i]->time_base);
+    return 0;
+}
+
+/* Opens the MPEG-TS muxer over the sink with the tracks of d, copied. */
+static int s_mux_open(s_mux_t *m, const s_demux_t *d, vid_write_fn write, void *arg, char *err, size_t errlen)
+{
+    if (s_mux_alloc(m, write, arg, err, errlen) < 0)
+        return -1;
     int tracks[2] = {d->v, d->a};
     for (int k = 0; k < 2; k++) {
         if (tracks[k] < 0)
@@ -943,27 +967,13 @@ static int s_mux_open(s_mux_t *m, const s_demux_t *d, vid_write_fn write, void *
         AVStream *out = avformat_new_stream(m->fmt, NULL);
         if (out == NULL || avcodec_parameters_copy(out->codecpar, d->fmt->streams[tracks[k]]->codecpar) < 0) {
             s_err(err, errlen, "out of memory");
-            goto cleanup;
+            return -1;
         }
         out->codecpar->codec_tag = 0;
         out->time_base = d->fmt->streams[tracks[k]]->time_base;
         m->out_of[tracks[k]] = out->index;
     }
-    av_dict_set(&opts, "mpegts_copyts", "1", 0);
-    int e = avformat_write_header(m->fmt, &opts);
-    if (e < 0) {
-        char msg[AV_ERROR_MAX_STRING_SIZE] = "";
-        av_strerror(e, msg, sizeof(msg));
-        s_err(err, errlen, "cannot start the MPEG-TS segment: %s", msg);
-        goto cleanup;
-    }
-    for (unsigned i = 0; i < m->fmt->nb_streams; i++)
-        m->offset[i] = av_rescale_q(VID_TS_OFFSET_S, (AVRational){1, 1}, m->fmt->streams[i]->time_base);
-    rc = 0;
-cleanup:
-    av_free(buf);
-    av_dict_free(&opts);
-    return rc;
+    return s_mux_start(m, err, errlen);
 }
 
 /* Frees what s_mux_open made; safe on a zeroed or closed m. */
@@ -2175,17 +2185,38 @@ typedef struct {
     int64_t start;    /* the source's start time in this stream's time base */
 } s_tx_track_t;
 
+/* A progressive HLS segment being made (s_tx_t.seg): which frames and
+ * audio packets it keeps, on the source's own timeline. */
+typedef struct {
+    bool on;
+    int64_t lo_us, hi_us;     /* video frames whose time (from the source's start) is in [lo, hi) */
+    int64_t a_lo, a_hi;       /* audio packets whose first sample is in [a_lo, a_hi): whole AAC frames */
+    int64_t a_pre;            /* where the audio encoder's input starts: two frames of pre-roll before a_lo */
+    int64_t v_off[2];         /* VID_TS_OFFSET_S in the output tracks' time bases */
+    bool v_past, a_past;      /* a packet well past the end has been read */
+} s_phls_seg_t;
+
 typedef struct {
     s_demux_t d;
     AVFormatContext *ofmt;
     s_tx_track_t v, a;
     vid_transcode_info_t *info;
+    s_phls_seg_t seg;
 } s_tx_t;
 
 static int s_tx_write(s_tx_t *x, s_tx_track_t *t, AVPacket *pkt)
 {
+    if (x->seg.on && t == &x->a && (pkt->pts < x->seg.a_lo || pkt->pts >= x->seg.a_hi)) {
+        av_packet_unref(pkt); /* pre-roll, or the next segment's */
+        return 0;
+    }
     av_packet_rescale_ts(pkt, t->enc->time_base, t->ost->time_base);
     pkt->stream_index = t->ost->index;
+    if (x->seg.on) { /* every segment on one timeline: the source's, shifted as mp4hls's */
+        int64_t off = x->seg.v_off[t->ost->index > 0];
+        pkt->pts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts + off : AV_NOPTS_VALUE;
+        pkt->dts = pkt->dts != AV_NOPTS_VALUE ? pkt->dts + off : AV_NOPTS_VALUE;
+    }
     return av_interleaved_write_frame(x->ofmt, pkt) < 0 ? -1 : 0;
 }
 
@@ -2246,6 +2277,10 @@ static int s_tx_video_setup(s_tx_t *x, const vid_transcode_opts_t *o, char *err,
     t->enc->sample_aspect_ratio = (AVRational){1, 1};
     t->enc->gop_size = (int)(2 * fr.num / fr.den) > 0 ? (int)(2 * fr.num / fr.den) : 50; /* a keyframe each 2 s */
     t->enc->thread_count = 0;
+    if (o->max_kbps > 0) { /* a ladder rung's cap: CRF within x264's VBV */
+        t->enc->rc_max_rate = (int64_t)o->max_kbps * 1000;
+        t->enc->rc_buffer_size = o->max_kbps * 2000;
+    }
     AVDictionary *opts = NULL;
     av_dict_set(&opts, "preset", o->preset != NULL ? o->preset : "veryfast", 0);
     av_dict_set_int(&opts, "crf", o->crf > 0 ? o->crf : 23, 0);
@@ -2314,6 +2349,11 @@ static int s_tx_video_frame(s_tx_t *x, AVFrame *in)
         ts = av_rescale_q(ts - t->start, st->time_base, t->enc->time_base);
     if (ts < 0)
         return 0; /* before the start (edit lists, B-frame delays): not shown */
+    if (x->seg.on) { /* a segment keeps its own frames only */
+        int64_t us = av_rescale_q(ts, t->enc->time_base, AV_TIME_BASE_Q);
+        if (us < x->seg.lo_us || us >= x->seg.hi_us)
+            return 0;
+    }
     if (t->next_pts != INT64_MIN && ts < t->next_pts)
         ts = t->next_pts; /* never backwards */
     AVFrame *out = t->out;
@@ -2359,6 +2399,55 @@ static int s_tx_audio_drain(s_tx_t *x, bool end)
     return 0;
 }
 
+/* A segment's audio starts on the AAC frame grid of the whole timeline
+ * (frame k covers samples [1024k, 1024k + 1024)), two frames before its
+ * first, so that its frames are the ones a continuous encode would make:
+ * samples before that are dropped, a gap before the first decoded sample
+ * is filled with silence. 0 or -1. */
+static int s_seg_align_audio(s_tx_t *x)
+{
+    s_tx_track_t *t = &x->a;
+    if (t->next_pts < x->seg.a_pre) {
+        int drop = (int)FFMIN(x->seg.a_pre - t->next_pts, (int64_t)av_audio_fifo_size(t->fifo));
+        if (av_audio_fifo_drain(t->fifo, drop) < 0)
+            return -1;
+        t->next_pts += drop;
+    } else if (t->next_pts > x->seg.a_pre && x->info->audio_frames == 0) {
+        int pad = (int)FFMIN(t->next_pts - x->seg.a_pre, (int64_t)1 << 20), rc = -1;
+        uint8_t **buf = NULL;
+        if (av_samples_alloc_array_and_samples(&buf, NULL, t->enc->ch_layout.nb_channels, pad, t->enc->sample_fmt,
+                                               0) < 0)
+            return -1;
+        av_samples_set_silence(buf, 0, pad, t->enc->ch_layout.nb_channels, t->enc->sample_fmt);
+        /* the silence goes before what the FIFO holds */
+        int held = av_audio_fifo_size(t->fifo);
+        AVAudioFifo *f = av_audio_fifo_alloc(t->enc->sample_fmt, t->enc->ch_layout.nb_channels, pad + held + 1);
+        if (f != NULL && av_audio_fifo_write(f, (void **)buf, pad) == pad) {
+            uint8_t **tmp = NULL;
+            if (held == 0 || (av_samples_alloc_array_and_samples(&tmp, NULL, t->enc->ch_layout.nb_channels, held,
+                                                                t->enc->sample_fmt, 0) >= 0 &&
+                              av_audio_fifo_read(t->fifo, (void **)tmp, held) == held &&
+                              av_audio_fifo_write(f, (void **)tmp, held) == held))
+                rc = 0;
+            if (tmp != NULL) {
+                av_freep(&tmp[0]);
+                av_freep(&tmp);
+            }
+        }
+        av_freep(&buf[0]);
+        av_freep(&buf);
+        if (rc < 0) {
+            if (f != NULL)
+                av_audio_fifo_free(f);
+            return -1;
+        }
+        av_audio_fifo_free(t->fifo);
+        t->fifo = f;
+        t->next_pts = x->seg.a_pre;
+    }
+    return 0;
+}
+
 /* A decoded audio frame (NULL: flush the resampler) into the FIFO. */
 static int s_tx_audio_frame(s_tx_t *x, AVFrame *in)
 {
@@ -2381,6 +2470,8 @@ static int s_tx_audio_frame(s_tx_t *x, AVFrame *in)
     int rc = n < 0 || (n > 0 && av_audio_fifo_write(t->fifo, (void **)buf, n) != n) ? -1 : 0;
     av_freep(&buf[0]);
     av_freep(&buf);
+    if (rc == 0 && x->seg.on)
+        rc = s_seg_align_audio(x);
     return rc != 0 ? -1 : s_tx_audio_drain(x, false);
 }
 
@@ -2510,6 +2601,309 @@ cleanup:
             avio_closep(&x.ofmt->pb);
         avformat_free_context(x.ofmt);
     }
+    s_demux_close(&x.d);
+    return rc;
+}
+
+/* ---- progressive HLS ---------------------------------------------------------------------------- */
+
+/* A segment shorter than this at the end is joined to the one before. */
+#define S_PHLS_MIN_LAST_S 1.0
+
+int vid_phls_probe(const vid_source_t *src, vid_phls_probe_t *out, char *err, size_t errlen)
+{
+    s_demux_t d;
+    memset(out, 0, sizeof(*out));
+    if (s_demux_open_as(&d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+        return -1;
+    int rc = -1, v = s_first_video(d.fmt);
+    out->input = d.fmt->iformat->name;
+    out->duration = s_duration(d.fmt);
+    for (unsigned i = 0; i < d.fmt->nb_streams; i++)
+        out->has_audio |= d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO;
+    if (v < 0)
+        s_err(err, errlen, "no video track");
+    else if (out->duration <= 0)
+        s_err(err, errlen, "the source has no duration");
+    else if (out->duration > VID_MAX_DURATION_S)
+        s_err(err, errlen, "the video is %.3f s long, more than %d s", out->duration, VID_MAX_DURATION_S);
+    else
+        rc = 0;
+    if (v >= 0)
+        s_display_size(d.fmt->streams[v], &out->width, &out->height);
+    if (rc == 0 && (out->width <= 0 || out->height <= 0)) {
+        s_err(err, errlen, "the video has no size");
+        rc = -1;
+    }
+    s_demux_close(&d);
+    return rc;
+}
+
+int vid_phls_segments(double duration, double seg)
+{
+    if (!(duration > 0) || !(seg > 0))
+        return 0;
+    double n = ceil(duration / seg - 1e-9);
+    if (n > VID_MAX_SEGMENTS)
+        return 0;
+    if (n > 1 && duration - (n - 1) * seg < S_PHLS_MIN_LAST_S)
+        n--; /* a sliver at the end goes into the last segment */
+    return n < 1 ? 1 : (int)n;
+}
+
+double vid_phls_extinf(double duration, double seg, int n)
+{
+    int count = vid_phls_segments(duration, seg);
+    if (n < 0 || n >= count)
+        return 0;
+    return n < count - 1 ? seg : duration - seg * (count - 1);
+}
+
+int vid_phls_playlist(double duration, double seg, char **out, size_t *len)
+{
+    int count = vid_phls_segments(duration, seg);
+    if (count < 1)
+        return -1;
+    double longest = vid_phls_extinf(duration, seg, count - 1) > seg ? vid_phls_extinf(duration, seg, count - 1) : seg;
+    FILE *f = open_memstream(out, len);
+    if (f == NULL)
+        return -1;
+    fprintf(f, "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:%d\n#EXT-X-MEDIA-SEQUENCE:0\n"
+               "#EXT-X-PLAYLIST-TYPE:VOD\n",
+            (int)ceil(longest - 1e-9));
+    for (int n = 0; n < count; n++)
+        fprintf(f, "#EXTINF:%.3f,\nseg-%d.ts\n", vid_phls_extinf(duration, seg, n), n);
+    fputs("#EXT-X-ENDLIST\n", f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+int vid_phls_rungs(const vid_phls_probe_t *p, const vid_rung_t *ladder, int n, vid_rung_t *out)
+{
+    int k = 0, smallest = -1;
+    for (int i = 0; i < n && i < VID_PHLS_MAX_RUNGS; i++) {
+        if (ladder[i].height <= p->height)
+            out[k++] = ladder[i];
+        if (smallest < 0 || ladder[i].height < ladder[smallest].height)
+            smallest = i;
+    }
+    if (k == 0 && smallest >= 0)
+        out[k++] = ladder[smallest]; /* a video smaller than every rung: one, at its own size */
+    return k;
+}
+
+/* The size a rung of height h gives p: fitted, never enlarged, even. */
+static void s_rung_size(const vid_phls_probe_t *p, int h, int *w, int *oh)
+{
+    AVFrame probe = {.width = p->width, .height = p->height, .sample_aspect_ratio = {1, 1}};
+    s_fit(&probe, 0, h, w, oh);
+}
+
+int vid_phls_master(const vid_phls_probe_t *p, const vid_rung_t *rungs, int n, int audio_kbps, char **out,
+                    size_t *len)
+{
+    if (n < 1)
+        return -1;
+    FILE *f = open_memstream(out, len);
+    if (f == NULL)
+        return -1;
+    fputs("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n", f);
+    for (int i = 0; i < n; i++) {
+        int w, h;
+        s_rung_size(p, rungs[i].height, &w, &h);
+        int64_t bw = ((int64_t)(rungs[i].kbps > 0 ? rungs[i].kbps : 8000) + (p->has_audio ? audio_kbps : 0)) * 1000;
+        fprintf(f, "#EXT-X-STREAM-INF:BANDWIDTH=%" PRId64 ",RESOLUTION=%dx%d\n%dp/index.m3u8\n", bw, w, h,
+                rungs[i].height);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* The segment's bounds: [lo, hi) of video time, the AAC frames it keeps. */
+static void s_seg_bounds(s_tx_t *x, const vid_phls_opts_t *o, double duration)
+{
+    int count = vid_phls_segments(duration, o->seg);
+    x->seg.on = true;
+    x->seg.lo_us = (int64_t)llround(o->n * o->seg * 1e6);
+    x->seg.hi_us = o->n >= count - 1 ? INT64_MAX : (int64_t)llround((o->n + 1) * o->seg * 1e6);
+    if (x->a.in >= 0) {
+        int64_t rate = x->a.enc->sample_rate, fs = 1024;
+        x->seg.a_lo = (x->seg.lo_us * rate / 1000000 + fs - 1) / fs * fs;
+        x->seg.a_hi = x->seg.hi_us == INT64_MAX ? INT64_MAX : (x->seg.hi_us * rate / 1000000 + fs - 1) / fs * fs;
+        x->seg.a_pre = x->seg.a_lo - 2 * fs;
+    }
+}
+
+/* Whether enough has been read: both tracks well past the segment's end
+ * (B-frame reordering and the files' own interleaving). */
+static bool s_seg_read_enough(s_tx_t *x, const AVPacket *pkt)
+{
+    const AVStream *st = x->d.fmt->streams[pkt->stream_index];
+    int64_t t = s_rel_us(st, pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts);
+    if (t != AV_NOPTS_VALUE && x->seg.hi_us != INT64_MAX) {
+        if (pkt->stream_index == x->v.in && t >= x->seg.hi_us + 1000000)
+            x->seg.v_past = true;
+        if (pkt->stream_index == x->a.in && t >= x->seg.hi_us + 200000)
+            x->seg.a_past = true;
+    }
+    return x->seg.v_past && (x->a.in < 0 || x->seg.a_past);
+}
+
+/* The first video keyframe's time (microseconds from the track's start)
+ * in the next packets, AV_NOPTS_VALUE when none shows within a bound. */
+static int64_t s_first_key_us(s_demux_t *d, int v)
+{
+    AVPacket *pkt = av_packet_alloc();
+    int64_t t = AV_NOPTS_VALUE;
+    for (int i = 0; pkt != NULL && i < 4096 && av_read_frame(d->fmt, pkt) >= 0; i++) {
+        bool key = pkt->stream_index == v && (pkt->flags & AV_PKT_FLAG_KEY);
+        if (key)
+            t = s_rel_us(d->fmt->streams[v], pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts);
+        av_packet_unref(pkt);
+        if (key)
+            break;
+    }
+    av_packet_free(&pkt);
+    return t;
+}
+
+/* Puts d where a segment from lo_us can be decoded: on a video keyframe
+ * at or before lo_us less some pre-roll. Not every container seeks to a
+ * keyframe at or before the time asked (MPEG-TS seeks by timestamp alone,
+ * and lands wherever), so each try looks at the first keyframe it reaches
+ * and tries further back when that is too late; the source's start is
+ * reached by opening it again. 0, or -1 with err set. */
+static int s_seg_position(s_demux_t *d, const vid_source_t *src, int64_t lo_us, char *err, size_t errlen)
+{
+    static const int64_t margins[] = {200000, 2000000, 6000000, 20000000};
+    int v = s_first_video(d->fmt);
+    for (size_t i = 0; i < sizeof(margins) / sizeof(margins[0]); i++) {
+        int64_t target = lo_us - margins[i];
+        if (target <= 0)
+            break;
+        if (s_seek_back(d, v, target, err, errlen) < 0)
+            return -1;
+        int64_t k = s_first_key_us(d, v);
+        if (k != AV_NOPTS_VALUE && k <= lo_us - margins[0] / 2)
+            return s_seek_back(d, v, target, err, errlen);
+    }
+    s_demux_close(d); /* from the start: what the demuxer does when just opened */
+    return s_demux_open_as(d, src, VID_MAX_HEADER_BYTES, true, err, errlen);
+}
+
+/* The encoders' settings for a rung: its height, its bit-rate cap. */
+static void s_seg_video_opts(const vid_phls_opts_t *o, vid_transcode_opts_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->max_height = o->height;
+    t->crf = o->crf;
+    t->preset = o->preset;
+    t->audio_kbps = o->audio_kbps;
+    t->max_kbps = o->kbps;
+}
+
+int vid_phls_segment(const vid_source_t *src, const vid_phls_opts_t *o, vid_write_fn write, void *arg,
+                     vid_transcode_info_t *info, char *err, size_t errlen)
+{
+    int rc = -1;
+    s_tx_t x;
+    s_mux_t m;
+    memset(&x, 0, sizeof(x));
+    memset(&m, 0, sizeof(m));
+    memset(info, 0, sizeof(*info));
+    x.info = info;
+    x.v.in = x.a.in = -1;
+    AVPacket *pkt = NULL;
+    vid_transcode_opts_t to;
+    s_seg_video_opts(o, &to);
+    if (!(o->seg > 0) || o->n < 0) {
+        s_err(err, errlen, "bad segment");
+        return -1;
+    }
+    if (s_demux_open_as(&x.d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+        return -1;
+    info->input = x.d.fmt->iformat->name;
+    x.v.in = s_first_video(x.d.fmt);
+    for (unsigned i = 0; i < x.d.fmt->nb_streams && x.a.in < 0; i++)
+        if (x.d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
+            x.a.in = (int)i;
+    double dur = s_duration(x.d.fmt);
+    int count = vid_phls_segments(dur, o->seg);
+    if (x.v.in < 0 || count < 1) {
+        s_err(err, errlen, x.v.in < 0 ? "no video track" : "the source has no duration");
+        goto cleanup;
+    }
+    if (o->max_duration > 0 && dur > o->max_duration) {
+        s_err(err, errlen, "the video is %.3f s long, more than %.3f s", dur, o->max_duration);
+        goto cleanup;
+    }
+    if (o->n >= count) {
+        s_err(err, errlen, "no segment %d: the video has %d", o->n, count);
+        rc = 1;
+        goto cleanup;
+    }
+    /* a fresh demuxer is at the start, where the first segment begins */
+    int64_t lo_us = (int64_t)llround(o->n * o->seg * 1e6);
+    if (lo_us > 200000 && s_seg_position(&x.d, src, lo_us, err, errlen) < 0)
+        goto cleanup;
+    for (unsigned i = 0; i < x.d.fmt->nb_streams; i++)
+        x.d.fmt->streams[i]->discard = (int)i == x.v.in || (int)i == x.a.in ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+    int64_t start = x.d.fmt->start_time != AV_NOPTS_VALUE ? x.d.fmt->start_time : 0;
+    x.v.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.v.in]->time_base);
+    if (x.a.in >= 0)
+        x.a.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.a.in]->time_base);
+    if (s_mux_alloc(&m, write, arg, err, errlen) < 0)
+        goto cleanup;
+    x.ofmt = m.fmt;
+    if (s_tx_video_setup(&x, &to, err, errlen) < 0 || (x.a.in >= 0 && s_tx_audio_setup(&x, &to, err, errlen) < 0) ||
+        s_mux_start(&m, err, errlen) < 0)
+        goto cleanup;
+    x.seg.v_off[0] = m.offset[0];
+    x.seg.v_off[1] = m.offset[1];
+    s_seg_bounds(&x, o, dur);
+    x.d.io.budget = x.d.io.used + src->size + VID_READ_SLACK;
+    if ((pkt = av_packet_alloc()) == NULL)
+        goto cleanup;
+    for (int64_t n = 0;; n++) {
+        if (n > S_MAX_ENTRIES * 2LL) {
+            s_err(err, errlen, "too many packets");
+            goto cleanup;
+        }
+        if (av_read_frame(x.d.fmt, pkt) < 0)
+            break;
+        bool enough = s_seg_read_enough(&x, pkt);
+        s_tx_track_t *t = pkt->stream_index == x.v.in ? &x.v : pkt->stream_index == x.a.in ? &x.a : NULL;
+        int r = t != NULL ? s_tx_decode(&x, t, pkt) : 0;
+        av_packet_unref(pkt);
+        if (r < 0) {
+            s_err(err, errlen, "cannot encode the segment");
+            goto cleanup;
+        }
+        if (enough)
+            break;
+    }
+    if (x.d.io.failed || x.d.io.over) {
+        s_err(err, errlen, x.d.io.failed ? "source read failed" : "too many bytes read");
+        goto cleanup;
+    }
+    if (s_tx_decode(&x, &x.v, NULL) < 0 || s_tx_encode(&x, &x.v, NULL) < 0 ||
+        (x.a.in >= 0 && (s_tx_decode(&x, &x.a, NULL) < 0 || s_tx_audio_frame(&x, NULL) < 0 ||
+                         s_tx_audio_drain(&x, true) < 0 || s_tx_encode(&x, &x.a, NULL) < 0))) {
+        s_err(err, errlen, "cannot finish the segment");
+        goto cleanup;
+    }
+    if (info->frames == 0) {
+        s_err(err, errlen, "no video frame could be decoded in segment %d (corrupt or truncated)", o->n);
+        goto cleanup;
+    }
+    if (av_write_trailer(m.fmt) < 0 || m.sink.failed) {
+        s_err(err, errlen, "cannot finish the segment");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    av_packet_free(&pkt);
+    s_tx_track_free(&x.v);
+    s_tx_track_free(&x.a);
+    s_mux_close(&m);
     s_demux_close(&x.d);
     return rc;
 }

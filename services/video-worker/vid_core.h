@@ -261,6 +261,7 @@ typedef struct {
     const char *preset;        /* x264's preset; NULL: "veryfast" */
     int audio_kbps;            /* AAC bit rate; 0: 128 */
     double max_duration;       /* seconds; a longer source is refused; 0: VID_MAX_DURATION_S */
+    int max_kbps;              /* the video's bit-rate cap (x264 VBV, buffer 2 s); 0: none */
 } vid_transcode_opts_t;
 
 typedef struct {
@@ -278,5 +279,71 @@ typedef struct {
  * (out_path may hold a partial file: the caller removes it). */
 int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const char *out_path,
                   vid_transcode_info_t *info, char *err, size_t errlen);
+
+/* ---- progressive HLS: any input, each segment transcoded when asked ----
+ *
+ * The timeline is cut into segments of `seg` seconds by time alone
+ * (segment n holds the frames whose time from the source's start is in
+ * [n*seg, (n+1)*seg); a last one shorter than 1 s joins the one before),
+ * so a playlist needs only the duration, and any segment can be made
+ * alone, by any worker, in any order. Each is H.264 (an IDR first) and
+ * AAC in MPEG-TS with the source's own timestamps plus VID_TS_OFFSET_S,
+ * like mp4hls's, so independently made segments play as one stream: the
+ * audio is cut on the AAC frame grid of the whole timeline, with two
+ * frames of pre-roll encoded and dropped, so that a segment's first audio
+ * frames are those a continuous encode would have made. */
+
+#define VID_PHLS_MAX_RUNGS 8
+
+typedef struct {
+    int height; /* the rung's output height (never enlarged) */
+    int kbps;   /* its video bit-rate cap; 0: none */
+} vid_rung_t;
+
+typedef struct {
+    double duration;   /* seconds */
+    int width, height; /* display size */
+    int has_audio;
+    const char *input; /* the container ("matroska,webm", ...), static */
+} vid_phls_probe_t;
+
+/* Reads the source's header (any container libavformat reads). 0, or -1
+ * with err set (no video track, no duration, too long). */
+int vid_phls_probe(const vid_source_t *src, vid_phls_probe_t *out, char *err, size_t errlen);
+
+/* The number of segments of a duration (0 when either is not positive or
+ * there would be more than VID_MAX_SEGMENTS), and segment n's EXTINF. */
+int vid_phls_segments(double duration, double seg);
+double vid_phls_extinf(double duration, double seg, int n);
+
+/* The media playlist (segments "seg-N.ts") into *out (malloc'd, caller
+ * frees). 0 or -1. */
+int vid_phls_playlist(double duration, double seg, char **out, size_t *len);
+
+/* The rungs of ladder[0..n) that apply to p (those not above its height;
+ * the smallest when it is below all) into out[VID_PHLS_MAX_RUNGS]; their count. */
+int vid_phls_rungs(const vid_phls_probe_t *p, const vid_rung_t *ladder, int n, vid_rung_t *out);
+
+/* The master playlist of rungs[0..n) ("Hp/index.m3u8", BANDWIDTH the cap
+ * plus the audio's, RESOLUTION the rung's size for p) into *out. 0 or -1. */
+int vid_phls_master(const vid_phls_probe_t *p, const vid_rung_t *rungs, int n, int audio_kbps, char **out,
+                    size_t *len);
+
+typedef struct {
+    double seg;          /* segment duration, seconds (> 0) */
+    int n;               /* the segment, from 0 */
+    int height, kbps;    /* the rung */
+    int crf;             /* 0: 23 */
+    const char *preset;  /* NULL: veryfast */
+    int audio_kbps;      /* 0: 128 */
+    double max_duration; /* longer sources refused; 0: no limit beyond VID_MAX_DURATION_S */
+} vid_phls_opts_t;
+
+/* Transcodes segment o->n of src to MPEG-TS through `write` (chunks of at
+ * most 32 KiB). Reads from the keyframe before the segment (0.2 s of
+ * pre-roll) to a little past its end. 0, 1 when there is no such segment
+ * (err says how many there are), -1 with err set. info: frames, size. */
+int vid_phls_segment(const vid_source_t *src, const vid_phls_opts_t *o, vid_write_fn write, void *arg,
+                     vid_transcode_info_t *info, char *err, size_t errlen);
 
 #endif

@@ -56,6 +56,7 @@ def stack(tmp_path_factory, videos):
             {"name": "cached.test", "origin": origin.url, "cache": {"enable": True}},
             {"name": "nom4a.test", "origin": "file://" + videos, "trimming": {"m4a": False, "accurate": False}},
             {"name": "seed.test", "origin": "file://" + videos,
+             "hls": {"keyword": "phls"},  # progressive HLS's default keyword is taken by mp4hls here
              "mp4hls": {"keyword": "hls", "index": "main.m3u8", "version": 4, "sequence": 100, "duration": 4,
                         "alternates": True, "alternates_name": "master.m3u8"}},
         ],
