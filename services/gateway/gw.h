@@ -190,6 +190,14 @@ typedef struct gw_func_t {
     const gw_reply_rule_t *then_replies; /* its statuses */
     /* fallbacks counter: labels vhost, reason */
     rf_metric_t **fallbacks;
+    /* The k-th result (from 0) worth making ahead once this one has been
+     * answered 200 (progressive HLS: the next segments), as the text after
+     * the keyword, into buf[len]: 1, or 0 when there is none. gw_transform
+     * requests them through this gateway's listener as background work so
+     * that they are cached when the client asks: only on a vhost whose
+     * cache is on, and never from a background request (no chains of
+     * them). NULL: none. */
+    int (*ahead)(const void *state, int k, char *buf, size_t len);
 } gw_func_t;
 
 /* The functions in match order, NULL-terminated. */

@@ -975,6 +975,7 @@ typedef struct {
 } s_phls_t;
 
 #define S_PHLS_INDEX "index.m3u8"
+#define VID_PHLS_MAX_SEGMENT 100000 /* the worker's VID_MAX_SEGMENTS */
 
 static const char *s_phls_keyword(const rf_vhost_conf_t *vh)
 {
@@ -1072,6 +1073,17 @@ static json_t *s_phls_json(const void *state)
                      "audio_kbps", c->audio_kbps, "max_duration", c->max_duration, "ladder", ladder);
 }
 
+/* A segment's next `prefetch` segments of the same rung (past the last
+ * one the worker answers 404, cheaply). */
+static int s_phls_ahead(const void *state, int k, char *buf, size_t len)
+{
+    const s_phls_t *st = state;
+    if (st->what != S_PHLS_SEGMENT || k >= st->conf.prefetch || st->n + 1 + k > VID_PHLS_MAX_SEGMENT)
+        return 0;
+    int n = snprintf(buf, len, "%dp/" S_HLS_SEG_PREFIX "%d" S_HLS_SEG_SUFFIX, st->height, st->n + 1 + k);
+    return n > 0 && (size_t)n < len;
+}
+
 static const gw_reply_rule_t s_phls_replies[] = {
     {200, GW_REPLY_BODY, 200, NULL, NULL},
     {415, GW_REPLY_ERROR, 415, "not a video that can be transcoded", "unsupported"},
@@ -1089,6 +1101,7 @@ static const gw_func_t s_phls = {
     .to_json = s_phls_json,
     .replies = s_phls_replies,
     .fallbacks = NULL,
+    .ahead = s_phls_ahead,
 };
 
 /* ---- the table ------------------------------------------------------------ */

@@ -11,6 +11,7 @@
  *  original, marked as a fallback. Results come back on the submitting
  *  thread (gw_transform_on_jobs).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,6 +425,56 @@ static void s_reply_freshness(gw_transform_t *t, const rf_reply_t *r)
     t->origin_headers = h;
 }
 
+static void s_ahead_done(void *arg, const gw_warm_result_t *r)
+{
+    (void)arg;
+    rf_log(RF_LOG_DEBUG, NULL, "ahead: %d%s%s", r->status, r->error[0] ? " " : "", r->error);
+}
+
+/* Percent-encodes what is not unreserved or '/' of s[0..n) into out[cap]; false when it does not fit. */
+static bool s_url_path(const char *s, size_t n, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (isalnum(ch) || strchr("/-._~", ch) != NULL) {
+            if (o + 1 >= cap)
+                return false;
+            out[o++] = (char)ch;
+        } else {
+            if (o + 3 >= cap)
+                return false;
+            out[o++] = '%', out[o++] = hex[ch >> 4], out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+    return true;
+}
+
+/* The function's next results made ahead (gw_func_t.ahead): background
+ * GETs through this gateway's own listener (the pre-warm path), so the
+ * cache has them when the client asks. */
+static void s_ahead(gw_req_t *rc)
+{
+    const gw_func_t *f = rc->func;
+    if (f->ahead == NULL || !rc->vhost->cache.enable || gw_background_request(rc->req))
+        return;
+    char chain[200], path[2048], url[2400], rid[96], host[256];
+    h2o_iovec_t a = rc->req->authority;
+    if (a.len == 0 || a.len >= sizeof(host) || !s_url_path(rc->src.base, rc->src.len, path, sizeof(path)))
+        return;
+    memcpy(host, a.base, a.len);
+    host[a.len] = '\0';
+    for (int k = 0; f->ahead(rc->func_state, k, chain, sizeof(chain)); k++) {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s/%s/%s", rc->thread->server->cfg->gateway.listen.port, path,
+                 f->keyword(rc->vhost), chain);
+        snprintf(rid, sizeof(rid), "%.80s-ahead%d", rc->request_id, k);
+        if (gw_storage_warm(rc->thread->server->storage, rc->thread, url, host, rid, s_ahead_done, NULL) < 0)
+            break; /* the queue is full: made when asked instead */
+    }
+}
+
 static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
 {
     gw_req_t *rc = t->rc;
@@ -457,6 +508,8 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
             s_result_by_ref(t, r, ctype);
             return;
         }
+        if (t->stage == 0)
+            s_ahead(rc);
         const void *body = s_reply_body(rc, job);
         s_keep_result(rc, rule->http_status, ctype, r->note, body, job->reply_len, t->origin_headers);
         s_keep_freshness(rc, t->origin_headers);

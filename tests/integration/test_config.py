@@ -115,6 +115,31 @@ def test_duplicates_are_errors(tmp_path, text, line):
     assert r.stderr.startswith(f"{path}:{line}:"), r.stderr
 
 
+@pytest.mark.parametrize("extra,message", [
+    ("    hls:\n      ladder: [720p, 360p@800k, 720p]\n",
+     "hls.ladder: '720p' is not HEIGHTp or HEIGHTp@KBPSk (height 2..4320, once each)"),
+    ("    hls:\n      ladder: [hd]\n", "hls.ladder: 'hd' is not HEIGHTp or HEIGHTp@KBPSk"),
+    ("    hls:\n      ladder: [720p@5000]\n", "hls.ladder: '720p@5000' is not HEIGHTp or HEIGHTp@KBPSk"),
+    ("    hls:\n      duration: 0\n", "hls.duration must be 1..60 seconds, got 0"),
+    ("    hls:\n      prefetch: 9\n", "hls.prefetch must be 0..4, got 9"),
+    ("    mp4hls:\n      keyword: hls\n",
+     "vhost 'a.test': hls.keyword and mp4hls.keyword are both 'hls' (turn one off or rename it)"),
+])
+def test_progressive_hls_settings_are_checked(tmp_path, extra, message):
+    """The vhost `hls` section: its ladder, ranges, and a keyword no other function of the vhost uses."""
+    path = str(tmp_path / "bad.yaml")
+    with open(path, "w") as f:
+        f.write(BASE + VHOST + extra)
+    r = _check(path)
+    assert r.returncode == 1
+    assert message in r.stderr, r.stderr
+    ok = str(tmp_path / "ok.yaml")
+    with open(ok, "w") as f:
+        f.write(BASE + VHOST + "    mp4hls:\n      keyword: hls\n    hls:\n      keyword: live\n"
+                "      ladder: [1080p@6000k, 540p]\n")
+    assert _check(ok).returncode == 0, _check(ok).stderr
+
+
 def test_yaml_anchors_and_aliases_work(tmp_path):
     path = str(tmp_path / "anchors.yaml")
     with open(path, "w") as f:

@@ -210,3 +210,22 @@ def test_hlsjs_plays_hls_of_a_frame_accurate_trim(node, stack):
     assert res["fragsLoaded"] >= 2 and {0, 1} <= {f["sn"] for f in res["frags"]}, res["frags"]
     assert res["decodedFrames"] >= (PLAY - 1) * 25, res["decodedFrames"]
     assert res["failedRequests"] == [], res["failedRequests"]
+
+
+@pytest.mark.timeout_s(120)
+def test_hlsjs_plays_progressive_hls_in_chromium(node, stack):
+    """Progressive HLS (/v.mp4/hls/index.m3u8, the master playlist of the
+    vhost's ladder): every segment hls.js asks for is transcoded then, on
+    its own, and hls.js plays across the segment joins (6 s each) with no
+    error: the segments' timestamps and AAC frames are one timeline."""
+    rc, res = _play(node, stack, "/v.mp4/hls/index.m3u8")
+    assert rc == 0 and res["ok"], json.dumps(res, indent=1)
+    assert res["errors"] == [] and res["videoError"] is None
+    assert res["played"] >= PLAY
+    assert res["levels"] == 1  # 640x360: the 360p rung only
+    assert abs(res["duration"] - DUR) < 0.5, res["duration"]
+    assert (res["videoWidth"], res["videoHeight"]) == (640, 360)
+    assert {0, 1, 2} <= {f["sn"] for f in res["frags"]}, res["frags"]
+    assert all(f["url"].endswith(f"/v.mp4/hls/360p/seg-{f['sn']}.ts") for f in res["frags"]), res["frags"]
+    assert res["decodedFrames"] >= (PLAY - 1) * 25, res["decodedFrames"]
+    assert res["failedRequests"] == [], res["failedRequests"]

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -34,6 +35,9 @@ def sources(tmp_path_factory):
     _ffmpeg(v + ["-c:v", "libx264", "-preset", "ultrafast"], os.path.join(d, "silent.mkv"))  # no audio
     with open(os.path.join(d, "text.mkv"), "w") as f:
         f.write("not a video\n" * 50)
+    day_ago = time.time() - 86400  # results live as long as their source: a day-old file's are fresh for hours
+    for name in os.listdir(d):
+        os.utime(os.path.join(d, name), (day_ago, day_ago))
     return d
 
 
@@ -45,7 +49,8 @@ def stack(tmp_path_factory, sources):
         vhosts=[{"name": "vod.test", "default": True, "origin": "file://" + sources},
                 {"name": "short.test", "origin": "file://" + sources,
                  "hls": {"keyword": "stream", "duration": 7, "ladder": ["360p@600k", "240p"]}},
-                {"name": "tiny.test", "origin": "file://" + sources, "hls": {"max_duration": 10}}],
+                {"name": "tiny.test", "origin": "file://" + sources, "hls": {"max_duration": 10}},
+                {"name": "cached.test", "origin": "file://" + sources, "cache": {"enable": True}}],
         bus={"job_timeout": "60s"},
         vhost_defaults={"cache": {"enable": False}},
         workers=0,
@@ -183,3 +188,27 @@ def test_refusals(stack, path, host, status, text):
         return
     assert r.status_code == status, (r.status_code, r.text)
     assert text in r.text, r.text
+
+
+def test_next_segments_are_made_ahead(stack):
+    """With the cache on, answering seg-0 asks for seg-1 and seg-2 in the
+    background (hls.prefetch: 2): they are cache hits when the player
+    comes for them. The made-ahead requests do not make more ahead."""
+    r = _get(stack, "/v.webm/hls/360p/seg-0.ts", host="cached.test")
+    assert r.status_code == 200, r.text
+    assert "hit" not in r.headers.get("Cache-Status", "")
+    for i in (1, 2):
+        deadline = time.monotonic() + 60
+        while True:  # made in the background: wait until it is cached
+            h = stack.request("HEAD", f"/v.webm/hls/360p/seg-{i}.ts", host="cached.test", timeout=60,
+                              headers={"Cache-Control": "only-if-cached"})
+            if h.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert h.status_code == 200, (i, h.status_code, dict(h.headers))
+        s = _get(stack, f"/v.webm/hls/360p/seg-{i}.ts", host="cached.test")
+        assert s.status_code == 200 and "hit" in s.headers.get("Cache-Status", ""), dict(s.headers)
+    # no chain: a made-ahead seg-1 would have asked for seg-3 when it was made, which would be done
+    # (a 2 s segment) well within these 3 s; the clients' own GETs of seg-1 and seg-2 were hits
+    time.sleep(3)
+    assert "cached.test /v.webm/hls/360p/seg-3.ts" not in stack.gw.log()
