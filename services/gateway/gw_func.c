@@ -1109,5 +1109,5 @@ static const gw_func_t s_phls = {
 /* The thumbnail row comes before dims: "/v.mp4/thumbnail/10/dims/resize/100"
  * is a thumbnail piped through a dims chain, not a dims chain of the
  * source "/v.mp4/thumbnail/10". */
-const gw_func_t *const gw_funcs[] = {&s_thumbnail, &s_dims,       &s_mp4hls, &s_sprite,
+const gw_func_t *const gw_funcs[] = {&s_thumbnail, &s_dims,      &s_mp4hls, &s_sprite,
                                      &s_trimming,  &s_transcode, &s_phls,   NULL};

@@ -749,8 +749,8 @@ static int s_on_redirect(gw_req_t *rc, const char *location, size_t len);
 
 /* Fetches the source from rc->byclient or the vhost's origin, collecting it. */
 /* gw_srcache_cb: the source as a file in the cache, or (ref NULL) not. */
-static void s_on_cached_source(gw_req_t *rc, const char *path, uint64_t off, uint64_t len,
-                               const h2o_headers_t *headers, rf_obj_t *obj)
+static void s_on_cached_source(gw_req_t *rc, const char *path, uint64_t off, uint64_t len, const h2o_headers_t *headers,
+                               rf_obj_t *obj)
 {
     gw_transform_t *t = rc->transform;
     if (path == NULL) {

@@ -655,8 +655,9 @@ static int s_phls_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
     s_phls_job_t j;
     int status = 0;
     if (s_phls_parse(op, &j) < 0) {
-        snprintf(why, why_len, "bad phls operation (what, segment, height, kbps, duration, crf, audio_kbps, "
-                               "max_duration, ladder)");
+        snprintf(why, why_len,
+                 "bad phls operation (what, segment, height, kbps, duration, crf, audio_kbps, "
+                 "max_duration, ladder)");
         return 400;
     }
     snprintf(what, what_len, "hls %s", j.what);

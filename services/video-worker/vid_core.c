@@ -2189,11 +2189,11 @@ typedef struct {
  * audio packets it keeps, on the source's own timeline. */
 typedef struct {
     bool on;
-    int64_t lo_us, hi_us;     /* video frames whose time (from the source's start) is in [lo, hi) */
-    int64_t a_lo, a_hi;       /* audio packets whose first sample is in [a_lo, a_hi): whole AAC frames */
-    int64_t a_pre;            /* where the audio encoder's input starts: two frames of pre-roll before a_lo */
-    int64_t v_off[2];         /* VID_TS_OFFSET_S in the output tracks' time bases */
-    bool v_past, a_past;      /* a packet well past the end has been read */
+    int64_t lo_us, hi_us; /* video frames whose time (from the source's start) is in [lo, hi) */
+    int64_t a_lo, a_hi;   /* audio packets whose first sample is in [a_lo, a_hi): whole AAC frames */
+    int64_t a_pre;        /* where the audio encoder's input starts: two frames of pre-roll before a_lo */
+    int64_t v_off[2];     /* VID_TS_OFFSET_S in the output tracks' time bases */
+    bool v_past, a_past;  /* a packet well past the end has been read */
 } s_phls_seg_t;
 
 typedef struct {
@@ -2348,7 +2348,7 @@ static int s_tx_video_frame(s_tx_t *x, AVFrame *in)
     else
         ts = av_rescale_q(ts - t->start, st->time_base, t->enc->time_base);
     if (ts < 0)
-        return 0; /* before the start (edit lists, B-frame delays): not shown */
+        return 0;    /* before the start (edit lists, B-frame delays): not shown */
     if (x->seg.on) { /* a segment keeps its own frames only */
         int64_t us = av_rescale_q(ts, t->enc->time_base, AV_TIME_BASE_Q);
         if (us < x->seg.lo_us || us >= x->seg.hi_us)
@@ -2415,8 +2415,8 @@ static int s_seg_align_audio(s_tx_t *x)
     } else if (t->next_pts > x->seg.a_pre && x->info->audio_frames == 0) {
         int pad = (int)FFMIN(t->next_pts - x->seg.a_pre, (int64_t)1 << 20), rc = -1;
         uint8_t **buf = NULL;
-        if (av_samples_alloc_array_and_samples(&buf, NULL, t->enc->ch_layout.nb_channels, pad, t->enc->sample_fmt,
-                                               0) < 0)
+        if (av_samples_alloc_array_and_samples(&buf, NULL, t->enc->ch_layout.nb_channels, pad, t->enc->sample_fmt, 0) <
+            0)
             return -1;
         av_samples_set_silence(buf, 0, pad, t->enc->ch_layout.nb_channels, t->enc->sample_fmt);
         /* the silence goes before what the FIFO holds */
@@ -2425,7 +2425,7 @@ static int s_seg_align_audio(s_tx_t *x)
         if (f != NULL && av_audio_fifo_write(f, (void **)buf, pad) == pad) {
             uint8_t **tmp = NULL;
             if (held == 0 || (av_samples_alloc_array_and_samples(&tmp, NULL, t->enc->ch_layout.nb_channels, held,
-                                                                t->enc->sample_fmt, 0) >= 0 &&
+                                                                 t->enc->sample_fmt, 0) >= 0 &&
                               av_audio_fifo_read(t->fifo, (void **)tmp, held) == held &&
                               av_audio_fifo_write(f, (void **)tmp, held) == held))
                 rc = 0;
@@ -2668,8 +2668,9 @@ int vid_phls_playlist(double duration, double seg, char **out, size_t *len)
     FILE *f = open_memstream(out, len);
     if (f == NULL)
         return -1;
-    fprintf(f, "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:%d\n#EXT-X-MEDIA-SEQUENCE:0\n"
-               "#EXT-X-PLAYLIST-TYPE:VOD\n",
+    fprintf(f,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:%d\n#EXT-X-MEDIA-SEQUENCE:0\n"
+            "#EXT-X-PLAYLIST-TYPE:VOD\n",
             (int)ceil(longest - 1e-9));
     for (int n = 0; n < count; n++)
         fprintf(f, "#EXTINF:%.3f,\nseg-%d.ts\n", vid_phls_extinf(duration, seg, n), n);
@@ -2698,8 +2699,7 @@ static void s_rung_size(const vid_phls_probe_t *p, int h, int *w, int *oh)
     s_fit(&probe, 0, h, w, oh);
 }
 
-int vid_phls_master(const vid_phls_probe_t *p, const vid_rung_t *rungs, int n, int audio_kbps, char **out,
-                    size_t *len)
+int vid_phls_master(const vid_phls_probe_t *p, const vid_rung_t *rungs, int n, int audio_kbps, char **out, size_t *len)
 {
     if (n < 1)
         return -1;

@@ -326,8 +326,7 @@ int vid_phls_rungs(const vid_phls_probe_t *p, const vid_rung_t *ladder, int n, v
 
 /* The master playlist of rungs[0..n) ("Hp/index.m3u8", BANDWIDTH the cap
  * plus the audio's, RESOLUTION the rung's size for p) into *out. 0 or -1. */
-int vid_phls_master(const vid_phls_probe_t *p, const vid_rung_t *rungs, int n, int audio_kbps, char **out,
-                    size_t *len);
+int vid_phls_master(const vid_phls_probe_t *p, const vid_rung_t *rungs, int n, int audio_kbps, char **out, size_t *len);
 
 typedef struct {
     double seg;          /* segment duration, seconds (> 0) */

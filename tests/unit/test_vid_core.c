@@ -807,6 +807,77 @@ static void test_avcc_ids(void **state)
     assert_int_equal(vid_recut_avcc_ids(NULL, 0, &sps, pps, &nal), -1);
 }
 
+/* Progressive HLS's plan from a duration alone: fixed segments, a last
+ * one under 1 s joined to the one before, EXTINFs summing to the duration,
+ * TARGETDURATION their rounded-up maximum; the ladder's rungs for a size. */
+static void test_phls_plan(void **state)
+{
+    (void)state;
+    assert_int_equal(vid_phls_segments(14.008, 6), 3);
+    assert_true(fabs(vid_phls_extinf(14.008, 6, 2) - 2.008) < 1e-9);
+    assert_int_equal(vid_phls_segments(14.008, 7), 2); /* 0.008 s left: joined */
+    assert_true(fabs(vid_phls_extinf(14.008, 7, 1) - 7.008) < 1e-9);
+    assert_int_equal(vid_phls_segments(12, 6), 2); /* exactly two */
+    assert_int_equal(vid_phls_segments(0.5, 6), 1);
+    assert_int_equal(vid_phls_segments(0, 6), 0);
+    assert_int_equal(vid_phls_segments(1e12, 6), 0); /* more than VID_MAX_SEGMENTS */
+    assert_true(vid_phls_extinf(14.008, 6, 3) == 0 && vid_phls_extinf(14.008, 6, -1) == 0);
+    char *m = NULL;
+    size_t len = 0;
+    assert_int_equal(vid_phls_playlist(14.008, 7, &m, &len), 0);
+    assert_string_equal(m, "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:8\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                           "#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:7.000,\nseg-0.ts\n#EXTINF:7.008,\nseg-1.ts\n"
+                           "#EXT-X-ENDLIST\n");
+    free(m);
+    vid_rung_t ladder[] = {{1080, 5000}, {720, 2800}, {480, 1400}, {360, 800}}, out[VID_PHLS_MAX_RUNGS];
+    vid_phls_probe_t p = {.duration = 10, .width = 1280, .height = 720, .has_audio = 1};
+    assert_int_equal(vid_phls_rungs(&p, ladder, 4, out), 3);
+    assert_true(out[0].height == 720 && out[2].height == 360);
+    assert_int_equal(vid_phls_master(&p, out, 3, 128, &m, &len), 0);
+    assert_string_equal(m, "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+                           "#EXT-X-STREAM-INF:BANDWIDTH=2928000,RESOLUTION=1280x720\n720p/index.m3u8\n"
+                           "#EXT-X-STREAM-INF:BANDWIDTH=1528000,RESOLUTION=854x480\n480p/index.m3u8\n"
+                           "#EXT-X-STREAM-INF:BANDWIDTH=928000,RESOLUTION=640x360\n360p/index.m3u8\n");
+    free(m);
+    vid_phls_probe_t small = {.duration = 10, .width = 320, .height = 240};
+    assert_int_equal(vid_phls_rungs(&small, ladder, 4, out), 1); /* below every rung: the smallest, unenlarged */
+    assert_int_equal(out[0].height, 360);
+    assert_int_equal(vid_phls_master(&small, out, 1, 128, &m, &len), 0);
+    assert_non_null(strstr(m, "BANDWIDTH=800000,RESOLUTION=320x240\n360p/index.m3u8\n")); /* no audio track */
+    free(m);
+}
+
+/* A segment alone, from a file: its frames are those of its time, first
+ * an IDR; a segment past the end is 1; a source with no video is refused. */
+static void test_phls_segment(void **state)
+{
+    (void)state;
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/phls-1.ts", s_dir);
+    s_file_t f;
+    s_file_open(&f, "fs.mp4", -1);
+    s_sink_t sink = {.f = fopen(path, "wb"), .fail_after = -1};
+    vid_phls_opts_t o = {.seg = 6, .n = 1, .height = 120};
+    vid_transcode_info_t info;
+    assert_int_equal(vid_phls_segment(&f.src, &o, s_sink, &sink, &info, err, sizeof(err)), 0);
+    assert_int_equal(fclose(sink.f), 0);
+    assert_true(info.frames == 150 && info.width == 160 && info.height == 120);
+    assert_true(sink.max_chunk <= 32 << 10);
+    char *out = s_run("ffprobe -v error -select_streams v -show_entries frame=pts_time,pict_type -of csv=p=0 "
+                      "phls-1.ts | head -1");
+    assert_true(strncmp(out, "16.000000,I", 11) == 0); /* 6 s + VID_TS_OFFSET_S, an IDR */
+    free(out);
+    o.n = 5;
+    assert_int_equal(vid_phls_segment(&f.src, &o, s_sink, &(s_sink_t){.fail_after = -1}, &info, err, sizeof(err)), 1);
+    assert_string_equal(err, "no segment 5: the video has 5");
+    s_file_close(&f);
+    s_file_open(&f, "a.m4a", -1);
+    o.n = 0;
+    assert_int_equal(vid_phls_segment(&f.src, &o, s_sink, &(s_sink_t){.fail_after = -1}, &info, err, sizeof(err)), -1);
+    assert_string_equal(err, "no video track");
+    s_file_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -825,6 +896,8 @@ int main(void)
         cmocka_unit_test(test_trim_exact_irregular_groups),
         cmocka_unit_test(test_trim_exact_falls_back),
         cmocka_unit_test(test_avcc_ids),
+        cmocka_unit_test(test_phls_plan),
+        cmocka_unit_test(test_phls_segment),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
