@@ -16,6 +16,9 @@
 #      cuts re-encoded, the rest copied) vs ffmpeg -ss 11.5 -to 19.5 -i v.mp4
 #      -c:v libx264 -preset veryfast -crf 18 -c:a copy (the CLI's frame-accurate
 #      trim re-encodes the whole range), and vs row 4's copy
+#   6. /v.mp4/hls/720p/seg-3.ts (progressive HLS: 30-40 s transcoded now, 720p, CRF 23
+#      capped at 2800k, AAC 128k) vs ffmpeg -ss 30 -t 10 -i v.mp4 with the same libx264 and
+#      AAC settings to MPEG-TS (the same 10 s transcoded by the CLI)
 #   5. a 10-minute video: seg-1, the middle segment and the last full one,
 #      against ffmpeg -ss T -t 10 -c copy -f mpegts at the same times; the ratio
 #      last/first says whether a segment costs more the further in it is
@@ -159,6 +162,7 @@ vhosts:
     default: true
     origin: "file://$WWW"
     cache: { enable: false }   # every answer is made, none served from the edge cache
+    hls: { duration: 10 }      # progressive HLS segments of 10 s, as row 6's ffmpeg makes
   - name: $HTTP_HOST
     origin: "http://127.0.0.1:$P_ORIGIN"
     cache: { enable: false }   # every range read of the worker goes to nginx
@@ -232,6 +236,8 @@ SEG_SS=("${FF[@]}" -ss 30 -t 10 -i "$WWW/v.mp4" -c copy -f mpegts out.ts)
 THUMB=("${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 out.jpg)
 TRIM=("${FF[@]}" -ss 10 -to 20 -i "$WWW/v.mp4" -c copy -movflags +faststart out.mp4)
 TRIMX=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/v.mp4" -c:v libx264 -preset veryfast -crf 18 -c:a copy -movflags +faststart out.mp4)
+PHLS=("${FF[@]}" -ss 30 -t 10 -i "$WWW/v.mp4" -vf scale=-2:720 -c:v libx264 -preset veryfast -crf 23 -maxrate 2800k
+    -bufsize 5600k -g 60 -c:a aac -b:a 128k -f mpegts out.ts)
 long_ss() { echo "${FF[*]} -ss $1 -t 10 -i $WWW/long.mp4 -c copy -f mpegts out.ts"; }
 
 # ---- every answer checked before any timing ---------------------------------------------------
@@ -316,6 +322,10 @@ peer_ms "$OUT/trim" "${TRIM[@]}" >/dev/null
 check_av "$OUT/trim/out.mp4" 10 "ffmpeg -ss 10 -to 20 -c copy"
 check_faststart "$OUT/trim/out.mp4" "ffmpeg -ss 10 -to 20 -movflags +faststart"
 peer_ms "$OUT/trimx" "${TRIMX[@]}" >/dev/null
+rf_get /v.mp4/hls/720p/seg-3.ts "$C/phls-3.ts"
+check_av "$C/phls-3.ts" 10 "refract hls/720p/seg-3.ts"
+peer_ms "$OUT/phls" "${PHLS[@]}" >/dev/null
+check_av "$OUT/phls/out.ts" 10 "ffmpeg -ss 30 -t 10 libx264 -f mpegts"
 check_av "$OUT/trimx/out.mp4" 8 "ffmpeg -ss 11.5 -to 19.5 -c:v libx264"
 # the thumbnail is the frame at 30 s: against a lossless decode of 30 s and of 30.5 s
 { "${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 "$C/ref30.png" && "${FF[@]}" -ss 30.5 -i "$WWW/v.mp4" -frames:v 1 "$C/ref305.png"; } ||
@@ -404,6 +414,7 @@ measure seg3 /v.mp4/mp4hls/seg-3.ts "$OUT/seg" "${SEG_SS[@]}"
 measure thumb /v.mp4/thumbnail/30 "$OUT/thumb" "${THUMB[@]}"
 measure trim "/v.mp4?trimming=10-20" "$OUT/trim" "${TRIM[@]}"
 measure trimx "/v.mp4?trimming=11.5-19.5" "$OUT/trimx" "${TRIMX[@]}"
+measure phls /v.mp4/hls/720p/seg-3.ts "$OUT/phls" "${PHLS[@]}"
 
 # origin bytes through the http:// vhost (cache off): what nginx sent for one answer
 origin_bytes() { # PATH: sets OB_BYTES OB_REQS
@@ -504,7 +515,7 @@ if [ "$WARM" != 0 ]; then
     [ "$LONG" != 0 ] && printf "$FMT" "   10-min seg-$L_LAST.ts (index cached)" "${RF[long-seg-$L_LAST-warm]}" - \
         "$(fdiv "${RF[long-seg-$L_LAST-warm]}" "${RF[long-seg-$L_FIRST]}")x" - info - "${WK[long-seg-$L_LAST-warm]}; ratio vs cold seg-$L_FIRST"
 fi
-printf "$FMT" "   progressive HLS (growing file)" "not built" - - - - - ""
+row "6 hls/720p/seg-3.ts / ffmpeg -ss 30 -t 10 libx264" phls phls - "progressive hls seg-3 720p: refract/ffmpeg-transcode (ms)"
 printf "$FMT" "   transcoding (renditions)" "not built" - - - - - ""
 echo "origin bytes through http:// (cache off, read_ahead ${READ_AHEAD:-1MB default}) for one answer, of $(awk -v b="$V_SIZE" 'BEGIN{printf "%.2f MB", b / 1048576}'):" \
     "index.m3u8 $(pct "${OBYTES[index]}" "$V_SIZE")% (${OREQS[index]} req), seg-3.ts $(pct "${OBYTES[seg3]}" "$V_SIZE")% (${OREQS[seg3]} req)," \
@@ -514,6 +525,7 @@ summary "video: refract seg-3.ts ms" "${RF[seg3]}" -
 summary "video: refract thumbnail/30 ms" "${RF[thumb]}" -
 summary "video: refract trimming=10-20 ms" "${RF[trim]}" -
 summary "video: refract trimming=11.5-19.5 (on frames) ms" "${RF[trimx]}" -
+summary "video: refract progressive hls seg-3 720p ms" "${RF[phls]}" -
 summary "video: ffmpeg -f hls whole file ms" "${FF_MS[index]}" -
 summary "video: ffmpeg start-up floor ms" "$FF_START_MS" -
 
