@@ -1,4 +1,5 @@
 #include "vid_core.h"
+#include "vid_err.h"
 #include "vid_recut.h"
 
 #include <errno.h>
@@ -34,25 +35,6 @@
 
 /* Segment target durations accepted by vid_index_new (seconds). */
 #define S_MAX_TARGET_S 3600
-
-/* ---- errors ------------------------------------------------------------------------- */
-
-/* Writes the formatted reason into err[errlen] (the caller's; may be
- * NULL), as one line. */
-static void s_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void s_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    for (char *p = err; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
-}
 
 /* ---- the source as an AVIOContext ------------------------------------------------------ */
 
@@ -2506,6 +2488,57 @@ static void s_tx_track_free(s_tx_track_t *t)
     av_frame_free(&t->out);
 }
 
+static bool s_seg_read_enough(s_tx_t *x, const AVPacket *pkt);
+
+/* Reads packets into the decoders (a segment: until it has read enough),
+ * then drains what the decoders, the resampler and the encoders still
+ * hold. 0, or -1 with err set. */
+static int s_tx_pump(s_tx_t *x, char *err, size_t errlen)
+{
+    AVPacket *pkt = av_packet_alloc();
+    int rc = -1;
+    if (pkt == NULL) {
+        s_err(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int64_t n = 0;; n++) {
+        if (n > S_MAX_ENTRIES * 2LL) {
+            s_err(err, errlen, "too many packets");
+            goto cleanup;
+        }
+        if (av_read_frame(x->d.fmt, pkt) < 0)
+            break;
+        bool enough = x->seg.on && s_seg_read_enough(x, pkt);
+        s_tx_track_t *t = pkt->stream_index == x->v.in ? &x->v : pkt->stream_index == x->a.in ? &x->a : NULL;
+        int r = t != NULL ? s_tx_decode(x, t, pkt) : 0;
+        av_packet_unref(pkt);
+        if (r < 0) {
+            s_err(err, errlen, "cannot encode the output");
+            goto cleanup;
+        }
+        if (enough)
+            break;
+    }
+    if (x->d.io.failed || x->d.io.over) {
+        s_err(err, errlen, x->d.io.failed ? "source read failed" : "too many bytes read");
+        goto cleanup;
+    }
+    if (s_tx_decode(x, &x->v, NULL) < 0 || s_tx_encode(x, &x->v, NULL) < 0 ||
+        (x->a.in >= 0 && (s_tx_decode(x, &x->a, NULL) < 0 || s_tx_audio_frame(x, NULL) < 0 ||
+                          s_tx_audio_drain(x, true) < 0 || s_tx_encode(x, &x->a, NULL) < 0))) {
+        s_err(err, errlen, "cannot finish the output");
+        goto cleanup;
+    }
+    if (x->info->frames == 0) {
+        s_err(err, errlen, "no video frame could be decoded (corrupt or truncated)");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    av_packet_free(&pkt);
+    return rc;
+}
+
 int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const char *out_path,
                   vid_transcode_info_t *info, char *err, size_t errlen)
 {
@@ -2515,7 +2548,6 @@ int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const 
     memset(info, 0, sizeof(*info));
     x.info = info;
     x.v.in = x.a.in = -1;
-    AVPacket *pkt = NULL;
     if (s_demux_open_as(&x.d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
         return -1;
     info->input = x.d.fmt->iformat->name;
@@ -2553,39 +2585,8 @@ int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const 
         goto cleanup;
     }
     x.d.io.budget = x.d.io.used + src->size + VID_READ_SLACK; /* the source, front to back, once */
-    if ((pkt = av_packet_alloc()) == NULL)
+    if (s_tx_pump(&x, err, errlen) < 0)
         goto cleanup;
-    for (int64_t n = 0;; n++) {
-        if (n > S_MAX_ENTRIES * 2LL) {
-            s_err(err, errlen, "too many packets");
-            goto cleanup;
-        }
-        e = av_read_frame(x.d.fmt, pkt);
-        if (e < 0)
-            break;
-        s_tx_track_t *t = pkt->stream_index == x.v.in ? &x.v : pkt->stream_index == x.a.in ? &x.a : NULL;
-        int r = t != NULL ? s_tx_decode(&x, t, pkt) : 0;
-        av_packet_unref(pkt);
-        if (r < 0) {
-            s_err(err, errlen, "cannot encode the output");
-            goto cleanup;
-        }
-    }
-    if (x.d.io.failed || x.d.io.over) {
-        s_err(err, errlen, x.d.io.failed ? "source read failed" : "too many bytes read");
-        goto cleanup;
-    }
-    /* the end: what the decoders, the resampler and the encoders still hold */
-    if (s_tx_decode(&x, &x.v, NULL) < 0 || s_tx_encode(&x, &x.v, NULL) < 0 ||
-        (x.a.in >= 0 && (s_tx_decode(&x, &x.a, NULL) < 0 || s_tx_audio_frame(&x, NULL) < 0 ||
-                         s_tx_audio_drain(&x, true) < 0 || s_tx_encode(&x, &x.a, NULL) < 0))) {
-        s_err(err, errlen, "cannot finish the output");
-        goto cleanup;
-    }
-    if (info->frames == 0) {
-        s_err(err, errlen, "no video frame could be decoded (corrupt or truncated)");
-        goto cleanup;
-    }
     if (av_write_trailer(x.ofmt) < 0) {
         s_err(err, errlen, "cannot finish the MP4");
         goto cleanup;
@@ -2593,7 +2594,6 @@ int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const 
     info->duration = (double)x.v.next_pts * x.v.enc->time_base.num / x.v.enc->time_base.den;
     rc = 0;
 cleanup:
-    av_packet_free(&pkt);
     s_tx_track_free(&x.v);
     s_tx_track_free(&x.a);
     if (x.ofmt != NULL) {
@@ -2811,7 +2811,6 @@ int vid_phls_segment(const vid_source_t *src, const vid_phls_opts_t *o, vid_writ
     memset(info, 0, sizeof(*info));
     x.info = info;
     x.v.in = x.a.in = -1;
-    AVPacket *pkt = NULL;
     vid_transcode_opts_t to;
     s_seg_video_opts(o, &to);
     if (!(o->seg > 0) || o->n < 0) {
@@ -2860,47 +2859,14 @@ int vid_phls_segment(const vid_source_t *src, const vid_phls_opts_t *o, vid_writ
     x.seg.v_off[1] = m.offset[1];
     s_seg_bounds(&x, o, dur);
     x.d.io.budget = x.d.io.used + src->size + VID_READ_SLACK;
-    if ((pkt = av_packet_alloc()) == NULL)
+    if (s_tx_pump(&x, err, errlen) < 0)
         goto cleanup;
-    for (int64_t n = 0;; n++) {
-        if (n > S_MAX_ENTRIES * 2LL) {
-            s_err(err, errlen, "too many packets");
-            goto cleanup;
-        }
-        if (av_read_frame(x.d.fmt, pkt) < 0)
-            break;
-        bool enough = s_seg_read_enough(&x, pkt);
-        s_tx_track_t *t = pkt->stream_index == x.v.in ? &x.v : pkt->stream_index == x.a.in ? &x.a : NULL;
-        int r = t != NULL ? s_tx_decode(&x, t, pkt) : 0;
-        av_packet_unref(pkt);
-        if (r < 0) {
-            s_err(err, errlen, "cannot encode the segment");
-            goto cleanup;
-        }
-        if (enough)
-            break;
-    }
-    if (x.d.io.failed || x.d.io.over) {
-        s_err(err, errlen, x.d.io.failed ? "source read failed" : "too many bytes read");
-        goto cleanup;
-    }
-    if (s_tx_decode(&x, &x.v, NULL) < 0 || s_tx_encode(&x, &x.v, NULL) < 0 ||
-        (x.a.in >= 0 && (s_tx_decode(&x, &x.a, NULL) < 0 || s_tx_audio_frame(&x, NULL) < 0 ||
-                         s_tx_audio_drain(&x, true) < 0 || s_tx_encode(&x, &x.a, NULL) < 0))) {
-        s_err(err, errlen, "cannot finish the segment");
-        goto cleanup;
-    }
-    if (info->frames == 0) {
-        s_err(err, errlen, "no video frame could be decoded in segment %d (corrupt or truncated)", o->n);
-        goto cleanup;
-    }
     if (av_write_trailer(m.fmt) < 0 || m.sink.failed) {
         s_err(err, errlen, "cannot finish the segment");
         goto cleanup;
     }
     rc = 0;
 cleanup:
-    av_packet_free(&pkt);
     s_tx_track_free(&x.v);
     s_tx_track_free(&x.a);
     s_mux_close(&m);

@@ -1,5 +1,7 @@
 #include "vid_recut.h"
 
+#include "vid_err.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,18 +31,6 @@ struct vid_recut {
     uint8_t *avcc; /* the output track's avcC */
     int avcc_len;
 };
-
-static void s_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void s_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- the avcC ------------------------------------------------------------------------ */
 
