@@ -1803,6 +1803,7 @@ void rf_thumb_default(rf_thumb_conf_t *t)
     snprintf(t->keyword, sizeof(t->keyword), "thumbnail");
     t->quality = 85;
     snprintf(t->sprite_keyword, sizeof(t->sprite_keyword), "sprite");
+    t->sprites = true;
 }
 
 /* A `thumbnail` mapping onto *t, which holds the defaults. */
@@ -1812,6 +1813,7 @@ static int s_thumbnail(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("keyword", s_hls_keyword, rf_thumb_conf_t, keyword),
                                    K("quality", s_int, rf_thumb_conf_t, quality),
                                    K("sprite_keyword", s_hls_keyword, rf_thumb_conf_t, sprite_keyword),
+                                   K("sprites", s_bool, rf_thumb_conf_t, sprites),
                                    {0}};
     rf_thumb_conf_t *th = t;
     if (s_walk(c, v, keys, th, "thumbnail") < 0)

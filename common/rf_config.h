@@ -97,6 +97,7 @@ typedef struct {
     char keyword[32];        /* URL keyword (the seed's endpoint), default "thumbnail" */
     int quality;             /* JPEG and WebP quality 1..100, default 85 */
     char sprite_keyword[32]; /* /VIDEO/KEYWORD/EVERY/CxR/WxH/N.jpg|sprite.vtt, default "sprite" */
+    bool sprites;            /* sprite sheets on (with status on), default true */
 } rf_thumb_conf_t;
 
 /* A vhost's `trimming` mapping (seed <MP4Trimming MultiParam="trimming"

@@ -634,7 +634,8 @@ static int s_sprite_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec
     (void)query;
     const char *s, *c;
     size_t sl, cl;
-    if (!vh->thumbnail.active || !rf_chain_split(path.base, path.len, vh->thumbnail.sprite_keyword, &s, &sl, &c, &cl))
+    if (!vh->thumbnail.active || !vh->thumbnail.sprites ||
+        !rf_chain_split(path.base, path.len, vh->thumbnail.sprite_keyword, &s, &sl, &c, &cl))
         return 0;
     *src = h2o_iovec_init(s, sl);
     *chain = h2o_iovec_init(c, cl);

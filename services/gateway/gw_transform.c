@@ -31,6 +31,8 @@
 #include "rf_path.h"
 #include "rf_ttl.h"
 
+#include <xxhash.h>
+
 /* The transform's own state beside gw_req_t, in the request pool. */
 typedef struct gw_transform_t {
     gw_req_t *rc;
@@ -106,6 +108,21 @@ static void s_keep_freshness(gw_req_t *rc, const h2o_headers_t *origin_headers)
                 req->res.headers.entries[req->res.headers.size++] = *h;
             }
     }
+}
+
+/* A result's ETag, a hash of its bytes: equal results (one source
+ * version, one chain) validate across requests, workers and cache
+ * entries, and a changed source gives a new one. Strong: equal bytes. */
+static void s_result_etag(const void *body, size_t len, char out[24])
+{
+    snprintf(out, 24, "\"%016llx\"", (unsigned long long)XXH3_64bits(body, len));
+}
+
+/* Sets the result's ETag on the answer (before it is delivered). */
+static void s_set_etag(gw_req_t *rc, const char *etag)
+{
+    h2o_set_header(&rc->req->pool, &rc->req->res.headers, H2O_TOKEN_ETAG,
+                   h2o_strdup(&rc->req->pool, etag, SIZE_MAX).base, strlen(etag), 1);
 }
 
 /* The value of header `name` (malloc'd, caller frees), or NULL. */
@@ -209,8 +226,8 @@ static const gw_reply_rule_t *s_rule(const gw_reply_rule_t *r, int status)
 /* Keeps a function result in the cache object this request claimed
  * (rc->fill): the content type and the source's freshness headers, with
  * a TTL the vhost's policy gives them (a file source has none: res2xx). */
-static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const char *note, const void *body, size_t len,
-                          const h2o_headers_t *origin_headers)
+static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const char *etag, const char *note,
+                          const void *body, size_t len, const h2o_headers_t *origin_headers)
 {
     static const char *const kept[] = {"cache-control", "expires", "last-modified", NULL};
     char blob[4096];
@@ -240,6 +257,11 @@ static void s_keep_result(gw_req_t *rc, int status, const char *ctype, const cha
         goto fail;
     memcpy(blob + bl, "content-type", 13), bl += 13;
     memcpy(blob + bl, ctype, cl + 1), bl += cl + 1;
+    size_t el = etag != NULL ? strlen(etag) : 0;
+    if (el > 0 && bl + el + 8 <= sizeof(blob)) {
+        memcpy(blob + bl, "etag", 5), bl += 5;
+        memcpy(blob + bl, etag, el + 1), bl += el + 1;
+    }
     size_t nl = strlen(note);
     if (nl > 0 && bl + nl + 20 <= sizeof(blob)) { /* hits say it too */
         memcpy(blob + bl, "x-refract-note", 15), bl += 15;
@@ -349,8 +371,11 @@ static void s_result_by_ref(gw_transform_t *t, const rf_reply_t *r, const char *
     }
     t->result_map = map;
     t->result_len = (size_t)st.st_size;
-    s_keep_result(rc, 200, ctype, r->note, map, t->result_len, t->origin_headers);
+    char etag[24];
+    s_result_etag(map, t->result_len, etag);
+    s_keep_result(rc, 200, ctype, etag, r->note, map, t->result_len, t->origin_headers);
     s_keep_freshness(rc, t->origin_headers);
+    s_set_etag(rc, etag);
     if (r->note[0] != '\0')
         h2o_add_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-note"), 0, NULL,
                               h2o_strdup(&rc->req->pool, r->note, SIZE_MAX).base, strlen(r->note));
@@ -511,12 +536,15 @@ static void s_answer_result(gw_transform_t *t, gw_job_t *gj)
         if (t->stage == 0)
             s_ahead(rc);
         const void *body = s_reply_body(rc, job);
-        s_keep_result(rc, rule->http_status, ctype, r->note, body, job->reply_len, t->origin_headers);
+        char etag[24];
+        s_result_etag(body, job->reply_len, etag);
+        s_keep_result(rc, rule->http_status, ctype, etag, r->note, body, job->reply_len, t->origin_headers);
         s_keep_freshness(rc, t->origin_headers);
+        s_set_etag(rc, etag);
         if (r->note[0] != '\0')
             h2o_add_header_by_str(&rc->req->pool, &rc->req->res.headers, H2O_STRLIT("x-refract-note"), 0, NULL,
                                   h2o_strdup(&rc->req->pool, r->note, SIZE_MAX).base, strlen(r->note));
-        if (f->source == GW_SOURCE_RANGE) /* a video result: players (and workers reading it) ask by Range */
+        if (rule->http_status == 200) /* conditionals on its ETag, and Range (players ask by range) */
             gw_deliver_original(rc, ctype, body, job->reply_len);
         else
             gw_deliver_body(rc, rule->http_status, ctype, body, job->reply_len);

@@ -1,5 +1,6 @@
 """Image functions: /<source>/<keyword>/<chain> through the image worker."""
 import os
+import re
 import socket
 import subprocess
 import time
@@ -196,12 +197,23 @@ def test_head_on_image_url(stack, host):
     assert int(h.headers["Content-Length"]) == len(g.content)
 
 
-def test_transformed_image_keeps_freshness_not_identity(stack, origin):
+def test_transformed_image_keeps_freshness_and_has_its_own_etag(stack, origin):
+    """A result keeps the source's freshness, not its identity: its ETag is
+    a hash of its own bytes, so a client (or a CDN) revalidates it, hit or
+    miss, and gets 304; the same chain of the same source validates alike."""
     plain = stack.get("/photo.jpg", host="web.test")
     r = stack.get("/photo.jpg/dims/resize/100x100", host="web.test")
     assert r.status_code == 200
     assert r.headers.get("Last-Modified") == plain.headers["Last-Modified"]
-    assert "ETag" not in r.headers, "a transformed image must not carry the original's ETag"
+    etag = r.headers["ETag"]
+    assert re.fullmatch(r'"[0-9a-f]{16}"', etag) and etag != plain.headers.get("ETag"), etag
+    for _ in range(2):
+        nm = stack.get("/photo.jpg/dims/resize/100x100", host="web.test", headers={"If-None-Match": etag})
+        assert nm.status_code == 304 and nm.content == b"", dict(nm.headers)
+    other = stack.get("/photo.jpg/dims/resize/120x120", host="web.test", headers={"If-None-Match": etag})
+    assert other.status_code == 200 and other.headers["ETag"] != etag
+    part = stack.get("/photo.jpg/dims/resize/100x100", host="web.test", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == r.content[:10]
 
 
 def test_custom_keyword(stack, photo, tmp_path):
@@ -367,11 +379,14 @@ def test_chunked_source_is_transformed(stack, tmp_path):
 
 def test_source_fetch_drops_range_conditionals_and_query(stack, origin, tmp_path):
     rid = "img-source-fetch-check"
-    r, info = _img(stack, "/photo.jpg/dims/resize/100x100?v=7", tmp_path, host="web.test",
-                   headers={"X-Request-Id": rid, "Range": "bytes=0-99", "If-None-Match": '"x"',
-                            "If-Modified-Since": "Thu, 01 Jan 2037 00:00:00 GMT", "X-Other": "kept"})
+    r = stack.get("/photo.jpg/dims/resize/100x100?v=7", host="web.test",
+                  headers={"X-Request-Id": rid, "Range": "bytes=0-99", "If-None-Match": '"x"',
+                           "If-Modified-Since": "Thu, 01 Jan 2037 00:00:00 GMT", "X-Other": "kept"})
+    # the client's Range and conditionals apply to the result, not to the source
+    assert r.status_code == 206 and len(r.content) == 100, (r.status_code, dict(r.headers))
+    whole, info = _img(stack, "/photo.jpg/dims/resize/100x100?v=7", tmp_path, host="web.test")
     assert (info["width"], info["height"]) == (100, 67)
-    assert "Content-Range" not in r.headers
+    assert r.headers["Content-Range"] == f"bytes 0-99/{len(whole.content)}" and r.content == whole.content[:100]
     reqs = [q for q in origin.requests if q["headers"].get("x-request-id") == rid]
     assert len(reqs) == 1, reqs
     q = reqs[0]

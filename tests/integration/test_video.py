@@ -54,7 +54,8 @@ def stack(tmp_path_factory, videos):
             {"name": "vod.test", "default": True, "origin": "file://" + videos},
             {"name": "web.test", "origin": origin.url},
             {"name": "cached.test", "origin": origin.url, "cache": {"enable": True}},
-            {"name": "nom4a.test", "origin": "file://" + videos, "trimming": {"m4a": False, "accurate": False}},
+            {"name": "nom4a.test", "origin": "file://" + videos, "trimming": {"m4a": False, "accurate": False},
+             "thumbnail": {"sprites": False}},
             {"name": "seed.test", "origin": "file://" + videos,
              "hls": {"keyword": "phls"},  # progressive HLS's default keyword is taken by mp4hls here
              "mp4hls": {"keyword": "hls", "index": "main.m3u8", "version": 4, "sequence": 100, "duration": 4,
@@ -536,6 +537,21 @@ def test_results_are_kept_no_longer_than_their_source(make_stack, videos):
         ctl.close()
 
 
+@pytest.mark.parametrize("path", ["/v.mp4/mp4hls/seg-1.ts", "/v.mp4?trimming=11-13", "/v.mp4/thumbnail/4"])
+def test_results_have_an_etag_of_their_bytes(stack, path):
+    """Every video result carries an ETag (a hash of its bytes: a trim by
+    reference, a segment, a thumbnail); If-None-Match with it is 304, made
+    again or not, and If-Range with it keeps a range."""
+    r = _get(stack, path)
+    etag = r.headers["ETag"]
+    assert re.fullmatch(r'"[0-9a-f]{16}"', etag), etag
+    assert _get(stack, path).headers["ETag"] == etag  # made again (cache off): the same bytes
+    nm = _get(stack, path, headers={"If-None-Match": etag})
+    assert nm.status_code == 304 and nm.content == b""
+    part = _get(stack, path, headers={"Range": "bytes=0-99", "If-Range": etag})
+    assert part.status_code == 206 and part.content == r.content[:100]
+
+
 def test_file_source_results_carry_its_last_modified(stack, videos):
     r = _get(stack, "/v.mp4/thumbnail/4")
     mtime = os.path.getmtime(os.path.join(videos, "v.mp4"))
@@ -607,3 +623,12 @@ def test_thumbnail_piped_through_a_dims_chain(make_stack, videos, tmp_path):
     assert harness.image_info(grey.content, str(tmp_path))["width"] == 160
     bad = st.get("/v.mp4/thumbnail/10/dims/rotate/45", host="vod.test", timeout=60)
     assert bad.status_code == 400 and "rotate: '45' is not 90, 180 or 270" in bad.text, bad.text
+
+
+def test_sprites_switch_apart_from_thumbnails(stack):
+    """thumbnail.sprites: false: sprite URLs are plain paths (the origin has no such file),
+    thumbnails still work."""
+    assert _get(stack, "/v.mp4/sprite/2/5x2/64x0/sprite.vtt").status_code == 200
+    off = _get(stack, "/v.mp4/sprite/2/5x2/64x0/sprite.vtt", host="nom4a.test")
+    assert off.status_code == 404 and "not found" in off.text, off.text
+    assert _get(stack, "/v.mp4/thumbnail/4", host="nom4a.test").status_code == 200
