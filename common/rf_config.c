@@ -1781,6 +1781,7 @@ static int s_mp4hls(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("alternates_name", s_hls_name, rf_mp4hls_conf_t, alternates_name),
                                    K("sequence", s_int, rf_mp4hls_conf_t, sequence),
                                    K("duration", s_int, rf_mp4hls_conf_t, duration),
+                                   K("fmp4", s_bool, rf_mp4hls_conf_t, fmp4),
                                    {0}};
     rf_mp4hls_conf_t *h = t;
     if (s_walk(c, v, keys, h, "mp4hls") < 0)

@@ -88,6 +88,8 @@ typedef struct {
     char alternates_name[64]; /* its name, default "playlist.m3u8" */
     int sequence;             /* #EXT-X-MEDIA-SEQUENCE of the first segment, default 0 */
     int duration;             /* target segment duration in seconds, 1..60, default 10 */
+    bool fmp4;                /* fMP4 (CMAF) segments for every video, default false:
+                               * MPEG-TS for H.264/AAC, fMP4 for the codecs TS lacks */
 } rf_mp4hls_conf_t;
 
 /* A vhost's `thumbnail` mapping (seed: https://{domain}/{endpoint}/{time}/{origin URL}):
@@ -243,8 +245,8 @@ typedef struct {
  * "aws_access_key=…;aws_secret_key=…;bucket=…;s3_url=…;region=…;";
  * either way `ep` is the vhost's own resolved copy once loaded. */
 typedef struct {
-    char *s3;     /* as written; NULL: off */
-    char *prefix; /* key prefix (storage default: "VHOST/"; backup default: "") */
+    char *s3;        /* as written; NULL: off */
+    char *prefix;    /* key prefix (storage default: "VHOST/"; backup default: "") */
     char *cdn_purge; /* storage only: a URL POSTed {"vhost","urls"} after each URL purge, or NULL */
     char *events;    /* where each upload's completion or failure event goes (the scheduler's outbox), or NULL */
     rf_s3ep_t ep;
@@ -292,7 +294,7 @@ typedef struct {
     rf_compress_conf_t compression;
     rf_link_conf_t link;
     rf_bypass_conf_t bypass;
-    rf_tls_cert_t tls; /* served to clients whose SNI names this vhost; NULLs = the default */
+    rf_tls_cert_t tls;        /* served to clients whose SNI names this vhost; NULLs = the default */
     rf_s3tier_conf_t storage; /* the object-storage tier (docs/storage.md); .s3 NULL = none */
     rf_s3tier_conf_t backup;  /* the backup pipe (seed aws_s3-backup); .s3 NULL = none */
 } rf_vhost_conf_t;
@@ -387,17 +389,17 @@ typedef struct {
     } storgate_scheduler;
 
     struct {
-        char *brokers;            /* bootstrap list; NULL = not configured */
-        char *topic;              /* pre-warm messages */
-        char *group;              /* consumer group id */
-        char *dead_letter_topic;  /* NULL = TOPIC.dead-letter */
-        char *events_topic;       /* completion/failure events; NULL = none */
-        char *events_webhook;     /* the same events through storgate's outbox; NULL = none */
-        char *gateway_url;        /* NULL = http://127.0.0.1:<gateway.listen port> */
-        int concurrency;          /* messages at once (distinct partitions) */
-        int retries;              /* retries of a failed request */
-        int timeout_ms;           /* one request to the gateway */
-        int session_timeout_ms;   /* Kafka session.timeout.ms */
+        char *brokers;           /* bootstrap list; NULL = not configured */
+        char *topic;             /* pre-warm messages */
+        char *group;             /* consumer group id */
+        char *dead_letter_topic; /* NULL = TOPIC.dead-letter */
+        char *events_topic;      /* completion/failure events; NULL = none */
+        char *events_webhook;    /* the same events through storgate's outbox; NULL = none */
+        char *gateway_url;       /* NULL = http://127.0.0.1:<gateway.listen port> */
+        int concurrency;         /* messages at once (distinct partitions) */
+        int retries;             /* retries of a failed request */
+        int timeout_ms;          /* one request to the gateway */
+        int session_timeout_ms;  /* Kafka session.timeout.ms */
         rf_listen_t metrics_listen;
     } prewarm;
 } rf_config_t;

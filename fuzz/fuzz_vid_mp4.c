@@ -58,7 +58,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s_mem_t m = {data, size};
     vid_source_t src = {.size = (int64_t)size, .read = s_read, .arg = &m};
     char err[256] = "";
-    vid_index_t *ix = vid_index_new(&src, 2.0, err, sizeof(err));
+    /* the last byte picks MPEG-TS (fMP4 where the codecs need it) or fMP4 */
+    vid_index_t *ix =
+        vid_index_new_as(&src, 2.0, size > 0 && (data[size - 1] & 1) ? VID_SEG_FMP4 : VID_SEG_TS, err, sizeof(err));
     s_reason(ix == NULL, err);
     if (ix != NULL) {
         int n = vid_index_segments(ix);
@@ -69,6 +71,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (vid_hls_playlist(ix, NULL, &m3u8, &len) != 0)
             abort();
         free(m3u8);
+        err[0] = '\0';
+        if (vid_index_format(ix) == VID_SEG_FMP4)
+            s_reason(vid_hls_init(ix, &src, s_discard, NULL, err, sizeof(err)), err);
         err[0] = '\0';
         s_reason(vid_hls_segment(ix, &src, 0, s_discard, NULL, err, sizeof(err)), err);
         err[0] = '\0';

@@ -247,7 +247,8 @@ static h2o_iovec_t s_query_param(h2o_iovec_t q, const char *name);
 
 /* What an mp4hls URL names, after the keyword. */
 typedef struct {
-    enum { S_HLS_MEDIA, S_HLS_MASTER, S_HLS_SEGMENT } what;
+    enum { S_HLS_MEDIA, S_HLS_MASTER, S_HLS_SEGMENT, S_HLS_INIT } what;
+    bool m4s;              /* a segment named seg-N.m4s (fMP4), not seg-N.ts */
     int n;                 /* segment number (from 0, before mp4hls.sequence) */
     rf_mp4hls_conf_t conf; /* the vhost's settings when it was parsed */
     /* Where the playlist's URIs are relative to: "" for /v.mp4/mp4hls/…;
@@ -257,9 +258,12 @@ typedef struct {
     const s_trim_t *trim; /* the seed's /v.mp4?trimming=…/mp4hls/…: HLS of these ranges; NULL: the whole video */
 } s_hls_t;
 
-/* Segment names: "seg-N.ts", N from 0 (the playlist names them). */
+/* Segment names: "seg-N.ts", or "seg-N.m4s" after "init.mp4" for fMP4,
+ * N from 0 (the playlist names them; the worker says which a video has). */
 #define S_HLS_SEG_PREFIX "seg-"
 #define S_HLS_SEG_SUFFIX ".ts"
+#define S_HLS_SEG_SUFFIX_FMP4 ".m4s"
+#define S_HLS_INIT_NAME "init.mp4"
 
 static const char *s_hls_keyword(const rf_vhost_conf_t *vh)
 {
@@ -346,8 +350,16 @@ static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why,
         st->what = S_HLS_MASTER;
     } else if ((st->n = gw_vparse_segment(chain.base, chain.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX)) >= 0) {
         st->what = S_HLS_SEGMENT;
+    } else if ((st->n = gw_vparse_segment(chain.base, chain.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX_FMP4)) >= 0) {
+        st->what = S_HLS_SEGMENT;
+        st->m4s = true;
+    } else if (h2o_memis(chain.base, chain.len, H2O_STRLIT(S_HLS_INIT_NAME))) {
+        st->what = S_HLS_INIT;
+        st->n = 0;
     } else {
-        snprintf(why, why_len, "'%.*s' is not %s%s%s or " S_HLS_SEG_PREFIX "N" S_HLS_SEG_SUFFIX " (N from 0)",
+        snprintf(why, why_len,
+                 "'%.*s' is not %s%s%s, " S_HLS_SEG_PREFIX "N" S_HLS_SEG_SUFFIX ", " S_HLS_INIT_NAME
+                 " or " S_HLS_SEG_PREFIX "N" S_HLS_SEG_SUFFIX_FMP4 " (N from 0)",
                  (int)(chain.len > 64 ? 64 : chain.len), chain.base, h->index, h->alternates ? ", " : "",
                  h->alternates ? h->alternates_name : "");
         return -1;
@@ -370,8 +382,12 @@ static int s_hls_canon(const void *state, char *buf, size_t len)
     case S_HLS_MASTER: /* BANDWIDTH comes from where the segments are cut */
         n = snprintf(buf, len, "master;v=%d;media=%s;d=%d", st->conf.version, st->conf.index, st->conf.duration);
         break;
-    default: n = snprintf(buf, len, "segment=%d;d=%d", st->n, st->conf.duration); break;
+    case S_HLS_INIT: n = snprintf(buf, len, "init;d=%d", st->conf.duration); break;
+    default: n = snprintf(buf, len, "segment=%d;d=%d%s", st->n, st->conf.duration, st->m4s ? ";m4s" : ""); break;
     }
+    /* fMP4 asked for every video: other playlists, segments and init */
+    if (n >= 0 && (size_t)n < len && st->conf.fmp4)
+        n += snprintf(buf + n, len - (size_t)n, ";fmp4");
     if (n < 0 || (size_t)n >= len)
         return -1;
     if (st->trim == NULL)
@@ -388,14 +404,16 @@ static int s_hls_canon(const void *state, char *buf, size_t len)
 static json_t *s_hls_json(const void *state)
 {
     const s_hls_t *st = state;
-    static const char *const what[] = {"media", "master", "segment"};
-    char media[600], prefix[600];
+    static const char *const what[] = {"media", "master", "segment", "init"};
+    char media[600], prefix[600], init[600];
     snprintf(media, sizeof(media), "%s%s", st->uri_base, st->conf.index);
     snprintf(prefix, sizeof(prefix), "%s" S_HLS_SEG_PREFIX, st->uri_base);
-    json_t *j =
-        json_pack("[{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s}]", "op", "hls", "what", what[st->what], "segment",
-                  st->n, "version", st->conf.version, "sequence", st->conf.sequence, "duration", st->conf.duration,
-                  "media", media, "segment_prefix", prefix, "segment_suffix", S_HLS_SEG_SUFFIX);
+    snprintf(init, sizeof(init), "%s" S_HLS_INIT_NAME, st->uri_base);
+    json_t *j = json_pack("[{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s, s:s, s:s}]", "op", "hls", "what",
+                          what[st->what], "segment", st->n, "version", st->conf.version, "sequence", st->conf.sequence,
+                          "duration", st->conf.duration, "media", media, "segment_prefix", prefix, "segment_suffix",
+                          st->m4s ? S_HLS_SEG_SUFFIX_FMP4 : S_HLS_SEG_SUFFIX, "format", st->conf.fmp4 ? "fmp4" : "ts",
+                          "init", init);
     if (j != NULL && st->trim != NULL) { /* the worker trims first, then segments the trim */
         json_t *ranges = json_array();
         for (int i = 0; ranges != NULL && i < st->trim->n; i++)

@@ -40,9 +40,11 @@ typedef struct {
 
 /* What the gateway's mp4hls row asked for (gw_func.c s_hls_json). */
 typedef struct {
-    char what[16]; /* media, master, segment */
+    char what[16]; /* media, master, segment, init */
     int segment, version, sequence, duration;
     char media[600], prefix[600], suffix[16];
+    char init[600];                   /* fMP4: the init section's URI in the playlist */
+    vid_seg_format_t format;          /* asked for: VID_SEG_FMP4, or TS where the codecs allow */
     vid_range_t trim[VID_MAX_RANGES]; /* HLS of a trim: these ranges first */
     int ntrim;
     int trim_accurate; /* cut on frames (else on keyframes) */
@@ -96,8 +98,14 @@ static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_le
         snprintf(why, why_len, "the chain must be one {\"op\": \"hls\"} operation");
         return -1;
     }
-    if (s_str(op, "what", j->what, sizeof(j->what)) < 0 ||
-        (strcmp(j->what, "media") != 0 && strcmp(j->what, "master") != 0 && strcmp(j->what, "segment") != 0) ||
+    const char *format = json_string_value(json_object_get(op, "format"));
+    j->format = format != NULL && strcmp(format, "fmp4") == 0 ? VID_SEG_FMP4 : VID_SEG_TS;
+    snprintf(j->init, sizeof(j->init), "init.mp4");
+    if ((format != NULL && strcmp(format, "fmp4") != 0 && strcmp(format, "ts") != 0) ||
+        (json_object_get(op, "init") != NULL && s_text(op, "init", j->init, sizeof(j->init), true) < 0) ||
+        strchr(j->init, '"') != NULL || s_str(op, "what", j->what, sizeof(j->what)) < 0 ||
+        (strcmp(j->what, "media") != 0 && strcmp(j->what, "master") != 0 && strcmp(j->what, "segment") != 0 &&
+         strcmp(j->what, "init") != 0) ||
         s_int(op, "segment", 0, VID_MAX_SEGMENTS, &j->segment) < 0 || s_int(op, "version", 3, 7, &j->version) < 0 ||
         s_int(op, "sequence", 0, 1000000000, &j->sequence) < 0 || s_int(op, "duration", 1, 60, &j->duration) < 0 ||
         s_text(op, "media", j->media, sizeof(j->media), true) < 0 ||
@@ -105,7 +113,7 @@ static int s_parse(const json_t *chain, s_hls_job_t *j, char *why, size_t why_le
         s_str(op, "segment_suffix", j->suffix, sizeof(j->suffix)) < 0) {
         snprintf(why, why_len,
                  "bad hls operation (what, segment, version, sequence, duration, media, segment_prefix, "
-                 "segment_suffix)");
+                 "segment_suffix, format, init)");
         return -1;
     }
     const json_t *trim = json_object_get(op, "trim_ms");
@@ -139,12 +147,12 @@ static void s_source_key(const char *ref, const char *host, vid_reader_t *r, cha
 /* The index of the reader's source (ref, host) for segments of `duration`
  * s: from the cache, else read from the moov and kept. NULL with
  * status/why. */
-static vid_index_t *s_index(s_app_t *app, const char *ref, const char *host, vid_reader_t *r, int duration, int *cached,
-                            int *status, char *why, size_t why_len)
+static vid_index_t *s_index(s_app_t *app, const char *ref, const char *host, vid_reader_t *r, int duration,
+                            vid_seg_format_t format, int *cached, int *status, char *why, size_t why_len)
 {
     char key[4600], src[4500];
     s_source_key(ref, host, r, src, sizeof(src));
-    snprintf(key, sizeof(key), "%s\nd=%d", src, duration);
+    snprintf(key, sizeof(key), "%s\nd=%d\nf=%d", src, duration, (int)format);
     /* Without a validator a changed source of the same size could reuse a
      * stale plan; vid_hls_segment checks tracks and sample counts, but
      * only a validator makes the key safe. */
@@ -153,7 +161,7 @@ static vid_index_t *s_index(s_app_t *app, const char *ref, const char *host, vid
     *cached = ix != NULL;
     if (ix != NULL)
         return ix;
-    ix = vid_index_new(vid_reader_source(r), (double)duration, why, why_len);
+    ix = vid_index_new_as(vid_reader_source(r), (double)duration, format, why, why_len);
     if (ix == NULL) {
         *status = s_failed(r, 415, why, why_len);
         return NULL;
@@ -254,11 +262,13 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
         ref = copy_ref;
         host = NULL;
     }
-    vid_index_t *ix = s_index(app, ref, host, *r, j->duration, cached, &status, why, why_len);
+    vid_index_t *ix = s_index(app, ref, host, *r, j->duration, j->format, cached, &status, why, why_len);
     if (ix == NULL)
         return status;
     char *text = NULL;
     size_t len = 0;
+    bool fmp4 = vid_index_format(ix) == VID_SEG_FMP4;
+    const char *suffix = fmp4 ? ".m4s" : ".ts"; /* the segments' names say what they are */
     if (strcmp(j->what, "media") == 0) {
         char uri[1300]; /* the prefix's '%' doubled: the pattern's only conversion is the number */
         size_t u = 0;
@@ -267,23 +277,31 @@ static int s_run(s_app_t *app, const rf_worker_job_t *job, const s_hls_job_t *j,
                 uri[u++] = '%';
             uri[u++] = *p;
         }
-        snprintf(uri + u, sizeof(uri) - u, "%%d%s", j->suffix);
-        vid_hls_opts_t o = {.version = j->version, .media_sequence = j->sequence, .segment_uri = uri};
+        snprintf(uri + u, sizeof(uri) - u, "%%d%s", suffix);
+        vid_hls_opts_t o = {
+            .version = j->version, .media_sequence = j->sequence, .segment_uri = uri, .init_uri = j->init};
         status = vid_hls_playlist(ix, &o, &text, &len) == 0 ? 200 : 500;
         snprintf(res->content_type, sizeof(res->content_type), "application/vnd.apple.mpegurl");
     } else if (strcmp(j->what, "master") == 0) {
         status = (text = s_master(ix, j, &len)) != NULL ? 200 : 500;
         snprintf(res->content_type, sizeof(res->content_type), "application/vnd.apple.mpegurl");
-    } else if (j->segment >= vid_index_segments(ix)) {
+    } else if (strcmp(j->what, "init") == 0 ? !fmp4 : strcmp(j->suffix, suffix) != 0) {
+        status = 404;
+        snprintf(why, why_len, "this video's HLS is %s: its segments are %.80sN%s%s", fmp4 ? "fMP4" : "MPEG-TS",
+                 j->prefix, suffix, fmp4 ? " after init.mp4" : " (no init section)");
+    } else if (strcmp(j->what, "segment") == 0 && j->segment >= vid_index_segments(ix)) {
         status = 404;
         snprintf(why, why_len, "no segment %d: the video has %d", j->segment, vid_index_segments(ix));
     } else {
         s_buf_t b = {0};
-        if (vid_hls_segment(ix, vid_reader_source(*r), j->segment, s_buf_write, &b, why, why_len) == 0) {
+        bool init = strcmp(j->what, "init") == 0;
+        int rc = init ? vid_hls_init(ix, vid_reader_source(*r), s_buf_write, &b, why, why_len)
+                      : vid_hls_segment(ix, vid_reader_source(*r), j->segment, s_buf_write, &b, why, why_len);
+        if (rc == 0) {
             status = 200;
             text = (char *)b.data;
             len = b.len;
-            snprintf(res->content_type, sizeof(res->content_type), "video/mp2t");
+            snprintf(res->content_type, sizeof(res->content_type), "%s", fmp4 ? "video/mp4" : "video/mp2t");
         } else {
             status = s_failed(*r, 415, why, why_len);
             free(b.data);

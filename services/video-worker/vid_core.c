@@ -251,7 +251,29 @@ static bool s_tb_ok(AVRational tb)
 /* Picks the first H.264 video track and the first AAC audio track (cover
  * pictures are not video). Any other codec in the first track of its kind
  * is refused: silently dropping a track would be worse than saying so. */
-static int s_pick_tracks(s_demux_t *d, char *err, size_t errlen)
+/* Codecs MPEG-TS segments carry (what HLS players take in TS). */
+static bool s_ts_codec(enum AVCodecID id)
+{
+    return id == AV_CODEC_ID_H264 || id == AV_CODEC_ID_AAC;
+}
+
+/* Codecs fMP4 (CMAF) segments carry: what the MP4 muxer writes and HLS
+ * players on some platform decode. */
+static bool s_fmp4_codec(enum AVCodecID id)
+{
+    static const enum AVCodecID ok[] = {AV_CODEC_ID_H264, AV_CODEC_ID_HEVC, AV_CODEC_ID_AV1,  AV_CODEC_ID_VP9,
+                                        AV_CODEC_ID_AAC,  AV_CODEC_ID_MP3,  AV_CODEC_ID_AC3,  AV_CODEC_ID_EAC3,
+                                        AV_CODEC_ID_OPUS, AV_CODEC_ID_FLAC, AV_CODEC_ID_ALAC, AV_CODEC_ID_NONE};
+    for (int i = 0; ok[i] != AV_CODEC_ID_NONE; i++)
+        if (ok[i] == id)
+            return true;
+    return false;
+}
+
+/* Picks the first video (not a cover picture) and audio track of d and
+ * the segment format: `want`, except that MPEG-TS becomes fMP4 when a
+ * track's codec has no place in TS. 0 with *got set, or -1 with err set. */
+static int s_pick_tracks(s_demux_t *d, vid_seg_format_t want, vid_seg_format_t *got, char *err, size_t errlen)
 {
     AVFormatContext *f = d->fmt;
     if (f->nb_streams > VID_MAX_STREAMS) {
@@ -270,17 +292,21 @@ static int s_pick_tracks(s_demux_t *d, char *err, size_t errlen)
         s_err(err, errlen, "no audio or video track");
         return -1;
     }
-    if (d->v >= 0 && f->streams[d->v]->codecpar->codec_id != AV_CODEC_ID_H264) {
-        s_err(err, errlen, "unsupported video codec %s (only H.264 is segmented to MPEG-TS)",
-              avcodec_get_name(f->streams[d->v]->codecpar->codec_id));
-        return -1;
-    }
-    if (d->a >= 0 && f->streams[d->a]->codecpar->codec_id != AV_CODEC_ID_AAC) {
-        s_err(err, errlen, "unsupported audio codec %s (only AAC is segmented to MPEG-TS)",
-              avcodec_get_name(f->streams[d->a]->codecpar->codec_id));
-        return -1;
-    }
+    *got = want;
     int tracks[2] = {d->v, d->a};
+    for (int k = 0; k < 2; k++) {
+        enum AVCodecID id = tracks[k] >= 0 ? f->streams[tracks[k]]->codecpar->codec_id : AV_CODEC_ID_NONE;
+        if (tracks[k] < 0 || s_ts_codec(id))
+            continue;
+        if (!s_fmp4_codec(id)) {
+            s_err(err, errlen,
+                  "unsupported %s codec %s (HLS segments take H.264, HEVC, VP9 or AV1 video and AAC, MP3, AC-3, "
+                  "E-AC-3, Opus, FLAC or ALAC audio)",
+                  k == 0 ? "video" : "audio", avcodec_get_name(id));
+            return -1;
+        }
+        *got = VID_SEG_FMP4;
+    }
     for (int k = 0; k < 2; k++) {
         if (tracks[k] < 0)
             continue;
@@ -328,6 +354,7 @@ struct vid_index {
     AVRational atb;               /* audio track's (tb when audio is primary) */
     int64_t pend;                 /* presentation end */
     int64_t target_ms;
+    int32_t format; /* vid_seg_format_t */
     uint32_t nseg;
     s_seg_t *seg; /* owned */
 };
@@ -582,6 +609,18 @@ static int s_validate(const vid_index_t *ix, char *err, size_t errlen)
 
 vid_index_t *vid_index_new(const vid_source_t *src, double target_duration, char *err, size_t errlen)
 {
+    return vid_index_new_as(src, target_duration, VID_SEG_TS, err, errlen);
+}
+
+vid_seg_format_t vid_index_format(const vid_index_t *ix)
+{
+    return (vid_seg_format_t)ix->format;
+}
+
+vid_index_t *vid_index_new_as(const vid_source_t *src, double target_duration, vid_seg_format_t want, char *err,
+                              size_t errlen)
+{
+    vid_seg_format_t got;
     vid_index_t *ix = NULL;
     s_demux_t d;
     bool ok = false;
@@ -591,7 +630,7 @@ vid_index_t *vid_index_new(const vid_source_t *src, double target_duration, char
     }
     if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
         return NULL;
-    if (s_pick_tracks(&d, err, errlen) != 0)
+    if (s_pick_tracks(&d, want, &got, err, errlen) != 0)
         goto cleanup;
     ix = calloc(1, sizeof(*ix));
     if (ix == NULL) {
@@ -599,6 +638,7 @@ vid_index_t *vid_index_new(const vid_source_t *src, double target_duration, char
         goto cleanup;
     }
     AVStream *st = d.fmt->streams[d.primary];
+    ix->format = got;
     ix->src_size = src->size;
     ix->v = d.v;
     ix->a = d.a;
@@ -642,8 +682,8 @@ cleanup:
 /* ---- serialised form -------------------------------------------------------------------- */
 
 /* "RFVIDX" + format version; little-endian fields; a CRC-32 at the end. */
-static const uint8_t S_MAGIC[8] = {'R', 'F', 'V', 'I', 'D', 'X', '0', '1'};
-#define S_HEAD_LEN (8 + 8 + 4 * 4 + 4 * 4 + 8 + 8 + 4)
+static const uint8_t S_MAGIC[8] = {'R', 'F', 'V', 'I', 'D', 'X', '0', '2'};
+#define S_HEAD_LEN (8 + 8 + 4 * 4 + 4 * 4 + 8 + 8 + 4 + 4)
 #define S_SEG_LEN (5 * 8)
 
 static uint8_t *s_put64(uint8_t *p, int64_t v)
@@ -696,6 +736,7 @@ int vid_index_save(const vid_index_t *ix, uint8_t **out, size_t *len)
     p = s_put32(p, ix->atb.den);
     p = s_put64(p, ix->pend);
     p = s_put64(p, ix->target_ms);
+    p = s_put32(p, ix->format);
     p = s_put32(p, (int32_t)ix->nseg);
     for (uint32_t i = 0; i < ix->nseg; i++) {
         p = s_put64(p, ix->seg[i].start);
@@ -741,14 +782,15 @@ vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t er
     ix->atb.den = s_get32(&p);
     ix->pend = s_get64(&p);
     ix->target_ms = s_get64(&p);
+    ix->format = s_get32(&p);
     uint32_t nseg = (uint32_t)s_get32(&p);
     bool tracks_ok = ix->v >= -1 && ix->v < VID_MAX_STREAMS && ix->a >= -1 && ix->a < VID_MAX_STREAMS &&
                      (ix->v >= 0 || ix->a >= 0) && ix->v != ix->a &&
                      (ix->v < 0 ? ix->v_entries == 0 : ix->v_entries > 0 && ix->v_entries <= S_MAX_ENTRIES) &&
                      (ix->a < 0 ? ix->a_entries == 0 : ix->a_entries > 0 && ix->a_entries <= S_MAX_ENTRIES);
     if (ix->src_size <= 0 || !tracks_ok || !s_tb_ok(ix->tb) || !s_tb_ok(ix->atb) || ix->target_ms <= 0 ||
-        ix->target_ms > S_MAX_TARGET_S * 1000 || nseg < 1 || nseg > VID_MAX_SEGMENTS ||
-        len != S_HEAD_LEN + (size_t)nseg * S_SEG_LEN + 4) {
+        ix->target_ms > S_MAX_TARGET_S * 1000 || (ix->format != VID_SEG_TS && ix->format != VID_SEG_FMP4) || nseg < 1 ||
+        nseg > VID_MAX_SEGMENTS || len != S_HEAD_LEN + (size_t)nseg * S_SEG_LEN + 4) {
         s_err(err, errlen, "saved video index has invalid fields");
         goto cleanup;
     }
@@ -778,7 +820,20 @@ cleanup:
 
 void vid_hls_opts_default(vid_hls_opts_t *o)
 {
-    *o = (vid_hls_opts_t){.version = 3, .media_sequence = 0, .segment_uri = "seg-%d.ts"};
+    *o = (vid_hls_opts_t){.version = 3, .media_sequence = 0, .segment_uri = "seg-%d.ts", .init_uri = "init.mp4"};
+}
+
+/* Whether uri can stand in EXT-X-MAP's quoted URI: relative, printable,
+ * no quote. */
+static bool s_init_uri_ok(const char *uri)
+{
+    size_t n = strlen(uri);
+    if (n == 0 || n > 512 || uri[0] == '/' || uri[0] == '#')
+        return false;
+    for (const char *p = uri; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '"')
+            return false;
+    return true;
 }
 
 /* Whether pattern is a relative URI with exactly one %d and no other
@@ -826,7 +881,10 @@ int vid_hls_playlist(const vid_index_t *ix, const vid_hls_opts_t *o, char **out,
     if (o == NULL)
         o = &def;
     const char *pattern = o->segment_uri != NULL ? o->segment_uri : def.segment_uri;
-    if (o->version < 3 || o->version > 7 || o->media_sequence < 0 || !s_pattern_ok(pattern))
+    const char *init = o->init_uri != NULL ? o->init_uri : def.init_uri;
+    bool fmp4 = ix->format == VID_SEG_FMP4;
+    if (o->version < 3 || o->version > 7 || o->media_sequence < 0 || !s_pattern_ok(pattern) ||
+        (fmp4 && !s_init_uri_ok(init)))
         return -1;
     *out = NULL;
     *len = 0;
@@ -844,7 +902,11 @@ int vid_hls_playlist(const vid_index_t *ix, const vid_hls_opts_t *o, char **out,
     fprintf(f,
             "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-TARGETDURATION:%" PRId64 "\n#EXT-X-MEDIA-SEQUENCE:%" PRId64
             "\n#EXT-X-PLAYLIST-TYPE:VOD\n",
-            o->version, (max_ms + 999) / 1000, o->media_sequence);
+            fmp4 && o->version < 6 ? 6 : o->version, (max_ms + 999) / 1000, o->media_sequence);
+    /* fMP4 segments need their init section (RFC 8216 4.3.2.5: version 6
+     * for EXT-X-MAP outside an I-frame playlist) */
+    if (fmp4)
+        fprintf(f, "#EXT-X-MAP:URI=\"%s\"\n", init);
     for (uint32_t i = 0; i < ix->nseg; i++) {
         int64_t ms = s_ms(ix, s_pstart(ix, i + 1)) - s_ms(ix, s_pstart(ix, i));
         fprintf(f, "#EXTINF:%" PRId64 ".%03" PRId64 ",\n", ms / 1000, ms % 1000);
@@ -867,6 +929,7 @@ typedef struct {
     vid_write_fn write;
     void *arg;
     bool failed; /* the sink refused bytes */
+    bool mute;   /* bytes are dropped (an fMP4 segment's own ftyp and moov) */
 } s_sink_t;
 
 /* AVIOContext write callback: hands buf (libavformat's, valid for the
@@ -874,6 +937,8 @@ typedef struct {
 static int s_sink_write(void *opaque, uint8_t *buf, int size)
 {
     s_sink_t *s = opaque;
+    if (s->mute && !s->failed)
+        return size;
     if (s->failed || s->write(s->arg, buf, (size_t)size) != 0) {
         s->failed = true;
         return AVERROR(EIO);
@@ -881,26 +946,30 @@ static int s_sink_write(void *opaque, uint8_t *buf, int size)
     return size;
 }
 
-/* The muxer of one segment: the MPEG-TS writer, its output tracks in the
- * order video, audio, and the sink behind it. */
+/* The muxer of one segment: the MPEG-TS or fMP4 writer, its output
+ * tracks in the order video, audio, and the sink behind it. */
 typedef struct {
     s_sink_t sink;
     AVIOContext *pb;                 /* owned */
     AVFormatContext *fmt;            /* owned */
     int out_of[VID_MAX_STREAMS];     /* source track -> output track, -1 none */
     int64_t offset[VID_MAX_STREAMS]; /* VID_TS_OFFSET_S in each output track's time base */
+    int fragment;                    /* fMP4: the moof's sequence number (segment + 1); 0: MPEG-TS */
+    bool init;                       /* fMP4: the ftyp and moov are the output (the init section) */
 } s_mux_t;
 
-/* The MPEG-TS muxer over the sink, with no track yet (s_mux_start
- * follows once they are added). 0, or -1 with err set. */
-static int s_mux_alloc(s_mux_t *m, vid_write_fn write, void *arg, char *err, size_t errlen)
+/* The muxer over the sink, MPEG-TS or (fragment > 0) fMP4 for fragment
+ * `fragment`, with no track yet (s_mux_start follows once they are
+ * added). 0, or -1 with err set. */
+static int s_mux_alloc(s_mux_t *m, int fragment, vid_write_fn write, void *arg, char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
     m->sink = (s_sink_t){.write = write, .arg = arg};
+    m->fragment = fragment;
     for (int i = 0; i < VID_MAX_STREAMS; i++)
         m->out_of[i] = -1;
-    if (avformat_alloc_output_context2(&m->fmt, NULL, "mpegts", NULL) < 0) {
-        s_err(err, errlen, "cannot create the MPEG-TS muxer");
+    if (avformat_alloc_output_context2(&m->fmt, NULL, fragment > 0 ? "mp4" : "mpegts", NULL) < 0) {
+        s_err(err, errlen, "cannot create the %s muxer", fragment > 0 ? "fMP4" : "MPEG-TS");
         return -1;
     }
     uint8_t *buf = av_malloc(S_IO_BUF);
@@ -919,17 +988,30 @@ static int s_mux_alloc(s_mux_t *m, vid_write_fn write, void *arg, char *err, siz
 /* Writes the header of the tracks added. Every segment is written with
  * the same settings, so their timestamps are one timeline: no shifting of
  * negative timestamps (it would differ between the first segment and the
- * others), and no muxer delay. 0, or -1 with err set. */
+ * others), and no muxer delay. An fMP4 segment is one fragment whose
+ * tfdt is its first sample's time (frag_discont, no edit list), so any
+ * segment stands alone after the init section; its own ftyp and moov are
+ * dropped. 0, or -1 with err set. */
 static int s_mux_start(s_mux_t *m, char *err, size_t errlen)
 {
     AVDictionary *opts = NULL;
-    av_dict_set(&opts, "mpegts_copyts", "1", 0);
+    if (m->fragment > 0) {
+        av_dict_set(&opts, "movflags", "frag_custom+empty_moov+default_base_moof+frag_discont+skip_trailer", 0);
+        av_dict_set(&opts, "use_editlist", "0", 0);
+        av_dict_set_int(&opts, "fragment_index", m->fragment, 0);
+        m->sink.mute = !m->init;
+    } else {
+        av_dict_set(&opts, "mpegts_copyts", "1", 0);
+    }
     int e = avformat_write_header(m->fmt, &opts);
     av_dict_free(&opts);
+    if (e >= 0)
+        avio_flush(m->pb);
+    m->sink.mute = m->fragment > 0 && m->init; /* an init section is its header only */
     if (e < 0) {
         char msg[AV_ERROR_MAX_STRING_SIZE] = "";
         av_strerror(e, msg, sizeof(msg));
-        s_err(err, errlen, "cannot start the MPEG-TS segment: %s", msg);
+        s_err(err, errlen, "cannot start the %s segment: %s", m->fragment > 0 ? "fMP4" : "MPEG-TS", msg);
         return -1;
     }
     for (unsigned i = 0; i < m->fmt->nb_streams; i++)
@@ -937,11 +1019,21 @@ static int s_mux_start(s_mux_t *m, char *err, size_t errlen)
     return 0;
 }
 
-/* Opens the MPEG-TS muxer over the sink with the tracks of d, copied. */
-static int s_mux_open(s_mux_t *m, const s_demux_t *d, vid_write_fn write, void *arg, char *err, size_t errlen)
+/* The sample entry tag of an fMP4 track: HEVC as hvc1 (parameter sets in
+ * the sample entry; what Apple's players require), others the muxer's. */
+static unsigned s_fmp4_tag(const AVCodecParameters *p)
 {
-    if (s_mux_alloc(m, write, arg, err, errlen) < 0)
+    return p->codec_id == AV_CODEC_ID_HEVC ? MKTAG('h', 'v', 'c', '1') : 0;
+}
+
+/* Opens the muxer (see s_mux_alloc) over the sink with the tracks of d,
+ * copied. */
+static int s_mux_open(s_mux_t *m, const s_demux_t *d, int fragment, bool init, vid_write_fn write, void *arg, char *err,
+                      size_t errlen)
+{
+    if (s_mux_alloc(m, fragment, write, arg, err, errlen) < 0)
         return -1;
+    m->init = init;
     int tracks[2] = {d->v, d->a};
     for (int k = 0; k < 2; k++) {
         if (tracks[k] < 0)
@@ -951,7 +1043,9 @@ static int s_mux_open(s_mux_t *m, const s_demux_t *d, vid_write_fn write, void *
             s_err(err, errlen, "out of memory");
             return -1;
         }
-        out->codecpar->codec_tag = 0;
+        out->codecpar->codec_tag = fragment > 0 ? s_fmp4_tag(out->codecpar) : 0;
+        if (out->codecpar->codec_id == AV_CODEC_ID_AAC && out->codecpar->frame_size <= 0)
+            out->codecpar->frame_size = 1024; /* what the MP4 muxer asks for its sample durations */
         out->time_base = d->fmt->streams[tracks[k]]->time_base;
         m->out_of[tracks[k]] = out->index;
     }
@@ -1063,6 +1157,40 @@ cleanup:
     return rc;
 }
 
+/* Opens src into d for segments of ix, checking it is the source ix was
+ * made from (size, tracks, codecs' format). 0, or -1 with err set (d
+ * closed). */
+static int s_seg_open(const vid_index_t *ix, const vid_source_t *src, s_demux_t *d, char *err, size_t errlen)
+{
+    if (src == NULL || src->size != ix->src_size) {
+        s_err(err, errlen, "the source is not the one indexed (size differs)");
+        return -1;
+    }
+    if (s_demux_open(d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
+        return -1;
+    vid_seg_format_t got;
+    if (s_pick_tracks(d, (vid_seg_format_t)ix->format, &got, err, errlen) != 0)
+        goto fail;
+    if (!s_same_source(ix, d) || (int)got != ix->format) {
+        s_err(err, errlen, "the source is not the one indexed (tracks differ)");
+        goto fail;
+    }
+    return 0;
+fail:
+    s_demux_close(d);
+    return -1;
+}
+
+/* Finishes m's output: the trailer, and for fMP4 the fragment it flushes. */
+static int s_mux_finish(s_mux_t *m, char *err, size_t errlen)
+{
+    if (av_write_trailer(m->fmt) < 0 || m->pb->error < 0) {
+        s_err(err, errlen, "%s", m->sink.failed ? "the segment's sink failed" : "finishing the segment failed");
+        return -1;
+    }
+    return 0;
+}
+
 int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_write_fn write, void *arg, char *err,
                     size_t errlen)
 {
@@ -1074,31 +1202,37 @@ int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_w
         s_err(err, errlen, "no segment %d (there are %u)", n, ix->nseg);
         return -1;
     }
-    if (src == NULL || src->size != ix->src_size) {
-        s_err(err, errlen, "the source is not the one indexed (size differs)");
+    if (s_seg_open(ix, src, &d, err, errlen) != 0)
         return -1;
-    }
-    if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
-        return -1;
-    if (s_pick_tracks(&d, err, errlen) != 0)
-        goto cleanup;
-    if (!s_same_source(ix, &d)) {
-        s_err(err, errlen, "the source is not the one indexed (tracks differ)");
-        goto cleanup;
-    }
     /* From here on the demuxer reads samples: those of this segment, what
      * lies between them (other segments' audio or video interleaved) and
      * read-ahead. Anything much beyond that is a corrupt or hostile file. */
     const s_seg_t *s = &ix->seg[n];
     d.io.budget = d.io.used + (s->pos_hi - s->pos_lo) + VID_READ_SLACK;
-    if (s_mux_open(&m, &d, write, arg, err, errlen) != 0 || s_copy_packets(ix, &d, &m, (uint32_t)n, err, errlen) != 0)
+    int fragment = ix->format == VID_SEG_FMP4 ? n + 1 : 0;
+    if (s_mux_open(&m, &d, fragment, false, write, arg, err, errlen) != 0 ||
+        s_copy_packets(ix, &d, &m, (uint32_t)n, err, errlen) != 0 || s_mux_finish(&m, err, errlen) != 0)
         goto cleanup;
-    if (av_write_trailer(m.fmt) < 0 || m.pb->error < 0) {
-        s_err(err, errlen, "%s", m.sink.failed ? "the segment's sink failed" : "finishing the segment failed");
-        goto cleanup;
-    }
     rc = 0;
 cleanup:
+    s_mux_close(&m);
+    s_demux_close(&d);
+    return rc;
+}
+
+int vid_hls_init(const vid_index_t *ix, const vid_source_t *src, vid_write_fn write, void *arg, char *err,
+                 size_t errlen)
+{
+    if (ix->format != VID_SEG_FMP4) {
+        s_err(err, errlen, "MPEG-TS segments have no init section");
+        return -1;
+    }
+    s_demux_t d;
+    s_mux_t m;
+    memset(&m, 0, sizeof(m));
+    if (s_seg_open(ix, src, &d, err, errlen) != 0)
+        return -1;
+    int rc = s_mux_open(&m, &d, 1, true, write, arg, err, errlen) == 0 && s_mux_finish(&m, err, errlen) == 0 ? 0 : -1;
     s_mux_close(&m);
     s_demux_close(&d);
     return rc;
@@ -2849,7 +2983,7 @@ int vid_phls_segment(const vid_source_t *src, const vid_phls_opts_t *o, vid_writ
     x.v.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.v.in]->time_base);
     if (x.a.in >= 0)
         x.a.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.a.in]->time_base);
-    if (s_mux_alloc(&m, write, arg, err, errlen) < 0)
+    if (s_mux_alloc(&m, 0, write, arg, err, errlen) < 0)
         goto cleanup;
     x.ofmt = m.fmt;
     if (s_tx_video_setup(&x, &to, err, errlen) < 0 || (x.a.in >= 0 && s_tx_audio_setup(&x, &to, err, errlen) < 0) ||

@@ -27,10 +27,12 @@
  *  VID_TS_OFFSET_S (no per-segment shifting), so segments produced
  *  independently, by different workers, play as one continuous stream.
  *
- *  Codecs: H.264 video and/or AAC audio (the first track of each kind;
- *  other tracks are ignored). Anything else (HEVC, whose HLS form is
- *  fMP4, or MP3, ...) is refused with "unsupported ...", and so is a
- *  fragmented MP4 (its sample table is in moofs spread over the file).
+ *  Codecs: the first video and the first audio track (others are
+ *  ignored). H.264 and AAC go to MPEG-TS; HEVC, VP9, AV1, MP3, AC-3,
+ *  E-AC-3, Opus, FLAC and ALAC to fMP4 (CMAF) fragments after an init
+ *  section (vid_hls_init), as RFC 8216 asks for HEVC. Anything else is
+ *  refused with "unsupported ...", and so is a fragmented MP4 source
+ *  (its sample table is in moofs spread over the file).
  *
  *  Truncation: a file whose samples extend past its end is refused by
  *  vid_index_new from the moov alone; so is a moov cut anywhere in its
@@ -107,13 +109,31 @@ int vid_index_save(const vid_index_t *ix, uint8_t **out, size_t *len);
  * err[errlen]. */
 vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t errlen);
 
+/* What the segments of an index are: MPEG-TS (H.264, AAC), or fMP4
+ * (CMAF) fragments after an init section, for the codecs TS does not
+ * carry (HEVC, VP9, AV1, MP3, AC-3, E-AC-3, Opus, FLAC, ALAC) or when
+ * asked. */
+typedef enum { VID_SEG_TS = 0, VID_SEG_FMP4 = 1 } vid_seg_format_t;
+
+/* vid_index_new with the segment format asked: VID_SEG_TS gives MPEG-TS
+ * where the codecs allow and fMP4 otherwise (what vid_index_new does);
+ * VID_SEG_FMP4 gives fMP4 whatever the codecs. */
+vid_index_t *vid_index_new_as(const vid_source_t *src, double target_duration, vid_seg_format_t want, char *err,
+                              size_t errlen);
+
+/* The segment format of ix (borrowed). */
+vid_seg_format_t vid_index_format(const vid_index_t *ix);
+
 typedef struct {
-    int version;             /* EXT-X-VERSION, 3..7 (3: the seed's <Index Ver="3">) */
+    int version;             /* EXT-X-VERSION, 3..7 (3: the seed's <Index Ver="3">);
+                              * an fMP4 index's playlist says at least 6 */
     int64_t media_sequence;  /* EXT-X-MEDIA-SEQUENCE, >= 0 (the seed's <Sequence>) */
     const char *segment_uri; /* printf pattern with exactly one %d (the segment
                               * number from 0, not the media sequence), e.g.
                               * "seg-%d.ts"; relative, no '%' otherwise except
                               * "%%", no newline. NULL: "seg-%d.ts" */
+    const char *init_uri;    /* fMP4: the init section's relative URI (EXT-X-MAP);
+                              * printable, no '"'. NULL: "init.mp4" */
 } vid_hls_opts_t;
 
 /* Fills *o with the defaults (version 3, sequence 0, "seg-%d.ts"). */
@@ -128,7 +148,13 @@ int vid_hls_playlist(const vid_index_t *ix, const vid_hls_opts_t *o, char **out,
  * segment (vid_hls_segment then fails). buf is valid during the call only. */
 typedef int (*vid_write_fn)(void *arg, const uint8_t *buf, size_t len);
 
-/* Produces segment n of ix as MPEG-TS, reading src (which must be the
+/* Writes the init section (ftyp and moov, no samples) of an fMP4 index's
+ * segments, reading src's header. ix and src borrowed. 0, or -1 with the
+ * reason in err (an MPEG-TS index has none). */
+int vid_hls_init(const vid_index_t *ix, const vid_source_t *src, vid_write_fn write, void *arg, char *err,
+                 size_t errlen);
+
+/* Produces segment n of ix as MPEG-TS (or one fMP4 fragment), reading src (which must be the
  * source ix was made from: its size and tracks are checked) and writing
  * through `write` in chunks of at most 32 KiB as they are muxed. ix and src
  * are borrowed. Returns 0, or -1 with the reason in err[errlen] (the sink

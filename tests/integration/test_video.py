@@ -34,6 +34,8 @@ def videos(tmp_path_factory):
     _ffmpeg(["-f", "lavfi", "-i", f"sine=frequency=440:duration={DUR}", "-c:a", "aac"], os.path.join(d, "a.m4a"))
     _ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4", "-c:v", "libx265", "-x265-params",
              "log-level=error"], os.path.join(d, "hevc.mp4"))
+    _ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2", "-c:v", "mpeg4"],
+            os.path.join(d, "mp4v.mp4"))
     with open(os.path.join(d, "text.mp4"), "w") as f:
         f.write("this is not a video\n" * 100)
     with open(os.path.join(d, "v.mp4"), "rb") as f:
@@ -181,11 +183,13 @@ def test_audio_only(stack):
 
 @pytest.mark.parametrize("path,status,text", [
     ("/v.mp4/mp4hls/seg-3.ts", 404, "no segment 3: the video has 3"),
-    ("/v.mp4/mp4hls/seg-03.ts", 400, "bad mp4hls chain: 'seg-03.ts' is not index.m3u8 or seg-N.ts (N from 0)"),
-    ("/v.mp4/mp4hls/other.m3u8", 400, "bad mp4hls chain: 'other.m3u8' is not index.m3u8 or seg-N.ts (N from 0)"),
+    ("/v.mp4/mp4hls/seg-03.ts", 400,
+     "bad mp4hls chain: 'seg-03.ts' is not index.m3u8, seg-N.ts, init.mp4 or seg-N.m4s (N from 0)"),
+    ("/v.mp4/mp4hls/other.m3u8", 400,
+     "bad mp4hls chain: 'other.m3u8' is not index.m3u8, seg-N.ts, init.mp4 or seg-N.m4s (N from 0)"),
     ("/missing.mp4/mp4hls/index.m3u8", 404, None),
     ("/text.mp4/mp4hls/index.m3u8", 415, "not a video mp4hls can segment: "),
-    ("/hevc.mp4/mp4hls/index.m3u8", 415, "unsupported video codec hevc"),
+    ("/mp4v.mp4/mp4hls/index.m3u8", 415, "unsupported video codec mpeg4"),
     ("/cut.mp4/mp4hls/index.m3u8", 415, "truncated"),
 ])
 @pytest.mark.parametrize("host", ["vod.test", "web.test"])

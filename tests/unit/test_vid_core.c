@@ -211,6 +211,10 @@ static int s_setup(void **state)
         "  -force_key_frames 0,3.2,4,11.52,12,13,25.4 -c:a aac -movflags +faststart vg.mp4 && "
         "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -t 1 -c:v libx265 -preset ultrafast "
         "  -x265-params log-level=error hevc.mp4 && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -f lavfi -i sine=frequency=440 -t 6 "
+        "  -c:v libx265 -preset ultrafast -x265-params log-level=error:keyint=25:min-keyint=25:bframes=3 -c:a aac "
+        "  -movflags +faststart hevc2.mp4 && "
+        "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -t 1 -c:v mpeg4 mp4v.mp4 && "
         "ffmpeg -nostdin -v error -i fs.mp4 -c copy -movflags +frag_keyframe+empty_moov frag.mp4 && "
         "ffmpeg -nostdin -v error -i fs.mp4 -c copy -movflags +frag_keyframe+empty_moov+global_sidx fragsidx.mp4 && "
         "printf 'GIF89a not a video at all, just some text to sniff' > text.mp4",
@@ -498,19 +502,20 @@ static void test_index_save_load(void **state)
         buf[i] ^= 0x10;
     }
     /* Fields past their bounds, with the checksum fixed up: the segment
-     * count (offset 64), a track number (16), the time base (32, 36),
-     * the second segment's start (68 + 40) equal to the first's. */
+     * count (offset 68), a track number (16), the time base (32, 36),
+     * the second segment's start (72 + 40) equal to the first's, the
+     * segment format (64). */
     struct {
         size_t off;
         uint32_t val;
-    } bad[] = {{64, 0}, {64, 1000000}, {64, 2}, {16, 99}, {32, 0}, {36, 0}, {108, 0}};
+    } bad[] = {{68, 0}, {68, 1000000}, {68, 2}, {16, 99}, {32, 0}, {36, 0}, {112, 0}, {64, 2}};
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
         uint8_t *c = malloc(len);
         memcpy(c, buf, len);
         for (int b = 0; b < 4; b++)
             c[bad[k].off + b] = (uint8_t)(bad[k].val >> (8 * b));
-        if (bad[k].off == 108)
-            memcpy(c + 108, c + 68, 8);
+        if (bad[k].off == 112)
+            memcpy(c + 112, c + 72, 8);
         uint32_t crc = (uint32_t)crc32(0, c, (uInt)(len - 4));
         for (int b = 0; b < 4; b++)
             c[len - 4 + b] = (uint8_t)(crc >> (8 * b));
@@ -526,6 +531,88 @@ static void test_index_save_load(void **state)
 }
 
 /* Truncated files, non-MP4 input and other codecs are one-line errors. */
+/* HEVC (open groups of pictures, B-frames) and AAC become fMP4: an init
+ * section, then one fragment per segment whose times are the source's +
+ * VID_TS_OFFSET_S, so init + the segments in any order of making play as
+ * the source did. H.264 asked as fMP4 is fMP4 too; an MPEG-TS index has
+ * no init section. */
+static void test_fmp4_segments(void **state)
+{
+    (void)state;
+    s_file_t f;
+    char err[256] = "";
+    vid_index_t *ix = s_index(&f, "hevc2.mp4", 2);
+    assert_int_equal(vid_index_format(ix), VID_SEG_FMP4);
+    assert_int_equal(vid_index_segments(ix), 3);
+    vid_hls_opts_t o;
+    vid_hls_opts_default(&o);
+    o.segment_uri = "seg-%d.m4s";
+    char *m3u8 = NULL;
+    size_t len = 0;
+    assert_int_equal(vid_hls_playlist(ix, &o, &m3u8, &len), 0);
+    assert_non_null(strstr(m3u8, "#EXT-X-VERSION:6\n"));
+    assert_non_null(strstr(m3u8, "#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:"));
+    assert_non_null(strstr(m3u8, "\nseg-2.m4s\n"));
+    free(m3u8);
+    o.init_uri = "in\"it.mp4";
+    assert_int_equal(vid_hls_playlist(ix, &o, &m3u8, &len), -1);
+
+    char path[300];
+    snprintf(path, sizeof(path), "%s/fm-init.mp4", s_dir);
+    s_sink_t sink = {.f = fopen(path, "wb"), .fail_after = -1};
+    int64_t before = f.bytes;
+    assert_int_equal(vid_hls_init(ix, &f.src, s_sink, &sink, err, sizeof(err)), 0);
+    assert_int_equal(fclose(sink.f), 0);
+    fprintf(stderr, "# fMP4 init section: read %" PRId64 " of %" PRId64 " bytes\n", f.bytes - before, f.src.size);
+    assert_true(f.bytes - before <= 32 << 10); /* the header only: one read */
+    for (int n = 2; n >= 0; n--) {             /* made last first: each stands alone */
+        int64_t read = s_segment(ix, "hevc2.mp4", n, "fm");
+        fprintf(stderr, "# fMP4 segment %d read %" PRId64 " bytes\n", n, read);
+    }
+    char *all = s_run("cat fm-init.mp4 fm-0.ts fm-1.ts fm-2.ts > fm-all.mp4 && "
+                      "ffprobe -v error -show_entries stream=codec_name,codec_tag_string -of csv=p=0 fm-all.mp4");
+    assert_string_equal(all, "hevc,hvc1\naac,mp4a\n");
+    free(all);
+    /* every frame, on the source's times + 10 s, 40 ms apart */
+    char *src = s_run("ffprobe -v error -select_streams v -show_entries frame=pts_time -of csv=p=0 hevc2.mp4 | "
+                      "awk -F, '$1 != \"\" {printf \"%%.2f\\n\", $1 + 10}' | sort -n | md5sum");
+    char *out = s_run("ffprobe -v error -select_streams v -show_entries frame=pts_time -of csv=p=0 fm-all.mp4 | "
+                      "awk -F, '$1 != \"\" {printf \"%%.2f\\n\", $1}' | sort -n | md5sum");
+    assert_string_equal(src, out);
+    free(src);
+    free(out);
+    char *frames = s_run("ffprobe -v error -select_streams v -count_frames -show_entries stream=nb_read_frames "
+                         "-of csv=p=0 fm-all.mp4");
+    assert_string_equal(frames, "150\n");
+    free(frames);
+    char *log = s_run("ffmpeg -nostdin -v error -i fm-all.mp4 -f null - 2>&1");
+    assert_string_equal(log, "");
+    free(log);
+    /* saved and loaded, it is still fMP4 */
+    uint8_t *buf = NULL;
+    assert_int_equal(vid_index_save(ix, &buf, &len), 0);
+    vid_index_t *back = vid_index_load(buf, len, err, sizeof(err));
+    assert_non_null(back);
+    assert_int_equal(vid_index_format(back), VID_SEG_FMP4);
+    vid_index_destroy(&back);
+    free(buf);
+    vid_index_destroy(&ix);
+    s_file_close(&f);
+
+    /* H.264/AAC: MPEG-TS unless fMP4 is asked for */
+    ix = s_index(&f, "fs.mp4", 10);
+    assert_int_equal(vid_index_format(ix), VID_SEG_TS);
+    sink = (s_sink_t){.fail_after = -1};
+    assert_int_equal(vid_hls_init(ix, &f.src, s_sink, &sink, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "no init section"));
+    vid_index_destroy(&ix);
+    ix = vid_index_new_as(&f.src, 10, VID_SEG_FMP4, err, sizeof(err));
+    assert_non_null(ix);
+    assert_int_equal(vid_index_format(ix), VID_SEG_FMP4);
+    vid_index_destroy(&ix);
+    s_file_close(&f);
+}
+
 static void test_rejects(void **state)
 {
     (void)state;
@@ -541,7 +628,7 @@ static void test_rejects(void **state)
         {"end.mp4", 1, 1000, "cannot read the MP4 header"},  /* moov cut in its sample tables */
         {"text.mp4", 1, 0, "not an MP4/MOV file"},
         {"fs.mp4", 0, -7, "not an MP4/MOV file"},
-        {"hevc.mp4", 1, 0, "unsupported video codec hevc"},
+        {"mp4v.mp4", 1, 0, "unsupported video codec mpeg4"},
         {"frag.mp4", 1, 0, "unsupported: fragmented MP4"},
         {"fragsidx.mp4", 1, 0, "unsupported: fragmented MP4"},
     };
@@ -888,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_segments_moov_at_end),
         cmocka_unit_test(test_audio_only),
         cmocka_unit_test(test_index_save_load),
+        cmocka_unit_test(test_fmp4_segments),
         cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_corrupt_moov),
         cmocka_unit_test(test_segment_errors),

@@ -195,11 +195,16 @@ static void test_mp4hls_names(void **state)
     assert_int_equal(s_video("mp4hls", "seg-0.ts", c, sizeof(c)), 0);
     assert_string_equal(c, "segment=0;d=10");
     assert_int_equal(s_video("mp4hls", "seg-999999.ts", c, sizeof(c)), 0);
-    const char *bad[] = {"seg-01.ts",  "seg-.ts", "seg-1000000.ts", "seg--1.ts", "seg-1.ts.ts", "playlist.m3u8",
-                         "INDEX.m3u8", "",        "seg-1a.ts"};
+    /* fMP4: the init section and fragments have keys of their own */
+    assert_int_equal(s_video("mp4hls", "seg-3.m4s", c, sizeof(c)), 0);
+    assert_string_equal(c, "segment=3;d=10;m4s");
+    assert_int_equal(s_video("mp4hls", "init.mp4", c, sizeof(c)), 0);
+    assert_string_equal(c, "init;d=10");
+    const char *bad[] = {"seg-01.ts",  "seg-.ts", "seg-1000000.ts", "seg--1.ts", "seg-1.ts.ts",  "playlist.m3u8",
+                         "INDEX.m3u8", "",        "seg-01.m4s",     "init.m4s",  "init.mp4.mp4", "seg-1a.ts"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(s_video("mp4hls", bad[i], c, sizeof(c)), -1);
-    assert_string_equal(c, "'seg-1a.ts' is not index.m3u8 or seg-N.ts (N from 0)");
+    assert_string_equal(c, "'seg-1a.ts' is not index.m3u8, seg-N.ts, init.mp4 or seg-N.m4s (N from 0)");
 }
 
 static void test_thumbnail_times_and_options(void **state)
