@@ -200,8 +200,8 @@ build/fuzz/fuzz_avcc: FUZZ_EXTRA = -Iservices/video-worker services/video-worker
 build/fuzz/fuzz_avcc: services/video-worker/vid_recut.c services/video-worker/vid_recut.h
 
 # The video functions' URL parsers (times, segment names, trimming ranges).
-build/fuzz/fuzz_vurl: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_vparse.c
-build/fuzz/fuzz_vurl: services/gateway/gw_vparse.c services/gateway/gw_vparse.h
+build/fuzz/fuzz_vurl: FUZZ_EXTRA =
+build/fuzz/fuzz_vurl: common/rf_vparse.h
 
 # The cache's Range / conditional parsers and the purge API's URL parsers.
 build/fuzz/fuzz_range: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_http_parse.c

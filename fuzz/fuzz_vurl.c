@@ -1,4 +1,4 @@
-/*  libFuzzer target for services/gateway/gw_vparse.c: the times of
+/*  libFuzzer target for services/gateway/rf_vparse.c: the times of
  *  thumbnail URLs, the segment names of mp4hls URLs, the ranges of
  *  ?trimming= and the query parameters they come in. All from clients.
  *
@@ -17,18 +17,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gw_vparse.h"
+#include "rf_vparse.h"
 
 static void s_check_time(const char *s, size_t n)
 {
-    int64_t ms = gw_vparse_time(s, n);
-    if (ms < -1 || ms > GW_VPARSE_MAX_MS)
+    int64_t ms = rf_vparse_time(s, n);
+    if (ms < -1 || ms > RF_VPARSE_MAX_MS)
         abort();
     if (ms < 0)
         return;
     char back[40];
     int l = snprintf(back, sizeof(back), "%lld.%03lld", (long long)(ms / 1000), (long long)(ms % 1000));
-    if (gw_vparse_time(back, (size_t)l) != ms)
+    if (rf_vparse_time(back, (size_t)l) != ms)
         abort();
     if (memchr(s, ':', n) == NULL) { /* plain seconds: the model is strtod over digits and one dot */
         char buf[64];
@@ -46,8 +46,8 @@ static void s_check_time(const char *s, size_t n)
 
 static void s_check_segment(const char *s, size_t n)
 {
-    int k = gw_vparse_segment(s, n, "seg-", ".ts");
-    if (k < -1 || k >= GW_VPARSE_SEG_MAX)
+    int k = rf_vparse_segment(s, n, "seg-", ".ts");
+    if (k < -1 || k >= RF_VPARSE_SEG_MAX)
         abort();
     if (k >= 0) {
         char back[32];
@@ -59,19 +59,19 @@ static void s_check_segment(const char *s, size_t n)
 
 static void s_check_ranges(const char *s, size_t n)
 {
-    int64_t ms[GW_VPARSE_MAX_RANGES][2];
+    int64_t ms[RF_VPARSE_MAX_RANGES][2];
     int count = -1;
     char why[200] = "";
-    int r = gw_vparse_ranges(s, n, ms, &count, why, sizeof(why));
+    int r = rf_vparse_ranges(s, n, ms, &count, why, sizeof(why));
     if (r < 0) {
         if (why[0] == '\0')
             abort();
         return;
     }
-    if (r != 0 || count < 1 || count > GW_VPARSE_MAX_RANGES)
+    if (r != 0 || count < 1 || count > RF_VPARSE_MAX_RANGES)
         abort();
     for (int i = 0; i < count; i++)
-        if (ms[i][0] < 0 || ms[i][0] > GW_VPARSE_MAX_MS || (ms[i][1] != -1 && ms[i][1] <= ms[i][0]))
+        if (ms[i][0] < 0 || ms[i][0] > RF_VPARSE_MAX_MS || (ms[i][1] != -1 && ms[i][1] <= ms[i][0]))
             abort();
 }
 
@@ -81,7 +81,7 @@ static void s_check_query(const char *s, size_t n)
     for (int i = 0; i < 4; i++) {
         const char *v = NULL;
         size_t vl = 0;
-        if (!gw_vparse_query_param(s, n, names[i], &v, &vl))
+        if (!rf_vparse_query_param(s, n, names[i], &v, &vl))
             continue;
         size_t nl = strlen(names[i]);
         if (v < s + nl + 1 || v + vl > s + n || memcmp(v - nl - 1, names[i], nl) != 0 || v[-1] != '=' ||

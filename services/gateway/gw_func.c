@@ -14,7 +14,7 @@
 
 #include "gw.h"
 #include "gw_metrics.h"
-#include "gw_vparse.h"
+#include "rf_vparse.h"
 #include "rf_chain.h"
 #include "rf_path.h"
 
@@ -229,15 +229,9 @@ static const gw_func_t s_dims = {
 
 /* ---- trimming's ranges (also read by mp4hls over a trim) ------------------------- */
 
-#define S_TRIM_MAX_RANGES GW_VPARSE_MAX_RANGES
+#define S_TRIM_MAX_RANGES RF_VPARSE_MAX_RANGES
 
-typedef struct {
-    int n;
-    int64_t ms[S_TRIM_MAX_RANGES][2]; /* start, end (-1: to the end) */
-    int max_ratio;
-    bool audio;    /* an .m4a: audio/mp4 */
-    bool accurate; /* cut on frames (else on keyframes) */
-} s_trim_t;
+typedef rf_vtrim_t s_trim_t;
 
 static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len);
 static int s_trim_canon(const void *state, char *buf, size_t len);
@@ -292,9 +286,9 @@ static int s_hls_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t 
             /* only a trimming query: "/player.html?src=/v.mp4/mp4hls/index.m3u8" is a page */
             const char *v;
             size_t vl;
-            if (!vh->trimming.active || (!gw_vparse_query_param(query.base, i, vh->trimming.param, &v, &vl) &&
-                                         !gw_vparse_query_param(query.base, i, "start", &v, &vl) &&
-                                         !gw_vparse_query_param(query.base, i, "end", &v, &vl)))
+            if (!vh->trimming.active || (!rf_vparse_query_param(query.base, i, vh->trimming.param, &v, &vl) &&
+                                         !rf_vparse_query_param(query.base, i, "start", &v, &vl) &&
+                                         !rf_vparse_query_param(query.base, i, "end", &v, &vl)))
                 return 0;
             *src = path;
             *chain = query; /* starts with '?' */
@@ -348,9 +342,9 @@ static int s_hls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why,
         st->what = S_HLS_MEDIA;
     } else if (h->alternates && h2o_memis(chain.base, chain.len, h->alternates_name, strlen(h->alternates_name))) {
         st->what = S_HLS_MASTER;
-    } else if ((st->n = gw_vparse_segment(chain.base, chain.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX)) >= 0) {
+    } else if ((st->n = rf_vparse_segment(chain.base, chain.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX)) >= 0) {
         st->what = S_HLS_SEGMENT;
-    } else if ((st->n = gw_vparse_segment(chain.base, chain.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX_FMP4)) >= 0) {
+    } else if ((st->n = rf_vparse_segment(chain.base, chain.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX_FMP4)) >= 0) {
         st->what = S_HLS_SEGMENT;
         st->m4s = true;
     } else if (h2o_memis(chain.base, chain.len, H2O_STRLIT(S_HLS_INIT_NAME))) {
@@ -468,11 +462,8 @@ static const gw_func_t s_mp4hls = {
 /* ---- thumbnail (video-worker) ------------------------------------------------- */
 
 typedef struct {
-    int64_t ms; /* the time, milliseconds */
-    int width, height;
-    const char *format; /* jpeg, png, webp */
-    int quality;
-    bool keyframe;
+    rf_vthumb_t v;    /* time, box, format, keyframe */
+    int quality;      /* the vhost's thumbnail.quality */
     rf_chain_t *dims; /* "…/thumbnail/T/dims/CHAIN": the frame goes through this chain (the image worker); or NULL */
 } s_thumb_t;
 
@@ -493,7 +484,7 @@ static int s_thumb_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_
     if (path.len > kl + 2 && path.base[0] == '/' && memcmp(path.base + 1, kw, kl) == 0 && path.base[kl + 1] == '/') {
         const char *t = path.base + kl + 2, *end = path.base + path.len;
         const char *slash = memchr(t, '/', (size_t)(end - t));
-        if (slash != NULL && slash + 1 < end && gw_vparse_time(t, (size_t)(slash - t)) >= 0) {
+        if (slash != NULL && slash + 1 < end && rf_vparse_time(t, (size_t)(slash - t)) >= 0) {
             *chain = h2o_iovec_init(t, (size_t)(slash - t));
             *src = h2o_iovec_init(slash, (size_t)(end - slash));
             return 1;
@@ -520,7 +511,6 @@ static int s_thumb_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *wh
 {
     s_thumb_t *t = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t));
     memset(t, 0, sizeof(*t));
-    t->format = "jpeg";
     t->quality = rc->vhost->thumbnail.quality;
     /* "T/…/dims/CHAIN": the frame is piped through an image chain, parsed
      * here like a dims URL's (the vhost's presets and rule sets) */
@@ -539,42 +529,8 @@ static int s_thumb_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *wh
         }
         chain.len = dsl - 1; /* what is before "/dims/" */
     }
-    const char *p = chain.base, *end = chain.base + chain.len;
-    for (int i = 0; p <= end; i++) {
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        const char *te = slash ? slash : end;
-        size_t n = (size_t)(te - p);
-        const char *x = memchr(p, 'x', n);
-        int64_t w = -1, h = -1;
-        if (x != NULL) {
-            w = x > p ? gw_vparse_digits(p, (size_t)(x - p), 16385) : 0;
-            h = x + 1 < te ? gw_vparse_digits(x + 1, (size_t)(te - x - 1), 16385) : 0;
-        }
-        if (i == 0) {
-            if ((t->ms = gw_vparse_time(p, n)) < 0) {
-                snprintf(why, why_len, "'%.*s' is not a time (seconds such as 12.5, or [hh:]mm:ss[.fff])",
-                         (int)(n > 32 ? 32 : n), p);
-                return -1;
-            }
-        } else if (x != NULL && w >= 0 && h >= 0 && (w > 0 || h > 0)) {
-            t->width = (int)w, t->height = (int)h;
-        } else if (h2o_memis(p, n, H2O_STRLIT("jpeg")) || h2o_memis(p, n, H2O_STRLIT("jpg"))) {
-            t->format = "jpeg";
-        } else if (h2o_memis(p, n, H2O_STRLIT("png"))) {
-            t->format = "png";
-        } else if (h2o_memis(p, n, H2O_STRLIT("webp"))) {
-            t->format = "webp";
-        } else if (h2o_memis(p, n, H2O_STRLIT("keyframe"))) {
-            t->keyframe = true;
-        } else {
-            snprintf(why, why_len, "'%.*s' is not WxH (up to 16384), jpeg, png, webp or keyframe",
-                     (int)(n > 32 ? 32 : n), p);
-            return -1;
-        }
-        if (slash == NULL)
-            break;
-        p = slash + 1;
-    }
+    if (rf_vparse_thumb(chain.base, chain.len, &t->v, why, why_len) < 0)
+        return -1;
     *state = t;
     return 0;
 }
@@ -582,8 +538,8 @@ static int s_thumb_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *wh
 static int s_thumb_canon(const void *state, char *buf, size_t len)
 {
     const s_thumb_t *t = state;
-    int n = snprintf(buf, len, "t=%lld.%03lld;box=%dx%d;f=%s;q=%d;kf=%d", (long long)(t->ms / 1000),
-                     (long long)(t->ms % 1000), t->width, t->height, t->format, t->quality, t->keyframe);
+    int n = snprintf(buf, len, "t=%lld.%03lld;box=%dx%d;f=%s;q=%d;kf=%d", (long long)(t->v.ms / 1000),
+                     (long long)(t->v.ms % 1000), t->v.width, t->v.height, t->v.format, t->quality, t->v.keyframe);
     if (n < 0 || (size_t)n >= len)
         return -1;
     if (t->dims == NULL)
@@ -604,9 +560,7 @@ static json_t *s_thumb_then(const void *state)
 static json_t *s_thumb_json(const void *state)
 {
     const s_thumb_t *t = state;
-    return json_pack("[{s:s, s:I, s:i, s:i, s:s, s:i, s:b}]", "op", "thumbnail", "ms", (json_int_t)t->ms, "width",
-                     t->width, "height", t->height, "format", t->format, "quality", t->quality, "keyframe",
-                     t->keyframe);
+    return rf_vthumb_json(&t->v, t->quality);
 }
 
 static const gw_reply_rule_t s_thumb_replies[] = {
@@ -633,13 +587,9 @@ static const gw_func_t s_thumbnail = {
 /* ---- sprite (video-worker) ------------------------------------------------------ */
 
 typedef struct {
-    int64_t every_ms;
-    int cols, rows, tile_w, tile_h;
-    int sheet; /* -1: the WebVTT index */
-    int quality;
+    rf_vsprite_t v; /* interval, grid, tile, sheet */
+    int quality;    /* the vhost's thumbnail.quality */
 } s_sprite_t;
-
-#define S_SPRITE_VTT "sprite.vtt"
 
 static const char *s_sprite_keyword(const rf_vhost_conf_t *vh)
 {
@@ -660,65 +610,14 @@ static int s_sprite_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec
     return 1;
 }
 
-/* "AxB" with both sides 0..max (at least one non-zero when !zero_ok); -1 when not. */
-static int s_pair(const char *p, size_t n, int64_t max, bool zero_ok, int *a, int *b)
-{
-    const char *x = memchr(p, 'x', n);
-    if (x == NULL)
-        return -1;
-    int64_t va = x > p ? gw_vparse_digits(p, (size_t)(x - p), max + 1) : 0;
-    int64_t vb = x + 1 < p + n ? gw_vparse_digits(x + 1, (size_t)(p + n - x - 1), max + 1) : 0;
-    if (va < 0 || vb < 0 || (!zero_ok && (va == 0 || vb == 0)) || (va == 0 && vb == 0))
-        return -1;
-    *a = (int)va, *b = (int)vb;
-    return 0;
-}
-
 /* "EVERY/COLSxROWS/WxH/(N.jpg|sprite.vtt)" */
 static int s_sprite_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, size_t why_len)
 {
     s_sprite_t *t = h2o_mem_alloc_pool(&rc->req->pool, sizeof(*t));
     memset(t, 0, sizeof(*t));
     t->quality = rc->vhost->thumbnail.quality;
-    const char *part[4];
-    size_t len[4];
-    const char *p = chain.base, *end = chain.base + chain.len;
-    int n = 0;
-    while (n < 4) {
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        part[n] = p;
-        len[n++] = (size_t)((slash ? slash : end) - p);
-        if (slash == NULL)
-            break;
-        p = slash + 1;
-    }
-    if (n != 4 || p + len[3] != end) {
-        snprintf(why, why_len, "a sprite is EVERY/COLSxROWS/WxH/N.jpg or EVERY/COLSxROWS/WxH/" S_SPRITE_VTT);
+    if (rf_vparse_sprite(chain.base, chain.len, &t->v, why, why_len) < 0)
         return -1;
-    }
-    t->every_ms = gw_vparse_seconds(part[0], len[0]);
-    if (t->every_ms < 500 || t->every_ms > 3600000) {
-        snprintf(why, why_len, "'%.*s' is not seconds between tiles (0.5 to 3600)", (int)(len[0] > 32 ? 32 : len[0]),
-                 part[0]);
-        return -1;
-    }
-    if (s_pair(part[1], len[1], 100, false, &t->cols, &t->rows) < 0 || t->cols * t->rows > 100) {
-        snprintf(why, why_len, "'%.*s' is not COLSxROWS (at most 100 tiles)", (int)(len[1] > 32 ? 32 : len[1]),
-                 part[1]);
-        return -1;
-    }
-    if (s_pair(part[2], len[2], 640, true, &t->tile_w, &t->tile_h) < 0) {
-        snprintf(why, why_len, "'%.*s' is not a tile size WxH (sides up to 640, one may be 0)",
-                 (int)(len[2] > 32 ? 32 : len[2]), part[2]);
-        return -1;
-    }
-    if (h2o_memis(part[3], len[3], H2O_STRLIT(S_SPRITE_VTT))) {
-        t->sheet = -1;
-    } else if ((t->sheet = gw_vparse_segment(part[3], len[3], "", ".jpg")) < 0) {
-        snprintf(why, why_len, "'%.*s' is not N.jpg (a sheet from 0) or " S_SPRITE_VTT,
-                 (int)(len[3] > 32 ? 32 : len[3]), part[3]);
-        return -1;
-    }
     *state = t;
     return 0;
 }
@@ -726,17 +625,15 @@ static int s_sprite_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *w
 static int s_sprite_canon(const void *state, char *buf, size_t len)
 {
     const s_sprite_t *t = state;
-    int n = snprintf(buf, len, "every=%lld;grid=%dx%d;tile=%dx%d;sheet=%d;q=%d", (long long)t->every_ms, t->cols,
-                     t->rows, t->tile_w, t->tile_h, t->sheet, t->quality);
+    int n = snprintf(buf, len, "every=%lld;grid=%dx%d;tile=%dx%d;sheet=%d;q=%d", (long long)t->v.every_ms, t->v.cols,
+                     t->v.rows, t->v.tile_w, t->v.tile_h, t->v.sheet, t->quality);
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
 static json_t *s_sprite_json(const void *state)
 {
     const s_sprite_t *t = state;
-    return json_pack("[{s:s, s:I, s:i, s:i, s:i, s:i, s:i, s:i}]", "op", "sprite", "every_ms", (json_int_t)t->every_ms,
-                     "cols", t->cols, "rows", t->rows, "tile_w", t->tile_w, "tile_h", t->tile_h, "sheet", t->sheet,
-                     "quality", t->quality);
+    return rf_vsprite_json(&t->v, t->quality);
 }
 
 static const gw_func_t s_sprite = {
@@ -775,7 +672,7 @@ static h2o_iovec_t s_query_param(h2o_iovec_t q, const char *name)
 {
     const char *v;
     size_t vl;
-    return gw_vparse_query_param(q.base, q.len, name, &v, &vl) ? h2o_iovec_init(v, vl) : h2o_iovec_init(NULL, 0);
+    return rf_vparse_query_param(q.base, q.len, name, &v, &vl) ? h2o_iovec_init(v, vl) : h2o_iovec_init(NULL, 0);
 }
 
 static int s_trim_match(const rf_vhost_conf_t *vh, h2o_iovec_t path, h2o_iovec_t query, h2o_iovec_t *src,
@@ -800,35 +697,8 @@ static int s_trim_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why
     t->max_ratio = c->max_ratio;
     t->accurate = c->accurate;
     s_trim_ext(rc->src, &t->audio);
-    h2o_iovec_t acc = s_query_param(chain, "accurate");
-    if (acc.base != NULL) {
-        if (acc.len != 1 || (acc.base[0] != '0' && acc.base[0] != '1')) {
-            snprintf(why, why_len, "accurate is 0 (cut on keyframes) or 1 (cut on frames)");
-            return -1;
-        }
-        t->accurate = acc.base[0] == '1';
-    }
-    h2o_iovec_t ranges = s_query_param(chain, c->param);
-    if (ranges.base != NULL) { /* as forms and URLSearchParams send it: "2-4%2C20-22" */
-        char *dec = h2o_mem_alloc_pool(&rc->req->pool, ranges.len + 1);
-        ranges = h2o_iovec_init(dec, rf_path_decode(ranges.base, ranges.len, dec));
-        char r[200];
-        if (gw_vparse_ranges(ranges.base, ranges.len, t->ms, &t->n, r, sizeof(r)) < 0) {
-            snprintf(why, why_len, "%s: %s", c->param, r);
-            return -1;
-        }
-    } else {
-        /* nginx's mp4 module: ?start=A&end=B, either may be left out */
-        h2o_iovec_t a = s_query_param(chain, "start"), b = s_query_param(chain, "end");
-        int64_t am = a.base ? gw_vparse_seconds(a.base, a.len) : 0, bm = b.base ? gw_vparse_seconds(b.base, b.len) : -2;
-        if (am < 0 || bm == -1 || (bm >= 0 && bm <= am)) {
-            snprintf(why, why_len, "start and end are seconds, end after start");
-            return -1;
-        }
-        t->ms[0][0] = am;
-        t->ms[0][1] = bm >= 0 ? bm : -1;
-        t->n = 1;
-    }
+    if (rf_vparse_trim(chain.base, chain.len, c->param, t, why, why_len) < 0)
+        return -1;
     *state = t;
     return 0;
 }
@@ -851,12 +721,7 @@ static int s_trim_canon(const void *state, char *buf, size_t len)
 
 static json_t *s_trim_json(const void *state)
 {
-    const s_trim_t *t = state;
-    json_t *ranges = json_array();
-    for (int i = 0; ranges != NULL && i < t->n; i++)
-        json_array_append_new(ranges, json_pack("[I, I]", (json_int_t)t->ms[i][0], (json_int_t)t->ms[i][1]));
-    return json_pack("[{s:s, s:o, s:i, s:s, s:b}]", "op", "trim", "ranges_ms", ranges, "max_ratio", t->max_ratio,
-                     "content_type", t->audio ? "audio/mp4" : "video/mp4", "accurate", t->accurate);
+    return rf_vtrim_json(state);
 }
 
 static const gw_reply_rule_t s_trim_replies[] = {
@@ -936,7 +801,7 @@ static int s_tx_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, 
     t->crf = c->crf;
     if (chain.len > 0) {
         int64_t h = chain.len > 1 && chain.base[chain.len - 1] == 'p'
-                        ? gw_vparse_digits(chain.base, chain.len - 1, (int64_t)c->max_height + 1)
+                        ? rf_vparse_digits(chain.base, chain.len - 1, (int64_t)c->max_height + 1)
                         : -1;
         if (h < 2) {
             snprintf(why, why_len, "'%.*s' is not a height such as 720p (at most %dp)",
@@ -1021,7 +886,7 @@ static int s_phls_rung(const rf_phls_conf_t *c, h2o_iovec_t chain, h2o_iovec_t *
 {
     const char *slash = memchr(chain.base, '/', chain.len);
     size_t l = slash ? (size_t)(slash - chain.base) : 0;
-    int64_t h = l > 1 && chain.base[l - 1] == 'p' ? gw_vparse_digits(chain.base, l - 1, 4321) : -1;
+    int64_t h = l > 1 && chain.base[l - 1] == 'p' ? rf_vparse_digits(chain.base, l - 1, 4321) : -1;
     for (int i = 0; h > 0 && i < c->n_rungs; i++)
         if (c->rungs[i].height == h) {
             *rest = h2o_iovec_init(slash + 1, chain.len - l - 1);
@@ -1041,7 +906,7 @@ static int s_phls_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why
         st->what = S_PHLS_MASTER;
     } else if ((r = s_phls_rung(&st->conf, chain, &rest)) >= 0 &&
                (h2o_memis(rest.base, rest.len, H2O_STRLIT(S_PHLS_INDEX)) ||
-                (st->n = gw_vparse_segment(rest.base, rest.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX)) >= 0)) {
+                (st->n = rf_vparse_segment(rest.base, rest.len, S_HLS_SEG_PREFIX, S_HLS_SEG_SUFFIX)) >= 0)) {
         st->what = h2o_memis(rest.base, rest.len, H2O_STRLIT(S_PHLS_INDEX)) ? S_PHLS_MEDIA : S_PHLS_SEGMENT;
         st->height = st->conf.rungs[r].height;
         st->kbps = st->conf.rungs[r].kbps;
