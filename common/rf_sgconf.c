@@ -14,8 +14,12 @@
 #include <string.h>
 
 #include "rf_config_yaml.h"
+#include "rf_sgfunc.h"
 
-#define K(name, fn, type, field) {name, fn, offsetof(type, field)}
+#define K(name, fn, type, field)                                                                                       \
+    {                                                                                                                  \
+        name, fn, offsetof(type, field)                                                                                \
+    }
 
 /* ---- freeing ---------------------------------------------------------------- */
 
@@ -283,8 +287,8 @@ static int s_trigger(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 {
     if (rf_cfg_is_null(v))
         return 0;
-    static const rf_cfg_key_t keys[] = {K("workflow", s_nstr, rf_sg_event_t, workflow),
-                                        K("timing", s_timing, rf_sg_event_t, pre), {0}};
+    static const rf_cfg_key_t keys[] = {
+        K("workflow", s_nstr, rf_sg_event_t, workflow), K("timing", s_timing, rf_sg_event_t, pre), {0}};
     return rf_cfg_walk(c, v, keys, t, "trigger");
 }
 
@@ -390,12 +394,10 @@ static int s_save_path(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 
 static int s_task(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 {
-    static const rf_cfg_key_t keys[] = {K("function", s_nstr, rf_sg_task_t, function),
-                                        K("savePath", s_save_path, rf_sg_task_t, save_path),
-                                        K("pathPattern", s_nstr, rf_sg_task_t, path_pattern),
-                                        K("whenExist", s_when_exist, rf_sg_task_t, when_exist),
-                                        K("timeout", rf_cfg_int, rf_sg_task_t, timeout_s),
-                                        {0}};
+    static const rf_cfg_key_t keys[] = {
+        K("function", s_nstr, rf_sg_task_t, function),        K("savePath", s_save_path, rf_sg_task_t, save_path),
+        K("pathPattern", s_nstr, rf_sg_task_t, path_pattern), K("whenExist", s_when_exist, rf_sg_task_t, when_exist),
+        K("timeout", rf_cfg_int, rf_sg_task_t, timeout_s),    {0}};
     rf_sg_task_t *k = t;
     if (rf_cfg_walk(c, v, keys, t, "a task") < 0)
         return -1;
@@ -403,9 +405,15 @@ static int s_task(rf_cfgctx_t *c, yaml_node_t *v, void *t)
         return rf_cfg_fail(c, v, "a task needs a savePath (\"{{ item.path }}\" overwrites the source)");
     if (k->timeout_s < 1 || k->timeout_s > 86400)
         return rf_cfg_fail(c, v, "task timeout must be 1..86400 seconds, got %d", k->timeout_s);
-    if (k->function != NULL && k->function[0] != '/')
-        return rf_cfg_fail(c, v, "task function '%s' is a chain starting with '/' (e.g. /dims/resize/500)",
-                           k->function);
+    if (k->function != NULL) { /* parsed as the scheduler will run it */
+        const char *service;
+        json_t *chain = NULL;
+        char why[300];
+        int rc = rf_sgfunc_job(k->function, "item", &service, &chain, why, sizeof(why));
+        json_decref(chain);
+        if (rc < 0)
+            return rf_cfg_fail(c, v, "task function: %s", why);
+    }
     return 0;
 }
 
@@ -428,8 +436,8 @@ static int s_src_op(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 
 static int s_src(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 {
-    static const rf_cfg_key_t keys[] = {K("op", s_src_op, rf_sg_workflow_t, src_op),
-                                        K("path", s_nstr, rf_sg_workflow_t, src_path), {0}};
+    static const rf_cfg_key_t keys[] = {
+        K("op", s_src_op, rf_sg_workflow_t, src_op), K("path", s_nstr, rf_sg_workflow_t, src_path), {0}};
     return rf_cfg_walk(c, v, keys, t, "onComplete.src");
 }
 
@@ -598,14 +606,13 @@ static int s_bucket_check(rf_cfgctx_t *c, yaml_node_t *v, rf_sg_bucket_t *b)
     for (size_t i = 0; i < b->n_workflows; i++)
         for (size_t j = 0; j < i; j++)
             if (strcmp(b->workflows[i].name, b->workflows[j].name) == 0)
-                return rf_cfg_fail(c, v, "bucket '%s': workflow '%s' is declared twice", b->name,
-                                   b->workflows[i].name);
+                return rf_cfg_fail(c, v, "bucket '%s': workflow '%s' is declared twice", b->name, b->workflows[i].name);
     rf_sg_event_t *ev[3] = {&b->on_get, &b->on_put, &b->on_delete};
     for (size_t i = 0; i < 3 + b->n_on_batch; i++) {
         rf_sg_event_t *e = i < 3 ? ev[i] : &b->on_batch[i - 3];
         if (e->workflow != NULL && rf_sgconf_workflow(b, e->workflow) == NULL)
-            return rf_cfg_fail(c, v, "bucket '%s': trigger names workflow '%s', which is not in its workflows",
-                               b->name, e->workflow);
+            return rf_cfg_fail(c, v, "bucket '%s': trigger names workflow '%s', which is not in its workflows", b->name,
+                               e->workflow);
         if (i >= 3) {
             size_t pl = strlen(e->path);
             if (pl > 1 && e->path[pl - 1] == '/')
@@ -653,8 +660,8 @@ static int s_buckets(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 
 static int s_cred(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 {
-    static const rf_cfg_key_t keys[] = {K("access_key", s_nstr, rf_sg_cred_t, access_key),
-                                        K("secret_key", s_nstr, rf_sg_cred_t, secret_key), {0}};
+    static const rf_cfg_key_t keys[] = {
+        K("access_key", s_nstr, rf_sg_cred_t, access_key), K("secret_key", s_nstr, rf_sg_cred_t, secret_key), {0}};
     rf_sg_cred_t *k = t;
     if (rf_cfg_walk(c, v, keys, t, "a credential") < 0)
         return -1;
@@ -719,9 +726,8 @@ static int s_leader(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 
 static int s_distribution(rf_cfgctx_t *c, yaml_node_t *v, void *t)
 {
-    static const rf_cfg_key_t keys[] = {{"meta", s_dist_meta, offsetof(rf_sg_conf_t, distribution.meta_enable)},
-                                        {"leader", s_leader, 0},
-                                        {0}};
+    static const rf_cfg_key_t keys[] = {
+        {"meta", s_dist_meta, offsetof(rf_sg_conf_t, distribution.meta_enable)}, {"leader", s_leader, 0}, {0}};
     return rf_cfg_walk(c, v, keys, t, "distribution");
 }
 

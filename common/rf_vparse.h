@@ -1,6 +1,6 @@
 /*  rf_vparse — the pure parsers of the video functions' URLs (no h2o, no
  *  request) and the worker chains they make: fuzzed by fuzz/fuzz_vurl.c, used by the gateway (gw_func.c)
- *  and the storgate scheduler's video tasks (sg_vfunc.c). Every input is
+ *  and storgate's task functions (rf_sgfunc.c). Every input is
  *  hostile; every result is bounded.
  */
 #ifndef RF_VPARSE_H

@@ -190,12 +190,13 @@ char *sg_leader_load(sg_leader_t *l, const char *name);
 
 sg_bus_t *sg_bus_new(const rf_config_t *cfg, rf_metrics_t *metrics, char *why, size_t why_len);
 void sg_bus_destroy(sg_bus_t **self_p);
-/* Runs chain (a dims chain, e.g. "/format/webp/resize/500") on the file at
- * path; the result's bytes in *out (malloc'd) and its length. Blocks the
- * calling item thread up to timeout_s. 0, or -1 with why. */
 /* Frees the calling thread's submitter (before the broker goes). */
 void sg_bus_thread_end(void);
-int sg_bus_transform(sg_bus_t *b, const char *service, const char *chain, const char *path, const char *id,
-                     int timeout_s, void **out, size_t *out_len, char *why, size_t why_len);
+/* Runs chain (borrowed; the worker's JSON chain, rf_sgfunc_job) on
+ * `service`'s worker over the file at path; the result's bytes in *out
+ * (malloc'd) and its length. Blocks the calling item thread up to
+ * timeout_s. 0, or -1 with why. */
+int sg_bus_transform(sg_bus_t *b, const char *service, json_t *chain, const char *path, const char *id, int timeout_s,
+                     void **out, size_t *out_len, char *why, size_t why_len);
 
 #endif

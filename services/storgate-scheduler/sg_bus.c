@@ -111,15 +111,15 @@ void sg_bus_thread_end(void)
 }
 
 /* Submits one job and waits for it to come back; NULL on allocation failure. */
-static rf_job_t *s_submit(const char *service, const rf_chain_t *parsed, const char *path,
-                          const char *id, int timeout_s, char *why, size_t why_len)
+static rf_job_t *s_submit(const char *service, json_t *chain, const char *path, const char *id, int timeout_s,
+                          char *why, size_t why_len)
 {
     rf_job_t *job = rf_job_new(service, id);
     if (job == NULL) {
         snprintf(why, why_len, "out of memory");
         return NULL;
     }
-    job->spec.chain = rf_chain_to_json(parsed);
+    job->spec.chain = json_incref(chain);
     job->spec.source.path = strdup(path);
     size_t rl = strlen(path) + 8;
     job->spec.source.ref = malloc(rl);
@@ -142,16 +142,11 @@ static rf_job_t *s_submit(const char *service, const rf_chain_t *parsed, const c
     return w.job;
 }
 
-int sg_bus_transform(sg_bus_t *b, const char *service, const char *chain, const char *path, const char *id,
-                     int timeout_s, void **out, size_t *out_len, char *why, size_t why_len)
+int sg_bus_transform(sg_bus_t *b, const char *service, json_t *chain, const char *path, const char *id, int timeout_s,
+                     void **out, size_t *out_len, char *why, size_t why_len)
 {
     *out = NULL;
     *out_len = 0;
-    rf_chain_t parsed;
-    rf_chain_ctx_t ctx = {0};
-    const char *text = chain[0] == '/' ? chain + 1 : chain;
-    if (rf_chain_parse(text, strlen(text), &ctx, &parsed, why, why_len) < 0)
-        return -1;
     if (s_sub == NULL || s_sub_bus != b) {
         rf_submitter_destroy(&s_sub);
         s_sub = rf_submitter_new(b->broker);
@@ -168,7 +163,7 @@ int sg_bus_transform(sg_bus_t *b, const char *service, const char *chain, const 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     rf_job_t *job = NULL;
     for (;;) {
-        job = s_submit(service, &parsed, path, id, timeout_s, why, why_len);
+        job = s_submit(service, chain, path, id, timeout_s, why, why_len);
         if (job == NULL)
             return -1;
         if (job->outcome != RF_JOB_UNAVAILABLE || strstr(job->why, "worker is connected") == NULL)

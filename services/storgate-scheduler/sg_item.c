@@ -18,6 +18,7 @@
 
 #include "rf_log.h"
 #include "rf_tmpl.h"
+#include "rf_sgfunc.h"
 #include "sg.h"
 
 /* ---- the queue ------------------------------------------------------------------ */
@@ -222,16 +223,11 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
     if (t->function == NULL) {
         rc = s_copy_fd(src_fd, w, why, why_len);
     } else {
-        const char *chain = t->function;
-        static const char *const kw[] = {"/hyperdims", "/dims", NULL};
         const char *service = NULL;
-        for (int i = 0; kw[i] && service == NULL; i++)
-            if (strncmp(chain, kw[i], strlen(kw[i])) == 0 && (chain[strlen(kw[i])] == '/'))
-                service = "image", chain += strlen(kw[i]);
+        json_t *chain = NULL;
         void *out = NULL;
         size_t out_len = 0;
-        if (service == NULL) {
-            snprintf(why, why_len, "function %s: only /dims (or /hyperdims) chains run here yet", t->function);
+        if (rf_sgfunc_job(t->function, src_path, &service, &chain, why, why_len) < 0) {
             rc = -1;
         } else if (n->bus == NULL) {
             snprintf(why, why_len, "function %s needs storgate_scheduler.bus_endpoint and a worker", t->function);
@@ -244,6 +240,7 @@ static int s_task(sg_node_t *n, sg_item_t *it, const rf_sg_task_t *t, int src_fd
             }
             free(out);
         }
+        json_decref(chain);
     }
     if (rc == 0 && exists && t->when_exist == RF_SG_DIFF) {
         char mine[33], theirs[33];

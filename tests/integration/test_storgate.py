@@ -189,6 +189,70 @@ def test_transform_with_seed_templates(make_stack, tmp_path, media):
     assert os.path.exists(os.path.join(src, "in", "a", "p.x.jpg"))  # onComplete: none
 
 
+def test_video_functions_as_tasks(make_stack, tmp_path):
+    """Video functions run as tasks on a video worker connected to the
+    scheduler's broker, written as what follows the video in a gateway
+    URL: a thumbnail (/thumbnail/T/WxH/webp), a trim (?trimming=A-B), a
+    transcode (/mp4/HEIGHTp) and a sprite sheet. Every output is probed."""
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    os.makedirs(os.path.join(src, "in"))
+    os.makedirs(out)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=6",
+                    "-f", "lavfi", "-i", "sine=duration=6", "-c:v", "libx264", "-preset", "veryfast", "-g", "25",
+                    "-c:a", "aac", "-movflags", "+faststart", os.path.join(src, "in", "clip.mp4")],
+                   check=True, timeout=60)
+    base = "{{ item.path | basename | rsplit('.', 1)[0] }}"
+    bucket = {
+        "meta": {"name": "v"},
+        "mounts": [{"originPath": src}, {"mountPoint": "/out", "originPath": out, "expose": False}],
+        "events": {"onBatch": [{"enable": True, "path": "/in", "schedule": "0 0 1 1 *",
+                                "trigger": {"workflow": "w"}}]},
+        "workflows": [{"name": "w", "tasks": [
+            {"function": "/thumbnail/2.5/160x0/webp", "savePath": f"/out/{base}.webp"},
+            {"function": "?trimming=1-3", "savePath": f"/out/{base}_1-3.mp4"},
+            {"function": "/mp4/120p", "savePath": f"/out/{base}_120p.mp4"},
+            {"function": "/sprite/1/3x2/64x0/0.jpg", "savePath": f"/out/{base}_sprite.jpg"},
+        ]}],
+    }
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + src}], workers=0,
+                    video_workers=1, storgate={"buckets": [bucket]}, scheduler_bus=True)
+    s = st.add_scheduler()
+    s.signal(signal.SIGUSR1)
+    names = ["clip.webp", "clip_1-3.mp4", "clip_120p.mp4", "clip_sprite.jpg"]
+    _wait(lambda: all(os.path.exists(os.path.join(out, n)) for n in names), 90, "the four outputs\n" + s.log())
+
+    def probe(name, entries):
+        r = subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_entries", entries,
+                            os.path.join(out, name)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    thumb = probe("clip.webp", "stream=codec_name,width,height")["streams"][0]
+    assert (thumb["codec_name"], thumb["width"], thumb["height"]) == ("webp", 160, 120), thumb
+    trim = probe("clip_1-3.mp4", "stream=codec_name,nb_frames:format=duration")
+    assert abs(float(trim["format"]["duration"]) - 2.0) < 0.1, trim
+    assert {"h264": "50"}.items() <= {x["codec_name"]: x["nb_frames"] for x in trim["streams"]}.items(), trim
+    tx = probe("clip_120p.mp4", "stream=codec_name,height")["streams"]
+    assert {(x["codec_name"], x.get("height")) for x in tx} == {("h264", 120), ("aac", None)}, tx
+    sheet = probe("clip_sprite.jpg", "stream=codec_name,width,height")["streams"][0]
+    assert (sheet["codec_name"], sheet["width"], sheet["height"]) == ("mjpeg", 3 * 64, 2 * 48), sheet
+    assert s.alive()
+
+
+def test_bad_task_function_refused(make_stack, tmp_path):
+    """A task function is parsed when the configuration loads, as the
+    scheduler will run it: a malformed one stops -t with the reason."""
+    for function, want in [("/thumbnail/abc", "'abc' is not a time"), ("/mp4/99999p", "is not a height"),
+                           ("?trimming=5-2", "trimming: '5-2' is not START-END"),
+                           ("/dims/nope/1", "task function: "), ("/video/x", "not /dims/")]:
+        bucket = {"meta": {"name": "v"}, "mounts": [{"originPath": str(tmp_path)}],
+                  "workflows": [{"name": "w", "tasks": [{"function": function, "savePath": "/x"}]}]}
+        st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                        storgate={"buckets": [bucket]}, start=False)
+        r = subprocess.run([harness.SCHEDULER_BIN, "-t", "-c", st.cfg_path], capture_output=True, text=True)
+        assert r.returncode == 1 and want in r.stderr, (function, r.stderr)
+
+
 def test_outbox_survives_restart_with_target_down(make_stack, tmp_path, hooks):
     """Webhooks to a target that answers 503 stay in the outbox; the
     scheduler is stopped and started again; once the target is back every
