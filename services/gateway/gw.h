@@ -83,8 +83,9 @@ typedef struct {
     h2o_multithread_receiver_t storage_receiver; /* answers of storage probes (gw_storage.c) */
     h2o_multithread_receiver_t source_receiver;  /* wake-ups of sources filling the cache (gw_srcache.c) */
     gw_submitter_t *submitter;
-    h2o_linklist_t upstreams;    /* gw_upstream_entry_t */
-    h2o_timeout_t probe_timeout; /* HTTP/1 client liveness while a job is out */
+    h2o_linklist_t upstreams;      /* gw_upstream_entry_t */
+    h2o_timeout_t probe_timeout;   /* HTTP/1 client liveness while a job is out */
+    h2o_timeout_t sg_wait_timeout; /* S3 answers held for a `timing: pre` workflow: how often they look */
     int inflight;
     int draining;
     int64_t drain_deadline_ms;

@@ -713,11 +713,5 @@ void gw_s3_register(h2o_hostconf_t *host, gw_server_t *srv)
         int swept = rf_sgfs_sweep(b, 3600, 7 * 86400);
         if (swept > 0)
             rf_info("storgate: bucket %s: removed %d stale temporary file(s) or upload(s)", b->name, swept);
-        const rf_sg_event_t *ev[] = {&b->on_get, &b->on_put, &b->on_delete};
-        for (size_t k = 0; k < 3; k++)
-            if (ev[k]->enable && ev[k]->pre)
-                rf_warn("storgate: bucket %s: trigger timing pre is not built yet: its events run after the "
-                        "client's answer (post)",
-                        b->name);
     }
 }

@@ -50,8 +50,9 @@ typedef struct {
     /* S3-backed mounts: their blocking calls run on the gateway's storage
      * threads (gw_storage_offload), the answer on this request's loop. */
     struct gw_storage_t *storage;
-    void *thread; /* gw_thread_t * */
-    bool s3_ok;   /* the operation serves S3-backed mounts (s_resolve passes RF_SGFS_S3_OK) */
+    void *thread;  /* gw_thread_t * */
+    bool s3_ok;    /* the operation serves S3-backed mounts (s_resolve passes RF_SGFS_S3_OK) */
+    bool pre_done; /* its `timing: pre` event was raised and waited for: raise none again */
 } gw_s3_req_t;
 
 /* Registers the S3 handler on the host config of storgate.listen. */

@@ -480,29 +480,119 @@ static int s_delete_key(const rf_sg_bucket_t *b, const char *key, size_t klen, c
     return deleted;
 }
 
+/* The bucket's event of kind (onPut, onGet, onDelete). */
+static const rf_sg_event_t *s_event(const rf_sg_bucket_t *b, const char *kind)
+{
+    return strcmp(kind, "onPut") == 0 ? &b->on_put : strcmp(kind, "onGet") == 0 ? &b->on_get : &b->on_delete;
+}
+
 /* Raises a bucket event for the scheduler (rf_sgevent: a file in
  * STATE/events that waits for it) when the bucket's event is enabled,
- * names a workflow and its filter passes. The client's operation has
- * already succeeded: a failure to write the event is logged, not answered.
- * The event's id goes back in X-Refract-Event (answer headers not sent yet). */
-static void s_raise(gw_s3_req_t *r, const char *kind, const char *key, int64_t size, int64_t mtime_s, const char *etag,
-                    bool header)
+ * names a workflow and its filter passes, and the request has not raised
+ * it already (timing pre). A failure to write the event is logged, not
+ * answered. The event's id goes back in X-Refract-Event (answer headers
+ * not sent yet) and, when id_out is given, to the caller. 1 raised, 0 not. */
+static int s_raise_id(gw_s3_req_t *r, const char *kind, const char *key, int64_t size, int64_t mtime_s,
+                      const char *etag, bool header, char *id_out, size_t id_len)
 {
     const rf_sg_bucket_t *b = r->bucket;
-    const rf_sg_event_t *ev = strcmp(kind, "onPut") == 0   ? &b->on_put
-                              : strcmp(kind, "onGet") == 0 ? &b->on_get
-                                                           : &b->on_delete;
+    const rf_sg_event_t *ev = s_event(b, kind);
     int64_t now = (int64_t)time(NULL);
-    if (!ev->enable || ev->workflow == NULL || !rf_sgevent_filter_ok(ev, key, size, mtime_s, now))
-        return;
+    if (r->pre_done || !ev->enable || ev->workflow == NULL || !rf_sgevent_filter_ok(ev, key, size, mtime_s, now))
+        return 0;
     char id[64];
     if (rf_sgevent_write(r->state_dir, kind, b->name, key, size, etag, id, sizeof(id)) < 0) {
         rf_error("s3 %s: cannot raise %s for %s/%.200s in %s: %s", r->request_id, kind, b->name, key, r->state_dir,
                  strerror(errno));
-        return;
+        return 0;
     }
     if (header)
         gw_s3_set_header(r, "x-refract-event", id);
+    if (id_out != NULL)
+        snprintf(id_out, id_len, "%s", id);
+    return 1;
+}
+
+static void s_raise(gw_s3_req_t *r, const char *kind, const char *key, int64_t size, int64_t mtime_s, const char *etag,
+                    bool header)
+{
+    s_raise_id(r, kind, key, size, mtime_s, etag, header, NULL, 0);
+}
+
+/* ---- timing: pre ------------------------------------------------------------------------------
+ *
+ * The seed's "pre": the workflow runs first, then the client's request is
+ * answered. The event is raised as for post (a file in STATE/events); the
+ * answer is held, on the request's loop, until the scheduler has finished
+ * the workflow (it removes the file then, done or aborted), for at most
+ * the workflow's task timeouts plus 5 s (S_PRE_MAX_MS in all). Then the
+ * request goes on with X-Refract-Workflow: finished, or pending when the
+ * wait ran out (the workflow still runs, as post). onGet and onDelete
+ * wait before the object is read or removed, onPut once it is stored. */
+#define S_PRE_MAX_MS 120000
+
+typedef void (*s_pre_then_fn)(gw_s3_req_t *r, void *arg);
+
+typedef struct {
+    gw_s3_req_t *r;
+    h2o_timeout_entry_t timer;
+    char path[700]; /* STATE/events/ID.json: gone once the workflow is over */
+    uint64_t deadline;
+    s_pre_then_fn then;
+    void *arg;
+} s_pre_t;
+
+static void s_pre_dispose(void *p)
+{
+    s_pre_t *w = p;
+    if (h2o_timeout_is_linked(&w->timer))
+        h2o_timeout_unlink(&w->timer);
+}
+
+static void s_pre_check(h2o_timeout_entry_t *e)
+{
+    s_pre_t *w = H2O_STRUCT_FROM_MEMBER(s_pre_t, timer, e);
+    gw_thread_t *t = w->r->thread;
+    bool over = access(w->path, F_OK) != 0 && errno == ENOENT;
+    if (!over && h2o_now(t->ctx.loop) < w->deadline) {
+        h2o_timeout_link(t->ctx.loop, &t->sg_wait_timeout, &w->timer);
+        return;
+    }
+    gw_s3_set_header(w->r, "x-refract-workflow", over ? "finished" : "pending");
+    if (!over)
+        rf_warn("s3 %s: the pre workflow of %s did not finish in time: answering, it goes on", w->r->request_id,
+                w->path);
+    w->r->pre_done = true;
+    w->then(w->r, w->arg);
+}
+
+/* Whether the bucket's `kind` event is pre and would pass for key: if so,
+ * raises it, holds the request until the workflow is over and returns
+ * true; then(r, arg) goes on with the request (r->pre_done set, so the
+ * operation raises nothing again). false: nothing held, carry on. */
+static bool s_pre(gw_s3_req_t *r, const char *kind, const char *key, int64_t size, int64_t mtime_s, const char *etag,
+                  s_pre_then_fn then, void *arg)
+{
+    const rf_sg_event_t *ev = s_event(r->bucket, kind);
+    char id[64];
+    if (!ev->pre || r->pre_done || !s_raise_id(r, kind, key, size, mtime_s, etag, true, id, sizeof(id)))
+        return false;
+    s_pre_t *w = h2o_mem_alloc_shared(&r->req->pool, sizeof(*w), s_pre_dispose);
+    memset(w, 0, sizeof(*w));
+    w->r = r;
+    w->then = then;
+    w->arg = arg;
+    w->timer.cb = s_pre_check;
+    snprintf(w->path, sizeof(w->path), "%s/%s/%s.json", r->state_dir, RF_SGEVENT_DIR, id);
+    int64_t ms = 5000;
+    for (size_t i = 0; i < r->bucket->n_workflows; i++)
+        if (strcmp(r->bucket->workflows[i].name, ev->workflow) == 0)
+            for (size_t k = 0; k < r->bucket->workflows[i].n_tasks; k++)
+                ms += (int64_t)r->bucket->workflows[i].tasks[k].timeout_s * 1000;
+    gw_thread_t *t = r->thread;
+    w->deadline = h2o_now(t->ctx.loop) + (uint64_t)(ms < S_PRE_MAX_MS ? ms : S_PRE_MAX_MS);
+    h2o_timeout_link(t->ctx.loop, &t->sg_wait_timeout, &w->timer);
+    return true;
 }
 
 static void s_delete_objects(gw_s3_req_t *r)
@@ -759,9 +849,24 @@ static void s_stream_start(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const rf_sg
 /* GetObject and HeadObject once the object is open (fd) or its metadata
  * known (s3: an S3-backed mount's object, whose bytes are then streamed
  * from the endpoint; fd is -1), or not (ok false, errno says why). */
+static void s_get_object(gw_s3_req_t *r);
+static void s_delete_object(gw_s3_req_t *r);
+
+static void s_again(gw_s3_req_t *r, void *arg)
+{
+    ((void (*)(gw_s3_req_t *))arg)(r); /* the operation from its start, the pre workflow over */
+}
+
 static void s_get_opened(gw_s3_req_t *r, int fd, bool ok, const rf_sgfs_stat_t *st, const rf_sgfs_loc_t *s3)
 {
     bool head = s_method(r, "HEAD");
+    if (ok && !head &&
+        s_pre(r, "onGet", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, s_again,
+              (void *)s_get_object)) {
+        if (fd >= 0)
+            close(fd); /* the workflow may change the object: opened again after it */
+        return;
+    }
     if (!ok) {
         if (errno == ENOENT || errno == EISDIR || errno == ENOTDIR)
             gw_s3_error(r, "NoSuchKey", "the specified key does not exist");
@@ -1027,6 +1132,7 @@ static void s_part_write(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *i
                          const rf_sgfs_stat_t *src);
 
 static void s_complete_answer(gw_s3_req_t *r, int rc, const char *code, int e, const rf_sgfs_stat_t *st);
+static void s_complete_then(gw_s3_req_t *r, void *arg);
 static int s_complete_parts(const rf_sgfs_loc_t *loc, const char *id, const rf_s3xml_complete_t *c, rf_sgfs_stat_t *st,
                             const char **code);
 
@@ -1403,16 +1509,33 @@ static void s_copy_result(gw_s3_req_t *r, const char *root, const rf_sgfs_stat_t
     gw_s3_xml(r, 200, doc, len);
 }
 
+/* What a PutObject or CopyObject answers with, kept while a pre workflow runs. */
+typedef struct {
+    bool copy;
+    rf_sgfs_stat_t st;
+} s_put_done_t;
+
+static void s_put_then(gw_s3_req_t *r, void *arg)
+{
+    const s_put_done_t *d = arg;
+    if (d->copy) {
+        s_copy_result(r, "CopyObjectResult", &d->st);
+        return;
+    }
+    s_etag_header(r, d->st.etag);
+    gw_s3_empty(r, 200);
+}
+
 /* The answer to a stored PutObject or CopyObject (with its event). */
 static void s_put_answer(gw_s3_req_t *r, bool copy, const rf_sgfs_stat_t *st)
 {
-    s_raise(r, "onPut", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, true);
-    if (copy) {
-        s_copy_result(r, "CopyObjectResult", st);
+    s_put_done_t *d = h2o_mem_alloc_pool(&r->req->pool, sizeof(*d));
+    d->copy = copy;
+    d->st = *st;
+    if (s_pre(r, "onPut", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, s_put_then, d))
         return;
-    }
-    s_etag_header(r, st->etag);
-    gw_s3_empty(r, 200);
+    s_raise(r, "onPut", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, true);
+    s_put_then(r, d);
 }
 
 static void s_put_with(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
@@ -1521,8 +1644,15 @@ static void s_delete_object(gw_s3_req_t *r)
         return;
     rf_sgfs_loc_t loc;
     const char *why = NULL;
-    if (rf_sgfs_resolve(r->bucket, r->key, r->key_len, false, RF_SGFS_S3_OK, &loc, &why) == 0 &&
-        loc.mount->kind == RF_SG_MOUNT_S3) {
+    bool resolved = rf_sgfs_resolve(r->bucket, r->key, r->key_len, false, RF_SGFS_S3_OK, &loc, &why) == 0;
+    /* pre: the workflow sees the object before it goes (an S3-backed
+     * mount's is not looked up here: that would block this loop) */
+    rf_sgfs_stat_t st;
+    if (resolved && s_event(r->bucket, "onDelete")->pre &&
+        (loc.mount->kind == RF_SG_MOUNT_S3 || (rf_sgfs_stat(&loc, &st) == 0 && !st.is_dir)) &&
+        s_pre(r, "onDelete", r->key, -1, -1, NULL, s_again, (void *)s_delete_object))
+        return;
+    if (resolved && loc.mount->kind == RF_SG_MOUNT_S3) {
         s_offload(r, S_OFF_DELETE, &loc, NULL);
         return;
     }
@@ -1711,7 +1841,18 @@ static void s_complete_answer(gw_s3_req_t *r, int rc, const char *code, int e, c
         gw_s3_error(r, code, "%s", msg);
         return;
     }
+    rf_sgfs_stat_t *keep = h2o_mem_alloc_pool(&r->req->pool, sizeof(*keep));
+    *keep = *st;
+    if (s_pre(r, "onPut", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, s_complete_then, keep))
+        return;
     s_raise(r, "onPut", r->key, (int64_t)st->size, st->mtime_ns / 1000000000, st->etag, true);
+    s_complete_then(r, keep);
+}
+
+/* The answer to a completed upload (arg: its rf_sgfs_stat_t). */
+static void s_complete_then(gw_s3_req_t *r, void *arg)
+{
+    const rf_sgfs_stat_t *st = arg;
     rf_xml_t x;
     rf_xml_init(&x);
     rf_xml_open(&x, "CompleteMultipartUploadResult", S_XMLNS);

@@ -26,7 +26,6 @@ typedef struct {
     gw_vhosts_t *vhosts; /* RELOAD: a reference for the receiving thread */
 } s_control_msg_t;
 
-
 /* Opens a listening socket. Every thread opens its own with SO_REUSEPORT
  * so the kernel spreads connections without a shared accept lock.
  * Returns the fd, or -1 with errno set. */
@@ -150,6 +149,7 @@ static int s_thread_setup(gw_thread_t *t)
     t->accept_ctx.hosts = srv->h2o_conf.hosts;
     h2o_linklist_init_anchor(&t->upstreams);
     h2o_timeout_init(t->ctx.loop, &t->probe_timeout, 250);
+    h2o_timeout_init(t->ctx.loop, &t->sg_wait_timeout, 20);
     h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_transform_on_jobs);
     h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
     h2o_multithread_register_receiver(t->ctx.queue, &t->cache_receiver, gw_serve_on_wake);
@@ -397,8 +397,8 @@ int gw_server_run(const char *config_path, rf_config_t **cfg_p)
         /* A Via received-by is a token or host[:port]: anything else would
          * make an unparsable header and blind the loop check. */
         const char *n = srv.cfg->gateway.name;
-        if (strlen(n) > 100 || strspn(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:~!") !=
-                                   strlen(n)) {
+        if (strlen(n) > 100 ||
+            strspn(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:~!") != strlen(n)) {
             rf_error("gateway.name '%s': letters, digits and . - _ : ~ ! only (at most 100)", n);
             gw_vhosts_unref(&vhosts);
             goto done;
@@ -498,7 +498,7 @@ done:
     free(err);
     /* The broker goes after the loops: no thread submits any more. */
     gw_broker_destroy(&srv.broker);
-    gw_meta_destroy(&srv.meta); /* its thread applies purges to the store */
+    gw_meta_destroy(&srv.meta);       /* its thread applies purges to the store */
     gw_storage_destroy(&srv.storage); /* its jobs hold objects of the store */
     /* Objects still referenced by unfinished fills keep the store alive. */
     rf_store_destroy(&srv.store);

@@ -609,6 +609,64 @@ def test_events_from_s3_traffic(make_stack, tmp_path, hooks):
                                outcome="done") == 4
 
 
+def test_events_timing_pre(make_stack, tmp_path):
+    """trigger.timing pre (the seed's: the workflow first, then the client's
+    request): a PUT is answered once its onPut workflow has stored the
+    copy, a GET once its onGet workflow ran, a DELETE removes the object
+    only after its onDelete workflow removed what was made from it; each
+    says X-Refract-Workflow: finished. With no scheduler running, the
+    answer waits for the workflow's task timeouts plus 5 s, then comes with
+    X-Refract-Workflow: pending, and the workflow runs once a scheduler
+    starts."""
+    up, svc = str(tmp_path / "up"), str(tmp_path / "svc")
+    os.makedirs(up)
+    os.makedirs(svc)
+    pre = {"workflow": "mirror", "timing": "pre"}
+    bucket = {
+        "meta": {"name": "pre"},
+        "mounts": [{"mountPoint": "/in", "originPath": up},
+                   {"mountPoint": "/out", "originPath": svc, "expose": False}],
+        "events": {"onPut": {"enable": True, "trigger": pre},
+                   "onDelete": {"enable": True, "trigger": pre},
+                   "onGet": {"enable": True, "filter": {"patterns": ["*.txt"]}, "trigger": pre}},
+        "workflows": [{"name": "mirror", "tasks": [
+            {"function": None, "savePath": "/out/{{ item.path | relpath(source_dir) }}", "timeout": 1}]}],
+    }
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate={"credentials": [{"access_key": "AK", "secret_key": "SK"}], "buckets": [bucket]})
+    s3 = _s3(st)
+    # no scheduler: the PUT waits 1 s (the task's timeout) + 5 s, then is answered "pending"
+    t0 = time.monotonic()
+    r = s3.put_object(Bucket="pre", Key="in/early.txt", Body=b"early\n")
+    waited = time.monotonic() - t0
+    assert r["ResponseMetadata"]["HTTPHeaders"]["x-refract-workflow"] == "pending"
+    assert 5.5 < waited < 15, waited
+    assert not os.path.exists(os.path.join(svc, "early.txt"))
+    s = st.add_scheduler()
+    _wait(lambda: os.path.exists(os.path.join(svc, "early.txt")), 15, "the waiting event to run\n" + s.log())
+    # PUT: the copy is there when the answer comes
+    body = harness.pattern_bytes(50000, seed=5)
+    r = s3.put_object(Bucket="pre", Key="in/a/x.txt", Body=body)
+    h = r["ResponseMetadata"]["HTTPHeaders"]
+    assert h["x-refract-workflow"] == "finished" and "x-refract-event" in h, h
+    assert open(os.path.join(svc, "a", "x.txt"), "rb").read() == body
+    # GET: the workflow ran before the bytes came
+    os.unlink(os.path.join(svc, "a", "x.txt"))
+    g = s3.get_object(Bucket="pre", Key="in/a/x.txt")
+    assert g["ResponseMetadata"]["HTTPHeaders"]["x-refract-workflow"] == "finished"
+    assert os.path.exists(os.path.join(svc, "a", "x.txt")) and g["Body"].read() == body
+    # a GET the filter does not take is not held
+    s3.put_object(Bucket="pre", Key="in/b.bin", Body=b"bin")
+    g = s3.get_object(Bucket="pre", Key="in/b.bin")
+    assert "x-refract-workflow" not in g["ResponseMetadata"]["HTTPHeaders"]
+    # DELETE: the output made from it is gone before the object goes, and the object then goes
+    d = s3.delete_object(Bucket="pre", Key="in/a/x.txt")
+    assert d["ResponseMetadata"]["HTTPHeaders"]["x-refract-workflow"] == "finished"
+    assert not os.path.exists(os.path.join(svc, "a", "x.txt"))
+    assert not os.path.exists(os.path.join(up, "a", "x.txt"))
+    assert s.alive()
+
+
 @pytest.mark.parametrize("traverse,order", [
     ("depth", ["a/b/c/deep.txt", "a/m.txt", "b/x.txt", "z.txt"]),
     ("breadth", ["z.txt", "a/m.txt", "b/x.txt", "a/b/c/deep.txt"]),
