@@ -345,6 +345,7 @@ def _leaders(st, scheds):
     return [s for s in scheds if s.alive() and st.scheduler_metric(s, "refract_storgate_leader") == 1]
 
 
+@pytest.mark.timeout_s(420)  # 10,000 items: ~45 s here, some minutes under ASan on a busy machine
 def test_redis_lease_three_nodes_failover(make_stack, tmp_path, hooks):
     """Three schedulers share a lease in a real redis-server (term 2 s):
     exactly one leads, and it hands each chunk's items out through Redis
