@@ -761,6 +761,18 @@ static int s_resolve(rf_cfgctx_t *c, yaml_node_t *v, rf_sg_conf_t *sc)
         for (size_t j = 0; j < i; j++)
             if (strcmp(b->name, sc->buckets[j].name) == 0)
                 return rf_cfg_fail(c, v, "bucket '%s' is declared twice", b->name);
+        size_t roots = 0, s3_roots = 0;
+        for (size_t m = 0; m < b->n_mounts; m++) {
+            roots += b->mounts[m].mount_point[0] == '\0';
+            s3_roots += b->mounts[m].mount_point[0] == '\0' && b->mounts[m].kind == RF_SG_MOUNT_S3;
+        }
+        /* which of several root mounts holds a key is looked up on each;
+         * an endpoint cannot be asked that on an event loop */
+        if (s3_roots > 0 && roots > 1)
+            return rf_cfg_fail(c, v,
+                               "bucket '%s': an S3-backed root mount (mountPoint null) must be the bucket's only "
+                               "root mount; give the others a mountPoint",
+                               b->name);
         for (size_t m = 0; m < b->n_mounts; m++) {
             rf_sg_mount_t *mt = &b->mounts[m];
             if (mt->kind != RF_SG_MOUNT_S3)

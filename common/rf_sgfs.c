@@ -152,9 +152,13 @@ int rf_sgfs_resolve(const rf_sg_bucket_t *b, const char *key, size_t len, bool w
                 best = m;
         }
         if (best == NULL) {
+            /* the first root mount: a local one (a read then finds nothing
+             * there), or the bucket's one root mount when it is S3-backed
+             * (the configuration allows no other root mount beside it, so
+             * no key needs looking up in the endpoint to place it) */
             for (size_t i = 0; i < b->n_mounts && best == NULL; i++)
-                if (b->mounts[i].mount_point[0] == '\0' && b->mounts[i].kind == RF_SG_MOUNT_LOCAL)
-                    best = &b->mounts[i]; /* a read then finds nothing there */
+                if (b->mounts[i].mount_point[0] == '\0')
+                    best = &b->mounts[i];
             if (best == NULL)
                 return *why = "no mount of the bucket holds this path", -1;
         }
@@ -970,18 +974,19 @@ static int s_list_mount(s_walk_t *w)
     return s_walk_dir(w, fd, key, klen, 0) < 0 ? -1 : 0;
 }
 
-/* An S3-backed mount (with a mount point: root S3 mounts are not listed):
- * ListObjectsV2 pages of the backend, its keys mapped into the bucket. */
+/* An S3-backed mount: ListObjectsV2 pages of the backend, its keys mapped
+ * into the bucket (under its mount point, or as they are for a root mount). */
 static int s_list_s3(s_walk_t *w)
 {
     const rf_sg_mount_t *m = w->m;
     char key[RF_SGFS_KEY_MAX + 4], why[256];
     size_t klen = 0;
-    if (m->mount_point[0] == '\0')
-        return 0;
-    int g = s_mount_gate(w, key, &klen);
-    if (g <= 0)
-        return g;
+    key[0] = '\0';
+    if (m->mount_point[0] != '\0') {
+        int g = s_mount_gate(w, key, &klen);
+        if (g <= 0)
+            return g;
+    }
     rf_s3c_t *c = s_s3c(m);
     if (c == NULL)
         return w->err = ENOMEM, -1;
@@ -1008,7 +1013,7 @@ static int s_list_s3(s_walk_t *w)
                 continue;
             char k[RF_SGFS_KEY_MAX + 4];
             snprintf(k, sizeof(k), "%s%s", key, e[i].key + bl);
-            if (strcmp(k, w->after) <= 0)
+            if (strcmp(k, w->after) <= 0 || s_shadowed(w, k)) /* a root mount's keys under a mount point are not its */
                 continue;
             rc = s_emit(w, k, e[i].prefix, NULL, -1);
             if (rc == 0 && !e[i].prefix) {

@@ -334,3 +334,64 @@ def test_swift_mount_get_streams_ranges(make_stack, tmp_path, sw):
         assert "cut short at byte" in st.gw.log() and "changed in the endpoint" in st.gw.log()
     finally:
         rec.close()
+
+
+def test_swift_root_mount(make_stack, tmp_path, sw):
+    """A bucket whose root (mountPoint null) is an S3-backed mount: every
+    key without a mount point of its own is an object in Swift under the
+    skip path; a hidden local mount beside it keeps its keys (a Swift
+    object under that name is not listed); PUT, GET, ranged GET, listings
+    with a delimiter, copy and DELETE go to Swift; a batch over the root
+    copies the Swift objects to the local mount. A second root mount
+    beside an S3-backed one is refused when the configuration loads."""
+    import subprocess
+    local = str(tmp_path / "out")
+    os.makedirs(local)
+    swift = sw.client()
+    swift.put_object(Bucket="refract", Key="rootp/pre/a.bin", Body=b"from swift")
+    swift.put_object(Bucket="refract", Key="rootp/out/hidden.bin", Body=b"shadowed")  # under /out: not the root's
+    cfg = {
+        "credentials": [{"access_key": "AK", "secret_key": "SK"}],
+        "aws_s3": [{"name": "swiftstore", "endpoint": sw.s3_endpoint, "region": sw.region,
+                    "access_key": sw.access_key, "secret_key": sw.secret_key, "bucket": "refract",
+                    "path_style": True}],
+        "buckets": [{"meta": {"name": "rooted"},
+                     "mounts": [{"mountPoint": None, "originPath": "swiftstore@aws_s3/rootp"},
+                                {"mountPoint": "/out", "originPath": local}],
+                     "events": {"onBatch": [{"enable": True, "path": "/pre", "schedule": "0 0 1 1 *",
+                                             "trigger": {"workflow": "fetch"}}]},
+                     "workflows": [{"name": "fetch", "tasks": [
+                         {"function": None, "savePath": "/out/{{ item.path | relpath('/pre') }}"}]}]}],
+    }
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + local}], workers=0, storgate=cfg)
+    from test_storgate import _s3
+    api = _s3(st)
+    body = harness.pattern_bytes(300000, seed=9)
+    api.put_object(Bucket="rooted", Key="docs/x.bin", Body=body)
+    assert swift.get_object(Bucket="refract", Key="rootp/docs/x.bin")["Body"].read() == body
+    assert api.get_object(Bucket="rooted", Key="docs/x.bin")["Body"].read() == body
+    assert api.get_object(Bucket="rooted", Key="docs/x.bin", Range="bytes=10-19")["Body"].read() == body[10:20]
+    assert api.get_object(Bucket="rooted", Key="pre/a.bin")["Body"].read() == b"from swift"
+    api.copy_object(Bucket="rooted", Key="docs/y.bin", CopySource={"Bucket": "rooted", "Key": "docs/x.bin"})
+    api.put_object(Bucket="rooted", Key="out/local.txt", Body=b"local")
+    assert open(os.path.join(local, "local.txt"), "rb").read() == b"local"
+    keys = [o["Key"] for o in api.list_objects_v2(Bucket="rooted")["Contents"]]
+    assert keys == ["docs/x.bin", "docs/y.bin", "out/local.txt", "pre/a.bin"], keys
+    top = api.list_objects_v2(Bucket="rooted", Delimiter="/")
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["docs/", "out/", "pre/"], top
+    page = api.list_objects_v2(Bucket="rooted", Prefix="docs/", MaxKeys=1)
+    assert [o["Key"] for o in page["Contents"]] == ["docs/x.bin"] and page["IsTruncated"]
+    rest = api.list_objects_v2(Bucket="rooted", Prefix="docs/", ContinuationToken=page["NextContinuationToken"])
+    assert [o["Key"] for o in rest["Contents"]] == ["docs/y.bin"]
+    api.delete_object(Bucket="rooted", Key="docs/y.bin")
+    assert "Contents" not in swift.list_objects_v2(Bucket="refract", Prefix="rootp/docs/y")
+    s = st.add_scheduler()
+    s.signal(signal.SIGUSR1)
+    _wait(lambda: os.path.exists(os.path.join(local, "a.bin")), 30, "the batch over the root\n" + s.log())
+    assert open(os.path.join(local, "a.bin"), "rb").read() == b"from swift"
+    # a local root mount beside the S3-backed one: refused with the reason
+    cfg["buckets"][0]["mounts"].append({"originPath": local})
+    path = st.write_config(dict(st.config, storgate=dict(st.config["storgate"], buckets=cfg["buckets"])),
+                           str(tmp_path / "two-roots.yaml"))
+    r = subprocess.run([harness.SCHEDULER_BIN, "-t", "-c", path], capture_output=True, text=True)
+    assert r.returncode == 1 and "must be the bucket's only root mount" in r.stderr, r.stderr
