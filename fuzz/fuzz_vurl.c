@@ -1,6 +1,7 @@
-/*  libFuzzer target for services/gateway/rf_vparse.c: the times of
- *  thumbnail URLs, the segment names of mp4hls URLs, the ranges of
- *  ?trimming= and the query parameters they come in. All from clients.
+/*  libFuzzer target for common/rf_vparse.c: the times of thumbnail URLs,
+ *  the segment names of mp4hls URLs, the ranges of ?trimming= and the
+ *  query parameters they come in, and the whole tails of thumbnail, sprite
+ *  and trimming URLs (also storgate task functions). All from clients.
  *
  *  The whole input is each parser's text. Besides memory safety it
  *  abort()s when:
@@ -11,7 +12,9 @@
  *    - ranges are more than 64, a start is negative or an end is not after
  *      its start, or a refusal has no reason;
  *    - a query value points outside its input or is not preceded by
- *      "NAME=". */
+ *      "NAME=";
+ *    - a thumbnail, sprite or trim parsed from a tail is out of its bounds,
+ *      a refusal has no reason, or an accepted one makes no worker chain. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +93,47 @@ static void s_check_query(const char *s, size_t n)
     }
 }
 
+static void s_check_tails(const char *s, size_t n)
+{
+    char why[300] = "";
+    rf_vthumb_t t;
+    if (rf_vparse_thumb(s, n, &t, why, sizeof(why)) == 0) {
+        if (t.ms < 0 || t.ms > RF_VPARSE_MAX_MS || t.width < 0 || t.width > 16384 || t.height < 0 ||
+            t.height > 16384 || t.format == NULL)
+            abort();
+        json_t *j = rf_vthumb_json(&t, 85);
+        if (j == NULL)
+            abort();
+        json_decref(j);
+    } else if (why[0] == '\0') {
+        abort();
+    }
+    why[0] = '\0';
+    rf_vsprite_t sp;
+    if (rf_vparse_sprite(s, n, &sp, why, sizeof(why)) == 0) {
+        if (sp.every_ms < 500 || sp.every_ms > 3600000 || sp.cols < 1 || sp.rows < 1 || sp.cols * sp.rows > 100 ||
+            sp.tile_w < 0 || sp.tile_w > 640 || sp.tile_h < 0 || sp.tile_h > 640 || sp.sheet < -1)
+            abort();
+    } else if (why[0] == '\0') {
+        abort();
+    }
+    why[0] = '\0';
+    rf_vtrim_t tr = {.accurate = true};
+    if (rf_vparse_trim(s, n, "trimming", &tr, why, sizeof(why)) == 0) {
+        if (tr.n < 1 || tr.n > RF_VPARSE_MAX_RANGES)
+            abort();
+        for (int i = 0; i < tr.n; i++)
+            if (tr.ms[i][0] < 0 || (tr.ms[i][1] != -1 && tr.ms[i][1] <= tr.ms[i][0]))
+                abort();
+        json_t *j = rf_vtrim_json(&tr);
+        if (j == NULL)
+            abort();
+        json_decref(j);
+    } else if (why[0] == '\0') {
+        abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *s = (const char *)data;
@@ -97,5 +141,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s_check_segment(s, size);
     s_check_ranges(s, size);
     s_check_query(s, size);
+    s_check_tails(s, size);
     return 0;
 }
