@@ -7,6 +7,8 @@
 #                                        CLI must segment everything to have a playlist)
 #   2. /v.mp4/mp4hls/seg-3.ts (30-40 s) vs the same whole-file HLS run, and vs
 #                                        ffmpeg -ss 30 -t 10 -i v.mp4 -c copy -f mpegts
+#   2c. /h.mp4/mp4hls/seg-3.m4s (the same 60 s as HEVC: fMP4 after init.mp4) vs
+#      ffmpeg -ss 30 -t 10 -i h.mp4 -c copy -f mp4 -movflags frag_keyframe+empty_moov
 #   3. /v.mp4/thumbnail/30           vs ffmpeg -ss 30 -i v.mp4 -frames:v 1 out.jpg;
 #      and the bytes an http:// origin (nginx, vhost cache off) sends for one
 #      thumbnail, as a share of the file
@@ -43,7 +45,8 @@
 #
 # Corpus (generated once, cached in build/bench-corpus/video/): a 60 s
 # 1280x720 30 fps H.264 (x264 veryfast, a keyframe every 2 s) + AAC
-# (sine, 48 kHz) faststart MP4 from ffmpeg testsrc2, and the same at 640x360
+# (sine, 48 kHz) faststart MP4 from ffmpeg testsrc2, the same 60 s as HEVC
+# (x265 ultrafast, a keyframe every 2 s), and the H.264 one at 640x360
 # for 10 minutes (smaller, so that it is made in well under a minute).
 #
 # Exit status: 0 when every contender ran (whatever the ratios), 2 when one
@@ -61,6 +64,7 @@ SPOOL=""
 CORPUS=$(realpath -m "${BENCH_CORPUS_DIR:-$ROOT/build/bench-corpus}/video")
 HTTP_HOST=http-origin.bench
 SHORT=v60-1280x720.mp4
+HEVCF=h60-1280x720.mp4
 LONGF=v600-640x360.mp4
 
 bench_init video
@@ -91,10 +95,18 @@ gen_video() {
 }
 gen_video "$SHORT" 1280x720 60
 [ "$LONG" = 0 ] || gen_video "$LONGF" 640x360 600
+if [ ! -s "$CORPUS/$HEVCF" ]; then # the same pictures and sound as HEVC (x265's open groups of pictures)
+    echo "video: generating $CORPUS/$HEVCF (HEVC of $SHORT; once)"
+    ffmpeg -nostdin -v error -y -i "$CORPUS/$SHORT" -c:v libx265 -preset ultrafast \
+        -x265-params log-level=error:keyint=60:min-keyint=60:scenecut=0 -c:a copy -movflags +faststart \
+        -f mp4 "$CORPUS/$HEVCF.part" 2>>"$RAW" || die "cannot generate $HEVCF (see $RAW)"
+    mv "$CORPUS/$HEVCF.part" "$CORPUS/$HEVCF"
+fi
 
 WWW=$TMP/www # the file:// origin and nginx's root (readable by nginx's workers)
 mkdir -p "$WWW"
 cp "$CORPUS/$SHORT" "$WWW/v.mp4"
+cp "$CORPUS/$HEVCF" "$WWW/h.mp4"
 [ "$LONG" = 0 ] || cp "$CORPUS/$LONGF" "$WWW/long.mp4"
 chmod 755 "$WWW"
 chmod 644 "$WWW"/*
@@ -233,6 +245,7 @@ dead_note() {
 FF=(ffmpeg -nostdin -hide_banner -v error -y)
 HLS_ALL=("${FF[@]}" -i "$WWW/v.mp4" -c copy -f hls -hls_time 10 -hls_playlist_type vod index.m3u8)
 SEG_SS=("${FF[@]}" -ss 30 -t 10 -i "$WWW/v.mp4" -c copy -f mpegts out.ts)
+SEG_FMP4=("${FF[@]}" -ss 30 -t 10 -i "$WWW/h.mp4" -c copy -f mp4 -movflags frag_keyframe+empty_moov out.mp4)
 THUMB=("${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 out.jpg)
 TRIM=("${FF[@]}" -ss 10 -to 20 -i "$WWW/v.mp4" -c copy -movflags +faststart out.mp4)
 TRIMX=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/v.mp4" -c:v libx264 -preset veryfast -crf 18 -c:a copy -movflags +faststart out.mp4)
@@ -296,6 +309,17 @@ rf_get /v.mp4/mp4hls/seg-3.ts "$C/seg-3.ts"
 check_av "$C/seg-3.ts" 10 "refract seg-3.ts"
 rf_get /v.mp4/mp4hls/seg-3.ts "$C/seg-3b.ts" # twice: the second must not be a cache hit either
 cmp -s "$C/seg-3.ts" "$C/seg-3b.ts" || die "refract: two requests for seg-3.ts answered different bytes"
+rf_get /h.mp4/mp4hls/index.m3u8 "$C/h.m3u8"
+grep -q '^#EXT-X-MAP:URI="init.mp4"' "$C/h.m3u8" || die "refract: the HEVC playlist has no EXT-X-MAP: $(head -c 300 "$C/h.m3u8")"
+rf_get /h.mp4/mp4hls/init.mp4 "$C/h-init.mp4"
+rf_get /h.mp4/mp4hls/seg-3.m4s "$C/h-seg-3.m4s"
+cat "$C/h-init.mp4" "$C/h-seg-3.m4s" >"$C/h-seg-3.mp4"
+[ "$(probe "$C/h-seg-3.mp4" stream=codec_name | sort -u | tr '\n' ' ')" = "aac hevc " ] ||
+    die "refract h.mp4 seg-3.m4s: not HEVC + AAC after init.mp4"
+# 300 pictures (30-40 s); alone, the first few are not decodable: x265's open groups' leading
+# pictures refer to seg-2's, which a player has just played
+[ "$(ffprobe -v error -select_streams v -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$C/h-seg-3.mp4")" = 300 ] ||
+    die "refract h.mp4 seg-3.m4s: not the 300 pictures of 30-40 s"
 rf_get /v.mp4/thumbnail/30 "$C/thumb.jpg"
 check_jpeg "$C/thumb.jpg" 1280x720 "refract thumbnail/30"
 rf_get "/v.mp4?trimming=10-20" "$C/trim.mp4"
@@ -316,6 +340,9 @@ check_playlist "$OUT/hls/index.m3u8" "$NSEG" "ffmpeg -f hls" "$V_DUR"
 check_av "$OUT/hls/index3.ts" 10 "ffmpeg -f hls index3.ts"
 peer_ms "$OUT/seg" "${SEG_SS[@]}" >/dev/null
 check_av "$OUT/seg/out.ts" 10 "ffmpeg -ss 30 -t 10 -f mpegts"
+peer_ms "$OUT/segf" "${SEG_FMP4[@]}" >/dev/null
+[ "$(probe "$OUT/segf/out.mp4" stream=codec_name | sort -u | tr '\n' ' ')" = "aac hevc " ] ||
+    die "ffmpeg -ss 30 -t 10 -f mp4 (fragmented): not HEVC + AAC"
 peer_ms "$OUT/thumb" "${THUMB[@]}" >/dev/null
 check_jpeg "$OUT/thumb/out.jpg" 1280x720 "ffmpeg -ss 30 -frames:v 1"
 peer_ms "$OUT/trim" "${TRIM[@]}" >/dev/null
@@ -411,6 +438,7 @@ echo "== video: latency per request, median of $RUNS; refract: gateway (2 thread
 
 measure index /v.mp4/mp4hls/index.m3u8 "$OUT/hls" "${HLS_ALL[@]}"
 measure seg3 /v.mp4/mp4hls/seg-3.ts "$OUT/seg" "${SEG_SS[@]}"
+measure seg3f /h.mp4/mp4hls/seg-3.m4s "$OUT/segf" "${SEG_FMP4[@]}"
 measure thumb /v.mp4/thumbnail/30 "$OUT/thumb" "${THUMB[@]}"
 measure trim "/v.mp4?trimming=10-20" "$OUT/trim" "${TRIM[@]}"
 measure trimx "/v.mp4?trimming=11.5-19.5" "$OUT/trimx" "${TRIMX[@]}"
@@ -487,6 +515,7 @@ printf "$FMT" "row: refract / ffmpeg" "refract ms" "ffmpeg ms" ratio target mark
 row "1 index.m3u8 / ffmpeg -f hls (whole file)" index index "<= 0.25" "index.m3u8: refract/ffmpeg-hls-whole (ms)"
 row "2 seg-3.ts / ffmpeg -f hls (whole file)" seg3 index "<= 0.3" "seg-3.ts: refract/ffmpeg-hls-whole (ms)"
 row "2 seg-3.ts / ffmpeg -ss 30 -t 10 -f mpegts" seg3 seg3 - "seg-3.ts: refract/ffmpeg-ss-mpegts (ms)"
+row "2c HEVC seg-3.m4s / ffmpeg -ss 30 -t 10 -f mp4 frag" seg3f seg3f - "HEVC fMP4 seg-3.m4s: refract/ffmpeg-ss-fmp4 (ms)"
 row "3 thumbnail/30 / ffmpeg -ss 30 -frames:v 1" thumb thumb "<= 1.0" "thumbnail/30: refract/ffmpeg (ms)"
 TB=$(pct "${OBYTES[thumb]}" "$V_SIZE")
 printf "$FMT" "3 thumbnail/30 origin bytes (http://) / file" "$(awk -v b="${OBYTES[thumb]}" 'BEGIN{printf "%.2f MB", b / 1048576}')" \
