@@ -44,9 +44,9 @@ static int s_declare(rf_metrics_t *m)
                                       "bucket,outcome", NULL, 0);
     sg_m.leader = rf_metrics_declare(m, RF_METRIC_GAUGE, "refract_storgate_leader",
                                      "1 while this node holds the leader lease", "", NULL, 0);
-    sg_m.webhooks = rf_metrics_declare(m, RF_METRIC_COUNTER, "refract_storgate_webhooks_total",
-                                       "Webhook deliveries by outcome (delivered, retried, unsupported)", "outcome",
-                                       NULL, 0);
+    sg_m.webhooks =
+        rf_metrics_declare(m, RF_METRIC_COUNTER, "refract_storgate_webhooks_total",
+                           "Webhook deliveries by outcome (delivered, retried, unsupported)", "outcome", NULL, 0);
     sg_m.outbox = rf_metrics_declare(m, RF_METRIC_GAUGE, "refract_storgate_outbox_pending",
                                      "Webhooks in the outbox, not delivered yet", "", NULL, 0);
     sg_m.queue = rf_metrics_declare(m, RF_METRIC_GAUGE, "refract_storgate_items_queued",
@@ -57,8 +57,8 @@ static int s_declare(rf_metrics_t *m)
                                         "", NULL, 0);
     sg_m.cpu = rf_metrics_declare(m, RF_METRIC_GAUGE, "refract_storgate_cpu_percent",
                                   "The machine's CPU use averaged over throttling.window", "", NULL, 0);
-    return sg_m.items && sg_m.batches && sg_m.leader && sg_m.webhooks && sg_m.outbox && sg_m.queue &&
-                   sg_m.throttled && sg_m.cpu
+    return sg_m.items && sg_m.batches && sg_m.leader && sg_m.webhooks && sg_m.outbox && sg_m.queue && sg_m.throttled &&
+                   sg_m.cpu
                ? 0
                : -1;
 }
@@ -159,7 +159,10 @@ int main(int argc, char **argv)
         return 1;
     }
     rf_log_set_level(cfg->log.level);
-    sg_node_t n = {.cfg = cfg, .sc = cfg->storgate, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+    sg_node_t n = {.cfg = cfg,
+                   .sc = cfg->storgate,
+                   .mu = PTHREAD_MUTEX_INITIALIZER,
+                   .cv = PTHREAD_COND_INITIALIZER,
                    .main_thread = pthread_self()};
     rf_metrics_t *metrics = rf_metrics_new();
     rf_httpd_t *httpd = NULL;
@@ -177,8 +180,8 @@ int main(int argc, char **argv)
         gethostname(host, sizeof(host) - 1);
         snprintf(n.node, sizeof(n.node), "%s", host); /* stable across restarts: its outbox is found again */
     }
-    if (n.node[0] == '\0' || strspn(n.node, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:") !=
-                                  strlen(n.node)) {
+    if (n.node[0] == '\0' ||
+        strspn(n.node, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:") != strlen(n.node)) {
         fprintf(stderr, "%s: storgate_scheduler.name '%s': letters, digits and . - _ : only\n", path, n.node);
         goto done;
     }
@@ -206,7 +209,8 @@ int main(int argc, char **argv)
     }
     if ((n.outbox = sg_outbox_new(n.state_dir, n.node, why, sizeof(why))) == NULL ||
         (n.leader = sg_leader_new(n.sc, n.node, n.state_dir, why, sizeof(why))) == NULL ||
-        (cfg->storgate_scheduler.bus_endpoint != NULL && (n.bus = sg_bus_new(cfg, metrics, why, sizeof(why))) == NULL) ||
+        (cfg->storgate_scheduler.bus_endpoint != NULL &&
+         (n.bus = sg_bus_new(cfg, metrics, why, sizeof(why))) == NULL) ||
         (batches = sg_batches_new(&n, why, sizeof(why))) == NULL || (n.events = sg_events_new(&n)) == NULL) {
         rf_error("%s", why[0] ? why : "cannot start");
         goto done;
@@ -225,16 +229,24 @@ int main(int argc, char **argv)
             n.nthreads = i;
     const char *rhost, *rprefix;
     int rport;
+    const char *lease_path;
+    char dist_dir[1100];
     if (sg_leader_redis(n.leader, &rhost, &rport, &rprefix)) { /* items handed out to every node */
         if ((n.dist = sg_dist_new(&n, rhost, rport, rprefix)) == NULL || sg_dist_start(n.dist) < 0) {
             rf_error("cannot start taking items from Redis");
             goto done;
         }
         sg_dist_heartbeat(n.dist);
+    } else if (sg_leader_file(n.leader, &lease_path)) { /* the same, through files beside the lease */
+        snprintf(dist_dir, sizeof(dist_dir), "%s.dist", lease_path);
+        if ((n.dist = sg_dist_new_files(&n, dist_dir)) == NULL || sg_dist_start(n.dist) < 0) {
+            rf_error("cannot start taking items from %s", dist_dir);
+            goto done;
+        }
+        sg_dist_heartbeat(n.dist);
     }
-    rf_info("refract-storgate-scheduler %s: %zu bucket(s), %d item thread(s), state %s%s%s", n.node,
-            n.sc->n_buckets, n.nthreads, n.state_dir, n.bus ? ", bus " : "",
-            n.bus ? cfg->storgate_scheduler.bus_endpoint : "");
+    rf_info("refract-storgate-scheduler %s: %zu bucket(s), %d item thread(s), state %s%s%s", n.node, n.sc->n_buckets,
+            n.nthreads, n.state_dir, n.bus ? ", bus " : "", n.bus ? cfg->storgate_scheduler.bus_endpoint : "");
     sg_throttle_t *throttle = sg_throttle_new(n.sc);
     bool run_now = false;
     for (;;) {
@@ -271,7 +283,7 @@ done:
         pthread_join(n.threads[i], NULL);
     free(n.threads);
     sg_dist_destroy(&n.dist); /* its puller sees n.stopping */
-    while (n.head != NULL) { /* never started: their chunk's cursor was not saved */
+    while (n.head != NULL) {  /* never started: their chunk's cursor was not saved */
         sg_item_t *it = n.head;
         n.head = it->next;
         free(it);

@@ -60,8 +60,9 @@ typedef struct sg_item_t {
     bool deleted;                  /* onDelete: the source is gone, its outputs go too */
     bool again;                    /* handed out again after its node stopped: it may have run */
     char event_file[96];           /* an event's file in STATE/events ("" for batch items) */
-    char dist_chunk[128];          /* handed out through Redis (sg_dist.c): its chunk, and */
+    char dist_chunk[128];          /* handed out (sg_dist.c): its chunk, and */
     char raw[3200];                /* its queue entry as taken ("" for items run where listed) */
+    char dist_file[160];           /* file:// leases: its file's name in the queue */
 } sg_item_t;
 
 /* A listed chunk: its items are done when `left` reaches 0. */
@@ -130,9 +131,11 @@ void sg_events_tick(sg_events_t *e);
 /* An event's item is over: its file goes. */
 void sg_events_done(sg_events_t *e, const char *name);
 
-/* ---- items handed out to every node (sg_dist.c; redis:// leases) ---- */
+/* ---- items handed out to every node (sg_dist.c; redis:// and file:// leases) ---- */
 
 sg_dist_t *sg_dist_new(sg_node_t *n, const char *host, int port, const char *prefix);
+/* The same through files in dir (beside a file:// lease: one host, or NFS). */
+sg_dist_t *sg_dist_new_files(sg_node_t *n, const char *dir);
 /* Hands this node's own taken items back (a restart), starts its puller. */
 int sg_dist_start(sg_dist_t *d);
 void sg_dist_destroy(sg_dist_t **self_p); /* after n->stopping is set */
@@ -148,6 +151,8 @@ void sg_dist_reap(sg_dist_t *d);
 
 /* The lease's Redis (host, port, key prefix) when it is redis://. */
 bool sg_leader_redis(sg_leader_t *l, const char **host, int *port, const char **prefix);
+/* The lease file's path when it is file://. */
+bool sg_leader_file(sg_leader_t *l, const char **path);
 
 /* ---- throttling (sg_throttle.c) ---- */
 

@@ -21,15 +21,31 @@
  *  of a node whose heartbeat stopped: an item runs at most once more (the
  *  seed's warning), none is lost, and a late acknowledgement of a requeued
  *  item does not count twice.
+ *
+ *  With a file:// lease the same is done with files in LEASE.dist/, which
+ *  every node sees (one host, or NFS as in the seed's example):
+ *    queue/CHUNK~N.json      an item waiting (written, then renamed in)
+ *    proc/NODE/CHUNK~N.json  an item NODE took: rename(2) from queue/, so
+ *                            one node wins it; removed when done
+ *    alive/NODE              NODE's heartbeat: its mtime, refreshed 5 times
+ *                            a second; older than 3 s is a dead node
+ *    failed/CHUNK            one byte per failed item of the chunk
+ *  A chunk's items left are its files in queue/ and proc/ (the leader
+ *  counts them at its tick); a dead node's proc/ files go back to queue/,
+ *  marked "again", and its late acknowledgement finds its file gone.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rf_log.h"
 #include "sg.h"
@@ -43,6 +59,9 @@ struct sg_dist_t {
     redisContext *c_main; /* leader pushes, heartbeats, reaping, acks */
     pthread_t puller, watcher;
     bool puller_started, watcher_started;
+    /* file:// leases: items as files (see above); files true */
+    bool files;
+    char dir[800], queue[820], proc_dir[820], proc[1000], alive_dir[820], alive[1000], failed[820];
 };
 
 static redisContext *s_connect(sg_dist_t *d, redisContext **cp)
@@ -203,6 +222,347 @@ static int s_requeue(sg_dist_t *d, const char *from)
     }
 }
 
+/* ---- file:// leases: items as files ----------------------------------------------------- */
+
+static int s_adopt_outbox(sg_dist_t *d, const char *node);
+
+static void s_nap_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&t, NULL);
+}
+
+/* A file name for key made of [A-Za-z0-9._-] (others become '_'). */
+static void s_safe(const char *key, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; key[i] != '\0' && i + 1 < len; i++) {
+        char ch = key[i];
+        out[i] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                         ch == '-' || ch == '_'
+                     ? ch
+                     : '_';
+    }
+    out[i] = '\0';
+}
+
+/* Writes text as dir/name: a temporary name first, then renamed in, so a
+ * reader sees it whole or not at all. 0 or -1. */
+static int s_put_file(const char *dir, const char *name, const char *text)
+{
+    char tmp[1200], dst[1200];
+    snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, name, (long)getpid());
+    snprintf(dst, sizeof(dst), "%s/%s", dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    bool ok = write(fd, text, len) == (ssize_t)len;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, dst) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a small file (an item's entry) into buf; its length or -1. */
+static ssize_t s_get_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n >= 0)
+        buf[n] = '\0';
+    return n;
+}
+
+/* Moves every item in from_dir back to the queue, each marked "again".
+ * Written to the queue before it leaves from_dir: a crash between the two
+ * runs it once more, never loses it. Returns how many moved. */
+static int s_f_requeue(sg_dist_t *d, const char *from_dir)
+{
+    DIR *dir = opendir(from_dir);
+    if (dir == NULL)
+        return 0;
+    int moved = 0;
+    for (struct dirent *de; (de = readdir(dir)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[1300], raw[3200];
+        snprintf(path, sizeof(path), "%s/%s", from_dir, de->d_name);
+        ssize_t n = s_get_file(path, raw, sizeof(raw));
+        json_t *j = n > 0 ? json_loadb(raw, (size_t)n, 0, NULL) : NULL;
+        char *text = NULL;
+        if (j != NULL && json_object_set_new(j, "again", json_integer(1)) == 0)
+            text = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        if (text != NULL && s_put_file(d->queue, de->d_name, text) == 0) {
+            unlink(path);
+            moved++;
+        } else {
+            rf_warn("storgate dist: cannot hand %s out again: %s", path, strerror(errno));
+        }
+        free(text);
+    }
+    closedir(dir);
+    return moved;
+}
+
+/* Takes the first waiting item it can win (rename into its proc/): the
+ * item, or NULL when none is waiting. */
+static sg_item_t *s_f_take(sg_dist_t *d)
+{
+    DIR *dir = opendir(d->queue);
+    if (dir == NULL)
+        return NULL;
+    sg_item_t *it = NULL;
+    for (struct dirent *de; it == NULL && (de = readdir(dir)) != NULL;) {
+        if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(it->dist_file))
+            continue;
+        char from[1300], to[1300], raw[3200];
+        snprintf(from, sizeof(from), "%s/%s", d->queue, de->d_name);
+        snprintf(to, sizeof(to), "%s/%s", d->proc, de->d_name);
+        if (rename(from, to) != 0)
+            continue; /* another node won it */
+        ssize_t n = s_get_file(to, raw, sizeof(raw));
+        it = n > 0 ? s_item(d, raw, (size_t)n) : NULL;
+        if (it == NULL) { /* not runnable here: out of the way, counted as failed */
+            char chunk[160];
+            snprintf(chunk, sizeof(chunk), "%.150s", de->d_name);
+            char *sep = strstr(chunk, "~");
+            if (sep != NULL)
+                *sep = '\0';
+            char fp[1100];
+            snprintf(fp, sizeof(fp), "%s/%s", d->failed, chunk);
+            int fd = open(fp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (fd >= 0 && write(fd, "x", 1) != 1)
+                rf_warn("storgate dist: cannot count a failed item in %s", fp);
+            if (fd >= 0)
+                close(fd);
+            unlink(to);
+            continue;
+        }
+        snprintf(it->dist_file, sizeof(it->dist_file), "%.159s", de->d_name);
+    }
+    closedir(dir);
+    return it;
+}
+
+static void *s_f_puller(void *arg)
+{
+    sg_dist_t *d = arg;
+    while (!atomic_load(&d->n->stopping)) {
+        pthread_mutex_lock(&d->n->mu);
+        if ((d->n->queued >= d->n->nthreads || d->n->throttled) && !atomic_load(&d->n->stopping)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000000;
+            if (ts.tv_nsec >= 1000000000)
+                ts.tv_sec++, ts.tv_nsec -= 1000000000;
+            pthread_cond_timedwait(&d->n->cv, &d->n->mu, &ts);
+        }
+        bool room = d->n->queued < d->n->nthreads && !d->n->throttled;
+        pthread_mutex_unlock(&d->n->mu);
+        if (!room)
+            continue;
+        sg_item_t *it = s_f_take(d);
+        if (it == NULL) {
+            s_nap_ms(50); /* nothing waiting: look again soon */
+            continue;
+        }
+        rf_info("storgate %s: taken from the shared queue", it->id);
+        sg_queue_push(d->n, it);
+    }
+    return NULL;
+}
+
+/* Entries (items) in dir, not counting dot files. */
+static int s_f_entries(const char *dir_path)
+{
+    DIR *dir = opendir(dir_path);
+    int n = 0;
+    for (struct dirent *de; dir != NULL && (de = readdir(dir)) != NULL;)
+        n += de->d_name[0] != '.';
+    if (dir != NULL)
+        closedir(dir);
+    return n;
+}
+
+/* While this node leads: wakes the main loop (SIGUSR2) when the last item
+ * waiting or taken anywhere is done, so the next chunk is listed at once
+ * rather than at the next 200 ms tick (other nodes cannot signal this
+ * process: they may be on other hosts). Looks every 20 ms. */
+static void *s_f_watcher(void *arg)
+{
+    sg_dist_t *d = arg;
+    char procs[820], path[1100];
+    snprintf(procs, sizeof(procs), "%s/proc", d->dir);
+    int before = 0;
+    while (!atomic_load(&d->n->stopping)) {
+        s_nap_ms(20);
+        if (!atomic_load(&d->n->leading))
+            continue;
+        int n = s_f_entries(d->queue);
+        DIR *dir = opendir(procs);
+        for (struct dirent *de; dir != NULL && (de = readdir(dir)) != NULL;) {
+            if (de->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", procs, de->d_name);
+            n += s_f_entries(path);
+        }
+        if (dir != NULL)
+            closedir(dir);
+        if (before > 0 && n == 0)
+            pthread_kill(d->n->main_thread, SIGUSR2);
+        before = n;
+    }
+    return NULL;
+}
+
+static int s_f_push(sg_dist_t *d, sg_chunk_t *c, sg_item_t **items, int n, size_t event_index)
+{
+    char chunk[160];
+    s_safe(c->id, chunk, sizeof(chunk));
+    for (int i = 0; i < n; i++) {
+        json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:s}", "id", items[i]->id, "bucket", items[i]->bucket->name,
+                              "event", (int)event_index, "key", items[i]->key, "chunk", c->id);
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        char name[200];
+        snprintf(name, sizeof(name), "%s~%06d.json", chunk, i);
+        int rc = text != NULL ? s_put_file(d->queue, name, text) : -1;
+        free(text);
+        if (rc < 0) {
+            rf_warn("storgate dist: cannot queue %s in %s: %s", items[i]->id, d->queue, strerror(errno));
+            return -1; /* those queued run anywhere; the leader runs the chunk itself too: once more at most */
+        }
+    }
+    return 0;
+}
+
+/* Files of chunk (its safe name) in dir. */
+static int s_f_count(const char *dir_path, const char *chunk)
+{
+    DIR *dir = opendir(dir_path);
+    if (dir == NULL)
+        return 0;
+    size_t cl = strlen(chunk);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(dir)) != NULL;)
+        n += strncmp(de->d_name, chunk, cl) == 0 && de->d_name[cl] == '~';
+    closedir(dir);
+    return n;
+}
+
+static int s_f_chunk_left(sg_dist_t *d, sg_chunk_t *c)
+{
+    char chunk[160], path[1100];
+    s_safe(c->id, chunk, sizeof(chunk));
+    int left = s_f_count(d->queue, chunk);
+    char procs[820];
+    snprintf(procs, sizeof(procs), "%s/proc", d->dir);
+    DIR *dir = opendir(procs);
+    for (struct dirent *de; dir != NULL && (de = readdir(dir)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", procs, de->d_name);
+        left += s_f_count(path, chunk);
+    }
+    if (dir != NULL)
+        closedir(dir);
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", d->failed, chunk);
+    c->failed = stat(path, &st) == 0 ? (int)st.st_size : 0;
+    return left;
+}
+
+static void s_f_ack(sg_dist_t *d, sg_item_t *it, bool ok)
+{
+    char path[1300];
+    snprintf(path, sizeof(path), "%s/%s", d->proc, it->dist_file);
+    if (access(path, F_OK) != 0) { /* handed out again meanwhile (we were taken for dead): its new taker counts it */
+        rf_warn("storgate %s: done here, but it had been handed to another node meanwhile", it->id);
+        return;
+    }
+    if (!ok) { /* counted before the file goes, so a chunk found done has its failures */
+        char chunk[160], fp[1100];
+        s_safe(it->dist_chunk, chunk, sizeof(chunk));
+        snprintf(fp, sizeof(fp), "%s/%s", d->failed, chunk);
+        int fd = open(fp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd >= 0 && write(fd, "x", 1) != 1)
+            rf_warn("storgate dist: cannot count a failed item in %s", fp);
+        if (fd >= 0)
+            close(fd);
+    }
+    if (unlink(path) != 0)
+        rf_warn("storgate %s: done here, but it had been handed to another node meanwhile", it->id);
+}
+
+static void s_f_heartbeat(sg_dist_t *d)
+{
+    int fd = open(d->alive, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        futimens(fd, NULL);
+        close(fd);
+    }
+}
+
+static void s_f_reap(sg_dist_t *d)
+{
+    DIR *dir = opendir(d->alive_dir);
+    if (dir == NULL)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    for (struct dirent *de; (de = readdir(dir)) != NULL;) {
+        const char *node = de->d_name;
+        if (node[0] == '.' || strcmp(node, d->n->node) == 0)
+            continue;
+        char path[1100], from[1100];
+        snprintf(path, sizeof(path), "%s/%s", d->alive_dir, node);
+        struct stat st;
+        if (stat(path, &st) != 0 || now.tv_sec - st.st_mtim.tv_sec < 3)
+            continue;
+        snprintf(from, sizeof(from), "%s/proc/%s", d->dir, node);
+        int moved = s_f_requeue(d, from);
+        unlink(path);
+        int adopted = s_adopt_outbox(d, node);
+        rf_warn("storgate dist: node %s stopped answering: %d of its item(s) handed out again, %d of its webhook(s) "
+                "adopted",
+                node, moved, adopted);
+    }
+    closedir(dir);
+}
+
+sg_dist_t *sg_dist_new_files(sg_node_t *n, const char *dir)
+{
+    sg_dist_t *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return NULL;
+    d->n = n;
+    d->files = true;
+    pthread_mutex_init(&d->mu, NULL);
+    snprintf(d->dir, sizeof(d->dir), "%s", dir);
+    snprintf(d->queue, sizeof(d->queue), "%s/queue", dir);
+    snprintf(d->proc, sizeof(d->proc), "%s/proc/%s", dir, n->node);
+    snprintf(d->alive_dir, sizeof(d->alive_dir), "%s/alive", dir);
+    snprintf(d->alive, sizeof(d->alive), "%s/alive/%s", dir, n->node);
+    snprintf(d->failed, sizeof(d->failed), "%s/failed", dir);
+    char procs[820];
+    snprintf(procs, sizeof(procs), "%s/proc", dir);
+    const char *dirs[] = {d->dir, d->queue, procs, d->proc, d->alive_dir, d->failed};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+        if (mkdir(dirs[i], 0755) != 0 && errno != EEXIST) {
+            rf_error("storgate dist: cannot make %s: %s", dirs[i], strerror(errno));
+            sg_dist_destroy(&d);
+            return NULL;
+        }
+    return d;
+}
+
 sg_dist_t *sg_dist_new(sg_node_t *n, const char *host, int port, const char *prefix)
 {
     sg_dist_t *d = calloc(1, sizeof(*d));
@@ -224,13 +584,13 @@ sg_dist_t *sg_dist_new(sg_node_t *n, const char *host, int port, const char *pre
 int sg_dist_start(sg_dist_t *d)
 {
     /* what this node had taken before a restart goes back to the queue */
-    int moved = s_requeue(d, d->k_proc);
+    int moved = d->files ? s_f_requeue(d, d->proc) : s_requeue(d, d->k_proc);
     if (moved > 0)
         rf_info("storgate dist: %d item(s) this node had taken before it stopped handed out again", moved);
-    if (pthread_create(&d->puller, NULL, s_puller, d) != 0)
+    if (pthread_create(&d->puller, NULL, d->files ? s_f_puller : s_puller, d) != 0)
         return -1;
     d->puller_started = true;
-    if (pthread_create(&d->watcher, NULL, s_watcher, d) != 0)
+    if (pthread_create(&d->watcher, NULL, d->files ? s_f_watcher : s_watcher, d) != 0)
         return -1;
     d->watcher_started = true;
     return 0;
@@ -254,12 +614,18 @@ void sg_dist_destroy(sg_dist_t **self_p)
 
 void sg_dist_heartbeat(sg_dist_t *d)
 {
+    if (d->files) {
+        s_f_heartbeat(d);
+        return;
+    }
     freeReplyObject(s_cmd(d, "SET %s 1 PX 3000", d->k_alive));
     freeReplyObject(s_cmd(d, "SADD %s %s", d->k_nodes, d->n->node));
 }
 
 int sg_dist_push(sg_dist_t *d, sg_chunk_t *c, sg_item_t **items, int n, size_t event_index)
 {
+    if (d->files)
+        return s_f_push(d, c, items, n, event_index);
     char kc[300];
     snprintf(kc, sizeof(kc), "%s:storgate:chunk:%s", d->prefix, c->id);
     redisReply *r = s_cmd(d, "HSET %s left %d failed 0", kc, n);
@@ -281,6 +647,8 @@ int sg_dist_push(sg_dist_t *d, sg_chunk_t *c, sg_item_t **items, int n, size_t e
 
 int sg_dist_chunk_left(sg_dist_t *d, sg_chunk_t *c)
 {
+    if (d->files)
+        return s_f_chunk_left(d, c);
     char kc[300];
     snprintf(kc, sizeof(kc), "%s:storgate:chunk:%s", d->prefix, c->id);
     redisReply *r = s_cmd(d, "HMGET %s left failed", kc);
@@ -296,6 +664,10 @@ int sg_dist_chunk_left(sg_dist_t *d, sg_chunk_t *c)
 
 void sg_dist_ack(sg_dist_t *d, sg_item_t *it, bool ok)
 {
+    if (d->files) {
+        s_f_ack(d, it, ok);
+        return;
+    }
     redisReply *r = s_cmd(d, "LREM %s 1 %s", d->k_proc, it->raw);
     bool mine = r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
@@ -346,6 +718,10 @@ static int s_adopt_outbox(sg_dist_t *d, const char *node)
 
 void sg_dist_reap(sg_dist_t *d)
 {
+    if (d->files) {
+        s_f_reap(d);
+        return;
+    }
     redisReply *nodes = s_cmd(d, "SMEMBERS %s", d->k_nodes);
     for (size_t i = 0; nodes != NULL && nodes->type == REDIS_REPLY_ARRAY && i < nodes->elements; i++) {
         const char *node = nodes->element[i]->str;

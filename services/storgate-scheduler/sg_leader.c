@@ -8,7 +8,8 @@
  *  file:///path/lease — the lease is a small file, read and written under
  *  flock() of "PATH.lock":  NODE TOKEN EXPIRES_MS.  Progress goes in files
  *  beside it ("PATH.progress.NAME"), so a node on another machine that
- *  shares the directory (NFS, as in the seed's example) resumes it.
+ *  shares the directory (NFS, as in the seed's example) resumes it; items
+ *  are handed out through "PATH.dist/" (sg_dist.c).
  *
  *  redis://host:port[/prefix] — SET NX PX semantics in one Lua script:
  *  PREFIX:storgate:leader holds "NODE TOKEN" with the term as its TTL,
@@ -403,6 +404,14 @@ char *sg_leader_load(sg_leader_t *l, const char *name)
     char *out = r != NULL && r->type == REDIS_REPLY_STRING ? strndup(r->str, r->len) : NULL;
     freeReplyObject(r);
     return out;
+}
+
+bool sg_leader_file(sg_leader_t *l, const char **path)
+{
+    if (l->kind != S_FILE)
+        return false;
+    *path = l->path;
+    return true;
 }
 
 bool sg_leader_redis(sg_leader_t *l, const char **host, int *port, const char **prefix)

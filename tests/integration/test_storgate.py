@@ -280,12 +280,16 @@ def test_outbox_survives_restart_with_target_down(make_stack, tmp_path, hooks):
     assert st.scheduler_metric(s2, "refract_storgate_outbox_pending") == 0
 
 
+@pytest.mark.timeout_s(240)  # ~30 s here; slower under ASan on a busy machine
 def test_file_lease_one_leader_and_failover(make_stack, tmp_path, hooks):
-    """Two schedulers share a file lease (term 2 s): only the leader runs
-    the batch. The leader is killed (-9) in the middle of a run of 2000
-    items (chunks of 5); the other takes the lease once the term is over, resumes the
-    run from the saved cursor, and every item ends moved, none lost, the
-    only repeats being items of the chunk in flight (at most one each)."""
+    """Two schedulers share a file lease (term 2 s): only the leader lists
+    the batch, and it hands each chunk's items out through files beside the
+    lease (LEASE.dist/) to both nodes. The leader is killed (-9) in the
+    middle of a run of 2000 items (chunks of 5); the other takes the lease
+    once the term is over, hands out again what the dead node had taken,
+    resumes the run from the saved cursor, and every item ends moved, none
+    lost, the only repeats being items of the chunk in flight (at most one
+    each)."""
     lease = str(tmp_path / "lease")
     up, svc, sg = _landing(tmp_path, hooks.url, chunk=5,
                            storgate={"distribution": {"leader": {"url": "file://" + lease, "term": "2s"}}})
@@ -301,15 +305,19 @@ def test_file_lease_one_leader_and_failover(make_stack, tmp_path, hooks):
     time.sleep(0.5)
     assert len(_tree(svc)) == 0
     a.signal(signal.SIGUSR1)
-    _wait(lambda: _count(svc) >= 10, 20, "A to move some")
+    # the leader hands items out: both nodes take some from LEASE.dist/queue
+    _wait(lambda: _count(svc) >= 10 and "taken from the shared queue" in a.log() and
+          "taken from the shared queue" in b.log(), 20, "both nodes to take items")
     a.kill9()
     _wait(lambda: st.scheduler_metric(b, "refract_storgate_leader") == 1, 10, "B to lead")
     _wait(lambda: _count(up) == 0 and _count(svc) == 2000, 60, "B to finish the run\n" + b.log())
     assert _tree(svc) == {os.path.join("image_landing", k): v for k, v in files.items()}
     assert "resuming after" in b.log()
     paths = [p["item"]["path"] for _, p in hooks.got]
-    dup = {x for x in paths if paths.count(x) > 1}
-    assert len(dup) <= 5, dup
+    times = collections.Counter(paths)
+    dup = {x: k for x, k in times.items() if k > 1}
+    assert len(dup) <= 5 and all(k == 2 for k in dup.values()), dup
+    assert os.listdir(lease + ".dist/queue") == []
 
 
 def test_bad_schedule_and_template_refused(tmp_path, make_stack):
