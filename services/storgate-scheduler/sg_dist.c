@@ -132,26 +132,32 @@ done:
     return it;
 }
 
+/* Whether this node's queue has room for an item, after waiting up to
+ * 100 ms for it: an item thread taking an item signals it (a fixed nap
+ * here capped a node at ~10 items / 100 ms). */
+static bool s_room(sg_dist_t *d)
+{
+    pthread_mutex_lock(&d->n->mu);
+    if ((d->n->queued >= d->n->nthreads || d->n->throttled) && !atomic_load(&d->n->stopping)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000;
+        if (ts.tv_nsec >= 1000000000)
+            ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&d->n->cv, &d->n->mu, &ts);
+    }
+    bool room = d->n->queued < d->n->nthreads && !d->n->throttled;
+    pthread_mutex_unlock(&d->n->mu);
+    return room;
+}
+
 /* Takes items while this node's own queue has room for them. */
 static void *s_puller(void *arg)
 {
     sg_dist_t *d = arg;
     redisContext *c = NULL;
     while (!atomic_load(&d->n->stopping)) {
-        /* wait for room in this node's queue: an item thread taking an item
-         * signals it (a fixed nap here capped a node at ~10 items / 100 ms) */
-        pthread_mutex_lock(&d->n->mu);
-        if ((d->n->queued >= d->n->nthreads || d->n->throttled) && !atomic_load(&d->n->stopping)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000;
-            if (ts.tv_nsec >= 1000000000)
-                ts.tv_sec++, ts.tv_nsec -= 1000000000;
-            pthread_cond_timedwait(&d->n->cv, &d->n->mu, &ts);
-        }
-        bool room = d->n->queued < d->n->nthreads && !d->n->throttled;
-        pthread_mutex_unlock(&d->n->mu);
-        if (!room)
+        if (!s_room(d))
             continue;
         if (s_connect(d, &c) == NULL) {
             struct timespec nap = {0, 100 * 1000000};
@@ -355,18 +361,7 @@ static void *s_f_puller(void *arg)
 {
     sg_dist_t *d = arg;
     while (!atomic_load(&d->n->stopping)) {
-        pthread_mutex_lock(&d->n->mu);
-        if ((d->n->queued >= d->n->nthreads || d->n->throttled) && !atomic_load(&d->n->stopping)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000;
-            if (ts.tv_nsec >= 1000000000)
-                ts.tv_sec++, ts.tv_nsec -= 1000000000;
-            pthread_cond_timedwait(&d->n->cv, &d->n->mu, &ts);
-        }
-        bool room = d->n->queued < d->n->nthreads && !d->n->throttled;
-        pthread_mutex_unlock(&d->n->mu);
-        if (!room)
+        if (!s_room(d))
             continue;
         sg_item_t *it = s_f_take(d);
         if (it == NULL) {

@@ -5,7 +5,6 @@ with ffprobe (codecs, every frame on the source's times + 10 s, EXTINFs
 against each fragment's duration) and by ffmpeg's HLS demuxer playing the
 playlist through the gateway. hls.js plays fMP4 in
 test_hls_browser.py."""
-import json
 import os
 import re
 import subprocess
@@ -13,13 +12,10 @@ import subprocess
 import pytest
 
 import harness
+from test_video import _ffmpeg, _probe
 
 DUR = 12
 FPS = 25
-
-
-def _ffmpeg(args, out):
-    subprocess.run(["ffmpeg", "-v", "error", "-y"] + args + [out], check=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +60,6 @@ def stack(tmp_path_factory, videos):
 
 def _get(st, path, host="vod.test"):
     return st.get(path, host=host, timeout=60)
-
-
-def _probe(path, *args):
-    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json"] + list(args) + [path], capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def _frame_times(path):
