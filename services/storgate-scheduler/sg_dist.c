@@ -317,6 +317,18 @@ static int s_f_requeue(sg_dist_t *d, const char *from_dir)
     return moved;
 }
 
+/* Counts one failed item of chunk (its safe name): a byte more in failed/CHUNK. */
+static void s_f_failed(sg_dist_t *d, const char *chunk)
+{
+    char fp[1100];
+    snprintf(fp, sizeof(fp), "%s/%s", d->failed, chunk);
+    int fd = open(fp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, "x", 1) != 1)
+        rf_warn("storgate dist: cannot count a failed item in %s", fp);
+    if (fd >= 0)
+        close(fd);
+}
+
 /* Takes the first waiting item it can win (rename into its proc/): the
  * item, or NULL when none is waiting. */
 static sg_item_t *s_f_take(sg_dist_t *d)
@@ -341,13 +353,7 @@ static sg_item_t *s_f_take(sg_dist_t *d)
             char *sep = strstr(chunk, "~");
             if (sep != NULL)
                 *sep = '\0';
-            char fp[1100];
-            snprintf(fp, sizeof(fp), "%s/%s", d->failed, chunk);
-            int fd = open(fp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-            if (fd >= 0 && write(fd, "x", 1) != 1)
-                rf_warn("storgate dist: cannot count a failed item in %s", fp);
-            if (fd >= 0)
-                close(fd);
+            s_f_failed(d, chunk);
             unlink(to);
             continue;
         }
@@ -483,14 +489,9 @@ static void s_f_ack(sg_dist_t *d, sg_item_t *it, bool ok)
         return;
     }
     if (!ok) { /* counted before the file goes, so a chunk found done has its failures */
-        char chunk[160], fp[1100];
+        char chunk[160];
         s_safe(it->dist_chunk, chunk, sizeof(chunk));
-        snprintf(fp, sizeof(fp), "%s/%s", d->failed, chunk);
-        int fd = open(fp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd >= 0 && write(fd, "x", 1) != 1)
-            rf_warn("storgate dist: cannot count a failed item in %s", fp);
-        if (fd >= 0)
-            close(fd);
+        s_f_failed(d, chunk);
     }
     if (unlink(path) != 0)
         rf_warn("storgate %s: done here, but it had been handed to another node meanwhile", it->id);
