@@ -2673,22 +2673,32 @@ cleanup:
     return rc;
 }
 
+/* Opens src for a transcode (any container) into a fresh x, with its
+ * first video and first audio track as inputs (-1: none); info zeroed,
+ * its input named. 0, or -1 with err set. */
+static int s_tx_open(s_tx_t *x, const vid_source_t *src, vid_transcode_info_t *info, char *err, size_t errlen)
+{
+    memset(x, 0, sizeof(*x));
+    memset(info, 0, sizeof(*info));
+    x->info = info;
+    x->v.in = x->a.in = -1;
+    if (s_demux_open_as(&x->d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+        return -1;
+    info->input = x->d.fmt->iformat->name;
+    x->v.in = s_first_video(x->d.fmt);
+    for (unsigned i = 0; i < x->d.fmt->nb_streams && x->a.in < 0; i++)
+        if (x->d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
+            x->a.in = (int)i;
+    return 0;
+}
+
 int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const char *out_path,
                   vid_transcode_info_t *info, char *err, size_t errlen)
 {
     int rc = -1;
     s_tx_t x;
-    memset(&x, 0, sizeof(x));
-    memset(info, 0, sizeof(*info));
-    x.info = info;
-    x.v.in = x.a.in = -1;
-    if (s_demux_open_as(&x.d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+    if (s_tx_open(&x, src, info, err, errlen) != 0)
         return -1;
-    info->input = x.d.fmt->iformat->name;
-    x.v.in = s_first_video(x.d.fmt);
-    for (unsigned i = 0; i < x.d.fmt->nb_streams && x.a.in < 0; i++)
-        if (x.d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
-            x.a.in = (int)i;
     double dur = s_duration(x.d.fmt), max = o->max_duration > 0 ? o->max_duration : VID_MAX_DURATION_S;
     if (x.v.in < 0) {
         s_err(err, errlen, "no video track");
@@ -2940,24 +2950,16 @@ int vid_phls_segment(const vid_source_t *src, const vid_phls_opts_t *o, vid_writ
     int rc = -1;
     s_tx_t x;
     s_mux_t m;
-    memset(&x, 0, sizeof(x));
     memset(&m, 0, sizeof(m));
-    memset(info, 0, sizeof(*info));
-    x.info = info;
-    x.v.in = x.a.in = -1;
     vid_transcode_opts_t to;
     s_seg_video_opts(o, &to);
     if (!(o->seg > 0) || o->n < 0) {
+        memset(info, 0, sizeof(*info));
         s_err(err, errlen, "bad segment");
         return -1;
     }
-    if (s_demux_open_as(&x.d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+    if (s_tx_open(&x, src, info, err, errlen) != 0)
         return -1;
-    info->input = x.d.fmt->iformat->name;
-    x.v.in = s_first_video(x.d.fmt);
-    for (unsigned i = 0; i < x.d.fmt->nb_streams && x.a.in < 0; i++)
-        if (x.d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
-            x.a.in = (int)i;
     double dur = s_duration(x.d.fmt);
     int count = vid_phls_segments(dur, o->seg);
     if (x.v.in < 0 || count < 1) {
