@@ -1862,7 +1862,7 @@ void rf_transcode_default(rf_transcode_conf_t *t)
     t->crf = 23;
 }
 
-/* transcode.inputs: "mkv, webm, wmv" or a list; stored lower case, comma-separated. */
+/* transcode.inputs, hls.inputs: "mkv, webm, wmv" or a list; stored lower case, comma-separated. */
 static int s_transcode_inputs(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     char *out = t;
@@ -1881,8 +1881,8 @@ static int s_transcode_inputs(s_ctx_t *c, yaml_node_t *v, void *t)
             size_t n = strlen(tok);
             if (n == 0 || n > 8 || strspn(tok, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != n ||
                 o + n + 2 > cap) {
-                rc =
-                    s_fail(c, v, "transcode.inputs: '%s' is not a file extension (letters and digits, at most 8)", tok);
+                /* transcode.inputs and hls.inputs alike: the line number says which */
+                rc = s_fail(c, v, "inputs: '%s' is not a file extension (letters and digits, at most 8)", tok);
                 break;
             }
             for (size_t k = 0; k < n; k++)

@@ -463,7 +463,7 @@ static bool s_url_path(const char *s, size_t n, char *out, size_t cap)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (isalnum(ch) || strchr("/-._~", ch) != NULL) {
+        if (isalnum(ch) || (ch != 0 && strchr("/-._~", ch) != NULL)) { /* strchr finds the NUL terminator too */
             if (o + 1 >= cap)
                 return false;
             out[o++] = (char)ch;
