@@ -17,7 +17,9 @@
 #      (case 1's refract figure). Also measured, alternating with the two
 #      nodes on the same files: one node with a redis:// lease, jobs 2 (the
 #      same hand-out path, one process), which tells whether the cost is
-#      Redis's hand-out or having two nodes.
+#      Redis's hand-out or having two nodes; and two nodes (jobs 1 each)
+#      sharing a file:// lease, the leader handing the items out through
+#      files beside it (LEASE.dist/).
 # A refract round is timed from SIGUSR1 (which starts the run) until
 # refract_storgate_items_total{outcome="done"} (the sum over the nodes) has
 # grown by the number of files, polled every SGBATCH_POLL_MS (50) ms from bash
@@ -448,28 +450,34 @@ if has_case dist; then
         sleep 0.05
     done
     [ "$(redis-cli -p "$P_REDIS" ping 2>/dev/null)" = PONG ] || die "redis-server did not start"
-    P_A=$(free_port) P_B=$(free_port) P_1=$(free_port)
+    P_A=$(free_port) P_B=$(free_port) P_1=$(free_port) P_C=$(free_port) P_D=$(free_port)
     # two nodes share prefix "two"; the one-node set-up has its own, "one"
     sg_conf "$TMP/dist-a.yaml" A "$P_A" "$TMP/dist" null 1 "redis://127.0.0.1:$P_REDIS/two"
     sg_conf "$TMP/dist-b.yaml" B "$P_B" "$TMP/dist" null 1 "redis://127.0.0.1:$P_REDIS/two"
     sg_conf "$TMP/dist-1.yaml" R1 "$P_1" "$TMP/dist" null 2 "redis://127.0.0.1:$P_REDIS/one"
+    sg_conf "$TMP/dist-c.yaml" C "$P_C" "$TMP/dist" null 1 "file://$TMP/dist-lease"
+    sg_conf "$TMP/dist-d.yaml" D "$P_D" "$TMP/dist" null 1 "file://$TMP/dist-lease"
     sched_start "$TMP/dist-a.yaml" A "$P_A"
     sched_start "$TMP/dist-b.yaml" B "$P_B"
     sched_start "$TMP/dist-1.yaml" R1 "$P_1"
-    for _ in $(seq 100); do # exactly one of A and B leads, and R1 leads its own
+    sched_start "$TMP/dist-c.yaml" C "$P_C"
+    sched_start "$TMP/dist-d.yaml" D "$P_D"
+    for _ in $(seq 100); do # exactly one of A and B leads, one of C and D, and R1 leads its own
         metric_sum 'refract_storgate_leader ' "$P_A" "$P_B"
         l2=$M_SUM
+        metric_sum 'refract_storgate_leader ' "$P_C" "$P_D"
+        lf=$M_SUM
         metric_sum 'refract_storgate_leader ' "$P_1"
-        [ "$l2" = 1 ] && [ "$M_SUM" = 1 ] && break
+        [ "$l2" = 1 ] && [ "$lf" = 1 ] && [ "$M_SUM" = 1 ] && break
         sleep 0.1
     done
-    [ "$l2" = 1 ] && [ "$M_SUM" = 1 ] || die "dist: no single leader (A+B: $l2, R1: $M_SUM)"
+    [ "$l2" = 1 ] && [ "$lf" = 1 ] && [ "$M_SUM" = 1 ] || die "dist: no single leader (A+B: $l2, C+D: $lf, R1: $M_SUM)"
     echo "-- dist: $DIST_FILES of the copy's files; refract: two nodes (jobs 1 each) sharing a redis:// lease, the leader" \
         "handing items out through Redis, vs one node without a lease, jobs 2 (the copy case); also one node with a" \
-        "redis:// lease, jobs 2"
+        "redis:// lease, jobs 2; and two nodes (jobs 1 each) sharing a file:// lease"
     for r in $(seq "$ROUNDS"); do
-        order="two-nodes-redis one-node-redis"
-        [ $((r % 2)) -eq 0 ] && order="one-node-redis two-nodes-redis"
+        order="two-nodes-redis one-node-redis two-nodes-file"
+        [ $((r % 2)) -eq 0 ] && order="two-nodes-file one-node-redis two-nodes-redis"
         for who in $order; do
             fresh "$TMP/dist/out"
             sync
@@ -477,6 +485,9 @@ if has_case dist; then
             if [ "$who" = two-nodes-redis ]; then
                 refract_round "$DIST_FILES" "${PID_OF[A]} ${PID_OF[B]}" "${PID_OF[A]} ${PID_OF[B]} $REDIS_PID" "$P_A" "$P_B" ||
                     die "dist: two nodes' round $r failed: $(tail -3 "$TMP/A.log") $(tail -3 "$TMP/B.log")"
+            elif [ "$who" = two-nodes-file ]; then
+                refract_round "$DIST_FILES" "${PID_OF[C]} ${PID_OF[D]}" "${PID_OF[C]} ${PID_OF[D]}" "$P_C" "$P_D" ||
+                    die "dist: two file-lease nodes' round $r failed: $(tail -3 "$TMP/C.log") $(tail -3 "$TMP/D.log")"
             else
                 refract_round "$DIST_FILES" "${PID_OF[R1]}" "${PID_OF[R1]} $REDIS_PID" "$P_1" ||
                     die "dist: the one node's round $r failed: $(tail -3 "$TMP/R1.log")"
@@ -490,6 +501,10 @@ if has_case dist; then
     SHARE="node A $M_SUM"
     metric_sum "$DONE" "$P_B"
     SHARE="$SHARE, node B $M_SUM"
+    metric_sum "$DONE" "$P_C"
+    SHARE="$SHARE; file:// node C $M_SUM"
+    metric_sum "$DONE" "$P_D"
+    SHARE="$SHARE, node D $M_SUM"
     echo "   items run by each of the two nodes over the $ROUNDS round(s): $SHARE"
 fi
 
@@ -531,6 +546,11 @@ if has_case dist; then
     # shellcheck disable=SC2086,SC2059
     printf "$FMT" "dist: 2 nodes / 1 node, both redis" "$two" "$one_r" "$(fdiv "$two" "$one_r")x" "report only" \
         "$(med ${CPU[dist.two-nodes-redis]}) | $(med ${CPU[dist.one-node-redis]}) (incl. redis-server); rounds: $(echo ${IPS[dist.two-nodes-redis]} | tr ' ' /) | $(echo ${IPS[dist.one-node-redis]} | tr ' ' /)"
+    two_f=$(med ${IPS[dist.two-nodes-file]})
+    # shellcheck disable=SC2086,SC2059
+    printf "$FMT" "dist: 2 nodes (file) / 2 nodes (redis)" "$two_f" "$two" "$(fdiv "$two_f" "$two")x" "report only" \
+        "$(med ${CPU[dist.two-nodes-file]}) | $(med ${CPU[dist.two-nodes-redis]}); rounds: $(echo ${IPS[dist.two-nodes-file]} | tr ' ' /)"
+    summary "storgate_batch dist: 2 nodes file:// / 2 nodes redis:// (report only)" "$(fdiv "$two_f" "$two")" -
     summary "storgate_batch dist: 2 nodes (redis)/1 node (report only)" "$ratio" -
     summary "storgate_batch dist: 2 nodes/1 node, both redis" "$(fdiv "$two" "$one_r")" -
     summary "storgate_batch dist: items/s 2 nodes | 1 node redis | 1 node" "$two | $one_r | $one" -
