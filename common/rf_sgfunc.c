@@ -81,6 +81,14 @@ static int s_video(const char *function, const char *src_path, json_t **chain, c
     } else if (function[0] == '?') {
         rf_trim_conf_t c;
         rf_trim_default(&c);
+        const char *v;
+        size_t vl, fl = strlen(function);
+        if (!rf_vparse_query_param(function, fl, c.param, &v, &vl) &&
+            !rf_vparse_query_param(function, fl, "start", &v, &vl) &&
+            !rf_vparse_query_param(function, fl, "end", &v, &vl)) { /* a typo is not the whole video */
+            snprintf(why, why_len, "'%.64s' is not ?%s=A-B[,C-D…] or ?start=A&end=B", function, c.param);
+            return -1;
+        }
         const char *dot = strrchr(src_path, '.');
         rf_vtrim_t t = {.max_ratio = 0, /* a task wants the trim, never the original */
                         .accurate = c.accurate,

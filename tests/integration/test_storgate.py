@@ -245,6 +245,7 @@ def test_bad_task_function_refused(make_stack, tmp_path):
     scheduler will run it: a malformed one stops -t with the reason."""
     for function, want in [("/thumbnail/abc", "'abc' is not a time"), ("/mp4/99999p", "is not a height"),
                            ("?trimming=5-2", "trimming: '5-2' is not START-END"),
+                           ("?trimmming=1-2", "is not ?trimming=A-B"),
                            ("/dims/nope/1", "task function: "), ("/video/x", "not /dims/")]:
         bucket = {"meta": {"name": "v"}, "mounts": [{"originPath": str(tmp_path)}],
                   "workflows": [{"name": "w", "tasks": [{"function": function, "savePath": "/x"}]}]}
