@@ -300,6 +300,7 @@ void rf_job_spec_clear(rf_job_spec_t *spec)
     free(spec->source.content_type);
     free(spec->source.ref);
     free(spec->source.host);
+    free(spec->out);
     rf_job_spec_init(spec);
 }
 
@@ -315,6 +316,7 @@ json_t *rf_job_spec_encode(const rf_job_spec_t *spec)
         rc |= json_object_set_new(h, "deadline_ms", json_integer(spec->deadline_ms));
     if (spec->chain != NULL)
         rc |= json_object_set(h, "chain", spec->chain);
+    rc |= s_set_str(h, "out", spec->out);
     rc |= s_set_str(src, "path", spec->source.path);
     if (spec->source.size >= 0)
         rc |= json_object_set_new(src, "size", json_integer(spec->source.size));
@@ -360,6 +362,12 @@ int rf_job_spec_decode(const json_t *header, rf_job_spec_t *out, char *why, size
             return rf_why(why, why_len, "JOB chain must be an array");
         }
         out->chain = json_incref(chain);
+    }
+    out->out = s_dup_member(header, "out", &bad);
+    if (out->out != NULL && (strncmp(out->out, "file:///", 8) != 0 || strstr(out->out, "/../") != NULL ||
+                             strlen(out->out) > 511)) {
+        rf_job_spec_clear(out);
+        return rf_why(why, why_len, "JOB out must be a file:/// path of at most 511 bytes without /../");
     }
     json_t *src = json_object_get(header, "source");
     if (src != NULL && !json_is_null(src)) {

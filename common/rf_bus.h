@@ -99,6 +99,9 @@ typedef struct {
         char *host;         /* the vhost an edge: ref is read from (its Host); NULL = absent */
         int64_t offset;     /* a file:// ref: where the source starts in the file (with size); 0 = absent */
     } source;
+    /* "file:///abs/path": an empty file in bus.spool_dir the worker writes its result into as it makes
+     * it, for the gateway to stream (proto/rfb.md 2.2 "out"); NULL = absent */
+    char *out;
 } rf_job_spec_t;
 
 /* REPLY JSON. */

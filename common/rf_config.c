@@ -1860,6 +1860,7 @@ void rf_transcode_default(rf_transcode_conf_t *t)
     t->max_height = 1080;
     t->max_duration = 300;
     t->crf = 23;
+    t->stream = true;
 }
 
 /* transcode.inputs, hls.inputs: "mkv, webm, wmv" or a list; stored lower case, comma-separated. */
@@ -1906,6 +1907,7 @@ static int s_transcode(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("max_height", s_int, rf_transcode_conf_t, max_height),
                                    K("max_duration", s_int, rf_transcode_conf_t, max_duration),
                                    K("crf", s_int, rf_transcode_conf_t, crf),
+                                   K("stream", s_bool, rf_transcode_conf_t, stream),
                                    {0}};
     rf_transcode_conf_t *tc = t;
     if (s_walk(c, v, keys, tc, "transcode") < 0)

@@ -122,8 +122,9 @@ typedef struct {
     char keyword[32]; /* default "mp4" */
     char inputs[160]; /* extensions transcoded, comma-separated, lower case */
     int max_height;   /* the output is fitted into max_height (and 16:9 of it) at most; default 1080 */
-    int max_duration; /* seconds; longer sources are refused (the client waits for the whole file); default 300 */
+    int max_duration; /* seconds; longer sources are refused; default 300 */
     int crf;          /* x264 quality, default 23 */
+    bool stream;      /* sent as fragmented MP4 while it is made (needs bus.spool_dir); default true */
 } rf_transcode_conf_t;
 
 void rf_transcode_default(rf_transcode_conf_t *t);

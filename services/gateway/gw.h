@@ -86,6 +86,7 @@ typedef struct {
     h2o_linklist_t upstreams;      /* gw_upstream_entry_t */
     h2o_timeout_t probe_timeout;   /* HTTP/1 client liveness while a job is out */
     h2o_timeout_t sg_wait_timeout; /* S3 answers held for a `timing: pre` workflow: how often they look */
+    h2o_timeout_t stream_timeout;  /* results streamed while made (gw_tstream.c): how often they look */
     int inflight;
     int draining;
     int64_t drain_deadline_ms;
@@ -199,6 +200,10 @@ typedef struct gw_func_t {
      * cache is on, and never from a background request (no chains of
      * them). NULL: none. */
     int (*ahead)(const void *state, int k, char *buf, size_t len);
+    /* Whether vh's results are sent while the worker makes them
+     * (gw_tstream.c; the worker must write them into the JOB's "out").
+     * NULL: never. */
+    bool (*stream)(const rf_vhost_conf_t *vh);
 } gw_func_t;
 
 /* The functions in match order, NULL-terminated. */
@@ -401,6 +406,28 @@ void gw_fetch(gw_req_t *rc);
  * that object, and requests that joined it compute their own). */
 void gw_transform(gw_req_t *rc);
 void gw_transform_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
+
+/* gw_tstream.c: a function result sent to the client and into the
+ * request's cache object while the worker makes it. */
+typedef struct gw_tstream_t gw_tstream_t;
+/* Called once the stream answers the request (its head is known, or it
+ * failed after the worker wrote it): the transform lets go of the job. */
+typedef void(gw_tstream_head_fn)(void *arg);
+/* A stream for rc's job: creates its file in bus.spool_dir and starts
+ * looking at it. Holds two references, the job's (gw_tstream_on_reply
+ * drops it) and rc's (gw_tstream_release, when rc ends). Once the head
+ * is known it takes rc->fill and answers rc itself. NULL when it cannot
+ * (no spool directory, out of memory): send the job unstreamed. */
+gw_tstream_t *gw_tstream_new(gw_req_t *rc, gw_tstream_head_fn *on_head, void *arg);
+/* The JOB's "out" (borrowed). */
+const char *gw_tstream_ref(const gw_tstream_t *p);
+/* The job came back: ends the stream (whole when the REPLY is 200 with
+ * this ref, else broken off) and drops the job's reference (*p_p NULLed).
+ * 1 when the stream answered the request, or 0 when nothing was streamed:
+ * the transform answers the reply as usual. */
+int gw_tstream_on_reply(gw_tstream_t **p_p, const rf_job_t *job);
+/* The request ended: drops its reference (*p_p NULLed). */
+void gw_tstream_release(gw_tstream_t **p_p);
 
 /* gw_deliver.c */
 void gw_deliver_headers(gw_req_t *rc);

@@ -27,6 +27,7 @@ typedef struct gw_job_t {
     rf_job_t *job;        /* the bus job: spec and body before, outcome and reply after (owned) */
     void *user;           /* submitter's context; NULL once it went away */
     atomic_int abandoned; /* set by the event loop: the broker drops or cancels the job */
+    struct gw_tstream_t *stream; /* a result streamed while made (gw_tstream.c): it sees the REPLY first */
 } gw_job_t;
 
 /* Whether a request asks for its bus jobs to be background work

@@ -835,6 +835,11 @@ static const gw_reply_rule_t s_tx_replies[] = {
     S_VIDEO_REPLIES,
 };
 
+static bool s_tx_stream(const rf_vhost_conf_t *vh)
+{
+    return vh->transcode.stream;
+}
+
 static const gw_func_t s_transcode = {
     .name = "transcode",
     S_VIDEO_ROW,
@@ -845,6 +850,7 @@ static const gw_func_t s_transcode = {
     .to_json = s_tx_json,
     .replies = s_tx_replies,
     .fallbacks = NULL,
+    .stream = s_tx_stream,
 };
 
 /* ---- progressive HLS (video-worker) ------------------------------------------------ */

@@ -150,6 +150,7 @@ static int s_thread_setup(gw_thread_t *t)
     h2o_linklist_init_anchor(&t->upstreams);
     h2o_timeout_init(t->ctx.loop, &t->probe_timeout, 250);
     h2o_timeout_init(t->ctx.loop, &t->sg_wait_timeout, 20);
+    h2o_timeout_init(t->ctx.loop, &t->stream_timeout, 20);
     h2o_multithread_register_receiver(t->ctx.queue, &t->job_receiver, gw_transform_on_jobs);
     h2o_multithread_register_receiver(t->ctx.queue, &t->control_receiver, s_on_control);
     h2o_multithread_register_receiver(t->ctx.queue, &t->cache_receiver, gw_serve_on_wake);

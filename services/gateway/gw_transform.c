@@ -50,6 +50,7 @@ typedef struct gw_transform_t {
     size_t result_len;
     rf_obj_t *src_obj; /* cache.sources: the source's cache object the worker reads by file (one reference) */
     int64_t src_off;   /* where its body starts in that file */
+    gw_tstream_t *stream; /* the result is sent while it is made (one reference), or NULL */
 } gw_transform_t;
 
 static void s_spool_close(gw_transform_t *t)
@@ -84,6 +85,7 @@ static void s_dispose(void *p)
         atomic_store(&t->job->abandoned, 1);
         t->job = NULL;
     }
+    gw_tstream_release(&t->stream);
     s_spool_remove(t);
     if (t->spool_map != NULL)
         munmap(t->spool_map, t->spool_len);
@@ -569,6 +571,10 @@ void gw_transform_on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
     while (!h2o_linklist_is_empty(messages)) {
         gw_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_job_t, super.link, messages->next);
         h2o_linklist_unlink(&job->super.link);
+        if (job->stream != NULL && gw_tstream_on_reply(&job->stream, job->job)) {
+            gw_job_destroy(&job); /* the stream answered (its head let go of the job) */
+            continue;
+        }
         gw_transform_t *t = job->user;
         if (t == NULL) { /* the client left while the job was out */
             const rf_reply_t *r = &job->job->reply;
@@ -632,6 +638,40 @@ static void s_probe_start(gw_transform_t *t)
 
 /* ---- the job ----------------------------------------------------------------- */
 
+/* The stream answers the request from here: the job is the stream's. */
+static void s_on_stream_head(void *arg)
+{
+    gw_transform_t *t = arg;
+    if (h2o_timeout_is_linked(&t->probe))
+        h2o_timeout_unlink(&t->probe);
+    if (t->job != NULL) {
+        t->job->user = NULL;
+        t->job = NULL;
+    }
+}
+
+/* Whether this job's result is streamed while it is made: the function
+ * says so for the vhost, and the gateway and worker share a spool
+ * directory. The file goes in the JOB's "out". 0, or -1 when answered. */
+static int s_stream(gw_transform_t *t, gw_job_t *job)
+{
+    gw_req_t *rc = t->rc;
+    if (t->stage != 0 || rc->func->stream == NULL || !rc->func->stream(rc->vhost) ||
+        rc->thread->server->cfg->bus.spool_dir == NULL)
+        return 0;
+    if ((t->stream = gw_tstream_new(rc, s_on_stream_head, t)) == NULL) {
+        rf_log(RF_LOG_WARN, rc->request_id, "%s: cannot stream the result (%s): it goes whole", rc->func->label,
+               strerror(errno));
+        return 0;
+    }
+    if ((job->job->spec.out = strdup(gw_tstream_ref(t->stream))) == NULL) {
+        gw_tstream_release(&t->stream);
+        return -1;
+    }
+    job->stream = t->stream; /* the job's reference */
+    return 0;
+}
+
 /* Submits the job. The source is either `body` (owned by the job from
  * here) or, when body is NULL, the file `ref` the worker reads itself;
  * `len` is the source size either way. */
@@ -663,7 +703,10 @@ static void s_submit(gw_transform_t *t, void *body, size_t len, const char *ref)
     spec->source.offset = ref != NULL ? t->src_off : 0;
     if (ref != NULL && strncmp(ref, "edge:", 5) == 0) /* read back through this gateway, as this vhost */
         spec->source.host = strdup(rc->vhost->name);
-    if (spec->chain == NULL || spec->source.path == NULL || (ref != NULL && spec->source.ref == NULL)) {
+    if (spec->chain == NULL || spec->source.path == NULL || (ref != NULL && spec->source.ref == NULL) ||
+        s_stream(t, job) < 0) {
+        if (job->stream != NULL) /* the job's reference, never submitted */
+            gw_tstream_on_reply(&job->stream, job->job);
         gw_job_destroy(&job);
         gw_send_error(rc, 503, "Service Unavailable", "out of memory");
         return;

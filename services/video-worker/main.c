@@ -9,11 +9,14 @@
  *  JOB's chain, opens its source, finds or makes the index, and answers.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -593,6 +596,85 @@ static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
     return s_result_file(app, path, res, why, why_len);
 }
 
+/* A streamed result (JOB "out", proto/rfb.md 2.2): the gateway's empty
+ * file in bus.spool_dir, written as the transcode makes it, after a
+ * one-line JSON preamble the gateway reads first (the result's type and
+ * the source's freshness: the head it answers with before the end). */
+typedef struct {
+    int fd;
+    bool started;
+    char preamble[600];
+} s_stream_t;
+
+static int s_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n, len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int s_stream_write(void *arg, const uint8_t *buf, size_t len)
+{
+    s_stream_t *s = arg;
+    if (!s->started && s_write_all(s->fd, s->preamble, strlen(s->preamble)) < 0)
+        return -1;
+    s->started = true;
+    return s_write_all(s->fd, buf, len);
+}
+
+/* Opens the JOB's "out" file for a stream: a regular file directly in
+ * bus.spool_dir, empty, and locked by this job alone — a job retried after
+ * its worker died mid-stream finds bytes there and fails, for a stream
+ * already under way cannot be started again. Returns 200 (s->fd open), or
+ * 0 when the job is answered the usual way (no spool directory here), or
+ * an error status with why. */
+static int s_stream_open(const s_app_t *app, const rf_worker_job_t *job, vid_reader_t *r, s_stream_t *s, char *why,
+                         size_t why_len)
+{
+    const char *dir = app->cfg->bus.spool_dir, *out = job->spec->out;
+    s->fd = -1;
+    if (out == NULL || dir == NULL)
+        return 0;
+    const char *path = out + 7; /* the decoder checked "file:///" */
+    size_t dl = strlen(dir);
+    if (strncmp(path, dir, dl) != 0 || path[dl] != '/' || path[dl + 1] == '\0' || path[dl + 1] == '.' ||
+        strchr(path + dl + 1, '/') != NULL) {
+        snprintf(why, why_len, "the stream's file is not in bus.spool_dir");
+        return 400;
+    }
+    struct stat st;
+    s->fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (s->fd < 0 || fstat(s->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, why_len, "the stream's file cannot be opened: %s", strerror(errno));
+        return 500;
+    }
+    if (flock(s->fd, LOCK_EX | LOCK_NB) != 0 || st.st_size != 0) {
+        snprintf(why, why_len, "the stream was started by a worker before (a retried job): it cannot restart");
+        return 500;
+    }
+    const char *cc, *ex, *lm;
+    vid_reader_freshness(r, &cc, &ex, &lm);
+    json_t *src = json_pack("{s:s, s:s, s:s}", "cache_control", cc, "expires", ex, "last_modified", lm);
+    json_t *pre = src != NULL ? json_pack("{s:s, s:o}", "content_type", "video/mp4", "source", src) : NULL;
+    char *line = pre != NULL ? json_dumps(pre, JSON_COMPACT) : NULL;
+    json_decref(pre);
+    if (line == NULL || strlen(line) + 2 > sizeof(s->preamble)) {
+        free(line);
+        snprintf(why, why_len, "out of memory");
+        return 500;
+    }
+    snprintf(s->preamble, sizeof(s->preamble), "%s\n", line);
+    free(line);
+    return 200;
+}
+
 /* A transcode job: {"op": "transcode", "max_height", "crf", "max_duration"}. */
 static int s_transcode_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
                            vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
@@ -610,20 +692,39 @@ static int s_transcode_run(s_app_t *app, const rf_worker_job_t *job, const json_
     snprintf(what, what_len, "transcode %dp", o.max_height);
     if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
         return status;
-    char path[400];
-    if (s_out_file(app, path, sizeof(path)) < 0) {
+    s_stream_t stream = {.fd = -1};
+    char path[400] = "";
+    if ((status = s_stream_open(app, job, *r, &stream, why, why_len)) == 200) {
+        o.stream_write = s_stream_write;
+        o.stream_arg = &stream;
+    } else if (status != 0) {
+        goto done;
+    } else if (s_out_file(app, path, sizeof(path)) < 0) {
         snprintf(why, why_len, "cannot create an output file: %s", strerror(errno));
-        return 500;
+        status = 500;
+        goto done;
     }
     vid_transcode_info_t info;
     if (vid_transcode(vid_reader_source(*r), &o, path, &info, why, why_len) != 0) {
-        unlink(path);
-        return s_failed(*r, strstr(why, "s long, more than") != NULL ? 413 : 415, why, why_len);
+        if (path[0] != '\0')
+            unlink(path);
+        status = s_failed(*r, strstr(why, "s long, more than") != NULL ? 413 : 415, why, why_len);
+        goto done;
     }
-    snprintf(what, what_len, "transcode %dp from %s: %dx%d %.3f s, %lld frames", o.max_height, info.input, info.width,
-             info.height, info.duration, (long long)info.frames);
+    snprintf(what, what_len, "transcode %dp%s from %s: %dx%d %.3f s, %lld frames", o.max_height,
+             stream.fd >= 0 ? " streamed" : "", info.input, info.width, info.height, info.duration,
+             (long long)info.frames);
     snprintf(res->content_type, sizeof(res->content_type), "video/mp4");
-    return s_result_file(app, path, res, why, why_len);
+    if (stream.fd >= 0) { /* the gateway took every byte as it came; the ref says it is whole */
+        snprintf(res->ref, sizeof(res->ref), "%s", job->spec->out);
+        status = 200;
+    } else {
+        status = s_result_file(app, path, res, why, why_len);
+    }
+done:
+    if (stream.fd >= 0)
+        close(stream.fd);
+    return status;
 }
 
 /* A progressive HLS job: {"op": "phls", "what": master|media|segment,

@@ -2697,6 +2697,8 @@ int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const 
 {
     int rc = -1;
     s_tx_t x;
+    bool stream = o->stream_write != NULL;
+    s_sink_t sink = {.write = o->stream_write, .arg = o->stream_arg};
     if (s_tx_open(&x, src, info, err, errlen) != 0)
         return -1;
     double dur = s_duration(x.d.fmt), max = o->max_duration > 0 ? o->max_duration : VID_MAX_DURATION_S;
@@ -2714,25 +2716,41 @@ int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const 
     x.v.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.v.in]->time_base);
     if (x.a.in >= 0)
         x.a.start = av_rescale_q(start, AV_TIME_BASE_Q, x.d.fmt->streams[x.a.in]->time_base);
-    if (avformat_alloc_output_context2(&x.ofmt, NULL, "mp4", out_path) < 0 || x.ofmt == NULL) {
+    if (avformat_alloc_output_context2(&x.ofmt, NULL, "mp4", stream ? NULL : out_path) < 0 || x.ofmt == NULL) {
         s_err(err, errlen, "out of memory");
         goto cleanup;
     }
     if (s_tx_video_setup(&x, o, err, errlen) < 0 || (x.a.in >= 0 && s_tx_audio_setup(&x, o, err, errlen) < 0))
         goto cleanup;
     AVDictionary *mo = NULL;
-    av_dict_set(&mo, "movflags", "+faststart", 0);
-    int e = avio_open(&x.ofmt->pb, out_path, AVIO_FLAG_WRITE) < 0 ? -1 : avformat_write_header(x.ofmt, &mo);
+    int e = 0;
+    if (stream) {
+        /* Each fragment leaves as soon as the muxer closes it (flush per
+         * packet: the muxer holds a fragment's samples until then). */
+        uint8_t *buf = av_malloc(S_IO_BUF);
+        x.ofmt->pb = buf != NULL ? avio_alloc_context(buf, S_IO_BUF, 1, &sink, NULL, s_sink_write, NULL) : NULL;
+        if (x.ofmt->pb == NULL)
+            av_free(buf);
+        x.ofmt->flags |= AVFMT_FLAG_CUSTOM_IO | AVFMT_FLAG_FLUSH_PACKETS;
+        av_dict_set(&mo, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
+        e = x.ofmt->pb == NULL ? -1 : 0;
+    } else {
+        av_dict_set(&mo, "movflags", "+faststart", 0);
+        e = avio_open(&x.ofmt->pb, out_path, AVIO_FLAG_WRITE);
+    }
+    e = e < 0 ? -1 : avformat_write_header(x.ofmt, &mo);
     av_dict_free(&mo);
-    if (e < 0) {
-        s_err(err, errlen, "cannot start the MP4");
+    if (e >= 0 && stream)
+        avio_flush(x.ofmt->pb); /* the ftyp and empty moov: a player can start */
+    if (e < 0 || sink.failed) {
+        s_err(err, errlen, sink.failed ? "cannot write the MP4 out" : "cannot start the MP4");
         goto cleanup;
     }
     x.d.io.budget = x.d.io.used + src->size + VID_READ_SLACK; /* the source, front to back, once */
     if (s_tx_pump(&x, err, errlen) < 0)
         goto cleanup;
-    if (av_write_trailer(x.ofmt) < 0) {
-        s_err(err, errlen, "cannot finish the MP4");
+    if (av_write_trailer(x.ofmt) < 0 || sink.failed) {
+        s_err(err, errlen, sink.failed ? "cannot write the MP4 out" : "cannot finish the MP4");
         goto cleanup;
     }
     info->duration = (double)x.v.next_pts * x.v.enc->time_base.num / x.v.enc->time_base.den;
@@ -2741,8 +2759,12 @@ cleanup:
     s_tx_track_free(&x.v);
     s_tx_track_free(&x.a);
     if (x.ofmt != NULL) {
-        if (x.ofmt->pb != NULL)
+        if (x.ofmt->pb != NULL && stream) {
+            av_freep(&x.ofmt->pb->buffer);
+            avio_context_free(&x.ofmt->pb);
+        } else if (x.ofmt->pb != NULL) {
             avio_closep(&x.ofmt->pb);
+        }
         avformat_free_context(x.ofmt);
     }
     s_demux_close(&x.d);

@@ -288,6 +288,12 @@ typedef struct {
     int audio_kbps;            /* AAC bit rate; 0: 128 */
     double max_duration;       /* seconds; a longer source is refused; 0: VID_MAX_DURATION_S */
     int max_kbps;              /* the video's bit-rate cap (x264 VBV, buffer 2 s); 0: none */
+    /* Streamed (vid_transcode only): with a stream_write the MP4 is fragmented (an empty moov
+     * first, then a moof and mdat per group of pictures, 2 s) and handed to it as it is made,
+     * out_path unused. Its first call comes once the source and the encoders are set up, so a
+     * refusal (no video, too long, a codec it cannot read) comes before any byte. */
+    vid_write_fn stream_write;
+    void *stream_arg;
 } vid_transcode_opts_t;
 
 typedef struct {
@@ -300,9 +306,10 @@ typedef struct {
 /* Any single-file container libavformat reads (Matroska/WebM, MOV/MP4,
  * AVI, MPEG-TS, FLV, ASF/WMV, MPEG-PS, Ogg), any codecs libavcodec
  * decodes, to an MP4 of H.264 (libx264) and AAC with its moov first, at
- * out_path. The first video and the first audio track; the frames keep
- * their times. Reads the source once, front to back. 0, or -1 with err
- * (out_path may hold a partial file: the caller removes it). */
+ * out_path — or fragmented, to o->stream_write as it is made. The first
+ * video and the first audio track; the frames keep their times. Reads the
+ * source once, front to back. 0, or -1 with err (out_path may hold a
+ * partial file: the caller removes it; a stream may have had bytes). */
 int vid_transcode(const vid_source_t *src, const vid_transcode_opts_t *o, const char *out_path,
                   vid_transcode_info_t *info, char *err, size_t errlen);
 

@@ -734,6 +734,7 @@ static void test_job_spec_roundtrip(void **state)
     in.source.content_type = strdup("image/jpeg");
     in.source.ref = strdup("file:///srv/media/photo.jpg");
     in.source.offset = 4242;
+    in.out = strdup("file:///dev/shm/refract-spool/src-vm-42-a1B2c3");
     rf_bus_msg_t m;
     zmsg_t *raw = s_roundtrip(rf_bus_encode_job(42, &in), &m);
     assert_int_equal(m.cmd, RF_BUS_JOB);
@@ -748,6 +749,7 @@ static void test_job_spec_roundtrip(void **state)
     assert_string_equal(out.source.content_type, "image/jpeg");
     assert_string_equal(out.source.ref, "file:///srv/media/photo.jpg");
     assert_int_equal(out.source.offset, 4242);
+    assert_string_equal(out.out, "file:///dev/shm/refract-spool/src-vm-42-a1B2c3");
     /* the wire names are those of proto/rfb.md 2.2 */
     assert_int_equal(json_integer_value(json_object_get(json_object_get(m.header, "source"), "size")), 912345);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(m.header, "source"), "offset")), 4242);
@@ -769,6 +771,7 @@ static void test_job_spec_roundtrip(void **state)
     assert_int_equal(out.source.size, -1);
     assert_int_equal(out.source.offset, 0);
     assert_null(out.source.ref);
+    assert_null(out.out);
     assert_null(out.chain);
     json_decref(h);
     rf_job_spec_clear(&out);
@@ -791,6 +794,9 @@ static void test_job_spec_decode_errors(void **state)
         "{\"request_id\":\"r\",\"source\":{\"ref\":true}}",
         "{\"request_id\":\"r\",\"source\":{\"offset\":8}}",            /* an offset needs a size */
         "{\"request_id\":\"r\",\"source\":{\"size\":1,\"offset\":-8}}",
+        "{\"request_id\":\"r\",\"out\":\"edge:/v.mp4\"}", /* out: file:/// only */
+        "{\"request_id\":\"r\",\"out\":\"file:///spool/../etc/passwd\"}",
+        "{\"request_id\":\"r\",\"out\":7}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *h = s_json(bad[i]);

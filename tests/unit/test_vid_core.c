@@ -965,6 +965,49 @@ static void test_phls_segment(void **state)
     s_file_close(&f);
 }
 
+/* A streamed transcode: a fragmented MP4 handed over as it is made (the
+ * first bytes are the ftyp, several moofs follow, every frame decodes);
+ * a refusal writes nothing; a sink that fails stops it with an error. */
+static void test_transcode_streamed(void **state)
+{
+    (void)state;
+    char path[256], err[256] = "";
+    snprintf(path, sizeof(path), "%s/streamed.mp4", s_dir);
+    s_file_t f;
+    s_file_open(&f, "fs.mp4", -1);
+    s_sink_t sink = {.f = fopen(path, "wb"), .fail_after = -1};
+    vid_transcode_opts_t o = {.max_height = 120, .stream_write = s_sink, .stream_arg = &sink};
+    vid_transcode_info_t info;
+    assert_int_equal(vid_transcode(&f.src, &o, NULL, &info, err, sizeof(err)), 0);
+    assert_int_equal(fclose(sink.f), 0);
+    assert_true(info.width == 160 && info.height == 120);
+    char *out = s_run("head -c 8 streamed.mp4 | tail -c 4; echo; grep -c moof streamed.mp4 >/dev/null && "
+                      "ffprobe -v error -count_frames -select_streams v -show_entries stream=nb_read_frames "
+                      "-of csv=p=0 streamed.mp4");
+    char want[32];
+    snprintf(want, sizeof(want), "ftyp\n%lld\n", (long long)info.frames);
+    assert_string_equal(out, want);
+    free(out);
+    out = s_run("ffmpeg -v error -i streamed.mp4 -f null - 2>&1 | wc -l");
+    assert_string_equal(out, "0\n");
+    free(out);
+    /* failing sinks: at once, and after some fragments */
+    o.stream_arg = &(s_sink_t){.fail_after = 0};
+    assert_int_equal(vid_transcode(&f.src, &o, NULL, &info, err, sizeof(err)), -1);
+    assert_string_equal(err, "cannot write the MP4 out");
+    o.stream_arg = &(s_sink_t){.fail_after = 20000};
+    assert_int_equal(vid_transcode(&f.src, &o, NULL, &info, err, sizeof(err)), -1);
+    s_file_close(&f);
+    /* no video: refused before any byte */
+    s_file_open(&f, "a.m4a", -1);
+    s_sink_t none = {.fail_after = -1};
+    o.stream_arg = &none;
+    assert_int_equal(vid_transcode(&f.src, &o, NULL, &info, err, sizeof(err)), -1);
+    assert_string_equal(err, "no video track");
+    assert_int_equal(none.bytes, 0);
+    s_file_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -986,6 +1029,7 @@ int main(void)
         cmocka_unit_test(test_avcc_ids),
         cmocka_unit_test(test_phls_plan),
         cmocka_unit_test(test_phls_segment),
+        cmocka_unit_test(test_transcode_streamed),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
