@@ -364,8 +364,8 @@ int rf_job_spec_decode(const json_t *header, rf_job_spec_t *out, char *why, size
         out->chain = json_incref(chain);
     }
     out->out = s_dup_member(header, "out", &bad);
-    if (out->out != NULL && (strncmp(out->out, "file:///", 8) != 0 || strstr(out->out, "/../") != NULL ||
-                             strlen(out->out) > 511)) {
+    if (out->out != NULL &&
+        (strncmp(out->out, "file:///", 8) != 0 || strstr(out->out, "/../") != NULL || strlen(out->out) > 511)) {
         rf_job_spec_clear(out);
         return rf_why(why, why_len, "JOB out must be a file:/// path of at most 511 bytes without /../");
     }

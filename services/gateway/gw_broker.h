@@ -24,9 +24,9 @@ typedef rf_submitter_t gw_submitter_t;
 typedef struct gw_job_t {
     h2o_multithread_message_t super; /* must stay first: the return path */
     h2o_multithread_receiver_t *reply_to;
-    rf_job_t *job;        /* the bus job: spec and body before, outcome and reply after (owned) */
-    void *user;           /* submitter's context; NULL once it went away */
-    atomic_int abandoned; /* set by the event loop: the broker drops or cancels the job */
+    rf_job_t *job;               /* the bus job: spec and body before, outcome and reply after (owned) */
+    void *user;                  /* submitter's context; NULL once it went away */
+    atomic_int abandoned;        /* set by the event loop: the broker drops or cancels the job */
     struct gw_tstream_t *stream; /* a result streamed while made (gw_tstream.c): it sees the REPLY first */
 } gw_job_t;
 

@@ -48,8 +48,8 @@ typedef struct gw_transform_t {
     size_t spool_len;
     void *result_map; /* a result the worker left in bus.spool_dir (REPLY ref), mapped; or NULL */
     size_t result_len;
-    rf_obj_t *src_obj; /* cache.sources: the source's cache object the worker reads by file (one reference) */
-    int64_t src_off;   /* where its body starts in that file */
+    rf_obj_t *src_obj;    /* cache.sources: the source's cache object the worker reads by file (one reference) */
+    int64_t src_off;      /* where its body starts in that file */
     gw_tstream_t *stream; /* the result is sent while it is made (one reference), or NULL */
 } gw_transform_t;
 

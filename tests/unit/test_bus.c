@@ -792,7 +792,7 @@ static void test_job_spec_decode_errors(void **state)
         "{\"request_id\":\"r\",\"source\":{\"path\":1}}",
         "{\"request_id\":\"r\",\"source\":{\"size\":-1}}",
         "{\"request_id\":\"r\",\"source\":{\"ref\":true}}",
-        "{\"request_id\":\"r\",\"source\":{\"offset\":8}}",            /* an offset needs a size */
+        "{\"request_id\":\"r\",\"source\":{\"offset\":8}}", /* an offset needs a size */
         "{\"request_id\":\"r\",\"source\":{\"size\":1,\"offset\":-8}}",
         "{\"request_id\":\"r\",\"out\":\"edge:/v.mp4\"}", /* out: file:/// only */
         "{\"request_id\":\"r\",\"out\":\"file:///spool/../etc/passwd\"}",
