@@ -126,10 +126,11 @@ def stack(tmp_path_factory, site, node):
     st.close()
 
 
-def _play(node, st, playlist, seconds=PLAY, timeout=None, host="127.0.0.1"):
-    """Runs play_hls.mjs on player.html?src=PLAYLIST, the page loaded from
-    http://HOST:PORT; (exit code, result)."""
-    page = st.url("/player.html?src=" + playlist).replace("127.0.0.1", host, 1)
+def _play(node, st, playlist, seconds=PLAY, timeout=None, host="127.0.0.1", param="src"):
+    """Runs play_hls.mjs on player.html?src=PLAYLIST (or ?mp4=URL: the
+    <video> plays it alone), the page loaded from http://HOST:PORT; (exit
+    code, result)."""
+    page = st.url(f"/player.html?{param}=" + playlist).replace("127.0.0.1", host, 1)
     timeout = timeout or seconds + 30
     proc = subprocess.Popen([node, os.path.join(BROWSER_DIR, "play_hls.mjs"), page, str(seconds), str(timeout)],
                             cwd=BROWSER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -253,3 +254,20 @@ def test_hlsjs_plays_fmp4_hls_in_chromium(node, stack):
     assert all(f["url"].endswith(f"/v.mp4/mp4hls/seg-{f['sn']}.m4s") for f in res["frags"]), res["frags"]
     assert res["decodedFrames"] >= (PLAY - 1) * 25, res["decodedFrames"]
     assert res["failedRequests"] == [], res["failedRequests"]
+
+
+@pytest.mark.timeout_s(150)
+def test_chromium_plays_a_transcode_while_it_is_streamed(node, stack, site, make_stack, tmp_path):
+    """/v.mp4/mp4 streamed as fragmented MP4 while the worker makes it
+    (transcode.stream), played by Chromium's own <video> (no hls.js) for
+    12 s with no error, at the transcode's size."""
+    st = make_stack([{"name": "localhost", "default": True, "origin": "file://" + site,
+                      "transcode": {"max_height": 360}}],
+                    workers=0, video_workers=1, video_worker={"jobs": 1},
+                    bus={"spool_dir": str(tmp_path / "spool"), "job_timeout": "120s"})
+    rc, res = _play(node, st, "/v.mp4/mp4", host="localhost", param="mp4")
+    assert rc == 0 and res["ok"], json.dumps(res, indent=1)
+    assert res["errors"] == [] and res["videoError"] is None
+    assert (res["videoWidth"], res["videoHeight"]) == (640, 360)
+    log = st.gw.log()
+    assert "/v.mp4/mp4 200" in log and "detail=streamed" in log, log[-2000:]
