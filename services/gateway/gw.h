@@ -413,12 +413,13 @@ typedef struct gw_tstream_t gw_tstream_t;
 /* Called once the stream answers the request (its head is known, or it
  * failed after the worker wrote it): the transform lets go of the job. */
 typedef void(gw_tstream_head_fn)(void *arg);
-/* A stream for rc's job: creates its file in bus.spool_dir and starts
- * looking at it. Holds two references, the job's (gw_tstream_on_reply
+/* A stream for rc's job (borrowed until its REPLY: a client that leaves
+ * abandons it when nothing will be kept and nobody else reads): creates
+ * its file in bus.spool_dir and starts looking at it. Holds two references, the job's (gw_tstream_on_reply
  * drops it) and rc's (gw_tstream_release, when rc ends). Once the head
  * is known it takes rc->fill and answers rc itself. NULL when it cannot
  * (no spool directory, out of memory): send the job unstreamed. */
-gw_tstream_t *gw_tstream_new(gw_req_t *rc, gw_tstream_head_fn *on_head, void *arg);
+gw_tstream_t *gw_tstream_new(gw_req_t *rc, gw_job_t *job, gw_tstream_head_fn *on_head, void *arg);
 /* The JOB's "out" (borrowed). */
 const char *gw_tstream_ref(const gw_tstream_t *p);
 /* The job came back: ends the stream (whole when the REPLY is 200 with

@@ -659,7 +659,7 @@ static int s_stream(gw_transform_t *t, gw_job_t *job)
     if (t->stage != 0 || rc->func->stream == NULL || !rc->func->stream(rc->vhost) ||
         rc->thread->server->cfg->bus.spool_dir == NULL)
         return 0;
-    if ((t->stream = gw_tstream_new(rc, s_on_stream_head, t)) == NULL) {
+    if ((t->stream = gw_tstream_new(rc, job, s_on_stream_head, t)) == NULL) {
         rf_log(RF_LOG_WARN, rc->request_id, "%s: cannot stream the result (%s): it goes whole", rc->func->label,
                strerror(errno));
         return 0;

@@ -63,6 +63,7 @@ struct gw_tstream_t {
     h2o_timeout_entry_t tick;
     gw_tstream_head_fn *on_head;
     void *arg;
+    gw_job_t *job; /* out on the bus until the REPLY (borrowed), or NULL */
     /* the client that asked */
     gw_req_t *rc; /* NULL once it ended */
     h2o_generator_t gen;
@@ -140,11 +141,22 @@ static void s_on_proceed(h2o_generator_t *g, h2o_req_t *req)
     s_client_pull(p);
 }
 
+/* The client left. The job goes on while its result will be kept or
+ * others follow it; otherwise nobody would have it: the broker cancels
+ * it (the worker stops at its next fragment). */
+static void s_client_gone(gw_tstream_t *p)
+{
+    p->rc = NULL;
+    p->done = true;
+    if (p->job != NULL && !p->ended &&
+        (p->obj == NULL || (rf_obj_keep(p->obj) == RF_KEEP_SHARE && rf_obj_readers(p->obj) == 0)))
+        atomic_store(&p->job->abandoned, 1);
+}
+
 static void s_on_stop(h2o_generator_t *g, h2o_req_t *req)
 {
     (void)req;
-    gw_tstream_t *p = H2O_STRUCT_FROM_MEMBER(gw_tstream_t, gen, g);
-    p->done = true;
+    s_client_gone(H2O_STRUCT_FROM_MEMBER(gw_tstream_t, gen, g));
 }
 
 static void s_add(h2o_req_t *req, const h2o_token_t *token, const char *value)
@@ -350,7 +362,7 @@ static void s_on_tick(h2o_timeout_entry_t *entry)
 
 /* ---- the API ------------------------------------------------------------------------- */
 
-gw_tstream_t *gw_tstream_new(gw_req_t *rc, gw_tstream_head_fn *on_head, void *arg)
+gw_tstream_t *gw_tstream_new(gw_req_t *rc, gw_job_t *job, gw_tstream_head_fn *on_head, void *arg)
 {
     const char *dir = rc->thread->server->cfg->bus.spool_dir;
     gw_tstream_t *p = calloc(1, sizeof(*p));
@@ -369,6 +381,7 @@ gw_tstream_t *gw_tstream_new(gw_req_t *rc, gw_tstream_head_fn *on_head, void *ar
     p->auth = h2o_find_header(&rc->req->headers, H2O_TOKEN_AUTHORIZATION, -1) != -1;
     p->on_head = on_head;
     p->arg = arg;
+    p->job = job;
     p->rc = rc;
     p->tick.cb = s_on_tick;
     h2o_timeout_link(p->thread->ctx.loop, &p->thread->stream_timeout, &p->tick);
@@ -409,6 +422,7 @@ int gw_tstream_on_reply(gw_tstream_t **p_p, const rf_job_t *job)
     gw_tstream_t *p = *p_p;
     const rf_reply_t *r = &job->reply;
     bool whole = job->outcome == RF_JOB_OK && r->status == 200 && strcmp(r->ref, p->ref) == 0;
+    p->job = NULL;
     if (h2o_timeout_is_linked(&p->tick))
         h2o_timeout_unlink(&p->tick);
     if (whole && !p->failed)
@@ -445,7 +459,6 @@ void gw_tstream_release(gw_tstream_t **p_p)
     gw_tstream_t *p = *p_p;
     if (p == NULL)
         return;
-    p->rc = NULL;
-    p->done = true;
+    s_client_gone(p);
     s_release(p_p);
 }

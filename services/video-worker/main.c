@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -604,6 +605,7 @@ typedef struct {
     int fd;
     bool started;
     char preamble[600];
+    const atomic_int *cancelled; /* the job's: nobody reads the stream any more */
 } s_stream_t;
 
 static int s_write_all(int fd, const void *buf, size_t len)
@@ -623,6 +625,8 @@ static int s_write_all(int fd, const void *buf, size_t len)
 static int s_stream_write(void *arg, const uint8_t *buf, size_t len)
 {
     s_stream_t *s = arg;
+    if (atomic_load(s->cancelled)) /* stops the transcode at its next fragment */
+        return -1;
     if (!s->started && s_write_all(s->fd, s->preamble, strlen(s->preamble)) < 0)
         return -1;
     s->started = true;
@@ -640,6 +644,7 @@ static int s_stream_open(const s_app_t *app, const rf_worker_job_t *job, vid_rea
 {
     const char *dir = app->cfg->bus.spool_dir, *out = job->spec->out;
     s->fd = -1;
+    s->cancelled = job->cancelled;
     if (out == NULL || dir == NULL)
         return 0;
     const char *path = out + 7; /* the decoder checked "file:///" */

@@ -34,10 +34,13 @@ def sources(tmp_path_factory):
 
 
 def _stack(make_stack, sources, spool, video_workers=1, **transcode):
-    """A vhost that transcodes .mkv to at most 360p; the workers and the
-    gateway share a spool directory (what streaming needs)."""
-    return make_stack([{"name": "vod.test", "default": True, "origin": "file://" + sources,
-                        "transcode": dict({"max_height": 360}, **transcode)}],
+    """A vhost that transcodes .mkv to at most 360p, and the same with its
+    cache off (nocache.test); the workers and the gateway share a spool
+    directory (what streaming needs)."""
+    tc = dict({"max_height": 360}, **transcode)
+    return make_stack([{"name": "vod.test", "default": True, "origin": "file://" + sources, "transcode": tc},
+                       {"name": "nocache.test", "origin": "file://" + sources, "transcode": tc,
+                        "cache": {"enable": False}}],
                       workers=0, video_workers=video_workers, video_worker={"jobs": 1},
                       bus={"spool_dir": str(spool), "job_timeout": "120s", "heartbeat_interval": "100ms", "liveness": 10})
 
@@ -160,6 +163,27 @@ def test_worker_killed_mid_stream_is_a_broken_transfer_and_nothing_is_kept(make_
     assert after.status_code == 200, after.text
     assert not after.headers["Cache-Status"].startswith("refract; hit"), after.headers["Cache-Status"]
     _check_whole(after.content, tmp_path, "after.mp4")
+
+
+@pytest.mark.timeout_s(180)
+def test_a_client_that_leaves(make_stack, sources, tmp_path):
+    """A client that leaves mid-stream: where the result will be cached the
+    transcode goes on and the next request is a hit; where nothing is kept
+    (cache off) the job is cancelled and the worker stops."""
+    st = _stack(make_stack, sources, tmp_path / "spool")
+    for host in ("vod.test", "nocache.test"):
+        r = requests.get(st.url("/v.mkv/mp4"), headers={"Host": host}, stream=True, timeout=120)
+        assert r.status_code == 200 and len(r.raw.read(64 * 1024, decode_content=False)) == 64 * 1024
+        r.close()
+        _wait_for(lambda: st.workers[0].log().count("video transcode 360p") == (1 if host == "vod.test" else 2), 60,
+                  f"the worker's end of the {host} transcode")
+    log = st.workers[0].log()
+    assert log.count("video transcode 360p streamed") == 1, log  # vod.test's, finished
+    stopped = [line for line in log.splitlines() if "video transcode 360p" in line][-1]
+    assert "360p 504" in stopped and "job cancelled" in stopped, stopped  # nocache.test's, stopped
+    h = st.get("/v.mkv/mp4", host="vod.test", timeout=30)
+    assert h.status_code == 200 and h.headers["Cache-Status"].startswith("refract; hit"), h.headers["Cache-Status"]
+    _check_whole(h.content, tmp_path, "left.mp4")
 
 
 def _cpu_ticks(pid):
