@@ -21,6 +21,11 @@
 #   6. /v.mp4/hls/720p/seg-3.ts (progressive HLS: 30-40 s transcoded now, 720p, CRF 23
 #      capped at 2800k, AAC 128k) vs ffmpeg -ss 30 -t 10 -i v.mp4 with the same libx264 and
 #      AAC settings to MPEG-TS (the same 10 s transcoded by the CLI)
+#   7. /v.mp4/mp4/360p (transcoding, streamed as fragmented MP4 while it is made) vs ffmpeg -i v.mp4
+#      with the same libx264/AAC settings to a fragmented MP4 (-movflags frag_keyframe+empty_moov):
+#      the whole answer, and the time until the first media fragment (the first moof) reaches the
+#      client — a player's start — for both (ffmpeg writing to a pipe); VIDEO_TX_RUNS runs (3):
+#      each is a whole transcode (needs bus.spool_dir: not with VIDEO_SPOOL=0)
 #   5. a 10-minute video: seg-1, the middle segment and the last full one,
 #      against ffmpeg -ss T -t 10 -c copy -f mpegts at the same times; the ratio
 #      last/first says whether a segment costs more the further in it is
@@ -252,6 +257,9 @@ TRIMX=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/v.mp4" -c:v libx264 -preset veryfas
 PHLS=("${FF[@]}" -ss 30 -t 10 -i "$WWW/v.mp4" -vf scale=-2:720 -c:v libx264 -preset veryfast -crf 23 -maxrate 2800k
     -bufsize 5600k -g 60 -c:a aac -b:a 128k -f mpegts out.ts)
 long_ss() { echo "${FF[*]} -ss $1 -t 10 -i $WWW/long.mp4 -c copy -f mpegts out.ts"; }
+TX=("${FF[@]}" -i "$WWW/v.mp4" -vf scale=-2:360 -c:v libx264 -preset veryfast -crf 23 -g 60 -c:a aac -b:a 128k
+    -f mp4 -movflags frag_keyframe+empty_moov)
+TX_RUNS=${VIDEO_TX_RUNS:-3}
 
 # ---- every answer checked before any timing ---------------------------------------------------
 near() { awk -v a="$1" -v b="$2" -v e="$3" 'BEGIN{d = a - b; exit !(d <= e && d >= -e)}'; }
@@ -330,6 +338,14 @@ rf_get "/v.mp4?trimming=11.5-19.5" "$C/trimx.mp4"
 check_av "$C/trimx.mp4" 8 "refract trimming=11.5-19.5"
 TRIMX_NOTE=$(tr -d '\r' <"$C/trimx.mp4.h" | sed -n 's/^[Xx]-[Rr]efract-[Nn]ote: //p')
 case "$TRIMX_NOTE" in "cut on frames: 11.500-19.500;"*) ;; *) die "refract trimming=11.5-19.5 was not cut on frames: $TRIMX_NOTE" ;; esac
+if [ -n "$SPOOL" ]; then
+    rf_get /v.mp4/mp4/360p "$C/tx.mp4"
+    grep -qi '^cache-status:.*detail=streamed' "$C/tx.mp4.h" || die "refract /v.mp4/mp4/360p was not streamed: $(grep -i '^cache-status' "$C/tx.mp4.h")"
+    check_av "$C/tx.mp4" "$V_DUR" "refract /v.mp4/mp4/360p"
+    [ "$(probe "$C/tx.mp4" stream=height | sort -u | tr '\n' ' ')" = "360 " ] || die "refract /v.mp4/mp4/360p is not 360 high"
+    peer_ms "$OUT/tx" "${TX[@]}" out.mp4 >/dev/null
+    check_av "$OUT/tx/out.mp4" "$V_DUR" "ffmpeg libx264 360p fragmented"
+fi
 for p in /v.mp4/mp4hls/index.m3u8 /v.mp4/mp4hls/seg-3.ts /v.mp4/thumbnail/30; do
     rf_get "$p" "$C/http.out" "$HTTP_HOST"
     cmp -s "$C/http.out" "$C/$(basename "$p" | sed 's/^30$/thumb.jpg/')" || die "refract: $p differs between the file:// and the http:// origin"
@@ -444,6 +460,51 @@ measure trim "/v.mp4?trimming=10-20" "$OUT/trim" "${TRIM[@]}"
 measure trimx "/v.mp4?trimming=11.5-19.5" "$OUT/trimx" "${TRIMX[@]}"
 measure phls /v.mp4/hls/720p/seg-3.ts "$OUT/phls" "${PHLS[@]}"
 
+# first_moof_ms CMD...: ms until CMD's output holds its first moof (its first media fragment,
+# which the muxer writes once that fragment is whole); CMD is then stopped (for refract: the
+# client leaves, and with the cache off the gateway cancels the job)
+first_moof_ms() {
+    local t0=$EPOCHREALTIME t1 fd pid
+    exec {fd}< <(exec "$@" 2>/dev/null)
+    pid=$!
+    if ! LC_ALL=C grep -a -m1 -q moof <&"$fd"; then
+        kill "$pid" 2>/dev/null
+        die "no media fragment from: $*"
+    fi
+    t1=$EPOCHREALTIME
+    kill "$pid" 2>/dev/null
+    exec {fd}<&-
+    wait "$pid" 2>/dev/null
+    echo "first moof $* ${t0}-${t1}" >>"$RAW"
+    awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", (b - a) * 1000}'
+}
+wait_idle_worker() { # the cancelled transcode's job ends before the next run starts
+    local n0=$1
+    for _ in $(seq 200); do
+        [ "$(tail -n +"$((n0 + 1))" "$WLOG" | grep -c 'video transcode')" -ge 1 ] && return 0
+        sleep 0.05
+    done
+    die "the worker did not end the cancelled transcode$(dead_note)"
+}
+if [ -n "$SPOOL" ]; then
+    tx_rf=() tx_ff=() fm_rf=() fm_ff=()
+    for i in $(seq 0 "$TX_RUNS"); do # run 0 unmeasured
+        v=$(rf_ms /v.mp4/mp4/360p) || exit 2
+        w=$(peer_ms "$OUT/tx" "${TX[@]}" out.mp4) || exit 2
+        l0=$(wlines)
+        x=$(first_moof_ms curl -sN -H "Host: localhost" "$GW/v.mp4/mp4/360p") || exit 2
+        wait_idle_worker "$l0"
+        y=$(first_moof_ms "${TX[@]}" pipe:1) || exit 2
+        [ "$i" = 0 ] && continue
+        tx_rf+=("$v") tx_ff+=("$w") fm_rf+=("$x") fm_ff+=("$y")
+    done
+    RF[tx]=$(fmedian "${tx_rf[@]}") FF_MS[tx]=$(fmedian "${tx_ff[@]}") FF_WORK[tx]=-
+    RF[txfirst]=$(fmedian "${fm_rf[@]}") FF_MS[txfirst]=$(fmedian "${fm_ff[@]}") FF_WORK[txfirst]=-
+    WK[tx]="whole: ${tx_rf[*]} / ${tx_ff[*]} ms" WK[txfirst]="first moof: ${fm_rf[*]} / ${fm_ff[*]} ms"
+    printf '   %-14s refract %s ms | ffmpeg %s ms\n' tx "$(tr ' ' / <<<"${tx_rf[*]}")" "$(tr ' ' / <<<"${tx_ff[*]}")"
+    printf '   %-14s refract %s ms | ffmpeg %s ms\n' txfirst "$(tr ' ' / <<<"${fm_rf[*]}")" "$(tr ' ' / <<<"${fm_ff[*]}")"
+fi
+
 # origin bytes through the http:// vhost (cache off): what nginx sent for one answer
 origin_bytes() { # PATH: sets OB_BYTES OB_REQS
     local n0
@@ -545,7 +606,12 @@ if [ "$WARM" != 0 ]; then
         "$(fdiv "${RF[long-seg-$L_LAST-warm]}" "${RF[long-seg-$L_FIRST]}")x" - info - "${WK[long-seg-$L_LAST-warm]}; ratio vs cold seg-$L_FIRST"
 fi
 row "6 hls/720p/seg-3.ts / ffmpeg -ss 30 -t 10 libx264" phls phls - "progressive hls seg-3 720p: refract/ffmpeg-transcode (ms)"
-printf "$FMT" "   transcoding (renditions)" "not built" - - - - - ""
+if [ -n "$SPOOL" ]; then
+    row "7 mp4/360p streamed, whole / ffmpeg libx264 frag" tx tx - "transcode 360p whole: refract/ffmpeg (ms)"
+    row "7 mp4/360p first fragment / ffmpeg's (pipe)" txfirst txfirst - "transcode 360p first fragment: refract/ffmpeg (ms)"
+    printf "$FMT" "   7 first fragment / whole (refract)" "${RF[txfirst]}" "${RF[tx]}" "$(fdiv "${RF[txfirst]}" "${RF[tx]}")x" - info - \
+        "median of $TX_RUNS; the client has the first 2 s while the rest is made"
+fi
 echo "origin bytes through http:// (cache off, read_ahead ${READ_AHEAD:-1MB default}) for one answer, of $(awk -v b="$V_SIZE" 'BEGIN{printf "%.2f MB", b / 1048576}'):" \
     "index.m3u8 $(pct "${OBYTES[index]}" "$V_SIZE")% (${OREQS[index]} req), seg-3.ts $(pct "${OBYTES[seg3]}" "$V_SIZE")% (${OREQS[seg3]} req)," \
     "thumbnail/30 $TB% (${OREQS[thumb]} req), trimming=10-20 $(pct "${OBYTES[trim]}" "$V_SIZE")% (${OREQS[trim]} req)"
@@ -567,8 +633,9 @@ kill -0 "$GW_PID" 2>/dev/null || { status=2; echo "video: refract-gateway died d
 kill -0 "$WK_PID" 2>/dev/null || { status=2; echo "video: refract-video-worker died during the run" >&2; }
 kill -0 "$OR_PID" 2>/dev/null || { status=2; echo "video: the nginx origin died during the run" >&2; }
 # expected: the first worker stopping for the index-cached one, and requests
-# worker_start makes while the new one connects
-EXPECTED='worker [0-9A-F]+ gone \(disconnect\) with 0 job|no video worker is connected'
+# worker_start makes while the new one connects, and row 7's first-fragment runs, whose client
+# leaves (the gateway cancels the transcode nobody will have)
+EXPECTED='worker [0-9A-F]+ gone \(disconnect\) with 0 job|no video worker is connected|transcode 360p 504 .*job cancelled'
 for l in "$TMP"/gateway.log "$TMP"/worker*.log; do
     if grep -iE 'error|crit|warn' "$l" 2>/dev/null | grep -qvE "$EXPECTED"; then
         echo "video: $(basename "$l") warnings/errors:"

@@ -1899,6 +1899,8 @@ static int s_transcode_inputs(s_ctx_t *c, yaml_node_t *v, void *t)
 }
 
 /* A `transcode` mapping onto *t, which holds the defaults. */
+static int s_tx_ladder(s_ctx_t *c, yaml_node_t *v, void *t);
+
 static int s_transcode(s_ctx_t *c, yaml_node_t *v, void *t)
 {
     static const s_key_t keys[] = {K("status", s_bool, rf_transcode_conf_t, active),
@@ -1908,6 +1910,7 @@ static int s_transcode(s_ctx_t *c, yaml_node_t *v, void *t)
                                    K("max_duration", s_int, rf_transcode_conf_t, max_duration),
                                    K("crf", s_int, rf_transcode_conf_t, crf),
                                    K("stream", s_bool, rf_transcode_conf_t, stream),
+                                   K("ladder", s_tx_ladder, rf_transcode_conf_t, n_rungs),
                                    {0}};
     rf_transcode_conf_t *tc = t;
     if (s_walk(c, v, keys, tc, "transcode") < 0)
@@ -1918,6 +1921,10 @@ static int s_transcode(s_ctx_t *c, yaml_node_t *v, void *t)
         return s_fail(c, v, "transcode.max_duration must be 1..86400 seconds, got %d", tc->max_duration);
     if (tc->crf < 1 || tc->crf > 51)
         return s_fail(c, v, "transcode.crf must be 1..51, got %d", tc->crf);
+    for (int i = 0; i < tc->n_rungs; i++)
+        if (tc->rungs[i].height > tc->max_height)
+            return s_fail(c, v, "transcode.ladder: %dp is above transcode.max_height (%d)", tc->rungs[i].height,
+                          tc->max_height);
     return 0;
 }
 
@@ -1942,11 +1949,10 @@ void rf_phls_default(rf_phls_conf_t *t)
     t->max_duration = 14400;
 }
 
-/* hls.ladder: ["1080p@5000k", "720p", …]: heights 2..4320 (each once),
- * each with an optional video bit-rate cap in kbit/s. */
-static int s_phls_ladder(s_ctx_t *c, yaml_node_t *v, void *t)
+/* A ladder: ["1080p@5000k", "720p", …]: heights 2..4320 (each once),
+ * each with an optional video bit-rate cap in kbit/s, into *n, rungs. */
+static int s_ladder(s_ctx_t *c, yaml_node_t *v, const char *what, int *n, rf_rung_t *rungs)
 {
-    rf_phls_conf_t *h = (rf_phls_conf_t *)((char *)t - offsetof(rf_phls_conf_t, n_rungs));
     s_strlist_t list = {0};
     if (s_strlist(c, v, &list) < 0) {
         s_free_list(list.list, list.n);
@@ -1954,23 +1960,35 @@ static int s_phls_ladder(s_ctx_t *c, yaml_node_t *v, void *t)
     }
     int rc = 0;
     if (list.n < 1 || list.n > RF_PHLS_MAX_RUNGS)
-        rc = s_fail(c, v, "hls.ladder lists 1..%d rungs, got %zu", RF_PHLS_MAX_RUNGS, list.n);
+        rc = s_fail(c, v, "%s lists 1..%d rungs, got %zu", what, RF_PHLS_MAX_RUNGS, list.n);
     for (size_t i = 0; i < list.n && rc == 0; i++) {
         int height = 0, kbps = 0, used = 0;
         const char *r = list.list[i];
         bool ok = (sscanf(r, "%5dp%n", &height, &used) == 1 && (size_t)used == strlen(r)) ||
                   (sscanf(r, "%5dp@%6dk%n", &height, &kbps, &used) == 2 && (size_t)used == strlen(r));
         for (size_t j = 0; ok && j < i; j++)
-            ok = h->rungs[j].height != height;
+            ok = rungs[j].height != height;
         if (!ok || height < 2 || height > 4320 || kbps < 0 || kbps > 200000)
-            rc = s_fail(c, v, "hls.ladder: '%s' is not HEIGHTp or HEIGHTp@KBPSk (height 2..4320, once each)", r);
-        h->rungs[i].height = height;
-        h->rungs[i].kbps = kbps;
+            rc = s_fail(c, v, "%s: '%s' is not HEIGHTp or HEIGHTp@KBPSk (height 2..4320, once each)", what, r);
+        rungs[i].height = height;
+        rungs[i].kbps = kbps;
     }
     if (rc == 0)
-        h->n_rungs = (int)list.n;
+        *n = (int)list.n;
     s_free_list(list.list, list.n);
     return rc;
+}
+
+static int s_phls_ladder(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_phls_conf_t *h = (rf_phls_conf_t *)((char *)t - offsetof(rf_phls_conf_t, n_rungs));
+    return s_ladder(c, v, "hls.ladder", &h->n_rungs, h->rungs);
+}
+
+static int s_tx_ladder(s_ctx_t *c, yaml_node_t *v, void *t)
+{
+    rf_transcode_conf_t *h = (rf_transcode_conf_t *)((char *)t - offsetof(rf_transcode_conf_t, n_rungs));
+    return s_ladder(c, v, "transcode.ladder", &h->n_rungs, h->rungs);
 }
 
 /* An `hls` mapping onto *t, which holds the defaults. */

@@ -115,6 +115,13 @@ typedef struct {
 
 void rf_trim_default(rf_trim_conf_t *t);
 
+/* A rung of a renditions ladder: an output height and its bit-rate cap. */
+#define RF_PHLS_MAX_RUNGS 8
+typedef struct {
+    int height; /* output height (never enlarged) */
+    int kbps;   /* the video's bit-rate cap; 0: none */
+} rf_rung_t;
+
 /* A vhost's `transcode` mapping (seed: real-time transcoding, wmv/mov ->
  * mp4): /VIDEO.EXT/KEYWORD[/HEIGHTp] for the extensions listed. */
 typedef struct {
@@ -125,6 +132,9 @@ typedef struct {
     int max_duration; /* seconds; longer sources are refused; default 300 */
     int crf;          /* x264 quality, default 23 */
     bool stream;      /* sent as fragmented MP4 while it is made (needs bus.spool_dir); default true */
+    int n_rungs;      /* the ladder (rungs[0..n_rungs), highest first): HEIGHTp must be one, and the
+                         rung's kbps caps it; none (default): any height up to max_height, CRF only */
+    rf_rung_t rungs[RF_PHLS_MAX_RUNGS];
 } rf_transcode_conf_t;
 
 void rf_transcode_default(rf_transcode_conf_t *t);
@@ -133,17 +143,13 @@ void rf_transcode_default(rf_transcode_conf_t *t);
  * /VIDEO.EXT/KEYWORD/index.m3u8 (the master playlist of the ladder),
  * /VIDEO.EXT/KEYWORD/Hp/index.m3u8 and …/Hp/seg-N.ts, each segment
  * transcoded when first asked for, for the extensions listed. */
-#define RF_PHLS_MAX_RUNGS 8
 typedef struct {
     bool active;      /* status, default true */
     char keyword[32]; /* default "hls"; not the vhost's mp4hls keyword while both are on */
     char inputs[160]; /* extensions, comma-separated, lower case; default transcode's list */
     int duration;     /* segment seconds, 1..60, default 6 */
     int n_rungs;      /* the ladder: rungs[0..n_rungs), highest first */
-    struct {
-        int height; /* output height (never enlarged) */
-        int kbps;   /* the video's bit-rate cap; 0: none */
-    } rungs[RF_PHLS_MAX_RUNGS];
+    rf_rung_t rungs[RF_PHLS_MAX_RUNGS];
     int crf;          /* x264 quality, default 23 */
     int audio_kbps;   /* AAC, default 128 */
     int prefetch;     /* segments made ahead of the one asked, 0..4, default 2 */

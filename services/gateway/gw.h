@@ -280,6 +280,7 @@ struct gw_req_t {
  *   gw_fetch.c      plain requests the cache does not take: file origin
  *                   (gw_file.c) or http origin (gw_proxy.c)
  *   gw_transform.c  function requests: source, bus job, reply mapping
+ *   gw_tstream.c    a transform result sent (and kept) while the worker makes it
  *   gw_deliver.c    what every response carries, error answers, log and metrics
  *
  * Each stage returns 0 to go on, or -1 when it has answered the request. */

@@ -748,6 +748,8 @@ static const gw_func_t s_trimming = {
 typedef struct {
     int max_height; /* the output's height at most (a "720p" option, or the vhost's) */
     int max_duration, crf;
+    int kbps;                          /* the rung's bit-rate cap (transcode.ladder), 0: none */
+    const rf_transcode_conf_t *ladder; /* no height asked on a vhost with a ladder: the worker picks */
 } s_tx_t;
 
 static const char *s_tx_keyword(const rf_vhost_conf_t *vh)
@@ -810,6 +812,22 @@ static int s_tx_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, 
         }
         t->max_height = (int)h;
     }
+    t->kbps = 0;
+    t->ladder = chain.len == 0 && c->n_rungs > 0 ? c : NULL;
+    if (chain.len > 0 && c->n_rungs > 0) { /* a ladder: one of its rungs, at its bit rate */
+        int i = 0;
+        while (i < c->n_rungs && c->rungs[i].height != t->max_height)
+            i++;
+        if (i == c->n_rungs) {
+            size_t o = (size_t)snprintf(why, why_len, "%dp is not on this vhost's ladder (", t->max_height);
+            for (int k = 0; k < c->n_rungs && o < why_len; k++)
+                o += (size_t)snprintf(why + o, why_len - o, "%s%dp", k ? ", " : "", c->rungs[k].height);
+            if (o < why_len)
+                snprintf(why + o, why_len - o, ")");
+            return -1;
+        }
+        t->kbps = c->rungs[i].kbps;
+    }
     *state = t;
     return 0;
 }
@@ -817,15 +835,26 @@ static int s_tx_parse(gw_req_t *rc, h2o_iovec_t chain, void **state, char *why, 
 static int s_tx_canon(const void *state, char *buf, size_t len)
 {
     const s_tx_t *t = state;
-    int n = snprintf(buf, len, "h264-aac;h=%d;crf=%d;max=%d", t->max_height, t->crf, t->max_duration);
+    int n = snprintf(buf, len, "h264-aac;h=%d;crf=%d;max=%d;kbps=%d", t->max_height, t->crf, t->max_duration, t->kbps);
+    for (int i = 0; t->ladder != NULL && i < t->ladder->n_rungs && n >= 0 && (size_t)n < len; i++)
+        n += snprintf(buf + n, len - (size_t)n, "%s%d@%d", i ? "," : ";ladder=", t->ladder->rungs[i].height,
+                      t->ladder->rungs[i].kbps);
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
 static json_t *s_tx_json(const void *state)
 {
     const s_tx_t *t = state;
-    return json_pack("[{s:s, s:i, s:i, s:i}]", "op", "transcode", "max_height", t->max_height, "crf", t->crf,
-                     "max_duration", t->max_duration);
+    json_t *op = json_pack("{s:s, s:i, s:i, s:i, s:i}", "op", "transcode", "max_height", t->max_height, "crf", t->crf,
+                           "max_duration", t->max_duration, "max_kbps", t->kbps);
+    json_t *ladder = t->ladder != NULL ? json_array() : NULL;
+    for (int i = 0; ladder != NULL && i < t->ladder->n_rungs; i++)
+        json_array_append_new(ladder, json_pack("[i, i]", t->ladder->rungs[i].height, t->ladder->rungs[i].kbps));
+    if (op == NULL || (ladder != NULL && json_object_set_new(op, "ladder", ladder) != 0)) {
+        json_decref(op);
+        return NULL;
+    }
+    return json_pack("[o]", op);
 }
 
 static const gw_reply_rule_t s_tx_replies[] = {

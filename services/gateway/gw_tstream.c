@@ -208,13 +208,12 @@ static bool s_blob_add(char *blob, size_t cap, size_t *len, const char *name, co
     return true;
 }
 
-/* Sets the object's head as the rest of the cache would keep this answer
- * (rf_ttl: the source's freshness, the vhost's policy), and the client's
- * Cache-Status into cs[cs_len]. Without a TTL the object is still shared
+/* Sets the object's head, if there is one, as the rest of the cache would
+ * keep this answer (rf_ttl: the source's freshness, the vhost's policy),
+ * and the client's Cache-Status into cs[cs_len]. Without a TTL the object is still shared
  * with the requests that joined it, then dropped (RF_KEEP_SHARE). */
 static void s_obj_head(gw_tstream_t *p, char *cs, size_t cs_len)
 {
-    snprintf(cs, cs_len, "refract; fwd=miss");
     if (p->obj == NULL)
         return;
     char blob[1024];
@@ -317,7 +316,8 @@ static void s_start(gw_tstream_t *p)
     p->head = true;
     p->obj = rc->fill;
     rc->fill = NULL;
-    char cs[128];
+    char cs[160];
+    snprintf(cs, sizeof(cs), "%s; detail=streamed", rc->cache_status); /* cache off: fwd=bypass */
     s_obj_head(p, cs, sizeof(cs));
     p->on_head(p->arg);
     s_client_start(p, cs);
@@ -407,8 +407,9 @@ const char *gw_tstream_ref(const gw_tstream_t *p)
 static void s_fail(gw_tstream_t *p, int status, const char *why)
 {
     p->failed = true;
-    rf_log(RF_LOG_WARN, p->request_id, "%s: the streamed result broke off after %llu bytes: %s", p->label,
-           (unsigned long long)p->sent, why);
+    /* the client that left cancelled it: expected, not a fault */
+    rf_log(p->rc == NULL && p->done ? RF_LOG_INFO : RF_LOG_WARN, p->request_id,
+           "%s: the streamed result broke off after %llu bytes: %s", p->label, (unsigned long long)p->sent, why);
     if (p->obj != NULL) {
         rf_obj_set_error(p->obj, status, why);
         rf_obj_finish(p->obj, false);

@@ -597,6 +597,24 @@ static int s_trim_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op
     return s_result_file(app, path, res, why, why_len);
 }
 
+/* A ladder, [[HEIGHT, KBPS], ...] (1..VID_PHLS_MAX_RUNGS rungs), into
+ * out[] and *n; -1 when it is not one. */
+static int s_ladder(const json_t *l, vid_rung_t *out, int *n)
+{
+    if (!json_is_array(l) || json_array_size(l) < 1 || json_array_size(l) > VID_PHLS_MAX_RUNGS)
+        return -1;
+    *n = (int)json_array_size(l);
+    for (int i = 0; i < *n; i++) {
+        const json_t *r = json_array_get(l, (size_t)i);
+        json_t *h = json_array_get(r, 0), *k = json_array_get(r, 1);
+        if (!json_is_integer(h) || !json_is_integer(k) || json_integer_value(h) < 2 || json_integer_value(h) > 4320 ||
+            json_integer_value(k) < 0 || json_integer_value(k) > 200000)
+            return -1;
+        out[i] = (vid_rung_t){(int)json_integer_value(h), (int)json_integer_value(k)};
+    }
+    return 0;
+}
+
 /* A streamed result (JOB "out", proto/rfb.md 2.2): the gateway's empty
  * file in bus.spool_dir, written as the transcode makes it, after a
  * one-line JSON preamble the gateway reads first (the result's type and
@@ -680,23 +698,39 @@ static int s_stream_open(const s_app_t *app, const rf_worker_job_t *job, vid_rea
     return 200;
 }
 
-/* A transcode job: {"op": "transcode", "max_height", "crf", "max_duration"}. */
+/* A transcode job: {"op": "transcode", "max_height", "crf", "max_duration",
+ * "max_kbps" (optional), "ladder" (optional: the rung is the highest the
+ * source reaches, gw_func.c s_tx_json)}. */
 static int s_transcode_run(s_app_t *app, const rf_worker_job_t *job, const json_t *op, rf_worker_result_t *res,
                            vid_reader_t **r, char *what, size_t what_len, char *why, size_t why_len)
 {
     vid_transcode_opts_t o;
     memset(&o, 0, sizeof(o));
-    int max_duration = 0, status = 0;
+    int max_duration = 0, status = 0, nladder = 0;
+    vid_rung_t ladder[VID_PHLS_MAX_RUNGS];
+    const json_t *l = json_object_get(op, "ladder");
     if (s_int(op, "max_height", 2, 4320, &o.max_height) < 0 || s_int(op, "crf", 1, 51, &o.crf) < 0 ||
-        s_int(op, "max_duration", 1, 86400, &max_duration) < 0) {
-        snprintf(why, why_len, "bad transcode operation (max_height, crf, max_duration)");
+        s_int(op, "max_duration", 1, 86400, &max_duration) < 0 ||
+        (json_object_get(op, "max_kbps") != NULL && s_int(op, "max_kbps", 0, 200000, &o.max_kbps) < 0) ||
+        (l != NULL && s_ladder(l, ladder, &nladder) < 0)) {
+        snprintf(why, why_len, "bad transcode operation (max_height, crf, max_duration, max_kbps, ladder)");
         return 400;
     }
-    o.max_width = (o.max_height * 16 / 9 + 1) & ~1; /* a 16:9 box of that height: portrait stays that tall */
     o.max_duration = max_duration;
     snprintf(what, what_len, "transcode %dp", o.max_height);
     if ((*r = s_open(app, job, &status, why, why_len)) == NULL)
         return status;
+    if (nladder > 0) { /* the highest rung the source reaches (the smallest when it is below all) */
+        vid_phls_probe_t p;
+        vid_rung_t rungs[VID_PHLS_MAX_RUNGS];
+        if (vid_phls_probe(vid_reader_source(*r), &p, why, why_len) != 0)
+            return s_failed(*r, 415, why, why_len);
+        vid_phls_rungs(&p, ladder, nladder, rungs);
+        o.max_height = rungs[0].height;
+        o.max_kbps = rungs[0].kbps;
+        snprintf(what, what_len, "transcode %dp", o.max_height);
+    }
+    o.max_width = (o.max_height * 16 / 9 + 1) & ~1; /* a 16:9 box of that height: portrait stays that tall */
     s_stream_t stream = {.fd = -1};
     char path[400] = "";
     if ((status = s_stream_open(app, job, *r, &stream, why, why_len)) == 200) {
@@ -746,23 +780,13 @@ typedef struct {
 static int s_phls_parse(const json_t *op, s_phls_job_t *j)
 {
     memset(j, 0, sizeof(*j));
-    const json_t *l = json_object_get(op, "ladder");
     if (s_str(op, "what", j->what, sizeof(j->what)) < 0 || s_int(op, "segment", 0, VID_MAX_SEGMENTS, &j->o.n) < 0 ||
         s_int(op, "height", 0, 4320, &j->o.height) < 0 || s_int(op, "kbps", 0, 200000, &j->o.kbps) < 0 ||
         s_int(op, "duration", 1, 60, &j->duration) < 0 || s_int(op, "crf", 1, 51, &j->o.crf) < 0 ||
         s_int(op, "audio_kbps", 16, 512, &j->o.audio_kbps) < 0 ||
-        s_int(op, "max_duration", 1, VID_MAX_DURATION_S, &j->max_duration) < 0 || !json_is_array(l) ||
-        json_array_size(l) < 1 || json_array_size(l) > VID_PHLS_MAX_RUNGS)
+        s_int(op, "max_duration", 1, VID_MAX_DURATION_S, &j->max_duration) < 0 ||
+        s_ladder(json_object_get(op, "ladder"), j->ladder, &j->nladder) < 0)
         return -1;
-    j->nladder = (int)json_array_size(l);
-    for (int i = 0; i < j->nladder; i++) {
-        const json_t *r = json_array_get(l, (size_t)i);
-        json_t *h = json_array_get(r, 0), *k = json_array_get(r, 1);
-        if (!json_is_integer(h) || !json_is_integer(k) || json_integer_value(h) < 2 || json_integer_value(h) > 4320 ||
-            json_integer_value(k) < 0 || json_integer_value(k) > 200000)
-            return -1;
-        j->ladder[i] = (vid_rung_t){(int)json_integer_value(h), (int)json_integer_value(k)};
-    }
     j->o.seg = j->duration;
     j->o.max_duration = j->max_duration;
     return strcmp(j->what, "master") == 0 || strcmp(j->what, "media") == 0 ||

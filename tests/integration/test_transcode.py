@@ -42,7 +42,9 @@ def stack(tmp_path_factory, sources):
         work,
         vhosts=[{"name": "vod.test", "default": True, "origin": "file://" + sources},
                 {"name": "narrow.test", "origin": "file://" + sources,
-                 "transcode": {"inputs": "wmv", "max_height": 180, "max_duration": 2}}],
+                 "transcode": {"inputs": "wmv", "max_height": 180, "max_duration": 2}},
+                {"name": "ladder.test", "origin": "file://" + sources,
+                 "transcode": {"max_height": 720, "ladder": ["720p@1500k", "180p@60k"]}}],
         bus={"spool_dir": os.path.join(work, "spool"), "job_timeout": "60s"},
         vhost_defaults={"cache": {"enable": False}},
         workers=0,
@@ -110,3 +112,24 @@ def test_transcode_refusals(stack, path, status, text):
     assert r.status_code == status, (r.status_code, r.text)
     if text:
         assert text in r.text, r.text
+
+
+def test_ladder(stack, tmp_path):
+    """transcode.ladder: /mp4/Hp must name a rung, whose kbps caps the
+    video; /mp4 alone is the highest rung the source reaches (the 240-high
+    source reaches only 180p)."""
+    sizes = {}
+    for path, size in (("/v.mkv/mp4", (240, 180)), ("/v.mkv/mp4/180p", (240, 180)), ("/v.mkv/mp4/720p", (320, 240))):
+        r = stack.get(path, host="ladder.test", timeout=120)
+        assert r.status_code == 200, (path, r.text)
+        p = tmp_path / "ladder.mp4"
+        p.write_bytes(r.content)
+        v = [s for s in _probe(str(p))["streams"] if s["codec_type"] == "video"][0]
+        assert (v["width"], v["height"]) == size, path
+        sizes[path] = len(r.content)
+    # the 180p rung's 60 kbit/s cap: 4 s of video in well under 60 kB, where CRF 23 alone takes more
+    crf_only = stack.get("/v.mkv/mp4/180p", host="vod.test", timeout=120)
+    assert crf_only.status_code == 200
+    assert sizes["/v.mkv/mp4/180p"] < 0.7 * len(crf_only.content), (sizes, len(crf_only.content))
+    bad = stack.get("/v.mkv/mp4/480p", host="ladder.test", timeout=60)
+    assert bad.status_code == 400 and "480p is not on this vhost's ladder (720p, 180p)" in bad.text, bad.text
