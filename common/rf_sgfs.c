@@ -231,6 +231,7 @@ static void s_s3_stat(const rf_s3c_obj_t *o, rf_sgfs_stat_t *st)
     st->mtime_ns = o->mtime_s * 1000000000;
     snprintf(st->etag, sizeof(st->etag), "%.47s", o->etag);
     snprintf(st->content_type, sizeof(st->content_type), "%s", o->content_type);
+    st->stored = true;
 }
 
 /* GET into a temporary file: its fd (the caller closes it), or -1 (errno). */
@@ -311,6 +312,7 @@ static int s_fill_stat(int fd, rf_sgfs_stat_t *st)
         if (sscanf(buf, "v1\n%47[^\n]\n%llu %lld\n%n", etag, &size, &mt, &off) == 3 && off > 0 &&
             size == (unsigned long long)st->size && mt == st->mtime_ns) {
             memcpy(st->etag, etag, sizeof(etag));
+            st->stored = true;
             const char *rest = buf + off, *nl = strchr(rest, '\n');
             size_t cl = nl ? (size_t)(nl - rest) : strlen(rest);
             if (cl < sizeof(ctype)) {

@@ -58,6 +58,9 @@ typedef struct {
     char content_type[128];      /* "" when none was stored */
     char meta[RF_SGFS_META_MAX]; /* "name: value\n" lines of x-amz-meta-*, as stored */
     bool is_dir;                 /* a key ending in '/': a directory (folder marker) */
+    bool stored;                 /* storgate wrote it as it is now: its metadata describes it (a local file
+                                    written through the S3 API or by a workflow), or an S3-backed mount's
+                                    object; false: a local file written or changed beside storgate */
 } rf_sgfs_stat_t;
 
 /* Whether key[0..len) can name an object: 1..1024 bytes, no NUL, no empty,

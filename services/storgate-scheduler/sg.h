@@ -107,6 +107,20 @@ void *sg_item_thread(void *arg);
 /* Runs the workflow of one item; 0 done, -1 aborted (logged, webhooked). */
 int sg_item_run(sg_node_t *n, sg_item_t *it);
 
+/* ---- scan events (sg_scan.c): onPut / onDelete from what a batch run lists ---- */
+
+typedef struct sg_scan_t sg_scan_t;
+/* A run's scan of onBatch `index` of b: NULL when b has neither onPut nor
+ * onDelete enabled, or for a `resumed` run (another leader listed part of
+ * it). Loads the last completed run's snapshot. */
+sg_scan_t *sg_scan_begin(sg_node_t *n, const rf_sg_bucket_t *b, size_t index, bool resumed);
+/* A key the run listed (it passed the batch's filter): onPut when it is new
+ * or changed since the snapshot. NULL s: nothing. */
+void sg_scan_saw(sg_scan_t *s, const char *key, uint64_t size, int64_t mtime_ns);
+/* The run ended: `completed` raises onDelete for the snapshot's keys gone
+ * since and saves the new snapshot; otherwise nothing. Frees *self_p. */
+void sg_scan_end(sg_scan_t **self_p, bool completed);
+
 /* ---- batches (sg_batch.c) ---- */
 
 typedef struct sg_batch_t sg_batch_t;

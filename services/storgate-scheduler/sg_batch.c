@@ -46,7 +46,8 @@ struct sg_batch_t {
     char run_id[96];
     int chunk_no;
     uint64_t item_no;
-    uint64_t token; /* the fencing token the run's progress is written under */
+    uint64_t token;  /* the fencing token the run's progress is written under */
+    sg_scan_t *scan; /* the run's scan events (sg_scan.c), or NULL */
 };
 
 struct sg_batches_t {
@@ -146,6 +147,7 @@ static void s_run_end(sg_batch_t *bt, const char *how)
     rf_metric_add(sg_m.batches, l, 1);
     rf_info("storgate batch %s: %s after %d chunk(s), %llu item(s)", bt->run_id, how, bt->chunk_no,
             (unsigned long long)bt->item_no);
+    sg_scan_end(&bt->scan, strcmp(how, "completed") == 0);
     bt->running = false;
     bt->cursor[0] = '\0';
     bt->prev_first[0] = '\0';
@@ -157,6 +159,8 @@ static void s_run_end(sg_batch_t *bt, const char *how)
 typedef struct {
     char *key;
     int depth; /* '/'s below the batch's path: breadth order */
+    uint64_t size;
+    int64_t mtime_ns;
 } s_cand_t;
 
 static void s_cands_free(s_cand_t *v, size_t n)
@@ -193,8 +197,10 @@ static size_t s_gather_depth(sg_batch_t *bt, const char *prefix, const char *del
             if (l.e[i].prefix ||
                 !rf_sgevent_filter_ok(bt->ev, l.e[i].key, (int64_t)l.e[i].size, l.e[i].mtime_ns / 1000000000, now))
                 continue;
-            if ((out[n].key = strdup(l.e[i].key)) != NULL)
-                n++;
+            if ((out[n].key = strdup(l.e[i].key)) != NULL) {
+                out[n].size = l.e[i].size;
+                out[n++].mtime_ns = l.e[i].mtime_ns;
+            }
         }
         bool more = l.truncated;
         rf_sgfs_list_clear(&l);
@@ -246,8 +252,11 @@ static size_t s_gather_breadth(sg_batch_t *bt, const char *prefix, char *cursor,
                 all = na;
                 cap *= 2;
             }
-            if ((all[n].key = strdup(l.e[i].key)) != NULL)
+            if ((all[n].key = strdup(l.e[i].key)) != NULL) {
+                all[n].size = l.e[i].size;
+                all[n].mtime_ns = l.e[i].mtime_ns;
                 all[n++].depth = d;
+            }
         }
         more = l.truncated;
         rf_sgfs_list_clear(&l);
@@ -295,6 +304,7 @@ static void s_next_chunk(sg_batch_t *bt)
             break;
         if (first[0] == '\0')
             snprintf(first, sizeof(first), "%s", cands[i].key);
+        sg_scan_saw(bt->scan, cands[i].key, cands[i].size, cands[i].mtime_ns);
         it->bucket = bt->b;
         it->event = bt->ev;
         it->workflow = bt->wf;
@@ -388,6 +398,8 @@ static void s_run_start(sg_batch_t *bt, uint64_t token)
     bt->chunk_no = 0;
     bt->item_no = 0;
     bt->token = token;
+    sg_scan_end(&bt->scan, false);
+    bt->scan = sg_scan_begin(bt->n, bt->b, bt->index, false);
     const char *l[] = {bt->b->name, "started"};
     rf_metric_add(sg_m.batches, l, 1);
     rf_info("storgate batch %s: started (%s, path %s, workflow %s)", bt->run_id, bt->ev->schedule, bt->ev->path,
@@ -403,13 +415,17 @@ bool sg_batches_tick(sg_batches_t *self, bool now_all)
     if (lead && !self->leading) { /* a new term: pick up what a previous leader left */
         rf_info("storgate: %s leads (fencing token %llu)", self->n->node, (unsigned long long)token);
         for (size_t i = 0; i < self->nv; i++) {
+            sg_scan_end(&self->v[i].scan, false); /* a resumed run: another leader listed part of it */
             s_load(&self->v[i]);
             self->v[i].token = token;
         }
     }
-    if (!lead && self->leading)
+    if (!lead && self->leading) {
         rf_warn("storgate: %s no longer leads; runs in progress stay where they are for the next leader",
                 self->n->node);
+        for (size_t i = 0; i < self->nv; i++)
+            sg_scan_end(&self->v[i].scan, false);
+    }
     self->leading = lead;
     atomic_store(&self->n->leading, lead ? 1 : 0);
     if (!lead)
@@ -487,8 +503,10 @@ void sg_batches_destroy(sg_batches_t **self_p)
     if (self_p == NULL || *self_p == NULL)
         return;
     sg_batches_t *self = *self_p;
-    for (size_t i = 0; i < self->nv; i++)
+    for (size_t i = 0; i < self->nv; i++) {
         free(self->v[i].chunk); /* its items were freed by the item threads, or are never run */
+        sg_scan_end(&self->v[i].scan, false);
+    }
     free(self->v);
     free(self);
     *self_p = NULL;

@@ -619,6 +619,69 @@ def test_events_from_s3_traffic(make_stack, tmp_path, hooks):
                                outcome="done") == 4
 
 
+def test_events_from_batch_scans(make_stack, tmp_path):
+    """Files changed beside storgate (written into a mount's directory, not
+    through the S3 API) raise onPut and onDelete when a batch run lists
+    them: the first run records a baseline and raises nothing; the next
+    raises onPut for a new and a changed file and onDelete for a removed
+    one; a file PUT through the S3 API (announced by its PUT) is not raised
+    again; a run with no change raises nothing."""
+    up, svc = str(tmp_path / "up"), str(tmp_path / "svc")
+    os.makedirs(up)
+    os.makedirs(svc)
+    bucket = {
+        "meta": {"name": "sc"},
+        "mounts": [{"mountPoint": "/in", "originPath": up},
+                   {"mountPoint": "/out", "originPath": svc, "expose": False}],
+        "events": {"onPut": {"enable": True, "trigger": {"workflow": "mirror"}},
+                   "onDelete": {"enable": True, "trigger": {"workflow": "mirror"}},
+                   "onBatch": [{"enable": True, "path": "/in", "schedule": "0 0 1 1 *",
+                                "trigger": {"workflow": "listed"}}]},
+        "workflows": [{"name": "mirror", "tasks": [
+                          {"function": None, "savePath": "/out/mirror/{{ item.path | relpath(source_dir) }}"}]},
+                      {"name": "listed", "tasks": [
+                          {"function": None, "savePath": "/out/listed/{{ item.path | relpath(source_dir) }}"}]}],
+    }
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate={"credentials": [{"access_key": "AK", "secret_key": "SK"}], "buckets": [bucket]})
+    for name, data in (("a.bin", b"a" * 100), ("sub/b.bin", b"b" * 200)):
+        os.makedirs(os.path.dirname(os.path.join(up, name)), exist_ok=True)
+        with open(os.path.join(up, name), "wb") as f:
+            f.write(data)
+    _s3(st).put_object(Bucket="sc", Key="in/c.bin", Body=b"c" * 300)  # its PUT raises onPut
+    s = st.add_scheduler()
+    mirror = os.path.join(svc, "mirror")
+    _wait(lambda: os.path.exists(os.path.join(mirror, "c.bin")), 15, "the PUT's onPut copy\n" + s.log())
+
+    def run(n):
+        s.signal(signal.SIGUSR1)
+        _wait(lambda: s.log().count("storgate scan sc.0:") == n, 20, f"scan run {n}\n" + s.log())
+        return [line for line in s.log().splitlines() if "storgate scan sc.0:" in line][-1]
+
+    # c.bin is storgate's (its PUT announced it): not tracked
+    assert "2 key(s) recorded (a baseline); 0 onPut, 0 onDelete raised" in run(1)
+    assert not os.path.exists(os.path.join(mirror, "a.bin"))
+    # beside storgate: a.bin changed, sub/b.bin removed, d.bin new
+    time.sleep(0.01)
+    with open(os.path.join(up, "a.bin"), "wb") as f:
+        f.write(b"A" * 150)
+    os.unlink(os.path.join(up, "sub", "b.bin"))
+    with open(os.path.join(up, "d.bin"), "wb") as f:
+        f.write(b"d" * 400)
+    os.makedirs(os.path.join(mirror, "sub"))
+    with open(os.path.join(mirror, "sub", "b.bin"), "wb") as f:  # what an earlier onPut would have made
+        f.write(b"b" * 200)
+    assert "2 key(s) seen; 2 onPut, 1 onDelete raised" in run(2)
+    _wait(lambda: os.path.exists(os.path.join(mirror, "d.bin")) and not os.path.exists(os.path.join(mirror, "sub", "b.bin"))
+          and os.path.exists(os.path.join(mirror, "a.bin")) and open(os.path.join(mirror, "a.bin"), "rb").read() == b"A" * 150,
+          15, "the scan events' workflows\n" + s.log())
+    log = s.log()
+    assert "onPut raised by a batch scan for /in/a.bin" in log and "onPut raised by a batch scan for /in/d.bin" in log
+    assert "onDelete raised by a batch scan for /in/sub/b.bin" in log
+    assert "batch scan for /in/c.bin" not in log
+    assert "2 key(s) seen; 0 onPut, 0 onDelete raised" in run(3)
+
+
 def test_events_timing_pre(make_stack, tmp_path):
     """trigger.timing pre (the seed's: the workflow first, then the client's
     request): a PUT is answered once its onPut workflow has stored the
