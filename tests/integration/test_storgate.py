@@ -566,6 +566,17 @@ def _s3(st):
                                       retries={"max_attempts": 1}))
 
 
+def _in_out_bucket(tmp_path, name):
+    """Directories up/ and svc/, and a bucket `name` over them: /in exposed,
+    /out hidden (for outputs); its events and workflows are the caller's."""
+    up, svc = str(tmp_path / "up"), str(tmp_path / "svc")
+    os.makedirs(up)
+    os.makedirs(svc)
+    return up, svc, {"meta": {"name": name},
+                     "mounts": [{"mountPoint": "/in", "originPath": up},
+                                {"mountPoint": "/out", "originPath": svc, "expose": False}]}
+
+
 def test_events_from_s3_traffic(make_stack, tmp_path, hooks):
     """onPut, onDelete and onGet raised by the S3 API reach the scheduler
     through STATE/events, also when it is down at that moment: a PUT made
@@ -573,20 +584,15 @@ def test_events_from_s3_traffic(make_stack, tmp_path, hooks):
     (its event id in the PUT's X-Refract-Event, in the webhook, and in the
     log line of each step); a DELETE removes that output (derived files
     follow their source); onGet's filter decides which GETs raise one."""
-    up, svc = str(tmp_path / "up"), str(tmp_path / "svc")
-    os.makedirs(up)
-    os.makedirs(svc)
-    bucket = {
-        "meta": {"name": "ev"},
-        "mounts": [{"mountPoint": "/in", "originPath": up},
-                   {"mountPoint": "/out", "originPath": svc, "expose": False}],
+    up, svc, bucket = _in_out_bucket(tmp_path, "ev")
+    bucket.update({
         "events": {"onPut": {"enable": True, "trigger": {"workflow": "mirror"},
                              "webhook": {"onItemCompleted": hooks.url}},
                    "onDelete": {"enable": True, "trigger": {"workflow": "mirror"}},
                    "onGet": {"enable": True, "filter": {"patterns": ["*.txt"]}, "trigger": {"workflow": "mirror"}}},
         "workflows": [{"name": "mirror", "tasks": [
             {"function": None, "savePath": "/out/{{ item.path | relpath(source_dir) }}"}]}],
-    }
+    })
     st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
                     storgate={"credentials": [{"access_key": "AK", "secret_key": "SK"}], "buckets": [bucket]})
     s3 = _s3(st)
@@ -626,13 +632,8 @@ def test_events_from_batch_scans(make_stack, tmp_path):
     raises onPut for a new and a changed file and onDelete for a removed
     one; a file PUT through the S3 API (announced by its PUT) is not raised
     again; a run with no change raises nothing."""
-    up, svc = str(tmp_path / "up"), str(tmp_path / "svc")
-    os.makedirs(up)
-    os.makedirs(svc)
-    bucket = {
-        "meta": {"name": "sc"},
-        "mounts": [{"mountPoint": "/in", "originPath": up},
-                   {"mountPoint": "/out", "originPath": svc, "expose": False}],
+    up, svc, bucket = _in_out_bucket(tmp_path, "sc")
+    bucket.update({
         "events": {"onPut": {"enable": True, "trigger": {"workflow": "mirror"}},
                    "onDelete": {"enable": True, "trigger": {"workflow": "mirror"}},
                    "onBatch": [{"enable": True, "path": "/in", "schedule": "0 0 1 1 *",
@@ -641,7 +642,7 @@ def test_events_from_batch_scans(make_stack, tmp_path):
                           {"function": None, "savePath": "/out/mirror/{{ item.path | relpath(source_dir) }}"}]},
                       {"name": "listed", "tasks": [
                           {"function": None, "savePath": "/out/listed/{{ item.path | relpath(source_dir) }}"}]}],
-    }
+    })
     st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
                     storgate={"credentials": [{"access_key": "AK", "secret_key": "SK"}], "buckets": [bucket]})
     for name, data in (("a.bin", b"a" * 100), ("sub/b.bin", b"b" * 200)):
@@ -691,20 +692,15 @@ def test_events_timing_pre(make_stack, tmp_path):
     answer waits for the workflow's task timeouts plus 5 s, then comes with
     X-Refract-Workflow: pending, and the workflow runs once a scheduler
     starts."""
-    up, svc = str(tmp_path / "up"), str(tmp_path / "svc")
-    os.makedirs(up)
-    os.makedirs(svc)
     pre = {"workflow": "mirror", "timing": "pre"}
-    bucket = {
-        "meta": {"name": "pre"},
-        "mounts": [{"mountPoint": "/in", "originPath": up},
-                   {"mountPoint": "/out", "originPath": svc, "expose": False}],
+    up, svc, bucket = _in_out_bucket(tmp_path, "pre")
+    bucket.update({
         "events": {"onPut": {"enable": True, "trigger": pre},
                    "onDelete": {"enable": True, "trigger": pre},
                    "onGet": {"enable": True, "filter": {"patterns": ["*.txt"]}, "trigger": pre}},
         "workflows": [{"name": "mirror", "tasks": [
             {"function": None, "savePath": "/out/{{ item.path | relpath(source_dir) }}", "timeout": 1}]}],
-    }
+    })
     st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
                     storgate={"credentials": [{"access_key": "AK", "secret_key": "SK"}], "buckets": [bucket]})
     s3 = _s3(st)

@@ -14,12 +14,9 @@ import pytest
 import requests
 
 import harness
+from test_transcode import _ffmpeg
 
 DUR = 20
-
-
-def _ffmpeg(args, out):
-    subprocess.run(["ffmpeg", "-v", "error", "-y"] + args + [out], check=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
