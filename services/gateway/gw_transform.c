@@ -664,12 +664,8 @@ static int s_stream(gw_transform_t *t, gw_job_t *job)
                strerror(errno));
         return 0;
     }
-    if ((job->job->spec.out = strdup(gw_tstream_ref(t->stream))) == NULL) {
-        gw_tstream_release(&t->stream);
-        return -1;
-    }
-    job->stream = t->stream; /* the job's reference */
-    return 0;
+    job->stream = t->stream; /* the job's reference (s_submit gives it back if the job never goes) */
+    return (job->job->spec.out = strdup(gw_tstream_ref(t->stream))) == NULL ? -1 : 0;
 }
 
 /* Submits the job. The source is either `body` (owned by the job from

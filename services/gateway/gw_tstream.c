@@ -335,6 +335,8 @@ static void s_advance(gw_tstream_t *p)
         if (pr < 0) {
             rf_log(RF_LOG_ERROR, p->request_id, "%s: the worker's stream has no valid preamble", p->label);
             p->failed = true;
+            if (p->job != NULL) /* nothing it makes can be sent: the broker cancels it */
+                atomic_store(&p->job->abandoned, 1);
             return;
         }
         if (pr == 0)
