@@ -143,6 +143,10 @@ $(O)/tests/test_vid_core: $(VID_CORE_OBJ)
 $(O)/tests/test_http_parse: UNIT_EXTRA = -Iservices/gateway $(O)/obj/services/gateway/gw_http_parse.o
 $(O)/tests/test_http_parse: $(O)/obj/services/gateway/gw_http_parse.o
 
+# The batch scan's snapshot file (storgate-scheduler, no Redis or curl).
+$(O)/tests/test_sgsnap: UNIT_EXTRA = -Iservices/storgate-scheduler $(O)/obj/services/storgate-scheduler/sg_snap.o
+$(O)/tests/test_sgsnap: $(O)/obj/services/storgate-scheduler/sg_snap.o
+
 $(O)/tests/gateway/%: tests/unit/gateway/%.c $(GW_LIB_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  TEST  $@"
@@ -210,6 +214,14 @@ build/fuzz/fuzz_range: services/gateway/gw_http_parse.c services/gateway/gw_http
 # The video core's saved-index parser (hostile: it may come from a shared cache).
 build/fuzz/fuzz_vid_index: FUZZ_EXTRA = -Iservices/video-worker $(VID_CORE_SRC) $(AV_LIBS)
 build/fuzz/fuzz_vid_index: $(VID_CORE_SRC) services/video-worker/vid_core.h services/video-worker/vid_recut.h
+
+# The preamble a worker writes before a streamed result (gw_tstream.c).
+build/fuzz/fuzz_preamble: FUZZ_EXTRA = -Iservices/gateway services/gateway/gw_preamble.c
+build/fuzz/fuzz_preamble: services/gateway/gw_preamble.c services/gateway/gw_preamble.h
+
+# The batch scan's snapshot file (sg_scan.c).
+build/fuzz/fuzz_sgsnap: FUZZ_EXTRA = -Iservices/storgate-scheduler services/storgate-scheduler/sg_snap.c
+build/fuzz/fuzz_sgsnap: services/storgate-scheduler/sg_snap.c services/storgate-scheduler/sg_snap.h
 
 # The pre-warm message parser (everything it reads comes from Kafka).
 build/fuzz/fuzz_prewarm: FUZZ_EXTRA = -Iservices/prewarm services/prewarm/pw_msg.c

@@ -23,7 +23,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +31,12 @@
 #include <unistd.h>
 
 #include "gw.h"
+#include "gw_preamble.h"
 #include "rf_log.h"
 #include "rf_ttl.h"
 
 /* What the client or the cache take from the file at a time. */
 #define GW_TSTREAM_CHUNK (256u << 10)
-/* The preamble's longest line: what a worker may write before the body. */
-#define GW_TSTREAM_PREAMBLE_MAX 4096
 
 struct gw_tstream_t {
     int refs; /* the job's (until its REPLY) and the request's (until it ends) */
@@ -50,9 +48,8 @@ struct gw_tstream_t {
     bool auth; /* the request carried Authorization: the result is that client's (rf_ttl) */
     int fd;    /* the file, read here (pread) */
     char *path;
-    char ref[600]; /* "file://" + path: the JOB's out, the REPLY's ref */
-    /* the head: the preamble's, over the origin's freshness known at the start */
-    char ctype[128], cc[160], ex[64], lm[64];
+    char ref[600];     /* "file://" + path: the JOB's out, the REPLY's ref */
+    gw_preamble_t pre; /* the head the worker wrote (its body_at is at) */
     bool head;
     bool ended;     /* the REPLY came: the file is whole, or the stream failed */
     bool failed;    /* readers see a broken transfer */
@@ -181,10 +178,10 @@ static void s_client_start(gw_tstream_t *p, const char *cache_status)
     rc->cache_status = h2o_strdup(&req->pool, cache_status, SIZE_MAX).base;
     req->res.status = 200;
     req->res.reason = "OK";
-    s_add(req, H2O_TOKEN_CONTENT_TYPE, p->ctype);
-    s_add(req, H2O_TOKEN_CACHE_CONTROL, p->cc);
-    s_add(req, H2O_TOKEN_EXPIRES, p->ex);
-    s_add(req, H2O_TOKEN_LAST_MODIFIED, p->lm);
+    s_add(req, H2O_TOKEN_CONTENT_TYPE, p->pre.ctype);
+    s_add(req, H2O_TOKEN_CACHE_CONTROL, p->pre.cc);
+    s_add(req, H2O_TOKEN_EXPIRES, p->pre.ex);
+    s_add(req, H2O_TOKEN_LAST_MODIFIED, p->pre.lm);
     gw_deliver_headers(rc);
     p->gen.proceed = s_on_proceed;
     p->gen.stop = s_on_stop;
@@ -221,14 +218,14 @@ static void s_obj_head(gw_tstream_t *p, char *cs, size_t cs_len)
     rf_hdr_t hs[3];
     size_t n = 0;
     const char *const names[] = {"cache-control", "expires", "last-modified"};
-    const char *const values[] = {p->cc, p->ex, p->lm};
+    const char *const values[] = {p->pre.cc, p->pre.ex, p->pre.lm};
     for (int i = 0; i < 3; i++)
         if (values[i][0] != '\0')
             hs[n++] = (rf_hdr_t){names[i], strlen(names[i]), values[i], strlen(values[i])};
     int64_t now = (int64_t)time(NULL);
     rf_ttl_verdict_t v;
     bool keep = rf_ttl_decide(&p->vhost->cache.ttl, 200, hs, n, now, now, p->auth, &v) == 0 && v.storable && v.ttl > 0;
-    bool fits = s_blob_add(blob, sizeof(blob), &bl, "content-type", p->ctype);
+    bool fits = s_blob_add(blob, sizeof(blob), &bl, "content-type", p->pre.ctype);
     for (int i = 0; i < 3 && fits; i++)
         fits = s_blob_add(blob, sizeof(blob), &bl, names[i], values[i]);
     rf_meta_t meta = {.status = 200,
@@ -267,41 +264,19 @@ static void s_obj_fill(gw_tstream_t *p)
 
 /* ---- the file ------------------------------------------------------------------------ */
 
-static void s_copy(char *dst, size_t cap, const json_t *o, const char *name)
-{
-    const char *v = json_string_value(json_object_get(o, name));
-    if (v == NULL || v[0] == '\0')
-        return;
-    size_t i = 0;
-    for (; v[i] != '\0' && i + 1 < cap; i++) /* a header value: printable, one line */
-        dst[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? ' ' : v[i];
-    dst[i] = '\0';
-}
-
-/* Reads the preamble once it is whole: 1 (p->at set), 0 not yet, -1 bad. */
+/* Reads the preamble once it is whole: 1 (the head and p->at set), 0 not
+ * yet, -1 bad (gw_preamble.h). */
 static int s_preamble(gw_tstream_t *p, uint64_t size)
 {
-    char line[GW_TSTREAM_PREAMBLE_MAX + 1];
-    size_t want = size < GW_TSTREAM_PREAMBLE_MAX ? (size_t)size : GW_TSTREAM_PREAMBLE_MAX;
+    char line[GW_PREAMBLE_MAX];
+    size_t want = size < GW_PREAMBLE_MAX ? (size_t)size : GW_PREAMBLE_MAX;
     ssize_t n = pread(p->fd, line, want, 0);
     if (n < 0)
         return -1;
-    char *nl = memchr(line, '\n', (size_t)n);
-    if (nl == NULL)
-        return size >= GW_TSTREAM_PREAMBLE_MAX ? -1 : 0;
-    json_t *j = json_loadb(line, (size_t)(nl - line), 0, NULL);
-    const json_t *src = json_object_get(j, "source");
-    if (!json_is_string(json_object_get(j, "content_type"))) {
-        json_decref(j);
-        return -1;
-    }
-    s_copy(p->ctype, sizeof(p->ctype), j, "content_type");
-    s_copy(p->cc, sizeof(p->cc), src, "cache_control");
-    s_copy(p->ex, sizeof(p->ex), src, "expires");
-    s_copy(p->lm, sizeof(p->lm), src, "last_modified");
-    json_decref(j);
-    p->at = (uint64_t)(nl - line) + 1;
-    return 1;
+    int rc = gw_preamble_read(line, (size_t)n, size, &p->pre);
+    if (rc == 1)
+        p->at = p->pre.body_at;
+    return rc;
 }
 
 /* The request now answers from the stream: it takes the object it

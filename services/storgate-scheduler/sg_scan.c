@@ -33,6 +33,7 @@
 #include "rf_log.h"
 #include "rf_sgevent.h"
 #include "sg.h"
+#include "sg_snap.h"
 
 #define SG_SCAN_MAX 1000000
 
@@ -111,30 +112,19 @@ static void s_set_sort(s_set_t *s)
     s->n = o;
 }
 
-/* The snapshot: "SIZE MTIME_NS KEYLEN KEY\n" per key, in key order. 1
- * loaded, 0 none, -1 unreadable (treated as none: a baseline). */
+static int s_prev_add(void *arg, const char *key, uint64_t size, int64_t mtime_ns)
+{
+    return s_set_add(arg, key, size, mtime_ns);
+}
+
+/* The snapshot (sg_snap.h), in key order. 1 loaded, 0 none, -1 damaged
+ * or unreadable (treated as none: a baseline). */
 static int s_load(sg_scan_t *s)
 {
     FILE *f = fopen(s->path, "r");
     if (f == NULL)
         return errno == ENOENT ? 0 : -1;
-    unsigned long long size;
-    long long mtime;
-    size_t klen;
-    char key[RF_SGFS_KEY_MAX + 2];
-    int rc = 1;
-    while (rc == 1 && fscanf(f, "%llu %lld %zu ", &size, &mtime, &klen) == 3) {
-        if (klen == 0 || klen > RF_SGFS_KEY_MAX || fread(key, 1, klen + 1, f) != klen + 1 || key[klen] != '\n' ||
-            memchr(key, '\0', klen) != NULL || s->prev.n >= SG_SCAN_MAX) {
-            rc = -1;
-            break;
-        }
-        key[klen] = '\0';
-        if (s_set_add(&s->prev, key, size, mtime) < 0)
-            rc = -1;
-    }
-    if (rc == 1 && !feof(f))
-        rc = -1;
+    int rc = sg_snap_read(f, RF_SGFS_KEY_MAX, SG_SCAN_MAX, s_prev_add, &s->prev) < 0 ? -1 : 1;
     fclose(f);
     if (rc < 0) {
         rf_warn("storgate scan %s: %s is damaged: taken as a new baseline", s->label, s->path);
@@ -151,10 +141,10 @@ static int s_save(sg_scan_t *s)
     FILE *f = fopen(tmp, "w");
     if (f == NULL)
         return -1;
-    for (size_t i = 0; i < s->cur.n; i++)
-        fprintf(f, "%llu %lld %zu %s\n", (unsigned long long)s->cur.v[i].size, (long long)s->cur.v[i].mtime_ns,
-                strlen(s->cur.v[i].key), s->cur.v[i].key);
-    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    bool ok = true;
+    for (size_t i = 0; ok && i < s->cur.n; i++)
+        ok = sg_snap_write(f, s->cur.v[i].key, s->cur.v[i].size, s->cur.v[i].mtime_ns) == 0;
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, s->path) < 0) {
         unlink(tmp);
