@@ -38,6 +38,12 @@
 
 /* ---- the source as an AVIOContext ------------------------------------------------------ */
 
+/* The most a segment reads at once before it is muxed (s_read_span). */
+#define S_SPAN_MAX (64 << 20)
+
+/* Boxes of a fragmented MP4 hidden from libavformat (s_front_boxes). */
+#define S_MAX_HOLES 4
+
 /* The read side of one demuxer: where it is in the source and how much it
  * may still read (a hostile file must not make us read without end). */
 typedef struct {
@@ -48,7 +54,31 @@ typedef struct {
     int reads;      /* read calls that returned data */
     bool over;      /* the budget stopped a read */
     bool failed;    /* src->read returned an error */
+    /* byte ranges [lo, hi) read as one 'free' box each, never from the source */
+    int holes;
+    int64_t hole_lo[S_MAX_HOLES], hole_hi[S_MAX_HOLES];
+    /* the source's bytes [span_lo, span_lo + span_len), read at once (owned) */
+    uint8_t *span;
+    int64_t span_lo, span_len;
 } s_io_t;
+
+/* Bytes of a hidden range seen from `at` (lo <= at < hi): a 'free' box
+ * header over the whole range, then zeros. Returns how many were made. */
+static int s_io_hole(int64_t lo, int64_t hi, int64_t at, uint8_t *buf, int size)
+{
+    uint8_t head[8] = {(uint8_t)((hi - lo) >> 24),
+                       (uint8_t)((hi - lo) >> 16),
+                       (uint8_t)((hi - lo) >> 8),
+                       (uint8_t)(hi - lo),
+                       'f',
+                       'r',
+                       'e',
+                       'e'};
+    int n = hi - at < size ? (int)(hi - at) : size;
+    for (int i = 0; i < n; i++)
+        buf[i] = at + i - lo < 8 ? head[at + i - lo] : 0;
+    return n;
+}
 
 /* AVIOContext read callback: up to size bytes at io->pos into buf (both
  * libavformat's), never past the source's end or the budget. */
@@ -58,6 +88,21 @@ static int s_io_read(void *opaque, uint8_t *buf, int size)
     if (size <= 0 || io->pos >= io->src->size)
         return AVERROR_EOF;
     int64_t want = io->src->size - io->pos < size ? io->src->size - io->pos : size;
+    for (int h = 0; h < io->holes; h++) {
+        if (io->pos >= io->hole_lo[h] && io->pos < io->hole_hi[h]) {
+            int n = s_io_hole(io->hole_lo[h], io->hole_hi[h], io->pos, buf, (int)want);
+            io->pos += n;
+            return n;
+        }
+        if (io->pos < io->hole_lo[h] && io->hole_lo[h] - io->pos < want)
+            want = io->hole_lo[h] - io->pos; /* stop where the hole starts */
+    }
+    if (io->span != NULL && io->pos >= io->span_lo && io->pos < io->span_lo + io->span_len) {
+        int64_t n = io->span_lo + io->span_len - io->pos < want ? io->span_lo + io->span_len - io->pos : want;
+        memcpy(buf, io->span + (io->pos - io->span_lo), (size_t)n);
+        io->pos += n;
+        return (int)n;
+    }
     if (io->used + want > io->budget) {
         io->over = true;
         return AVERROR(EFBIG);
@@ -113,6 +158,68 @@ static int s_refuse_open(struct AVFormatContext *s, AVIOContext **pb, const char
     return AVERROR(EPERM);
 }
 
+/* A box header at off: its size and type. 1 read, 0 none (the end, or
+ * not a box: a size below its header or past the source), -1 read error. */
+static int s_box_at(s_io_t *io, int64_t off, int64_t *size, char type[5])
+{
+    uint8_t h[16];
+    int64_t want = io->src->size - off < 16 ? io->src->size - off : 16;
+    if (want < 8)
+        return 0;
+    int64_t n = io->src->read(io->src->arg, h, off, want);
+    if (n < 0)
+        return -1;
+    if (n < 8)
+        return 0;
+    io->used += n;
+    uint64_t sz = (uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 8 | h[3];
+    int head = 8;
+    if (sz == 1) { /* a 64-bit size follows the type */
+        if (n < 16)
+            return 0;
+        sz = 0;
+        for (int i = 8; i < 16; i++)
+            sz = sz << 8 | h[i];
+        head = 16;
+    } else if (sz == 0) { /* to the end of the file */
+        sz = (uint64_t)(io->src->size - off);
+    }
+    if (sz < (uint64_t)head || sz > (uint64_t)(io->src->size - off))
+        return 0;
+    memcpy(type, h + 4, 4);
+    type[4] = '\0';
+    *size = (int64_t)sz;
+    return 1;
+}
+
+/* A fragmented MP4 keeps its sample tables in moof boxes spread over the
+ * file. libavformat reads them all when it opens a seekable file (a skip
+ * over each mdat, one read per fragment), unless a sidx before the first
+ * moof indexes the fragments: it then reads them only as it plays, and
+ * the keyframes a playlist is cut on are not known. So the boxes before
+ * the first moof (a few, within the first read) are looked at, and a
+ * sidx among them is hidden: it reads as a 'free' box of its size. 0, or
+ * -1 when the source could not be read. */
+static int s_front_boxes(s_io_t *io)
+{
+    int64_t off = 0;
+    for (int i = 0; i < 16; i++) {
+        int64_t size;
+        char type[5];
+        int r = s_box_at(io, off, &size, type);
+        if (r <= 0)
+            return r;
+        if (strcmp(type, "moof") == 0 || strcmp(type, "mdat") == 0)
+            return 0;
+        if (strcmp(type, "sidx") == 0 && io->holes < S_MAX_HOLES && size <= UINT32_MAX) {
+            io->hole_lo[io->holes] = off;
+            io->hole_hi[io->holes++] = off + size;
+        }
+        off += size;
+    }
+    return 0;
+}
+
 /* Whether the source is an MP4/MOV, by libavformat's probes over its
  * first S_SNIFF bytes. They are read through d's AVIOContext, and stay in
  * its buffer for the demuxer: the sniff costs no read of its own. */
@@ -160,16 +267,44 @@ static const AVInputFormat *s_probe_any(s_demux_t *d, char *err, size_t errlen)
     return NULL;
 }
 
-static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget, bool any, char *err, size_t errlen);
+static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget, bool any, const s_io_t *from,
+                           char *err, size_t errlen);
+static void s_demux_close(s_demux_t *d);
+
+/* Whether libavformat found a fragmented MP4: a track whose moov lists no
+ * samples (nb_frames comes from its empty stsz). */
+static bool s_fragmented(const AVFormatContext *f)
+{
+    for (unsigned i = 0; i < f->nb_streams; i++)
+        if (f->streams[i]->nb_frames <= 0)
+            return true;
+    return false;
+}
 
 static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, char *err, size_t errlen)
 {
-    return s_demux_open_as(d, src, budget, false, err, errlen);
+    if (s_demux_open_as(d, src, budget, false, NULL, err, errlen) != 0)
+        return -1;
+    if (!s_fragmented(d->fmt))
+        return 0;
+    s_io_t io = d->io; /* what was read so far counts against the budget */
+    io.holes = 0;
+    if (s_front_boxes(&io) != 0) {
+        s_err(err, errlen, "source read failed");
+        s_demux_close(d);
+        return -1;
+    }
+    if (io.holes == 0) /* libavformat read every moof */
+        return 0;
+    s_demux_close(d); /* again, with the sidx hidden */
+    return s_demux_open_as(d, src, budget, false, &io, err, errlen);
 }
 
 /* s_demux_open for any container of S_ANY_FORMATS (any: true), whose
- * stream parameters may need a look at the first packets. */
-static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget, bool any, char *err, size_t errlen)
+ * stream parameters may need a look at the first packets. `from` (may be
+ * NULL) gives the bytes read so far and the ranges to hide. */
+static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget, bool any, const s_io_t *from,
+                           char *err, size_t errlen)
 {
     int rc = -1;
     const AVInputFormat *format = NULL;
@@ -177,6 +312,13 @@ static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget
     memset(d, 0, sizeof(*d));
     d->v = d->a = d->primary = -1;
     d->io = (s_io_t){.src = src, .budget = budget};
+    if (from != NULL) {
+        d->io.used = from->used;
+        d->io.reads = from->reads;
+        d->io.holes = from->holes;
+        memcpy(d->io.hole_lo, from->hole_lo, sizeof(d->io.hole_lo));
+        memcpy(d->io.hole_hi, from->hole_hi, sizeof(d->io.hole_hi));
+    }
     if (src == NULL || src->read == NULL || src->size <= 0) {
         s_err(err, errlen, "empty source");
         goto cleanup;
@@ -234,6 +376,8 @@ cleanup:
 /* Closes what s_demux_open opened; safe on a zeroed or closed d. */
 static void s_demux_close(s_demux_t *d)
 {
+    free(d->io.span);
+    d->io.span = NULL;
     avformat_close_input(&d->fmt);
     if (d->pb != NULL) {
         av_freep(&d->pb->buffer);
@@ -314,14 +458,6 @@ static int s_pick_tracks(s_demux_t *d, vid_seg_format_t want, vid_seg_format_t *
         int n = avformat_index_get_entries_count(st);
         if (st->codecpar->extradata_size <= 0 || !s_tb_ok(st->time_base) || n <= 0) {
             s_err(err, errlen, "track %d has no samples, codec configuration or time base", tracks[k]);
-            return -1;
-        }
-        /* A fragmented MP4's moov lists no samples (st->nb_frames comes
-         * from its empty stsz): its sample table is spread over the moofs,
-         * which libavformat reads through the whole file, or, with a
-         * global sidx, only as it plays. */
-        if (st->nb_frames <= 0) {
-            s_err(err, errlen, "unsupported: fragmented MP4 (samples in moof boxes)");
             return -1;
         }
         if (n > S_MAX_ENTRIES) {
@@ -1091,6 +1227,27 @@ static int s_place(const vid_index_t *ix, const s_demux_t *d, const AVPacket *pk
     return 0;
 }
 
+/* Where to seek for segment n of a fragmented MP4. Its index holds decode
+ * times, so the segment's pstart is its keyframe's decode time, and the
+ * demuxer seeks by presentation time, a composition offset later: halfway
+ * to the next keyframe lands on the segment's own, and s_copy_packets
+ * checks that it did. */
+static int64_t s_frag_seek_time(const vid_index_t *ix, const s_demux_t *d, uint32_t n)
+{
+    AVStream *st = d->fmt->streams[d->primary];
+    int64_t start = ix->seg[n].start, next = ix->pend;
+    int i = av_index_search_timestamp(st, start, AVSEEK_FLAG_BACKWARD);
+    int count = avformat_index_get_entries_count(st);
+    for (i = i < 0 ? count : i + 1; i < count; i++) {
+        const AVIndexEntry *e = avformat_index_get_entry(st, i);
+        if (e->flags & AVINDEX_KEYFRAME) {
+            next = e->timestamp;
+            break;
+        }
+    }
+    return next > start ? start + (next - start) / 2 : start;
+}
+
 /* Copies the packets of segment n from d to m: seeks to the segment's
  * first keyframe, then reads until every track has passed the segment. */
 static int s_copy_packets(const vid_index_t *ix, s_demux_t *d, s_mux_t *m, uint32_t n, char *err, size_t errlen)
@@ -1104,7 +1261,9 @@ static int s_copy_packets(const vid_index_t *ix, s_demux_t *d, s_mux_t *m, uint3
     /* The MOV demuxer seeks by presentation time (to the last keyframe
      * that is presented at or before it), so the keyframe's own decode
      * time would land one GOP early. */
-    if (n > 0 && av_seek_frame(d->fmt, d->primary, ix->seg[n].pstart, AVSEEK_FLAG_BACKWARD) < 0) {
+    bool frag = s_fragmented(d->fmt);
+    int64_t to = frag ? s_frag_seek_time(ix, d, n) : ix->seg[n].pstart;
+    if (n > 0 && av_seek_frame(d->fmt, d->primary, to, AVSEEK_FLAG_BACKWARD) < 0) {
         s_err(err, errlen, "cannot seek to segment %u", n);
         goto cleanup;
     }
@@ -1128,7 +1287,8 @@ static int s_copy_packets(const vid_index_t *ix, s_demux_t *d, s_mux_t *m, uint3
             av_packet_unref(pkt);
             continue;
         }
-        if (k == 0 && first_video && !(pkt->flags & AV_PKT_FLAG_KEY)) {
+        if (k == 0 && first_video &&
+            (!(pkt->flags & AV_PKT_FLAG_KEY) || (frag && n > 0 && pkt->dts != ix->seg[n].start))) {
             s_err(err, errlen, "segment %u does not start on a keyframe: the source does not match the index", n);
             goto cleanup;
         }
@@ -1155,6 +1315,36 @@ static int s_copy_packets(const vid_index_t *ix, s_demux_t *d, s_mux_t *m, uint3
 cleanup:
     av_packet_free(&pkt);
     return rc;
+}
+
+/* Reads the source's bytes [lo, lo + len) at once into io->span, which
+ * then answers the demuxer's reads there: a segment's samples are one
+ * range read, however the tracks interleave (a fragmented MP4 keeps each
+ * track's samples of a fragment together, and the demuxer, going by
+ * time, would go back and forth between them). Spans above S_SPAN_MAX
+ * are read as the demuxer asks. 0, or -1 on a read error. */
+static int s_read_span(s_io_t *io, int64_t lo, int64_t len)
+{
+    if (len <= 0 || len > S_SPAN_MAX || io->used + len > io->budget)
+        return 0;
+    io->span = malloc((size_t)len);
+    if (io->span == NULL)
+        return 0; /* read as asked */
+    for (int64_t got = 0; got < len;) {
+        int64_t n = io->src->read(io->src->arg, io->span + got, lo + got, len - got);
+        if (n <= 0) {
+            free(io->span);
+            io->span = NULL;
+            io->failed = true;
+            return -1;
+        }
+        got += n;
+        io->used += n;
+        io->reads++;
+    }
+    io->span_lo = lo;
+    io->span_len = len;
+    return 0;
 }
 
 /* Opens src into d for segments of ix, checking it is the source ix was
@@ -1209,6 +1399,10 @@ int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_w
      * read-ahead. Anything much beyond that is a corrupt or hostile file. */
     const s_seg_t *s = &ix->seg[n];
     d.io.budget = d.io.used + (s->pos_hi - s->pos_lo) + VID_READ_SLACK;
+    if (s_read_span(&d.io, s->pos_lo, s->pos_hi - s->pos_lo) != 0) {
+        s_err(err, errlen, "source read failed");
+        goto cleanup;
+    }
     int fragment = ix->format == VID_SEG_FMP4 ? n + 1 : 0;
     if (s_mux_open(&m, &d, fragment, false, write, arg, err, errlen) != 0 ||
         s_copy_packets(ix, &d, &m, (uint32_t)n, err, errlen) != 0 || s_mux_finish(&m, err, errlen) != 0)
@@ -2682,7 +2876,7 @@ static int s_tx_open(s_tx_t *x, const vid_source_t *src, vid_transcode_info_t *i
     memset(info, 0, sizeof(*info));
     x->info = info;
     x->v.in = x->a.in = -1;
-    if (s_demux_open_as(&x->d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+    if (s_demux_open_as(&x->d, src, VID_MAX_HEADER_BYTES, true, NULL, err, errlen) != 0)
         return -1;
     info->input = x->d.fmt->iformat->name;
     x->v.in = s_first_video(x->d.fmt);
@@ -2780,7 +2974,7 @@ int vid_phls_probe(const vid_source_t *src, vid_phls_probe_t *out, char *err, si
 {
     s_demux_t d;
     memset(out, 0, sizeof(*out));
-    if (s_demux_open_as(&d, src, VID_MAX_HEADER_BYTES, true, err, errlen) != 0)
+    if (s_demux_open_as(&d, src, VID_MAX_HEADER_BYTES, true, NULL, err, errlen) != 0)
         return -1;
     int rc = -1, v = s_first_video(d.fmt);
     out->input = d.fmt->iformat->name;
@@ -2952,7 +3146,7 @@ static int s_seg_position(s_demux_t *d, const vid_source_t *src, int64_t lo_us, 
             return s_seek_back(d, v, target, err, errlen);
     }
     s_demux_close(d); /* from the start: what the demuxer does when just opened */
-    return s_demux_open_as(d, src, VID_MAX_HEADER_BYTES, true, err, errlen);
+    return s_demux_open_as(d, src, VID_MAX_HEADER_BYTES, true, NULL, err, errlen);
 }
 
 /* The encoders' settings for a rung: its height, its bit-rate cap. */

@@ -31,8 +31,10 @@
  *  ignored). H.264 and AAC go to MPEG-TS; HEVC, VP9, AV1, MP3, AC-3,
  *  E-AC-3, Opus, FLAC and ALAC to fMP4 (CMAF) fragments after an init
  *  section (vid_hls_init), as RFC 8216 asks for HEVC. Anything else is
- *  refused with "unsupported ...", and so is a fragmented MP4 source
- *  (its sample table is in moofs spread over the file).
+ *  refused with "unsupported ...". A fragmented MP4 (its sample tables
+ *  in moofs spread over the file) is read whole-index too: every moof
+ *  is read at open (a sidx before them is hidden, or libavformat would
+ *  read them only as it plays).
  *
  *  Truncation: a file whose samples extend past its end is refused by
  *  vid_index_new from the moov alone; so is a moov cut anywhere in its

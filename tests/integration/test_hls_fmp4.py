@@ -34,6 +34,14 @@ def videos(tmp_path_factory):
             os.path.join(d, "avc.mp4"))
     _ffmpeg(["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={FPS}:duration=2", "-c:v", "mpeg4"],
             os.path.join(d, "mp4v.mp4"))
+    # fragmented sources (samples in moof boxes), as ffmpeg and refract's streamed transcodes write them;
+    # one with a global sidx before its first moof
+    frag = ["-movflags", "+frag_keyframe+empty_moov+default_base_moof"]
+    _ffmpeg(src + ["-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-c:a", "aac"] + frag,
+            os.path.join(d, "frag.mp4"))
+    _ffmpeg(["-i", os.path.join(d, "frag.mp4"), "-c", "copy", "-movflags",
+             "+frag_keyframe+empty_moov+default_base_moof+global_sidx"], os.path.join(d, "fragsidx.mp4"))
+    _ffmpeg(["-i", os.path.join(d, "hevc.mp4"), "-c", "copy", "-tag:v", "hvc1"] + frag, os.path.join(d, "fraghevc.mp4"))
     return d
 
 
@@ -99,7 +107,8 @@ def _fetch_all(st, host, name, tmp_path):
 
 @pytest.mark.parametrize("host,name", [("vod.test", "hevc.mp4"), ("vod.test", "hevc_late.mp4"),
                                        ("web.test", "hevc.mp4"), ("vod.test", "opus.mp4"),
-                                       ("cmaf.test", "avc.mp4")])
+                                       ("cmaf.test", "avc.mp4"), ("vod.test", "fraghevc.mp4"),
+                                       ("web.test", "fraghevc.mp4")])
 def test_fmp4_segments_are_the_source(stack, videos, tmp_path, host, name):
     text, extinf, joined = _fetch_all(stack, host, name, tmp_path)
     assert abs(sum(extinf) - DUR) < 0.05, extinf
@@ -107,7 +116,7 @@ def test_fmp4_segments_are_the_source(stack, videos, tmp_path, host, name):
     codecs = {s["codec_type"]: (s["codec_name"], s["codec_tag_string"])
               for s in _probe(joined, "-show_entries", "stream=codec_type,codec_name,codec_tag_string")["streams"]}
     want = {"hevc.mp4": ("hevc", "hvc1"), "hevc_late.mp4": ("hevc", "hvc1"), "opus.mp4": ("h264", "avc1"),
-            "avc.mp4": ("h264", "avc1")}[name]
+            "avc.mp4": ("h264", "avc1"), "fraghevc.mp4": ("hevc", "hvc1")}[name]
     assert codecs["video"] == want, codecs
     assert codecs["audio"][0] == ("opus" if name == "opus.mp4" else "aac"), codecs
     # every frame of the source, on its times + 10 s (VID_TS_OFFSET_S), none lost at the joins
@@ -127,6 +136,31 @@ def test_ffmpeg_plays_fmp4_hls_through_the_gateway(stack, tmp_path):
     info = _probe(str(out), "-count_packets", "-show_entries", "stream=codec_name,nb_read_packets")
     frames = {s["codec_name"]: int(s["nb_read_packets"]) for s in info["streams"]}
     assert frames["hevc"] == DUR * FPS, frames
+
+
+@pytest.mark.parametrize("name", ["frag.mp4", "fragsidx.mp4"])
+def test_fragmented_sources_play(stack, videos, tmp_path, name):
+    """A fragmented H.264/AAC MP4 (with or without a sidx) is segmented like
+    any MP4: ffmpeg's HLS demuxer reads the playlist and its MPEG-TS
+    segments through the gateway (an http origin, read by ranges) with no
+    error and gets every packet of the source."""
+    r = _get(stack, f"/{name}/mp4hls/index.m3u8", host="web.test")
+    assert r.status_code == 200 and "\nseg-0.ts\n" in r.text, r.text
+    extinf = [float(x) for x in re.findall(r"#EXTINF:([\d.]+),", r.text)]
+    assert len(extinf) == 3 and abs(sum(extinf) - DUR) < 0.1, r.text
+    out = tmp_path / "played.mkv"
+    run = subprocess.run(["ffmpeg", "-v", "error", "-y", "-headers", "Host: web.test\r\n", "-i",
+                          stack.url(f"/{name}/mp4hls/index.m3u8"), "-c", "copy", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+    def packets(path):
+        info = _probe(path, "-count_packets", "-show_entries", "stream=codec_name,nb_read_packets")
+        return {s["codec_name"]: int(s["nb_read_packets"]) for s in info["streams"]}
+    assert packets(str(out)) == packets(os.path.join(videos, name))
+    run = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
 def test_mpegts_stays_for_h264_aac(stack):
