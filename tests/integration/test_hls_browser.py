@@ -96,7 +96,12 @@ def site(tmp_path_factory):
     # the same streams with the moov after the mdat
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", v, "-c", "copy", os.path.join(d, "late.mp4")], check=True,
                    timeout=60)
-    boxes = {n: _top_boxes(os.path.join(d, n)) for n in ("v.mp4", "late.mp4")}
+    # and fragmented (samples in moof boxes), as ffmpeg and refract's streamed transcodes write it
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", v, "-c", "copy", "-movflags",
+                    "+frag_keyframe+empty_moov+default_base_moof", os.path.join(d, "frag.mp4")], check=True,
+                   timeout=60)
+    boxes = {n: _top_boxes(os.path.join(d, n)) for n in ("v.mp4", "late.mp4", "frag.mp4")}
+    assert "moof" in boxes["frag.mp4"], boxes
     assert boxes["v.mp4"].index("moov") < boxes["v.mp4"].index("mdat"), boxes
     assert boxes["late.mp4"].index("moov") > boxes["late.mp4"].index("mdat"), boxes
     shutil.copy(os.path.join(BROWSER_DIR, "player.html"), os.path.join(d, "player.html"))
@@ -154,7 +159,7 @@ def _play(node, st, playlist, seconds=PLAY, timeout=None, host="127.0.0.1", para
 
 
 @pytest.mark.timeout_s(90)
-@pytest.mark.parametrize("name", ["v.mp4", "late.mp4"])
+@pytest.mark.parametrize("name", ["v.mp4", "late.mp4", "frag.mp4"])
 def test_hlsjs_plays_mp4hls_in_chromium(node, stack, name):
     rc, res = _play(node, stack, f"/{name}/mp4hls/index.m3u8")
     assert rc == 0 and res["ok"], json.dumps(res, indent=1)
