@@ -41,7 +41,7 @@
 /* The most a segment reads at once before it is muxed (s_read_span). */
 #define S_SPAN_MAX (64 << 20)
 
-/* Boxes of a fragmented MP4 hidden from libavformat (s_front_boxes). */
+/* Boxes of a fragmented MP4 hidden from libavformat (s_walk_boxes). */
 #define S_MAX_HOLES 4
 
 /* The read side of one demuxer: where it is in the source and how much it
@@ -60,6 +60,7 @@ typedef struct {
     /* the source's bytes [span_lo, span_lo + span_len), read at once (owned) */
     uint8_t *span;
     int64_t span_lo, span_len;
+    int64_t end; /* where the demuxer sees the source end: src->size, or a view's end */
 } s_io_t;
 
 /* Bytes of a hidden range seen from `at` (lo <= at < hi): a 'free' box
@@ -85,9 +86,9 @@ static int s_io_hole(int64_t lo, int64_t hi, int64_t at, uint8_t *buf, int size)
 static int s_io_read(void *opaque, uint8_t *buf, int size)
 {
     s_io_t *io = opaque;
-    if (size <= 0 || io->pos >= io->src->size)
+    if (size <= 0 || io->pos >= io->end)
         return AVERROR_EOF;
-    int64_t want = io->src->size - io->pos < size ? io->src->size - io->pos : size;
+    int64_t want = io->end - io->pos < size ? io->end - io->pos : size;
     for (int h = 0; h < io->holes; h++) {
         if (io->pos >= io->hole_lo[h] && io->pos < io->hole_hi[h]) {
             int n = s_io_hole(io->hole_lo[h], io->hole_hi[h], io->pos, buf, (int)want);
@@ -97,6 +98,8 @@ static int s_io_read(void *opaque, uint8_t *buf, int size)
         if (io->pos < io->hole_lo[h] && io->hole_lo[h] - io->pos < want)
             want = io->hole_lo[h] - io->pos; /* stop where the hole starts */
     }
+    if (io->span != NULL && io->pos < io->span_lo && io->span_lo - io->pos < want)
+        want = io->span_lo - io->pos; /* stop where the span starts */
     if (io->span != NULL && io->pos >= io->span_lo && io->pos < io->span_lo + io->span_len) {
         int64_t n = io->span_lo + io->span_len - io->pos < want ? io->span_lo + io->span_len - io->pos : want;
         memcpy(buf, io->span + (io->pos - io->span_lo), (size_t)n);
@@ -127,14 +130,14 @@ static int64_t s_io_seek(void *opaque, int64_t off, int whence)
     s_io_t *io = opaque;
     int64_t base;
     switch (whence & ~AVSEEK_FORCE) {
-    case AVSEEK_SIZE: return io->src->size;
+    case AVSEEK_SIZE: return io->end;
     case SEEK_SET: base = 0; break;
     case SEEK_CUR: base = io->pos; break;
-    case SEEK_END: base = io->src->size; break;
+    case SEEK_END: base = io->end; break;
     default: return AVERROR(EINVAL);
     }
     int64_t pos;
-    if (__builtin_add_overflow(base, off, &pos) || pos < 0 || pos > io->src->size)
+    if (__builtin_add_overflow(base, off, &pos) || pos < 0 || pos > io->end)
         return AVERROR(EINVAL);
     io->pos = pos;
     return pos;
@@ -147,6 +150,7 @@ typedef struct {
     AVIOContext *pb;      /* owned */
     AVFormatContext *fmt; /* owned */
     int v, a, primary;
+    bool front_seen; /* s_hide_front_sidx saw every box before the first moof or mdat */
 } s_demux_t;
 
 /* libavformat must not open anything beside the source (MOV data
@@ -158,33 +162,46 @@ static int s_refuse_open(struct AVFormatContext *s, AVIOContext **pb, const char
     return AVERROR(EPERM);
 }
 
+/* Top-level boxes read in chunks: a box header is most often within the
+ * last chunk read (a moof and its mdat's header are). */
+typedef struct {
+    uint8_t buf[S_SNIFF];
+    int64_t lo, len;
+} s_walk_t;
+
 /* A box header at off: its size and type. 1 read, 0 none (the end, or
  * not a box: a size below its header or past the source), -1 read error. */
-static int s_box_at(s_io_t *io, int64_t off, int64_t *size, char type[5])
+static int s_box_at(s_io_t *io, s_walk_t *w, int64_t off, int64_t *size, char type[5])
 {
-    uint8_t h[16];
-    int64_t want = io->src->size - off < 16 ? io->src->size - off : 16;
-    if (want < 8)
+    int64_t left = io->src->size - off;
+    if (left < 8)
         return 0;
-    int64_t n = io->src->read(io->src->arg, h, off, want);
-    if (n < 0)
-        return -1;
-    if (n < 8)
-        return 0;
-    io->used += n;
+    int64_t want = left < 16 ? left : 16;
+    if (off < w->lo || off + want > w->lo + w->len) {
+        int64_t n = io->src->read(io->src->arg, w->buf, off, left < S_SNIFF ? left : S_SNIFF);
+        if (n < 0)
+            return -1;
+        w->lo = off;
+        w->len = n;
+        io->used += n;
+        io->reads++;
+        if (n < want)
+            return 0;
+    }
+    const uint8_t *h = w->buf + (off - w->lo);
     uint64_t sz = (uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 8 | h[3];
     int head = 8;
     if (sz == 1) { /* a 64-bit size follows the type */
-        if (n < 16)
+        if (want < 16)
             return 0;
         sz = 0;
         for (int i = 8; i < 16; i++)
             sz = sz << 8 | h[i];
         head = 16;
     } else if (sz == 0) { /* to the end of the file */
-        sz = (uint64_t)(io->src->size - off);
+        sz = (uint64_t)left;
     }
-    if (sz < (uint64_t)head || sz > (uint64_t)(io->src->size - off))
+    if (sz < (uint64_t)head || sz > (uint64_t)left)
         return 0;
     memcpy(type, h + 4, 4);
     type[4] = '\0';
@@ -192,32 +209,83 @@ static int s_box_at(s_io_t *io, int64_t off, int64_t *size, char type[5])
     return 1;
 }
 
-/* A fragmented MP4 keeps its sample tables in moof boxes spread over the
- * file. libavformat reads them all when it opens a seekable file (a skip
- * over each mdat, one read per fragment), unless a sidx before the first
- * moof indexes the fragments: it then reads them only as it plays, and
- * the keyframes a playlist is cut on are not known. So the boxes before
- * the first moof (a few, within the first read) are looked at, and a
- * sidx among them is hidden: it reads as a 'free' box of its size. 0, or
- * -1 when the source could not be read. */
-static int s_front_boxes(s_io_t *io)
+/* The fragments of a fragmented MP4 (s_walk_boxes). */
+typedef struct {
+    int64_t moov_end; /* 0: no moov before the first moof */
+    int64_t *moof;    /* each moof's offset, in file order (owned) */
+    size_t n, cap;
+    bool ok; /* every box walked, none odd: the map can be trusted */
+} s_frag_map_t;
+
+/* At most this many fragments are mapped (more: no map, segments read
+ * every moof). */
+#define S_MAX_FRAGS (1 << 20)
+
+static void s_frag_map_free(s_frag_map_t *m)
 {
+    free(m->moof);
+    memset(m, 0, sizeof(*m));
+}
+
+/* Walks the top-level boxes from the start. A fragmented MP4 keeps its
+ * sample tables in moof boxes spread over the file; libavformat reads
+ * them all when it opens a seekable file (a skip over each mdat, one read
+ * per fragment), unless a sidx before the first moof indexes the
+ * fragments: it then reads them only as it plays, and the keyframes a
+ * playlist is cut on are not known. So a sidx between the moov and the
+ * first moof is hidden: io gets a hole there, read as a 'free' box of its
+ * size.
+ * Without `map` the walk stops at the first moof or mdat (a few boxes,
+ * within the first read); with it, it goes on to the end and records
+ * where the moov ends and each moof starts (m->ok when the whole file was
+ * boxes as expected). 0, or -1 when the source could not be read. */
+static int s_walk_boxes(s_io_t *io, s_frag_map_t *map)
+{
+    s_walk_t *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return -1;
+    w->lo = w->len = 0;
     int64_t off = 0;
-    for (int i = 0; i < 16; i++) {
+    int rc = 0;
+    bool moof_seen = false;
+    int64_t moov_end = 0;
+    for (int i = 0; map != NULL || i < 16; i++) {
         int64_t size;
         char type[5];
-        int r = s_box_at(io, off, &size, type);
+        int r = s_box_at(io, w, off, &size, type);
+        if (r < 0)
+            rc = -1;
         if (r <= 0)
-            return r;
-        if (strcmp(type, "moof") == 0 || strcmp(type, "mdat") == 0)
-            return 0;
-        if (strcmp(type, "sidx") == 0 && io->holes < S_MAX_HOLES && size <= UINT32_MAX) {
+            break;
+        if (strcmp(type, "moof") == 0 || strcmp(type, "mdat") == 0) {
+            if (map == NULL)
+                break;
+            if (strcmp(type, "moof") == 0) {
+                if (map->n == map->cap) {
+                    size_t cap = map->cap ? 2 * map->cap : 256;
+                    int64_t *v = cap <= S_MAX_FRAGS ? realloc(map->moof, cap * sizeof(*v)) : NULL;
+                    if (v == NULL)
+                        break; /* too many: no map */
+                    map->moof = v, map->cap = cap;
+                }
+                map->moof[map->n++] = off;
+            }
+            moof_seen = true;
+        } else if (strcmp(type, "moov") == 0 && !moof_seen) {
+            moov_end = off + size;
+            if (map != NULL)
+                map->moov_end = moov_end;
+        } else if (strcmp(type, "sidx") == 0 && moov_end > 0 && !moof_seen && io->holes < S_MAX_HOLES &&
+                   size <= UINT32_MAX) { /* where DASH files have it: after the moov */
             io->hole_lo[io->holes] = off;
             io->hole_hi[io->holes++] = off + size;
         }
         off += size;
+        if (off == io->src->size && map != NULL)
+            map->ok = map->n > 0 && map->moov_end > 0;
     }
-    return 0;
+    free(w);
+    return rc;
 }
 
 /* Whether the source is an MP4/MOV, by libavformat's probes over its
@@ -281,15 +349,53 @@ static bool s_fragmented(const AVFormatContext *f)
     return false;
 }
 
+/* The sniffed bytes in d's buffer, the source's first (s_walk_boxes
+ * without its reads): a sidx between the moov and the first moof is
+ * hidden there and then, its type made 'free' in the buffer and a hole
+ * recorded for any later read. Whether the boxes up to the first moof or
+ * mdat (or something that is not a box) were all in the buffer; when
+ * not, a fragmented source is walked with reads (s_demux_open). */
+static bool s_hide_front_sidx(s_demux_t *d)
+{
+    uint8_t *b = d->pb->buffer;
+    int64_t n = d->pb->buf_end - d->pb->buffer, off = 0;
+    bool moov = false;
+    if (avio_tell(d->pb) != 0 || n <= 0)
+        return false;
+    while (off + 8 <= n) {
+        const uint8_t *h = b + off;
+        uint64_t size = (uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 8 | h[3];
+        if (size == 1) {
+            if (off + 16 > n)
+                return false;
+            size = 0;
+            for (int i = 8; i < 16; i++)
+                size = size << 8 | h[i];
+        }
+        if (size == 0 || size < 8 || size > (uint64_t)(d->io.src->size - off) || memcmp(h + 4, "moof", 4) == 0 ||
+            memcmp(h + 4, "mdat", 4) == 0)
+            return true; /* the end, not a box, or the first fragment or samples */
+        if (memcmp(h + 4, "moov", 4) == 0) {
+            moov = true;
+        } else if (memcmp(h + 4, "sidx", 4) == 0 && moov && d->io.holes < S_MAX_HOLES && size <= UINT32_MAX) {
+            memcpy(b + off + 4, "free", 4);
+            d->io.hole_lo[d->io.holes] = off;
+            d->io.hole_hi[d->io.holes++] = off + (int64_t)size;
+        }
+        off += (int64_t)size;
+    }
+    return false;
+}
+
 static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, char *err, size_t errlen)
 {
     if (s_demux_open_as(d, src, budget, false, NULL, err, errlen) != 0)
         return -1;
-    if (!s_fragmented(d->fmt))
+    if (!s_fragmented(d->fmt) || d->front_seen)
         return 0;
     s_io_t io = d->io; /* what was read so far counts against the budget */
     io.holes = 0;
-    if (s_front_boxes(&io) != 0) {
+    if (s_walk_boxes(&io, NULL) != 0) {
         s_err(err, errlen, "source read failed");
         s_demux_close(d);
         return -1;
@@ -311,11 +417,15 @@ static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget
     uint8_t *buf = NULL;
     memset(d, 0, sizeof(*d));
     d->v = d->a = d->primary = -1;
-    d->io = (s_io_t){.src = src, .budget = budget};
+    d->io = (s_io_t){.src = src, .budget = budget, .end = src != NULL ? src->size : 0};
     if (from != NULL) {
+        d->io.end = from->end > 0 ? from->end : d->io.end;
         d->io.used = from->used;
         d->io.reads = from->reads;
         d->io.holes = from->holes;
+        d->io.span = from->span; /* taken: d closes it */
+        d->io.span_lo = from->span_lo;
+        d->io.span_len = from->span_len;
         memcpy(d->io.hole_lo, from->hole_lo, sizeof(d->io.hole_lo));
         memcpy(d->io.hole_hi, from->hole_hi, sizeof(d->io.hole_hi));
     }
@@ -333,6 +443,8 @@ static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget
     buf = NULL; /* the AVIOContext owns it (and may replace it) */
     if (any ? (format = s_probe_any(d, err, errlen)) == NULL : s_probe(d, err, errlen) != 0)
         goto cleanup;
+    if (!any)
+        d->front_seen = s_hide_front_sidx(d);
     d->fmt->pb = d->pb;
     d->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
     d->fmt->io_open = s_refuse_open;
@@ -364,6 +476,10 @@ static int s_demux_open_as(s_demux_t *d, const vid_source_t *src, int64_t budget
     rc = 0;
 cleanup:
     av_free(buf);
+    if (rc != 0) {
+        free(d->io.span);
+        d->io.span = NULL;
+    }
     if (rc != 0 && d->pb != NULL) {
         av_freep(&d->pb->buffer);
         avio_context_free(&d->pb);
@@ -480,6 +596,11 @@ typedef struct {
     int64_t start;  /* decode time of its first primary sample */
     int64_t pstart; /* presentation time it starts at */
     int64_t pos_lo, pos_hi, sample_bytes;
+    /* A fragmented MP4's segment is demuxed from a view of the source:
+     * its header, then [view_lo, view_hi) (the moofs holding its samples
+     * and their mdats), the bytes between read as one 'free' box. 0, 0:
+     * the whole source. */
+    int64_t view_lo, view_hi;
 } s_seg_t;
 
 struct vid_index {
@@ -490,7 +611,8 @@ struct vid_index {
     AVRational atb;               /* audio track's (tb when audio is primary) */
     int64_t pend;                 /* presentation end */
     int64_t target_ms;
-    int32_t format; /* vid_seg_format_t */
+    int32_t format;   /* vid_seg_format_t */
+    int64_t moov_end; /* a fragmented MP4's header end (views start there), or 0 */
     uint32_t nseg;
     s_seg_t *seg; /* owned */
 };
@@ -702,6 +824,55 @@ static void s_account(vid_index_t *ix, AVFormatContext *f)
             ix->seg[i].pos_lo = ix->seg[i].pos_hi = 0;
 }
 
+/* How many of the n sorted offsets v are at or below x (the one before
+ * that count is the last at or below x). */
+static size_t s_count_at_or_below(const int64_t *v, size_t n, int64_t x)
+{
+    size_t lo = 0, hi = n; /* the count is in [lo, hi] */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] <= x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A fragmented MP4's segments get views (s_seg_t): with them a segment
+ * reads its own fragments, not every moof of the file again. Each view
+ * runs from the moof at or before its first sample to the moof after its
+ * last (or the end). No map (a box out of place, too many fragments):
+ * no views, and segments read every moof as the index did. -1 on a read
+ * error. */
+static int s_plan_views(vid_index_t *ix, s_io_t *io)
+{
+    s_frag_map_t map;
+    memset(&map, 0, sizeof(map));
+    s_io_t walk = *io; /* its reads count against the index's budget */
+    walk.holes = 0;
+    if (s_walk_boxes(&walk, &map) != 0) {
+        s_frag_map_free(&map);
+        return -1;
+    }
+    io->used = walk.used;
+    io->reads = walk.reads;
+    if (map.ok && map.moov_end <= map.moof[0]) {
+        ix->moov_end = map.moov_end;
+        for (uint32_t i = 0; i < ix->nseg; i++) {
+            s_seg_t *g = &ix->seg[i];
+            size_t first = s_count_at_or_below(map.moof, map.n, g->pos_lo);    /* its first fragment, + 1 */
+            size_t last = s_count_at_or_below(map.moof, map.n, g->pos_hi - 1); /* its last fragment, + 1 */
+            if (g->pos_hi <= g->pos_lo || first == 0)
+                continue; /* no sample, or one before the first moof: the whole source */
+            g->view_lo = map.moof[first - 1];
+            g->view_hi = last < map.n ? map.moof[last] : ix->src_size;
+        }
+    }
+    s_frag_map_free(&map);
+    return 0;
+}
+
 /* Checks what both vid_index_new and vid_index_load rely on: times within
  * VID_MAX_DURATION_S, segments in order and none shorter than 1 ms (so no
  * EXTINF is 0.000), byte ranges inside the source. */
@@ -734,7 +905,18 @@ static int s_validate(const vid_index_t *ix, char *err, size_t errlen)
                 s_err(err, errlen, "segment %u's byte range is outside the source", i);
                 return -1;
             }
+            /* a view: after the header, around the samples, inside the source */
+            bool none = s->view_lo == 0 && s->view_hi == 0;
+            if (!none && (ix->moov_end < 8 || s->view_lo < ix->moov_end || s->view_lo > s->pos_lo ||
+                          s->view_hi < s->pos_hi || s->view_hi > ix->src_size)) {
+                s_err(err, errlen, "segment %u's view is outside the source", i);
+                return -1;
+            }
         }
+    }
+    if (ix->moov_end < 0 || ix->moov_end > ix->src_size) {
+        s_err(err, errlen, "the header's end is outside the source");
+        return -1;
     }
     if (s_ms(ix, ix->pend) - s_ms(ix, ix->seg[0].pstart) > (int64_t)VID_MAX_DURATION_S * 1000) {
         s_err(err, errlen, "longer than %d s", VID_MAX_DURATION_S);
@@ -805,6 +987,10 @@ vid_index_t *vid_index_new_as(const vid_source_t *src, double target_duration, v
     if (rc != 0)
         goto cleanup;
     s_account(ix, d.fmt);
+    if (s_fragmented(d.fmt) && s_plan_views(ix, &d.io) != 0) {
+        s_err(err, errlen, "source read failed");
+        goto cleanup;
+    }
     if (s_validate(ix, err, errlen) != 0)
         goto cleanup;
     ok = true;
@@ -818,9 +1004,9 @@ cleanup:
 /* ---- serialised form -------------------------------------------------------------------- */
 
 /* "RFVIDX" + format version; little-endian fields; a CRC-32 at the end. */
-static const uint8_t S_MAGIC[8] = {'R', 'F', 'V', 'I', 'D', 'X', '0', '2'};
-#define S_HEAD_LEN (8 + 8 + 4 * 4 + 4 * 4 + 8 + 8 + 4 + 4)
-#define S_SEG_LEN (5 * 8)
+static const uint8_t S_MAGIC[8] = {'R', 'F', 'V', 'I', 'D', 'X', '0', '3'};
+#define S_HEAD_LEN (8 + 8 + 4 * 4 + 4 * 4 + 8 + 8 + 4 + 8 + 4)
+#define S_SEG_LEN (7 * 8)
 
 static uint8_t *s_put64(uint8_t *p, int64_t v)
 {
@@ -873,6 +1059,7 @@ int vid_index_save(const vid_index_t *ix, uint8_t **out, size_t *len)
     p = s_put64(p, ix->pend);
     p = s_put64(p, ix->target_ms);
     p = s_put32(p, ix->format);
+    p = s_put64(p, ix->moov_end);
     p = s_put32(p, (int32_t)ix->nseg);
     for (uint32_t i = 0; i < ix->nseg; i++) {
         p = s_put64(p, ix->seg[i].start);
@@ -880,6 +1067,8 @@ int vid_index_save(const vid_index_t *ix, uint8_t **out, size_t *len)
         p = s_put64(p, ix->seg[i].pos_lo);
         p = s_put64(p, ix->seg[i].pos_hi);
         p = s_put64(p, ix->seg[i].sample_bytes);
+        p = s_put64(p, ix->seg[i].view_lo);
+        p = s_put64(p, ix->seg[i].view_hi);
     }
     p = s_put32(p, (int32_t)crc32(0, buf, (uInt)(n - 4)));
     *out = buf;
@@ -919,6 +1108,7 @@ vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t er
     ix->pend = s_get64(&p);
     ix->target_ms = s_get64(&p);
     ix->format = s_get32(&p);
+    ix->moov_end = s_get64(&p);
     uint32_t nseg = (uint32_t)s_get32(&p);
     bool tracks_ok = ix->v >= -1 && ix->v < VID_MAX_STREAMS && ix->a >= -1 && ix->a < VID_MAX_STREAMS &&
                      (ix->v >= 0 || ix->a >= 0) && ix->v != ix->a &&
@@ -942,6 +1132,8 @@ vid_index_t *vid_index_load(const uint8_t *buf, size_t len, char *err, size_t er
         ix->seg[i].pos_lo = s_get64(&p);
         ix->seg[i].pos_hi = s_get64(&p);
         ix->seg[i].sample_bytes = s_get64(&p);
+        ix->seg[i].view_lo = s_get64(&p);
+        ix->seg[i].view_hi = s_get64(&p);
     }
     if (s_validate(ix, err, errlen) != 0)
         goto cleanup;
@@ -1201,12 +1393,12 @@ static void s_mux_close(s_mux_t *m)
 
 /* Whether the source opened in d is the one ix was made from, as far as
  * the moov can tell: size, tracks, codecs and sample counts. */
-static bool s_same_source(const vid_index_t *ix, const s_demux_t *d)
+static bool s_same_source(const vid_index_t *ix, const s_demux_t *d, bool view)
 {
     const AVFormatContext *f = d->fmt;
     return ix->v == d->v && ix->a == d->a &&
-           (d->v < 0 || avformat_index_get_entries_count(f->streams[d->v]) == ix->v_entries) &&
-           (d->a < 0 || avformat_index_get_entries_count(f->streams[d->a]) == ix->a_entries) &&
+           (view || d->v < 0 || avformat_index_get_entries_count(f->streams[d->v]) == ix->v_entries) &&
+           (view || d->a < 0 || avformat_index_get_entries_count(f->streams[d->a]) == ix->a_entries) &&
            av_cmp_q(f->streams[d->primary]->time_base, ix->tb) == 0 &&
            (d->a < 0 || av_cmp_q(f->streams[d->a]->time_base, ix->atb) == 0);
 }
@@ -1325,8 +1517,8 @@ cleanup:
  * are read as the demuxer asks. 0, or -1 on a read error. */
 static int s_read_span(s_io_t *io, int64_t lo, int64_t len)
 {
-    if (len <= 0 || len > S_SPAN_MAX || io->used + len > io->budget)
-        return 0;
+    if (io->span != NULL || len <= 0 || len > S_SPAN_MAX || io->used + len > io->budget)
+        return 0; /* already read (a view), or read as asked */
     io->span = malloc((size_t)len);
     if (io->span == NULL)
         return 0; /* read as asked */
@@ -1347,21 +1539,63 @@ static int s_read_span(s_io_t *io, int64_t lo, int64_t len)
     return 0;
 }
 
-/* Opens src into d for segments of ix, checking it is the source ix was
- * made from (size, tracks, codecs' format). 0, or -1 with err set (d
- * closed). */
-static int s_seg_open(const vid_index_t *ix, const vid_source_t *src, s_demux_t *d, char *err, size_t errlen)
+/* Opens the view of segment g (s_seg_t) into d: the header, a hole to
+ * the segment's first moof, its fragments and the end there. The view
+ * must hold the segment as the index has it: its tracks, and its first
+ * keyframe on its decode time (a fragment without a tfdt would take its
+ * times from the fragments hidden before it). 0, or -1 (d closed). */
+static int s_seg_open_view(const vid_index_t *ix, const vid_source_t *src, const s_seg_t *g, s_demux_t *d)
+{
+    s_io_t from;
+    memset(&from, 0, sizeof(from));
+    from.end = g->view_hi;
+    if (g->view_lo > ix->moov_end) {
+        from.holes = 1;
+        from.hole_lo[0] = ix->moov_end;
+        from.hole_hi[0] = g->view_lo;
+    }
+    /* the view's fragments in one read: the demuxer reads their moofs
+     * when it opens, and their samples after */
+    from.src = src;
+    from.budget = VID_MAX_HEADER_BYTES + (g->view_hi - g->view_lo);
+    if (s_read_span(&from, g->view_lo, g->view_hi - g->view_lo) != 0)
+        return -1;
+    char err[8];
+    if (s_demux_open_as(d, src, VID_MAX_HEADER_BYTES, false, &from, err, sizeof(err)) != 0)
+        return -1;
+    vid_seg_format_t got;
+    if (s_pick_tracks(d, (vid_seg_format_t)ix->format, &got, err, sizeof(err)) != 0 || !s_same_source(ix, d, true) ||
+        (int)got != ix->format)
+        goto fail;
+    AVStream *st = d->fmt->streams[d->primary];
+    int i = av_index_search_timestamp(st, g->start, AVSEEK_FLAG_ANY | AVSEEK_FLAG_BACKWARD);
+    const AVIndexEntry *e = i >= 0 ? avformat_index_get_entry(st, i) : NULL;
+    if (e == NULL || e->timestamp != g->start || !(e->flags & AVINDEX_KEYFRAME))
+        goto fail;
+    return 0;
+fail:
+    s_demux_close(d);
+    return -1;
+}
+
+/* Opens src into d for segment n of ix (its view when it has one),
+ * checking it is the source ix was made from (size, tracks, codecs'
+ * format). 0, or -1 with err set (d closed). */
+static int s_seg_open(const vid_index_t *ix, const vid_source_t *src, uint32_t n, s_demux_t *d, char *err,
+                      size_t errlen)
 {
     if (src == NULL || src->size != ix->src_size) {
         s_err(err, errlen, "the source is not the one indexed (size differs)");
         return -1;
     }
+    if (ix->seg[n].view_hi > 0 && s_seg_open_view(ix, src, &ix->seg[n], d) == 0)
+        return 0; /* else the whole source, as the index read it */
     if (s_demux_open(d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
         return -1;
     vid_seg_format_t got;
     if (s_pick_tracks(d, (vid_seg_format_t)ix->format, &got, err, errlen) != 0)
         goto fail;
-    if (!s_same_source(ix, d) || (int)got != ix->format) {
+    if (!s_same_source(ix, d, false) || (int)got != ix->format) {
         s_err(err, errlen, "the source is not the one indexed (tracks differ)");
         goto fail;
     }
@@ -1392,7 +1626,7 @@ int vid_hls_segment(const vid_index_t *ix, const vid_source_t *src, int n, vid_w
         s_err(err, errlen, "no segment %d (there are %u)", n, ix->nseg);
         return -1;
     }
-    if (s_seg_open(ix, src, &d, err, errlen) != 0)
+    if (s_seg_open(ix, src, (uint32_t)n, &d, err, errlen) != 0)
         return -1;
     /* From here on the demuxer reads samples: those of this segment, what
      * lies between them (other segments' audio or video interleaved) and
@@ -1424,7 +1658,7 @@ int vid_hls_init(const vid_index_t *ix, const vid_source_t *src, vid_write_fn wr
     s_demux_t d;
     s_mux_t m;
     memset(&m, 0, sizeof(m));
-    if (s_seg_open(ix, src, &d, err, errlen) != 0)
+    if (s_seg_open(ix, src, 0, &d, err, errlen) != 0) /* segment 0's view has the header */
         return -1;
     int rc = s_mux_open(&m, &d, 1, true, write, arg, err, errlen) == 0 && s_mux_finish(&m, err, errlen) == 0 ? 0 : -1;
     s_mux_close(&m);
