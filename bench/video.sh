@@ -7,6 +7,9 @@
 #                                        CLI must segment everything to have a playlist)
 #   2. /v.mp4/mp4hls/seg-3.ts (30-40 s) vs the same whole-file HLS run, and vs
 #                                        ffmpeg -ss 30 -t 10 -i v.mp4 -c copy -f mpegts
+#   1d/2d. the same for f.mp4, the same streams fragmented (moof boxes, as ffmpeg's
+#      frag_keyframe and refract's streamed transcodes write them): index.m3u8 and seg-3.ts vs
+#      ffmpeg -f hls of the whole f.mp4 and ffmpeg -ss 30 -t 10 -i f.mp4 -f mpegts
 #   2c. /h.mp4/mp4hls/seg-3.m4s (the same 60 s as HEVC: fMP4 after init.mp4) vs
 #      ffmpeg -ss 30 -t 10 -i h.mp4 -c copy -f mp4 -movflags frag_keyframe+empty_moov
 #   3. /v.mp4/thumbnail/30           vs ffmpeg -ss 30 -i v.mp4 -frames:v 1 out.jpg;
@@ -112,6 +115,8 @@ WWW=$TMP/www # the file:// origin and nginx's root (readable by nginx's workers)
 mkdir -p "$WWW"
 cp "$CORPUS/$SHORT" "$WWW/v.mp4"
 cp "$CORPUS/$HEVCF" "$WWW/h.mp4"
+ffmpeg -nostdin -v error -y -i "$WWW/v.mp4" -c copy -movflags +frag_keyframe+empty_moov+default_base_moof \
+    "$WWW/f.mp4" 2>>"$RAW" || die "cannot make the fragmented f.mp4 (see $RAW)"
 [ "$LONG" = 0 ] || cp "$CORPUS/$LONGF" "$WWW/long.mp4"
 chmod 755 "$WWW"
 chmod 644 "$WWW"/*
@@ -250,6 +255,8 @@ dead_note() {
 FF=(ffmpeg -nostdin -hide_banner -v error -y)
 HLS_ALL=("${FF[@]}" -i "$WWW/v.mp4" -c copy -f hls -hls_time 10 -hls_playlist_type vod index.m3u8)
 SEG_SS=("${FF[@]}" -ss 30 -t 10 -i "$WWW/v.mp4" -c copy -f mpegts out.ts)
+HLS_ALL_F=("${FF[@]}" -i "$WWW/f.mp4" -c copy -f hls -hls_time 10 -hls_playlist_type vod index.m3u8)
+SEG_SS_F=("${FF[@]}" -ss 30 -t 10 -i "$WWW/f.mp4" -c copy -f mpegts out.ts)
 SEG_FMP4=("${FF[@]}" -ss 30 -t 10 -i "$WWW/h.mp4" -c copy -f mp4 -movflags frag_keyframe+empty_moov out.mp4)
 THUMB=("${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 out.jpg)
 TRIM=("${FF[@]}" -ss 10 -to 20 -i "$WWW/v.mp4" -c copy -movflags +faststart out.mp4)
@@ -317,6 +324,10 @@ rf_get /v.mp4/mp4hls/seg-3.ts "$C/seg-3.ts"
 check_av "$C/seg-3.ts" 10 "refract seg-3.ts"
 rf_get /v.mp4/mp4hls/seg-3.ts "$C/seg-3b.ts" # twice: the second must not be a cache hit either
 cmp -s "$C/seg-3.ts" "$C/seg-3b.ts" || die "refract: two requests for seg-3.ts answered different bytes"
+rf_get /f.mp4/mp4hls/index.m3u8 "$C/f.m3u8"
+check_playlist "$C/f.m3u8" "$NSEG" "refract f.mp4 index.m3u8" "$V_DUR"
+rf_get /f.mp4/mp4hls/seg-3.ts "$C/f-seg-3.ts"
+check_av "$C/f-seg-3.ts" 10 "refract f.mp4 seg-3.ts"
 rf_get /h.mp4/mp4hls/index.m3u8 "$C/h.m3u8"
 grep -q '^#EXT-X-MAP:URI="init.mp4"' "$C/h.m3u8" || die "refract: the HEVC playlist has no EXT-X-MAP: $(head -c 300 "$C/h.m3u8")"
 rf_get /h.mp4/mp4hls/init.mp4 "$C/h-init.mp4"
@@ -356,6 +367,8 @@ check_playlist "$OUT/hls/index.m3u8" "$NSEG" "ffmpeg -f hls" "$V_DUR"
 check_av "$OUT/hls/index3.ts" 10 "ffmpeg -f hls index3.ts"
 peer_ms "$OUT/seg" "${SEG_SS[@]}" >/dev/null
 check_av "$OUT/seg/out.ts" 10 "ffmpeg -ss 30 -t 10 -f mpegts"
+peer_ms "$OUT/segF" "${SEG_SS_F[@]}" >/dev/null
+check_av "$OUT/segF/out.ts" 10 "ffmpeg -ss 30 -t 10 -i f.mp4 -f mpegts"
 peer_ms "$OUT/segf" "${SEG_FMP4[@]}" >/dev/null
 [ "$(probe "$OUT/segf/out.mp4" stream=codec_name | sort -u | tr '\n' ' ')" = "aac hevc " ] ||
     die "ffmpeg -ss 30 -t 10 -f mp4 (fragmented): not HEVC + AAC"
@@ -454,6 +467,8 @@ echo "== video: latency per request, median of $RUNS; refract: gateway (2 thread
 
 measure index /v.mp4/mp4hls/index.m3u8 "$OUT/hls" "${HLS_ALL[@]}"
 measure seg3 /v.mp4/mp4hls/seg-3.ts "$OUT/seg" "${SEG_SS[@]}"
+measure indexF /f.mp4/mp4hls/index.m3u8 "$OUT/hlsF" "${HLS_ALL_F[@]}"
+measure seg3F /f.mp4/mp4hls/seg-3.ts "$OUT/segF" "${SEG_SS_F[@]}"
 measure seg3f /h.mp4/mp4hls/seg-3.m4s "$OUT/segf" "${SEG_FMP4[@]}"
 measure thumb /v.mp4/thumbnail/30 "$OUT/thumb" "${THUMB[@]}"
 measure trim "/v.mp4?trimming=10-20" "$OUT/trim" "${TRIM[@]}"
@@ -576,6 +591,8 @@ printf "$FMT" "row: refract / ffmpeg" "refract ms" "ffmpeg ms" ratio target mark
 row "1 index.m3u8 / ffmpeg -f hls (whole file)" index index "<= 0.25" "index.m3u8: refract/ffmpeg-hls-whole (ms)"
 row "2 seg-3.ts / ffmpeg -f hls (whole file)" seg3 index "<= 0.3" "seg-3.ts: refract/ffmpeg-hls-whole (ms)"
 row "2 seg-3.ts / ffmpeg -ss 30 -t 10 -f mpegts" seg3 seg3 - "seg-3.ts: refract/ffmpeg-ss-mpegts (ms)"
+row "1d fragmented index.m3u8 / ffmpeg -f hls (whole f.mp4)" indexF indexF "<= 0.25" "fragmented index.m3u8: refract/ffmpeg-hls-whole (ms)"
+row "2d fragmented seg-3.ts / ffmpeg -ss 30 -t 10 -i f.mp4" seg3F seg3F - "fragmented seg-3.ts: refract/ffmpeg-ss-mpegts (ms)"
 row "2c HEVC seg-3.m4s / ffmpeg -ss 30 -t 10 -f mp4 frag" seg3f seg3f - "HEVC fMP4 seg-3.m4s: refract/ffmpeg-ss-fmp4 (ms)"
 row "3 thumbnail/30 / ffmpeg -ss 30 -frames:v 1" thumb thumb "<= 1.0" "thumbnail/30: refract/ffmpeg (ms)"
 TB=$(pct "${OBYTES[thumb]}" "$V_SIZE")

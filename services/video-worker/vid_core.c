@@ -169,8 +169,34 @@ typedef struct {
     int64_t lo, len;
 } s_walk_t;
 
-/* A box header at off: its size and type. 1 read, 0 none (the end, or
- * not a box: a size below its header or past the source), -1 read error. */
+/* The box whose header starts h[0..have), `left` bytes of the source
+ * from there: 1 with its *size (a size of 0, "to the end", made `left`),
+ * 0 when it is not a box (a size below its header or past the source),
+ * -1 when `have` is too short for its header. */
+static int s_box_head(const uint8_t *h, int64_t have, int64_t left, uint64_t *size)
+{
+    if (have < 8)
+        return left < 8 ? 0 : -1;
+    uint64_t sz = (uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 8 | h[3];
+    int head = 8;
+    if (sz == 1) { /* a 64-bit size follows the type */
+        if (have < 16)
+            return left < 16 ? 0 : -1;
+        sz = 0;
+        for (int i = 8; i < 16; i++)
+            sz = sz << 8 | h[i];
+        head = 16;
+    } else if (sz == 0) {
+        sz = (uint64_t)left;
+    }
+    if (sz < (uint64_t)head || sz > (uint64_t)left)
+        return 0;
+    *size = sz;
+    return 1;
+}
+
+/* A box header at off, read through w: its size and type. 1 read, 0
+ * none (the end, or not a box), -1 read error. */
 static int s_box_at(s_io_t *io, s_walk_t *w, int64_t off, int64_t *size, char type[5])
 {
     int64_t left = io->src->size - off;
@@ -185,23 +211,10 @@ static int s_box_at(s_io_t *io, s_walk_t *w, int64_t off, int64_t *size, char ty
         w->len = n;
         io->used += n;
         io->reads++;
-        if (n < want)
-            return 0;
     }
     const uint8_t *h = w->buf + (off - w->lo);
-    uint64_t sz = (uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 8 | h[3];
-    int head = 8;
-    if (sz == 1) { /* a 64-bit size follows the type */
-        if (want < 16)
-            return 0;
-        sz = 0;
-        for (int i = 8; i < 16; i++)
-            sz = sz << 8 | h[i];
-        head = 16;
-    } else if (sz == 0) { /* to the end of the file */
-        sz = (uint64_t)left;
-    }
-    if (sz < (uint64_t)head || sz > (uint64_t)left)
+    uint64_t sz;
+    if (s_box_head(h, w->lo + w->len - off, left, &sz) != 1)
         return 0;
     memcpy(type, h + 4, 4);
     type[4] = '\0';
@@ -357,24 +370,20 @@ static bool s_fragmented(const AVFormatContext *f)
  * not, a fragmented source is walked with reads (s_demux_open). */
 static bool s_hide_front_sidx(s_demux_t *d)
 {
-    uint8_t *b = d->pb->buffer;
-    int64_t n = d->pb->buf_end - d->pb->buffer, off = 0;
+    uint8_t *b = d->pb->buf_ptr; /* the source's offset 0 when avio_tell says so */
+    int64_t n = d->pb->buf_end - d->pb->buf_ptr, off = 0;
     bool moov = false;
     if (avio_tell(d->pb) != 0 || n <= 0)
         return false;
-    while (off + 8 <= n) {
+    while (off < n) {
         const uint8_t *h = b + off;
-        uint64_t size = (uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 8 | h[3];
-        if (size == 1) {
-            if (off + 16 > n)
-                return false;
-            size = 0;
-            for (int i = 8; i < 16; i++)
-                size = size << 8 | h[i];
-        }
-        if (size == 0 || size < 8 || size > (uint64_t)(d->io.src->size - off) || memcmp(h + 4, "moof", 4) == 0 ||
-            memcmp(h + 4, "mdat", 4) == 0)
-            return true; /* the end, not a box, or the first fragment or samples */
+        uint64_t size;
+        int r = s_box_head(h, n - off, d->io.src->size - off, &size);
+        if (r < 0)
+            return false; /* its header is past the buffer */
+        if (r == 0 || memcmp(h + 4, "moof", 4) == 0 || memcmp(h + 4, "mdat", 4) == 0 ||
+            (int64_t)size == d->io.src->size - off)
+            return true; /* not a box, the first fragment or samples, or the last box */
         if (memcmp(h + 4, "moov", 4) == 0) {
             moov = true;
         } else if (memcmp(h + 4, "sidx", 4) == 0 && moov && d->io.holes < S_MAX_HOLES && size <= UINT32_MAX) {
