@@ -67,17 +67,20 @@ typedef struct {
  * header over the whole range, then zeros. Returns how many were made. */
 static int s_io_hole(int64_t lo, int64_t hi, int64_t at, uint8_t *buf, int size)
 {
-    uint8_t head[8] = {(uint8_t)((hi - lo) >> 24),
-                       (uint8_t)((hi - lo) >> 16),
-                       (uint8_t)((hi - lo) >> 8),
-                       (uint8_t)(hi - lo),
-                       'f',
-                       'r',
-                       'e',
-                       'e'};
+    /* 8 bytes (size, type), or 16 past 4 GiB (size 1, type, a 64-bit size) */
+    uint64_t len = (uint64_t)(hi - lo);
+    uint8_t head[16] = {0, 0, 0, 1, 'f', 'r', 'e', 'e'};
+    int head_len = 16;
+    for (int i = 0; i < 8; i++)
+        head[8 + i] = (uint8_t)(len >> (56 - 8 * i));
+    if (len <= UINT32_MAX) {
+        for (int i = 0; i < 4; i++)
+            head[i] = (uint8_t)(len >> (24 - 8 * i));
+        head_len = 8;
+    }
     int n = hi - at < size ? (int)(hi - at) : size;
     for (int i = 0; i < n; i++)
-        buf[i] = at + i - lo < 8 ? head[at + i - lo] : 0;
+        buf[i] = at + i - lo < head_len ? head[at + i - lo] : 0;
     return n;
 }
 

@@ -742,6 +742,95 @@ static int64_t s_mem_read(void *arg, uint8_t *buf, int64_t off, int64_t len)
     return len;
 }
 
+/* A fragmented MP4 past 4 GiB, made up: frag.mp4 with a 5 GiB 'free'
+ * box (64-bit size) between its moov and its first moof, read as zeros
+ * without being held anywhere. */
+typedef struct {
+    s_mem_t file;
+    int64_t split; /* where the moov ends and the gap starts */
+    int64_t gap;
+    int64_t bytes, reads;
+} s_big_t;
+
+static int64_t s_big_read(void *arg, uint8_t *buf, int64_t off, int64_t len)
+{
+    s_big_t *b = arg;
+    assert_true(off >= 0 && len >= 0 && off + len <= b->file.size + b->gap);
+    const uint8_t head[16] = {0,
+                              0,
+                              0,
+                              1,
+                              'f',
+                              'r',
+                              'e',
+                              'e',
+                              (uint8_t)(b->gap >> 56),
+                              (uint8_t)(b->gap >> 48),
+                              (uint8_t)(b->gap >> 40),
+                              (uint8_t)(b->gap >> 32),
+                              (uint8_t)(b->gap >> 24),
+                              (uint8_t)(b->gap >> 16),
+                              (uint8_t)(b->gap >> 8),
+                              (uint8_t)b->gap};
+    for (int64_t i = 0; i < len; i++) {
+        int64_t at = off + i;
+        buf[i] = at < b->split            ? b->file.data[at]
+                 : at < b->split + 16     ? head[at - b->split]
+                 : at < b->split + b->gap ? 0
+                                          : b->file.data[at - b->gap];
+    }
+    b->bytes += len;
+    b->reads++;
+    return len;
+}
+
+static void test_fragmented_past_4gib(void **state)
+{
+    (void)state;
+    s_file_t f;
+    s_file_open(&f, "frag.mp4", -1);
+    s_big_t b = {.file = {.data = malloc((size_t)f.src.size), .size = f.src.size}, .gap = 5LL << 30};
+    assert_int_equal(s_file_read(&f, b.file.data, 0, f.src.size), f.src.size);
+    for (int64_t off = 0; off + 8 <= b.file.size;) { /* the moov's end */
+        const uint8_t *h = b.file.data + off;
+        int64_t size = (int64_t)h[0] << 24 | h[1] << 16 | h[2] << 8 | h[3];
+        off += size;
+        if (memcmp(h + 4, "moov", 4) == 0) {
+            b.split = off;
+            break;
+        }
+    }
+    assert_true(b.split > 0);
+    vid_source_t src = {.size = b.file.size + b.gap, .read = s_big_read, .arg = &b};
+    char err[256] = "";
+    vid_index_t *ix = vid_index_new(&src, 10, err, sizeof(err));
+    if (ix == NULL)
+        fprintf(stderr, "index: %s\n", err);
+    assert_non_null(ix);
+    assert_int_equal(vid_index_segments(ix), 3);
+    fprintf(stderr, "# fragmented past 4 GiB: index read %" PRId64 " bytes in %" PRId64 " reads\n", b.bytes, b.reads);
+    assert_true(b.bytes < 2 << 20);
+    for (int n = 0; n < 3; n++) {
+        vid_segment_info_t info;
+        assert_int_equal(vid_index_segment_info(ix, n, &info), 0);
+        assert_true(info.pos_lo > 4LL << 30);
+        s_sink_t sink = {.f = fopen("/dev/null", "wb"), .fail_after = -1};
+        b.bytes = 0;
+        int rc = vid_hls_segment(ix, &src, n, s_sink, &sink, err, sizeof(err));
+        if (rc != 0)
+            fprintf(stderr, "segment %d: %s\n", n, err);
+        assert_int_equal(rc, 0);
+        fclose(sink.f);
+        fprintf(stderr, "# fragmented past 4 GiB: segment %d read %" PRId64 " bytes for a span of %" PRId64 "\n", n,
+                b.bytes, info.pos_hi - info.pos_lo);
+        assert_true(sink.bytes > 100000);
+        assert_true(b.bytes <= info.pos_hi - info.pos_lo + (16 << 10)); /* its view: no gap read */
+    }
+    vid_index_destroy(&ix);
+    free(b.file.data);
+    s_file_close(&f);
+}
+
 /* Corrupt headers (one byte of the ftyp/moov changed at a time, 400
  * times) give a result or a one-line error, never a crash (the ASan build
  * runs this too), a hang, or a segment read far past its samples. */
@@ -1090,6 +1179,7 @@ int main(void)
         cmocka_unit_test(test_segments_faststart),
         cmocka_unit_test(test_segments_moov_at_end),
         cmocka_unit_test(test_segments_fragmented),
+        cmocka_unit_test(test_fragmented_past_4gib),
         cmocka_unit_test(test_audio_only),
         cmocka_unit_test(test_index_save_load),
         cmocka_unit_test(test_fmp4_segments),
