@@ -60,8 +60,8 @@ long sg_snap_read(FILE *f, size_t key_max, size_t max, sg_snap_add_fn *add, void
         return -1;
     long count = 0;
     for (;;) {
-        uint64_t size;
-        int64_t mtime_ns;
+        uint64_t size = 0;
+        int64_t mtime_ns = 0; /* set when r == 1 (gcc -O1 cannot tell) */
         int r = s_record(f, key_max, key, &size, &mtime_ns);
         if (r == 0)
             break;

@@ -2455,6 +2455,10 @@ int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, int accu
     }
     if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
         return -1;
+    if (s_fragmented(d.fmt)) { /* its tracks have no start time here, and the cuts come out wrong: not yet */
+        s_err(err, errlen, "unsupported: trimming a fragmented MP4 (samples in moof boxes)");
+        goto cleanup;
+    }
     int v = s_first_video(d.fmt), a = -1;
     for (unsigned i = 0; i < d.fmt->nb_streams && a < 0; i++)
         if (d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
