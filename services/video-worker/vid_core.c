@@ -407,6 +407,7 @@ static int s_demux_open(s_demux_t *d, const vid_source_t *src, int64_t budget, c
         return 0;
     s_io_t io = d->io; /* what was read so far counts against the budget */
     io.holes = 0;
+    io.span = NULL; /* d's, freed by s_demux_close below: never handed on */
     if (s_walk_boxes(&io, NULL) != 0) {
         s_err(err, errlen, "source read failed");
         s_demux_close(d);
