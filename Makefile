@@ -146,6 +146,9 @@ $(O)/tests/test_http_parse: $(O)/obj/services/gateway/gw_http_parse.o
 # The batch scan's snapshot file (storgate-scheduler, no Redis or curl).
 $(O)/tests/test_sgsnap: UNIT_EXTRA = -Iservices/storgate-scheduler $(O)/obj/services/storgate-scheduler/sg_snap.o
 $(O)/tests/test_sgsnap: $(O)/obj/services/storgate-scheduler/sg_snap.o
+# The https:// leader lease's object (storgate-scheduler, pure).
+$(O)/tests/test_sgldoc: UNIT_EXTRA = -Iservices/storgate-scheduler $(O)/obj/services/storgate-scheduler/sg_ldoc.o
+$(O)/tests/test_sgldoc: $(O)/obj/services/storgate-scheduler/sg_ldoc.o
 
 $(O)/tests/gateway/%: tests/unit/gateway/%.c $(GW_LIB_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
@@ -222,6 +225,8 @@ build/fuzz/fuzz_preamble: services/gateway/gw_preamble.c services/gateway/gw_pre
 # The batch scan's snapshot file (sg_scan.c).
 build/fuzz/fuzz_sgsnap: FUZZ_EXTRA = -Iservices/storgate-scheduler services/storgate-scheduler/sg_snap.c
 build/fuzz/fuzz_sgsnap: services/storgate-scheduler/sg_snap.c services/storgate-scheduler/sg_snap.h
+build/fuzz/fuzz_sgldoc: FUZZ_EXTRA = -Iservices/storgate-scheduler services/storgate-scheduler/sg_ldoc.c
+build/fuzz/fuzz_sgldoc: services/storgate-scheduler/sg_ldoc.c services/storgate-scheduler/sg_ldoc.h
 
 # The pre-warm message parser (everything it reads comes from Kafka).
 build/fuzz/fuzz_prewarm: FUZZ_EXTRA = -Iservices/prewarm services/prewarm/pw_msg.c

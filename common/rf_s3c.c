@@ -431,6 +431,68 @@ static int s_put_src(rf_s3c_t *c, const char *key, const char *query, s_source_t
     return rc;
 }
 
+int rf_s3c_put_if(rf_s3c_t *c, const char *key, const void *mem, size_t len, const char *if_match, char *etag,
+                  char *why, size_t why_len)
+{
+    char cond[120];
+    if (if_match != NULL)
+        snprintf(cond, sizeof(cond), "If-Match: \"%s\"", if_match);
+    else
+        snprintf(cond, sizeof(cond), "If-None-Match: *");
+    const char *hdrs[2] = {cond, NULL};
+    s_source_t src = {.fd = -1, .mem = mem, .left = len};
+    char *url = s_url(c, key, NULL);
+    rf_s3c_obj_t hdr = {0};
+    s_sink_t sink = {.fd = -1, .obj = &hdr};
+    long st = url ? s_do_h(c, "PUT", url, &src, NULL, "text/plain", hdrs, &sink, why, why_len) : -1;
+    free(url);
+    int rc = -1;
+    if (s_2xx(st)) {
+        rc = 0;
+        if (etag != NULL)
+            snprintf(etag, 80, "%s", hdr.etag);
+    } else if (st == 412 || st == 409 || (st == 404 && if_match != NULL)) {
+        rc = 1; /* 409: ConditionalRequestConflict, another conditional write in flight */
+    } else if (st > 0) {
+        s_status_why("conditional PUT", st, &sink, why, why_len);
+        rc = st == 501 ? 2 : -1;
+    }
+    free(sink.buf);
+    return rc;
+}
+
+int rf_s3c_get_small(rf_s3c_t *c, const char *key, char **buf, size_t max, size_t *len, char *etag, char *why,
+                     size_t why_len)
+{
+    *buf = NULL;
+    *len = 0;
+    rf_s3c_obj_t hdr = {0};
+    char *url = s_url(c, key, NULL);
+    s_sink_t sink = {.fd = -1, .obj = &hdr};
+    long st = url ? s_do(c, "GET", url, NULL, NULL, NULL, &sink, why, why_len) : -1;
+    free(url);
+    if (st == 404) {
+        free(sink.buf);
+        return 1;
+    }
+    if (!s_2xx(st) || sink.len > max) {
+        if (st > 0 && !s_2xx(st))
+            s_status_why("GET", st, &sink, why, why_len);
+        else if (st > 0)
+            snprintf(why, why_len, "GET %s: the object is over %zu bytes", c->ep->name, max);
+        free(sink.buf);
+        return -1;
+    }
+    if (sink.buf == NULL && (sink.buf = calloc(1, 1)) == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    *buf = sink.buf;
+    *len = sink.len;
+    snprintf(etag, 80, "%s", hdr.etag);
+    return 0;
+}
+
 /* The text of <Tag>…</Tag> in a small XML answer, or "". */
 static void s_xml_value(const char *xml, const char *tag, char *out, size_t cap)
 {

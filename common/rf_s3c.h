@@ -110,6 +110,24 @@ int rf_s3c_put_stream(rf_s3c_t *c, const char *key, const char *content_type, co
 int rf_s3c_put_sized(rf_s3c_t *c, const char *key, const char *content_type, const char *const *hdrs, uint64_t size,
                      rf_s3c_read_fn *rd, void *arg, char *why, size_t why_len);
 
+/* A conditional PUT of len bytes of mem as key, a compare-and-swap where
+ * the service has conditional writes (S3 since 2024, storgate's S3 API):
+ * if_match an ETag (without quotes) the object must have, or NULL: no
+ * object may be there (If-None-Match: *). 0 written (etag, 80 bytes or
+ * NULL, receives the new ETag), 1 the condition failed (412; 409, another
+ * conditional write in flight; 404 for If-Match on a missing key), 2 the
+ * service answered 501 (no conditional writes), -1 error (why). A service
+ * that ignores the headers answers 0: see sg_leader's probe. */
+int rf_s3c_put_if(rf_s3c_t *c, const char *key, const void *mem, size_t len, const char *if_match, char *etag,
+                  char *why, size_t why_len);
+
+/* GET a small object whole: *buf (malloc'd, NUL-terminated; the caller
+ * frees it) and *len, its ETag (without quotes) into etag (80 bytes).
+ * 0, 1 (no such key), -1 (why; also an object over max bytes, or over
+ * 8 MiB, which is as much as a body in memory is allowed here). */
+int rf_s3c_get_small(rf_s3c_t *c, const char *key, char **buf, size_t max, size_t *len, char *etag, char *why,
+                     size_t why_len);
+
 /* DELETE key (a missing key is fine, as in S3). 0 or -1. */
 int rf_s3c_delete(rf_s3c_t *c, const char *key, char *why, size_t why_len);
 

@@ -109,14 +109,15 @@ int rf_sgevent_write(const char *state_dir, const char *kind, const char *bucket
     return rc;
 }
 
-int rf_outbox_write(const char *dir, const char *target, const char *key, const char *payload)
+int rf_outbox_write_as(const char *dir, const char *target, const char *key, const char *payload, const char *suffix,
+                       char *name, size_t cap)
 {
-    char d[600], name[80];
+    char d[600];
     snprintf(d, sizeof(d), "%s", dir);
     if (s_mkdirs(d) < 0)
         return -1;
-    s_unique_name(name, sizeof(name), "");
-    snprintf(name + strlen(name), sizeof(name) - strlen(name), "-%d.json", (int)getpid());
+    s_unique_name(name, cap, "");
+    snprintf(name + strlen(name), cap - strlen(name), "-%d%s", (int)getpid(), suffix);
     char *text = NULL;
     int n = asprintf(&text, "%s\n%s\n%s", target, key, payload);
     if (n < 0)
@@ -124,4 +125,10 @@ int rf_outbox_write(const char *dir, const char *target, const char *key, const 
     int rc = s_write_atomic(d, name, text, (size_t)n);
     free(text);
     return rc;
+}
+
+int rf_outbox_write(const char *dir, const char *target, const char *key, const char *payload)
+{
+    char name[80];
+    return rf_outbox_write_as(dir, target, key, payload, ".json", name, sizeof(name));
 }

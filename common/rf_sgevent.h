@@ -44,5 +44,9 @@ int rf_sgevent_write(const char *state_dir, const char *kind, const char *bucket
  * files sort by time. target: an http(s) URL, kafka://HOST:PORT[,…]/TOPIC
  * or an absolute .js hook; key: the idempotency key. 0, or -1 with errno. */
 int rf_outbox_write(const char *dir, const char *target, const char *key, const char *payload);
+/* The same, its name ending in suffix (".json" is delivered; another, such
+ * as ".hold", waits to be renamed), the name into name (cap ≥ 80). */
+int rf_outbox_write_as(const char *dir, const char *target, const char *key, const char *payload, const char *suffix,
+                       char *name, size_t cap);
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -385,6 +386,9 @@ struct rf_sgfs_put_t {
     /* a part of a multipart upload: published as PART inside the upload's directory */
     int part;
     char upload[33];
+    /* rf_sgfs_put_require: checked at commit under the directory's flock */
+    bool if_none, if_match;
+    char match[48];
 };
 
 /* Opens (creating) ".refract-s3/SUB" under the mount root. */
@@ -473,6 +477,43 @@ int rf_sgfs_put_write(rf_sgfs_put_t *p, const void *data, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+void rf_sgfs_put_require(rf_sgfs_put_t *p, const char *if_match, bool if_none_match)
+{
+    p->if_none = if_none_match;
+    p->if_match = if_match != NULL;
+    snprintf(p->match, sizeof(p->match), "%s", if_match ? if_match : "");
+}
+
+/* Whether the name base in parent holds what p requires, checked with the
+ * directory's flock held (*lock_fd receives it; the caller closes it after
+ * the rename): 0, or -1 with errno EEXIST (If-None-Match: an object is
+ * there), ENOENT (If-Match: none is), ECANCELED (If-Match: another ETag). */
+static int s_put_condition(const rf_sgfs_put_t *p, int parent, const char *base, int *lock_fd)
+{
+    *lock_fd = openat(parent, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) != 0)
+        return -1;
+    int fd = openat(parent, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 && errno != ENOENT)
+        return -1;
+    rf_sgfs_stat_t cur;
+    int rc = 0;
+    if (fd >= 0 && s_fill_stat(fd, &cur) < 0)
+        rc = -1;
+    else if (p->if_none && fd >= 0)
+        rc = -1, errno = EEXIST;
+    else if (p->if_match && fd < 0)
+        rc = -1, errno = ENOENT;
+    else if (p->if_match && strcmp(p->match, "*") != 0 && strcmp(p->match, cur.etag) != 0)
+        rc = -1, errno = ECANCELED;
+    if (fd >= 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return rc;
 }
 
 uint64_t rf_sgfs_put_size(const rf_sgfs_put_t *p)
@@ -598,11 +639,17 @@ static int s_s3_commit(rf_sgfs_put_t **p_p, rf_sgfs_stat_t *st)
 int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st)
 {
     rf_sgfs_put_t *p = *p_p;
-    if (p->loc.mount->kind == RF_SG_MOUNT_S3 && p->part == 0)
+    if (p->loc.mount->kind == RF_SG_MOUNT_S3 && p->part == 0) {
+        if (p->if_none || p->if_match) { /* the backend's PUT would not check it */
+            rf_sgfs_put_abort(p_p);
+            errno = ENOTSUP;
+            return -1;
+        }
         return s_s3_commit(p_p, st);
+    }
     char md5[33], name[16];
     rf_sgfs_put_md5(p, md5);
-    int rc = -1, parent = -1;
+    int rc = -1, parent = -1, lock = -1;
     const char *base = NULL;
     char rel[sizeof(p->loc.rel)];
     if (s_write_meta(p->fd, etag ? etag : md5, p->content_type, p->meta) != 0 && errno != ENOTSUP)
@@ -640,12 +687,15 @@ int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st
         parent = s_parent(p->root, rel, &base, true);
         if (parent < 0)
             goto done;
+        if ((p->if_none || p->if_match) && s_put_condition(p, parent, base, &lock) < 0)
+            goto done;
     }
     if (st != NULL && s_fill_stat(p->fd, st) < 0)
         goto done;
     if (renameat(p->tmpdir, p->tmpname, parent, base) != 0) {
-        /* a concurrent delete pruned the directory between mkdir and rename */
-        if (errno != ENOENT || p->part > 0)
+        /* a concurrent delete pruned the directory between mkdir and rename
+         * (not under a condition: what it checked is gone with it) */
+        if (errno != ENOENT || p->part > 0 || lock >= 0)
             goto done;
         close(parent);
         if ((parent = s_parent(p->root, rel, &base, true)) < 0 || renameat(p->tmpdir, p->tmpname, parent, base) != 0)
@@ -655,6 +705,8 @@ int rf_sgfs_put_commit(rf_sgfs_put_t **p_p, const char *etag, rf_sgfs_stat_t *st
     rc = 0;
 done:;
     int e = errno;
+    if (lock >= 0)
+        close(lock); /* drops the flock */
     if (parent >= 0)
         close(parent);
     rf_sgfs_put_abort(p_p);

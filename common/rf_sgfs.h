@@ -107,6 +107,16 @@ typedef struct rf_sgfs_put_t rf_sgfs_put_t;
 rf_sgfs_put_t *rf_sgfs_put_begin(const rf_sgfs_loc_t *loc, const char *content_type, const char *meta);
 /* Appends data; 0 or -1 (errno). */
 int rf_sgfs_put_write(rf_sgfs_put_t *p, const void *data, size_t n);
+/* A condition the commit checks against what the name holds, atomically
+ * with the publishing (under an flock of the directory, which every
+ * conditional commit of every process takes): if_match (borrowed, copied)
+ * an ETag without quotes, "*" = any object; if_none_match: no object may
+ * be there. The commit then fails with EEXIST (an object is there),
+ * ENOENT (If-Match, and none is) or ECANCELED (another ETag); on an
+ * S3-backed mount with ENOTSUP (the backend's PUT would not check it). A
+ * folder marker's commit ignores it. Unconditional commits do not lock:
+ * they may land between, as a plain PUT does in S3. */
+void rf_sgfs_put_require(rf_sgfs_put_t *p, const char *if_match, bool if_none_match);
 /* Bytes written so far. */
 uint64_t rf_sgfs_put_size(const rf_sgfs_put_t *p);
 /* The hex MD5 of what was written (valid after every write). */

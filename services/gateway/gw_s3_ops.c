@@ -81,6 +81,14 @@ static void s_store_error(gw_s3_req_t *r, int e)
 {
     if (e == EXDEV || e == ELOOP)
         gw_s3_error(r, "AccessDenied", "the path leaves the mount (a symlink escape)");
+    else if (e == EEXIST)
+        gw_s3_error(r, "PreconditionFailed", "an object has this key already (If-None-Match: *)");
+    else if (e == ECANCELED)
+        gw_s3_error(r, "PreconditionFailed", "the object's ETag is not the one If-Match names");
+    else if (e == ENOENT && gw_s3_header(r, "if-match", &(size_t){0}) != NULL)
+        gw_s3_error(r, "NoSuchKey", "If-Match names an object that does not exist");
+    else if (e == ENOTSUP)
+        gw_s3_error(r, "NotImplemented", "conditional writes are not supported on an S3-backed mount");
     else if (e == EISDIR || e == ENOTDIR)
         gw_s3_error(r, "InvalidRequest", "cannot store the object: %s",
                     "a directory of the mount has this name (a file mount cannot hold both KEY and KEY/…)");
@@ -1541,6 +1549,35 @@ static void s_put_answer(gw_s3_req_t *r, bool copy, const rf_sgfs_stat_t *st)
 static void s_put_with(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
                        const rf_sgfs_stat_t *src);
 
+/* A conditional write, as S3 has them since 2024: If-None-Match: * writes
+ * only where no object is, If-Match: "ETAG" replaces only that object (a
+ * compare-and-swap: the storgate leader lease on https:// is built on it).
+ * Sets the condition on w; -1 after answering. */
+static int s_put_require(gw_s3_req_t *r, rf_sgfs_put_t *w)
+{
+    size_t nl = 0, ml = 0;
+    const char *inm = gw_s3_header(r, "if-none-match", &nl), *im = gw_s3_header(r, "if-match", &ml);
+    if (inm == NULL && im == NULL)
+        return 0;
+    if (inm != NULL && !h2o_memis(inm, nl, H2O_STRLIT("*"))) {
+        gw_s3_error(r, "NotImplemented", "If-None-Match on a write takes only '*'");
+        return -1;
+    }
+    char etag[48] = "";
+    if (im != NULL) {
+        if (ml >= 2 && im[0] == '"' && im[ml - 1] == '"')
+            im++, ml -= 2;
+        if (ml == 0 || ml >= sizeof(etag) || memchr(im, '"', ml) != NULL || memchr(im, ',', ml) != NULL) {
+            gw_s3_error(r, "InvalidArgument", "If-Match on a write takes one ETag");
+            return -1;
+        }
+        memcpy(etag, im, ml);
+        etag[ml] = '\0';
+    }
+    rf_sgfs_put_require(w, im != NULL ? etag : NULL, inm != NULL);
+    return 0;
+}
+
 /* A copy's source opened (sfd, or -1: errno): its conditions, then the write. */
 static void s_copy_opened(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct, const char *meta, int sfd,
                           const rf_sgfs_stat_t *src)
@@ -1576,6 +1613,12 @@ static void s_put_with(gw_s3_req_t *r, const rf_sgfs_loc_t *loc, const char *ct,
         if (sfd >= 0)
             close(sfd);
         gw_s3_error(r, "InternalError", "cannot write: %s", strerror(errno));
+        return;
+    }
+    if (s_put_require(r, w) < 0) {
+        rf_sgfs_put_abort(&w);
+        if (sfd >= 0)
+            close(sfd);
         return;
     }
     /* on failure these abort w, then answer */

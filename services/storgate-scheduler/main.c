@@ -215,6 +215,10 @@ int main(int argc, char **argv)
         rf_error("%s", why[0] ? why : "cannot start");
         goto done;
     }
+    /* what an earlier run of this node held when it stopped, before any item runs */
+    int due = sg_outbox_settle(n.outbox, sg_item_settle, &n);
+    if (due > 0)
+        rf_info("storgate outbox: %d held webhook(s) of an earlier run are due", due);
     const rf_listen_t *ml = &cfg->storgate_scheduler.metrics_listen;
     if (ml->port > 0 && (httpd = rf_httpd_new(ml->host, ml->port, metrics, s_health, &n, &err)) == NULL) {
         rf_error("metrics_listen: %s", err ? err : "cannot listen");

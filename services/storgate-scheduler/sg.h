@@ -106,6 +106,13 @@ void sg_queue_push(sg_node_t *n, sg_item_t *it);
 void *sg_item_thread(void *arg);
 /* Runs the workflow of one item; 0 done, -1 aborted (logged, webhooked). */
 int sg_item_run(sg_node_t *n, sg_item_t *it);
+/* A held webhook's fate (sg_settle_fn; arg: the node): delivered when its
+ * item's source is gone (its onComplete ran), dropped when the source is
+ * there (the item runs again), left when that cannot be told. */
+int sg_item_settle(void *arg, const char *payload);
+/* Takes a dead node's webhooks into this node's outbox (sg_outbox_adopt,
+ * held ones settled). Returns how many. */
+int sg_item_adopt(sg_node_t *n, const char *from_node);
 
 /* ---- scan events (sg_scan.c): onPut / onDelete from what a batch run lists ---- */
 
@@ -187,6 +194,24 @@ int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const cha
 /* Runs the script hook at `path` (a ".js" target, sg_hook.c) for one
  * webhook; curl is the delivery thread's CURL handle. true = delivered. */
 bool sg_hook_run(void *curl, const char *path, const char *key, const char *payload, char *why, size_t why_len);
+/* A held webhook's fate, from its payload (JSON text, borrowed): 1
+ * deliver it, 0 drop it, -1 leave it for later. */
+typedef int(sg_settle_fn)(void *arg, const char *payload);
+/* The webhooks a dead node (from_node) left in its outbox, when STATE is
+ * shared (one host, NFS), move into to_node's: renamed, so each is
+ * delivered by one node; its held ones as settle() says. Returns how many. */
+int sg_outbox_adopt(const char *state_dir, const char *from_node, const char *to_node, sg_settle_fn *settle, void *arg);
+/* A webhook that is not delivered until released (an item's, written
+ * before its onComplete removes the source, so that a node killed between
+ * the two leaves it behind, not nothing). Its file name into name (cap at
+ * least 80). 0 or -1. */
+int sg_outbox_hold(sg_outbox_t *o, const char *target, const char *key, const char *payload, char *name, size_t cap);
+/* deliver: the held webhook is due now; else it is dropped. 0, or -1
+ * (errno; ENOENT: another node settled it, as after a pause past the term). */
+int sg_outbox_release(sg_outbox_t *o, const char *name, bool deliver);
+/* The webhooks this outbox holds from an earlier run of this node, as
+ * settle() says; called before any item runs. Returns how many are due. */
+int sg_outbox_settle(sg_outbox_t *o, sg_settle_fn *settle, void *arg);
 /* Deliveries waiting: the outbox's files, counted (for the gauge, at scrape time). */
 int sg_outbox_pending(sg_outbox_t *o);
 
@@ -198,6 +223,10 @@ void sg_leader_destroy(sg_leader_t **self_p);
 /* Acquires or renews the lease; true while this node leads. Its fencing
  * token (increasing with each new term) in *token. */
 bool sg_leader_tick(sg_leader_t *l, uint64_t *token);
+/* The node whose expired lease this node's last tick took over (an
+ * https:// lease, which keeps no list of live nodes: its holder is the one
+ * node known to have stopped), or NULL. Borrowed until the next tick. */
+const char *sg_leader_took_from(sg_leader_t *l);
 /* Saves a batch's progress (`name`: "BUCKET.INDEX", `text` copied) only if
  * the lease still holds `token`, in one critical section with that check.
  * 0 saved; -1 refused (errno EPERM: the lease moved on) or failed. */

@@ -414,6 +414,10 @@ bool sg_batches_tick(sg_batches_t *self, bool now_all)
     rf_metric_set(sg_m.leader, NULL, lead ? 1 : 0);
     if (lead && !self->leading) { /* a new term: pick up what a previous leader left */
         rf_info("storgate: %s leads (fencing token %llu)", self->n->node, (unsigned long long)token);
+        const char *prev = sg_leader_took_from(self->n->leader);
+        if (prev != NULL) /* no hand-out (https://): the last holder ran the items, and stopped */
+            rf_warn("storgate: took the lease of %s, which stopped renewing it: %d of its webhook(s) adopted", prev,
+                    sg_item_adopt(self->n, prev));
         for (size_t i = 0; i < self->nv; i++) {
             sg_scan_end(&self->v[i].scan, false); /* a resumed run: another leader listed part of it */
             s_load(&self->v[i]);

@@ -230,8 +230,6 @@ static int s_requeue(sg_dist_t *d, const char *from)
 
 /* ---- file:// leases: items as files ----------------------------------------------------- */
 
-static int s_adopt_outbox(sg_dist_t *d, const char *node);
-
 static void s_nap_ms(long ms)
 {
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000};
@@ -525,7 +523,7 @@ static void s_f_reap(sg_dist_t *d)
         snprintf(from, sizeof(from), "%s/proc/%s", d->dir, node);
         int moved = s_f_requeue(d, from);
         unlink(path);
-        int adopted = s_adopt_outbox(d, node);
+        int adopted = sg_item_adopt(d->n, node);
         rf_warn("storgate dist: node %s stopped answering: %d of its item(s) handed out again, %d of its webhook(s) "
                 "adopted",
                 node, moved, adopted);
@@ -685,33 +683,6 @@ void sg_dist_ack(sg_dist_t *d, sg_item_t *it, bool ok)
     freeReplyObject(r);
 }
 
-/* The webhooks a dead node left in its outbox (when STATE is shared, as on
- * one host or NFS) move into this node's: renamed, so each is delivered by
- * one node. Returns how many. */
-static int s_adopt_outbox(sg_dist_t *d, const char *node)
-{
-    if (strpbrk(node, "/") != NULL || strcmp(node, ".") == 0 || strcmp(node, "..") == 0)
-        return 0;
-    char from[700], to[700];
-    snprintf(from, sizeof(from), "%s/outbox/%s", d->n->state_dir, node);
-    DIR *dir = opendir(from);
-    if (dir == NULL)
-        return 0;
-    int n = 0;
-    for (struct dirent *de; (de = readdir(dir)) != NULL;) {
-        size_t l = strlen(de->d_name);
-        if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
-            continue;
-        char a[1000], b[1000];
-        snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
-        snprintf(to, sizeof(to), "%s/outbox/%s", d->n->state_dir, d->n->node);
-        snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
-        n += rename(a, b) == 0;
-    }
-    closedir(dir);
-    return n;
-}
-
 void sg_dist_reap(sg_dist_t *d)
 {
     if (d->files) {
@@ -733,7 +704,7 @@ void sg_dist_reap(sg_dist_t *d)
             continue;
         int moved = s_requeue(d, kp);
         freeReplyObject(s_cmd(d, "SREM %s %s", d->k_nodes, node));
-        int adopted = s_adopt_outbox(d, node);
+        int adopted = sg_item_adopt(d->n, node);
         rf_warn("storgate dist: node %s stopped answering: %d of its item(s) handed out again, %d of its webhook(s) "
                 "adopted",
                 node, moved, adopted);

@@ -324,29 +324,87 @@ static int s_on_complete(sg_item_t *it, const rf_sgfs_loc_t *src, int src_fd, co
     return 0;
 }
 
-/* Queues the item's webhook (onItemCompleted / onItemAborted), if any. */
-static void s_webhook(sg_node_t *n, sg_item_t *it, bool ok, json_t *item, const char *why)
+/* The item's webhook payload (onItemCompleted / onItemAborted) and its
+ * idempotency key (200 bytes), or NULL: malloc'd. */
+static char *s_webhook_text(sg_node_t *n, sg_item_t *it, bool ok, json_t *item, const char *why, char key[200])
 {
-    const char *target = ok ? it->event->on_item_completed : it->event->on_item_aborted;
-    if (target == NULL)
-        return;
-    char key[200];
-    snprintf(key, sizeof(key), "%s:%s", it->id, ok ? "onItemCompleted" : "onItemAborted");
+    snprintf(key, 200, "%s:%s", it->id, ok ? "onItemCompleted" : "onItemAborted");
     json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "id", key, "event",
                           ok ? "onItemCompleted" : "onItemAborted", "node", n->node, "bucket", it->bucket->name,
                           "workflow", it->workflow->name, "item", item ? item : json_null());
     if (p != NULL && !ok)
         json_object_set_new(p, "error", json_string(why));
     char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    return text;
+}
+
+/* Queues the item's webhook, if any. */
+static void s_webhook(sg_node_t *n, sg_item_t *it, bool ok, json_t *item, const char *why)
+{
+    const char *target = ok ? it->event->on_item_completed : it->event->on_item_aborted;
+    if (target == NULL)
+        return;
+    char key[200];
+    char *text = s_webhook_text(n, it, ok, item, why, key);
     if (text == NULL || sg_outbox_put(n->outbox, target, key, text) < 0)
         rf_error("storgate %s: cannot queue the webhook to %s", it->id, target);
     free(text);
+}
+
+/* Holds the onItemCompleted webhook before onComplete removes the source
+ * (name: the held file, "" when none). A node killed between the two
+ * leaves it held; whoever settles it finds the source gone and sends it. */
+static void s_webhook_hold(sg_node_t *n, sg_item_t *it, json_t *item, char *name, size_t cap)
+{
+    name[0] = '\0';
+    const char *target = it->event->on_item_completed;
+    if (target == NULL)
+        return;
+    char key[200];
+    char *text = s_webhook_text(n, it, true, item, NULL, key);
+    if (text == NULL || sg_outbox_hold(n->outbox, target, key, text, name, cap) < 0)
+        name[0] = '\0'; /* queued after onComplete, as without a hold */
+    free(text);
+}
+
+int sg_item_settle(void *arg, const char *payload)
+{
+    sg_node_t *n = arg;
+    json_error_t err;
+    json_t *p = json_loads(payload, 0, &err);
+    const char *bucket = json_string_value(json_object_get(p, "bucket"));
+    const char *path = json_string_value(json_object_get(json_object_get(p, "item"), "path"));
+    int v = -1;
+    for (size_t i = 0; bucket != NULL && path != NULL && path[0] == '/' && i < n->sc->n_buckets && v < 0; i++) {
+        const rf_sg_bucket_t *b = &n->sc->buckets[i];
+        rf_sgfs_loc_t loc;
+        rf_sgfs_stat_t st;
+        const char *why = NULL;
+        if (strcmp(b->name, bucket) != 0 || rf_sgfs_resolve(b, path + 1, strlen(path + 1), false, true, &loc, &why) < 0)
+            continue;
+        if (rf_sgfs_stat(&loc, &st) == 0)
+            v = 0; /* the source is there: onComplete did not run, the item runs again */
+        else if (errno == ENOENT)
+            v = 1; /* it went: the item was done */
+    }
+    if (p != NULL && (bucket == NULL || path == NULL))
+        v = 0; /* not an item's: nothing to wait for */
     json_decref(p);
+    if (v >= 0)
+        rf_info("storgate outbox: a webhook held by a stopped node: %s (%s)", v ? "due" : "dropped",
+                v ? "its source is gone" : "its item runs again");
+    return v;
+}
+
+int sg_item_adopt(sg_node_t *n, const char *from_node)
+{
+    return sg_outbox_adopt(n->state_dir, from_node, n->node, sg_item_settle, n);
 }
 
 int sg_item_run(sg_node_t *n, sg_item_t *it)
 {
-    char why[512] = "", src_path[4200], linked[700] = ""; /* linked: before any goto done */
+    char why[512] = "", src_path[4200], linked[700] = "", held[80] = ""; /* before any goto done */
     const char *labels[] = {it->bucket->name, it->workflow->name, "done"};
     rf_sgfs_loc_t src;
     const char *rwhy = NULL;
@@ -401,8 +459,11 @@ int sg_item_run(sg_node_t *n, sg_item_t *it)
     for (size_t i = 0; i < it->workflow->n_tasks; i++)
         if (s_task(n, it, &it->workflow->tasks[i], fd, src_path, item, ctx_text, why, sizeof(why)) < 0)
             goto done;
-    if (!it->deleted && s_on_complete(it, &src, fd, item, ctx_text, why, sizeof(why)) < 0)
-        goto done;
+    if (!it->deleted) {
+        s_webhook_hold(n, it, item, held, sizeof(held));
+        if (s_on_complete(it, &src, fd, item, ctx_text, why, sizeof(why)) < 0)
+            goto done;
+    }
     rc = 0;
 done:
     if (linked[0] != '\0')
@@ -415,7 +476,11 @@ done:
         rf_warn("storgate %s: /%s aborted (workflow %s): %s", it->id, it->key, it->workflow->name, why);
     labels[2] = rc == 0 ? "done" : "aborted";
     rf_metric_add(sg_m.items, labels, 1);
-    s_webhook(n, it, rc == 0, item, why);
+    /* the held webhook is due, or dropped for the aborted one; queued anew
+     * when another node settled it meanwhile (a pause past the term) */
+    bool sent = held[0] != '\0' && sg_outbox_release(n->outbox, held, rc == 0) == 0 && rc == 0;
+    if (!sent)
+        s_webhook(n, it, rc == 0, item, why);
     if (it->event_file[0] != '\0')
         sg_events_done(n->events, it->event_file);
     json_decref(item);

@@ -30,6 +30,8 @@
 #include "sg.h"
 #include "sg_kafka.h"
 
+#define S_HOLD ".hold" /* a webhook written before its item's onComplete, not yet due */
+
 #define S_MAX_TRACKED 4096
 
 typedef struct {
@@ -57,7 +59,8 @@ static int64_t s_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload)
+/* Whether target is one the delivery thread can reach (logged if not). */
+static bool s_target_ok(const char *target, const char *key)
 {
     size_t tl = strlen(target);
     bool script = target[0] == '/' && tl > 3 && strcmp(target + tl - 3, ".js") == 0;
@@ -69,14 +72,87 @@ int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const cha
                  kafka ? kwhy : "an http(s):// URL, an absolute path to a .js script or kafka://HOST:PORT[,...]/TOPIC");
         const char *l[] = {"unsupported"};
         rf_metric_add(sg_m.webhooks, l, 1);
-        return -1;
+        return false;
     }
-    if (rf_outbox_write(o->dir, target, key, payload) < 0)
-        return -1;
+    return true;
+}
+
+static void s_wake(sg_outbox_t *o)
+{
     pthread_mutex_lock(&o->mu);
     pthread_cond_signal(&o->cv);
     pthread_mutex_unlock(&o->mu);
+}
+
+int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload)
+{
+    if (!s_target_ok(target, key) || rf_outbox_write(o->dir, target, key, payload) < 0)
+        return -1;
+    s_wake(o);
     return 0;
+}
+
+int sg_outbox_hold(sg_outbox_t *o, const char *target, const char *key, const char *payload, char *name, size_t cap)
+{
+    if (!s_target_ok(target, key))
+        return -1;
+    return rf_outbox_write_as(o->dir, target, key, payload, S_HOLD, name, cap);
+}
+
+/* from/NAME.hold → to/NAME.json (delivered from then on). */
+static int s_release_into(const char *from, const char *to, const char *name)
+{
+    char a[1000], b[1000];
+    size_t nl = strlen(name);
+    snprintf(a, sizeof(a), "%s/%s", from, name);
+    snprintf(b, sizeof(b), "%s/%.*s.json", to, (int)(nl > 5 ? nl - 5 : 0), name);
+    return rename(a, b);
+}
+
+int sg_outbox_release(sg_outbox_t *o, const char *name, bool deliver)
+{
+    char path[1000];
+    snprintf(path, sizeof(path), "%s/%s", o->dir, name);
+    int rc = deliver ? s_release_into(o->dir, o->dir, name) : unlink(path);
+    if (rc == 0 && deliver)
+        s_wake(o);
+    return rc;
+}
+
+/* The webhooks held in `from` by a process that is gone: each one's
+ * settle() says 1 deliver (into `to`), 0 drop, -1 leave it. */
+static int s_settle_dir(const char *from, const char *to, sg_settle_fn *settle, void *arg)
+{
+    DIR *d = opendir(from);
+    int n = 0;
+    for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
+        size_t l = strlen(de->d_name);
+        if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, S_HOLD) != 0)
+            continue;
+        char path[1000];
+        snprintf(path, sizeof(path), "%s/%s", from, de->d_name);
+        char *text = NULL;
+        size_t cap = 0;
+        FILE *f = fopen(path, "r");
+        ssize_t len = f ? getdelim(&text, &cap, '\0', f) : -1;
+        if (f != NULL)
+            fclose(f);
+        const char *nl1 = len > 0 ? strchr(text, '\n') : NULL, *nl2 = nl1 ? strchr(nl1 + 1, '\n') : NULL;
+        int v = nl2 != NULL ? settle(arg, nl2 + 1) : -1;
+        if (v == 1 && s_release_into(from, to, de->d_name) == 0)
+            n++;
+        else if (v == 0)
+            unlink(path);
+        free(text);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+int sg_outbox_settle(sg_outbox_t *o, sg_settle_fn *settle, void *arg)
+{
+    return s_settle_dir(o->dir, o->dir, settle, arg);
 }
 
 int sg_outbox_pending(sg_outbox_t *o)
@@ -168,24 +244,45 @@ static int s_name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Moves the files other processes left in STATE/outbox-in into this
- * node's outbox: a rename, so of several nodes sharing STATE exactly one
- * takes each file, and from then on it is delivered like our own. */
-static void s_adopt(sg_outbox_t *o)
+/* Moves the webhook files (*.json) of directory `from` into `to`: a
+ * rename, so of several nodes sharing STATE exactly one takes each file,
+ * and from then on it is delivered like their own. Returns how many. */
+static int s_move_all(const char *from, const char *to)
 {
-    DIR *d = opendir(o->in_dir);
+    DIR *d = opendir(from);
+    int n = 0;
     for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;) {
         size_t l = strlen(de->d_name);
         if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
             continue;
-        char from[900], to[900];
-        snprintf(from, sizeof(from), "%s/%s", o->in_dir, de->d_name);
-        snprintf(to, sizeof(to), "%s/%s", o->dir, de->d_name);
-        if (rename(from, to) == 0)
-            rf_info("storgate outbox: took %s from %s", de->d_name, o->in_dir);
+        char a[1000], b[1000];
+        snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
+        snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
+        if (rename(a, b) == 0) {
+            n++;
+            rf_info("storgate outbox: took %s from %s", de->d_name, from);
+        }
     }
     if (d != NULL)
         closedir(d);
+    return n;
+}
+
+/* The files other processes left in STATE/outbox-in. */
+static void s_adopt(sg_outbox_t *o)
+{
+    s_move_all(o->in_dir, o->dir);
+}
+
+int sg_outbox_adopt(const char *state_dir, const char *from_node, const char *to_node, sg_settle_fn *settle, void *arg)
+{
+    if (strpbrk(from_node, "/") != NULL || strcmp(from_node, ".") == 0 || strcmp(from_node, "..") == 0 ||
+        from_node[0] == '\0' || strcmp(from_node, to_node) == 0)
+        return 0;
+    char from[700], to[700];
+    snprintf(from, sizeof(from), "%s/outbox/%s", state_dir, from_node);
+    snprintf(to, sizeof(to), "%s/outbox/%s", state_dir, to_node);
+    return s_move_all(from, to) + s_settle_dir(from, to, settle, arg);
 }
 
 /* One pass over the directory: delivers what is due. Returns the files left. */

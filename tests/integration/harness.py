@@ -862,7 +862,10 @@ class Stack:
             self.config["video_worker"] = deep_merge({"jobs": 2}, video_worker)
         self.s3_port = None
         if storgate is not None:  # the S3 API: storgate.listen on a port of its own
-            self.s3_port = free_port()
+            # a test that must name the port in its own config (an aws_s3
+            # endpoint on this very S3 API) chooses it as storgate.listen
+            listen = storgate.get("listen")
+            self.s3_port = int(listen.rsplit(":", 1)[1]) if listen else free_port()
             # Throttling (on by default, as the seed says) would pause a
             # scheduler's items whenever the test machine is busy: off unless
             # a test turns it on.

@@ -281,6 +281,39 @@ def test_outbox_survives_restart_with_target_down(make_stack, tmp_path, hooks):
     assert st.scheduler_metric(s2, "refract_storgate_outbox_pending") == 0
 
 
+def test_held_webhooks_of_a_stopped_run_are_settled_at_start(make_stack, tmp_path, hooks):
+    """An item's onItemCompleted webhook is written, held, before its
+    onComplete removes the source, and released after; a node killed
+    between the two leaves it held (here: planted, as such a run leaves
+    it). At the next start the held webhook whose source is gone goes out
+    (the item was done), the one whose source is still there is dropped,
+    and that item, run again, sends its own."""
+    up, svc, sg = _landing(tmp_path, hooks.url)
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    with open(os.path.join(up, "there.bin"), "wb") as f:
+        f.write(b"still here")
+    outbox = os.path.join(st.config["storgate_scheduler"]["state_dir"], "outbox", "node0")
+    os.makedirs(outbox)
+    for name, path in (("gone", "/image_landing/gone.bin"), ("there", "/image_landing/there.bin")):
+        key = f"old-run-{name}:onItemCompleted"
+        payload = {"id": key, "event": "onItemCompleted", "node": "node0", "bucket": "image_landing_bucket",
+                   "workflow": "migrate_tmpimg", "item": {"path": path}}
+        with open(os.path.join(outbox, f"1796000000000000000-{name}-1.hold"), "w") as f:
+            f.write(f"{hooks.url}\n{key}\n{json.dumps(payload)}")
+    s = st.add_scheduler()
+    _wait(lambda: len(hooks.got) == 1, 10, "the held webhook that is due\n" + s.log())
+    assert hooks.got[0][0] == "old-run-gone:onItemCompleted"
+    assert os.listdir(outbox) == [] or all(not f.endswith(".hold") for f in os.listdir(outbox))
+    s.signal(signal.SIGUSR1)
+    _wait(lambda: len(hooks.got) == 2, 10, "the item that ran again\n" + s.log())
+    assert hooks.got[1][1]["item"]["path"] == "/image_landing/there.bin"
+    assert hooks.got[1][0] != "old-run-there:onItemCompleted"
+    assert _tree(svc) == {"image_landing/there.bin": hashlib.sha256(b"still here").hexdigest()}
+    time.sleep(0.5)
+    assert len(hooks.got) == 2
+
+
 @pytest.mark.timeout_s(240)  # ~30 s here; slower under ASan on a busy machine
 def test_file_lease_one_leader_and_failover(make_stack, tmp_path, hooks):
     """Two schedulers share a file lease (term 2 s): only the leader lists
@@ -525,6 +558,135 @@ def test_redis_fencing_refuses_a_deposed_leaders_write(make_stack, tmp_path, hoo
         _wait(lambda: st.scheduler_metric(a, "refract_storgate_leader") == 0, 10, "A to step down")
     finally:
         r.close()
+
+
+def _s3_lease(tmp_path, hook_url, term, **over):
+    """The landing zone with its leader lease an object on storgate's own
+    S3 API (this stack's, a bucket `leases` over a local directory):
+    distribution.leader.url http://…/leases/{vhost}.lease, signed with the
+    keys of the aws_s3 entry that authEndpoint names."""
+    port = harness.free_port()
+    leases = str(tmp_path / "leases")
+    os.makedirs(leases)
+    up, svc, sg = _landing(tmp_path, hook_url, **over)
+    sg["listen"] = f"127.0.0.1:{port}"
+    sg["buckets"].append({"meta": {"name": "leases"}, "mounts": [{"originPath": leases}]})
+    sg["aws_s3"] = [{"name": "leasestore", "endpoint": "http://127.0.0.1:1", "access_key": "AK", "secret_key": "SK",
+                     "bucket": "unused", "path_style": True}]
+    sg["distribution"] = {"leader": {"url": f"http://127.0.0.1:{port}/leases/{{vhost}}.lease",
+                                     "authEndpoint": "leasestore", "term": term}}
+    return up, svc, sg, os.path.join(leases, "storgate.lease")
+
+
+def _lease_line(path):
+    with open(path) as f:
+        head = f.read().split("\n")
+    assert head[0] == "refract-lease 1", head
+    node, tok, exp = head[1].split(" ")[1:]
+    return node, int(tok), int(exp)
+
+
+@pytest.mark.timeout_s(240)
+def test_s3_lease_failover_resumes_the_run(make_stack, tmp_path, hooks):
+    """Three schedulers share a lease that is an object on an S3 API with
+    conditional writes (storgate's own; S3 has them since 2024), term 2 s:
+    exactly one leads and runs the batch. It is killed (-9) mid-run; another
+    takes the lease after the term with the next fencing token, resumes the
+    run from the progress kept in the lease object, and every item ends moved
+    byte-exact; an item is repeated at most once, only in the chunk in
+    flight."""
+    up, svc, sg, lease = _s3_lease(tmp_path, hooks.url, "2s", chunk=5)
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    files = _drop(up, 600, nested=False)
+    scheds = [st.add_scheduler(name=n, jobs=1) for n in ("A", "B", "C")]
+    _wait(lambda: len(_leaders(st, scheds)) == 1, 10, "one leader")
+    time.sleep(0.5)
+    assert len(_leaders(st, scheds)) == 1
+    lead = _leaders(st, scheds)[0]
+    node, tok, _ = _lease_line(lease)
+    assert node == "ABC"[scheds.index(lead)], node
+    for s in scheds:
+        s.signal(signal.SIGUSR1)
+    _wait(lambda: _count(svc) >= 20, 30, "the leader to move some\n" + lead.log())
+    lead.kill9()
+    rest = [s for s in scheds if s is not lead]
+    _wait(lambda: len(_leaders(st, rest)) == 1, 10, "a new leader")
+    new = _leaders(st, rest)[0]
+    _wait(lambda: _count(up) == 0 and _count(svc) == 600, 120, "the run to finish\n" + new.log())
+    assert _tree(svc) == {os.path.join("image_landing", k): v for k, v in files.items()}
+    assert "resuming after" in new.log()
+    node2, tok2, _ = _lease_line(lease)
+    assert node2 == "ABC"[scheds.index(new)] and tok2 == tok + 1, (node2, tok2, tok)
+    want = {"/image_landing/" + k for k in files}
+    _wait(lambda: {p["item"]["path"] for _, p in hooks.got} >= want, 30, "a webhook per item")
+    paths = [p["item"]["path"] for _, p in hooks.got]
+    times = collections.Counter(paths)
+    dup = {x: k for x, k in times.items() if k > 1}
+    assert len(dup) <= 5 and all(k == 2 for k in dup.values()), dup
+
+
+def test_s3_lease_fencing_refuses_a_deposed_leaders_write(make_stack, tmp_path, hooks):
+    """A leader whose lease object another node has replaced (here: written
+    through the S3 API behind its back, as after a pause longer than the
+    term) still believes it leads until its next renewal; its progress write
+    is a PUT with If-Match the ETag it last wrote, which answers 412: the
+    write is refused, the object keeps the intruder's bytes, and the leader
+    steps down."""
+    up, svc, sg, lease = _s3_lease(tmp_path, hooks.url, "6s")
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                    storgate=sg)
+    _drop(up, 3, nested=False)
+    a = st.add_scheduler(name="A", jobs=1)
+    _wait(lambda: st.scheduler_metric(a, "refract_storgate_leader") == 1, 10, "A to lead")
+    _, tok, _ = _lease_line(lease)
+    intruder = b"refract-lease 1\nlease intruder %d %d\n" % (tok + 1, int(time.time() * 1000) + 60000)
+    _s3(st).put_object(Bucket="leases", Key="storgate.lease", Body=intruder)
+    a.signal(signal.SIGUSR1)
+    _wait(lambda: "progress not saved: the lease moved on" in a.log(), 10, "the refused write\n" + a.log())
+    with open(lease, "rb") as f:
+        assert f.read() == intruder  # nothing of A's reached the object
+    _wait(lambda: st.scheduler_metric(a, "refract_storgate_leader") == 0, 10, "A to step down")
+
+
+def test_s3_lease_refused_where_writes_are_not_conditional(make_stack, tmp_path, hooks):
+    """A lease object on an endpoint that ignores If-None-Match and If-Match
+    could not fence: the scheduler probes with an object of its own at start
+    and refuses to start, saying so. The endpoint here is a plain HTTP
+    server that stores every PUT (as OpenStack Swift 2.30's s3api does with
+    these headers: it ignores them)."""
+    import http.server
+    store = {}
+
+    class Ignoring(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            store[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("ETag", '"%s"' % hashlib.md5(store[self.path]).hexdigest())
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_DELETE(self):
+            store.pop(self.path, None)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ignoring)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        up, svc, sg = _landing(tmp_path, hooks.url, storgate={"distribution": {"leader": {
+            "url": f"http://127.0.0.1:{srv.server_address[1]}/b/lease"}}})
+        st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
+                        storgate=sg)
+        s = st.add_scheduler(name="A", wait=False)
+        s.expected_exit = True
+        _wait(lambda: not s.alive(), 10, "the scheduler to refuse to start")
+        assert "ignores If-None-Match: * on PUT, so it cannot fence a lease" in s.log(), s.log()
+        assert store == {}  # the probe object was removed
+    finally:
+        srv.shutdown()
 
 
 def test_throttling_pauses_items_under_a_cpu_burner(make_stack, tmp_path, hooks):
