@@ -36,7 +36,7 @@ stage unit 300 make --no-print-directory unit
 stage unit-asan 900 env ASAN_OPTIONS=detect_leaks=1 make --no-print-directory -j"$JOBS" SANITIZE=address,undefined OPT=-O1 unit
 stage fuzz 600 scripts/fuzz-brief.sh "$FUZZ_SECONDS"
 stage config 60 build/bin/refract-gateway -t -c conf/refract.yaml
-stage integration 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+stage integration 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=30 tests/integration
 # The same suite against the ASan+UBSan gateway and worker: any report makes
 # the process exit non-zero, which the harness turns into a failure. A small
 # quarantine keeps RSS close enough to the real build for the memory bounds.
@@ -51,7 +51,7 @@ stage san-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=address,unde
 # brokers' outage lasts 15 s there, not the plain stage's 60 s.
 stage integration-asan 1800 env REFRACT_BIN="$PWD/build/san/bin" ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=8 \
     REFRACT_PREWARM_OUTAGE_S=15 \
-    UBSAN_OPTIONS=print_stacktrace=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration \
+    UBSAN_OPTIONS=print_stacktrace=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=30 tests/integration \
     --deselect tests/integration/test_prewarm_scale.py::test_ten_thousand_messages_each_cached_once_one_event_each
 # The threaded gateway under ThreadSanitizer, on the suites that stress its
 # threads: reload storms, bus hand-offs, worker deaths, parallel clients,
@@ -65,7 +65,7 @@ stage tsan-binaries 900 make --no-print-directory -j"$JOBS" SANITIZE=thread OPT=
 stage integration-tsan 1800 env REFRACT_BIN="$PWD/build/tsan/bin" REFRACT_WORKER_BIN="$PWD/build/bin/refract-image-worker" \
     REFRACT_VIDEO_WORKER_BIN="$PWD/build/bin/refract-video-worker" \
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
-    /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_vhosts.py tests/integration/test_bus.py \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=30 tests/integration/test_vhosts.py tests/integration/test_bus.py \
     tests/integration/test_hygiene.py tests/integration/test_image.py tests/integration/test_tls.py \
     tests/integration/test_origin_tls.py tests/integration/test_proxy.py tests/integration/test_cache.py \
     tests/integration/test_purge.py tests/integration/test_compress.py \

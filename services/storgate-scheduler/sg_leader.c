@@ -29,8 +29,9 @@
  *  for the first), which S3 has since 2024 and storgate's own S3 API
  *  honours. A node that took the lease changed the ETag, so a deposed
  *  leader's late progress write answers 412 and is refused. An endpoint
- *  that ignores the conditions (OpenStack Swift 2.30's s3api does) is
- *  found by a probe at start and refused: it could not fence. Items are
+ *  without them (OpenStack Swift 2.30's s3api answers 501), or one that
+ *  ignores the headers, is found by a probe at start and refused: it could
+ *  not fence. Items are
  *  not handed out through S3: the leader runs them; the other nodes stand
  *  by and resume the run in progress when they take over.
  *
@@ -307,8 +308,12 @@ static int s_s3_probe(sg_leader_t *l, char *why, size_t why_len)
     int b = a == 0 ? rf_s3c_put_if(l->s3, key, "2", 1, NULL, NULL, why, why_len) : a;
     int c = b == 1 ? rf_s3c_put_if(l->s3, key, "3", 1, "0123456789abcdef0123456789abcdef", NULL, why, why_len) : b;
     rf_s3c_delete(l->s3, key, why, why_len);
-    if (a == 2 || b == 2 || c == 2)
-        return 1; /* 501, why says so */
+    if (a == 2 || b == 2 || c == 2) {
+        char said[256];
+        snprintf(said, sizeof(said), "%s", why);
+        snprintf(why, why_len, "%s has no conditional writes (%s), so it cannot fence a lease", l->ep.endpoint, said);
+        return 1;
+    }
     if (a != 0 || b < 0 || c < 0) {
         if (a == 1)
             snprintf(why, why_len, "a PUT with If-None-Match: * of a new object was refused");

@@ -653,8 +653,8 @@ def test_s3_lease_refused_where_writes_are_not_conditional(make_stack, tmp_path,
     """A lease object on an endpoint that ignores If-None-Match and If-Match
     could not fence: the scheduler probes with an object of its own at start
     and refuses to start, saying so. The endpoint here is a plain HTTP
-    server that stores every PUT (as OpenStack Swift 2.30's s3api does with
-    these headers: it ignores them)."""
+    server that stores every PUT whatever its headers say. (OpenStack
+    Swift, which answers 501 instead, is in test_storgate_swift.py.)"""
     import http.server
     store = {}
 

@@ -395,3 +395,24 @@ def test_swift_root_mount(make_stack, tmp_path, sw):
                            str(tmp_path / "two-roots.yaml"))
     r = subprocess.run([harness.SCHEDULER_BIN, "-t", "-c", path], capture_output=True, text=True)
     assert r.returncode == 1 and "must be the bucket's only root mount" in r.stderr, r.stderr
+
+
+def test_swift_lease_refused_it_cannot_fence(make_stack, tmp_path, sw):
+    """OpenStack Swift 2.30's s3api has no conditional writes (a PUT with
+    If-None-Match is a 501), so a lease object there could not fence a
+    deposed leader: a scheduler given one probes at start and refuses to
+    start, naming the reason, and leaves no probe object behind."""
+    local, out = str(tmp_path / "local"), str(tmp_path / "out")
+    os.makedirs(local)
+    os.makedirs(out)
+    sg = _config(sw, local, out, [], [])
+    sg["distribution"] = {"leader": {"url": sw.s3_endpoint.rstrip("/") + "/refract/leases/{vhost}.lease",
+                                     "authEndpoint": "swiftstore"}}
+    st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + local}], workers=0, storgate=sg)
+    s = st.add_scheduler(name="A", wait=False)
+    s.expected_exit = True
+    _wait(lambda: not s.alive(), 20, "the scheduler to refuse to start\n" + s.log())
+    assert "has no conditional writes (conditional PUT answered 501 NotImplemented), so it cannot fence a lease" \
+        in s.log(), s.log()
+    left = sw.client().list_objects_v2(Bucket="refract", Prefix="leases/").get("Contents", [])
+    assert left == [], left
