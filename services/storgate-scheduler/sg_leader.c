@@ -74,10 +74,11 @@ struct sg_leader_t {
     rf_sg_s3ep_t ep; /* the lease's endpoint: URL's host and bucket, authEndpoint's keys */
     rf_s3c_t *s3;
     char key[1024];
-    char etag[80];       /* of the lease object as this node last read or wrote it */
-    bool probed;         /* the endpoint was seen to honour conditional writes */
-    sg_ldoc_t doc;       /* as this node last wrote it (while it leads) */
-    char took_from[128]; /* the holder of the expired lease the last tick took */
+    char etag[80];        /* of the lease object as this node last read or wrote it */
+    bool probed;          /* the endpoint was seen to honour conditional writes */
+    sg_ldoc_t doc;        /* as this node last wrote it (while it leads) */
+    char took_from[128];  /* the holder of the expired lease the last tick took */
+    int64_t next_poll_ms; /* a follower reads the object again from then on */
 };
 
 static int64_t s_now_ms(void)
@@ -302,8 +303,7 @@ static int s_s3_probe(sg_leader_t *l, char *why, size_t why_len)
 {
     char key[1200];
     snprintf(key, sizeof(key), "%s.probe.%s", l->key, l->node);
-    if (rf_s3c_delete(l->s3, key, why, why_len) < 0)
-        return -1;
+    rf_s3c_delete(l->s3, key, why, why_len); /* a probe object a killed node left */
     int a = rf_s3c_put_if(l->s3, key, "1", 1, NULL, NULL, why, why_len);
     int b = a == 0 ? rf_s3c_put_if(l->s3, key, "2", 1, NULL, NULL, why, why_len) : a;
     int c = b == 1 ? rf_s3c_put_if(l->s3, key, "3", 1, "0123456789abcdef0123456789abcdef", NULL, why, why_len) : b;
@@ -618,10 +618,16 @@ bool sg_leader_tick(sg_leader_t *l, uint64_t *token)
     bool lead;
     l->took_from[0] = '\0';
     /* renew at a third of the term left, not on every tick */
-    if (l->kind == S_ALWAYS || (l->token != 0 && l->expires_ms - s_now_ms() > l->term_ms * 2 / 3))
+    int64_t now = s_now_ms();
+    if (l->kind == S_ALWAYS || (l->token != 0 && l->expires_ms - now > l->term_ms * 2 / 3) ||
+        (l->kind == S_S3 && l->token == 0 && now < l->next_poll_ms))
         lead = l->token != 0;
-    else
-        lead = l->kind == S_FILE ? s_file_tick(l) : l->kind == S_S3 ? s_s3_tick(l) : s_redis_tick(l);
+    else if (l->kind == S_S3) {
+        lead = s_s3_tick(l);
+        if (!lead) /* each read is a request to an S3 service: a tenth of the term apart */
+            l->next_poll_ms = now + (l->term_ms / 10 > 200 ? l->term_ms / 10 : 200);
+    } else
+        lead = l->kind == S_FILE ? s_file_tick(l) : s_redis_tick(l);
     *token = l->token;
     return lead;
 }

@@ -59,8 +59,10 @@ static int64_t s_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Whether target is one the delivery thread can reach (logged if not). */
-static bool s_target_ok(const char *target, const char *key)
+/* Whether target is one the delivery thread can reach; report: a refusal
+ * is logged and counted (once per webhook: not for a hold, whose item
+ * queues it again after its onComplete). */
+static bool s_target_ok(const char *target, const char *key, bool report)
 {
     size_t tl = strlen(target);
     bool script = target[0] == '/' && tl > 3 && strcmp(target + tl - 3, ".js") == 0;
@@ -68,6 +70,8 @@ static bool s_target_ok(const char *target, const char *key)
     bool kafka = sg_kafka_is_target(target);
     if ((kafka && sg_kafka_check(target, kwhy, sizeof(kwhy)) < 0) ||
         (!kafka && !script && strncmp(target, "http://", 7) != 0 && strncmp(target, "https://", 8) != 0)) {
+        if (!report)
+            return false;
         rf_error("storgate webhook %s: target %s: %s", key, target,
                  kafka ? kwhy : "an http(s):// URL, an absolute path to a .js script or kafka://HOST:PORT[,...]/TOPIC");
         const char *l[] = {"unsupported"};
@@ -86,7 +90,7 @@ static void s_wake(sg_outbox_t *o)
 
 int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const char *payload)
 {
-    if (!s_target_ok(target, key) || rf_outbox_write(o->dir, target, key, payload) < 0)
+    if (!s_target_ok(target, key, true) || rf_outbox_write(o->dir, target, key, payload) < 0)
         return -1;
     s_wake(o);
     return 0;
@@ -94,7 +98,7 @@ int sg_outbox_put(sg_outbox_t *o, const char *target, const char *key, const cha
 
 int sg_outbox_hold(sg_outbox_t *o, const char *target, const char *key, const char *payload, char *name, size_t cap)
 {
-    if (!s_target_ok(target, key))
+    if (!s_target_ok(target, key, false))
         return -1;
     return rf_outbox_write_as(o->dir, target, key, payload, S_HOLD, name, cap);
 }
