@@ -365,6 +365,32 @@ static bool s_fragmented(const AVFormatContext *f)
     return false;
 }
 
+/* A fragmented MP4's tracks have no start time at open (libavformat finds
+ * one only with avformat_find_stream_info, which decodes), and the first
+ * packet read sets it: after a seek to 10 s every time would be counted
+ * from 10 s. Without an edit list its presentation times are the samples'
+ * own, on one timeline for every track, so each track's start is pinned
+ * to the earliest first decode time of all (thumbnails, sprites and trims;
+ * segments have their own times, from the index). */
+static void s_pin_start(s_demux_t *d)
+{
+    if (!s_fragmented(d->fmt))
+        return;
+    int64_t base = INT64_MAX;
+    for (unsigned i = 0; i < d->fmt->nb_streams; i++) {
+        AVStream *st = d->fmt->streams[i];
+        if (avformat_index_get_entries_count(st) > 0) {
+            int64_t t = av_rescale_q(avformat_index_get_entry(st, 0)->timestamp, st->time_base, AV_TIME_BASE_Q);
+            base = t < base ? t : base;
+        }
+    }
+    for (unsigned i = 0; i < d->fmt->nb_streams; i++) {
+        AVStream *st = d->fmt->streams[i];
+        if (st->start_time == AV_NOPTS_VALUE)
+            st->start_time = base == INT64_MAX ? 0 : av_rescale_q(base, AV_TIME_BASE_Q, st->time_base);
+    }
+}
+
 /* The sniffed bytes in d's buffer, the source's first (s_walk_boxes
  * without its reads): a sidx between the moov and the first moof is
  * hidden there and then, its type made 'free' in the buffer and a hole
@@ -1904,6 +1930,7 @@ int vid_thumbnail(const vid_source_t *src, const vid_thumb_opts_t *o, vid_thumb_
     }
     if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
         return -1;
+    s_pin_start(&d);
     int v = s_first_video(d.fmt);
     if (v < 0) {
         s_err(err, errlen, "no video track");
@@ -2456,10 +2483,7 @@ int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, int accu
     }
     if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
         return -1;
-    if (s_fragmented(d.fmt)) { /* its tracks have no start time here, and the cuts come out wrong: not yet */
-        s_err(err, errlen, "unsupported: trimming a fragmented MP4 (samples in moof boxes)");
-        goto cleanup;
-    }
+    s_pin_start(&d);
     int v = s_first_video(d.fmt), a = -1;
     for (unsigned i = 0; i < d.fmt->nb_streams && a < 0; i++)
         if (d.fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
@@ -2662,6 +2686,7 @@ int vid_sprite(const vid_source_t *src, const vid_sprite_opts_t *o, vid_thumb_t 
     }
     if (s_demux_open(&d, src, VID_MAX_HEADER_BYTES, err, errlen) != 0)
         return -1;
+    s_pin_start(&d);
     int v = s_first_video(d.fmt);
     vid_probe_t p = {.duration = s_duration(d.fmt)};
     if (v < 0 || p.duration <= 0 || !s_tb_ok(d.fmt->streams[v]->time_base)) {

@@ -37,7 +37,7 @@ def test_round_robin_spreads(make_stack, tmp_path):
 
 
 def test_hash_is_sticky_and_moves_about_1_in_n(make_stack, tmp_path):
-    os_ = [harness.Origin(_site(str(tmp_path / f"o{i}"))) for i in range(3)]
+    os_ = [harness.Origin(_site(str(tmp_path / f"o{i}")), nodelay=True) for i in range(3)]
     paths = [f"/_echo?k={i}" for i in range(300)]
     try:
         def owners(n):

@@ -250,17 +250,29 @@ def test_thumbnail_is_the_frame_at_the_time(stack, videos, tmp_path, host):
 @pytest.mark.parametrize("host", ["vod.test", "web.test"])
 def test_thumbnail_and_trim_of_a_fragmented_source(stack, videos, tmp_path, host):
     """A fragmented MP4 (samples in moof boxes) gives the frame ffmpeg shows
-    at the time. Trimming one is refused with the reason (not built: its
-    cuts came out wrong, 0-10 s for 4-10)."""
+    at the time, and is trimmed on frames as a faststart file is: the first
+    frame of 11-19 s is ffmpeg's at 11 s in that file, the last its frame at
+    18.96 s, 200 frames; on keyframes the cut starts on the keyframe before
+    11 s (10.08 s: with no edit list, the B-frames' delay is in the times)."""
     r = _get(stack, "/frag.mp4/thumbnail/12.5/png", host=host)
     assert r.status_code == 200, r.text
     ours = tmp_path / "ours.png"
     ours.write_bytes(r.content)
     at = _psnr(ours, _ref_frame(videos, tmp_path, 12.5, "frag.mp4"))
     assert at > 45, at
-    t = _get(stack, "/frag.mp4?trimming=4-10", host=host)
-    assert t.status_code == 415, (t.status_code, t.text)
-    assert "unsupported: trimming a fragmented MP4 (samples in moof boxes)" in t.text and t.text.count("\n") == 1, t.text
+    r, info = _trimmed(stack, tmp_path, "/frag.mp4?trimming=11-19", host=host)
+    assert r.headers["X-Refract-Note"] == "cut on frames: 11.000-19.000; 50 frame(s) re-encoded", r.headers
+    assert {s["codec_type"]: s.get("nb_frames") for s in info["streams"]}["video"] == "200", info
+    out = tmp_path / "trim.mp4"
+    for n, t in [(0, 11), (199, 18.96)]:
+        got = _frame(out, n, tmp_path / f"frag-{n}.png")
+        same = _psnr(got, _ref_frame(videos, tmp_path, t, "frag.mp4"))
+        near = _psnr(got, _ref_frame(videos, tmp_path, round(t + 0.04, 2), "frag.mp4"))
+        assert same > 35 and same > near + 10, (n, t, same, near)
+    r, _ = _trimmed(stack, tmp_path, "/frag.mp4?trimming=11-14&accurate=0", host=host)
+    first = _frame(tmp_path / "trim.mp4", 0, tmp_path / "frag-key.png")
+    assert r.headers["X-Refract-Note"] == "cut on keyframes: 10.080-14.080", r.headers
+    assert _psnr(first, _ref_frame(videos, tmp_path, 10.08, "frag.mp4")) > 45  # copied: the keyframe itself
 
 
 def test_thumbnail_keyframe_size_and_formats(stack, videos, tmp_path):
@@ -496,8 +508,11 @@ def test_worker_killed_mid_job_is_retried(make_stack, videos):
 # ---- sprites (scrub previews) ----------------------------------------------------------------------
 
 
-def test_sprite_sheet_and_index(stack, videos, tmp_path):
-    r = _get(stack, "/v.mp4/sprite/2/5x3/64x0/0.jpg")
+# frag.mp4: samples in moof boxes, and no edit list: its frames are shown
+# from 0.08 s to 30.08 s, so 2 s tiles take 16 cues, one on a second sheet
+@pytest.mark.parametrize("name,tiles", [("v.mp4", 15), ("frag.mp4", 16)])
+def test_sprite_sheet_and_index(stack, videos, tmp_path, name, tiles):
+    r = _get(stack, f"/{name}/sprite/2/5x3/64x0/0.jpg")
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"] == "image/jpeg"
     info = harness.image_info(r.content, str(tmp_path))
@@ -508,19 +523,21 @@ def test_sprite_sheet_and_index(stack, videos, tmp_path):
     tile = tmp_path / "tile.png"
     _ffmpeg(["-i", str(sheet), "-vf", "crop=64:48:64:48"], str(tile))
     ref = tmp_path / "ref12.png"
-    _ffmpeg(["-ss", "12", "-i", os.path.join(videos, "v.mp4"), "-frames:v", "1", "-vf", "scale=64:48"], str(ref))
+    _ffmpeg(["-ss", "12", "-i", os.path.join(videos, name), "-frames:v", "1", "-vf", "scale=64:48"], str(ref))
     ref14 = tmp_path / "ref14.png"
-    _ffmpeg(["-ss", "14", "-i", os.path.join(videos, "v.mp4"), "-frames:v", "1", "-vf", "scale=64:48"], str(ref14))
+    _ffmpeg(["-ss", "14", "-i", os.path.join(videos, name), "-frames:v", "1", "-vf", "scale=64:48"], str(ref14))
     assert _psnr(tile, ref) > _psnr(tile, ref14) + 3
-    vtt = _get(stack, "/v.mp4/sprite/2/5x3/64x0/sprite.vtt")
+    vtt = _get(stack, f"/{name}/sprite/2/5x3/64x0/sprite.vtt")
     assert vtt.status_code == 200 and vtt.headers["Content-Type"] == "text/vtt"
     cues = vtt.text.split("\n\n")
-    assert cues[0] == "WEBVTT" and len(cues) == 1 + 15
+    assert cues[0] == "WEBVTT" and len(cues) == 1 + tiles
     assert cues[1] == "00:00:00.000 --> 00:00:02.000\n0.jpg#xywh=0,0,64,48"
     assert cues[7].startswith("00:00:12.000 --> 00:00:14.000\n0.jpg#xywh=64,48,64,48")
-    assert _get(stack, "/v.mp4/sprite/2/5x3/64x0/1.jpg").status_code == 404  # 15 tiles fill one sheet
-    two = _get(stack, "/v.mp4/sprite/2/3x2/64x48/sprite.vtt").text
-    assert "\n2.jpg#xywh=0,0,64,48" in two and "3.jpg" not in two  # 15 tiles, 6 a sheet: 3 sheets
+    sheets = -(-tiles // 15)  # 15 tiles a sheet
+    assert _get(stack, f"/{name}/sprite/2/5x3/64x0/{sheets - 1}.jpg").status_code == 200
+    assert _get(stack, f"/{name}/sprite/2/5x3/64x0/{sheets}.jpg").status_code == 404
+    two = _get(stack, f"/{name}/sprite/2/3x2/64x48/sprite.vtt").text
+    assert "\n2.jpg#xywh=0,0,64,48" in two and "3.jpg" not in two  # 15 or 16 tiles, 6 a sheet: 3 sheets
 
 
 @pytest.mark.parametrize("chain,text", [

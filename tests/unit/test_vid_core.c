@@ -990,6 +990,35 @@ static void test_trim_exact(void **state)
     assert_int_equal(s_trim_frames(), 250);
 }
 
+/* A fragmented MP4 (samples in moofs; with and without a global sidx)
+ * of the same frames as fs.mp4 cuts as fs.mp4 does: on frames, with two
+ * ranges, and on keyframes. Its times are the samples' own (no edit list),
+ * so its keyframes are at 10.08 s, 20.08 s: the B-frames' delay. Before
+ * the start times were pinned, the first packet read after the seek set
+ * them, and every cut came out counted from there. */
+static void test_trim_fragmented(void **state)
+{
+    (void)state;
+    vid_trim_info_t info;
+    const char *names[] = {"frag.mp4", "fragsidx.mp4"};
+    for (int i = 0; i < 2; i++) {
+        vid_range_t r = {11, 19};
+        assert_int_equal(s_trim(names[i], &r, 1, 1, &info), 0);
+        assert_true(info.exact && info.keyframes_why[0] == '\0');
+        assert_int_equal(info.recoded, 50);
+        assert_true(fabs(info.cut[0].start - 11) < 1e-6 && fabs(info.cut[0].end - 19) < 1e-6);
+        assert_int_equal(s_trim_frames(), 200);
+        vid_range_t two[2] = {{2.08, 4.08}, {20.08, 22.08}}; /* on its keyframes: all copied */
+        assert_int_equal(s_trim(names[i], two, 2, 1, &info), 0);
+        assert_true(info.exact && info.recoded == 0);
+        assert_int_equal(s_trim_frames(), 100);
+        assert_int_equal(s_trim(names[i], &r, 1, 0, &info), 0);
+        assert_true(!info.exact && info.on_keyframes && info.recoded == 0);
+        assert_true(fabs(info.cut[0].start - 10.08) < 1e-6 && fabs(info.cut[0].end - 20.08) < 1e-6);
+        assert_int_equal(s_trim_frames(), 250);
+    }
+}
+
 /* Keyframes at irregular times (0, 3.2, 4, 11.52, 12, 13, 25.4): 5-12.5 s
  * re-encodes 5..11.48 (the group from 4) and 12..12.48 (the group from
  * 12), copies the group 11.52-12, and keeps 188 frames (5.00 to 12.48). */
@@ -1189,6 +1218,7 @@ int main(void)
         cmocka_unit_test(test_playlist_options),
         cmocka_unit_test(test_trim_exact),
         cmocka_unit_test(test_trim_exact_irregular_groups),
+        cmocka_unit_test(test_trim_fragmented),
         cmocka_unit_test(test_trim_exact_falls_back),
         cmocka_unit_test(test_avcc_ids),
         cmocka_unit_test(test_phls_plan),
