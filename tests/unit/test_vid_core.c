@@ -961,62 +961,49 @@ static int s_trim_frames(void)
     return n;
 }
 
-/* Cut on frames: 11-19 s of a 25 fps video with a keyframe every 2 s
- * (B-frames) keeps exactly 200 frames and re-encodes the 25 of each
- * partial group; ranges on keyframes re-encode nothing; accurate=0 moves
- * the cuts outward. The same from the file with its moov at the end. */
-static void test_trim_exact(void **state)
+/* The cuts of a 30 s, 25 fps video with a keyframe every 2 s from key0
+ * (B-frames): on frames, 11-19 s keeps exactly 200 frames and re-encodes
+ * the 25 of each partial group; two ranges on keyframes re-encode nothing
+ * (100 frames); accurate=0 moves the cuts out to the keyframes around. */
+static void s_check_cuts(const char *name, double key0)
 {
-    (void)state;
     vid_trim_info_t info;
-    const char *names[] = {"fs.mp4", "end.mp4"};
-    for (int i = 0; i < 2; i++) {
-        vid_range_t r = {11, 19};
-        assert_int_equal(s_trim(names[i], &r, 1, 1, &info), 0);
-        assert_true(info.exact && info.keyframes_why[0] == '\0');
-        assert_int_equal(info.recoded, 50);
-        assert_true(fabs(info.cut[0].start - 11) < 1e-6 && fabs(info.cut[0].end - 19) < 1e-6);
-        assert_int_equal(s_trim_frames(), 200);
-    }
-    vid_range_t two[2] = {{2, 4}, {20, 22}};
-    assert_int_equal(s_trim("fs.mp4", two, 2, 1, &info), 0);
-    assert_true(info.exact);
-    assert_int_equal(info.recoded, 0);
-    assert_int_equal(s_trim_frames(), 100);
     vid_range_t r = {11, 19};
-    assert_int_equal(s_trim("fs.mp4", &r, 1, 0, &info), 0);
+    assert_int_equal(s_trim(name, &r, 1, 1, &info), 0);
+    assert_true(info.exact && info.keyframes_why[0] == '\0');
+    assert_int_equal(info.recoded, 50);
+    assert_true(fabs(info.cut[0].start - 11) < 1e-6 && fabs(info.cut[0].end - 19) < 1e-6);
+    assert_int_equal(s_trim_frames(), 200);
+    vid_range_t two[2] = {{2 + key0, 4 + key0}, {20 + key0, 22 + key0}};
+    assert_int_equal(s_trim(name, two, 2, 1, &info), 0);
+    assert_true(info.exact && info.recoded == 0);
+    assert_int_equal(s_trim_frames(), 100);
+    assert_int_equal(s_trim(name, &r, 1, 0, &info), 0);
     assert_true(!info.exact && info.on_keyframes && info.recoded == 0);
-    assert_true(fabs(info.cut[0].start - 10) < 1e-6 && fabs(info.cut[0].end - 20) < 1e-6);
+    assert_true(fabs(info.cut[0].start - (10 + key0)) < 1e-6 && fabs(info.cut[0].end - (20 + key0)) < 1e-6);
     assert_int_equal(s_trim_frames(), 250);
 }
 
+/* Cut on frames and on keyframes, from a faststart file and from the
+ * same with its moov at the end. */
+static void test_trim_exact(void **state)
+{
+    (void)state;
+    s_check_cuts("fs.mp4", 0);
+    s_check_cuts("end.mp4", 0);
+}
+
 /* A fragmented MP4 (samples in moofs; with and without a global sidx)
- * of the same frames as fs.mp4 cuts as fs.mp4 does: on frames, with two
- * ranges, and on keyframes. Its times are the samples' own (no edit list),
- * so its keyframes are at 10.08 s, 20.08 s: the B-frames' delay. Before
- * the start times were pinned, the first packet read after the seek set
- * them, and every cut came out counted from there. */
+ * of the same frames as fs.mp4 cuts as fs.mp4 does. Its times are the
+ * samples' own (no edit list), so its keyframes are at 0.08 s, 2.08 s…:
+ * the B-frames' delay. Before the start times were pinned, the first
+ * packet read after the seek set them, and every cut came out counted
+ * from there. */
 static void test_trim_fragmented(void **state)
 {
     (void)state;
-    vid_trim_info_t info;
-    const char *names[] = {"frag.mp4", "fragsidx.mp4"};
-    for (int i = 0; i < 2; i++) {
-        vid_range_t r = {11, 19};
-        assert_int_equal(s_trim(names[i], &r, 1, 1, &info), 0);
-        assert_true(info.exact && info.keyframes_why[0] == '\0');
-        assert_int_equal(info.recoded, 50);
-        assert_true(fabs(info.cut[0].start - 11) < 1e-6 && fabs(info.cut[0].end - 19) < 1e-6);
-        assert_int_equal(s_trim_frames(), 200);
-        vid_range_t two[2] = {{2.08, 4.08}, {20.08, 22.08}}; /* on its keyframes: all copied */
-        assert_int_equal(s_trim(names[i], two, 2, 1, &info), 0);
-        assert_true(info.exact && info.recoded == 0);
-        assert_int_equal(s_trim_frames(), 100);
-        assert_int_equal(s_trim(names[i], &r, 1, 0, &info), 0);
-        assert_true(!info.exact && info.on_keyframes && info.recoded == 0);
-        assert_true(fabs(info.cut[0].start - 10.08) < 1e-6 && fabs(info.cut[0].end - 20.08) < 1e-6);
-        assert_int_equal(s_trim_frames(), 250);
-    }
+    s_check_cuts("frag.mp4", 0.08);
+    s_check_cuts("fragsidx.mp4", 0.08);
 }
 
 /* Keyframes at irregular times (0, 3.2, 4, 11.52, 12, 13, 25.4): 5-12.5 s
