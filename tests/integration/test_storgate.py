@@ -592,13 +592,13 @@ def test_s3_lease_failover_resumes_the_run(make_stack, tmp_path, hooks):
     conditional writes (storgate's own; S3 has them since 2024), term 2 s:
     exactly one leads and runs the batch. It is killed (-9) mid-run; another
     takes the lease after the term with the next fencing token, resumes the
-    run from the progress kept in the lease object, and every item ends moved
+    run from the progress kept in the lease object, and every item of 2000 ends moved
     byte-exact; an item is repeated at most once, only in the chunk in
     flight."""
     up, svc, sg, lease = _s3_lease(tmp_path, hooks.url, "2s", chunk=5)
     st = make_stack([{"name": "a.test", "default": True, "origin": "file://" + str(tmp_path)}], workers=0,
                     storgate=sg)
-    files = _drop(up, 600, nested=False)
+    files = _drop(up, 2000, nested=False)  # enough that the kill lands mid-run however fast items go
     scheds = [st.add_scheduler(name=n, jobs=1) for n in ("A", "B", "C")]
     _wait(lambda: len(_leaders(st, scheds)) == 1, 10, "one leader")
     time.sleep(0.5)
@@ -613,7 +613,7 @@ def test_s3_lease_failover_resumes_the_run(make_stack, tmp_path, hooks):
     rest = [s for s in scheds if s is not lead]
     _wait(lambda: len(_leaders(st, rest)) == 1, 10, "a new leader")
     new = _leaders(st, rest)[0]
-    _wait(lambda: _count(up) == 0 and _count(svc) == 600, 120, "the run to finish\n" + new.log())
+    _wait(lambda: _count(up) == 0 and _count(svc) == 2000, 120, "the run to finish\n" + new.log())
     assert _tree(svc) == {os.path.join("image_landing", k): v for k, v in files.items()}
     assert "resuming after" in new.log()
     node2, tok2, _ = _lease_line(lease)
