@@ -1917,6 +1917,14 @@ static void s_complete_upload(gw_s3_req_t *r, const char *id)
         return;
     rf_sgfs_loc_t loc;
     r->s3_ok = true;
+    size_t hl;
+    if (gw_s3_header(r, "if-none-match", &hl) != NULL || gw_s3_header(r, "if-match", &hl) != NULL) {
+        /* refused rather than ignored: a client relying on it would race unseen */
+        gw_s3_error(r, "NotImplemented",
+                    "conditional writes are taken by PutObject and CopyObject, not by "
+                    "CompleteMultipartUpload");
+        return;
+    }
     if (s_upload_loc(r, id, &loc) < 0)
         return;
     char *body;

@@ -515,7 +515,8 @@ def test_boto3_conditional_writes(sg):
     """S3's conditional writes (2024): If-None-Match: * creates only where
     no object is (412 PreconditionFailed otherwise); If-Match: "ETAG"
     replaces only that object (412 on another ETag, 404 NoSuchKey when
-    there is none); If-None-Match with an ETag is a 501. Eight clients
+    there is none); If-None-Match with an ETag is a 501, and so is either on
+    CompleteMultipartUpload (refused, not ignored). Eight clients
     racing to create one key: exactly one wins. Eight clients incrementing
     a counter by compare-and-swap: no update is lost (the count equals the
     successful writes)."""
@@ -543,6 +544,17 @@ def test_boto3_conditional_writes(sg):
         Bucket="photos", Key="cond/none.txt", Body=b"x")) == (404, "NoSuchKey")
     assert code(lambda: _conditional(sg.boto(), {"If-None-Match": etag2}).put_object(
         Bucket="photos", Key=key, Body=b"x")) == (501, "NotImplemented")
+    # a multipart upload's completion does not take them: refused, not ignored
+    mpu = sg.boto()
+    up = mpu.create_multipart_upload(Bucket="photos", Key="cond/mpu.bin")["UploadId"]
+    part = mpu.upload_part(Bucket="photos", Key="cond/mpu.bin", UploadId=up, PartNumber=1, Body=b"p")
+    cond = {"If-None-Match": "*"}
+    mpu.meta.events.register("before-sign.s3.CompleteMultipartUpload",
+                             lambda request, **_: request.headers.__setitem__("If-None-Match", cond["If-None-Match"]))
+    assert code(lambda: mpu.complete_multipart_upload(
+        Bucket="photos", Key="cond/mpu.bin", UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})) == (501, "NotImplemented")
+    mpu.abort_multipart_upload(Bucket="photos", Key="cond/mpu.bin", UploadId=up)
 
     def race_create(i, out):
         out[i] = code(lambda: _conditional(sg.boto(), {"If-None-Match": "*"}).put_object(
