@@ -589,6 +589,25 @@ def test_boto3_conditional_writes(sg):
     assert int(sg.boto().get_object(Bucket="photos", Key="cond/counter")["Body"].read()) == 40
 
 
+def test_conditional_write_headers_hostile(sg):
+    """Conditional-write headers that are not one ETag or '*' are refused
+    with the reason, and nothing is written: an ETag longer than any this
+    server makes, a list, a quote inside, an empty one, an If-None-Match
+    that is not '*'."""
+    key = "/photos/cond-hostile/k.txt"
+    assert sg.raw("PUT", key, body=b"first")[0] == 200
+    for headers, code in [({"if-match": '"' + "a" * 60 + '"'}, "InvalidArgument"),
+                          ({"if-match": '"a","b"'}, "InvalidArgument"),
+                          ({"if-match": '"a"b"'}, "InvalidArgument"),
+                          ({"if-match": '""'}, "InvalidArgument"),
+                          ({"if-none-match": '"abc"'}, "NotImplemented"),
+                          ({"if-none-match": "*, *"}, "NotImplemented")]:
+        st, _, body = sg.raw("PUT", key, body=b"second", headers=headers)
+        assert st in (400, 501) and xml_error(body)[0] == code, (headers, st, body)
+    st, _, body = sg.raw("GET", key)
+    assert st == 200 and body == b"first"
+
+
 def test_aws_copy_rm_delete_objects(sg, tmp_path):
     """s3 cp between keys copies bytes and metadata server-side (CopyObject);
     s3 rm deletes; s3api delete-objects deletes several keys at once and
