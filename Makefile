@@ -52,8 +52,9 @@ IMG_OBJ := $(IMG_SRC:%.c=$(O)/obj/%.o)
 IMG_CORE_OBJ := $(O)/obj/services/image-worker/img_core.o $(O)/obj/services/image-worker/img_orc.o
 ORC_GUARD := -Wl,--export-dynamic-symbol=orc_program_compile -Wl,--export-dynamic-symbol=orc_program_free
 # The video transform core (MP4 -> HLS) likewise; only its own tests link it.
-VID_CORE_OBJ := $(O)/obj/services/video-worker/vid_core.o $(O)/obj/services/video-worker/vid_recut.o
-VID_CORE_SRC := services/video-worker/vid_core.c services/video-worker/vid_recut.c
+VID_CORE_OBJ := $(O)/obj/services/video-worker/vid_core.o $(O)/obj/services/video-worker/vid_recut.o \
+                $(O)/obj/services/video-worker/vid_hvcc.o
+VID_CORE_SRC := services/video-worker/vid_core.c services/video-worker/vid_recut.c services/video-worker/vid_hvcc.c
 AV_PKGS   := libavformat libavcodec libavutil libswscale libswresample
 AV_CFLAGS := $(shell pkg-config --cflags $(AV_PKGS))
 AV_LIBS   := $(shell pkg-config --libs $(AV_PKGS)) -lm
@@ -203,8 +204,13 @@ build/fuzz/fuzz_vid_mp4: FUZZ_EXTRA = -Iservices/video-worker $(VID_CORE_SRC) $(
 build/fuzz/fuzz_vid_mp4: $(VID_CORE_SRC) services/video-worker/vid_core.h services/video-worker/vid_recut.h
 
 # The avcC parser of the frame-accurate trimmer (the avcC comes from the source).
-build/fuzz/fuzz_avcc: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_recut.c $(AV_LIBS)
-build/fuzz/fuzz_avcc: services/video-worker/vid_recut.c services/video-worker/vid_recut.h
+build/fuzz/fuzz_avcc: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_recut.c \
+                                   services/video-worker/vid_hvcc.c $(AV_LIBS)
+build/fuzz/fuzz_avcc: services/video-worker/vid_recut.c services/video-worker/vid_recut.h services/video-worker/vid_hvcc.c
+
+# The hvcC reader and the HEVC parameter set and slice renumbering (bytes from the source and libx265).
+build/fuzz/fuzz_hvcc: FUZZ_EXTRA = -Iservices/video-worker services/video-worker/vid_hvcc.c
+build/fuzz/fuzz_hvcc: services/video-worker/vid_hvcc.c services/video-worker/vid_hvcc.h
 
 # The video functions' URL parsers (times, segment names, trimming ranges).
 build/fuzz/fuzz_vurl: FUZZ_EXTRA =

@@ -2132,8 +2132,12 @@ static int s_trim_write(s_trim_out_t *o, const s_demux_t *d, AVPacket *pkt, int6
 
 /* One range: from the primary track's keyframe at or before start to its
  * first keyframe at or after end (audio-only: its first packet at or
- * after), and the other track's packets in between. Sets cut[0..1] in
- * microseconds. 0, or -1 with err set. */
+ * after), and the other track's packets in between. Leading pictures
+ * (after a keyframe in decode order, before it in time: an open GOP's)
+ * need the group before: those of the first keyframe are left out, and
+ * those of the keyframe at the end are not reached, so the range ends
+ * with the last frame kept, which may be before that keyframe. Sets
+ * cut[0..1] in microseconds. 0, or -1 with err set. */
 static int s_trim_range(s_demux_t *d, s_trim_out_t *o, int primary, bool by_key, int64_t start_us, int64_t end_us,
                         int64_t offset_us, int64_t *cut, int64_t *packets, char *err, size_t errlen)
 {
@@ -2172,8 +2176,10 @@ static int s_trim_range(s_demux_t *d, s_trim_out_t *o, int primary, bool by_key,
                     rstart = t, keep = true;
             } else if (key && t >= end_us) {
                 rend = t; /* the first keyframe at or after the end: not kept */
+                if (by_key && last_end != AV_NOPTS_VALUE && last_end < rend)
+                    rend = last_end;
             } else {
-                keep = true;
+                keep = t >= rstart;
             }
             if (keep) {
                 int64_t pend = t + s_us(st, pkt->duration);
@@ -2266,6 +2272,8 @@ typedef struct {
     int64_t offset_us;        /* where the range starts in the output */
     int64_t first_us, end_us; /* as cut: the first frame kept, the end of the last (AV_NOPTS_VALUE: none yet) */
     bool done;                /* the range's video is all written */
+    bool spliced;             /* what was written last is not the source's frame before the next group */
+    bool open_gop;            /* set on finding leading pictures that refer across a cut: cut on keyframes */
     s_pkts_t gop, audio;
     int64_t *recoded;
     char *err;
@@ -2285,7 +2293,7 @@ static int s_cut_gop(s_cut_t *c)
 {
     const AVStream *st = c->d->fmt->streams[c->v];
     int kept = 0, rc = 0;
-    bool all = true;
+    bool all = true, leading = false;
     int64_t lo = INT64_MAX, hi = INT64_MIN, end = AV_NOPTS_VALUE;
     for (int i = 0; i < c->gop.n; i++) {
         const AVPacket *p = c->gop.p[i];
@@ -2297,20 +2305,29 @@ static int s_cut_gop(s_cut_t *c)
             continue;
         }
         kept++;
+        leading = leading || vid_recut_leading(c->recut, p);
         lo = p->pts < lo ? p->pts : lo;
         hi = p->pts >= hi ? p->pts + 1 : hi;
         int64_t pe = t + s_us(st, p->duration);
         end = end == AV_NOPTS_VALUE || pe > end ? pe : end;
     }
-    if (kept > 0) {
+    if (kept > 0 && leading && (!all || c->spliced)) {
+        /* kept pictures that refer to a group not written as the source's */
+        c->open_gop = true;
+        s_err(c->err, c->errlen, "an open-GOP source (leading pictures refer to the group before)");
+        rc = -1;
+    } else if (kept > 0) {
         if (c->first_us == AV_NOPTS_VALUE)
             c->first_us = s_rel_us(st, lo);
         c->end_us = c->end_us == AV_NOPTS_VALUE || end > c->end_us ? end : c->end_us;
         if (all) {
+            if (c->spliced)
+                rc = vid_recut_splice(c->recut, c->gop.p[0]);
             for (int i = 0; i < c->gop.n && rc == 0; i++)
                 rc = s_trim_write(c->o, c->d, c->gop.p[i], c->first_us, c->offset_us);
             if (rc < 0)
                 s_err(c->err, c->errlen, "cannot write the output");
+            c->spliced = false;
         } else {
             /* re-encoded decode times keep the source's delay, so that
              * they join the copied groups' without going back */
@@ -2320,6 +2337,7 @@ static int s_cut_gop(s_cut_t *c)
             int frames = 0;
             rc = vid_recut_gop(c->recut, c->gop.p, c->gop.n, lo, hi, delay, s_cut_emit, c, &frames, c->err, c->errlen);
             *c->recoded += frames;
+            c->spliced = true;
         }
     }
     s_pkts_drop(&c->gop, c->gop.n);
@@ -2382,7 +2400,8 @@ static int s_cut_packet(s_cut_t *c, AVPacket *pkt)
 
 /* One range cut on frames: it starts on the first video frame at or
  * after start_us and ends before the first at or after end_us. Sets
- * cut[0..1] in microseconds. 0, or -1 with err set. */
+ * cut[0..1] in microseconds. 0, -2 for an open-GOP source (which must be
+ * cut on keyframes), or -1 with err set. */
 static int s_trim_range_exact(s_demux_t *d, s_trim_out_t *o, vid_recut_t *recut, int v, int64_t start_us,
                               int64_t end_us, int64_t offset_us, int64_t *cut, int64_t *packets, int64_t *recoded,
                               char *err, size_t errlen)
@@ -2396,6 +2415,7 @@ static int s_trim_range_exact(s_demux_t *d, s_trim_out_t *o, vid_recut_t *recut,
                  .offset_us = offset_us,
                  .first_us = AV_NOPTS_VALUE,
                  .end_us = AV_NOPTS_VALUE,
+                 .spliced = true,
                  .recoded = recoded,
                  .err = err,
                  .errlen = errlen};
@@ -2437,11 +2457,49 @@ static int s_trim_range_exact(s_demux_t *d, s_trim_out_t *o, vid_recut_t *recut,
     cut[1] = c.end_us;
     rc = 0;
 cleanup:
+    if (rc < 0 && c.open_gop)
+        rc = -2;
     s_pkts_drop(&c.gop, c.gop.n);
     s_pkts_drop(&c.audio, c.audio.n);
     free(c.gop.p);
     free(c.audio.p);
     av_packet_free(&pkt);
+    return rc;
+}
+
+/* Sets video track v's size from its first frame when the demuxer left
+ * it unknown (MPEG-4 part 2 in MP4: its size is in the bitstream's
+ * header), since an MP4 track must declare one. 0, or -1 with err set. */
+static int s_learn_size(s_demux_t *d, int v, char *err, size_t errlen)
+{
+    AVCodecParameters *par = d->fmt->streams[v]->codecpar;
+    if (par->width > 0 && par->height > 0)
+        return 0;
+    AVCodecContext *dec = s_decoder(d->fmt->streams[v], err, errlen);
+    AVPacket *pkt = av_packet_alloc();
+    AVFrame *f = av_frame_alloc();
+    int rc = -1;
+    if (dec == NULL || pkt == NULL || f == NULL || s_seek_back(d, v, 0, err, errlen) < 0)
+        goto cleanup;
+    for (int i = 0; i < VID_MAX_STREAMS * 16 && rc < 0; i++) { /* the first frame is among the first packets */
+        if (av_read_frame(d->fmt, pkt) < 0)
+            break;
+        if (pkt->stream_index == v && avcodec_send_packet(dec, pkt) >= 0 && avcodec_send_packet(dec, NULL) >= 0 &&
+            avcodec_receive_frame(dec, f) >= 0 && f->width > 0 && f->height > 0) {
+            par->width = f->width;
+            par->height = f->height;
+            rc = 0;
+        }
+        av_packet_unref(pkt);
+        if (pkt->stream_index == v && rc < 0)
+            avcodec_flush_buffers(dec);
+    }
+    if (rc < 0 && (err == NULL || err[0] == '\0'))
+        s_err(err, errlen, "the video's size is unknown and its first frame does not decode");
+cleanup:
+    av_frame_free(&f);
+    av_packet_free(&pkt);
+    avcodec_free_context(&dec);
     return rc;
 }
 
@@ -2476,6 +2534,7 @@ int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, int accu
     s_demux_t d;
     s_trim_out_t o = {0};
     vid_recut_t *recut = NULL;
+    bool open_gop = false;
     memset(info, 0, sizeof(*info));
     if (n < 1 || n > VID_MAX_RANGES) {
         s_err(err, errlen, "1 to %d ranges", VID_MAX_RANGES);
@@ -2513,18 +2572,23 @@ int vid_trim(const vid_source_t *src, const vid_range_t *ranges, int n, int accu
             extra = vid_recut_extradata(recut, &extra_len);
     }
     info->exact = recut != NULL;
+    if (v >= 0 && s_learn_size(&d, v, err, errlen) < 0)
+        goto cleanup;
     if (s_trim_open(&o, &d, v, a, extra, extra_len, out_path, err, errlen) != 0)
         goto cleanup;
     d.io.budget = d.io.used + (src->size + VID_READ_SLACK) * n; /* each range reads at most the file */
     int64_t offset = 0;
     for (int i = 0; i < n; i++) {
         double end = ranges[i].end > ranges[i].start && ranges[i].end < info->duration ? ranges[i].end : info->duration;
-        int64_t cut[2];
+        int64_t cut[2] = {0, 0};
         int64_t s_us = (int64_t)llround(ranges[i].start * 1e6), e_us = (int64_t)llround(end * 1e6);
-        if (recut != NULL
-                ? s_trim_range_exact(&d, &o, recut, v, s_us, e_us, offset, cut, &info->packets, &info->recoded, err,
-                                     errlen) != 0
-                : s_trim_range(&d, &o, primary, v >= 0, s_us, e_us, offset, cut, &info->packets, err, errlen) != 0)
+        int e = recut != NULL
+                    ? s_trim_range_exact(&d, &o, recut, v, s_us, e_us, offset, cut, &info->packets, &info->recoded, err,
+                                         errlen)
+                    : s_trim_range(&d, &o, primary, v >= 0, s_us, e_us, offset, cut, &info->packets, err, errlen);
+        if (e == -2)
+            open_gop = true;
+        if (e != 0)
             goto cleanup;
         info->cut[i] = (vid_range_t){cut[0] / 1e6, cut[1] / 1e6};
         offset += cut[1] - cut[0];
@@ -2539,6 +2603,12 @@ cleanup:
     s_trim_close(&o);
     vid_recut_destroy(&recut);
     s_demux_close(&d);
+    if (open_gop) { /* found part way: the whole trim again, on keyframes */
+        char why[sizeof(info->keyframes_why)];
+        snprintf(why, sizeof(why), "%s", err);
+        rc = vid_trim(src, ranges, n, 0, out_path, info, err, errlen);
+        snprintf(info->keyframes_why, sizeof(info->keyframes_why), "%s", why);
+    }
     return rc;
 }
 

@@ -1,6 +1,7 @@
 #include "vid_recut.h"
 
 #include "vid_err.h"
+#include "vid_hvcc.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,22 +15,31 @@
 /* Frames larger than this are not re-encoded (the decoders' own bound). */
 #define S_MAX_PIXELS (8192 * 8192)
 
-/* x264's quality for the re-encoded frames: high, since they sit between
+/* The re-encoder's quality for its frames: high, since they sit between
  * copied frames of the source's quality. */
 #define S_CRF "18"
 
+/* libx265's settings for a stretch: one IDR at its start and no B-frames
+ * (as for x264); closed groups (an open one would make CRA pictures); one
+ * slice per picture and no wavefronts, so that a slice header can be
+ * renumbered by inserting one byte (vid_hvcc) with no entry points
+ * after it to fix. */
+#define S_X265 "log-level=error:info=0:bframes=0:open-gop=0:scenecut=0:keyint=600:min-keyint=600:slices=1:wpp=0"
+
 struct vid_recut {
     AVCodecContext *dec;
-    const AVCodec *x264;
+    enum AVCodecID codec;   /* H.264 or HEVC */
+    const AVCodec *enc;     /* libx264 or libx265 */
     AVCodecParameters *par; /* the source track's (size, format, profile, colour) */
     AVRational tb, fr;
     int width, height, format; /* of the decoded frames */
     int nal_len;               /* the source's NAL length prefix, 1, 2 or 4 bytes */
-    int id;                    /* the re-encoder's SPS and PPS id */
-    uint8_t *params;           /* the re-encoder's extradata (Annex B SPS and PPS) as the probe made it */
+    int id;                    /* H.264: the re-encoder's SPS and PPS id */
+    vid_hevc_renum_t renum;    /* HEVC: the re-encoder's parameter set ids */
+    uint8_t *params;           /* the re-encoder's extradata (Annex B parameter sets) as the probe made it */
     int params_len;
-    uint8_t *avcc; /* the output track's avcC */
-    int avcc_len;
+    uint8_t *extra; /* the output track's avcC or hvcC */
+    int extra_len;
 };
 
 /* ---- the avcC ------------------------------------------------------------------------ */
@@ -162,24 +172,46 @@ static bool s_annexb_next(const uint8_t *b, int len, int *pos, const uint8_t **n
     return true;
 }
 
-/* Annex B NALs to length-prefixed ones (prefix nal_len bytes) into out,
- * leaving out parameter sets and access unit delimiters. Returns the
- * bytes written, or -1 when a NAL is too long for the prefix or out is
- * too small (out_cap >= len + 4 * NALs always suffices). */
-static int s_to_lengths(const uint8_t *in, int len, int nal_len, uint8_t *out, int out_cap)
+/* One of the re-encoder's NALs as the output track carries it, into
+ * out[cap]: its length, 0 to leave it out (parameter sets, delimiters,
+ * SEI: the track's avcC or hvcC has the sets), -1 when it does not fit
+ * or cannot be renumbered. */
+static int s_carry(const vid_recut_t *self, const uint8_t *nal, int l, uint8_t *out, int cap)
 {
-    int pos = 0, o = 0, l;
+    if (self->codec == AV_CODEC_ID_HEVC) {
+        int type = vid_hevc_nal_type(nal, l);
+        if (type >= VID_HEVC_VPS)
+            return 0;
+        return vid_hevc_renum_slice(&self->renum, nal, l, out, cap);
+    }
+    int type = l > 0 ? nal[0] & 0x1f : 0;
+    if (l <= 0 || type == 7 || type == 8 || type == 9)
+        return 0;
+    if (l > cap)
+        return -1;
+    memcpy(out, nal, (size_t)l);
+    return l;
+}
+
+/* Annex B NALs to length-prefixed ones (prefix nal_len bytes) into out,
+ * as s_carry has them. Returns the bytes written, or -1 when a NAL is
+ * too long for the prefix, cannot be carried or out is too small
+ * (out_cap >= 2 * len + 4 * NALs + 16 always suffices). */
+static int s_to_lengths(const vid_recut_t *self, const uint8_t *in, int len, uint8_t *out, int out_cap)
+{
+    int pos = 0, o = 0, l, nal_len = self->nal_len;
     const uint8_t *nal;
     while (s_annexb_next(in, len, &pos, &nal, &l)) {
-        int type = l > 0 ? nal[0] & 0x1f : 0;
-        if (l == 0 || type == 7 || type == 8 || type == 9)
-            continue;
-        if ((nal_len < 4 && l >= 1 << (8 * nal_len)) || o + nal_len + l > out_cap)
+        if (o + nal_len > out_cap)
             return -1;
+        int w = s_carry(self, nal, l, out + o + nal_len, out_cap - o - nal_len);
+        if (w < 0 || (nal_len < 4 && w >= 1 << (8 * nal_len)))
+            return -1;
+        if (w == 0)
+            continue;
         for (int k = nal_len - 1; k >= 0; k--)
-            out[o++] = (uint8_t)(l >> (8 * k));
-        memcpy(out + o, nal, (size_t)l);
-        o += l;
+            out[o++] = (uint8_t)(w >> (8 * k));
+        o += w;
     }
     return o;
 }
@@ -200,9 +232,9 @@ static int s_avcc_build(vid_recut_t *self, const uint8_t *src, int src_len, cons
         s_pps_id(pps, pps_len) != self->id)
         return -1;
     int n = src_len + 4 + sps_len + pps_len, o = 0;
-    if ((self->avcc = av_malloc((size_t)n + AV_INPUT_BUFFER_PADDING_SIZE)) == NULL)
+    if ((self->extra = av_malloc((size_t)n + AV_INPUT_BUFFER_PADDING_SIZE)) == NULL)
         return -1;
-    uint8_t *a = self->avcc;
+    uint8_t *a = self->extra;
     memcpy(a, src, (size_t)w->sps_end);
     a[5] = (uint8_t)(0xe0 | (w->nsps + 1));
     o = w->sps_end;
@@ -214,7 +246,7 @@ static int s_avcc_build(vid_recut_t *self, const uint8_t *src, int src_len, cons
     memcpy(a + o, src + w->pps_count + 1, (size_t)(w->pps_end - w->pps_count - 1)), o += w->pps_end - w->pps_count - 1;
     memcpy(a + o, src + w->pps_end, (size_t)(src_len - w->pps_end)), o += src_len - w->pps_end;
     memset(a + o, 0, AV_INPUT_BUFFER_PADDING_SIZE);
-    self->avcc_len = o;
+    self->extra_len = o;
     return 0;
 }
 
@@ -232,10 +264,10 @@ static const char *s_profile(int profile)
     }
 }
 
-/* A new libx264 encoder matching the source (caller owns), or NULL. */
+/* A new libx264 or libx265 encoder matching the source (caller owns), or NULL. */
 static AVCodecContext *s_encoder(const vid_recut_t *self)
 {
-    AVCodecContext *e = avcodec_alloc_context3(self->x264);
+    AVCodecContext *e = avcodec_alloc_context3(self->enc);
     if (e == NULL)
         return NULL;
     const AVCodecParameters *p = self->par;
@@ -255,14 +287,18 @@ static AVCodecContext *s_encoder(const vid_recut_t *self)
     e->gop_size = 600; /* a stretch is shorter than the source's group: one IDR, at its start */
     e->thread_count = 0;
     AVDictionary *o = NULL;
-    char x264[64];
-    snprintf(x264, sizeof(x264), "sps-id=%d", self->id);
     av_dict_set(&o, "preset", "veryfast", 0);
     av_dict_set(&o, "crf", S_CRF, 0);
-    av_dict_set(&o, "x264-params", x264, 0);
-    if (s_profile(p->profile) != NULL)
-        av_dict_set(&o, "profile", s_profile(p->profile), 0);
-    int rc = avcodec_open2(e, self->x264, &o);
+    if (self->codec == AV_CODEC_ID_HEVC) {
+        av_dict_set(&o, "x265-params", S_X265, 0);
+    } else {
+        char x264[64];
+        snprintf(x264, sizeof(x264), "sps-id=%d", self->id);
+        av_dict_set(&o, "x264-params", x264, 0);
+        if (s_profile(p->profile) != NULL)
+            av_dict_set(&o, "profile", s_profile(p->profile), 0);
+    }
+    int rc = avcodec_open2(e, self->enc, &o);
     av_dict_free(&o);
     if (rc < 0 || e->extradata == NULL || e->extradata_size <= 0)
         avcodec_free_context(&e);
@@ -296,51 +332,106 @@ static int s_learn_format(vid_recut_t *self, const AVPacket *key)
     return rc;
 }
 
+/* H.264: an SPS and PPS id the source does not use (x264 gives its PPS
+ * the SPS's id) and the NAL length size. 0, or -1 when the avcC is
+ * malformed or every id is taken. */
+static int s_h264_ids(vid_recut_t *self, const AVCodecParameters *p, s_avcc_t *w)
+{
+    uint64_t sps[4] = {0}, pps[4] = {0};
+    if (s_avcc_walk(p->extradata, p->extradata_size, w, sps, pps) < 0)
+        return -1;
+    self->nal_len = (p->extradata[4] & 3) + 1;
+    self->id = -1;
+    for (int id = 1; id < 32 && self->id < 0; id++)
+        if (!(sps[0] & (1ULL << id)) && !(pps[0] & (1ULL << id)))
+            self->id = id;
+    return self->id < 0 ? -1 : 0;
+}
+
+/* HEVC: the output hvcC, the source's with the probe's VPS, SPS and PPS
+ * renumbered and added. 0 or -1. */
+static int s_hvcc_build(vid_recut_t *self, const uint8_t *src, int src_len)
+{
+    const uint8_t *nal, *nals[3];
+    uint8_t *bufs[3] = {NULL, NULL, NULL}, *joined = NULL;
+    int pos = 0, l, n = 0, lens[3], rc = -1, joined_len = 0;
+    while (s_annexb_next(self->params, self->params_len, &pos, &nal, &l)) {
+        int type = vid_hevc_nal_type(nal, l);
+        if (type < VID_HEVC_VPS || type > VID_HEVC_PPS)
+            continue;
+        if (n == 3 || (bufs[n] = malloc((size_t)l * 2 + 16)) == NULL ||
+            (lens[n] = vid_hevc_renum_ps(&self->renum, nal, l, bufs[n], l * 2 + 16)) < 0)
+            goto cleanup;
+        nals[n] = bufs[n];
+        n++;
+    }
+    if (n != 3 || vid_hvcc_join(src, src_len, nals, lens, n, &joined, &joined_len) < 0 ||
+        (self->extra = av_malloc((size_t)joined_len + AV_INPUT_BUFFER_PADDING_SIZE)) == NULL)
+        goto cleanup;
+    memcpy(self->extra, joined, (size_t)joined_len);
+    memset(self->extra + joined_len, 0, AV_INPUT_BUFFER_PADDING_SIZE);
+    self->extra_len = joined_len;
+    rc = 0;
+cleanup:
+    for (int i = 0; i < 3; i++)
+        free(bufs[i]);
+    free(joined);
+    return rc;
+}
+
 vid_recut_t *vid_recut_new(const AVStream *st, const AVPacket *key, char *err, size_t errlen)
 {
     const AVCodecParameters *p = st->codecpar;
     vid_recut_t *self = NULL;
-    uint64_t sps[4] = {0}, pps[4] = {0};
     s_avcc_t w;
-    const AVCodec *x264 = avcodec_find_encoder_by_name("libx264"), *dc = avcodec_find_decoder(AV_CODEC_ID_H264);
-    if (p->codec_id != AV_CODEC_ID_H264 || s_avcc_walk(p->extradata, p->extradata_size, &w, sps, pps) < 0 ||
-        x264 == NULL || dc == NULL) {
-        s_err(err, errlen, "exact cuts need H.264");
+    vid_hvcc_ids_t used;
+    bool hevc = p->codec_id == AV_CODEC_ID_HEVC;
+    const char *name = hevc ? "HEVC" : "H.264";
+    if (p->codec_id != AV_CODEC_ID_H264 && !hevc) {
+        s_err(err, errlen, "exact cuts need H.264 or HEVC");
+        return NULL;
+    }
+    const AVCodec *enc = avcodec_find_encoder_by_name(hevc ? "libx265" : "libx264"),
+                  *dc = avcodec_find_decoder(p->codec_id);
+    if (enc == NULL || dc == NULL) {
+        s_err(err, errlen, "no %s decoder and encoder here", name);
         return NULL;
     }
     if ((self = calloc(1, sizeof(*self))) == NULL || (self->par = avcodec_parameters_alloc()) == NULL ||
         avcodec_parameters_copy(self->par, p) < 0)
         goto oom;
-    self->x264 = x264;
+    self->codec = p->codec_id;
+    self->enc = enc;
     self->tb = st->time_base;
     self->fr = st->avg_frame_rate.num > 0 && st->avg_frame_rate.den > 0 ? st->avg_frame_rate : st->r_frame_rate;
     if (self->fr.num <= 0 || self->fr.den <= 0)
         self->fr = (AVRational){25, 1};
-    self->nal_len = (p->extradata[4] & 3) + 1;
-    self->id = -1;
-    for (int id = 1; id < 32 && self->id < 0; id++) /* x264 gives its PPS the SPS's id */
-        if (!(sps[0] & (1ULL << id)) && !(pps[0] & (1ULL << id)))
-            self->id = id;
-    if (self->id < 0 || (self->dec = avcodec_alloc_context3(dc)) == NULL ||
-        avcodec_parameters_to_context(self->dec, p) < 0)
+    if (hevc ? vid_hvcc_ids(p->extradata, p->extradata_size, &used) < 0 || vid_hevc_renum_pick(&used, &self->renum) < 0
+             : s_h264_ids(self, p, &w) < 0) {
+        s_err(err, errlen, "exact cuts need the %s parameter sets in the track's sample entry", name);
+        goto fail;
+    }
+    if (hevc)
+        self->nal_len = used.nal_len;
+    if ((self->dec = avcodec_alloc_context3(dc)) == NULL || avcodec_parameters_to_context(self->dec, p) < 0)
         goto oom;
     self->dec->thread_count = 1; /* job threads are the parallelism (frame threads gained nothing measured) */
     self->dec->pkt_timebase = st->time_base;
     self->dec->max_pixels = S_MAX_PIXELS;
     if (avcodec_open2(self->dec, dc, NULL) < 0 || s_learn_format(self, key) < 0) {
-        s_err(err, errlen, "cannot decode the H.264 track");
+        s_err(err, errlen, "cannot decode the %s track", name);
         goto fail;
     }
-    if (!s_pix_ok(x264, self->format)) {
-        const char *name = av_get_pix_fmt_name((enum AVPixelFormat)self->format);
-        s_err(err, errlen, "no H.264 re-encoder for %s", name != NULL ? name : "this pixel format");
+    if (!s_pix_ok(enc, self->format)) {
+        const char *fmt = av_get_pix_fmt_name((enum AVPixelFormat)self->format);
+        s_err(err, errlen, "no %s re-encoder for %s", name, fmt != NULL ? fmt : "this pixel format");
         goto fail;
     }
-    /* A probe encoder: its parameter sets go into the avcC now, and every
-     * stretch's encoder (same settings) must make the same ones. */
+    /* A probe encoder: its parameter sets go into the avcC or hvcC now,
+     * and every stretch's encoder (same settings) must make the same ones. */
     AVCodecContext *probe = s_encoder(self);
     if (probe == NULL) {
-        s_err(err, errlen, "cannot set up libx264 for %dx%d", self->width, self->height);
+        s_err(err, errlen, "cannot set up %s for %dx%d", enc->name, self->width, self->height);
         goto fail;
     }
     self->params_len = probe->extradata_size;
@@ -350,7 +441,8 @@ vid_recut_t *vid_recut_new(const AVStream *st, const AVPacket *key, char *err, s
     avcodec_free_context(&probe);
     if (self->params == NULL)
         goto oom;
-    if (s_avcc_build(self, p->extradata, p->extradata_size, &w) < 0) {
+    if ((hevc ? s_hvcc_build(self, p->extradata, p->extradata_size)
+              : s_avcc_build(self, p->extradata, p->extradata_size, &w)) < 0) {
         s_err(err, errlen, "cannot join the parameter sets");
         goto fail;
     }
@@ -370,15 +462,62 @@ void vid_recut_destroy(vid_recut_t **p)
     avcodec_free_context(&self->dec);
     avcodec_parameters_free(&self->par);
     free(self->params);
-    av_free(self->avcc);
+    av_free(self->extra);
     free(self);
     *p = NULL;
 }
 
 const uint8_t *vid_recut_extradata(const vid_recut_t *self, int *len)
 {
-    *len = self->avcc_len;
-    return self->avcc;
+    *len = self->extra_len;
+    return self->extra;
+}
+
+/* ---- the source's packets ---------------------------------------------------------------- */
+
+/* The next length-prefixed NAL of a source packet from *pos; false at
+ * the end or when a length runs past it. */
+static bool s_nal_next(const vid_recut_t *self, uint8_t *b, int len, int *pos, uint8_t **nal, int *nal_len)
+{
+    if (*pos + self->nal_len > len)
+        return false;
+    uint32_t l = 0;
+    for (int k = 0; k < self->nal_len; k++)
+        l = l << 8 | b[*pos + k];
+    if (l > (uint32_t)(len - *pos - self->nal_len))
+        return false;
+    *nal = b + *pos + self->nal_len;
+    *nal_len = (int)l;
+    *pos += self->nal_len + (int)l;
+    return true;
+}
+
+bool vid_recut_leading(const vid_recut_t *self, const AVPacket *pkt)
+{
+    if (self->codec != AV_CODEC_ID_HEVC || pkt->data == NULL)
+        return false;
+    int pos = 0, l;
+    uint8_t *nal;
+    while (s_nal_next(self, pkt->data, pkt->size, &pos, &nal, &l)) {
+        int type = vid_hevc_nal_type(nal, l);
+        if (type == VID_HEVC_RASL_N || type == VID_HEVC_RASL_R)
+            return true;
+    }
+    return false;
+}
+
+int vid_recut_splice(const vid_recut_t *self, AVPacket *pkt)
+{
+    if (self->codec != AV_CODEC_ID_HEVC || pkt->data == NULL)
+        return 0;
+    if (av_packet_make_writable(pkt) < 0)
+        return -1;
+    int pos = 0, l;
+    uint8_t *nal;
+    while (s_nal_next(self, pkt->data, pkt->size, &pos, &nal, &l))
+        if (vid_hevc_nal_type(nal, l) == VID_HEVC_CRA) /* the type is bits 1-6 of the first byte */
+            nal[0] = (uint8_t)((nal[0] & 0x81) | VID_HEVC_BLA_W_LP << 1);
+    return 0;
 }
 
 /* ---- one group ------------------------------------------------------------------------ */
@@ -419,9 +558,9 @@ static int s_drain_encoder(s_job_t *j)
             return -1;
         }
         AVPacket *out = av_packet_alloc();
-        int cap = j->pkt->size + 64, len = -1;
+        int cap = 2 * j->pkt->size + 256, len = -1; /* renumbered HEVC slices grow by a byte and their escapes */
         if (out != NULL && av_new_packet(out, cap) == 0)
-            len = s_to_lengths(j->pkt->data, j->pkt->size, j->self->nal_len, out->data, cap);
+            len = s_to_lengths(j->self, j->pkt->data, j->pkt->size, out->data, cap);
         int rc = -1;
         if (len > 0) {
             av_shrink_packet(out, len);

@@ -2,29 +2,43 @@
  *  so that a trim starts and ends on exactly the frames asked while every
  *  whole group in between is copied (a "smart cut").
  *
- *  Only H.264 is re-encoded (libx264, the source's size, pixel format,
- *  profile and colour description). The new frames need parameter sets of
- *  their own: libx264 is told to number them with an id the source does
- *  not use (x264's sps-id, which numbers its PPS too), and the output
- *  track's avcC carries both the source's and the new ones
- *  (vid_recut_extradata), so a decoder switches at each IDR without any
- *  in-band parameter set. The source's SPS stays first and its PPS last:
+ *  H.264 is re-encoded with libx264 and HEVC with libx265, at the
+ *  source's size, pixel format and colour description. The new frames
+ *  need parameter sets of their own, numbered with ids the source does
+ *  not use, and the output track's avcC or hvcC carries both the
+ *  source's and the new ones (vid_recut_extradata), so a decoder switches
+ *  at each IDR without any in-band parameter set.
+ *
+ *  H.264: libx264 is told the id (its sps-id, which numbers its PPS too),
+ *  in its own profile. The source's SPS stays first and its PPS last:
  *  players that build one avcC from a TS stream's parameter sets (hls.js
  *  takes the first SPS and the last PPS it sees, and the TS muxer repeats
  *  the avcC's sets in list order before each IDR) then get the source's
- *  matching pair, and the re-encoder's reach the decoder in-band. Each re-encoded stretch starts a new encoder:
- *  its first frame is an IDR, it has no B-frames (decode order is
- *  presentation order, so its decode times are its presentation times
- *  less the source's own delay), and its packets are rewritten from
- *  Annex B to the source's NAL length prefixes.
+ *  matching pair, and the re-encoder's reach the decoder in-band.
  *
- *  The avcC is hostile input (it comes from the source): every length is
- *  checked, and a malformed one refuses the recut (the caller falls back
- *  to cuts on keyframes).
+ *  HEVC: libx265 cannot be told ids, so its VPS, SPS and PPS and every
+ *  slice header are rewritten (vid_hvcc). A copied CRA picture right
+ *  after a re-encoded stretch (or at a range's start) is relabelled a BLA
+ *  picture (vid_recut_splice), which starts a new coded video sequence:
+ *  only there may the active SPS change, and its leading pictures that
+ *  refer to the group before (RASL) would decode wrong. Such pictures in
+ *  a kept stretch next to a cut mean an open-GOP source: the caller cuts
+ *  on keyframes instead (vid_recut_leading tells them).
+ *
+ *  Each re-encoded stretch starts a new encoder: its first frame is an
+ *  IDR, it has no B-frames (decode order is presentation order, so its
+ *  decode times are its presentation times less the source's own delay),
+ *  and its packets are rewritten from Annex B to the source's NAL length
+ *  prefixes.
+ *
+ *  The avcC or hvcC is hostile input (it comes from the source): every
+ *  length is checked, and a malformed one refuses the recut (the caller
+ *  falls back to cuts on keyframes).
  */
 #ifndef VID_RECUT_H
 #define VID_RECUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,15 +50,25 @@ typedef struct vid_recut vid_recut_t;
 /* A recutter for the video stream st (borrowed for the call; its codec
  * parameters are copied); key is one of its keyframes (borrowed), decoded
  * to learn the frames' size and pixel format. NULL with a short reason in
- * err when the track cannot be re-encoded to match (not H.264 in an avcC,
- * a pixel format libx264 lacks, no libx264). Caller owns
- * (vid_recut_destroy). */
+ * err when the track cannot be re-encoded to match (not H.264 in an avcC
+ * or HEVC in an hvcC, a pixel format the encoder lacks, no libx264 or
+ * libx265). Caller owns (vid_recut_destroy). */
 vid_recut_t *vid_recut_new(const AVStream *st, const AVPacket *key, char *err, size_t errlen);
 
 /* Frees *p and sets it to NULL; safe on NULL. */
 void vid_recut_destroy(vid_recut_t **p);
 
-/* The avcC the output track must carry (the source's parameter sets and
+/* Whether the source packet pkt (borrowed) is an HEVC leading picture
+ * that refers to the group before its keyframe (RASL); false for H.264. */
+bool vid_recut_leading(const vid_recut_t *self, const AVPacket *pkt);
+
+/* Readies the keyframe pkt (a source packet, made writable here) to
+ * follow frames that are not the source's own before it: an HEVC CRA
+ * picture becomes a BLA picture; other pictures and H.264 are left as
+ * they are. 0, or -1 when out of memory. */
+int vid_recut_splice(const vid_recut_t *self, AVPacket *pkt);
+
+/* The avcC or hvcC the output track must carry (the source's parameter sets and
  * the re-encoder's); borrowed, valid while self lives. */
 const uint8_t *vid_recut_extradata(const vid_recut_t *self, int *len);
 

@@ -38,6 +38,11 @@ def videos(tmp_path_factory):
              "log-level=error"], os.path.join(d, "hevc.mp4"))
     _ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2", "-c:v", "mpeg4"],
             os.path.join(d, "mp4v.mp4"))
+    x265 = ["-c:v", "libx265", "-preset", "veryfast", "-x265-params"]
+    _ffmpeg(src + x265 + ["log-level=error:keyint=50:min-keyint=50:scenecut=0:open-gop=0:bframes=3", "-c:a", "aac",
+                          "-b:a", "64k", "-movflags", "+faststart"], os.path.join(d, "hevc30.mp4"))  # closed GOPs
+    _ffmpeg(src + x265 + ["log-level=error:keyint=50:min-keyint=50:scenecut=0", "-c:a", "aac", "-b:a", "64k",
+                          "-movflags", "+faststart"], os.path.join(d, "hevcopen.mp4"))  # x265's open GOPs
     with open(os.path.join(d, "text.mp4"), "w") as f:
         f.write("this is not a video\n" * 100)
     with open(os.path.join(d, "v.mp4"), "rb") as f:
@@ -403,6 +408,53 @@ def test_trimming_frames_are_the_sources(stack, videos, tmp_path):
     r, _ = _trimmed(stack, tmp_path, "/v.mp4?trimming=11-14&accurate=0")
     first = _frame(tmp_path / "trim.mp4", 0, tmp_path / "first-key.png")
     assert _psnr(first, _ref_frame(videos, tmp_path, 10)) > 45  # copied: the keyframe itself
+
+
+def test_hevc_trim_on_frames(stack, videos, tmp_path):
+    """HEVC cut on frames: libx265 re-encodes the partial groups, their
+    parameter sets renumbered beside the source's; the first and last
+    frames of each range are the source's frames at those times, every
+    frame decodes, audio stays with the video; the trim's HLS (fMP4)
+    plays through ffmpeg with every frame."""
+    r, info = _trimmed(stack, tmp_path, "/hevc30.mp4?trimming=11-19,25.5-27")
+    assert r.headers["X-Refract-Note"] == "cut on frames: 11.000-19.000,25.520-27.000; 87 frame(s) re-encoded"
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert int(streams["video"]["nb_frames"]) == 237
+    assert abs(float(streams["audio"]["duration"]) - 9.48) < 0.1
+    out = tmp_path / "trim.mp4"
+    dec = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=60)
+    assert dec.returncode == 0 and dec.stderr == "", dec.stderr
+    for n, t in [(0, 11), (199, 18.96), (200, 25.52), (236, 26.96)]:
+        ours = _frame(out, n, tmp_path / f"ours-{n}.png")
+        same = _psnr(ours, _ref_frame(videos, tmp_path, t, "hevc30.mp4"))
+        near = _psnr(ours, _ref_frame(videos, tmp_path, round(t + 0.04, 2), "hevc30.mp4"))
+        assert same > 35 and same > near + 10, (n, t, same, near)
+    played = tmp_path / "played.mkv"
+    run = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i",
+                          stack.url("/hevc30.mp4?trimming=11-19,25.5-27/mp4hls/index.m3u8"), "-map", "0:v",
+                          "-f", "framemd5", str(played)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert sum(1 for line in played.read_text().splitlines() if not line.startswith("#")) == 237
+
+
+def test_hevc_open_gop_trim_on_keyframes(stack, tmp_path):
+    """An open-GOP HEVC source (x265's default: leading pictures refer to
+    the group before) is cut on keyframes, and the note says why; the
+    range ends with its last decodable frame, so every frame decodes and
+    the audio ends with the video."""
+    r, info = _trimmed(stack, tmp_path, "/hevcopen.mp4?trimming=11-19")
+    note = r.headers["X-Refract-Note"]
+    assert note.startswith("cut on keyframes (an open-GOP source (leading pictures refer to the group before)): "
+                           "10.000-19."), note
+    end = float(note.rsplit("-", 1)[1])
+    assert 19.5 < end < 20
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert int(streams["video"]["nb_frames"]) == round((end - 10) * 25)
+    assert abs(float(streams["audio"]["duration"]) - (end - 10)) < 0.1
+    dec = subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "trim.mp4"), "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=60)
+    assert dec.returncode == 0 and dec.stderr == "", dec.stderr
 
 
 def test_trimming_audio_and_range(stack, tmp_path):

@@ -194,7 +194,7 @@ static int64_t s_segment(const vid_index_t *ix, const char *name, int n, const c
 static int s_setup(void **state)
 {
     (void)state;
-    av_log_set_level(AV_LOG_QUIET);
+    av_log_set_level(getenv("AVLOG") ? AV_LOG_ERROR : AV_LOG_QUIET);
     strcpy(s_dir, "/tmp/test_vid_core.XXXXXX");
     if (mkdtemp(s_dir) == NULL)
         return -1;
@@ -215,6 +215,13 @@ static int s_setup(void **state)
              "  -c:v libx265 -preset ultrafast -x265-params log-level=error:keyint=25:min-keyint=25:bframes=3 -c:a aac "
              "  -movflags +faststart hevc2.mp4 && "
              "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -t 1 -c:v mpeg4 mp4v.mp4 && "
+             "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
+             "  -c:v libx265 -preset veryfast -x265-params "
+             "  log-level=error:keyint=50:min-keyint=50:scenecut=0:open-gop=0:bframes=3 -c:a aac "
+             "  -movflags +faststart hevcgop.mp4 && "
+             "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -t 30 "
+             "  -c:v libx265 -preset veryfast -x265-params log-level=error:keyint=50:min-keyint=50:scenecut=0 "
+             "  -movflags +faststart hevcopen.mp4 && "
              "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
              "  -c:v libx264 -preset veryfast -g 50 -c:a aac -movflags +frag_keyframe+empty_moov+default_base_moof "
              "frag.mp4 && "
@@ -1021,16 +1028,44 @@ static void test_trim_exact_irregular_groups(void **state)
     assert_int_equal(s_trim_frames(), 188);
 }
 
-/* What cannot be cut on frames is cut on keyframes, and says why: HEVC
- * (no re-encoder here for it); audio alone is cut on its packets. */
+/* HEVC (libx265's closed groups with B-frames) cuts on frames as H.264
+ * does: the stretches are libx265's, their parameter sets and slices
+ * renumbered, and every frame decodes. */
+static void test_trim_exact_hevc(void **state)
+{
+    (void)state;
+    s_check_cuts("hevcgop.mp4", 0);
+}
+
+/* An open-GOP HEVC source (libx265's default: CRA pictures whose leading
+ * pictures refer to the group before) is cut on keyframes, and says why;
+ * a range inside one group, away from any leading picture, still cuts on
+ * frames. */
+static void test_trim_exact_hevc_open_gop(void **state)
+{
+    (void)state;
+    vid_trim_info_t info;
+    vid_range_t r = {11, 19};
+    assert_int_equal(s_trim("hevcopen.mp4", &r, 1, 1, &info), 0);
+    assert_true(!info.exact && info.on_keyframes && info.recoded == 0);
+    assert_string_equal(info.keyframes_why, "an open-GOP source (leading pictures refer to the group before)");
+    assert_int_equal(s_trim_frames(), (int)llround((info.cut[0].end - info.cut[0].start) * 25));
+    vid_range_t in = {0.3, 0.7};
+    assert_int_equal(s_trim("hevc.mp4", &in, 1, 1, &info), 0);
+    assert_true(info.exact && info.recoded == 10);
+    assert_int_equal(s_trim_frames(), 10);
+}
+
+/* What cannot be cut on frames is cut on keyframes, and says why: MPEG-4
+ * part 2 (no re-encoder for it); audio alone is cut on its packets. */
 static void test_trim_exact_falls_back(void **state)
 {
     (void)state;
     vid_trim_info_t info;
     vid_range_t r = {0.3, 0.7};
-    assert_int_equal(s_trim("hevc.mp4", &r, 1, 1, &info), 0);
+    assert_int_equal(s_trim("mp4v.mp4", &r, 1, 1, &info), 0);
     assert_true(!info.exact && info.on_keyframes);
-    assert_string_equal(info.keyframes_why, "exact cuts need H.264");
+    assert_string_equal(info.keyframes_why, "exact cuts need H.264 or HEVC");
     vid_range_t a = {5, 10};
     assert_int_equal(s_trim("a.m4a", &a, 1, 1, &info), 0);
     assert_true(!info.exact && !info.on_keyframes && info.keyframes_why[0] == '\0');
@@ -1206,6 +1241,8 @@ int main(void)
         cmocka_unit_test(test_trim_exact),
         cmocka_unit_test(test_trim_exact_irregular_groups),
         cmocka_unit_test(test_trim_fragmented),
+        cmocka_unit_test(test_trim_exact_hevc),
+        cmocka_unit_test(test_trim_exact_hevc_open_gop),
         cmocka_unit_test(test_trim_exact_falls_back),
         cmocka_unit_test(test_avcc_ids),
         cmocka_unit_test(test_phls_plan),
