@@ -265,13 +265,15 @@ double vid_duration(const vid_source_t *src, char *err, size_t errlen);
  * back to move the moov). The first video and the first audio track are
  * kept, any codec MP4 carries.
  *
- * accurate, with H.264 video (vid_recut): a range starts on the first
- * frame at or after its start and ends before the first at or after its
- * end; whole groups of pictures are copied and the frames of the partial
- * groups at the cuts re-encoded (info->recoded). Otherwise (accurate 0,
- * other codecs: info->keyframes_why says why) cuts are on keyframes: a
- * range starts at the keyframe at or before its start and ends at the
- * first keyframe at or after its end, everything copied. Audio-only
+ * accurate, with H.264 or HEVC video (vid_recut): a range starts on the
+ * first frame at or after its start and ends before the first at or
+ * after its end; whole groups of pictures are copied and the frames of
+ * the partial groups at the cuts re-encoded (info->recoded). Otherwise
+ * (accurate 0, other codecs, an open-GOP HEVC source found part way:
+ * info->keyframes_why says why) cuts are on keyframes: a range starts at
+ * the keyframe at or before its start and ends at the first keyframe at
+ * or after its end (before that keyframe's leading pictures, which need
+ * the group before), everything copied. Audio-only
  * sources are cut on audio packets. Audio packets follow the video's cut;
  * info->cut says where each range was cut.
  *
