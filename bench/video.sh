@@ -21,6 +21,9 @@
 #      cuts re-encoded, the rest copied) vs ffmpeg -ss 11.5 -to 19.5 -i v.mp4
 #      -c:v libx264 -preset veryfast -crf 18 -c:a copy (the CLI's frame-accurate
 #      trim re-encodes the whole range), and vs row 4's copy
+#   4c. /hc.mp4?trimming=11.5-19.5 (the same 60 s as HEVC in closed groups, cut on frames:
+#      libx265 re-encodes the partial groups) vs ffmpeg -ss 11.5 -to 19.5 -i hc.mp4
+#      -c:v libx265 -preset veryfast -crf 18 -c:a copy
 #   6. /v.mp4/hls/720p/seg-3.ts (progressive HLS: 30-40 s transcoded now, 720p, CRF 23
 #      capped at 2800k, AAC 128k) vs ffmpeg -ss 30 -t 10 -i v.mp4 with the same libx264 and
 #      AAC settings to MPEG-TS (the same 10 s transcoded by the CLI)
@@ -73,6 +76,7 @@ CORPUS=$(realpath -m "${BENCH_CORPUS_DIR:-$ROOT/build/bench-corpus}/video")
 HTTP_HOST=http-origin.bench
 SHORT=v60-1280x720.mp4
 HEVCF=h60-1280x720.mp4
+HEVCC=hc60-1280x720.mp4
 LONGF=v600-640x360.mp4
 
 bench_init video
@@ -110,11 +114,19 @@ if [ ! -s "$CORPUS/$HEVCF" ]; then # the same pictures and sound as HEVC (x265's
         -f mp4 "$CORPUS/$HEVCF.part" 2>>"$RAW" || die "cannot generate $HEVCF (see $RAW)"
     mv "$CORPUS/$HEVCF.part" "$CORPUS/$HEVCF"
 fi
+if [ ! -s "$CORPUS/$HEVCC" ]; then # the same again, closed groups of pictures (what frame cuts need)
+    echo "video: generating $CORPUS/$HEVCC (HEVC of $SHORT, closed GOPs; once)"
+    ffmpeg -nostdin -v error -y -i "$CORPUS/$SHORT" -c:v libx265 -preset ultrafast \
+        -x265-params log-level=error:keyint=60:min-keyint=60:scenecut=0:open-gop=0 -c:a copy -movflags +faststart \
+        -f mp4 "$CORPUS/$HEVCC.part" 2>>"$RAW" || die "cannot generate $HEVCC (see $RAW)"
+    mv "$CORPUS/$HEVCC.part" "$CORPUS/$HEVCC"
+fi
 
 WWW=$TMP/www # the file:// origin and nginx's root (readable by nginx's workers)
 mkdir -p "$WWW"
 cp "$CORPUS/$SHORT" "$WWW/v.mp4"
 cp "$CORPUS/$HEVCF" "$WWW/h.mp4"
+cp "$CORPUS/$HEVCC" "$WWW/hc.mp4"
 ffmpeg -nostdin -v error -y -i "$WWW/v.mp4" -c copy -movflags +frag_keyframe+empty_moov+default_base_moof \
     "$WWW/f.mp4" 2>>"$RAW" || die "cannot make the fragmented f.mp4 (see $RAW)"
 [ "$LONG" = 0 ] || cp "$CORPUS/$LONGF" "$WWW/long.mp4"
@@ -261,6 +273,8 @@ SEG_FMP4=("${FF[@]}" -ss 30 -t 10 -i "$WWW/h.mp4" -c copy -f mp4 -movflags frag_
 THUMB=("${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 out.jpg)
 TRIM=("${FF[@]}" -ss 10 -to 20 -i "$WWW/v.mp4" -c copy -movflags +faststart out.mp4)
 TRIMX=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/v.mp4" -c:v libx264 -preset veryfast -crf 18 -c:a copy -movflags +faststart out.mp4)
+TRIMH=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/hc.mp4" -c:v libx265 -preset veryfast -crf 18 -x265-params log-level=error
+    -c:a copy -movflags +faststart out.mp4)
 PHLS=("${FF[@]}" -ss 30 -t 10 -i "$WWW/v.mp4" -vf scale=-2:720 -c:v libx264 -preset veryfast -crf 23 -maxrate 2800k
     -bufsize 5600k -g 60 -c:a aac -b:a 128k -f mpegts out.ts)
 long_ss() { echo "${FF[*]} -ss $1 -t 10 -i $WWW/long.mp4 -c copy -f mpegts out.ts"; }
@@ -279,11 +293,11 @@ check_playlist() {
     [ "$n" = "$2" ] || die "$3: $n segments, not $2"
     near "$sum" "$4" 0.2 || die "$3: the segments add up to $sum s, not $4"
 }
-# check_av FILE SECONDS WHAT: h264 + aac, lasting SECONDS (±0.35: a -c copy cut keeps whole audio packets and GOPs)
+# check_av FILE SECONDS WHAT [VCODEC]: VCODEC (h264) + aac, lasting SECONDS (±0.35: a -c copy cut keeps whole audio packets and GOPs)
 check_av() {
     local c d
     c=$(probe "$1" stream=codec_name | sort -u | tr '\n' ' ')
-    [ "$c" = "aac h264 " ] || die "$3: streams are '$c', not h264 + aac"
+    [ "$c" = "aac ${4:-h264} " ] || die "$3: streams are '$c', not ${4:-h264} + aac"
     d=$(probe "$1" format=duration)
     near "$d" "$2" 0.35 || die "$3: lasts $d s, not $2"
 }
@@ -349,6 +363,10 @@ rf_get "/v.mp4?trimming=11.5-19.5" "$C/trimx.mp4"
 check_av "$C/trimx.mp4" 8 "refract trimming=11.5-19.5"
 TRIMX_NOTE=$(tr -d '\r' <"$C/trimx.mp4.h" | sed -n 's/^[Xx]-[Rr]efract-[Nn]ote: //p')
 case "$TRIMX_NOTE" in "cut on frames: 11.500-19.500;"*) ;; *) die "refract trimming=11.5-19.5 was not cut on frames: $TRIMX_NOTE" ;; esac
+rf_get "/hc.mp4?trimming=11.5-19.5" "$C/trimh.mp4"
+check_av "$C/trimh.mp4" 8 "refract hc.mp4?trimming=11.5-19.5" hevc
+TRIMH_NOTE=$(tr -d '\r' <"$C/trimh.mp4.h" | sed -n 's/^[Xx]-[Rr]efract-[Nn]ote: //p')
+case "$TRIMH_NOTE" in "cut on frames: 11.500-19.500;"*) ;; *) die "refract hc.mp4?trimming=11.5-19.5 was not cut on frames: $TRIMH_NOTE" ;; esac
 if [ -n "$SPOOL" ]; then
     rf_get /v.mp4/mp4/360p "$C/tx.mp4"
     grep -qi '^cache-status:.*detail=streamed' "$C/tx.mp4.h" || die "refract /v.mp4/mp4/360p was not streamed: $(grep -i '^cache-status' "$C/tx.mp4.h")"
@@ -378,6 +396,8 @@ peer_ms "$OUT/trim" "${TRIM[@]}" >/dev/null
 check_av "$OUT/trim/out.mp4" 10 "ffmpeg -ss 10 -to 20 -c copy"
 check_faststart "$OUT/trim/out.mp4" "ffmpeg -ss 10 -to 20 -movflags +faststart"
 peer_ms "$OUT/trimx" "${TRIMX[@]}" >/dev/null
+peer_ms "$OUT/trimh" "${TRIMH[@]}" >/dev/null
+check_av "$OUT/trimh/out.mp4" 8 "ffmpeg -ss 11.5 -to 19.5 libx265" hevc
 rf_get /v.mp4/hls/720p/seg-3.ts "$C/phls-3.ts"
 check_av "$C/phls-3.ts" 10 "refract hls/720p/seg-3.ts"
 peer_ms "$OUT/phls" "${PHLS[@]}" >/dev/null
@@ -473,6 +493,7 @@ measure seg3f /h.mp4/mp4hls/seg-3.m4s "$OUT/segf" "${SEG_FMP4[@]}"
 measure thumb /v.mp4/thumbnail/30 "$OUT/thumb" "${THUMB[@]}"
 measure trim "/v.mp4?trimming=10-20" "$OUT/trim" "${TRIM[@]}"
 measure trimx "/v.mp4?trimming=11.5-19.5" "$OUT/trimx" "${TRIMX[@]}"
+measure trimh "/hc.mp4?trimming=11.5-19.5" "$OUT/trimh" "${TRIMH[@]}"
 measure phls /v.mp4/hls/720p/seg-3.ts "$OUT/phls" "${PHLS[@]}"
 
 # first_moof_ms CMD...: ms until CMD's output holds its first moof (its first media fragment,
@@ -603,6 +624,7 @@ summary "video thumbnail/30: origin bytes / file size (http://, %)" "$TB" "<=15%
 row "4 trimming=10-20 / ffmpeg -ss 10 -to 20 -c copy" trim trim - "trimming=10-20: refract/ffmpeg (ms)"
 row "4b trimming=11.5-19.5 (frames) / ffmpeg -ss -to libx264" trimx trimx - "trimming=11.5-19.5 on frames: refract/ffmpeg-reencode (ms)"
 row "4b trimming=11.5-19.5 (frames) / ffmpeg -c copy (row 4)" trimx trim - "trimming=11.5-19.5 on frames: refract/ffmpeg-copy (ms)"
+row "4c HEVC trimming=11.5-19.5 (frames) / ffmpeg libx265" trimh trimh - "HEVC trimming=11.5-19.5 on frames: refract/ffmpeg-reencode (ms)"
 if [ "$LONG" != 0 ]; then
     for s in $LSEGS; do
         row "5 10-min seg-$s.ts ($((s * 10)) s) / ffmpeg -ss $((s * 10)) -t 10" "long-seg-$s" "long-seg-$s" -

@@ -2305,7 +2305,7 @@ static int s_cut_gop(s_cut_t *c)
             continue;
         }
         kept++;
-        leading = leading || vid_recut_leading(c->recut, p);
+        leading = leading || vid_recut_leading(c->recut, c->gop.p[0], p);
         lo = p->pts < lo ? p->pts : lo;
         hi = p->pts >= hi ? p->pts + 1 : hi;
         int64_t pe = t + s_us(st, p->duration);

@@ -492,9 +492,11 @@ static bool s_nal_next(const vid_recut_t *self, uint8_t *b, int len, int *pos, u
     return true;
 }
 
-bool vid_recut_leading(const vid_recut_t *self, const AVPacket *pkt)
+bool vid_recut_leading(const vid_recut_t *self, const AVPacket *key, const AVPacket *pkt)
 {
-    if (self->codec != AV_CODEC_ID_HEVC || pkt->data == NULL)
+    if (self->codec != AV_CODEC_ID_HEVC) /* H.264 names no such pictures: one shown before its keyframe is one */
+        return pkt != key && key->pts != AV_NOPTS_VALUE && pkt->pts != AV_NOPTS_VALUE && pkt->pts < key->pts;
+    if (pkt->data == NULL)
         return false;
     int pos = 0, l;
     uint8_t *nal;

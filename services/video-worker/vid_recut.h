@@ -20,10 +20,10 @@
  *  slice header are rewritten (vid_hvcc). A copied CRA picture right
  *  after a re-encoded stretch (or at a range's start) is relabelled a BLA
  *  picture (vid_recut_splice), which starts a new coded video sequence:
- *  only there may the active SPS change, and its leading pictures that
- *  refer to the group before (RASL) would decode wrong. Such pictures in
- *  a kept stretch next to a cut mean an open-GOP source: the caller cuts
- *  on keyframes instead (vid_recut_leading tells them).
+ *  only there may the active SPS change. Leading pictures that refer to
+ *  the group before (HEVC's RASL, H.264's open-GOP B-frames) would
+ *  decode wrong next to a cut: such a source must be cut on keyframes
+ *  (vid_recut_leading finds them).
  *
  *  Each re-encoded stretch starts a new encoder: its first frame is an
  *  IDR, it has no B-frames (decode order is presentation order, so its
@@ -58,9 +58,12 @@ vid_recut_t *vid_recut_new(const AVStream *st, const AVPacket *key, char *err, s
 /* Frees *p and sets it to NULL; safe on NULL. */
 void vid_recut_destroy(vid_recut_t **p);
 
-/* Whether the source packet pkt (borrowed) is an HEVC leading picture
- * that refers to the group before its keyframe (RASL); false for H.264. */
-bool vid_recut_leading(const vid_recut_t *self, const AVPacket *pkt);
+/* Whether the source packet pkt of the group that starts with keyframe
+ * key (both borrowed) is a leading picture that refers to the group
+ * before: HEVC names them (RASL; its RADL pictures do not refer across);
+ * in H.264 it is any picture shown before its keyframe (after an IDR
+ * there is none). */
+bool vid_recut_leading(const vid_recut_t *self, const AVPacket *key, const AVPacket *pkt);
 
 /* Readies the keyframe pkt (a source packet, made writable here) to
  * follow frames that are not the source's own before it: an HEVC CRA

@@ -198,7 +198,7 @@ static int s_setup(void **state)
     strcpy(s_dir, "/tmp/test_vid_core.XXXXXX");
     if (mkdtemp(s_dir) == NULL)
         return -1;
-    char cmd[2048];
+    char cmd[4096];
     /* veryfast keeps B-frames (so decode and presentation times differ), unlike ultrafast. */
     snprintf(cmd, sizeof(cmd),
              "cd '%s' && "
@@ -222,6 +222,8 @@ static int s_setup(void **state)
              "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -t 30 "
              "  -c:v libx265 -preset veryfast -x265-params log-level=error:keyint=50:min-keyint=50:scenecut=0 "
              "  -movflags +faststart hevcopen.mp4 && "
+             "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -t 30 -c:v libx264 -preset veryfast "
+             "  -g 50 -keyint_min 50 -sc_threshold 0 -bf 3 -x264-params open-gop=1 -movflags +faststart avcopen.mp4 && "
              "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
              "  -c:v libx264 -preset veryfast -g 50 -c:a aac -movflags +frag_keyframe+empty_moov+default_base_moof "
              "frag.mp4 && "
@@ -1037,16 +1039,21 @@ static void test_trim_exact_hevc(void **state)
     s_check_cuts("hevcgop.mp4", 0);
 }
 
-/* An open-GOP HEVC source (libx265's default: CRA pictures whose leading
- * pictures refer to the group before) is cut on keyframes, and says why;
- * a range inside one group, away from any leading picture, still cuts on
- * frames. */
+/* An open-GOP source (libx265's default: CRA pictures whose leading
+ * pictures refer to the group before; x264's open-gop: B-frames shown
+ * before a non-IDR keyframe) is cut on keyframes, and says why; every
+ * frame of the result decodes. A range inside one group, away from any
+ * leading picture, still cuts on frames. */
 static void test_trim_exact_hevc_open_gop(void **state)
 {
     (void)state;
     vid_trim_info_t info;
     vid_range_t r = {11, 19};
     assert_int_equal(s_trim("hevcopen.mp4", &r, 1, 1, &info), 0);
+    assert_true(!info.exact && info.on_keyframes && info.recoded == 0);
+    assert_string_equal(info.keyframes_why, "an open-GOP source (leading pictures refer to the group before)");
+    assert_int_equal(s_trim_frames(), (int)llround((info.cut[0].end - info.cut[0].start) * 25));
+    assert_int_equal(s_trim("avcopen.mp4", &r, 1, 1, &info), 0); /* x264's open GOPs: B-frames before an I-frame */
     assert_true(!info.exact && info.on_keyframes && info.recoded == 0);
     assert_string_equal(info.keyframes_why, "an open-GOP source (leading pictures refer to the group before)");
     assert_int_equal(s_trim_frames(), (int)llround((info.cut[0].end - info.cut[0].start) * 25));
