@@ -151,6 +151,10 @@ $(O)/tests/test_sgsnap: $(O)/obj/services/storgate-scheduler/sg_snap.o
 $(O)/tests/test_sgldoc: UNIT_EXTRA = -Iservices/storgate-scheduler $(O)/obj/services/storgate-scheduler/sg_ldoc.o
 $(O)/tests/test_sgldoc: $(O)/obj/services/storgate-scheduler/sg_ldoc.o
 
+# HEVC parameter set renumbering (video-worker, pure: no libav); the test makes its media with the ffmpeg CLI.
+$(O)/tests/test_vid_hvcc: UNIT_EXTRA = -Iservices/video-worker $(O)/obj/services/video-worker/vid_hvcc.o
+$(O)/tests/test_vid_hvcc: $(O)/obj/services/video-worker/vid_hvcc.o
+
 $(O)/tests/gateway/%: tests/unit/gateway/%.c $(GW_LIB_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	@echo "  TEST  $@"

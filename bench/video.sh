@@ -21,6 +21,8 @@
 #      cuts re-encoded, the rest copied) vs ffmpeg -ss 11.5 -to 19.5 -i v.mp4
 #      -c:v libx264 -preset veryfast -crf 18 -c:a copy (the CLI's frame-accurate
 #      trim re-encodes the whole range), and vs row 4's copy
+#   3b. /v.mp4/sprite/2/5x6/160x90/0.jpg (one sheet of 30 tiles, a frame every 2 s) vs
+#      ffmpeg -i v.mp4 -vf fps=1/2,scale=160:90,tile=5x6 -frames:v 1 out.jpg
 #   4c. /hc.mp4?trimming=11.5-19.5 (the same 60 s as HEVC in closed groups, cut on frames:
 #      libx265 re-encodes the partial groups) vs ffmpeg -ss 11.5 -to 19.5 -i hc.mp4
 #      -c:v libx265 -preset veryfast -crf 18 -c:a copy
@@ -271,6 +273,7 @@ HLS_ALL_F=("${FF[@]}" -i "$WWW/f.mp4" -c copy -f hls -hls_time 10 -hls_playlist_
 SEG_SS_F=("${FF[@]}" -ss 30 -t 10 -i "$WWW/f.mp4" -c copy -f mpegts out.ts)
 SEG_FMP4=("${FF[@]}" -ss 30 -t 10 -i "$WWW/h.mp4" -c copy -f mp4 -movflags frag_keyframe+empty_moov out.mp4)
 THUMB=("${FF[@]}" -ss 30 -i "$WWW/v.mp4" -frames:v 1 out.jpg)
+SPRITE=("${FF[@]}" -i "$WWW/v.mp4" -vf fps=1/2,scale=160:90,tile=5x6 -frames:v 1 out.jpg)
 TRIM=("${FF[@]}" -ss 10 -to 20 -i "$WWW/v.mp4" -c copy -movflags +faststart out.mp4)
 TRIMX=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/v.mp4" -c:v libx264 -preset veryfast -crf 18 -c:a copy -movflags +faststart out.mp4)
 TRIMH=("${FF[@]}" -ss 11.5 -to 19.5 -i "$WWW/hc.mp4" -c:v libx265 -preset veryfast -crf 18 -x265-params log-level=error
@@ -392,6 +395,10 @@ peer_ms "$OUT/segf" "${SEG_FMP4[@]}" >/dev/null
     die "ffmpeg -ss 30 -t 10 -f mp4 (fragmented): not HEVC + AAC"
 peer_ms "$OUT/thumb" "${THUMB[@]}" >/dev/null
 check_jpeg "$OUT/thumb/out.jpg" 1280x720 "ffmpeg -ss 30 -frames:v 1"
+rf_get /v.mp4/sprite/2/5x6/160x90/0.jpg "$C/sprite.jpg"
+check_jpeg "$C/sprite.jpg" 800x540 "refract sprite/2/5x6/160x90/0.jpg"
+peer_ms "$OUT/sprite" "${SPRITE[@]}" >/dev/null
+check_jpeg "$OUT/sprite/out.jpg" 800x540 "ffmpeg fps=1/2,scale=160:90,tile=5x6"
 peer_ms "$OUT/trim" "${TRIM[@]}" >/dev/null
 check_av "$OUT/trim/out.mp4" 10 "ffmpeg -ss 10 -to 20 -c copy"
 check_faststart "$OUT/trim/out.mp4" "ffmpeg -ss 10 -to 20 -movflags +faststart"
@@ -491,6 +498,7 @@ measure indexF /f.mp4/mp4hls/index.m3u8 "$OUT/hlsF" "${HLS_ALL_F[@]}"
 measure seg3F /f.mp4/mp4hls/seg-3.ts "$OUT/segF" "${SEG_SS_F[@]}"
 measure seg3f /h.mp4/mp4hls/seg-3.m4s "$OUT/segf" "${SEG_FMP4[@]}"
 measure thumb /v.mp4/thumbnail/30 "$OUT/thumb" "${THUMB[@]}"
+measure sprite /v.mp4/sprite/2/5x6/160x90/0.jpg "$OUT/sprite" "${SPRITE[@]}"
 measure trim "/v.mp4?trimming=10-20" "$OUT/trim" "${TRIM[@]}"
 measure trimx "/v.mp4?trimming=11.5-19.5" "$OUT/trimx" "${TRIMX[@]}"
 measure trimh "/hc.mp4?trimming=11.5-19.5" "$OUT/trimh" "${TRIMH[@]}"
@@ -621,6 +629,7 @@ printf "$FMT" "3 thumbnail/30 origin bytes (http://) / file" "$(awk -v b="${OBYT
     "$(awk -v b="$V_SIZE" 'BEGIN{printf "%.2f MB", b / 1048576}')" "$TB%" "<= 15%" "$(mark "$TB" "<= 15")" - \
     "${OREQS[thumb]} range requests; latency via http:// ${RF[thumb-http]} ms (${WK[thumb-http]})"
 summary "video thumbnail/30: origin bytes / file size (http://, %)" "$TB" "<=15%"
+row "3b sprite 5x6 every 2 s / ffmpeg fps=1/2,tile=5x6" sprite sprite - "sprite/2/5x6/160x90/0.jpg: refract/ffmpeg (ms)"
 row "4 trimming=10-20 / ffmpeg -ss 10 -to 20 -c copy" trim trim - "trimming=10-20: refract/ffmpeg (ms)"
 row "4b trimming=11.5-19.5 (frames) / ffmpeg -ss -to libx264" trimx trimx - "trimming=11.5-19.5 on frames: refract/ffmpeg-reencode (ms)"
 row "4b trimming=11.5-19.5 (frames) / ffmpeg -c copy (row 4)" trimx trim - "trimming=11.5-19.5 on frames: refract/ffmpeg-copy (ms)"

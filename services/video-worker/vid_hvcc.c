@@ -166,10 +166,12 @@ static void s_w_copy(s_w_t *w, s_rbsp_t *r, int to)
 {
     while (r->pos + 8 <= to)
         s_w_bits(w, s_bits(r, 8), 8);
-    s_w_bits(w, s_bits(r, to - r->pos), to - r->pos);
+    int k = to - r->pos; /* before s_bits moves pos: argument order is unspecified */
+    s_w_bits(w, s_bits(r, k), k);
 }
 
-/* Starts a NAL: its 2-byte header, copied (never escaped: its second byte is not 0-3 with a 0 before). */
+/* Starts a NAL: its 2-byte header, copied. Escaping counts zeros from
+ * the payload on, as unescaping does (H.265 7.3.1.1 starts at byte 2). */
 static void s_w_open(s_w_t *w, const uint8_t *nal, uint8_t *out, int cap)
 {
     memset(w, 0, sizeof(*w));
@@ -177,6 +179,7 @@ static void s_w_open(s_w_t *w, const uint8_t *nal, uint8_t *out, int cap)
     w->cap = cap;
     s_w_byte(w, nal[0]);
     s_w_byte(w, nal[1]);
+    w->zeros = 0;
 }
 
 /* Copies the rest of r up to its stop bit, then the stop bit and the
@@ -194,7 +197,7 @@ static int s_w_finish(s_w_t *w, s_rbsp_t *r, int stop)
 
 int vid_hevc_nal_type(const uint8_t *nal, int len)
 {
-    if (nal == NULL || len < S_NAL_HEAD || (nal[0] & 0x80))
+    if (nal == NULL || len < S_NAL_HEAD || (nal[0] & 0x80) || (nal[1] & 7) == 0) /* forbidden bit; temporal id + 1 */
         return -1;
     return (nal[0] >> 1) & 0x3f;
 }
@@ -309,80 +312,89 @@ int vid_hevc_renum_pick(const vid_hvcc_ids_t *used, vid_hevc_renum_t *r)
     return 0;
 }
 
-int vid_hevc_renum_ps(const vid_hevc_renum_t *r, const uint8_t *nal, int len, uint8_t *out, int cap)
+/* The fields a rewrite changes at the head of a NAL's payload: reads
+ * them from rb and writes their new values to w. 0, or -1 to refuse. */
+typedef int (*s_edit_fn)(const vid_hevc_renum_t *r, int type, s_rbsp_t *rb, s_w_t *w);
+
+/* Rewrites nal into out[cap]: its header, edit's fields, then the rest
+ * of its payload bit for bit. Its length, or -1. */
+static int s_rewrite(const vid_hevc_renum_t *r, const uint8_t *nal, int len, uint8_t *out, int cap, s_edit_fn edit)
 {
-    int type = vid_hevc_nal_type(nal, len), rc = -1;
-    if (type != VID_HEVC_VPS && type != VID_HEVC_SPS && type != VID_HEVC_PPS)
-        return -1;
     s_rbsp_t rb;
     if (s_rbsp_open(&rb, nal, len) < 0)
         return -1;
-    int stop = s_stop_bit(&rb);
+    int stop = s_stop_bit(&rb), rc = -1;
     s_w_t w;
     s_w_open(&w, nal, out, cap);
-    if (stop < 0)
-        goto done;
-    if (type == VID_HEVC_VPS) {
-        if (s_bits(&rb, 4) != 0)
-            goto done;
-        s_w_bits(&w, (uint32_t)r->vps, 4);
-    } else if (type == VID_HEVC_SPS) {
-        if (s_bits(&rb, 4) != 0)
-            goto done;
-        s_w_bits(&w, (uint32_t)r->vps, 4);
-        int from = rb.pos, msl = (int)s_bits(&rb, 3);
-        if (msl > 6)
-            goto done;
-        s_bits(&rb, 1);
-        s_skip_ptl(&rb, msl);
-        int to = rb.pos;
-        rb.pos = from;
-        s_w_copy(&w, &rb, to);
-        if (s_ue(&rb) != 0)
-            goto done;
-        s_w_ue(&w, (uint32_t)r->sps);
-    } else {
-        if (s_ue(&rb) != 0 || s_ue(&rb) != 0)
-            goto done;
-        s_w_ue(&w, (uint32_t)r->pps);
-        s_w_ue(&w, (uint32_t)r->sps);
-        s_w_bits(&w, s_bits(&rb, 2), 2); /* dependent slices, output flag */
-        if (s_bits(&rb, 3) != 0)         /* num_extra_slice_header_bits */
-            goto done;
-        s_w_bits(&w, (uint32_t)r->extra_bits, 3);
-    }
-    if (rb.pos <= stop)
+    if (stop >= 0 && edit(r, vid_hevc_nal_type(nal, len), &rb, &w) == 0 && rb.pos <= stop)
         rc = s_w_finish(&w, &rb, stop);
-done:
     s_rbsp_close(&rb);
     return rc;
 }
 
+/* A VPS's, SPS's or PPS's ids (libx265's are 0) and a PPS's reserved slice header bits. */
+static int s_edit_ps(const vid_hevc_renum_t *r, int type, s_rbsp_t *rb, s_w_t *w)
+{
+    if (type == VID_HEVC_VPS || type == VID_HEVC_SPS) {
+        if (s_bits(rb, 4) != 0)
+            return -1;
+        s_w_bits(w, (uint32_t)r->vps, 4);
+    }
+    if (type == VID_HEVC_SPS) {
+        int from = rb->pos, msl = (int)s_bits(rb, 3);
+        if (msl > 6)
+            return -1;
+        s_bits(rb, 1);
+        s_skip_ptl(rb, msl);
+        int to = rb->pos;
+        rb->pos = from;
+        s_w_copy(w, rb, to);
+        if (s_ue(rb) != 0)
+            return -1;
+        s_w_ue(w, (uint32_t)r->sps);
+    }
+    if (type == VID_HEVC_PPS) {
+        if (s_ue(rb) != 0 || s_ue(rb) != 0)
+            return -1;
+        s_w_ue(w, (uint32_t)r->pps);
+        s_w_ue(w, (uint32_t)r->sps);
+        s_w_bits(w, s_bits(rb, 2), 2); /* dependent slices, output flag */
+        if (s_bits(rb, 3) != 0)        /* num_extra_slice_header_bits */
+            return -1;
+        s_w_bits(w, (uint32_t)r->extra_bits, 3);
+    }
+    return 0;
+}
+
+/* A picture's first slice header: its PPS id (0) and the reserved bits after it. */
+static int s_edit_slice(const vid_hevc_renum_t *r, int type, s_rbsp_t *rb, s_w_t *w)
+{
+    if (s_bits(rb, 1) != 1) /* first_slice_segment_in_pic_flag */
+        return -1;
+    s_w_bits(w, 1, 1);
+    if (type >= VID_HEVC_BLA_W_LP) /* an IRAP picture: no_output_of_prior_pics_flag */
+        s_w_bits(w, s_bits(rb, 1), 1);
+    if (s_ue(rb) != 0)
+        return -1;
+    s_w_ue(w, (uint32_t)r->pps);
+    s_w_bits(w, 0, r->extra_bits); /* slice_reserved_flag[]: their value is ignored */
+    return 0;
+}
+
+int vid_hevc_renum_ps(const vid_hevc_renum_t *r, const uint8_t *nal, int len, uint8_t *out, int cap)
+{
+    int type = vid_hevc_nal_type(nal, len);
+    if (type != VID_HEVC_VPS && type != VID_HEVC_SPS && type != VID_HEVC_PPS)
+        return -1;
+    return s_rewrite(r, nal, len, out, cap, s_edit_ps);
+}
+
 int vid_hevc_renum_slice(const vid_hevc_renum_t *r, const uint8_t *nal, int len, uint8_t *out, int cap)
 {
-    int type = vid_hevc_nal_type(nal, len), rc = -1;
+    int type = vid_hevc_nal_type(nal, len);
     if (type < 0 || type > VID_HEVC_CRA || (type >= 10 && type <= 15))
         return -1;
-    s_rbsp_t rb;
-    if (s_rbsp_open(&rb, nal, len) < 0)
-        return -1;
-    int stop = s_stop_bit(&rb);
-    s_w_t w;
-    s_w_open(&w, nal, out, cap);
-    if (stop < 0 || s_bits(&rb, 1) != 1) /* first_slice_segment_in_pic_flag */
-        goto done;
-    s_w_bits(&w, 1, 1);
-    if (type >= VID_HEVC_BLA_W_LP) /* an IRAP picture: no_output_of_prior_pics_flag */
-        s_w_bits(&w, s_bits(&rb, 1), 1);
-    if (s_ue(&rb) != 0)
-        goto done;
-    s_w_ue(&w, (uint32_t)r->pps);
-    s_w_bits(&w, 0, r->extra_bits); /* slice_reserved_flag[]: their value is ignored */
-    if (rb.pos <= stop)
-        rc = s_w_finish(&w, &rb, stop);
-done:
-    s_rbsp_close(&rb);
-    return rc;
+    return s_rewrite(r, nal, len, out, cap, s_edit_slice);
 }
 
 /* One hvcC array copied to *o, with the added NALs of its type after its own. */

@@ -25,6 +25,7 @@
 
 #include "vid_core.h"
 #include "vid_recut.h"
+#include "unit_run.h"
 
 static char s_dir[64]; /* the temporary directory of the media */
 
@@ -71,35 +72,8 @@ static void s_file_close(s_file_t *f)
     close(f->fd);
 }
 
-/* Runs a shell command in the media directory; returns its stdout
- * (malloc'd, caller frees) and asserts it exited 0. */
-static char *s_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *s_run(const char *fmt, ...)
-{
-    char cmd[2048];
-    int n = snprintf(cmd, sizeof(cmd), "cd '%s' && ", s_dir);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 4096, len = 0;
-    char *out = malloc(cap);
-    size_t got;
-    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
-        len += got;
-        if (cap - len < 2048)
-            out = realloc(out, cap *= 2);
-    }
-    out[len] = '\0';
-    int rc = pclose(p);
-    if (rc != 0)
-        fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
-    assert_int_equal(rc, 0);
-    return out;
-}
+/* A shell command in the media directory (unit_run.h). */
+#define s_run(...) unit_run(s_dir, __VA_ARGS__)
 
 static vid_index_t *s_index(s_file_t *f, const char *name, double target)
 {
