@@ -2742,6 +2742,16 @@ static AVFrame *s_black(int w, int h)
     return f;
 }
 
+/* Whether st's index has a keyframe after `last` (the frame decoded
+ * last) that a seek to ts would land on: decoding from there reads fewer
+ * frames than decoding on. */
+static bool s_key_between(AVStream *st, int64_t last, int64_t ts)
+{
+    int i = av_index_search_timestamp(st, ts, AVSEEK_FLAG_BACKWARD);
+    const AVIndexEntry *e = i >= 0 ? avformat_index_get_entry(st, i) : NULL;
+    return e != NULL && e->timestamp > last;
+}
+
 int vid_sprite(const vid_source_t *src, const vid_sprite_opts_t *o, vid_thumb_t *out, char *err, size_t errlen)
 {
     int rc = -1, tw, th;
@@ -2794,7 +2804,7 @@ int vid_sprite(const vid_source_t *src, const vid_sprite_opts_t *o, vid_thumb_t 
             break; /* the rest stays black */
         int64_t ts = start + (int64_t)llround(t * st->time_base.den / st->time_base.num), ndec = 0;
         av_frame_unref(best);
-        bool onward = last != INT64_MIN && ts > last && ts - last <= near;
+        bool onward = last != INT64_MIN && ts > last && ts - last <= near && !s_key_between(st, last, ts);
         if (!onward || s_decode_at(&d, v, dec, ts, false, best, &ndec, err, errlen) != 0) {
             avcodec_flush_buffers(dec);
             av_frame_unref(best);

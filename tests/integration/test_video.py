@@ -569,6 +569,9 @@ def test_sprite_sheet_and_index(stack, videos, tmp_path, name, tiles):
     assert r.headers["Content-Type"] == "image/jpeg"
     info = harness.image_info(r.content, str(tmp_path))
     assert (info["width"], info["height"]) == (5 * 64, 3 * 48)  # 4:3 tiles from the 320x240 video
+    if name == "v.mp4":  # a keyframe at each tile's time: one frame decoded a tile, none between them
+        made = [line for line in stack.workers[0].log().splitlines() if "video sprite sheet 0 (320x144" in line]
+        assert made and "(320x144, 15 decoded)" in made[-1], made[-1:]
     sheet = tmp_path / "sheet.jpg"
     sheet.write_bytes(r.content)
     # tile 6 (row 1, column 1) is the frame at 12 s
