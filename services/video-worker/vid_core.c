@@ -2042,7 +2042,12 @@ static int s_trim_open(s_trim_out_t *o, const s_demux_t *d, int v, int a, const 
             s_err(err, errlen, "out of memory");
             return -1;
         }
-        st->codecpar->codec_tag = 0;
+        /* HEVC keeps its sample entry: hvc1 promises every parameter set in
+         * the hvcC (what Apple's players ask for), hev1 allows them in-band */
+        st->codecpar->codec_tag =
+            in->codecpar->codec_id == AV_CODEC_ID_HEVC && in->codecpar->codec_tag == MKTAG('h', 'v', 'c', '1')
+                ? in->codecpar->codec_tag
+                : 0;
         st->time_base = in->time_base;
         if (k == 0 && extra != NULL) {
             av_freep(&st->codecpar->extradata);

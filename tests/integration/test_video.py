@@ -39,8 +39,9 @@ def videos(tmp_path_factory):
     _ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2", "-c:v", "mpeg4"],
             os.path.join(d, "mp4v.mp4"))
     x265 = ["-c:v", "libx265", "-preset", "veryfast", "-x265-params"]
-    _ffmpeg(src + x265 + ["log-level=error:keyint=50:min-keyint=50:scenecut=0:open-gop=0:bframes=3", "-c:a", "aac",
-                          "-b:a", "64k", "-movflags", "+faststart"], os.path.join(d, "hevc30.mp4"))  # closed GOPs
+    _ffmpeg(src + x265 + ["log-level=error:keyint=50:min-keyint=50:scenecut=0:open-gop=0:bframes=3", "-tag:v", "hvc1",
+                          "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart"],
+            os.path.join(d, "hevc30.mp4"))  # closed GOPs, tagged as Apple's players want
     _ffmpeg(src + x265 + ["log-level=error:keyint=50:min-keyint=50:scenecut=0", "-c:a", "aac", "-b:a", "64k",
                           "-movflags", "+faststart"], os.path.join(d, "hevcopen.mp4"))  # x265's open GOPs
     with open(os.path.join(d, "text.mp4"), "w") as f:
@@ -422,6 +423,8 @@ def test_hevc_trim_on_frames(stack, videos, tmp_path):
     assert int(streams["video"]["nb_frames"]) == 237
     assert abs(float(streams["audio"]["duration"]) - 9.48) < 0.1
     out = tmp_path / "trim.mp4"
+    tag = _probe(str(out), "-select_streams", "v", "-show_entries", "stream=codec_tag_string")["streams"][0]
+    assert tag["codec_tag_string"] == "hvc1"  # the source's: every parameter set in the hvcC, none in-band
     dec = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"],
                          capture_output=True, text=True, timeout=60)
     assert dec.returncode == 0 and dec.stderr == "", dec.stderr
