@@ -36,7 +36,7 @@ stage() { # stage NAME TIMEOUT_SECONDS COMMAND...
 
 stage build 900 make -j"$JOBS" all
 stage unit 300 make --no-print-directory unit
-stage unit-asan 900 env ASAN_OPTIONS=detect_leaks=1 make --no-print-directory -j"$JOBS" SANITIZE=address,undefined OPT=-O1 unit
+stage unit-asan 900 env ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" make --no-print-directory -j"$JOBS" SANITIZE=address,undefined OPT=-O1 unit
 stage fuzz 600 scripts/fuzz-brief.sh "$FUZZ_SECONDS"
 stage config 60 build/bin/refract-gateway -t -c conf/refract.yaml
 stage integration 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider --durations=30 tests/integration

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "gw.h"
 #include "gw_preamble.h"
@@ -50,6 +51,7 @@ struct gw_tstream_t {
     char *path;
     char ref[600];     /* "file://" + path: the JOB's out, the REPLY's ref */
     gw_preamble_t pre; /* the head the worker wrote (its body_at is at) */
+    char etag[32];     /* the answer's weak ETag, or "" */
     bool head;
     bool ended;     /* the REPLY came: the file is whole, or the stream failed */
     bool failed;    /* readers see a broken transfer */
@@ -182,6 +184,7 @@ static void s_client_start(gw_tstream_t *p, const char *cache_status)
     s_add(req, H2O_TOKEN_CACHE_CONTROL, p->pre.cc);
     s_add(req, H2O_TOKEN_EXPIRES, p->pre.ex);
     s_add(req, H2O_TOKEN_LAST_MODIFIED, p->pre.lm);
+    s_add(req, H2O_TOKEN_ETAG, p->etag);
     gw_deliver_headers(rc);
     p->gen.proceed = s_on_proceed;
     p->gen.stop = s_on_stop;
@@ -215,18 +218,18 @@ static void s_obj_head(gw_tstream_t *p, char *cs, size_t cs_len)
         return;
     char blob[1024];
     size_t bl = 0;
-    rf_hdr_t hs[3];
+    rf_hdr_t hs[4];
     size_t n = 0;
-    const char *const names[] = {"cache-control", "expires", "last-modified"};
-    const char *const values[] = {p->pre.cc, p->pre.ex, p->pre.lm};
-    for (int i = 0; i < 3; i++)
+    const char *const names[] = {"cache-control", "expires", "last-modified", "etag"};
+    const char *const values[] = {p->pre.cc, p->pre.ex, p->pre.lm, p->etag};
+    for (int i = 0; i < 4; i++)
         if (values[i][0] != '\0')
             hs[n++] = (rf_hdr_t){names[i], strlen(names[i]), values[i], strlen(values[i])};
     int64_t now = (int64_t)time(NULL);
     rf_ttl_verdict_t v;
     bool keep = rf_ttl_decide(&p->vhost->cache.ttl, 200, hs, n, now, now, p->auth, &v) == 0 && v.storable && v.ttl > 0;
     bool fits = s_blob_add(blob, sizeof(blob), &bl, "content-type", p->pre.ctype);
-    for (int i = 0; i < 3 && fits; i++)
+    for (int i = 0; i < 4 && fits; i++)
         fits = s_blob_add(blob, sizeof(blob), &bl, names[i], values[i]);
     rf_meta_t meta = {.status = 200,
                       .stored_at = now,
@@ -279,6 +282,20 @@ static int s_preamble(gw_tstream_t *p, uint64_t size)
     return rc;
 }
 
+/* The answer's ETag, weak: its bytes are not known when its head goes
+ * out (and a second transcode need not make the same bytes), but it is
+ * the same answer for the same URL (as the cache keys it, the function
+ * and its options included) of the same source version. None when the
+ * source gave no Last-Modified to tell versions apart. */
+static void s_weak_etag(gw_tstream_t *p, h2o_iovec_t key)
+{
+    p->etag[0] = '\0';
+    if (p->pre.lm[0] == '\0')
+        return;
+    uint64_t h = XXH3_64bits_withSeed(key.base, key.len, XXH3_64bits(p->pre.lm, strlen(p->pre.lm)));
+    snprintf(p->etag, sizeof(p->etag), "W/\"%016llx\"", (unsigned long long)h);
+}
+
 /* The request now answers from the stream: it takes the object it
  * claimed, the transform lets go of the job, and the client's response
  * starts. Without a request (it left) there is nobody to start for: the
@@ -293,6 +310,7 @@ static void s_start(gw_tstream_t *p)
     rc->fill = NULL;
     char cs[160];
     snprintf(cs, sizeof(cs), "%s; detail=streamed", rc->cache_status); /* cache off: fwd=bypass */
+    s_weak_etag(p, rc->key);
     s_obj_head(p, cs, sizeof(cs));
     p->on_head(p->arg);
     s_client_start(p, cs);

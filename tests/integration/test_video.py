@@ -460,6 +460,19 @@ def test_hevc_open_gop_trim_on_keyframes(stack, tmp_path):
     assert dec.returncode == 0 and dec.stderr == "", dec.stderr
 
 
+def test_trim_of_another_codec_is_on_keyframes(stack, tmp_path):
+    """MPEG-4 part 2 (no re-encoder for it) is cut on keyframes, and says
+    why; its frame size, which only its bitstream has, is found for the
+    MP4 it is written into."""
+    r, info = _trimmed(stack, tmp_path, "/mp4v.mp4?trimming=0.5-1.5")
+    assert r.headers["X-Refract-Note"].startswith("cut on keyframes (exact cuts need H.264 or HEVC): "), r.headers
+    v = [s for s in _probe(str(tmp_path / "trim.mp4"), "-show_entries", "stream=codec_name,width,height")["streams"]]
+    assert v == [{"codec_name": "mpeg4", "width": 160, "height": 120}], v
+    dec = subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "trim.mp4"), "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=60)
+    assert dec.returncode == 0 and dec.stderr == "", dec.stderr
+
+
 def test_trimming_audio_and_range(stack, tmp_path):
     r, info = _trimmed(stack, tmp_path, "/a.m4a?trimming=5-10")
     assert r.headers["Content-Type"] == "audio/mp4"

@@ -196,6 +196,9 @@ static int s_setup(void **state)
              "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -t 30 "
              "  -c:v libx265 -preset veryfast -x265-params log-level=error:keyint=50:min-keyint=50:scenecut=0 "
              "  -movflags +faststart hevcopen.mp4 && "
+             "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=160x120:rate=25 -t 4 -pix_fmt yuv420p10le "
+             "  -c:v libx265 -preset ultrafast -x265-params log-level=error:keyint=25:open-gop=0:bframes=3 "
+             "  -tag:v hvc1 -movflags +faststart hevc10.mp4 && "
              "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -t 30 -c:v libx264 -preset veryfast "
              "  -g 50 -keyint_min 50 -sc_threshold 0 -bf 3 -x264-params open-gop=1 -movflags +faststart avcopen.mp4 && "
              "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -f lavfi -i sine=frequency=440 -t 30 "
@@ -1011,6 +1014,15 @@ static void test_trim_exact_hevc(void **state)
 {
     (void)state;
     s_check_cuts("hevcgop.mp4", 0);
+    /* Main 10 (libx265 takes 10-bit frames); its hvc1 tag is kept */
+    vid_trim_info_t info;
+    vid_range_t r = {1.3, 2.7};
+    assert_int_equal(s_trim("hevc10.mp4", &r, 1, 1, &info), 0);
+    assert_true(info.exact && info.recoded == 35);
+    assert_int_equal(s_trim_frames(), 35);
+    char *tag = s_run("ffprobe -v error -show_entries stream=codec_tag_string,pix_fmt -of csv=p=0 trim.mp4");
+    assert_string_equal(tag, "hvc1,yuv420p10le\n");
+    free(tag);
 }
 
 /* An open-GOP source (libx265's default: CRA pictures whose leading
